@@ -1,0 +1,297 @@
+//! The audit seam: every run start, decision, outcome and run end becomes one [`AuditEvent`] handed
+//! to an [`AuditSink`].
+//!
+//! Events borrow from the caller's data (the tool name, the raw argument text, the denial), so a
+//! sink serialises straight from them; a sink that keeps an event beyond [`AuditSink::record`]
+//! copies what it needs. A sink that returns an error makes the guard **deny** the call it was
+//! recording: no decision is acted on without its record (fail closed).
+//!
+//! This module ships [`MemorySink`] (tests, inspection). Durable, hash-chained file sinks,
+//! redaction, verification and query are the audit issue's work and will extend this module.
+//!
+//! A custom sink is a dozen lines:
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use tollgate::audit::{AuditError, AuditEvent, AuditSink, EventKind};
+//!
+//! #[derive(Default)]
+//! struct CountDenials(AtomicU64);
+//!
+//! impl AuditSink for CountDenials {
+//!     fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
+//!         if let EventKind::Decision { decision, .. } = &event.kind {
+//!             if decision.is_deny() {
+//!                 self.0.fetch_add(1, Ordering::Relaxed);
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//!     fn flush(&self) -> Result<(), AuditError> { Ok(()) }
+//! }
+//! ```
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use crate::call::{AgentId, Args, RunContext, RunId, ToolCall};
+use crate::verdict::{ApprovalRequest, Denial, Outcome, PolicyVersion};
+
+/// One thing that happened, with the run it belongs to.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AuditEvent<'a> {
+    /// Position in the guard's event sequence (strictly increasing per guard, starting at 1).
+    pub seq: u64,
+    /// Wall-clock time of the event.
+    pub at: SystemTime,
+    /// The run.
+    pub run: &'a RunId,
+    /// The agent acting in the run.
+    pub agent: &'a AgentId,
+    /// What happened.
+    pub kind: EventKind<'a>,
+}
+
+/// The kinds of event. More kinds (escalations, breaker trips, credentials, reloads) arrive with
+/// their primitives; match with a wildcard arm.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EventKind<'a> {
+    /// A run started.
+    RunStarted {
+        /// Who, in which role, for what, in which compartment.
+        context: &'a RunContext,
+    },
+    /// A proposed call was decided.
+    Decision {
+        /// The call as proposed (arguments included, as given).
+        call: &'a ToolCall<'a>,
+        /// The decision.
+        decision: Decision<'a>,
+        /// The policy version the decision was made under (`None` only if no policy was consulted).
+        policy_version: Option<PolicyVersion>,
+    },
+    /// A permitted call ended (or its permit was dropped).
+    Outcome {
+        /// The tool.
+        tool: &'a str,
+        /// The framework's call id.
+        call_id: Option<&'a str>,
+        /// How it ended.
+        outcome: &'a Outcome,
+        /// Time from permit to outcome.
+        latency: Duration,
+        /// The policy version the call was permitted under.
+        policy_version: PolicyVersion,
+    },
+    /// A run ended.
+    RunFinished {
+        /// How long the run lasted.
+        duration: Duration,
+    },
+}
+
+/// A decision as recorded.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Decision<'a> {
+    /// The call was permitted.
+    Allow,
+    /// The call awaits a human.
+    Escalate(&'a ApprovalRequest),
+    /// The call was denied.
+    Deny(&'a Denial),
+}
+
+impl Decision<'_> {
+    /// `true` for [`Decision::Deny`].
+    pub fn is_deny(&self) -> bool {
+        matches!(self, Decision::Deny(_))
+    }
+
+    /// `"allow"`, `"escalate"` or `"deny"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Escalate(_) => "escalate",
+            Decision::Deny(_) => "deny",
+        }
+    }
+}
+
+/// A sink could not take an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The sink is unavailable or refused the event.
+    #[error("audit sink `{sink}` refused the event: {reason}")]
+    Refused {
+        /// Which sink.
+        sink: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// An I/O error while writing or flushing.
+    #[error("audit sink I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Receives every audit event. Implementations must be cheap to call from many threads.
+pub trait AuditSink: Send + Sync {
+    /// Takes one event. An error makes the guard deny the call being recorded.
+    fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError>;
+    /// Returns once every event recorded before the call is durable (for in-memory sinks: now).
+    fn flush(&self) -> Result<(), AuditError>;
+}
+
+impl AuditEvent<'_> {
+    /// The event as a JSON object. Field names follow the OpenTelemetry GenAI conventions where one
+    /// exists (`gen_ai.tool.name`, `gen_ai.tool.call.id`, `gen_ai.agent.id`, `gen_ai.usage.*`).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("seq".into(), json!(self.seq));
+        let at = self.at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        m.insert("time_unix_nano".into(), json!(at.as_nanos() as u64));
+        m.insert("tollgate.run.id".into(), json!(self.run.as_str()));
+        m.insert("gen_ai.agent.id".into(), json!(self.agent.as_str()));
+        match &self.kind {
+            EventKind::RunStarted { context } => {
+                m.insert("event".into(), json!("run_started"));
+                m.insert("tollgate.role".into(), json!(context.role().as_str()));
+                m.insert(
+                    "tollgate.task_type".into(),
+                    json!(context.task_type().map(|t| t.as_str())),
+                );
+                m.insert(
+                    "tollgate.trigger".into(),
+                    json!(context.trigger().map(|t| t.as_str())),
+                );
+                m.insert(
+                    "tollgate.compartment".into(),
+                    json!(context.compartment().map(|c| c.as_str())),
+                );
+                m.insert("tollgate.read_only".into(), json!(context.is_read_only()));
+            }
+            EventKind::Decision {
+                call,
+                decision,
+                policy_version,
+            } => {
+                m.insert("event".into(), json!("decision"));
+                m.insert("gen_ai.tool.name".into(), json!(call.tool()));
+                m.insert("gen_ai.tool.call.id".into(), json!(call.call_id()));
+                let args = match call.args() {
+                    Args::None => json!({}),
+                    Args::Value(v) => v.clone(),
+                    Args::Json(t) => serde_json::from_str(t).unwrap_or_else(|_| json!({ "unparsed": t })),
+                };
+                m.insert("gen_ai.tool.call.arguments".into(), args);
+                m.insert("tollgate.decision".into(), json!(decision.as_str()));
+                if let Decision::Deny(d) = decision {
+                    m.insert("tollgate.deny.code".into(), json!(d.code().as_str()));
+                    m.insert("tollgate.rule".into(), json!(d.rule().as_str()));
+                    m.insert("tollgate.reason".into(), json!(d.reason()));
+                }
+                if let Decision::Escalate(r) = decision {
+                    m.insert("tollgate.rule".into(), json!(r.rule.as_str()));
+                    m.insert("tollgate.reason".into(), json!(r.reason));
+                }
+                m.insert(
+                    "tollgate.policy.version".into(),
+                    json!(policy_version.map(|v| v.to_string())),
+                );
+                m.insert("tollgate.confidence".into(), json!(call.confidence()));
+                m.insert("tollgate.reasoning".into(), json!(call.reasoning()));
+            }
+            EventKind::Outcome {
+                tool,
+                call_id,
+                outcome,
+                latency,
+                policy_version,
+            } => {
+                m.insert("event".into(), json!("outcome"));
+                m.insert("gen_ai.tool.name".into(), json!(tool));
+                m.insert("gen_ai.tool.call.id".into(), json!(call_id));
+                m.insert(
+                    "tollgate.outcome".into(),
+                    serde_json::to_value(&outcome.status).unwrap_or(Value::Null),
+                );
+                m.insert(
+                    "gen_ai.usage.input_tokens".into(),
+                    json!(outcome.input_tokens),
+                );
+                m.insert(
+                    "gen_ai.usage.output_tokens".into(),
+                    json!(outcome.output_tokens),
+                );
+                m.insert(
+                    "tollgate.latency_ns".into(),
+                    json!(latency.as_nanos() as u64),
+                );
+                m.insert(
+                    "tollgate.policy.version".into(),
+                    json!(policy_version.to_string()),
+                );
+            }
+            EventKind::RunFinished { duration } => {
+                m.insert("event".into(), json!("run_finished"));
+                m.insert(
+                    "tollgate.duration_ns".into(),
+                    json!(duration.as_nanos() as u64),
+                );
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+/// Keeps every event in memory as JSON (see [`AuditEvent::to_json`]). For tests and inspection;
+/// it grows without bound.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    events: Mutex<Vec<Value>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of every event recorded so far, in order.
+    pub fn events(&self) -> Vec<Value> {
+        self.lock().clone()
+    }
+
+    /// Number of events recorded.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+        // A panic while holding the lock cannot leave a half-written Vec<Value> behind (push is
+        // the only mutation), so the data stays trustworthy after poisoning.
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl AuditSink for MemorySink {
+    fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
+        let v = event.to_json();
+        self.lock().push(v);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! # tollgate
+//!
+//! Safety primitives for autonomous AI agents, wrapped around an agent framework's tool dispatch.
+//! An agent proposes a tool call; tollgate decides whether it may run, before a single side effect
+//! happens, and records the decision.
+//!
+//! What exists today:
+//!
+//! - [`ActionBoundary`](boundary::ActionBoundary): default-deny tool allowlists per role, argument
+//!   rules (type, enum, bounds, length, anchored regex, path-under-root, URL host allowlist, nested
+//!   and per-element paths), ordered data tiers against role clearance, read / write / irreversible
+//!   effects, a read-only mode, compartments (one matter or patient per run), and the filtered
+//!   tool list an agent may see. Built in code or from TOML / JSON policy documents.
+//! - [`Guard`]: the pipeline. `guard.check(&run, &call)` returns a [`Verdict`]; only `Allow`
+//!   carries the [`Permit`] a tool runs under. The policy sits in an atomically swappable snapshot
+//!   whose content hash ([`PolicyVersion`]) is carried by every verdict, permit and audit record.
+//! - [`audit`]: the event seam ([`AuditSink`](audit::AuditSink)) and an in-memory sink.
+//! - [`clock`]: injectable monotonic time.
+//!
+//! Scoped credentials, the escalation gate, circuit breakers and the durable audit trail are being
+//! built; [`Verdict::Escalate`] is reserved for the escalation gate and is never produced yet.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use serde_json::json;
+//! use tollgate::prelude::*;
+//!
+//! let policy = r#"
+//!     tiers = ["public", "privileged"]
+//!
+//!     [tools.search_case_law]
+//!     effect = "read"
+//!     tier = "public"
+//!     args.query = { type = "string", required = true, max_length = 500 }
+//!
+//!     [tools.read_document]
+//!     effect = "read"
+//!     tier = "privileged"
+//!     compartment_arg = "matter_id"
+//!     args.matter_id = { type = "string", required = true, pattern = "M-[0-9]{4}" }
+//!     args.path = { type = "string", required = true, path_under = "/matters/{compartment}" }
+//!
+//!     [roles.intake]
+//!     clearance = "privileged"
+//!     tools = ["search_case_law", "read_document"]
+//! "#;
+//! let guard = Guard::builder(ActionBoundary::from_toml(policy)?).build();
+//! let run = guard.start_run(RunContext::new("intake-bot", "intake").in_compartment("M-1001"))?;
+//!
+//! // Allowed: the path stays inside the run's own matter.
+//! let args = json!({"matter_id": "M-1001", "path": "/matters/M-1001/intake.pdf"});
+//! let verdict = guard.check(&run, &ToolCall::new("read_document", &args));
+//! assert!(verdict.is_allowed());
+//! if let Verdict::Allow(permit) = verdict {
+//!     permit.complete(Outcome::success())?;
+//! }
+//!
+//! // Denied: another matter, a path escape, an unknown tool.
+//! let other = r#"{"matter_id": "M-2002", "path": "/matters/M-2002/intake.pdf"}"#;
+//! assert_eq!(guard.check(&run, &ToolCall::new("read_document", other)).deny_code(),
+//!            Some(DenyCode::CrossCompartment));
+//! let escape = r#"{"matter_id": "M-1001", "path": "/matters/M-1001/../M-2002/intake.pdf"}"#;
+//! assert_eq!(guard.check(&run, &ToolCall::new("read_document", escape)).deny_code(),
+//!            Some(DenyCode::PathEscape));
+//! assert_eq!(guard.check(&run, &ToolCall::new("delete_matter", "{}")).deny_code(),
+//!            Some(DenyCode::UnknownTool));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod boundary;
+pub mod call;
+pub mod clock;
+pub mod guard;
+pub mod verdict;
+
+pub use boundary::ActionBoundary;
+pub use call::{
+    AgentId, Args, CompartmentId, Principal, RoleName, RuleId, RunContext, RunId, TaskType,
+    ToolCall,
+};
+pub use guard::{ExecuteError, Guard, GuardBuilder, GuardError, Permit, Run};
+pub use verdict::{
+    ApprovalRequest, DenyCode, Denial, Outcome, OutcomeStatus, PolicyVersion, Refusal, Verdict,
+};
+
+/// The names most users need, in one import.
+pub mod prelude {
+    pub use crate::boundary::{ActionBoundary, Arg, Effect, RoleSpec, ToolSpec};
+    pub use crate::{
+        DenyCode, Denial, Guard, Outcome, Permit, Run, RunContext, ToolCall, Verdict,
+    };
+}

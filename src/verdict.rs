@@ -1,0 +1,353 @@
+//! Decisions: [`Verdict`], [`Denial`] and its machine-readable [`DenyCode`], the [`PolicyVersion`]
+//! every decision carries, and the [`Outcome`] a permitted call reports back.
+//!
+//! The [`Permit`](crate::guard::Permit) itself lives with the guard that issues it.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::call::RuleId;
+use crate::guard::Permit;
+
+/// Why a call was denied, as a stable machine-readable code.
+///
+/// Codes are stable strings (see [`DenyCode::as_str`]) meant for dashboards, alerts and tests;
+/// the human reason is in [`Denial::reason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DenyCode {
+    /// The run's role is not defined in the policy.
+    UnknownRole,
+    /// No tool of that exact name exists (names are compared byte for byte: no case folding, no
+    /// trimming, no Unicode normalisation).
+    UnknownTool,
+    /// The tool exists but the run's role may not call it.
+    ToolNotAllowed,
+    /// The tool's data tier is above the role's clearance.
+    ClearanceTooLow,
+    /// The run or role is read-only and the tool writes or is irreversible.
+    ReadOnly,
+    /// The arguments are not a valid JSON object.
+    MalformedArgs,
+    /// The raw argument text is larger or deeper than the policy's limits.
+    ArgsTooLarge,
+    /// A required argument is absent.
+    MissingArgument,
+    /// An argument the policy forbids is present.
+    ForbiddenArgument,
+    /// An argument no rule declares is present.
+    UnknownArgument,
+    /// An argument has the wrong JSON type.
+    ArgumentType,
+    /// An argument is not one of the allowed values.
+    ArgumentNotAllowed,
+    /// A number is outside its bounds.
+    ArgumentOutOfRange,
+    /// A string is too long or an array has too many elements.
+    ArgumentTooLong,
+    /// A string does not match its pattern.
+    ArgumentPattern,
+    /// A path argument leaves its root (or uses a construct that could).
+    PathEscape,
+    /// A URL argument is malformed, ambiguous, or names a host outside the allowlist.
+    UrlNotAllowed,
+    /// The call names a compartment other than the run's.
+    CrossCompartment,
+    /// The tool is compartmented but the run is bound to no compartment.
+    CompartmentRequired,
+    /// The run was started by a different guard.
+    ForeignRun,
+    /// The audit sink refused the decision's record, so the call cannot proceed (fail closed).
+    AuditFailed,
+}
+
+impl DenyCode {
+    /// The stable snake_case name of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyCode::UnknownRole => "unknown_role",
+            DenyCode::UnknownTool => "unknown_tool",
+            DenyCode::ToolNotAllowed => "tool_not_allowed",
+            DenyCode::ClearanceTooLow => "clearance_too_low",
+            DenyCode::ReadOnly => "read_only",
+            DenyCode::MalformedArgs => "malformed_args",
+            DenyCode::ArgsTooLarge => "args_too_large",
+            DenyCode::MissingArgument => "missing_argument",
+            DenyCode::ForbiddenArgument => "forbidden_argument",
+            DenyCode::UnknownArgument => "unknown_argument",
+            DenyCode::ArgumentType => "argument_type",
+            DenyCode::ArgumentNotAllowed => "argument_not_allowed",
+            DenyCode::ArgumentOutOfRange => "argument_out_of_range",
+            DenyCode::ArgumentTooLong => "argument_too_long",
+            DenyCode::ArgumentPattern => "argument_pattern",
+            DenyCode::PathEscape => "path_escape",
+            DenyCode::UrlNotAllowed => "url_not_allowed",
+            DenyCode::CrossCompartment => "cross_compartment",
+            DenyCode::CompartmentRequired => "compartment_required",
+            DenyCode::ForeignRun => "foreign_run",
+            DenyCode::AuditFailed => "audit_failed",
+        }
+    }
+
+    /// Whether telling the agent this exact code would reveal that a tool it may not see exists.
+    pub fn reveals_hidden_tool(self) -> bool {
+        matches!(
+            self,
+            DenyCode::ToolNotAllowed | DenyCode::ClearanceTooLow | DenyCode::ReadOnly
+        )
+    }
+}
+
+impl fmt::Display for DenyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The content hash of the policy a decision was made under (SHA-256 of its canonical JSON form).
+///
+/// `Display` prints all 64 hex digits; `{:#}` prints the first 12.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyVersion(pub(crate) [u8; 32]);
+
+impl PolicyVersion {
+    /// The raw digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for PolicyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = if f.alternate() { 6 } else { 32 };
+        for b in &self.0[..n] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PolicyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PolicyVersion({self:#})")
+    }
+}
+
+impl Serialize for PolicyVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A refused call: what rule refused it, in machine and human terms, under which policy version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Denial {
+    code: DenyCode,
+    rule: RuleId,
+    reason: Cow<'static, str>,
+    policy_version: Option<PolicyVersion>,
+}
+
+impl Denial {
+    /// A denial with `code`, produced by `rule`, explained by `reason`.
+    pub fn new(code: DenyCode, rule: RuleId, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            rule,
+            reason: reason.into(),
+            policy_version: None,
+        }
+    }
+
+    pub(crate) fn with_version(mut self, v: PolicyVersion) -> Self {
+        self.policy_version = Some(v);
+        self
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> DenyCode {
+        self.code
+    }
+
+    /// The id of the rule that fired, e.g. `tools.send_email.args.amount.max`.
+    pub fn rule(&self) -> &RuleId {
+        &self.rule
+    }
+
+    /// The human explanation (for operators and audit; may name tools the agent cannot see).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The version of the policy that denied the call; `None` only for denials issued before any
+    /// policy was consulted (e.g. [`DenyCode::ForeignRun`]).
+    pub fn policy_version(&self) -> Option<PolicyVersion> {
+        self.policy_version
+    }
+
+    /// What to tell the *agent*. Denials that would confirm the existence of a tool the agent may
+    /// not see collapse into the same message as an unknown tool, so the denial channel cannot be
+    /// used to discover the tool list.
+    pub fn agent_message(&self) -> Cow<'_, str> {
+        if self.code.reveals_hidden_tool() || self.code == DenyCode::UnknownTool {
+            Cow::Borrowed("tool not available")
+        } else {
+            Cow::Borrowed(&self.reason)
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "denied [{}] by {}: {}", self.code, self.rule, self.reason)
+    }
+}
+
+impl std::error::Error for Denial {}
+
+/// A call that needs a human decision before it may run.
+///
+/// Reserved: the escalation gate (a later issue) produces these; the current pipeline never does.
+/// The variant exists now so that code matching on [`Verdict`] already handles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ApprovalRequest {
+    /// The escalation rule that fired.
+    pub rule: RuleId,
+    /// Why a human must decide.
+    pub reason: Cow<'static, str>,
+    /// The policy version under which the request was raised.
+    pub policy_version: PolicyVersion,
+}
+
+/// The guard's answer for one proposed call.
+///
+/// Match it exhaustively; only [`Verdict::Allow`] carries the [`Permit`] through which a tool runs.
+#[must_use = "a verdict must be acted on: only Allow carries a permit"]
+#[derive(Debug)]
+pub enum Verdict<'a> {
+    /// The call may run under this permit.
+    Allow(Permit<'a>),
+    /// A human must decide first (reserved for the escalation issue; never produced yet).
+    Escalate(ApprovalRequest),
+    /// The call must not run.
+    Deny(Denial),
+}
+
+impl<'a> Verdict<'a> {
+    /// `true` for [`Verdict::Allow`].
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Verdict::Allow(_))
+    }
+
+    /// The denial, if this is one.
+    pub fn denial(&self) -> Option<&Denial> {
+        match self {
+            Verdict::Deny(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The deny code, if this is a denial.
+    pub fn deny_code(&self) -> Option<DenyCode> {
+        self.denial().map(Denial::code)
+    }
+
+    /// The permit, or what stood in its way.
+    pub fn into_permit(self) -> Result<Permit<'a>, Refusal> {
+        match self {
+            Verdict::Allow(p) => Ok(p),
+            Verdict::Escalate(r) => Err(Refusal::Escalated(r)),
+            Verdict::Deny(d) => Err(Refusal::Denied(d)),
+        }
+    }
+}
+
+/// Why a call did not get a permit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The call was denied.
+    #[error("{0}")]
+    Denied(Denial),
+    /// The call awaits a human decision.
+    #[error("escalated to a human by {}: {}", .0.rule, .0.reason)]
+    Escalated(ApprovalRequest),
+}
+
+/// How a permitted call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OutcomeStatus {
+    /// The tool ran and succeeded.
+    Success,
+    /// The tool ran and failed.
+    Error {
+        /// What went wrong.
+        message: Cow<'static, str>,
+    },
+    /// The permit was dropped without an outcome: the tool may or may not have run.
+    Abandoned,
+}
+
+/// The outcome a permitted call reports back: status and resource usage.
+///
+/// ```
+/// use tollgate::Outcome;
+///
+/// let ok = Outcome::success().with_tokens(812, 64);
+/// let failed = Outcome::error("upstream timed out");
+/// assert!(ok.is_success() && !failed.is_success());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// How the call ended.
+    #[serde(flatten)]
+    pub status: OutcomeStatus,
+    /// Input tokens consumed by the step, if known.
+    pub input_tokens: Option<u64>,
+    /// Output tokens produced by the step, if known.
+    pub output_tokens: Option<u64>,
+}
+
+impl Outcome {
+    /// A successful call.
+    pub fn success() -> Self {
+        Self::with_status(OutcomeStatus::Success)
+    }
+
+    /// A failed call.
+    pub fn error(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::with_status(OutcomeStatus::Error {
+            message: message.into(),
+        })
+    }
+
+    pub(crate) fn abandoned() -> Self {
+        Self::with_status(OutcomeStatus::Abandoned)
+    }
+
+    fn with_status(status: OutcomeStatus) -> Self {
+        Self {
+            status,
+            input_tokens: None,
+            output_tokens: None,
+        }
+    }
+
+    /// Attaches token usage.
+    pub fn with_tokens(mut self, input: u64, output: u64) -> Self {
+        self.input_tokens = Some(input);
+        self.output_tokens = Some(output);
+        self
+    }
+
+    /// `true` if the call succeeded.
+    pub fn is_success(&self) -> bool {
+        matches!(self.status, OutcomeStatus::Success)
+    }
+}
