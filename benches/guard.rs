@@ -1,1 +1,132 @@
-fn main(){}
+//! Criterion benches for the boundary and the guard pipeline.
+//!
+//! Run with `cargo bench --bench guard`. Groups:
+//! - `boundary`: `ActionBoundary::check` alone. `allow_{10,100,1000}_tools` call an argument-less
+//!   tool in boundaries of that many tools (the lookup must stay flat); `args_3_rules` calls a tool
+//!   with three argument rules (anchored regex, numeric bound, enum) in a 100-tool boundary with
+//!   parsed `serde_json::Value` arguments, `args_3_rules_raw` with the raw JSON text;
+//!   `deny_unknown` proposes a tool that does not exist.
+//! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
+//!   `args_3_rules` call), `check_allow_raw`, `check_deny` (an argument over its bound: the denial
+//!   formats its reason).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
+use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
+
+fn boundary(n: usize) -> ActionBoundary {
+    let mut b = ActionBoundary::builder();
+    let mut names = Vec::new();
+    for i in 0..n.saturating_sub(2) {
+        let name = format!("tool_{i:04}");
+        b = b.tool(name.clone(), ToolSpec::read());
+        names.push(name);
+    }
+    b = b.tool("lookup", ToolSpec::read());
+    b = b.tool(
+        "pay_invoice",
+        ToolSpec::irreversible()
+            .arg("invoice", Arg::string().required().pattern("INV-[0-9]{6}"))
+            .arg("amount", Arg::number().required().max(10_000.0))
+            .arg(
+                "currency",
+                Arg::string().required().one_of(["USD", "EUR", "GBP"]),
+            ),
+    );
+    names.push("lookup".into());
+    names.push("pay_invoice".into());
+    b.role("clerk", RoleSpec::new().tools(names))
+        .build()
+        .unwrap()
+}
+
+const RAW: &str = r#"{"invoice":"INV-004711","amount":1250.5,"currency":"EUR"}"#;
+
+fn args() -> Value {
+    json!({"invoice": "INV-004711", "amount": 1250.5, "currency": "EUR"})
+}
+
+fn bench_boundary(c: &mut Criterion) {
+    let mut g = c.benchmark_group("boundary");
+    let ctx = RunContext::new("agent", "clerk");
+    for n in [10, 100, 1000] {
+        let b = boundary(n);
+        assert_eq!(b.tool_count(), n);
+        let call = ToolCall::without_args("lookup");
+        assert!(b.check(&ctx, &call).is_ok());
+        g.bench_function(format!("allow_{n}_tools"), |bench| {
+            bench.iter(|| {
+                black_box(&b)
+                    .check(black_box(&ctx), black_box(&call))
+                    .is_ok()
+            })
+        });
+    }
+    let b = boundary(100);
+    let unknown = ToolCall::without_args("tool_9999");
+    assert!(b.check(&ctx, &unknown).is_err());
+    g.bench_function("deny_unknown", |bench| {
+        bench.iter(|| {
+            black_box(&b)
+                .check(black_box(&ctx), black_box(&unknown))
+                .is_err()
+        })
+    });
+    let value = args();
+    let call = ToolCall::new("pay_invoice", &value);
+    assert!(b.check(&ctx, &call).is_ok());
+    g.bench_function("args_3_rules", |bench| {
+        bench.iter(|| {
+            black_box(&b)
+                .check(black_box(&ctx), black_box(&call))
+                .is_ok()
+        })
+    });
+    let raw = ToolCall::new("pay_invoice", RAW);
+    assert!(b.check(&ctx, &raw).is_ok());
+    g.bench_function("args_3_rules_raw", |bench| {
+        bench.iter(|| {
+            black_box(&b)
+                .check(black_box(&ctx), black_box(&raw))
+                .is_ok()
+        })
+    });
+    g.finish();
+}
+
+fn check_and_complete(guard: &Guard, run: &tollgate::Run, call: &ToolCall<'_>) -> bool {
+    match guard.check(run, call) {
+        Verdict::Allow(p) => p.complete(Outcome::success()).is_ok(),
+        Verdict::Escalate(_) | Verdict::Deny(_) => false,
+    }
+}
+
+fn bench_guard(c: &mut Criterion) {
+    let mut g = c.benchmark_group("guard");
+    let guard = Guard::builder(boundary(100)).build();
+    let run = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
+    let value = args();
+    let call = ToolCall::new("pay_invoice", &value);
+    assert!(check_and_complete(&guard, &run, &call));
+    g.bench_function("check_allow", |bench| {
+        bench.iter(|| check_and_complete(black_box(&guard), &run, black_box(&call)))
+    });
+    let raw = ToolCall::new("pay_invoice", RAW);
+    assert!(check_and_complete(&guard, &run, &raw));
+    g.bench_function("check_allow_raw", |bench| {
+        bench.iter(|| check_and_complete(black_box(&guard), &run, black_box(&raw)))
+    });
+    let over = json!({"invoice": "INV-004711", "amount": 99_999, "currency": "EUR"});
+    let deny = ToolCall::new("pay_invoice", &over);
+    assert!(!check_and_complete(&guard, &run, &deny));
+    g.bench_function("check_deny", |bench| {
+        bench.iter(|| check_and_complete(black_box(&guard), &run, black_box(&deny)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_boundary, bench_guard);
+criterion_main!(benches);

@@ -85,13 +85,11 @@ pub use call::{
 };
 pub use guard::{ExecuteError, Guard, GuardBuilder, GuardError, Permit, Run};
 pub use verdict::{
-    ApprovalRequest, DenyCode, Denial, Outcome, OutcomeStatus, PolicyVersion, Refusal, Verdict,
+    ApprovalRequest, Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Refusal, Verdict,
 };
 
 /// The names most users need, in one import.
 pub mod prelude {
     pub use crate::boundary::{ActionBoundary, Arg, Effect, RoleSpec, ToolSpec};
-    pub use crate::{
-        DenyCode, Denial, Guard, Outcome, Permit, Run, RunContext, ToolCall, Verdict,
-    };
+    pub use crate::{Denial, DenyCode, Guard, Outcome, Permit, Run, RunContext, ToolCall, Verdict};
 }

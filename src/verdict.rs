@@ -202,7 +202,11 @@ impl Denial {
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "denied [{}] by {}: {}", self.code, self.rule, self.reason)
+        write!(
+            f,
+            "denied [{}] by {}: {}",
+            self.code, self.rule, self.reason
+        )
     }
 }
 

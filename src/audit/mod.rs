@@ -186,7 +186,9 @@ impl AuditEvent<'_> {
                 let args = match call.args() {
                     Args::None => json!({}),
                     Args::Value(v) => v.clone(),
-                    Args::Json(t) => serde_json::from_str(t).unwrap_or_else(|_| json!({ "unparsed": t })),
+                    Args::Json(t) => {
+                        serde_json::from_str(t).unwrap_or_else(|_| json!({ "unparsed": t }))
+                    }
                 };
                 m.insert("gen_ai.tool.call.arguments".into(), args);
                 m.insert("tollgate.decision".into(), json!(decision.as_str()));

@@ -15,7 +15,7 @@ use super::url::{UrlPolicy, check_url};
 use super::view::{Num, StrView, View};
 use crate::call::RuleId;
 use crate::call::json::JsonKind;
-use crate::verdict::{DenyCode, Denial};
+use crate::verdict::{Denial, DenyCode};
 
 /// Most fields one object may declare (the evaluator tracks presence in a `u64`).
 pub(crate) const MAX_FIELDS_PER_OBJECT: usize = 64;
@@ -342,12 +342,13 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
     }
     if let Some(hosts) = arg.url_hosts {
         let schemes = arg.url_schemes.unwrap_or_else(|| vec!["https".to_owned()]);
-        let policy = UrlPolicy::new(&hosts, &schemes, arg.url_ports.as_deref()).map_err(
-            |source| PolicyError::UrlPolicy {
-                field: format!("{field}.url_hosts"),
-                source,
-            },
-        )?;
+        let policy =
+            UrlPolicy::new(&hosts, &schemes, arg.url_ports.as_deref()).map_err(|source| {
+                PolicyError::UrlPolicy {
+                    field: format!("{field}.url_hosts"),
+                    source,
+                }
+            })?;
         checks.push(Check {
             kind: CheckKind::Url(policy),
             rule: rule("url_hosts"),

@@ -59,7 +59,7 @@ pub use spec::{Arg, ArgLimits, ArgType, DotDotMode, Effect, PolicyDocument, Role
 
 use crate::call::json::{JsonError, JsonKind, JsonLimits, RawJson};
 use crate::call::{Args, RuleId, RunContext, ToolCall};
-use crate::verdict::{DenyCode, Denial, PolicyVersion};
+use crate::verdict::{Denial, DenyCode, PolicyVersion};
 use args::{Env, ObjectRules};
 use hash::NameMap;
 use view::{Num, StrView, View};
@@ -141,6 +141,7 @@ pub struct ActionBoundary {
     rule_unknown_role: RuleId,
     rule_unknown_tool: RuleId,
     rule_malformed: RuleId,
+    rule_limits: RuleId,
 }
 
 /// Which tool a successful check admitted (an index into the boundary that checked it).
@@ -261,6 +262,12 @@ impl ActionBoundary {
                 "max_bytes and max_depth must be at least 1",
             ));
         }
+        if doc.limits.max_depth > crate::call::json::MAX_DEPTH_CAP {
+            return Err(PolicyError::invalid(
+                "limits.max_depth",
+                format!("at most {} is supported", crate::call::json::MAX_DEPTH_CAP),
+            ));
+        }
         if doc.tools.len() > u32::MAX as usize {
             return Err(PolicyError::invalid("tools", "too many tools"));
         }
@@ -349,7 +356,8 @@ impl ActionBoundary {
             document: Arc::new(doc),
             rule_unknown_role: RuleId::new("roles"),
             rule_unknown_tool: RuleId::new("tools"),
-            rule_malformed: RuleId::new("limits"),
+            rule_malformed: RuleId::new("arguments.json"),
+            rule_limits: RuleId::new("limits"),
         })
     }
 
@@ -469,7 +477,10 @@ impl ActionBoundary {
                 let empty = RawJson::parse("{}", self.limits).map_err(|e| self.malformed(e))?;
                 self.check_args(tool, empty.root(), &env)?;
             }
-            Args::Value(v) => self.check_args(tool, v, &env)?,
+            Args::Value(v) => {
+                self.value_within_limits(v)?;
+                self.check_args(tool, v, &env)?;
+            }
             Args::Json(text) => {
                 let doc = RawJson::parse(text, self.limits).map_err(|e| self.malformed(e))?;
                 self.check_args(tool, doc.root(), &env)?;
@@ -478,12 +489,66 @@ impl ActionBoundary {
         Ok(Admitted { index })
     }
 
+    /// Applies the raw-text limits to already parsed arguments: nesting depth exactly, and size as
+    /// a lower bound of the serialised size (string and key bytes plus one byte per value), so a
+    /// value that is certainly too large is refused. The walk stops at the depth limit, so even a
+    /// programmatically built, arbitrarily deep value cannot overflow the stack.
+    fn value_within_limits(&self, v: &serde_json::Value) -> Result<(), Denial> {
+        fn walk(
+            v: &serde_json::Value,
+            depth: usize,
+            limits: JsonLimits,
+            size: &mut usize,
+        ) -> Result<(), &'static str> {
+            *size += 1;
+            match v {
+                serde_json::Value::String(s) => *size += s.len(),
+                serde_json::Value::Array(a) => {
+                    if depth >= limits.max_depth {
+                        return Err("nesting");
+                    }
+                    for x in a {
+                        walk(x, depth + 1, limits, size)?;
+                    }
+                }
+                serde_json::Value::Object(m) => {
+                    if depth >= limits.max_depth {
+                        return Err("nesting");
+                    }
+                    for (k, x) in m {
+                        *size += k.len();
+                        walk(x, depth + 1, limits, size)?;
+                    }
+                }
+                _ => {}
+            }
+            if *size > limits.max_bytes {
+                return Err("size");
+            }
+            Ok(())
+        }
+        let mut size = 0;
+        walk(v, 0, self.limits, &mut size).map_err(|what| {
+            let reason = if what == "nesting" {
+                format!(
+                    "arguments: nested deeper than {} levels",
+                    self.limits.max_depth
+                )
+            } else {
+                format!("arguments: larger than {} bytes", self.limits.max_bytes)
+            };
+            Denial::new(DenyCode::ArgsTooLarge, self.rule_limits.clone(), reason)
+        })
+    }
+
     fn malformed(&self, e: JsonError) -> Denial {
-        let code = match e {
-            JsonError::TooLarge { .. } | JsonError::TooDeep { .. } => DenyCode::ArgsTooLarge,
-            _ => DenyCode::MalformedArgs,
+        let (code, rule) = match e {
+            JsonError::TooLarge { .. } | JsonError::TooDeep { .. } => {
+                (DenyCode::ArgsTooLarge, &self.rule_limits)
+            }
+            _ => (DenyCode::MalformedArgs, &self.rule_malformed),
         };
-        Denial::new(code, self.rule_malformed.clone(), format!("arguments: {e}"))
+        Denial::new(code, rule.clone(), format!("arguments: {e}"))
     }
 
     fn check_args<'a, V: View<'a>>(&self, tool: &Tool, v: V, env: &Env<'_>) -> Result<(), Denial> {
@@ -497,11 +562,11 @@ impl ActionBoundary {
                 ),
             ));
         }
-        tool.args.check(v, env)?;
+        // Compartment first: crossing into another matter is the denial that matters most.
         if let Some(c) = &tool.compartment {
             check_compartment(c, v, env.compartment)?;
         }
-        Ok(())
+        tool.args.check(v, env)
     }
 }
 

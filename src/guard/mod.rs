@@ -60,7 +60,7 @@ use crate::audit::{AuditError, AuditEvent, AuditSink, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted, Effect, ToolInfo};
 use crate::call::{RuleId, RunContext, RunId, ToolCall};
 use crate::clock::{Clock, MonoTime, SystemClock};
-use crate::verdict::{DenyCode, Denial, Outcome, PolicyVersion, Refusal, Verdict};
+use crate::verdict::{Denial, DenyCode, Outcome, PolicyVersion, Refusal, Verdict};
 
 /// Errors from guard operations other than `check` (which never errors: it denies).
 #[derive(Debug, thiserror::Error)]
@@ -185,11 +185,7 @@ impl Guard {
     }
 
     /// Like [`start_run`](Self::start_run) with a caller-chosen run id (e.g. the framework's own).
-    pub fn start_run_with_id(
-        &self,
-        ctx: RunContext,
-        id: Option<RunId>,
-    ) -> Result<Run, GuardError> {
+    pub fn start_run_with_id(&self, ctx: RunContext, id: Option<RunId>) -> Result<Run, GuardError> {
         if !self.shared.boundary.load().has_role(ctx.role().as_str()) {
             return Err(GuardError::UnknownRole(ctx.role().to_string()));
         }
@@ -210,12 +206,8 @@ impl Guard {
             started: self.shared.clock.now(),
             finished: AtomicBool::new(false),
         };
-        self.shared.record(
-            &run,
-            EventKind::RunStarted {
-                context: &run.ctx,
-            },
-        )?;
+        self.shared
+            .record(&run, EventKind::RunStarted { context: &run.ctx })?;
         Ok(run)
     }
 

@@ -1,0 +1,174 @@
+//! The allow path of `Guard::check` allocates nothing: proven with a counting global allocator.
+//!
+//! Covers both argument representations (parsed `Value` and raw JSON text), nested arguments,
+//! regex, enum, bounds, path and URL rules, and a compartment, with and without an audit sink that
+//! itself does not allocate. Deny paths may allocate (they format a reason) and are not counted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::json;
+use tollgate::audit::{AuditError, AuditEvent, AuditSink};
+use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
+use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// Counts allocations made by the current thread only, so other test threads do not interfere.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let before = ALLOCS.with(Cell::get);
+    let r = f();
+    let after = ALLOCS.with(Cell::get);
+    (r, after - before)
+}
+
+#[derive(Default)]
+struct CountingSink(AtomicU64);
+
+impl AuditSink for CountingSink {
+    fn record(&self, _: &AuditEvent<'_>) -> Result<(), AuditError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+}
+
+fn boundary() -> ActionBoundary {
+    let mut b = ActionBoundary::builder().tiers(["public", "privileged"]);
+    for i in 0..100 {
+        b = b.tool(format!("filler_{i}"), ToolSpec::read().tier("public"));
+    }
+    b.tool(
+        "pay",
+        ToolSpec::irreversible()
+            .tier("privileged")
+            .compartment_arg("matter")
+            .arg("matter", Arg::string().required().pattern("M-[0-9]{4}"))
+            .arg(
+                "payment.amount",
+                Arg::number().required().min(0.01).max(500.0),
+            )
+            .arg("payment.currency", Arg::string().one_of(["USD", "EUR"]))
+            .arg(
+                "receipt",
+                Arg::string().path_under("/matters/{compartment}/receipts"),
+            )
+            .arg("callback", Arg::string().url_hosts(["*.bank.example"]))
+            .arg("memo", Arg::string().max_length(100)),
+    )
+    .role(
+        "clerk",
+        RoleSpec::new()
+            .clearance("privileged")
+            .tools(["pay", "filler_1"]),
+    )
+    .build()
+    .unwrap()
+}
+
+const RAW: &str = r#"{"matter":"M-1001","payment":{"amount":45.5,"currency":"USD"},"receipt":"/matters/M-1001/receipts/r1.pdf","callback":"https://api.bank.example/cb?id=1","memo":"filing fee"}"#;
+
+fn assert_allow_path_allocates_nothing(guard: &Guard) {
+    let run = guard
+        .start_run(RunContext::new("bot", "clerk").in_compartment("M-1001"))
+        .unwrap();
+    let value = serde_json::from_str::<serde_json::Value>(RAW).unwrap();
+    let raw_call = ToolCall::new("pay", RAW).with_call_id("call_1");
+    let value_call = ToolCall::new("pay", &value);
+    let no_args = ToolCall::without_args("filler_1");
+    // Warm up (lazy statics, thread-locals).
+    for call in [&raw_call, &value_call, &no_args] {
+        match guard.check(&run, call) {
+            Verdict::Allow(p) => p.complete(Outcome::success()).unwrap(),
+            other => panic!("expected allow, got {other:?}"),
+        }
+    }
+    for call in [&raw_call, &value_call, &no_args] {
+        let (allowed, n) = allocations(|| {
+            let v = guard.check(&run, call);
+            let ok = v.is_allowed();
+            if let Verdict::Allow(p) = v {
+                p.complete(Outcome::success()).unwrap();
+            }
+            ok
+        });
+        assert!(allowed);
+        assert_eq!(
+            n,
+            0,
+            "check + complete allocated {n} times for {:?}",
+            call.tool()
+        );
+    }
+}
+
+#[test]
+fn allow_path_allocates_nothing_without_audit() {
+    let guard = Guard::builder(boundary()).build();
+    assert_allow_path_allocates_nothing(&guard);
+}
+
+#[test]
+fn allow_path_allocates_nothing_with_a_non_allocating_sink() {
+    let sink = Arc::new(CountingSink::default());
+    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    assert_allow_path_allocates_nothing(&guard);
+    assert!(
+        sink.0.load(Ordering::Relaxed) > 0,
+        "the sink saw the events"
+    );
+}
+
+#[test]
+fn boundary_check_alone_allocates_nothing() {
+    let b = boundary();
+    let ctx = RunContext::new("bot", "clerk").in_compartment("M-1001");
+    let value = json!({"matter": "M-1001", "payment": {"amount": 1}});
+    let _ = b.check(&ctx, &ToolCall::new("pay", RAW));
+    let (ok, n) = allocations(|| {
+        b.check(&ctx, &ToolCall::new("pay", RAW)).is_ok()
+            && b.check(&ctx, &ToolCall::new("pay", &value)).is_ok()
+    });
+    assert!(ok);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn the_counter_does_see_allocations() {
+    // Guards against a counter that never counts (which would make the tests above vacuous).
+    let (_, n) = allocations(|| std::hint::black_box(vec![1u8; 64]));
+    assert!(n >= 1);
+    let b = boundary();
+    let ctx = RunContext::new("bot", "clerk").in_compartment("M-1001");
+    let (_, n) = allocations(|| {
+        b.check(&ctx, &ToolCall::new("pay", r#"{"matter":"M-2002"}"#))
+            .is_err()
+    });
+    assert!(n >= 1, "a denial formats its reason");
+}
