@@ -6,6 +6,8 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use regex::{Regex, RegexBuilder};
+use regex_automata::dfa::{Automaton, StartKind, dense};
+use regex_automata::{Anchored, Input};
 use serde_json::Value;
 
 use super::error::PolicyError;
@@ -58,10 +60,49 @@ enum CheckKind {
     Min(f64),
     Max(f64),
     MaxLength(usize),
-    Pattern(Regex),
+    Pattern(Matcher),
     Path(PathPolicy),
     Url(UrlPolicy),
     MaxItems(usize),
+}
+
+/// An anchored (whole-string) pattern. Compiled to a dense DFA when that stays under
+/// [`REGEX_SIZE_LIMIT`] (a match is then one table walk over the string, no cache, no lock);
+/// otherwise, or for constructs a DFA cannot run (Unicode word boundaries), the `regex` crate's
+/// engine is used. Both implement the same syntax; the `regex` build also validates the pattern
+/// and gives the error message.
+#[derive(Debug)]
+pub(crate) struct Matcher {
+    dfa: Option<dense::DFA<Vec<u32>>>,
+    re: Regex,
+}
+
+impl Matcher {
+    pub(crate) fn compile(pattern: &str) -> Result<Self, regex::Error> {
+        let anchored = format!("^(?:{pattern})$");
+        let re = RegexBuilder::new(&anchored)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()?;
+        let dfa = dense::Builder::new()
+            .configure(
+                dense::Config::new()
+                    .start_kind(StartKind::Anchored)
+                    .dfa_size_limit(Some(REGEX_SIZE_LIMIT))
+                    .determinize_size_limit(Some(REGEX_SIZE_LIMIT)),
+            )
+            .build(&anchored)
+            .ok();
+        Ok(Self { dfa, re })
+    }
+
+    pub(crate) fn is_match(&self, s: &str) -> bool {
+        if let Some(dfa) = &self.dfa
+            && let Ok(m) = dfa.try_search_fwd(&Input::new(s).anchored(Anchored::Yes))
+        {
+            return m.is_some();
+        }
+        self.re.is_match(s)
+    }
 }
 
 /// Context the rules need besides the value itself.
@@ -309,13 +350,10 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
         });
     }
     if let Some(p) = arg.pattern {
-        let re = RegexBuilder::new(&format!("^(?:{p})$"))
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|e| PolicyError::Pattern {
-                field: format!("{field}.pattern"),
-                source: Box::new(e),
-            })?;
+        let re = Matcher::compile(&p).map_err(|e| PolicyError::Pattern {
+            field: format!("{field}.pattern"),
+            source: Box::new(e),
+        })?;
         checks.push(Check {
             kind: CheckKind::Pattern(re),
             rule: rule("pattern"),
@@ -628,5 +666,58 @@ impl FieldRules {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Matcher;
+
+    #[test]
+    fn dfa_and_regex_engines_agree_on_anchored_matches() {
+        let patterns = [
+            "M-[0-9]{4}",
+            "a|b",
+            r"[^@\s]+@client\.example",
+            r"\d+",
+            r"(?i)inv-[a-z]{2}",
+            r"\bword\b",
+            ".*",
+            "",
+            "é+",
+        ];
+        let inputs = [
+            "",
+            "M-1001",
+            "M-1001\n",
+            "xM-1001",
+            "a",
+            "b",
+            "ab",
+            "a-b",
+            "x@client.example",
+            "x@client.example.evil",
+            "١٢٣",
+            "123",
+            "INV-ab",
+            "word",
+            "a word",
+            "ééé",
+            "e",
+        ];
+        for p in patterns {
+            let m = Matcher::compile(p).unwrap();
+            for i in inputs {
+                assert_eq!(m.is_match(i), m.re.is_match(i), "pattern {p:?} input {i:?}");
+            }
+        }
+        assert!(Matcher::compile("M-[0-9]{4}").unwrap().dfa.is_some());
+    }
+
+    #[test]
+    fn patterns_are_anchored() {
+        let m = Matcher::compile("a|b").unwrap();
+        assert!(m.is_match("a") && m.is_match("b"));
+        assert!(!m.is_match("ab") && !m.is_match("xa") && !m.is_match("bx"));
     }
 }

@@ -473,10 +473,7 @@ impl ActionBoundary {
             compartment: run.compartment().map(|c| c.as_str()),
         };
         match call.args() {
-            Args::None => {
-                let empty = RawJson::parse("{}", self.limits).map_err(|e| self.malformed(e))?;
-                self.check_args(tool, empty.root(), &env)?;
-            }
+            Args::None => self.check_args(tool, empty_object(), &env)?,
             Args::Value(v) => {
                 self.value_within_limits(v)?;
                 self.check_args(tool, v, &env)?;
@@ -568,6 +565,12 @@ impl ActionBoundary {
         }
         tool.args.check(v, env)
     }
+}
+
+/// The arguments of a call made without any: `{}`.
+fn empty_object() -> &'static serde_json::Value {
+    static EMPTY: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| serde_json::Value::Object(serde_json::Map::new()))
 }
 
 fn check_compartment<'a, V: View<'a>>(

@@ -76,9 +76,37 @@ pub(crate) trait StrView<'a>: Copy {
     fn cow(self) -> Cow<'a, str>;
 }
 
+/// Byte equality tuned for the short keys of tool arguments: strings of up to 16 bytes are
+/// compared as two (overlapping) 64-bit words instead of through a `memcmp` call.
+#[inline]
+pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    if n > 16 {
+        return a == b;
+    }
+    if n >= 8 {
+        return word(&a[..8]) == word(&b[..8]) && word(&a[n - 8..]) == word(&b[n - 8..]);
+    }
+    let mut x = [0u8; 8];
+    let mut y = [0u8; 8];
+    x[..n].copy_from_slice(a);
+    y[..n].copy_from_slice(b);
+    u64::from_le_bytes(x) == u64::from_le_bytes(y)
+}
+
+#[inline]
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
 impl<'a> StrView<'a> for &'a str {
     fn eq_str(self, s: &str) -> bool {
-        self == s
+        short_eq(self.as_bytes(), s.as_bytes())
     }
     fn char_count(self) -> usize {
         self.chars().count()
@@ -223,6 +251,28 @@ mod tests {
         assert_eq!(Num::F(5.5).cmp_bound(5.0), Ordering::Greater);
         assert_eq!(Num::I(1).cmp_bound(1e300), Ordering::Less);
         assert_eq!(Num::I(1).cmp_bound(-1e300), Ordering::Greater);
+    }
+
+    #[test]
+    fn short_eq_matches_slice_equality() {
+        let words = [
+            "",
+            "a",
+            "ab",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "abcdefghijklmnoq",
+            "bbcdefgh",
+            "abcdefgi",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(short_eq(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub const MAX_DEPTH_CAP: usize = 128;
 
 /// Texts up to this many bytes get a small key filter; longer ones a large one.
 const SMALL_TEXT: usize = 4 * 1024;
+/// Texts up to this many bytes (typical tool arguments) get a tiny filter: less to zero.
+const TINY_TEXT: usize = 512;
+/// Tiny filter size in 64-bit words (512 bits for at most ~100 keys).
+const TINY_FILTER_WORDS: usize = 8;
 /// Key filter sizes in 64-bit words (powers of two): 4 Kibit and 128 Kibit.
 const SMALL_FILTER_WORDS: usize = 64;
 const LARGE_FILTER_WORDS: usize = 2048;
@@ -148,14 +152,16 @@ impl<'a> RawJson<'a> {
     ///
     /// Whitespace around the value is allowed; a byte order mark is not.
     pub fn parse(text: &'a str, limits: JsonLimits) -> Result<Self, JsonError> {
-        if text.len() > limits.max_bytes {
+        if text.len() > limits.max_bytes || text.len() > u32::MAX as usize {
             return Err(JsonError::TooLarge {
                 len: text.len(),
                 limit: limits.max_bytes,
             });
         }
         let max_depth = limits.max_depth.min(MAX_DEPTH_CAP);
-        let (start, end) = if text.len() <= SMALL_TEXT {
+        let (start, end) = if text.len() <= TINY_TEXT {
+            validate(text, max_depth, &mut [0; TINY_FILTER_WORDS])
+        } else if text.len() <= SMALL_TEXT {
             validate(text, max_depth, &mut [0; SMALL_FILTER_WORDS])
         } else {
             validate(text, max_depth, &mut [0; LARGE_FILTER_WORDS])
@@ -555,20 +561,108 @@ fn value_end(b: &[u8], start: usize) -> Option<usize> {
 }
 
 /// Bloom filter over `(object, decoded key)` pairs seen so far in one document, so that duplicate
-/// detection only rescans an object when a key may repeat. The hash is randomly keyed, so an
-/// attacker cannot craft keys that collide on purpose to force the rescans.
+/// detection only rescans an object when a key may repeat. The hash is seeded once per process from
+/// the OS's randomness, so an attacker cannot precompute keys that collide to force the rescans;
+/// and a rescan is exact, so a collision costs time, never correctness.
 struct KeyFilter<'b> {
     bits: &'b mut [u64],
-    hasher: RandomState,
+    seed: u64,
+}
+
+/// A per-process random seed for [`KeyFilter`].
+fn filter_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(0x746f_6c6c_6761_7465);
+        h.finish() | 1
+    })
+}
+
+/// Multiply-rotate hash over a byte stream, fed 8 bytes at a time.
+struct StreamHash {
+    h: u64,
+    word: u64,
+    n: u32,
+}
+
+impl StreamHash {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn new(seed: u64) -> Self {
+        Self {
+            h: seed,
+            word: 0,
+            n: 0,
+        }
+    }
+
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        self.h = (self.h.rotate_left(23) ^ w).wrapping_mul(Self::K);
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.word |= u64::from(b) << (8 * self.n);
+        self.n += 1;
+        if self.n == 8 {
+            self.mix(self.word);
+            self.word = 0;
+            self.n = 0;
+        }
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        if self.n == 0 {
+            let mut chunks = bytes.chunks_exact(8);
+            for c in &mut chunks {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
+                self.mix(u64::from_le_bytes(w));
+            }
+            for &b in chunks.remainder() {
+                self.byte(b);
+            }
+        } else {
+            for &b in bytes {
+                self.byte(b);
+            }
+        }
+    }
+
+    fn finish(mut self, len: usize) -> u64 {
+        let w = self.word ^ ((len as u64) << 40);
+        self.mix(w);
+        // final avalanche (splitmix64)
+        let mut z = self.h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
 
 impl KeyFilter<'_> {
     /// Records the key of the object starting at `object`; returns whether it may be a repeat.
     fn insert(&mut self, object: usize, key: &JsonStr<'_>) -> bool {
-        let mut h = self.hasher.build_hasher();
-        h.write_usize(object);
-        key.chars().for_each(|c| h.write_u32(u32::from(c)));
-        let h = h.finish();
+        let mut h = StreamHash::new(self.seed ^ (object as u64).wrapping_mul(StreamHash::K));
+        // Hash the decoded UTF-8 bytes, so a key and its escaped spelling hash alike.
+        let len = if key.escaped {
+            let mut len = 0;
+            let mut buf = [0u8; 4];
+            for c in key.chars() {
+                let enc = c.encode_utf8(&mut buf).as_bytes();
+                len += enc.len();
+                for &b in enc {
+                    h.byte(b);
+                }
+            }
+            len
+        } else {
+            h.bytes(key.raw.as_bytes());
+            key.raw.len()
+        };
+        let h = h.finish(len);
         let mask = (self.bits.len() * 64).wrapping_sub(1);
         let mut seen = true;
         for bit in [h as usize & mask, (h >> 32) as usize & mask] {
@@ -586,11 +680,11 @@ impl KeyFilter<'_> {
 fn validate(text: &str, max_depth: usize, bits: &mut [u64]) -> Result<(usize, usize), JsonError> {
     let b = text.as_bytes();
     // Start offsets of the open containers; `max_depth <= MAX_DEPTH_CAP` bounds `depth`.
-    let mut stack = [0usize; MAX_DEPTH_CAP];
+    let mut stack = [0u32; MAX_DEPTH_CAP];
     let mut depth = 0;
     let mut keys = KeyFilter {
         bits,
-        hasher: RandomState::new(),
+        seed: filter_seed(),
     };
     let mut pos = skip_ws(b, 0);
     if pos == b.len() {
@@ -606,7 +700,7 @@ fn validate(text: &str, max_depth: usize, bits: &mut [u64]) -> Result<(usize, us
                         limit: max_depth,
                     });
                 }
-                stack[depth] = pos;
+                stack[depth] = pos as u32;
                 depth += 1;
                 pos = skip_ws(b, pos + 1);
                 let close = if open == b'{' { b'}' } else { b']' };
@@ -615,7 +709,7 @@ fn validate(text: &str, max_depth: usize, bits: &mut [u64]) -> Result<(usize, us
                     depth -= 1;
                 } else {
                     if open == b'{' {
-                        pos = member_key(text, pos, stack[depth - 1], &mut keys)?;
+                        pos = member_key(text, pos, stack[depth - 1] as usize, &mut keys)?;
                     }
                     continue 'value;
                 }
@@ -635,7 +729,7 @@ fn validate(text: &str, max_depth: usize, bits: &mut [u64]) -> Result<(usize, us
         // A value just ended at `pos`: continue or close the enclosing containers.
         while depth > 0 {
             pos = skip_ws(b, pos);
-            let container = stack[depth - 1];
+            let container = stack[depth - 1] as usize;
             let is_object = b[container] == b'{';
             match (b.get(pos), is_object) {
                 (Some(b','), true) => {
