@@ -1,62 +1,97 @@
-//! A small, fast, non-cryptographic hasher for the boundary's lookup tables.
+//! A small open-addressing name table for the boundary's lookups.
 //!
-//! The tables are built once from the trusted policy and only *probed* with attacker-chosen names,
-//! so hash flooding cannot grow them; SipHash's protection buys nothing here and costs ~15 ns a
-//! lookup. The multiply-rotate scheme is the one rustc's `FxHasher` uses.
+//! The table is built once from the trusted policy and only *probed* with attacker-chosen names, so
+//! hash flooding cannot grow it and SipHash's protection buys nothing; an Fx-style multiply-rotate
+//! hash (the one rustc uses) keeps a lookup to a few nanoseconds. Entries store the full 64-bit
+//! hash, so a probe compares bytes only when the hashes agree, and then with [`short_eq`] rather
+//! than a `memcmp` call. Names must match byte for byte: no case folding, trimming or Unicode
+//! normalisation ever happens here.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use super::view::short_eq;
 
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
-/// Fx-style hasher: fold 8 bytes at a time with rotate, xor and multiply.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FastHasher {
+/// Hashes a name: 8 bytes at a time, the tail assembled with shifts (no `memcpy`, no store-forward
+/// stall), the length folded in so `"a"` and `"a\0"` differ.
+#[inline]
+pub(crate) fn hash_name(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(SEED);
+    }
+    let mut tail: u64 = 0;
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        tail |= u64::from(b) << (8 * i);
+    }
+    h = (h.rotate_left(5) ^ tail ^ ((bytes.len() as u64) << 56)).wrapping_mul(SEED);
+    h ^ (h >> 29)
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
     hash: u64,
+    name: Box<str>,
+    value: u32,
 }
 
-impl FastHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
+/// Maps names to `u32` indices. Built once, then read-only.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NameTable {
+    slots: Vec<Option<Slot>>,
+    mask: usize,
 }
 
-impl Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
+impl NameTable {
+    /// Builds a table; later duplicates of a name are ignored (callers reject them first).
+    pub(crate) fn build<'n>(names: impl IntoIterator<Item = (&'n str, u32)>) -> Self {
+        let names: Vec<(&str, u32)> = names.into_iter().collect();
+        // Load factor <= 1/2 keeps probe sequences short.
+        let cap = (names.len() * 2).next_power_of_two().max(8);
+        let mut slots: Vec<Option<Slot>> = vec![None; cap];
+        let mask = cap - 1;
+        for (name, value) in names {
+            let hash = hash_name(name.as_bytes());
+            let mut i = hash as usize & mask;
+            loop {
+                match &slots[i] {
+                    None => {
+                        slots[i] = Some(Slot {
+                            hash,
+                            name: name.into(),
+                            value,
+                        });
+                        break;
+                    }
+                    Some(s) if &*s.name == name => break,
+                    Some(_) => i = (i + 1) & mask,
+                }
+            }
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        Self { slots, mask }
+    }
+
+    /// The value stored under exactly `name`.
+    #[inline]
+    pub(crate) fn get(&self, name: &str) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let hash = hash_name(name.as_bytes());
+        let mut i = hash as usize & self.mask;
+        loop {
+            match self.slots.get(i)? {
+                None => return None,
+                Some(s) if s.hash == hash && short_eq(s.name.as_bytes(), name.as_bytes()) => {
+                    return Some(s.value);
+                }
+                Some(_) => i = (i + 1) & self.mask,
+            }
         }
     }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
 }
-
-/// A `HashMap` keyed by names from the policy, probed with borrowed `&str`.
-pub(crate) type NameMap<V> = HashMap<Box<str>, V, BuildHasherDefault<FastHasher>>;
 
 #[cfg(test)]
 mod tests {
@@ -64,24 +99,37 @@ mod tests {
 
     #[test]
     fn lookups_are_exact_byte_matches() {
-        let mut m: NameMap<u32> = NameMap::default();
-        m.insert("send_email".into(), 1);
-        m.insert("read_document".into(), 2);
-        assert_eq!(m.get("send_email"), Some(&1));
+        let m = NameTable::build([("send_email", 1), ("read_document", 2)]);
+        assert_eq!(m.get("send_email"), Some(1));
+        assert_eq!(m.get("read_document"), Some(2));
         assert_eq!(m.get("send_email "), None);
         assert_eq!(m.get("Send_email"), None);
         assert_eq!(m.get("send_emai"), None);
         assert_eq!(m.get("sеnd_email"), None); // Cyrillic е
+        assert_eq!(m.get(""), None);
+        assert_eq!(NameTable::default().get("x"), None);
     }
 
     #[test]
-    fn tail_length_changes_the_hash() {
-        let h = |b: &[u8]| {
-            let mut h = FastHasher::default();
-            h.write(b);
-            h.finish()
-        };
-        assert_ne!(h(b"a"), h(b"a\0"));
-        assert_ne!(h(b"abcdefgh"), h(b"abcdefgh\0"));
+    fn full_table_of_many_names_finds_each_exactly_once() {
+        let names: Vec<String> = (0..1000).map(|i| format!("tool_{i}")).collect();
+        let m = NameTable::build(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.as_str(), i as u32)),
+        );
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(m.get(n), Some(i as u32));
+        }
+        assert_eq!(m.get("tool_1000"), None);
+        assert_eq!(m.get("tool_01"), None);
+    }
+
+    #[test]
+    fn tail_and_length_change_the_hash() {
+        assert_ne!(hash_name(b"a"), hash_name(b"a\0"));
+        assert_ne!(hash_name(b"abcdefgh"), hash_name(b"abcdefgh\0"));
+        assert_ne!(hash_name(b""), hash_name(b"\0"));
     }
 }

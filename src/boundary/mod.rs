@@ -61,7 +61,7 @@ use crate::call::json::{JsonError, JsonKind, JsonLimits, RawJson};
 use crate::call::{Args, RuleId, RunContext, ToolCall};
 use crate::verdict::{Denial, DenyCode, PolicyVersion};
 use args::{Env, ObjectRules};
-use hash::NameMap;
+use hash::NameTable;
 use view::{Num, StrView, View};
 
 /// Longest tool name that is even looked up; longer names are unknown tools.
@@ -133,8 +133,9 @@ impl Role {
 #[derive(Debug)]
 pub struct ActionBoundary {
     tools: Vec<Tool>,
-    tool_index: NameMap<u32>,
-    roles: NameMap<Role>,
+    tool_index: NameTable,
+    roles: Vec<Role>,
+    role_index: NameTable,
     limits: JsonLimits,
     version: PolicyVersion,
     document: Arc<PolicyDocument>,
@@ -274,7 +275,7 @@ impl ActionBoundary {
 
         // Tools.
         let mut tools = Vec::with_capacity(doc.tools.len());
-        let mut tool_index = NameMap::default();
+        let mut tool_names: Vec<(&str, u32)> = Vec::with_capacity(doc.tools.len());
         let mut folded: BTreeMap<String, &str> = BTreeMap::new();
         for (i, (name, spec)) in doc.tools.iter().enumerate() {
             let field = format!("tools.{name}");
@@ -305,12 +306,14 @@ impl ActionBoundary {
                 rule_tier: RuleId::new(format!("{field}.tier")),
                 rule_read_only: RuleId::new(format!("{field}.effect")),
             });
-            tool_index.insert(name.as_str().into(), i as u32);
+            tool_names.push((name.as_str(), i as u32));
         }
+        let tool_index = NameTable::build(tool_names);
 
         // Roles.
         let words = tools.len().div_ceil(64);
-        let mut roles = NameMap::default();
+        let mut roles = Vec::with_capacity(doc.roles.len());
+        let mut role_names: Vec<(&str, u32)> = Vec::with_capacity(doc.roles.len());
         for (name, spec) in &doc.roles {
             let field = format!("roles.{name}");
             if name.is_empty() || name.trim() != name {
@@ -322,7 +325,7 @@ impl ActionBoundary {
             let clearance = resolve_tier(format!("{field}.clearance"), &spec.clearance)?;
             let mut bits = vec![0u64; words].into_boxed_slice();
             for (j, t) in spec.tools.iter().enumerate() {
-                let Some(&idx) = tool_index.get(t.as_str()) else {
+                let Some(idx) = tool_index.get(t.as_str()) else {
                     return Err(PolicyError::UnknownTool {
                         field: format!("{field}.tools[{j}]"),
                         tool: t.clone(),
@@ -330,15 +333,14 @@ impl ActionBoundary {
                 };
                 bits[idx as usize / 64] |= 1 << (idx % 64);
             }
-            roles.insert(
-                name.as_str().into(),
-                Role {
-                    clearance,
-                    read_only: spec.read_only,
-                    tools: bits,
-                },
-            );
+            role_names.push((name.as_str(), roles.len() as u32));
+            roles.push(Role {
+                clearance,
+                read_only: spec.read_only,
+                tools: bits,
+            });
         }
+        let role_index = NameTable::build(role_names);
 
         let canonical = serde_json::to_vec(&doc)
             .map_err(|e| PolicyError::invalid(".", format!("cannot serialise policy: {e}")))?;
@@ -348,6 +350,7 @@ impl ActionBoundary {
             tools,
             tool_index,
             roles,
+            role_index,
             limits: JsonLimits {
                 max_bytes: doc.limits.max_bytes,
                 max_depth: doc.limits.max_depth,
@@ -359,6 +362,10 @@ impl ActionBoundary {
             rule_malformed: RuleId::new("arguments.json"),
             rule_limits: RuleId::new("limits"),
         })
+    }
+
+    fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.get(self.role_index.get(name)? as usize)
     }
 
     /// The content hash of the policy this boundary was compiled from.
@@ -378,7 +385,7 @@ impl ActionBoundary {
 
     /// Whether a role of this name exists.
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.contains_key(role)
+        self.role(role).is_some()
     }
 
     /// The tools `role` may call, in name order: allowlisted, within its clearance, and (for a
@@ -394,7 +401,7 @@ impl ActionBoundary {
         role: &str,
         read_only: bool,
     ) -> impl Iterator<Item = &'b ToolInfo> + 'b {
-        let role = self.roles.get(role);
+        let role = self.role(role);
         self.tools.iter().enumerate().filter_map(move |(i, t)| {
             let r = role?;
             let ro = read_only || r.read_only;
@@ -416,7 +423,7 @@ impl ActionBoundary {
     }
 
     fn check_inner(&self, run: &RunContext, call: &ToolCall<'_>) -> Result<Admitted, Denial> {
-        let Some(role) = self.roles.get(run.role().as_str()) else {
+        let Some(role) = self.role(run.role().as_str()) else {
             return Err(Denial::new(
                 DenyCode::UnknownRole,
                 self.rule_unknown_role.clone(),
@@ -425,7 +432,7 @@ impl ActionBoundary {
         };
         let name = call.tool();
         let index = if name.len() <= MAX_TOOL_NAME {
-            self.tool_index.get(name).copied()
+            self.tool_index.get(name)
         } else {
             None
         };

@@ -90,11 +90,11 @@ pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
     if n >= 8 {
         return word(&a[..8]) == word(&b[..8]) && word(&a[n - 8..]) == word(&b[n - 8..]);
     }
-    let mut x = [0u8; 8];
-    let mut y = [0u8; 8];
-    x[..n].copy_from_slice(a);
-    y[..n].copy_from_slice(b);
-    u64::from_le_bytes(x) == u64::from_le_bytes(y)
+    let mut diff = 0u8;
+    for i in 0..n {
+        diff |= a[i] ^ b[i];
+    }
+    diff == 0
 }
 
 #[inline]
