@@ -121,16 +121,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn show(guard: &Guard, run: &Run, call: &ToolCall<'_>) {
-    let tool = call.tool().escape_debug().to_string();
+    let args = match call.args() {
+        tollgate::Args::Json(text) => text.to_owned(),
+        tollgate::Args::Value(v) => v.to_string(),
+        tollgate::Args::None => "{}".to_owned(),
+    };
+    println!("  -> {}{}", call.tool().escape_debug(), args);
     match guard.check(run, call) {
         Verdict::Allow(permit) => {
-            println!("  ALLOW     {tool}");
+            println!("     ALLOW");
             // The tool would run here; report how it went.
             let _ = permit.complete(Outcome::success());
         }
-        Verdict::Escalate(req) => println!("  ESCALATE  {tool}: {}", req.reason),
+        Verdict::Escalate(req) => println!("     ESCALATE: {}", req.reason),
         Verdict::Deny(d) => println!(
-            "  DENY      {tool}: [{}] {} (rule {})",
+            "     DENY [{}] {}\n          rule {}",
             d.code(),
             d.reason(),
             d.rule()

@@ -88,6 +88,11 @@ pub use verdict::{
     ApprovalRequest, Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Refusal, Verdict,
 };
 
+/// The README's examples, compiled and run as doctests so they cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The names most users need, in one import.
 pub mod prelude {
     pub use crate::boundary::{ActionBoundary, Arg, Effect, RoleSpec, ToolSpec};
