@@ -60,7 +60,7 @@ enum CheckKind {
     Min(f64),
     Max(f64),
     MaxLength(usize),
-    Pattern(Matcher),
+    Pattern(Box<Matcher>),
     Path(PathPolicy),
     Url(UrlPolicy),
     MaxItems(usize),
@@ -350,10 +350,12 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
         });
     }
     if let Some(p) = arg.pattern {
-        let re = Matcher::compile(&p).map_err(|e| PolicyError::Pattern {
-            field: format!("{field}.pattern"),
-            source: Box::new(e),
-        })?;
+        let re = Matcher::compile(&p)
+            .map(Box::new)
+            .map_err(|e| PolicyError::Pattern {
+                field: format!("{field}.pattern"),
+                source: Box::new(e),
+            })?;
         checks.push(Check {
             kind: CheckKind::Pattern(re),
             rule: rule("pattern"),
