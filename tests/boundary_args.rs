@@ -410,3 +410,80 @@ fn denial_names_the_rule_and_the_argument() {
     assert!(d.reason().contains("payment.amount"), "{}", d.reason());
     assert!(d.reason().contains("501"), "{}", d.reason());
 }
+
+#[test]
+fn required_argument_three_levels_deep_makes_its_ancestors_required() {
+    let (b, c) = one_tool(ToolSpec::irreversible().arg(
+        "payment.details.amount",
+        Arg::number().required().max(100.0),
+    ));
+    allowed(&b, &c, "t", r#"{"payment":{"details":{"amount":5}}}"#);
+    denied(&b, &c, "t", r#"{}"#, DenyCode::MissingArgument);
+    denied(&b, &c, "t", r#"{"payment":{}}"#, DenyCode::MissingArgument);
+    denied(
+        &b,
+        &c,
+        "t",
+        r#"{"payment":{"details":{}}}"#,
+        DenyCode::MissingArgument,
+    );
+    let none = b
+        .check(&c, &tollgate::ToolCall::without_args("t"))
+        .unwrap_err();
+    assert_eq!(none.code(), DenyCode::MissingArgument);
+}
+
+fn raw(b: &ActionBoundary, c: &RunContext, args: &str) -> Result<(), DenyCode> {
+    b.check(c, &tollgate::ToolCall::new("t", args))
+        .map(|_| ())
+        .map_err(|d| d.code())
+}
+
+#[test]
+fn numbers_beyond_f64_precision_fail_closed_at_the_bound() {
+    // A tool that parses numbers exactly (Python int, Decimal) must never see a value past the
+    // bound that tollgate allowed.
+    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::number().max(1e20)));
+    assert_eq!(
+        raw(&b, &c, r#"{"n":100000000000000000001}"#),
+        Err(DenyCode::ArgumentOutOfRange)
+    );
+    assert_eq!(
+        raw(&b, &c, r#"{"n":99999999999999999999}"#),
+        Err(DenyCode::ArgumentOutOfRange)
+    );
+    assert_eq!(raw(&b, &c, r#"{"n":1e20}"#), Ok(()));
+    assert_eq!(raw(&b, &c, r#"{"n":99999999999999}"#), Ok(()));
+    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::number().max(9_007_199_254_740_992.0)));
+    assert_eq!(
+        raw(&b, &c, r#"{"n":9007199254740993.0}"#),
+        Err(DenyCode::ArgumentOutOfRange)
+    );
+    let (b, c) = one_tool(ToolSpec::read().arg("amount", Arg::number().max(1000.0)));
+    assert_eq!(
+        raw(&b, &c, r#"{"amount":1000.0000000000000001}"#),
+        Err(DenyCode::ArgumentOutOfRange)
+    );
+    assert_eq!(raw(&b, &c, r#"{"amount":1000.00}"#), Ok(()));
+}
+
+#[test]
+fn enum_numbers_match_only_when_the_conversion_is_exact() {
+    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::any().one_of([9_007_199_254_740_993u64])));
+    assert_eq!(raw(&b, &c, r#"{"n":9007199254740993}"#), Ok(()));
+    assert_eq!(
+        raw(&b, &c, r#"{"n":9007199254740992.0}"#),
+        Err(DenyCode::ArgumentNotAllowed)
+    );
+    assert_eq!(
+        raw(&b, &c, r#"{"n":9007199254740993.0}"#),
+        Err(DenyCode::ArgumentNotAllowed)
+    );
+}
+
+#[test]
+fn negative_zero_reads_as_serde_json_reads_it() {
+    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::integer().min(0.0)));
+    allowed(&b, &c, "t", r#"{"n":-0}"#);
+    allowed(&b, &c, "t", r#"{"n":0}"#);
+}

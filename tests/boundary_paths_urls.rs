@@ -76,10 +76,51 @@ fn path_inside_own_matter_is_allowed() {
         "/matters/M-1/a.pdf",
         "/matters/M-1//sub///b.pdf",
         "/matters/M-1/./c.pdf",
-        "sub/d.pdf",
         "/matters/M-1/Müller.pdf",
     ] {
         allowed(&b, &c, "read", &read(p));
+    }
+}
+
+#[test]
+fn path_relative_is_denied_unless_the_policy_opts_in() {
+    // A tool resolves a relative path against its own working directory, not the rule's root.
+    let (b, c) = setup();
+    denied(&b, &c, "read", &read("sub/d.pdf"), DenyCode::PathEscape);
+    denied(&b, &c, "read", &read("etc/passwd"), DenyCode::PathEscape);
+    let b = ActionBoundary::builder()
+        .tool(
+            "t",
+            ToolSpec::read().arg(
+                "p",
+                Arg::string().path_under("/srv/data").allow_relative(true),
+            ),
+        )
+        .role("r", RoleSpec::new().tools(["t"]))
+        .build()
+        .unwrap();
+    let c = RunContext::new("a", "r");
+    allowed(&b, &c, "t", r#"{"p":"reports/q4.csv"}"#);
+    denied(
+        &b,
+        &c,
+        "t",
+        r#"{"p":"../etc/passwd"}"#,
+        DenyCode::PathEscape,
+    );
+}
+
+#[test]
+fn path_escape_any_percent_sign_denied() {
+    // `/matters/M-1%2fx` is outside the root for a tool that does not decode; `%2e%2e` is `..`
+    // for one that does. Neither reading is safe.
+    let (b, c) = setup();
+    for p in [
+        "/matters/M-1%2fx",
+        "/matters/M-%31/a.pdf",
+        "/matters/M-1/100%.pdf",
+    ] {
+        denied(&b, &c, "read", &read(p), DenyCode::PathEscape);
     }
 }
 

@@ -102,6 +102,29 @@ fn oversized_and_overdeep_arguments_are_refused_before_any_rule() {
 }
 
 #[test]
+fn too_many_keys_are_refused_on_both_representations() {
+    let b = ActionBoundary::builder()
+        .limits(ArgLimits {
+            max_bytes: 1 << 20,
+            max_depth: 8,
+        })
+        .tool(
+            "t",
+            ToolSpec::read().arg("m", Arg::object().allow_unknown_fields()),
+        )
+        .role("r", RoleSpec::new().tools(["t"]))
+        .build()
+        .unwrap();
+    let c = RunContext::new("a", "r");
+    let body: Vec<String> = (0..9000).map(|i| format!("\"k{i}\":{i}")).collect();
+    let text = format!("{{\"m\":{{{}}}}}", body.join(","));
+    denied(&b, &c, "t", &text, DenyCode::ArgsTooLarge);
+    let body: Vec<String> = (0..8000).map(|i| format!("\"k{i}\":{i}")).collect();
+    let text = format!("{{\"m\":{{{}}}}}", body.join(","));
+    common::allowed(&b, &c, "t", &text);
+}
+
+#[test]
 fn parsed_values_with_wrong_shapes_are_denied() {
     let (b, c) = boundary();
     for v in [

@@ -188,6 +188,27 @@ fn invalid_constraints_name_the_field() {
         (r#"args.q = { dot_dot = "normalize" }"#, "tools.t.args.q"),
         (r#"args."a..b" = { type = "string" }"#, "tools.t.args.a..b"),
         (r#"args."a[0]" = { type = "string" }"#, "tools.t.args.a[0]"),
+        (
+            r#"args.q = { type = "string", enum = [1, 2] }"#,
+            "tools.t.args.q.enum[0]",
+        ),
+        (
+            r#"args.q = { type = "integer", enum = ["1"] }"#,
+            "tools.t.args.q.enum[0]",
+        ),
+        (
+            r#"args.q = { pattern = "M-[0-9]{4})|(.*" }"#,
+            "tools.t.args.q.pattern",
+        ),
+        (r#"args."q[]" = { required = true }"#, "tools.t.args.q[]"),
+        (
+            r#"args.q = { url_hosts = ["*.com"] }"#,
+            "tools.t.args.q.url_hosts",
+        ),
+        (
+            r#"args.q = { url_hosts = ["a.example"], url_schemes = ["file"] }"#,
+            "tools.t.args.q.url_hosts",
+        ),
     ];
     for (arg, field) in cases {
         let doc = format!("[tools.t]\neffect = \"read\"\n{arg}\n");
@@ -244,4 +265,53 @@ fn the_example_policy_compiles() {
     let text = include_str!("../examples/policies/legal_intake.toml");
     let b = ActionBoundary::from_toml(text).unwrap();
     assert_eq!(b.tool_count(), 6);
+}
+
+#[test]
+fn duplicate_keys_in_json_policies_are_errors() {
+    let tools = r#"{"tools":{"pay":{"effect":"irreversible","args":{"amount":{"type":"number","max":100}}},"pay":{"effect":"irreversible"}}}"#;
+    let e = ActionBoundary::from_json(tools).unwrap_err();
+    assert!(e.to_string().contains("duplicate key `pay`"), "{e}");
+    assert_eq!(e.field(), Some("tools"), "{e}");
+    let roles = r#"{"tools":{"t":{"effect":"read"}},"roles":{"r":{"tools":["t"],"read_only":true},"r":{"tools":["t"]}}}"#;
+    assert!(
+        ActionBoundary::from_json(roles)
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate key `r`")
+    );
+    let args = r#"{"tools":{"t":{"effect":"read","args":{"a":{"max":1},"a":{}}}}}"#;
+    let e = ActionBoundary::from_json(args).unwrap_err();
+    assert_eq!(e.field(), Some("tools.t.args"), "{e}");
+}
+
+#[test]
+fn tool_names_differing_only_in_separators_or_case_are_refused() {
+    for (a, b) in [
+        ("send_email", "send-email"),
+        ("send_email", "send.email"),
+        ("send_email", "SEND_EMAIL"),
+    ] {
+        let r = ActionBoundary::builder()
+            .tool(a, ToolSpec::write())
+            .tool(b, ToolSpec::write())
+            .build();
+        assert!(
+            matches!(r, Err(PolicyError::ConfusableNames { .. })),
+            "{a} {b}"
+        );
+    }
+}
+
+#[test]
+fn limits_are_capped() {
+    assert_eq!(
+        err("[limits]\nmax_bytes = 2000000\n").field(),
+        Some("limits.max_bytes")
+    );
+    assert_eq!(
+        err("[limits]\nmax_depth = 500\n").field(),
+        Some("limits.max_depth")
+    );
+    assert_eq!(err("[limits]\nmax_depth = 0\n").field(), Some("limits"));
 }

@@ -2,7 +2,6 @@
 //! evaluated in one pass over each object's entries (unknown keys, forbidden keys and per-field
 //! rules in the same walk, required keys by bitmask afterwards).
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use regex::{Regex, RegexBuilder};
@@ -79,6 +78,11 @@ pub(crate) struct Matcher {
 
 impl Matcher {
     pub(crate) fn compile(pattern: &str) -> Result<Self, regex::Error> {
+        // Parse the pattern on its own first: text such as `a)|(.*` would otherwise close the
+        // anchoring group early and turn the wrapped pattern into "anything".
+        RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()?;
         let anchored = format!("^(?:{pattern})$");
         let re = RegexBuilder::new(&anchored)
             .size_limit(REGEX_SIZE_LIMIT)
@@ -307,6 +311,26 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
                     "enum values must be strings, numbers, booleans or null",
                 ));
             }
+            let fits = match ty {
+                None => true,
+                Some(ArgType::String) => v.is_string(),
+                Some(ArgType::Number) => v.is_number(),
+                Some(ArgType::Integer) => {
+                    v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0)
+                }
+                Some(ArgType::Boolean) => v.is_boolean(),
+                Some(ArgType::Null) => v.is_null(),
+                Some(ArgType::Object | ArgType::Array) => false,
+            };
+            if !fits {
+                return Err(PolicyError::invalid(
+                    format!("{field}.enum[{i}]"),
+                    format!(
+                        "{v} is not of the argument's type `{}`, so it could never match",
+                        ty.map_or("?", ArgType::as_str)
+                    ),
+                ));
+            }
         }
         checks.push(Check {
             kind: CheckKind::OneOf(values),
@@ -372,7 +396,7 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
                 DotDotMode::Reject => DotDot::Reject,
                 DotDotMode::Normalize => DotDot::Normalize,
             },
-            allow_relative: arg.allow_relative.unwrap_or(true),
+            allow_relative: arg.allow_relative.unwrap_or(false),
             max_len: 4096,
         };
         checks.push(Check {
@@ -401,10 +425,6 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
         });
     }
 
-    let any_child_required = node
-        .children
-        .values()
-        .any(|c| c.arg.as_ref().is_some_and(|a| a.required));
     let object = if ty == Some(ArgType::Object) {
         Some(object_from_children(
             base,
@@ -415,6 +435,15 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
     } else {
         None
     };
+    if let Some(items) = &node.items
+        && let Some(a) = &items.arg
+        && (a.required || a.forbidden)
+    {
+        return Err(PolicyError::invalid(
+            format!("{field}[]"),
+            "`required` and `forbidden` have no meaning for array elements; put them on the array",
+        ));
+    }
     let items = match node.items {
         Some(items) => Some(Box::new(compile_field(
             base,
@@ -428,7 +457,12 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
     Ok(FieldRules {
         key: key.into(),
         path: path.into(),
-        required: arg.required || any_child_required,
+        // A required descendant at any depth makes every enclosing object required: computed
+        // from the compiled children, so implicit intermediate objects count too.
+        required: arg.required
+            || object
+                .as_ref()
+                .is_some_and(|o| o.fields.iter().any(|f| f.required)),
         forbidden: arg.forbidden,
         ty,
         rule_required: rule("required"),
@@ -512,7 +546,7 @@ fn kind_name(k: JsonKind) -> &'static str {
 fn type_matches<'a, V: View<'a>>(ty: ArgType, v: V) -> bool {
     match ty {
         ArgType::String => v.kind() == JsonKind::String,
-        ArgType::Number => v.kind() == JsonKind::Number,
+        ArgType::Number => v.as_num().is_some_and(Num::is_finite),
         ArgType::Integer => v.as_num().is_some_and(Num::is_integer),
         ArgType::Boolean => v.kind() == JsonKind::Bool,
         ArgType::Object => v.kind() == JsonKind::Object,
@@ -588,7 +622,7 @@ impl FieldRules {
             }
             CheckKind::Min(lo) => {
                 if let Some(n) = v.as_num()
-                    && n.cmp_bound(*lo) == Ordering::Less
+                    && n.below(*lo)
                 {
                     return Err(self.deny(
                         DenyCode::ArgumentOutOfRange,
@@ -599,7 +633,7 @@ impl FieldRules {
             }
             CheckKind::Max(hi) => {
                 if let Some(n) = v.as_num()
-                    && n.cmp_bound(*hi) == Ordering::Greater
+                    && n.above(*hi)
                 {
                     return Err(self.deny(
                         DenyCode::ArgumentOutOfRange,
@@ -632,17 +666,27 @@ impl FieldRules {
                 }
             }
             CheckKind::Path(policy) => {
-                if let Some(s) = v.as_string()
-                    && let Err(why) = check_path(&s.cow(), policy, env.compartment)
-                {
-                    return Err(self.deny(
-                        DenyCode::PathEscape,
-                        &c.rule,
-                        format!(
-                            "argument `{path}` is not a path under `{}`: {why}",
-                            policy.root.as_str()
-                        ),
-                    ));
+                if let Some(s) = v.as_string() {
+                    let s = s.cow();
+                    let why = if s.contains('%') {
+                        // Decode it and a tool that doesn't opens another file; don't and a tool
+                        // that does escapes. Neither reading is safe, so neither is accepted.
+                        Some("it contains `%` (percent-encoding is refused: tools disagree on decoding it)".to_owned())
+                    } else {
+                        check_path(&s, policy, env.compartment)
+                            .err()
+                            .map(|e| e.to_string())
+                    };
+                    if let Some(why) = why {
+                        return Err(self.deny(
+                            DenyCode::PathEscape,
+                            &c.rule,
+                            format!(
+                                "argument `{path}` is not a path under `{}`: {why}",
+                                policy.root.as_str()
+                            ),
+                        ));
+                    }
                 }
             }
             CheckKind::Url(policy) => {

@@ -46,9 +46,9 @@ pub enum PolicyError {
         /// The name used.
         tool: String,
     },
-    /// Two tools whose names differ only in letter case.
+    /// Two tools whose names differ only in letter case or in separators (`-` `_` `.` `:` `/`).
     #[error(
-        "tools `{first}` and `{second}` differ only in letter case; rename one so no agent can confuse them"
+        "`tools.{second}`: tools `{first}` and `{second}` differ only in case or separators; rename one so no agent can confuse them"
     )]
     ConfusableNames {
         /// One name.

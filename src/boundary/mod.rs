@@ -64,6 +64,9 @@ use args::{Env, ObjectRules};
 use hash::NameTable;
 use view::{Num, StrView, View};
 
+/// Largest `limits.max_bytes` a policy may set.
+const MAX_ARG_BYTES_CAP: usize = 1 << 20;
+
 /// Longest tool name that is even looked up; longer names are unknown tools.
 const MAX_TOOL_NAME: usize = 128;
 
@@ -263,6 +266,15 @@ impl ActionBoundary {
                 "max_bytes and max_depth must be at least 1",
             ));
         }
+        if doc.limits.max_bytes > MAX_ARG_BYTES_CAP {
+            return Err(PolicyError::invalid(
+                "limits.max_bytes",
+                format!(
+                    "at most {MAX_ARG_BYTES_CAP} bytes (1 MiB): larger arguments belong in a file or \
+                     object store the tool reads, not in a tool call"
+                ),
+            ));
+        }
         if doc.limits.max_depth > crate::call::json::MAX_DEPTH_CAP {
             return Err(PolicyError::invalid(
                 "limits.max_depth",
@@ -280,7 +292,14 @@ impl ActionBoundary {
         for (i, (name, spec)) in doc.tools.iter().enumerate() {
             let field = format!("tools.{name}");
             validate_tool_name(name).map_err(|r| PolicyError::invalid(&field, r))?;
-            if let Some(other) = folded.insert(name.to_ascii_lowercase(), name) {
+            let skeleton: String = name
+                .chars()
+                .map(|c| match c {
+                    '-' | '.' | ':' | '/' => '_',
+                    c => c.to_ascii_lowercase(),
+                })
+                .collect();
+            if let Some(other) = folded.insert(skeleton, name) {
                 return Err(PolicyError::ConfusableNames {
                     first: other.to_owned(),
                     second: name.clone(),
@@ -498,48 +517,65 @@ impl ActionBoundary {
     /// value that is certainly too large is refused. The walk stops at the depth limit, so even a
     /// programmatically built, arbitrarily deep value cannot overflow the stack.
     fn value_within_limits(&self, v: &serde_json::Value) -> Result<(), Denial> {
+        #[derive(PartialEq)]
+        enum Over {
+            Depth,
+            Size,
+            Keys,
+        }
+        struct Tally {
+            size: usize,
+            keys: usize,
+        }
         fn walk(
             v: &serde_json::Value,
             depth: usize,
             limits: JsonLimits,
-            size: &mut usize,
-        ) -> Result<(), &'static str> {
-            *size += 1;
+            t: &mut Tally,
+        ) -> Result<(), Over> {
+            t.size += 1;
             match v {
-                serde_json::Value::String(s) => *size += s.len(),
+                serde_json::Value::String(s) => t.size += s.len() + 1,
                 serde_json::Value::Array(a) => {
                     if depth >= limits.max_depth {
-                        return Err("nesting");
+                        return Err(Over::Depth);
                     }
                     for x in a {
-                        walk(x, depth + 1, limits, size)?;
+                        walk(x, depth + 1, limits, t)?;
                     }
                 }
                 serde_json::Value::Object(m) => {
                     if depth >= limits.max_depth {
-                        return Err("nesting");
+                        return Err(Over::Depth);
                     }
                     for (k, x) in m {
-                        *size += k.len();
-                        walk(x, depth + 1, limits, size)?;
+                        t.size += k.len() + 3;
+                        t.keys += 1;
+                        if t.keys > crate::call::json::MAX_KEYS {
+                            return Err(Over::Keys);
+                        }
+                        walk(x, depth + 1, limits, t)?;
                     }
                 }
                 _ => {}
             }
-            if *size > limits.max_bytes {
-                return Err("size");
+            if t.size > limits.max_bytes {
+                return Err(Over::Size);
             }
             Ok(())
         }
-        let mut size = 0;
-        walk(v, 0, self.limits, &mut size).map_err(|what| {
-            let reason = if what == "nesting" {
-                format!(
+        let mut tally = Tally { size: 0, keys: 0 };
+        walk(v, 0, self.limits, &mut tally).map_err(|over| {
+            let reason = match over {
+                Over::Depth => format!(
                     "arguments: nested deeper than {} levels",
                     self.limits.max_depth
-                )
-            } else {
-                format!("arguments: larger than {} bytes", self.limits.max_bytes)
+                ),
+                Over::Size => format!("arguments: larger than {} bytes", self.limits.max_bytes),
+                Over::Keys => format!(
+                    "arguments: more than {} object keys",
+                    crate::call::json::MAX_KEYS
+                ),
             };
             Denial::new(DenyCode::ArgsTooLarge, self.rule_limits.clone(), reason)
         })
@@ -547,9 +583,9 @@ impl ActionBoundary {
 
     fn malformed(&self, e: JsonError) -> Denial {
         let (code, rule) = match e {
-            JsonError::TooLarge { .. } | JsonError::TooDeep { .. } => {
-                (DenyCode::ArgsTooLarge, &self.rule_limits)
-            }
+            JsonError::TooLarge { .. }
+            | JsonError::TooDeep { .. }
+            | JsonError::TooManyKeys { .. } => (DenyCode::ArgsTooLarge, &self.rule_limits),
             _ => (DenyCode::MalformedArgs, &self.rule_malformed),
         };
         Denial::new(code, rule.clone(), format!("arguments: {e}"))

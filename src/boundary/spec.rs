@@ -7,6 +7,42 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Deserialises a map, refusing a key that appears twice. JSON allows duplicate keys and serde
+/// keeps the last one, which would let a second `"pay": {...}` silently replace the first; TOML
+/// refuses them itself.
+fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map with unique keys")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+
+    d.deserialize_map(Unique(std::marker::PhantomData))
+}
+
 /// What a tool does to the world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,10 +154,10 @@ pub struct PolicyDocument {
     #[serde(default)]
     pub limits: ArgLimits,
     /// Every tool that exists, by exact name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub tools: BTreeMap<String, ToolSpec>,
     /// Every role, by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub roles: BTreeMap<String, RoleSpec>,
 }
 
@@ -156,7 +192,7 @@ pub struct ToolSpec {
     #[serde(default)]
     pub allow_unknown_args: bool,
     /// Rules per argument, keyed by path: `amount`, `payment.amount`, `recipients[]` (each element).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub args: BTreeMap<String, Arg>,
 }
 
@@ -265,7 +301,8 @@ pub struct Arg {
     /// How `path_under` treats `..` (default: reject).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dot_dot: Option<DotDotMode>,
-    /// Whether a relative path is accepted and resolved under the root (default `true`).
+    /// Whether a relative path is accepted, as if resolved under the root (default `false`: a tool
+    /// resolves a relative path against its own working directory, not against the root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_relative: Option<bool>,
     /// The string is a URL whose host must be one of these (`*.example.com` = any subdomain).

@@ -89,6 +89,16 @@ pub enum UrlPolicyError {
     /// A scheme entry is not a valid URL scheme.
     #[error("scheme `{0}` is not a valid URL scheme")]
     InvalidScheme(String),
+    /// A scheme without a network host (`file`, `javascript`, `data`, ...) or one this rule does
+    /// not know how to read.
+    #[error("scheme `{0}` is not supported by a host allowlist (use http, https, ws or wss)")]
+    UnsupportedScheme(String),
+    /// A wildcard directly over a single label (`*.com`), which would admit a whole top-level
+    /// domain.
+    #[error(
+        "host entry `{0}` is a wildcard over a top-level domain; name at least two labels after `*.`"
+    )]
+    WildcardTooBroad(String),
 }
 
 /// Why [`check_url`] refused a URL.
@@ -259,6 +269,12 @@ impl UrlPolicy {
             if !valid_scheme(s) {
                 return Err(UrlPolicyError::InvalidScheme(s.to_owned()));
             }
+            if !matches!(
+                s.to_ascii_lowercase().as_str(),
+                "http" | "https" | "ws" | "wss"
+            ) {
+                return Err(UrlPolicyError::UnsupportedScheme(s.to_owned()));
+            }
             compiled_schemes.push(s.to_ascii_lowercase());
         }
         let ports = match ports {
@@ -319,6 +335,9 @@ fn compile_host(entry: &str) -> Result<HostRule, UrlPolicyError> {
         Err(NameFault::NonCanonicalIp) => Err(UrlPolicyError::NonCanonicalIp(entry.to_owned())),
         Ok(HostKind::Ipv4(_)) if wildcard => Err(UrlPolicyError::BadWildcard(entry.to_owned())),
         Ok(HostKind::Ipv4(ip)) => Ok(HostRule::Ipv4(ip)),
+        Ok(HostKind::Name) if wildcard && !name.contains('.') => {
+            Err(UrlPolicyError::WildcardTooBroad(entry.to_owned()))
+        }
         Ok(HostKind::Name) if wildcard => Ok(HostRule::Wildcard(name.to_owned())),
         Ok(HostKind::Name) => Ok(HostRule::Exact(name.to_owned())),
     }
@@ -602,7 +621,7 @@ mod tests {
 
     #[test]
     fn url_escape_not_absolute_denied() {
-        let p = UrlPolicy::new(HOSTS, &["https", "javascript", "mailto", "file"], None).unwrap();
+        let p = UrlPolicy::new(HOSTS, &["https"], None).unwrap();
         for url in [
             "//allowed.com",
             "javascript:alert(1)",
@@ -703,13 +722,28 @@ mod tests {
 
     #[test]
     fn url_escape_port_not_allowed_denied() {
-        let p = UrlPolicy::new(&["allowed.com"], &["https", "ftp"], Some(&[443])).unwrap();
+        let p = UrlPolicy::new(&["allowed.com"], &["https", "ws"], Some(&[443])).unwrap();
         deny(
             &p,
             "https://allowed.com:8443/",
             UrlViolation::PortNotAllowed,
         );
-        deny(&p, "ftp://allowed.com/", UrlViolation::PortNotAllowed);
+        deny(&p, "ws://allowed.com/", UrlViolation::PortNotAllowed);
+    }
+
+    #[test]
+    fn policy_refuses_hostless_schemes_and_tld_wildcards() {
+        for scheme in ["file", "javascript", "data", "mailto", "ftp"] {
+            assert_eq!(
+                UrlPolicy::new(&["allowed.com"], &[scheme], None).unwrap_err(),
+                UrlPolicyError::UnsupportedScheme(scheme.into())
+            );
+        }
+        assert_eq!(
+            UrlPolicy::new(&["*.com"], &["https"], None).unwrap_err(),
+            UrlPolicyError::WildcardTooBroad("*.com".into())
+        );
+        assert!(UrlPolicy::new(&["*.example.com"], &["https"], None).is_ok());
     }
 
     #[test]

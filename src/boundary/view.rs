@@ -2,6 +2,7 @@
 //! JSON text), so every rule is written once and neither path allocates.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 
 use serde_json::Value;
 
@@ -12,50 +13,117 @@ use crate::call::json::{ArrayIter, JsonKind, JsonStr, ObjectIter, RawValue};
 pub(crate) enum Num {
     I(i64),
     U(u64),
-    F(f64),
+    /// A float, and whether it is *exactly* the number the tool will see. Raw literals with more
+    /// than 15 significant digits (or integers beyond 64 bits) are inexact: the nearest `f64` may
+    /// compare equal to a bound the true value exceeds. Non-finite values (serde_json's
+    /// `arbitrary_precision` can carry `1e400`) are never within any bound.
+    F(f64, bool),
 }
+
+/// 2^53: integers of smaller magnitude convert to and from `f64` exactly.
+const EXACT_INT: f64 = 9_007_199_254_740_992.0;
 
 impl Num {
     /// Whether the number has no fractional part (JSON Schema's notion of integer: `3.0` counts).
     pub(crate) fn is_integer(self) -> bool {
         match self {
             Num::I(_) | Num::U(_) => true,
-            Num::F(f) => f.is_finite() && f.fract() == 0.0,
+            Num::F(f, _) => f.is_finite() && f.fract() == 0.0,
         }
     }
 
-    /// Exact comparison with a finite bound (no precision loss for integers beyond 2^53).
-    pub(crate) fn cmp_bound(self, bound: f64) -> std::cmp::Ordering {
-        use std::cmp::Ordering;
-        let exact = |i: i128| -> Ordering {
-            if bound.fract() == 0.0 && bound.abs() < 1e38 {
-                // Integral bound within i128: compare exactly.
-                i.cmp(&(bound as i128))
-            } else if bound.fract() != 0.0 {
-                // A bound with a fraction is below 2^53 in magnitude, where f64 is exact enough:
-                // an integer converted to f64 cannot round across it.
-                (i as f64).partial_cmp(&bound).unwrap_or(Ordering::Less)
-            } else if bound > 0.0 {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            }
-        };
+    /// Whether the number is finite (every integer is).
+    pub(crate) fn is_finite(self) -> bool {
         match self {
-            Num::I(i) => exact(i128::from(i)),
-            Num::U(u) => exact(i128::from(u)),
-            Num::F(f) => f.partial_cmp(&bound).unwrap_or(Ordering::Greater),
+            Num::I(_) | Num::U(_) => true,
+            Num::F(f, _) => f.is_finite(),
         }
     }
 
-    /// Equality with an enum value from the policy.
+    fn int(self) -> Option<i128> {
+        match self {
+            Num::I(i) => Some(i128::from(i)),
+            Num::U(u) => Some(i128::from(u)),
+            Num::F(..) => None,
+        }
+    }
+
+    /// Exact comparison of an integer with a finite bound.
+    fn cmp_int(i: i128, bound: f64) -> Ordering {
+        if bound.fract() == 0.0 && bound.abs() < 1e38 {
+            // Integral bound within i128: compare exactly.
+            i.cmp(&(bound as i128))
+        } else if bound.fract() != 0.0 {
+            // A bound with a fraction is below 2^53 in magnitude, where an integer converted to
+            // f64 cannot round across it.
+            (i as f64).partial_cmp(&bound).unwrap_or(Ordering::Less)
+        } else if bound > 0.0 {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        }
+    }
+
+    /// `true` if the number is, or may be, below `lo` (fail closed when it cannot be told).
+    pub(crate) fn below(self, lo: f64) -> bool {
+        match (self.int(), self) {
+            (Some(i), _) => Self::cmp_int(i, lo) == Ordering::Less,
+            (None, Num::F(f, exact)) => !f.is_finite() || if exact { f < lo } else { f <= lo },
+            (None, _) => true,
+        }
+    }
+
+    /// `true` if the number is, or may be, above `hi` (fail closed when it cannot be told).
+    pub(crate) fn above(self, hi: f64) -> bool {
+        match (self.int(), self) {
+            (Some(i), _) => Self::cmp_int(i, hi) == Ordering::Greater,
+            (None, Num::F(f, exact)) => !f.is_finite() || if exact { f > hi } else { f >= hi },
+            (None, _) => true,
+        }
+    }
+
+    /// Equality with an enum value from the policy; never true when it cannot be told exactly.
     pub(crate) fn eq_value(self, v: &serde_json::Number) -> bool {
-        match self {
-            Num::I(i) => v.as_i64() == Some(i) || (v.is_f64() && v.as_f64() == Some(i as f64)),
-            Num::U(u) => v.as_u64() == Some(u) || (v.is_f64() && v.as_f64() == Some(u as f64)),
-            Num::F(f) => v.as_f64() == Some(f),
+        let want_int = v
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| v.as_u64().map(i128::from));
+        match (self.int(), self) {
+            (Some(i), _) => match want_int {
+                Some(w) => i == w,
+                None => v
+                    .as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < EXACT_INT && f as i128 == i),
+            },
+            (None, Num::F(f, exact)) => {
+                if !exact || !f.is_finite() {
+                    return false;
+                }
+                match want_int {
+                    Some(w) => f.fract() == 0.0 && f.abs() < EXACT_INT && f as i128 == w,
+                    None => v.as_f64() == Some(f),
+                }
+            }
+            (None, _) => false,
         }
     }
+}
+
+/// Whether a raw JSON number literal converts to `f64` without losing the order against bounds
+/// and enum values written with at most 15 significant digits: at most 15 significant digits
+/// itself (distinct such decimals map to distinct, order-preserving doubles).
+pub(crate) fn literal_is_exact(text: &str) -> bool {
+    let mantissa = text.split(['e', 'E']).next().unwrap_or("");
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit);
+    let mut first = None;
+    let mut last = 0;
+    for (i, d) in digits.enumerate() {
+        if d != b'0' {
+            first.get_or_insert(i);
+            last = i;
+        }
+    }
+    first.is_none_or(|f| last - f < 15)
 }
 
 impl std::fmt::Display for Num {
@@ -63,7 +131,7 @@ impl std::fmt::Display for Num {
         match self {
             Num::I(i) => write!(f, "{i}"),
             Num::U(u) => write!(f, "{u}"),
-            Num::F(x) => write!(f, "{x}"),
+            Num::F(x, _) => write!(f, "{x}"),
         }
     }
 }
@@ -174,7 +242,9 @@ impl<'a> View<'a> for &'a Value {
         } else if let Some(u) = n.as_u64() {
             Some(Num::U(u))
         } else {
-            n.as_f64().map(Num::F)
+            // `None` only with serde_json's `arbitrary_precision` and a value beyond f64: carry
+            // it as a non-finite number, which no bound or enum accepts.
+            Some(Num::F(n.as_f64().unwrap_or(f64::INFINITY), true))
         }
     }
     fn as_string(self) -> Option<&'a str> {
@@ -213,12 +283,15 @@ impl<'a> View<'a> for RawValue<'a> {
     }
     fn as_num(self) -> Option<Num> {
         let n = RawValue::as_number(&self)?;
-        if let Some(i) = n.as_i64() {
+        if n.text().starts_with('-') && n.as_u64() == Some(0) {
+            // `-0` is the float -0.0, as serde_json reads it.
+            Some(Num::F(-0.0, true))
+        } else if let Some(i) = n.as_i64() {
             Some(Num::I(i))
         } else if let Some(u) = n.as_u64() {
             Some(Num::U(u))
         } else {
-            Some(Num::F(n.as_f64()))
+            Some(Num::F(n.as_f64(), literal_is_exact(n.text())))
         }
     }
     fn as_string(self) -> Option<JsonStr<'a>> {
@@ -244,13 +317,51 @@ mod tests {
     fn integer_comparison_is_exact_beyond_f64_precision() {
         // 2^53 + 1 is not representable as f64; it must still compare above 2^53.
         let big = Num::I(9_007_199_254_740_993);
-        assert_eq!(big.cmp_bound(9_007_199_254_740_992.0), Ordering::Greater);
-        assert_eq!(Num::U(u64::MAX).cmp_bound(1e30), Ordering::Less);
-        assert_eq!(Num::I(-5).cmp_bound(-4.5), Ordering::Less);
-        assert_eq!(Num::I(5).cmp_bound(5.0), Ordering::Equal);
-        assert_eq!(Num::F(5.5).cmp_bound(5.0), Ordering::Greater);
-        assert_eq!(Num::I(1).cmp_bound(1e300), Ordering::Less);
-        assert_eq!(Num::I(1).cmp_bound(-1e300), Ordering::Greater);
+        assert!(big.above(9_007_199_254_740_992.0));
+        assert!(!Num::U(u64::MAX).above(1e30));
+        assert!(Num::I(-5).below(-4.5));
+        assert!(!Num::I(5).above(5.0) && !Num::I(5).below(5.0));
+        assert!(Num::F(5.5, true).above(5.0));
+        assert!(!Num::I(1).above(1e300));
+        assert!(!Num::I(1).below(-1e300));
+    }
+
+    #[test]
+    fn inexact_or_non_finite_floats_fail_closed_at_the_bound() {
+        assert!(Num::F(1e20, false).above(1e20));
+        assert!(!Num::F(1e20, true).above(1e20));
+        assert!(!Num::F(1e19, false).above(1e20));
+        assert!(Num::F(f64::INFINITY, true).above(1e300));
+        assert!(Num::F(f64::NEG_INFINITY, true).below(-1e300));
+        assert!(Num::F(f64::NAN, true).above(0.0) && Num::F(f64::NAN, true).below(0.0));
+    }
+
+    #[test]
+    fn enum_equality_needs_exact_conversion() {
+        let n = |v: serde_json::Value| v.as_number().unwrap().clone();
+        assert!(Num::I(3).eq_value(&n(serde_json::json!(3))));
+        assert!(Num::I(3).eq_value(&n(serde_json::json!(3.0))));
+        assert!(Num::F(3.0, true).eq_value(&n(serde_json::json!(3))));
+        // 2^53 + 1 as an integer enum value must not match the float 2^53.
+        assert!(
+            !Num::F(9_007_199_254_740_992.0, true)
+                .eq_value(&n(serde_json::json!(9_007_199_254_740_993u64)))
+        );
+        assert!(
+            !Num::I(9_007_199_254_740_993).eq_value(&n(serde_json::json!(9_007_199_254_740_992.0)))
+        );
+        assert!(!Num::F(3.0, false).eq_value(&n(serde_json::json!(3))));
+    }
+
+    #[test]
+    fn literal_exactness_counts_significant_digits() {
+        assert!(literal_is_exact("1000.0000000000000000"));
+        assert!(literal_is_exact("0.000000000000000000123"));
+        assert!(literal_is_exact("123456789012345e300"));
+        assert!(!literal_is_exact("1234567890123456"));
+        assert!(!literal_is_exact("9007199254740993.0"));
+        assert!(!literal_is_exact("100000000000000000001"));
+        assert!(literal_is_exact("0"));
     }
 
     #[test]
@@ -277,8 +388,9 @@ mod tests {
 
     #[test]
     fn integer_notion_follows_json_schema() {
-        assert!(Num::F(3.0).is_integer());
-        assert!(!Num::F(3.5).is_integer());
+        assert!(Num::F(3.0, true).is_integer());
+        assert!(!Num::F(3.5, true).is_integer());
+        assert!(!Num::F(f64::INFINITY, true).is_integer());
         assert!(Num::U(u64::MAX).is_integer());
     }
 }

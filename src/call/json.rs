@@ -25,6 +25,11 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 /// never recurses; `serde_json` refuses documents nested this deep anyway.
 pub const MAX_DEPTH_CAP: usize = 128;
 
+/// Most object keys one document may hold, across all its objects. Keeps duplicate detection
+/// linear: the key filter stays sparse (at most 2 bits per key in 128 Kibit), so exact rescans
+/// are rare whatever the text size.
+pub const MAX_KEYS: usize = 8192;
+
 /// Texts up to this many bytes get a small key filter; longer ones a large one.
 const SMALL_TEXT: usize = 4 * 1024;
 /// Texts up to this many bytes (typical tool arguments) get a tiny filter: less to zero.
@@ -113,6 +118,14 @@ pub enum JsonError {
         /// Offset of the opening quote of the repeated key.
         offset: usize,
     },
+    /// The document holds more than [`MAX_KEYS`] object keys.
+    #[error("invalid JSON at byte {offset}: more than {limit} object keys")]
+    TooManyKeys {
+        /// Where the key past the limit starts.
+        offset: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Something other than whitespace follows the document's value.
     #[error("invalid JSON at byte {offset}: trailing characters after the value")]
     TrailingCharacters {
@@ -135,7 +148,8 @@ impl JsonError {
             | Self::ControlCharacter { offset }
             | Self::NumberOutOfRange { offset }
             | Self::DuplicateKey { offset }
-            | Self::TrailingCharacters { offset } => Some(offset),
+            | Self::TrailingCharacters { offset }
+            | Self::TooManyKeys { offset, .. } => Some(offset),
             Self::TooLarge { .. } | Self::Empty => None,
         }
     }
@@ -567,6 +581,7 @@ fn value_end(b: &[u8], start: usize) -> Option<usize> {
 struct KeyFilter<'b> {
     bits: &'b mut [u64],
     seed: u64,
+    count: usize,
 }
 
 /// A per-process random seed for [`KeyFilter`].
@@ -685,6 +700,7 @@ fn validate(text: &str, max_depth: usize, bits: &mut [u64]) -> Result<(usize, us
     let mut keys = KeyFilter {
         bits,
         seed: filter_seed(),
+        count: 0,
     };
     let mut pos = skip_ws(b, 0);
     if pos == b.len() {
@@ -782,6 +798,13 @@ fn member_key(
         });
     }
     let end = scan_string(b, pos)?;
+    keys.count += 1;
+    if keys.count > MAX_KEYS {
+        return Err(JsonError::TooManyKeys {
+            offset: pos,
+            limit: MAX_KEYS,
+        });
+    }
     let key = JsonStr::new(&text[pos + 1..end - 1]);
     if keys.insert(object, &key) {
         let mut previous = ObjectIter {
