@@ -7,13 +7,15 @@
 //!   parsed `serde_json::Value` arguments, `args_3_rules_raw` with the raw JSON text;
 //!   `deny_unknown` proposes a tool that does not exist.
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
-//!   `args_3_rules` call), `check_allow_raw`, `check_deny` (an argument over its bound: the denial
-//!   formats its reason).
+//!   `args_3_rules` call), `check_allow_raw`, `check_allow_audited` (with an audit sink that takes
+//!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
+//!   its reason).
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
+use tollgate::audit::{AuditError, AuditEvent, AuditSink};
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
 use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
 
@@ -97,6 +99,18 @@ fn bench_boundary(c: &mut Criterion) {
     g.finish();
 }
 
+struct NullSink;
+
+impl AuditSink for NullSink {
+    fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
+        black_box(event.seq);
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+}
+
 fn check_and_complete(guard: &Guard, run: &tollgate::Run, call: &ToolCall<'_>) -> bool {
     match guard.check(run, call) {
         Verdict::Allow(p) => p.complete(Outcome::success()).is_ok(),
@@ -118,6 +132,18 @@ fn bench_guard(c: &mut Criterion) {
     assert!(check_and_complete(&guard, &run, &raw));
     g.bench_function("check_allow_raw", |bench| {
         bench.iter(|| check_and_complete(black_box(&guard), &run, black_box(&raw)))
+    });
+    // The same, with an audit sink that takes every event without storing it: the cost of
+    // building the events, numbering them and reading the clock for the outcome's latency.
+    let audited = Guard::builder(boundary(100))
+        .audit(std::sync::Arc::new(NullSink))
+        .build();
+    let audited_run = audited
+        .start_run(RunContext::new("agent", "clerk"))
+        .unwrap();
+    assert!(check_and_complete(&audited, &audited_run, &call));
+    g.bench_function("check_allow_audited", |bench| {
+        bench.iter(|| check_and_complete(black_box(&audited), &audited_run, black_box(&call)))
     });
     let over = json!({"invoice": "INV-004711", "amount": 99_999, "currency": "EUR"});
     let deny = ToolCall::new("pay_invoice", &over);

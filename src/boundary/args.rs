@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use regex::{Regex, RegexBuilder};
 use regex_automata::dfa::{Automaton, StartKind, dense};
-use regex_automata::{Anchored, Input};
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::start;
+use regex_automata::{Anchored, MatchKind};
 use serde_json::Value;
 
 use super::error::PolicyError;
@@ -72,7 +74,8 @@ enum CheckKind {
 /// and gives the error message.
 #[derive(Debug)]
 pub(crate) struct Matcher {
-    dfa: Option<dense::DFA<Vec<u32>>>,
+    /// The DFA and its anchored start state for "start of text" (computed once).
+    dfa: Option<(dense::DFA<Vec<u32>>, StateID)>,
     re: Regex,
 }
 
@@ -90,20 +93,45 @@ impl Matcher {
         let dfa = dense::Builder::new()
             .configure(
                 dense::Config::new()
+                    // All-matches semantics: no thread is ever pruned for priority, so the final
+                    // state says exactly whether any path matches the whole string.
+                    .match_kind(MatchKind::All)
                     .start_kind(StartKind::Anchored)
                     .dfa_size_limit(Some(REGEX_SIZE_LIMIT))
                     .determinize_size_limit(Some(REGEX_SIZE_LIMIT)),
             )
             .build(&anchored)
-            .ok();
+            .ok()
+            .and_then(|dfa| {
+                let start = dfa
+                    .start_state(&start::Config::new().anchored(Anchored::Yes))
+                    .ok()?;
+                Some((dfa, start))
+            });
         Ok(Self { dfa, re })
     }
 
+    /// Whole-string match. The DFA walk is one table lookup per byte; a dead state ends it early;
+    /// a quit state (a construct the DFA cannot decide) hands over to the `regex` engine.
     pub(crate) fn is_match(&self, s: &str) -> bool {
-        if let Some(dfa) = &self.dfa
-            && let Ok(m) = dfa.try_search_fwd(&Input::new(s).anchored(Anchored::Yes))
-        {
-            return m.is_some();
+        if let Some((dfa, start)) = &self.dfa {
+            let mut state = *start;
+            for &b in s.as_bytes() {
+                state = dfa.next_state(state, b);
+                if dfa.is_special_state(state) {
+                    if dfa.is_dead_state(state) {
+                        return false;
+                    }
+                    if dfa.is_quit_state(state) {
+                        return self.re.is_match(s);
+                    }
+                }
+            }
+            state = dfa.next_eoi_state(state);
+            if dfa.is_quit_state(state) {
+                return self.re.is_match(s);
+            }
+            return dfa.is_match_state(state);
         }
         self.re.is_match(s)
     }
@@ -731,6 +759,10 @@ mod tests {
             ".*",
             "",
             "é+",
+            "a|ab",
+            "(a|ab)(c|bcd)",
+            "(?:x*)*y?",
+            "[a-z]{2,4}|[0-9]{3}",
         ];
         let inputs = [
             "",
@@ -758,6 +790,16 @@ mod tests {
             }
         }
         assert!(Matcher::compile("M-[0-9]{4}").unwrap().dfa.is_some());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dfa_walk_agrees_with_the_regex_engine(input in "[a-cM0-9\\-é ]{0,12}", which in 0usize..6) {
+            let patterns = ["M-[0-9]{4}", "a|ab", "(a|ab)(c|bcd)", "[a-c]*b[a-c]*", "(?i)m-\\d+", "é?[0-9]+ ?"];
+            let m = Matcher::compile(patterns[which]).unwrap();
+            proptest::prop_assert!(m.dfa.is_some());
+            proptest::prop_assert_eq!(m.is_match(&input), m.re.is_match(&input));
+        }
     }
 
     #[test]

@@ -311,7 +311,6 @@ impl<'a> View<'a> for RawValue<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cmp::Ordering;
 
     #[test]
     fn integer_comparison_is_exact_beyond_f64_precision() {
