@@ -902,21 +902,22 @@ fn scan_number(text: &str, start: usize) -> Result<usize, JsonError> {
     } else {
         i = expect_digit(i, "a digit")?;
     }
-    let mut integer = true;
+    let int_end = i;
     if b.get(i) == Some(&b'.') {
         i = expect_digit(i + 1, "a digit after '.'")?;
-        integer = false;
     }
+    let mut exponent = false;
     if matches!(b.get(i), Some(b'e' | b'E')) {
         i += 1;
         if matches!(b.get(i), Some(b'+' | b'-')) {
             i += 1;
         }
         i = expect_digit(i, "a digit in the exponent")?;
-        integer = false;
+        exponent = true;
     }
-    // Integers of up to 20 bytes are far below f64::MAX; anything else is checked for overflow.
-    if !integer || i - start > 20 {
+    // Without an exponent a number overflows f64 only with more than 308 integer digits; only
+    // then, or with an exponent, is it parsed to check.
+    if exponent || int_end - start > 300 {
         let value: f64 = text[start..i].parse().unwrap_or(f64::INFINITY);
         if value.is_infinite() {
             return Err(JsonError::NumberOutOfRange { offset: start });
