@@ -94,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &review,
         &ToolCall::new(
             "read_document",
-            r#"{"matter_id": "M-1001", "path": "notes/call-log.txt"}"#,
+            r#"{"matter_id": "M-1001", "path": "/matters/M-1001/notes/call-log.txt"}"#,
         ),
     );
     show(

@@ -472,7 +472,9 @@ pub struct RoleSpec {
     /// The most sensitive tier this role may touch; required when the policy defines tiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clearance: Option<String>,
-    /// The tools this role may see and call (exact names). Everything else is denied.
+    /// The tools this role may see and call (exact names). Everything else is denied. The
+    /// allowlist and the clearance are independent controls: a listed tool whose tier is above the
+    /// clearance stays hidden and denied.
     #[serde(default)]
     pub tools: Vec<String>,
     /// Validation / sandbox role: write and irreversible tools are denied and hidden.

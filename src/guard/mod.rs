@@ -14,7 +14,7 @@
 //! The stages that later primitives add slot into [`Guard::check`] in the order fixed by the design:
 //! kill switch and circuit breaker *before* the boundary, budgets / rate limits / loop detection and
 //! then the escalation gate *after* it, audit last. Each stage is a plain method call on the hot
-//! path; nothing is boxed or dynamically dispatched except the audit sink.
+//! path; nothing is boxed or dynamically dispatched except the audit sink and the clock.
 //!
 //! The boundary lives in an [`ArcSwap`] snapshot. [`Guard::reload`] swaps it atomically; a permit
 //! holds the snapshot it was checked against, so a call already permitted finishes under the policy
