@@ -75,6 +75,7 @@ pub mod audit;
 pub mod boundary;
 pub mod call;
 pub mod clock;
+pub mod credential;
 pub mod guard;
 pub mod verdict;
 

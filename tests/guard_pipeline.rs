@@ -190,13 +190,17 @@ fn reload_swaps_policy_and_permits_keep_their_generation() {
         panic!()
     };
 
-    let old = guard.reload(boundary(20.0));
+    let old = guard.reload(boundary(20.0)).unwrap();
     assert_eq!(old.version(), v1);
     let v2 = guard.policy_version();
     assert_ne!(v1, v2);
     // the same call is now denied, under the new version
     let d = guard.check(&run, &ToolCall::new("pay", r#"{"amount": 50}"#));
     assert_eq!(d.denial().unwrap().policy_version(), Some(v2));
+    // the reload itself is recorded with both versions
+    let reload = &events_of(&sink, "policy_reloaded")[0];
+    assert_eq!(reload["tollgate.policy.previous"], v1.to_string());
+    assert_eq!(reload["tollgate.policy.version"], v2.to_string());
     // the permit issued before the reload still reports and records the old generation
     assert_eq!(permit.policy_version(), v1);
     permit.complete(Outcome::success()).unwrap();

@@ -36,7 +36,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use crate::call::{AgentId, Args, RunContext, RunId, ToolCall};
+use crate::call::{AgentId, Args, CredentialId, RunContext, RunId, ToolCall};
+use crate::credential::{CredentialError, Scope};
 use crate::verdict::{ApprovalRequest, Denial, Outcome, PolicyVersion};
 
 /// One thing that happened, with the run it belongs to.
@@ -47,10 +48,10 @@ pub struct AuditEvent<'a> {
     pub seq: u64,
     /// Wall-clock time of the event.
     pub at: SystemTime,
-    /// The run.
-    pub run: &'a RunId,
-    /// The agent acting in the run.
-    pub agent: &'a AgentId,
+    /// The run; `None` for guard-wide events (policy reload, key rotation).
+    pub run: Option<&'a RunId>,
+    /// The agent acting in the run; `None` for guard-wide events.
+    pub agent: Option<&'a AgentId>,
     /// What happened.
     pub kind: EventKind<'a>,
 }
@@ -91,6 +92,68 @@ pub enum EventKind<'a> {
     RunFinished {
         /// How long the run lasted.
         duration: Duration,
+    },
+    /// The guard's policy was replaced.
+    PolicyReloaded {
+        /// The version replaced.
+        previous: PolicyVersion,
+        /// The version now in force.
+        current: PolicyVersion,
+    },
+    /// A scoped credential was issued, used, refused or revoked, or a provider's key rotated.
+    Credential(CredentialEvent<'a>),
+}
+
+/// Credential lifecycle events. They carry the credential's id and scope, never its value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CredentialEvent<'a> {
+    /// A credential was minted for a permit.
+    Issued {
+        /// Its id.
+        id: &'a CredentialId,
+        /// The provider that minted it.
+        provider: &'a str,
+        /// What it covers.
+        scope: &'a Scope,
+        /// Expiry, unix seconds.
+        expires_at_unix: u64,
+    },
+    /// A credential's value was handed to a tool.
+    Used {
+        /// Its id.
+        id: &'a CredentialId,
+        /// The tool using it.
+        tool: &'a str,
+        /// The resource it was used for.
+        resource: &'a str,
+    },
+    /// Minting or using a credential was refused.
+    Refused {
+        /// The credential, if one existed.
+        id: Option<&'a CredentialId>,
+        /// The tool asking.
+        tool: &'a str,
+        /// The resource asked for.
+        resource: &'a str,
+        /// Why.
+        reason: &'a CredentialError,
+    },
+    /// A credential was revoked (its run ended, or on request).
+    Revoked {
+        /// Its id.
+        id: &'a CredentialId,
+        /// The provider that minted it.
+        provider: &'a str,
+    },
+    /// A provider's signing key rotated.
+    KeyRotated {
+        /// The provider.
+        provider: &'a str,
+        /// The key retired (still verifying during its grace period).
+        retired: &'a str,
+        /// The key now signing.
+        current: &'a str,
     },
 }
 
@@ -155,8 +218,11 @@ impl AuditEvent<'_> {
         m.insert("seq".into(), json!(self.seq));
         let at = self.at.duration_since(UNIX_EPOCH).unwrap_or_default();
         m.insert("time_unix_nano".into(), json!(at.as_nanos() as u64));
-        m.insert("tollgate.run.id".into(), json!(self.run.as_str()));
-        m.insert("gen_ai.agent.id".into(), json!(self.agent.as_str()));
+        m.insert("tollgate.run.id".into(), json!(self.run.map(RunId::as_str)));
+        m.insert(
+            "gen_ai.agent.id".into(),
+            json!(self.agent.map(AgentId::as_str)),
+        );
         match &self.kind {
             EventKind::RunStarted { context } => {
                 m.insert("event".into(), json!("run_started"));
@@ -246,6 +312,15 @@ impl AuditEvent<'_> {
                     json!(duration.as_nanos() as u64),
                 );
             }
+            EventKind::PolicyReloaded { previous, current } => {
+                m.insert("event".into(), json!("policy_reloaded"));
+                m.insert(
+                    "tollgate.policy.previous".into(),
+                    json!(previous.to_string()),
+                );
+                m.insert("tollgate.policy.version".into(), json!(current.to_string()));
+            }
+            EventKind::Credential(c) => credential_json(c, &mut m),
         }
         Value::Object(m)
     }
@@ -295,5 +370,65 @@ impl AuditSink for MemorySink {
 
     fn flush(&self) -> Result<(), AuditError> {
         Ok(())
+    }
+}
+
+fn credential_json(c: &CredentialEvent<'_>, m: &mut Map<String, Value>) {
+    match c {
+        CredentialEvent::Issued {
+            id,
+            provider,
+            scope,
+            expires_at_unix,
+        } => {
+            m.insert("event".into(), json!("credential_issued"));
+            m.insert("tollgate.credential.id".into(), json!(id.as_str()));
+            m.insert("tollgate.credential.provider".into(), json!(provider));
+            m.insert(
+                "tollgate.credential.scope".into(),
+                serde_json::to_value(scope).unwrap_or(Value::Null),
+            );
+            m.insert(
+                "tollgate.credential.expires_at".into(),
+                json!(expires_at_unix),
+            );
+        }
+        CredentialEvent::Used { id, tool, resource } => {
+            m.insert("event".into(), json!("credential_used"));
+            m.insert("tollgate.credential.id".into(), json!(id.as_str()));
+            m.insert("gen_ai.tool.name".into(), json!(tool));
+            m.insert("tollgate.credential.resource".into(), json!(resource));
+        }
+        CredentialEvent::Refused {
+            id,
+            tool,
+            resource,
+            reason,
+        } => {
+            m.insert("event".into(), json!("credential_refused"));
+            m.insert(
+                "tollgate.credential.id".into(),
+                json!(id.map(CredentialId::as_str)),
+            );
+            m.insert("gen_ai.tool.name".into(), json!(tool));
+            m.insert("tollgate.credential.resource".into(), json!(resource));
+            m.insert("tollgate.credential.refusal".into(), json!(reason.code()));
+            m.insert("tollgate.reason".into(), json!(reason.to_string()));
+        }
+        CredentialEvent::Revoked { id, provider } => {
+            m.insert("event".into(), json!("credential_revoked"));
+            m.insert("tollgate.credential.id".into(), json!(id.as_str()));
+            m.insert("tollgate.credential.provider".into(), json!(provider));
+        }
+        CredentialEvent::KeyRotated {
+            provider,
+            retired,
+            current,
+        } => {
+            m.insert("event".into(), json!("key_rotated"));
+            m.insert("tollgate.credential.provider".into(), json!(provider));
+            m.insert("tollgate.key.retired".into(), json!(retired));
+            m.insert("tollgate.key.current".into(), json!(current));
+        }
     }
 }

@@ -95,6 +95,10 @@ id_type!(
     RunId
 );
 id_type!(
+    /// The id of one scoped credential (for audit; never the secret).
+    CredentialId
+);
+id_type!(
     /// The id of the policy rule that produced a decision, e.g. `tools.send_email.args.to.url`.
     RuleId
 );

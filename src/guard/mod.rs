@@ -56,10 +56,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::audit::{AuditError, AuditEvent, AuditSink, Decision, EventKind};
+use crate::audit::{AuditError, AuditEvent, AuditSink, CredentialEvent, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted, Effect, ToolInfo};
 use crate::call::{RuleId, RunContext, RunId, ToolCall};
 use crate::clock::{Clock, MonoTime, SystemClock};
+use crate::credential::{
+    Asker, CredentialBroker, CredentialError, MintRequest, Operation, ScopedCredential, unix_secs,
+};
 use crate::verdict::{Denial, DenyCode, Outcome, PolicyVersion, Refusal, Verdict};
 
 /// Errors from guard operations other than `check` (which never errors: it denies).
@@ -78,6 +81,7 @@ struct Shared {
     boundary: ArcSwap<ActionBoundary>,
     clock: Arc<dyn Clock>,
     audit: Option<Arc<dyn AuditSink>>,
+    credentials: Option<CredentialBroker>,
     seq: AtomicU64,
     runs: AtomicU64,
     rule_foreign: RuleId,
@@ -86,14 +90,18 @@ struct Shared {
 
 impl Shared {
     fn record(&self, run: &Run, kind: EventKind<'_>) -> Result<(), AuditError> {
+        self.record_for(Some(run), kind)
+    }
+
+    fn record_for(&self, run: Option<&Run>, kind: EventKind<'_>) -> Result<(), AuditError> {
         let Some(sink) = &self.audit else {
             return Ok(());
         };
         let event = AuditEvent {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             at: self.clock.wall(),
-            run: &run.id,
-            agent: run.ctx.agent(),
+            run: run.map(|r| &r.id),
+            agent: run.map(|r| r.ctx.agent()),
             kind,
         };
         sink.record(&event)
@@ -120,6 +128,7 @@ pub struct GuardBuilder {
     boundary: ActionBoundary,
     clock: Arc<dyn Clock>,
     audit: Option<Arc<dyn AuditSink>>,
+    credentials: Option<CredentialBroker>,
 }
 
 impl GuardBuilder {
@@ -135,6 +144,13 @@ impl GuardBuilder {
         self
     }
 
+    /// Lets permits obtain scoped credentials from `broker`; a run's credentials are revoked
+    /// when it ends.
+    pub fn credentials(mut self, broker: CredentialBroker) -> Self {
+        self.credentials = Some(broker);
+        self
+    }
+
     /// Builds the guard.
     pub fn build(self) -> Guard {
         Guard {
@@ -142,6 +158,7 @@ impl GuardBuilder {
                 boundary: ArcSwap::from_pointee(self.boundary),
                 clock: self.clock,
                 audit: self.audit,
+                credentials: self.credentials,
                 seq: AtomicU64::new(0),
                 runs: AtomicU64::new(0),
                 rule_foreign: RuleId::new("guard.run"),
@@ -158,6 +175,7 @@ impl Guard {
             boundary,
             clock: Arc::new(SystemClock::new()),
             audit: None,
+            credentials: None,
         }
     }
 
@@ -172,9 +190,18 @@ impl Guard {
     }
 
     /// Atomically replaces the policy. Calls checked from now on use `boundary`; permits already
-    /// issued keep the policy that allowed them. Returns the replaced boundary.
-    pub fn reload(&self, boundary: ActionBoundary) -> Arc<ActionBoundary> {
-        self.shared.boundary.swap(Arc::new(boundary))
+    /// issued keep the policy that allowed them. The reload is recorded first: if the audit sink
+    /// refuses the record, the policy is not replaced. Returns the replaced boundary.
+    pub fn reload(&self, boundary: ActionBoundary) -> Result<Arc<ActionBoundary>, GuardError> {
+        let previous = self.policy_version();
+        self.shared.record_for(
+            None,
+            EventKind::PolicyReloaded {
+                previous,
+                current: boundary.version(),
+            },
+        )?;
+        Ok(self.shared.boundary.swap(Arc::new(boundary)))
     }
 
     /// Starts a run: records its start (who, role, task, trigger, compartment) and returns the
@@ -397,13 +424,39 @@ impl Run {
         self.end()
     }
 
+    /// Revokes every credential issued to this run so far (ending the run does this by itself).
+    /// Returns the first audit error, after revoking all of them.
+    pub fn revoke_credentials(&self) -> Result<(), AuditError> {
+        let Some(broker) = &self.shared.credentials else {
+            return Ok(());
+        };
+        let mut first = Ok(());
+        for (id, provider) in broker.revoke_run(&self.id) {
+            let r = self.shared.record(
+                self,
+                EventKind::Credential(CredentialEvent::Revoked {
+                    id: &id,
+                    provider: &provider,
+                }),
+            );
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
     fn end(&self) -> Result<(), AuditError> {
         if self.finished.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // Revocation first: it must happen even if the records below fail.
+        let revoked = self.revoke_credentials();
         let duration = self.shared.clock.now().duration_since(self.started);
-        self.shared
-            .record(self, EventKind::RunFinished { duration })
+        let finished = self
+            .shared
+            .record(self, EventKind::RunFinished { duration });
+        revoked.and(finished)
     }
 }
 
@@ -463,6 +516,160 @@ impl<'a> Permit<'a> {
         self.run
     }
 
+    fn asker(&self) -> Asker<'_> {
+        Asker {
+            run: &self.run.id,
+            role: self.run.ctx.role(),
+            compartment: self.run.ctx.compartment().map(|c| c.as_str()),
+            tool: self.tool(),
+            operation: Operation::of(self.effect()),
+        }
+    }
+
+    fn refuse(&self, resource: &str, e: CredentialError) -> CredentialError {
+        let recorded = self.run.shared.record(
+            self.run,
+            EventKind::Credential(CredentialEvent::Refused {
+                id: None,
+                tool: self.tool(),
+                resource,
+                reason: &e,
+            }),
+        );
+        match recorded {
+            Ok(()) => e,
+            Err(a) => a.into(),
+        }
+    }
+
+    /// Mints a credential from `provider` for this permit's tool and operation and `resource`
+    /// (an exact resource or a `prefix/*` pattern), if a grant of the run's role covers it.
+    pub fn credential(
+        &self,
+        provider: &str,
+        resource: &str,
+    ) -> Result<ScopedCredential, CredentialError> {
+        let shared = &self.run.shared;
+        let Some(broker) = &shared.credentials else {
+            return Err(CredentialError::NoBroker);
+        };
+        let prepared = broker
+            .prepare(&self.asker(), provider, resource)
+            .map_err(|e| self.refuse(resource, e))?;
+        self.rotate_if_due(broker, provider)?;
+        let (issued, expires, issued_unix, expires_unix) = self.times(prepared.ttl);
+        let req = self.mint_request(&prepared, issued_unix, expires_unix);
+        let secret = broker
+            .mint_sync(&prepared, &req)
+            .map_err(|e| self.refuse(resource, e))?;
+        let _ = issued;
+        self.issue(broker, prepared, expires, expires_unix, secret)
+    }
+
+    /// The async form of [`credential`](Self::credential), for async providers (a vault, an STS).
+    pub async fn credential_async(
+        &self,
+        provider: &str,
+        resource: &str,
+    ) -> Result<ScopedCredential, CredentialError> {
+        let shared = &self.run.shared;
+        let Some(broker) = &shared.credentials else {
+            return Err(CredentialError::NoBroker);
+        };
+        let prepared = broker
+            .prepare(&self.asker(), provider, resource)
+            .map_err(|e| self.refuse(resource, e))?;
+        self.rotate_if_due(broker, provider)?;
+        let (_, expires, issued_unix, expires_unix) = self.times(prepared.ttl);
+        let secret = {
+            let req = self.mint_request(&prepared, issued_unix, expires_unix);
+            broker.mint_async(&prepared, &req).await
+        }
+        .map_err(|e| self.refuse(resource, e))?;
+        self.issue(broker, prepared, expires, expires_unix, secret)
+    }
+
+    fn rotate_if_due(
+        &self,
+        broker: &CredentialBroker,
+        provider: &str,
+    ) -> Result<(), CredentialError> {
+        let shared = &self.run.shared;
+        if let Some(r) = broker.rotate_if_due(provider, unix_secs(shared.clock.wall()))? {
+            shared.record(
+                self.run,
+                EventKind::Credential(CredentialEvent::KeyRotated {
+                    provider,
+                    retired: &r.retired,
+                    current: &r.current,
+                }),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn times(&self, ttl: u64) -> (MonoTime, MonoTime, u64, u64) {
+        let clock = &self.run.shared.clock;
+        let now = clock.now();
+        let issued_unix = unix_secs(clock.wall());
+        let ttl_d = std::time::Duration::from_secs(ttl);
+        (
+            now,
+            now.saturating_add(ttl_d),
+            issued_unix,
+            issued_unix.saturating_add(ttl),
+        )
+    }
+
+    fn mint_request<'r>(
+        &'r self,
+        prepared: &'r crate::credential::Prepared,
+        issued_at_unix: u64,
+        expires_at_unix: u64,
+    ) -> MintRequest<'r> {
+        MintRequest {
+            id: &prepared.id,
+            run: &self.run.id,
+            agent: self.run.ctx.agent(),
+            role: self.run.ctx.role(),
+            scope: &prepared.scope,
+            issued_at_unix,
+            expires_at_unix,
+        }
+    }
+
+    fn issue(
+        &self,
+        broker: &CredentialBroker,
+        prepared: crate::credential::Prepared,
+        expires: MonoTime,
+        expires_unix: u64,
+        secret: secrecy::SecretString,
+    ) -> Result<ScopedCredential, CredentialError> {
+        let cred = ScopedCredential::new(
+            broker,
+            prepared,
+            &self.run.id,
+            expires,
+            expires_unix,
+            secret,
+        );
+        let recorded = self.run.shared.record(
+            self.run,
+            EventKind::Credential(CredentialEvent::Issued {
+                id: cred.id(),
+                provider: &cred_provider(&cred),
+                scope: cred.scope(),
+                expires_at_unix: expires_unix,
+            }),
+        );
+        if let Err(e) = recorded {
+            // Not recorded, not handed out: the credential is dropped (and zeroized) here.
+            return Err(e.into());
+        }
+        Ok(cred)
+    }
+
     /// Records how the call ended. Returns the audit error if the record fails.
     pub fn complete(mut self, outcome: Outcome) -> Result<(), AuditError> {
         self.done = true;
@@ -493,6 +700,53 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.record(&Outcome::abandoned());
+        }
+    }
+}
+
+fn cred_provider(c: &ScopedCredential) -> String {
+    c.provider_name().to_owned()
+}
+
+impl ScopedCredential {
+    /// The secret, for `permit`'s tool to use on `resource`. Checked on every call: the permit
+    /// must belong to the credential's run, its tool and operation and `resource` must be inside
+    /// the scope, and the credential must be unexpired, unrevoked and not used up. Every use and
+    /// every refusal is recorded; if the record fails the value is not released.
+    pub fn expose<'c>(
+        &'c self,
+        permit: &Permit<'_>,
+        resource: &str,
+    ) -> Result<&'c str, CredentialError> {
+        let shared = &permit.run.shared;
+        let tool = permit.tool();
+        let checked = self.check_use(
+            &permit.run.id,
+            tool,
+            Operation::of(permit.effect()),
+            resource,
+            shared.clock.now(),
+        );
+        match checked {
+            Ok(()) => {
+                shared.record(
+                    permit.run,
+                    EventKind::Credential(self.event_used(tool, resource)),
+                )?;
+                Ok(self.secret())
+            }
+            Err(e) => {
+                shared.record(
+                    permit.run,
+                    EventKind::Credential(CredentialEvent::Refused {
+                        id: Some(self.id()),
+                        tool,
+                        resource,
+                        reason: &e,
+                    }),
+                )?;
+                Err(e)
+            }
         }
     }
 }
