@@ -6,6 +6,8 @@
 //!   with three argument rules (anchored regex, numeric bound, enum) in a 100-tool boundary with
 //!   parsed `serde_json::Value` arguments, `args_3_rules_raw` with the raw JSON text;
 //!   `deny_unknown` proposes a tool that does not exist.
+//! - `credential`: `mint_derived` (check, mint an HMAC-signed token, complete), `verify_derived`
+//!   (what the downstream service does), `expose_checked` (every check `expose` makes, no sink).
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
 //!   `args_3_rules` call), `check_allow_raw`, `check_allow_audited` (with an audit sink that takes
 //!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
@@ -154,5 +156,73 @@ fn bench_guard(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_boundary, bench_guard);
+fn bench_credential(c: &mut Criterion) {
+    use tollgate::credential::token::SigningKey;
+    use tollgate::credential::{
+        CredentialBroker, CredentialGrant, DerivedTokenProvider, Operation,
+    };
+    let mut g = c.benchmark_group("credential");
+    let tokens = DerivedTokenProvider::new(SigningKey::generate("k1").unwrap(), 3600);
+    let verifier = tokens.verifier();
+    let broker = CredentialBroker::builder()
+        .provider("docs", tokens)
+        .grant(
+            "clerk",
+            CredentialGrant::new(
+                "docs",
+                ["lookup"],
+                [Operation::Read],
+                "matter/{compartment}/*",
+                300,
+            ),
+        )
+        .build()
+        .unwrap();
+    let guard = Guard::builder(boundary(100)).credentials(broker).build();
+    let ctx = RunContext::new("agent", "clerk").in_compartment("M-1001");
+    let call = ToolCall::without_args("lookup");
+    // mint_derived: check + mint (HMAC-SHA256 token, nonce from the OS) + complete, one fresh run
+    // per iteration (run creation and teardown, which revokes, are outside the timing).
+    g.bench_function("mint_derived", |bench| {
+        bench.iter_batched(
+            || guard.start_run(ctx.clone()).unwrap(),
+            |run| {
+                if let Verdict::Allow(p) = guard.check(&run, &call) {
+                    let c = p.credential("docs", "matter/M-1001/*").unwrap();
+                    black_box(c.id());
+                    drop(c);
+                    p.complete(Outcome::success()).unwrap();
+                }
+                run
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let run = guard.start_run(ctx.clone()).unwrap();
+    let Verdict::Allow(permit) = guard.check(&run, &call) else {
+        panic!("allowed")
+    };
+    let cred = permit.credential("docs", "matter/M-1001/*").unwrap();
+    let token = cred
+        .expose(&permit, "matter/M-1001/a.pdf")
+        .unwrap()
+        .to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(verifier.verify(&token, now).is_ok());
+    g.bench_function("verify_derived", |bench| {
+        bench.iter(|| verifier.verify(black_box(&token), now).is_ok())
+    });
+    g.bench_function("expose_checked", |bench| {
+        bench.iter(|| {
+            cred.expose(black_box(&permit), black_box("matter/M-1001/a.pdf"))
+                .is_ok()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_boundary, bench_guard, bench_credential);
 criterion_main!(benches);

@@ -517,3 +517,101 @@ fn concurrent_uses_never_exceed_max_uses() {
     });
     assert_eq!(ok.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+struct FakeVault {
+    revoked: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl tollgate::credential::AsyncCredentialProvider for FakeVault {
+    async fn mint(
+        &self,
+        req: &tollgate::credential::MintRequest<'_>,
+    ) -> Result<SecretString, tollgate::credential::ProviderError> {
+        // Yield once, as a network call would.
+        YieldOnce(false).await;
+        Ok(SecretString::from(format!("vault-lease-for-{}", req.id)))
+    }
+    fn revoke(
+        &self,
+        id: &tollgate::call::CredentialId,
+    ) -> Result<(), tollgate::credential::ProviderError> {
+        self.revoked.lock().unwrap().push(id.to_string());
+        Ok(())
+    }
+}
+
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(Arc::new(Noop));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn async_providers_mint_through_credential_async_and_are_revoked_at_the_source() {
+    let vault = FakeVault {
+        revoked: std::sync::Mutex::new(Vec::new()),
+    };
+    let broker = CredentialBroker::builder()
+        .async_provider("vault", vault)
+        .grant(
+            "intake",
+            CredentialGrant::new(
+                "vault",
+                ["read_document"],
+                [Operation::Read],
+                "db/reports/*",
+                60,
+            ),
+        )
+        .build()
+        .unwrap();
+    let guard = Guard::builder(boundary())
+        .credentials(broker.clone())
+        .build();
+    let run = guard.start_run(RunContext::new("bot", "intake")).unwrap();
+    let call = ToolCall::without_args("read_document");
+    let p = allow(&guard, &run, &call);
+    assert!(matches!(
+        p.credential("vault", "db/reports/*"),
+        Err(CredentialError::ProviderIsAsync(_))
+    ));
+    let cred = block_on(p.credential_async("vault", "db/reports/*")).unwrap();
+    assert!(
+        cred.expose(&p, "db/reports/q4")
+            .unwrap()
+            .starts_with("vault-lease-for-cred-")
+    );
+    assert_eq!(broker.live_count(), 1);
+    p.complete(Outcome::success()).unwrap();
+    drop(run);
+    assert_eq!(broker.live_count(), 0);
+    assert!(cred.is_revoked());
+}

@@ -214,6 +214,40 @@ pub trait CredentialProvider: Send + Sync {
 }
 
 /// Mints secrets over the network (a vault, a cloud STS); async form, any executor.
+///
+/// Wrapping an external vault: ask it for a lease narrowed to the request's scope and TTL, and
+/// revoke the lease when tollgate revokes the credential.
+///
+/// ```
+/// use secrecy::SecretString;
+/// use tollgate::call::CredentialId;
+/// use tollgate::credential::{AsyncCredentialProvider, MintRequest, ProviderError};
+///
+/// /// Stand-in for a vault client (HashiCorp Vault, AWS STS, ...).
+/// struct VaultClient;
+/// impl VaultClient {
+///     async fn issue_lease(&self, path: &str, ttl_secs: u64) -> Result<(String, String), String> {
+///         Ok((format!("lease/{path}"), format!("s.{ttl_secs}")))
+///     }
+///     fn revoke_lease(&self, _lease: &str) {}
+/// }
+///
+/// struct Vault(VaultClient);
+///
+/// #[async_trait::async_trait]
+/// impl AsyncCredentialProvider for Vault {
+///     async fn mint(&self, req: &MintRequest<'_>) -> Result<SecretString, ProviderError> {
+///         let ttl = req.expires_at_unix.saturating_sub(req.issued_at_unix);
+///         let path = req.scope.resource.to_string();
+///         let (_lease, token) = self.0.issue_lease(&path, ttl).await.map_err(ProviderError)?;
+///         Ok(SecretString::from(token))
+///     }
+///     fn revoke(&self, id: &CredentialId) -> Result<(), ProviderError> {
+///         self.0.revoke_lease(id.as_str());
+///         Ok(())
+///     }
+/// }
+/// ```
 #[async_trait::async_trait]
 pub trait AsyncCredentialProvider: Send + Sync {
     /// Mints the secret for `req`.
