@@ -615,3 +615,37 @@ fn async_providers_mint_through_credential_async_and_are_revoked_at_the_source()
     assert_eq!(broker.live_count(), 0);
     assert!(cred.is_revoked());
 }
+
+#[test]
+fn on_demand_rotation_is_recorded_and_old_tokens_keep_verifying() {
+    let s = setup();
+    let run = s
+        .guard
+        .start_run(RunContext::new("bot", "intake").in_compartment("M-1"))
+        .unwrap();
+    let call = ToolCall::without_args("read_document");
+    let p = allow(&s.guard, &run, &call);
+    let before = p.credential("docs", "matter/M-1/*").unwrap();
+    let old_token = before.expose(&p, "matter/M-1/a").unwrap().to_owned();
+    let rotated = s
+        .guard
+        .rotate_credential_key("docs")
+        .unwrap()
+        .expect("derived tokens rotate");
+    assert_eq!(rotated.retired, "k1");
+    assert_eq!(s.guard.rotate_credential_key("legacy").unwrap(), None);
+    let event = s
+        .sink
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "key_rotated")
+        .unwrap();
+    assert_eq!(event["tollgate.key.current"], rotated.current.as_str());
+    assert!(event["tollgate.run.id"].is_null(), "a guard-wide event");
+    let after = p.credential("docs", "matter/M-1/*").unwrap();
+    let new_token = after.expose(&p, "matter/M-1/a").unwrap().to_owned();
+    assert!(new_token.contains(&format!(".{}.", rotated.current)));
+    let now = unix(&s.clock);
+    assert!(s.verifier.verify(&old_token, now).is_ok());
+    assert!(s.verifier.verify(&new_token, now).is_ok());
+}

@@ -211,6 +211,11 @@ pub trait CredentialProvider: Send + Sync {
     fn rotate_if_due(&self, _now_unix: u64) -> Result<Option<Rotated>, ProviderError> {
         Ok(None)
     }
+    /// Rotates the provider's root key now (on demand). Default: the provider has no key to
+    /// rotate (`Ok(None)`).
+    fn rotate_now(&self, _now_unix: u64) -> Result<Option<Rotated>, ProviderError> {
+        Ok(None)
+    }
 }
 
 /// Mints secrets over the network (a vault, a cloud STS); async form, any executor.
@@ -360,6 +365,17 @@ impl CredentialProvider for DerivedTokenProvider {
         {
             return Ok(None);
         }
+        self.rotate_generated(now_unix).map(Some)
+    }
+
+    fn rotate_now(&self, now_unix: u64) -> Result<Option<Rotated>, ProviderError> {
+        self.last_rotation.store(now_unix.max(1), Ordering::Release);
+        self.rotate_generated(now_unix).map(Some)
+    }
+}
+
+impl DerivedTokenProvider {
+    fn rotate_generated(&self, now_unix: u64) -> Result<Rotated, ProviderError> {
         let n = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let key = SigningKey::generate(format!("k{n}-{now_unix:x}"))
             .map_err(|e| ProviderError(e.to_string()))?;
@@ -368,7 +384,7 @@ impl CredentialProvider for DerivedTokenProvider {
             .signer
             .rotate(key, now_unix)
             .map_err(|e| ProviderError(e.to_string()))?;
-        Ok(Some(Rotated { retired, current }))
+        Ok(Rotated { retired, current })
     }
 }
 
@@ -717,6 +733,24 @@ impl CredentialBroker {
                     })
             }
             _ => Ok(None),
+        }
+    }
+
+    pub(crate) fn rotate_now(
+        &self,
+        provider: &str,
+        now_unix: u64,
+    ) -> Result<Option<Rotated>, CredentialError> {
+        match self.inner.providers.get(provider) {
+            Some(ProviderSlot::Sync(p)) => {
+                p.rotate_now(now_unix)
+                    .map_err(|e| CredentialError::Provider {
+                        provider: provider.to_owned(),
+                        reason: e.0,
+                    })
+            }
+            Some(ProviderSlot::Async(_)) => Ok(None),
+            None => Err(CredentialError::UnknownProvider(provider.to_owned())),
         }
     }
 

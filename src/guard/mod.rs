@@ -204,6 +204,30 @@ impl Guard {
         Ok(self.shared.boundary.swap(Arc::new(boundary)))
     }
 
+    /// Rotates a credential provider's signing key now, without any human step, and records the
+    /// rotation. Tokens signed with the retired key keep verifying until its grace period ends.
+    /// Returns `Ok(None)` for providers that have no key to rotate.
+    pub fn rotate_credential_key(
+        &self,
+        provider: &str,
+    ) -> Result<Option<crate::credential::Rotated>, CredentialError> {
+        let Some(broker) = &self.shared.credentials else {
+            return Err(CredentialError::NoBroker);
+        };
+        let rotated = broker.rotate_now(provider, unix_secs(self.shared.clock.wall()))?;
+        if let Some(r) = &rotated {
+            self.shared.record_for(
+                None,
+                EventKind::Credential(CredentialEvent::KeyRotated {
+                    provider,
+                    retired: &r.retired,
+                    current: &r.current,
+                }),
+            )?;
+        }
+        Ok(rotated)
+    }
+
     /// Starts a run: records its start (who, role, task, trigger, compartment) and returns the
     /// handle every check of the run needs. Fails if the role is unknown or the start cannot be
     /// recorded.
