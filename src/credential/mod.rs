@@ -724,16 +724,7 @@ impl CredentialBroker {
         provider: &str,
         now_unix: u64,
     ) -> Result<Option<Rotated>, CredentialError> {
-        match self.inner.providers.get(provider) {
-            Some(ProviderSlot::Sync(p)) => {
-                p.rotate_if_due(now_unix)
-                    .map_err(|e| CredentialError::Provider {
-                        provider: provider.to_owned(),
-                        reason: e.0,
-                    })
-            }
-            _ => Ok(None),
-        }
+        self.rotate_with(provider, |p| p.rotate_if_due(now_unix))
     }
 
     pub(crate) fn rotate_now(
@@ -741,14 +732,19 @@ impl CredentialBroker {
         provider: &str,
         now_unix: u64,
     ) -> Result<Option<Rotated>, CredentialError> {
+        self.rotate_with(provider, |p| p.rotate_now(now_unix))
+    }
+
+    fn rotate_with(
+        &self,
+        provider: &str,
+        f: impl FnOnce(&dyn CredentialProvider) -> Result<Option<Rotated>, ProviderError>,
+    ) -> Result<Option<Rotated>, CredentialError> {
         match self.inner.providers.get(provider) {
-            Some(ProviderSlot::Sync(p)) => {
-                p.rotate_now(now_unix)
-                    .map_err(|e| CredentialError::Provider {
-                        provider: provider.to_owned(),
-                        reason: e.0,
-                    })
-            }
+            Some(ProviderSlot::Sync(p)) => f(p.as_ref()).map_err(|e| CredentialError::Provider {
+                provider: provider.to_owned(),
+                reason: e.0,
+            }),
             Some(ProviderSlot::Async(_)) => Ok(None),
             None => Err(CredentialError::UnknownProvider(provider.to_owned())),
         }

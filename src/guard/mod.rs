@@ -573,20 +573,12 @@ impl<'a> Permit<'a> {
         provider: &str,
         resource: &str,
     ) -> Result<ScopedCredential, CredentialError> {
-        let shared = &self.run.shared;
-        let Some(broker) = &shared.credentials else {
-            return Err(CredentialError::NoBroker);
-        };
-        let prepared = broker
-            .prepare(&self.asker(), provider, resource)
-            .map_err(|e| self.refuse(resource, e))?;
-        self.rotate_if_due(broker, provider)?;
-        let (issued, expires, issued_unix, expires_unix) = self.times(prepared.ttl);
+        let (broker, prepared, expires, issued_unix, expires_unix) =
+            self.begin_mint(provider, resource)?;
         let req = self.mint_request(&prepared, issued_unix, expires_unix);
         let secret = broker
             .mint_sync(&prepared, &req)
             .map_err(|e| self.refuse(resource, e))?;
-        let _ = issued;
         self.issue(broker, prepared, expires, expires_unix, secret)
     }
 
@@ -596,6 +588,32 @@ impl<'a> Permit<'a> {
         provider: &str,
         resource: &str,
     ) -> Result<ScopedCredential, CredentialError> {
+        let (broker, prepared, expires, issued_unix, expires_unix) =
+            self.begin_mint(provider, resource)?;
+        let secret = {
+            let req = self.mint_request(&prepared, issued_unix, expires_unix);
+            broker.mint_async(&prepared, &req).await
+        }
+        .map_err(|e| self.refuse(resource, e))?;
+        self.issue(broker, prepared, expires, expires_unix, secret)
+    }
+
+    /// Grant check, scheduled key rotation and validity window: everything before the provider.
+    #[allow(clippy::type_complexity)]
+    fn begin_mint(
+        &self,
+        provider: &str,
+        resource: &str,
+    ) -> Result<
+        (
+            &CredentialBroker,
+            crate::credential::Prepared,
+            MonoTime,
+            u64,
+            u64,
+        ),
+        CredentialError,
+    > {
         let shared = &self.run.shared;
         let Some(broker) = &shared.credentials else {
             return Err(CredentialError::NoBroker);
@@ -604,13 +622,11 @@ impl<'a> Permit<'a> {
             .prepare(&self.asker(), provider, resource)
             .map_err(|e| self.refuse(resource, e))?;
         self.rotate_if_due(broker, provider)?;
-        let (_, expires, issued_unix, expires_unix) = self.times(prepared.ttl);
-        let secret = {
-            let req = self.mint_request(&prepared, issued_unix, expires_unix);
-            broker.mint_async(&prepared, &req).await
-        }
-        .map_err(|e| self.refuse(resource, e))?;
-        self.issue(broker, prepared, expires, expires_unix, secret)
+        let now = shared.clock.now();
+        let issued_unix = unix_secs(shared.clock.wall());
+        let expires = now.saturating_add(std::time::Duration::from_secs(prepared.ttl));
+        let expires_unix = issued_unix.saturating_add(prepared.ttl);
+        Ok((broker, prepared, expires, issued_unix, expires_unix))
     }
 
     fn rotate_if_due(
@@ -630,19 +646,6 @@ impl<'a> Permit<'a> {
             )?;
         }
         Ok(())
-    }
-
-    fn times(&self, ttl: u64) -> (MonoTime, MonoTime, u64, u64) {
-        let clock = &self.run.shared.clock;
-        let now = clock.now();
-        let issued_unix = unix_secs(clock.wall());
-        let ttl_d = std::time::Duration::from_secs(ttl);
-        (
-            now,
-            now.saturating_add(ttl_d),
-            issued_unix,
-            issued_unix.saturating_add(ttl),
-        )
     }
 
     fn mint_request<'r>(
