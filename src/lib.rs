@@ -73,6 +73,7 @@
 
 pub mod audit;
 pub mod boundary;
+pub mod breaker;
 pub mod call;
 pub mod clock;
 pub mod credential;
