@@ -85,7 +85,9 @@ pub use call::{
     AgentId, Args, CompartmentId, Principal, RoleName, RuleId, RunContext, RunId, TaskType,
     ToolCall,
 };
-pub use guard::{ExecuteError, Guard, GuardBuilder, GuardError, Permit, Run};
+pub use guard::{
+    Cancellation, ExecuteError, Guard, GuardBuilder, GuardError, Permit, Run, RunBudget,
+};
 pub use verdict::{
     ApprovalRequest, Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Refusal, Verdict,
 };

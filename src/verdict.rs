@@ -62,6 +62,12 @@ pub enum DenyCode {
     ForeignRun,
     /// The audit sink refused the decision's record, so the call cannot proceed (fail closed).
     AuditFailed,
+    /// The kill switch suspended the run, its agent, or everything.
+    Suspended,
+    /// The circuit breaker for this tool / agent is open (or its half-open probes are taken).
+    CircuitOpen,
+    /// The run used up a budget (tool calls, wall time).
+    BudgetExhausted,
 }
 
 impl DenyCode {
@@ -89,6 +95,9 @@ impl DenyCode {
             DenyCode::CompartmentRequired => "compartment_required",
             DenyCode::ForeignRun => "foreign_run",
             DenyCode::AuditFailed => "audit_failed",
+            DenyCode::Suspended => "suspended",
+            DenyCode::CircuitOpen => "circuit_open",
+            DenyCode::BudgetExhausted => "budget_exhausted",
         }
     }
 

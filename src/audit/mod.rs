@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+use crate::breaker::Transition;
 use crate::call::{AgentId, Args, CredentialId, RunContext, RunId, ToolCall};
 use crate::credential::{CredentialError, Scope};
 use crate::verdict::{ApprovalRequest, Denial, Outcome, PolicyVersion};
@@ -102,6 +103,26 @@ pub enum EventKind<'a> {
     },
     /// A scoped credential was issued, used, refused or revoked, or a provider's key rotated.
     Credential(CredentialEvent<'a>),
+    /// A circuit breaker changed state.
+    BreakerTransition {
+        /// The agent part of the breaker's key (empty when keyed by tool).
+        agent: &'a str,
+        /// The tool part of the breaker's key (empty when keyed by agent).
+        tool: &'a str,
+        /// The transition and the figures that caused it.
+        transition: &'a Transition,
+    },
+    /// The kill switch suspended or resumed something.
+    KillSwitch {
+        /// `"suspend"` or `"resume"`.
+        action: &'static str,
+        /// `"global"`, `"agent"` or `"run"`.
+        scope: &'static str,
+        /// The agent or run id, for those scopes.
+        target: Option<&'a str>,
+        /// Who did it.
+        by: &'a str,
+    },
 }
 
 /// Credential lifecycle events. They carry the credential's id and scope, never its value.
@@ -321,6 +342,38 @@ impl AuditEvent<'_> {
                 m.insert("tollgate.policy.version".into(), json!(current.to_string()));
             }
             EventKind::Credential(c) => credential_json(c, &mut m),
+            EventKind::BreakerTransition {
+                agent,
+                tool,
+                transition,
+            } => {
+                m.insert("event".into(), json!("breaker_transition"));
+                m.insert("tollgate.breaker.agent".into(), json!(agent));
+                m.insert("gen_ai.tool.name".into(), json!(tool));
+                m.insert("tollgate.breaker.from".into(), json!(transition.from));
+                m.insert("tollgate.breaker.to".into(), json!(transition.to));
+                m.insert(
+                    "tollgate.breaker.failure_rate".into(),
+                    json!(transition.failure_rate),
+                );
+                m.insert(
+                    "tollgate.breaker.slow_call_rate".into(),
+                    json!(transition.slow_call_rate),
+                );
+                m.insert("tollgate.breaker.calls".into(), json!(transition.calls));
+            }
+            EventKind::KillSwitch {
+                action,
+                scope,
+                target,
+                by,
+            } => {
+                m.insert("event".into(), json!("kill_switch"));
+                m.insert("tollgate.kill.action".into(), json!(action));
+                m.insert("tollgate.kill.scope".into(), json!(scope));
+                m.insert("tollgate.kill.target".into(), json!(target));
+                m.insert("tollgate.kill.by".into(), json!(by));
+            }
         }
         Value::Object(m)
     }

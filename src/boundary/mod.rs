@@ -43,7 +43,7 @@
 
 mod args;
 mod error;
-mod hash;
+pub(crate) mod hash;
 pub mod path;
 mod spec;
 pub mod url;

@@ -40,6 +40,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod keyed;
+
+pub use keyed::{BreakerKey, Keyed, KeyedBreakers};
+
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -235,6 +239,13 @@ pub struct Ticket {
     probe_of: Option<u64>,
 }
 
+impl Ticket {
+    /// A ticket for a call admitted while no breaker existed yet (counted as a closed-state call).
+    pub(crate) fn unguarded() -> Self {
+        Ticket { probe_of: None }
+    }
+}
+
 /// A transition, for alerts and audit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transition {
@@ -377,7 +388,7 @@ impl CircuitBreaker {
                         self.admitted_probes.store(0, Ordering::Release);
                         self.state.store(HALF_OPEN, Ordering::Release);
                         drop(m);
-                        self.notify(State::Open, State::HalfOpen, Tally::default());
+                        let _ = self.notify(State::Open, State::HalfOpen, Tally::default());
                     }
                 }
                 _ => {
@@ -407,20 +418,23 @@ impl CircuitBreaker {
         self.measure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn notify(&self, from: State, to: State, t: Tally) {
+    fn notify(&self, from: State, to: State, t: Tally) -> Transition {
+        let tr = Transition {
+            from,
+            to,
+            failure_rate: rate(t.failures, t.calls),
+            slow_call_rate: rate(t.slow, t.calls),
+            calls: t.calls,
+        };
         if let Some(f) = &self.on_transition {
-            f(&Transition {
-                from,
-                to,
-                failure_rate: rate(t.failures, t.calls),
-                slow_call_rate: rate(t.slow, t.calls),
-                calls: t.calls,
-            });
+            f(&tr);
         }
+        tr
     }
 
-    /// Reports how an admitted call ended and how long it took.
-    pub fn record(&self, ticket: Ticket, result: CallResult, took: Duration) {
+    /// Reports how an admitted call ended and how long it took. Returns the transition the
+    /// result caused, if any.
+    pub fn record(&self, ticket: Ticket, result: CallResult, took: Duration) -> Option<Transition> {
         if result == CallResult::Ignored {
             if ticket.probe_of.is_some() {
                 // An ignored probe frees its slot so the episode can still conclude.
@@ -428,7 +442,7 @@ impl CircuitBreaker {
                     self.admitted_probes
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| a.checked_sub(1));
             }
-            return;
+            return None;
         }
         let failed = result == CallResult::Failure;
         let slow = took >= self.cfg.slow_call_duration;
@@ -441,15 +455,15 @@ impl CircuitBreaker {
                 if m.probes.calls >= self.cfg.half_open_calls {
                     let t = m.probes;
                     if self.exceeds(t) {
-                        self.open(&mut m, State::HalfOpen, t);
-                    } else {
-                        self.reset_measure(&mut m);
-                        m.reopenings = 0;
-                        self.state.store(CLOSED, Ordering::Release);
-                        drop(m);
-                        self.notify(State::HalfOpen, State::Closed, t);
+                        return Some(self.open(&mut m, State::HalfOpen, t));
                     }
+                    self.reset_measure(&mut m);
+                    m.reopenings = 0;
+                    self.state.store(CLOSED, Ordering::Release);
+                    drop(m);
+                    return Some(self.notify(State::HalfOpen, State::Closed, t));
                 }
+                None
             }
             (CLOSED, None) => {
                 let t = self.push(&mut m, failed, slow);
@@ -461,12 +475,13 @@ impl CircuitBreaker {
                 let streak = self.cfg.consecutive_failures > 0
                     && m.consecutive_failures >= self.cfg.consecutive_failures;
                 if streak || (t.calls >= self.cfg.minimum_calls && self.exceeds(t)) {
-                    self.open(&mut m, State::Closed, t);
+                    return Some(self.open(&mut m, State::Closed, t));
                 }
+                None
             }
             // Results from calls admitted in an earlier state (or a disabled/forced breaker)
             // do not count.
-            _ => {}
+            _ => None,
         }
     }
 
@@ -476,7 +491,7 @@ impl CircuitBreaker {
                 || rate(t.slow, t.calls) >= self.cfg.slow_call_rate)
     }
 
-    fn open(&self, m: &mut Measure, from: State, t: Tally) {
+    fn open(&self, m: &mut Measure, from: State, t: Tally) -> Transition {
         let wait = self.cfg.wait_in_open.as_secs_f64()
             * self
                 .cfg
@@ -488,7 +503,7 @@ impl CircuitBreaker {
         let until = self.clock.now().saturating_add(wait);
         self.open_until.store(until.as_nanos(), Ordering::Release);
         self.state.store(OPEN, Ordering::Release);
-        self.notify(from, State::Open, t);
+        self.notify(from, State::Open, t)
     }
 
     fn reset_measure(&self, m: &mut Measure) {
@@ -547,7 +562,7 @@ impl CircuitBreaker {
         let _m = self.lock();
         self.state.store(FORCED_OPEN, Ordering::Release);
         drop(_m);
-        self.notify(from, State::ForcedOpen, Tally::default());
+        let _ = self.notify(from, State::ForcedOpen, Tally::default());
     }
 
     /// Admits everything and measures nothing until [`reset`](Self::reset).
@@ -556,7 +571,7 @@ impl CircuitBreaker {
         let _m = self.lock();
         self.state.store(DISABLED, Ordering::Release);
         drop(_m);
-        self.notify(from, State::Disabled, Tally::default());
+        let _ = self.notify(from, State::Disabled, Tally::default());
     }
 
     /// Back to closed with an empty window.
@@ -567,7 +582,7 @@ impl CircuitBreaker {
         m.reopenings = 0;
         self.state.store(CLOSED, Ordering::Release);
         drop(m);
-        self.notify(from, State::Closed, Tally::default());
+        let _ = self.notify(from, State::Closed, Tally::default());
     }
 }
 

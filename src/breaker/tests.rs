@@ -27,7 +27,7 @@ fn cfg() -> BreakerConfig {
 
 fn call(b: &CircuitBreaker, r: CallResult, ms: u64) -> Result<(), Rejected> {
     let t = b.try_acquire()?;
-    b.record(t, r, Duration::from_millis(ms));
+    let _ = b.record(t, r, Duration::from_millis(ms));
     Ok(())
 }
 
@@ -463,7 +463,7 @@ proptest! {
                     prop_assert_eq!(expected.is_some(), got.is_ok(), "op {} {:?}: admission", i, op);
                     if let (Some(probe), Ok(t)) = (expected, got) {
                         model.record(probe, *r, *slow);
-                        real.record(t, *r, Duration::from_millis(ms));
+                        let _ = real.record(t, *r, Duration::from_millis(ms));
                     }
                 }
                 Op::Advance(ms) => {

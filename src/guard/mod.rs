@@ -56,14 +56,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
 use crate::audit::{AuditError, AuditEvent, AuditSink, CredentialEvent, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted, Effect, ToolInfo};
+use crate::breaker::{
+    BreakerConfig, BreakerKey, CallResult, ConfigError, Keyed, KeyedBreakers, Ticket, Transition,
+};
+use crate::call::AgentId;
 use crate::call::{RuleId, RunContext, RunId, ToolCall};
 use crate::clock::{Clock, MonoTime, SystemClock};
 use crate::credential::{
     Asker, CredentialBroker, CredentialError, MintRequest, Operation, ScopedCredential, unix_secs,
 };
-use crate::verdict::{Denial, DenyCode, Outcome, PolicyVersion, Refusal, Verdict};
+use crate::verdict::{Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Refusal, Verdict};
 
 /// Errors from guard operations other than `check` (which never errors: it denies).
 #[derive(Debug, thiserror::Error)]
@@ -84,11 +92,90 @@ struct Shared {
     credentials: Option<CredentialBroker>,
     seq: AtomicU64,
     runs: AtomicU64,
+    breakers: Option<KeyedBreakers>,
+    classify: fn(&Outcome) -> CallResult,
+    budget: RunBudget,
+    suspended_all: AtomicBool,
+    suspended_agents: ArcSwap<HashSet<AgentId>>,
     rule_foreign: RuleId,
     rule_audit: RuleId,
+    rule_kill: RuleId,
+    rule_breaker: RuleId,
+    rule_budget_calls: RuleId,
+    rule_budget_time: RuleId,
 }
 
 impl Shared {
+    /// Which kill switch holds the run, if any: one atomic load each for the global and run
+    /// switches, and the agent set only when some agent is suspended.
+    fn suspended(&self, run: &Run) -> Option<&'static str> {
+        if self.suspended_all.load(Ordering::Acquire) {
+            return Some("global");
+        }
+        if run.suspended.load(Ordering::Acquire) {
+            return Some("run");
+        }
+        let agents = self.suspended_agents.load();
+        if !agents.is_empty() && agents.contains(run.ctx.agent()) {
+            return Some("agent");
+        }
+        None
+    }
+
+    /// Reserves one tool call of the run's budget (never exceeded, even under concurrency) and
+    /// checks its wall-time budget.
+    fn reserve_budget(&self, run: &Run) -> Result<(), Denial> {
+        if let Some(max) = self.budget.max_duration
+            && self.clock.now().duration_since(run.started) >= max
+        {
+            return Err(Denial::new(
+                DenyCode::BudgetExhausted,
+                self.rule_budget_time.clone(),
+                format!(
+                    "the run has used its wall-time budget of {} s",
+                    max.as_secs_f64()
+                ),
+            ));
+        }
+        if let Some(max) = self.budget.max_calls
+            && run
+                .calls
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    (c < max).then_some(c + 1)
+                })
+                .is_err()
+        {
+            return Err(Denial::new(
+                DenyCode::BudgetExhausted,
+                self.rule_budget_calls.clone(),
+                format!("the run has used its budget of {max} tool calls"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a denial and returns it (or the audit failure, which also denies).
+    fn deny<'a>(
+        &self,
+        run: &Run,
+        call: &ToolCall<'_>,
+        denial: Denial,
+        version: PolicyVersion,
+    ) -> Verdict<'a> {
+        let recorded = self.record(
+            run,
+            EventKind::Decision {
+                call,
+                decision: Decision::Deny(&denial),
+                policy_version: Some(version),
+            },
+        );
+        match recorded {
+            Ok(()) => Verdict::Deny(denial),
+            Err(e) => Verdict::Deny(audit_denial(self, e, version)),
+        }
+    }
+
     fn record(&self, run: &Run, kind: EventKind<'_>) -> Result<(), AuditError> {
         self.record_for(Some(run), kind)
     }
@@ -129,6 +216,43 @@ pub struct GuardBuilder {
     clock: Arc<dyn Clock>,
     audit: Option<Arc<dyn AuditSink>>,
     credentials: Option<CredentialBroker>,
+    breakers: Option<(BreakerConfig, BreakerKey, usize)>,
+    classify: fn(&Outcome) -> CallResult,
+    budget: RunBudget,
+}
+
+/// Per-run limits. Every field is optional; none is set by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunBudget {
+    /// Most tool calls a run may be allowed. Exact under concurrency: reserved atomically when a
+    /// call is allowed, so racing threads never exceed it by even one call.
+    pub max_calls: Option<u64>,
+    /// Longest a run may keep calling tools, from its start.
+    #[serde(default, with = "opt_secs")]
+    pub max_duration: Option<std::time::Duration>,
+}
+
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v: Option<f64> = Option::deserialize(d)?;
+        v.map(|secs| {
+            Duration::try_from_secs_f64(secs).map_err(|_| {
+                serde::de::Error::custom("max_duration must be a non-negative number of seconds")
+            })
+        })
+        .transpose()
+    }
 }
 
 impl GuardBuilder {
@@ -144,6 +268,39 @@ impl GuardBuilder {
         self
     }
 
+    /// Puts a circuit breaker in front of every call, one per `key` (tool, agent, or agent x
+    /// tool), at most `capacity` of them. Outcomes are classified by
+    /// [`classifier`](Self::classifier) (default: errors and abandoned calls are failures).
+    /// Set the [`clock`](Self::clock) first if you use a manual one.
+    pub fn breakers(
+        mut self,
+        cfg: BreakerConfig,
+        key: BreakerKey,
+        capacity: usize,
+    ) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        if capacity == 0 {
+            return Err(ConfigError {
+                field: "capacity",
+                reason: "must be at least 1",
+            });
+        }
+        self.breakers = Some((cfg, key, capacity));
+        Ok(self)
+    }
+
+    /// Decides what counts as a failure for the breakers.
+    pub fn classifier(mut self, f: fn(&Outcome) -> CallResult) -> Self {
+        self.classify = f;
+        self
+    }
+
+    /// Per-run budgets.
+    pub fn run_budget(mut self, budget: RunBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
     /// Lets permits obtain scoped credentials from `broker`; a run's credentials are revoked
     /// when it ends.
     pub fn credentials(mut self, broker: CredentialBroker) -> Self {
@@ -153,9 +310,22 @@ impl GuardBuilder {
 
     /// Builds the guard.
     pub fn build(self) -> Guard {
+        let breakers = self.breakers.and_then(|(cfg, key, cap)| {
+            // Validated in `breakers`, so this cannot fail.
+            KeyedBreakers::new(cfg, key, cap, Arc::clone(&self.clock)).ok()
+        });
         Guard {
             shared: Arc::new(Shared {
                 boundary: ArcSwap::from_pointee(self.boundary),
+                breakers,
+                classify: self.classify,
+                budget: self.budget,
+                suspended_all: AtomicBool::new(false),
+                suspended_agents: ArcSwap::from_pointee(HashSet::new()),
+                rule_kill: RuleId::new("guard.kill_switch"),
+                rule_breaker: RuleId::new("guard.breaker"),
+                rule_budget_calls: RuleId::new("guard.budget.max_calls"),
+                rule_budget_time: RuleId::new("guard.budget.max_duration"),
                 clock: self.clock,
                 audit: self.audit,
                 credentials: self.credentials,
@@ -176,6 +346,9 @@ impl Guard {
             clock: Arc::new(SystemClock::new()),
             audit: None,
             credentials: None,
+            breakers: None,
+            classify: default_classifier,
+            budget: RunBudget::default(),
         }
     }
 
@@ -202,6 +375,84 @@ impl Guard {
             },
         )?;
         Ok(self.shared.boundary.swap(Arc::new(boundary)))
+    }
+
+    /// Kill switch: suspends every run of this guard. Effective for the very next `check` on
+    /// every thread (an atomic store, no polling); running tools see it through
+    /// [`Permit::cancellation`]. Revokes nothing by itself (credentials die with their runs).
+    /// The suspension is recorded and the audit sink flushed; an audit error is returned but the
+    /// suspension stands.
+    pub fn suspend_all(&self, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_all.store(true, Ordering::Release);
+        self.kill_event(None, "suspend", "global", None, by)
+    }
+
+    /// Lifts [`suspend_all`](Self::suspend_all) (agent and run suspensions stay). Recorded.
+    pub fn resume_all(&self, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_all.store(false, Ordering::Release);
+        self.kill_event(None, "resume", "global", None, by)
+    }
+
+    /// Suspends every run of `agent`, current and future, until resumed.
+    pub fn suspend_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_agents.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.insert(agent.clone());
+            set
+        });
+        self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by)
+    }
+
+    /// Lifts [`suspend_agent`](Self::suspend_agent).
+    pub fn resume_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_agents.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.remove(agent);
+            set
+        });
+        self.kill_event(None, "resume", "agent", Some(agent.as_str()), by)
+    }
+
+    /// Suspends one run.
+    pub fn suspend_run(&self, run: &Run, by: &str) -> Result<(), AuditError> {
+        run.suspended.store(true, Ordering::Release);
+        self.kill_event(Some(run), "suspend", "run", Some(run.id.as_str()), by)
+    }
+
+    /// Lifts [`suspend_run`](Self::suspend_run).
+    pub fn resume_run(&self, run: &Run, by: &str) -> Result<(), AuditError> {
+        run.suspended.store(false, Ordering::Release);
+        self.kill_event(Some(run), "resume", "run", Some(run.id.as_str()), by)
+    }
+
+    fn kill_event(
+        &self,
+        run: Option<&Run>,
+        action: &'static str,
+        scope: &'static str,
+        target: Option<&str>,
+        by: &str,
+    ) -> Result<(), AuditError> {
+        let recorded = self.shared.record_for(
+            run,
+            EventKind::KillSwitch {
+                action,
+                scope,
+                target,
+                by,
+            },
+        );
+        // Whatever was recorded before the switch is made durable now.
+        let flushed = match &self.shared.audit {
+            Some(sink) => sink.flush(),
+            None => Ok(()),
+        };
+        recorded.and(flushed)
+    }
+
+    /// The circuit breakers, if configured (for dashboards and manual overrides).
+    pub fn breakers(&self) -> Option<&KeyedBreakers> {
+        self.shared.breakers.as_ref()
     }
 
     /// Rotates a credential provider's signing key now, without any human step, and records the
@@ -256,6 +507,8 @@ impl Guard {
             ctx,
             started: self.shared.clock.now(),
             finished: AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
         };
         self.shared
             .record(&run, EventKind::RunStarted { context: &run.ctx })?;
@@ -285,51 +538,77 @@ impl Guard {
             ));
         }
         let shared = &*self.shared;
-        // Stage: action boundary. (Kill switch and breaker stages will precede it; budgets, rate,
-        // loop detection and the escalation gate will follow it.)
         let boundary = shared.boundary.load_full();
-        let verdict = boundary.check(&run.ctx, call);
         let version = boundary.version();
-        // Stage: audit. A decision that cannot be recorded is not acted on.
-        match verdict {
-            Ok(admitted) => {
-                let recorded = shared.record(
-                    run,
-                    EventKind::Decision {
-                        call,
-                        decision: Decision::Allow,
-                        policy_version: Some(version),
-                    },
-                );
-                if let Err(e) = recorded {
-                    return Verdict::Deny(audit_denial(shared, e, version));
-                }
-                Verdict::Allow(Permit {
-                    run,
-                    boundary,
-                    admitted,
-                    call_id: call.call_id(),
-                    // Latency is observed only through the audit trail: without a sink, reading
-                    // the clock (two reads, ~25 ns each) would be dead work.
-                    started: shared.audit.is_some().then(|| shared.clock.now()),
-                    done: false,
-                })
-            }
-            Err(denial) => {
-                let recorded = shared.record(
-                    run,
-                    EventKind::Decision {
-                        call,
-                        decision: Decision::Deny(&denial),
-                        policy_version: Some(version),
-                    },
-                );
-                match recorded {
-                    Ok(()) => Verdict::Deny(denial),
-                    Err(e) => Verdict::Deny(audit_denial(shared, e, version)),
+        // Stage 1: kill switch.
+        if let Some(scope) = shared.suspended(run) {
+            let d = Denial::new(
+                DenyCode::Suspended,
+                shared.rule_kill.clone(),
+                format!("suspended by the kill switch ({scope})"),
+            )
+            .with_version(version);
+            return shared.deny(run, call, d, version);
+        }
+        // Stage 2: circuit breaker (only breakers that exist: unknown tool names never create
+        // one).
+        let mut breaker = None;
+        if let Some(kb) = &shared.breakers
+            && let Some(keyed) = kb.get(run.ctx.agent().as_str(), call.tool())
+        {
+            match keyed.breaker.try_acquire() {
+                Ok(ticket) => breaker = Some((keyed, ticket)),
+                Err(rejected) => {
+                    let d = Denial::new(
+                        DenyCode::CircuitOpen,
+                        shared.rule_breaker.clone(),
+                        rejected.to_string(),
+                    )
+                    .with_version(version);
+                    return shared.deny(run, call, d, version);
                 }
             }
         }
+        // Stage 3: action boundary. Stage 4: budgets. (Rate limits, loop detection and the
+        // escalation gate will follow them.)
+        let admitted = boundary.check(&run.ctx, call).and_then(|a| {
+            shared
+                .reserve_budget(run)
+                .map(|()| a)
+                .map_err(|d| d.with_version(version))
+        });
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(denial) => {
+                release(breaker);
+                return shared.deny(run, call, denial, version);
+            }
+        };
+        // Stage 5: audit. A decision that cannot be recorded is not acted on.
+        let recorded = shared.record(
+            run,
+            EventKind::Decision {
+                call,
+                decision: Decision::Allow,
+                policy_version: Some(version),
+            },
+        );
+        if let Err(e) = recorded {
+            release(breaker);
+            return Verdict::Deny(audit_denial(shared, e, version));
+        }
+        // Latency feeds the audit trail and the breaker's slow-call rate; with neither, reading
+        // the clock (two reads, ~25 ns each) would be dead work.
+        let timed = shared.audit.is_some() || shared.breakers.is_some();
+        Verdict::Allow(Permit {
+            run,
+            boundary,
+            admitted,
+            call_id: call.call_id(),
+            started: timed.then(|| shared.clock.now()),
+            breaker,
+            done: false,
+        })
     }
 
     /// Checks `call` and runs `tool` only if it is allowed, recording the outcome (`Ok` = success,
@@ -379,6 +658,23 @@ fn finish_execute<T, E: fmt::Display>(
     result.map_err(ExecuteError::Tool)
 }
 
+/// Gives a breaker ticket back unused (the call never ran), so a half-open probe slot is freed.
+fn release(breaker: Option<(Arc<Keyed>, Ticket)>) {
+    if let Some((keyed, ticket)) = breaker {
+        let _ = keyed
+            .breaker
+            .record(ticket, CallResult::Ignored, std::time::Duration::ZERO);
+    }
+}
+
+/// The default classifier: errors and abandoned calls count as failures.
+fn default_classifier(outcome: &Outcome) -> CallResult {
+    match outcome.status {
+        OutcomeStatus::Success => CallResult::Success,
+        _ => CallResult::Failure,
+    }
+}
+
 fn audit_denial(shared: &Shared, e: AuditError, version: PolicyVersion) -> Denial {
     Denial::new(
         DenyCode::AuditFailed,
@@ -421,6 +717,8 @@ pub struct Run {
     ctx: RunContext,
     started: MonoTime,
     finished: AtomicBool,
+    suspended: AtomicBool,
+    calls: AtomicU64,
 }
 
 impl fmt::Debug for Run {
@@ -502,6 +800,7 @@ pub struct Permit<'a> {
     admitted: Admitted,
     call_id: Option<&'a str>,
     started: Option<MonoTime>,
+    breaker: Option<(Arc<Keyed>, Ticket)>,
     done: bool,
 }
 
@@ -697,20 +996,21 @@ impl<'a> Permit<'a> {
         Ok(cred)
     }
 
-    /// Records how the call ended. Returns the audit error if the record fails.
+    /// Records how the call ended (audit, breaker). Returns the audit error if the record fails.
     pub fn complete(mut self, outcome: Outcome) -> Result<(), AuditError> {
         self.done = true;
         self.record(&outcome)
     }
 
-    fn record(&self, outcome: &Outcome) -> Result<(), AuditError> {
+    fn record(&mut self, outcome: &Outcome) -> Result<(), AuditError> {
         let shared = &self.run.shared;
         let Some(started) = self.started else {
-            // No sink: nothing to record.
+            // Neither a sink nor a breaker: nothing observes the outcome.
             return Ok(());
         };
         let latency = shared.clock.now().duration_since(started);
-        shared.record(
+        let transition = self.feed_breaker(outcome, latency);
+        let recorded = shared.record(
             self.run,
             EventKind::Outcome {
                 tool: self.tool(),
@@ -719,7 +1019,46 @@ impl<'a> Permit<'a> {
                 latency,
                 policy_version: self.boundary.version(),
             },
-        )
+        );
+        let transitioned = match &transition {
+            Some((keyed, t)) => shared.record(
+                self.run,
+                EventKind::BreakerTransition {
+                    agent: keyed.agent(),
+                    tool: keyed.tool(),
+                    transition: t,
+                },
+            ),
+            None => Ok(()),
+        };
+        recorded.and(transitioned)
+    }
+
+    /// Feeds the outcome to the call's breaker (created now if this is its key's first call).
+    fn feed_breaker(
+        &mut self,
+        outcome: &Outcome,
+        latency: std::time::Duration,
+    ) -> Option<(Arc<Keyed>, Transition)> {
+        let shared = &self.run.shared;
+        let kb = shared.breakers.as_ref()?;
+        let (keyed, ticket) = match self.breaker.take() {
+            Some(b) => b,
+            None => (
+                kb.get_or_insert(self.run.ctx.agent().as_str(), self.info().name())?,
+                Ticket::unguarded(),
+            ),
+        };
+        let t = keyed
+            .breaker
+            .record(ticket, (shared.classify)(outcome), latency)?;
+        Some((keyed, t))
+    }
+
+    /// A handle the running tool can poll to learn that the kill switch was thrown for this run,
+    /// its agent, or everything, so it can stop early.
+    pub fn cancellation(&self) -> Cancellation<'a> {
+        Cancellation { run: self.run }
     }
 }
 
@@ -728,6 +1067,19 @@ impl Drop for Permit<'_> {
         if !self.done {
             let _ = self.record(&Outcome::abandoned());
         }
+    }
+}
+
+/// Tells a running tool whether the kill switch now holds its run.
+#[derive(Debug, Clone, Copy)]
+pub struct Cancellation<'a> {
+    run: &'a Run,
+}
+
+impl Cancellation<'_> {
+    /// `true` once the run, its agent or everything is suspended.
+    pub fn is_cancelled(&self) -> bool {
+        self.run.shared.suspended(self.run).is_some()
     }
 }
 

@@ -1,0 +1,350 @@
+//! The breaker, budget and kill-switch stages of the guard pipeline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tollgate::audit::MemorySink;
+use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
+use tollgate::breaker::{BreakerConfig, BreakerKey, State, Window};
+use tollgate::clock::ManualClock;
+use tollgate::{AgentId, DenyCode, Guard, Outcome, RunBudget, RunContext, ToolCall, Verdict};
+
+fn boundary() -> ActionBoundary {
+    ActionBoundary::builder()
+        .tool(
+            "fetch",
+            ToolSpec::read().arg("id", Arg::integer().required().min(0.0)),
+        )
+        .tool("ping", ToolSpec::read())
+        .role("r", RoleSpec::new().tools(["fetch", "ping"]))
+        .build()
+        .unwrap()
+}
+
+fn breaker_cfg() -> BreakerConfig {
+    BreakerConfig {
+        window: Window::Count(10),
+        minimum_calls: 5,
+        failure_rate: 60.0,
+        wait_in_open: Duration::from_secs(30),
+        max_wait_in_open: Duration::from_secs(30),
+        half_open_calls: 1,
+        ..BreakerConfig::default()
+    }
+}
+
+fn guard_with(clock: Arc<ManualClock>, sink: Arc<MemorySink>) -> Guard {
+    Guard::builder(boundary())
+        .clock(clock)
+        .audit(sink)
+        .breakers(breaker_cfg(), BreakerKey::AgentTool, 64)
+        .unwrap()
+        .build()
+}
+
+#[test]
+fn a_looping_agent_with_a_failing_tool_is_stopped_by_the_breaker() {
+    let clock = Arc::new(ManualClock::new());
+    let sink = Arc::new(MemorySink::new());
+    let guard = guard_with(clock.clone(), sink.clone());
+    let run = guard.start_run(RunContext::new("looper", "r")).unwrap();
+    let call = ToolCall::new("fetch", r#"{"id": 7}"#);
+    let mut allowed = 0;
+    let mut first_denial = None;
+    for i in 0..50 {
+        match guard.check(&run, &call) {
+            Verdict::Allow(p) => {
+                allowed += 1;
+                p.complete(Outcome::error("upstream 503")).unwrap();
+            }
+            Verdict::Deny(d) => {
+                assert_eq!(d.code(), DenyCode::CircuitOpen);
+                first_denial.get_or_insert(i);
+            }
+            Verdict::Escalate(_) => unreachable!(),
+        }
+    }
+    assert_eq!(allowed, 5, "minimum_calls failures open the breaker");
+    assert_eq!(first_denial, Some(5));
+    let trips: Vec<_> = sink
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "breaker_transition")
+        .collect();
+    assert_eq!(trips.len(), 1);
+    assert_eq!(trips[0]["tollgate.breaker.to"], "open");
+    assert_eq!(trips[0]["tollgate.breaker.failure_rate"], 100.0);
+    assert_eq!(trips[0]["gen_ai.tool.name"], "fetch");
+    // the audit shows why each later call was refused
+    let denied = sink
+        .events()
+        .into_iter()
+        .filter(|e| e["tollgate.deny.code"] == "circuit_open")
+        .count();
+    assert_eq!(denied, 45);
+    // other tools and other agents are unaffected (keyed per agent x tool)
+    assert!(
+        guard
+            .check(&run, &ToolCall::without_args("ping"))
+            .is_allowed()
+    );
+    let other = guard
+        .start_run(RunContext::new("someone-else", "r"))
+        .unwrap();
+    assert!(guard.check(&other, &call).is_allowed());
+    // after the wait, one probe; its success closes the breaker
+    clock.advance(Duration::from_secs(30));
+    let Verdict::Allow(probe) = guard.check(&run, &call) else {
+        panic!("probe")
+    };
+    assert_eq!(
+        guard.check(&run, &call).deny_code(),
+        Some(DenyCode::CircuitOpen),
+        "only one probe"
+    );
+    probe.complete(Outcome::success()).unwrap();
+    let k = guard.breakers().unwrap().get("looper", "fetch").unwrap();
+    assert_eq!(k.breaker.state(), State::Closed);
+}
+
+#[test]
+fn unknown_tool_names_never_create_breakers() {
+    let guard = guard_with(Arc::new(ManualClock::new()), Arc::new(MemorySink::new()));
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    for i in 0..500 {
+        let name = format!("made_up_{i}");
+        assert_eq!(
+            guard
+                .check(&run, &ToolCall::without_args(&name))
+                .deny_code(),
+            Some(DenyCode::UnknownTool)
+        );
+    }
+    assert_eq!(guard.breakers().unwrap().len(), 0);
+}
+
+#[test]
+fn a_probe_denied_by_a_later_stage_frees_its_slot() {
+    let clock = Arc::new(ManualClock::new());
+    let guard = guard_with(clock.clone(), Arc::new(MemorySink::new()));
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    for _ in 0..5 {
+        if let Verdict::Allow(p) = guard.check(&run, &ToolCall::new("fetch", r#"{"id":1}"#)) {
+            p.complete(Outcome::error("x")).unwrap();
+        }
+    }
+    clock.advance(Duration::from_secs(30));
+    // the probe slot is taken by a call the boundary then denies (id below its minimum)...
+    assert_eq!(
+        guard
+            .check(&run, &ToolCall::new("fetch", r#"{"id":-1}"#))
+            .deny_code(),
+        Some(DenyCode::ArgumentOutOfRange)
+    );
+    // ...and given back, so a valid probe still gets through
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("fetch", r#"{"id":1}"#))
+            .is_allowed()
+    );
+}
+
+#[test]
+fn call_budget_is_exact_under_concurrency() {
+    let guard = Guard::builder(boundary())
+        .run_budget(RunBudget {
+            max_calls: Some(100),
+            max_duration: None,
+        })
+        .build();
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    let allowed = AtomicUsize::new(0);
+    let denied = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    match guard.check(&run, &ToolCall::without_args("ping")) {
+                        Verdict::Allow(p) => {
+                            allowed.fetch_add(1, Ordering::SeqCst);
+                            p.complete(Outcome::success()).unwrap();
+                        }
+                        Verdict::Deny(d) => {
+                            assert_eq!(d.code(), DenyCode::BudgetExhausted);
+                            denied.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Verdict::Escalate(_) => unreachable!(),
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(allowed.load(Ordering::SeqCst), 100);
+    assert_eq!(denied.load(Ordering::SeqCst), 300);
+}
+
+#[test]
+fn wall_time_budget_ends_a_run() {
+    let clock = Arc::new(ManualClock::new());
+    let guard = Guard::builder(boundary())
+        .clock(clock.clone())
+        .run_budget(RunBudget {
+            max_calls: None,
+            max_duration: Some(Duration::from_secs(60)),
+        })
+        .build();
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    clock.advance(Duration::from_secs(59));
+    assert!(
+        guard
+            .check(&run, &ToolCall::without_args("ping"))
+            .is_allowed()
+    );
+    clock.advance(Duration::from_secs(1));
+    let v = guard.check(&run, &ToolCall::without_args("ping"));
+    assert_eq!(v.deny_code(), Some(DenyCode::BudgetExhausted));
+    assert_eq!(
+        v.denial().unwrap().rule().as_str(),
+        "guard.budget.max_duration"
+    );
+    let budget: RunBudget =
+        serde_json::from_str(r#"{"max_calls": 10, "max_duration": 1.5}"#).unwrap();
+    assert_eq!(budget.max_duration, Some(Duration::from_millis(1500)));
+    assert!(serde_json::from_str::<RunBudget>(r#"{"max_duration": -1}"#).is_err());
+    assert!(serde_json::from_str::<RunBudget>(r#"{"max_cals": 1}"#).is_err());
+}
+
+#[test]
+fn kill_switch_scopes_and_resume_are_audited() {
+    let sink = Arc::new(MemorySink::new());
+    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let a = guard.start_run(RunContext::new("agent-a", "r")).unwrap();
+    let b = guard.start_run(RunContext::new("agent-b", "r")).unwrap();
+    let ping = ToolCall::without_args("ping");
+    guard.suspend_run(&a, "ops:alice").unwrap();
+    assert_eq!(
+        guard.check(&a, &ping).deny_code(),
+        Some(DenyCode::Suspended)
+    );
+    assert!(guard.check(&b, &ping).is_allowed());
+    guard.resume_run(&a, "ops:alice").unwrap();
+    guard
+        .suspend_agent(&AgentId::new("agent-b"), "ops:bob")
+        .unwrap();
+    assert!(guard.check(&a, &ping).is_allowed());
+    assert_eq!(
+        guard.check(&b, &ping).deny_code(),
+        Some(DenyCode::Suspended)
+    );
+    let b2 = guard.start_run(RunContext::new("agent-b", "r")).unwrap();
+    assert_eq!(
+        guard.check(&b2, &ping).deny_code(),
+        Some(DenyCode::Suspended),
+        "future runs too"
+    );
+    guard
+        .resume_agent(&AgentId::new("agent-b"), "ops:bob")
+        .unwrap();
+    guard.suspend_all("ops:carol").unwrap();
+    assert_eq!(
+        guard.check(&a, &ping).deny_code(),
+        Some(DenyCode::Suspended)
+    );
+    guard.resume_all("ops:carol").unwrap();
+    assert!(guard.check(&b, &ping).is_allowed());
+    let kills: Vec<(String, String, String)> = sink
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "kill_switch")
+        .map(|e| {
+            (
+                e["tollgate.kill.action"].as_str().unwrap().to_owned(),
+                e["tollgate.kill.scope"].as_str().unwrap().to_owned(),
+                e["tollgate.kill.by"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(kills.len(), 6);
+    assert_eq!(
+        kills[0],
+        ("suspend".into(), "run".into(), "ops:alice".into())
+    );
+    assert_eq!(
+        kills[5],
+        ("resume".into(), "global".into(), "ops:carol".into())
+    );
+}
+
+#[test]
+fn nothing_is_allowed_after_suspend_returns_and_in_flight_calls_see_the_cancellation() {
+    let guard = Guard::builder(boundary()).build();
+    let returned = AtomicBool::new(false);
+    let suspended_at = std::sync::Mutex::new(None::<Instant>);
+    let last_in_flight_end = AtomicU64::new(0);
+    let allowed_after = AtomicUsize::new(0);
+    let allowed_before = AtomicUsize::new(0);
+    let origin = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let guard = &guard;
+            let returned = &returned;
+            let allowed_after = &allowed_after;
+            let allowed_before = &allowed_before;
+            let last_in_flight_end = &last_in_flight_end;
+            s.spawn(move || {
+                let run = guard
+                    .start_run(RunContext::new(format!("agent-{t}"), "r"))
+                    .unwrap();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline {
+                    let after = returned.load(Ordering::SeqCst);
+                    match guard.check(&run, &ToolCall::without_args("ping")) {
+                        Verdict::Allow(p) => {
+                            if after {
+                                allowed_after.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                allowed_before.fetch_add(1, Ordering::SeqCst);
+                            }
+                            // a "tool" that works in 1 ms steps and stops when cancelled
+                            let cancel = p.cancellation();
+                            for _ in 0..20 {
+                                if cancel.is_cancelled() {
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                            p.complete(Outcome::success()).unwrap();
+                            let end = origin.elapsed().as_nanos() as u64;
+                            last_in_flight_end.fetch_max(end, Ordering::SeqCst);
+                        }
+                        Verdict::Deny(d) => {
+                            assert_eq!(d.code(), DenyCode::Suspended);
+                            break;
+                        }
+                        Verdict::Escalate(_) => unreachable!(),
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        guard.suspend_all("test").unwrap();
+        *suspended_at.lock().unwrap() = Some(Instant::now());
+        returned.store(true, Ordering::SeqCst);
+    });
+    assert!(
+        allowed_before.load(Ordering::SeqCst) > 0,
+        "the threads were working"
+    );
+    assert_eq!(
+        allowed_after.load(Ordering::SeqCst),
+        0,
+        "no call allowed after suspend returned"
+    );
+    let suspended = suspended_at.lock().unwrap().unwrap().duration_since(origin);
+    let drained =
+        Duration::from_nanos(last_in_flight_end.load(Ordering::SeqCst)).saturating_sub(suspended);
+    println!("suspend -> last in-flight call ended: {drained:?}");
+    // tools poll in 1 ms steps; allow generous scheduling slack on a loaded 2-core machine
+    assert!(drained < Duration::from_secs(1), "{drained:?}");
+}
