@@ -8,6 +8,8 @@
 //!   `deny_unknown` proposes a tool that does not exist.
 //! - `credential`: `mint_derived` (check, mint an HMAC-signed token, complete), `verify_derived`
 //!   (what the downstream service does), `expose_checked` (every check `expose` makes, no sink).
+//! - `breaker`: `closed_check` (one atomic load), `record_outcome` (acquire + record into a
+//!   100-call window), `guard_check_with_budget` (argument-less allow with a call budget).
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
 //!   `args_3_rules` call), `check_allow_raw`, `check_allow_audited` (with an audit sink that takes
 //!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
@@ -224,5 +226,46 @@ fn bench_credential(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_boundary, bench_guard, bench_credential);
+fn bench_breaker(c: &mut Criterion) {
+    use std::time::Duration;
+    use tollgate::breaker::{BreakerConfig, CallResult, CircuitBreaker};
+    use tollgate::clock::SystemClock;
+    let mut g = c.benchmark_group("breaker");
+    let b = CircuitBreaker::new(
+        BreakerConfig::default(),
+        std::sync::Arc::new(SystemClock::new()),
+    )
+    .unwrap();
+    g.bench_function("closed_check", |bench| {
+        bench.iter(|| black_box(&b).try_acquire().is_ok())
+    });
+    g.bench_function("record_outcome", |bench| {
+        bench.iter(|| {
+            let t = b.try_acquire().unwrap();
+            black_box(b.record(t, CallResult::Success, Duration::from_millis(3)))
+        })
+    });
+    // Budget reservation as the guard does it: allow path with a max_calls budget high enough
+    // never to run out (compare with guard/check_allow).
+    let guard = Guard::builder(boundary(100))
+        .run_budget(tollgate::RunBudget {
+            max_calls: Some(u64::MAX),
+            max_duration: None,
+        })
+        .build();
+    let run = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
+    let call = ToolCall::without_args("lookup");
+    g.bench_function("guard_check_with_budget", |bench| {
+        bench.iter(|| check_and_complete(black_box(&guard), &run, black_box(&call)))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_boundary,
+    bench_guard,
+    bench_credential,
+    bench_breaker
+);
 criterion_main!(benches);

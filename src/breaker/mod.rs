@@ -273,6 +273,8 @@ struct Measure {
     // count-based ring
     ring: Vec<u8>, // bit 0 = failure, bit 1 = slow, 0xFF = empty
     next: usize,
+    /// Running totals of the ring, kept in step with it (O(1) per call).
+    ring_tally: Tally,
     // time-based buckets: (second, tally)
     buckets: Vec<(u64, Tally)>,
     consecutive_failures: u32,
@@ -326,6 +328,7 @@ impl CircuitBreaker {
             measure: Mutex::new(Measure {
                 ring,
                 next: 0,
+                ring_tally: Tally::default(),
                 buckets,
                 consecutive_failures: 0,
                 probes: Tally::default(),
@@ -509,6 +512,7 @@ impl CircuitBreaker {
     fn reset_measure(&self, m: &mut Measure) {
         m.ring.iter_mut().for_each(|x| *x = EMPTY);
         m.next = 0;
+        m.ring_tally = Tally::default();
         m.buckets
             .iter_mut()
             .for_each(|b| *b = (u64::MAX, Tally::default()));
@@ -522,15 +526,18 @@ impl CircuitBreaker {
         match self.cfg.window {
             Window::Count(_) => {
                 let i = m.next;
-                m.ring[i] = bits;
-                m.next = (i + 1) % m.ring.len();
-                let mut t = Tally::default();
-                for &x in m.ring.iter().filter(|&&x| x != EMPTY) {
-                    t.calls += 1;
-                    t.failures += u32::from(x & 1);
-                    t.slow += u32::from(x >> 1 & 1);
+                let old = m.ring[i];
+                if old != EMPTY {
+                    m.ring_tally.calls -= 1;
+                    m.ring_tally.failures -= u32::from(old & 1);
+                    m.ring_tally.slow -= u32::from(old >> 1 & 1);
                 }
-                t
+                m.ring[i] = bits;
+                m.ring_tally.calls += 1;
+                m.ring_tally.failures += u32::from(failed);
+                m.ring_tally.slow += u32::from(slow);
+                m.next = (i + 1) % m.ring.len();
+                m.ring_tally
             }
             Window::Seconds(n) => {
                 let sec = self.clock.now().as_nanos() / 1_000_000_000;
