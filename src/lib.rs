@@ -14,10 +14,14 @@
 //! - [`Guard`]: the pipeline. `guard.check(&run, &call)` returns a [`Verdict`]; only `Allow`
 //!   carries the [`Permit`] a tool runs under. The policy sits in an atomically swappable snapshot
 //!   whose content hash ([`PolicyVersion`]) is carried by every verdict, permit and audit record.
+//! - [`credential`]: short-lived credentials minted per permit, narrowed to its tool, operation
+//!   and resource, revoked when the run ends; HMAC-signed tokens with key rotation.
+//! - [`breaker`]: circuit breakers (per tool, agent or agent x tool), plus the guard's kill
+//!   switch and per-run budgets.
 //! - [`audit`]: the event seam ([`AuditSink`](audit::AuditSink)) and an in-memory sink.
 //! - [`clock`]: injectable monotonic time.
 //!
-//! Scoped credentials, the escalation gate, circuit breakers and the durable audit trail are being
+//! The escalation gate, rate limits and loop detection, and the durable audit trail are being
 //! built; [`Verdict::Escalate`] is reserved for the escalation gate and is never produced yet.
 //!
 //! ## Quick start
