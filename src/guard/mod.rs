@@ -3,18 +3,20 @@
 //! ```text
 //! check(run, call):
 //!   run belongs to this guard        -> Deny(ForeignRun)
+//!   kill switch (global/agent/run)   -> Deny(Suspended)
+//!   circuit breaker for the key      -> Deny(CircuitOpen)
 //!   ActionBoundary (policy snapshot) -> Deny(unknown tool, not allowed, tier, read-only, args, compartment)
+//!   run budgets (calls, wall time)   -> Deny(BudgetExhausted)
 //!   audit record of the verdict      -> Deny(AuditFailed) if the sink refuses it
 //!   otherwise                        -> Allow(Permit)
-//! permit.complete(outcome)           -> one audit event (latency, tokens)
-//! permit dropped without outcome     -> one "abandoned" audit event
-//! run finished or dropped            -> one run-end audit event
+//! permit.complete(outcome)           -> breaker observes it; one audit event (latency, tokens)
+//! permit dropped without outcome     -> the same, as "abandoned"
+//! run finished or dropped            -> its credentials revoked; one run-end audit event
 //! ```
 //!
-//! The stages that later primitives add slot into [`Guard::check`] in the order fixed by the design:
-//! kill switch and circuit breaker *before* the boundary, budgets / rate limits / loop detection and
-//! then the escalation gate *after* it, audit last. Each stage is a plain method call on the hot
-//! path; nothing is boxed or dynamically dispatched except the audit sink and the clock.
+//! Rate limits and loop detection (after the budgets) and the escalation gate (before the audit
+//! record) are still to come. Each stage is a plain method call on the hot path; nothing is boxed
+//! or dynamically dispatched except the audit sink and the clock.
 //!
 //! The boundary lives in an [`ArcSwap`] snapshot. [`Guard::reload`] swaps it atomically; a permit
 //! holds the snapshot it was checked against, so a call already permitted finishes under the policy
