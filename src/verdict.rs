@@ -68,6 +68,8 @@ pub enum DenyCode {
     CircuitOpen,
     /// The run used up a budget (tool calls, wall time).
     BudgetExhausted,
+    /// The same call was repeated more often than loop detection allows.
+    LoopDetected,
 }
 
 impl DenyCode {
@@ -98,6 +100,7 @@ impl DenyCode {
             DenyCode::Suspended => "suspended",
             DenyCode::CircuitOpen => "circuit_open",
             DenyCode::BudgetExhausted => "budget_exhausted",
+            DenyCode::LoopDetected => "loop_detected",
         }
     }
 

@@ -348,3 +348,68 @@ fn nothing_is_allowed_after_suspend_returns_and_in_flight_calls_see_the_cancella
     // tools poll in 1 ms steps; allow generous scheduling slack on a loaded 2-core machine
     assert!(drained < Duration::from_secs(1), "{drained:?}");
 }
+
+#[test]
+fn loop_detection_stops_identical_repeats_within_the_window() {
+    let clock = Arc::new(ManualClock::new());
+    let sink = Arc::new(MemorySink::new());
+    let guard = Guard::builder(boundary())
+        .clock(clock.clone())
+        .audit(sink.clone())
+        .loop_detection(tollgate::LoopDetection {
+            max_repeats: 3,
+            window: Duration::from_secs(60),
+        })
+        .build();
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    // the same call, spelled with different whitespace, is the same call
+    for args in [r#"{"id": 7}"#, r#"{"id":7}"#, "{ \"id\" : 7 }"] {
+        assert!(
+            guard
+                .check(&run, &ToolCall::new("fetch", args))
+                .is_allowed()
+        );
+    }
+    let v = guard.check(&run, &ToolCall::new("fetch", r#"{"id":7}"#));
+    assert_eq!(v.deny_code(), Some(DenyCode::LoopDetected));
+    assert!(
+        v.denial().unwrap().reason().contains("3 times"),
+        "{}",
+        v.denial().unwrap().reason()
+    );
+    // a different argument, or whitespace inside a string, is a different call
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("fetch", r#"{"id":8}"#))
+            .is_allowed()
+    );
+    // parsed values are fingerprinted too
+    let v7 = serde_json::json!({"id": 7});
+    assert_eq!(
+        guard.check(&run, &ToolCall::new("fetch", &v7)).deny_code(),
+        Some(DenyCode::LoopDetected)
+    );
+    // once the window has passed, the call is allowed again
+    clock.advance(Duration::from_secs(60));
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("fetch", r#"{"id":7}"#))
+            .is_allowed()
+    );
+    // each run has its own memory
+    let fresh = guard.start_run(RunContext::new("a", "r")).unwrap();
+    assert!(
+        guard
+            .check(&fresh, &ToolCall::new("fetch", r#"{"id":8}"#))
+            .is_allowed()
+    );
+    let denials = sink
+        .events()
+        .into_iter()
+        .filter(|e| e["tollgate.deny.code"] == "loop_detected")
+        .count();
+    assert_eq!(denials, 2);
+    let cfg: tollgate::LoopDetection =
+        serde_json::from_str(r#"{"max_repeats": 5, "window": 30}"#).unwrap();
+    assert_eq!(cfg.window, Duration::from_secs(30));
+}

@@ -105,6 +105,8 @@ struct Shared {
     rule_breaker: RuleId,
     rule_budget_calls: RuleId,
     rule_budget_time: RuleId,
+    loops: Option<LoopDetection>,
+    rule_loop: RuleId,
 }
 
 impl Shared {
@@ -122,6 +124,40 @@ impl Shared {
             return Some("agent");
         }
         None
+    }
+
+    /// Denies the call if the run made the same call (same tool, same arguments) `max_repeats`
+    /// times within the window already; otherwise remembers it.
+    fn detect_loop(&self, run: &Run, call: &ToolCall<'_>) -> Result<(), Denial> {
+        let Some(cfg) = self.loops else {
+            return Ok(());
+        };
+        let key = call_fingerprint(call);
+        let now = self.clock.now();
+        let mut recent = run.recent.lock().unwrap_or_else(|p| p.into_inner());
+        while recent
+            .front()
+            .is_some_and(|(_, t)| now.duration_since(*t) >= cfg.window)
+        {
+            recent.pop_front();
+        }
+        let repeats = recent.iter().filter(|(k, _)| *k == key).count() as u32;
+        if repeats >= cfg.max_repeats {
+            return Err(Denial::new(
+                DenyCode::LoopDetected,
+                self.rule_loop.clone(),
+                format!(
+                    "`{}` was called with the same arguments {repeats} times in the last {} s",
+                    call.tool(),
+                    cfg.window.as_secs_f64()
+                ),
+            ));
+        }
+        if recent.len() == LOOP_MEMORY {
+            recent.pop_front();
+        }
+        recent.push_back((key, now));
+        Ok(())
     }
 
     /// Reserves one tool call of the run's budget (never exceeded, even under concurrency) and
@@ -221,6 +257,89 @@ pub struct GuardBuilder {
     breakers: Option<(BreakerConfig, BreakerKey, usize)>,
     classify: fn(&Outcome) -> CallResult,
     budget: RunBudget,
+    loops: Option<LoopDetection>,
+}
+
+/// Loop detection: the same call (tool and arguments) more than `max_repeats` times within
+/// `window` is denied.
+///
+/// Arguments are compared by a fingerprint: raw JSON text with whitespace outside strings
+/// ignored, parsed values in their compact serialisation. A run remembers its last 1024 calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopDetection {
+    /// Identical calls allowed within the window.
+    pub max_repeats: u32,
+    /// The window.
+    #[serde(with = "secs")]
+    pub window: std::time::Duration,
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(|_| {
+            serde::de::Error::custom("window must be a non-negative number of seconds")
+        })
+    }
+}
+
+/// How many recent calls a run remembers for loop detection.
+const LOOP_MEMORY: usize = 1024;
+
+/// A fingerprint of a call's tool and arguments, stable across insignificant whitespace.
+fn call_fingerprint(call: &ToolCall<'_>) -> u64 {
+    struct H(u64);
+    impl H {
+        fn byte(&mut self, b: u8) {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    impl std::io::Write for H {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            buf.iter().for_each(|&b| self.byte(b));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = H(0xcbf2_9ce4_8422_2325);
+    call.tool().bytes().for_each(|b| h.byte(b));
+    h.byte(0);
+    match call.args() {
+        crate::call::Args::None => {}
+        crate::call::Args::Value(v) => {
+            let _ = serde_json::to_writer(&mut h, v);
+        }
+        crate::call::Args::Json(text) => {
+            let (mut in_str, mut esc) = (false, false);
+            for b in text.bytes() {
+                if in_str {
+                    if esc {
+                        esc = false;
+                    } else if b == b'\\' {
+                        esc = true;
+                    } else if b == b'"' {
+                        in_str = false;
+                    }
+                } else if b == b'"' {
+                    in_str = true;
+                } else if b.is_ascii_whitespace() {
+                    continue;
+                }
+                h.byte(b);
+            }
+        }
+    }
+    h.0
 }
 
 /// Per-run limits. Every field is optional; none is set by default.
@@ -297,6 +416,13 @@ impl GuardBuilder {
         self
     }
 
+    /// Denies a call repeated (same tool, same arguments) more than `cfg.max_repeats` times within
+    /// `cfg.window` in one run.
+    pub fn loop_detection(mut self, cfg: LoopDetection) -> Self {
+        self.loops = Some(cfg);
+        self
+    }
+
     /// Per-run budgets.
     pub fn run_budget(mut self, budget: RunBudget) -> Self {
         self.budget = budget;
@@ -328,6 +454,8 @@ impl GuardBuilder {
                 rule_breaker: RuleId::new("guard.breaker"),
                 rule_budget_calls: RuleId::new("guard.budget.max_calls"),
                 rule_budget_time: RuleId::new("guard.budget.max_duration"),
+                loops: self.loops,
+                rule_loop: RuleId::new("guard.loop_detection"),
                 clock: self.clock,
                 audit: self.audit,
                 credentials: self.credentials,
@@ -351,6 +479,7 @@ impl Guard {
             breakers: None,
             classify: default_classifier,
             budget: RunBudget::default(),
+            loops: None,
         }
     }
 
@@ -511,6 +640,9 @@ impl Guard {
             finished: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
             calls: AtomicU64::new(0),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(
+                if self.shared.loops.is_some() { 64 } else { 0 },
+            )),
         };
         self.shared
             .record(&run, EventKind::RunStarted { context: &run.ctx })?;
@@ -571,11 +703,12 @@ impl Guard {
                 }
             }
         }
-        // Stage 3: action boundary. Stage 4: budgets. (Rate limits, loop detection and the
-        // escalation gate will follow them.)
+        // Stage 3: action boundary. Stage 4: loop detection. Stage 5: budgets. (Rate limits and
+        // the escalation gate will join them.)
         let admitted = boundary.check(&run.ctx, call).and_then(|a| {
             shared
-                .reserve_budget(run)
+                .detect_loop(run, call)
+                .and_then(|()| shared.reserve_budget(run))
                 .map(|()| a)
                 .map_err(|d| d.with_version(version))
         });
@@ -586,7 +719,7 @@ impl Guard {
                 return shared.deny(run, call, denial, version);
             }
         };
-        // Stage 5: audit. A decision that cannot be recorded is not acted on.
+        // Stage 6: audit. A decision that cannot be recorded is not acted on.
         let recorded = shared.record(
             run,
             EventKind::Decision {
@@ -721,6 +854,7 @@ pub struct Run {
     finished: AtomicBool,
     suspended: AtomicBool,
     calls: AtomicU64,
+    recent: std::sync::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
 }
 
 impl fmt::Debug for Run {
