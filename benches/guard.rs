@@ -9,7 +9,8 @@
 //! - `credential`: `mint_derived` (check, mint an HMAC-signed token, complete), `verify_derived`
 //!   (what the downstream service does), `expose_checked` (every check `expose` makes, no sink).
 //! - `breaker`: `closed_check` (one atomic load), `record_outcome` (acquire + record into a
-//!   100-call window), `guard_check_with_budget` (argument-less allow with a call budget).
+//!   100-call window), `guard_check_with_budget` (argument-less allow with a call budget),
+//!   `loop_detect` (the `check_allow` call with loop detection scanning a full 1024-call memory).
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
 //!   `args_3_rules` call), `check_allow_raw`, `check_allow_audited` (with an audit sink that takes
 //!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
@@ -257,6 +258,23 @@ fn bench_breaker(c: &mut Criterion) {
     let call = ToolCall::without_args("lookup");
     g.bench_function("guard_check_with_budget", |bench| {
         bench.iter(|| check_and_complete(black_box(&guard), &run, black_box(&call)))
+    });
+    // Loop detection at its worst: the run's memory full (1024 remembered calls) and a limit
+    // never reached, so every check fingerprints the call and scans the whole memory.
+    let looped = Guard::builder(boundary(100))
+        .loop_detection(tollgate::LoopDetection {
+            max_repeats: u32::MAX,
+            window: Duration::from_secs(3600),
+        })
+        .build();
+    let lrun = looped.start_run(RunContext::new("agent", "clerk")).unwrap();
+    let value = args();
+    let lcall = ToolCall::new("pay_invoice", &value);
+    for _ in 0..1100 {
+        assert!(check_and_complete(&looped, &lrun, &lcall));
+    }
+    g.bench_function("loop_detect", |bench| {
+        bench.iter(|| check_and_complete(black_box(&looped), &lrun, black_box(&lcall)))
     });
     g.finish();
 }
