@@ -31,6 +31,7 @@
 //! }
 //! ```
 
+pub mod file;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
