@@ -6,7 +6,7 @@
 //!
 //! What exists today:
 //!
-//! - [`ActionBoundary`](boundary::ActionBoundary): default-deny tool allowlists per role, argument
+//! - [`ActionBoundary`]: default-deny tool allowlists per role, argument
 //!   rules (type, enum, bounds, length, anchored regex, path-under-root, URL host allowlist, nested
 //!   and per-element paths), ordered data tiers against role clearance, read / write / irreversible
 //!   effects, a read-only mode, compartments (one matter or patient per run), and the filtered

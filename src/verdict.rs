@@ -1,7 +1,7 @@
 //! Decisions: [`Verdict`], [`Denial`] and its machine-readable [`DenyCode`], the [`PolicyVersion`]
 //! every decision carries, and the [`Outcome`] a permitted call reports back.
 //!
-//! The [`Permit`](crate::guard::Permit) itself lives with the guard that issues it.
+//! The [`Permit`] itself lives with the guard that issues it.
 
 use std::borrow::Cow;
 use std::fmt;

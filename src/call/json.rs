@@ -118,7 +118,7 @@ pub enum JsonError {
         /// Offset of the opening quote of the repeated key.
         offset: usize,
     },
-    /// The document holds more than [`MAX_KEYS`] object keys.
+    /// The document holds more than `MAX_KEYS` (8192) object keys.
     #[error("invalid JSON at byte {offset}: more than {limit} object keys")]
     TooManyKeys {
         /// Where the key past the limit starts.
