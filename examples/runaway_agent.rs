@@ -1,13 +1,14 @@
 //! A looping agent: it keeps calling a failing tool with the same arguments. The circuit breaker
 //! opens after the configured number of failures, the run's call budget caps what is left, and
-//! the audit trail says why each call was refused. Run with `cargo run --example runaway_agent`.
+//! the alert and the audit trail say why each call was refused. Run with
+//! `cargo run --example runaway_agent`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate::audit::MemorySink;
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
-use tollgate::breaker::{BreakerConfig, BreakerKey, Window};
+use tollgate::breaker::{BreakerConfig, BreakerKey, ChannelAlerts, Window};
 use tollgate::{Guard, Outcome, RunBudget, RunContext, ToolCall, Verdict};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,8 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .build()?;
     let audit = Arc::new(MemorySink::new());
+    let (alerts, alert_rx) = ChannelAlerts::new(64);
     let guard = Guard::builder(boundary)
         .audit(audit.clone())
+        .alerts(Arc::new(alerts))
         .breakers(
             BreakerConfig {
                 window: Window::Count(20),
@@ -86,6 +89,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     run.finish()?;
+
+    println!("\nalerts (what an on-call engineer would be paged with):");
+    for a in alert_rx.try_iter().take(3) {
+        println!(
+            "  {:?} agent={:?} tool={:?}: {}",
+            a.kind,
+            a.agent.unwrap_or_default(),
+            a.tool.unwrap_or_default(),
+            a.detail
+        );
+    }
 
     println!("\naudit: why calls stopped");
     for e in audit.events() {

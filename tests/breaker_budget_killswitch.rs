@@ -413,3 +413,85 @@ fn loop_detection_stops_identical_repeats_within_the_window() {
         serde_json::from_str(r#"{"max_repeats": 5, "window": 30}"#).unwrap();
     assert_eq!(cfg.window, Duration::from_secs(30));
 }
+
+#[test]
+fn alerts_carry_the_figures_and_match_the_audit_trail() {
+    use tollgate::breaker::{AlertKind, ChannelAlerts};
+    let (alerts, rx) = ChannelAlerts::new(64);
+    let sink = Arc::new(MemorySink::new());
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .alerts(Arc::new(alerts))
+        .breakers(breaker_cfg(), BreakerKey::Tool, 16)
+        .unwrap()
+        .loop_detection(tollgate::LoopDetection {
+            max_repeats: 2,
+            window: Duration::from_secs(60),
+        })
+        .run_budget(RunBudget {
+            max_calls: Some(8),
+            max_duration: None,
+        })
+        .build();
+    let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    for id in 0..5 {
+        let args = format!(r#"{{"id": {id}}}"#);
+        if let Verdict::Allow(p) = guard.check(&run, &ToolCall::new("fetch", args.as_str())) {
+            p.complete(Outcome::error("boom")).unwrap();
+        }
+    }
+    for _ in 0..2 {
+        if let Verdict::Allow(p) = guard.check(&run, &ToolCall::without_args("ping")) {
+            p.complete(Outcome::success()).unwrap();
+        }
+    }
+    // no arguments and `{ }` are the same call
+    let over = guard.check(&run, &ToolCall::new("ping", "{ }"));
+    assert_eq!(over.deny_code(), Some(DenyCode::LoopDetected));
+    drop(over);
+    guard.suspend_agent(&AgentId::new("bot"), "ops").unwrap();
+    let got: Vec<_> = rx.try_iter().collect();
+    let kinds: Vec<AlertKind> = got.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            AlertKind::BreakerOpened,
+            AlertKind::LoopDetected,
+            AlertKind::Suspended
+        ]
+    );
+    assert!(
+        got[0].detail.contains("failure rate 100.0 %"),
+        "{}",
+        got[0].detail
+    );
+    assert_eq!(got[0].tool.as_deref(), Some("fetch"));
+    assert_eq!(got[0].agent.as_deref(), Some("bot"));
+    assert!(got[1].detail.contains("2 times"), "{}", got[1].detail);
+    // budget exhaustion, on a guard without loop detection
+    let (alerts, rx) = ChannelAlerts::new(8);
+    let guard = Guard::builder(boundary())
+        .alerts(Arc::new(alerts))
+        .run_budget(RunBudget {
+            max_calls: Some(3),
+            max_duration: None,
+        })
+        .build();
+    let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    let allowed = (0..5)
+        .filter(|_| {
+            guard
+                .check(&run, &ToolCall::without_args("ping"))
+                .is_allowed()
+        })
+        .count();
+    assert_eq!(allowed, 3);
+    let budget: Vec<_> = rx.try_iter().collect();
+    assert_eq!(budget.len(), 2);
+    assert!(budget.iter().all(|a| a.kind == AlertKind::BudgetExhausted));
+    assert!(
+        budget[0].detail.contains("budget of 3 tool calls"),
+        "{}",
+        budget[0].detail
+    );
+}

@@ -40,8 +40,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod alert;
 mod keyed;
 
+pub use alert::{Alert, AlertKind, AlertSink, ChannelAlerts, TracingAlerts};
 pub use keyed::{BreakerKey, Keyed, KeyedBreakers};
 
 use std::fmt;

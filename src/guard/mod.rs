@@ -65,7 +65,8 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditError, AuditEvent, AuditSink, CredentialEvent, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted, Effect, ToolInfo};
 use crate::breaker::{
-    BreakerConfig, BreakerKey, CallResult, ConfigError, Keyed, KeyedBreakers, Ticket, Transition,
+    Alert, AlertKind, AlertSink, BreakerConfig, BreakerKey, CallResult, ConfigError, Keyed,
+    KeyedBreakers, State as BreakerState, Ticket, Transition,
 };
 use crate::call::AgentId;
 use crate::call::{RuleId, RunContext, RunId, ToolCall};
@@ -107,6 +108,7 @@ struct Shared {
     rule_budget_time: RuleId,
     loops: Option<LoopDetection>,
     rule_loop: RuleId,
+    alerts: Option<Arc<dyn AlertSink>>,
 }
 
 impl Shared {
@@ -200,6 +202,16 @@ impl Shared {
         denial: Denial,
         version: PolicyVersion,
     ) -> Verdict<'a> {
+        let kind = match denial.code() {
+            DenyCode::BudgetExhausted => Some(AlertKind::BudgetExhausted),
+            DenyCode::LoopDetected => Some(AlertKind::LoopDetected),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.alert(kind, Some(run), Some(call.tool()), || {
+                denial.reason().to_owned()
+            });
+        }
         let recorded = self.record(
             run,
             EventKind::Decision {
@@ -216,6 +228,25 @@ impl Shared {
 
     fn record(&self, run: &Run, kind: EventKind<'_>) -> Result<(), AuditError> {
         self.record_for(Some(run), kind)
+    }
+
+    /// Sends an alert, building its text only if a sink is configured.
+    fn alert(
+        &self,
+        kind: AlertKind,
+        run: Option<&Run>,
+        tool: Option<&str>,
+        detail: impl FnOnce() -> String,
+    ) {
+        if let Some(sink) = &self.alerts {
+            sink.alert(&Alert {
+                kind,
+                agent: run.map(|r| r.ctx.agent().to_string()),
+                run: run.map(|r| r.id.to_string()),
+                tool: tool.map(str::to_owned),
+                detail: detail(),
+            });
+        }
     }
 
     fn record_for(&self, run: Option<&Run>, kind: EventKind<'_>) -> Result<(), AuditError> {
@@ -258,6 +289,7 @@ pub struct GuardBuilder {
     classify: fn(&Outcome) -> CallResult,
     budget: RunBudget,
     loops: Option<LoopDetection>,
+    alerts: Option<Arc<dyn AlertSink>>,
 }
 
 /// Loop detection: the same call (tool and arguments) more than `max_repeats` times within
@@ -315,7 +347,8 @@ fn call_fingerprint(call: &ToolCall<'_>) -> u64 {
     call.tool().bytes().for_each(|b| h.byte(b));
     h.byte(0);
     match call.args() {
-        crate::call::Args::None => {}
+        // No arguments is the empty object.
+        crate::call::Args::None => b"{}".iter().for_each(|&b| h.byte(b)),
         crate::call::Args::Value(v) => {
             let _ = serde_json::to_writer(&mut h, v);
         }
@@ -416,6 +449,13 @@ impl GuardBuilder {
         self
     }
 
+    /// Sends breaker openings and closings, budget exhaustion, loop detections and kill-switch
+    /// actions to `sink` as they happen (they are audit events as well).
+    pub fn alerts(mut self, sink: Arc<dyn AlertSink>) -> Self {
+        self.alerts = Some(sink);
+        self
+    }
+
     /// Denies a call repeated (same tool, same arguments) more than `cfg.max_repeats` times within
     /// `cfg.window` in one run.
     pub fn loop_detection(mut self, cfg: LoopDetection) -> Self {
@@ -456,6 +496,7 @@ impl GuardBuilder {
                 rule_budget_time: RuleId::new("guard.budget.max_duration"),
                 loops: self.loops,
                 rule_loop: RuleId::new("guard.loop_detection"),
+                alerts: self.alerts,
                 clock: self.clock,
                 audit: self.audit,
                 credentials: self.credentials,
@@ -480,6 +521,7 @@ impl Guard {
             classify: default_classifier,
             budget: RunBudget::default(),
             loops: None,
+            alerts: None,
         }
     }
 
@@ -564,6 +606,17 @@ impl Guard {
         target: Option<&str>,
         by: &str,
     ) -> Result<(), AuditError> {
+        let kind = if action == "suspend" {
+            AlertKind::Suspended
+        } else {
+            AlertKind::Resumed
+        };
+        self.shared.alert(kind, run, None, || {
+            format!(
+                "kill switch: {action} {scope}{} by {by}",
+                target.map(|t| format!(" {t}")).unwrap_or_default()
+            )
+        });
         let recorded = self.shared.record_for(
             run,
             EventKind::KillSwitch {
@@ -1156,6 +1209,28 @@ impl<'a> Permit<'a> {
                 policy_version: self.boundary.version(),
             },
         );
+        if let Some((keyed, t)) = &transition {
+            let kind = match t.to {
+                BreakerState::Open => Some(AlertKind::BreakerOpened),
+                BreakerState::Closed => Some(AlertKind::BreakerClosed),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                shared.alert(kind, Some(self.run), Some(keyed.tool()), || {
+                    format!(
+                        "breaker {}{}{} {:?} -> {:?}: failure rate {:.1} %, slow-call rate {:.1} % over {} calls",
+                        keyed.agent(),
+                        if keyed.agent().is_empty() || keyed.tool().is_empty() { "" } else { " x " },
+                        keyed.tool(),
+                        t.from,
+                        t.to,
+                        t.failure_rate,
+                        t.slow_call_rate,
+                        t.calls
+                    )
+                });
+            }
+        }
         let transitioned = match &transition {
             Some((keyed, t)) => shared.record(
                 self.run,
