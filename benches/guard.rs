@@ -10,7 +10,8 @@
 //!   (what the downstream service does), `expose_checked` (every check `expose` makes, no sink).
 //! - `breaker`: `closed_check` (one atomic load), `record_outcome` (acquire + record into a
 //!   100-call window), `guard_check_with_budget` (argument-less allow with a call budget),
-//!   `loop_detect` (the `check_allow` call with loop detection scanning a full 1024-call memory).
+//!   `rate_limit_check` (the same with an agent and a tool rate limit), `loop_detect` (the
+//!   `check_allow` call with loop detection scanning a full 1024-call memory).
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
 //!   `args_3_rules` call), `check_allow_raw`, `check_allow_audited` (with an audit sink that takes
 //!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
@@ -258,6 +259,28 @@ fn bench_breaker(c: &mut Criterion) {
     let call = ToolCall::without_args("lookup");
     g.bench_function("guard_check_with_budget", |bench| {
         bench.iter(|| check_and_complete(black_box(&guard), &run, black_box(&call)))
+    });
+    // Rate limits: the argument-less allow with an agent and a tool bucket large enough never
+    // to run dry (compare with guard_check_with_budget).
+    let generous = tollgate::breaker::RateLimit {
+        max_calls: std::num::NonZeroU32::new(1_000_000_000).unwrap(),
+        per_secs: 1.0,
+        burst: std::num::NonZeroU32::new(u32::MAX),
+    };
+    let limited = Guard::builder(boundary(100))
+        .rate_limits(tollgate::breaker::RateLimits {
+            per_agent: Some(generous),
+            default_per_tool: Some(generous),
+            ..Default::default()
+        })
+        .unwrap()
+        .build();
+    let rrun = limited
+        .start_run(RunContext::new("agent", "clerk"))
+        .unwrap();
+    assert!(check_and_complete(&limited, &rrun, &call));
+    g.bench_function("rate_limit_check", |bench| {
+        bench.iter(|| check_and_complete(black_box(&limited), &rrun, black_box(&call)))
     });
     // Loop detection at its worst: the run's memory full (1024 remembered calls) and a limit
     // never reached, so every check fingerprints the call and scans the whole memory.

@@ -70,6 +70,8 @@ pub enum DenyCode {
     BudgetExhausted,
     /// The same call was repeated more often than loop detection allows.
     LoopDetected,
+    /// The agent's or the tool's rate limit is reached.
+    RateLimited,
 }
 
 impl DenyCode {
@@ -101,6 +103,7 @@ impl DenyCode {
             DenyCode::CircuitOpen => "circuit_open",
             DenyCode::BudgetExhausted => "budget_exhausted",
             DenyCode::LoopDetected => "loop_detected",
+            DenyCode::RateLimited => "rate_limited",
         }
     }
 

@@ -495,3 +495,54 @@ fn alerts_carry_the_figures_and_match_the_audit_trail() {
         budget[0].detail
     );
 }
+
+#[test]
+fn rate_limits_per_agent_and_per_tool_run_on_the_guards_clock() {
+    use std::collections::BTreeMap;
+    use std::num::NonZeroU32;
+    use tollgate::breaker::{RateLimit, RateLimits};
+    let clock = Arc::new(ManualClock::new());
+    let guard = Guard::builder(boundary())
+        .clock(clock.clone())
+        .rate_limits(RateLimits {
+            per_agent: Some(RateLimit::new(
+                NonZeroU32::new(10).unwrap(),
+                Duration::from_secs(1),
+            )),
+            per_tool: BTreeMap::from([(
+                "fetch".to_owned(),
+                RateLimit::new(NonZeroU32::new(2).unwrap(), Duration::from_secs(1)),
+            )]),
+            ..RateLimits::default()
+        })
+        .unwrap()
+        .build();
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    let fetch = ToolCall::new("fetch", r#"{"id":1}"#);
+    assert!(guard.check(&run, &fetch).is_allowed());
+    assert!(guard.check(&run, &fetch).is_allowed());
+    let v = guard.check(&run, &fetch);
+    assert_eq!(v.deny_code(), Some(DenyCode::RateLimited));
+    assert!(
+        v.denial().unwrap().reason().contains("tool rate limit"),
+        "{}",
+        v.denial().unwrap().reason()
+    );
+    drop(v);
+    // another tool still has the agent's quota (3 of 10 used)
+    let ping = ToolCall::without_args("ping");
+    let allowed = (0..10)
+        .filter(|_| guard.check(&run, &ping).is_allowed())
+        .count();
+    assert_eq!(allowed, 7, "the agent bucket holds 10");
+    // time refills both
+    clock.advance(Duration::from_secs(1));
+    assert!(guard.check(&run, &fetch).is_allowed());
+    // an invented tool name never reaches the rate-limit stage
+    assert_eq!(
+        guard
+            .check(&run, &ToolCall::without_args("fetch2"))
+            .deny_code(),
+        Some(DenyCode::UnknownTool)
+    );
+}

@@ -42,9 +42,12 @@
 
 mod alert;
 mod keyed;
+mod rate;
 
 pub use alert::{Alert, AlertKind, AlertSink, ChannelAlerts, TracingAlerts};
 pub use keyed::{BreakerKey, Keyed, KeyedBreakers};
+pub(crate) use rate::RateLimiters;
+pub use rate::{RateLimit, RateLimits};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};

@@ -66,7 +66,7 @@ use crate::audit::{AuditError, AuditEvent, AuditSink, CredentialEvent, Decision,
 use crate::boundary::{ActionBoundary, Admitted, Effect, ToolInfo};
 use crate::breaker::{
     Alert, AlertKind, AlertSink, BreakerConfig, BreakerKey, CallResult, ConfigError, Keyed,
-    KeyedBreakers, State as BreakerState, Ticket, Transition,
+    KeyedBreakers, RateLimiters, RateLimits, State as BreakerState, Ticket, Transition,
 };
 use crate::call::AgentId;
 use crate::call::{RuleId, RunContext, RunId, ToolCall};
@@ -109,6 +109,8 @@ struct Shared {
     loops: Option<LoopDetection>,
     rule_loop: RuleId,
     alerts: Option<Arc<dyn AlertSink>>,
+    rate_limits: Option<RateLimiters>,
+    rule_rate: RuleId,
 }
 
 impl Shared {
@@ -160,6 +162,25 @@ impl Shared {
         }
         recent.push_back((key, now));
         Ok(())
+    }
+
+    /// Takes a unit from the agent's and the tool's rate-limit buckets.
+    fn rate_limit(&self, run: &Run, call: &ToolCall<'_>) -> Result<(), Denial> {
+        let Some(rl) = &self.rate_limits else {
+            return Ok(());
+        };
+        rl.check(run.ctx.agent().as_str(), call.tool())
+            .map_err(|l| {
+                Denial::new(
+                    DenyCode::RateLimited,
+                    self.rule_rate.clone(),
+                    format!(
+                        "the {} rate limit is reached; retry in {} ms",
+                        l.scope,
+                        l.retry_after.as_millis()
+                    ),
+                )
+            })
     }
 
     /// Reserves one tool call of the run's budget (never exceeded, even under concurrency) and
@@ -290,6 +311,7 @@ pub struct GuardBuilder {
     budget: RunBudget,
     loops: Option<LoopDetection>,
     alerts: Option<Arc<dyn AlertSink>>,
+    rate_limits: Option<RateLimits>,
 }
 
 /// Loop detection: the same call (tool and arguments) more than `max_repeats` times within
@@ -449,6 +471,13 @@ impl GuardBuilder {
         self
     }
 
+    /// Rate limits per agent and per tool (on the guard's monotonic clock). Validated now.
+    pub fn rate_limits(mut self, cfg: RateLimits) -> Result<Self, ConfigError> {
+        RateLimiters::new(&cfg, Arc::clone(&self.clock))?;
+        self.rate_limits = Some(cfg);
+        Ok(self)
+    }
+
     /// Sends breaker openings and closings, budget exhaustion, loop detections and kill-switch
     /// actions to `sink` as they happen (they are audit events as well).
     pub fn alerts(mut self, sink: Arc<dyn AlertSink>) -> Self {
@@ -497,6 +526,11 @@ impl GuardBuilder {
                 loops: self.loops,
                 rule_loop: RuleId::new("guard.loop_detection"),
                 alerts: self.alerts,
+                rate_limits: self.rate_limits.and_then(|cfg| {
+                    // Validated in `rate_limits`, so this cannot fail.
+                    RateLimiters::new(&cfg, Arc::clone(&self.clock)).ok()
+                }),
+                rule_rate: RuleId::new("guard.rate_limits"),
                 clock: self.clock,
                 audit: self.audit,
                 credentials: self.credentials,
@@ -522,6 +556,7 @@ impl Guard {
             budget: RunBudget::default(),
             loops: None,
             alerts: None,
+            rate_limits: None,
         }
     }
 
@@ -756,11 +791,12 @@ impl Guard {
                 }
             }
         }
-        // Stage 3: action boundary. Stage 4: loop detection. Stage 5: budgets. (Rate limits and
-        // the escalation gate will join them.)
+        // Stage 3: action boundary. Stage 4: loop detection, rate limits, budgets. (The
+        // escalation gate will follow them.)
         let admitted = boundary.check(&run.ctx, call).and_then(|a| {
             shared
                 .detect_loop(run, call)
+                .and_then(|()| shared.rate_limit(run, call))
                 .and_then(|()| shared.reserve_budget(run))
                 .map(|()| a)
                 .map_err(|d| d.with_version(version))

@@ -1,0 +1,328 @@
+//! Rate limits per agent and per tool, built on `governor`'s GCRA limiter.
+//!
+//! Each key (an agent, or a tool) gets its own direct limiter, so per-tool quotas can differ
+//! (governor's keyed limiters share one quota). Time comes from tollgate's monotonic [`Clock`],
+//! never from `quanta`'s TSC clock, which can step backwards across cores (governor issue #299).
+//! Agents' limiters live in a bounded map; tools' limiters exist only for tools the boundary has
+//! already admitted, so invented tool names cannot grow anything.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::ops::Add;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use governor::clock::{Clock as GovClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+use crate::clock::Clock;
+
+/// One quota: at most `max_calls` per `per_secs` seconds, with bursts of up to `burst` calls
+/// (default: `max_calls`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Calls allowed per period.
+    pub max_calls: NonZeroU32,
+    /// The period, in seconds.
+    pub per_secs: f64,
+    /// Largest burst (default `max_calls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<NonZeroU32>,
+}
+
+impl RateLimit {
+    /// `max_calls` per `per`.
+    pub fn new(max_calls: NonZeroU32, per: Duration) -> Self {
+        Self {
+            max_calls,
+            per_secs: per.as_secs_f64(),
+            burst: None,
+        }
+    }
+
+    fn quota(&self, field: &'static str) -> Result<Quota, ConfigError> {
+        if !(self.per_secs.is_finite() && self.per_secs > 0.0) {
+            return Err(ConfigError {
+                field,
+                reason: "per_secs must be a positive number",
+            });
+        }
+        let period = Duration::from_secs_f64(self.per_secs / f64::from(self.max_calls.get()));
+        let quota = Quota::with_period(period).ok_or(ConfigError {
+            field,
+            reason: "the resulting replenish interval is zero",
+        })?;
+        Ok(quota.allow_burst(self.burst.unwrap_or(self.max_calls)))
+    }
+}
+
+/// Rate limits for a guard.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// One quota per agent (each agent its own bucket).
+    pub per_agent: Option<RateLimit>,
+    /// Quotas for named tools (shared by every agent calling them).
+    pub per_tool: BTreeMap<String, RateLimit>,
+    /// The quota of tools not named in `per_tool` (none: unlimited).
+    pub default_per_tool: Option<RateLimit>,
+    /// Most agents tracked at once (default 10 000); the oldest bucket is dropped beyond it.
+    pub max_agents: Option<usize>,
+}
+
+/// Adapts tollgate's monotonic clock to governor.
+#[derive(Clone)]
+struct MonoClock(Arc<dyn Clock>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct MonoInstant(u64);
+
+impl Add<Nanos> for MonoInstant {
+    type Output = Self;
+    fn add(self, n: Nanos) -> Self {
+        MonoInstant(self.0.saturating_add(n.as_u64()))
+    }
+}
+
+impl Reference for MonoInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        Nanos::from(self.0.saturating_sub(earlier.0))
+    }
+    fn saturating_sub(&self, d: Nanos) -> Self {
+        MonoInstant(self.0.saturating_sub(d.as_u64()))
+    }
+}
+
+impl GovClock for MonoClock {
+    type Instant = MonoInstant;
+    fn now(&self) -> MonoInstant {
+        MonoInstant(self.0.now().as_nanos())
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, MonoClock, NoOpMiddleware<MonoInstant>>;
+
+/// Why a call was rate limited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Limited {
+    pub(crate) scope: &'static str,
+    pub(crate) retry_after: Duration,
+}
+
+/// The limiters of one guard.
+pub(crate) struct RateLimiters {
+    clock: MonoClock,
+    agent_quota: Option<Quota>,
+    max_agents: usize,
+    agents: ArcSwap<HashMap<Box<str>, Arc<Limiter>>>,
+    agent_order: Mutex<std::collections::VecDeque<Box<str>>>,
+    tools: HashMap<String, Quota>,
+    default_tool: Option<Quota>,
+    tool_limiters: ArcSwap<HashMap<Box<str>, Arc<Limiter>>>,
+    writer: Mutex<()>,
+}
+
+impl RateLimiters {
+    pub(crate) fn new(cfg: &RateLimits, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        let agent_quota = cfg
+            .per_agent
+            .map(|r| r.quota("rate_limits.per_agent"))
+            .transpose()?;
+        let default_tool = cfg
+            .default_per_tool
+            .map(|r| r.quota("rate_limits.default_per_tool"))
+            .transpose()?;
+        let mut tools = HashMap::new();
+        for (name, r) in &cfg.per_tool {
+            tools.insert(name.clone(), r.quota("rate_limits.per_tool")?);
+        }
+        let max_agents = cfg.max_agents.unwrap_or(10_000);
+        if max_agents == 0 {
+            return Err(ConfigError {
+                field: "rate_limits.max_agents",
+                reason: "must be at least 1",
+            });
+        }
+        Ok(Self {
+            clock: MonoClock(clock),
+            agent_quota,
+            max_agents,
+            agents: ArcSwap::from_pointee(HashMap::new()),
+            agent_order: Mutex::new(std::collections::VecDeque::new()),
+            tools,
+            default_tool,
+            tool_limiters: ArcSwap::from_pointee(HashMap::new()),
+            writer: Mutex::new(()),
+        })
+    }
+
+    fn limiter(
+        &self,
+        map: &ArcSwap<HashMap<Box<str>, Arc<Limiter>>>,
+        key: &str,
+        quota: Quota,
+        bounded: bool,
+    ) -> Arc<Limiter> {
+        if let Some(l) = map.load().get(key) {
+            return Arc::clone(l);
+        }
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = map.load().get(key) {
+            return Arc::clone(l);
+        }
+        let mut next = HashMap::clone(&map.load());
+        if bounded {
+            let mut order = self.agent_order.lock().unwrap_or_else(|p| p.into_inner());
+            while next.len() >= self.max_agents {
+                match order.pop_front() {
+                    Some(old) => {
+                        next.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            order.push_back(key.into());
+        }
+        let l = Arc::new(RateLimiter::direct_with_clock(quota, self.clock.clone()));
+        next.insert(key.into(), Arc::clone(&l));
+        map.store(Arc::new(next));
+        l
+    }
+
+    /// Takes one unit from the agent's and the tool's buckets, or says which is empty and for
+    /// how long. The agent bucket is checked first; a call refused by the tool bucket has still
+    /// used its agent unit (conservative).
+    pub(crate) fn check(&self, agent: &str, tool: &str) -> Result<(), Limited> {
+        let now = self.clock.now();
+        if let Some(q) = self.agent_quota {
+            let l = self.limiter(&self.agents, agent, q, true);
+            if let Err(not_until) = l.check() {
+                return Err(Limited {
+                    scope: "agent",
+                    retry_after: not_until.wait_time_from(now),
+                });
+            }
+        }
+        let quota = self.tools.get(tool).copied().or(self.default_tool);
+        if let Some(q) = quota {
+            let l = self.limiter(&self.tool_limiters, tool, q, false);
+            if let Err(not_until) = l.check() {
+                return Err(Limited {
+                    scope: "tool",
+                    retry_after: not_until.wait_time_from(now),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn agents_tracked(&self) -> usize {
+        self.agents.load().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    #[test]
+    fn per_tool_quotas_differ_and_refill_with_the_manual_clock() {
+        let clock = Arc::new(ManualClock::new());
+        let cfg = RateLimits {
+            per_tool: BTreeMap::from([
+                (
+                    "search".to_owned(),
+                    RateLimit::new(nz(5), Duration::from_secs(1)),
+                ),
+                (
+                    "pay".to_owned(),
+                    RateLimit::new(nz(1), Duration::from_secs(60)),
+                ),
+            ]),
+            ..RateLimits::default()
+        };
+        let rl = RateLimiters::new(&cfg, clock.clone()).unwrap();
+        for _ in 0..5 {
+            rl.check("a", "search").unwrap();
+        }
+        let e = rl.check("a", "search").unwrap_err();
+        assert_eq!(e.scope, "tool");
+        assert_eq!(e.retry_after, Duration::from_millis(200));
+        rl.check("a", "pay").unwrap();
+        assert_eq!(
+            rl.check("b", "pay").unwrap_err().retry_after,
+            Duration::from_secs(60)
+        );
+        // unlisted tools are unlimited without a default
+        for _ in 0..100 {
+            rl.check("a", "other").unwrap();
+        }
+        clock.advance(Duration::from_millis(200));
+        rl.check("a", "search").unwrap();
+        assert!(rl.check("a", "search").is_err());
+    }
+
+    #[test]
+    fn per_agent_buckets_are_separate_and_bounded() {
+        let clock = Arc::new(ManualClock::new());
+        let cfg = RateLimits {
+            per_agent: Some(RateLimit::new(nz(2), Duration::from_secs(10))),
+            max_agents: Some(4),
+            ..RateLimits::default()
+        };
+        let rl = RateLimiters::new(&cfg, clock).unwrap();
+        rl.check("a", "t").unwrap();
+        rl.check("a", "t").unwrap();
+        assert_eq!(rl.check("a", "t").unwrap_err().scope, "agent");
+        rl.check("b", "t").unwrap();
+        for i in 0..100 {
+            let _ = rl.check(&format!("x{i}"), "t");
+        }
+        assert!(rl.agents_tracked() <= 4);
+    }
+
+    #[test]
+    fn bad_quotas_name_the_field() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
+        let cfg = RateLimits {
+            per_agent: Some(RateLimit {
+                max_calls: nz(1),
+                per_secs: 0.0,
+                burst: None,
+            }),
+            ..RateLimits::default()
+        };
+        assert_eq!(
+            RateLimiters::new(&cfg, Arc::clone(&clock))
+                .err()
+                .unwrap()
+                .field,
+            "rate_limits.per_agent"
+        );
+        let cfg: RateLimits = serde_json::from_str(
+            r#"{"per_tool": {"pay": {"max_calls": 3, "per_secs": 60}}, "default_per_tool": {"max_calls": 100, "per_secs": 1, "burst": 10}}"#,
+        )
+        .unwrap();
+        assert!(RateLimiters::new(&cfg, clock).is_ok());
+        assert!(
+            serde_json::from_str::<RateLimits>(
+                r#"{"per_tool": {"pay": {"max_calls": 0, "per_secs": 60}}}"#
+            )
+            .is_err()
+        );
+    }
+}
