@@ -72,6 +72,9 @@ pub enum DenyCode {
     LoopDetected,
     /// The agent's or the tool's rate limit is reached.
     RateLimited,
+    /// The run departs from its task type's learned baseline (far too many calls, or a tool the
+    /// task type never used).
+    AnomalyDetected,
 }
 
 impl DenyCode {
@@ -104,6 +107,7 @@ impl DenyCode {
             DenyCode::BudgetExhausted => "budget_exhausted",
             DenyCode::LoopDetected => "loop_detected",
             DenyCode::RateLimited => "rate_limited",
+            DenyCode::AnomalyDetected => "anomaly_detected",
         }
     }
 

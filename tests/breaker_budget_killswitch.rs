@@ -546,3 +546,113 @@ fn rate_limits_per_agent_and_per_tool_run_on_the_guards_clock() {
         Some(DenyCode::UnknownTool)
     );
 }
+
+#[test]
+fn a_run_far_above_its_task_baseline_is_stopped_and_unexpected_tools_are_flagged() {
+    use tollgate::breaker::{
+        AlertKind, Baseline, BaselineConfig, BaselineRule, ChannelAlerts, UnexpectedTool,
+    };
+    let mut baseline = Baseline::new(BaselineConfig {
+        rule: BaselineRule::Median { factor: 3.0 },
+        min_runs: 5,
+        max_runs: 100,
+        unexpected_tool: UnexpectedTool::Deny,
+    })
+    .unwrap();
+    // recorded history: intake runs make 3 to 5 calls, all of them `fetch`
+    for calls in [3, 4, 4, 5, 4, 3] {
+        baseline.observe("intake", calls, ["fetch"]);
+    }
+    let (alerts, rx) = ChannelAlerts::new(16);
+    let guard = Guard::builder(boundary())
+        .alerts(Arc::new(alerts))
+        .baseline(baseline, true)
+        .build();
+    let run = guard
+        .start_run(RunContext::new("bot", "r").for_task("intake"))
+        .unwrap();
+    let mut allowed = 0;
+    let mut first_denial = None;
+    for i in 0..40 {
+        let args = format!(r#"{{"id": {i}}}"#);
+        match guard.check(&run, &ToolCall::new("fetch", args.as_str())) {
+            Verdict::Allow(p) => {
+                allowed += 1;
+                p.complete(Outcome::success()).unwrap();
+            }
+            Verdict::Deny(d) => {
+                assert_eq!(d.code(), DenyCode::AnomalyDetected);
+                first_denial.get_or_insert(d.reason().to_owned());
+            }
+            Verdict::Escalate(_) => unreachable!(),
+        }
+    }
+    assert_eq!(allowed, 12, "3 x the median (4)");
+    assert!(first_denial.unwrap().contains("normally stay within 12"));
+    // `ping` was never used by intake runs: denied (policy Deny) and alerted
+    let run2 = guard
+        .start_run(RunContext::new("bot", "r").for_task("intake"))
+        .unwrap();
+    assert_eq!(
+        guard
+            .check(&run2, &ToolCall::without_args("ping"))
+            .deny_code(),
+        Some(DenyCode::AnomalyDetected)
+    );
+    // runs without a task type, or of a task type without history, are not judged
+    let free = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    assert!(
+        guard
+            .check(&free, &ToolCall::without_args("ping"))
+            .is_allowed()
+    );
+    let kinds: Vec<AlertKind> = rx.try_iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [AlertKind::AnomalyDetected, AlertKind::UnexpectedTool],
+        "one alert per run and kind"
+    );
+}
+
+#[test]
+fn the_baseline_learns_online_from_finished_runs() {
+    use tollgate::breaker::{Baseline, BaselineConfig, BaselineRule, UnexpectedTool};
+    let baseline = Baseline::new(BaselineConfig {
+        rule: BaselineRule::Percentile {
+            percentile: 100.0,
+            factor: 2.0,
+        },
+        min_runs: 3,
+        max_runs: 10,
+        unexpected_tool: UnexpectedTool::Alert,
+    })
+    .unwrap();
+    let guard = Guard::builder(boundary()).baseline(baseline, true).build();
+    for _ in 0..3 {
+        let run = guard
+            .start_run(RunContext::new("bot", "r").for_task("report"))
+            .unwrap();
+        for i in 0..5 {
+            let args = format!(r#"{{"id": {i}}}"#);
+            assert!(
+                guard
+                    .check(&run, &ToolCall::new("fetch", args.as_str()))
+                    .is_allowed()
+            );
+        }
+        run.finish().unwrap();
+    }
+    // learned: report runs make 5 calls; the limit is 2 x 5 = 10
+    let run = guard
+        .start_run(RunContext::new("bot", "r").for_task("report"))
+        .unwrap();
+    let allowed = (0..20)
+        .filter(|i| {
+            let args = format!(r#"{{"id": {i}}}"#);
+            guard
+                .check(&run, &ToolCall::new("fetch", args.as_str()))
+                .is_allowed()
+        })
+        .count();
+    assert_eq!(allowed, 10);
+}

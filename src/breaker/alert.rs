@@ -24,6 +24,10 @@ pub enum AlertKind {
     BudgetExhausted,
     /// The same call was repeated past the loop limit.
     LoopDetected,
+    /// A run went far above its task type's baseline call count.
+    AnomalyDetected,
+    /// A run called a tool its task type has never used.
+    UnexpectedTool,
     /// The kill switch suspended something.
     Suspended,
     /// The kill switch resumed something.

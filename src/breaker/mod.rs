@@ -41,10 +41,12 @@
 //! ```
 
 mod alert;
+mod baseline;
 mod keyed;
 mod rate;
 
 pub use alert::{Alert, AlertKind, AlertSink, ChannelAlerts, TracingAlerts};
+pub use baseline::{Baseline, BaselineConfig, BaselineRule, BaselineSnapshot, UnexpectedTool};
 pub use keyed::{BreakerKey, Keyed, KeyedBreakers};
 pub(crate) use rate::RateLimiters;
 pub use rate::{RateLimit, RateLimits};

@@ -65,8 +65,9 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditError, AuditEvent, AuditSink, CredentialEvent, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted, Effect, ToolInfo};
 use crate::breaker::{
-    Alert, AlertKind, AlertSink, BreakerConfig, BreakerKey, CallResult, ConfigError, Keyed,
-    KeyedBreakers, RateLimiters, RateLimits, State as BreakerState, Ticket, Transition,
+    Alert, AlertKind, AlertSink, Baseline, BaselineSnapshot, BreakerConfig, BreakerKey, CallResult,
+    ConfigError, Keyed, KeyedBreakers, RateLimiters, RateLimits, State as BreakerState, Ticket,
+    Transition, UnexpectedTool,
 };
 use crate::call::AgentId;
 use crate::call::{RuleId, RunContext, RunId, ToolCall};
@@ -111,6 +112,14 @@ struct Shared {
     alerts: Option<Arc<dyn AlertSink>>,
     rate_limits: Option<RateLimiters>,
     rule_rate: RuleId,
+    baseline: Option<BaselineState>,
+    rule_baseline: RuleId,
+}
+
+struct BaselineState {
+    learner: std::sync::Mutex<Baseline>,
+    snapshot: ArcSwap<BaselineSnapshot>,
+    learn: bool,
 }
 
 impl Shared {
@@ -162,6 +171,94 @@ impl Shared {
         }
         recent.push_back((key, now));
         Ok(())
+    }
+
+    /// Compares the run with its task type's baseline: too many calls, or an unexpected tool.
+    /// Counts the call and remembers its tool when it passes.
+    fn check_baseline(&self, run: &Run, call: &ToolCall<'_>) -> Result<(), Denial> {
+        let (Some(b), Some(task)) = (&self.baseline, run.ctx.task_type()) else {
+            return Ok(());
+        };
+        let snap = b.snapshot.load();
+        let task = task.as_str();
+        if !snap.knows_tool(task, call.tool()) {
+            let policy = snap.unexpected_tool();
+            if policy != UnexpectedTool::Ignore {
+                let reason = format!(
+                    "runs of task type `{task}` have never used `{}`",
+                    call.tool()
+                );
+                // One alert per run, not one per retried call.
+                if !run.unexpected_alerted.swap(true, Ordering::AcqRel) {
+                    self.alert(
+                        AlertKind::UnexpectedTool,
+                        Some(run),
+                        Some(call.tool()),
+                        || reason.clone(),
+                    );
+                }
+                if policy == UnexpectedTool::Deny {
+                    return Err(Denial::new(
+                        DenyCode::AnomalyDetected,
+                        self.rule_baseline.clone(),
+                        reason,
+                    ));
+                }
+            }
+        }
+        // Count the call, atomically against the limit: racing threads cannot overshoot it.
+        let limit = snap.limit(task).map_or(u64::MAX, u64::from);
+        if let Err(made) = run
+            .made
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
+                (m < limit).then_some(m + 1)
+            })
+        {
+            let reason = format!(
+                "the run has made {made} tool calls; runs of task type `{task}` normally stay within {limit}"
+            );
+            if !run.anomaly_alerted.swap(true, Ordering::AcqRel) {
+                self.alert(
+                    AlertKind::AnomalyDetected,
+                    Some(run),
+                    Some(call.tool()),
+                    || reason.clone(),
+                );
+            }
+            return Err(Denial::new(
+                DenyCode::AnomalyDetected,
+                self.rule_baseline.clone(),
+                reason,
+            ));
+        }
+        if b.learn {
+            let mut used = run.tools_used.lock().unwrap_or_else(|p| p.into_inner());
+            if !used.contains(call.tool()) {
+                used.insert(call.tool().to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds a finished run into the baseline (online learning).
+    fn learn_from(&self, run: &Run) {
+        let (Some(b), Some(task)) = (&self.baseline, run.ctx.task_type()) else {
+            return;
+        };
+        if !b.learn {
+            return;
+        }
+        let made = u32::try_from(run.made.load(Ordering::Acquire)).unwrap_or(u32::MAX);
+        let tools: Vec<String> = run
+            .tools_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut learner = b.learner.lock().unwrap_or_else(|p| p.into_inner());
+        learner.observe(task.as_str(), made, tools);
+        b.snapshot.store(Arc::new(learner.snapshot()));
     }
 
     /// Takes a unit from the agent's and the tool's rate-limit buckets.
@@ -312,6 +409,7 @@ pub struct GuardBuilder {
     loops: Option<LoopDetection>,
     alerts: Option<Arc<dyn AlertSink>>,
     rate_limits: Option<RateLimits>,
+    baseline: Option<(Baseline, bool)>,
 }
 
 /// Loop detection: the same call (tool and arguments) more than `max_repeats` times within
@@ -471,6 +569,14 @@ impl GuardBuilder {
         self
     }
 
+    /// Judges runs that have a task type against `baseline` (learned from recorded runs):
+    /// denies calls past its call limit and alerts on (or denies) tools the task type never used.
+    /// With `learn_online`, every finished run is added to the baseline.
+    pub fn baseline(mut self, baseline: Baseline, learn_online: bool) -> Self {
+        self.baseline = Some((baseline, learn_online));
+        self
+    }
+
     /// Rate limits per agent and per tool (on the guard's monotonic clock). Validated now.
     pub fn rate_limits(mut self, cfg: RateLimits) -> Result<Self, ConfigError> {
         RateLimiters::new(&cfg, Arc::clone(&self.clock))?;
@@ -531,6 +637,12 @@ impl GuardBuilder {
                     RateLimiters::new(&cfg, Arc::clone(&self.clock)).ok()
                 }),
                 rule_rate: RuleId::new("guard.rate_limits"),
+                baseline: self.baseline.map(|(b, learn)| BaselineState {
+                    snapshot: ArcSwap::from_pointee(b.snapshot()),
+                    learner: std::sync::Mutex::new(b),
+                    learn,
+                }),
+                rule_baseline: RuleId::new("guard.baseline"),
                 clock: self.clock,
                 audit: self.audit,
                 credentials: self.credentials,
@@ -557,6 +669,7 @@ impl Guard {
             loops: None,
             alerts: None,
             rate_limits: None,
+            baseline: None,
         }
     }
 
@@ -728,6 +841,10 @@ impl Guard {
             finished: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
             calls: AtomicU64::new(0),
+            made: AtomicU64::new(0),
+            anomaly_alerted: AtomicBool::new(false),
+            unexpected_alerted: AtomicBool::new(false),
+            tools_used: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(
                 if self.shared.loops.is_some() { 64 } else { 0 },
             )),
@@ -797,6 +914,7 @@ impl Guard {
             shared
                 .detect_loop(run, call)
                 .and_then(|()| shared.rate_limit(run, call))
+                .and_then(|()| shared.check_baseline(run, call))
                 .and_then(|()| shared.reserve_budget(run))
                 .map(|()| a)
                 .map_err(|d| d.with_version(version))
@@ -943,6 +1061,10 @@ pub struct Run {
     finished: AtomicBool,
     suspended: AtomicBool,
     calls: AtomicU64,
+    made: AtomicU64,
+    anomaly_alerted: AtomicBool,
+    unexpected_alerted: AtomicBool,
+    tools_used: std::sync::Mutex<std::collections::BTreeSet<String>>,
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
 }
 
@@ -999,6 +1121,7 @@ impl Run {
         }
         // Revocation first: it must happen even if the records below fail.
         let revoked = self.revoke_credentials();
+        self.shared.learn_from(self);
         let duration = self.shared.clock.now().duration_since(self.started);
         let finished = self
             .shared
