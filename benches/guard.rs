@@ -9,7 +9,7 @@
 //! - `credential`: `mint_derived` (check, mint an HMAC-signed token, complete), `verify_derived`
 //!   (what the downstream service does), `expose_checked` (every check `expose` makes, no sink).
 //! - `breaker`: `closed_check` (one atomic load), `record_outcome` (acquire + record into a
-//!   100-call window), `guard_check_with_budget` (argument-less allow with a call budget),
+//!   100-call window), `budget_reserve` (argument-less allow reserving a call budget),
 //!   `rate_limit_check` (the same with an agent and a tool rate limit), `loop_detect` (the
 //!   `check_allow` call with loop detection scanning a full 1024-call memory).
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
@@ -253,15 +253,16 @@ fn bench_breaker(c: &mut Criterion) {
         .run_budget(tollgate::RunBudget {
             max_calls: Some(u64::MAX),
             max_duration: None,
+            ..Default::default()
         })
         .build();
     let run = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
     let call = ToolCall::without_args("lookup");
-    g.bench_function("guard_check_with_budget", |bench| {
+    g.bench_function("budget_reserve", |bench| {
         bench.iter(|| check_and_complete(black_box(&guard), &run, black_box(&call)))
     });
     // Rate limits: the argument-less allow with an agent and a tool bucket large enough never
-    // to run dry (compare with guard_check_with_budget).
+    // to run dry (compare with budget_reserve).
     let generous = tollgate::breaker::RateLimit {
         max_calls: std::num::NonZeroU32::new(1_000_000_000).unwrap(),
         per_secs: 1.0,

@@ -44,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .run_budget(RunBudget {
             max_calls: Some(25),
             max_duration: Some(Duration::from_secs(600)),
+            ..Default::default()
         })
         .build();
 

@@ -335,6 +335,8 @@ pub struct Outcome {
     pub input_tokens: Option<u64>,
     /// Output tokens produced by the step, if known.
     pub output_tokens: Option<u64>,
+    /// What the step cost, in millionths of the budget's currency unit, if known.
+    pub cost_micros: Option<u64>,
 }
 
 impl Outcome {
@@ -359,6 +361,7 @@ impl Outcome {
             status,
             input_tokens: None,
             output_tokens: None,
+            cost_micros: None,
         }
     }
 
@@ -367,6 +370,20 @@ impl Outcome {
         self.input_tokens = Some(input);
         self.output_tokens = Some(output);
         self
+    }
+
+    /// Attaches the step's cost (millionths of the budget's currency unit).
+    pub fn with_cost_micros(mut self, micros: u64) -> Self {
+        self.cost_micros = Some(micros);
+        self
+    }
+
+    /// Tokens used, if either count is known.
+    pub fn total_tokens(&self) -> Option<u64> {
+        match (self.input_tokens, self.output_tokens) {
+            (None, None) => None,
+            (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
+        }
     }
 
     /// `true` if the call succeeded.

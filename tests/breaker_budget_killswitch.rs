@@ -156,6 +156,7 @@ fn call_budget_is_exact_under_concurrency() {
         .run_budget(RunBudget {
             max_calls: Some(100),
             max_duration: None,
+            ..Default::default()
         })
         .build();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
@@ -192,6 +193,7 @@ fn wall_time_budget_ends_a_run() {
         .run_budget(RunBudget {
             max_calls: None,
             max_duration: Some(Duration::from_secs(60)),
+            ..Default::default()
         })
         .build();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
@@ -431,6 +433,7 @@ fn alerts_carry_the_figures_and_match_the_audit_trail() {
         .run_budget(RunBudget {
             max_calls: Some(8),
             max_duration: None,
+            ..Default::default()
         })
         .build();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
@@ -475,6 +478,7 @@ fn alerts_carry_the_figures_and_match_the_audit_trail() {
         .run_budget(RunBudget {
             max_calls: Some(3),
             max_duration: None,
+            ..Default::default()
         })
         .build();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
@@ -655,4 +659,112 @@ fn the_baseline_learns_online_from_finished_runs() {
         })
         .count();
     assert_eq!(allowed, 10);
+}
+
+#[test]
+fn token_and_cost_budgets_reserve_then_settle_and_never_overshoot_under_concurrency() {
+    let guard = Guard::builder(boundary())
+        .run_budget(RunBudget {
+            max_tokens: Some(10_000),
+            tokens_per_call: 500,
+            max_cost_micros: Some(1_000_000),
+            cost_micros_per_call: 10_000,
+            ..Default::default()
+        })
+        .build();
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    // 8 threads hold their permits (reservations outstanding) while racing for the budget:
+    // at 500 tokens each, exactly 20 fit in 10 000.
+    let held = std::sync::Mutex::new(Vec::new());
+    let barrier = std::sync::Barrier::new(8);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..10 {
+                    if let Verdict::Allow(p) = guard.check(&run, &ToolCall::without_args("ping")) {
+                        held.lock().unwrap().push(p);
+                    }
+                }
+            });
+        }
+    });
+    let permits = held.into_inner().unwrap();
+    assert_eq!(permits.len(), 20, "10 000 tokens / 500 reserved per call");
+    // settle: each call really used 100 tokens, so 8 000 come back
+    for p in permits {
+        p.complete(
+            Outcome::success()
+                .with_tokens(60, 40)
+                .with_cost_micros(1_000),
+        )
+        .unwrap();
+    }
+    let more = (0..100)
+        .filter_map(
+            |_| match guard.check(&run, &ToolCall::without_args("ping")) {
+                Verdict::Allow(p) => Some(p),
+                _ => None,
+            },
+        )
+        .collect::<Vec<_>>();
+    assert_eq!(more.len(), 16, "(10 000 - 20 x 100) / 500");
+    drop(more); // abandoned calls keep their whole reservation
+    let v = guard.check(&run, &ToolCall::without_args("ping"));
+    assert_eq!(v.deny_code(), Some(DenyCode::BudgetExhausted));
+    assert_eq!(
+        v.denial().unwrap().rule().as_str(),
+        "guard.budget.max_tokens"
+    );
+    drop(v);
+    // a declared estimate is reserved instead of the default
+    let cost_guard = Guard::builder(boundary())
+        .run_budget(RunBudget {
+            max_cost_micros: Some(50_000),
+            ..Default::default()
+        })
+        .build();
+    let run = cost_guard.start_run(RunContext::new("a", "r")).unwrap();
+    let big = ToolCall::without_args("ping").with_cost_estimate_micros(40_000);
+    let p = match cost_guard.check(&run, &big) {
+        Verdict::Allow(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let second = cost_guard.check(&run, &big);
+    assert_eq!(
+        second.denial().unwrap().rule().as_str(),
+        "guard.budget.max_cost_micros"
+    );
+    drop(second);
+    // the tool reports it cost only 5 000: 45 000 are free again
+    p.complete(Outcome::success().with_cost_micros(5_000))
+        .unwrap();
+    assert!(cost_guard.check(&run, &big).is_allowed());
+}
+
+#[test]
+fn a_failed_reservation_releases_what_it_took() {
+    // calls succeed, tokens fail: the call unit must come back
+    let guard = Guard::builder(boundary())
+        .run_budget(RunBudget {
+            max_calls: Some(2),
+            max_tokens: Some(100),
+            ..Default::default()
+        })
+        .build();
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    let huge = ToolCall::without_args("ping").with_token_estimate(1_000);
+    for _ in 0..5 {
+        assert_eq!(
+            guard.check(&run, &huge).deny_code(),
+            Some(DenyCode::BudgetExhausted)
+        );
+    }
+    let small = ToolCall::without_args("ping").with_token_estimate(10);
+    assert!(guard.check(&run, &small).is_allowed());
+    assert!(guard.check(&run, &small).is_allowed());
+    assert_eq!(
+        guard.check(&run, &small).deny_code(),
+        Some(DenyCode::BudgetExhausted)
+    );
 }

@@ -318,6 +318,7 @@ impl AuditEvent<'_> {
                     "gen_ai.usage.output_tokens".into(),
                     json!(outcome.output_tokens),
                 );
+                m.insert("tollgate.cost_micros".into(), json!(outcome.cost_micros));
                 m.insert(
                     "tollgate.latency_ns".into(),
                     json!(latency.as_nanos() as u64),

@@ -156,6 +156,8 @@ pub struct ToolCall<'a> {
     call_id: Option<&'a str>,
     confidence: Option<f32>,
     reasoning: Option<&'a str>,
+    token_estimate: Option<u64>,
+    cost_estimate_micros: Option<u64>,
 }
 
 impl<'a> ToolCall<'a> {
@@ -167,6 +169,8 @@ impl<'a> ToolCall<'a> {
             call_id: None,
             confidence: None,
             reasoning: None,
+            token_estimate: None,
+            cost_estimate_micros: None,
         }
     }
 
@@ -191,6 +195,30 @@ impl<'a> ToolCall<'a> {
     pub fn with_reasoning(mut self, reasoning: &'a str) -> Self {
         self.reasoning = Some(reasoning);
         self
+    }
+
+    /// The most tokens this step may consume; a run's token budget reserves this much before the
+    /// call and settles to the actual usage when the permit completes.
+    pub fn with_token_estimate(mut self, tokens: u64) -> Self {
+        self.token_estimate = Some(tokens);
+        self
+    }
+
+    /// The most this step may cost, in millionths of the budget's currency unit; reserved like
+    /// tokens.
+    pub fn with_cost_estimate_micros(mut self, micros: u64) -> Self {
+        self.cost_estimate_micros = Some(micros);
+        self
+    }
+
+    /// The declared token estimate, if any.
+    pub fn token_estimate(&self) -> Option<u64> {
+        self.token_estimate
+    }
+
+    /// The declared cost estimate, if any.
+    pub fn cost_estimate_micros(&self) -> Option<u64> {
+        self.cost_estimate_micros
     }
 
     /// The tool name exactly as proposed (no normalisation is ever applied).

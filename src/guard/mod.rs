@@ -107,6 +107,8 @@ struct Shared {
     rule_breaker: RuleId,
     rule_budget_calls: RuleId,
     rule_budget_time: RuleId,
+    rule_budget_tokens: RuleId,
+    rule_budget_cost: RuleId,
     loops: Option<LoopDetection>,
     rule_loop: RuleId,
     alerts: Option<Arc<dyn AlertSink>>,
@@ -280,10 +282,11 @@ impl Shared {
             })
     }
 
-    /// Reserves one tool call of the run's budget (never exceeded, even under concurrency) and
-    /// checks its wall-time budget.
-    fn reserve_budget(&self, run: &Run) -> Result<(), Denial> {
-        if let Some(max) = self.budget.max_duration
+    /// Reserves the call's share of the run's budgets (never exceeded, even under concurrency)
+    /// and checks its wall-time budget. All or nothing: a failed reservation releases the others.
+    fn reserve_budget(&self, run: &Run, call: &ToolCall<'_>) -> Result<Reserved, Denial> {
+        let b = &self.budget;
+        if let Some(max) = b.max_duration
             && self.clock.now().duration_since(run.started) >= max
         {
             return Err(Denial::new(
@@ -295,21 +298,84 @@ impl Shared {
                 ),
             ));
         }
-        if let Some(max) = self.budget.max_calls
-            && run
-                .calls
+        let take = |counter: &AtomicU64, amount: u64, max: u64| {
+            counter
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                    (c < max).then_some(c + 1)
+                    c.checked_add(amount).filter(|n| *n <= max)
                 })
-                .is_err()
-        {
-            return Err(Denial::new(
-                DenyCode::BudgetExhausted,
-                self.rule_budget_calls.clone(),
-                format!("the run has used its budget of {max} tool calls"),
-            ));
+                .is_ok()
+        };
+        let mut r = Reserved::default();
+        if let Some(max) = b.max_calls {
+            if !take(&run.calls, 1, max) {
+                return Err(Denial::new(
+                    DenyCode::BudgetExhausted,
+                    self.rule_budget_calls.clone(),
+                    format!("the run has used its budget of {max} tool calls"),
+                ));
+            }
+            r.call = true;
         }
-        Ok(())
+        if let Some(max) = b.max_tokens {
+            let want = call.token_estimate().unwrap_or(b.tokens_per_call);
+            if !take(&run.tokens, want, max) {
+                self.release_budget(run, r);
+                return Err(Denial::new(
+                    DenyCode::BudgetExhausted,
+                    self.rule_budget_tokens.clone(),
+                    format!(
+                        "the run's token budget of {max} cannot cover this call's {want} (used {})",
+                        run.tokens.load(Ordering::Acquire)
+                    ),
+                ));
+            }
+            r.tokens = want;
+        }
+        if let Some(max) = b.max_cost_micros {
+            let want = call
+                .cost_estimate_micros()
+                .unwrap_or(b.cost_micros_per_call);
+            if !take(&run.cost, want, max) {
+                self.release_budget(run, r);
+                return Err(Denial::new(
+                    DenyCode::BudgetExhausted,
+                    self.rule_budget_cost.clone(),
+                    format!(
+                        "the run's cost budget of {max} micros cannot cover this call's {want} (used {})",
+                        run.cost.load(Ordering::Acquire)
+                    ),
+                ));
+            }
+            r.cost = want;
+        }
+        Ok(r)
+    }
+
+    /// Gives a reservation back (the call never ran).
+    fn release_budget(&self, run: &Run, r: Reserved) {
+        if r.call {
+            run.calls.fetch_sub(1, Ordering::AcqRel);
+        }
+        run.tokens.fetch_sub(r.tokens, Ordering::AcqRel);
+        run.cost.fetch_sub(r.cost, Ordering::AcqRel);
+    }
+
+    /// Settles a reservation to what the call reported using.
+    fn settle_budget(&self, run: &Run, r: Reserved, outcome: &Outcome) {
+        let settle = |counter: &AtomicU64, reserved: u64, actual: Option<u64>| {
+            let Some(actual) = actual else { return };
+            if actual < reserved {
+                counter.fetch_sub(reserved - actual, Ordering::AcqRel);
+            } else {
+                counter.fetch_add(actual - reserved, Ordering::AcqRel);
+            }
+        };
+        if self.budget.max_tokens.is_some() {
+            settle(&run.tokens, r.tokens, outcome.total_tokens());
+        }
+        if self.budget.max_cost_micros.is_some() {
+            settle(&run.cost, r.cost, outcome.cost_micros);
+        }
     }
 
     /// Records a denial and returns it (or the audit failure, which also denies).
@@ -495,16 +561,37 @@ fn call_fingerprint(call: &ToolCall<'_>) -> u64 {
     h.0
 }
 
-/// Per-run limits. Every field is optional; none is set by default.
+/// Per-run limits. Every limit is optional; none is set by default.
+///
+/// Budgets are reserve-then-commit: an allowed call reserves its share atomically (one call, its
+/// declared token and cost estimates or the per-call defaults) before it runs, so racing threads
+/// never exceed a budget by even one unit; when the permit completes, the reservation settles to
+/// the reported usage. A tool that reports more than it reserved is charged the excess, and the
+/// next call finds the budget that much smaller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunBudget {
-    /// Most tool calls a run may be allowed. Exact under concurrency: reserved atomically when a
-    /// call is allowed, so racing threads never exceed it by even one call.
+    /// Most tool calls a run may be allowed.
     pub max_calls: Option<u64>,
     /// Longest a run may keep calling tools, from its start.
     #[serde(default, with = "opt_secs")]
     pub max_duration: Option<std::time::Duration>,
+    /// Most tokens (input + output) a run may use.
+    pub max_tokens: Option<u64>,
+    /// Tokens reserved for a call that declares no estimate.
+    pub tokens_per_call: u64,
+    /// Most a run may cost, in millionths of a currency unit.
+    pub max_cost_micros: Option<u64>,
+    /// Cost reserved for a call that declares no estimate.
+    pub cost_micros_per_call: u64,
+}
+
+/// What a permitted call reserved from its run's budgets.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reserved {
+    call: bool,
+    tokens: u64,
+    cost: u64,
 }
 
 mod opt_secs {
@@ -629,6 +716,8 @@ impl GuardBuilder {
                 rule_breaker: RuleId::new("guard.breaker"),
                 rule_budget_calls: RuleId::new("guard.budget.max_calls"),
                 rule_budget_time: RuleId::new("guard.budget.max_duration"),
+                rule_budget_tokens: RuleId::new("guard.budget.max_tokens"),
+                rule_budget_cost: RuleId::new("guard.budget.max_cost_micros"),
                 loops: self.loops,
                 rule_loop: RuleId::new("guard.loop_detection"),
                 alerts: self.alerts,
@@ -841,6 +930,8 @@ impl Guard {
             finished: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
             calls: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+            cost: AtomicU64::new(0),
             made: AtomicU64::new(0),
             anomaly_alerted: AtomicBool::new(false),
             unexpected_alerted: AtomicBool::new(false),
@@ -915,11 +1006,11 @@ impl Guard {
                 .detect_loop(run, call)
                 .and_then(|()| shared.rate_limit(run, call))
                 .and_then(|()| shared.check_baseline(run, call))
-                .and_then(|()| shared.reserve_budget(run))
-                .map(|()| a)
+                .and_then(|()| shared.reserve_budget(run, call))
+                .map(|r| (a, r))
                 .map_err(|d| d.with_version(version))
         });
-        let admitted = match admitted {
+        let (admitted, reserved) = match admitted {
             Ok(a) => a,
             Err(denial) => {
                 release(breaker);
@@ -937,6 +1028,7 @@ impl Guard {
         );
         if let Err(e) = recorded {
             release(breaker);
+            shared.release_budget(run, reserved);
             return Verdict::Deny(audit_denial(shared, e, version));
         }
         // Latency feeds the audit trail and the breaker's slow-call rate; with neither, reading
@@ -949,6 +1041,7 @@ impl Guard {
             call_id: call.call_id(),
             started: timed.then(|| shared.clock.now()),
             breaker,
+            reserved,
             done: false,
         })
     }
@@ -1061,6 +1154,8 @@ pub struct Run {
     finished: AtomicBool,
     suspended: AtomicBool,
     calls: AtomicU64,
+    tokens: AtomicU64,
+    cost: AtomicU64,
     made: AtomicU64,
     anomaly_alerted: AtomicBool,
     unexpected_alerted: AtomicBool,
@@ -1149,6 +1244,7 @@ pub struct Permit<'a> {
     call_id: Option<&'a str>,
     started: Option<MonoTime>,
     breaker: Option<(Arc<Keyed>, Ticket)>,
+    reserved: Reserved,
     done: bool,
 }
 
@@ -1352,6 +1448,8 @@ impl<'a> Permit<'a> {
 
     fn record(&mut self, outcome: &Outcome) -> Result<(), AuditError> {
         let shared = &self.run.shared;
+        // An abandoned call keeps its whole reservation (it may have run).
+        shared.settle_budget(self.run, self.reserved, outcome);
         let Some(started) = self.started else {
             // Neither a sink nor a breaker: nothing observes the outcome.
             return Ok(());
