@@ -32,6 +32,9 @@
 //! ```
 
 pub mod file;
+mod sinks;
+
+pub use sinks::{Fanout, TracingSink};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,0 +1,133 @@
+//! More shipped sinks: [`Fanout`] (one event, several sinks) and [`TracingSink`] (events as
+//! `tracing` spans and events carrying OpenTelemetry GenAI attribute names).
+
+use std::sync::Arc;
+
+use super::{AuditError, AuditEvent, AuditSink, Decision, EventKind};
+
+/// Sends every event to several sinks, in order. Every sink is tried; if any refuses, the first
+/// error is returned (so the guard denies), even though the other sinks have the event.
+pub struct Fanout {
+    sinks: Vec<Arc<dyn AuditSink>>,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl Fanout {
+    /// A fanout over `sinks`.
+    pub fn new(sinks: Vec<Arc<dyn AuditSink>>) -> Self {
+        Self { sinks }
+    }
+}
+
+impl AuditSink for Fanout {
+    fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
+        let mut first = Ok(());
+        for s in &self.sinks {
+            let r = s.record(event);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        let mut first = Ok(());
+        for s in &self.sinks {
+            let r = s.flush();
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+/// Emits events through `tracing` (target `tollgate::audit`), so any subscriber, including a
+/// `tracing-opentelemetry` layer, receives them.
+///
+/// - A permitted call's outcome becomes an `execute_tool` span (OTel GenAI operation name) with
+///   `gen_ai.operation.name`, `gen_ai.tool.name`, `gen_ai.tool.call.id`, `gen_ai.agent.id`,
+///   `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, the status and the latency in
+///   nanoseconds. (The span is recorded when the outcome is known, so its own duration is not the
+///   tool's; `tollgate.latency_ns` is.)
+/// - Decisions, run start/end, credential, breaker and kill-switch events become `tracing` events
+///   (INFO; denials and kill-switch actions WARN) with fields `seq`, `gen_ai.agent.id`,
+///   `tollgate.run.id`, and the event as [`AuditEvent::to_json`](super::AuditEvent::to_json)
+///   renders it in `tollgate.event`.
+///
+/// Tool arguments are part of the decision's JSON: put a redacting sink in front if they can hold
+/// personal data.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingSink;
+
+impl AuditSink for TracingSink {
+    fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
+        let agent = event.agent.map(|a| a.as_str()).unwrap_or("");
+        let run = event.run.map(|r| r.as_str()).unwrap_or("");
+        match &event.kind {
+            EventKind::Outcome {
+                tool,
+                call_id,
+                outcome,
+                latency,
+                policy_version,
+            } => {
+                let span = tracing::info_span!(
+                    target: "tollgate::audit",
+                    "execute_tool",
+                    gen_ai.operation.name = "execute_tool",
+                    gen_ai.tool.name = %tool,
+                    gen_ai.tool.call.id = call_id.unwrap_or(""),
+                    gen_ai.agent.id = agent,
+                    gen_ai.usage.input_tokens = outcome.input_tokens,
+                    gen_ai.usage.output_tokens = outcome.output_tokens,
+                    tollgate.run.id = run,
+                    tollgate.seq = event.seq,
+                    tollgate.outcome = ?outcome.status,
+                    tollgate.latency_ns = latency.as_nanos() as u64,
+                    tollgate.policy.version = %policy_version,
+                );
+                drop(span.enter());
+            }
+            EventKind::Decision {
+                decision: Decision::Deny(_),
+                ..
+            }
+            | EventKind::KillSwitch { .. } => {
+                let json = event.to_json();
+                tracing::warn!(
+                    target: "tollgate::audit",
+                    seq = event.seq,
+                    gen_ai.agent.id = agent,
+                    tollgate.run.id = run,
+                    tollgate.event = %json,
+                    "audit event"
+                );
+            }
+            _ => {
+                let json = event.to_json();
+                tracing::info!(
+                    target: "tollgate::audit",
+                    seq = event.seq,
+                    gen_ai.agent.id = agent,
+                    tollgate.run.id = run,
+                    tollgate.event = %json,
+                    "audit event"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+}
