@@ -12,6 +12,9 @@
 //!   100-call window), `budget_reserve` (argument-less allow reserving a call budget),
 //!   `rate_limit_check` (the same with an agent and a tool rate limit), `loop_detect` (the
 //!   `check_allow` call with loop detection scanning a full 1024-call memory).
+//! - `audit`: `record_memory` and `record_file_buffered` (caller-side cost of one record),
+//!   `file_throughput_buffered` and `file_throughput_fsync_group` (records until durable, per
+//!   record), `verify_throughput` (a 20 000-record log).
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
 //!   `args_3_rules` call), `check_allow_raw`, `check_allow_audited` (with an audit sink that takes
 //!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
@@ -303,11 +306,121 @@ fn bench_breaker(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_audit(c: &mut Criterion) {
+    use std::time::{Duration, Instant, SystemTime};
+    use tollgate::audit::file::{Durability, FileSink, FileSinkConfig, verify};
+    use tollgate::audit::{Decision, EventKind, MemorySink};
+    use tollgate::{AgentId, RunId};
+
+    let run = RunId::new("run-bench-1");
+    let agent = AgentId::new("agent-7");
+    let value = args();
+    let call = ToolCall::new("pay_invoice", &value).with_call_id("call_123");
+    let version = boundary(10).version();
+    let event = |seq| {
+        AuditEvent::new(
+            seq,
+            SystemTime::now(),
+            Some(&run),
+            Some(&agent),
+            EventKind::Decision {
+                call: &call,
+                decision: Decision::Allow,
+                policy_version: Some(version),
+            },
+        )
+    };
+    let scratch = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
+    let fresh = |name: &str| {
+        let d = scratch.join(name);
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    };
+
+    let mut g = c.benchmark_group("audit");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(4));
+    // Caller-side cost of one record: the memory sink (serialises to a JSON value and stores it)...
+    g.bench_function("record_memory", |bench| {
+        bench.iter_custom(|iters| {
+            let sink = MemorySink::new();
+            let t = Instant::now();
+            for i in 0..iters {
+                sink.record(&event(i + 1)).unwrap();
+            }
+            t.elapsed()
+        })
+    });
+    // ...and the file sink in OS-buffered mode: serialise on the caller, enqueue for the writer.
+    g.throughput(criterion::Throughput::Elements(1));
+    g.bench_function("record_file_buffered", |bench| {
+        bench.iter_custom(|iters| {
+            let dir = fresh("buffered-caller");
+            let cfg = FileSinkConfig::default()
+                .durability(Durability::OsBuffered)
+                .queue_capacity(1 << 16);
+            let (sink, _) = FileSink::open(&dir, cfg).unwrap();
+            let t = Instant::now();
+            for i in 0..iters {
+                sink.record(&event(i + 1)).unwrap();
+            }
+            let took = t.elapsed();
+            drop(sink);
+            let _ = std::fs::remove_dir_all(&dir);
+            took
+        })
+    });
+    // Sustained throughput until durable: records, then flush (all written and fsync'd).
+    for (name, durability) in [
+        ("file_throughput_buffered", Durability::OsBuffered),
+        (
+            "file_throughput_fsync_group",
+            Durability::GroupCommit { interval_ms: 5 },
+        ),
+    ] {
+        g.bench_function(name, |bench| {
+            bench.iter_custom(|iters| {
+                let dir = fresh(name);
+                let cfg = FileSinkConfig::default()
+                    .durability(durability)
+                    .queue_capacity(1 << 16);
+                let (sink, _) = FileSink::open(&dir, cfg).unwrap();
+                let t = Instant::now();
+                for i in 0..iters {
+                    sink.record(&event(i + 1)).unwrap();
+                }
+                sink.flush().unwrap();
+                let took = t.elapsed();
+                drop(sink);
+                let _ = std::fs::remove_dir_all(&dir);
+                took
+            })
+        });
+    }
+    // Verification speed over a 20 000-record log.
+    let dir = fresh("verify");
+    {
+        let cfg = FileSinkConfig::default().durability(Durability::OsBuffered);
+        let (sink, _) = FileSink::open(&dir, cfg).unwrap();
+        for i in 0..20_000 {
+            sink.record(&event(i + 1)).unwrap();
+        }
+        sink.flush().unwrap();
+    }
+    g.throughput(criterion::Throughput::Elements(20_000));
+    g.bench_function("verify_throughput", |bench| {
+        bench.iter(|| verify(&dir).unwrap().records)
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
 criterion_group!(
     benches,
     bench_boundary,
     bench_guard,
     bench_credential,
-    bench_breaker
+    bench_breaker,
+    bench_audit
 );
 criterion_main!(benches);

@@ -61,6 +61,26 @@ pub struct AuditEvent<'a> {
     pub kind: EventKind<'a>,
 }
 
+impl<'a> AuditEvent<'a> {
+    /// An event, for testing or benchmarking a sink outside a guard (the guard numbers and
+    /// timestamps its own events).
+    pub fn new(
+        seq: u64,
+        at: SystemTime,
+        run: Option<&'a RunId>,
+        agent: Option<&'a AgentId>,
+        kind: EventKind<'a>,
+    ) -> Self {
+        Self {
+            seq,
+            at,
+            run,
+            agent,
+            kind,
+        }
+    }
+}
+
 /// The kinds of event. More kinds (escalations, breaker trips, credentials, reloads) arrive with
 /// their primitives; match with a wildcard arm.
 #[derive(Debug)]
