@@ -164,19 +164,26 @@ impl RateLimiters {
         })
     }
 
-    fn limiter(
+    /// Takes one unit from the bucket of `key`, creating the bucket on first use. The common
+    /// case borrows the limiter from the map snapshot: no reference-count traffic, no lock.
+    fn take(
         &self,
         map: &ArcSwap<HashMap<Box<str>, Arc<Limiter>>>,
         key: &str,
         quota: Quota,
         bounded: bool,
-    ) -> Arc<Limiter> {
+    ) -> Result<(), Duration> {
+        let wait = |l: &Limiter| {
+            // The clock is read again only to say how long to wait.
+            l.check()
+                .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        };
         if let Some(l) = map.load().get(key) {
-            return Arc::clone(l);
+            return wait(l);
         }
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = map.load().get(key) {
-            return Arc::clone(l);
+            return wait(l);
         }
         let mut next = HashMap::clone(&map.load());
         if bounded {
@@ -192,34 +199,29 @@ impl RateLimiters {
             order.push_back(key.into());
         }
         let l = Arc::new(RateLimiter::direct_with_clock(quota, self.clock.clone()));
-        next.insert(key.into(), Arc::clone(&l));
+        let result = wait(&l);
+        next.insert(key.into(), l);
         map.store(Arc::new(next));
-        l
+        result
     }
 
     /// Takes one unit from the agent's and the tool's buckets, or says which is empty and for
     /// how long. The agent bucket is checked first; a call refused by the tool bucket has still
     /// used its agent unit (conservative).
     pub(crate) fn check(&self, agent: &str, tool: &str) -> Result<(), Limited> {
-        let now = self.clock.now();
         if let Some(q) = self.agent_quota {
-            let l = self.limiter(&self.agents, agent, q, true);
-            if let Err(not_until) = l.check() {
-                return Err(Limited {
+            self.take(&self.agents, agent, q, true)
+                .map_err(|retry_after| Limited {
                     scope: "agent",
-                    retry_after: not_until.wait_time_from(now),
-                });
-            }
+                    retry_after,
+                })?;
         }
-        let quota = self.tools.get(tool).copied().or(self.default_tool);
-        if let Some(q) = quota {
-            let l = self.limiter(&self.tool_limiters, tool, q, false);
-            if let Err(not_until) = l.check() {
-                return Err(Limited {
+        if let Some(q) = self.tools.get(tool).copied().or(self.default_tool) {
+            self.take(&self.tool_limiters, tool, q, false)
+                .map_err(|retry_after| Limited {
                     scope: "tool",
-                    retry_after: not_until.wait_time_from(now),
-                });
-            }
+                    retry_after,
+                })?;
         }
         Ok(())
     }

@@ -1428,7 +1428,7 @@ impl<'a> Permit<'a> {
             self.run,
             EventKind::Credential(CredentialEvent::Issued {
                 id: cred.id(),
-                provider: &cred_provider(&cred),
+                provider: cred.provider_name(),
                 scope: cred.scope(),
                 expires_at_unix: expires_unix,
             }),
@@ -1549,10 +1549,6 @@ impl Cancellation<'_> {
     pub fn is_cancelled(&self) -> bool {
         self.run.shared.suspended(self.run).is_some()
     }
-}
-
-fn cred_provider(c: &ScopedCredential) -> String {
-    c.provider_name().to_owned()
 }
 
 impl ScopedCredential {
