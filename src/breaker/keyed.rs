@@ -80,13 +80,7 @@ impl KeyedBreakers {
         capacity: usize,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConfigError> {
-        cfg.validate()?;
-        if capacity == 0 {
-            return Err(ConfigError {
-                field: "capacity",
-                reason: "must be at least 1",
-            });
-        }
+        Self::validate(&cfg, capacity)?;
         Ok(Self {
             cfg,
             key,
@@ -95,6 +89,18 @@ impl KeyedBreakers {
             map: ArcSwap::from_pointee(Map::new()),
             writer: Mutex::new(()),
         })
+    }
+
+    /// Checks a configuration without building anything.
+    pub(crate) fn validate(cfg: &BreakerConfig, capacity: usize) -> Result<(), ConfigError> {
+        cfg.validate()?;
+        if capacity == 0 {
+            return Err(ConfigError {
+                field: "capacity",
+                reason: "must be at least 1",
+            });
+        }
+        Ok(())
     }
 
     fn parts<'k>(&self, agent: &'k str, tool: &'k str) -> (&'k str, &'k str) {

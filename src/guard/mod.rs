@@ -316,38 +316,45 @@ impl Shared {
             }
             r.call = true;
         }
-        if let Some(max) = b.max_tokens {
-            let want = call.token_estimate().unwrap_or(b.tokens_per_call);
-            if !take(&run.tokens, want, max) {
-                self.release_budget(run, r);
-                return Err(Denial::new(
-                    DenyCode::BudgetExhausted,
-                    self.rule_budget_tokens.clone(),
-                    format!(
-                        "the run's token budget of {max} cannot cover this call's {want} (used {})",
-                        run.tokens.load(Ordering::Acquire)
-                    ),
-                ));
+        // Tokens, then cost: the declared estimate, or the per-call default. A refusal gives
+        // back what was already reserved.
+        let meter = |max: Option<u64>,
+                     want: u64,
+                     counter: &AtomicU64,
+                     rule: &RuleId,
+                     what: &str,
+                     r| {
+            let Some(max) = max else { return Ok(0) };
+            if take(counter, want, max) {
+                return Ok(want);
             }
-            r.tokens = want;
-        }
-        if let Some(max) = b.max_cost_micros {
-            let want = call
-                .cost_estimate_micros()
-                .unwrap_or(b.cost_micros_per_call);
-            if !take(&run.cost, want, max) {
-                self.release_budget(run, r);
-                return Err(Denial::new(
-                    DenyCode::BudgetExhausted,
-                    self.rule_budget_cost.clone(),
-                    format!(
-                        "the run's cost budget of {max} micros cannot cover this call's {want} (used {})",
-                        run.cost.load(Ordering::Acquire)
-                    ),
-                ));
-            }
-            r.cost = want;
-        }
+            self.release_budget(run, r);
+            Err(Denial::new(
+                DenyCode::BudgetExhausted,
+                rule.clone(),
+                format!(
+                    "the run's {what} budget of {max} cannot cover this call's {want} (used {})",
+                    counter.load(Ordering::Acquire)
+                ),
+            ))
+        };
+        r.tokens = meter(
+            b.max_tokens,
+            call.token_estimate().unwrap_or(b.tokens_per_call),
+            &run.tokens,
+            &self.rule_budget_tokens,
+            "token",
+            r,
+        )?;
+        r.cost = meter(
+            b.max_cost_micros,
+            call.cost_estimate_micros()
+                .unwrap_or(b.cost_micros_per_call),
+            &run.cost,
+            &self.rule_budget_cost,
+            "cost (micros)",
+            r,
+        )?;
         Ok(r)
     }
 
@@ -493,19 +500,38 @@ pub struct LoopDetection {
     pub window: std::time::Duration,
 }
 
+/// Durations as (fractional) seconds in configuration documents.
 mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
+
+    fn from_secs<E: serde::de::Error>(secs: f64) -> Result<Duration, E> {
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| E::custom("a duration must be a non-negative number of seconds"))
+    }
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(|_| {
-            serde::de::Error::custom("window must be a non-negative number of seconds")
-        })
+        from_secs(f64::deserialize(d)?)
+    }
+
+    /// The same for `Option<Duration>`.
+    pub mod opt {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.serialize_some(&d.as_secs_f64()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<f64>::deserialize(d)?.map(from_secs).transpose()
+        }
     }
 }
 
@@ -574,7 +600,7 @@ pub struct RunBudget {
     /// Most tool calls a run may be allowed.
     pub max_calls: Option<u64>,
     /// Longest a run may keep calling tools, from its start.
-    #[serde(default, with = "opt_secs")]
+    #[serde(default, with = "secs::opt")]
     pub max_duration: Option<std::time::Duration>,
     /// Most tokens (input + output) a run may use.
     pub max_tokens: Option<u64>,
@@ -592,28 +618,6 @@ struct Reserved {
     call: bool,
     tokens: u64,
     cost: u64,
-}
-
-mod opt_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let v: Option<f64> = Option::deserialize(d)?;
-        v.map(|secs| {
-            Duration::try_from_secs_f64(secs).map_err(|_| {
-                serde::de::Error::custom("max_duration must be a non-negative number of seconds")
-            })
-        })
-        .transpose()
-    }
 }
 
 impl GuardBuilder {
@@ -639,13 +643,7 @@ impl GuardBuilder {
         key: BreakerKey,
         capacity: usize,
     ) -> Result<Self, ConfigError> {
-        cfg.validate()?;
-        if capacity == 0 {
-            return Err(ConfigError {
-                field: "capacity",
-                reason: "must be at least 1",
-            });
-        }
+        KeyedBreakers::validate(&cfg, capacity)?;
         self.breakers = Some((cfg, key, capacity));
         Ok(self)
     }
