@@ -146,6 +146,45 @@ fn allow_path_allocates_nothing_with_a_non_allocating_sink() {
 }
 
 #[test]
+fn allow_path_allocates_nothing_with_breakers_budgets_rate_limits_and_kill_switch() {
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+    use tollgate::RunBudget;
+    use tollgate::breaker::{BreakerConfig, BreakerKey, RateLimit, RateLimits};
+    let generous = RateLimit {
+        max_calls: NonZeroU32::new(1_000_000_000).unwrap(),
+        per_secs: 1.0,
+        burst: NonZeroU32::new(u32::MAX),
+    };
+    let guard = Guard::builder(boundary())
+        .audit(Arc::new(CountingSink::default()))
+        .breakers(BreakerConfig::default(), BreakerKey::AgentTool, 64)
+        .unwrap()
+        .rate_limits(RateLimits {
+            per_agent: Some(generous),
+            default_per_tool: Some(generous),
+            ..RateLimits::default()
+        })
+        .unwrap()
+        .run_budget(RunBudget {
+            max_calls: Some(u64::MAX),
+            max_duration: Some(Duration::from_secs(3600)),
+            max_tokens: Some(u64::MAX),
+            tokens_per_call: 100,
+            max_cost_micros: Some(u64::MAX),
+            cost_micros_per_call: 10,
+        })
+        .build();
+    // A suspended agent elsewhere makes the kill-switch stage search its set.
+    guard
+        .suspend_agent(&tollgate::AgentId::new("someone-else"), "test")
+        .unwrap();
+    // Warm-up (in the shared helper) creates the breaker and the rate-limit buckets; from then
+    // on the allow path allocates nothing.
+    assert_allow_path_allocates_nothing(&guard);
+}
+
+#[test]
 fn boundary_check_alone_allocates_nothing() {
     let b = boundary();
     let ctx = RunContext::new("bot", "clerk").in_compartment("M-1001");

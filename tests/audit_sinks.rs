@@ -176,3 +176,24 @@ fn a_planted_secret_reaches_no_sink() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tracing_alerts_are_warnings_with_their_context() {
+    use tollgate::breaker::TracingAlerts;
+    let capture = Capture::default();
+    let guard = Guard::builder(boundary())
+        .alerts(Arc::new(TracingAlerts))
+        .build();
+    tracing::subscriber::with_default(capture.clone(), || {
+        guard
+            .suspend_agent(&tollgate::AgentId::new("bot-9"), "ops:dana")
+            .unwrap();
+    });
+    let out = capture.0.lock().unwrap().clone();
+    assert!(out.contains("EVENT WARN"), "{out}");
+    assert!(out.contains("kind=Suspended"), "{out}");
+    assert!(
+        out.contains("kill switch: suspend agent bot-9 by ops:dana"),
+        "{out}"
+    );
+}

@@ -126,7 +126,8 @@ struct BaselineState {
 
 impl Shared {
     /// Which kill switch holds the run, if any: one atomic load each for the global and run
-    /// switches, and the agent set only when some agent is suspended.
+    /// switches, and a lock-free snapshot load of the suspended-agent set (searched only when it
+    /// is not empty).
     fn suspended(&self, run: &Run) -> Option<&'static str> {
         if self.suspended_all.load(Ordering::Acquire) {
             return Some("global");
