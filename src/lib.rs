@@ -81,6 +81,7 @@ pub mod breaker;
 pub mod call;
 pub mod clock;
 pub mod credential;
+pub mod escalation;
 pub mod guard;
 pub mod verdict;
 

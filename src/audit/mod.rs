@@ -32,6 +32,7 @@
 //! ```
 
 pub mod file;
+pub mod query;
 mod sinks;
 
 pub use sinks::{Fanout, TracingSink};

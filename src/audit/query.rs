@@ -1,0 +1,1 @@
+//! Streaming queries over a [`FileSink`](super::file::FileSink) directory. (Under construction.)
