@@ -58,7 +58,7 @@ fn boundary() -> ActionBoundary {
 fn tracing_sink_emits_execute_tool_spans_with_genai_attributes() {
     let capture = Capture::default();
     let guard = Guard::builder(boundary())
-        .audit(Arc::new(TracingSink))
+        .audit(Arc::new(TracingSink::new()))
         .build();
     tracing::subscriber::with_default(capture.clone(), || {
         let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
@@ -132,7 +132,11 @@ fn a_planted_secret_reaches_no_sink() {
     let (file, _) = FileSink::open(&dir, FileSinkConfig::default()).unwrap();
     let memory = Arc::new(MemorySink::new());
     let capture = Capture::default();
-    let fan = Fanout::new(vec![Arc::new(file), memory.clone(), Arc::new(TracingSink)]);
+    let fan = Fanout::new(vec![
+        Arc::new(file),
+        memory.clone(),
+        Arc::new(TracingSink::new()),
+    ]);
     let broker = CredentialBroker::builder()
         .provider(
             "crm",

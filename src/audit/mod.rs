@@ -32,16 +32,22 @@
 //! ```
 
 pub mod file;
+mod json;
 pub mod query;
+mod redact;
 mod sinks;
 
+pub use redact::{
+    AuditMarks, Redaction, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER, UNPARSEABLE_PLACEHOLDER,
+};
 pub use sinks::{Fanout, TracingSink};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::breaker::Transition;
+use crate::call::json::{JsonLimits, RawJson};
 use crate::call::{AgentId, Args, CredentialId, RunContext, RunId, ToolCall};
 use crate::credential::{CredentialError, Scope};
 use crate::verdict::{ApprovalRequest, Denial, Outcome, PolicyVersion};
@@ -60,6 +66,9 @@ pub struct AuditEvent<'a> {
     pub agent: Option<&'a AgentId>,
     /// What happened.
     pub kind: EventKind<'a>,
+    /// What the policy says about the records of the event's tool: redacted arguments and
+    /// retention class (`None`: nothing redacted, no class).
+    pub marks: Option<&'a AuditMarks>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -78,7 +87,15 @@ impl<'a> AuditEvent<'a> {
             run,
             agent,
             kind,
+            marks: None,
         }
+    }
+
+    /// The event with its tool's audit marks (see
+    /// [`ActionBoundary::audit_marks`](crate::ActionBoundary::audit_marks)).
+    pub fn with_marks(mut self, marks: &'a AuditMarks) -> Self {
+        self.marks = Some(marks);
+        self
     }
 }
 
@@ -113,6 +130,12 @@ pub enum EventKind<'a> {
         latency: Duration,
         /// The policy version the call was permitted under.
         policy_version: PolicyVersion,
+    },
+    /// The framework recorded the agent's reasoning at a decision point
+    /// ([`Run::note_reasoning`](crate::Run::note_reasoning)).
+    Reasoning {
+        /// The reasoning, as given.
+        text: &'a str,
     },
     /// A run ended.
     RunFinished {
@@ -257,68 +280,74 @@ pub trait AuditSink: Send + Sync {
 }
 
 impl AuditEvent<'_> {
-    /// The event as a JSON object. Field names follow the OpenTelemetry GenAI conventions where one
-    /// exists (`gen_ai.tool.name`, `gen_ai.tool.call.id`, `gen_ai.agent.id`, `gen_ai.usage.*`).
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("seq".into(), json!(self.seq));
+    /// Appends the event as one compact JSON object (no line break) to `out`, redacting marked
+    /// arguments as `redaction` says. This is what sinks write; it serialises straight from the
+    /// borrowed data, so a sink that reuses `out` allocates nothing for most events.
+    ///
+    /// Field names follow the OpenTelemetry GenAI conventions where one exists
+    /// (`gen_ai.tool.name`, `gen_ai.tool.call.id`, `gen_ai.agent.id`, `gen_ai.usage.*`); the rest
+    /// are `tollgate.*`. Every event has `seq`, `time_unix_nano`, `tollgate.run.id`,
+    /// `gen_ai.agent.id` and `event` (its kind), and `tollgate.retention` when its tool's tier has
+    /// a retention class.
+    pub fn write_json(&self, out: &mut Vec<u8>, redaction: &Redaction) {
+        let mut o = json::Obj::begin(out);
+        o.u64("seq", self.seq);
         let at = self.at.duration_since(UNIX_EPOCH).unwrap_or_default();
-        m.insert("time_unix_nano".into(), json!(at.as_nanos() as u64));
-        m.insert("tollgate.run.id".into(), json!(self.run.map(RunId::as_str)));
-        m.insert(
-            "gen_ai.agent.id".into(),
-            json!(self.agent.map(AgentId::as_str)),
+        o.u64(
+            "time_unix_nano",
+            u64::try_from(at.as_nanos()).unwrap_or(u64::MAX),
         );
+        o.opt_str("tollgate.run.id", self.run.map(RunId::as_str));
+        o.opt_str("gen_ai.agent.id", self.agent.map(AgentId::as_str));
+        if let Some(class) = self.marks.and_then(AuditMarks::retention) {
+            o.str("tollgate.retention", class);
+        }
         match &self.kind {
             EventKind::RunStarted { context } => {
-                m.insert("event".into(), json!("run_started"));
-                m.insert("tollgate.role".into(), json!(context.role().as_str()));
-                m.insert(
-                    "tollgate.task_type".into(),
-                    json!(context.task_type().map(|t| t.as_str())),
+                o.str("event", "run_started");
+                o.str("tollgate.role", context.role().as_str());
+                o.opt_str(
+                    "tollgate.task_type",
+                    context.task_type().map(|t| t.as_str()),
                 );
-                m.insert(
-                    "tollgate.trigger".into(),
-                    json!(context.trigger().map(|t| t.as_str())),
+                o.opt_str("tollgate.trigger", context.trigger().map(|t| t.as_str()));
+                o.opt_str(
+                    "tollgate.compartment",
+                    context.compartment().map(|c| c.as_str()),
                 );
-                m.insert(
-                    "tollgate.compartment".into(),
-                    json!(context.compartment().map(|c| c.as_str())),
-                );
-                m.insert("tollgate.read_only".into(), json!(context.is_read_only()));
+                o.bool("tollgate.read_only", context.is_read_only());
             }
             EventKind::Decision {
                 call,
                 decision,
                 policy_version,
             } => {
-                m.insert("event".into(), json!("decision"));
-                m.insert("gen_ai.tool.name".into(), json!(call.tool()));
-                m.insert("gen_ai.tool.call.id".into(), json!(call.call_id()));
-                let args = match call.args() {
-                    Args::None => json!({}),
-                    Args::Value(v) => v.clone(),
-                    Args::Json(t) => {
-                        serde_json::from_str(t).unwrap_or_else(|_| json!({ "unparsed": t }))
+                o.str("event", "decision");
+                o.str("gen_ai.tool.name", call.tool());
+                o.opt_str("gen_ai.tool.call.id", call.call_id());
+                write_args(&mut o, call.args(), self.marks, redaction);
+                o.str("tollgate.decision", decision.as_str());
+                match decision {
+                    Decision::Deny(d) => {
+                        o.str("tollgate.deny.code", d.code().as_str());
+                        o.str("tollgate.rule", d.rule().as_str());
+                        o.str("tollgate.reason", d.reason());
                     }
-                };
-                m.insert("gen_ai.tool.call.arguments".into(), args);
-                m.insert("tollgate.decision".into(), json!(decision.as_str()));
-                if let Decision::Deny(d) = decision {
-                    m.insert("tollgate.deny.code".into(), json!(d.code().as_str()));
-                    m.insert("tollgate.rule".into(), json!(d.rule().as_str()));
-                    m.insert("tollgate.reason".into(), json!(d.reason()));
+                    Decision::Escalate(r) => {
+                        o.str("tollgate.rule", r.rule.as_str());
+                        o.str("tollgate.reason", &r.reason);
+                    }
+                    Decision::Allow => {}
                 }
-                if let Decision::Escalate(r) = decision {
-                    m.insert("tollgate.rule".into(), json!(r.rule.as_str()));
-                    m.insert("tollgate.reason".into(), json!(r.reason));
+                match policy_version {
+                    Some(v) => o.hex("tollgate.policy.version", v.as_bytes()),
+                    None => o.null("tollgate.policy.version"),
                 }
-                m.insert(
-                    "tollgate.policy.version".into(),
-                    json!(policy_version.map(|v| v.to_string())),
-                );
-                m.insert("tollgate.confidence".into(), json!(call.confidence()));
-                m.insert("tollgate.reasoning".into(), json!(call.reasoning()));
+                match call.confidence() {
+                    Some(c) => o.ser("tollgate.confidence", &c),
+                    None => o.null("tollgate.confidence"),
+                }
+                o.opt_str("tollgate.reasoning", call.reasoning());
             }
             EventKind::Outcome {
                 tool,
@@ -327,66 +356,43 @@ impl AuditEvent<'_> {
                 latency,
                 policy_version,
             } => {
-                m.insert("event".into(), json!("outcome"));
-                m.insert("gen_ai.tool.name".into(), json!(tool));
-                m.insert("gen_ai.tool.call.id".into(), json!(call_id));
-                m.insert(
-                    "tollgate.outcome".into(),
-                    serde_json::to_value(&outcome.status).unwrap_or(Value::Null),
-                );
-                m.insert(
-                    "gen_ai.usage.input_tokens".into(),
-                    json!(outcome.input_tokens),
-                );
-                m.insert(
-                    "gen_ai.usage.output_tokens".into(),
-                    json!(outcome.output_tokens),
-                );
-                m.insert("tollgate.cost_micros".into(), json!(outcome.cost_micros));
-                m.insert(
-                    "tollgate.latency_ns".into(),
-                    json!(latency.as_nanos() as u64),
-                );
-                m.insert(
-                    "tollgate.policy.version".into(),
-                    json!(policy_version.to_string()),
-                );
+                o.str("event", "outcome");
+                o.str("gen_ai.tool.name", tool);
+                o.opt_str("gen_ai.tool.call.id", *call_id);
+                o.ser("tollgate.outcome", &outcome.status);
+                o.opt_u64("gen_ai.usage.input_tokens", outcome.input_tokens);
+                o.opt_u64("gen_ai.usage.output_tokens", outcome.output_tokens);
+                o.opt_u64("tollgate.cost_micros", outcome.cost_micros);
+                o.u64("tollgate.latency_ns", nanos(*latency));
+                o.hex("tollgate.policy.version", policy_version.as_bytes());
+            }
+            EventKind::Reasoning { text } => {
+                o.str("event", "reasoning");
+                o.str("tollgate.reasoning", text);
             }
             EventKind::RunFinished { duration } => {
-                m.insert("event".into(), json!("run_finished"));
-                m.insert(
-                    "tollgate.duration_ns".into(),
-                    json!(duration.as_nanos() as u64),
-                );
+                o.str("event", "run_finished");
+                o.u64("tollgate.duration_ns", nanos(*duration));
             }
             EventKind::PolicyReloaded { previous, current } => {
-                m.insert("event".into(), json!("policy_reloaded"));
-                m.insert(
-                    "tollgate.policy.previous".into(),
-                    json!(previous.to_string()),
-                );
-                m.insert("tollgate.policy.version".into(), json!(current.to_string()));
+                o.str("event", "policy_reloaded");
+                o.hex("tollgate.policy.previous", previous.as_bytes());
+                o.hex("tollgate.policy.version", current.as_bytes());
             }
-            EventKind::Credential(c) => credential_json(c, &mut m),
+            EventKind::Credential(c) => credential_json(c, &mut o),
             EventKind::BreakerTransition {
                 agent,
                 tool,
                 transition,
             } => {
-                m.insert("event".into(), json!("breaker_transition"));
-                m.insert("tollgate.breaker.agent".into(), json!(agent));
-                m.insert("gen_ai.tool.name".into(), json!(tool));
-                m.insert("tollgate.breaker.from".into(), json!(transition.from));
-                m.insert("tollgate.breaker.to".into(), json!(transition.to));
-                m.insert(
-                    "tollgate.breaker.failure_rate".into(),
-                    json!(transition.failure_rate),
-                );
-                m.insert(
-                    "tollgate.breaker.slow_call_rate".into(),
-                    json!(transition.slow_call_rate),
-                );
-                m.insert("tollgate.breaker.calls".into(), json!(transition.calls));
+                o.str("event", "breaker_transition");
+                o.str("tollgate.breaker.agent", agent);
+                o.str("gen_ai.tool.name", tool);
+                o.ser("tollgate.breaker.from", &transition.from);
+                o.ser("tollgate.breaker.to", &transition.to);
+                o.f64("tollgate.breaker.failure_rate", transition.failure_rate);
+                o.f64("tollgate.breaker.slow_call_rate", transition.slow_call_rate);
+                o.u64("tollgate.breaker.calls", u64::from(transition.calls));
             }
             EventKind::KillSwitch {
                 action,
@@ -394,28 +400,97 @@ impl AuditEvent<'_> {
                 target,
                 by,
             } => {
-                m.insert("event".into(), json!("kill_switch"));
-                m.insert("tollgate.kill.action".into(), json!(action));
-                m.insert("tollgate.kill.scope".into(), json!(scope));
-                m.insert("tollgate.kill.target".into(), json!(target));
-                m.insert("tollgate.kill.by".into(), json!(by));
+                o.str("event", "kill_switch");
+                o.str("tollgate.kill.action", action);
+                o.str("tollgate.kill.scope", scope);
+                o.opt_str("tollgate.kill.target", *target);
+                o.str("tollgate.kill.by", by);
             }
         }
-        Value::Object(m)
+        o.end();
+    }
+
+    /// The event as a JSON value, with sensitive arguments as placeholders (see
+    /// [`write_json`](Self::write_json) for the fields).
+    pub fn to_json(&self) -> Value {
+        let mut buf = Vec::with_capacity(256);
+        self.write_json(&mut buf, &Redaction::placeholder());
+        // The writer only produces valid JSON; should that ever fail, say so in the value rather
+        // than lose the event.
+        serde_json::from_slice(&buf).unwrap_or_else(|e| {
+            serde_json::json!({ "seq": self.seq, "tollgate.serialisation_error": e.to_string() })
+        })
     }
 }
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Writes `gen_ai.tool.call.arguments`, redacted per `marks`.
+fn write_args(o: &mut json::Obj<'_>, args: Args<'_>, marks: Option<&AuditMarks>, how: &Redaction) {
+    const KEY: &str = "gen_ai.tool.call.arguments";
+    let marks = marks.filter(|m| m.redacts());
+    match (args, marks) {
+        (Args::None, _) => o.key(KEY).extend_from_slice(b"{}"),
+        (Args::Value(v), None) => o.value(KEY, v),
+        (Args::Value(v), Some(m)) => {
+            let mut v = v.clone();
+            m.apply(&mut v, how);
+            o.value(KEY, &v);
+        }
+        (Args::Json(text), marks) => {
+            let valid = RawJson::parse(text, AUDIT_JSON_LIMITS).is_ok();
+            match (valid, marks) {
+                (true, None) => json::minified(o.key(KEY), text),
+                (true, Some(m)) => match serde_json::from_str::<Value>(text) {
+                    Ok(mut v) => {
+                        m.apply(&mut v, how);
+                        o.value(KEY, &v);
+                    }
+                    Err(_) => unparsed(o, UNPARSEABLE_PLACEHOLDER),
+                },
+                (false, None) => unparsed(o, text),
+                (false, Some(_)) => unparsed(o, UNPARSEABLE_PLACEHOLDER),
+            }
+        }
+    }
+
+    fn unparsed(o: &mut json::Obj<'_>, text: &str) {
+        let out = o.key(KEY);
+        out.extend_from_slice(b"{\"unparsed\":");
+        json::string(out, text);
+        out.push(b'}');
+    }
+}
+
+/// Raw argument text is embedded verbatim only if it is one strict JSON value within these
+/// limits (the event size cap bounds it anyway).
+const AUDIT_JSON_LIMITS: JsonLimits = JsonLimits {
+    max_bytes: file::MAX_EVENT_BYTES,
+    max_depth: crate::call::json::MAX_DEPTH_CAP,
+};
 
 /// Keeps every event in memory as JSON (see [`AuditEvent::to_json`]). For tests and inspection;
 /// it grows without bound.
 #[derive(Debug, Default)]
 pub struct MemorySink {
     events: Mutex<Vec<Value>>,
+    redaction: Redaction,
 }
 
 impl MemorySink {
-    /// An empty sink.
+    /// An empty sink writing sensitive values as placeholders.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty sink writing sensitive values as `redaction` says.
+    pub fn with_redaction(redaction: Redaction) -> Self {
+        Self {
+            events: Mutex::default(),
+            redaction,
+        }
     }
 
     /// A copy of every event recorded so far, in order.
@@ -442,7 +517,12 @@ impl MemorySink {
 
 impl AuditSink for MemorySink {
     fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
-        let v = event.to_json();
+        let mut buf = Vec::with_capacity(256);
+        event.write_json(&mut buf, &self.redaction);
+        let v = serde_json::from_slice(&buf).map_err(|e| AuditError::Refused {
+            sink: "memory",
+            reason: format!("the event could not be serialised: {e}"),
+        })?;
         self.lock().push(v);
         Ok(())
     }
@@ -452,7 +532,7 @@ impl AuditSink for MemorySink {
     }
 }
 
-fn credential_json(c: &CredentialEvent<'_>, m: &mut Map<String, Value>) {
+fn credential_json(c: &CredentialEvent<'_>, o: &mut json::Obj<'_>) {
     match c {
         CredentialEvent::Issued {
             id,
@@ -460,23 +540,17 @@ fn credential_json(c: &CredentialEvent<'_>, m: &mut Map<String, Value>) {
             scope,
             expires_at_unix,
         } => {
-            m.insert("event".into(), json!("credential_issued"));
-            m.insert("tollgate.credential.id".into(), json!(id.as_str()));
-            m.insert("tollgate.credential.provider".into(), json!(provider));
-            m.insert(
-                "tollgate.credential.scope".into(),
-                serde_json::to_value(scope).unwrap_or(Value::Null),
-            );
-            m.insert(
-                "tollgate.credential.expires_at".into(),
-                json!(expires_at_unix),
-            );
+            o.str("event", "credential_issued");
+            o.str("tollgate.credential.id", id.as_str());
+            o.str("tollgate.credential.provider", provider);
+            o.ser("tollgate.credential.scope", scope);
+            o.u64("tollgate.credential.expires_at", *expires_at_unix);
         }
         CredentialEvent::Used { id, tool, resource } => {
-            m.insert("event".into(), json!("credential_used"));
-            m.insert("tollgate.credential.id".into(), json!(id.as_str()));
-            m.insert("gen_ai.tool.name".into(), json!(tool));
-            m.insert("tollgate.credential.resource".into(), json!(resource));
+            o.str("event", "credential_used");
+            o.str("tollgate.credential.id", id.as_str());
+            o.str("gen_ai.tool.name", tool);
+            o.str("tollgate.credential.resource", resource);
         }
         CredentialEvent::Refused {
             id,
@@ -484,30 +558,27 @@ fn credential_json(c: &CredentialEvent<'_>, m: &mut Map<String, Value>) {
             resource,
             reason,
         } => {
-            m.insert("event".into(), json!("credential_refused"));
-            m.insert(
-                "tollgate.credential.id".into(),
-                json!(id.map(CredentialId::as_str)),
-            );
-            m.insert("gen_ai.tool.name".into(), json!(tool));
-            m.insert("tollgate.credential.resource".into(), json!(resource));
-            m.insert("tollgate.credential.refusal".into(), json!(reason.code()));
-            m.insert("tollgate.reason".into(), json!(reason.to_string()));
+            o.str("event", "credential_refused");
+            o.opt_str("tollgate.credential.id", id.map(CredentialId::as_str));
+            o.str("gen_ai.tool.name", tool);
+            o.str("tollgate.credential.resource", resource);
+            o.str("tollgate.credential.refusal", reason.code());
+            o.str("tollgate.reason", &reason.to_string());
         }
         CredentialEvent::Revoked { id, provider } => {
-            m.insert("event".into(), json!("credential_revoked"));
-            m.insert("tollgate.credential.id".into(), json!(id.as_str()));
-            m.insert("tollgate.credential.provider".into(), json!(provider));
+            o.str("event", "credential_revoked");
+            o.str("tollgate.credential.id", id.as_str());
+            o.str("tollgate.credential.provider", provider);
         }
         CredentialEvent::KeyRotated {
             provider,
             retired,
             current,
         } => {
-            m.insert("event".into(), json!("key_rotated"));
-            m.insert("tollgate.credential.provider".into(), json!(provider));
-            m.insert("tollgate.key.retired".into(), json!(retired));
-            m.insert("tollgate.key.current".into(), json!(current));
+            o.str("event", "key_rotated");
+            o.str("tollgate.credential.provider", provider);
+            o.str("tollgate.key.retired", retired);
+            o.str("tollgate.key.current", current);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{AuditError, AuditEvent, AuditSink, Decision, EventKind};
+use super::{AuditError, AuditEvent, AuditSink, Decision, EventKind, Redaction};
 
 /// Sends every event to several sinks, in order. Every sink is tried; if any refuses, the first
 /// error is returned (so the guard denies), even though the other sinks have the event.
@@ -63,10 +63,31 @@ impl AuditSink for Fanout {
 ///   `tollgate.run.id`, and the event as [`AuditEvent::to_json`](super::AuditEvent::to_json)
 ///   renders it in `tollgate.event`.
 ///
-/// Tool arguments are part of the decision's JSON: put a redacting sink in front if they can hold
-/// personal data.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TracingSink;
+/// Tool arguments are part of the decision's JSON, redacted as the policy marks them (secret values
+/// never appear; sensitive ones as [`TracingSink::with_redaction`] says, by default a placeholder).
+#[derive(Debug, Default, Clone)]
+pub struct TracingSink {
+    redaction: Redaction,
+}
+
+impl TracingSink {
+    /// A sink writing sensitive values as placeholders.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A sink writing sensitive values as `redaction` says.
+    pub fn with_redaction(redaction: Redaction) -> Self {
+        Self { redaction }
+    }
+
+    fn json(&self, event: &AuditEvent<'_>) -> String {
+        let mut buf = Vec::with_capacity(256);
+        event.write_json(&mut buf, &self.redaction);
+        // The writer emits UTF-8 JSON; a lossy conversion could only ever replace nothing.
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
 
 impl AuditSink for TracingSink {
     fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
@@ -102,7 +123,7 @@ impl AuditSink for TracingSink {
                 ..
             }
             | EventKind::KillSwitch { .. } => {
-                let json = event.to_json();
+                let json = self.json(event);
                 tracing::warn!(
                     target: "tollgate::audit",
                     seq = event.seq,
@@ -113,7 +134,7 @@ impl AuditSink for TracingSink {
                 );
             }
             _ => {
-                let json = event.to_json();
+                let json = self.json(event);
                 tracing::info!(
                     target: "tollgate::audit",
                     seq = event.seq,

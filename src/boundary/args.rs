@@ -47,6 +47,23 @@ struct FieldRules {
     checks: Vec<Check>,
     object: Option<ObjectRules>,
     items: Option<Box<FieldRules>>,
+    /// Marked secret or sensitive (itself or an enclosing argument): denial reasons leave the
+    /// value out.
+    redacted: bool,
+}
+
+impl FieldRules {
+    fn mark_redacted(&mut self) {
+        self.redacted = true;
+        if let Some(o) = &mut self.object {
+            for f in &mut o.fields {
+                f.mark_redacted();
+            }
+        }
+        if let Some(i) = &mut self.items {
+            i.mark_redacted();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -482,7 +499,7 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
         None => None,
     };
 
-    Ok(FieldRules {
+    let mut rules = FieldRules {
         key: key.into(),
         path: path.into(),
         // A required descendant at any depth makes every enclosing object required: computed
@@ -499,7 +516,12 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
         checks,
         object,
         items,
-    })
+        redacted: false,
+    };
+    if arg.redact.is_some() {
+        rules.mark_redacted();
+    }
+    Ok(rules)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -655,7 +677,11 @@ impl FieldRules {
                     return Err(self.deny(
                         DenyCode::ArgumentOutOfRange,
                         &c.rule,
-                        format!("argument `{path}` = {n} is below the minimum {lo}"),
+                        if self.redacted {
+                            format!("argument `{path}` is below the minimum {lo}")
+                        } else {
+                            format!("argument `{path}` = {n} is below the minimum {lo}")
+                        },
                     ));
                 }
             }
@@ -666,7 +692,11 @@ impl FieldRules {
                     return Err(self.deny(
                         DenyCode::ArgumentOutOfRange,
                         &c.rule,
-                        format!("argument `{path}` = {n} is above the maximum {hi}"),
+                        if self.redacted {
+                            format!("argument `{path}` is above the maximum {hi}")
+                        } else {
+                            format!("argument `{path}` = {n} is above the maximum {hi}")
+                        },
                     ));
                 }
             }
@@ -706,13 +736,15 @@ impl FieldRules {
                             .map(|e| e.to_string())
                     };
                     if let Some(why) = why {
+                        let root = policy.root.as_str();
                         return Err(self.deny(
                             DenyCode::PathEscape,
                             &c.rule,
-                            format!(
-                                "argument `{path}` is not a path under `{}`: {why}",
-                                policy.root.as_str()
-                            ),
+                            if self.redacted {
+                                format!("argument `{path}` is not a path under `{root}`")
+                            } else {
+                                format!("argument `{path}` is not a path under `{root}`: {why}")
+                            },
                         ));
                     }
                 }
@@ -724,7 +756,11 @@ impl FieldRules {
                     return Err(self.deny(
                         DenyCode::UrlNotAllowed,
                         &c.rule,
-                        format!("argument `{path}` is not an allowed URL: {why}"),
+                        if self.redacted {
+                            format!("argument `{path}` is not an allowed URL")
+                        } else {
+                            format!("argument `{path}` is not an allowed URL: {why}")
+                        },
                     ));
                 }
             }

@@ -55,8 +55,11 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 pub use error::PolicyError;
-pub use spec::{Arg, ArgLimits, ArgType, DotDotMode, Effect, PolicyDocument, RoleSpec, ToolSpec};
+pub use spec::{
+    Arg, ArgLimits, ArgType, DotDotMode, Effect, PolicyDocument, RoleSpec, Sensitivity, ToolSpec,
+};
 
+use crate::audit::AuditMarks;
 use crate::call::json::{JsonError, JsonKind, JsonLimits, RawJson};
 use crate::call::{Args, RuleId, RunContext, ToolCall};
 use crate::verdict::{Denial, DenyCode, PolicyVersion};
@@ -101,6 +104,7 @@ impl ToolInfo {
 #[derive(Debug)]
 struct Tool {
     info: ToolInfo,
+    marks: AuditMarks,
     tier: u16,
     args: ObjectRules,
     compartment: Option<CompartmentArg>,
@@ -285,6 +289,35 @@ impl ActionBoundary {
             return Err(PolicyError::invalid("tools", "too many tools"));
         }
 
+        // Retention classes per tier.
+        let mut retention: BTreeMap<&str, Arc<str>> = BTreeMap::new();
+        for (tier, class) in &doc.retention {
+            let field = format!("retention.{tier}");
+            if !tier_rank.contains_key(tier.as_str()) {
+                return Err(PolicyError::UnknownTier {
+                    field,
+                    tier: tier.clone(),
+                    known: if doc.tiers.is_empty() {
+                        "(none defined)".into()
+                    } else {
+                        known.clone()
+                    },
+                });
+            }
+            if class.is_empty()
+                || class.len() > 64
+                || !class
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return Err(PolicyError::invalid(
+                    field,
+                    "a retention class is 1-64 characters of letters, digits, `.`, `_` or `-`",
+                ));
+            }
+            retention.insert(tier, class.as_str().into());
+        }
+
         // Tools.
         let mut tools = Vec::with_capacity(doc.tools.len());
         let mut tool_names: Vec<(&str, u32)> = Vec::with_capacity(doc.tools.len());
@@ -311,7 +344,20 @@ impl ActionBoundary {
                 None => None,
                 Some(p) => Some(compile_compartment_arg(name, p, spec)?),
             };
+            let mut redactions = Vec::new();
+            for (path, arg) in &spec.args {
+                if let Some(class) = arg.redact {
+                    let segs = args::parse_arg_path(path)
+                        .map_err(|r| PolicyError::invalid(format!("{field}.args.{path}"), r))?;
+                    redactions.push((segs, class));
+                }
+            }
+            let marks = AuditMarks::new(
+                redactions,
+                spec.tier.as_deref().and_then(|t| retention.get(t)).cloned(),
+            );
             tools.push(Tool {
+                marks,
                 info: ToolInfo {
                     name: name.as_str().into(),
                     description: spec.description.as_deref().map(Into::into),
@@ -385,6 +431,22 @@ impl ActionBoundary {
 
     fn role(&self, name: &str) -> Option<&Role> {
         self.roles.get(self.role_index.get(name)? as usize)
+    }
+
+    /// What audit records of calls to `tool` redact, and their retention class
+    /// ([`AuditMarks::none`] for a tool the policy does not define).
+    pub fn audit_marks(&self, tool: &str) -> &AuditMarks {
+        if tool.len() > MAX_TOOL_NAME {
+            return AuditMarks::none();
+        }
+        match self.tool_index.get(tool) {
+            Some(i) => &self.tools[i as usize].marks,
+            None => AuditMarks::none(),
+        }
+    }
+
+    pub(crate) fn marks_of(&self, a: Admitted) -> &AuditMarks {
+        &self.tools[a.index()].marks
     }
 
     /// The content hash of the policy this boundary was compiled from.

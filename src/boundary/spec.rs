@@ -159,6 +159,15 @@ pub struct PolicyDocument {
     /// Every role, by name.
     #[serde(default, deserialize_with = "unique_keys")]
     pub roles: BTreeMap<String, RoleSpec>,
+    /// The retention class of each data tier's audit records, by tier name (e.g.
+    /// `privileged = "legal_hold"`). Records of tools in a tier not listed here, and records that
+    /// concern no tool, carry no class (retention treats them as class `default`).
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub retention: BTreeMap<String, String>,
 }
 
 /// One tool: its effect, its data tier and the rules its arguments must satisfy.
@@ -320,6 +329,11 @@ pub struct Arg {
     /// For an object argument: accept keys no rule declares (default `false`).
     #[serde(default)]
     pub allow_unknown_fields: bool,
+    /// How audit records treat the value: `secret` (never written anywhere) or `sensitive`
+    /// (replaced as each sink's [`Redaction`](crate::audit::Redaction) says). Unmarked values
+    /// are recorded as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact: Option<Sensitivity>,
 }
 
 impl Arg {
@@ -456,6 +470,31 @@ impl Arg {
         self.allow_unknown_fields = true;
         self
     }
+
+    /// The value is a secret (password, API key, card number): no audit sink ever writes it, and
+    /// denial reasons leave it out.
+    pub fn secret(mut self) -> Self {
+        self.redact = Some(Sensitivity::Secret);
+        self
+    }
+
+    /// The value is sensitive (PHI, privileged material): audit sinks write a placeholder or a
+    /// keyed hash instead, as each sink's [`Redaction`](crate::audit::Redaction) says, and denial
+    /// reasons leave it out.
+    pub fn sensitive(mut self) -> Self {
+        self.redact = Some(Sensitivity::Sensitive);
+        self
+    }
+}
+
+/// How audit records treat an argument's value (see [`Arg::redact`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sensitivity {
+    /// Never written by any sink.
+    Secret,
+    /// Written as a placeholder or a keyed hash, per sink.
+    Sensitive,
 }
 
 /// One role: its clearance, the tools it may call, and whether it is confined to reads.

@@ -62,7 +62,9 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditError, AuditEvent, AuditSink, CredentialEvent, Decision, EventKind};
+use crate::audit::{
+    AuditError, AuditEvent, AuditMarks, AuditSink, CredentialEvent, Decision, EventKind,
+};
 use crate::boundary::{ActionBoundary, Admitted, Effect, ToolInfo};
 use crate::breaker::{
     Alert, AlertKind, AlertSink, Baseline, BaselineSnapshot, BreakerConfig, BreakerKey, CallResult,
@@ -392,8 +394,9 @@ impl Shared {
         run: &Run,
         call: &ToolCall<'_>,
         denial: Denial,
-        version: PolicyVersion,
+        boundary: &ActionBoundary,
     ) -> Verdict<'a> {
+        let version = boundary.version();
         let kind = match denial.code() {
             DenyCode::BudgetExhausted => Some(AlertKind::BudgetExhausted),
             DenyCode::LoopDetected => Some(AlertKind::LoopDetected),
@@ -404,13 +407,14 @@ impl Shared {
                 denial.reason().to_owned()
             });
         }
-        let recorded = self.record(
-            run,
+        let recorded = self.record_marked(
+            Some(run),
             EventKind::Decision {
                 call,
                 decision: Decision::Deny(&denial),
                 policy_version: Some(version),
             },
+            || Some(boundary.audit_marks(call.tool())),
         );
         match recorded {
             Ok(()) => Verdict::Deny(denial),
@@ -442,16 +446,27 @@ impl Shared {
     }
 
     fn record_for(&self, run: Option<&Run>, kind: EventKind<'_>) -> Result<(), AuditError> {
+        self.record_marked(run, kind, || None)
+    }
+
+    /// Records an event about a tool, with the policy's marks for it (redactions, retention).
+    fn record_marked<'m>(
+        &self,
+        run: Option<&Run>,
+        kind: EventKind<'_>,
+        marks: impl FnOnce() -> Option<&'m AuditMarks>,
+    ) -> Result<(), AuditError> {
         let Some(sink) = &self.audit else {
             return Ok(());
         };
-        let event = AuditEvent {
-            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            at: self.clock.wall(),
-            run: run.map(|r| &r.id),
-            agent: run.map(|r| r.ctx.agent()),
+        let mut event = AuditEvent::new(
+            self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            self.clock.wall(),
+            run.map(|r| &r.id),
+            run.map(|r| r.ctx.agent()),
             kind,
-        };
+        );
+        event.marks = marks();
         sink.record(&event)
     }
 }
@@ -977,7 +992,7 @@ impl Guard {
                 format!("suspended by the kill switch ({scope})"),
             )
             .with_version(version);
-            return shared.deny(run, call, d, version);
+            return shared.deny(run, call, d, &boundary);
         }
         // Stage 2: circuit breaker (only breakers that exist: unknown tool names never create
         // one).
@@ -994,7 +1009,7 @@ impl Guard {
                         rejected.to_string(),
                     )
                     .with_version(version);
-                    return shared.deny(run, call, d, version);
+                    return shared.deny(run, call, d, &boundary);
                 }
             }
         }
@@ -1013,17 +1028,18 @@ impl Guard {
             Ok(a) => a,
             Err(denial) => {
                 release(breaker);
-                return shared.deny(run, call, denial, version);
+                return shared.deny(run, call, denial, &boundary);
             }
         };
         // Stage 6: audit. A decision that cannot be recorded is not acted on.
-        let recorded = shared.record(
-            run,
+        let recorded = shared.record_marked(
+            Some(run),
             EventKind::Decision {
                 call,
                 decision: Decision::Allow,
                 policy_version: Some(version),
             },
+            || Some(boundary.marks_of(admitted)),
         );
         if let Err(e) = recorded {
             release(breaker);
@@ -1185,6 +1201,13 @@ impl Run {
     /// Ends the run and records its end; returns the audit error if that record fails.
     pub fn finish(self) -> Result<(), AuditError> {
         self.end()
+    }
+
+    /// Records the agent's reasoning at a decision point (a plan, a chain-of-thought summary, why
+    /// it chose a tool) as a `reasoning` audit event of this run. Reasoning given on a
+    /// [`ToolCall`] is recorded with its decision; this is for the steps in between.
+    pub fn note_reasoning(&self, text: &str) -> Result<(), AuditError> {
+        self.shared.record(self, EventKind::Reasoning { text })
     }
 
     /// Revokes every credential issued to this run so far (ending the run does this by itself).
@@ -1455,8 +1478,8 @@ impl<'a> Permit<'a> {
         };
         let latency = shared.clock.now().duration_since(started);
         let transition = self.feed_breaker(outcome, latency);
-        let recorded = shared.record(
-            self.run,
+        let recorded = shared.record_marked(
+            Some(self.run),
             EventKind::Outcome {
                 tool: self.tool(),
                 call_id: self.call_id,
@@ -1464,6 +1487,7 @@ impl<'a> Permit<'a> {
                 latency,
                 policy_version: self.boundary.version(),
             },
+            || Some(self.boundary.marks_of(self.admitted)),
         );
         if let Some((keyed, t)) = &transition {
             let kind = match t.to {

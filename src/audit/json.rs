@@ -1,0 +1,285 @@
+//! A small JSON object writer for audit events: writes straight from borrowed data into a reused
+//! byte buffer, without building a `serde_json::Value` first. Keys are `'static` literals chosen by
+//! this crate (no escaping needed); every string value is escaped exactly as `serde_json` would.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Writes `{"k":v,...}` into `out`. Call [`Obj::end`] to close the object.
+pub(crate) struct Obj<'b> {
+    out: &'b mut Vec<u8>,
+    first: bool,
+}
+
+impl<'b> Obj<'b> {
+    pub(crate) fn begin(out: &'b mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, first: true }
+    }
+
+    pub(crate) fn end(self) {
+        self.out.push(b'}');
+    }
+
+    /// Writes the key; the value must follow.
+    pub(crate) fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
+        debug_assert!(!key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    pub(crate) fn str(&mut self, key: &'static str, v: &str) {
+        let out = self.key(key);
+        string(out, v);
+    }
+
+    pub(crate) fn opt_str(&mut self, key: &'static str, v: Option<&str>) {
+        match v {
+            Some(s) => self.str(key, s),
+            None => self.null(key),
+        }
+    }
+
+    pub(crate) fn u64(&mut self, key: &'static str, v: u64) {
+        let out = self.key(key);
+        u64_to(out, v);
+    }
+
+    pub(crate) fn opt_u64(&mut self, key: &'static str, v: Option<u64>) {
+        match v {
+            Some(n) => self.u64(key, n),
+            None => self.null(key),
+        }
+    }
+
+    pub(crate) fn f64(&mut self, key: &'static str, v: f64) {
+        let out = self.key(key);
+        f64_to(out, v);
+    }
+
+    pub(crate) fn bool(&mut self, key: &'static str, v: bool) {
+        let out = self.key(key);
+        out.extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    pub(crate) fn null(&mut self, key: &'static str) {
+        self.key(key).extend_from_slice(b"null");
+    }
+
+    /// A 32-byte digest as 64 lowercase hex digits.
+    pub(crate) fn hex(&mut self, key: &'static str, bytes: &[u8]) {
+        let out = self.key(key);
+        out.push(b'"');
+        hex_to(out, bytes);
+        out.push(b'"');
+    }
+
+    /// Any serialisable value (cold paths: scopes, outcome statuses).
+    pub(crate) fn ser<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) {
+        let out = self.key(key);
+        let mark = out.len();
+        if serde_json::to_writer(&mut *out, v).is_err() {
+            // Our own types cannot fail to serialise; should one ever, record that rather than a
+            // partial value.
+            out.truncate(mark);
+            out.extend_from_slice(b"null");
+        }
+    }
+
+    /// A JSON value.
+    pub(crate) fn value(&mut self, key: &'static str, v: &Value) {
+        self.ser(key, v);
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+pub(crate) fn hex_to(out: &mut Vec<u8>, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+}
+
+pub(crate) fn u64_to(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn f64_to(out: &mut Vec<u8>, v: f64) {
+    // serde_json writes non-finite floats as null and finite ones in their shortest form.
+    if serde_json::to_writer(&mut *out, &v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Which bytes need escaping in a JSON string: control characters, `"` and `\`.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// `s` as a JSON string literal, escaped as `serde_json` escapes it.
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !needs_escape(b) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Copies a JSON text that has already been validated, dropping the whitespace between tokens so
+/// the result fits on one line. (Inside strings nothing changes: a valid JSON string has no raw
+/// control characters, so a validated text's only line breaks are between tokens.)
+pub(crate) fn minified(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                out.extend_from_slice(&bytes[start..i.min(bytes.len())]);
+            }
+            _ => {
+                let start = i;
+                while i < bytes.len() && !matches!(bytes[i], b' ' | b'\t' | b'\n' | b'\r' | b'"') {
+                    i += 1;
+                }
+                out.extend_from_slice(&bytes[start..i]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn obj_with(f: impl FnOnce(&mut Obj<'_>)) -> Value {
+        let mut buf = Vec::new();
+        let mut o = Obj::begin(&mut buf);
+        f(&mut o);
+        o.end();
+        serde_json::from_slice(&buf).expect("the writer produced valid JSON")
+    }
+
+    #[test]
+    fn fields_of_every_type_round_trip() {
+        let v = obj_with(|o| {
+            o.str("s", "a\"b\\c\n\u{1}é");
+            o.opt_str("none", None);
+            o.u64("zero", 0);
+            o.u64("max", u64::MAX);
+            o.opt_u64("n", Some(42));
+            o.f64("pi", 3.25);
+            o.f64("nan", f64::NAN);
+            o.bool("t", true);
+            o.hex("h", &[0xab, 0x01]);
+            o.ser("list", &["x", "y"]);
+        });
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "s": "a\"b\\c\n\u{1}é", "none": null, "zero": 0, "max": u64::MAX, "n": 42,
+                "pi": 3.25, "nan": null, "t": true, "h": "ab01", "list": ["x", "y"]
+            })
+        );
+    }
+
+    #[test]
+    fn minified_text_has_no_line_breaks_and_keeps_strings_verbatim() {
+        let text = "{ \"a\" :\n [1, 2,\r\n\t3],\n \"b\": \"x \\\" y\\n\" }";
+        let mut out = Vec::new();
+        minified(&mut out, text);
+        assert_eq!(out, br#"{"a":[1,2,3],"b":"x \" y\n"}"#);
+    }
+
+    proptest! {
+        #[test]
+        fn strings_escape_exactly_like_serde_json(s in any::<String>()) {
+            let mut out = Vec::new();
+            string(&mut out, &s);
+            prop_assert_eq!(out, serde_json::to_vec(&s).unwrap());
+        }
+
+        #[test]
+        fn integers_print_like_std(n in any::<u64>()) {
+            let mut out = Vec::new();
+            u64_to(&mut out, n);
+            prop_assert_eq!(out, n.to_string().into_bytes());
+        }
+
+        #[test]
+        fn minifying_pretty_json_gives_the_compact_form(v in json_value()) {
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            let mut out = Vec::new();
+            minified(&mut out, &pretty);
+            prop_assert_eq!(out, serde_json::to_vec(&v).unwrap());
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}

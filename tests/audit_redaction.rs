@@ -1,0 +1,346 @@
+//! Redaction of marked arguments in audit records, retention classes on events, and the direct
+//! JSON writer agreeing with the documented field names.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tollgate::audit::{
+    AuditSink, MemorySink, Redaction, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER,
+    UNPARSEABLE_PLACEHOLDER,
+};
+use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
+use tollgate::{DenyCode, Guard, Outcome, RunContext, ToolCall};
+
+const PASSWORD: &str = "hunter2-PLANTED-password";
+const PATIENT: &str = "Jane Q. Patient 1958-04-02";
+
+fn boundary() -> ActionBoundary {
+    ActionBoundary::builder()
+        .tiers(["public", "phi"])
+        .tool(
+            "ehr_login",
+            ToolSpec::write()
+                .tier("phi")
+                .arg("user", Arg::string().required())
+                .arg("password", Arg::string().required().max_length(40).secret()),
+        )
+        .tool(
+            "ehr_search",
+            ToolSpec::read()
+                .tier("phi")
+                .arg("patient.name", Arg::string().required().sensitive())
+                .arg("patient.visits", Arg::integer().max(10.0).sensitive())
+                .arg("cards[]", Arg::string().secret())
+                .arg("limit", Arg::integer()),
+        )
+        .tool(
+            "weather",
+            ToolSpec::read().tier("public").allow_unknown_args(),
+        )
+        .role(
+            "clinician",
+            RoleSpec::new()
+                .clearance("phi")
+                .tools(["ehr_login", "ehr_search", "weather"]),
+        )
+        .build()
+        .unwrap()
+}
+
+fn boundary_with_retention() -> ActionBoundary {
+    let doc = boundary().document().clone();
+    let mut doc = doc;
+    doc.retention.insert("phi".into(), "hipaa_6y".into());
+    ActionBoundary::compile(doc).unwrap()
+}
+
+fn session(sink: Arc<MemorySink>, b: ActionBoundary) -> (Guard, tollgate::Run) {
+    let guard = Guard::builder(b).audit(sink).build();
+    let run = guard
+        .start_run(RunContext::new("nurse-bot", "clinician"))
+        .unwrap();
+    (guard, run)
+}
+
+fn decisions(sink: &MemorySink) -> Vec<Value> {
+    sink.events()
+        .into_iter()
+        .filter(|e| e["event"] == "decision")
+        .collect()
+}
+
+#[test]
+fn secret_arguments_never_reach_the_record_allowed_or_denied_value_or_raw() {
+    let sink = Arc::new(MemorySink::new());
+    let (guard, run) = session(sink.clone(), boundary());
+    let ok = json!({ "user": "n.smith", "password": PASSWORD });
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("ehr_login", &ok))
+            .is_allowed()
+    );
+    let raw = format!(
+        r#"{{ "user": "n.smith",
+        "password": "{PASSWORD}" }}"#
+    );
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("ehr_login", raw.as_str()))
+            .is_allowed()
+    );
+    // Denied for length: still redacted, and the reason does not quote it.
+    let long = format!("{PASSWORD}{}", "x".repeat(40));
+    let v = json!({ "user": "n.smith", "password": long });
+    let verdict = guard.check(&run, &ToolCall::new("ehr_login", &v));
+    assert_eq!(verdict.deny_code(), Some(DenyCode::ArgumentTooLong));
+    assert!(!verdict.denial().unwrap().reason().contains("hunter2"));
+    drop(verdict);
+    // Unparseable raw text for a tool with a secret: nothing of it is written.
+    let broken = format!(r#"{{"user": "n.smith", "password": "{PASSWORD}""#);
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("ehr_login", broken.as_str()))
+            .denial()
+            .is_some()
+    );
+    run.finish().unwrap();
+
+    let all = serde_json::to_string(&sink.events()).unwrap();
+    assert!(
+        !all.contains("hunter2"),
+        "a secret reached the memory sink: {all}"
+    );
+    let d = decisions(&sink);
+    assert_eq!(d.len(), 4);
+    for e in &d[..3] {
+        assert_eq!(
+            e["gen_ai.tool.call.arguments"]["password"],
+            SECRET_PLACEHOLDER
+        );
+        assert_eq!(e["gen_ai.tool.call.arguments"]["user"], "n.smith");
+    }
+    assert_eq!(
+        d[3]["gen_ai.tool.call.arguments"]["unparsed"],
+        UNPARSEABLE_PLACEHOLDER
+    );
+}
+
+#[test]
+fn sensitive_values_are_placeholders_by_default_and_nested_and_element_paths_apply() {
+    let sink = Arc::new(MemorySink::new());
+    let (guard, run) = session(sink.clone(), boundary());
+    let args = json!({
+        "patient": { "name": PATIENT, "visits": 3 },
+        "cards": ["4111-1111-1111-1111", "5500-0000-0000-0004"],
+        "limit": 5
+    });
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("ehr_search", &args))
+            .is_allowed()
+    );
+    // Over the bound: denied, and the reason leaves the number out.
+    let over = json!({ "patient": { "name": PATIENT, "visits": 977 } });
+    let v = guard.check(&run, &ToolCall::new("ehr_search", &over));
+    assert_eq!(v.deny_code(), Some(DenyCode::ArgumentOutOfRange));
+    assert!(!v.denial().unwrap().reason().contains("977"));
+
+    let d = decisions(&sink);
+    let a = &d[0]["gen_ai.tool.call.arguments"];
+    assert_eq!(a["patient"]["name"], SENSITIVE_PLACEHOLDER);
+    assert_eq!(a["patient"]["visits"], SENSITIVE_PLACEHOLDER);
+    assert_eq!(a["cards"], json!([SECRET_PLACEHOLDER, SECRET_PLACEHOLDER]));
+    assert_eq!(a["limit"], 5, "unmarked values are recorded as given");
+    let all = serde_json::to_string(&sink.events()).unwrap();
+    for leaked in ["Jane", "4111", "5500", "977"] {
+        assert!(!all.contains(leaked), "`{leaked}` reached the sink: {all}");
+    }
+}
+
+#[test]
+fn keyed_hash_mode_is_stable_per_value_and_key_and_reveals_nothing() {
+    let key = b"0123456789abcdef0123456789abcdef-test-key".to_vec();
+    let sink = Arc::new(MemorySink::with_redaction(
+        Redaction::keyed_hash("k1", key.clone()).unwrap(),
+    ));
+    let other = Arc::new(MemorySink::with_redaction(
+        Redaction::keyed_hash("k2", b"another key, also 32 bytes or more!!".to_vec()).unwrap(),
+    ));
+    let fan = Arc::new(tollgate::audit::Fanout::new(vec![
+        sink.clone() as Arc<dyn AuditSink>,
+        other.clone(),
+    ]));
+    let guard = Guard::builder(boundary()).audit(fan).build();
+    let run = guard
+        .start_run(RunContext::new("bot", "clinician"))
+        .unwrap();
+    for name in [PATIENT, PATIENT, "John Roe"] {
+        let a = json!({ "patient": { "name": name } });
+        assert!(
+            guard
+                .check(&run, &ToolCall::new("ehr_search", &a))
+                .is_allowed()
+        );
+    }
+    // A secret stays a placeholder even in keyed-hash mode.
+    let login = json!({ "user": "u", "password": PASSWORD });
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("ehr_login", &login))
+            .is_allowed()
+    );
+
+    let names: Vec<String> = decisions(&sink)
+        .iter()
+        .map(|e| {
+            e["gen_ai.tool.call.arguments"]["patient"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        names[0].starts_with("hmac-sha256:k1:") && names[0].len() == "hmac-sha256:k1:".len() + 64
+    );
+    assert_eq!(
+        names[0], names[1],
+        "the same value under the same key hashes the same"
+    );
+    assert_ne!(names[0], names[2], "different values hash differently");
+    let other_names: Vec<Value> = decisions(&other)
+        .iter()
+        .map(|e| e["gen_ai.tool.call.arguments"]["patient"]["name"].clone())
+        .collect();
+    assert_ne!(
+        Value::from(names[0].clone()),
+        other_names[0],
+        "another key gives another hash"
+    );
+    assert_eq!(
+        decisions(&sink)[3]["gen_ai.tool.call.arguments"]["password"],
+        SECRET_PLACEHOLDER
+    );
+    let all = serde_json::to_string(&sink.events()).unwrap();
+    assert!(!all.contains("Jane") && !all.contains("hunter2"));
+}
+
+#[test]
+fn keyed_hash_refuses_short_keys_and_bad_ids() {
+    assert!(Redaction::keyed_hash("k", vec![7; 31]).is_err());
+    assert!(Redaction::keyed_hash("", vec![7; 32]).is_err());
+    assert!(Redaction::keyed_hash("has space", vec![7; 32]).is_err());
+    assert!(Redaction::keyed_hash("ok-id_1.2", vec![7; 32]).is_ok());
+}
+
+#[test]
+fn unmarked_raw_arguments_are_recorded_compactly_on_one_line() {
+    let sink = Arc::new(MemorySink::new());
+    let (guard, run) = session(sink.clone(), boundary());
+    let raw = "{\n  \"city\" : \"Oslo\",\n  \"days\": [1, 2]\n}";
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("weather", raw))
+            .is_allowed()
+    );
+    let not_json = "{city: Oslo\n";
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("weather", not_json))
+            .denial()
+            .is_some()
+    );
+    let d = decisions(&sink);
+    assert_eq!(
+        d[0]["gen_ai.tool.call.arguments"],
+        json!({"city": "Oslo", "days": [1, 2]})
+    );
+    assert_eq!(
+        d[1]["gen_ai.tool.call.arguments"],
+        json!({ "unparsed": not_json })
+    );
+}
+
+#[test]
+fn events_carry_the_retention_class_of_their_tools_tier() {
+    let sink = Arc::new(MemorySink::new());
+    let (guard, run) = session(sink.clone(), boundary_with_retention());
+    let a = json!({ "patient": { "name": PATIENT } });
+    let permit = guard
+        .check(&run, &ToolCall::new("ehr_search", &a))
+        .into_permit()
+        .unwrap();
+    permit.complete(Outcome::success()).unwrap();
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("weather", &json!({})))
+            .is_allowed()
+    );
+    run.note_reasoning("checked the chart before answering")
+        .unwrap();
+    run.finish().unwrap();
+    let ev = sink.events();
+    let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    // (The weather permit is dropped unused: its outcome is recorded as abandoned.)
+    assert_eq!(
+        kinds,
+        [
+            "run_started",
+            "decision",
+            "outcome",
+            "decision",
+            "outcome",
+            "reasoning",
+            "run_finished"
+        ]
+    );
+    assert_eq!(ev[1]["tollgate.retention"], "hipaa_6y");
+    assert_eq!(ev[2]["tollgate.retention"], "hipaa_6y");
+    assert!(
+        ev[3].get("tollgate.retention").is_none(),
+        "public tier has no class"
+    );
+    assert!(ev[4].get("tollgate.retention").is_none());
+    assert!(ev[0].get("tollgate.retention").is_none());
+    assert_eq!(
+        ev[5]["tollgate.reasoning"],
+        "checked the chart before answering"
+    );
+}
+
+#[test]
+fn policy_documents_mark_arguments_and_name_retention_classes_with_field_errors() {
+    let good = r#"
+        tiers = ["public", "privileged"]
+        [retention]
+        privileged = "legal_hold"
+        [tools.file_note]
+        effect = "write"
+        tier = "privileged"
+        [tools.file_note.args.body]
+        type = "string"
+        redact = "sensitive"
+        [tools.file_note.args.api_key]
+        type = "string"
+        redact = "secret"
+        [roles.r]
+        clearance = "privileged"
+        tools = ["file_note"]
+    "#;
+    let b = ActionBoundary::from_toml(good).unwrap();
+    assert!(b.audit_marks("file_note").redacts());
+    assert_eq!(b.audit_marks("file_note").retention(), Some("legal_hold"));
+    assert!(!b.audit_marks("no_such_tool").redacts());
+
+    let unknown_tier = good.replace("privileged = \"legal_hold\"", "secretive = \"x\"");
+    let e = ActionBoundary::from_toml(&unknown_tier).unwrap_err();
+    assert_eq!(e.field(), Some("retention.secretive"), "{e}");
+    let bad_class = good.replace("\"legal_hold\"", "\"legal hold\"");
+    let e = ActionBoundary::from_toml(&bad_class).unwrap_err();
+    assert_eq!(e.field(), Some("retention.privileged"), "{e}");
+    let bad_mark = good.replace("redact = \"secret\"", "redact = \"hidden\"");
+    let e = ActionBoundary::from_toml(&bad_mark).unwrap_err();
+    assert!(
+        e.to_string().contains("redact") || e.field().is_some_and(|f| f.contains("api_key")),
+        "{e}"
+    );
+}
