@@ -31,6 +31,7 @@
 //! }
 //! ```
 
+pub mod bridge;
 pub mod file;
 mod json;
 pub mod query;
