@@ -14,7 +14,9 @@
 //!   `check_allow` call with loop detection scanning a full 1024-call memory).
 //! - `audit`: `record_memory` and `record_file_buffered` (caller-side cost of one record),
 //!   `file_throughput_buffered` and `file_throughput_fsync_group` (records until durable, per
-//!   record), `verify_throughput` (a 20 000-record log).
+//!   record), `verify_throughput` (a 20 000-record log), `guard_check_file_log_empty` and
+//!   `guard_check_file_log_1m` (the guard's check-and-complete with an OS-buffered file sink, on an
+//!   empty log and on one holding a million records: the cost does not grow with the log).
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
 //!   `args_3_rules` call), `check_allow_raw`, `check_allow_audited` (with an audit sink that takes
 //!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
@@ -411,6 +413,35 @@ fn bench_audit(c: &mut Criterion) {
     g.bench_function("verify_throughput", |bench| {
         bench.iter(|| verify(&dir).unwrap().records)
     });
+    // The guard's whole check with a file sink stays flat as the log grows: the same
+    // check-and-complete (two records) against an empty log and against one already holding
+    // 1 000 000 records. Steady state, so each figure is bounded by the writer's pace too.
+    g.throughput(criterion::Throughput::Elements(1));
+    for (name, prefill) in [
+        ("guard_check_file_log_empty", 0u64),
+        ("guard_check_file_log_1m", 1_000_000),
+    ] {
+        let dir = fresh(name);
+        let cfg = FileSinkConfig::default()
+            .durability(Durability::OsBuffered)
+            .queue_capacity(1 << 12);
+        let (sink, _) = FileSink::open(&dir, cfg).unwrap();
+        let sink = std::sync::Arc::new(sink);
+        for i in 0..prefill {
+            sink.record(&event(i + 1)).unwrap();
+        }
+        sink.flush().unwrap();
+        let guard = Guard::builder(boundary(100)).audit(sink.clone()).build();
+        let grun = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
+        assert!(check_and_complete(&guard, &grun, &call));
+        g.bench_function(name, |bench| {
+            bench.iter(|| check_and_complete(black_box(&guard), &grun, black_box(&call)))
+        });
+        drop(grun);
+        drop(guard);
+        drop(sink);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     g.finish();
     let _ = std::fs::remove_dir_all(&scratch);
 }
