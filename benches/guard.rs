@@ -12,7 +12,8 @@
 //!   100-call window), `budget_reserve` (argument-less allow reserving a call budget),
 //!   `rate_limit_check` (the same with an agent and a tool rate limit), `loop_detect` (the
 //!   `check_allow` call with loop detection scanning a full 1024-call memory).
-//! - `audit`: `record_memory` and `record_file_buffered` (caller-side cost of one record),
+//! - `audit`: `serialize_event` (one decision event written as JSON into a reused buffer),
+//!   `record_memory` and `record_file_buffered` (caller-side cost of one record),
 //!   `file_throughput_buffered` and `file_throughput_fsync_group` (records until durable, per
 //!   record), `verify_throughput` (a 20 000-record log), `guard_check_file_log_empty` and
 //!   `guard_check_file_log_1m` (the guard's check-and-complete with an OS-buffered file sink, on an
@@ -342,6 +343,16 @@ fn bench_audit(c: &mut Criterion) {
     let mut g = c.benchmark_group("audit");
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(4));
+    // Serialising one decision event into a reused buffer (what every shipped sink does first).
+    g.bench_function("serialize_event", |bench| {
+        let mut buf = Vec::with_capacity(512);
+        let redaction = tollgate::audit::Redaction::placeholder();
+        bench.iter(|| {
+            buf.clear();
+            black_box(&event(1)).write_json(&mut buf, &redaction);
+            buf.len()
+        })
+    });
     // Caller-side cost of one record: the memory sink (serialises to a JSON value and stores it)...
     g.bench_function("record_memory", |bench| {
         bench.iter_custom(|iters| {

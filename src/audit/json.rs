@@ -5,6 +5,15 @@
 use serde::Serialize;
 use serde_json::Value;
 
+/// A key as the writer takes it: the JSON string with its quotes and the colon
+/// (`k!("seq")` is `"\"seq\":"`), so writing a key is one copy.
+macro_rules! k {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+pub(crate) use k;
+
 /// Writes `{"k":v,...}` into `out`. Call [`Obj::end`] to close the object.
 pub(crate) struct Obj<'b> {
     out: &'b mut Vec<u8>,
@@ -13,6 +22,7 @@ pub(crate) struct Obj<'b> {
 
 impl<'b> Obj<'b> {
     pub(crate) fn begin(out: &'b mut Vec<u8>) -> Self {
+        out.reserve(512);
         out.push(b'{');
         Self { out, first: true }
     }
@@ -21,16 +31,14 @@ impl<'b> Obj<'b> {
         self.out.push(b'}');
     }
 
-    /// Writes the key; the value must follow.
+    /// Writes the key (made with [`k!`]); the value must follow.
     pub(crate) fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
-        debug_assert!(!key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
+        debug_assert!(key.starts_with('"') && key.ends_with("\":"));
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
         self.out
     }
 
@@ -101,9 +109,13 @@ impl<'b> Obj<'b> {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 pub(crate) fn hex_to(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
+    for chunk in bytes.chunks(32) {
+        let mut buf = [0u8; 64];
+        for (i, b) in chunk.iter().enumerate() {
+            buf[2 * i] = HEX[usize::from(b >> 4)];
+            buf[2 * i + 1] = HEX[usize::from(b & 15)];
+        }
+        out.extend_from_slice(&buf[..2 * chunk.len()]);
     }
 }
 
@@ -133,12 +145,35 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
+/// Whether any of the 8 bytes in `w` is a control character, `"` or `\` (SWAR: a byte is
+/// flagged when `byte < 0x20`, `byte ^ '"' == 0` or `byte ^ '\\' == 0`).
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    // Bytes >= 0x80 (UTF-8 continuation/lead bytes) can set false positives only, which the
+    // byte-wise scan below then clears.
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\')))
+        != 0
+}
+
 /// `s` as a JSON string literal, escaped as `serde_json` escapes it.
 pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Fast path: skip 8-byte words with nothing to escape.
+    let mut clean = 0;
+    while clean + 8 <= bytes.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[clean..clean + 8]);
+        if word_needs_escape(u64::from_le_bytes(w)) {
+            break;
+        }
+        clean += 8;
+    }
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(clean) {
         if !needs_escape(b) {
             continue;
         }
@@ -215,16 +250,16 @@ mod tests {
     #[test]
     fn fields_of_every_type_round_trip() {
         let v = obj_with(|o| {
-            o.str("s", "a\"b\\c\n\u{1}é");
-            o.opt_str("none", None);
-            o.u64("zero", 0);
-            o.u64("max", u64::MAX);
-            o.opt_u64("n", Some(42));
-            o.f64("pi", 3.25);
-            o.f64("nan", f64::NAN);
-            o.bool("t", true);
-            o.hex("h", &[0xab, 0x01]);
-            o.ser("list", &["x", "y"]);
+            o.str(k!("s"), "a\"b\\c\n\u{1}é");
+            o.opt_str(k!("none"), None);
+            o.u64(k!("zero"), 0);
+            o.u64(k!("max"), u64::MAX);
+            o.opt_u64(k!("n"), Some(42));
+            o.f64(k!("pi"), 3.25);
+            o.f64(k!("nan"), f64::NAN);
+            o.bool(k!("t"), true);
+            o.hex(k!("h"), &[0xab, 0x01]);
+            o.ser(k!("list"), &["x", "y"]);
         });
         assert_eq!(
             v,

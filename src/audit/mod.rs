@@ -45,6 +45,7 @@ pub use sinks::{Fanout, TracingSink};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use json::k;
 use serde_json::Value;
 
 use crate::breaker::Transition;
@@ -292,63 +293,66 @@ impl AuditEvent<'_> {
     /// a retention class.
     pub fn write_json(&self, out: &mut Vec<u8>, redaction: &Redaction) {
         let mut o = json::Obj::begin(out);
-        o.u64("seq", self.seq);
+        o.u64(k!("seq"), self.seq);
         let at = self.at.duration_since(UNIX_EPOCH).unwrap_or_default();
         o.u64(
-            "time_unix_nano",
+            k!("time_unix_nano"),
             u64::try_from(at.as_nanos()).unwrap_or(u64::MAX),
         );
-        o.opt_str("tollgate.run.id", self.run.map(RunId::as_str));
-        o.opt_str("gen_ai.agent.id", self.agent.map(AgentId::as_str));
+        o.opt_str(k!("tollgate.run.id"), self.run.map(RunId::as_str));
+        o.opt_str(k!("gen_ai.agent.id"), self.agent.map(AgentId::as_str));
         if let Some(class) = self.marks.and_then(AuditMarks::retention) {
-            o.str("tollgate.retention", class);
+            o.str(k!("tollgate.retention"), class);
         }
         match &self.kind {
             EventKind::RunStarted { context } => {
-                o.str("event", "run_started");
-                o.str("tollgate.role", context.role().as_str());
+                o.str(k!("event"), "run_started");
+                o.str(k!("tollgate.role"), context.role().as_str());
                 o.opt_str(
-                    "tollgate.task_type",
+                    k!("tollgate.task_type"),
                     context.task_type().map(|t| t.as_str()),
                 );
-                o.opt_str("tollgate.trigger", context.trigger().map(|t| t.as_str()));
                 o.opt_str(
-                    "tollgate.compartment",
+                    k!("tollgate.trigger"),
+                    context.trigger().map(|t| t.as_str()),
+                );
+                o.opt_str(
+                    k!("tollgate.compartment"),
                     context.compartment().map(|c| c.as_str()),
                 );
-                o.bool("tollgate.read_only", context.is_read_only());
+                o.bool(k!("tollgate.read_only"), context.is_read_only());
             }
             EventKind::Decision {
                 call,
                 decision,
                 policy_version,
             } => {
-                o.str("event", "decision");
-                o.str("gen_ai.tool.name", call.tool());
-                o.opt_str("gen_ai.tool.call.id", call.call_id());
+                o.str(k!("event"), "decision");
+                o.str(k!("gen_ai.tool.name"), call.tool());
+                o.opt_str(k!("gen_ai.tool.call.id"), call.call_id());
                 write_args(&mut o, call.args(), self.marks, redaction);
-                o.str("tollgate.decision", decision.as_str());
+                o.str(k!("tollgate.decision"), decision.as_str());
                 match decision {
                     Decision::Deny(d) => {
-                        o.str("tollgate.deny.code", d.code().as_str());
-                        o.str("tollgate.rule", d.rule().as_str());
-                        o.str("tollgate.reason", d.reason());
+                        o.str(k!("tollgate.deny.code"), d.code().as_str());
+                        o.str(k!("tollgate.rule"), d.rule().as_str());
+                        o.str(k!("tollgate.reason"), d.reason());
                     }
                     Decision::Escalate(r) => {
-                        o.str("tollgate.rule", r.rule.as_str());
-                        o.str("tollgate.reason", &r.reason);
+                        o.str(k!("tollgate.rule"), r.rule.as_str());
+                        o.str(k!("tollgate.reason"), &r.reason);
                     }
                     Decision::Allow => {}
                 }
                 match policy_version {
-                    Some(v) => o.hex("tollgate.policy.version", v.as_bytes()),
-                    None => o.null("tollgate.policy.version"),
+                    Some(v) => o.hex(k!("tollgate.policy.version"), v.as_bytes()),
+                    None => o.null(k!("tollgate.policy.version")),
                 }
                 match call.confidence() {
-                    Some(c) => o.ser("tollgate.confidence", &c),
-                    None => o.null("tollgate.confidence"),
+                    Some(c) => o.ser(k!("tollgate.confidence"), &c),
+                    None => o.null(k!("tollgate.confidence")),
                 }
-                o.opt_str("tollgate.reasoning", call.reasoning());
+                o.opt_str(k!("tollgate.reasoning"), call.reasoning());
             }
             EventKind::Outcome {
                 tool,
@@ -357,28 +361,28 @@ impl AuditEvent<'_> {
                 latency,
                 policy_version,
             } => {
-                o.str("event", "outcome");
-                o.str("gen_ai.tool.name", tool);
-                o.opt_str("gen_ai.tool.call.id", *call_id);
-                o.ser("tollgate.outcome", &outcome.status);
-                o.opt_u64("gen_ai.usage.input_tokens", outcome.input_tokens);
-                o.opt_u64("gen_ai.usage.output_tokens", outcome.output_tokens);
-                o.opt_u64("tollgate.cost_micros", outcome.cost_micros);
-                o.u64("tollgate.latency_ns", nanos(*latency));
-                o.hex("tollgate.policy.version", policy_version.as_bytes());
+                o.str(k!("event"), "outcome");
+                o.str(k!("gen_ai.tool.name"), tool);
+                o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
+                o.ser(k!("tollgate.outcome"), &outcome.status);
+                o.opt_u64(k!("gen_ai.usage.input_tokens"), outcome.input_tokens);
+                o.opt_u64(k!("gen_ai.usage.output_tokens"), outcome.output_tokens);
+                o.opt_u64(k!("tollgate.cost_micros"), outcome.cost_micros);
+                o.u64(k!("tollgate.latency_ns"), nanos(*latency));
+                o.hex(k!("tollgate.policy.version"), policy_version.as_bytes());
             }
             EventKind::Reasoning { text } => {
-                o.str("event", "reasoning");
-                o.str("tollgate.reasoning", text);
+                o.str(k!("event"), "reasoning");
+                o.str(k!("tollgate.reasoning"), text);
             }
             EventKind::RunFinished { duration } => {
-                o.str("event", "run_finished");
-                o.u64("tollgate.duration_ns", nanos(*duration));
+                o.str(k!("event"), "run_finished");
+                o.u64(k!("tollgate.duration_ns"), nanos(*duration));
             }
             EventKind::PolicyReloaded { previous, current } => {
-                o.str("event", "policy_reloaded");
-                o.hex("tollgate.policy.previous", previous.as_bytes());
-                o.hex("tollgate.policy.version", current.as_bytes());
+                o.str(k!("event"), "policy_reloaded");
+                o.hex(k!("tollgate.policy.previous"), previous.as_bytes());
+                o.hex(k!("tollgate.policy.version"), current.as_bytes());
             }
             EventKind::Credential(c) => credential_json(c, &mut o),
             EventKind::BreakerTransition {
@@ -386,14 +390,17 @@ impl AuditEvent<'_> {
                 tool,
                 transition,
             } => {
-                o.str("event", "breaker_transition");
-                o.str("tollgate.breaker.agent", agent);
-                o.str("gen_ai.tool.name", tool);
-                o.ser("tollgate.breaker.from", &transition.from);
-                o.ser("tollgate.breaker.to", &transition.to);
-                o.f64("tollgate.breaker.failure_rate", transition.failure_rate);
-                o.f64("tollgate.breaker.slow_call_rate", transition.slow_call_rate);
-                o.u64("tollgate.breaker.calls", u64::from(transition.calls));
+                o.str(k!("event"), "breaker_transition");
+                o.str(k!("tollgate.breaker.agent"), agent);
+                o.str(k!("gen_ai.tool.name"), tool);
+                o.ser(k!("tollgate.breaker.from"), &transition.from);
+                o.ser(k!("tollgate.breaker.to"), &transition.to);
+                o.f64(k!("tollgate.breaker.failure_rate"), transition.failure_rate);
+                o.f64(
+                    k!("tollgate.breaker.slow_call_rate"),
+                    transition.slow_call_rate,
+                );
+                o.u64(k!("tollgate.breaker.calls"), u64::from(transition.calls));
             }
             EventKind::KillSwitch {
                 action,
@@ -401,11 +408,11 @@ impl AuditEvent<'_> {
                 target,
                 by,
             } => {
-                o.str("event", "kill_switch");
-                o.str("tollgate.kill.action", action);
-                o.str("tollgate.kill.scope", scope);
-                o.opt_str("tollgate.kill.target", *target);
-                o.str("tollgate.kill.by", by);
+                o.str(k!("event"), "kill_switch");
+                o.str(k!("tollgate.kill.action"), action);
+                o.str(k!("tollgate.kill.scope"), scope);
+                o.opt_str(k!("tollgate.kill.target"), *target);
+                o.str(k!("tollgate.kill.by"), by);
             }
         }
         o.end();
@@ -430,7 +437,7 @@ fn nanos(d: Duration) -> u64 {
 
 /// Writes `gen_ai.tool.call.arguments`, redacted per `marks`.
 fn write_args(o: &mut json::Obj<'_>, args: Args<'_>, marks: Option<&AuditMarks>, how: &Redaction) {
-    const KEY: &str = "gen_ai.tool.call.arguments";
+    const KEY: &str = k!("gen_ai.tool.call.arguments");
     let marks = marks.filter(|m| m.redacts());
     match (args, marks) {
         (Args::None, _) => o.key(KEY).extend_from_slice(b"{}"),
@@ -541,17 +548,17 @@ fn credential_json(c: &CredentialEvent<'_>, o: &mut json::Obj<'_>) {
             scope,
             expires_at_unix,
         } => {
-            o.str("event", "credential_issued");
-            o.str("tollgate.credential.id", id.as_str());
-            o.str("tollgate.credential.provider", provider);
-            o.ser("tollgate.credential.scope", scope);
-            o.u64("tollgate.credential.expires_at", *expires_at_unix);
+            o.str(k!("event"), "credential_issued");
+            o.str(k!("tollgate.credential.id"), id.as_str());
+            o.str(k!("tollgate.credential.provider"), provider);
+            o.ser(k!("tollgate.credential.scope"), scope);
+            o.u64(k!("tollgate.credential.expires_at"), *expires_at_unix);
         }
         CredentialEvent::Used { id, tool, resource } => {
-            o.str("event", "credential_used");
-            o.str("tollgate.credential.id", id.as_str());
-            o.str("gen_ai.tool.name", tool);
-            o.str("tollgate.credential.resource", resource);
+            o.str(k!("event"), "credential_used");
+            o.str(k!("tollgate.credential.id"), id.as_str());
+            o.str(k!("gen_ai.tool.name"), tool);
+            o.str(k!("tollgate.credential.resource"), resource);
         }
         CredentialEvent::Refused {
             id,
@@ -559,27 +566,27 @@ fn credential_json(c: &CredentialEvent<'_>, o: &mut json::Obj<'_>) {
             resource,
             reason,
         } => {
-            o.str("event", "credential_refused");
-            o.opt_str("tollgate.credential.id", id.map(CredentialId::as_str));
-            o.str("gen_ai.tool.name", tool);
-            o.str("tollgate.credential.resource", resource);
-            o.str("tollgate.credential.refusal", reason.code());
-            o.str("tollgate.reason", &reason.to_string());
+            o.str(k!("event"), "credential_refused");
+            o.opt_str(k!("tollgate.credential.id"), id.map(CredentialId::as_str));
+            o.str(k!("gen_ai.tool.name"), tool);
+            o.str(k!("tollgate.credential.resource"), resource);
+            o.str(k!("tollgate.credential.refusal"), reason.code());
+            o.str(k!("tollgate.reason"), &reason.to_string());
         }
         CredentialEvent::Revoked { id, provider } => {
-            o.str("event", "credential_revoked");
-            o.str("tollgate.credential.id", id.as_str());
-            o.str("tollgate.credential.provider", provider);
+            o.str(k!("event"), "credential_revoked");
+            o.str(k!("tollgate.credential.id"), id.as_str());
+            o.str(k!("tollgate.credential.provider"), provider);
         }
         CredentialEvent::KeyRotated {
             provider,
             retired,
             current,
         } => {
-            o.str("event", "key_rotated");
-            o.str("tollgate.credential.provider", provider);
-            o.str("tollgate.key.retired", retired);
-            o.str("tollgate.key.current", current);
+            o.str(k!("event"), "key_rotated");
+            o.str(k!("tollgate.credential.provider"), provider);
+            o.str(k!("tollgate.key.retired"), retired);
+            o.str(k!("tollgate.key.current"), current);
         }
     }
 }
