@@ -353,6 +353,9 @@ impl AuditEvent<'_> {
                     None => o.null(k!("tollgate.confidence")),
                 }
                 o.opt_str(k!("tollgate.reasoning"), call.reasoning());
+                if !call.flags().is_empty() {
+                    o.ser(k!("tollgate.flags"), call.flags());
+                }
             }
             EventKind::Outcome {
                 tool,

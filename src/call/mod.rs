@@ -158,6 +158,7 @@ pub struct ToolCall<'a> {
     reasoning: Option<&'a str>,
     token_estimate: Option<u64>,
     cost_estimate_micros: Option<u64>,
+    flags: &'a [&'a str],
 }
 
 impl<'a> ToolCall<'a> {
@@ -171,6 +172,7 @@ impl<'a> ToolCall<'a> {
             reasoning: None,
             token_estimate: None,
             cost_estimate_micros: None,
+            flags: &[],
         }
     }
 
@@ -209,6 +211,18 @@ impl<'a> ToolCall<'a> {
     pub fn with_cost_estimate_micros(mut self, micros: u64) -> Self {
         self.cost_estimate_micros = Some(micros);
         self
+    }
+
+    /// Named conditions the framework observed about this step (`"ambiguous"`, `"anomaly"`,
+    /// `"user_disputed"`, ...); escalation rules can route flagged calls to a human.
+    pub fn with_flags(mut self, flags: &'a [&'a str]) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// The flags set with [`with_flags`](Self::with_flags).
+    pub fn flags(&self) -> &'a [&'a str] {
+        self.flags
     }
 
     /// The declared token estimate, if any.
