@@ -133,7 +133,7 @@ fn show(guard: &Guard, run: &Run, call: &ToolCall<'_>) {
             // The tool would run here; report how it went.
             let _ = permit.complete(Outcome::success());
         }
-        Verdict::Escalate(req) => println!("     ESCALATE: {}", req.reason),
+        Verdict::Escalate(req) => println!("     ESCALATE: approval {}", req.id),
         Verdict::Deny(d) => println!(
             "     DENY [{}] {}\n          rule {}",
             d.code(),

@@ -75,6 +75,15 @@ pub enum DenyCode {
     /// The run departs from its task type's learned baseline (far too many calls, or a tool the
     /// task type never used).
     AnomalyDetected,
+    /// A human denied the escalated call.
+    ApprovalDenied,
+    /// Nobody decided the escalated call before its deadline (or the grant expired unused).
+    ApprovalTimedOut,
+    /// The approval presented does not authorise this call: other arguments, tool or run, not
+    /// yet decided, already used, or unknown.
+    ApprovalInvalid,
+    /// The call needed a human but could not be put before one (the approval queue refused it).
+    EscalationFailed,
 }
 
 impl DenyCode {
@@ -108,6 +117,10 @@ impl DenyCode {
             DenyCode::LoopDetected => "loop_detected",
             DenyCode::RateLimited => "rate_limited",
             DenyCode::AnomalyDetected => "anomaly_detected",
+            DenyCode::ApprovalDenied => "approval_denied",
+            DenyCode::ApprovalTimedOut => "approval_timed_out",
+            DenyCode::ApprovalInvalid => "approval_invalid",
+            DenyCode::EscalationFailed => "escalation_failed",
         }
     }
 
@@ -231,20 +244,7 @@ impl fmt::Display for Denial {
 
 impl std::error::Error for Denial {}
 
-/// A call that needs a human decision before it may run.
-///
-/// Reserved: the escalation gate (a later issue) produces these; the current pipeline never does.
-/// The variant exists now so that code matching on [`Verdict`] already handles it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct ApprovalRequest {
-    /// The escalation rule that fired.
-    pub rule: RuleId,
-    /// Why a human must decide.
-    pub reason: Cow<'static, str>,
-    /// The policy version under which the request was raised.
-    pub policy_version: PolicyVersion,
-}
+pub use crate::escalation::ApprovalRequest;
 
 /// The guard's answer for one proposed call.
 ///
@@ -254,8 +254,10 @@ pub struct ApprovalRequest {
 pub enum Verdict<'a> {
     /// The call may run under this permit.
     Allow(Permit<'a>),
-    /// A human must decide first (reserved for the escalation issue; never produced yet).
-    Escalate(ApprovalRequest),
+    /// A human must decide first: the request is in the guard's approval queue. Keep its
+    /// [`ticket`](ApprovalRequest::ticket) and [`Guard::resume`](crate::Guard::resume) once it is
+    /// approved, or await [`Guard::check_and_wait`](crate::Guard::check_and_wait).
+    Escalate(Box<ApprovalRequest>),
     /// The call must not run.
     Deny(Denial),
 }
@@ -290,15 +292,15 @@ impl<'a> Verdict<'a> {
 }
 
 /// Why a call did not get a permit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
     /// The call was denied.
     #[error("{0}")]
     Denied(Denial),
     /// The call awaits a human decision.
-    #[error("escalated to a human by {}: {}", .0.rule, .0.reason)]
-    Escalated(ApprovalRequest),
+    #[error("escalated to a human (approval {}): {}", .0.id, .0.reasons.iter().map(|r| &*r.text).collect::<Vec<_>>().join("; "))]
+    Escalated(Box<ApprovalRequest>),
 }
 
 /// How a permitted call ended.

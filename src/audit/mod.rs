@@ -52,6 +52,7 @@ use crate::breaker::Transition;
 use crate::call::json::{JsonLimits, RawJson};
 use crate::call::{AgentId, Args, CredentialId, RunContext, RunId, ToolCall};
 use crate::credential::{CredentialError, Scope};
+use crate::escalation::TransitionKind;
 use crate::verdict::{ApprovalRequest, Denial, Outcome, PolicyVersion};
 
 /// One thing that happened, with the run it belongs to.
@@ -132,6 +133,15 @@ pub enum EventKind<'a> {
         latency: Duration,
         /// The policy version the call was permitted under.
         policy_version: PolicyVersion,
+    },
+    /// An escalated call's approval request changed: requested (routed to its first group),
+    /// routed to a later level of its chain, decided by an approver, timed out, or resumed (its
+    /// grant consumed for the one execution it authorises).
+    Escalation {
+        /// The request (as before the change).
+        request: &'a ApprovalRequest,
+        /// What changed.
+        transition: &'a TransitionKind<'a>,
     },
     /// The framework recorded the agent's reasoning at a decision point
     /// ([`Run::note_reasoning`](crate::Run::note_reasoning)).
@@ -339,8 +349,14 @@ impl AuditEvent<'_> {
                         o.str(k!("tollgate.reason"), d.reason());
                     }
                     Decision::Escalate(r) => {
-                        o.str(k!("tollgate.rule"), r.rule.as_str());
-                        o.str(k!("tollgate.reason"), &r.reason);
+                        if let Some(first) = r.reasons.first() {
+                            o.str(k!("tollgate.rule"), first.rule.as_str());
+                        }
+                        write_approval(&mut o, r);
+                        o.ser(k!("tollgate.approval.reasons"), &r.reasons);
+                        o.u64(k!("tollgate.approval.deadline_ms"), r.deadline_ms);
+                        o.u64(k!("tollgate.approval.quorum"), u64::from(r.quorum));
+                        o.opt_str(k!("tollgate.approval.group"), r.current_group());
                     }
                     Decision::Allow => {}
                 }
@@ -374,6 +390,10 @@ impl AuditEvent<'_> {
                 o.u64(k!("tollgate.latency_ns"), nanos(*latency));
                 o.hex(k!("tollgate.policy.version"), policy_version.as_bytes());
             }
+            EventKind::Escalation {
+                request,
+                transition,
+            } => write_escalation(&mut o, request, transition),
             EventKind::Reasoning { text } => {
                 o.str(k!("event"), "reasoning");
                 o.str(k!("tollgate.reasoning"), text);
@@ -432,6 +452,67 @@ impl AuditEvent<'_> {
             serde_json::json!({ "seq": self.seq, "tollgate.serialisation_error": e.to_string() })
         })
     }
+}
+
+fn write_approval(o: &mut json::Obj<'_>, r: &ApprovalRequest) {
+    o.str(k!("tollgate.approval.id"), r.id.as_str());
+    o.hex(k!("tollgate.approval.args_hash"), r.args_hash.as_bytes());
+}
+
+fn write_escalation(o: &mut json::Obj<'_>, r: &ApprovalRequest, t: &TransitionKind<'_>) {
+    let kind = match t {
+        TransitionKind::Requested { .. } => "escalation_requested",
+        TransitionKind::Escalated { .. } => "escalation_routed",
+        TransitionKind::Decided { .. } => "escalation_decided",
+        TransitionKind::TimedOut { .. } => "escalation_expired",
+        TransitionKind::Consumed { .. } => "escalation_resumed",
+    };
+    o.str(k!("event"), kind);
+    o.str(k!("gen_ai.tool.name"), &r.tool);
+    write_approval(o, r);
+    match t {
+        TransitionKind::Requested { group } => {
+            o.str(k!("tollgate.approval.group"), group);
+            o.ser(k!("tollgate.approval.reasons"), &r.reasons);
+            o.u64(k!("tollgate.approval.deadline_ms"), r.deadline_ms);
+            o.u64(k!("tollgate.approval.quorum"), u64::from(r.quorum));
+        }
+        TransitionKind::Escalated { from, to, group } => {
+            o.u64(k!("tollgate.approval.from_level"), *from as u64);
+            o.u64(k!("tollgate.approval.level"), *to as u64);
+            o.str(k!("tollgate.approval.group"), group);
+        }
+        TransitionKind::Decided {
+            approver,
+            decision,
+            reason,
+            wait,
+            approvals,
+            resolution,
+        } => {
+            o.str(k!("tollgate.approval.approver"), approver.id.as_str());
+            o.opt_str(k!("tollgate.approval.channel"), approver.channel.as_deref());
+            o.ser(k!("tollgate.approval.decision"), decision);
+            o.str(k!("tollgate.reason"), reason);
+            o.u64(k!("tollgate.approval.wait_ms"), millis(*wait));
+            o.u64(k!("tollgate.approval.approvals"), u64::from(*approvals));
+            match resolution {
+                Some(res) => o.ser(k!("tollgate.approval.resolution"), res),
+                None => o.null(k!("tollgate.approval.resolution")),
+            }
+        }
+        TransitionKind::TimedOut { resolution, wait } => {
+            o.ser(k!("tollgate.approval.resolution"), resolution);
+            o.u64(k!("tollgate.approval.wait_ms"), millis(*wait));
+        }
+        TransitionKind::Consumed { wait } => {
+            o.u64(k!("tollgate.approval.wait_ms"), millis(*wait));
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -88,6 +88,18 @@ impl AuditMarks {
         self.retention.as_deref()
     }
 
+    /// Replaces the values marked secret in `args` (sensitive ones stay: e.g. approvers need them
+    /// to decide).
+    pub(crate) fn redact_secrets(&self, args: &mut Value) {
+        for m in self
+            .redactions
+            .iter()
+            .filter(|m| m.class == Sensitivity::Secret)
+        {
+            redact_at(args, &m.path, m.class, &Redaction::placeholder());
+        }
+    }
+
     /// Replaces every marked value in `args` as `how` says.
     pub(crate) fn apply(&self, args: &mut Value, how: &Redaction) {
         for m in self.redactions.iter() {

@@ -1,2 +1,147 @@
 //! The escalation gate: rules that route a call to a human, and the approval workflow that
-//! decides it. (Under construction.)
+//! decides it.
+//!
+//! # The model
+//!
+//! 1. **Rules are parameters.** An [`EscalationPolicy`] (TOML, JSON or builder) lists approver
+//!    groups, default approval parameters and up to 64 rules. Each rule has a condition (an
+//!    amount over a threshold, optionally per currency; a data tier at or above a level; model
+//!    confidence below a floor; an irreversible effect; a flag the caller sets; the run's budget
+//!    usage at or above a fraction, i.e. *deceleration*; `all` / `any` combinations), an optional
+//!    tool scope, and approval parameters (timeout, what a timeout means, quorum, escalation
+//!    chain). [`EscalationGate::compile`] validates it against the boundary's tier list; errors
+//!    name the field (`rules[2].when.amount.path`).
+//! 2. **Evaluation is cheap.** [`EscalationGate::evaluate`] takes a borrowed [`GateInput`] and
+//!    returns a [`Matched`] bit set without allocating. Rules scoped to tools are looked up per
+//!    tool, so a call no rule concerns costs one table lookup. Raw JSON arguments are parsed
+//!    only when a candidate rule reads them, by the crate's strict zero-allocation scanner, and
+//!    numbers compare exactly. Everything that cannot be told fails closed (escalates): unreadable
+//!    arguments, a non-numeric or non-finite amount, a missing or unlisted currency, an unknown
+//!    tier, a missing confidence (configurable).
+//! 3. **A match becomes a request.** [`EscalationGate::escalation`] turns the matches into every
+//!    reason plus the strictest combined parameters (highest quorum, earliest deny deadline, ...;
+//!    see that method). [`ApprovalQueue::submit`] opens an [`ApprovalRequest`]: random id, the
+//!    arguments and their canonical [`ArgsHash`], deadline on the wall clock (so it survives a
+//!    restart), policy version, chain schedule.
+//! 4. **Identity-bound decisions.** [`ApprovalQueue::decide`] records who decided what and why.
+//!    Only members of the current level's group (or an earlier level's) may decide; the run's
+//!    trigger may not (separation of duties); the quorum counts *distinct* approvers; any deny
+//!    vetoes. At the deadline an undecided request is denied (or approved, where every matched
+//!    rule says `on_timeout = "approve"`), never a nanosecond before; chains move an undecided
+//!    request to the next level on schedule. [`ApprovalQueue::tick`] applies due transitions;
+//!    `status`, `decide` and `consume` apply them lazily for their request, so a late decision is
+//!    refused even if nobody ticked.
+//! 5. **Single-use grants.** [`ApprovalQueue::consume`] turns an approved request into a
+//!    [`Grant`] exactly once, and only for the approved arguments. A synchronous caller keeps a
+//!    [`Ticket`]; an async caller awaits [`ApprovalQueue::wait`] on any executor.
+//! 6. **Durable and audited.** Every transition is shown to a [`QueueObserver`] (the guard's
+//!    audit) *before* it is stored or applied, and an error aborts it. It is then appended to an
+//!    [`ApprovalStore`] ([`FileApprovalStore`]: JSON Lines, fsync per record) before it takes
+//!    effect; reopening replays the store. [`ApprovalNotifier`]s (e.g. [`ChannelNotifier`])
+//!    forward requests, chain moves and outcomes to people.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use serde_json::json;
+//! use tollgate::boundary::Effect;
+//! use tollgate::clock::ManualClock;
+//! use tollgate::escalation::*;
+//!
+//! let policy = EscalationPolicy::from_json(r#"{
+//!     "groups": { "finance": ["alice", "bob"], "cfo": ["carol"] },
+//!     "defaults": { "timeout_secs": 3600,
+//!                   "chain": [ { "group": "finance" }, { "group": "cfo", "after_secs": 1800 } ] },
+//!     "rules": [
+//!         { "id": "large-payment", "tools": ["pay_invoice"], "quorum": 2,
+//!           "when": { "amount": { "path": "amount", "currency_path": "currency",
+//!                                 "over_by_currency": { "EUR": 900, "USD": 1000 } } } },
+//!         { "id": "decelerate", "when": { "budget_used": { "at_least": 0.8 } },
+//!           "timeout_secs": 60, "on_timeout": "approve" }
+//!     ]
+//! }"#)?;
+//! let gate = EscalationGate::compile(policy, &["public".into(), "confidential".into()])?;
+//!
+//! // A read no rule concerns, and a small payment: no human needed.
+//! assert!(gate.evaluate(&GateInput::new("search", Effect::Read, r#"{"q":"x"}"#)).is_empty());
+//! let small = r#"{"amount": 120, "currency": "EUR"}"#;
+//! assert!(gate.evaluate(&GateInput::new("pay_invoice", Effect::Irreversible, small)).is_empty());
+//!
+//! // A large payment escalates; so would an unlisted currency.
+//! let args = json!({"amount": 5000, "currency": "EUR"});
+//! let esc = gate.check(&GateInput::new("pay_invoice", Effect::Irreversible, &args)).unwrap();
+//! assert_eq!(esc.reasons[0].rule.as_str(), "large-payment");
+//!
+//! // The queue: time comes from the injected clock.
+//! let clock = Arc::new(ManualClock::new());
+//! let store = Arc::new(MemoryApprovalStore::new());
+//! let queue = ApprovalQueue::open(store, clock.clone(), QueueConfig::with_groups(gate.groups().clone()))?;
+//! let req = queue.submit(
+//!     Submission::new("run-1", "billing-bot", "pay_invoice", args.clone(), esc, gate.version())
+//!         .triggered_by("dave"),
+//! )?;
+//!
+//! // Two distinct finance approvers make the quorum.
+//! queue.decide(&req.id, &Approver::new("alice"), Decision::Approve, "invoice checked")?;
+//! assert!(matches!(
+//!     queue.decide(&req.id, &Approver::new("alice"), Decision::Approve, "again"),
+//!     Err(QueueError::AlreadyApproved { .. })
+//! ));
+//! clock.advance(Duration::from_secs(60));
+//! let out = queue.decide(&req.id, &Approver::new("bob"), Decision::Approve, "ok")?;
+//! assert!(out.state.is_approved());
+//!
+//! // The grant authorises exactly these arguments, once.
+//! let changed = ArgsHash::of_json(r#"{"amount": 50000, "currency": "EUR"}"#)?;
+//! assert!(matches!(queue.consume(&req.id, &changed), Err(QueueError::ArgsMismatch { .. })));
+//! let grant = queue.consume(&req.id, &req.args_hash)?;
+//! assert_eq!(grant.approvers.len(), 2);
+//! assert!(matches!(queue.consume(&req.id, &req.args_hash), Err(QueueError::AlreadyUsed { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Time
+//!
+//! Deadlines and chain levels are wall-clock unix milliseconds read from
+//! [`Clock::wall`](crate::clock::Clock::wall), so they survive a restart; a deadline is rounded
+//! *up* to the millisecond and compared with nanosecond wall time, so a request never expires
+//! early. A wall clock stepped backwards delays expiry; one stepped forwards brings it closer.
+
+mod error;
+mod gate;
+mod notify;
+mod policy;
+mod queue;
+mod request;
+mod serde_util;
+mod store;
+
+// The boundary's read-only view over `&Value` and raw JSON (`Num` compares exactly). The
+// boundary keeps that module private, so it is compiled here once more from the same source;
+// once `boundary` exposes `pub(crate) mod view`, replace this with `use crate::boundary::view`.
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "../boundary/view.rs"]
+mod view;
+
+pub use error::{EscalationPolicyError, QueueError, StoreError};
+pub use gate::{
+    ApprovalParams, DEFAULT_TIMEOUT_SECS, Escalation, EscalationGate, GateInput, Level, MAX_RULES,
+    Matched,
+};
+pub use notify::{
+    ApprovalNotifier, ChannelNotifier, NoopObserver, Notification, NotificationKind, QueueObserver,
+    Transition, TransitionKind,
+};
+pub use policy::{
+    AmountCondition, BudgetCondition, Condition, ConfidenceCondition, EscalationPolicy, IfMissing,
+    LevelSpec, OnTimeout, RuleParams, RuleSpec,
+};
+pub use queue::{ApprovalQueue, DecideOutcome, QueueConfig, QueueEvent};
+pub use request::{
+    ApprovalId, ApprovalRequest, Approver, ApproverGroups, ArgsHash, ChainLevel, Decision, Grant,
+    Reason, RequestState, RequestStatus, Resolution, Submission, Ticket, Vote, args_value,
+    parse_args,
+};
+pub use store::{ApprovalStore, FileApprovalStore, MemoryApprovalStore, StoreRecord, TornTail};

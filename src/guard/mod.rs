@@ -14,9 +14,10 @@
 //! run finished or dropped            -> its credentials revoked; one run-end audit event
 //! ```
 //!
-//! Rate limits and loop detection (after the budgets) and the escalation gate (before the audit
-//! record) are still to come. Each stage is a plain method call on the hot path; nothing is boxed
-//! or dynamically dispatched except the audit sink and the clock.
+//! After the boundary come loop detection, rate limits, the baseline and the budgets, then the
+//! escalation gate (a call a rule sends to a human becomes `Verdict::Escalate`; see
+//! [`GuardBuilder::escalation`]), then the audit record. Each stage is a plain method call on the
+//! hot path; nothing is boxed or dynamically dispatched except the audit sink and the clock.
 //!
 //! The boundary lives in an [`ArcSwap`] snapshot. [`Guard::reload`] swaps it atomically; a permit
 //! holds the snapshot it was checked against, so a call already permitted finishes under the policy
@@ -39,7 +40,7 @@
 //!         // ... run the tool ...
 //!         permit.complete(Outcome::success());
 //!     }
-//!     Verdict::Escalate(request) => println!("needs a human: {}", request.reason),
+//!     Verdict::Escalate(request) => println!("needs a human: approval {}", request.id),
 //!     Verdict::Deny(denial) => println!("{denial}"),
 //! }
 //!
@@ -77,7 +78,11 @@ use crate::clock::{Clock, MonoTime, SystemClock};
 use crate::credential::{
     Asker, CredentialBroker, CredentialError, MintRequest, Operation, ScopedCredential, unix_secs,
 };
+use crate::escalation::Ticket as ApprovalTicket;
 use crate::verdict::{Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Refusal, Verdict};
+
+mod escalate;
+pub use escalate::ApprovalTicker;
 
 /// Errors from guard operations other than `check` (which never errors: it denies).
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +123,8 @@ struct Shared {
     rule_rate: RuleId,
     baseline: Option<BaselineState>,
     rule_baseline: RuleId,
+    escalation: Option<escalate::Escalations>,
+    rule_escalation: RuleId,
 }
 
 struct BaselineState {
@@ -497,6 +504,7 @@ pub struct GuardBuilder {
     budget: RunBudget,
     loops: Option<LoopDetection>,
     alerts: Option<Arc<dyn AlertSink>>,
+    escalation: Option<escalate::Escalations>,
     rate_limits: Option<RateLimits>,
     baseline: Option<(Baseline, bool)>,
 }
@@ -718,8 +726,11 @@ impl GuardBuilder {
             // Validated in `breakers`, so this cannot fail.
             KeyedBreakers::new(cfg, key, cap, Arc::clone(&self.clock)).ok()
         });
-        Guard {
+        let escalation = self.escalation;
+        let guard = Guard {
             shared: Arc::new(Shared {
+                escalation,
+                rule_escalation: RuleId::new("guard.escalation"),
                 boundary: ArcSwap::from_pointee(self.boundary),
                 breakers,
                 classify: self.classify,
@@ -754,7 +765,11 @@ impl GuardBuilder {
                 rule_foreign: RuleId::new("guard.run"),
                 rule_audit: RuleId::new("guard.audit"),
             }),
+        };
+        if let Some(e) = &guard.shared.escalation {
+            e.attach(&guard.shared);
         }
+        guard
     }
 }
 
@@ -771,6 +786,7 @@ impl Guard {
             budget: RunBudget::default(),
             loops: None,
             alerts: None,
+            escalation: None,
             rate_limits: None,
             baseline: None,
         }
@@ -973,6 +989,17 @@ impl Guard {
     /// Decides one proposed call. Never panics and never errors: anything that cannot be decided
     /// is a denial. Only [`Verdict::Allow`] carries the [`Permit`] a tool runs under.
     pub fn check<'a>(&self, run: &'a Run, call: &ToolCall<'a>) -> Verdict<'a> {
+        self.decide(run, call, None)
+    }
+
+    /// The pipeline; `grant` is the approval ticket of a resumed call (see
+    /// [`resume`](Self::resume)), which replaces the escalation gate's evaluation.
+    fn decide<'a>(
+        &self,
+        run: &'a Run,
+        call: &ToolCall<'a>,
+        grant: Option<&ApprovalTicket>,
+    ) -> Verdict<'a> {
         if !Arc::ptr_eq(&run.shared, &self.shared) {
             // Not recorded through this guard's sink: the run is not ours.
             return Verdict::Deny(Denial::new(
@@ -1031,6 +1058,18 @@ impl Guard {
                 return shared.deny(run, call, denial, &boundary);
             }
         };
+        // Stage 5: escalation gate (or, for a resumed call, its approval, consumed once).
+        if shared.escalation.is_some() || grant.is_some() {
+            let stop = match grant {
+                None => shared.escalate(run, call, &boundary, admitted),
+                Some(ticket) => shared.consume_grant(run, call, &boundary, ticket),
+            };
+            if let Some(verdict) = stop {
+                release(breaker);
+                shared.release_budget(run, reserved);
+                return verdict;
+            }
+        }
         // Stage 6: audit. A decision that cannot be recorded is not acted on.
         let recorded = shared.record_marked(
             Some(run),

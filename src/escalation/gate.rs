@@ -1,0 +1,1115 @@
+//! The compiled gate: which rules a call matches, and what approval the matches ask for.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::boundary::hash::NameTable;
+use crate::boundary::{ActionBoundary, ArgLimits, Effect};
+use crate::call::json::{JsonLimits, MAX_DEPTH_CAP, RawJson};
+use crate::call::{Args, Principal, RuleId, ToolCall};
+use crate::verdict::PolicyVersion;
+
+use super::error::EscalationPolicyError as PolicyErr;
+use super::policy::{
+    AmountCondition, Condition, EscalationPolicy, IfMissing, LevelSpec, OnTimeout, RuleParams,
+};
+use super::request::{ApproverGroups, Reason};
+use super::view::{StrView, View};
+
+/// Most rules one gate holds: a match is a 64-bit set of rule indices, so evaluating a call
+/// never allocates.
+pub const MAX_RULES: usize = 64;
+
+/// Timeout of a rule that sets none and whose policy has no default: one hour.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 3600.0;
+
+/// Longest accepted timeout: 366 days.
+const MAX_TIMEOUT_SECS: f64 = 366.0 * 86_400.0;
+/// Most levels in a chain.
+const MAX_LEVELS: usize = 16;
+/// Deepest nesting of `all` / `any`.
+const MAX_CONDITION_DEPTH: usize = 16;
+/// Most segments in an argument path.
+const MAX_PATH_SEGMENTS: usize = 16;
+/// Largest raw-argument limit accepted (the boundary's own cap).
+const MAX_ARG_BYTES_CAP: usize = 1 << 20;
+
+/// Everything the gate looks at for one call. Borrowed; building one does not allocate.
+///
+/// ```
+/// use tollgate::boundary::Effect;
+/// use tollgate::escalation::GateInput;
+///
+/// let flags = ["ambiguous"];
+/// let input = GateInput::new("pay_invoice", Effect::Irreversible, r#"{"amount": 1200}"#)
+///     .tier(1)
+///     .confidence(0.62)
+///     .flags(&flags)
+///     .budget_used(0.4);
+/// assert_eq!(input.tool(), "pay_invoice");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct GateInput<'a> {
+    tool: &'a str,
+    effect: Effect,
+    tier: Option<usize>,
+    args: Args<'a>,
+    confidence: Option<f64>,
+    flags: &'a [&'a str],
+    budget_used: Option<f64>,
+}
+
+impl<'a> GateInput<'a> {
+    /// A call of `tool`, whose effect is `effect`, with `args` (`&Value`, raw JSON `&str`, or
+    /// [`Args::None`]). No tier, confidence, flags or budget usage yet.
+    pub fn new(tool: &'a str, effect: Effect, args: impl Into<Args<'a>>) -> Self {
+        Self {
+            tool,
+            effect,
+            tier: None,
+            args: args.into(),
+            confidence: None,
+            flags: &[],
+            budget_used: None,
+        }
+    }
+
+    /// The tool name, arguments and confidence of `call`, with the tool's `effect`.
+    pub fn from_call(call: &ToolCall<'a>, effect: Effect) -> Self {
+        let mut input = Self::new(call.tool(), effect, call.args());
+        input.confidence = call.confidence().map(f64::from);
+        input
+    }
+
+    /// The tool's data tier, as an index into the tier list the gate was compiled with (least
+    /// sensitive first). See [`EscalationGate::tier_index`].
+    pub fn tier(mut self, index: usize) -> Self {
+        self.tier = Some(index);
+        self
+    }
+
+    /// The agent's confidence in this step, in `0..=1`.
+    pub fn confidence(mut self, c: f64) -> Self {
+        self.confidence = Some(c);
+        self
+    }
+
+    /// Flags the caller sets on this call (`ambiguous`, `anomaly`, `tainted`, ...).
+    pub fn flags(mut self, flags: &'a [&'a str]) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// The fraction of the run's budget used so far (0..1; above 1 means overspent).
+    pub fn budget_used(mut self, fraction: f64) -> Self {
+        self.budget_used = Some(fraction);
+        self
+    }
+
+    /// The tool name.
+    pub fn tool(&self) -> &'a str {
+        self.tool
+    }
+
+    /// The arguments.
+    pub fn args(&self) -> Args<'a> {
+        self.args
+    }
+}
+
+/// The rules one call matched: a set of rule indices (document order). `Copy`, no heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Matched(u64);
+
+impl Matched {
+    /// No rule matched.
+    pub const NONE: Matched = Matched(0);
+
+    /// Whether no rule matched (the call does not escalate).
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// How many rules matched.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Whether rule `index` (its position in the policy's `rules`) matched.
+    pub fn contains(self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+
+    /// The matched rule indices, ascending.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            Some(i)
+        })
+    }
+
+    /// The raw bit set (bit `i` = rule `i`).
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+}
+
+/// One level of a request's escalation chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Level {
+    /// The approver group asked at this level.
+    pub group: String,
+    /// How long after the request's creation an undecided request reaches this level.
+    pub after: Duration,
+}
+
+impl Level {
+    /// `group` asked at `after` from creation.
+    pub fn new(group: impl Into<String>, after: Duration) -> Self {
+        Self {
+            group: group.into(),
+            after,
+        }
+    }
+}
+
+/// The approval a request needs: timeout, timeout outcome, quorum and chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalParams {
+    /// Time from creation to the deadline.
+    pub timeout: Duration,
+    /// What the deadline means for an undecided request.
+    pub on_timeout: OnTimeout,
+    /// Distinct approvers needed.
+    pub quorum: u32,
+    /// Who is asked, and when.
+    pub chain: Vec<Level>,
+}
+
+impl ApprovalParams {
+    /// `chain` with `timeout`, a quorum of 1 and deny on timeout.
+    pub fn new(timeout: Duration, chain: impl IntoIterator<Item = Level>) -> Self {
+        Self {
+            timeout,
+            on_timeout: OnTimeout::Deny,
+            quorum: 1,
+            chain: chain.into_iter().collect(),
+        }
+    }
+
+    /// Sets the quorum.
+    pub fn quorum(mut self, k: u32) -> Self {
+        self.quorum = k;
+        self
+    }
+
+    /// Sets the timeout outcome.
+    pub fn on_timeout(mut self, on: OnTimeout) -> Self {
+        self.on_timeout = on;
+        self
+    }
+}
+
+/// What a set of matched rules asks for: every reason, and the combined approval parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    /// The rules that matched.
+    pub matched: Matched,
+    /// One reason per matched rule, in document order.
+    pub reasons: Vec<Reason>,
+    /// The combined parameters.
+    pub params: ApprovalParams,
+}
+
+impl Escalation {
+    /// An escalation raised by the application itself rather than by a gate rule.
+    pub fn manual(reason: Reason, params: ApprovalParams) -> Self {
+        Self {
+            matched: Matched::NONE,
+            reasons: vec![reason],
+            params,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Threshold {
+    Fixed(f64),
+    ByCurrency {
+        path: Box<[Box<str>]>,
+        over: Box<[(Box<str>, f64)]>,
+    },
+}
+
+#[derive(Debug)]
+enum Cond {
+    Amount {
+        path: Box<[Box<str>]>,
+        threshold: Threshold,
+        missing: bool,
+    },
+    TierAtLeast(usize),
+    EffectAtLeast(Effect),
+    ConfidenceBelow {
+        below: f64,
+        missing: bool,
+    },
+    Flag(Box<str>),
+    BudgetAtLeast {
+        at_least: f64,
+        missing: bool,
+    },
+    All(Box<[Cond]>),
+    Any(Box<[Cond]>),
+}
+
+#[derive(Debug)]
+struct Rule {
+    reason: Reason,
+    cond: Cond,
+    timeout: Duration,
+    on_timeout: OnTimeout,
+    quorum: u32,
+    chain: Vec<Level>,
+}
+
+/// A compiled, immutable set of escalation rules. See the [module docs](super).
+///
+/// Evaluating a call ([`evaluate`](Self::evaluate)) borrows the call, never allocates and never
+/// blocks; calls of tools no rule concerns cost one table lookup.
+#[derive(Debug)]
+pub struct EscalationGate {
+    rules: Vec<Rule>,
+    /// Rules without a tool scope.
+    unscoped: u64,
+    /// Rules whose condition reads arguments.
+    needs_args: u64,
+    tool_index: NameTable,
+    per_tool: Vec<u64>,
+    groups: ApproverGroups,
+    tiers: Vec<String>,
+    limits: JsonLimits,
+    version: PolicyVersion,
+    policy: Arc<EscalationPolicy>,
+}
+
+impl EscalationGate {
+    /// Validates `policy` against the boundary's tier list (`tiers`, least to most sensitive)
+    /// and compiles it. Errors name the field at fault.
+    pub fn compile(policy: EscalationPolicy, tiers: &[String]) -> Result<Self, PolicyErr> {
+        Compiler::new(&policy, tiers, None, None)?.finish(policy)
+    }
+
+    /// Like [`compile`](Self::compile), taking the tiers and raw-argument limits from `boundary`
+    /// and refusing rules scoped to tools the boundary does not define.
+    pub fn for_boundary(
+        policy: EscalationPolicy,
+        boundary: &ActionBoundary,
+    ) -> Result<Self, PolicyErr> {
+        let doc = boundary.document();
+        let tools: BTreeSet<&str> = doc.tools.keys().map(String::as_str).collect();
+        Compiler::new(&policy, &doc.tiers, Some(&tools), Some(doc.limits))?.finish(policy)
+    }
+
+    /// The gate that never escalates.
+    pub fn none() -> Self {
+        Self::compile(EscalationPolicy::default(), &[]).expect("the empty policy is valid")
+    }
+
+    /// The rules `input` matches. Allocation-free; an empty result means "no human needed".
+    ///
+    /// Fail closed: an argument condition on arguments that cannot be read (malformed or
+    /// oversized raw JSON) matches, as does a tier condition when the call's tier is unknown.
+    pub fn evaluate(&self, input: &GateInput<'_>) -> Matched {
+        let mut candidates = self.unscoped;
+        if !self.per_tool.is_empty()
+            && let Some(i) = self.tool_index.get(input.tool)
+        {
+            candidates |= self.per_tool[i as usize];
+        }
+        if candidates == 0 {
+            return Matched::NONE;
+        }
+        if candidates & self.needs_args == 0 {
+            return self.eval_rules::<&Value>(candidates, input, None);
+        }
+        match input.args {
+            Args::None => self.eval_rules(candidates, input, Some(empty_object())),
+            Args::Value(v) => self.eval_rules(candidates, input, Some(v)),
+            Args::Json(text) => match RawJson::parse(text, self.limits) {
+                Ok(doc) => self.eval_rules(candidates, input, Some(doc.root())),
+                Err(_) => self.eval_rules::<&Value>(candidates, input, None),
+            },
+        }
+    }
+
+    fn eval_rules<'a, V: View<'a>>(
+        &self,
+        candidates: u64,
+        input: &GateInput<'_>,
+        args: Option<V>,
+    ) -> Matched {
+        let mut out = 0u64;
+        for i in Matched(candidates).iter() {
+            if eval(&self.rules[i].cond, input, args) {
+                out |= 1 << i;
+            }
+        }
+        Matched(out)
+    }
+
+    /// The reasons and combined approval parameters of `matched`; `None` when it is empty.
+    ///
+    /// Several matched rules combine into the strictest request:
+    /// - **reasons**: every matched rule's, in document order;
+    /// - **quorum**: the highest;
+    /// - **chain**: that of the first rule (document order) with the highest quorum, so the
+    ///   quorum is always reachable by the chain it was validated with; list your most
+    ///   demanding rules first;
+    /// - **timeout outcome**: deny if any matched rule denies on timeout;
+    /// - **timeout**: when the outcome is deny, the shortest timeout among the deny-on-timeout
+    ///   rules (the earliest deadline); when every rule approves on timeout, the longest (the
+    ///   latest automatic approval).
+    pub fn escalation(&self, matched: Matched) -> Option<Escalation> {
+        if matched.is_empty() {
+            return None;
+        }
+        let rules: Vec<&Rule> = matched.iter().filter_map(|i| self.rules.get(i)).collect();
+        let quorum = rules.iter().map(|r| r.quorum).max()?;
+        let chain_rule = rules.iter().find(|r| r.quorum == quorum)?;
+        let deny = rules.iter().any(|r| r.on_timeout == OnTimeout::Deny);
+        let timeout = if deny {
+            rules
+                .iter()
+                .filter(|r| r.on_timeout == OnTimeout::Deny)
+                .map(|r| r.timeout)
+                .min()?
+        } else {
+            rules.iter().map(|r| r.timeout).max()?
+        };
+        Some(Escalation {
+            matched,
+            reasons: rules.iter().map(|r| r.reason.clone()).collect(),
+            params: ApprovalParams {
+                timeout,
+                on_timeout: if deny {
+                    OnTimeout::Deny
+                } else {
+                    OnTimeout::Approve
+                },
+                quorum,
+                chain: chain_rule.chain.clone(),
+            },
+        })
+    }
+
+    /// [`evaluate`](Self::evaluate) followed by [`escalation`](Self::escalation).
+    pub fn check(&self, input: &GateInput<'_>) -> Option<Escalation> {
+        self.escalation(self.evaluate(input))
+    }
+
+    /// The id of rule `index`.
+    pub fn rule_id(&self, index: usize) -> Option<&RuleId> {
+        self.rules.get(index).map(|r| &r.reason.rule)
+    }
+
+    /// The reason rule `index` gives.
+    pub fn reason(&self, index: usize) -> Option<&Reason> {
+        self.rules.get(index).map(|r| &r.reason)
+    }
+
+    /// Number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The index of a tier name in the tier list the gate was compiled with.
+    pub fn tier_index(&self, tier: &str) -> Option<usize> {
+        self.tiers.iter().position(|t| t == tier)
+    }
+
+    /// The approver groups defined by the policy (hand them to the
+    /// [`ApprovalQueue`](super::ApprovalQueue) through [`QueueConfig`](super::QueueConfig)).
+    pub fn groups(&self) -> &ApproverGroups {
+        &self.groups
+    }
+
+    /// SHA-256 of the policy's canonical JSON form and the tier list.
+    pub fn version(&self) -> PolicyVersion {
+        self.version
+    }
+
+    /// The policy this gate was compiled from.
+    pub fn policy(&self) -> &EscalationPolicy {
+        &self.policy
+    }
+}
+
+/// The arguments of a call made without any: `{}`.
+fn empty_object() -> &'static Value {
+    static EMPTY: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Value::Object(serde_json::Map::new()))
+}
+
+fn get_path<'a, V: View<'a>>(root: V, path: &[Box<str>]) -> Option<V> {
+    let mut v = root;
+    for seg in path {
+        v = v.get(seg)?;
+    }
+    Some(v)
+}
+
+fn eval<'a, V: View<'a>>(c: &Cond, input: &GateInput<'_>, args: Option<V>) -> bool {
+    match c {
+        Cond::Amount {
+            path,
+            threshold,
+            missing,
+        } => {
+            // Unreadable arguments: fail closed.
+            let Some(root) = args else { return true };
+            let Some(v) = get_path(root, path) else {
+                return *missing;
+            };
+            let Some(n) = v.as_num() else { return true };
+            if !n.is_finite() {
+                return true;
+            }
+            match threshold {
+                Threshold::Fixed(t) => n.above(*t),
+                Threshold::ByCurrency { path, over } => {
+                    let Some(code) = get_path(root, path).and_then(|c| c.as_string()) else {
+                        return true;
+                    };
+                    match over.iter().find(|(c, _)| code.eq_str(c)) {
+                        Some((_, t)) => n.above(*t),
+                        None => true,
+                    }
+                }
+            }
+        }
+        Cond::TierAtLeast(t) => input.tier.is_none_or(|i| i >= *t),
+        Cond::EffectAtLeast(e) => input.effect >= *e,
+        Cond::ConfidenceBelow { below, missing } => match input.confidence {
+            None => *missing,
+            Some(c) => !(0.0..=1.0).contains(&c) || c < *below,
+        },
+        Cond::Flag(f) => input.flags.contains(&&**f),
+        Cond::BudgetAtLeast { at_least, missing } => match input.budget_used {
+            None => *missing,
+            // NaN escalates.
+            Some(u) => u.is_nan() || u >= *at_least,
+        },
+        Cond::All(cs) => cs.iter().all(|c| eval(c, input, args)),
+        Cond::Any(cs) => cs.iter().any(|c| eval(c, input, args)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// compile
+
+struct Compiler<'p> {
+    tier_rank: BTreeMap<&'p str, usize>,
+    tiers: Vec<String>,
+    known_tools: Option<&'p BTreeSet<&'p str>>,
+    limits: JsonLimits,
+    groups: ApproverGroups,
+}
+
+struct Resolved<'p> {
+    timeout: (f64, String),
+    on_timeout: OnTimeout,
+    quorum: (u32, String),
+    chain: (&'p [LevelSpec], String),
+}
+
+impl<'p> Compiler<'p> {
+    fn new(
+        policy: &EscalationPolicy,
+        tiers: &'p [String],
+        known_tools: Option<&'p BTreeSet<&'p str>>,
+        boundary_limits: Option<ArgLimits>,
+    ) -> Result<Self, PolicyErr> {
+        if policy.rules.len() > MAX_RULES {
+            return Err(PolicyErr::TooManyRules {
+                count: policy.rules.len(),
+                limit: MAX_RULES,
+            });
+        }
+        let mut tier_rank = BTreeMap::new();
+        for (i, t) in tiers.iter().enumerate() {
+            if tier_rank.insert(t.as_str(), i).is_some() {
+                return Err(PolicyErr::invalid(
+                    format!("tiers[{i}]"),
+                    format!("tier `{t}` is listed twice"),
+                ));
+            }
+        }
+        let limits = policy.limits.or(boundary_limits).unwrap_or_default();
+        if limits.max_bytes == 0 || limits.max_bytes > MAX_ARG_BYTES_CAP {
+            return Err(PolicyErr::invalid(
+                "limits.max_bytes",
+                format!("must be between 1 and {MAX_ARG_BYTES_CAP}"),
+            ));
+        }
+        if limits.max_depth == 0 || limits.max_depth > MAX_DEPTH_CAP {
+            return Err(PolicyErr::invalid(
+                "limits.max_depth",
+                format!("must be between 1 and {MAX_DEPTH_CAP}"),
+            ));
+        }
+        let mut groups = ApproverGroups::new();
+        for (name, members) in &policy.groups {
+            let field = format!("groups.{name}");
+            check_name(&field, name, "a group name")?;
+            if members.is_empty() {
+                return Err(PolicyErr::invalid(
+                    field,
+                    "a group needs at least one member",
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for (j, m) in members.iter().enumerate() {
+                let f = format!("{field}[{j}]");
+                if m.is_empty() || m.trim() != m {
+                    return Err(PolicyErr::invalid(
+                        f,
+                        "an approver id must be non-empty without surrounding spaces",
+                    ));
+                }
+                if !seen.insert(m.as_str()) {
+                    return Err(PolicyErr::invalid(f, format!("`{m}` is listed twice")));
+                }
+            }
+            groups.insert(name.clone(), members.iter().map(Principal::new));
+        }
+        Ok(Self {
+            tier_rank,
+            tiers: tiers.to_vec(),
+            known_tools,
+            limits: JsonLimits {
+                max_bytes: limits.max_bytes,
+                max_depth: limits.max_depth,
+            },
+            groups,
+        })
+    }
+
+    fn finish(self, policy: EscalationPolicy) -> Result<EscalationGate, PolicyErr> {
+        let defaults = &policy.defaults;
+        self.check_params("defaults", defaults)?;
+        let mut rules = Vec::with_capacity(policy.rules.len());
+        let mut ids = BTreeSet::new();
+        let mut unscoped = 0u64;
+        let mut needs_args = 0u64;
+        let mut scoped: BTreeMap<&str, u64> = BTreeMap::new();
+        for (i, spec) in policy.rules.iter().enumerate() {
+            let field = format!("rules[{i}]");
+            check_id(&format!("{field}.id"), &spec.id)?;
+            if !ids.insert(spec.id.as_str()) {
+                return Err(PolicyErr::invalid(
+                    format!("{field}.id"),
+                    format!("rule id `{}` is used twice", spec.id),
+                ));
+            }
+            let bit = 1u64 << i;
+            match &spec.tools {
+                None => unscoped |= bit,
+                Some(tools) => {
+                    if tools.is_empty() {
+                        return Err(PolicyErr::invalid(
+                            format!("{field}.tools"),
+                            "an empty tool list would never apply; omit `tools` to cover every tool",
+                        ));
+                    }
+                    for (j, t) in tools.iter().enumerate() {
+                        let f = format!("{field}.tools[{j}]");
+                        if t.is_empty() || t.len() > 128 {
+                            return Err(PolicyErr::invalid(
+                                f,
+                                "a tool name must be 1 to 128 bytes",
+                            ));
+                        }
+                        if let Some(known) = self.known_tools
+                            && !known.contains(t.as_str())
+                        {
+                            return Err(PolicyErr::UnknownTool {
+                                field: f,
+                                tool: t.clone(),
+                            });
+                        }
+                        let m = scoped.entry(t.as_str()).or_default();
+                        if *m & bit != 0 {
+                            return Err(PolicyErr::invalid(
+                                f,
+                                format!("tool `{t}` is listed twice"),
+                            ));
+                        }
+                        *m |= bit;
+                    }
+                }
+            }
+            let cond = self.compile_cond(&format!("{field}.when"), &spec.when, 1)?;
+            if reads_args(&cond) {
+                needs_args |= bit;
+            }
+            let own = RuleParams {
+                timeout_secs: spec.timeout_secs,
+                on_timeout: spec.on_timeout,
+                quorum: spec.quorum,
+                chain: spec.chain.clone(),
+            };
+            self.check_params(&field, &own)?;
+            let r = self.resolve(&field, spec, defaults)?;
+            let chain = self.check_chain(&r)?;
+            let reason = match &spec.reason {
+                Some(text) if !text.trim().is_empty() => text.clone(),
+                Some(_) => {
+                    return Err(PolicyErr::invalid(
+                        format!("{field}.reason"),
+                        "must not be blank (omit it to generate one from the condition)",
+                    ));
+                }
+                None => describe(&spec.when),
+            };
+            rules.push(Rule {
+                reason: Reason::new(spec.id.as_str(), reason),
+                cond,
+                timeout: Duration::from_secs_f64(r.timeout.0),
+                on_timeout: r.on_timeout,
+                quorum: r.quorum.0,
+                chain,
+            });
+        }
+        let names: Vec<(&str, u32)> = scoped
+            .keys()
+            .enumerate()
+            .map(|(i, n)| (*n, i as u32))
+            .collect();
+        let per_tool: Vec<u64> = scoped.values().copied().collect();
+        let tool_index = NameTable::build(names);
+        let canonical = serde_json::to_vec(&serde_json::json!({
+            "escalation": &policy,
+            "tiers": &self.tiers,
+        }))
+        .map_err(|e| PolicyErr::invalid(".", format!("cannot serialise policy: {e}")))?;
+        let version = PolicyVersion(Sha256::digest(&canonical).into());
+        let Compiler {
+            tiers,
+            limits,
+            groups,
+            ..
+        } = self;
+        Ok(EscalationGate {
+            rules,
+            unscoped,
+            needs_args,
+            tool_index,
+            per_tool,
+            groups,
+            tiers,
+            limits,
+            version,
+            policy: Arc::new(policy),
+        })
+    }
+
+    fn check_params(&self, field: &str, p: &RuleParams) -> Result<(), PolicyErr> {
+        if let Some(t) = p.timeout_secs
+            && !(t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECS)
+        {
+            return Err(PolicyErr::invalid(
+                format!("{field}.timeout_secs"),
+                format!("must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}"),
+            ));
+        }
+        if p.quorum == Some(0) {
+            return Err(PolicyErr::invalid(
+                format!("{field}.quorum"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(chain) = &p.chain {
+            let f = format!("{field}.chain");
+            if chain.is_empty() {
+                return Err(PolicyErr::invalid(f, "needs at least one level"));
+            }
+            if chain.len() > MAX_LEVELS {
+                return Err(PolicyErr::invalid(
+                    f,
+                    format!("at most {MAX_LEVELS} levels are supported"),
+                ));
+            }
+            let mut last = -1.0f64;
+            for (j, level) in chain.iter().enumerate() {
+                let lf = format!("{f}[{j}]");
+                if !self.groups.contains_group(&level.group) {
+                    return Err(PolicyErr::UnknownGroup {
+                        field: format!("{lf}.group"),
+                        group: level.group.clone(),
+                    });
+                }
+                let a = level.after_secs;
+                if !(a.is_finite() && (0.0..=MAX_TIMEOUT_SECS).contains(&a)) {
+                    return Err(PolicyErr::invalid(
+                        format!("{lf}.after_secs"),
+                        "must be a non-negative number of seconds",
+                    ));
+                }
+                if j == 0 && a != 0.0 {
+                    return Err(PolicyErr::invalid(
+                        format!("{lf}.after_secs"),
+                        "the first level is asked at creation: its after_secs must be 0",
+                    ));
+                }
+                if j > 0 && a <= last {
+                    return Err(PolicyErr::invalid(
+                        format!("{lf}.after_secs"),
+                        "levels must be listed in strictly increasing after_secs",
+                    ));
+                }
+                last = a;
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve<'s>(
+        &self,
+        field: &str,
+        spec: &'s super::policy::RuleSpec,
+        defaults: &'s RuleParams,
+    ) -> Result<Resolved<'s>, PolicyErr> {
+        let timeout = match (spec.timeout_secs, defaults.timeout_secs) {
+            (Some(t), _) => (t, format!("{field}.timeout_secs")),
+            (None, Some(t)) => (t, "defaults.timeout_secs".to_owned()),
+            (None, None) => (DEFAULT_TIMEOUT_SECS, "the default timeout".to_owned()),
+        };
+        let quorum = match (spec.quorum, defaults.quorum) {
+            (Some(q), _) => (q, format!("{field}.quorum")),
+            (None, Some(q)) => (q, "defaults.quorum".to_owned()),
+            (None, None) => (1, format!("{field}.quorum")),
+        };
+        let chain = match (&spec.chain, &defaults.chain) {
+            (Some(c), _) => (c.as_slice(), format!("{field}.chain")),
+            (None, Some(c)) => (c.as_slice(), "defaults.chain".to_owned()),
+            (None, None) => {
+                return Err(PolicyErr::invalid(
+                    format!("{field}.chain"),
+                    "required: neither the rule nor `defaults` sets an escalation chain",
+                ));
+            }
+        };
+        Ok(Resolved {
+            timeout,
+            on_timeout: spec.on_timeout.or(defaults.on_timeout).unwrap_or_default(),
+            quorum,
+            chain,
+        })
+    }
+
+    fn check_chain(&self, r: &Resolved<'_>) -> Result<Vec<Level>, PolicyErr> {
+        let (timeout, tfield) = (&r.timeout.0, &r.timeout.1);
+        let (chain, cfield) = (r.chain.0, &r.chain.1);
+        let mut members: BTreeSet<&str> = BTreeSet::new();
+        let mut out = Vec::with_capacity(chain.len());
+        let inherited = cfield == "defaults.chain";
+        for (j, level) in chain.iter().enumerate() {
+            if level.after_secs >= *timeout && inherited {
+                // A rule with a shorter timeout than the defaults' chain spans keeps the levels
+                // it can reach.
+                break;
+            }
+            if level.after_secs >= *timeout {
+                return Err(PolicyErr::invalid(
+                    format!("{cfield}[{j}].after_secs"),
+                    format!(
+                        "{} s is not before the timeout of {timeout} s (from {tfield}): the level could never be reached",
+                        level.after_secs
+                    ),
+                ));
+            }
+            if let Some(g) = self.groups.members(&level.group) {
+                members.extend(g.iter().map(Principal::as_str));
+            }
+            out.push(Level {
+                group: level.group.clone(),
+                after: Duration::from_secs_f64(level.after_secs),
+            });
+        }
+        let (q, qfield) = (&r.quorum.0, &r.quorum.1);
+        if *q as usize > members.len() {
+            return Err(PolicyErr::invalid(
+                qfield.clone(),
+                format!(
+                    "a quorum of {q} is unreachable: the chain ({cfield}) has {} distinct approvers",
+                    members.len()
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn compile_cond(&self, field: &str, c: &Condition, depth: usize) -> Result<Cond, PolicyErr> {
+        if depth > MAX_CONDITION_DEPTH {
+            return Err(PolicyErr::invalid(
+                field,
+                format!("conditions nest deeper than {MAX_CONDITION_DEPTH} levels"),
+            ));
+        }
+        Ok(match c {
+            Condition::Amount(a) => self.compile_amount(&format!("{field}.amount"), a)?,
+            Condition::TierAtLeast(t) => {
+                let f = format!("{field}.tier_at_least");
+                match self.tier_rank.get(t.as_str()) {
+                    Some(&i) => Cond::TierAtLeast(i),
+                    None => {
+                        return Err(PolicyErr::UnknownTier {
+                            field: f,
+                            tier: t.clone(),
+                            known: if self.tiers.is_empty() {
+                                "(none defined)".into()
+                            } else {
+                                self.tiers.join(", ")
+                            },
+                        });
+                    }
+                }
+            }
+            Condition::EffectAtLeast(e) => Cond::EffectAtLeast(*e),
+            Condition::Confidence(cc) => {
+                if !(cc.below.is_finite() && cc.below > 0.0 && cc.below <= 1.0) {
+                    return Err(PolicyErr::invalid(
+                        format!("{field}.confidence.below"),
+                        "must be a number above 0 and at most 1",
+                    ));
+                }
+                Cond::ConfidenceBelow {
+                    below: cc.below,
+                    missing: cc.if_missing.unwrap_or(IfMissing::Escalate) == IfMissing::Escalate,
+                }
+            }
+            Condition::Flag(f) => {
+                check_name(&format!("{field}.flag"), f, "a flag")?;
+                Cond::Flag(f.as_str().into())
+            }
+            Condition::BudgetUsed(b) => {
+                if !(b.at_least.is_finite() && b.at_least > 0.0 && b.at_least <= 1.0) {
+                    return Err(PolicyErr::invalid(
+                        format!("{field}.budget_used.at_least"),
+                        "must be a fraction above 0 and at most 1",
+                    ));
+                }
+                Cond::BudgetAtLeast {
+                    at_least: b.at_least,
+                    missing: b.if_missing.unwrap_or(IfMissing::Ignore) == IfMissing::Escalate,
+                }
+            }
+            Condition::All(cs) | Condition::Any(cs) => {
+                let name = if matches!(c, Condition::All(_)) {
+                    "all"
+                } else {
+                    "any"
+                };
+                if cs.is_empty() {
+                    return Err(PolicyErr::invalid(
+                        format!("{field}.{name}"),
+                        "needs at least one condition",
+                    ));
+                }
+                let inner = cs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| self.compile_cond(&format!("{field}.{name}[{j}]"), c, depth + 1))
+                    .collect::<Result<Box<[Cond]>, _>>()?;
+                if name == "all" {
+                    Cond::All(inner)
+                } else {
+                    Cond::Any(inner)
+                }
+            }
+        })
+    }
+
+    fn compile_amount(&self, field: &str, a: &AmountCondition) -> Result<Cond, PolicyErr> {
+        let path = parse_path(&format!("{field}.path"), &a.path)?;
+        let threshold = match (a.over, &a.currency_path, &a.over_by_currency) {
+            (Some(t), None, None) => {
+                check_threshold(&format!("{field}.over"), t)?;
+                Threshold::Fixed(t)
+            }
+            (None, Some(cp), Some(map)) => {
+                let cpath = parse_path(&format!("{field}.currency_path"), cp)?;
+                if map.is_empty() {
+                    return Err(PolicyErr::invalid(
+                        format!("{field}.over_by_currency"),
+                        "needs at least one currency",
+                    ));
+                }
+                let mut over = Vec::with_capacity(map.len());
+                for (code, t) in map {
+                    let f = format!("{field}.over_by_currency.{code}");
+                    check_name(&f, code, "a currency code")?;
+                    check_threshold(&f, *t)?;
+                    over.push((Box::<str>::from(code.as_str()), *t));
+                }
+                Threshold::ByCurrency {
+                    path: cpath,
+                    over: over.into_boxed_slice(),
+                }
+            }
+            (None, None, None) => {
+                return Err(PolicyErr::invalid(
+                    field,
+                    "needs a threshold: `over`, or `currency_path` with `over_by_currency`",
+                ));
+            }
+            (Some(_), _, _) => {
+                return Err(PolicyErr::invalid(
+                    format!("{field}.over"),
+                    "`over` and per-currency thresholds exclude each other",
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(PolicyErr::invalid(
+                    format!("{field}.currency_path"),
+                    "required with `over_by_currency`",
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(PolicyErr::invalid(
+                    format!("{field}.over_by_currency"),
+                    "required with `currency_path`",
+                ));
+            }
+        };
+        Ok(Cond::Amount {
+            path,
+            threshold,
+            missing: a.if_missing.unwrap_or(IfMissing::Escalate) == IfMissing::Escalate,
+        })
+    }
+}
+
+fn reads_args(c: &Cond) -> bool {
+    match c {
+        Cond::Amount { .. } => true,
+        Cond::All(cs) | Cond::Any(cs) => cs.iter().any(reads_args),
+        _ => false,
+    }
+}
+
+fn check_threshold(field: &str, t: f64) -> Result<(), PolicyErr> {
+    if t.is_finite() {
+        Ok(())
+    } else {
+        Err(PolicyErr::invalid(
+            field,
+            "a threshold must be a finite number",
+        ))
+    }
+}
+
+fn check_name(field: &str, name: &str, what: &str) -> Result<(), PolicyErr> {
+    if name.is_empty() || name.trim() != name || name.len() > 128 {
+        return Err(PolicyErr::invalid(
+            field,
+            format!("{what} must be 1 to 128 bytes without surrounding spaces"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), PolicyErr> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    {
+        return Err(PolicyErr::invalid(
+            field,
+            "a rule id must be 1 to 128 ASCII letters, digits or `_ - . :`",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_path(field: &str, path: &str) -> Result<Box<[Box<str>]>, PolicyErr> {
+    if path.is_empty() {
+        return Err(PolicyErr::invalid(field, "the argument path is empty"));
+    }
+    let segs: Vec<&str> = path.split('.').collect();
+    if segs.len() > MAX_PATH_SEGMENTS {
+        return Err(PolicyErr::invalid(
+            field,
+            format!("at most {MAX_PATH_SEGMENTS} segments"),
+        ));
+    }
+    for s in &segs {
+        if s.is_empty() {
+            return Err(PolicyErr::invalid(
+                field,
+                format!("`{path}` has an empty segment"),
+            ));
+        }
+        if s.ends_with("[]") {
+            return Err(PolicyErr::invalid(
+                field,
+                format!("`{path}`: array paths are not supported in escalation rules"),
+            ));
+        }
+    }
+    Ok(segs.into_iter().map(Box::from).collect())
+}
+
+/// A human description of a condition, used when a rule gives no `reason`.
+fn describe(c: &Condition) -> String {
+    match c {
+        Condition::Amount(a) => match (&a.over, &a.currency_path, &a.over_by_currency) {
+            (Some(t), _, _) => format!("`{}` is over {t}", a.path),
+            (_, Some(cp), Some(m)) => {
+                let list: Vec<String> = m.iter().map(|(c, t)| format!("{c} {t}")).collect();
+                format!(
+                    "`{}` is over the threshold for the currency in `{cp}` ({})",
+                    a.path,
+                    list.join(", ")
+                )
+            }
+            _ => format!("`{}` is over its threshold", a.path),
+        },
+        Condition::TierAtLeast(t) => format!("the tool touches tier `{t}` or above"),
+        Condition::EffectAtLeast(e) => match e {
+            Effect::Irreversible => "the tool's effect is irreversible".to_owned(),
+            e => format!("the tool's effect is `{}` or stronger", e.as_str()),
+        },
+        Condition::Confidence(c) => format!("the agent's confidence is below {}", c.below),
+        Condition::Flag(f) => format!("the call is flagged `{f}`"),
+        Condition::BudgetUsed(b) => format!(
+            "the run has used {}% or more of its budget",
+            (b.at_least * 100.0 * 100.0).round() / 100.0
+        ),
+        Condition::All(cs) => join(cs, " and "),
+        Condition::Any(cs) => join(cs, " or "),
+    }
+}
+
+fn join(cs: &[Condition], sep: &str) -> String {
+    let parts: Vec<String> = cs
+        .iter()
+        .map(|c| match c {
+            Condition::All(_) | Condition::Any(_) => format!("({})", describe(c)),
+            _ => describe(c),
+        })
+        .collect();
+    parts.join(sep)
+}

@@ -1,0 +1,336 @@
+//! The escalation stage of the guard: a call an [`EscalationGate`] rule concerns becomes an
+//! [`ApprovalRequest`] in the guard's [`ApprovalQueue`] instead of running, and runs later only
+//! through [`Guard::resume`] (or [`Guard::check_and_wait`]) with an approval consumed once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::{Guard, GuardBuilder, Run, Shared};
+use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
+use crate::boundary::{ActionBoundary, Admitted};
+use crate::call::ToolCall;
+use crate::escalation::{
+    ApprovalQueue, ApprovalRequest, ArgsHash, EscalationGate, GateInput, QueueError, QueueObserver,
+    Resolution, Submission, Ticket, Transition, args_value,
+};
+use crate::verdict::{Denial, DenyCode, Verdict};
+
+/// The gate and the queue its requests go to.
+pub(super) struct Escalations {
+    gate: EscalationGate,
+    queue: Arc<ApprovalQueue>,
+    observer: Arc<AuditObserver>,
+}
+
+/// Records the queue's transitions in the guard's audit trail, before they take effect.
+#[derive(Default)]
+struct AuditObserver {
+    shared: OnceLock<Weak<Shared>>,
+}
+
+impl QueueObserver for AuditObserver {
+    fn on_transition(&self, t: &Transition<'_>) -> Result<(), AuditError> {
+        let Some(shared) = self.shared.get().and_then(Weak::upgrade) else {
+            return Err(AuditError::Refused {
+                sink: "guard",
+                reason: "the guard that owns this approval queue is gone".into(),
+            });
+        };
+        let Some(sink) = &shared.audit else {
+            return Ok(());
+        };
+        let event = AuditEvent::new(
+            shared.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            shared.clock.wall(),
+            Some(&t.request.run),
+            Some(&t.request.agent),
+            EventKind::Escalation {
+                request: t.request,
+                transition: &t.kind,
+            },
+        );
+        let boundary = shared.boundary.load();
+        sink.record(&event.with_marks(boundary.audit_marks(&t.request.tool)))
+    }
+}
+
+impl Escalations {
+    pub(super) fn attach(&self, shared: &Arc<Shared>) {
+        let _ = self.observer.shared.set(Arc::downgrade(shared));
+    }
+}
+
+impl GuardBuilder {
+    /// Sends calls that `gate`'s rules concern to a human through `queue` (see
+    /// [`crate::escalation`]). The guard records every transition of the queue's requests
+    /// (requested, routed, decided, expired, resumed) in its audit trail before it takes effect,
+    /// so do not give the queue an observer of your own. Build the gate with
+    /// [`EscalationGate::for_boundary`] so its tiers and tools are the policy's.
+    pub fn escalation(mut self, gate: EscalationGate, queue: ApprovalQueue) -> Self {
+        let observer = Arc::new(AuditObserver::default());
+        let queue = Arc::new(queue.with_observer(observer.clone()));
+        self.escalation = Some(Escalations {
+            gate,
+            queue,
+            observer,
+        });
+        self
+    }
+}
+
+impl Shared {
+    /// The largest fraction of any configured run budget used so far (calls, tokens, cost, wall
+    /// time), this call's reservation included; `None` without budgets.
+    fn budget_used(&self, run: &Run) -> Option<f64> {
+        let b = &self.budget;
+        let mut most: Option<f64> = None;
+        let mut note = |used: f64, max: f64| {
+            let f = if max <= 0.0 { 1.0 } else { used / max };
+            most = Some(most.map_or(f, |m: f64| m.max(f)));
+        };
+        if let Some(max) = b.max_calls {
+            note(run.calls.load(Ordering::Acquire) as f64, max as f64);
+        }
+        if let Some(max) = b.max_tokens {
+            note(run.tokens.load(Ordering::Acquire) as f64, max as f64);
+        }
+        if let Some(max) = b.max_cost_micros {
+            note(run.cost.load(Ordering::Acquire) as f64, max as f64);
+        }
+        if let Some(max) = b.max_duration {
+            let used = self.clock.now().duration_since(run.started);
+            note(used.as_secs_f64(), max.as_secs_f64());
+        }
+        most
+    }
+
+    /// Evaluates the gate; a matched call is submitted to the queue and its escalation recorded
+    /// (`Some(Escalate)`), or denied if that fails. `None`: no rule concerns the call.
+    pub(super) fn escalate<'a>(
+        &self,
+        run: &Run,
+        call: &ToolCall<'_>,
+        boundary: &ActionBoundary,
+        admitted: Admitted,
+    ) -> Option<Verdict<'a>> {
+        let esc = self.escalation.as_ref()?;
+        let info = boundary.tool_info(admitted);
+        let mut input = GateInput::from_call(call, info.effect()).flags(call.flags());
+        if let Some(i) = info.tier().and_then(|t| esc.gate.tier_index(t)) {
+            input = input.tier(i);
+        }
+        if let Some(f) = self.budget_used(run) {
+            input = input.budget_used(f);
+        }
+        let matched = esc.gate.evaluate(&input);
+        if matched.is_empty() {
+            return None;
+        }
+        let version = boundary.version();
+        let fail = |why: String| {
+            let d = Denial::new(
+                DenyCode::EscalationFailed,
+                self.rule_escalation.clone(),
+                format!("the call needs a human decision but could not be queued: {why}"),
+            )
+            .with_version(version);
+            Some(self.deny(run, call, d, boundary))
+        };
+        let Some(escalation) = esc.gate.escalation(matched) else {
+            return fail("the matched rules gave no escalation".into());
+        };
+        // The arguments as approvers see them and the store keeps them: secret values redacted.
+        // The grant binds the arguments as proposed (their hash).
+        let (mut shown, hash) = match (args_value(call.args()), ArgsHash::of_args(call.args())) {
+            (Ok(v), Ok(h)) => (v, h),
+            (Err(e), _) | (_, Err(e)) => return fail(format!("unreadable arguments: {e}")),
+        };
+        boundary.marks_of(admitted).redact_secrets(&mut shown);
+        let sub = Submission::new(
+            run.id.clone(),
+            run.ctx.agent().clone(),
+            call.tool(),
+            shown,
+            escalation,
+            version,
+        )
+        .trigger(run.ctx.trigger().cloned())
+        .args_hash(hash);
+        let request = match esc.queue.submit(sub) {
+            Ok(r) => r,
+            Err(e) => return fail(e.to_string()),
+        };
+        let recorded = self.record_marked(
+            Some(run),
+            EventKind::Decision {
+                call,
+                decision: Decision::Escalate(&request),
+                policy_version: Some(version),
+            },
+            || Some(boundary.marks_of(admitted)),
+        );
+        Some(match recorded {
+            Ok(()) => Verdict::Escalate(Box::new(request)),
+            Err(e) => Verdict::Deny(super::audit_denial(self, e, version)),
+        })
+    }
+
+    /// Consumes the approval `ticket` for this exact call (once, ever). `None`: consumed, the
+    /// call may proceed; `Some(Deny)` otherwise.
+    pub(super) fn consume_grant<'a>(
+        &self,
+        run: &Run,
+        call: &ToolCall<'_>,
+        boundary: &ActionBoundary,
+        ticket: &Ticket,
+    ) -> Option<Verdict<'a>> {
+        let version = boundary.version();
+        let refuse = |code: DenyCode, why: String| {
+            let d = Denial::new(code, self.rule_escalation.clone(), why).with_version(version);
+            Some(self.deny(run, call, d, boundary))
+        };
+        let Some(esc) = &self.escalation else {
+            return refuse(
+                DenyCode::ApprovalInvalid,
+                "this guard has no approval queue".into(),
+            );
+        };
+        match esc
+            .queue
+            .consume_ticket(ticket, &run.id, call.tool(), call.args())
+        {
+            Ok(_grant) => None,
+            Err(e) => refuse(
+                approval_code(&e),
+                format!("the approval does not authorise this call: {e}"),
+            ),
+        }
+    }
+}
+
+/// The deny code for a refused consumption.
+fn approval_code(e: &QueueError) -> DenyCode {
+    match e {
+        QueueError::GrantExpired { .. } | QueueError::Expired { .. } => DenyCode::ApprovalTimedOut,
+        _ => DenyCode::ApprovalInvalid,
+    }
+}
+
+impl Guard {
+    /// The approval queue escalated calls wait in (for approvers' decisions, `tick`, `pending`),
+    /// if the guard has an escalation stage.
+    pub fn approvals(&self) -> Option<&Arc<ApprovalQueue>> {
+        self.shared.escalation.as_ref().map(|e| &e.queue)
+    }
+
+    /// Resumes an escalated call once its request is approved: runs the whole pipeline again
+    /// (kill switch, breaker, boundary, budgets: the policy may have changed meanwhile), but
+    /// instead of the escalation gate it consumes the approval, which succeeds once, ever, and
+    /// only for the same run, tool and arguments. A framework that checkpoints its state keeps
+    /// the [`Ticket`] (it is serialisable) and calls this after a restart.
+    ///
+    /// Denied with [`DenyCode::ApprovalInvalid`] when the ticket is for another run, tool or
+    /// arguments, not yet approved, denied, already used or unknown, and with
+    /// [`DenyCode::ApprovalTimedOut`] when the request or its grant expired.
+    pub fn resume<'a>(&self, run: &'a Run, call: &ToolCall<'a>, ticket: &Ticket) -> Verdict<'a> {
+        self.decide(run, call, Some(ticket))
+    }
+
+    /// [`check`](Self::check), and if the call is escalated, waits for the decision and then
+    /// [`resume`](Self::resume)s it: `Allow` once approved, `Deny` when denied
+    /// ([`DenyCode::ApprovalDenied`]) or timed out ([`DenyCode::ApprovalTimedOut`]). Works on any
+    /// executor and is cancellation-safe (dropping it leaves the request pending, resumable with
+    /// its ticket). Timeouts need something calling the queue's `tick` (see
+    /// [`spawn_approval_ticker`](Self::spawn_approval_ticker)).
+    pub async fn check_and_wait<'a>(&self, run: &'a Run, call: &ToolCall<'a>) -> Verdict<'a> {
+        let request = match self.check(run, call) {
+            Verdict::Escalate(r) => r,
+            other => return other,
+        };
+        self.wait_and_resume(run, call, &request).await
+    }
+
+    /// Waits for `request` (returned by [`check`](Self::check) for `call`) to be decided, then
+    /// resumes or denies `call` as [`check_and_wait`](Self::check_and_wait) does.
+    pub async fn wait_and_resume<'a>(
+        &self,
+        run: &'a Run,
+        call: &ToolCall<'a>,
+        request: &ApprovalRequest,
+    ) -> Verdict<'a> {
+        let shared = &*self.shared;
+        let boundary = shared.boundary.load_full();
+        let deny = |code: DenyCode, why: String| {
+            let d = Denial::new(code, shared.rule_escalation.clone(), why)
+                .with_version(boundary.version());
+            shared.deny(run, call, d, &boundary)
+        };
+        let Some(esc) = &shared.escalation else {
+            return deny(
+                DenyCode::ApprovalInvalid,
+                "this guard has no approval queue".into(),
+            );
+        };
+        match esc.queue.wait(&request.id).await {
+            Ok(r) if r.is_approved() => self.resume(run, call, &request.ticket()),
+            Ok(Resolution::Denied {
+                by: Some(by),
+                reason,
+            }) => deny(
+                DenyCode::ApprovalDenied,
+                format!(
+                    "denied by {by}: {}",
+                    reason.as_deref().unwrap_or("(no reason given)")
+                ),
+            ),
+            Ok(_) => deny(
+                DenyCode::ApprovalTimedOut,
+                "nobody decided before the deadline".into(),
+            ),
+            Err(e) => deny(approval_code(&e), e.to_string()),
+        }
+    }
+
+    /// Starts a thread that calls the approval queue's `tick` every `interval`, so deadlines and
+    /// chain moves happen on time and waiting callers wake. Stops when the handle is dropped.
+    /// `None` if the guard has no escalation stage.
+    pub fn spawn_approval_ticker(&self, interval: Duration) -> Option<ApprovalTicker> {
+        let queue = self.approvals()?.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tollgate-approvals".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    // A failing tick (store or audit refused) leaves the transition undone; the
+                    // next tick retries it.
+                    let _ = queue.tick();
+                    std::thread::park_timeout(interval);
+                }
+            })
+            .ok()?;
+        Some(ApprovalTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Stops the ticker thread of [`Guard::spawn_approval_ticker`] when dropped.
+#[derive(Debug)]
+pub struct ApprovalTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for ApprovalTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,354 @@
+#![cfg(feature = "cli")]
+//! The `audit` command: verify and query a real log, with and without a key; tampering gives exit
+//! status 1 with the bad record named; every usage error gives exit status 2.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tollgate::audit::file::{
+    self, CheckpointConfig, CheckpointKey, Durability, FileSink, FileSinkConfig,
+};
+use tollgate::audit::{AuditEvent, AuditSink, Decision, EventKind};
+use tollgate::{AgentId, RunId, ToolCall};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "tollgate-audit-cli-{}-{name}-{n}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn seg(&self, index: u64) -> PathBuf {
+        self.0.join(format!("audit-{index:06}.jsonl"))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const KEY_HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn key() -> CheckpointKey {
+    CheckpointKey::from_hex("ops-1", KEY_HEX).unwrap()
+}
+
+fn t(i: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i)
+}
+
+/// 12 allowed decisions at t(0)..t(11), on `look` (even i) and `pay` (odd i), in run `r-0`
+/// (i < 6) or `r-1`, with a checkpoint every 5 records and one on close.
+fn write_log(dir: &Path) {
+    let config = FileSinkConfig::default()
+        .durability(Durability::OsBuffered)
+        .checkpoint(CheckpointConfig::new(key()).every_records(Some(5)));
+    let (sink, _) = FileSink::open(dir, config).unwrap();
+    let runs = [RunId::new("r-0"), RunId::new("r-1")];
+    let agent = AgentId::new("bot");
+    let look = ToolCall::new("look", "{}");
+    let pay = ToolCall::new("pay", r#"{"amount":5}"#);
+    for i in 0..12u64 {
+        let call = if i % 2 == 0 { &look } else { &pay };
+        let kind = EventKind::Decision {
+            call,
+            decision: Decision::Allow,
+            policy_version: None,
+        };
+        let run = &runs[(i / 6) as usize];
+        sink.record(&AuditEvent::new(i + 1, t(i), Some(run), Some(&agent), kind))
+            .unwrap();
+    }
+    sink.close().unwrap();
+}
+
+fn audit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_audit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn lines(o: &Output) -> Vec<Value> {
+    text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn help_is_printed_and_exits_0() {
+    for args in [&["--help"][..], &["-h"], &["help"], &["verify", "--help"]] {
+        let o = audit(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        let out = text(&o.stdout);
+        assert!(
+            out.contains("USAGE:") && out.contains("audit verify PATH"),
+            "{out}"
+        );
+        assert!(out.contains("EXIT STATUS"));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_is_wrong() {
+    let dir = TempDir::new("usage");
+    write_log(dir.path());
+    let d = s(dir.path());
+    let key_file = dir.path().join("bad.key");
+    fs::write(&key_file, "ops-1:nothex").unwrap();
+    let other = dir.path().join("notes.txt");
+    fs::write(&other, "x").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![], "no command"),
+        (vec!["frobnicate"], "unknown command `frobnicate`"),
+        (vec!["verify"], "needs a PATH"),
+        (vec!["verify", d, d], "takes one PATH"),
+        (vec!["verify", d, "--frob"], "unknown option `--frob`"),
+        (
+            vec!["verify", d, "--run", "x"],
+            "unknown option `--run` for `verify`",
+        ),
+        (vec!["query", d, "--run"], "`--run` needs a value"),
+        (
+            vec!["query", d, "--decision", "maybe"],
+            "not allow, escalate or deny",
+        ),
+        (vec!["query", d, "--since", "yesterday"], "option `--since`"),
+        (vec!["query", d, "--until", "5h"], "unknown unit"),
+        (
+            vec!["query", d, "--since", "1s", "--since", "2s"],
+            "given twice",
+        ),
+        (
+            vec!["verify", "/no/such/tollgate/dir"],
+            "no such file or directory",
+        ),
+        (vec!["verify", s(&other)], "not an audit segment"),
+        (vec!["verify", d, "--key-file", s(&key_file)], "bad.key"),
+    ];
+    for (args, want) in cases {
+        let o = audit(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(err.contains("--help"), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+}
+
+#[test]
+fn verify_prints_one_summary_line() {
+    let dir = TempDir::new("verify");
+    write_log(dir.path());
+    let report = file::verify(dir.path()).unwrap();
+    let o = audit(&["verify", s(dir.path())]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("ok: 15 records (seq 1..=15) in 1 segments"),
+        "{out}"
+    );
+    assert!(out.contains(&report.head_hash), "{out}");
+    assert!(out.contains("3 checkpoints (MACs not checked"), "{out}");
+
+    // A segment file stands for its directory.
+    let o = audit(&["verify", s(&dir.seg(1))]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(text(&o.stdout), out);
+
+    // With the key.
+    let key_file = dir.path().join("ops.key");
+    fs::write(&key_file, format!("ops-1:{KEY_HEX}\n")).unwrap();
+    let o = audit(&[
+        "verify",
+        s(dir.path()),
+        "--key-file",
+        s(&key_file),
+        "--require-covered",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let out = text(&o.stdout);
+    assert!(out.contains("MACs verified with ops-1"), "{out}");
+    assert!(out.contains("0 trailing records not covered"), "{out}");
+
+    // With the wrong key.
+    let wrong = dir.path().join("wrong.key");
+    fs::write(&wrong, format!("ops-1:{}", "ff".repeat(32))).unwrap();
+    let o = audit(&["verify", s(dir.path()), "--key-file", s(&wrong)]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with("FAILED:") && out.contains("bad MAC"),
+        "{out}"
+    );
+    assert!(out.contains("seq 6"), "{out}");
+}
+
+#[test]
+fn verify_names_the_first_bad_record_and_exits_1() {
+    let dir = TempDir::new("tamper");
+    write_log(dir.path());
+    let seg = dir.seg(1);
+    let original = fs::read_to_string(&seg).unwrap();
+    let tampered: Vec<String> = original
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 2 {
+                l.replacen("\"look\"", "\"lock\"", 1)
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    fs::write(&seg, tampered.join("\n") + "\n").unwrap();
+    let o = audit(&["verify", s(dir.path())]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o.stdout);
+    assert!(out.starts_with("FAILED:"), "{out}");
+    assert!(out.contains("audit-000001.jsonl line 3"), "{out}");
+    assert!(out.contains("seq 3"), "{out}");
+    assert!(out.contains("record modified"), "{out}");
+
+    // A log with uncovered records fails --require-covered.
+    fs::write(&seg, &original).unwrap();
+    let cut: Vec<&str> = original.lines().take(8).collect();
+    fs::write(&seg, cut.join("\n") + "\n").unwrap();
+    let key_file = dir.path().join("ops.key");
+    fs::write(&key_file, format!("ops-1:{KEY_HEX}")).unwrap();
+    let o = audit(&["verify", s(dir.path()), "--key-file", s(&key_file)]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).contains("2 trailing records not covered"));
+    let o = audit(&[
+        "verify",
+        s(dir.path()),
+        "--key-file",
+        s(&key_file),
+        "--require-covered",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stdout).contains("not covered by any checkpoint"));
+}
+
+#[test]
+fn query_prints_matching_events_as_json_lines() {
+    let dir = TempDir::new("query");
+    write_log(dir.path());
+    let d = s(dir.path());
+    let o = audit(&["query", d]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let all = lines(&o);
+    assert_eq!(all.len(), 15);
+    assert_eq!(all[0]["seq"], 1);
+    assert_eq!(all[0]["event"]["event"], "decision");
+    assert!(text(&o.stderr).contains("chain verified"));
+
+    let seqs = |args: &[&str]| -> Vec<u64> {
+        let mut full = vec!["query", d];
+        full.extend_from_slice(args);
+        let o = audit(&full);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
+        lines(&o)
+            .iter()
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect()
+    };
+    // Records: 1-5 events, 6 checkpoint, 7-11 events, 12 checkpoint, 13-14 events, 15 checkpoint.
+    assert_eq!(seqs(&["--kind", "checkpoint"]), [6, 12, 15]);
+    assert_eq!(seqs(&["--tool", "pay"]), [2, 4, 7, 9, 11, 14]);
+    assert_eq!(seqs(&["--run", "r-1", "--tool", "look"]), [8, 10, 13]);
+    assert_eq!(seqs(&["--agent", "bot", "--decision", "allow"]).len(), 12);
+    assert_eq!(seqs(&["--decision", "deny"]), Vec::<u64>::new());
+    assert_eq!(seqs(&["--run", "r-0", "--run", "r-1"]).len(), 12);
+    // Event i (record i + 1, or + 2 after the first checkpoint) is at 1_700_000_000 + i seconds.
+    assert_eq!(
+        seqs(&["--since", "1700000002s", "--until", "1700000004s"]),
+        [3, 4]
+    );
+    assert_eq!(
+        seqs(&[
+            "--since",
+            "1700000002000000000",
+            "--until",
+            "1700000004000ms"
+        ]),
+        [3, 4]
+    );
+    assert_eq!(
+        seqs(&[
+            "--since",
+            "2023-11-14T22:13:22Z",
+            "--until",
+            "2023-11-15T00:13:24+02:00"
+        ]),
+        [3, 4]
+    );
+    assert_eq!(
+        seqs(&[
+            "--since",
+            "2023-11-14T22:13:21.5Z",
+            "--until",
+            "1700000003s"
+        ]),
+        [3]
+    );
+}
+
+#[test]
+fn query_stops_at_tampering_with_exit_1() {
+    let dir = TempDir::new("query-tamper");
+    write_log(dir.path());
+    let seg = dir.seg(1);
+    let original = fs::read_to_string(&seg).unwrap();
+    let tampered: Vec<String> = original
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 3 {
+                l.replacen("\"r-0\"", "\"r-9\"", 1)
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    fs::write(&seg, tampered.join("\n") + "\n").unwrap();
+    let o = audit(&["query", s(dir.path())]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(lines(&o).len(), 3, "the records before the bad one");
+    let err = text(&o.stderr);
+    assert!(err.contains("FAILED after 3 matching records"), "{err}");
+    assert!(err.contains("line 4") && err.contains("seq 4"), "{err}");
+
+    let o = audit(&["query", s(dir.path()), "--no-verify", "--run", "r-9"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(lines(&o).len(), 1);
+    assert!(text(&o.stderr).contains("NOT verified"));
+}

@@ -1,0 +1,686 @@
+//! Escalation rules: documents and builders, field-naming errors, every condition (raw JSON and
+//! parsed arguments must agree), fail-closed cases, tool scoping, combining several matches, and
+//! allocation-free evaluation.
+
+// Inside a module named after the file, so `cargo test escalation` selects these tests.
+mod escalation_rules {
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+    use tollgate::boundary::{ActionBoundary, Effect, RoleSpec, ToolSpec};
+    use tollgate::escalation::{
+        AmountCondition, BudgetCondition, Condition, ConfidenceCondition, EscalationGate,
+        EscalationPolicy, EscalationPolicyError, GateInput, IfMissing, LevelSpec, Matched,
+        OnTimeout, RuleParams, RuleSpec,
+    };
+
+    struct Counting;
+
+    thread_local! {
+        static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    // Counts allocations of the current thread only.
+    #[allow(unsafe_code)]
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    fn allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
+        let before = ALLOCS.with(Cell::get);
+        let r = f();
+        (r, ALLOCS.with(Cell::get) - before)
+    }
+
+    fn tiers() -> Vec<String> {
+        ["public", "internal", "confidential", "privileged"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn base() -> EscalationPolicy {
+        EscalationPolicy::new()
+            .group("finance", ["alice", "bob", "erin"])
+            .group("cfo", ["carol"])
+            .defaults(
+                RuleParams::new()
+                    .timeout_secs(3600.0)
+                    .chain([LevelSpec::new("finance"), LevelSpec::after("cfo", 1800.0)]),
+            )
+    }
+
+    fn gate_with(rules: impl IntoIterator<Item = RuleSpec>) -> EscalationGate {
+        let mut p = base();
+        for r in rules {
+            p = p.rule(r);
+        }
+        EscalationGate::compile(p, &tiers()).expect("valid policy")
+    }
+
+    /// Evaluates `args` as raw JSON text and (when it parses) as a `Value`; both must agree.
+    fn eval(
+        gate: &EscalationGate,
+        tool: &str,
+        args: &str,
+        f: impl Fn(GateInput) -> GateInput,
+    ) -> bool {
+        let raw = gate.evaluate(&f(GateInput::new(tool, Effect::Write, args)));
+        if let Ok(v) = serde_json::from_str::<Value>(args) {
+            let parsed = gate.evaluate(&f(GateInput::new(tool, Effect::Write, &v)));
+            assert_eq!(raw, parsed, "raw and parsed disagree for {tool}({args})");
+        }
+        !raw.is_empty()
+    }
+
+    fn plain(i: GateInput) -> GateInput {
+        i
+    }
+
+    fn err(p: EscalationPolicy) -> EscalationPolicyError {
+        EscalationGate::compile(p, &tiers()).expect_err("policy must be refused")
+    }
+
+    #[test]
+    fn toml_json_and_builder_describe_the_same_policy() {
+        let toml = r#"
+        [groups]
+        finance = ["alice", "bob", "erin"]
+        cfo = ["carol"]
+
+        [defaults]
+        timeout_secs = 3600.0
+        chain = [{ group = "finance" }, { group = "cfo", after_secs = 1800.0 }]
+
+        [[rules]]
+        id = "large-payment"
+        tools = ["pay"]
+        quorum = 2
+        when = { amount = { path = "payment.amount", over = 1000.0 } }
+
+        [[rules]]
+        id = "risky"
+        when = { all = [{ effect_at_least = "irreversible" }, { flag = "ambiguous" }] }
+        on_timeout = "deny"
+    "#;
+        let from_toml = EscalationPolicy::from_toml(toml).unwrap();
+        let json = serde_json::to_string(&from_toml).unwrap();
+        let from_json = EscalationPolicy::from_json(&json).unwrap();
+        let built = base()
+            .rule(
+                RuleSpec::new(
+                    "large-payment",
+                    Condition::amount_over("payment.amount", 1000.0),
+                )
+                .tools(["pay"])
+                .quorum(2),
+            )
+            .rule(
+                RuleSpec::new(
+                    "risky",
+                    Condition::all([Condition::irreversible(), Condition::flag("ambiguous")]),
+                )
+                .on_timeout(OnTimeout::Deny),
+            );
+        assert_eq!(from_toml, from_json);
+        let path =
+            std::env::temp_dir().join(format!("tollgate-esc-policy-{}.toml", std::process::id()));
+        std::fs::write(&path, toml).unwrap();
+        let from_file = EscalationPolicy::from_file(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(from_file.unwrap(), from_json);
+        let missing = EscalationPolicy::from_file("/nonexistent/escalation.toml").unwrap_err();
+        assert!(
+            matches!(missing, EscalationPolicyError::Io { .. }),
+            "{missing}"
+        );
+        assert_eq!(from_toml, built);
+        let a = EscalationGate::compile(from_toml, &tiers()).unwrap();
+        let b = EscalationGate::compile(built.clone(), &tiers()).unwrap();
+        assert_eq!(a.version(), b.version());
+        let c = EscalationGate::compile(
+            built.rule(RuleSpec::new("x", Condition::flag("f"))),
+            &tiers(),
+        )
+        .unwrap();
+        assert_ne!(a.version(), c.version());
+    }
+
+    #[test]
+    fn documents_refuse_unknown_fields_duplicates_and_trailing_data() {
+        let e = EscalationPolicy::from_json(
+            r#"{"rules": [{"id": "a", "when": {"flag": "x"}, "qourum": 2}]}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, EscalationPolicyError::Parse { .. }), "{e}");
+        assert_eq!(e.field(), Some("rules[0].qourum"), "{e}");
+        let e = EscalationPolicy::from_json(r#"{"groups": {"a": ["x"], "a": ["y"]}}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate key `a`"), "{e}");
+        let e = EscalationPolicy::from_json(
+            r#"{"rules": [{"id": "a", "when": {"amount": {"path": "p", "currency_path": "c",
+            "over_by_currency": {"EUR": 1, "EUR": 2}}}}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("duplicate key `EUR`"), "{e}");
+        let e = EscalationPolicy::from_json(r#"{} {}"#).unwrap_err();
+        assert!(matches!(e, EscalationPolicyError::Parse { .. }), "{e}");
+        let e = EscalationPolicy::from_json(r#"{"rules": [{"id": "a", "when": {"smell": "x"}}]}"#)
+            .unwrap_err();
+        assert_eq!(e.field(), Some("rules[0].when"), "{e}");
+    }
+
+    #[test]
+    fn compile_errors_name_the_field() {
+        let cases: Vec<(EscalationPolicy, &str)> = vec![
+            (
+                base()
+                    .rule(RuleSpec::new("a", Condition::flag("x")))
+                    .rule(RuleSpec::new("b", Condition::flag("x")))
+                    .rule(RuleSpec::new("c", Condition::amount_over("", 5.0))),
+                "rules[2].when.amount.path",
+            ),
+            (
+                base().rule(RuleSpec::new(
+                    "a",
+                    Condition::amount_over("items[].amount", 5.0),
+                )),
+                "rules[0].when.amount.path",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::amount_over("a..b", 5.0))),
+                "rules[0].when.amount.path",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::amount_over("a", f64::NAN))),
+                "rules[0].when.amount.over",
+            ),
+            (
+                base().rule(RuleSpec::new(
+                    "a",
+                    Condition::Amount(AmountCondition {
+                        currency_path: Some("c".into()),
+                        ..AmountCondition::over("a", 1.0)
+                    }),
+                )),
+                "rules[0].when.amount.over",
+            ),
+            (
+                base().rule(RuleSpec::new(
+                    "a",
+                    Condition::amount_over_by_currency("a", "c", [("EUR", f64::INFINITY)]),
+                )),
+                "rules[0].when.amount.over_by_currency.EUR",
+            ),
+            (
+                base().rule(RuleSpec::new(
+                    "a",
+                    Condition::amount_over_by_currency("a", "c", Vec::<(String, f64)>::new()),
+                )),
+                "rules[0].when.amount.over_by_currency",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::tier_at_least("secret"))),
+                "rules[0].when.tier_at_least",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::confidence_below(1.5))),
+                "rules[0].when.confidence.below",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::budget_used_at_least(0.0))),
+                "rules[0].when.budget_used.at_least",
+            ),
+            (
+                base().rule(RuleSpec::new(
+                    "a",
+                    Condition::any([Condition::flag("x"), Condition::all([])]),
+                )),
+                "rules[0].when.any[1].all",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::flag(" x"))),
+                "rules[0].when.flag",
+            ),
+            (
+                base()
+                    .rule(RuleSpec::new("a", Condition::flag("x")))
+                    .rule(RuleSpec::new("a", Condition::flag("y"))),
+                "rules[1].id",
+            ),
+            (
+                base().rule(RuleSpec::new("has space", Condition::flag("x"))),
+                "rules[0].id",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::flag("x")).tools(Vec::<String>::new())),
+                "rules[0].tools",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::flag("x")).tools(["pay", "pay"])),
+                "rules[0].tools[1]",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::flag("x")).quorum(0)),
+                "rules[0].quorum",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::flag("x")).quorum(5)),
+                "rules[0].quorum",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::flag("x")).timeout_secs(-1.0)),
+                "rules[0].timeout_secs",
+            ),
+            (
+                base().rule(
+                    RuleSpec::new("a", Condition::flag("x"))
+                        .chain([LevelSpec::new("finance"), LevelSpec::after("nobody", 5.0)]),
+                ),
+                "rules[0].chain[1].group",
+            ),
+            (
+                base().rule(
+                    RuleSpec::new("a", Condition::flag("x"))
+                        .chain([LevelSpec::after("finance", 5.0)]),
+                ),
+                "rules[0].chain[0].after_secs",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::flag("x")).chain([
+                    LevelSpec::new("finance"),
+                    LevelSpec::after("cfo", 10.0),
+                    LevelSpec::after("finance", 10.0),
+                ])),
+                "rules[0].chain[2].after_secs",
+            ),
+            (
+                base().rule(
+                    RuleSpec::new("a", Condition::flag("x"))
+                        .timeout_secs(60.0)
+                        .chain([LevelSpec::new("finance"), LevelSpec::after("cfo", 60.0)]),
+                ),
+                "rules[0].chain[1].after_secs",
+            ),
+            (base().group("empty", Vec::<String>::new()), "groups.empty"),
+            (base().group("dup", ["x", "x"]), "groups.dup[1]"),
+            (
+                EscalationPolicy::new()
+                    .group("g", ["x"])
+                    .rule(RuleSpec::new("a", Condition::flag("x"))),
+                "rules[0].chain",
+            ),
+        ];
+        for (policy, field) in cases {
+            let e = err(policy);
+            assert_eq!(e.field(), Some(field), "{e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn more_than_64_rules_is_a_clear_error_and_64_is_fine() {
+        let mut p = base();
+        for i in 0..64 {
+            p = p.rule(RuleSpec::new(
+                format!("r{i}"),
+                Condition::flag(format!("f{i}")),
+            ));
+        }
+        let gate = EscalationGate::compile(p.clone(), &tiers()).unwrap();
+        let flags = ["f63"];
+        let m = gate.evaluate(&GateInput::new("t", Effect::Read, "{}").flags(&flags));
+        assert_eq!(m.iter().collect::<Vec<_>>(), [63]);
+        let e = err(p.rule(RuleSpec::new("r64", Condition::flag("x"))));
+        assert!(
+            matches!(
+                e,
+                EscalationPolicyError::TooManyRules {
+                    count: 65,
+                    limit: 64
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rules_scoped_to_unknown_tools_are_refused_against_a_boundary() {
+        let boundary = ActionBoundary::builder()
+            .tiers(["public", "confidential"])
+            .tool("pay", ToolSpec::irreversible().tier("confidential"))
+            .role(
+                "clerk",
+                RoleSpec::new().clearance("confidential").tools(["pay"]),
+            )
+            .build()
+            .unwrap();
+        let ok = base()
+            .rule(RuleSpec::new("a", Condition::tier_at_least("confidential")).tools(["pay"]));
+        let gate = EscalationGate::for_boundary(ok, &boundary).unwrap();
+        assert_eq!(gate.tier_index("confidential"), Some(1));
+        let bad = base().rule(RuleSpec::new("a", Condition::flag("x")).tools(["pay", "pya"]));
+        let e = EscalationGate::for_boundary(bad, &boundary).unwrap_err();
+        assert!(
+            matches!(&e, EscalationPolicyError::UnknownTool { field, tool } if field == "rules[0].tools[1]" && tool == "pya"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn amount_over_a_threshold_compares_exactly_and_fails_closed() {
+        let gate = gate_with([RuleSpec::new(
+            "big",
+            Condition::amount_over("payment.amount", 1000.0),
+        )]);
+        let over = |args: &str| eval(&gate, "pay", args, plain);
+        assert!(!over(r#"{"payment": {"amount": 999.99}}"#));
+        assert!(!over(r#"{"payment": {"amount": 1000}}"#));
+        assert!(!over(r#"{"payment": {"amount": 1000.0}}"#));
+        assert!(!over(r#"{"payment": {"amount": -5000}}"#));
+        assert!(over(r#"{"payment": {"amount": 1000.01}}"#));
+        assert!(over(r#"{"payment": {"amount": 1e4}}"#));
+        assert!(over(r#"{"payment": {"amount": 18446744073709551615}}"#));
+        // Too many significant digits to tell from 1000 in an f64: raw text escalates. (A parsed
+        // `Value` already holds the rounded 1000.0, exactly what a serde_json tool would see.)
+        let raw = r#"{"payment": {"amount": 1000.0000000000000001}}"#;
+        assert!(
+            !gate
+                .evaluate(&GateInput::new("pay", Effect::Write, raw))
+                .is_empty()
+        );
+        // Not a number, or not there: escalate.
+        assert!(over(r#"{"payment": {"amount": "5"}}"#));
+        assert!(over(r#"{"payment": {"amount": null}}"#));
+        assert!(over(r#"{"payment": {"amount": [1]}}"#));
+        assert!(over(r#"{"payment": {}}"#));
+        assert!(over(r#"{"payment": 5}"#));
+        assert!(over(r#"{}"#));
+        // Unreadable raw arguments: escalate.
+        assert!(over(r#"{"payment": {"amount": 1e400}}"#));
+        assert!(over(r#"{"payment": {"amount": 1, "amount": 2000}}"#));
+        assert!(over(r#"{"payment": "#));
+        // A call without arguments has no amount: escalate.
+        assert!(
+            !gate
+                .evaluate(&GateInput::new("pay", Effect::Write, tollgate::Args::None))
+                .is_empty()
+        );
+
+        let lenient = gate_with([RuleSpec::new(
+            "big",
+            AmountCondition::over("amount", 10.0)
+                .if_missing(IfMissing::Ignore)
+                .into(),
+        )]);
+        assert!(!eval(&lenient, "pay", r#"{}"#, plain));
+        assert!(eval(&lenient, "pay", r#"{"amount": "3"}"#, plain));
+
+        // Integers beyond 2^53 compare exactly against an integral threshold.
+        let exact = gate_with([RuleSpec::new(
+            "big",
+            Condition::amount_over("n", 9_007_199_254_740_992.0),
+        )]);
+        assert!(!eval(&exact, "t", r#"{"n": 9007199254740992}"#, plain));
+        assert!(eval(&exact, "t", r#"{"n": 9007199254740993}"#, plain));
+    }
+
+    #[test]
+    fn per_currency_thresholds_escalate_missing_and_unlisted_currencies() {
+        let gate = gate_with([RuleSpec::new(
+            "fx",
+            Condition::amount_over_by_currency(
+                "amount",
+                "currency",
+                [("EUR", 900.0), ("USD", 1000.0)],
+            ),
+        )]);
+        let esc = |args: &str| eval(&gate, "pay", args, plain);
+        assert!(!esc(r#"{"amount": 950, "currency": "USD"}"#));
+        assert!(esc(r#"{"amount": 950, "currency": "EUR"}"#));
+        assert!(!esc(r#"{"amount": 900, "currency": "EUR"}"#));
+        // Escaped spelling of the same code is the same code.
+        assert!(!esc(r#"{"amount": 800, "currency": "\u0045UR"}"#));
+        assert!(esc(r#"{"amount": 1, "currency": "eur"}"#));
+        assert!(esc(r#"{"amount": 1, "currency": "GBP"}"#));
+        assert!(esc(r#"{"amount": 1}"#));
+        assert!(esc(r#"{"amount": 1, "currency": 978}"#));
+        assert!(esc(r#"{"amount": 1, "currency": null}"#));
+    }
+
+    #[test]
+    fn tier_effect_flag_confidence_and_budget_conditions() {
+        let gate = gate_with([
+            RuleSpec::new("tier", Condition::tier_at_least("confidential")),
+            RuleSpec::new("irrev", Condition::irreversible()),
+            RuleSpec::new("flag", Condition::flag("ambiguous")),
+            RuleSpec::new("conf", Condition::confidence_below(0.7)),
+            RuleSpec::new("budget", Condition::budget_used_at_least(0.8)),
+        ]);
+        let m = |i: GateInput| -> Vec<usize> { gate.evaluate(&i).iter().collect() };
+        let read = || GateInput::new("t", Effect::Read, "{}").confidence(0.9);
+        // Tier: at or above; an unknown tier (None, or past the list) fails closed.
+        assert_eq!(m(read()), [0]);
+        assert_eq!(m(read().tier(1)), Vec::<usize>::new());
+        assert_eq!(m(read().tier(2)), [0]);
+        assert_eq!(m(read().tier(3)), [0]);
+        assert_eq!(m(read().tier(17)), [0]);
+        let no_tier = GateInput::new("t", Effect::Read, "{}").confidence(0.9);
+        let only_tier = gate_with([RuleSpec::new("tier", Condition::tier_at_least("internal"))]);
+        assert!(!only_tier.evaluate(&no_tier).is_empty());
+        // Effect.
+        let w = GateInput::new("t", Effect::Write, "{}")
+            .confidence(0.9)
+            .tier(0);
+        assert_eq!(m(w), Vec::<usize>::new());
+        let i = GateInput::new("t", Effect::Irreversible, "{}")
+            .confidence(0.9)
+            .tier(0);
+        assert_eq!(m(i), [1]);
+        // Flags.
+        let flags = ["anomaly", "ambiguous"];
+        assert_eq!(m(read().tier(0).flags(&flags)), [2]);
+        let other = ["Ambiguous"];
+        assert_eq!(m(read().tier(0).flags(&other)), Vec::<usize>::new());
+        // Confidence: below the floor, missing, NaN or out of range escalate.
+        assert_eq!(m(read().tier(0).confidence(0.69)), [3]);
+        assert_eq!(m(read().tier(0).confidence(0.7)), Vec::<usize>::new());
+        assert_eq!(m(read().tier(0).confidence(f64::NAN)), [3]);
+        assert_eq!(m(read().tier(0).confidence(1.5)), [3]);
+        assert_eq!(m(GateInput::new("t", Effect::Read, "{}").tier(0)), [3]);
+        // Budget: at or above the threshold; none given means no deceleration.
+        assert_eq!(m(read().tier(0).budget_used(0.79)), Vec::<usize>::new());
+        assert_eq!(m(read().tier(0).budget_used(0.8)), [4]);
+        assert_eq!(m(read().tier(0).budget_used(1.3)), [4]);
+        assert_eq!(m(read().tier(0).budget_used(f64::NAN)), [4]);
+
+        let configured = gate_with([
+            RuleSpec::new(
+                "conf",
+                ConfidenceCondition::below(0.5)
+                    .if_missing(IfMissing::Ignore)
+                    .into(),
+            ),
+            RuleSpec::new(
+                "budget",
+                BudgetCondition::at_least(0.5)
+                    .if_missing(IfMissing::Escalate)
+                    .into(),
+            ),
+        ]);
+        let got: Vec<usize> = configured
+            .evaluate(&GateInput::new("t", Effect::Read, "{}"))
+            .iter()
+            .collect();
+        assert_eq!(got, [1]);
+    }
+
+    #[test]
+    fn combinations_and_tool_scoping() {
+        let gate = gate_with([
+            RuleSpec::new(
+                "irrev-ambiguous",
+                Condition::all([Condition::irreversible(), Condition::flag("ambiguous")]),
+            ),
+            RuleSpec::new(
+                "pay-big-or-flagged",
+                Condition::any([
+                    Condition::amount_over("amount", 100.0),
+                    Condition::flag("anomaly"),
+                ]),
+            )
+            .tools(["pay", "refund"]),
+        ]);
+        let amb = ["ambiguous"];
+        let anomaly = ["anomaly"];
+        let m = |i: GateInput| -> Vec<usize> { gate.evaluate(&i).iter().collect() };
+        assert_eq!(
+            m(GateInput::new("x", Effect::Irreversible, "{}")),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            m(GateInput::new("x", Effect::Irreversible, "{}").flags(&amb)),
+            [0]
+        );
+        assert_eq!(
+            m(GateInput::new("x", Effect::Write, "{}").flags(&amb)),
+            Vec::<usize>::new()
+        );
+        // The scoped rule never fires for other tools, whatever the arguments.
+        assert_eq!(
+            m(GateInput::new("x", Effect::Write, r#"{"amount": 1e6}"#)),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            m(GateInput::new("x", Effect::Write, "{").flags(&anomaly)),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            m(GateInput::new("pay", Effect::Write, r#"{"amount": 5}"#)),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            m(GateInput::new(
+                "refund",
+                Effect::Write,
+                r#"{"amount": 500}"#
+            )),
+            [1]
+        );
+        assert_eq!(
+            m(GateInput::new("pay", Effect::Write, r#"{"amount": 5}"#).flags(&anomaly)),
+            [1]
+        );
+        assert_eq!(
+            m(GateInput::new("pay", Effect::Irreversible, r#"{"amount": 500}"#).flags(&amb)),
+            [0, 1]
+        );
+        // Names match exactly.
+        assert_eq!(
+            m(GateInput::new("Pay", Effect::Write, r#"{"amount": 500}"#)),
+            Vec::<usize>::new()
+        );
+    }
+
+    #[test]
+    fn several_matches_carry_every_reason_and_the_strictest_parameters() {
+        let gate = gate_with([
+            RuleSpec::new("a-slow-approve", Condition::flag("a"))
+                .timeout_secs(600.0)
+                .on_timeout(OnTimeout::Approve)
+                .chain([LevelSpec::new("cfo")]),
+            RuleSpec::new("b-two", Condition::flag("b"))
+                .reason("two people must look")
+                .quorum(2)
+                .timeout_secs(3000.0),
+            RuleSpec::new("c-deny-short", Condition::flag("c"))
+                .timeout_secs(1200.0)
+                .quorum(2)
+                .chain([LevelSpec::new("finance")]),
+            RuleSpec::new("d-approve-fast", Condition::flag("d"))
+                .timeout_secs(60.0)
+                .on_timeout(OnTimeout::Approve),
+        ]);
+        let all = ["a", "b", "c", "d"];
+        let esc = gate
+            .check(&GateInput::new("t", Effect::Read, "{}").flags(&all))
+            .unwrap();
+        let ids: Vec<&str> = esc.reasons.iter().map(|r| r.rule.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["a-slow-approve", "b-two", "c-deny-short", "d-approve-fast"]
+        );
+        assert_eq!(&*esc.reasons[1].text, "two people must look");
+        assert_eq!(&*esc.reasons[0].text, "the call is flagged `a`");
+        assert_eq!(esc.params.quorum, 2);
+        // Chain of the first rule with the highest quorum (b-two: the defaults' chain).
+        assert_eq!(esc.params.chain.len(), 2);
+        assert_eq!(esc.params.chain[1].group, "cfo");
+        assert_eq!(esc.params.chain[1].after, Duration::from_secs(1800));
+        assert_eq!(esc.params.on_timeout, OnTimeout::Deny);
+        // Earliest deadline among the deny-on-timeout rules.
+        assert_eq!(esc.params.timeout, Duration::from_secs(1200));
+
+        // Only approve-on-timeout rules: the latest automatic approval.
+        let ad = ["a", "d"];
+        let esc = gate
+            .check(&GateInput::new("t", Effect::Read, "{}").flags(&ad))
+            .unwrap();
+        assert_eq!(esc.params.on_timeout, OnTimeout::Approve);
+        assert_eq!(esc.params.timeout, Duration::from_secs(600));
+        assert_eq!(esc.params.chain[0].group, "cfo");
+        // The inherited chain is cut to what a 60 s rule can reach.
+        let d = ["d"];
+        let esc = gate
+            .check(&GateInput::new("t", Effect::Read, "{}").flags(&d))
+            .unwrap();
+        assert_eq!(esc.params.chain.len(), 1);
+        assert!(gate.escalation(Matched::NONE).is_none());
+    }
+
+    #[test]
+    fn evaluation_allocates_nothing_matched_or_not() {
+        let mut p = base();
+        for i in 0..4 {
+            p = p.rule(
+                RuleSpec::new(format!("w{i}"), Condition::amount_over("amount", 1000.0))
+                    .tools([format!("write_{i}")]),
+            );
+        }
+        p = p.rule(
+            RuleSpec::new(
+                "fx",
+                Condition::amount_over_by_currency("amount", "currency", [("EUR", 900.0)]),
+            )
+            .tools(["pay"]),
+        );
+        let gate = EscalationGate::compile(p, &tiers()).unwrap();
+        let value = json!({"amount": 1250.5, "currency": "EUR"});
+        let raw = r#"{"invoice":"INV-1","amount":1250.5,"currency":"EUR"}"#;
+        // Warm up lazily initialised statics.
+        let _ = gate.evaluate(&GateInput::new("pay", Effect::Write, tollgate::Args::None));
+        let (m, n) = allocations(|| gate.evaluate(&GateInput::new("read", Effect::Read, raw)));
+        assert!(m.is_empty());
+        assert_eq!(n, 0);
+        let (m, n) = allocations(|| gate.evaluate(&GateInput::new("pay", Effect::Write, raw)));
+        assert_eq!(m.len(), 1);
+        assert_eq!(n, 0);
+        let (m, n) = allocations(|| gate.evaluate(&GateInput::new("pay", Effect::Write, &value)));
+        assert_eq!(m.len(), 1);
+        assert_eq!(n, 0);
+    }
+}
