@@ -47,7 +47,7 @@ pub(crate) mod hash;
 pub mod path;
 mod spec;
 pub mod url;
-mod view;
+pub(crate) mod view;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

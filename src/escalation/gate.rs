@@ -18,7 +18,7 @@ use super::policy::{
     AmountCondition, Condition, EscalationPolicy, IfMissing, LevelSpec, OnTimeout, RuleParams,
 };
 use super::request::{ApproverGroups, Reason};
-use super::view::{StrView, View};
+use crate::boundary::view::{StrView, View};
 
 /// Most rules one gate holds: a match is a 64-bit set of rule indices, so evaluating a call
 /// never allocates.

@@ -118,12 +118,6 @@ mod request;
 mod serde_util;
 mod store;
 
-// The boundary's read-only view over `&Value` and raw JSON (`Num` compares exactly). The
-// boundary keeps that module private, so it is compiled here once more from the same source;
-// once `boundary` exposes `pub(crate) mod view`, replace this with `use crate::boundary::view`.
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "../boundary/view.rs"]
-mod view;
 
 pub use error::{EscalationPolicyError, QueueError, StoreError};
 pub use gate::{
