@@ -419,6 +419,7 @@ fn reopening_adopts_uncovered_records_and_says_so() {
     write(dir.path(), FileSinkConfig::default(), 5); // no checkpoints
     let recovery = write(dir.path(), keyed(k1(), None), 2);
     assert_eq!(recovery.adopted_records, 5);
+    assert_eq!((recovery.records, recovery.last_seq), (6, 6)); // with the adoption checkpoint
     // adoption checkpoint (6), two events (7, 8), close checkpoint (9)
     let r = file::verify_keyed(dir.path(), &k1()).unwrap();
     assert_eq!((r.records, r.checkpoints), (9, 2));

@@ -389,6 +389,7 @@ fn an_interrupted_deletion_verifies_and_open_finishes_it() {
 
     let (sink, rec) = FileSink::open(dir.path(), one_per_segment()).unwrap();
     assert_eq!(rec.retention_completed, 2);
+    assert_eq!(rec.records, done.records);
     drop(sink);
     assert_eq!(dir.segments()[0], 5);
     let v = file::verify(dir.path()).unwrap();

@@ -612,11 +612,12 @@ impl FileSinkConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
-    /// Valid records already in the log.
+    /// Valid records in the log as `open` leaves it (after finishing an interrupted retention,
+    /// and counting the adoption checkpoint `open` may have written).
     pub records: u64,
-    /// The seq of the last valid record (0 if none); the next record gets `last_seq + 1`.
+    /// The seq of the last record (0 if none); the next record gets `last_seq + 1`.
     pub last_seq: u64,
-    /// The hash of the last valid record ([`GENESIS`] if none); the next record's `prev`.
+    /// The hash of the last record ([`GENESIS`] if none); the next record's `prev`.
     pub head_hash: String,
     /// Bytes cut off the end of the last segment (0 if the log ended cleanly).
     pub truncated_bytes: u64,
@@ -2331,6 +2332,7 @@ impl FileSink {
         // Finish a retention whose deletion was interrupted: the declared prefix, oldest first,
         // closed segments only.
         let mut retention_completed = 0;
+        let mut records = walk.report.records;
         if let Some(through) = walk.pending_drop {
             let done = closed
                 .iter()
@@ -2343,6 +2345,9 @@ impl FileSink {
                     Err(e) => return Err(e.into()),
                 }
                 retention_completed += 1;
+                if let Some(span) = &c.span {
+                    records -= span.last_seq - span.first_seq + 1;
+                }
             }
             if done > 0 {
                 sync_dir(&dir);
@@ -2404,9 +2409,9 @@ impl FileSink {
             adopted_records = uncovered;
         }
         let recovery = Recovery {
-            records: walk.report.records,
-            last_seq: walk.report.last_seq,
-            head_hash: walk.report.head_hash,
+            records: records + u64::from(adopted_records > 0),
+            last_seq: writer.chain.next_seq - 1,
+            head_hash: hex_str(&writer.chain.prev),
             truncated_bytes,
             torn_line_at,
             retention_completed,
