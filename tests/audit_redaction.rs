@@ -344,3 +344,38 @@ fn policy_documents_mark_arguments_and_name_retention_classes_with_field_errors(
         "{e}"
     );
 }
+
+#[test]
+fn the_file_sink_writes_what_its_redaction_says_and_never_a_secret() {
+    use tollgate::audit::file::{self, FileSink, FileSinkConfig};
+    let dir = std::env::temp_dir().join(format!("tollgate-redact-file-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let redaction = Redaction::keyed_hash("k1", vec![42; 32]).unwrap();
+    let (sink, _) = FileSink::open(&dir, FileSinkConfig::default().redaction(redaction)).unwrap();
+    let sink = Arc::new(sink);
+    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let run = guard
+        .start_run(RunContext::new("bot", "clinician"))
+        .unwrap();
+    let a = json!({ "patient": { "name": PATIENT }, "cards": ["4111-PLANTED"] });
+    assert!(
+        guard
+            .check(&run, &ToolCall::new("ehr_search", &a))
+            .is_allowed()
+    );
+    run.finish().unwrap();
+    drop(guard);
+    drop(sink);
+    assert_eq!(file::verify(&dir).unwrap().records, 4);
+    let mut text = String::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        text.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
+    }
+    assert!(
+        !text.contains("Jane") && !text.contains("PLANTED"),
+        "{text}"
+    );
+    assert!(text.contains("hmac-sha256:k1:"), "{text}");
+    assert!(text.contains(SECRET_PLACEHOLDER));
+    let _ = std::fs::remove_dir_all(&dir);
+}

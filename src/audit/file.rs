@@ -11,7 +11,8 @@
 //! - `seq` is the sink's own record number: 1, 2, 3, ... with no gaps, continuing across reopen and
 //!   across segments (it is independent of the guard's event `seq` inside `event`); after
 //!   [retention](#retention) the log starts at a later seq;
-//! - `event` is the event's JSON object, serialised compactly;
+//! - `event` is the event's JSON object as [`AuditEvent::write_json`] writes it (redacted per
+//!   [`FileSinkConfig::redaction`]), on one line;
 //! - `prev` is the previous record's `hash` ([`GENESIS`], 64 zeros, for record 1) and
 //!   `hash = SHA-256(prev_hex || "\n" || seq_decimal || "\n" || event_bytes)`, lowercase hex,
 //!   computed over the exact `event` bytes in the file.
@@ -562,6 +563,8 @@ pub struct FileSinkConfig {
     pub max_segment_bytes: u64,
     /// Keyed checkpoints (default `None`: none are written).
     pub checkpoint: Option<CheckpointConfig>,
+    /// How sensitive arguments are written (default: a placeholder; secret ones never are).
+    pub redaction: super::Redaction,
 }
 
 impl Default for FileSinkConfig {
@@ -572,6 +575,7 @@ impl Default for FileSinkConfig {
             queue_capacity: 1024,
             max_segment_bytes: 64 * 1024 * 1024,
             checkpoint: None,
+            redaction: super::Redaction::placeholder(),
         }
     }
 }
@@ -604,6 +608,12 @@ impl FileSinkConfig {
     /// Sets [`checkpoint`](Self::checkpoint).
     pub fn checkpoint(mut self, checkpoint: CheckpointConfig) -> Self {
         self.checkpoint = Some(checkpoint);
+        self
+    }
+
+    /// Sets [`redaction`](Self::redaction).
+    pub fn redaction(mut self, redaction: super::Redaction) -> Self {
+        self.redaction = redaction;
         self
     }
 }
@@ -2215,6 +2225,7 @@ pub struct FileSink {
     backpressure: Backpressure,
     capacity: usize,
     checkpointing: bool,
+    redaction: super::Redaction,
     /// One retention at a time.
     retain_lock: Mutex<()>,
 }
@@ -2428,6 +2439,7 @@ impl FileSink {
             backpressure: config.backpressure,
             capacity: config.queue_capacity,
             checkpointing: config.checkpoint.is_some(),
+            redaction: config.redaction.clone(),
             retain_lock: Mutex::new(()),
         };
         Ok((sink, recovery))
@@ -2623,8 +2635,8 @@ impl Drop for FileSink {
 
 impl AuditSink for FileSink {
     fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
-        let bytes = serde_json::to_vec(&event.to_json())
-            .map_err(|e| refused(format!("the event could not be serialised: {e}")))?;
+        let mut bytes = Vec::with_capacity(512);
+        event.write_json(&mut bytes, &self.redaction);
         if bytes.len() > MAX_EVENT_BYTES {
             return Err(refused(format!(
                 "the event is {} bytes, more than the {MAX_EVENT_BYTES} a record may hold",

@@ -161,6 +161,26 @@ impl fmt::Debug for Redaction {
     }
 }
 
+/// Two redactions are equal when they write the same thing: both placeholders, or keyed hashes
+/// with the same key id and key.
+impl PartialEq for Redaction {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.hash, &other.hash) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                let (ka, kb) = (a.key.expose_secret(), b.key.expose_secret());
+                // Constant time in the key bytes (lengths are not secret).
+                a.id == b.id
+                    && ka.len() == kb.len()
+                    && ka.iter().zip(kb).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Redaction {}
+
 impl Redaction {
     /// Sensitive values become `"[REDACTED:sensitive]"`.
     pub fn placeholder() -> Self {
