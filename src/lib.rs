@@ -16,13 +16,15 @@
 //!   whose content hash ([`PolicyVersion`]) is carried by every verdict, permit and audit record.
 //! - [`credential`]: short-lived credentials minted per permit, narrowed to its tool, operation
 //!   and resource, revoked when the run ends; HMAC-signed tokens with key rotation.
-//! - [`breaker`]: circuit breakers (per tool, agent or agent x tool), plus the guard's kill
-//!   switch and per-run budgets.
-//! - [`audit`]: the event seam ([`AuditSink`](audit::AuditSink)) and an in-memory sink.
+//! - [`breaker`]: circuit breakers (per tool, agent or agent x tool), rate limits, baselines and
+//!   alerts, plus the guard's kill switch, loop detection and per-run budgets.
+//! - [`escalation`]: rules that send a call to a human ([`Verdict::Escalate`]), an approval queue
+//!   with identity-bound, single-use grants, quorum, chains and timeouts that deny, and a durable
+//!   approval store; [`Guard::resume`] runs an approved call exactly once.
+//! - [`audit`]: the event seam ([`AuditSink`](audit::AuditSink)); memory, tracing, fan-out and
+//!   async-bridge sinks; a hash-chained file sink with keyed checkpoints, retention, verification
+//!   and streaming query; redaction of secret and sensitive arguments.
 //! - [`clock`]: injectable monotonic time.
-//!
-//! The escalation gate, rate limits and loop detection, and the durable audit trail are being
-//! built; [`Verdict::Escalate`] is reserved for the escalation gate and is never produced yet.
 //!
 //! ## Quick start
 //!

@@ -6,8 +6,10 @@
 //! copies what it needs. A sink that returns an error makes the guard **deny** the call it was
 //! recording: no decision is acted on without its record (fail closed).
 //!
-//! This module ships [`MemorySink`] (tests, inspection). Durable, hash-chained file sinks,
-//! redaction, verification and query are the audit issue's work and will extend this module.
+//! Sinks: [`MemorySink`] (tests, inspection), [`TracingSink`], [`Fanout`],
+//! [`bridge::AsyncBridge`] (to an async sink), and [`file::FileSink`] (hash-chained JSON Lines with
+//! checkpoints and retention; [`file::verify`], [`query::Query`]). Arguments the policy marks secret
+//! or sensitive are redacted by every sink (see [`Redaction`]).
 //!
 //! A custom sink is a dozen lines:
 //!
@@ -102,8 +104,7 @@ impl<'a> AuditEvent<'a> {
     }
 }
 
-/// The kinds of event. More kinds (escalations, breaker trips, credentials, reloads) arrive with
-/// their primitives; match with a wildcard arm.
+/// The kinds of event. More kinds may arrive; match with a wildcard arm.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum EventKind<'a> {

@@ -123,7 +123,7 @@ struct Shared {
     rule_rate: RuleId,
     baseline: Option<BaselineState>,
     rule_baseline: RuleId,
-    escalation: Option<escalate::Escalations>,
+    escalation: Option<Box<escalate::Escalations>>,
     rule_escalation: RuleId,
 }
 
@@ -726,7 +726,7 @@ impl GuardBuilder {
             // Validated in `breakers`, so this cannot fail.
             KeyedBreakers::new(cfg, key, cap, Arc::clone(&self.clock)).ok()
         });
-        let escalation = self.escalation;
+        let escalation = self.escalation.map(Box::new);
         let guard = Guard {
             shared: Arc::new(Shared {
                 escalation,
