@@ -118,7 +118,6 @@ mod request;
 mod serde_util;
 mod store;
 
-
 pub use error::{EscalationPolicyError, QueueError, StoreError};
 pub use gate::{
     ApprovalParams, DEFAULT_TIMEOUT_SECS, Escalation, EscalationGate, GateInput, Level, MAX_RULES,
