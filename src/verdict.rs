@@ -339,6 +339,10 @@ pub struct Outcome {
     pub output_tokens: Option<u64>,
     /// What the step cost, in millionths of the budget's currency unit, if known.
     pub cost_micros: Option<u64>,
+    /// What the tool returned, as the framework chose to record it (a summary, a digest, or the
+    /// output itself), if given. Recorded in the audit trail as `tollgate.output`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Cow<'static, str>>,
 }
 
 impl Outcome {
@@ -364,6 +368,7 @@ impl Outcome {
             input_tokens: None,
             output_tokens: None,
             cost_micros: None,
+            output: None,
         }
     }
 
@@ -374,7 +379,15 @@ impl Outcome {
         self
     }
 
-    /// Attaches the step's cost (millionths of the budget's currency unit).
+    /// Attaches what the tool returned, as the framework chooses to record it (a summary, a
+    /// digest, or the output itself: the audit trail keeps it verbatim, so leave out what must
+    /// not be kept).
+    pub fn with_output(mut self, output: impl Into<Cow<'static, str>>) -> Self {
+        self.output = Some(output.into());
+        self
+    }
+
+    /// The step's cost, in millionths of the budget's currency unit.
     pub fn with_cost_micros(mut self, micros: u64) -> Self {
         self.cost_micros = Some(micros);
         self

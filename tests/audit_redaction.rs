@@ -269,7 +269,9 @@ fn events_carry_the_retention_class_of_their_tools_tier() {
         .check(&run, &ToolCall::new("ehr_search", &a))
         .into_permit()
         .unwrap();
-    permit.complete(Outcome::success()).unwrap();
+    permit
+        .complete(Outcome::success().with_output("3 records found"))
+        .unwrap();
     assert!(
         guard
             .check(&run, &ToolCall::new("weather", &json!({})))
@@ -295,6 +297,8 @@ fn events_carry_the_retention_class_of_their_tools_tier() {
     );
     assert_eq!(ev[1]["tollgate.retention"], "hipaa_6y");
     assert_eq!(ev[2]["tollgate.retention"], "hipaa_6y");
+    assert_eq!(ev[2]["tollgate.output"], "3 records found");
+    assert!(ev[4].get("tollgate.output").is_none());
     assert!(
         ev[3].get("tollgate.retention").is_none(),
         "public tier has no class"

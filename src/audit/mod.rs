@@ -388,6 +388,9 @@ impl AuditEvent<'_> {
                 o.opt_u64(k!("gen_ai.usage.input_tokens"), outcome.input_tokens);
                 o.opt_u64(k!("gen_ai.usage.output_tokens"), outcome.output_tokens);
                 o.opt_u64(k!("tollgate.cost_micros"), outcome.cost_micros);
+                if let Some(out) = &outcome.output {
+                    o.str(k!("tollgate.output"), out);
+                }
                 o.u64(k!("tollgate.latency_ns"), nanos(*latency));
                 o.hex(k!("tollgate.policy.version"), policy_version.as_bytes());
             }
