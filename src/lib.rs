@@ -85,6 +85,7 @@ pub mod clock;
 pub mod credential;
 pub mod escalation;
 pub mod guard;
+mod hex;
 pub mod verdict;
 
 pub use boundary::ActionBoundary;

@@ -370,7 +370,7 @@ impl CheckpointKey {
 
     /// A key whose secret is given as hexadecimal digits (either case).
     pub fn from_hex(id: &str, hex: &str) -> Result<Self, CheckpointKeyError> {
-        let secret = decode_hex(hex.trim().as_bytes())
+        let secret = crate::hex::decode(hex.trim().as_bytes())
             .ok_or_else(|| CheckpointKeyError::BadHex { id: id.to_owned() })?;
         Self::new(id, secret)
     }
@@ -426,7 +426,7 @@ impl CheckpointKey {
 
     /// Constant-time check of a hex MAC.
     fn check(&self, fields: &MacFields<'_>, mac_hex: &str) -> bool {
-        match decode_hex(mac_hex.as_bytes()) {
+        match crate::hex::decode(mac_hex.as_bytes()) {
             Some(tag) if tag.len() == 32 => self.mac(fields).verify_slice(&tag).is_ok(),
             _ => false,
         }
@@ -462,23 +462,6 @@ impl PartialEq for CheckpointKey {
 }
 
 impl Eq for CheckpointKey {}
-
-fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
-    fn nibble(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    s.chunks_exact(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
-}
 
 /// Keyed checkpoints: which key signs them and how often (see the [module docs](self)).
 ///
@@ -975,8 +958,6 @@ pub(super) type Hex64 = [u8; 64];
 
 const GENESIS_HEX: Hex64 = [b'0'; 64];
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
 pub(super) fn hex_str(h: &Hex64) -> String {
     // Always ASCII hex, written by this module.
     String::from_utf8_lossy(h).into_owned()
@@ -985,8 +966,8 @@ pub(super) fn hex_str(h: &Hex64) -> String {
 fn hex64(digest: &[u8]) -> Hex64 {
     let mut out = [b'0'; 64];
     for (i, b) in digest.iter().take(32).enumerate() {
-        out[2 * i] = HEX_DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX_DIGITS[usize::from(b & 0x0f)];
+        out[2 * i] = crate::hex::DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = crate::hex::DIGITS[usize::from(b & 0x0f)];
     }
     out
 }
@@ -1006,7 +987,7 @@ fn chain_hash(prev: &Hex64, seq: u64, event: &[u8]) -> Hex64 {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(b"\n");
-    h.update(seq.to_string().as_bytes());
+    h.update(super::json::u64_digits(&mut [0; 20], seq));
     h.update(b"\n");
     h.update(event);
     hex64(&h.finalize())
@@ -1014,7 +995,7 @@ fn chain_hash(prev: &Hex64, seq: u64, event: &[u8]) -> Hex64 {
 
 fn append_record(buf: &mut Vec<u8>, seq: u64, prev: &Hex64, hash: &Hex64, event: &[u8]) {
     buf.extend_from_slice(b"{\"seq\":");
-    buf.extend_from_slice(seq.to_string().as_bytes());
+    super::json::u64_to(buf, seq);
     buf.extend_from_slice(b",\"prev\":\"");
     buf.extend_from_slice(prev);
     buf.extend_from_slice(b"\",\"hash\":\"");

@@ -3,7 +3,6 @@
 //! this crate (no escaping needed); every string value is escaped exactly as `serde_json` would.
 
 use serde::Serialize;
-use serde_json::Value;
 
 /// A key as the writer takes it: the JSON string with its quotes and the colon
 /// (`k!("seq")` is `"\"seq\":"`), so writing a key is one copy.
@@ -84,7 +83,7 @@ impl<'b> Obj<'b> {
     pub(crate) fn hex(&mut self, key: &'static str, bytes: &[u8]) {
         let out = self.key(key);
         out.push(b'"');
-        hex_to(out, bytes);
+        crate::hex::encode_into(out, bytes);
         out.push(b'"');
     }
 
@@ -99,28 +98,10 @@ impl<'b> Obj<'b> {
             out.extend_from_slice(b"null");
         }
     }
-
-    /// A JSON value.
-    pub(crate) fn value(&mut self, key: &'static str, v: &Value) {
-        self.ser(key, v);
-    }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-pub(crate) fn hex_to(out: &mut Vec<u8>, bytes: &[u8]) {
-    for chunk in bytes.chunks(32) {
-        let mut buf = [0u8; 64];
-        for (i, b) in chunk.iter().enumerate() {
-            buf[2 * i] = HEX[usize::from(b >> 4)];
-            buf[2 * i + 1] = HEX[usize::from(b & 15)];
-        }
-        out.extend_from_slice(&buf[..2 * chunk.len()]);
-    }
-}
-
-pub(crate) fn u64_to(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
+/// `v` in decimal, written into `buf`; returns the digits.
+pub(crate) fn u64_digits(buf: &mut [u8; 20], mut v: u64) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -130,7 +111,11 @@ pub(crate) fn u64_to(out: &mut Vec<u8>, mut v: u64) {
             break;
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    &buf[i..]
+}
+
+pub(crate) fn u64_to(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(u64_digits(&mut [0; 20], v));
 }
 
 fn f64_to(out: &mut Vec<u8>, v: f64) {
@@ -188,8 +173,8 @@ pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
             0x0c => out.extend_from_slice(b"\\f"),
             _ => {
                 out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 15)]);
+                out.push(crate::hex::DIGITS[usize::from(b >> 4)]);
+                out.push(crate::hex::DIGITS[usize::from(b & 15)]);
             }
         }
         start = i + 1;
@@ -238,6 +223,7 @@ pub(crate) fn minified(out: &mut Vec<u8>, text: &str) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::Value;
 
     fn obj_with(f: impl FnOnce(&mut Obj<'_>)) -> Value {
         let mut buf = Vec::new();

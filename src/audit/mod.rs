@@ -529,11 +529,11 @@ fn write_args(o: &mut json::Obj<'_>, args: Args<'_>, marks: Option<&AuditMarks>,
     let marks = marks.filter(|m| m.redacts());
     match (args, marks) {
         (Args::None, _) => o.key(KEY).extend_from_slice(b"{}"),
-        (Args::Value(v), None) => o.value(KEY, v),
+        (Args::Value(v), None) => o.ser(KEY, v),
         (Args::Value(v), Some(m)) => {
             let mut v = v.clone();
             m.apply(&mut v, how);
-            o.value(KEY, &v);
+            o.ser(KEY, &v);
         }
         (Args::Json(text), marks) => {
             let valid = RawJson::parse(text, AUDIT_JSON_LIMITS).is_ok();
@@ -542,7 +542,7 @@ fn write_args(o: &mut json::Obj<'_>, args: Args<'_>, marks: Option<&AuditMarks>,
                 (true, Some(m)) => match serde_json::from_str::<Value>(text) {
                     Ok(mut v) => {
                         m.apply(&mut v, how);
-                        o.value(KEY, &v);
+                        o.ser(KEY, &v);
                     }
                     Err(_) => unparsed(o, UNPARSEABLE_PLACEHOLDER),
                 },

@@ -230,7 +230,7 @@ impl Redaction {
                 s.extend_from_slice(b"hmac-sha256:");
                 s.extend_from_slice(k.id.as_bytes());
                 s.push(b':');
-                super::json::hex_to(&mut s, &tag);
+                crate::hex::encode_into(&mut s, &tag);
                 Value::from(String::from_utf8(s).unwrap_or_default())
             }
             (Sensitivity::Sensitive, None) => Value::from(SENSITIVE_PLACEHOLDER),

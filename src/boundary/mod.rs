@@ -45,7 +45,7 @@ mod args;
 mod error;
 pub(crate) mod hash;
 pub mod path;
-mod spec;
+pub(crate) mod spec;
 pub mod url;
 pub(crate) mod view;
 

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 /// Deserialises a map, refusing a key that appears twice. JSON allows duplicate keys and serde
 /// keeps the last one, which would let a second `"pay": {...}` silently replace the first; TOML
-/// refuses them itself.
-fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+/// refuses them itself. Shared with the escalation policy's maps.
+pub(crate) fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
 where
     D: serde::Deserializer<'de>,
     V: Deserialize<'de>,

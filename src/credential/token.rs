@@ -399,7 +399,7 @@ impl TokenSigner {
     pub fn nonce() -> Result<String, TokenError> {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
-        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(crate::hex::encode(&bytes))
     }
 }
 

@@ -14,7 +14,8 @@ use crate::verdict::PolicyVersion;
 
 use super::gate::Escalation;
 use super::policy::OnTimeout;
-use super::serde_util::{hex, policy_version, unhex, unique_keys};
+use super::serde_util::{policy_version, unique_keys};
+use crate::hex::{decode_array as unhex, encode as hex};
 
 /// The id of one approval request: 128 random bits as 32 lower-case hex digits.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

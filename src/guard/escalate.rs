@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{Guard, GuardBuilder, Run, Shared};
-use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
+use crate::audit::{AuditError, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted};
 use crate::call::ToolCall;
 use crate::escalation::{
@@ -38,21 +38,16 @@ impl QueueObserver for AuditObserver {
                 reason: "the guard that owns this approval queue is gone".into(),
             });
         };
-        let Some(sink) = &shared.audit else {
-            return Ok(());
-        };
-        let event = AuditEvent::new(
-            shared.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            shared.clock.wall(),
+        let boundary = shared.boundary.load();
+        shared.record_event(
             Some(&t.request.run),
             Some(&t.request.agent),
             EventKind::Escalation {
                 request: t.request,
                 transition: &t.kind,
             },
-        );
-        let boundary = shared.boundary.load();
-        sink.record(&event.with_marks(boundary.audit_marks(&t.request.tool)))
+            || Some(boundary.audit_marks(&t.request.tool)),
+        )
     }
 }
 

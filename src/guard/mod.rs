@@ -463,14 +463,26 @@ impl Shared {
         kind: EventKind<'_>,
         marks: impl FnOnce() -> Option<&'m AuditMarks>,
     ) -> Result<(), AuditError> {
+        self.record_event(run.map(|r| &r.id), run.map(|r| r.ctx.agent()), kind, marks)
+    }
+
+    /// Numbers, timestamps and records one event (nothing happens without a sink; `marks` is
+    /// only evaluated with one).
+    fn record_event<'m>(
+        &self,
+        run: Option<&RunId>,
+        agent: Option<&AgentId>,
+        kind: EventKind<'_>,
+        marks: impl FnOnce() -> Option<&'m AuditMarks>,
+    ) -> Result<(), AuditError> {
         let Some(sink) = &self.audit else {
             return Ok(());
         };
         let mut event = AuditEvent::new(
             self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             self.clock.wall(),
-            run.map(|r| &r.id),
-            run.map(|r| r.ctx.agent()),
+            run,
+            agent,
             kind,
         );
         event.marks = marks();
