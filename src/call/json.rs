@@ -19,8 +19,11 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 /// Hard upper bound on nesting depth, whatever [`JsonLimits::max_depth`] says.
 ///
 /// The validator keeps its container stack in a fixed-size array so that it never allocates and
-/// never recurses; `serde_json` refuses documents nested this deep anyway.
-pub const MAX_DEPTH_CAP: usize = 128;
+/// never recurses. This is also the one depth limit shared by every writer and reader of
+/// tollgate's records (audit log, approval store): a value nested deeper is never written as
+/// JSON, so a record always stays within `serde_json`'s recursion limit of 128 with room for
+/// the record's own envelope.
+pub const MAX_DEPTH_CAP: usize = 64;
 
 /// Most object keys one document may hold, across all its objects. Keeps duplicate detection
 /// linear: the key filter stays sparse (at most 2 bits per key in 128 Kibit), so exact rescans
