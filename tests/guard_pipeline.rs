@@ -358,3 +358,28 @@ fn guard_is_shared_across_threads() {
         .collect();
     assert_eq!(seqs.len(), sink.len(), "sequence numbers are unique");
 }
+
+/// Finding: two live runs could share one id, so a rogue agent could resume another agent's
+/// approved call or use its credentials. A duplicate live id is refused; once the first run
+/// ends the id is free again, and the new run is a different instance.
+#[test]
+fn duplicate_live_run_id_is_refused() {
+    let guard = Guard::builder(boundary(100.0)).build();
+    let id = tollgate::RunId::new("shared-id");
+    let first = guard
+        .start_run_with_id(RunContext::new("agent-a", "r"), Some(id.clone()))
+        .unwrap();
+    let err = guard
+        .start_run_with_id(RunContext::new("agent-b", "r"), Some(id.clone()))
+        .unwrap_err();
+    assert!(
+        matches!(err, GuardError::DuplicateRun(ref s) if s == "shared-id"),
+        "{err}"
+    );
+    let first_instance = first.instance();
+    first.finish().unwrap();
+    let second = guard
+        .start_run_with_id(RunContext::new("agent-b", "r"), Some(id))
+        .unwrap();
+    assert_ne!(second.instance(), first_instance);
+}

@@ -94,6 +94,10 @@ pub enum GuardError {
     /// The audit sink refused a record the operation needs.
     #[error("audit failed: {0}")]
     Audit(#[from] AuditError),
+    /// A run with this id is still live in this guard: two live runs may not share an id, or one
+    /// could resume the other's approved calls and use its credentials.
+    #[error("run `{0}` is already live in this guard")]
+    DuplicateRun(String),
 }
 
 struct Shared {
@@ -103,6 +107,8 @@ struct Shared {
     credentials: Option<CredentialBroker>,
     seq: AtomicU64,
     runs: AtomicU64,
+    /// Ids of the runs started and not yet ended.
+    live_runs: parking_lot::Mutex<HashSet<RunId>>,
     breakers: Option<KeyedBreakers>,
     classify: fn(&Outcome) -> CallResult,
     budget: RunBudget,
@@ -774,6 +780,7 @@ impl GuardBuilder {
                 credentials: self.credentials,
                 seq: AtomicU64::new(0),
                 runs: AtomicU64::new(0),
+                live_runs: parking_lot::Mutex::new(HashSet::new()),
                 rule_foreign: RuleId::new("guard.run"),
                 rule_audit: RuleId::new("guard.audit"),
             }),
@@ -964,8 +971,12 @@ impl Guard {
                 .unwrap_or_default();
             RunId::new(format!("run-{:x}-{n}", wall.as_millis()))
         });
+        if !self.shared.live_runs.lock().insert(id.clone()) {
+            return Err(GuardError::DuplicateRun(id.to_string()));
+        }
         let run = Run {
             shared: Arc::clone(&self.shared),
+            instance: next_run_instance(),
             id,
             ctx,
             started: self.shared.clock.now(),
@@ -982,8 +993,15 @@ impl Guard {
                 if self.shared.loops.is_some() { 64 } else { 0 },
             )),
         };
-        self.shared
-            .record(&run, EventKind::RunStarted { context: &run.ctx })?;
+        if let Err(e) = self
+            .shared
+            .record(&run, EventKind::RunStarted { context: &run.ctx })
+        {
+            // Never started: no end record, no learning from it; its id is free again.
+            run.finished.store(true, Ordering::Release);
+            self.shared.live_runs.lock().remove(&run.id);
+            return Err(e.into());
+        }
         Ok(run)
     }
 
@@ -1214,6 +1232,8 @@ impl<E> ExecuteError<E> {
 /// the run and records its end.
 pub struct Run {
     shared: Arc<Shared>,
+    /// Unique among all runs this process ever starts, whatever their ids.
+    instance: u64,
     id: RunId,
     ctx: RunContext,
     started: MonoTime,
@@ -1242,6 +1262,13 @@ impl Run {
     /// The run's id.
     pub fn id(&self) -> &RunId {
         &self.id
+    }
+
+    /// A number no other [`Run`] started in this process shares, even one started later with the
+    /// same id: what credentials and other per-run state bind to, so that a second run reusing an
+    /// id (after this one ended) can never use what was issued to this one.
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// The run's context.
@@ -1294,8 +1321,16 @@ impl Run {
         let finished = self
             .shared
             .record(self, EventKind::RunFinished { duration });
+        // The id is free again only once everything issued under it is revoked.
+        self.shared.live_runs.lock().remove(&self.id);
         revoked.and(finished)
     }
+}
+
+/// The next process-wide run instance number (see [`Run::instance`]).
+fn next_run_instance() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Drop for Run {
