@@ -768,3 +768,77 @@ fn a_failed_reservation_releases_what_it_took() {
         Some(DenyCode::BudgetExhausted)
     );
 }
+
+/// Finding: a permit obtained before a suspension still minted and exposed credentials after
+/// it. Both are now refused while the run, its agent or the guard is suspended, and each refusal
+/// is recorded; after the switch is released the same permit works again.
+#[test]
+fn permit_issued_before_suspension_cannot_mint_or_expose_credentials() {
+    use secrecy::SecretString;
+    use tollgate::credential::{
+        CredentialBroker, CredentialError, CredentialGrant, Operation, StaticSecretProvider,
+    };
+    let broker = CredentialBroker::builder()
+        .provider(
+            "vault",
+            StaticSecretProvider::new(SecretString::from("s3cr3t-value")),
+        )
+        .grant(
+            "r",
+            CredentialGrant::new("vault", ["ping"], [Operation::Read], "*", 60),
+        )
+        .build()
+        .unwrap();
+    let sink = Arc::new(MemorySink::new());
+    let guard = Guard::builder(boundary())
+        .clock(Arc::new(ManualClock::new()))
+        .audit(sink.clone())
+        .credentials(broker)
+        .build();
+    let run = guard.start_run(RunContext::new("a1", "r")).unwrap();
+    let call = ToolCall::new("ping", "{}");
+    let permit = guard.check(&run, &call).into_permit().unwrap();
+    let cred = permit.credential("vault", "db/main").unwrap();
+    assert_eq!(cred.expose(&permit, "db/main").unwrap(), "s3cr3t-value");
+
+    type Switch = fn(&Guard, &tollgate::Run) -> (&'static str, Box<dyn Fn(&Guard, &tollgate::Run)>);
+    let switches: [Switch; 3] = [
+        |g, r| {
+            g.suspend_run(r, "ops").unwrap();
+            ("run", Box::new(|g, r| g.resume_run(r, "ops").unwrap()))
+        },
+        |g, _| {
+            g.suspend_agent(&AgentId::new("a1"), "ops").unwrap();
+            (
+                "agent",
+                Box::new(|g, _| g.resume_agent(&AgentId::new("a1"), "ops").unwrap()),
+            )
+        },
+        |g, _| {
+            g.suspend_all("ops").unwrap();
+            ("global", Box::new(|g, _| g.resume_all("ops").unwrap()))
+        },
+    ];
+    for switch in switches {
+        let (name, release) = switch(&guard, &run);
+        assert_eq!(
+            permit.credential("vault", "db/main").unwrap_err(),
+            CredentialError::Suspended(name)
+        );
+        assert_eq!(
+            cred.expose(&permit, "db/main").unwrap_err(),
+            CredentialError::Suspended(name)
+        );
+        release(&guard, &run);
+        assert_eq!(cred.expose(&permit, "db/main").unwrap(), "s3cr3t-value");
+    }
+    permit.complete(Outcome::success()).unwrap();
+    let refusals = sink
+        .events()
+        .iter()
+        .filter(|e| {
+            e["event"] == "credential_refused" && e["tollgate.credential.refusal"] == "suspended"
+        })
+        .count();
+    assert_eq!(refusals, 6, "every refusal is recorded");
+}

@@ -135,6 +135,10 @@ pub enum CredentialError {
     /// The event could not be recorded, so the value is not released (fail closed).
     #[error("audit failed: {0}")]
     Audit(String),
+    /// A kill switch holds the run (`global`, `agent` or `run`): nothing is minted or released
+    /// while it does, even under a permit obtained before the suspension.
+    #[error("the run is suspended by the {0} kill switch")]
+    Suspended(&'static str),
 }
 
 impl CredentialError {
@@ -155,6 +159,7 @@ impl CredentialError {
             CredentialError::Revoked => "revoked",
             CredentialError::Exhausted { .. } => "exhausted",
             CredentialError::Audit(_) => "audit_failed",
+            CredentialError::Suspended(_) => "suspended",
         }
     }
 }

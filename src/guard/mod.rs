@@ -1469,6 +1469,10 @@ impl<'a> Permit<'a> {
         let Some(broker) = &shared.credentials else {
             return Err(CredentialError::NoBroker);
         };
+        // The permit may predate a kill switch: minting is refused while one holds the run.
+        if let Some(switch) = shared.suspended(self.run) {
+            return Err(self.refuse(resource, CredentialError::Suspended(switch)));
+        }
         let prepared = broker
             .prepare(&self.asker(), provider, resource)
             .map_err(|e| self.refuse(resource, e))?;
@@ -1672,13 +1676,17 @@ impl ScopedCredential {
     ) -> Result<&'c str, CredentialError> {
         let shared = &permit.run.shared;
         let tool = permit.tool();
-        let checked = self.check_use(
-            &permit.run.id,
-            tool,
-            Operation::of(permit.effect()),
-            resource,
-            shared.clock.now(),
-        );
+        // A kill switch thrown after the permit was issued stops every further release.
+        let checked = match shared.suspended(permit.run) {
+            Some(switch) => Err(CredentialError::Suspended(switch)),
+            None => self.check_use(
+                &permit.run.id,
+                tool,
+                Operation::of(permit.effect()),
+                resource,
+                shared.clock.now(),
+            ),
+        };
         match checked {
             Ok(()) => {
                 shared.record(
