@@ -7,7 +7,9 @@
 //! open, half-open or forced open, no new key is admitted (fail closed).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -132,7 +134,7 @@ impl KeyedBreakers {
             return Some(k);
         }
         let (a, t) = self.parts(agent, tool);
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.writer.lock();
         if let Some(k) = self.get(agent, tool) {
             return Some(k);
         }

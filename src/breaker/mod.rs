@@ -52,8 +52,10 @@ pub(crate) use rate::RateLimiters;
 pub use rate::{RateLimit, RateLimits};
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -424,8 +426,8 @@ impl CircuitBreaker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Measure> {
-        self.measure.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Measure> {
+        self.measure.lock()
     }
 
     fn notify(&self, from: State, to: State, t: Tally) -> Transition {

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::ops::Add;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -181,13 +183,13 @@ impl RateLimiters {
         if let Some(l) = map.load().get(key) {
             return wait(l);
         }
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.writer.lock();
         if let Some(l) = map.load().get(key) {
             return wait(l);
         }
         let mut next = HashMap::clone(&map.load());
         if bounded {
-            let mut order = self.agent_order.lock().unwrap_or_else(|p| p.into_inner());
+            let mut order = self.agent_order.lock();
             while next.len() >= self.max_agents {
                 match order.pop_front() {
                     Some(old) => {
