@@ -95,13 +95,48 @@ fn decode(s: u8) -> State {
 }
 
 /// The sliding window over which rates are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// In documents: `window = { calls = 100 }` or `window = { time = "60s" }` (whole seconds: the
+/// time window counts in one-second buckets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
     /// The last N calls.
     Count(u32),
     /// The calls of the last N seconds (one-second buckets).
     Seconds(u32),
+}
+
+/// The document form of [`Window`].
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum WindowDoc {
+    Calls(u32),
+    Time(#[serde(with = "crate::units::duration")] Duration),
+}
+
+impl Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Window::Count(n) => WindowDoc::Calls(n),
+            Window::Seconds(n) => WindowDoc::Time(Duration::from_secs(u64::from(n))),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match WindowDoc::deserialize(d)? {
+            WindowDoc::Calls(n) => Ok(Window::Count(n)),
+            WindowDoc::Time(t) if t.subsec_nanos() != 0 => Err(D::Error::custom(
+                "a time window is a whole number of seconds (it counts in one-second buckets)",
+            )),
+            WindowDoc::Time(t) => u32::try_from(t.as_secs())
+                .map(Window::Seconds)
+                .map_err(|_| D::Error::custom("a time window is at most 3600 seconds")),
+        }
+    }
 }
 
 /// How a call ended, as the breaker counts it (a classifier maps outcomes to this).
@@ -129,17 +164,17 @@ pub struct BreakerConfig {
     /// Slow-call rate, in percent, at or above which the breaker opens (1 to 100).
     pub slow_call_rate: f64,
     /// A call at least this long is slow.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "crate::units::duration")]
     pub slow_call_duration: Duration,
     /// Consecutive failures that open the breaker whatever the rates (0 = off).
     pub consecutive_failures: u32,
     /// How long the breaker stays open before probing.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "crate::units::duration")]
     pub wait_in_open: Duration,
     /// Multiplier applied to the wait on each consecutive re-opening (1.0 = constant).
     pub backoff: f64,
     /// Upper bound of the wait with backoff.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "crate::units::duration")]
     pub max_wait_in_open: Duration,
     /// Probe calls admitted in half-open.
     pub half_open_calls: u32,
@@ -159,19 +194,6 @@ impl Default for BreakerConfig {
             max_wait_in_open: Duration::from_secs(30),
             half_open_calls: 3,
         }
-    }
-}
-
-mod duration_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

@@ -204,10 +204,21 @@ fn invalid_configs_name_the_field() {
         }),
         "max_wait_in_open"
     );
-    let parsed: BreakerConfig =
-        serde_json::from_str(r#"{"window":{"seconds":60},"failure_rate":25}"#).unwrap();
+    let parsed: BreakerConfig = serde_json::from_str(
+        r#"{"window":{"time":"60s"},"failure_rate":25,"wait_in_open":"1m 30s"}"#,
+    )
+    .unwrap();
     assert_eq!(parsed.window, Window::Seconds(60));
+    assert_eq!(parsed.wait_in_open, Duration::from_secs(90));
     assert!(serde_json::from_str::<BreakerConfig>(r#"{"failure_rat":25}"#).is_err());
+    // The old integer-millisecond fields are gone: a bare number is refused, not guessed at.
+    let err = serde_json::from_str::<BreakerConfig>(r#"{"wait_in_open":30000}"#).unwrap_err();
+    assert!(err.to_string().contains("with a unit"), "{err}");
+    let err = serde_json::from_str::<BreakerConfig>(r#"{"window":{"time":"1.5s"}}"#).unwrap_err();
+    assert!(err.to_string().contains("whole number of seconds"), "{err}");
+    let back: BreakerConfig =
+        serde_json::from_str(&serde_json::to_string(&parsed).unwrap()).unwrap();
+    assert_eq!(back, parsed);
 }
 
 #[test]
