@@ -271,7 +271,7 @@ fn bench_breaker(c: &mut Criterion) {
     // to run dry (compare with budget_reserve).
     let generous = tollgate::breaker::RateLimit {
         max_calls: std::num::NonZeroU32::new(1_000_000_000).unwrap(),
-        per_secs: 1.0,
+        per: std::time::Duration::from_secs(1),
         burst: std::num::NonZeroU32::new(u32::MAX),
     };
     let limited = Guard::builder(boundary(100))

@@ -153,7 +153,7 @@ fn allow_path_allocates_nothing_with_breakers_budgets_rate_limits_and_kill_switc
     use tollgate::breaker::{BreakerConfig, BreakerKey, RateLimit, RateLimits};
     let generous = RateLimit {
         max_calls: NonZeroU32::new(1_000_000_000).unwrap(),
-        per_secs: 1.0,
+        per: Duration::from_secs(1),
         burst: NonZeroU32::new(u32::MAX),
     };
     let guard = Guard::builder(boundary())

@@ -26,15 +26,16 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use crate::clock::Clock;
 
-/// One quota: at most `max_calls` per `per_secs` seconds, with bursts of up to `burst` calls
-/// (default: `max_calls`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One quota: at most `max_calls` per `per`, with bursts of up to `burst` calls (default:
+/// `max_calls`). In documents: `{ max_calls = 30, per = "1m" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Calls allowed per period.
     pub max_calls: NonZeroU32,
-    /// The period, in seconds.
-    pub per_secs: f64,
+    /// The period.
+    #[serde(with = "crate::units::duration")]
+    pub per: Duration,
     /// Largest burst (default `max_calls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<NonZeroU32>,
@@ -45,19 +46,19 @@ impl RateLimit {
     pub fn new(max_calls: NonZeroU32, per: Duration) -> Self {
         Self {
             max_calls,
-            per_secs: per.as_secs_f64(),
+            per,
             burst: None,
         }
     }
 
     fn quota(&self, field: &'static str) -> Result<Quota, ConfigError> {
-        if !(self.per_secs.is_finite() && self.per_secs > 0.0) {
+        if self.per.is_zero() {
             return Err(ConfigError {
                 field,
-                reason: "per_secs must be a positive number",
+                reason: "the period `per` must be longer than zero",
             });
         }
-        let period = Duration::from_secs_f64(self.per_secs / f64::from(self.max_calls.get()));
+        let period = self.per / self.max_calls.get();
         let quota = Quota::with_period(period).ok_or(ConfigError {
             field,
             reason: "the resulting replenish interval is zero",
@@ -305,7 +306,7 @@ mod tests {
         let cfg = RateLimits {
             per_agent: Some(RateLimit {
                 max_calls: nz(1),
-                per_secs: 0.0,
+                per: Duration::ZERO,
                 burst: None,
             }),
             ..RateLimits::default()
@@ -318,15 +319,17 @@ mod tests {
             "rate_limits.per_agent"
         );
         let cfg: RateLimits = serde_json::from_str(
-            r#"{"per_tool": {"pay": {"max_calls": 3, "per_secs": 60}}, "default_per_tool": {"max_calls": 100, "per_secs": 1, "burst": 10}}"#,
+            r#"{"per_tool": {"pay": {"max_calls": 3, "per": "1m"}}, "default_per_tool": {"max_calls": 100, "per": "1s", "burst": 10}}"#,
         )
         .unwrap();
+        assert_eq!(cfg.per_tool["pay"].per, Duration::from_secs(60));
         assert!(RateLimiters::new(&cfg, clock).is_ok());
-        assert!(
-            serde_json::from_str::<RateLimits>(
-                r#"{"per_tool": {"pay": {"max_calls": 0, "per_secs": 60}}}"#
-            )
-            .is_err()
-        );
+        for bad in [
+            r#"{"per_tool": {"pay": {"max_calls": 0, "per": "1m"}}}"#,
+            r#"{"per_tool": {"pay": {"max_calls": 3, "per": 60}}}"#,
+            r#"{"per_tool": {"pay": {"max_calls": 3, "per_secs": 60}}}"#,
+        ] {
+            assert!(serde_json::from_str::<RateLimits>(bad).is_err(), "{bad}");
+        }
     }
 }
