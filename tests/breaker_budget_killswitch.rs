@@ -211,9 +211,11 @@ fn wall_time_budget_ends_a_run() {
         "guard.budget.max_duration"
     );
     let budget: RunBudget =
-        serde_json::from_str(r#"{"max_calls": 10, "max_duration": 1.5}"#).unwrap();
+        serde_json::from_str(r#"{"max_calls": 10, "max_duration": "1.5s"}"#).unwrap();
     assert_eq!(budget.max_duration, Some(Duration::from_millis(1500)));
-    assert!(serde_json::from_str::<RunBudget>(r#"{"max_duration": -1}"#).is_err());
+    assert!(serde_json::from_str::<RunBudget>(r#"{"max_duration": "-1s"}"#).is_err());
+    // A bare number is no longer guessed to be seconds.
+    assert!(serde_json::from_str::<RunBudget>(r#"{"max_duration": 1.5}"#).is_err());
     assert!(serde_json::from_str::<RunBudget>(r#"{"max_cals": 1}"#).is_err());
 }
 
@@ -412,8 +414,12 @@ fn loop_detection_stops_identical_repeats_within_the_window() {
         .count();
     assert_eq!(denials, 2);
     let cfg: tollgate::LoopDetection =
-        serde_json::from_str(r#"{"max_repeats": 5, "window": 30}"#).unwrap();
+        serde_json::from_str(r#"{"max_repeats": 5, "window": "30s"}"#).unwrap();
     assert_eq!(cfg.window, Duration::from_secs(30));
+    assert!(
+        serde_json::from_str::<tollgate::LoopDetection>(r#"{"max_repeats": 5, "window": 30}"#)
+            .is_err()
+    );
 }
 
 #[test]

@@ -537,44 +537,9 @@ pub struct GuardBuilder {
 pub struct LoopDetection {
     /// Identical calls allowed within the window.
     pub max_repeats: u32,
-    /// The window.
-    #[serde(with = "secs")]
+    /// The window (`"60s"`).
+    #[serde(with = "crate::units::duration")]
     pub window: std::time::Duration,
-}
-
-/// Durations as (fractional) seconds in configuration documents.
-mod secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    fn from_secs<E: serde::de::Error>(secs: f64) -> Result<Duration, E> {
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| E::custom("a duration must be a non-negative number of seconds"))
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        from_secs(f64::deserialize(d)?)
-    }
-
-    /// The same for `Option<Duration>`.
-    pub mod opt {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-            match d {
-                Some(d) => s.serialize_some(&d.as_secs_f64()),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            Option::<f64>::deserialize(d)?.map(from_secs).transpose()
-        }
-    }
 }
 
 /// How many recent calls a run remembers for loop detection.
@@ -642,7 +607,7 @@ pub struct RunBudget {
     /// Most tool calls a run may be allowed.
     pub max_calls: Option<u64>,
     /// Longest a run may keep calling tools, from its start.
-    #[serde(default, with = "secs::opt")]
+    #[serde(default, with = "crate::units::duration_opt")]
     pub max_duration: Option<std::time::Duration>,
     /// Most tokens (input + output) a run may use.
     pub max_tokens: Option<u64>,
