@@ -86,6 +86,7 @@ pub mod credential;
 pub mod escalation;
 pub mod guard;
 mod hex;
+pub mod policy;
 pub mod units;
 pub mod verdict;
 

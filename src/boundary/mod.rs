@@ -454,6 +454,14 @@ impl ActionBoundary {
         self.version
     }
 
+    /// The same boundary carrying `version` instead of its own content hash: used when the
+    /// boundary is one part of a larger document (a [`Policy`](crate::policy::Policy)) whose
+    /// hash every decision must carry.
+    pub fn with_version(mut self, version: PolicyVersion) -> Self {
+        self.version = version;
+        self
+    }
+
     /// The document this boundary was compiled from.
     pub fn document(&self) -> &PolicyDocument {
         &self.document

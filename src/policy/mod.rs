@@ -1,0 +1,656 @@
+//! One policy document for a whole deployment.
+//!
+//! A [`Policy`] is read from one TOML or JSON file that holds everything a deployment decides:
+//! who owns it and why ([`Metadata`]), tiers, tools, roles and compartments, escalation rules and
+//! approver groups, credential grants, breakers, budgets, rate limits, loop detection, baselines
+//! and the audit trail's behaviour. Code binds only what cannot be written down (key material,
+//! sinks, clocks; see [`Bindings`]).
+//!
+//! Reading a document refuses unknown fields, duplicate keys, cross-references to things the
+//! document does not define (a grant naming an unknown role, a role given a tool above its
+//! clearance, a rule naming an unknown approver group) and values that make no sense; every error
+//! names the field's path with its section prefix and, from the text, its line and column.
+//!
+//! The document's [`PolicyVersion`] is the SHA-256 of its canonical JSON form (see
+//! [`Policy::canonical_json`]): every verdict, permit and audit record of a guard built from it
+//! carries that version, so any change to a threshold, a budget or a breaker setting is a new
+//! version in the trail. Comments, whitespace, key order and TOML-versus-JSON do not change it.
+//!
+//! ```
+//! use tollgate::policy::Policy;
+//!
+//! let policy = Policy::from_toml(r#"
+//!     tiers = ["public", "phi"]
+//!
+//!     [policy]
+//!     name = "clinic-assistant"
+//!     owner = "Clinical informatics <informatics@clinic.example>"
+//!     purpose = "Answer patients' scheduling questions."
+//!     scope = "Outpatient clinic; one patient per task."
+//!     liability_owner = "Chief Medical Officer"
+//!     review_cadence = "90d"
+//!     data_handling = "PHI stays within the patient's compartment."
+//!
+//!     [tools.lookup_appointments]
+//!     effect = "read"
+//!     tier = "phi"
+//!
+//!     [roles.scheduler]
+//!     clearance = "phi"
+//!     tools = ["lookup_appointments"]
+//! "#)?;
+//! assert_eq!(policy.document().policy.name, "clinic-assistant");
+//!
+//! // A cross-reference mistake names the path, line and column.
+//! let err = Policy::from_toml(r#"
+//!     [policy]
+//!     name = "x"
+//!     owner = "x"
+//!     purpose = "x"
+//!     scope = "x"
+//!     liability_owner = "x"
+//!     review_cadence = "90d"
+//!     data_handling = "x"
+//!
+//!     [roles.scheduler]
+//!     tools = ["lookup_appointment"]
+//! "#).unwrap_err();
+//! assert_eq!(err.path(), Some("roles.scheduler.tools[0]"));
+//! assert_eq!(err.location().map(|l| l.line), Some(12));
+//! # Ok::<(), tollgate::policy::DocumentError>(())
+//! ```
+
+mod document;
+mod error;
+mod locate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::boundary::{ActionBoundary, PolicyDocument};
+use crate::escalation::EscalationGate;
+use crate::verdict::PolicyVersion;
+
+pub use document::{
+    Audit, AuditDurability, BaselineSection, Breakers, Budgets, Compartments, Credentials,
+    Document, GrantSpec, Keep, Metadata, ProviderSpec, RedactionMode, Retention, WhenFull,
+};
+pub use error::DocumentError;
+pub use locate::{Location, locate};
+
+/// The two document formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// TOML (needs the `toml` feature, on by default).
+    Toml,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    /// `"TOML"` or `"JSON"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Toml => "TOML",
+            Format::Json => "JSON",
+        }
+    }
+
+    /// The format a file's extension implies: `.toml` is TOML, anything else JSON.
+    pub fn of_path(path: &Path) -> Format {
+        if path.extension().is_some_and(|e| e == "toml") {
+            Format::Toml
+        } else {
+            Format::Json
+        }
+    }
+}
+
+/// Longest TTL a credential grant may set.
+const MAX_GRANT_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Most decimals a cost may have (budgets count in millionths).
+const COST_DECIMALS: u32 = 6;
+
+/// A validated policy document, compiled into the boundary and escalation gate it describes.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    document: Document,
+    canonical: Vec<u8>,
+    version: PolicyVersion,
+    boundary: ActionBoundary,
+    escalation: Option<EscalationGate>,
+}
+
+impl Policy {
+    /// Reads a TOML document.
+    #[cfg(feature = "toml")]
+    pub fn from_toml(text: &str) -> Result<Self, DocumentError> {
+        Self::parse(text, Format::Toml)
+    }
+
+    /// Reads a JSON document. Duplicate keys anywhere are refused.
+    pub fn from_json(text: &str) -> Result<Self, DocumentError> {
+        Self::parse(text, Format::Json)
+    }
+
+    /// Reads a document file: `.toml` as TOML, anything else as JSON.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, DocumentError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| DocumentError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, Format::of_path(path))
+    }
+
+    /// Reads a document in `format`.
+    pub fn parse(text: &str, format: Format) -> Result<Self, DocumentError> {
+        let document = parse_document(text, format)?;
+        Self::from_document(document).map_err(|e| e.located(text, format))
+    }
+
+    /// Validates and compiles a document built in code (errors carry paths but no locations).
+    pub fn from_document(document: Document) -> Result<Self, DocumentError> {
+        cross_check(&document)?;
+        let canonical = canonical_json(&document)?;
+        let version = version_of(&canonical);
+        let boundary = ActionBoundary::compile(boundary_document(&document))?.with_version(version);
+        let escalation = match &document.escalation {
+            Some(e) => Some(
+                EscalationGate::for_boundary(e.clone(), &boundary)
+                    .map_err(DocumentError::from_escalation)?,
+            ),
+            None => None,
+        };
+        Ok(Policy {
+            inner: Arc::new(Inner {
+                document,
+                canonical,
+                version,
+                boundary,
+                escalation,
+            }),
+        })
+    }
+
+    /// The document.
+    pub fn document(&self) -> &Document {
+        &self.inner.document
+    }
+
+    /// The version every decision under this policy carries: SHA-256 over
+    /// `"tollgate-policy-v1\n"` followed by [`canonical_json`](Self::canonical_json).
+    pub fn version(&self) -> PolicyVersion {
+        self.inner.version
+    }
+
+    /// The canonical form that is hashed and signed: the document as compact JSON with object
+    /// keys in sorted order, optional fields that are absent left out, and durations and amounts
+    /// in their normal text form.
+    pub fn canonical_json(&self) -> &[u8] {
+        &self.inner.canonical
+    }
+
+    /// The compiled action boundary (carrying the document's version).
+    pub fn boundary(&self) -> &ActionBoundary {
+        &self.inner.boundary
+    }
+
+    /// The compiled escalation gate, if the document has an `escalation` section.
+    pub fn escalation(&self) -> Option<&EscalationGate> {
+        self.inner.escalation.as_ref()
+    }
+}
+
+/// Parses the text into a [`Document`], with shape errors located.
+fn parse_document(text: &str, format: Format) -> Result<Document, DocumentError> {
+    match format {
+        Format::Json => {
+            reject_duplicate_json_keys(text)?;
+            let de = &mut serde_json::Deserializer::from_str(text);
+            let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let location = (inner.line() > 0).then(|| Location {
+                    line: inner.line(),
+                    column: inner.column(),
+                });
+                shape_error(path, location, strip_position(&inner.to_string()))
+            })?;
+            Ok(doc)
+        }
+        #[cfg(feature = "toml")]
+        Format::Toml => {
+            let de = toml::Deserializer::parse(text).map_err(|e| DocumentError::Syntax {
+                format: Format::Toml.name(),
+                location: e.span().map(|s| Location::of_offset(text, s.start)),
+                message: e.message().trim().to_owned(),
+            })?;
+            let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let location = inner.span().map(|s| Location::of_offset(text, s.start));
+                shape_error(path, location, inner.message().trim().to_owned())
+                    .located(text, Format::Toml)
+            })?;
+            Ok(doc)
+        }
+        #[cfg(not(feature = "toml"))]
+        Format::Toml => Err(DocumentError::Syntax {
+            format: Format::Toml.name(),
+            location: None,
+            message: "this build has no TOML support (enable the `toml` feature)".into(),
+        }),
+    }
+}
+
+fn shape_error(path: String, location: Option<Location>, message: String) -> DocumentError {
+    DocumentError::Shape {
+        path: if path.is_empty() { ".".into() } else { path },
+        location,
+        message,
+    }
+}
+
+/// serde_json appends " at line L column C" to its messages; the location is kept separately.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// JSON allows duplicate keys and serde keeps the last, which would let a second `"pay": {...}`
+/// replace the first unseen. Walks the whole text once (no size or key-count limit), refusing
+/// any object that repeats a key.
+fn reject_duplicate_json_keys(text: &str) -> Result<(), DocumentError> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Check;
+    impl<'de> DeserializeSeed<'de> for Check {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Check {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Check)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = BTreeSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+                }
+                map.next_value_seed(Check)?;
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let checked = Check.deserialize(&mut de).and_then(|()| de.end());
+    checked.map_err(|e| DocumentError::Syntax {
+        format: Format::Json.name(),
+        location: (e.line() > 0).then(|| Location {
+            line: e.line(),
+            column: e.column(),
+        }),
+        message: strip_position(&e.to_string()),
+    })?;
+    Ok(())
+}
+
+/// The boundary's own document, taken from the whole one.
+fn boundary_document(doc: &Document) -> PolicyDocument {
+    PolicyDocument {
+        name: Some(doc.policy.name.clone()),
+        tiers: doc.tiers.clone(),
+        limits: doc.limits,
+        tools: doc.tools.clone(),
+        roles: doc.roles.clone(),
+        retention: doc
+            .audit
+            .as_ref()
+            .and_then(|a| a.retention.as_ref())
+            .map(|r| r.tiers.clone())
+            .unwrap_or_default(),
+    }
+}
+
+fn canonical_json(doc: &Document) -> Result<Vec<u8>, DocumentError> {
+    // Through `Value` so every object's keys come out sorted, whatever the struct field order.
+    let value = serde_json::to_value(doc)
+        .map_err(|e| DocumentError::invalid(".", format!("cannot serialise the document: {e}")))?;
+    serde_json::to_vec(&value)
+        .map_err(|e| DocumentError::invalid(".", format!("cannot serialise the document: {e}")))
+}
+
+fn version_of(canonical: &[u8]) -> PolicyVersion {
+    let mut h = Sha256::new();
+    h.update(b"tollgate-policy-v1\n");
+    h.update(canonical);
+    PolicyVersion(h.finalize().into())
+}
+
+/// The cross-reference and sense checks the primitives' own compilers do not make (or make
+/// without the whole document in view). The boundary and the escalation gate check the rest.
+fn cross_check(doc: &Document) -> Result<(), DocumentError> {
+    let m = &doc.policy;
+    for (field, value) in [
+        ("name", &m.name),
+        ("owner", &m.owner),
+        ("purpose", &m.purpose),
+        ("scope", &m.scope),
+        ("liability_owner", &m.liability_owner),
+        ("data_handling", &m.data_handling),
+    ] {
+        if value.trim().is_empty() {
+            return Err(DocumentError::invalid(
+                format!("policy.{field}"),
+                "must not be empty: reviewers sign what it says",
+            ));
+        }
+    }
+    if m.review_cadence.is_zero() {
+        return Err(DocumentError::invalid(
+            "policy.review_cadence",
+            "must be longer than zero",
+        ));
+    }
+
+    let tiers: BTreeMap<&str, usize> = doc
+        .tiers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let tool_names = doc.tools.keys();
+
+    // Roles: every listed tool exists and is within the role's clearance.
+    for (role, spec) in &doc.roles {
+        for (i, tool) in spec.tools.iter().enumerate() {
+            let path = format!("roles.{role}.tools[{i}]");
+            let Some(t) = doc.tools.get(tool) else {
+                return Err(DocumentError::unknown(path, "tool", tool, tool_names));
+            };
+            let rank = |name: &Option<String>| name.as_deref().and_then(|n| tiers.get(n)).copied();
+            if let (Some(tool_tier), Some(clearance)) = (rank(&t.tier), rank(&spec.clearance))
+                && tool_tier > clearance
+            {
+                return Err(DocumentError::AboveClearance {
+                    path,
+                    location: None,
+                    tool: tool.clone(),
+                    tier: t.tier.clone().unwrap_or_default(),
+                    clearance: spec.clearance.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+
+    if let Some(c) = &doc.compartments {
+        if c.kind.trim().is_empty() {
+            return Err(DocumentError::invalid(
+                "compartments.kind",
+                "must name what one compartment is (e.g. \"patient\")",
+            ));
+        }
+        if let Some(p) = &c.id_pattern
+            && let Err(e) = regex::Regex::new(&format!("^(?:{p})$"))
+        {
+            return Err(DocumentError::invalid(
+                "compartments.id_pattern",
+                format!("invalid regular expression: {e}"),
+            ));
+        }
+    }
+
+    if let Some(cred) = &doc.credentials {
+        for (i, g) in cred.grants.iter().enumerate() {
+            let at = |f: &str| format!("credentials.grants[{i}].{f}");
+            let Some(role) = doc.roles.get(&g.role) else {
+                return Err(DocumentError::unknown(
+                    at("role"),
+                    "role",
+                    &g.role,
+                    doc.roles.keys(),
+                ));
+            };
+            if !cred.providers.contains_key(&g.provider) {
+                return Err(DocumentError::unknown(
+                    at("provider"),
+                    "credential provider",
+                    &g.provider,
+                    cred.providers.keys(),
+                ));
+            }
+            for (j, tool) in g.tools.iter().enumerate() {
+                if !doc.tools.contains_key(tool) {
+                    return Err(DocumentError::unknown(
+                        format!("{}[{j}]", at("tools")),
+                        "tool",
+                        tool,
+                        doc.tools.keys(),
+                    ));
+                }
+                if !role.tools.contains(tool) {
+                    return Err(DocumentError::invalid(
+                        format!("{}[{j}]", at("tools")),
+                        format!(
+                            "role `{}` may not call `{tool}`, so it cannot hold credentials for it",
+                            g.role
+                        ),
+                    ));
+                }
+            }
+            if g.tools.is_empty() || g.operations.is_empty() {
+                return Err(DocumentError::invalid(
+                    at(if g.tools.is_empty() {
+                        "tools"
+                    } else {
+                        "operations"
+                    }),
+                    "must name at least one",
+                ));
+            }
+            if g.ttl.is_zero() || g.ttl > MAX_GRANT_TTL {
+                return Err(DocumentError::invalid(
+                    at("ttl"),
+                    "must be longer than zero and at most 24h",
+                ));
+            }
+            if g.max_uses == Some(0) {
+                return Err(DocumentError::invalid(at("max_uses"), "must be at least 1"));
+            }
+        }
+    }
+
+    if let Some(b) = &doc.breakers {
+        if b.max_keys == 0 {
+            return Err(DocumentError::invalid(
+                "breakers.max_keys",
+                "must be at least 1",
+            ));
+        }
+        b.config()
+            .validate()
+            .map_err(|e| DocumentError::invalid(format!("breakers.{}", e.field), e.reason))?;
+    }
+
+    if let Some(b) = &doc.budgets {
+        for (field, v) in [("max_calls", b.max_calls), ("max_tokens", b.max_tokens)] {
+            if v == Some(0) {
+                return Err(DocumentError::invalid(
+                    format!("budgets.{field}"),
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
+        }
+        if b.max_duration.is_some_and(|d| d.is_zero()) {
+            return Err(DocumentError::invalid(
+                "budgets.max_duration",
+                "must be longer than zero",
+            ));
+        }
+        for (field, v) in [("max_cost", b.max_cost), ("cost_per_call", b.cost_per_call)] {
+            if let Some(m) = v {
+                cost_micros(m)
+                    .map_err(|r| DocumentError::invalid(format!("budgets.{field}"), r))?;
+            }
+        }
+        if b.max_cost.is_some_and(|m| m.decimal().is_zero()) {
+            return Err(DocumentError::invalid(
+                "budgets.max_cost",
+                "must be above zero (leave it out for no limit)",
+            ));
+        }
+    }
+
+    if let Some(r) = &doc.rate_limits {
+        for tool in r.per_tool.keys() {
+            if !doc.tools.contains_key(tool) {
+                return Err(DocumentError::unknown(
+                    format!("rate_limits.per_tool.{tool}"),
+                    "tool",
+                    tool,
+                    doc.tools.keys(),
+                ));
+            }
+        }
+        let quotas = r
+            .per_agent
+            .iter()
+            .map(|q| ("rate_limits.per_agent.per".to_owned(), q))
+            .chain(
+                r.default_per_tool
+                    .iter()
+                    .map(|q| ("rate_limits.default_per_tool.per".to_owned(), q)),
+            )
+            .chain(
+                r.per_tool
+                    .iter()
+                    .map(|(t, q)| (format!("rate_limits.per_tool.{t}.per"), q)),
+            );
+        for (path, q) in quotas {
+            if q.per.is_zero() {
+                return Err(DocumentError::invalid(path, "must be longer than zero"));
+            }
+        }
+        if r.max_agents == Some(0) {
+            return Err(DocumentError::invalid(
+                "rate_limits.max_agents",
+                "must be at least 1",
+            ));
+        }
+        crate::breaker::RateLimiters::new(r, Arc::new(crate::clock::ManualClock::new()))
+            .map_err(|e| DocumentError::invalid(e.field, e.reason))?;
+    }
+
+    if let Some(l) = &doc.loops {
+        if l.max_repeats == 0 {
+            return Err(DocumentError::invalid(
+                "loops.max_repeats",
+                "must be at least 1: 0 would deny every call",
+            ));
+        }
+        if l.window.is_zero() {
+            return Err(DocumentError::invalid(
+                "loops.window",
+                "must be longer than zero",
+            ));
+        }
+    }
+
+    if let Some(b) = &doc.baseline {
+        crate::breaker::Baseline::new(b.config).map_err(|e| {
+            DocumentError::invalid(format!("baseline.config.{}", e.field), e.reason)
+        })?;
+    }
+
+    if let Some(a) = &doc.audit {
+        if let AuditDurability::GroupCommit { interval } = a.durability
+            && interval.is_zero()
+        {
+            return Err(DocumentError::invalid(
+                "audit.durability.group_commit.interval",
+                "must be longer than zero",
+            ));
+        }
+        if let Some(r) = &a.retention {
+            for (tier, class) in &r.tiers {
+                if !tiers.contains_key(tier.as_str()) {
+                    return Err(DocumentError::unknown(
+                        format!("audit.retention.tiers.{tier}"),
+                        "tier",
+                        tier,
+                        &doc.tiers,
+                    ));
+                }
+                if !r.keep.contains_key(class) {
+                    return Err(DocumentError::unknown(
+                        format!("audit.retention.tiers.{tier}"),
+                        "retention class",
+                        class,
+                        r.keep.keys(),
+                    ));
+                }
+            }
+            for (class, keep) in &r.keep {
+                if *keep == Keep::For(std::time::Duration::ZERO) {
+                    return Err(DocumentError::invalid(
+                        format!("audit.retention.keep.{class}"),
+                        "must be longer than zero (or \"forever\")",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A cost in millionths of the currency unit, exactly.
+pub(crate) fn cost_micros(m: crate::units::Money) -> Result<u64, String> {
+    if m.is_negative() {
+        return Err("must not be negative".into());
+    }
+    let d = m.decimal();
+    if d.normalize().scale() > COST_DECIMALS {
+        return Err(format!("at most {COST_DECIMALS} decimal places"));
+    }
+    let micros = d * rust_decimal::Decimal::from(1_000_000u32);
+    u64::try_from(micros).map_err(|_| "too large".to_owned())
+}

@@ -1,0 +1,316 @@
+//! One policy document for the whole deployment: parsing, errors that name the section path,
+//! line and column, cross-reference checks, and the version that covers every setting.
+
+use tollgate::policy::{DocumentError, Format, Policy};
+
+const CLINIC: &str = include_str!("../examples/policies/clinic.toml");
+
+fn clinic() -> Policy {
+    Policy::from_toml(CLINIC).unwrap_or_else(|e| panic!("clinic policy: {e}"))
+}
+
+/// The clinic text with `from` replaced by `to` (which must occur exactly once).
+fn edited(from: &str, to: &str) -> String {
+    assert_eq!(CLINIC.matches(from).count(), 1, "`{from}` must occur once");
+    CLINIC.replacen(from, to, 1)
+}
+
+/// The 1-based line of the first occurrence of `needle` in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not found"));
+    text[..at].matches('\n').count() + 1
+}
+
+fn err_of(text: &str) -> DocumentError {
+    match Policy::from_toml(text) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn the_complete_clinic_policy_compiles() {
+    let p = clinic();
+    let doc = p.document();
+    assert_eq!(doc.policy.name, "clinic-assistant 2026-11");
+    assert_eq!(doc.tools.len(), 6);
+    assert_eq!(doc.roles.len(), 3);
+    assert!(p.escalation().is_some());
+    assert_eq!(p.boundary().version(), p.version());
+    assert_eq!(
+        doc.budgets.as_ref().unwrap().max_cost.unwrap().to_string(),
+        "2.50"
+    );
+}
+
+/// A new user's five deliberate mistakes each get one error naming the section path, the line
+/// and the column.
+#[test]
+fn five_deliberate_mistakes_name_path_line_and_column() {
+    // 1. An unknown field (a typo).
+    let text = edited("max_repeats = 3", "max_repeat = 3");
+    let e = err_of(&text);
+    assert!(matches!(e, DocumentError::Shape { .. }), "{e}");
+    assert_eq!(e.path(), Some("loops.max_repeat"));
+    assert!(e.to_string().contains("unknown field"), "{e}");
+    let loc = e.location().expect("a location");
+    assert_eq!(loc.line, line_of(&text, "max_repeat = 3"));
+
+    // 2. A wrong type.
+    let text = edited("max_calls = 60", "max_calls = \"sixty\"");
+    let e = err_of(&text);
+    assert_eq!(e.path(), Some("budgets.max_calls"));
+    let loc = e.location().unwrap();
+    assert_eq!(loc.line, line_of(&text, "max_calls = \"sixty\""));
+    assert_eq!(loc.column, 13);
+
+    // 3. An unknown tool in a role.
+    let text = edited(
+        "tools = [\"search_clinic_faq\"]\n",
+        "tools = [\"search_clinic_faqs\"]\n",
+    );
+    let e = err_of(&text);
+    assert!(
+        matches!(&e, DocumentError::UnknownReference { kind: "tool", name, .. } if name == "search_clinic_faqs"),
+        "{e}"
+    );
+    assert_eq!(e.path(), Some("roles.faq_bot.tools[0]"));
+    let loc = e.location().unwrap();
+    assert_eq!(loc.line, line_of(&text, "tools = [\"search_clinic_faqs\"]"));
+    assert_eq!(loc.column, 10);
+
+    // 4. A bad regular expression.
+    let text = edited("pattern = \"INV-[0-9]{8}\"", "pattern = \"INV-[0-9{8}\"");
+    let e = err_of(&text);
+    assert_eq!(e.path(), Some("tools.issue_refund.args.invoice_id.pattern"));
+    assert!(e.to_string().contains("regular expression"), "{e}");
+    assert_eq!(
+        e.location().unwrap().line,
+        line_of(&text, "pattern = \"INV-[0-9{8}\"")
+    );
+
+    // 5. A negative limit.
+    let text = edited("max_cost = \"2.50\"", "max_cost = \"-2.50\"");
+    let e = err_of(&text);
+    assert_eq!(e.path(), Some("budgets.max_cost"));
+    assert!(e.to_string().contains("negative"), "{e}");
+    assert_eq!(
+        e.location().unwrap().line,
+        line_of(&text, "max_cost = \"-2.50\"")
+    );
+}
+
+/// Three cross-reference mistakes: a grant naming a role that does not exist, a role given a
+/// tool above its clearance, and an escalation chain naming an approver group that does not
+/// exist.
+#[test]
+fn three_cross_reference_mistakes_name_path_line_and_column() {
+    let text = edited(
+        "role = \"front_desk_agent\"\nprovider = \"payments\"",
+        "role = \"front_desk\"\nprovider = \"payments\"",
+    );
+    let e = err_of(&text);
+    assert!(
+        matches!(&e, DocumentError::UnknownReference { kind: "role", known, .. } if known.contains("front_desk_agent")),
+        "{e}"
+    );
+    assert_eq!(e.path(), Some("credentials.grants[1].role"));
+    assert_eq!(
+        e.location().unwrap().line,
+        line_of(&text, "role = \"front_desk\"")
+    );
+
+    let text = edited(
+        "clearance = \"public\"\ntools = [\"search_clinic_faq\"]",
+        "clearance = \"public\"\ntools = [\"search_clinic_faq\", \"lookup_appointments\"]",
+    );
+    let e = err_of(&text);
+    assert!(matches!(e, DocumentError::AboveClearance { .. }), "{e}");
+    assert_eq!(e.path(), Some("roles.faq_bot.tools[1]"));
+    let loc = e.location().unwrap();
+    assert_eq!(
+        loc.line,
+        line_of(
+            &text,
+            "tools = [\"search_clinic_faq\", \"lookup_appointments\"]"
+        )
+    );
+    assert_eq!(loc.column, 31);
+
+    let text = edited(
+        "{ group = \"practice_manager\", after_secs = 1800 }",
+        "{ group = \"practice_managers\", after_secs = 1800 }",
+    );
+    let e = err_of(&text);
+    assert!(
+        matches!(&e, DocumentError::UnknownReference { kind: "approver group", name, .. } if name == "practice_managers"),
+        "{e}"
+    );
+    assert_eq!(e.path(), Some("escalation.defaults.chain[1].group"));
+    assert_eq!(
+        e.location().unwrap().line,
+        line_of(&text, "practice_managers")
+    );
+}
+
+#[test]
+fn values_that_make_no_sense_are_refused_by_path() {
+    for (from, to, path) in [
+        ("max_repeats = 3", "max_repeats = 0", "loops.max_repeats"),
+        ("window = \"2m\"", "window = \"0s\"", "loops.window"),
+        (
+            "window = { calls = 50 }",
+            "window = { calls = 0 }",
+            "breakers.window",
+        ),
+        (
+            "failure_rate = 50",
+            "failure_rate = -5",
+            "breakers.failure_rate",
+        ),
+        ("ttl = \"2m\"", "ttl = \"2d\"", "credentials.grants[1].ttl"),
+        (
+            "max_uses = 1\n",
+            "max_uses = 0\n",
+            "credentials.grants[1].max_uses",
+        ),
+        (
+            "review_cadence = \"90d\"",
+            "review_cadence = \"0s\"",
+            "policy.review_cadence",
+        ),
+        (
+            "max_cost = \"2.50\"",
+            "max_cost = \"0.0000001\"",
+            "budgets.max_cost",
+        ),
+        (
+            "keep = { hipaa = \"6y\"",
+            "keep = { hipaa = \"0s\"",
+            "audit.retention.keep.hipaa",
+        ),
+        (
+            "per = \"1h\"",
+            "per = \"0s\"",
+            "rate_limits.per_tool.issue_refund.per",
+        ),
+    ] {
+        let e = err_of(&edited(from, to));
+        assert_eq!(e.path(), Some(path), "{to}: {e}");
+        assert!(e.location().is_some(), "{to}: {e} has no location");
+    }
+}
+
+#[test]
+fn durations_need_units_and_money_must_be_exact() {
+    let e = err_of(&edited("wait_in_open = \"30s\"", "wait_in_open = 30000"));
+    assert_eq!(e.path(), Some("breakers.wait_in_open"));
+    assert!(e.to_string().contains("with a unit"), "{e}");
+    let e = err_of(&edited("max_cost = \"2.50\"", "max_cost = 2.5"));
+    assert_eq!(e.path(), Some("budgets.max_cost"));
+    assert!(e.to_string().contains("not exact"), "{e}");
+}
+
+#[test]
+fn unknown_references_in_every_section_are_errors() {
+    for (from, to, path) in [
+        (
+            "provider = \"ehr\"",
+            "provider = \"vault\"",
+            "credentials.grants[0].provider",
+        ),
+        (
+            "tools = [\"lookup_appointments\", \"read_chart_summary\"]\noperations",
+            "tools = [\"lookup_appointments\", \"read_chart_sumary\"]\noperations",
+            "credentials.grants[0].tools[1]",
+        ),
+        (
+            "per_tool.issue_refund",
+            "per_tool.issue_refunds",
+            "rate_limits.per_tool.issue_refunds",
+        ),
+        (
+            "tools = [\"issue_refund\"]\nwhen",
+            "tools = [\"issue_refunds\"]\nwhen",
+            "escalation.rules[0].tools[0]",
+        ),
+        (
+            "tiers = { phi = \"hipaa\"",
+            "tiers = { phi = \"hippa\"",
+            "audit.retention.tiers.phi",
+        ),
+        (
+            "internal = \"standard\", public",
+            "intern = \"standard\", public",
+            "audit.retention.tiers.intern",
+        ),
+    ] {
+        let e = err_of(&edited(from, to));
+        assert_eq!(e.path(), Some(path), "{to}: {e}");
+        assert!(
+            matches!(e, DocumentError::UnknownReference { .. }),
+            "{to}: {e}"
+        );
+        assert!(e.location().is_some(), "{e}");
+    }
+}
+
+#[test]
+fn duplicate_keys_are_refused_in_both_formats() {
+    let e = err_of(&format!("{CLINIC}\n[loops]\nmax_repeats = 4\n"));
+    assert!(matches!(e, DocumentError::Syntax { .. }), "{e}");
+    assert!(e.location().is_some());
+
+    let json = serde_json::to_string_pretty(&toml::from_str::<serde_json::Value>(CLINIC).unwrap())
+        .unwrap();
+    assert!(Policy::from_json(&json).is_ok());
+    let dup = json.replacen(
+        "\"max_repeats\": 3",
+        "\"max_repeats\": 3,\n    \"max_repeats\": 300",
+        1,
+    );
+    let e = Policy::from_json(&dup).unwrap_err();
+    assert!(e.to_string().contains("duplicate key `max_repeats`"), "{e}");
+    assert_eq!(
+        e.location().unwrap().line,
+        line_of(&dup, "\"max_repeats\": 300")
+    );
+}
+
+#[test]
+fn the_version_covers_every_setting_and_nothing_else() {
+    let base = clinic().version();
+    // Comments, whitespace and the format do not change it.
+    let reformatted = CLINIC
+        .replace("# The whole", "#   The whole")
+        .replace(" = ", "  =  ");
+    assert_eq!(Policy::from_toml(&reformatted).unwrap().version(), base);
+    let json =
+        serde_json::to_string(&toml::from_str::<serde_json::Value>(CLINIC).unwrap()).unwrap();
+    assert_eq!(Policy::parse(&json, Format::Json).unwrap().version(), base);
+    // Every threshold, budget, breaker, escalation, credential, rate, loop and audit setting
+    // does.
+    for (from, to) in [
+        ("failure_rate = 50", "failure_rate = 51"),
+        ("wait_in_open = \"30s\"", "wait_in_open = \"31s\""),
+        ("max_calls = 60", "max_calls = 61"),
+        ("max_cost = \"2.50\"", "max_cost = \"2.51\""),
+        ("over = 100", "over = 101"),
+        ("timeout_secs = 900", "timeout_secs = 901"),
+        ("ttl = \"5m\"", "ttl = \"6m\""),
+        ("per = \"1h\"", "per = \"2h\""),
+        ("max_repeats = 3", "max_repeats = 4"),
+        (
+            "durability = \"every_record\"",
+            "durability = \"os_buffered\"",
+        ),
+        ("hipaa = \"6y\"", "hipaa = \"7y\""),
+        ("max_keys = 4096", "max_keys = 4097"),
+        ("review_cadence = \"90d\"", "review_cadence = \"30d\""),
+    ] {
+        let v = Policy::from_toml(&edited(from, to)).unwrap().version();
+        assert_ne!(v, base, "changing `{from}` to `{to}` kept the version");
+    }
+}
