@@ -314,3 +314,164 @@ fn the_version_covers_every_setting_and_nothing_else() {
         assert_ne!(v, base, "changing `{from}` to `{to}` kept the version");
     }
 }
+
+mod whole_guard {
+    use std::sync::Arc;
+
+    use secrecy::SecretString;
+    use serde_json::json;
+    use tollgate::audit::MemorySink;
+    use tollgate::clock::ManualClock;
+    use tollgate::credential::StaticSecretProvider;
+    use tollgate::escalation::MemoryApprovalStore;
+    use tollgate::policy::{BindError, Bindings, Policy};
+    use tollgate::{DenyCode, Guard, GuardError, Outcome, RunContext, ToolCall, Verdict};
+
+    /// A complete deployment (every primitive) from one file: the lines from `Policy::from_file`
+    /// to the guard are the whole of the setup.
+    #[test]
+    fn every_primitive_from_one_file_in_a_few_lines() {
+        let sink = Arc::new(MemorySink::new());
+        let clock = Arc::new(ManualClock::new());
+        // --- the deployment's setup: 9 lines ---
+        let policy = Policy::from_file("examples/policies/clinic.toml").unwrap();
+        let bindings = Bindings::new()
+            .clock(clock.clone())
+            .audit(sink.clone())
+            .approvals(Arc::new(MemoryApprovalStore::new()))
+            .provider(
+                "ehr",
+                StaticSecretProvider::new(SecretString::from("ehr-k")),
+            )
+            .provider(
+                "payments",
+                StaticSecretProvider::new(SecretString::from("pay-k")),
+            );
+        let guard = Guard::from_policy(&policy, bindings).unwrap();
+        // --- end of setup ---
+
+        assert_eq!(guard.policy_version(), policy.version());
+        // Compartments: ids must look like patients.
+        assert!(matches!(
+            guard.start_run(RunContext::new("desk-1", "front_desk_agent").in_compartment("M-1")),
+            Err(GuardError::CompartmentRefused(_))
+        ));
+        let run = guard
+            .start_run(RunContext::new("desk-1", "front_desk_agent").in_compartment("P-000123"))
+            .unwrap();
+
+        // Boundary + credentials: a chart read inside the compartment, with an EHR token.
+        let args = json!({"patient_id": "P-000123", "section": "allergies"});
+        let permit = guard
+            .check(&run, &ToolCall::new("read_chart_summary", &args))
+            .into_permit()
+            .unwrap();
+        let cred = permit
+            .credential("ehr", "fhir/Patient/P-000123/AllergyIntolerance")
+            .unwrap();
+        assert_eq!(
+            cred.expose(&permit, "fhir/Patient/P-000123/AllergyIntolerance")
+                .unwrap(),
+            "ehr-k"
+        );
+        assert!(permit.credential("ehr", "fhir/Patient/P-999999/x").is_err());
+        permit.complete(Outcome::success()).unwrap();
+
+        // Another patient's record: cross-compartment.
+        let other = json!({"patient_id": "P-999999", "section": "allergies"});
+        assert_eq!(
+            guard
+                .check(&run, &ToolCall::new("read_chart_summary", &other))
+                .deny_code(),
+            Some(DenyCode::CrossCompartment)
+        );
+
+        // Escalation: a refund over 100 USD goes to a human.
+        let refund = json!({"patient_id": "P-000123", "invoice_id": "INV-00001234",
+            "refund": {"amount": 250, "currency": "USD"}, "card_token": "tok_live_1"});
+        assert!(matches!(
+            guard.check(&run, &ToolCall::new("issue_refund", &refund)),
+            Verdict::Escalate(_)
+        ));
+
+        // Loop detection: the same FAQ query a fourth time within two minutes.
+        let faq = json!({"query": "parking"});
+        for _ in 0..3 {
+            guard
+                .check(&run, &ToolCall::new("search_clinic_faq", &faq))
+                .into_permit()
+                .unwrap()
+                .complete(Outcome::success())
+                .unwrap();
+        }
+        assert_eq!(
+            guard
+                .check(&run, &ToolCall::new("search_clinic_faq", &faq))
+                .deny_code(),
+            Some(DenyCode::LoopDetected)
+        );
+
+        // Every record carries the whole document's version.
+        let version = policy.version().to_string();
+        let events = sink.events();
+        assert!(events.len() > 8);
+        for e in events
+            .iter()
+            .filter(|e| e.get("tollgate.policy.version").is_some())
+        {
+            assert_eq!(e["tollgate.policy.version"], version.as_str());
+        }
+        assert!(
+            events
+                .iter()
+                .any(|e| e["tollgate.policy.version"] == version.as_str())
+        );
+    }
+
+    #[test]
+    fn bindings_must_match_the_document() {
+        let policy = Policy::from_file("examples/policies/clinic.toml").unwrap();
+        let base = || {
+            Bindings::new()
+                .audit(Arc::new(MemorySink::new()))
+                .approvals(Arc::new(MemoryApprovalStore::new()))
+                .provider("ehr", StaticSecretProvider::new(SecretString::from("a")))
+        };
+        assert!(matches!(
+            Guard::from_policy(&policy, base()),
+            Err(BindError::MissingProvider(p)) if p == "payments"
+        ));
+        let extra = base()
+            .provider(
+                "payments",
+                StaticSecretProvider::new(SecretString::from("b")),
+            )
+            .provider("vault", StaticSecretProvider::new(SecretString::from("c")));
+        assert!(matches!(
+            Guard::from_policy(&policy, extra),
+            Err(BindError::UndeclaredProvider(p)) if p == "vault"
+        ));
+        let no_sink = Bindings::new()
+            .approvals(Arc::new(MemoryApprovalStore::new()))
+            .provider("ehr", StaticSecretProvider::new(SecretString::from("a")))
+            .provider(
+                "payments",
+                StaticSecretProvider::new(SecretString::from("b")),
+            );
+        assert!(matches!(
+            Guard::from_policy(&policy, no_sink),
+            Err(BindError::MissingAuditSink)
+        ));
+        let no_store = Bindings::new()
+            .audit(Arc::new(MemorySink::new()))
+            .provider("ehr", StaticSecretProvider::new(SecretString::from("a")))
+            .provider(
+                "payments",
+                StaticSecretProvider::new(SecretString::from("b")),
+            );
+        assert!(matches!(
+            Guard::from_policy(&policy, no_store),
+            Err(BindError::MissingApprovalStore)
+        ));
+    }
+}

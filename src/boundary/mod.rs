@@ -146,6 +146,8 @@ pub struct ActionBoundary {
     limits: JsonLimits,
     version: PolicyVersion,
     document: Arc<PolicyDocument>,
+    /// What a run's compartment id must look like (anchored), when the policy says.
+    compartment_ids: Option<regex::Regex>,
     rule_unknown_role: RuleId,
     rule_unknown_tool: RuleId,
     rule_malformed: RuleId,
@@ -422,6 +424,7 @@ impl ActionBoundary {
             },
             version,
             document: Arc::new(doc),
+            compartment_ids: None,
             rule_unknown_role: RuleId::new("roles"),
             rule_unknown_tool: RuleId::new("tools"),
             rule_malformed: RuleId::new("arguments.json"),
@@ -452,6 +455,27 @@ impl ActionBoundary {
     /// The content hash of the policy this boundary was compiled from.
     pub fn version(&self) -> PolicyVersion {
         self.version
+    }
+
+    /// The same boundary admitting runs only in compartments whose id matches `pattern` (a
+    /// regular expression, anchored at both ends): [`Guard::start_run`](crate::Guard::start_run)
+    /// refuses any other id. Errors if the pattern does not compile.
+    pub fn with_compartment_ids(mut self, pattern: &str) -> Result<Self, PolicyError> {
+        let re =
+            regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| PolicyError::Pattern {
+                field: "compartments.id_pattern".into(),
+                source: Box::new(e),
+            })?;
+        self.compartment_ids = Some(re);
+        Ok(self)
+    }
+
+    /// Whether a run may be bound to compartment `id` (always, unless
+    /// [`with_compartment_ids`](Self::with_compartment_ids) says otherwise).
+    pub fn admits_compartment(&self, id: &str) -> bool {
+        self.compartment_ids
+            .as_ref()
+            .is_none_or(|re| re.is_match(id))
     }
 
     /// The same boundary carrying `version` instead of its own content hash: used when the

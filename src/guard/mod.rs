@@ -94,6 +94,9 @@ pub enum GuardError {
     /// The audit sink refused a record the operation needs.
     #[error("audit failed: {0}")]
     Audit(#[from] AuditError),
+    /// The run's compartment id is not one the policy admits (`compartments.id_pattern`).
+    #[error("compartment `{0}` does not match the policy's compartment id pattern")]
+    CompartmentRefused(String),
     /// A run with this id is still live in this guard: two live runs may not share an id, or one
     /// could resume the other's approved calls and use its credentials.
     #[error("run `{0}` is already live in this guard")]
@@ -776,6 +779,16 @@ impl Guard {
         }
     }
 
+    /// The whole guard a [`Policy`](crate::policy::Policy) document describes, with `bindings`
+    /// for what a document cannot hold (key material, sinks, stores, the clock). See
+    /// [`Policy::guard`](crate::policy::Policy::guard).
+    pub fn from_policy(
+        policy: &crate::policy::Policy,
+        bindings: crate::policy::Bindings,
+    ) -> Result<Guard, crate::policy::BindError> {
+        policy.guard(bindings)
+    }
+
     /// The version of the policy currently in force.
     pub fn policy_version(&self) -> PolicyVersion {
         self.shared.boundary.load().version()
@@ -925,6 +938,11 @@ impl Guard {
     pub fn start_run_with_id(&self, ctx: RunContext, id: Option<RunId>) -> Result<Run, GuardError> {
         if !self.shared.boundary.load().has_role(ctx.role().as_str()) {
             return Err(GuardError::UnknownRole(ctx.role().to_string()));
+        }
+        if let Some(c) = ctx.compartment()
+            && !self.shared.boundary.load().admits_compartment(c.as_str())
+        {
+            return Err(GuardError::CompartmentRefused(c.to_string()));
         }
         let n = self.shared.runs.fetch_add(1, Ordering::Relaxed) + 1;
         let id = id.unwrap_or_else(|| {

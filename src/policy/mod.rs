@@ -60,6 +60,7 @@
 //! # Ok::<(), tollgate::policy::DocumentError>(())
 //! ```
 
+mod bind;
 mod document;
 mod error;
 mod locate;
@@ -74,6 +75,7 @@ use crate::boundary::{ActionBoundary, PolicyDocument};
 use crate::escalation::EscalationGate;
 use crate::verdict::PolicyVersion;
 
+pub use bind::{BindError, Bindings};
 pub use document::{
     Audit, AuditDurability, BaselineSection, Breakers, Budgets, Compartments, Credentials,
     Document, GrantSpec, Keep, Metadata, ProviderSpec, RedactionMode, Retention, WhenFull,
@@ -164,14 +166,7 @@ impl Policy {
         cross_check(&document)?;
         let canonical = canonical_json(&document)?;
         let version = version_of(&canonical);
-        let boundary = ActionBoundary::compile(boundary_document(&document))?.with_version(version);
-        let escalation = match &document.escalation {
-            Some(e) => Some(
-                EscalationGate::for_boundary(e.clone(), &boundary)
-                    .map_err(DocumentError::from_escalation)?,
-            ),
-            None => None,
-        };
+        let (boundary, escalation) = compile_parts(&document, version)?;
         Ok(Policy {
             inner: Arc::new(Inner {
                 document,
@@ -210,6 +205,29 @@ impl Policy {
     pub fn escalation(&self) -> Option<&EscalationGate> {
         self.inner.escalation.as_ref()
     }
+}
+
+/// Compiles the document's boundary (carrying `version`) and escalation gate.
+fn compile_parts(
+    document: &Document,
+    version: PolicyVersion,
+) -> Result<(ActionBoundary, Option<EscalationGate>), DocumentError> {
+    let mut boundary = ActionBoundary::compile(boundary_document(document))?.with_version(version);
+    if let Some(p) = document
+        .compartments
+        .as_ref()
+        .and_then(|c| c.id_pattern.as_deref())
+    {
+        boundary = boundary.with_compartment_ids(p)?;
+    }
+    let escalation = match &document.escalation {
+        Some(e) => Some(
+            EscalationGate::for_boundary(e.clone(), &boundary)
+                .map_err(DocumentError::from_escalation)?,
+        ),
+        None => None,
+    };
+    Ok((boundary, escalation))
 }
 
 /// Parses the text into a [`Document`], with shape errors located.
@@ -496,6 +514,15 @@ fn cross_check(doc: &Document) -> Result<(), DocumentError> {
             if g.max_uses == Some(0) {
                 return Err(DocumentError::invalid(at("max_uses"), "must be at least 1"));
             }
+            let probe = g.resource.replace("{compartment}", "C");
+            if probe.contains(['{', '}']) {
+                return Err(DocumentError::invalid(
+                    at("resource"),
+                    "the only placeholder is `{compartment}`",
+                ));
+            }
+            crate::credential::ResourcePattern::parse(&probe)
+                .map_err(|e| DocumentError::invalid(at("resource"), e.to_string()))?;
         }
     }
 
