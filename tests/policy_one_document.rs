@@ -475,3 +475,116 @@ mod whole_guard {
         ));
     }
 }
+
+mod signatures {
+    use std::process::Command;
+    use std::sync::Arc;
+
+    use base64::Engine as _;
+    use tollgate::audit::MemorySink;
+    use tollgate::escalation::MemoryApprovalStore;
+    use tollgate::policy::{
+        BindError, Bindings, Policy, ReviewerKey, ReviewerPublicKey, SignatureFile, Trust,
+    };
+
+    fn policy() -> Policy {
+        Policy::from_toml(super::CLINIC).unwrap()
+    }
+
+    fn bindings() -> Bindings {
+        use secrecy::SecretString;
+        use tollgate::credential::StaticSecretProvider;
+        Bindings::new()
+            .audit(Arc::new(MemorySink::new()))
+            .approvals(Arc::new(MemoryApprovalStore::new()))
+            .provider("ehr", StaticSecretProvider::new(SecretString::from("a")))
+            .provider(
+                "payments",
+                StaticSecretProvider::new(SecretString::from("b")),
+            )
+    }
+
+    #[test]
+    fn a_guard_refuses_a_document_without_enough_reviewer_signatures() {
+        let legal = ReviewerKey::generate().unwrap();
+        let compliance = ReviewerKey::generate().unwrap();
+        let trust = Trust::new([legal.public(), compliance.public()], 2).unwrap();
+        let p = policy();
+        let mut sigs = SignatureFile::default();
+        sigs.add(legal.sign(&p, "Legal").unwrap());
+        let err = tollgate::Guard::from_policy(
+            &p,
+            bindings().require_signed(trust.clone(), sigs.clone()),
+        )
+        .unwrap_err();
+        assert!(matches!(err, BindError::Unsigned(_)), "{err}");
+
+        sigs.add(compliance.sign(&p, "Compliance").unwrap());
+        assert!(
+            tollgate::Guard::from_policy(
+                &p,
+                bindings().require_signed(trust.clone(), sigs.clone())
+            )
+            .is_ok()
+        );
+
+        // Signatures do not carry over to a changed document.
+        let changed =
+            Policy::from_toml(&super::edited("max_calls = 60", "max_calls = 600")).unwrap();
+        assert!(matches!(
+            tollgate::Guard::from_policy(&changed, bindings().require_signed(trust, sigs)),
+            Err(BindError::Unsigned(_))
+        ));
+    }
+
+    /// Keys are the PEM files `openssl genpkey -algorithm ed25519` writes, and signatures are
+    /// plain Ed25519 over a documented text, so a reviewer's own tooling can check them.
+    #[test]
+    fn signatures_interoperate_with_openssl() {
+        let dir = std::env::temp_dir().join(format!("tollgate-sig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_path = dir.join("reviewer.pem");
+        let out = Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&key_path)
+            .output()
+            .expect("openssl is installed (CI installs it)");
+        assert!(out.status.success(), "{out:?}");
+        let key = ReviewerKey::from_file(&key_path).unwrap();
+        let pub_path = dir.join("reviewer.pub.pem");
+        let out = Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key_path)
+            .arg("-out")
+            .arg(&pub_path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let public = ReviewerPublicKey::from_file(&pub_path).unwrap();
+        assert_eq!(public, key.public());
+
+        let p = policy();
+        let sig = key.sign(&p, "Dana Reviewer").unwrap();
+        let msg = format!("tollgate-policy-signature-v1:{}:Dana Reviewer", p.version());
+        std::fs::write(dir.join("msg"), &msg).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&sig.signature)
+            .unwrap();
+        std::fs::write(dir.join("sig"), raw).unwrap();
+        let out = Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-rawin", "-pubin", "-inkey"])
+            .arg(&pub_path)
+            .arg("-in")
+            .arg(dir.join("msg"))
+            .arg("-sigfile")
+            .arg(dir.join("sig"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl rejected the signature: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

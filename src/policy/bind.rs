@@ -60,6 +60,7 @@ pub struct Bindings {
     approvals: Option<Arc<dyn ApprovalStore>>,
     baseline: Option<Baseline>,
     classifier: Option<fn(&Outcome) -> CallResult>,
+    signed: Option<(super::Trust, super::SignatureFile)>,
 }
 
 impl fmt::Debug for Bindings {
@@ -93,6 +94,9 @@ pub enum BindError {
         "the policy has an `[escalation]` section: bind an approval store with `Bindings::approvals`"
     )]
     MissingApprovalStore,
+    /// The bindings require reviewers' signatures and the document does not have them.
+    #[error("the policy is not signed as required: {0}")]
+    Unsigned(#[from] super::SignatureError),
     /// The approval queue could not be opened over the bound store.
     #[error("approval queue: {0}")]
     Queue(#[from] crate::escalation::QueueError),
@@ -174,6 +178,13 @@ impl Bindings {
         self
     }
 
+    /// Refuses to build a guard unless `signatures` hold enough valid signatures of the
+    /// document by the keys `trust` names (see [`Trust`](super::Trust)).
+    pub fn require_signed(mut self, trust: super::Trust, signatures: super::SignatureFile) -> Self {
+        self.signed = Some((trust, signatures));
+        self
+    }
+
     /// How outcomes count for the breakers (default: errors are failures).
     pub fn classifier(mut self, f: fn(&Outcome) -> CallResult) -> Self {
         self.classifier = Some(f);
@@ -193,6 +204,9 @@ impl Policy {
     /// not hold. Every decision of the guard carries [`Policy::version`].
     pub fn guard(&self, mut bindings: Bindings) -> Result<Guard, BindError> {
         let doc = self.document();
+        if let Some((trust, sigs)) = bindings.signed.take() {
+            trust.verify(self, &sigs)?;
+        }
         let clock = bindings
             .clock
             .take()

@@ -64,6 +64,7 @@ mod bind;
 mod document;
 mod error;
 mod locate;
+mod sign;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -82,6 +83,10 @@ pub use document::{
 };
 pub use error::DocumentError;
 pub use locate::{Location, locate};
+pub use sign::{
+    ReviewerKey, ReviewerPublicKey, SIGNATURE_FORMAT, Signature, SignatureError, SignatureFile,
+    Trust,
+};
 
 /// The two document formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
