@@ -588,3 +588,66 @@ mod signatures {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn reviewer_warnings_point_at_what_deserves_a_second_look() {
+    let codes = |p: &Policy| {
+        p.warnings()
+            .iter()
+            .map(|w| (w.code, w.path.clone()))
+            .collect::<Vec<_>>()
+    };
+    // The clinic's front desk may call every tool: worth a look, not an error.
+    let base = clinic();
+    assert_eq!(
+        codes(&base),
+        vec![(
+            "role_with_every_tool",
+            "roles.front_desk_agent.tools".to_owned()
+        )]
+    );
+    let w = &base.warnings()[0];
+    assert_eq!(
+        w.location.unwrap().line,
+        line_of(
+            CLINIC,
+            "tools = [\"search_clinic_faq\", \"lookup_appointments\""
+        )
+    );
+
+    // Each other warning, provoked by one edit.
+    for (from, to, code, path) in [
+        (
+            "tools = [\"issue_refund\"]\nwhen",
+            "tools = [\"draft_referral_email\"]\nwhen",
+            "irreversible_without_escalation",
+            "tools.issue_refund",
+        ),
+        (
+            "read_only = true\ntools = [\"search_clinic_faq\", \"lookup_appointments\", \"read_chart_summary\"]",
+            "read_only = true\ntools = [\"search_clinic_faq\", \"lookup_appointments\", \"draft_referral_email\"]",
+            "write_tool_in_read_only_role",
+            "roles.auditor.tools[2]",
+        ),
+        (
+            "internal = \"standard\", ",
+            "",
+            "tier_without_retention_class",
+            "tiers",
+        ),
+        (
+            "ttl = \"5m\"",
+            "ttl = \"2h\"",
+            "long_credential_ttl",
+            "credentials.grants[0].ttl",
+        ),
+    ] {
+        let p = Policy::from_toml(&edited(from, to)).unwrap();
+        let found = codes(&p);
+        assert!(
+            found.contains(&(code, path.to_owned())),
+            "{code} at {path} not in {found:?}"
+        );
+        assert!(p.warnings().iter().all(|w| w.location.is_some()));
+    }
+}

@@ -64,6 +64,7 @@ mod bind;
 mod document;
 mod error;
 mod locate;
+mod review;
 mod sign;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,6 +84,7 @@ pub use document::{
 };
 pub use error::DocumentError;
 pub use locate::{Location, locate};
+pub use review::Warning;
 pub use sign::{
     ReviewerKey, ReviewerPublicKey, SIGNATURE_FORMAT, Signature, SignatureError, SignatureFile,
     Trust,
@@ -132,6 +134,8 @@ pub struct Policy {
 #[derive(Debug)]
 struct Inner {
     document: Document,
+    /// The text it was read from, for locating warnings.
+    source: Option<(String, Format)>,
     canonical: Vec<u8>,
     version: PolicyVersion,
     boundary: ActionBoundary,
@@ -163,7 +167,11 @@ impl Policy {
     /// Reads a document in `format`.
     pub fn parse(text: &str, format: Format) -> Result<Self, DocumentError> {
         let document = parse_document(text, format)?;
-        Self::from_document(document).map_err(|e| e.located(text, format))
+        let mut policy = Self::from_document(document).map_err(|e| e.located(text, format))?;
+        if let Some(inner) = Arc::get_mut(&mut policy.inner) {
+            inner.source = Some((text.to_owned(), format));
+        }
+        Ok(policy)
     }
 
     /// Validates and compiles a document built in code (errors carry paths but no locations).
@@ -175,12 +183,20 @@ impl Policy {
         Ok(Policy {
             inner: Arc::new(Inner {
                 document,
+                source: None,
                 canonical,
                 version,
                 boundary,
                 escalation,
             }),
         })
+    }
+
+    /// Where `path` is written in the text the policy was read from (none for a document built
+    /// in code).
+    pub fn locate(&self, path: &str) -> Option<Location> {
+        let (text, format) = self.inner.source.as_ref()?;
+        locate(text, *format, path)
     }
 
     /// The document.
