@@ -651,3 +651,79 @@ fn reviewer_warnings_point_at_what_deserves_a_second_look() {
         assert!(p.warnings().iter().all(|w| w.location.is_some()));
     }
 }
+
+#[test]
+fn diff_reports_permissions_and_thresholds_not_text() {
+    use tollgate::policy::{ChangeKind, diff};
+    let old = clinic();
+    // Reformatting is no change at all.
+    let same = Policy::from_toml(&CLINIC.replace(" = ", " =  ")).unwrap();
+    assert!(diff(&old, &same).is_empty());
+
+    let text = CLINIC
+        .replacen(
+            "clearance = \"public\"\ntools = [\"search_clinic_faq\"]",
+            "clearance = \"internal\"\ntools = [\"search_clinic_faq\", \"fetch_partner_directory\"]",
+            1,
+        )
+        .replacen(
+            "read_only = true\ntools = [\"search_clinic_faq\", \"lookup_appointments\", \"read_chart_summary\"]",
+            "read_only = true\ntools = [\"search_clinic_faq\", \"lookup_appointments\"]",
+            1,
+        )
+        .replacen("over = 100", "over = 250", 1)
+        .replacen("max_calls = 60", "max_calls = 80", 1)
+        .replacen("failure_rate = 50", "failure_rate = 40", 1)
+        .replacen(
+            "[[escalation.rules]]\nid = \"low-confidence-referral\"",
+            "[[escalation.rules]]\nid = \"low-confidence-referral-v2\"",
+            1,
+        );
+    let new = Policy::from_toml(&text).unwrap();
+    let changes = diff(&old, &new);
+    let has =
+        |kind: ChangeKind, path: &str| changes.iter().any(|c| c.kind == kind && c.path == path);
+    assert!(
+        has(
+            ChangeKind::Gained,
+            "roles.faq_bot x tools.fetch_partner_directory"
+        ),
+        "{changes:#?}"
+    );
+    assert!(has(
+        ChangeKind::Lost,
+        "roles.auditor x tools.read_chart_summary"
+    ));
+    assert!(has(ChangeKind::Changed, "roles.faq_bot.clearance"));
+    assert!(has(
+        ChangeKind::Changed,
+        "escalation.rules[refund-over-100].when.amount.over"
+    ));
+    assert!(has(ChangeKind::Changed, "budgets.max_calls"));
+    assert!(has(ChangeKind::Changed, "breakers.failure_rate"));
+    assert!(has(
+        ChangeKind::Added,
+        "escalation.rules[low-confidence-referral-v2]"
+    ));
+    assert!(has(
+        ChangeKind::Removed,
+        "escalation.rules[low-confidence-referral]"
+    ));
+    let budget = changes
+        .iter()
+        .find(|c| c.path == "budgets.max_calls")
+        .unwrap();
+    assert_eq!(budget.to_string(), "changed  budgets.max_calls: 60 -> 80");
+    // Nothing about role tool lists appears except as permissions; the version changed.
+    assert!(
+        !changes
+            .iter()
+            .any(|c| c.path.ends_with(".tools") && c.path.starts_with("roles."))
+    );
+    assert_ne!(old.version(), new.version());
+    // The metadata did not change, so nothing under `policy` is reported.
+    assert!(
+        !changes.iter().any(|c| c.path.starts_with("policy")),
+        "{changes:#?}"
+    );
+}

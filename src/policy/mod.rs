@@ -61,6 +61,7 @@
 //! ```
 
 mod bind;
+mod diff;
 mod document;
 mod error;
 mod locate;
@@ -78,6 +79,7 @@ use crate::escalation::EscalationGate;
 use crate::verdict::PolicyVersion;
 
 pub use bind::{BindError, Bindings};
+pub use diff::{Change, ChangeKind, diff};
 pub use document::{
     Audit, AuditDurability, BaselineSection, Breakers, Budgets, Compartments, Credentials,
     Document, GrantSpec, Keep, Metadata, ProviderSpec, RedactionMode, Retention, WhenFull,
