@@ -88,12 +88,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     })
 }
 
-/// Formats a duration the way documents write it (`"1m 30s"`, `"250ms"`).
+/// Formats a duration the way documents write it (`"1m 30s"`, `"250ms"`, `"90d"`, `"6y"`), so
+/// that [`parse_duration`] reads back exactly the same duration.
+///
+/// Written here rather than with `humantime::format_duration`, which breaks 90 days into
+/// "2months 29days 2h 52m 48s" (its month is 30.44 days): a reviewer must read back what the
+/// author wrote. Whole years (humantime's `y` = 365.25 days) are written as years, anything else
+/// in days and smaller units.
 pub fn format_duration(d: Duration) -> String {
+    const YEAR: u64 = 31_557_600;
     if d.is_zero() {
         return "0s".into();
     }
-    humantime::format_duration(d).to_string()
+    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+    if nanos == 0 && secs % YEAR == 0 {
+        return format!("{}y", secs / YEAR);
+    }
+    let mut parts = Vec::new();
+    let units: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let mut rest = secs;
+    for (size, unit) in units {
+        if rest >= size {
+            parts.push(format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    let (ms, us, ns) = (nanos / 1_000_000, nanos / 1_000 % 1_000, nanos % 1_000);
+    for (n, unit) in [(ms, "ms"), (us, "us"), (ns, "ns")] {
+        if n > 0 {
+            parts.push(format!("{n}{unit}"));
+        }
+    }
+    parts.join(" ")
 }
 
 struct DurationVisitor;
@@ -288,10 +314,20 @@ mod tests {
             Duration::from_millis(250),
             Duration::from_secs(90),
             Duration::from_secs(86_400 * 3 + 7),
+            Duration::from_secs(90 * 86_400),
+            Duration::from_secs(6 * 31_557_600),
+            Duration::new(3_661, 1_002_003),
+            Duration::from_nanos(7),
             Duration::ZERO,
         ] {
-            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d, "{d:?}");
         }
+        assert_eq!(format_duration(Duration::from_secs(90 * 86_400)), "90d");
+        assert_eq!(format_duration(Duration::from_secs(6 * 31_557_600)), "6y");
+        assert_eq!(
+            format_duration(Duration::new(90, 250_000_000)),
+            "1m 30s 250ms"
+        );
     }
 
     #[test]

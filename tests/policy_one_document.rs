@@ -1,6 +1,8 @@
 //! One policy document for the whole deployment: parsing, errors that name the section path,
 //! line and column, cross-reference checks, and the version that covers every setting.
 
+mod common;
+
 use tollgate::policy::{DocumentError, Format, Policy};
 
 const CLINIC: &str = include_str!("../examples/policies/clinic.toml");
@@ -541,6 +543,9 @@ mod signatures {
     /// plain Ed25519 over a documented text, so a reviewer's own tooling can check them.
     #[test]
     fn signatures_interoperate_with_openssl() {
+        if super::common::external_tool(&["openssl"]).is_none() {
+            return;
+        }
         let dir = std::env::temp_dir().join(format!("tollgate-sig-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let key_path = dir.join("reviewer.pem");

@@ -65,6 +65,7 @@ mod diff;
 mod document;
 mod error;
 mod locate;
+mod matrix;
 mod review;
 mod sign;
 
@@ -86,6 +87,7 @@ pub use document::{
 };
 pub use error::DocumentError;
 pub use locate::{Location, locate};
+pub use matrix::MatrixFormat;
 pub use review::Warning;
 pub use sign::{
     ReviewerKey, ReviewerPublicKey, SIGNATURE_FORMAT, Signature, SignatureError, SignatureFile,

@@ -43,3 +43,23 @@ pub fn denied(b: &ActionBoundary, ctx: &RunContext, tool: &str, args: &str, code
         "expected {tool}({args}) to be denied with {code}"
     );
 }
+
+/// The path of an external program a test needs (`openssl`, `chromium`), or `None` to skip the
+/// test. CI sets `TOLLGATE_CI=1` after installing them, and then a missing program fails the test
+/// instead of skipping it, so nothing is silently skipped in CI.
+pub fn external_tool(names: &[&str]) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in names {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    if std::env::var_os("TOLLGATE_CI").is_some_and(|v| v == "1") {
+        panic!("{names:?} not found on PATH, and TOLLGATE_CI=1 requires it (.ci/run installs it)");
+    }
+    eprintln!("SKIPPED: none of {names:?} is installed (CI installs them and runs this test)");
+    None
+}
