@@ -732,3 +732,60 @@ fn diff_reports_permissions_and_thresholds_not_text() {
         "{changes:#?}"
     );
 }
+
+#[test]
+fn explain_dry_runs_every_stage_and_names_the_deciding_rule() {
+    use tollgate::policy::{Probe, StageOutcome};
+    let p = clinic();
+    let stage = |e: &tollgate::policy::Explanation, name: &str| {
+        e.stages
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no stage {name}"))
+            .clone()
+    };
+
+    // A refund over the threshold: allowed by the boundary, sent to a human by rule.
+    let refund = r#"{"patient_id":"P-000123","invoice_id":"INV-00001234","refund":{"amount":250,"currency":"USD"},"card_token":"tok_1"}"#;
+    let mut probe = Probe::new("front_desk_agent", "issue_refund", refund);
+    probe.compartment = Some("P-000123");
+    let e = p.explain(&probe);
+    assert_eq!(stage(&e, "boundary").outcome, StageOutcome::Pass);
+    let esc = stage(&e, "escalation");
+    assert_eq!(esc.outcome, StageOutcome::Escalate);
+    assert_eq!(esc.rule.as_deref(), Some("refund-over-100"));
+    assert_eq!(e.verdict, "escalate");
+    assert_eq!(e.rule.as_deref(), Some("refund-over-100"));
+    assert!(stage(&e, "credentials").detail.contains("`payments`"));
+    assert_eq!(e.policy_version, p.version().to_string());
+    let text = e.to_string();
+    assert!(
+        text.contains("verdict: escalate [refund-over-100]"),
+        "{text}"
+    );
+
+    // A small refund: allowed.
+    let small = refund.replace("250", "40");
+    let mut probe = Probe::new("front_desk_agent", "issue_refund", &small);
+    probe.compartment = Some("P-000123");
+    assert_eq!(p.explain(&probe).verdict, "allow");
+
+    // The FAQ bot reaching for PHI: the boundary denies, and names the rule.
+    let e = p.explain(&Probe::new(
+        "faq_bot",
+        "lookup_appointments",
+        r#"{"patient_id":"P-000123"}"#,
+    ));
+    assert_eq!(stage(&e, "boundary").outcome, StageOutcome::Deny);
+    assert!(e.verdict.starts_with("deny:"), "{}", e.verdict);
+    assert_eq!(stage(&e, "escalation").outcome, StageOutcome::Skip);
+
+    // A referral with low confidence escalates; with high confidence it passes.
+    let referral = r#"{"patient_id":"P-000123","to":"dr.lee@cardiology-partners.example","subject":"Referral","body":"..."}"#;
+    let mut probe = Probe::new("front_desk_agent", "draft_referral_email", referral);
+    probe.compartment = Some("P-000123");
+    probe.confidence = Some(0.5);
+    assert_eq!(p.explain(&probe).verdict, "escalate");
+    probe.confidence = Some(0.95);
+    assert_eq!(p.explain(&probe).verdict, "allow");
+}

@@ -64,6 +64,7 @@ mod bind;
 mod diff;
 mod document;
 mod error;
+mod explain;
 mod locate;
 mod matrix;
 mod review;
@@ -86,6 +87,7 @@ pub use document::{
     Document, GrantSpec, Keep, Metadata, ProviderSpec, RedactionMode, Retention, WhenFull,
 };
 pub use error::DocumentError;
+pub use explain::{Explanation, Probe, Stage, StageOutcome};
 pub use locate::{Location, locate};
 pub use matrix::MatrixFormat;
 pub use review::Warning;
