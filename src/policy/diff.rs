@@ -106,21 +106,13 @@ fn permissions(p: &Policy) -> BTreeMap<(String, String), String> {
     for role in doc.roles.keys() {
         for t in p.boundary().visible_tools_for(role, false) {
             let desc = match t.tier() {
-                Some(tier) => format!("\"{} {tier}\"", effect_name(t.effect())),
-                None => format!("\"{}\"", effect_name(t.effect())),
+                Some(tier) => format!("\"{} {tier}\"", t.effect().as_str()),
+                None => format!("\"{}\"", t.effect().as_str()),
             };
             out.insert((role.clone(), t.name().to_owned()), desc);
         }
     }
     out
-}
-
-fn effect_name(e: crate::boundary::Effect) -> &'static str {
-    match e {
-        crate::boundary::Effect::Read => "read",
-        crate::boundary::Effect::Write => "write",
-        crate::boundary::Effect::Irreversible => "irreversible",
-    }
 }
 
 fn join(path: &str, key: &str) -> String {

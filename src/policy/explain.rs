@@ -167,8 +167,13 @@ impl Policy {
             doc.breakers.as_ref().map(|_| "breakers".into()),
             match &doc.breakers {
                 Some(b) => format!(
-                    "closed now; opens at {}% failures (key: {:?})",
-                    b.failure_rate, b.key
+                    "closed now; opens at {}% failures (one per {})",
+                    b.failure_rate,
+                    match b.key {
+                        crate::breaker::BreakerKey::Tool => "tool",
+                        crate::breaker::BreakerKey::Agent => "agent",
+                        crate::breaker::BreakerKey::AgentTool => "agent and tool",
+                    }
                 ),
                 None => "no breakers configured".into(),
             },
@@ -186,10 +191,10 @@ impl Policy {
                     Some(format!("roles.{}", probe.role)),
                     match info {
                         Some(t) => format!(
-                            "`{}` is allowed for `{}` ({:?}, tier {})",
+                            "`{}` is allowed for `{}` ({}, tier {})",
                             probe.tool,
                             probe.role,
-                            t.effect(),
+                            t.effect().as_str(),
                             t.tier().unwrap_or("-")
                         ),
                         None => format!("`{}` is allowed for `{}`", probe.tool, probe.role),

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::{Keep, Policy};
-use crate::boundary::{Arg, Effect, ToolSpec};
+use crate::boundary::{Arg, ToolSpec};
 
 /// Output formats of [`Policy::matrix`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +158,7 @@ impl Policy {
                 ToolFacts {
                     name: name.clone(),
                     description: spec.description.clone().unwrap_or_default(),
-                    effect: effect_name(spec.effect),
+                    effect: spec.effect.as_str(),
                     tier: if tier.is_empty() { "-".into() } else { tier },
                     compartment: spec
                         .compartment_arg
@@ -587,14 +587,6 @@ fn csv_field(text: &str) -> String {
         format!("\"{}\"", guarded.replace('"', "\"\""))
     } else {
         guarded
-    }
-}
-
-fn effect_name(e: Effect) -> &'static str {
-    match e {
-        Effect::Read => "read",
-        Effect::Write => "write",
-        Effect::Irreversible => "irreversible",
     }
 }
 
