@@ -1,21 +1,39 @@
-//! A small legal-intake agent: six tools, two roles, one matter (compartment).
+//! A small legal-intake agent: the whole deployment (six tools, two roles, one matter per run,
+//! escalation, credentials, breakers, budgets, audit) from one policy document.
 //!
 //! Every proposed call is checked by the guard before it could run; the example prints each call
 //! and its verdict, then the audit trail's size. Run with `cargo run --example quickstart`.
 
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use tollgate::audit::MemorySink;
+use tollgate::credential::StaticSecretProvider;
+use tollgate::escalation::MemoryApprovalStore;
+use tollgate::policy::{Bindings, Policy};
 use tollgate::prelude::*;
 
 const POLICY: &str = include_str!("policies/legal_intake.toml");
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The document holds every rule and limit; code binds only what a document cannot hold.
+    let policy = Policy::from_toml(POLICY)?;
     let audit = Arc::new(MemorySink::new());
-    let guard = Guard::builder(ActionBoundary::from_toml(POLICY)?)
-        .audit(audit.clone())
-        .build();
-    println!("policy version {:#}", guard.policy_version());
+    let guard = Guard::from_policy(
+        &policy,
+        Bindings::new()
+            .audit(audit.clone())
+            .approvals(Arc::new(MemoryApprovalStore::new()))
+            .provider(
+                "dms",
+                StaticSecretProvider::new(SecretString::from("dms-token")),
+            ),
+    )?;
+    println!(
+        "policy `{}` version {:#}",
+        policy.document().policy.name,
+        guard.policy_version()
+    );
 
     // The intake agent works on matter M-1001, triggered by a paralegal.
     let run = guard.start_run(
@@ -81,11 +99,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         show(&guard, &run, &ToolCall::new(tool, *args));
     }
 
-    // A reviewer validates the same matter in read-only mode: writes are denied and hidden.
-    let review =
-        guard.start_run(RunContext::new("review-bot", "reviewer").in_compartment("M-1001"))?;
+    // The intake agent validates the same matter in a read-only run: writes are denied and hidden.
+    let review = guard.start_run(
+        RunContext::new("intake-bot", "intake_agent")
+            .in_compartment("M-1001")
+            .read_only(),
+    )?;
     println!(
-        "\n{} (role reviewer, read-only) may see: {:?}",
+        "\n{} (role intake_agent, read-only run) may see: {:?}",
         review.id(),
         guard.visible_tools(&review)
     );

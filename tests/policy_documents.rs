@@ -263,8 +263,10 @@ fn policy_file_is_read_by_extension_and_missing_file_is_an_io_error() {
 #[test]
 fn the_example_policy_compiles() {
     let text = include_str!("../examples/policies/legal_intake.toml");
-    let b = ActionBoundary::from_toml(text).unwrap();
-    assert_eq!(b.tool_count(), 6);
+    let p = tollgate::policy::Policy::from_toml(text).unwrap();
+    assert_eq!(p.boundary().tool_count(), 6);
+    // A whole document is not a boundary document: its other sections are unknown fields there.
+    assert!(ActionBoundary::from_toml(text).is_err());
 }
 
 #[test]
