@@ -56,6 +56,7 @@ use secrecy::SecretString;
 use secrecy::zeroize::Zeroize;
 
 use super::revocation::RevocationList;
+use super::{Operation, ResourcePattern};
 
 /// Longest token (in bytes) [`TokenVerifier::verify`] accepts; longer input is refused before
 /// anything is parsed.
@@ -95,6 +96,18 @@ pub struct TokenClaims {
     pub ops: Vec<String>,
     /// The resource pattern covered, such as `"matter/M-1001/*"`.
     pub resource: String,
+}
+
+impl TokenClaims {
+    /// Whether the token covers a request for `tool` doing `operation` on `resource`, by the same
+    /// rules the broker applied when it narrowed the scope ([`ResourcePattern::covers`]: whole
+    /// segments, and none of the disguised `..`, look-alike or white-space segments). A service
+    /// calls this after [`TokenVerifier::verify`] with what the request actually asks for.
+    pub fn permits(&self, tool: &str, operation: Operation, resource: &str) -> bool {
+        self.tools.iter().any(|t| t == tool)
+            && self.ops.iter().any(|o| o == operation.as_str())
+            && ResourcePattern::parse(&self.resource).is_ok_and(|p| p.covers(resource))
+    }
 }
 
 /// Why a token was refused.

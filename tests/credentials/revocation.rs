@@ -67,7 +67,9 @@ fn downstream_service_refuses_revoked_token_after_polling_the_export() {
     remote_revoked
         .merge_json(&s.revocations.export_json(now))
         .unwrap();
-    assert!(remote.verify(&copied, now).is_ok(), "nothing revoked yet");
+    let claims = remote.verify(&copied, now).expect("nothing revoked yet");
+    assert!(claims.permits("read_document", Operation::Read, "matter/M-1/a.pdf"));
+    assert!(!claims.permits("read_document", Operation::Read, "matter/M-2/a.pdf"));
     run.finish().unwrap();
     // Until its next poll the service still accepts the token: the downstream bound is the
     // polling interval. After the poll it refuses it.

@@ -411,3 +411,22 @@ fn key_ids_are_validated() {
         SigningKey::generate("a").unwrap().public_key().as_bytes()
     );
 }
+
+#[test]
+fn claims_permit_only_their_tool_operation_and_resources() {
+    use crate::credential::Operation;
+    let c = claims(NOW, 300);
+    assert!(c.permits("read_document", Operation::Read, "matter/M-1/a.pdf"));
+    assert!(!c.permits("delete_document", Operation::Read, "matter/M-1/a.pdf"));
+    assert!(!c.permits("read_document", Operation::Write, "matter/M-1/a.pdf"));
+    for r in [
+        "matter/M-2/a.pdf",
+        "matter/M-10/a.pdf",
+        "matter/M-1/../M-2/a.pdf",
+        "matter/M-1/..;/M-2/a.pdf",
+        "matter/M-1/..\u{A0}/M-2/a.pdf",
+        "matter/M-1",
+    ] {
+        assert!(!c.permits("read_document", Operation::Read, r), "{r:?}");
+    }
+}
