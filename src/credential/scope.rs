@@ -112,7 +112,7 @@ fn check_resource(s: &str) -> Result<(), &'static str> {
             }
         }
         // Parameters may carry look-alikes too.
-        if seg.chars().any(|c| fold(c).is_some_and(Fold::is_lookalike)) {
+        if name.len() < seg.len() && seg.chars().any(|c| fold(c).is_some_and(Fold::is_lookalike)) {
             return Err("contains a Unicode look-alike of `.`, `/`, `\\`, `%`, `:` or `~`");
         }
     }

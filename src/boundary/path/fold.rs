@@ -175,7 +175,7 @@ const IGNORABLES: &[(char, char)] = &[
 
 /// Whether `c` is default-ignorable (see [`IGNORABLES`]).
 pub(crate) fn is_ignorable(c: char) -> bool {
-    IGNORABLES.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
+    !c.is_ascii() && IGNORABLES.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 
 /// The characters of `s` that are not default-ignorable.
@@ -202,6 +202,18 @@ pub(crate) enum EdgeFault {
 /// not only dots, no white space (of any kind) at either edge. Invisible characters are looked
 /// through, so stripping them later cannot create `..` or an edge space.
 pub(crate) fn edge_fault(s: &str) -> Option<EdgeFault> {
+    if s.is_ascii() {
+        // The common case, without the Unicode tables: nothing ASCII is a look-alike or
+        // invisible, and only ASCII white space folds to space.
+        let b = s.as_bytes();
+        return match (b.first(), b.last()) {
+            (None, _) | (_, None) => Some(EdgeFault::Invisible),
+            _ if b.iter().all(|&c| c == b'.') => Some(EdgeFault::DotsOnly),
+            (Some(f), _) if f.is_ascii_whitespace() || *f == 0x0B => Some(EdgeFault::LeadingSpace),
+            (_, Some(l)) if l.is_ascii_whitespace() || *l == 0x0B => Some(EdgeFault::TrailingSpace),
+            _ => None,
+        };
+    }
     if s.chars().any(|c| fold(c).is_some_and(Fold::is_lookalike)) {
         return Some(EdgeFault::LookAlike);
     }
@@ -287,6 +299,28 @@ mod tests {
         assert_eq!(fold(' '), Some(Space));
         assert_eq!(fold('a'), None);
         assert_eq!(fold('.'), None, "a real dot is not a look-alike");
+    }
+
+    /// The general path of [`edge_fault`], without the ASCII shortcut.
+    fn edge_fault_slow(s: &str) -> Option<EdgeFault> {
+        if s.chars().any(|c| fold(c).is_some_and(Fold::is_lookalike)) {
+            return Some(EdgeFault::LookAlike);
+        }
+        let v: Vec<char> = visible(s).collect();
+        match (v.first(), v.last()) {
+            (None, _) | (_, None) => Some(EdgeFault::Invisible),
+            _ if v.iter().all(|&c| c == '.') => Some(EdgeFault::DotsOnly),
+            (Some(&f), _) if fold(f) == Some(Space) => Some(EdgeFault::LeadingSpace),
+            (_, Some(&l)) if fold(l) == Some(Space) => Some(EdgeFault::TrailingSpace),
+            _ => None,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_shortcut_agrees_with_the_general_path(s in "[ -~\t\n\x0b\x0c\r]{0,12}") {
+            proptest::prop_assert_eq!(edge_fault(&s), edge_fault_slow(&s), "{:?}", s);
+        }
     }
 
     #[test]
