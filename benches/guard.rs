@@ -168,11 +168,9 @@ fn bench_guard(c: &mut Criterion) {
 
 fn bench_credential(c: &mut Criterion) {
     use tollgate::credential::token::SigningKey;
-    use tollgate::credential::{
-        CredentialBroker, CredentialGrant, DerivedTokenProvider, Operation,
-    };
+    use tollgate::credential::{CredentialBroker, CredentialGrant, JwtProvider, Operation};
     let mut g = c.benchmark_group("credential");
-    let tokens = DerivedTokenProvider::new(SigningKey::generate("k1").unwrap(), 3600);
+    let tokens = JwtProvider::new(SigningKey::generate("k1").unwrap(), "docs");
     let verifier = tokens.verifier();
     let broker = CredentialBroker::builder()
         .provider("docs", tokens)
@@ -191,9 +189,9 @@ fn bench_credential(c: &mut Criterion) {
     let guard = Guard::builder(boundary(100)).credentials(broker).build();
     let ctx = RunContext::new("agent", "clerk").in_compartment("M-1001");
     let call = ToolCall::without_args("lookup");
-    // mint_derived: check + mint (HMAC-SHA256 token, nonce from the OS) + complete, one fresh run
-    // per iteration (run creation and teardown, which revokes, are outside the timing).
-    g.bench_function("mint_derived", |bench| {
+    // mint_jwt: check + mint (an EdDSA-signed JWT) + complete, one fresh run per iteration (run
+    // creation and teardown, which revokes, are outside the timing).
+    g.bench_function("mint_jwt", |bench| {
         bench.iter_batched(
             || guard.start_run(ctx.clone()).unwrap(),
             |run| {
@@ -222,7 +220,7 @@ fn bench_credential(c: &mut Criterion) {
         .unwrap()
         .as_secs();
     assert!(verifier.verify(&token, now).is_ok());
-    g.bench_function("verify_derived", |bench| {
+    g.bench_function("verify_jwt", |bench| {
         bench.iter(|| verifier.verify(black_box(&token), now).is_ok())
     });
     g.bench_function("expose_checked", |bench| {

@@ -1,5 +1,7 @@
-//! An agent gets a token for one matter's documents, uses it, is refused with it on another
-//! matter, and sees it revoked when the run ends. Run with `cargo run --example scoped_credentials`.
+//! An agent gets a token (a JWT signed with Ed25519) for one matter's documents, uses it, is
+//! refused with it on another matter, and sees it revoked when the run ends: the document
+//! service, which holds only public keys, refuses the token from then on, even a copy taken
+//! before. Run with `cargo run --example scoped_credentials`.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tollgate::audit::MemorySink;
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
 use tollgate::credential::token::SigningKey;
-use tollgate::credential::{CredentialBroker, CredentialGrant, DerivedTokenProvider, Operation};
+use tollgate::credential::{CredentialBroker, CredentialGrant, JwtProvider, Operation};
 use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,9 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .role("intake_agent", RoleSpec::new().tools(["read_document"]))
         .build()?;
 
-    // The document service holds the verifier; the agent never sees the signing key.
-    let tokens = DerivedTokenProvider::new(SigningKey::generate("docs-2026-11")?, 3600);
+    // The document service holds the verifier: public keys only, and the revocation list. A
+    // service in another language would load `tokens.jwks_json()` into its JWT library instead
+    // and poll `tokens.revocation_list().export_json(now)`.
+    let tokens = JwtProvider::new(SigningKey::generate("docs-2026-11")?, "document-service");
     let document_service = tokens.verifier();
+    println!("JWKS     {}", tokens.jwks_json());
     let broker = CredentialBroker::builder()
         .provider("documents", tokens)
         .grant(
@@ -62,9 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let claims = document_service.verify(token, now)?;
     println!(
-        "verified by the document service: resource {} tools {:?} expires_at {}",
-        claims.resource, claims.tools, claims.expires_at
+        "verified by the document service: jti {} sub {} resource {} tools {:?} exp {}",
+        claims.jti, claims.sub, claims.resource, claims.tools, claims.exp
     );
+    let copied = token.to_owned(); // what a misbehaving tool might keep
 
     // 3. The same credential on another matter: refused.
     match cred.expose(&permit, "matter/M-2002/settlement.pdf") {
@@ -81,6 +87,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 4. The run ends: its credentials are revoked, with no cleanup code.
     run.finish()?;
     println!("revoked after the run ended: {}", cred.is_revoked());
+    match document_service.verify(&copied, now) {
+        Err(e) => println!("refused  the copied token: {e}"),
+        Ok(_) => return Err("a revoked token must not verify".into()),
+    }
 
     println!("\naudit trail (credential events):");
     for e in audit.events().iter().filter(|e| {

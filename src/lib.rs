@@ -15,7 +15,8 @@
 //!   carries the [`Permit`] a tool runs under. The policy sits in an atomically swappable snapshot
 //!   whose content hash ([`PolicyVersion`]) is carried by every verdict, permit and audit record.
 //! - [`credential`]: short-lived credentials minted per permit, narrowed to its tool, operation
-//!   and resource, revoked when the run ends; HMAC-signed tokens with key rotation.
+//!   and resource, revoked when the run ends; EdDSA-signed JWTs any service verifies, with key
+//!   rotation and a revocation list.
 //! - [`breaker`]: circuit breakers (per tool, agent or agent x tool), rate limits, baselines and
 //!   alerts, plus the guard's kill switch, loop detection and per-run budgets.
 //! - [`escalation`]: rules that send a call to a human ([`Verdict::Escalate`]), an approval queue

@@ -197,6 +197,68 @@ fn path_escape_sibling_prefix_lookalikes_and_platform_tricks_denied() {
     }
 }
 
+fn relative_boundary() -> ActionBoundary {
+    ActionBoundary::builder()
+        .tool(
+            "t",
+            ToolSpec::read().arg(
+                "p",
+                Arg::string().path_under("/srv/data").allow_relative(true),
+            ),
+        )
+        .role("r", RoleSpec::new().tools(["t"]))
+        .build()
+        .unwrap()
+}
+
+fn p(path: &str) -> String {
+    serde_json::json!({ "p": path }).to_string()
+}
+
+#[test]
+fn path_escape_unicode_white_space_at_component_edges_denied() {
+    // Tools that trim or NFKC-normalise turn these into `..`, `/etc`, `/` or `~`.
+    let b = relative_boundary();
+    let c = RunContext::new("a", "r");
+    for path in [
+        "..\u{A0}/etc/passwd",
+        "..\u{3000}/etc/passwd",
+        "x/..\u{2003}/..\u{2003}/etc",
+        "\u{2003}/etc/passwd",
+        "\u{2003}",
+        "\u{3000}~/.ssh/id_rsa",
+        "reports/q4.csv\u{205F}",
+        "..\u{FE52}/etc",
+    ] {
+        denied(&b, &c, "t", &p(path), DenyCode::PathEscape);
+    }
+    // JSON escapes are decoded before the rule sees the string.
+    denied(
+        &b,
+        &c,
+        "t",
+        r#"{"p":"..\u00a0/etc/passwd"}"#,
+        DenyCode::PathEscape,
+    );
+    allowed(&b, &c, "t", &p("reports/q4\u{A0}2026.csv"));
+}
+
+#[test]
+fn path_escape_url_shaped_value_as_relative_path_denied() {
+    let b = relative_boundary();
+    let c = RunContext::new("a", "r");
+    for path in [
+        "file:///etc/passwd",
+        "http://169.254.169.254/latest/meta-data/",
+        "s3://other-bucket/secrets.csv",
+        "gs://bucket/x",
+        "ftp://host/x",
+    ] {
+        denied(&b, &c, "t", &p(path), DenyCode::PathEscape);
+    }
+    allowed(&b, &c, "t", &p("reports/10:30.csv"));
+}
+
 #[test]
 fn path_normalize_mode_still_cannot_climb_above_root() {
     let (b, c) = setup();

@@ -10,12 +10,20 @@
 //! different consumers could read differently is refused rather than
 //! interpreted: backslashes, control characters, double encoding, invalid
 //! UTF-8 (including overlong forms such as `%c0%ae`), Unicode look-alikes of
-//! `.`, `/`, `\`, `%`, `:` and `~` (including what NFKC or Windows "best fit"
-//! conversion turns into them), a leading `~`, drive prefixes, a leading `//`,
-//! components made only of dots, and components with a trailing dot or space
-//! (Windows strips those, so `secret.txt.` would open `secret.txt`). The dot,
-//! space, `~` and drive checks ignore invisible (default-ignorable) characters,
-//! so stripping them later cannot create `..`.
+//! `.`, `/`, `\`, `%`, `:` and `~` (including what NFKC, IDNA or Windows "best
+//! fit" conversion turns into them), a leading `~`, drive prefixes and URL
+//! schemes (`file:`, `s3:`, `http:` would make a relative path a URL to a tool
+//! that accepts both), a leading `//`, components made only of dots,
+//! components with a trailing dot (Windows strips it, so `secret.txt.` would
+//! open `secret.txt`), and components that start or end with white space of
+//! any kind: every Unicode `White_Space` character and every character whose
+//! NFKC form contains one is treated like an ASCII space, because a tool that
+//! trims or normalises would turn `..\u{A0}` into `..` and `\u{2003}~` into
+//! `~`. The dot, space, `~`, drive and scheme checks ignore invisible
+//! (default-ignorable) characters, so stripping them later cannot create `..`.
+//! The characters behind these rules are classified once, in a table checked
+//! against the NFKC form of every Unicode code point, and shared with
+//! credential resource patterns.
 //!
 //! # What it cannot guarantee
 //!
@@ -42,73 +50,9 @@ pub const NAME_MAX: usize = 255;
 /// The placeholder a root component may consist of.
 const PLACEHOLDER: &str = "{compartment}";
 
-/// Characters that look like, or that NFKC normalisation or Windows
-/// "best fit" code-page conversion turn into, `.`, `/`, `\`, `%`, `:` or `~`.
-/// A path containing any of them is refused: a later layer that normalises
-/// the path could otherwise turn `\u{FF0E}\u{FF0E}` into `..`. Inclusive
-/// ranges.
-const LOOKALIKES: &[(char, char)] = &[
-    ('\u{00A5}', '\u{00A5}'),   // YEN SIGN: best fit to `\` (code page 932)
-    ('\u{20A9}', '\u{20A9}'),   // WON SIGN: best fit to `\` (code page 949)
-    ('\u{2024}', '\u{2026}'),   // ONE/TWO DOT LEADER, HORIZONTAL ELLIPSIS
-    ('\u{2044}', '\u{2044}'),   // FRACTION SLASH
-    ('\u{2100}', '\u{2101}'),   // ACCOUNT OF, ADDRESSED TO THE SUBJECT (NFKC `a/c`)
-    ('\u{2105}', '\u{2106}'),   // CARE OF, CADA UNA (NFKC `c/o`)
-    ('\u{2215}', '\u{2216}'),   // DIVISION SLASH, SET MINUS
-    ('\u{2488}', '\u{249B}'),   // DIGIT ONE FULL STOP .. NUMBER TWENTY FULL STOP (`1.`)
-    ('\u{29F8}', '\u{29F9}'),   // BIG SOLIDUS, BIG REVERSE SOLIDUS
-    ('\u{3002}', '\u{3002}'),   // IDEOGRAPHIC FULL STOP
-    ('\u{33C2}', '\u{33C2}'),   // SQUARE AM (NFKC `a.m.`)
-    ('\u{33C7}', '\u{33C7}'),   // SQUARE CO (NFKC `Co.`)
-    ('\u{33D8}', '\u{33D8}'),   // SQUARE PM (NFKC `p.m.`)
-    ('\u{FE13}', '\u{FE13}'),   // PRESENTATION FORM FOR VERTICAL COLON
-    ('\u{FE19}', '\u{FE19}'),   // PRESENTATION FORM FOR VERTICAL HORIZONTAL ELLIPSIS
-    ('\u{FE30}', '\u{FE30}'),   // PRESENTATION FORM FOR VERTICAL TWO DOT LEADER
-    ('\u{FE52}', '\u{FE52}'),   // SMALL FULL STOP
-    ('\u{FE55}', '\u{FE55}'),   // SMALL COLON
-    ('\u{FE68}', '\u{FE68}'),   // SMALL REVERSE SOLIDUS
-    ('\u{FE6A}', '\u{FE6A}'),   // SMALL PERCENT SIGN
-    ('\u{FF05}', '\u{FF05}'),   // FULLWIDTH PERCENT SIGN
-    ('\u{FF0E}', '\u{FF0F}'),   // FULLWIDTH FULL STOP, FULLWIDTH SOLIDUS
-    ('\u{FF1A}', '\u{FF1A}'),   // FULLWIDTH COLON
-    ('\u{FF3C}', '\u{FF3C}'),   // FULLWIDTH REVERSE SOLIDUS
-    ('\u{FF5E}', '\u{FF5E}'),   // FULLWIDTH TILDE
-    ('\u{FF61}', '\u{FF61}'),   // HALFWIDTH IDEOGRAPHIC FULL STOP
-    ('\u{1F100}', '\u{1F100}'), // DIGIT ZERO FULL STOP (`0.`)
-];
+pub(crate) mod fold;
 
-/// Unicode default-ignorable code points (zero-width, joiners, bidi controls,
-/// variation selectors, tags). Some software strips them, so the dot, space,
-/// `~` and drive checks look at each component with them removed:
-/// `..\u{200B}` is refused as if it were `..`. Inclusive ranges.
-const IGNORABLES: &[(char, char)] = &[
-    ('\u{00AD}', '\u{00AD}'),
-    ('\u{034F}', '\u{034F}'),
-    ('\u{061C}', '\u{061C}'),
-    ('\u{115F}', '\u{1160}'),
-    ('\u{17B4}', '\u{17B5}'),
-    ('\u{180B}', '\u{180F}'),
-    ('\u{200B}', '\u{200F}'),
-    ('\u{202A}', '\u{202E}'),
-    ('\u{2060}', '\u{206F}'),
-    ('\u{3164}', '\u{3164}'),
-    ('\u{FE00}', '\u{FE0F}'),
-    ('\u{FEFF}', '\u{FEFF}'),
-    ('\u{FFA0}', '\u{FFA0}'),
-    ('\u{FFF0}', '\u{FFF8}'),
-    ('\u{1BCA0}', '\u{1BCA3}'),
-    ('\u{1D173}', '\u{1D17A}'),
-    ('\u{E0000}', '\u{E0FFF}'),
-];
-
-fn in_ranges(c: char, ranges: &[(char, char)]) -> bool {
-    ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
-}
-
-/// The characters of `s` that are not default-ignorable.
-fn visible(s: &str) -> impl Iterator<Item = char> + Clone + '_ {
-    s.chars().filter(|&c| !in_ranges(c, IGNORABLES))
-}
+use fold::{EdgeFault, edge_fault, visible};
 
 /// What to do with `..` components.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,9 +82,12 @@ pub enum PathRootError {
     /// The root contains a component made only of dots, such as `...`.
     #[error("root contains a component made only of dots")]
     DotsOnly,
-    /// A root component ends with a dot or a space.
-    #[error("root contains a component ending with a dot or a space")]
+    /// A root component ends with a dot or with white space.
+    #[error("root contains a component ending with a dot or white space")]
     TrailingDotOrSpace,
+    /// A root component starts with white space.
+    #[error("root contains a component starting with white space")]
+    LeadingSpace,
     /// The root contains a backslash.
     #[error("root contains a backslash")]
     Backslash,
@@ -220,9 +167,17 @@ pub enum PathViolation {
     /// characters, so `..\u{200B}` counts).
     #[error("path has a component made only of dots")]
     DotsOnly,
-    /// A component ends with a dot or a space, which Windows strips.
-    #[error("path has a component ending with a dot or a space")]
+    /// A component ends with a dot or with white space (any Unicode white space, or a
+    /// character whose NFKC form contains it), which Windows and trimming tools strip.
+    #[error("path has a component ending with a dot or white space")]
     TrailingDotOrSpace,
+    /// A component starts with white space (any Unicode white space, or a character whose
+    /// NFKC form contains it), which trimming tools strip.
+    #[error("path has a component starting with white space")]
+    LeadingSpace,
+    /// A relative path starts with a URL scheme such as `file:` or `s3:`.
+    #[error("path starts with a URL scheme")]
+    UrlScheme,
     /// The path has a `..` component and the policy rejects them.
     #[error("path contains a `..` component")]
     DotDot,
@@ -252,6 +207,7 @@ enum Fault {
     LookAlike,
     DotsOnly,
     TrailingDotOrSpace,
+    LeadingSpace,
     TooLong,
     Invisible,
 }
@@ -265,6 +221,7 @@ impl From<Fault> for PathViolation {
             Fault::LookAlike => Self::LookAlike,
             Fault::DotsOnly => Self::DotsOnly,
             Fault::TrailingDotOrSpace => Self::TrailingDotOrSpace,
+            Fault::LeadingSpace => Self::LeadingSpace,
             Fault::TooLong => Self::ComponentTooLong,
             Fault::Invisible => Self::InvisibleComponent,
         }
@@ -280,6 +237,7 @@ impl From<Fault> for PathRootError {
             Fault::LookAlike => Self::LookAlike,
             Fault::DotsOnly => Self::DotsOnly,
             Fault::TrailingDotOrSpace => Self::TrailingDotOrSpace,
+            Fault::LeadingSpace => Self::LeadingSpace,
             Fault::TooLong => Self::ComponentTooLong,
             Fault::Invisible => Self::InvisibleComponent,
         }
@@ -301,16 +259,33 @@ fn component_fault(s: &str) -> Option<Fault> {
         if c == '%' {
             return Some(Fault::Percent);
         }
-        if in_ranges(c, LOOKALIKES) {
-            return Some(Fault::LookAlike);
+    }
+    match edge_fault(s) {
+        Some(EdgeFault::LookAlike) => Some(Fault::LookAlike),
+        Some(EdgeFault::Invisible) => Some(Fault::Invisible),
+        Some(EdgeFault::DotsOnly) => Some(Fault::DotsOnly),
+        Some(EdgeFault::LeadingSpace) => Some(Fault::LeadingSpace),
+        Some(EdgeFault::TrailingSpace) => Some(Fault::TrailingDotOrSpace),
+        None if visible(s).next_back() == Some('.') => Some(Fault::TrailingDotOrSpace),
+        None => None,
+    }
+}
+
+/// Whether `s` starts with a URL scheme and its colon (`file:`, `s3:`, `git+ssh:`), RFC 3986:
+/// a letter, then letters, digits, `+`, `-` or `.`. A single letter is a drive prefix instead.
+fn starts_with_scheme(s: &str) -> bool {
+    let mut v = visible(s);
+    if !v.next().is_some_and(|c| c.is_ascii_alphabetic()) {
+        return false;
+    }
+    for c in v {
+        match c {
+            ':' => return true,
+            c if c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.') => {}
+            _ => return false,
         }
     }
-    match visible(s).last() {
-        None => Some(Fault::Invisible),
-        Some(_) if visible(s).all(|c| c == '.') => Some(Fault::DotsOnly),
-        Some('.' | ' ') => Some(Fault::TrailingDotOrSpace),
-        Some(_) => None,
-    }
+    false
 }
 
 /// A compartment value must be one safe component and never `.`/`..`.
@@ -470,13 +445,14 @@ impl Walk<'_> {
             return Err(f.into());
         }
         if first && !self.absolute {
-            // Leading `~` and drive prefixes, also behind invisible characters.
+            // Leading `~`, drive prefixes and URL schemes, also behind invisible characters.
             let mut v = visible(s);
             match (v.next(), v.next()) {
                 (Some('~'), _) => return Err(PathViolation::HomeDir),
                 (Some(d), Some(':')) if d.is_ascii_alphabetic() => {
                     return Err(PathViolation::DrivePrefix);
                 }
+                _ if starts_with_scheme(s) => return Err(PathViolation::UrlScheme),
                 _ => {}
             }
         }
@@ -600,402 +576,4 @@ pub fn check_path(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::PathViolation as V;
-    use super::*;
-    use proptest::prelude::*;
-
-    fn policy(root: &str) -> PathPolicy {
-        PathPolicy::new(PathRoot::parse(root).unwrap())
-    }
-
-    fn normalize(root: &str) -> PathPolicy {
-        let dot_dot = DotDot::Normalize;
-        PathPolicy {
-            dot_dot,
-            ..policy(root)
-        }
-    }
-
-    fn ok(p: &PathPolicy, input: &str) {
-        assert_eq!(check_path(input, p, Some("alice")), Ok(()), "{input:?}");
-    }
-
-    fn deny(p: &PathPolicy, input: &str, v: V) {
-        assert_eq!(check_path(input, p, Some("alice")), Err(v), "{input:?}");
-    }
-
-    /// `inputs` is a space-separated list.
-    fn ok_all(p: &PathPolicy, inputs: &str) {
-        inputs.split(' ').for_each(|i| ok(p, i));
-    }
-
-    /// `inputs` is a space-separated list.
-    fn deny_all(p: &PathPolicy, inputs: &str, v: V) {
-        inputs.split(' ').for_each(|i| deny(p, i, v.clone()));
-    }
-
-    #[test]
-    fn path_allow_root_itself_and_nested_files() {
-        let inputs = "/data/a /data/a/ /data/a/f.txt /data/a/x/y/z.tar.gz";
-        ok_all(&policy("/data/a"), inputs);
-        ok(&policy("/data/a/"), "/data/a/f");
-        ok(&policy("/"), "/etc/anything");
-    }
-
-    #[test]
-    fn path_allow_duplicate_separators_and_dot_components() {
-        let inputs = "/data//a///x /data/./a/./x ./x x/./y/ .";
-        ok_all(&policy("/data/a"), inputs);
-    }
-
-    #[test]
-    fn path_allow_relative_under_root_and_hidden_files() {
-        let inputs = "notes.md sub/dir/f .bashrc ..a a..b x/~";
-        ok_all(&policy("/data/a"), inputs);
-    }
-
-    #[test]
-    fn path_allow_compartment_placeholder_match() {
-        let p = policy("/home/{compartment}/files");
-        assert!(p.root.has_compartment());
-        ok_all(&p, "/home/alice/files/x.txt x.txt");
-    }
-
-    #[test]
-    fn path_allow_unicode_names_and_plain_percent_escapes() {
-        let p = policy("/data/a");
-        let inputs = "/data/a/Müller.pdf /data/a/M%C3%BCller.pdf /data/%61/x %E6%97%A5";
-        ok_all(&p, inputs);
-    }
-
-    #[test]
-    fn path_allow_normalize_within_root() {
-        let inputs = "/data/a/x/../y /data/a/x/.. x/y/../../z";
-        ok_all(&normalize("/data/a"), inputs);
-    }
-
-    #[test]
-    fn path_escape_dotdot_relative_denied() {
-        let inputs = "../etc/passwd x/../../etc x/.. ..";
-        deny_all(&policy("/data/a"), inputs, V::DotDot);
-    }
-
-    #[test]
-    fn path_escape_dotdot_inside_absolute_denied() {
-        let p = policy("/data/a");
-        let inputs = "/data/a/../etc /data/a/x/.. /data/a/ax/../../b";
-        deny_all(&p, inputs, V::DotDot);
-        deny(&p, "/data/ax/..", V::NotUnderRoot);
-    }
-
-    #[test]
-    fn path_escape_prefix_sibling_and_outside_absolute_denied() {
-        let p = policy("/data/a");
-        let inputs = "/data/ab /data/ab/x /data/A/x /etc/passwd /data /";
-        deny_all(&p, inputs, V::NotUnderRoot);
-    }
-
-    #[test]
-    fn path_escape_percent_encoded_dotdot_denied() {
-        let p = policy("/data/a");
-        let inputs = "%2e%2e%2fetc %2E%2E/etc ..%2fetc .%2e/x /data/a/%2e%2e";
-        deny_all(&p, inputs, V::DotDot);
-        deny(&p, "/data/a%2f..%2f..%2fetc", V::DotDot);
-    }
-
-    #[test]
-    fn path_escape_double_encoded_dotdot_denied() {
-        let inputs = "%252e%252e/etc %252f %25";
-        deny_all(&policy("/data/a"), inputs, V::DoubleEncoding);
-    }
-
-    #[test]
-    fn path_escape_invalid_percent_sequence_denied() {
-        let p = policy("/data/a");
-        deny_all(&p, "% %2 x%zz %%32e %g0 %2g", V::InvalidPercentEncoding);
-    }
-
-    #[test]
-    fn path_escape_overlong_utf8_dot_denied() {
-        let p = policy("/data/a");
-        let inputs = "%c0%ae%c0%ae/etc %c0%af %e0%80%ae %ff %C3";
-        deny_all(&p, inputs, V::InvalidUtf8);
-    }
-
-    #[test]
-    fn path_escape_backslash_dotdot_denied() {
-        let p = policy("/data/a");
-        let inputs = r"..\etc \..\etc x\y %5c..%5cetc /data/a/..%5C";
-        deny_all(&p, inputs, V::Backslash);
-    }
-
-    #[test]
-    fn path_escape_nul_and_control_chars_denied() {
-        let p = policy("/data/a");
-        let inputs = "x%00.txt x\0.txt x\n %0a x\u{7f} %7f x\u{85}y %C2%85 \t";
-        deny_all(&p, inputs, V::ControlChar);
-    }
-
-    #[test]
-    fn path_escape_unicode_lookalike_dots_and_slashes_denied() {
-        let p = policy("/data/a");
-        // Fullwidth dots, division slash, and fullwidth dots percent-encoded.
-        let inputs = "\u{FF0E}\u{FF0E}/etc ..\u{2215}etc %EF%BC%8E%EF%BC%8E/etc";
-        deny_all(&p, inputs, V::LookAlike);
-        for &(lo, hi) in LOOKALIKES {
-            deny(&p, &format!("x{lo}y"), V::LookAlike);
-            deny(&p, &format!("x{hi}y"), V::LookAlike);
-        }
-        // NFKC would turn these into `%2e`, `~/` and `C:`.
-        deny_all(
-            &p,
-            "\u{FF05}2e \u{FF5E}/x C\u{FF1A}x \u{FE30} \u{2100}",
-            V::LookAlike,
-        );
-    }
-
-    #[test]
-    fn path_escape_invisible_chars_hiding_dots_denied() {
-        let p = policy("/data/a");
-        let inputs = "..\u{200B}/etc .\u{FEFF}./etc \u{200D}.. x/..\u{E0001}";
-        deny_all(&p, inputs, V::DotsOnly);
-        deny(&p, "x.\u{200B}", V::TrailingDotOrSpace);
-        deny(&p, "x \u{200C}", V::TrailingDotOrSpace);
-        deny_all(&p, "\u{200B}/etc \u{202E}", V::InvisibleComponent);
-        deny(&p, "\u{200B}~/x", V::HomeDir);
-        deny(&p, "\u{FEFF}C:/x", V::DrivePrefix);
-        // Zero-width non-joiner inside a Persian word is legitimate.
-        ok(&p, "\u{645}\u{6cc}\u{200C}\u{62e}.txt");
-    }
-
-    #[test]
-    fn path_escape_tilde_home_denied() {
-        let inputs = "~/.ssh/id_rsa ~root/x ~ %7e/x";
-        deny_all(&policy("/data/a"), inputs, V::HomeDir);
-    }
-
-    #[test]
-    fn path_escape_windows_drive_prefix_denied() {
-        let p = policy("/data/a");
-        deny(&p, r"C:\Windows", V::Backslash);
-        deny_all(&p, "C:/Windows c:foo C: z:%2fx", V::DrivePrefix);
-    }
-
-    #[test]
-    fn path_escape_unc_double_slash_denied() {
-        let p = policy("/");
-        let inputs = "//server/share ///x /%2fserver %2f%2fserver";
-        deny_all(&p, inputs, V::DoubleSlashPrefix);
-    }
-
-    #[test]
-    fn path_escape_dots_only_component_denied() {
-        let inputs = "... /data/a/..../x %2e%2e%2e";
-        deny_all(&policy("/data/a"), inputs, V::DotsOnly);
-    }
-
-    #[test]
-    fn path_escape_trailing_dot_or_space_component_denied() {
-        let p = policy("/data/a");
-        let inputs = "secret.txt. /data/a/dir./x x%20 /data/a./x";
-        deny_all(&p, inputs, V::TrailingDotOrSpace);
-        deny(&p, "secret.txt ", V::TrailingDotOrSpace);
-    }
-
-    #[test]
-    fn path_escape_other_compartment_in_placeholder_denied() {
-        let p = policy("/home/{compartment}/files");
-        let inputs = "/home/bob/files/x /home/alicex/files /home/{compartment}/files /home/alice";
-        deny_all(&p, inputs, V::NotUnderRoot);
-    }
-
-    #[test]
-    fn path_escape_missing_compartment_fails_closed() {
-        let p = policy("/home/{compartment}");
-        assert_eq!(check_path("x", &p, None), Err(V::MissingCompartment));
-    }
-
-    #[test]
-    fn path_escape_malicious_compartment_value_denied() {
-        let p = policy("/home/{compartment}");
-        let bad = [
-            "", ".", "..", "a/b", "a\\b", "%2e%2e", "...", "a.", "a\0", "\u{FF0E}",
-        ];
-        for c in bad {
-            let r = check_path("/home/x", &p, Some(c));
-            assert_eq!(r, Err(V::InvalidCompartment), "{c:?}");
-        }
-        // `..` as compartment must not match a literal `..` either.
-        let r = check_path(
-            "/home/../etc",
-            &normalize("/home/{compartment}"),
-            Some(".."),
-        );
-        assert_eq!(r, Err(V::InvalidCompartment));
-    }
-
-    #[test]
-    fn path_escape_empty_and_too_long_denied() {
-        let p = policy("/data/a");
-        deny(&p, "", V::Empty);
-        let (len, max) = (4098, 4096);
-        deny(&p, &"a/".repeat(2049), V::TooLong { len, max });
-        let short = PathPolicy { max_len: 8, ..p };
-        deny(&short, "/data/a/x", V::TooLong { len: 9, max: 8 });
-    }
-
-    #[test]
-    fn path_escape_overlong_component_denied() {
-        let p = policy("/data/a");
-        deny(&p, &"a".repeat(300), V::ComponentTooLong);
-        deny(&p, &"%61".repeat(256), V::ComponentTooLong);
-        ok(&p, &"%61".repeat(255));
-    }
-
-    #[test]
-    fn path_escape_normalize_climb_above_root_denied() {
-        let p = normalize("/data/a");
-        let inputs = ".. ../x x/../../y /data/a/.. /data/a/x/../../b /data/../data/a";
-        deny_all(&p, inputs, V::EscapesRoot);
-        deny(&normalize("/"), "/..", V::EscapesRoot);
-        deny(&p, "/data/b/../a", V::NotUnderRoot);
-    }
-
-    #[test]
-    fn path_escape_relative_when_disallowed_denied() {
-        let allow_relative = false;
-        let p = PathPolicy {
-            allow_relative,
-            ..policy("/data/a")
-        };
-        deny_all(&p, "x.txt ./x", V::RelativeNotAllowed);
-        ok(&p, "/data/a/x.txt");
-    }
-
-    #[test]
-    fn path_root_parse_rejects_ambiguous_roots() {
-        use PathRootError as E;
-        let cases: &[(&str, E)] = &[
-            ("", E::NotAbsolute),
-            ("data", E::NotAbsolute),
-            ("//data", E::EmptyComponent),
-            ("/data//a", E::EmptyComponent),
-            ("/data/../etc", E::DotComponent),
-            ("/data/./a", E::DotComponent),
-            ("/data/...", E::DotsOnly),
-            ("/data/a.", E::TrailingDotOrSpace),
-            ("/data\\a", E::Backslash),
-            ("/data/%61", E::Percent),
-            ("/data/\n", E::ControlChar),
-            ("/data\u{2215}a", E::LookAlike),
-            ("/x{compartment}", E::BadPlaceholder),
-            ("/{compartmnt}", E::BadPlaceholder),
-            ("/{compartment}/{compartment}", E::DuplicatePlaceholder),
-        ];
-        for (root, e) in cases {
-            assert_eq!(PathRoot::parse(root).unwrap_err(), *e, "{root:?}");
-        }
-        let r: PathRoot = "/srv/{compartment}/".parse().unwrap();
-        assert_eq!(r.as_str(), "/srv/{compartment}/");
-        assert!(!PathRoot::parse("/").unwrap().has_compartment());
-    }
-
-    #[test]
-    fn path_violation_display_is_a_sentence() {
-        assert_eq!(V::DotDot.to_string(), "path contains a `..` component");
-        let msg = "`{compartment}` must be a whole component; root has `{` or `}` elsewhere";
-        assert_eq!(PathRootError::BadPlaceholder.to_string(), msg);
-    }
-
-    /// Independent reference: decode into a String, split on '/', resolve.
-    /// Returns the resolved components, or None if the reference refuses.
-    fn reference(input: &str, p: &PathPolicy, comp: &str) -> Vec<String> {
-        let b = input.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(h, 16).unwrap());
-                i += 3;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        let decoded = String::from_utf8(out).expect("Ok path must decode to UTF-8");
-        assert!(!decoded.contains(['%', '\\', '\0']), "{decoded:?}");
-        assert!(
-            !decoded
-                .chars()
-                .any(|c| c.is_control() || in_ranges(c, LOOKALIKES))
-        );
-        assert!(!decoded.starts_with("//") && !decoded.starts_with('~'));
-        let root = root_components(p, comp);
-        let mut stack = if decoded.starts_with('/') {
-            Vec::new()
-        } else {
-            root.clone()
-        };
-        for c in decoded.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    assert_eq!(p.dot_dot, DotDot::Normalize, "Ok with `..` in Reject mode");
-                    assert!(stack.len() > root.len(), "`..` climbed above root");
-                    stack.pop();
-                }
-                _ => {
-                    assert!(!c.ends_with(['.', ' ']) && c.len() <= NAME_MAX);
-                    stack.push(c.to_owned());
-                }
-            }
-        }
-        stack
-    }
-
-    fn root_components(p: &PathPolicy, comp: &str) -> Vec<String> {
-        p.root.as_str()[1..]
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.replace(PLACEHOLDER, comp))
-            .collect()
-    }
-
-    /// Dangerous pieces, `|`-separated.
-    fn piece() -> impl Strategy<Value = &'static str> {
-        let pieces = concat!(
-            "..|.|/|/|%2e|%2E|%2f|%25|%5c|\\|~|A|b|{|}|data|a|ab|alice|bob|",
-            "{compartment}| |%|C:|%00|%c0%ae|\u{FF0E}|\u{2215}|%2e%2e|%252e|//|%7e|",
-            "...|\u{200B}|\u{FF5E}|%E2%80%8B|%C3%BC|/data/a/|/data/alice/",
-        );
-        prop::sample::select(pieces.split('|').collect::<Vec<_>>())
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
-        #[test]
-        fn path_escape_fuzz_ok_never_escapes_root(
-            prefix in prop::sample::select(vec!["", "/data/a/", "/data/alice/", "/data/", "/"]),
-            pieces in prop::collection::vec(piece(), 0..10),
-            root in prop::sample::select(vec!["/data/a", "/data/{compartment}", "/"]),
-            normalize_mode in any::<bool>(),
-            allow_relative in any::<bool>(),
-        ) {
-            let input = format!("{prefix}{}", pieces.concat());
-            let p = PathPolicy {
-                dot_dot: if normalize_mode { DotDot::Normalize } else { DotDot::Reject },
-                allow_relative,
-                ..policy(root)
-            };
-            if check_path(&input, &p, Some("alice")).is_ok() {
-                let resolved = reference(&input, &p, "alice");
-                let root_comps = root_components(&p, "alice");
-                prop_assert!(resolved.starts_with(&root_comps), "{input:?} -> {resolved:?}");
-                prop_assert!(!resolved.iter().any(|c| c == ".." || c.contains('/')));
-                prop_assert!(allow_relative || input.starts_with('/') || input.starts_with("%2f"));
-            }
-        }
-    }
-}
+mod tests;

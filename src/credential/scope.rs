@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::boundary::Effect;
+use crate::boundary::path::fold::{EdgeFault, Fold, edge_fault, fold};
 
 /// What a credential may be used for: reading, or changing state (which includes irreversible
 /// effects).
@@ -40,9 +41,14 @@ impl Operation {
 /// (`matter/M-1001/*`), or everything (`*`, which only a grant that says so can produce).
 ///
 /// Resources are `/`-separated; prefixes match whole segments (`matter/M-1/*` does not cover
-/// `matter/M-10/x`). Resources containing `..` or `.` segments, empty segments, `%`, `\`, `*`
-/// (other than a final `/*`) or control characters are refused: they are the ways a resource
-/// string says one thing to this check and another to the service.
+/// `matter/M-10/x`). Refused, because they are the ways a resource string says one thing to this
+/// check and another to the service: empty segments; segments made only of dots (`.`, `..`,
+/// `...`), also before a `;parameter` (`..;x`, which servlet containers resolve as `..`) and
+/// behind invisible characters; segments that start or end with white space of any kind (every
+/// Unicode `White_Space` character and whatever NFKC turns into one: a trimming service reads
+/// `..\u{A0}` as `..`); Unicode look-alikes of `.`, `/`, `\`, `%`, `:` and `~` anywhere (the
+/// fullwidth `．`, the two-dot leader `‥`, ...); `%`, `\`, `*` (other than a final `/*`) and
+/// control characters. The classification of those characters is the one the path rule uses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ResourcePattern {
@@ -88,8 +94,26 @@ fn check_resource(s: &str) -> Result<(), &'static str> {
         if seg.is_empty() {
             return Err("has an empty segment");
         }
-        if seg == "." || seg == ".." {
-            return Err("has a `.` or `..` segment");
+        // Servlet containers drop a `;parameter` before resolving dot segments: `..;x` is `..`.
+        let name = seg.split(';').next().unwrap_or(seg);
+        match edge_fault(name) {
+            None => {}
+            Some(EdgeFault::LookAlike) => {
+                return Err("contains a Unicode look-alike of `.`, `/`, `\\`, `%`, `:` or `~`");
+            }
+            Some(EdgeFault::Invisible) => {
+                return Err("has an empty or invisible segment (before any `;`)");
+            }
+            Some(EdgeFault::DotsOnly) => {
+                return Err("has a segment made only of dots (`.`, `..`, `..;x`, ...)");
+            }
+            Some(EdgeFault::LeadingSpace | EdgeFault::TrailingSpace) => {
+                return Err("has a segment starting or ending with white space");
+            }
+        }
+        // Parameters may carry look-alikes too.
+        if name.len() < seg.len() && seg.chars().any(|c| fold(c).is_some_and(Fold::is_lookalike)) {
+            return Err("contains a Unicode look-alike of `.`, `/`, `\\`, `%`, `:` or `~`");
         }
     }
     Ok(())
@@ -247,6 +271,69 @@ mod tests {
         assert!(!p("matter/M-1/*").includes(&p("matter/M-10/*")));
         assert!(!p("matter/M-1/a").includes(&p("matter/M-1/*")));
         assert!(p("matter/M-1/a").includes(&p("matter/M-1/a")));
+    }
+
+    #[test]
+    fn covers_refuses_servlet_dot_dot_fullwidth_dots_and_spaced_dot_segments() {
+        // Each of these is `matter/M-1/../M-2/...` to some service between the check and the data.
+        let m = p("matter/M-1/*");
+        for r in [
+            "matter/M-1/..;/M-2/a.pdf",
+            "matter/M-1/..;jsessionid=x/M-2/a.pdf",
+            "matter/M-1/.;/a.pdf",
+            "matter/M-1/\u{FF0E}\u{FF0E}/M-2/a.pdf",
+            "matter/M-1/\u{2025}/M-2/a.pdf",
+            "matter/M-1/.\u{FE52}/M-2/a.pdf",
+            "matter/M-1/.. /M-2/a.pdf",
+            "matter/M-1/..\u{A0}/M-2/a.pdf",
+            "matter/M-1/..\u{3000}/M-2/a.pdf",
+            "matter/M-1/\u{2003}../M-2/a.pdf",
+            "matter/M-1/..\u{200B}/M-2/a.pdf",
+            "matter/M-1/.../a.pdf",
+            "matter/M-1/x\u{FF0F}..\u{FF0F}M-2",
+            "matter/M-1/;x/a.pdf",
+        ] {
+            assert!(!m.covers(r), "{r:?}");
+            assert!(ResourcePattern::parse(r).is_err(), "{r:?}");
+        }
+        for ok in [
+            "matter/M-1/a b.pdf",
+            "matter/M-1/Müller.pdf",
+            "matter/M-1/a;v=2",
+            "matter/M-1/.hidden",
+        ] {
+            assert!(m.covers(ok), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn covers_refuses_every_char_nfkc_folds_into_dot_slash_or_space() {
+        use unicode_normalization::UnicodeNormalization;
+        let m = p("matter/M-1/*");
+        let mut seen = 0;
+        for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+            if c.is_ascii() && !c.is_whitespace() {
+                continue;
+            }
+            let n: String = c.to_string().nfkc().collect();
+            let dotlike = n.contains(['.', '/', '\\', '\u{3002}']);
+            if !dotlike && !n.chars().any(char::is_whitespace) {
+                continue;
+            }
+            seen += 1;
+            for r in [
+                format!("matter/M-1/..{c}/M-2/x"),
+                format!("matter/M-1/{c}../M-2/x"),
+                format!("matter/M-1/x{c}"),
+            ] {
+                assert!(!m.covers(&r), "U+{:04X}: {r:?}", c as u32);
+            }
+            if dotlike {
+                let r = format!("matter/M-1/x{c}y");
+                assert!(!m.covers(&r), "U+{:04X}: {r:?}", c as u32);
+            }
+        }
+        assert!(seen > 100, "only {seen} characters examined");
     }
 
     #[test]

@@ -1,519 +1,206 @@
-//! Derived tokens: self-describing, HMAC-SHA256-signed credentials that a
-//! downstream service can verify with a shared key.
+//! Tokens any downstream service can verify: JSON Web Tokens (RFC 7519) signed with EdDSA
+//! (Ed25519, RFC 8037), through the maintained `jsonwebtoken` and `ed25519-dalek` crates.
 //!
 //! # Format
 //!
-//! ```text
-//! tg1.<kid>.<base64url(payload)>.<base64url(mac)>
-//! ```
-//!
-//! * `tg1` is the format version. Any other prefix is rejected.
-//! * `<kid>` names the signing key: 1 to 32 characters from `[A-Za-z0-9_-]`.
-//! * `payload` is the compact JSON serialisation of [`TokenClaims`].
-//! * `mac` is HMAC-SHA256 (32 bytes) over the ASCII text `tg1.<kid>.<payload b64>`,
-//!   i.e. everything before the last dot. The key id and the version are
-//!   therefore authenticated too: swapping the kid of a token invalidates it.
-//!
-//! Base64url is the RFC 4648 §5 alphabet without padding. Decoding is strict:
-//! padding, characters outside the alphabet and non-canonical trailing bits are
-//! rejected, so every token has exactly one textual form.
+//! A compact JWS, `base64url(header).base64url(claims).base64url(signature)`, with the header
+//! `{"typ":"JWT","alg":"EdDSA","kid":"<key id>"}` and the claims of [`TokenClaims`]: the
+//! registered `iss`, `sub` (the agent), `aud` (the service the token is for), `jti` (the
+//! credential id, what revocation names), `iat`, `nbf` and `exp` (unix seconds), and the
+//! scope: `run`, `role`, `tools`, `ops` and `resource`.
 //!
 //! # Security rationale
 //!
-//! * **Authenticate first, parse later.** [`TokenVerifier::verify`] checks the
-//!   length, the shape and the MAC before the payload is JSON-parsed and before
-//!   any claim (expiry included) is looked at: unauthenticated JSON is never
-//!   fed to a parser and an attacker learns nothing from timing or error
-//!   variants about claims they cannot sign.
-//! * **Constant-time comparison.** The MAC is checked with
-//!   [`hmac::Mac::verify_slice`], which compares in constant time, so a forger
-//!   cannot discover a valid tag byte by byte.
-//! * **Key id in the token.** The verifier picks exactly one key by id instead
-//!   of trying every key it knows, which makes rotation cheap and prevents a
-//!   token signed with one key from being "upgraded" to another.
-//! * **Rotation with grace.** [`TokenSigner::rotate`] makes a new key current
-//!   and *retires* the old one: it keeps verifying for `grace_secs` so tokens
-//!   already in flight stay usable, then verification fails with
-//!   [`VerifyError::KeyRetired`], and once the grace is over the key is dropped
-//!   at the next rotation. The key ring lives behind an
-//!   `Arc<ArcSwap<KeyRing>>`, so a rotation is a single atomic pointer swap and
-//!   never blocks a verifier.
-//! * **Claims are not encrypted.** The claims say which run may call which
-//!   tool on which resource until when; they are not secret, and a service
-//!   must be able to read them. Integrity is what matters and the MAC provides
-//!   it. The *token as a whole* is a bearer credential, so [`TokenSigner::sign`]
-//!   returns a [`SecretString`] whose `Debug` output is redacted.
-//! * **Secrets never leak through formatting.** Key material is held in
-//!   [`secrecy`] types (zeroized on drop); no `Debug`, `Display` or error value
-//!   in this module contains key bytes or token text.
+//! * **Services hold no minting key.** Signing is asymmetric: the provider keeps the Ed25519
+//!   private keys, verifiers get [`PublicKey`]s, exported as a JSON Web Key Set
+//!   ([`TokenSigner::jwks`], RFC 7517) that a service in any language loads into its standard
+//!   JWT library. A compromised service cannot forge a token for another.
+//! * **One algorithm, chosen by the verifier.** [`TokenVerifier::verify`] accepts `EdDSA` only,
+//!   whatever the header says, so `alg: none` and the HS256-with-the-public-key confusion cannot
+//!   be used; a header that carries its own key (`jwk`, `jku`, `x5u`, `x5c`) or critical
+//!   extensions (`crit`) is refused rather than ignored.
+//! * **Authenticate, then read the claims.** After a length bound, only the header is parsed
+//!   before the signature is checked (it names the key); the claims are parsed, strictly (no
+//!   unknown fields), only from a token whose signature verified.
+//! * **Key id in the token.** The verifier picks exactly one key by `kid`. Rotation
+//!   ([`TokenSigner::rotate`]) makes a new key current and retires the old one, which keeps
+//!   verifying exactly as long as a token it signed can still be unexpired (the ring tracks the
+//!   latest `exp` each key signed), then fails with [`VerifyError::KeyRetired`] and is dropped at
+//!   the next rotation. The rings live behind `ArcSwap`, so a rotation never blocks a verifier.
+//! * **Revocation.** A verifier given a [`RevocationList`] refuses every `jti` on it
+//!   ([`VerifyError::Revoked`]); see [`crate::credential::revocation`] for the bound.
+//! * **Secrets never leak through formatting.** Private keys are zeroized on drop and redacted
+//!   from `Debug`; a minted token is a [`SecretString`].
 //!
 //! # Time
 //!
-//! The module never reads the system clock: every time is unix seconds passed
-//! in by the caller. `expires_at` is **exclusive** (a token is valid while
-//! `now < expires_at`), a retired key verifies while `now < retired_at + grace`,
-//! and a token whose `issued_at` lies more than [`CLOCK_SKEW_SECS`] in the
-//! future is rejected with [`VerifyError::NotYetValid`].
+//! Nothing here reads the clock: times are unix seconds passed in. `exp` is exclusive (valid
+//! while `now < exp`); `nbf` and `iat` may lie at most [`CLOCK_SKEW_SECS`] in the future.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use hmac::{Hmac, Mac};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
+    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::Mutex;
+use secrecy::SecretString;
 use secrecy::zeroize::Zeroize;
-use secrecy::{ExposeSecret, SecretSlice, SecretString};
-use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+use super::revocation::RevocationList;
+use super::{Operation, ResourcePattern};
 
-/// Version prefix of every token in this format.
-pub const TOKEN_VERSION: &str = "tg1";
-/// Longest token (in bytes) [`TokenVerifier::verify`] accepts; longer input is
-/// rejected as malformed before any other work is done.
+/// Longest token (in bytes) [`TokenVerifier::verify`] accepts; longer input is refused before
+/// anything is parsed.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-/// How far in the future `issued_at` may lie before a token is "not yet valid".
+/// How far in the future `nbf` and `iat` may lie before a token is "not yet valid".
 pub const CLOCK_SKEW_SECS: u64 = 60;
-/// Minimum secret length of a [`SigningKey`], in bytes.
-pub const MIN_SECRET_LEN: usize = 32;
 /// Maximum length of a key id, in characters.
-pub const MAX_KID_LEN: usize = 32;
-const MAC_LEN: usize = 32;
+pub const MAX_KID_LEN: usize = 64;
+/// The `iss` claim unless configured otherwise.
+pub const DEFAULT_ISSUER: &str = "tollgate";
 
-/// What a token authorises. Serialised as compact JSON inside the token.
+/// What a token authorises. These are the JWT's claims, serialised under these names.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenClaims {
-    /// Id of the credential this token was derived from.
-    pub credential_id: String,
+    /// Issuer (`iss`).
+    pub iss: String,
+    /// Subject (`sub`): the agent the credential was minted for.
+    pub sub: String,
+    /// Audience (`aud`): the service the token is for.
+    pub aud: String,
+    /// JWT id (`jti`): the credential's id, what revocation names.
+    pub jti: String,
+    /// Issued at (`iat`), unix seconds.
+    pub iat: u64,
+    /// Not before (`nbf`), unix seconds.
+    pub nbf: u64,
+    /// Expiry (`exp`), unix seconds, exclusive: valid while `now < exp`.
+    pub exp: u64,
     /// The agent run the token was minted for.
     pub run: String,
+    /// The agent's role.
+    pub role: String,
     /// Tools the bearer may call.
     pub tools: Vec<String>,
-    /// Permitted operations, e.g. `"read"` / `"write"`.
-    pub operations: Vec<String>,
-    /// A resource pattern such as `"matter/M-1001/*"`.
+    /// Permitted operations: `"read"`, `"write"`.
+    pub ops: Vec<String>,
+    /// The resource pattern covered, such as `"matter/M-1001/*"`.
     pub resource: String,
-    /// Issue time, unix seconds.
-    pub issued_at: u64,
-    /// Expiry, unix seconds, exclusive: valid while `now < expires_at`.
-    pub expires_at: u64,
-    /// 128 random bits as 32 lowercase hex chars (see [`TokenSigner::nonce`]).
-    pub nonce: String,
 }
 
-/// Why a token was rejected.
+impl TokenClaims {
+    /// Whether the token covers a request for `tool` doing `operation` on `resource`, by the same
+    /// rules the broker applied when it narrowed the scope ([`ResourcePattern::covers`]: whole
+    /// segments, and none of the disguised `..`, look-alike or white-space segments). A service
+    /// calls this after [`TokenVerifier::verify`] with what the request actually asks for.
+    pub fn permits(&self, tool: &str, operation: Operation, resource: &str) -> bool {
+        self.tools.iter().any(|t| t == tool)
+            && self.ops.iter().any(|o| o == operation.as_str())
+            && ResourcePattern::parse(&self.resource).is_ok_and(|p| p.covers(resource))
+    }
+}
+
+/// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    /// The token is not in the `tg1` format (length, segments, version, key id
-    /// syntax, base64url, MAC length, or authenticated-but-invalid JSON).
+    /// Not a JWT this verifier reads: too long, not three base64url segments, a header that is
+    /// not JSON, an algorithm other than EdDSA, a missing or invalid `kid`, a header carrying its
+    /// own key or `crit`, or (after the signature verified) claims that are not exactly
+    /// [`TokenClaims`].
     #[error("malformed token: {0}")]
     Malformed(&'static str),
     /// No key with this id is known to the verifier.
     #[error("unknown signing key id {0:?}")]
     UnknownKey(String),
-    /// The MAC does not match: the token was tampered with or forged.
+    /// The signature does not verify: the token was tampered with or forged.
     #[error("bad token signature")]
     BadSignature,
-    /// The signing key was retired and its grace period is over.
+    /// The signing key was retired and every token it signed has expired.
     #[error("signing key {kid:?} is retired")]
     KeyRetired {
         /// Id of the retired key.
         kid: String,
     },
-    /// The token expired (`now >= expires_at`).
+    /// `iss` is not the expected issuer.
+    #[error("token issuer {found:?} is not {expected:?}")]
+    WrongIssuer {
+        /// The verifier's issuer.
+        expected: String,
+        /// The token's `iss`.
+        found: String,
+    },
+    /// `aud` is not this verifier's audience: a token for another service.
+    #[error("token audience {found:?} is not {expected:?}")]
+    WrongAudience {
+        /// The verifier's audience.
+        expected: String,
+        /// The token's `aud`.
+        found: String,
+    },
+    /// The token expired (`now >= exp`).
     #[error("token expired at {expired_at}")]
     Expired {
-        /// The token's `expires_at`.
+        /// The token's `exp`.
         expired_at: u64,
     },
-    /// `issued_at` lies more than [`CLOCK_SKEW_SECS`] in the future.
-    #[error("token not valid before {issued_at}")]
+    /// `nbf` or `iat` lies more than [`CLOCK_SKEW_SECS`] in the future.
+    #[error("token not valid before {not_before}")]
     NotYetValid {
-        /// The token's `issued_at`.
-        issued_at: u64,
+        /// The later of the token's `nbf` and `iat`.
+        not_before: u64,
     },
+    /// The token's `jti` is on the verifier's revocation list: its run ended or was stopped.
+    #[error("token {jti:?} was revoked")]
+    Revoked {
+        /// The revoked credential id.
+        jti: String,
+    },
+    /// No JWT crypto backend is usable in this build (both or neither of `jsonwebtoken`'s
+    /// `rust_crypto` and `aws_lc_rs` features are enabled and none was installed).
+    #[error("no JWT crypto backend is available")]
+    NoCryptoBackend,
 }
 
-/// Errors creating keys, rotating, or drawing randomness.
+/// Errors creating or loading keys, rotating, or signing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// The key id is empty, longer than [`MAX_KID_LEN`], or uses characters
-    /// outside `[A-Za-z0-9_-]`.
-    #[error("invalid key id {0:?}: need 1..=32 chars of [A-Za-z0-9_-]")]
+    /// The key id is empty, longer than [`MAX_KID_LEN`], or uses characters outside
+    /// `[A-Za-z0-9_-]`.
+    #[error("invalid key id {0:?}: need 1..=64 chars of [A-Za-z0-9_-]")]
     InvalidKeyId(String),
-    /// The secret is shorter than [`MIN_SECRET_LEN`] bytes.
-    #[error("signing key secret too short: {len} bytes, need at least 32")]
-    KeyTooShort {
-        /// Length of the rejected secret.
-        len: usize,
-    },
-    /// A key with this id is already in the ring.
+    /// A key with this id is already in the key ring.
     #[error("key id {0:?} is already in the key ring")]
     DuplicateKeyId(String),
+    /// A JWK is not an Ed25519 public key (`kty` `OKP`, `crv` `Ed25519`, 32-byte `x`), has no
+    /// `kid`, or a JWK Set is not valid JSON.
+    #[error("invalid JWK{}: {reason}", kid.as_deref().map(|k| format!(" {k:?}")).unwrap_or_default())]
+    InvalidJwk {
+        /// The key's id, if it had one.
+        kid: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
     /// The OS random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(String),
-}
-
-/// A signing key: an id and at least 32 secret bytes. The secret is held in a
-/// [`secrecy`] box (zeroized on drop) and redacted from `Debug`.
-pub struct SigningKey {
-    kid: String,
-    secret: SecretSlice<u8>,
-}
-
-impl SigningKey {
-    /// Creates a key from `secret`, which must be at least 32 bytes; `kid`
-    /// must be 1..=32 chars of `[A-Za-z0-9_-]`. The passed vector is zeroized
-    /// whether or not the key is accepted.
-    pub fn new(kid: impl Into<String>, mut secret: Vec<u8>) -> Result<Self, TokenError> {
-        let kid = kid.into();
-        let checked = if !valid_kid(&kid) {
-            Err(TokenError::InvalidKeyId(kid))
-        } else if secret.len() < MIN_SECRET_LEN {
-            Err(TokenError::KeyTooShort { len: secret.len() })
-        } else {
-            // Copy into an exact-size box so no spare capacity keeps a copy.
-            let boxed: Box<[u8]> = secret.as_slice().into();
-            Ok(Self {
-                kid,
-                secret: SecretSlice::from(boxed),
-            })
-        };
-        secret.zeroize();
-        checked
-    }
-
-    /// Creates a key with 32 fresh random bytes from the OS.
-    pub fn generate(kid: impl Into<String>) -> Result<Self, TokenError> {
-        let mut secret = vec![0u8; MIN_SECRET_LEN];
-        getrandom::fill(&mut secret).map_err(|e| TokenError::Random(e.to_string()))?;
-        Self::new(kid, secret)
-    }
-
-    /// The key id written into tokens signed with this key.
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    fn mac(&self) -> HmacSha256 {
-        <HmacSha256 as Mac>::new_from_slice(self.secret.expose_secret())
-            .expect("HMAC accepts keys of any length")
-    }
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("secret", &"[REDACTED]")
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Retirement {
-    retired_at: u64,
-    /// Exclusive end of the grace period.
-    until: u64,
-}
-
-#[derive(Debug, Clone)]
-struct RingEntry {
-    key: Arc<SigningKey>,
-    retired: Option<Retirement>,
-}
-
-/// The current key plus retired keys that still verify until their grace
-/// ends. Shared between signer and verifier through `Arc<ArcSwap<KeyRing>>`
-/// so rotation (a pointer swap) never blocks a reader.
-///
-/// In a signer's ring the first entry is the current (signing) key; a ring
-/// built by [`TokenVerifier::from_keys`] holds only active keys.
-#[derive(Debug)]
-pub struct KeyRing {
-    entries: Vec<RingEntry>,
-}
-
-impl KeyRing {
-    /// Ids of all keys in the ring, current first.
-    pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|e| e.key.kid())
-    }
-
-    /// Whether a key with this id is in the ring (active or retired).
-    pub fn contains(&self, kid: &str) -> bool {
-        self.find(kid).is_some()
-    }
-
-    /// For a retired key, the (exclusive) end of its grace period; `None` for
-    /// active or unknown keys.
-    pub fn retired_until(&self, kid: &str) -> Option<u64> {
-        self.find(kid)?.retired.map(|r| r.until)
-    }
-
-    fn find(&self, kid: &str) -> Option<&RingEntry> {
-        self.entries.iter().find(|e| e.key.kid() == kid)
-    }
-
-    fn signing_key(&self) -> &SigningKey {
-        &self
-            .entries
-            .first()
-            .expect("a signer's ring always holds its current key")
-            .key
-    }
-}
-
-/// Mints tokens with the ring's current key.
-#[derive(Clone)]
-pub struct TokenSigner {
-    ring: Arc<ArcSwap<KeyRing>>,
-    /// Serialises rotations (writers only; readers never take it).
-    rotation: Arc<Mutex<()>>,
-    grace_secs: u64,
-}
-
-impl TokenSigner {
-    /// A signer whose current key is `key`.
-    ///
-    /// `grace_secs`: how long a retired key keeps verifying (set it to at
-    /// least the longest TTL you mint).
-    pub fn new(key: SigningKey, grace_secs: u64) -> Self {
-        let ring = KeyRing {
-            entries: vec![RingEntry {
-                key: Arc::new(key),
-                retired: None,
-            }],
-        };
-        Self {
-            ring: Arc::new(ArcSwap::from_pointee(ring)),
-            rotation: Arc::new(Mutex::new(())),
-            grace_secs,
-        }
-    }
-
-    /// Signs `claims` with the current key:
-    /// `tg1.<kid>.<base64url(payload json)>.<base64url(mac)>`, the MAC being
-    /// over `tg1.<kid>.<payload b64>`.
-    ///
-    /// Tokens longer than [`MAX_TOKEN_LEN`] will not verify; keep claims small.
-    pub fn sign(&self, claims: &TokenClaims) -> SecretString {
-        let ring = self.ring.load();
-        let key = ring.signing_key();
-        let payload = serde_json::to_vec(claims)
-            .expect("TokenClaims holds only strings and integers; JSON encoding cannot fail");
-        let len = TOKEN_VERSION.len()
-            + 1
-            + key.kid().len()
-            + 1
-            + b64_encoded_len(payload.len())
-            + 1
-            + b64_encoded_len(MAC_LEN);
-        // Exact capacity: `into_boxed_str` below must not reallocate and leave
-        // an unzeroized copy of the token behind.
-        let mut token = String::with_capacity(len);
-        token.push_str(TOKEN_VERSION);
-        token.push('.');
-        token.push_str(key.kid());
-        token.push('.');
-        b64_encode_into(&payload, &mut token);
-        let mut mac = key.mac();
-        mac.update(token.as_bytes());
-        let tag = mac.finalize().into_bytes();
-        token.push('.');
-        b64_encode_into(&tag, &mut token);
-        debug_assert_eq!(token.len(), len);
-        SecretString::from(token)
-    }
-
-    /// Makes `key` current; the previous current key is retired at `now` and
-    /// keeps verifying until `now + grace_secs` (exclusive), after which it
-    /// yields [`VerifyError::KeyRetired`]. Keys retired longer than their
-    /// grace (`now > retired_at + grace`) are dropped from the ring. Returns
-    /// the retired key's id.
-    ///
-    /// Rejects a kid still in the ring (after dropping expired keys) with
-    /// [`TokenError::DuplicateKeyId`]. Rotations are serialised among
-    /// themselves; verifiers and signers are never blocked.
-    pub fn rotate(&self, key: SigningKey, now: u64) -> Result<String, TokenError> {
-        let _writer = self
-            .rotation
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let old = self.ring.load_full();
-        let mut entries = Vec::with_capacity(old.entries.len() + 1);
-        let mut retired_kid = String::new();
-        for (i, entry) in old.entries.iter().enumerate() {
-            let retired = match entry.retired {
-                None if i == 0 => Retirement {
-                    retired_at: now,
-                    until: now.saturating_add(self.grace_secs),
-                },
-                None => continue, // unreachable for a signer's ring
-                Some(r) if now > r.until => continue,
-                Some(r) => r,
-            };
-            if i == 0 {
-                retired_kid = entry.key.kid().to_owned();
-            }
-            entries.push(RingEntry {
-                key: Arc::clone(&entry.key),
-                retired: Some(retired),
-            });
-        }
-        if entries.iter().any(|e| e.key.kid() == key.kid()) {
-            return Err(TokenError::DuplicateKeyId(key.kid().to_owned()));
-        }
-        entries.insert(
-            0,
-            RingEntry {
-                key: Arc::new(key),
-                retired: None,
-            },
-        );
-        self.ring.store(Arc::new(KeyRing { entries }));
-        Ok(retired_kid)
-    }
-
-    /// Id of the key new tokens are signed with.
-    pub fn current_kid(&self) -> String {
-        self.ring.load().signing_key().kid().to_owned()
-    }
-
-    /// A snapshot of the current key ring.
-    pub fn key_ring(&self) -> Arc<KeyRing> {
-        self.ring.load_full()
-    }
-
-    /// A verifier sharing this signer's ring (sees rotations immediately).
-    pub fn verifier(&self) -> TokenVerifier {
-        TokenVerifier {
-            ring: Arc::clone(&self.ring),
-        }
-    }
-
-    /// A fresh 128-bit nonce as 32 lowercase hex chars (OS randomness).
-    pub fn nonce() -> Result<String, TokenError> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
-        Ok(crate::hex::encode(&bytes))
-    }
-}
-
-impl fmt::Debug for TokenSigner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenSigner")
-            .field("ring", &**self.ring.load())
-            .field("grace_secs", &self.grace_secs)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Verifies tokens, for the downstream service.
-#[derive(Clone)]
-pub struct TokenVerifier {
-    ring: Arc<ArcSwap<KeyRing>>,
-}
-
-impl TokenVerifier {
-    /// A standalone verifier for a service that holds the keys itself (no
-    /// signer in-process). All keys are active (never retired). If several
-    /// keys share an id, the first one is used and the others are ignored.
-    pub fn from_keys(keys: Vec<SigningKey>) -> Self {
-        let mut entries: Vec<RingEntry> = Vec::with_capacity(keys.len());
-        for key in keys {
-            if entries.iter().all(|e| e.key.kid() != key.kid()) {
-                entries.push(RingEntry {
-                    key: Arc::new(key),
-                    retired: None,
-                });
-            }
-        }
-        Self {
-            ring: Arc::new(ArcSwap::from_pointee(KeyRing { entries })),
-        }
-    }
-
-    /// A snapshot of the key ring this verifier consults.
-    pub fn key_ring(&self) -> Arc<KeyRing> {
-        self.ring.load_full()
-    }
-
-    /// Checks, in this order: length, format, key id, MAC (constant time),
-    /// retirement grace, then — only for an authenticated payload — the claims
-    /// JSON, expiry (`now < expires_at`) and `issued_at <= now + 60`.
-    pub fn verify(&self, token: &str, now: u64) -> Result<TokenClaims, VerifyError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(VerifyError::Malformed("token too long"));
-        }
-        let mut parts = token.split('.');
-        let (Some(version), Some(kid), Some(payload_b64), Some(mac_b64), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(VerifyError::Malformed("expected 4 dot-separated segments"));
-        };
-        if version != TOKEN_VERSION {
-            return Err(VerifyError::Malformed("unsupported token version"));
-        }
-        if !valid_kid(kid) {
-            return Err(VerifyError::Malformed("invalid key id"));
-        }
-        let payload = b64_decode(payload_b64)
-            .map_err(|_| VerifyError::Malformed("payload is not base64url"))?;
-        let tag =
-            b64_decode(mac_b64).map_err(|_| VerifyError::Malformed("mac is not base64url"))?;
-        if tag.len() != MAC_LEN {
-            return Err(VerifyError::Malformed("mac has the wrong length"));
-        }
-
-        let ring = self.ring.load();
-        let entry = ring
-            .find(kid)
-            .ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
-        let signed_len = token.len() - mac_b64.len() - 1;
-        let mut mac = entry.key.mac();
-        mac.update(&token.as_bytes()[..signed_len]);
-        mac.verify_slice(&tag)
-            .map_err(|_| VerifyError::BadSignature)?;
-        if let Some(r) = entry.retired
-            && now >= r.until
-        {
-            return Err(VerifyError::KeyRetired {
-                kid: kid.to_owned(),
-            });
-        }
-        drop(ring);
-
-        // Authenticated from here on.
-        let claims: TokenClaims = serde_json::from_slice(&payload)
-            .map_err(|_| VerifyError::Malformed("payload is not valid claims JSON"))?;
-        if now >= claims.expires_at {
-            return Err(VerifyError::Expired {
-                expired_at: claims.expires_at,
-            });
-        }
-        if claims.issued_at > now.saturating_add(CLOCK_SKEW_SECS) {
-            return Err(VerifyError::NotYetValid {
-                issued_at: claims.issued_at,
-            });
-        }
-        Ok(claims)
-    }
-}
-
-impl fmt::Debug for TokenVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenVerifier")
-            .field("ring", &**self.ring.load())
-            .finish()
-    }
+    /// Encoding the key or signing failed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// No JWT crypto backend is usable in this build (see [`VerifyError::NoCryptoBackend`]).
+    #[error("no JWT crypto backend is available")]
+    NoCryptoBackend,
 }
 
 fn valid_kid(kid: &str) -> bool {
@@ -523,576 +210,524 @@ fn valid_kid(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-// ---------------------------------------------------------------------------
-// base64url without padding (RFC 4648 §5), strict decoding.
-
-const B64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-fn b64_encoded_len(n: usize) -> usize {
-    n / 3 * 4 + [0, 2, 3][n % 3]
+fn backend_available() -> bool {
+    jsonwebtoken::crypto::CryptoProvider::try_get_default().is_some()
 }
 
-fn b64_encode_into(input: &[u8], out: &mut String) {
-    let sym = |v: u32| char::from(B64_ALPHABET[(v & 63) as usize]);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(sym(n >> (18 - 6 * i)));
+/// An Ed25519 signing key and its id. The private key is zeroized on drop and redacted from
+/// `Debug`.
+pub struct SigningKey {
+    kid: String,
+    /// PKCS#8 form, what `jsonwebtoken` signs with (zeroized on drop by `jsonwebtoken`).
+    encoding: EncodingKey,
+    public: PublicKey,
+}
+
+impl SigningKey {
+    /// A fresh key from the OS random number generator. `kid` must be 1..=64 chars of
+    /// `[A-Za-z0-9_-]`.
+    pub fn generate(kid: impl Into<String>) -> Result<Self, TokenError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| TokenError::Random(e.to_string()))?;
+        let key = Self::from_seed(kid, &seed);
+        seed.zeroize();
+        key
+    }
+
+    /// A key from its 32-byte Ed25519 seed (the RFC 8032 private key), e.g. loaded from a vault.
+    pub fn from_seed(kid: impl Into<String>, seed: &[u8; 32]) -> Result<Self, TokenError> {
+        let kid = kid.into();
+        if !valid_kid(&kid) {
+            return Err(TokenError::InvalidKeyId(kid));
+        }
+        let dalek = ed25519_dalek::SigningKey::from_bytes(seed);
+        let der = dalek
+            .to_pkcs8_der()
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        let public = PublicKey::new(kid.clone(), dalek.verifying_key())?;
+        Ok(Self {
+            kid,
+            encoding,
+            public,
+        })
+    }
+
+    /// The key id written into the `kid` header of tokens signed with this key.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public half, for verifiers.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("private_key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// An Ed25519 public key and its id: all a verifier needs. Cheap to clone.
+#[derive(Clone)]
+pub struct PublicKey {
+    kid: String,
+    key: ed25519_dalek::VerifyingKey,
+    decoding: DecodingKey,
+}
+
+impl PublicKey {
+    fn new(kid: String, key: ed25519_dalek::VerifyingKey) -> Result<Self, TokenError> {
+        let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
+        let decoding = DecodingKey::from_ed_components(&x).map_err(|e| TokenError::InvalidJwk {
+            kid: Some(kid.clone()),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { kid, key, decoding })
+    }
+
+    /// Reads an Ed25519 public key from its JWK (`kty` `OKP`, `crv` `Ed25519`, `x`, `kid`).
+    pub fn from_jwk(jwk: &Jwk) -> Result<Self, TokenError> {
+        let kid = jwk.common.key_id.clone();
+        let bad = |reason: &str| TokenError::InvalidJwk {
+            kid: kid.clone(),
+            reason: reason.to_owned(),
+        };
+        let Some(id) = kid.clone().filter(|k| valid_kid(k)) else {
+            return Err(bad("no `kid`, or not 1..=64 chars of [A-Za-z0-9_-]"));
+        };
+        if jwk
+            .common
+            .key_algorithm
+            .is_some_and(|a| a != KeyAlgorithm::EdDSA)
+        {
+            return Err(bad("`alg` is not EdDSA"));
+        }
+        let AlgorithmParameters::OctetKeyPair(p) = &jwk.algorithm else {
+            return Err(bad("not an octet key pair (`kty` must be `OKP`)"));
+        };
+        if p.curve != EllipticCurve::Ed25519 {
+            return Err(bad("`crv` is not Ed25519"));
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(&p.x)
+            .map_err(|_| bad("`x` is not base64url without padding"))?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad("`x` is not 32 bytes"))?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| bad("`x` is not an Ed25519 point"))?;
+        Self::new(id, key)
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The 32-byte Ed25519 public key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.key.as_bytes()
+    }
+
+    /// The key as a JWK: `{"kty":"OKP","crv":"Ed25519","x":...,"kid":...,"alg":"EdDSA","use":"sig"}`.
+    pub fn to_jwk(&self) -> Jwk {
+        Jwk {
+            common: CommonParameters {
+                public_key_use: Some(PublicKeyUse::Signature),
+                key_algorithm: Some(KeyAlgorithm::EdDSA),
+                key_id: Some(self.kid.clone()),
+                ..CommonParameters::default()
+            },
+            algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                key_type: OctetKeyPairType::OctetKeyPair,
+                curve: EllipticCurve::Ed25519,
+                x: URL_SAFE_NO_PAD.encode(self.key.as_bytes()),
+            }),
         }
     }
 }
 
-#[cfg(test)]
-fn b64_encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(b64_encoded_len(input.len()));
-    b64_encode_into(input, &mut out);
-    out
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kid", &self.kid)
+            .field("x", &URL_SAFE_NO_PAD.encode(self.key.as_bytes()))
+            .finish()
+    }
 }
 
-/// Why strict base64url decoding failed.
+/// When a key stops verifying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum B64Error {
-    /// A character outside the url-safe alphabet (this includes `=`).
-    InvalidChar,
-    /// Length ≡ 1 (mod 4) cannot encode whole bytes.
-    InvalidLength,
-    /// The unused low bits of the last character are not zero.
-    NonCanonical,
+enum Status {
+    /// Current (signing) key, or a key a standalone verifier was given.
+    Active,
+    /// Retired at this time; verifies while `now < latest_exp`.
+    Retired { at: u64 },
 }
 
-fn b64_value(c: u8) -> Result<u32, B64Error> {
-    let v = match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => return Err(B64Error::InvalidChar),
-    };
-    Ok(u32::from(v))
+/// One key as verifiers see it.
+#[derive(Debug, Clone)]
+struct VerifyEntry {
+    public: PublicKey,
+    status: Status,
+    /// The latest `exp` of any token this key signed (shared with the signer's entry).
+    latest_exp: Arc<AtomicU64>,
 }
 
-fn b64_decode(input: &str) -> Result<Vec<u8>, B64Error> {
-    let bytes = input.as_bytes();
-    if bytes.len() % 4 == 1 {
-        return Err(B64Error::InvalidLength);
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3 + 2);
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= b64_value(c)? << (18 - 6 * i);
-        }
-        let full = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        let produced = chunk.len() - 1; // 4 chars -> 3 bytes, 3 -> 2, 2 -> 1
-        // Bits below the last produced byte must be zero (canonical form).
-        if produced < 3 && full[produced..].iter().any(|&b| b != 0) {
-            return Err(B64Error::NonCanonical);
-        }
-        out.extend_from_slice(&full[..produced]);
-    }
-    Ok(out)
+/// The public keys a verifier consults. Shared through `Arc<ArcSwap<_>>` so a rotation is a
+/// pointer swap.
+#[derive(Debug, Default)]
+struct PublicRing {
+    entries: Vec<VerifyEntry>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    const NOW: u64 = 1_700_000_000;
-
-    fn key(kid: &str, fill: u8) -> SigningKey {
-        SigningKey::new(kid, vec![fill; 32]).expect("valid key")
+impl PublicRing {
+    fn find(&self, kid: &str) -> Option<&VerifyEntry> {
+        self.entries.iter().find(|e| e.public.kid == kid)
     }
+}
 
-    fn claims(issued_at: u64, ttl: u64) -> TokenClaims {
-        TokenClaims {
-            credential_id: "cred-1".into(),
-            run: "run-42".into(),
-            tools: vec!["docs.search".into(), "docs.fetch".into()],
-            operations: vec!["read".into()],
-            resource: "matter/M-1001/*".into(),
-            issued_at,
-            expires_at: issued_at + ttl,
-            nonce: TokenSigner::nonce().expect("nonce"),
+/// One key as the signer holds it.
+struct SignEntry {
+    key: Arc<SigningKey>,
+    latest_exp: Arc<AtomicU64>,
+}
+
+/// Keys rotate under this lock (writers only; signers and verifiers never take it).
+struct Rings {
+    /// The current signing key.
+    current: ArcSwap<SignEntry>,
+    /// What verifiers see: the current key and the retired keys whose tokens may be unexpired.
+    public: Arc<ArcSwap<PublicRing>>,
+    rotation: Mutex<()>,
+}
+
+/// Signs tokens with the current key of a rotating key ring; hands out verifiers and the JWKS.
+/// Cheap to clone (clones share the ring).
+#[derive(Clone)]
+pub struct TokenSigner {
+    rings: Arc<Rings>,
+}
+
+impl TokenSigner {
+    /// A signer whose current key is `key`.
+    pub fn new(key: SigningKey) -> Self {
+        let latest_exp = Arc::new(AtomicU64::new(0));
+        let public = PublicRing {
+            entries: vec![VerifyEntry {
+                public: key.public.clone(),
+                status: Status::Active,
+                latest_exp: Arc::clone(&latest_exp),
+            }],
+        };
+        Self {
+            rings: Arc::new(Rings {
+                current: ArcSwap::from_pointee(SignEntry {
+                    key: Arc::new(key),
+                    latest_exp,
+                }),
+                public: Arc::new(ArcSwap::from_pointee(public)),
+                rotation: Mutex::new(()),
+            }),
         }
     }
 
-    fn signer() -> TokenSigner {
-        TokenSigner::new(key("k1", 7), 600)
-    }
-
-    fn segments(token: &str) -> Vec<String> {
-        token.split('.').map(str::to_owned).collect()
-    }
-
-    /// Re-signs arbitrary payload bytes with `key`, for tests that need an
-    /// authenticated but otherwise odd token.
-    fn forge(key: &SigningKey, payload: &[u8]) -> String {
-        let mut t = format!("{TOKEN_VERSION}.{}.{}", key.kid(), b64_encode(payload));
-        let mut mac = key.mac();
-        mac.update(t.as_bytes());
-        let tag = mac.finalize().into_bytes();
-        t.push('.');
-        t.push_str(&b64_encode(&tag));
-        t
-    }
-
-    #[test]
-    fn round_trip_and_format() {
-        let s = signer();
-        let c = claims(NOW, 300);
-        let token = s.sign(&c);
-        let text = token.expose_secret();
-        let seg = segments(text);
-        assert_eq!(seg.len(), 4);
-        assert_eq!((seg[0].as_str(), seg[1].as_str()), ("tg1", "k1"));
-        assert_eq!(
-            b64_decode(&seg[2]).unwrap(),
-            serde_json::to_vec(&c).unwrap()
-        );
-        // The MAC is HMAC-SHA256 over "tg1.<kid>.<payload b64>".
-        let mut mac = HmacSha256::new_from_slice(&[7u8; 32]).unwrap();
-        mac.update(format!("tg1.k1.{}", seg[2]).as_bytes());
-        assert_eq!(
-            b64_decode(&seg[3]).unwrap(),
-            mac.finalize().into_bytes().to_vec()
-        );
-        assert_eq!(s.verifier().verify(text, NOW + 10), Ok(c.clone()));
-        let standalone = TokenVerifier::from_keys(vec![key("other", 1), key("k1", 7)]);
-        assert_eq!(standalone.verify(text, NOW), Ok(c));
-    }
-
-    #[test]
-    fn tampered_payload_byte_is_bad_signature() {
-        let s = signer();
-        let text = s.sign(&claims(NOW, 300)).expose_secret().to_owned();
-        let seg = segments(&text);
-        let mut payload = b64_decode(&seg[2]).unwrap();
-        let pos = payload.windows(4).position(|w| w == b"read").unwrap();
-        payload[pos] ^= 0x01; // "read" -> "sead"
-        let forged = format!("{}.{}.{}.{}", seg[0], seg[1], b64_encode(&payload), seg[3]);
-        assert_eq!(
-            s.verifier().verify(&forged, NOW),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn tampered_mac_bit_is_bad_signature() {
-        let s = signer();
-        let text = s.sign(&claims(NOW, 300)).expose_secret().to_owned();
-        let seg = segments(&text);
-        for byte in [0, 15, 31] {
-            let mut tag = b64_decode(&seg[3]).unwrap();
-            tag[byte] ^= 0x01;
-            let forged = format!("{}.{}.{}.{}", seg[0], seg[1], seg[2], b64_encode(&tag));
-            assert_eq!(
-                s.verifier().verify(&forged, NOW),
-                Err(VerifyError::BadSignature)
-            );
+    /// Signs `claims` with the current key (header `{"typ":"JWT","alg":"EdDSA","kid":...}`).
+    pub fn sign(&self, claims: &TokenClaims) -> Result<SecretString, TokenError> {
+        if !backend_available() {
+            return Err(TokenError::NoCryptoBackend);
         }
+        let current = self.rings.current.load();
+        // Before signing: a rotation that retires this key sees this token's expiry.
+        current.latest_exp.fetch_max(claims.exp, Ordering::AcqRel);
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(current.key.kid.clone());
+        let mut token = jsonwebtoken::encode(&header, claims, &current.key.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        // Copy into an exact-size box and wipe the original, so no spare capacity keeps a copy.
+        let boxed: Box<str> = token.as_str().into();
+        token.zeroize();
+        Ok(SecretString::from(boxed))
     }
 
-    #[test]
-    fn swapped_kid_is_bad_signature() {
-        let (a, b) = (key("a", 1), key("b", 2));
-        let text = forge(&a, &serde_json::to_vec(&claims(NOW, 300)).unwrap());
-        let swapped = text.replacen("tg1.a.", "tg1.b.", 1);
-        let v = TokenVerifier::from_keys(vec![a, b]);
-        assert!(v.verify(&text, NOW).is_ok());
-        assert_eq!(v.verify(&swapped, NOW), Err(VerifyError::BadSignature));
-    }
-
-    #[test]
-    fn different_key_with_same_kid_is_bad_signature() {
-        let attacker = TokenSigner::new(key("k1", 0xAA), 600);
-        let text = attacker.sign(&claims(NOW, 300));
-        let v = signer().verifier();
-        assert_eq!(
-            v.verify(text.expose_secret(), NOW),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn unknown_kid_is_rejected() {
-        let other = TokenSigner::new(key("zz", 7), 600);
-        let text = other.sign(&claims(NOW, 300));
-        assert_eq!(
-            signer().verifier().verify(text.expose_secret(), NOW),
-            Err(VerifyError::UnknownKey("zz".into()))
-        );
-    }
-
-    #[test]
-    fn truncated_token_never_verifies() {
-        let s = signer();
-        let v = s.verifier();
-        let text = s.sign(&claims(NOW, 300)).expose_secret().to_owned();
-        for cut in 0..text.len() {
-            let err = v.verify(&text[..cut], NOW).unwrap_err();
-            assert!(
-                matches!(err, VerifyError::Malformed(_) | VerifyError::BadSignature),
-                "prefix of len {cut}: {err:?}"
-            );
-        }
-        let three: Vec<_> = segments(&text)[..3].to_vec();
-        assert!(matches!(
-            v.verify(&three.join("."), NOW),
-            Err(VerifyError::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn extra_segment_is_malformed() {
-        let s = signer();
-        let text = s.sign(&claims(NOW, 300)).expose_secret().to_owned();
-        let v = s.verifier();
-        for bad in [format!("{text}.x"), format!("{text}."), format!(".{text}")] {
-            assert!(
-                matches!(v.verify(&bad, NOW), Err(VerifyError::Malformed(_))),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn base64_padding_is_malformed() {
-        let s = signer();
-        let text = s.sign(&claims(NOW, 300)).expose_secret().to_owned();
-        let seg = segments(&text);
-        let v = s.verifier();
-        let padded_mac = format!("{}.{}.{}.{}=", seg[0], seg[1], seg[2], seg[3]);
-        let padded_payload = format!("{}.{}.{}==.{}", seg[0], seg[1], seg[2], seg[3]);
-        assert!(matches!(
-            v.verify(&padded_mac, NOW),
-            Err(VerifyError::Malformed(_))
-        ));
-        assert!(matches!(
-            v.verify(&padded_payload, NOW),
-            Err(VerifyError::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn non_base64_chars_are_malformed() {
-        let s = signer();
-        let text = s.sign(&claims(NOW, 300)).expose_secret().to_owned();
-        let seg = segments(&text);
-        let v = s.verifier();
-        for bad in ['+', '/', '!', ' ', 'é'] {
-            let mut p: Vec<char> = seg[2].chars().collect();
-            p[4] = bad;
-            let p: String = p.into_iter().collect();
-            let forged = format!("{}.{}.{}.{}", seg[0], seg[1], p, seg[3]);
-            assert_eq!(
-                v.verify(&forged, NOW),
-                Err(VerifyError::Malformed("payload is not base64url"))
-            );
-        }
-    }
-
-    #[test]
-    fn bad_version_kid_or_mac_length_is_malformed() {
-        let s = signer();
-        let text = s.sign(&claims(NOW, 300)).expose_secret().to_owned();
-        let seg = segments(&text);
-        let v = s.verifier();
-        let cases = [
-            format!("tg2.{}.{}.{}", seg[1], seg[2], seg[3]),
-            format!("tg1.k!1.{}.{}", seg[2], seg[3]),
-            format!("tg1..{}.{}", seg[2], seg[3]),
-            format!("tg1.{}.{}.{}", "k".repeat(33), seg[2], seg[3]),
-            format!("tg1.{}.{}.{}", seg[1], seg[2], &seg[3][..40]),
-        ];
-        for bad in cases {
-            assert!(
-                matches!(v.verify(&bad, NOW), Err(VerifyError::Malformed(_))),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn oversize_token_is_malformed_even_if_validly_signed() {
-        let s = signer();
-        let mut c = claims(NOW, 300);
-        c.resource = "x".repeat(MAX_TOKEN_LEN);
-        let text = s.sign(&c);
-        assert_eq!(
-            s.verifier().verify(text.expose_secret(), NOW),
-            Err(VerifyError::Malformed("token too long"))
-        );
-    }
-
-    #[test]
-    fn unauthenticated_payload_is_never_parsed_and_mac_precedes_expiry() {
-        let s = signer();
-        let v = s.verifier();
-        // Garbage JSON with a wrong MAC: the MAC failure is reported, not a parse error.
-        let garbage = format!(
-            "tg1.k1.{}.{}",
-            b64_encode(b"{not json"),
-            b64_encode(&[0u8; 32])
-        );
-        assert_eq!(v.verify(&garbage, NOW), Err(VerifyError::BadSignature));
-        // An expired token with a broken MAC reports the MAC, not the expiry.
-        let text = s.sign(&claims(NOW - 1000, 10)).expose_secret().to_owned();
-        let seg = segments(&text);
-        let mut tag = b64_decode(&seg[3]).unwrap();
-        tag[0] ^= 0x80;
-        let broken = format!("{}.{}.{}.{}", seg[0], seg[1], seg[2], b64_encode(&tag));
-        assert_eq!(v.verify(&broken, NOW), Err(VerifyError::BadSignature));
-        assert!(matches!(
-            v.verify(&text, NOW),
-            Err(VerifyError::Expired { .. })
-        ));
-        // Authenticated but invalid JSON (or unknown fields) is malformed.
-        let k = key("k1", 7);
-        for payload in [&b"{not json"[..], br#"{"credential_id":"x"}"#] {
-            assert_eq!(
-                v.verify(&forge(&k, payload), NOW),
-                Err(VerifyError::Malformed("payload is not valid claims JSON"))
-            );
-        }
-        let mut extra = serde_json::to_value(claims(NOW, 300)).unwrap();
-        extra["admin"] = serde_json::Value::Bool(true);
-        let t = forge(&k, &serde_json::to_vec(&extra).unwrap());
-        assert!(matches!(v.verify(&t, NOW), Err(VerifyError::Malformed(_))));
-    }
-
-    #[test]
-    fn expired_at_exactly_expires_at_is_rejected() {
-        let s = signer();
-        let c = claims(NOW, 300);
-        let text = s.sign(&c);
-        let v = s.verifier();
-        assert!(v.verify(text.expose_secret(), c.expires_at - 1).is_ok());
-        for now in [c.expires_at, c.expires_at + 1, u64::MAX] {
-            assert_eq!(
-                v.verify(text.expose_secret(), now),
-                Err(VerifyError::Expired {
-                    expired_at: c.expires_at
-                })
-            );
-        }
-    }
-
-    #[test]
-    fn future_issued_token_is_not_yet_valid() {
-        let s = signer();
-        let v = s.verifier();
-        let within_skew = s.sign(&claims(NOW + CLOCK_SKEW_SECS, 300));
-        assert!(v.verify(within_skew.expose_secret(), NOW).is_ok());
-        let future = s.sign(&claims(NOW + CLOCK_SKEW_SECS + 1, 300));
-        assert_eq!(
-            v.verify(future.expose_secret(), NOW),
-            Err(VerifyError::NotYetValid {
-                issued_at: NOW + CLOCK_SKEW_SECS + 1
-            })
-        );
-    }
-
-    #[test]
-    fn rotation_keeps_old_tokens_valid_until_grace_ends() {
-        let s = TokenSigner::new(key("k0", 1), 300);
-        let v = s.verifier(); // created before the rotation
-        let old = s.sign(&claims(NOW, 10_000));
-        assert_eq!(s.rotate(key("k1", 2), NOW + 10).unwrap(), "k0");
-        assert_eq!(s.current_kid(), "k1");
-        let new = s.sign(&claims(NOW + 10, 10_000));
-        assert_eq!(segments(new.expose_secret())[1], "k1");
-        assert!(v.verify(new.expose_secret(), NOW + 11).is_ok());
-        assert!(v.verify(old.expose_secret(), NOW + 11).is_ok());
-        assert!(v.verify(old.expose_secret(), NOW + 10 + 299).is_ok());
-        assert_eq!(s.key_ring().retired_until("k0"), Some(NOW + 310));
-        for now in [NOW + 310, NOW + 5000] {
-            assert_eq!(
-                v.verify(old.expose_secret(), now),
-                Err(VerifyError::KeyRetired { kid: "k0".into() })
-            );
-        }
-        assert!(v.verify(new.expose_secret(), NOW + 5000).is_ok());
-    }
-
-    #[test]
-    fn key_retired_longer_than_grace_is_dropped() {
-        let s = TokenSigner::new(key("k0", 1), 300);
-        let old = s.sign(&claims(NOW, 10_000));
-        s.rotate(key("k1", 2), NOW).unwrap();
-        // At exactly retired_at + grace the key is invalid but still known.
-        s.rotate(key("k2", 3), NOW + 300).unwrap();
-        assert!(s.key_ring().contains("k0"));
-        s.rotate(key("k3", 4), NOW + 301).unwrap();
-        let kids: Vec<String> = s.key_ring().kids().map(str::to_owned).collect();
-        assert_eq!(kids, ["k3", "k2", "k1"]);
-        assert_eq!(
-            s.verifier().verify(old.expose_secret(), NOW + 301),
-            Err(VerifyError::UnknownKey("k0".into()))
-        );
-    }
-
-    #[test]
-    fn rotate_rejects_duplicate_kid() {
-        let s = TokenSigner::new(key("k0", 1), 300);
-        s.rotate(key("k1", 2), NOW).unwrap();
-        for dup in ["k0", "k1"] {
-            assert!(matches!(
-                s.rotate(key(dup, 9), NOW + 1),
-                Err(TokenError::DuplicateKeyId(k)) if k == dup
-            ));
-        }
-        assert_eq!(s.current_kid(), "k1");
-    }
-
-    #[test]
-    fn concurrent_rotate_and_verify_never_fails_a_current_key_token() {
-        let s = TokenSigner::new(SigningKey::generate("k0").unwrap(), 1_000_000);
-        std::thread::scope(|scope| {
-            let rotator = s.clone();
-            scope.spawn(move || {
-                for i in 1..=40u64 {
-                    let k = SigningKey::generate(format!("k{i}")).unwrap();
-                    rotator.rotate(k, NOW + i).unwrap();
-                    std::thread::yield_now();
-                }
+    /// Makes `key` current. The previous key is retired at `now`: it keeps verifying while a
+    /// token it signed can be unexpired (until the latest `exp` it signed), then yields
+    /// [`VerifyError::KeyRetired`]. Retired keys whose tokens have all expired by `now` are
+    /// dropped. Returns the retired key's id. Refuses a `kid` still in the ring.
+    pub fn rotate(&self, key: SigningKey, now: u64) -> Result<String, TokenError> {
+        let _writer = self.rings.rotation.lock();
+        let old = self.rings.public.load_full();
+        let current = self.rings.current.load_full();
+        let mut entries = Vec::with_capacity(old.entries.len() + 1);
+        for e in &old.entries {
+            let status = match e.status {
+                Status::Active if e.public.kid == current.key.kid => Status::Retired { at: now },
+                Status::Active => e.status,
+                Status::Retired { .. } if e.latest_exp.load(Ordering::Acquire) <= now => continue,
+                Status::Retired { .. } => e.status,
+            };
+            entries.push(VerifyEntry {
+                status,
+                ..e.clone()
             });
-            for _ in 0..3 {
-                let signer = s.clone();
-                let verifier = s.verifier();
-                scope.spawn(move || {
-                    for _ in 0..200 {
-                        let c = claims(NOW, 10_000);
-                        let t = signer.sign(&c);
-                        assert_eq!(verifier.verify(t.expose_secret(), NOW + 50), Ok(c));
-                    }
+        }
+        if entries.iter().any(|e| e.public.kid == key.kid) {
+            return Err(TokenError::DuplicateKeyId(key.kid));
+        }
+        let latest_exp = Arc::new(AtomicU64::new(0));
+        entries.insert(
+            0,
+            VerifyEntry {
+                public: key.public.clone(),
+                status: Status::Active,
+                latest_exp: Arc::clone(&latest_exp),
+            },
+        );
+        let retired = current.key.kid.clone();
+        // Verifiers learn the new key before anything is signed with it.
+        self.rings.public.store(Arc::new(PublicRing { entries }));
+        self.rings.current.store(Arc::new(SignEntry {
+            key: Arc::new(key),
+            latest_exp,
+        }));
+        Ok(retired)
+    }
+
+    /// Id of the key new tokens are signed with.
+    pub fn current_kid(&self) -> String {
+        self.rings.current.load().key.kid.clone()
+    }
+
+    /// Ids of every key that still verifies (current first), and for retired ones, until when.
+    pub fn kids(&self) -> Vec<(String, Option<u64>)> {
+        self.rings
+            .public
+            .load()
+            .entries
+            .iter()
+            .map(|e| {
+                let until = match e.status {
+                    Status::Active => None,
+                    Status::Retired { .. } => Some(e.latest_exp.load(Ordering::Acquire)),
+                };
+                (e.public.kid.clone(), until)
+            })
+            .collect()
+    }
+
+    /// The public keys of the current and the still-verifying retired keys as a JSON Web Key
+    /// Set (RFC 7517): what a downstream service loads into its JWT library, and polls to learn
+    /// rotations. Holds no private key.
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: self
+                .rings
+                .public
+                .load()
+                .entries
+                .iter()
+                .map(|e| e.public.to_jwk())
+                .collect(),
+        }
+    }
+
+    /// A verifier for tokens with this `aud` and the default issuer, sharing this signer's
+    /// public ring (it sees rotations at once) and consulting `revocations`.
+    pub fn verifier(&self, audience: &str, revocations: RevocationList) -> TokenVerifier {
+        TokenVerifier {
+            ring: Arc::clone(&self.rings.public),
+            audience: audience.to_owned(),
+            issuer: DEFAULT_ISSUER.to_owned(),
+            revocations: Some(revocations),
+        }
+    }
+}
+
+impl fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSigner")
+            .field("current_kid", &self.current_kid())
+            .field("ring", &**self.rings.public.load())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Verifies tokens for one audience; holds public keys only. Cheap to clone.
+///
+/// In the process that mints, get one from the provider (it shares the key ring and the
+/// revocation list). A Rust service elsewhere builds one from the JWKS
+/// ([`TokenVerifier::from_jwks`]) and the revocation export it polls
+/// ([`RevocationList::merge`]); a service in another language uses its own JWT library with the
+/// JWKS, `alg` fixed to `EdDSA`, and checks `aud`, `iss`, `exp`, `nbf` and the polled `jti` list.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    ring: Arc<ArcSwap<PublicRing>>,
+    audience: String,
+    issuer: String,
+    revocations: Option<RevocationList>,
+}
+
+impl TokenVerifier {
+    /// A standalone verifier of tokens for `audience`, trusting `keys` (all active).
+    pub fn from_public_keys(keys: Vec<PublicKey>, audience: &str) -> Self {
+        let mut entries: Vec<VerifyEntry> = Vec::with_capacity(keys.len());
+        for public in keys {
+            if entries.iter().all(|e| e.public.kid != public.kid) {
+                entries.push(VerifyEntry {
+                    public,
+                    status: Status::Active,
+                    latest_exp: Arc::new(AtomicU64::new(u64::MAX)),
                 });
             }
-        });
-        assert_eq!(s.current_kid(), "k40");
+        }
+        Self {
+            ring: Arc::new(ArcSwap::from_pointee(PublicRing { entries })),
+            audience: audience.to_owned(),
+            issuer: DEFAULT_ISSUER.to_owned(),
+            revocations: None,
+        }
     }
 
-    #[test]
-    fn debug_output_never_contains_secrets_or_token_text() {
-        let secret = b"SUPERSECRETKEYMATERIAL0123456789".to_vec();
-        let secret_dbg = format!("{secret:?}");
-        let k = SigningKey::new("k1", secret.clone()).unwrap();
-        let k_dbg = format!("{k:?}");
-        let s = TokenSigner::new(k, 600);
-        let token = s.sign(&claims(NOW, 300));
-        let text = token.expose_secret();
-        let payload = segments(text)[2].clone();
-        let outputs = [
-            k_dbg,
-            format!("{s:?}"),
-            format!("{:?}", s.key_ring()),
-            format!("{:?}", s.verifier()),
-            format!("{token:?}"),
-        ];
-        for out in &outputs {
-            assert!(!out.contains("SUPERSECRET"), "{out}");
-            assert!(!out.contains(&secret_dbg[1..20]), "{out}");
-            assert!(!out.contains(text) && !out.contains(&payload), "{out}");
-        }
-        assert!(outputs[0].contains("k1") && outputs[0].contains("REDACTED"));
-        assert!(outputs[4].contains("REDACTED"));
+    /// A standalone verifier from a JWK Set's JSON text (what [`TokenSigner::jwks`] exports).
+    /// Every key must be an Ed25519 public key with a `kid`.
+    pub fn from_jwks(jwks_json: &str, audience: &str) -> Result<Self, TokenError> {
+        let set: JwkSet = serde_json::from_str(jwks_json).map_err(|e| TokenError::InvalidJwk {
+            kid: None,
+            reason: e.to_string(),
+        })?;
+        let keys = set
+            .keys
+            .iter()
+            .map(PublicKey::from_jwk)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_public_keys(keys, audience))
     }
 
-    #[test]
-    fn signing_key_validation() {
-        assert!(matches!(
-            SigningKey::new("", vec![0; 32]),
-            Err(TokenError::InvalidKeyId(_))
-        ));
-        assert!(matches!(
-            SigningKey::new("a".repeat(33), vec![0; 32]),
-            Err(TokenError::InvalidKeyId(_))
-        ));
-        assert!(matches!(
-            SigningKey::new("a.b", vec![0; 32]),
-            Err(TokenError::InvalidKeyId(_))
-        ));
-        assert!(matches!(
-            SigningKey::new("ok", vec![0; 31]),
-            Err(TokenError::KeyTooShort { len: 31 })
-        ));
-        let long = "A-z_9".repeat(6) + "xy";
-        assert_eq!(
-            SigningKey::new(long.clone(), vec![0; 64]).unwrap().kid(),
-            long
-        );
-        assert_eq!(SigningKey::generate("g").unwrap().kid(), "g");
+    /// Expects `iss` to be `issuer` instead of [`DEFAULT_ISSUER`].
+    pub fn issuer(mut self, issuer: &str) -> Self {
+        self.issuer = issuer.to_owned();
+        self
     }
 
-    #[test]
-    fn nonce_is_128_bit_hex() {
-        let (a, b) = (TokenSigner::nonce().unwrap(), TokenSigner::nonce().unwrap());
-        assert_eq!(a.len(), 32);
-        assert!(
-            a.bytes()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
-        assert_ne!(a, b);
+    /// Refuses every token whose `jti` is on `list` (shared: revocations added later count).
+    pub fn with_revocations(mut self, list: RevocationList) -> Self {
+        self.revocations = Some(list);
+        self
     }
 
-    #[test]
-    fn base64_known_vectors_and_strict_rejects() {
-        let vectors: [(&[u8], &str); 8] = [
-            (b"", ""),
-            (b"f", "Zg"),
-            (b"fo", "Zm8"),
-            (b"foo", "Zm9v"),
-            (b"foob", "Zm9vYg"),
-            (b"fooba", "Zm9vYmE"),
-            (b"foobar", "Zm9vYmFy"),
-            (&[0xfb, 0xff, 0xbf], "-_-_"),
-        ];
-        for (raw, enc) in vectors {
-            assert_eq!(b64_encode(raw), enc);
-            assert_eq!(b64_decode(enc).unwrap(), raw);
-        }
-        assert_eq!(b64_decode("Zg=="), Err(B64Error::InvalidChar));
-        assert_eq!(b64_decode("Zm9v+/"), Err(B64Error::InvalidChar));
-        assert_eq!(b64_decode("Zm9vY"), Err(B64Error::InvalidLength));
-        assert_eq!(b64_decode("Zh"), Err(B64Error::NonCanonical));
-        assert_eq!(b64_decode("Zm9"), Err(B64Error::NonCanonical));
+    /// The audience this verifier accepts.
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
-    proptest! {
-        #[test]
-        fn base64_round_trips(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let enc = b64_encode(&data);
-            prop_assert_eq!(enc.len(), b64_encoded_len(data.len()));
-            prop_assert!(enc.bytes().all(|c| B64_ALPHABET.contains(&c)));
-            prop_assert_eq!(b64_decode(&enc).unwrap(), data);
-        }
+    /// Ids of the keys this verifier trusts.
+    pub fn kids(&self) -> Vec<String> {
+        let ring = self.ring.load();
+        ring.entries.iter().map(|e| e.public.kid.clone()).collect()
+    }
 
-        #[test]
-        fn base64_decoding_is_canonical(s in "[A-Za-z0-9_-]{0,64}") {
-            // Whatever decodes must re-encode to exactly the same text.
-            if let Ok(bytes) = b64_decode(&s) {
-                prop_assert_eq!(b64_encode(&bytes), s);
-            } else {
-                prop_assert!(s.len() % 4 != 0);
-            }
+    /// Checks, in this order: length; header (JSON, `alg` EdDSA, a known `kid`, no embedded key
+    /// or `crit`); the signature; the key's retirement; then the claims (strictly parsed): `iss`,
+    /// `aud`, `exp` (`now < exp`), `nbf` and `iat` (at most [`CLOCK_SKEW_SECS`] ahead), and
+    /// last the revocation list.
+    pub fn verify(&self, token: &str, now: u64) -> Result<TokenClaims, VerifyError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(VerifyError::Malformed("token too long"));
         }
-
-        #[test]
-        fn base64_rejects_foreign_chars(
-            s in "[A-Za-z0-9_-]{0,16}",
-            bad in "[^A-Za-z0-9_-]",
-            pos in 0usize..17,
-        ) {
-            let mut chars: Vec<char> = s.chars().collect();
-            chars.insert(pos.min(chars.len()), bad.chars().next().unwrap());
-            let text: String = chars.into_iter().collect();
-            prop_assert!(b64_decode(&text).is_err());
+        if !backend_available() {
+            return Err(VerifyError::NoCryptoBackend);
         }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAlgorithmName => VerifyError::Malformed("algorithm is not EdDSA"),
+            _ => VerifyError::Malformed("header is not a JWT header"),
+        })?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(VerifyError::Malformed("algorithm is not EdDSA"));
+        }
+        if header.jwk.is_some()
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+            || header.crit.is_some()
+        {
+            return Err(VerifyError::Malformed(
+                "header carries a key, a key URL or critical extensions",
+            ));
+        }
+        let kid = header
+            .kid
+            .filter(|k| valid_kid(k))
+            .ok_or(VerifyError::Malformed("missing or invalid key id"))?;
+        let ring = self.ring.load();
+        let entry = ring
+            .find(&kid)
+            .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        // Time, audience and issuer are checked below against the caller's clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<TokenClaims>(token, &entry.public.decoding, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => VerifyError::BadSignature,
+                ErrorKind::InvalidAlgorithm => VerifyError::Malformed("algorithm is not EdDSA"),
+                ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                    VerifyError::Malformed("claims are not valid token claims")
+                }
+                _ => VerifyError::Malformed("token is not a valid JWS"),
+            })?;
+        if let Status::Retired { .. } = entry.status
+            && now >= entry.latest_exp.load(Ordering::Acquire)
+        {
+            return Err(VerifyError::KeyRetired { kid });
+        }
+        drop(ring);
+        let claims = data.claims;
+        if claims.iss != self.issuer {
+            return Err(VerifyError::WrongIssuer {
+                expected: self.issuer.clone(),
+                found: claims.iss,
+            });
+        }
+        if claims.aud != self.audience {
+            return Err(VerifyError::WrongAudience {
+                expected: self.audience.clone(),
+                found: claims.aud,
+            });
+        }
+        if now >= claims.exp {
+            return Err(VerifyError::Expired {
+                expired_at: claims.exp,
+            });
+        }
+        let not_before = claims.nbf.max(claims.iat);
+        if not_before > now.saturating_add(CLOCK_SKEW_SECS) {
+            return Err(VerifyError::NotYetValid { not_before });
+        }
+        if let Some(list) = &self.revocations
+            && list.is_revoked(&claims.jti)
+        {
+            return Err(VerifyError::Revoked { jti: claims.jti });
+        }
+        Ok(claims)
     }
 }
+
+impl fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("kids", &self.kids())
+            .field("revocation_list", &self.revocations.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

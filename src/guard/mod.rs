@@ -76,7 +76,8 @@ use crate::call::AgentId;
 use crate::call::{RuleId, RunContext, RunId, ToolCall};
 use crate::clock::{Clock, MonoTime, SystemClock};
 use crate::credential::{
-    Asker, CredentialBroker, CredentialError, MintRequest, Operation, ScopedCredential, unix_secs,
+    Asker, Binding, CredentialBroker, CredentialError, MintRequest, Operation, ScopedCredential,
+    unix_secs,
 };
 use crate::escalation::Ticket as ApprovalTicket;
 use crate::verdict::{Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Refusal, Verdict};
@@ -1278,12 +1279,13 @@ impl Run {
             return Ok(());
         };
         let mut first = Ok(());
-        for (id, provider) in broker.revoke_run(&self.id) {
+        let now = unix_secs(self.shared.clock.wall());
+        for revoked in broker.revoke_run(self.instance, now) {
             let r = self.shared.record(
                 self,
                 EventKind::Credential(CredentialEvent::Revoked {
-                    id: &id,
-                    provider: &provider,
+                    id: &revoked.id,
+                    provider: &revoked.provider,
                 }),
             );
             if first.is_ok() {
@@ -1376,7 +1378,6 @@ impl<'a> Permit<'a> {
 
     fn asker(&self) -> Asker<'_> {
         Asker {
-            run: &self.run.id,
             role: self.run.ctx.role(),
             compartment: self.run.ctx.compartment().map(|c| c.as_str()),
             tool: self.tool(),
@@ -1452,9 +1453,8 @@ impl<'a> Permit<'a> {
         let Some(broker) = &shared.credentials else {
             return Err(CredentialError::NoBroker);
         };
-        // The permit may predate a kill switch: minting is refused while one holds the run.
-        if let Some(switch) = shared.suspended(self.run) {
-            return Err(self.refuse(resource, CredentialError::Suspended(switch)));
+        if let Some(scope) = shared.suspended(self.run) {
+            return Err(self.refuse(resource, CredentialError::Suspended(scope)));
         }
         let prepared = broker
             .prepare(&self.asker(), provider, resource)
@@ -1511,14 +1511,22 @@ impl<'a> Permit<'a> {
         expires_unix: u64,
         secret: secrecy::SecretString,
     ) -> Result<ScopedCredential, CredentialError> {
-        let cred = ScopedCredential::new(
-            broker,
-            prepared,
-            &self.run.id,
-            expires,
-            expires_unix,
-            secret,
-        );
+        let binding = Binding {
+            run: &self.run.id,
+            instance: self.run.instance,
+            agent: self.run.ctx.agent(),
+        };
+        let cred = ScopedCredential::new(broker, prepared, &binding, expires, expires_unix, secret);
+        if let Some(scope) = self.run.shared.suspended(self.run) {
+            // The kill switch was thrown while this was being minted (after `begin_mint` looked).
+            // It is registered now, so revoking the run catches it whether or not the switch's own
+            // revocation ran before the registration: revoke it instead of handing it out.
+            let resource = cred.scope().resource.to_string();
+            drop(cred);
+            let revoked = self.run.revoke_credentials();
+            let refused = self.refuse(&resource, CredentialError::Suspended(scope));
+            return Err(revoked.map_or_else(Into::into, |()| refused));
+        }
         let recorded = self.run.shared.record(
             self.run,
             EventKind::Credential(CredentialEvent::Issued {
@@ -1648,10 +1656,11 @@ impl Cancellation<'_> {
 }
 
 impl ScopedCredential {
-    /// The secret, for `permit`'s tool to use on `resource`. Checked on every call: the permit
-    /// must belong to the credential's run, its tool and operation and `resource` must be inside
-    /// the scope, and the credential must be unexpired, unrevoked and not used up. Every use and
-    /// every refusal is recorded; if the record fails the value is not released.
+    /// The secret, for `permit`'s tool to use on `resource`. Checked on every call: the kill
+    /// switch must not hold the permit's run, the permit must belong to the credential's run
+    /// instance and agent, its tool and operation and `resource` must be inside the scope, and
+    /// the credential must be unexpired, unrevoked and not used up. Every use and every refusal
+    /// is recorded; if the record fails the value is not released.
     pub fn expose<'c>(
         &'c self,
         permit: &Permit<'_>,
@@ -1659,11 +1668,16 @@ impl ScopedCredential {
     ) -> Result<&'c str, CredentialError> {
         let shared = &permit.run.shared;
         let tool = permit.tool();
-        // A kill switch thrown after the permit was issued stops every further release.
+        let binding = Binding {
+            run: &permit.run.id,
+            instance: permit.run.instance,
+            agent: permit.run.ctx.agent(),
+        };
         let checked = match shared.suspended(permit.run) {
-            Some(switch) => Err(CredentialError::Suspended(switch)),
+            // The kill switch holds the run: nothing is released, whatever the credential.
+            Some(scope) => Err(CredentialError::Suspended(scope)),
             None => self.check_use(
-                &permit.run.id,
+                &binding,
                 tool,
                 Operation::of(permit.effect()),
                 resource,

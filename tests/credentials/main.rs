@@ -1,16 +1,23 @@
 //! Scoped credentials: minting within grants only, every refusal distinct, revocation when the
-//! run ends, token verification across key rotation, and no secret in any output.
+//! run ends (also of tokens copied out before), the kill switch, binding to the run instance,
+//! JWT verification across key rotation and by independent code, and no secret in any output.
+//!
+//! `revocation.rs`: revocation of copied tokens, the kill switch, binding to the run instance,
+//! and what a downstream service checks.
+
+mod revocation;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
 use tollgate::audit::MemorySink;
 use tollgate::boundary::{ActionBoundary, RoleSpec, ToolSpec};
 use tollgate::clock::{Clock, ManualClock};
-use tollgate::credential::token::{SigningKey, VerifyError};
+use tollgate::credential::token::{SigningKey, TokenVerifier, VerifyError};
 use tollgate::credential::{
-    CredentialBroker, CredentialError, CredentialGrant, DerivedTokenProvider, Operation,
+    CredentialBroker, CredentialError, CredentialGrant, JwtProvider, Operation, RevocationList,
     StaticSecretProvider,
 };
 use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
@@ -34,13 +41,18 @@ fn boundary() -> ActionBoundary {
 
 struct Setup {
     guard: Guard,
+    broker: CredentialBroker,
     sink: Arc<MemorySink>,
     clock: Arc<ManualClock>,
-    verifier: tollgate::credential::token::TokenVerifier,
+    verifier: TokenVerifier,
+    jwks: String,
+    revocations: RevocationList,
 }
 
-fn setup_with(tokens: DerivedTokenProvider) -> Setup {
+fn setup_with(tokens: JwtProvider) -> Setup {
     let verifier = tokens.verifier();
+    let jwks = tokens.jwks_json();
+    let revocations = tokens.revocation_list().clone();
     let broker = CredentialBroker::builder()
         .provider("docs", tokens)
         .provider(
@@ -69,20 +81,23 @@ fn setup_with(tokens: DerivedTokenProvider) -> Setup {
     let guard = Guard::builder(boundary())
         .audit(sink.clone())
         .clock(clock.clone())
-        .credentials(broker)
+        .credentials(broker.clone())
         .build();
     Setup {
         guard,
+        broker,
         sink,
         clock,
         verifier,
+        jwks,
+        revocations,
     }
 }
 
 fn setup() -> Setup {
-    setup_with(DerivedTokenProvider::new(
+    setup_with(JwtProvider::new(
         SigningKey::generate("k1").unwrap(),
-        3600,
+        "document-service",
     ))
 }
 
@@ -116,9 +131,13 @@ fn minted_token_is_narrow_and_verifies_downstream() {
     let token = cred.expose(&p, "matter/M-1/intake.pdf").unwrap();
     let claims = s.verifier.verify(token, unix(&s.clock)).unwrap();
     assert_eq!(claims.tools, ["read_document"]);
+    assert_eq!(claims.ops, ["read"]);
     assert_eq!(claims.resource, "matter/M-1/*");
     assert_eq!(claims.run, run.id().as_str());
-    assert_eq!(claims.expires_at, unix(&s.clock) + 300);
+    assert_eq!(claims.sub, "bot");
+    assert_eq!(claims.aud, "document-service");
+    assert_eq!(claims.jti, cred.id().as_str());
+    assert_eq!(claims.exp, unix(&s.clock) + 300);
     p.complete(Outcome::success()).unwrap();
 }
 
@@ -304,9 +323,10 @@ fn ending_or_dropping_the_run_revokes_its_credentials() {
 
 #[test]
 fn tokens_verify_across_rotation_and_fail_after_the_grace_period() {
-    // Rotate every 2 minutes; a retired key verifies for 10 minutes; credentials live 5 minutes.
+    // Rotate every 2 minutes; credentials live 5 minutes; a retired key verifies until the last
+    // token it signed expires.
     let s = setup_with(
-        DerivedTokenProvider::new(SigningKey::generate("k1").unwrap(), 600)
+        JwtProvider::new(SigningKey::generate("k1").unwrap(), "document-service")
             .rotate_every(Duration::from_secs(120)),
     );
     let run = s
@@ -329,32 +349,29 @@ fn tokens_verify_across_rotation_and_fail_after_the_grace_period() {
         .collect();
     assert_eq!(rotations.len(), 1);
     assert_eq!(rotations[0]["tollgate.key.retired"], "k1");
-    assert_ne!(
-        first_token.split('.').nth(1),
-        second_token.split('.').nth(1),
-        "new key id"
-    );
+    let kid = |t: &str| {
+        let header = t.split('.').next().unwrap();
+        let header = base64::Engine::decode(&URL_SAFE_NO_PAD, header).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"].clone()
+    };
+    assert_eq!(kid(&first_token), "k1");
+    assert_ne!(kid(&first_token), kid(&second_token), "new key id");
     // after the rotation, the token signed with the retired key still verifies within its TTL
     assert_eq!(
-        s.verifier
-            .verify(&first_token, t0 + 200)
-            .unwrap()
-            .credential_id,
+        s.verifier.verify(&first_token, t0 + 200).unwrap().jti,
         first.id().as_str()
     );
     assert!(s.verifier.verify(&second_token, t0 + 200).is_ok());
-    // its TTL ends at t0 + 300
+    // its TTL ends at t0 + 300, and with it the retired key's use
     assert!(matches!(
         s.verifier.verify(&first_token, t0 + 300),
-        Err(VerifyError::Expired { .. })
-    ));
-    // once the retired key's grace period (retired at t0 + 121, grace 600 s) is over, anything it
-    // signed fails on the key itself, whatever the token claims
-    assert!(matches!(
-        s.verifier.verify(&first_token, t0 + 121 + 600),
         Err(VerifyError::KeyRetired { .. })
     ));
     assert!(s.verifier.verify(&second_token, t0 + 121 + 299).is_ok());
+    assert!(matches!(
+        s.verifier.verify(&second_token, t0 + 121 + 300),
+        Err(VerifyError::Expired { .. })
+    ));
 }
 
 #[test]
@@ -416,7 +433,7 @@ fn grants_are_validated_with_the_field_named() {
         CredentialBroker::builder()
             .provider(
                 "docs",
-                DerivedTokenProvider::new(SigningKey::generate("k").unwrap(), 60),
+                JwtProvider::new(SigningKey::generate("k").unwrap(), "docs"),
             )
             .grant("r", g)
             .build()
@@ -519,7 +536,7 @@ fn concurrent_uses_never_exceed_max_uses() {
 }
 
 struct FakeVault {
-    revoked: std::sync::Mutex<Vec<String>>,
+    revoked: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 #[async_trait::async_trait]
@@ -534,9 +551,9 @@ impl tollgate::credential::AsyncCredentialProvider for FakeVault {
     }
     fn revoke(
         &self,
-        id: &tollgate::call::CredentialId,
+        req: &tollgate::credential::RevokeRequest<'_>,
     ) -> Result<(), tollgate::credential::ProviderError> {
-        self.revoked.lock().unwrap().push(id.to_string());
+        self.revoked.lock().push(req.id.to_string());
         Ok(())
     }
 }
@@ -576,8 +593,9 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 #[test]
 fn async_providers_mint_through_credential_async_and_are_revoked_at_the_source() {
+    let revoked = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let vault = FakeVault {
-        revoked: std::sync::Mutex::new(Vec::new()),
+        revoked: Arc::clone(&revoked),
     };
     let broker = CredentialBroker::builder()
         .async_provider("vault", vault)
@@ -614,6 +632,11 @@ fn async_providers_mint_through_credential_async_and_are_revoked_at_the_source()
     drop(run);
     assert_eq!(broker.live_count(), 0);
     assert!(cred.is_revoked());
+    assert_eq!(
+        *revoked.lock(),
+        [cred.id().to_string()],
+        "revoked at the source"
+    );
 }
 
 #[test]
@@ -644,7 +667,9 @@ fn on_demand_rotation_is_recorded_and_old_tokens_keep_verifying() {
     assert!(event["tollgate.run.id"].is_null(), "a guard-wide event");
     let after = p.credential("docs", "matter/M-1/*").unwrap();
     let new_token = after.expose(&p, "matter/M-1/a").unwrap().to_owned();
-    assert!(new_token.contains(&format!(".{}.", rotated.current)));
+    let header = base64::Engine::decode(&URL_SAFE_NO_PAD, new_token.split('.').next().unwrap());
+    let header: serde_json::Value = serde_json::from_slice(&header.unwrap()).unwrap();
+    assert_eq!(header["kid"], rotated.current.as_str());
     let now = unix(&s.clock);
     assert!(s.verifier.verify(&old_token, now).is_ok());
     assert!(s.verifier.verify(&new_token, now).is_ok());
