@@ -803,10 +803,6 @@ fn permit_issued_before_suspension_cannot_mint_or_expose_credentials() {
         .build();
     let run = guard.start_run(RunContext::new("a1", "r")).unwrap();
     let call = ToolCall::new("ping", "{}");
-    let permit = guard.check(&run, &call).into_permit().unwrap();
-    let cred = permit.credential("vault", "db/main").unwrap();
-    assert_eq!(cred.expose(&permit, "db/main").unwrap(), "s3cr3t-value");
-
     type Switch = fn(&Guard, &tollgate::Run) -> (&'static str, Box<dyn Fn(&Guard, &tollgate::Run)>);
     let switches: [Switch; 3] = [
         |g, r| {
@@ -826,6 +822,8 @@ fn permit_issued_before_suspension_cannot_mint_or_expose_credentials() {
         },
     ];
     for switch in switches {
+        let permit = guard.check(&run, &call).into_permit().unwrap();
+        let cred = permit.credential("vault", "db/main").unwrap();
         let (name, release) = switch(&guard, &run);
         assert_eq!(
             permit.credential("vault", "db/main").unwrap_err(),
@@ -836,9 +834,15 @@ fn permit_issued_before_suspension_cannot_mint_or_expose_credentials() {
             CredentialError::Suspended(name)
         );
         release(&guard, &run);
-        assert_eq!(cred.expose(&permit, "db/main").unwrap(), "s3cr3t-value");
+        // The switch revoked the credential; resuming does not bring it back, a new one works.
+        assert_eq!(
+            cred.expose(&permit, "db/main").unwrap_err(),
+            CredentialError::Revoked
+        );
+        let fresh = permit.credential("vault", "db/main").unwrap();
+        assert_eq!(fresh.expose(&permit, "db/main").unwrap(), "s3cr3t-value");
+        permit.complete(Outcome::success()).unwrap();
     }
-    permit.complete(Outcome::success()).unwrap();
     let refusals = sink
         .events()
         .iter()

@@ -817,12 +817,40 @@ impl Guard {
 
     /// Kill switch: suspends every run of this guard. Effective for the very next `check` on
     /// every thread (an atomic store, no polling); running tools see it through
-    /// [`Permit::cancellation`]. Revokes nothing by itself (credentials die with their runs).
-    /// The suspension is recorded and the audit sink flushed; an audit error is returned but the
-    /// suspension stands.
+    /// [`Permit::cancellation`]. Every live credential is revoked (tokens copied out fail
+    /// verification wherever the revocation list is consulted) and stays revoked after a resume:
+    /// resumed runs mint new ones. The suspension and each revocation are recorded and the audit
+    /// sink flushed; an audit error is returned but the suspension and revocations stand.
     pub fn suspend_all(&self, by: &str) -> Result<(), AuditError> {
         self.shared.suspended_all.store(true, Ordering::Release);
-        self.kill_event(None, "suspend", "global", None, by)
+        // Flag first, then revoke: a mint racing with the switch re-checks it before handing out.
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
+        revoked.and(self.kill_event(None, "suspend", "global", None, by))
+    }
+
+    /// Revokes (and records) the credentials the kill switch just took away.
+    fn revoke_for_kill_switch(
+        &self,
+        revoke: impl FnOnce(&CredentialBroker, u64) -> Vec<crate::credential::RevokedCredential>,
+    ) -> Result<(), AuditError> {
+        let Some(broker) = &self.shared.credentials else {
+            return Ok(());
+        };
+        let now = unix_secs(self.shared.clock.wall());
+        let mut first = Ok(());
+        for r in revoke(broker, now) {
+            let recorded = self.shared.record_for(
+                None,
+                EventKind::Credential(CredentialEvent::Revoked {
+                    id: &r.id,
+                    provider: &r.provider,
+                }),
+            );
+            if first.is_ok() {
+                first = recorded;
+            }
+        }
+        first
     }
 
     /// Lifts [`suspend_all`](Self::suspend_all) (agent and run suspensions stay). Recorded.
@@ -831,14 +859,16 @@ impl Guard {
         self.kill_event(None, "resume", "global", None, by)
     }
 
-    /// Suspends every run of `agent`, current and future, until resumed.
+    /// Suspends every run of `agent`, current and future, until resumed, and revokes the
+    /// agent's live credentials (see [`suspend_all`](Self::suspend_all)).
     pub fn suspend_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
         self.shared.suspended_agents.rcu(|set| {
             let mut set = HashSet::clone(set);
             set.insert(agent.clone());
             set
         });
-        self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by)
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_agent(agent, now));
+        revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
     }
 
     /// Lifts [`suspend_agent`](Self::suspend_agent).
@@ -851,10 +881,12 @@ impl Guard {
         self.kill_event(None, "resume", "agent", Some(agent.as_str()), by)
     }
 
-    /// Suspends one run.
+    /// Suspends one run and revokes its live credentials.
     pub fn suspend_run(&self, run: &Run, by: &str) -> Result<(), AuditError> {
         run.suspended.store(true, Ordering::Release);
-        self.kill_event(Some(run), "suspend", "run", Some(run.id.as_str()), by)
+        // Revokes (and records) the run's live credentials.
+        let revoked = run.revoke_credentials();
+        revoked.and(self.kill_event(Some(run), "suspend", "run", Some(run.id.as_str()), by))
     }
 
     /// Lifts [`suspend_run`](Self::suspend_run).

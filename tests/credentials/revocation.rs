@@ -411,3 +411,56 @@ fn kill_switch_thrown_while_minting_revokes_the_fresh_credential() {
     assert!(!events.iter().any(|e| e["event"] == "credential_issued"));
     p.complete(Outcome::success()).unwrap();
 }
+
+/// Finding: a token copied before the kill switch still verified afterwards. The switch (run,
+/// agent or global) now revokes the suspended runs' credentials, so a copied token fails
+/// verification in process at once, is on the exported revocation list, and is recorded.
+#[test]
+fn token_copied_before_the_kill_switch_fails_verification_after_it() {
+    for scope in ["run", "agent", "global"] {
+        let s = setup();
+        let run = s
+            .guard
+            .start_run(RunContext::new("bot", "intake").in_compartment("M-1"))
+            .unwrap();
+        let (cred, copied) = mint_token(&s, &run);
+        assert!(s.verifier.verify(&copied, unix(&s.clock)).is_ok());
+        match scope {
+            "run" => s.guard.suspend_run(&run, "oncall").unwrap(),
+            "agent" => s.guard.suspend_agent(&"bot".into(), "oncall").unwrap(),
+            _ => s.guard.suspend_all("oncall").unwrap(),
+        }
+        assert!(cred.is_revoked(), "{scope}");
+        assert_eq!(
+            s.verifier.verify(&copied, unix(&s.clock)),
+            Err(VerifyError::Revoked {
+                jti: cred.id().to_string()
+            }),
+            "{scope}"
+        );
+        assert!(
+            s.revocations
+                .export_json(unix(&s.clock))
+                .contains(cred.id().as_str()),
+            "{scope}"
+        );
+        assert!(
+            s.sink
+                .events()
+                .iter()
+                .any(|e| e["event"] == "credential_revoked"
+                    && e["tollgate.credential.id"] == cred.id().as_str()),
+            "{scope}"
+        );
+        // Resuming does not bring the credential back.
+        match scope {
+            "run" => s.guard.resume_run(&run, "oncall").unwrap(),
+            "agent" => s.guard.resume_agent(&"bot".into(), "oncall").unwrap(),
+            _ => s.guard.resume_all("oncall").unwrap(),
+        }
+        assert!(
+            s.verifier.verify(&copied, unix(&s.clock)).is_err(),
+            "{scope}"
+        );
+    }
+}
