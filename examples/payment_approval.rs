@@ -1,7 +1,8 @@
 //! A payments agent under an escalation gate: small payments run at once, a large one waits for
 //! a finance approver (simulated on another thread) and runs once approved, another large one
-//! nobody answers is denied at its deadline, and the audit trail shows every step.
-//! Run with `cargo run --example payment_approval`.
+//! nobody answers is denied at its deadline, and the audit trail shows every step. Requests
+//! live in a keyed, hash-chained file store that a second process could not open at the same
+//! time. Run with `cargo run --example payment_approval`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
 use tollgate::clock::ManualClock;
 use tollgate::escalation::{
     ApprovalQueue, Approver, ChannelNotifier, Decision, EscalationGate, EscalationPolicy,
-    MemoryApprovalStore, QueueConfig,
+    FileApprovalStore, QueueConfig, StoreError, StoreKey,
 };
 use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
 
@@ -46,12 +47,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A manual clock makes the deadline visible in a second; production uses the system clock.
     let clock = Arc::new(ManualClock::new());
     let (notifier, notifications) = ChannelNotifier::new();
+    // The store's records are chained and MAC'd with a key only this process holds (in
+    // production: `StoreKey::from_key_file`, a secret of at least 32 bytes from a vault).
+    let dir = std::env::temp_dir().join(format!("tollgate-payment-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("approvals.jsonl");
+    let key = StoreKey::new(
+        "approvals-2026",
+        b"example secret, at least 32 bytes long".to_vec(),
+    )?;
     let queue = ApprovalQueue::open(
-        Arc::new(MemoryApprovalStore::new()),
+        Arc::new(FileApprovalStore::open(&path, &key)?),
         clock.clone(),
         QueueConfig::with_groups(gate.groups().clone()),
     )?
     .with_notifier(Arc::new(notifier));
+    // While this guard holds the store, nobody else can open it (a second store on the same
+    // file could hand out a single-use grant twice).
+    match FileApprovalStore::open(&path, &key) {
+        Err(e @ StoreError::Locked { .. }) => println!("second store refused: {e}\n"),
+        other => return Err(format!("expected the store to be locked, got {other:?}").into()),
+    }
     let audit = Arc::new(MemorySink::new());
     let guard = Guard::builder(boundary)
         .clock(clock.clone())
@@ -149,6 +165,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         println!("  #{:<3} {kind:<22} {detail}", e["seq"]);
     }
+    drop(guard);
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

@@ -8,6 +8,15 @@
 //! for every duration and deadline) and [`Clock::wall`] is the wall-clock time written into audit
 //! records. Mixing them is how rate limiters and timeouts break when NTP steps the system clock.
 //!
+//! Wall time decides something in exactly one place: a deadline that must survive a restart. A
+//! restarted process shares no monotonic origin with its predecessor, so the approval queue
+//! records deadlines and approval times on the wall clock and, when it replays them, turns each
+//! into a monotonic deadline once (the time left on the wall clock, capped at the original
+//! timeout); from then on only the monotonic clock counts. A wall-clock step *while the
+//! process is down* is therefore the only one that can move an approval deadline or a grant's
+//! expiry; a step while it runs moves none. [`ManualClock::step_wall_forward`] and
+//! [`ManualClock::step_wall_back`] let tests prove that.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tollgate::clock::{Clock, ManualClock};
@@ -19,7 +28,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A point on a monotonic clock, in nanoseconds since that clock's own origin.
@@ -94,11 +103,29 @@ impl Clock for SystemClock {
 /// A clock that moves only when told to. Shared freely between threads.
 ///
 /// Its wall time is a fixed start (by default 2026-01-01T00:00:00Z) plus the monotonic reading, so
-/// audit timestamps in tests are reproducible.
+/// audit timestamps in tests are reproducible, plus any steps of the wall clock alone
+/// ([`step_wall_forward`](Self::step_wall_forward), [`step_wall_back`](Self::step_wall_back)),
+/// which simulate NTP or an operator setting the system clock.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::clock::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// let (t0, w0) = (clock.now(), clock.wall());
+/// clock.step_wall_forward(Duration::from_secs(3600));
+/// assert_eq!(clock.now(), t0, "the monotonic clock does not move");
+/// assert_eq!(clock.wall().duration_since(w0)?, Duration::from_secs(3600));
+/// clock.step_wall_back(Duration::from_secs(7200));
+/// assert!(clock.wall() < w0);
+/// # Ok::<(), std::time::SystemTimeError>(())
+/// ```
 #[derive(Debug)]
 pub struct ManualClock {
     nanos: AtomicU64,
     wall_origin: SystemTime,
+    /// Net wall-clock steps, in nanoseconds (positive: forward).
+    wall_offset: AtomicI64,
 }
 
 impl ManualClock {
@@ -112,6 +139,7 @@ impl ManualClock {
         Self {
             nanos: AtomicU64::new(0),
             wall_origin: origin,
+            wall_offset: AtomicI64::new(0),
         }
     }
 
@@ -122,6 +150,26 @@ impl ManualClock {
             .nanos
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 Some(n.saturating_add(add))
+            });
+    }
+
+    /// Steps the wall clock forward by `d` without moving the monotonic clock (saturating).
+    pub fn step_wall_forward(&self, d: Duration) {
+        let by = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let _ = self
+            .wall_offset
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                Some(o.saturating_add(by))
+            });
+    }
+
+    /// Steps the wall clock back by `d` without moving the monotonic clock (saturating).
+    pub fn step_wall_back(&self, d: Duration) {
+        let by = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let _ = self
+            .wall_offset
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                Some(o.saturating_sub(by))
             });
     }
 
@@ -148,7 +196,15 @@ impl Clock for ManualClock {
     }
 
     fn wall(&self) -> SystemTime {
-        self.wall_origin + Duration::from_nanos(self.nanos.load(Ordering::Acquire))
+        let base = self.wall_origin + Duration::from_nanos(self.nanos.load(Ordering::Acquire));
+        let offset = self.wall_offset.load(Ordering::Acquire);
+        let step = Duration::from_nanos(offset.unsigned_abs());
+        let stepped = if offset >= 0 {
+            base.checked_add(step)
+        } else {
+            base.checked_sub(step)
+        };
+        stepped.unwrap_or(base)
     }
 }
 
@@ -169,6 +225,21 @@ mod tests {
             c.wall().duration_since(UNIX_EPOCH).unwrap().as_secs(),
             1_767_225_603
         );
+    }
+
+    #[test]
+    fn wall_steps_leave_the_monotonic_clock_alone() {
+        let c = ManualClock::new();
+        let secs = |c: &ManualClock| c.wall().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        c.advance(Duration::from_secs(10));
+        c.step_wall_forward(Duration::from_secs(3600));
+        assert_eq!(c.now().as_nanos(), 10_000_000_000);
+        assert_eq!(secs(&c), 1_767_225_600 + 10 + 3600);
+        c.step_wall_back(Duration::from_secs(7200));
+        assert_eq!(secs(&c), 1_767_225_600 + 10 - 3600);
+        c.advance(Duration::from_secs(5));
+        assert_eq!(secs(&c), 1_767_225_600 + 15 - 3600);
+        assert_eq!(c.now().as_nanos(), 15_000_000_000);
     }
 
     #[test]

@@ -275,6 +275,10 @@ fn secret_arguments_are_redacted_in_the_request_but_bound_by_the_hash() {
     assert!(s.guard.resume(&run, &call, &req.ticket()).is_allowed());
 }
 
+fn store_key() -> tollgate::escalation::StoreKey {
+    tollgate::escalation::StoreKey::new("approvals-test", vec![0x5a; 32]).unwrap()
+}
+
 #[test]
 fn a_restart_keeps_pending_and_decided_requests_and_executes_none_twice() {
     let dir = std::env::temp_dir().join(format!("tollgate-esc-restart-{}", std::process::id()));
@@ -287,7 +291,7 @@ fn a_restart_keeps_pending_and_decided_requests_and_executes_none_twice() {
     let c = json!({ "amount": 4000, "currency": "EUR" });
     let (tickets, consumed_id): (Vec<String>, _) = {
         let s = setup_with(
-            Arc::new(FileApprovalStore::open(&path).unwrap()),
+            Arc::new(FileApprovalStore::open(&path, &store_key()).unwrap()),
             RunBudget::default(),
         );
         let run = s
@@ -316,7 +320,7 @@ fn a_restart_keeps_pending_and_decided_requests_and_executes_none_twice() {
     }; // the process "restarts": guard, queue and store are dropped
 
     let s = setup_with(
-        Arc::new(FileApprovalStore::open(&path).unwrap()),
+        Arc::new(FileApprovalStore::open(&path, &store_key()).unwrap()),
         RunBudget::default(),
     );
     let run = s.guard.start_run_with_id(ctx(), Some(run_id)).unwrap();

@@ -6,6 +6,7 @@
 //! LLM APIs return. Raw text is validated strictly (duplicate keys, lone surrogates, trailing data,
 //! oversized or over-deep documents are all refused) by a scanner that does not allocate.
 
+pub mod canonical;
 pub(crate) mod json;
 
 use std::fmt;

@@ -99,11 +99,33 @@ impl EscalationPolicyError {
     }
 }
 
-/// Why an approval store could not load or keep a record.
+/// Arguments that cannot be put before approvers exactly as they would execute.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgsError {
+    /// Not valid JSON for the strict scanner, nested deeper than 64 levels, or a number with an
+    /// absurd exponent.
+    #[error(transparent)]
+    Json(#[from] crate::call::JsonError),
+    /// Raw text holds a number that a parsed value cannot represent exactly (an integer beyond
+    /// 64 bits that is not an exact `f64`, or a decimal with more precision than an `f64`):
+    /// approvers would be shown a rounded value while the grant binds the literal.
+    #[error(
+        "the number `{literal}` at byte {offset} cannot be shown to approvers exactly; send it as a string or with fewer digits"
+    )]
+    Inexact {
+        /// Byte offset of the literal in the raw text.
+        offset: usize,
+        /// The literal (its first 40 characters).
+        literal: String,
+    },
+}
+
+/// Why an approval store could not open, load or keep a record.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// An I/O error on the store's file.
+    /// An I/O error on one of the store's files.
     #[error("approval store `{}`: {source}", path.display())]
     Io {
         /// The file.
@@ -112,15 +134,76 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// A line other than a torn last one does not hold a valid record. Never repaired silently.
-    #[error("approval store `{}` is damaged at line {line}: {message}", path.display())]
+    /// Another [`FileApprovalStore`](super::FileApprovalStore) (in this process or another)
+    /// holds the store's lock. Two stores on one file could each hand out the same single-use
+    /// grant, so the second is refused.
+    #[error(
+        "approval store `{}` is in use by {} (lock file `{}`)",
+        path.display(),
+        holder.map_or_else(|| "another store".to_owned(), |pid| format!("process {pid}")),
+        lock.display()
+    )]
+    Locked {
+        /// The store file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The process id the holder wrote into the lock file, where the OS lets it be read.
+        holder: Option<u32>,
+    },
+    /// A complete line does not hold a valid, chained and authenticated record: it was changed,
+    /// inserted, reordered, written without the store key, or follows a removed record. Never
+    /// repaired silently; see [`FileApprovalStore::repair`](super::FileApprovalStore::repair).
+    #[error(
+        "approval store `{}` is damaged at line {line} ({record}): {reason}; nothing was changed (FileApprovalStore::repair removes the damage and declares it)",
+        path.display()
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
+        /// The record as far as it can be read (`seq 7: consumed of request ...`, or
+        /// `unreadable`).
+        record: String,
         /// What is wrong with it.
-        message: String,
+        reason: String,
+    },
+    /// The store's head vouches for more records than the file holds: records were removed from
+    /// the end (a deleted `consumed` or `decided` line would otherwise re-arm a grant).
+    #[error(
+        "approval store `{}` ends at record {last_seq} but its head vouches for record {head_seq}: records were removed from the end; nothing was changed (FileApprovalStore::repair declares the loss)",
+        path.display()
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// The last record in the file.
+        last_seq: u64,
+        /// The last record the head vouches for.
+        head_seq: u64,
+    },
+    /// The store's head file is missing while the store holds records, no slot of it
+    /// authenticates, or it vouches for a record other than the one in the file.
+    #[error(
+        "approval store head `{}` {reason}; nothing was changed (FileApprovalStore::repair declares the damage)",
+        path.display()
+    )]
+    HeadDamaged {
+        /// The head file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record that could not be read back once written (arguments nested deeper than the
+    /// one record depth limit, 64 levels), refused before anything was written or
+    /// acknowledged.
+    #[error("approval record for request {} cannot be stored: {reason}", id.as_ref().map_or_else(|| "(none)".to_owned(), |i| format!("`{i}`")))]
+    Unrepresentable {
+        /// The request, if the record is about one.
+        id: Option<ApprovalId>,
+        /// Why.
+        reason: String,
     },
     /// A record could not be serialised.
     #[error("cannot serialise approval record: {0}")]
@@ -132,9 +215,6 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
-    /// The store's lock was poisoned by a panic in another thread.
-    #[error("approval store lock poisoned")]
-    Poisoned,
 }
 
 /// Why a queue operation was refused. Nothing changed when one of these is returned, except
@@ -161,7 +241,8 @@ pub enum QueueError {
     Expired {
         /// The request.
         id: ApprovalId,
-        /// Its deadline (wall clock, unix milliseconds).
+        /// Its deadline as recorded (wall clock, unix milliseconds; enforced on the monotonic
+        /// clock).
         deadline_ms: u64,
     },
     /// The approver is not a member of the group of the request's current level or of an
@@ -244,7 +325,8 @@ pub enum QueueError {
     GrantExpired {
         /// The request.
         id: ApprovalId,
-        /// When the grant stopped being usable (wall clock, unix milliseconds).
+        /// When the grant stopped being usable: the approval's wall-clock time plus the
+        /// lifetime, unix milliseconds (the lifetime itself runs on the monotonic clock).
         expired_ms: u64,
     },
     /// A submission that cannot become a request anyone could approve.
@@ -287,8 +369,9 @@ pub enum QueueError {
     /// No randomness was available for a new approval id.
     #[error("cannot generate an approval id: {0}")]
     Random(String),
-    /// The queue's lock was poisoned by a panic in another thread (an observer or store that
-    /// panicked); the queue refuses everything from then on.
-    #[error("approval queue lock poisoned")]
+    /// An earlier operation panicked (an observer or store that panicked) while it was changing
+    /// the queue's state, which may therefore be torn: the queue refuses everything from then on
+    /// (fail closed). Reopen it from its store.
+    #[error("approval queue refuses operations after a panic inside an earlier one; reopen it")]
     Poisoned,
 }

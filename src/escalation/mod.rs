@@ -21,8 +21,8 @@
 //! 3. **A match becomes a request.** [`EscalationGate::escalation`] turns the matches into every
 //!    reason plus the strictest combined parameters (highest quorum, earliest deny deadline, ...;
 //!    see that method). [`ApprovalQueue::submit`] opens an [`ApprovalRequest`]: random id, the
-//!    arguments and their canonical [`ArgsHash`], deadline on the wall clock (so it survives a
-//!    restart), policy version, chain schedule.
+//!    arguments and their exact canonical [`ArgsHash`], deadline (recorded on the wall clock so it
+//!    survives a restart, enforced on the monotonic clock), policy version, chain schedule.
 //! 4. **Identity-bound decisions.** [`ApprovalQueue::decide`] records who decided what and why.
 //!    Only members of the current level's group (or an earlier level's) may decide; the run's
 //!    trigger may not (separation of duties); the quorum counts *distinct* approvers; any deny
@@ -36,9 +36,13 @@
 //!    [`Ticket`]; an async caller awaits [`ApprovalQueue::wait`] on any executor.
 //! 6. **Durable and audited.** Every transition is shown to a [`QueueObserver`] (the guard's
 //!    audit) *before* it is stored or applied, and an error aborts it. It is then appended to an
-//!    [`ApprovalStore`] ([`FileApprovalStore`]: JSON Lines, fsync per record) before it takes
-//!    effect; reopening replays the store. [`ApprovalNotifier`]s (e.g. [`ChannelNotifier`])
-//!    forward requests, chain moves and outcomes to people.
+//!    [`ApprovalStore`] before it takes effect; reopening replays the store and re-checks every
+//!    approval of a still-open request against the current groups. [`FileApprovalStore`] keeps
+//!    JSON Lines, hash-chained and MAC'd under a [`StoreKey`], with a head against truncation,
+//!    an OS lock against a second writer, fsync per record; it refuses to open when damaged and
+//!    is repaired only explicitly and on the record ([`FileApprovalStore::repair`]).
+//!    [`ApprovalNotifier`]s (e.g. [`ChannelNotifier`]) forward requests, chain moves and
+//!    outcomes to people.
 //!
 //! # Example
 //!
@@ -95,6 +99,8 @@
 //!
 //! // The grant authorises exactly these arguments, once.
 //! let changed = ArgsHash::of_json(r#"{"amount": 50000, "currency": "EUR"}"#)?;
+//! let same = ArgsHash::of_json(r#"{"currency": "EUR", "amount": 5e3}"#)?;
+//! assert_eq!(same, req.args_hash);
 //! assert!(matches!(queue.consume(&req.id, &changed), Err(QueueError::ArgsMismatch { .. })));
 //! let grant = queue.consume(&req.id, &req.args_hash)?;
 //! assert_eq!(grant.approvers.len(), 2);
@@ -104,10 +110,15 @@
 //!
 //! # Time
 //!
-//! Deadlines and chain levels are wall-clock unix milliseconds read from
-//! [`Clock::wall`](crate::clock::Clock::wall), so they survive a restart; a deadline is rounded
-//! *up* to the millisecond and compared with nanosecond wall time, so a request never expires
-//! early. A wall clock stepped backwards delays expiry; one stepped forwards brings it closer.
+//! Deadlines, chain levels and grant lifetimes are measured on the monotonic clock
+//! ([`Clock::now`](crate::clock::Clock::now)): a wall-clock step while the process runs neither
+//! expires a request early (nor auto-approves one whose timeout approves) nor keeps a grant
+//! alive past its lifetime. They are *recorded* as wall-clock unix milliseconds (a deadline
+//! rounded up, so never early), because only wall time survives a restart: reopening a queue
+//! converts each recorded time into a monotonic deadline once, as the time left on the wall
+//! clock, capped at the request's full timeout or the grant lifetime. A wall-clock step while
+//! the process is down is the one case that moves a deadline. Wall time also stamps records,
+//! transitions and notifications for people.
 
 mod error;
 mod gate;
@@ -116,9 +127,11 @@ mod policy;
 mod queue;
 mod request;
 mod serde_util;
+mod state;
 mod store;
+mod wait;
 
-pub use error::{EscalationPolicyError, QueueError, StoreError};
+pub use error::{ArgsError, EscalationPolicyError, QueueError, StoreError};
 pub use gate::{
     ApprovalParams, DEFAULT_TIMEOUT_SECS, Escalation, EscalationGate, GateInput, Level, MAX_RULES,
     Matched,
@@ -135,6 +148,10 @@ pub use queue::{ApprovalQueue, DecideOutcome, QueueConfig, QueueEvent};
 pub use request::{
     ApprovalId, ApprovalRequest, Approver, ApproverGroups, ArgsHash, ChainLevel, Decision, Grant,
     Reason, RequestState, RequestStatus, Resolution, Submission, Ticket, Vote, args_value,
-    parse_args,
+    exact_args, parse_args,
 };
-pub use store::{ApprovalStore, FileApprovalStore, MemoryApprovalStore, StoreRecord, TornTail};
+pub use state::ReplayRefusal;
+pub use store::{
+    ApprovalStore, FileApprovalStore, MemoryApprovalStore, Removal, RepairReport, StoreKey,
+    StoreKeyError, StoreRecord, TornTail,
+};

@@ -1,7 +1,6 @@
 //! Getting requests to people ([`ApprovalNotifier`]) and transitions to the audit trail
 //! ([`QueueObserver`]).
 
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
@@ -172,22 +171,21 @@ pub trait ApprovalNotifier: Send + Sync {
 /// ```
 #[derive(Debug)]
 pub struct ChannelNotifier {
-    tx: Mutex<Sender<Notification>>,
+    // `Sender` is `Sync` (since Rust 1.72): no lock needed.
+    tx: Sender<Notification>,
 }
 
 impl ChannelNotifier {
     /// A notifier and the receiving end of its channel.
     pub fn new() -> (Self, Receiver<Notification>) {
         let (tx, rx) = channel();
-        (Self { tx: Mutex::new(tx) }, rx)
+        (Self { tx }, rx)
     }
 }
 
 impl ApprovalNotifier for ChannelNotifier {
     fn notify(&self, n: &Notification) {
-        if let Ok(tx) = self.tx.lock() {
-            // A dropped receiver only means nobody listens any more.
-            let _ = tx.send(n.clone());
-        }
+        // A dropped receiver only means nobody listens any more.
+        let _ = self.tx.send(n.clone());
     }
 }

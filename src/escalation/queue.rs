@@ -1,12 +1,10 @@
 //! The approval queue: requests, decisions, timeouts, chain moves, grants, waiting.
 
-use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::call::{Args, Principal, RunId};
@@ -20,11 +18,13 @@ use super::notify::{
 use super::policy::OnTimeout;
 use super::request::{
     ApprovalId, ApprovalRequest, Approver, ApproverGroups, ArgsHash, ChainLevel, Decision, Grant,
-    RequestState, RequestStatus, Resolution, Submission, Ticket, Vote,
+    RequestState, RequestStatus, Resolution, Submission, Ticket,
 };
-use super::store::{ApprovalStore, StoreRecord};
+use super::state::{Inner, Mode, NANOS_PER_MS, Now, ReplayRefusal, apply, recheck_open};
+use super::store::{ApprovalStore, StoreRecord, depth_exceeds};
+use super::wait::Wait;
+use crate::call::canonical::MAX_DEPTH;
 
-const NANOS_PER_MS: u64 = 1_000_000;
 /// Longest accepted timeout: 366 days.
 const MAX_TIMEOUT: Duration = Duration::from_secs(366 * 86_400);
 /// Most levels in a chain.
@@ -112,175 +112,12 @@ pub enum QueueEvent {
     },
 }
 
-#[derive(Debug)]
-struct Entry {
-    request: ApprovalRequest,
-    state: RequestState,
-    votes: Vec<Vote>,
-    /// Distinct approvers who approved, in order.
-    approvers: Vec<Principal>,
-}
-
-impl Entry {
-    fn resolution(&self) -> Option<Resolution> {
-        match &self.state {
-            RequestState::Pending => None,
-            RequestState::Approved { by_timeout, .. } => Some(Resolution::Approved {
-                by: self.approvers.clone(),
-                by_timeout: *by_timeout,
-            }),
-            RequestState::Consumed { .. } => Some(Resolution::Approved {
-                by: self.approvers.clone(),
-                by_timeout: self.approvers.len() < self.request.quorum as usize,
-            }),
-            RequestState::Denied { by, .. } => Some(Resolution::Denied {
-                by: by.clone(),
-                reason: self
-                    .votes
-                    .iter()
-                    .rev()
-                    .find(|v| v.decision == Decision::Deny)
-                    .map(|v| v.reason.clone()),
-            }),
-        }
-    }
-
-    fn approvals(&self) -> u32 {
-        u32::try_from(self.approvers.len()).unwrap_or(u32::MAX)
-    }
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    entries: HashMap<ApprovalId, Entry>,
-    pending: BTreeSet<ApprovalId>,
-    groups: ApproverGroups,
-    waiters: HashMap<ApprovalId, Vec<(u64, Waker)>>,
-    next_token: u64,
-}
-
 /// What to do once the lock is released.
 #[derive(Default)]
-struct Effects {
+pub(super) struct Effects {
     notes: Vec<Notification>,
-    wake: Vec<Waker>,
+    wake: Vec<std::task::Waker>,
     events: Vec<QueueEvent>,
-}
-
-/// Applies one record to the state: the single definition of every state change, used both live
-/// (after validation, observer and store) and when replaying a store.
-fn apply(inner: &mut Inner, rec: &StoreRecord) -> Result<(), String> {
-    let pending_entry = |inner: &mut Inner, id: &ApprovalId| -> Result<(), String> {
-        match inner.entries.get(id) {
-            None => Err(format!("request `{id}` was never submitted")),
-            Some(e) if !e.state.is_pending() => {
-                Err(format!("request `{id}` is already {}", e.state))
-            }
-            Some(_) => Ok(()),
-        }
-    };
-    match rec {
-        StoreRecord::Submitted { request } => {
-            if inner.entries.contains_key(&request.id) {
-                return Err(format!("request `{}` is submitted twice", request.id));
-            }
-            if request.chain.is_empty() || request.level >= request.chain.len() {
-                return Err(format!("request `{}` has no valid chain level", request.id));
-            }
-            inner.pending.insert(request.id.clone());
-            inner.entries.insert(
-                request.id.clone(),
-                Entry {
-                    request: request.clone(),
-                    state: RequestState::Pending,
-                    votes: Vec::new(),
-                    approvers: Vec::new(),
-                },
-            );
-        }
-        StoreRecord::Escalated { id, level, .. } => {
-            pending_entry(inner, id)?;
-            let e = inner.entries.get_mut(id).ok_or("missing entry")?;
-            if *level <= e.request.level || *level >= e.request.chain.len() {
-                return Err(format!("request `{id}` cannot move to level {level}"));
-            }
-            e.request.level = *level;
-        }
-        StoreRecord::Decided {
-            id,
-            approver,
-            decision,
-            reason,
-            at_ms,
-        } => {
-            pending_entry(inner, id)?;
-            let e = inner.entries.get_mut(id).ok_or("missing entry")?;
-            if *decision == Decision::Approve {
-                if e.approvers.contains(&approver.id) {
-                    return Err(format!(
-                        "`{}` approves request `{id}` a second time",
-                        approver.id
-                    ));
-                }
-                e.approvers.push(approver.id.clone());
-            }
-            e.votes.push(Vote {
-                approver: approver.clone(),
-                decision: *decision,
-                reason: reason.clone(),
-                at_ms: *at_ms,
-                level: e.request.level,
-            });
-            let resolved = match decision {
-                Decision::Deny => Some(RequestState::Denied {
-                    at_ms: *at_ms,
-                    by: Some(approver.id.clone()),
-                }),
-                Decision::Approve if e.approvals() >= e.request.quorum => {
-                    Some(RequestState::Approved {
-                        at_ms: *at_ms,
-                        by_timeout: false,
-                    })
-                }
-                Decision::Approve => None,
-            };
-            if let Some(s) = resolved {
-                e.state = s;
-                inner.pending.remove(id);
-            }
-        }
-        StoreRecord::TimedOut {
-            id,
-            approved,
-            at_ms,
-        } => {
-            pending_entry(inner, id)?;
-            let e = inner.entries.get_mut(id).ok_or("missing entry")?;
-            e.state = if *approved {
-                RequestState::Approved {
-                    at_ms: *at_ms,
-                    by_timeout: true,
-                }
-            } else {
-                RequestState::Denied {
-                    at_ms: *at_ms,
-                    by: None,
-                }
-            };
-            inner.pending.remove(id);
-        }
-        StoreRecord::Consumed { id, at_ms } => {
-            let e = inner
-                .entries
-                .get_mut(id)
-                .ok_or_else(|| format!("request `{id}` was never submitted"))?;
-            if !matches!(e.state, RequestState::Approved { .. }) {
-                return Err(format!("request `{id}` is consumed while {}", e.state));
-            }
-            e.state = RequestState::Consumed { at_ms: *at_ms };
-        }
-    }
-    Ok(())
 }
 
 /// The approval queue: opens requests, records identity-bound decisions, applies timeouts and
@@ -290,14 +127,15 @@ fn apply(inner: &mut Inner, rec: &StoreRecord) -> Result<(), String> {
 /// observer and appends to the store under it (so the store's order is the order of events),
 /// and notifies and wakes after releasing it.
 pub struct ApprovalQueue {
-    inner: Mutex<Inner>,
+    pub(super) inner: Mutex<Inner>,
     store: Arc<dyn ApprovalStore>,
     clock: Arc<dyn Clock>,
     separation_of_duties: bool,
-    grant_ttl_ms: u64,
+    grant_ttl: Duration,
     max_pending: usize,
     observer: Arc<dyn QueueObserver>,
     notifiers: Vec<Arc<dyn ApprovalNotifier>>,
+    refused: Vec<ReplayRefusal>,
 }
 
 impl std::fmt::Debug for ApprovalQueue {
@@ -305,7 +143,7 @@ impl std::fmt::Debug for ApprovalQueue {
         f.debug_struct("ApprovalQueue")
             .field("clock", &self.clock)
             .field("separation_of_duties", &self.separation_of_duties)
-            .field("grant_ttl_ms", &self.grant_ttl_ms)
+            .field("grant_ttl", &self.grant_ttl)
             .field("max_pending", &self.max_pending)
             .field("notifiers", &self.notifiers.len())
             .finish_non_exhaustive()
@@ -314,6 +152,18 @@ impl std::fmt::Debug for ApprovalQueue {
 
 fn ceil_ms(ns: u64) -> u64 {
     ns.div_ceil(NANOS_PER_MS)
+}
+
+/// Both clocks, read once.
+fn now(clock: &dyn Clock) -> Now {
+    Now {
+        mono: clock.now(),
+        wall_ns: clock
+            .wall()
+            .duration_since(UNIX_EPOCH)
+            .map(dur_ns)
+            .unwrap_or(0),
+    }
 }
 
 fn dur_ns(d: Duration) -> u64 {
@@ -331,6 +181,23 @@ impl ApprovalQueue {
     /// Opens a queue over `store`, replaying its records: every pending and decided request is
     /// restored, and a consumed grant stays consumed. Records that contradict each other make
     /// this fail ([`QueueError::Replay`]) rather than guess.
+    ///
+    /// Replay then re-checks every approval of every request still open (pending, or approved
+    /// and unused) as [`decide`](Self::decide) would check it now, under `config`: membership
+    /// of a group eligible at the level the vote was cast at, separation of duties, one vote per
+    /// approver; and recomputes the quorum. An approval that fails (an outsider's, the trigger's,
+    /// a member's since removed) does not count, is reported in
+    /// [`replay_refusals`](Self::replay_refusals) and logged, and a request approved only thanks
+    /// to it is pending again. A store cannot smuggle in an approval that the queue would refuse
+    /// live. Closed requests (consumed, denied, timed out, voided) are history and are not
+    /// re-judged: none of them can be approved or consumed again.
+    ///
+    /// Deadlines and grant lifetimes run on the monotonic clock. A restarted process shares no
+    /// monotonic origin with the one that wrote the records, so replay converts each recorded
+    /// wall-clock deadline (and each approval time plus the grant lifetime) into a monotonic
+    /// instant *once*, as the time left on the wall clock now, capped at the request's full
+    /// timeout (or the grant lifetime): a wall-clock step while the process was down shortens
+    /// or (within that cap) lengthens what is left; a step while it runs changes nothing.
     pub fn open(
         store: Arc<dyn ApprovalStore>,
         clock: Arc<dyn Clock>,
@@ -346,18 +213,31 @@ impl ApprovalQueue {
             groups: config.groups,
             ..Inner::default()
         };
+        let grant_ttl = Duration::from_secs(config.grant_ttl_secs);
+        let now = now(&*clock);
         for (index, rec) in store.load()?.iter().enumerate() {
-            apply(&mut inner, rec).map_err(|reason| QueueError::Replay { index, reason })?;
+            apply(&mut inner, rec, Mode::Replay(now), grant_ttl)
+                .map_err(|reason| QueueError::Replay { index, reason })?;
+        }
+        let refused = recheck_open(&mut inner, config.separation_of_duties);
+        for r in &refused {
+            tracing::warn!(
+                request = %r.id,
+                approver = %r.approver,
+                reason = %r.reason,
+                "approval queue: a stored approval does not count on replay"
+            );
         }
         Ok(Self {
             inner: Mutex::new(inner),
             store,
             clock,
             separation_of_duties: config.separation_of_duties,
-            grant_ttl_ms: config.grant_ttl_secs.saturating_mul(1000),
+            grant_ttl,
             max_pending: config.max_pending,
             observer: Arc::new(NoopObserver),
             notifiers: Vec::new(),
+            refused,
         })
     }
 
@@ -381,16 +261,23 @@ impl ApprovalQueue {
         Ok(())
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Inner>, QueueError> {
-        self.inner.lock().map_err(|_| QueueError::Poisoned)
+    /// The approvals that replay did not count when the queue was opened (see
+    /// [`open`](Self::open)).
+    pub fn replay_refusals(&self) -> &[ReplayRefusal] {
+        &self.refused
     }
 
-    fn now_ns(&self) -> u64 {
-        self.clock
-            .wall()
-            .duration_since(UNIX_EPOCH)
-            .map(dur_ns)
-            .unwrap_or(0)
+    /// The state, unless an operation panicked while changing it (fail closed).
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, QueueError> {
+        let inner = self.inner.lock();
+        if inner.torn {
+            return Err(QueueError::Poisoned);
+        }
+        Ok(inner)
+    }
+
+    pub(super) fn now(&self) -> Now {
+        now(&*self.clock)
     }
 
     fn dispatch(&self, fx: Effects) {
@@ -404,14 +291,21 @@ impl ApprovalQueue {
         }
     }
 
-    /// Runs `f` under the lock, then dispatches its effects (also when it failed part-way).
-    fn with_inner<T>(
+    /// Runs `f` under the lock, then dispatches its effects (also when it failed part-way). A
+    /// panic inside `f` (an observer's or store's) leaves the state marked torn, and every later
+    /// operation fails with [`QueueError::Poisoned`].
+    pub(super) fn with_inner<T>(
         &self,
         f: impl FnOnce(&mut Inner, &mut Effects) -> Result<T, QueueError>,
     ) -> Result<T, QueueError> {
         let mut fx = Effects::default();
         let result = match self.lock() {
-            Ok(mut inner) => f(&mut inner, &mut fx),
+            Ok(mut inner) => {
+                inner.torn = true;
+                let r = f(&mut inner, &mut fx);
+                inner.torn = false;
+                r
+            }
             Err(e) => Err(e),
         };
         self.dispatch(fx);
@@ -429,16 +323,22 @@ impl ApprovalQueue {
         &self,
         inner: &mut Inner,
         fx: &mut Effects,
+        now: &Now,
         rec: StoreRecord,
     ) -> Result<(), QueueError> {
         self.store.append(&rec)?;
-        apply(inner, &rec).map_err(|reason| QueueError::Inconsistent {
-            id: rec.id().clone(),
-            reason,
+        let Some(id) = rec.id() else {
+            return Ok(());
+        };
+        apply(inner, &rec, Mode::Live(*now), self.grant_ttl).map_err(|reason| {
+            QueueError::Inconsistent {
+                id: id.clone(),
+                reason,
+            }
         })?;
-        if let Some(e) = inner.entries.get(rec.id())
+        if let Some(e) = inner.entries.get(id)
             && !e.state.is_pending()
-            && let Some(ws) = inner.waiters.remove(rec.id())
+            && let Some(ws) = inner.waiters.remove(id)
         {
             fx.wake.extend(ws.into_iter().map(|(_, w)| w));
         }
@@ -456,12 +356,12 @@ impl ApprovalQueue {
     }
 
     /// Applies a due timeout and due chain moves of one pending request.
-    fn settle(
+    pub(super) fn settle(
         &self,
         inner: &mut Inner,
         fx: &mut Effects,
         id: &ApprovalId,
-        now_ns: u64,
+        now: &Now,
     ) -> Result<(), QueueError> {
         loop {
             let Some(e) = inner.entries.get(id) else {
@@ -471,7 +371,7 @@ impl ApprovalQueue {
                 return Ok(());
             }
             let req = &e.request;
-            if now_ns >= req.deadline_ms.saturating_mul(NANOS_PER_MS) {
+            if now.mono >= e.deadline {
                 let approved = req.on_timeout == OnTimeout::Approve;
                 let resolution = if approved {
                     Resolution::Approved {
@@ -490,7 +390,7 @@ impl ApprovalQueue {
                     request: req,
                     kind: TransitionKind::TimedOut {
                         resolution: resolution.clone(),
-                        wait: Duration::from_millis(at_ms.saturating_sub(req.created_ms)),
+                        wait: e.deadline.duration_since(e.created),
                     },
                 };
                 let rec = StoreRecord::TimedOut {
@@ -499,7 +399,7 @@ impl ApprovalQueue {
                     at_ms,
                 };
                 self.observe(&t)?;
-                self.persist(inner, fx, rec)?;
+                self.persist(inner, fx, now, rec)?;
                 Self::note(
                     inner,
                     fx,
@@ -514,10 +414,10 @@ impl ApprovalQueue {
                 return Ok(());
             }
             let next = req.level + 1;
-            let Some(level) = req.chain.get(next) else {
+            let (Some(level), Some(at)) = (req.chain.get(next), e.levels.get(next)) else {
                 return Ok(());
             };
-            if now_ns < level.at_ms.saturating_mul(NANOS_PER_MS) {
+            if now.mono < *at {
                 return Ok(());
             }
             let (at_ms, group) = (level.at_ms, level.group.clone());
@@ -536,7 +436,7 @@ impl ApprovalQueue {
                 at_ms,
             };
             self.observe(&t)?;
-            self.persist(inner, fx, rec)?;
+            self.persist(inner, fx, now, rec)?;
             Self::note(
                 inner,
                 fx,
@@ -561,13 +461,26 @@ impl ApprovalQueue {
     ///
     /// Refused (nothing stored) when the chain is empty or names a group the queue does not
     /// know, when the quorum exceeds the distinct members of the chain's groups, when the
-    /// queue is full, or when the observer or store refuse.
+    /// arguments are nested deeper than [`MAX_DEPTH`] levels (no record could hold them), when
+    /// the queue is full, or when the observer or store refuse.
+    ///
+    /// The deadline and the chain's schedule are recorded on the wall clock (unix ms, rounded
+    /// up, so they survive a restart) and enforced on the monotonic clock: the request times out
+    /// exactly when the monotonic clock has advanced by the time that was left to the recorded
+    /// deadline at submission, whatever the wall clock does meanwhile.
     pub fn submit(&self, sub: Submission) -> Result<ApprovalRequest, QueueError> {
-        let now_ns = self.now_ns();
+        let now = self.now();
+        let now_ns = now.wall_ns;
         self.with_inner(|inner, fx| {
             let p = &sub.escalation.params;
             if sub.tool.is_empty() {
                 return Err(invalid("tool", "must not be empty"));
+            }
+            if depth_exceeds(&sub.args, MAX_DEPTH) {
+                return Err(invalid(
+                    "args",
+                    format!("nested deeper than {MAX_DEPTH} levels; no record could hold them"),
+                ));
             }
             if sub.escalation.reasons.is_empty() {
                 return Err(invalid("reasons", "a request needs at least one reason"));
@@ -639,9 +552,12 @@ impl ApprovalQueue {
                 agent: sub.agent.clone(),
                 trigger: sub.trigger.clone(),
                 tool: sub.tool.clone(),
-                args_hash: sub
-                    .args_hash
-                    .unwrap_or_else(|| ArgsHash::of_value(&sub.args)),
+                args_hash: match sub.args_hash {
+                    Some(h) => h,
+                    None => {
+                        ArgsHash::of_value(&sub.args).map_err(|e| invalid("args", e.to_string()))?
+                    }
+                },
                 args: sub.args.clone(),
                 reasons: sub.escalation.reasons.clone(),
                 created_ms,
@@ -662,6 +578,7 @@ impl ApprovalQueue {
             self.persist(
                 inner,
                 fx,
+                &now,
                 StoreRecord::Submitted {
                     request: request.clone(),
                 },
@@ -697,10 +614,10 @@ impl ApprovalQueue {
         decision: Decision,
         reason: &str,
     ) -> Result<DecideOutcome, QueueError> {
-        let now_ns = self.now_ns();
-        let at_ms = now_ns / NANOS_PER_MS;
+        let now = self.now();
+        let at_ms = now.wall_ms();
         self.with_inner(|inner, fx| {
-            self.settle(inner, fx, id, now_ns)?;
+            self.settle(inner, fx, id, &now)?;
             let e = inner
                 .entries
                 .get(id)
@@ -779,7 +696,7 @@ impl ApprovalQueue {
                     approver,
                     decision,
                     reason,
-                    wait: Duration::from_millis(at_ms.saturating_sub(req.created_ms)),
+                    wait: now.mono.duration_since(e.created),
                     approvals,
                     resolution: resolution.clone(),
                 },
@@ -792,7 +709,7 @@ impl ApprovalQueue {
                 at_ms,
             };
             self.observe(&t)?;
-            self.persist(inner, fx, rec)?;
+            self.persist(inner, fx, &now, rec)?;
             let kind = match resolution {
                 Some(r) => NotificationKind::Resolved(r),
                 None => NotificationKind::Decided {
@@ -869,10 +786,10 @@ impl ApprovalQueue {
         args_hash: &ArgsHash,
         call: Option<(&RunId, &str)>,
     ) -> Result<Grant, QueueError> {
-        let now_ns = self.now_ns();
-        let at_ms = now_ns / NANOS_PER_MS;
+        let now = self.now();
+        let at_ms = now.wall_ms();
         self.with_inner(|inner, fx| {
-            self.settle(inner, fx, id, now_ns)?;
+            self.settle(inner, fx, id, &now)?;
             let e = inner
                 .entries
                 .get(id)
@@ -917,8 +834,10 @@ impl ApprovalQueue {
                     actual: *args_hash,
                 });
             }
-            let expired_ms = approved_ms.saturating_add(self.grant_ttl_ms);
-            if now_ns >= expired_ms.saturating_mul(NANOS_PER_MS) {
+            // The lifetime runs on the monotonic clock; the wall time is for the message.
+            let expired_ms = approved_ms
+                .saturating_add(u64::try_from(self.grant_ttl.as_millis()).unwrap_or(u64::MAX));
+            if e.grant_expiry.is_none_or(|at| now.mono >= at) {
                 return Err(QueueError::GrantExpired {
                     id: id.clone(),
                     expired_ms,
@@ -937,7 +856,7 @@ impl ApprovalQueue {
                 at_ms,
                 request: req,
                 kind: TransitionKind::Consumed {
-                    wait: Duration::from_millis(at_ms.saturating_sub(req.created_ms)),
+                    wait: now.mono.duration_since(e.created),
                 },
             };
             let rec = StoreRecord::Consumed {
@@ -945,7 +864,7 @@ impl ApprovalQueue {
                 at_ms,
             };
             self.observe(&t)?;
-            self.persist(inner, fx, rec)?;
+            self.persist(inner, fx, &now, rec)?;
             Self::note(inner, fx, id, at_ms, NotificationKind::Consumed);
             Ok(grant)
         })
@@ -953,9 +872,9 @@ impl ApprovalQueue {
 
     /// The request with its state and votes, after applying a due timeout or chain move.
     pub fn status(&self, id: &ApprovalId) -> Result<RequestStatus, QueueError> {
-        let now_ns = self.now_ns();
+        let now = self.now();
         self.with_inner(|inner, fx| {
-            self.settle(inner, fx, id, now_ns)?;
+            self.settle(inner, fx, id, &now)?;
             let e = inner
                 .entries
                 .get(id)
@@ -977,13 +896,13 @@ impl ApprovalQueue {
     /// Stops at the first transition the observer or store refuses and returns that error; the
     /// transitions applied before it stand (and were notified).
     pub fn tick(&self) -> Result<Vec<QueueEvent>, QueueError> {
-        let now_ns = self.now_ns();
+        let now = self.now();
         let mut events = Vec::new();
         let result = self.with_inner(|inner, fx| {
             let ids: Vec<ApprovalId> = inner.pending.iter().cloned().collect();
             let r = ids
                 .iter()
-                .try_for_each(|id| self.settle(inner, fx, id, now_ns));
+                .try_for_each(|id| self.settle(inner, fx, id, &now));
             events = std::mem::take(&mut fx.events);
             r
         });
@@ -1024,82 +943,6 @@ impl ApprovalQueue {
     ///
     /// Cancellation-safe: dropping the future deregisters its waker and changes nothing else.
     pub async fn wait(&self, id: &ApprovalId) -> Result<Resolution, QueueError> {
-        Wait {
-            queue: self,
-            id: id.clone(),
-            token: None,
-        }
-        .await
-    }
-}
-
-/// The future behind [`ApprovalQueue::wait`].
-struct Wait<'q> {
-    queue: &'q ApprovalQueue,
-    id: ApprovalId,
-    token: Option<u64>,
-}
-
-impl Future for Wait<'_> {
-    type Output = Result<Resolution, QueueError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let queue = this.queue;
-        let now_ns = queue.now_ns();
-        let id = this.id.clone();
-        let token = &mut this.token;
-        let r = queue.with_inner(|inner, fx| {
-            queue.settle(inner, fx, &id, now_ns)?;
-            let e = inner
-                .entries
-                .get(&id)
-                .ok_or_else(|| QueueError::NotFound { id: id.clone() })?;
-            if let Some(res) = e.resolution() {
-                if let Some(t) = token.take()
-                    && let Some(ws) = inner.waiters.get_mut(&id)
-                {
-                    ws.retain(|(k, _)| *k != t);
-                    if ws.is_empty() {
-                        inner.waiters.remove(&id);
-                    }
-                }
-                return Ok(Some(res));
-            }
-            let ws = inner.waiters.entry(id.clone()).or_default();
-            match token.and_then(|t| ws.iter_mut().find(|(k, _)| *k == t)) {
-                Some((_, w)) => w.clone_from(cx.waker()),
-                None => {
-                    let t = inner.next_token;
-                    inner.next_token += 1;
-                    *token = Some(t);
-                    inner
-                        .waiters
-                        .entry(id.clone())
-                        .or_default()
-                        .push((t, cx.waker().clone()));
-                }
-            }
-            Ok(None)
-        });
-        match r {
-            Ok(Some(res)) => Poll::Ready(Ok(res)),
-            Ok(None) => Poll::Pending,
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-}
-
-impl Drop for Wait<'_> {
-    fn drop(&mut self) {
-        if let Some(t) = self.token.take()
-            && let Ok(mut inner) = self.queue.inner.lock()
-            && let Some(ws) = inner.waiters.get_mut(&self.id)
-        {
-            ws.retain(|(k, _)| *k != t);
-            if ws.is_empty() {
-                inner.waiters.remove(&self.id);
-            }
-        }
+        Wait::new(self, id.clone()).await
     }
 }

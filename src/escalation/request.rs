@@ -8,10 +8,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::call::json::{JsonError, JsonLimits, RawJson};
+use crate::call::canonical;
+use crate::call::json::{JsonError, RawJson};
 use crate::call::{AgentId, Args, Principal, RuleId, RunId};
 use crate::verdict::PolicyVersion;
 
+use super::error::ArgsError;
 use super::gate::Escalation;
 use super::policy::OnTimeout;
 use super::serde_util::{policy_version, unique_keys};
@@ -59,51 +61,57 @@ impl From<&str> for ApprovalId {
     }
 }
 
-/// SHA-256 of a call's arguments in canonical JSON form (object keys sorted, no whitespace,
-/// numbers as `serde_json` prints them), so the same arguments with keys in another order or
-/// other spacing hash equal. Serialised as 64 hex digits.
+/// SHA-256 of a call's arguments in the crate's [canonical form](crate::call::canonical):
+/// object keys sorted by their unescaped text, strings compared unescaped, no whitespace, and
+/// every number as one *exact* decimal literal. The same arguments with keys in another order,
+/// other escapes, other spacing or another spelling of the same number (`1.0`, `1e0`, `10e-1`)
+/// hash equal, raw text and parsed value alike; two different literals never do, however large
+/// (`100000000000000000000` and `100000000000000008191` are different amounts). Serialised as
+/// 64 hex digits.
+///
+/// A parsed [`Value`] (built without `serde_json`'s `arbitrary_precision`) holds a number it
+/// cannot represent exactly as the nearest `f64`, and hashes as that `f64`; raw text hashes its
+/// literal. Hash what the tool will execute: the guard binds grants to the call's own
+/// arguments and refuses to queue raw arguments a `Value` cannot show exactly
+/// ([`exact_args`]).
 ///
 /// ```
 /// use serde_json::json;
 /// use tollgate::escalation::ArgsHash;
 ///
-/// let a = ArgsHash::of_value(&json!({"amount": 5, "to": "x"}));
-/// let b = ArgsHash::of_json(r#"{ "to": "x", "amount": 5 }"#)?;
+/// let a = ArgsHash::of_value(&json!({"amount": 5, "to": "x"}))?;
+/// let b = ArgsHash::of_json(r#"{ "to": "\u0078", "amount": 5.0 }"#)?;
 /// assert_eq!(a, b);
 /// assert_ne!(a, ArgsHash::of_json(r#"{"to": "x", "amount": 6}"#)?);
+/// assert_ne!(
+///     ArgsHash::of_json(r#"{"amount": 100000000000000000000}"#)?,
+///     ArgsHash::of_json(r#"{"amount": 100000000000000008191}"#)?,
+/// );
 /// # Ok::<(), tollgate::call::JsonError>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ArgsHash([u8; 32]);
 
-/// Raw arguments accepted for hashing: the boundary's hard caps (1 MiB, depth 128).
-const HASH_LIMITS: JsonLimits = JsonLimits {
-    max_bytes: 1 << 20,
-    max_depth: crate::call::json::MAX_DEPTH_CAP,
-};
-
 impl ArgsHash {
-    /// The hash of parsed arguments.
-    pub fn of_value(v: &Value) -> Self {
-        // Serialising a `Value` to memory cannot fail (its map keys are strings).
-        let canonical = serde_json::to_vec(v).unwrap_or_default();
-        Self(Sha256::digest(&canonical).into())
+    /// The hash of parsed arguments. Refused: a value nested deeper than
+    /// [`canonical::MAX_DEPTH`] (no record could hold it).
+    pub fn of_value(v: &Value) -> Result<Self, JsonError> {
+        Self::of_args(Args::Value(v))
     }
 
     /// The hash of raw JSON arguments, validated strictly first (duplicate keys, lone
     /// surrogates, trailing data are refused: they could mean different things to different
-    /// parsers).
+    /// parsers), with every number literal kept exactly.
     pub fn of_json(text: &str) -> Result<Self, JsonError> {
-        Ok(Self::of_value(&parse_args(text)?))
+        Self::of_args(Args::Json(text))
     }
 
-    /// The hash of arguments in any representation ([`Args::None`] hashes as `{}`).
+    /// The hash of arguments in any representation ([`Args::None`] hashes as `{}`). The
+    /// canonical bytes stream into the hasher; no string is built.
     pub fn of_args(args: Args<'_>) -> Result<Self, JsonError> {
-        match args {
-            Args::None => Ok(Self::of_value(&Value::Object(serde_json::Map::new()))),
-            Args::Value(v) => Ok(Self::of_value(v)),
-            Args::Json(t) => Self::of_json(t),
-        }
+        let mut h = Sha256::new();
+        canonical::write(args, &mut h)?;
+        Ok(Self(h.finalize().into()))
     }
 
     /// The raw digest.
@@ -112,22 +120,60 @@ impl ArgsHash {
     }
 }
 
-/// Parses raw JSON arguments strictly into a [`Value`] (for [`Submission`]s built from raw text).
+/// Parses raw JSON arguments strictly into a [`Value`] (for [`Submission`]s built from raw
+/// text). A number the `Value` cannot hold exactly becomes the nearest `f64`; use
+/// [`exact_args`] where that must not happen.
 pub fn parse_args(text: &str) -> Result<Value, JsonError> {
-    RawJson::parse(text, HASH_LIMITS)?;
+    RawJson::parse(text, canonical::LIMITS)?;
     serde_json::from_str(text).map_err(|_| JsonError::Syntax {
         offset: 0,
         expected: "a JSON document serde_json can read",
     })
 }
 
-/// [`Args`] as an owned [`Value`] ([`Args::None`] is `{}`), raw text parsed strictly.
+/// [`Args`] as an owned [`Value`] ([`Args::None`] is `{}`), raw text parsed strictly (numbers
+/// as [`parse_args`] reads them).
 pub fn args_value(args: Args<'_>) -> Result<Value, JsonError> {
     match args {
         Args::None => Ok(Value::Object(serde_json::Map::new())),
         Args::Value(v) => Ok(v.clone()),
         Args::Json(t) => parse_args(t),
     }
+}
+
+/// The arguments as approvers are shown them (an owned [`Value`]) and the [`ArgsHash`] a grant
+/// binds, refusing arguments for which the two could disagree: raw text holding a number that
+/// a parsed `Value` cannot represent exactly ([`ArgsError::Inexact`]: an approver would see a
+/// rounded amount while the grant authorises the literal), or arguments nested deeper than
+/// [`canonical::MAX_DEPTH`].
+///
+/// ```
+/// use tollgate::Args;
+/// use tollgate::escalation::{ArgsError, exact_args};
+///
+/// let (shown, hash) = exact_args(Args::Json(r#"{"amount": 1.50e3}"#))?;
+/// assert_eq!(shown["amount"], 1500.0);
+/// assert!(matches!(
+///     exact_args(Args::Json(r#"{"amount": 100000000000000008191}"#)),
+///     Err(ArgsError::Inexact { offset: 11, .. })
+/// ));
+/// # let _ = hash;
+/// # Ok::<(), ArgsError>(())
+/// ```
+pub fn exact_args(args: Args<'_>) -> Result<(Value, ArgsHash), ArgsError> {
+    let hash = ArgsHash::of_args(args)?;
+    if let Args::Json(text) = args
+        && let Some((offset, literal)) = canonical::first_inexact_number(text)?
+    {
+        const SHOWN: usize = 40;
+        let mut literal = literal.to_owned();
+        if literal.len() > SHOWN {
+            literal.truncate(SHOWN);
+            literal.push_str("...");
+        }
+        return Err(ArgsError::Inexact { offset, literal });
+    }
+    Ok((args_value(args)?, hash))
 }
 
 impl fmt::Display for ArgsHash {
@@ -336,8 +382,10 @@ pub struct ApprovalRequest {
     pub reasons: Vec<Reason>,
     /// Creation, wall clock, unix milliseconds (rounded down).
     pub created_ms: u64,
-    /// The deadline, wall clock, unix milliseconds (rounded up, so never early). At this
-    /// instant an undecided request times out.
+    /// The deadline, wall clock, unix milliseconds (rounded up, so never early), as recorded
+    /// at submission. The queue enforces it on the monotonic clock: an undecided request times
+    /// out once the time that was left to this instant has elapsed (see the
+    /// [module docs](super#time)).
     pub deadline_ms: u64,
     /// The policy version the request was raised under (64 hex digits).
     #[serde(with = "policy_version")]
@@ -449,6 +497,13 @@ pub enum RequestState {
         /// When (unix ms).
         at_ms: u64,
     },
+    /// Withdrawn without a decision because the approval store was repaired while the request
+    /// was open: records about it may have been among those removed, so neither its votes nor
+    /// an approval can be trusted (fail closed). Submit it again.
+    Voided {
+        /// When the repair was declared (unix ms).
+        at_ms: u64,
+    },
 }
 
 impl RequestState {
@@ -468,6 +523,11 @@ impl RequestState {
     /// Whether the request was denied (by an approver or by the deadline).
     pub fn is_denied(&self) -> bool {
         matches!(self, RequestState::Denied { .. })
+    }
+
+    /// Whether a store repair withdrew the request ([`RequestState::Voided`]).
+    pub fn is_voided(&self) -> bool {
+        matches!(self, RequestState::Voided { .. })
     }
 
     /// Whether the deadline decided the request.
@@ -494,6 +554,7 @@ impl fmt::Display for RequestState {
             RequestState::Denied { by: Some(p), .. } => write!(f, "denied by `{p}`"),
             RequestState::Denied { by: None, .. } => f.write_str("denied by timeout"),
             RequestState::Consumed { .. } => f.write_str("consumed"),
+            RequestState::Voided { .. } => f.write_str("voided by a store repair"),
         }
     }
 }

@@ -12,8 +12,8 @@ use crate::audit::{AuditError, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted};
 use crate::call::ToolCall;
 use crate::escalation::{
-    ApprovalQueue, ApprovalRequest, ArgsHash, EscalationGate, GateInput, QueueError, QueueObserver,
-    Resolution, Submission, Ticket, Transition, args_value,
+    ApprovalQueue, ApprovalRequest, EscalationGate, GateInput, QueueError, QueueObserver,
+    Resolution, Submission, Ticket, Transition, exact_args,
 };
 use crate::verdict::{Denial, DenyCode, Verdict};
 
@@ -137,10 +137,12 @@ impl Shared {
             return fail("the matched rules gave no escalation".into());
         };
         // The arguments as approvers see them and the store keeps them: secret values redacted.
-        // The grant binds the arguments as proposed (their hash).
-        let (mut shown, hash) = match (args_value(call.args()), ArgsHash::of_args(call.args())) {
-            (Ok(v), Ok(h)) => (v, h),
-            (Err(e), _) | (_, Err(e)) => return fail(format!("unreadable arguments: {e}")),
+        // The grant binds the arguments as proposed (their exact canonical hash). Arguments a
+        // parsed value cannot show exactly (a number beyond f64 precision), or nested deeper
+        // than any record can hold, are refused here, before anything is queued or stored.
+        let (mut shown, hash) = match exact_args(call.args()) {
+            Ok(x) => x,
+            Err(e) => return fail(format!("unusable arguments: {e}")),
         };
         boundary.marks_of(admitted).redact_secrets(&mut shown);
         let sub = Submission::new(
@@ -280,6 +282,10 @@ impl Guard {
                     reason.as_deref().unwrap_or("(no reason given)")
                 ),
             ),
+            Ok(Resolution::Denied {
+                by: None,
+                reason: Some(reason),
+            }) => deny(DenyCode::ApprovalInvalid, reason),
             Ok(_) => deny(
                 DenyCode::ApprovalTimedOut,
                 "nobody decided before the deadline".into(),

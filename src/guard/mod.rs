@@ -534,8 +534,9 @@ pub struct GuardBuilder {
 /// Loop detection: the same call (tool and arguments) more than `max_repeats` times within
 /// `window` is denied.
 ///
-/// Arguments are compared by a fingerprint: raw JSON text with whitespace outside strings
-/// ignored, parsed values in their compact serialisation. A run remembers its last 1024 calls.
+/// Arguments are compared by a fingerprint of their [canonical form](crate::call::canonical):
+/// the same arguments with keys in another order, other escapes or whitespace, another spelling
+/// of a number, raw or parsed, are the same call. A run remembers its last 1024 calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoopDetection {
@@ -549,53 +550,90 @@ pub struct LoopDetection {
 /// How many recent calls a run remembers for loop detection.
 const LOOP_MEMORY: usize = 1024;
 
-/// A fingerprint of a call's tool and arguments, stable across insignificant whitespace.
+/// A fingerprint of a call's tool and arguments: a 64-bit hash of the tool name and the
+/// arguments' [canonical form](crate::call::canonical), streamed without building a string (and,
+/// for objects of up to 16 members, without allocating). Key order, escapes, whitespace, number
+/// spelling (`1.0`, `1e0`) and raw-versus-parsed arguments therefore cannot make one call look
+/// like another.
+///
+/// The hash takes eight bytes per multiply (FNV-1a's byte-at-a-time multiply chain cost more
+/// than the canonicalisation). It is not collision-resistant, and need not be: the caller's own
+/// arguments could at worst collide with one of its own earlier calls and be counted as a
+/// repeat (a false loop denial of its own run); evading detection would need one call with two
+/// fingerprints, which the canonical form rules out.
 fn call_fingerprint(call: &ToolCall<'_>) -> u64 {
-    struct H(u64);
-    impl H {
-        fn byte(&mut self, b: u8) {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+    use crate::call::canonical::{self, CanonicalSink};
+    /// Word-at-a-time multiply-rotate hash; bytes carried across `put`s so the result depends
+    /// only on the byte sequence, not on how it was split.
+    struct Fingerprint {
+        h: u64,
+        tail: [u8; 8],
+        n: usize,
     }
-    impl std::io::Write for H {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            buf.iter().for_each(|&b| self.byte(b));
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = H(0xcbf2_9ce4_8422_2325);
-    call.tool().bytes().for_each(|b| h.byte(b));
-    h.byte(0);
-    match call.args() {
-        // No arguments is the empty object.
-        crate::call::Args::None => b"{}".iter().for_each(|&b| h.byte(b)),
-        crate::call::Args::Value(v) => {
-            let _ = serde_json::to_writer(&mut h, v);
-        }
-        crate::call::Args::Json(text) => {
-            let (mut in_str, mut esc) = (false, false);
-            for b in text.bytes() {
-                if in_str {
-                    if esc {
-                        esc = false;
-                    } else if b == b'\\' {
-                        esc = true;
-                    } else if b == b'"' {
-                        in_str = false;
-                    }
-                } else if b == b'"' {
-                    in_str = true;
-                } else if b.is_ascii_whitespace() {
-                    continue;
-                }
-                h.byte(b);
+    impl Fingerprint {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        fn new() -> Self {
+            Self {
+                h: 0x243f_6a88_85a3_08d3,
+                tail: [0; 8],
+                n: 0,
             }
         }
+        fn mix(&mut self, w: u64) {
+            self.h = (self.h ^ w).wrapping_mul(Self::K).rotate_left(31);
+        }
+        fn finish(mut self) -> u64 {
+            let n = self.n;
+            self.tail[n..].fill(0);
+            self.mix(u64::from_le_bytes(self.tail) ^ (n as u64) << 59);
+            let mut h = self.h;
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            h ^ (h >> 33)
+        }
     }
-    h.0
+    impl CanonicalSink for Fingerprint {
+        fn put(&mut self, mut bytes: &[u8]) {
+            if self.n > 0 {
+                let k = (8 - self.n).min(bytes.len());
+                self.tail[self.n..self.n + k].copy_from_slice(&bytes[..k]);
+                self.n += k;
+                bytes = &bytes[k..];
+                if self.n < 8 {
+                    return;
+                }
+                self.n = 0;
+                let w = u64::from_le_bytes(self.tail);
+                self.mix(w);
+            }
+            let mut words = bytes.chunks_exact(8);
+            for w in &mut words {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(w);
+                self.mix(u64::from_le_bytes(a));
+            }
+            let rest = words.remainder();
+            self.tail[..rest.len()].copy_from_slice(rest);
+            self.n = rest.len();
+        }
+    }
+    // The boundary validated raw text with its own (tighter) limits before this stage.
+    let limits = crate::call::JsonLimits {
+        max_bytes: usize::MAX,
+        max_depth: canonical::MAX_DEPTH,
+    };
+    let mut h = Fingerprint::new();
+    h.put(call.tool().as_bytes());
+    h.put(&[0]);
+    if canonical::write_with(call.args(), limits, &mut h).is_err() {
+        // No canonical form (a value nested deeper than 64 levels, an absurd exponent): every
+        // such call of this tool shares one fingerprint, so repeating it still counts as a
+        // loop and varying it cannot evade detection.
+        h = Fingerprint::new();
+        h.put(call.tool().as_bytes());
+        h.put(&[0xff]);
+    }
+    h.finish()
 }
 
 /// Per-run limits. Every limit is optional; none is set by default.
