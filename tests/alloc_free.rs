@@ -146,7 +146,7 @@ fn allow_path_allocates_nothing_with_a_non_allocating_sink() {
 }
 
 #[test]
-fn allow_path_allocates_nothing_with_breakers_budgets_rate_limits_and_kill_switch() {
+fn allow_path_allocates_nothing_with_breakers_budgets_rate_limits_loops_and_kill_switch() {
     use std::num::NonZeroU32;
     use std::time::Duration;
     use tollgate::RunBudget;
@@ -173,6 +173,11 @@ fn allow_path_allocates_nothing_with_breakers_budgets_rate_limits_and_kill_switc
             tokens_per_call: 100,
             max_cost_micros: Some(u64::MAX),
             cost_micros_per_call: 10,
+        })
+        // Loop detection fingerprints every call (raw and parsed arguments alike).
+        .loop_detection(tollgate::LoopDetection {
+            max_repeats: 1_000_000,
+            window: Duration::from_secs(60),
         })
         .build();
     // A suspended agent elsewhere makes the kill-switch stage search its set.

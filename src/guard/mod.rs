@@ -138,7 +138,7 @@ struct Shared {
 }
 
 struct BaselineState {
-    learner: std::sync::Mutex<Baseline>,
+    learner: parking_lot::Mutex<Baseline>,
     snapshot: ArcSwap<BaselineSnapshot>,
     learn: bool,
 }
@@ -169,7 +169,7 @@ impl Shared {
         };
         let key = call_fingerprint(call);
         let now = self.clock.now();
-        let mut recent = run.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = run.recent.lock();
         while recent
             .front()
             .is_some_and(|(_, t)| now.duration_since(*t) >= cfg.window)
@@ -254,7 +254,7 @@ impl Shared {
             ));
         }
         if b.learn {
-            let mut used = run.tools_used.lock().unwrap_or_else(|p| p.into_inner());
+            let mut used = run.tools_used.lock();
             if !used.contains(call.tool()) {
                 used.insert(call.tool().to_owned());
             }
@@ -271,14 +271,8 @@ impl Shared {
             return;
         }
         let made = u32::try_from(run.made.load(Ordering::Acquire)).unwrap_or(u32::MAX);
-        let tools: Vec<String> = run
-            .tools_used
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        let mut learner = b.learner.lock().unwrap_or_else(|p| p.into_inner());
+        let tools: Vec<String> = run.tools_used.lock().iter().cloned().collect();
+        let mut learner = b.learner.lock();
         learner.observe(task.as_str(), made, tools);
         b.snapshot.store(Arc::new(learner.snapshot()));
     }
@@ -778,7 +772,7 @@ impl GuardBuilder {
                 rule_rate: RuleId::new("guard.rate_limits"),
                 baseline: self.baseline.map(|(b, learn)| BaselineState {
                     snapshot: ArcSwap::from_pointee(b.snapshot()),
-                    learner: std::sync::Mutex::new(b),
+                    learner: parking_lot::Mutex::new(b),
                     learn,
                 }),
                 rule_baseline: RuleId::new("guard.baseline"),
@@ -1042,8 +1036,8 @@ impl Guard {
             made: AtomicU64::new(0),
             anomaly_alerted: AtomicBool::new(false),
             unexpected_alerted: AtomicBool::new(false),
-            tools_used: std::sync::Mutex::new(std::collections::BTreeSet::new()),
-            recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(
+            tools_used: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
+            recent: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(
                 if self.shared.loops.is_some() { 64 } else { 0 },
             )),
         };
@@ -1299,8 +1293,8 @@ pub struct Run {
     made: AtomicU64,
     anomaly_alerted: AtomicBool,
     unexpected_alerted: AtomicBool,
-    tools_used: std::sync::Mutex<std::collections::BTreeSet<String>>,
-    recent: std::sync::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
+    tools_used: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+    recent: parking_lot::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
 }
 
 impl fmt::Debug for Run {
