@@ -190,8 +190,8 @@ fn reload_swaps_policy_and_permits_keep_their_generation() {
         panic!()
     };
 
-    let old = guard.reload(boundary(20.0)).unwrap();
-    assert_eq!(old.version(), v1);
+    let old = guard.reload_boundary(boundary(20.0)).unwrap();
+    assert_eq!(old, v1);
     let v2 = guard.policy_version();
     assert_ne!(v1, v2);
     // the same call is now denied, under the new version

@@ -229,6 +229,27 @@ impl RateLimiters {
         Ok(())
     }
 
+    /// Takes over `previous`'s buckets wherever the quota is the same: the per-agent buckets if
+    /// the agent quota is unchanged, and each tool's bucket if that tool's quota is. Used by a
+    /// reload, so tightening one quota does not refill every other bucket.
+    pub(crate) fn carry_over(&self, previous: &RateLimiters) {
+        if self.agent_quota.is_some() && self.agent_quota == previous.agent_quota {
+            self.agents.store(previous.agents.load_full());
+            *self.agent_order.lock() = previous.agent_order.lock().clone();
+        }
+        let quota = |rl: &RateLimiters, tool: &str| rl.tools.get(tool).copied().or(rl.default_tool);
+        let kept: HashMap<Box<str>, Arc<Limiter>> = previous
+            .tool_limiters
+            .load()
+            .iter()
+            .filter(|(tool, _)| {
+                quota(self, tool).is_some() && quota(self, tool) == quota(previous, tool)
+            })
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        self.tool_limiters.store(Arc::new(kept));
+    }
+
     #[cfg(test)]
     fn agents_tracked(&self) -> usize {
         self.agents.load().len()

@@ -7,7 +7,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{Guard, GuardBuilder, Run, Shared};
+use super::run::Run;
+use super::shared::{Shared, Snapshot};
+use super::{Guard, GuardBuilder};
 use crate::audit::{AuditError, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted};
 use crate::call::ToolCall;
@@ -17,10 +19,9 @@ use crate::escalation::{
 };
 use crate::verdict::{Denial, DenyCode, Verdict};
 
-/// The gate and the queue its requests go to.
-pub(super) struct Escalations {
-    gate: EscalationGate,
-    queue: Arc<ApprovalQueue>,
+/// The queue escalated calls go to (the gate that sends them is part of the policy snapshot).
+pub(crate) struct Escalations {
+    pub(crate) queue: Arc<ApprovalQueue>,
     observer: Arc<AuditObserver>,
 }
 
@@ -38,7 +39,7 @@ impl QueueObserver for AuditObserver {
                 reason: "the guard that owns this approval queue is gone".into(),
             });
         };
-        let boundary = shared.boundary.load();
+        let snap = shared.policy.load();
         shared.record_event(
             Some(&t.request.run),
             Some(&t.request.agent),
@@ -46,7 +47,7 @@ impl QueueObserver for AuditObserver {
                 request: t.request,
                 transition: &t.kind,
             },
-            || Some(boundary.audit_marks(&t.request.tool)),
+            || Some(snap.boundary.audit_marks(&t.request.tool)),
         )
     }
 }
@@ -66,60 +67,32 @@ impl GuardBuilder {
     pub fn escalation(mut self, gate: EscalationGate, queue: ApprovalQueue) -> Self {
         let observer = Arc::new(AuditObserver::default());
         let queue = Arc::new(queue.with_observer(observer.clone()));
-        self.escalation = Some(Escalations {
-            gate,
-            queue,
-            observer,
-        });
+        self.escalation = Some((gate, Escalations { queue, observer }));
         self
     }
 }
 
 impl Shared {
-    /// The largest fraction of any configured run budget used so far (calls, tokens, cost, wall
-    /// time), this call's reservation included; `None` without budgets.
-    fn budget_used(&self, run: &Run) -> Option<f64> {
-        let b = &self.budget;
-        let mut most: Option<f64> = None;
-        let mut note = |used: f64, max: f64| {
-            let f = if max <= 0.0 { 1.0 } else { used / max };
-            most = Some(most.map_or(f, |m: f64| m.max(f)));
-        };
-        if let Some(max) = b.max_calls {
-            note(run.calls.load(Ordering::Acquire) as f64, max as f64);
-        }
-        if let Some(max) = b.max_tokens {
-            note(run.tokens.load(Ordering::Acquire) as f64, max as f64);
-        }
-        if let Some(max) = b.max_cost_micros {
-            note(run.cost.load(Ordering::Acquire) as f64, max as f64);
-        }
-        if let Some(max) = b.max_duration {
-            let used = self.clock.now().duration_since(run.started);
-            note(used.as_secs_f64(), max.as_secs_f64());
-        }
-        most
-    }
-
     /// Evaluates the gate; a matched call is submitted to the queue and its escalation recorded
     /// (`Some(Escalate)`), or denied if that fails. `None`: no rule concerns the call.
     pub(super) fn escalate<'a>(
         &self,
+        snap: &Snapshot,
         run: &Run,
         call: &ToolCall<'_>,
-        boundary: &ActionBoundary,
         admitted: Admitted,
     ) -> Option<Verdict<'a>> {
-        let esc = self.escalation.as_ref()?;
+        let gate = snap.gate.as_deref()?;
+        let boundary = &*snap.boundary;
         let info = boundary.tool_info(admitted);
         let mut input = GateInput::from_call(call, info.effect()).flags(call.flags());
-        if let Some(i) = info.tier().and_then(|t| esc.gate.tier_index(t)) {
+        if let Some(i) = info.tier().and_then(|t| gate.tier_index(t)) {
             input = input.tier(i);
         }
-        if let Some(f) = self.budget_used(run) {
+        if let Some(f) = self.budget_used(snap, run) {
             input = input.budget_used(f);
         }
-        let matched = esc.gate.evaluate(&input);
+        let matched = gate.evaluate(&input);
         if matched.is_empty() {
             return None;
         }
@@ -127,13 +100,16 @@ impl Shared {
         let fail = |why: String| {
             let d = Denial::new(
                 DenyCode::EscalationFailed,
-                self.rule_escalation.clone(),
+                self.rules.escalation.clone(),
                 format!("the call needs a human decision but could not be queued: {why}"),
             )
             .with_version(version);
             Some(self.deny(run, call, d, boundary))
         };
-        let Some(escalation) = esc.gate.escalation(matched) else {
+        let Some(esc) = &self.escalation else {
+            return fail("the policy escalates but this guard has no approval queue".into());
+        };
+        let Some(escalation) = gate.escalation(matched) else {
             return fail("the matched rules gave no escalation".into());
         };
         // The arguments as approvers see them and the store keeps them: secret values redacted.
@@ -170,7 +146,7 @@ impl Shared {
         );
         Some(match recorded {
             Ok(()) => Verdict::Escalate(Box::new(request)),
-            Err(e) => Verdict::Deny(super::audit_denial(self, e, version)),
+            Err(e) => Verdict::Deny(self.audit_denial(e, version)),
         })
     }
 
@@ -185,7 +161,7 @@ impl Shared {
     ) -> Option<Verdict<'a>> {
         let version = boundary.version();
         let refuse = |code: DenyCode, why: String| {
-            let d = Denial::new(code, self.rule_escalation.clone(), why).with_version(version);
+            let d = Denial::new(code, self.rules.escalation.clone(), why).with_version(version);
             Some(self.deny(run, call, d, boundary))
         };
         let Some(esc) = &self.escalation else {
@@ -258,11 +234,11 @@ impl Guard {
         request: &ApprovalRequest,
     ) -> Verdict<'a> {
         let shared = &*self.shared;
-        let boundary = shared.boundary.load_full();
+        let snap = shared.policy.load_full();
         let deny = |code: DenyCode, why: String| {
-            let d = Denial::new(code, shared.rule_escalation.clone(), why)
-                .with_version(boundary.version());
-            shared.deny(run, call, d, &boundary)
+            let d = Denial::new(code, shared.rules.escalation.clone(), why)
+                .with_version(snap.version());
+            shared.deny(run, call, d, &snap.boundary)
         };
         let Some(esc) = &shared.escalation else {
             return deny(

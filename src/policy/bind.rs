@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Policy, cost_micros};
+use super::Policy;
 use crate::audit::AuditSink;
 use crate::breaker::{AlertSink, Baseline, CallResult};
 use crate::clock::{Clock, SystemClock};
@@ -13,7 +13,7 @@ use crate::credential::{
     AsyncCredentialProvider, BrokerBuilder, CredentialBroker, CredentialGrant, CredentialProvider,
 };
 use crate::escalation::{ApprovalQueue, ApprovalStore, QueueConfig};
-use crate::guard::{Guard, RunBudget};
+use crate::guard::Guard;
 use crate::verdict::Outcome;
 
 /// Registers one bound provider with the broker being built.
@@ -214,7 +214,9 @@ impl Policy {
         // Fresh compiled parts for this guard (the same document compiled again cannot fail).
         let (boundary, gate) = super::compile_parts(doc, self.version())
             .map_err(|e| config(e.path().unwrap_or(".").to_owned(), &e))?;
-        let mut b = Guard::builder(boundary).clock(Arc::clone(&clock));
+        let mut b = Guard::builder(boundary)
+            .clock(Arc::clone(&clock))
+            .policy_document(self.clone());
 
         if let Some(sink) = bindings.audit.take() {
             b = b.audit(sink);
@@ -272,20 +274,8 @@ impl Policy {
                 .breakers(br.config(), br.key, br.max_keys)
                 .map_err(|e| config(format!("breakers.{}", e.field), e.reason))?;
         }
-        if let Some(budgets) = &doc.budgets {
-            let micros = |m: Option<crate::units::Money>, f: &str| {
-                m.map(cost_micros)
-                    .transpose()
-                    .map_err(|r| config(format!("budgets.{f}"), r))
-            };
-            b = b.run_budget(RunBudget {
-                max_calls: budgets.max_calls,
-                max_duration: budgets.max_duration,
-                max_tokens: budgets.max_tokens,
-                tokens_per_call: budgets.tokens_per_call.unwrap_or(0),
-                max_cost_micros: micros(budgets.max_cost, "max_cost")?,
-                cost_micros_per_call: micros(budgets.cost_per_call, "cost_per_call")?.unwrap_or(0),
-            });
+        if doc.budgets.is_some() {
+            b = b.run_budget(super::run_budget(doc).map_err(|(f, r)| config(f, r))?);
         }
         if let Some(r) = &doc.rate_limits {
             b = b

@@ -235,7 +235,7 @@ impl Policy {
 }
 
 /// Compiles the document's boundary (carrying `version`) and escalation gate.
-fn compile_parts(
+pub(crate) fn compile_parts(
     document: &Document,
     version: PolicyVersion,
 ) -> Result<(ActionBoundary, Option<EscalationGate>), DocumentError> {
@@ -694,6 +694,27 @@ fn cross_check(doc: &Document) -> Result<(), DocumentError> {
         }
     }
     Ok(())
+}
+
+/// The run budget the document's `[budgets]` section describes (none: no limits). Errors name
+/// the field.
+pub(crate) fn run_budget(doc: &Document) -> Result<crate::guard::RunBudget, (String, String)> {
+    let Some(b) = &doc.budgets else {
+        return Ok(crate::guard::RunBudget::default());
+    };
+    let micros = |m: Option<crate::units::Money>, f: &str| {
+        m.map(cost_micros)
+            .transpose()
+            .map_err(|r| (format!("budgets.{f}"), r))
+    };
+    Ok(crate::guard::RunBudget {
+        max_calls: b.max_calls,
+        max_duration: b.max_duration,
+        max_tokens: b.max_tokens,
+        tokens_per_call: b.tokens_per_call.unwrap_or(0),
+        max_cost_micros: micros(b.max_cost, "max_cost")?,
+        cost_micros_per_call: micros(b.cost_per_call, "cost_per_call")?.unwrap_or(0),
+    })
 }
 
 /// A cost in millionths of the currency unit, exactly.

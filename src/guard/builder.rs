@@ -1,0 +1,204 @@
+//! Configuring a guard in code. (A [`Policy`](crate::policy::Policy) document configures all of
+//! it at once: see [`Guard::from_policy`].)
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use arc_swap::ArcSwap;
+
+use super::Guard;
+use super::escalate;
+use super::limits::{LoopDetection, RunBudget};
+use super::shared::{BaselineState, BreakerSettings, Rules, Shared, Snapshot, default_classifier};
+use crate::audit::AuditSink;
+use crate::boundary::ActionBoundary;
+use crate::breaker::{
+    AlertSink, Baseline, BreakerConfig, BreakerKey, CallResult, ConfigError, KeyedBreakers,
+    RateLimiters, RateLimits,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::credential::CredentialBroker;
+use crate::escalation::EscalationGate;
+use crate::verdict::Outcome;
+
+/// Configures a [`Guard`].
+pub struct GuardBuilder {
+    boundary: ActionBoundary,
+    clock: Arc<dyn Clock>,
+    audit: Option<Arc<dyn AuditSink>>,
+    credentials: Option<CredentialBroker>,
+    breakers: Option<(BreakerConfig, BreakerKey, usize)>,
+    classify: fn(&Outcome) -> CallResult,
+    budget: RunBudget,
+    loops: Option<LoopDetection>,
+    alerts: Option<Arc<dyn AlertSink>>,
+    pub(super) escalation: Option<(EscalationGate, escalate::Escalations)>,
+    rate_limits: Option<RateLimits>,
+    baseline: Option<(Baseline, bool)>,
+    policy: Option<crate::policy::Policy>,
+}
+
+impl GuardBuilder {
+    /// Uses `clock` for every duration (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sends every event to `sink`. Without a sink nothing is recorded.
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Puts a circuit breaker in front of every call, one per `key` (tool, agent, or agent x
+    /// tool), at most `capacity` of them. Outcomes are classified by
+    /// [`classifier`](Self::classifier) (default: errors and abandoned calls are failures).
+    /// Set the [`clock`](Self::clock) first if you use a manual one.
+    pub fn breakers(
+        mut self,
+        cfg: BreakerConfig,
+        key: BreakerKey,
+        capacity: usize,
+    ) -> Result<Self, ConfigError> {
+        KeyedBreakers::validate(&cfg, capacity)?;
+        self.breakers = Some((cfg, key, capacity));
+        Ok(self)
+    }
+
+    /// Decides what counts as a failure for the breakers.
+    pub fn classifier(mut self, f: fn(&Outcome) -> CallResult) -> Self {
+        self.classify = f;
+        self
+    }
+
+    /// Judges runs that have a task type against `baseline` (learned from recorded runs):
+    /// denies calls past its call limit and alerts on (or denies) tools the task type never used.
+    /// With `learn_online`, every finished run is added to the baseline.
+    pub fn baseline(mut self, baseline: Baseline, learn_online: bool) -> Self {
+        self.baseline = Some((baseline, learn_online));
+        self
+    }
+
+    /// Rate limits per agent and per tool (on the guard's monotonic clock). Validated now.
+    pub fn rate_limits(mut self, cfg: RateLimits) -> Result<Self, ConfigError> {
+        RateLimiters::new(&cfg, Arc::clone(&self.clock))?;
+        self.rate_limits = Some(cfg);
+        Ok(self)
+    }
+
+    /// Sends breaker openings and closings, budget exhaustion, loop detections and kill-switch
+    /// actions to `sink` as they happen (they are audit events as well).
+    pub fn alerts(mut self, sink: Arc<dyn AlertSink>) -> Self {
+        self.alerts = Some(sink);
+        self
+    }
+
+    /// Denies a call repeated (same tool, same arguments) more than `cfg.max_repeats` times within
+    /// `cfg.window` in one run.
+    pub fn loop_detection(mut self, cfg: LoopDetection) -> Self {
+        self.loops = Some(cfg);
+        self
+    }
+
+    /// Per-run budgets.
+    pub fn run_budget(mut self, budget: RunBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Lets permits obtain scoped credentials from `broker`; a run's credentials are revoked
+    /// when it ends.
+    pub fn credentials(mut self, broker: CredentialBroker) -> Self {
+        self.credentials = Some(broker);
+        self
+    }
+
+    /// Remembers the document the guard is built from (reloads compare against it).
+    pub(crate) fn policy_document(mut self, policy: crate::policy::Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Builds the guard.
+    pub fn build(self) -> Guard {
+        let breakers = self.breakers.and_then(|(config, key, capacity)| {
+            // Validated in `breakers`, so this cannot fail.
+            let kb =
+                KeyedBreakers::new(config.clone(), key, capacity, Arc::clone(&self.clock)).ok()?;
+            Some((
+                BreakerSettings {
+                    config,
+                    key,
+                    capacity,
+                },
+                Arc::new(kb),
+            ))
+        });
+        let rate = self.rate_limits.and_then(|cfg| {
+            // Validated in `rate_limits`, so this cannot fail.
+            let rl = RateLimiters::new(&cfg, Arc::clone(&self.clock)).ok()?;
+            Some((cfg, Arc::new(rl)))
+        });
+        let (gate, escalation) = match self.escalation {
+            Some((gate, esc)) => (Some(Arc::new(gate)), Some(esc)),
+            None => (None, None),
+        };
+        let snapshot = Snapshot {
+            boundary: Arc::new(self.boundary),
+            budget: self.budget,
+            loops: self.loops,
+            breakers,
+            rate,
+            gate,
+            baseline: self
+                .baseline
+                .map(|(b, learn)| Arc::new(BaselineState::new(b, learn))),
+            policy: self.policy,
+        };
+        let guard = Guard {
+            shared: Arc::new(Shared {
+                policy: ArcSwap::from_pointee(snapshot),
+                reload_lock: parking_lot::Mutex::new(()),
+                clock: self.clock,
+                audit: self.audit,
+                alerts: self.alerts,
+                credentials: self.credentials,
+                escalation,
+                classify: self.classify,
+                seq: AtomicU64::new(0),
+                runs: AtomicU64::new(0),
+                live_runs: parking_lot::Mutex::new(HashSet::new()),
+                suspended_all: AtomicBool::new(false),
+                suspended_agents: ArcSwap::from_pointee(HashSet::new()),
+                rules: Rules::default(),
+            }),
+        };
+        if let Some(e) = &guard.shared.escalation {
+            e.attach(&guard.shared);
+        }
+        guard
+    }
+}
+
+impl Guard {
+    /// Starts configuring a guard around `boundary`.
+    pub fn builder(boundary: ActionBoundary) -> GuardBuilder {
+        GuardBuilder {
+            boundary,
+            clock: Arc::new(SystemClock::new()),
+            audit: None,
+            credentials: None,
+            breakers: None,
+            classify: default_classifier,
+            budget: RunBudget::default(),
+            loops: None,
+            alerts: None,
+            escalation: None,
+            rate_limits: None,
+            baseline: None,
+            policy: None,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The kill switch: suspend and resume everything, one agent or one run. A suspension is one
+//! atomic store seen by the very next check on every thread, revokes the live credentials it
+//! covers, and is recorded and flushed.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use super::Guard;
+use super::run::Run;
+use super::shared::Shared;
+use crate::audit::{AuditError, CredentialEvent, EventKind};
+use crate::breaker::AlertKind;
+use crate::call::AgentId;
+use crate::credential::{CredentialBroker, unix_secs};
+
+impl Shared {
+    /// Which kill switch holds the run, if any: one atomic load each for the global and run
+    /// switches, and a lock-free snapshot load of the suspended-agent set (searched only when it
+    /// is not empty).
+    pub(crate) fn suspended(&self, run: &Run) -> Option<&'static str> {
+        if self.suspended_all.load(Ordering::Acquire) {
+            return Some("global");
+        }
+        if run.suspended.load(Ordering::Acquire) {
+            return Some("run");
+        }
+        let agents = self.suspended_agents.load();
+        if !agents.is_empty() && agents.contains(run.ctx.agent()) {
+            return Some("agent");
+        }
+        None
+    }
+}
+
+impl Guard {
+    /// Kill switch: suspends every run of this guard. Effective for the very next `check` on
+    /// every thread (an atomic store, no polling); running tools see it through
+    /// [`Permit::cancellation`]. Every live credential is revoked (tokens copied out fail
+    /// verification wherever the revocation list is consulted) and stays revoked after a resume:
+    /// resumed runs mint new ones. The suspension and each revocation are recorded and the audit
+    /// sink flushed; an audit error is returned but the suspension and revocations stand.
+    pub fn suspend_all(&self, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_all.store(true, Ordering::Release);
+        // Flag first, then revoke: a mint racing with the switch re-checks it before handing out.
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
+        revoked.and(self.kill_event(None, "suspend", "global", None, by))
+    }
+
+    /// Revokes (and records) the credentials the kill switch just took away.
+    fn revoke_for_kill_switch(
+        &self,
+        revoke: impl FnOnce(&CredentialBroker, u64) -> Vec<crate::credential::RevokedCredential>,
+    ) -> Result<(), AuditError> {
+        let Some(broker) = &self.shared.credentials else {
+            return Ok(());
+        };
+        let now = unix_secs(self.shared.clock.wall());
+        let mut first = Ok(());
+        for r in revoke(broker, now) {
+            let recorded = self.shared.record_for(
+                None,
+                EventKind::Credential(CredentialEvent::Revoked {
+                    id: &r.id,
+                    provider: &r.provider,
+                }),
+            );
+            if first.is_ok() {
+                first = recorded;
+            }
+        }
+        first
+    }
+
+    /// Lifts [`suspend_all`](Self::suspend_all) (agent and run suspensions stay). Recorded.
+    pub fn resume_all(&self, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_all.store(false, Ordering::Release);
+        self.kill_event(None, "resume", "global", None, by)
+    }
+
+    /// Suspends every run of `agent`, current and future, until resumed, and revokes the
+    /// agent's live credentials (see [`suspend_all`](Self::suspend_all)).
+    pub fn suspend_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_agents.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.insert(agent.clone());
+            set
+        });
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_agent(agent, now));
+        revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
+    }
+
+    /// Lifts [`suspend_agent`](Self::suspend_agent).
+    pub fn resume_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_agents.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.remove(agent);
+            set
+        });
+        self.kill_event(None, "resume", "agent", Some(agent.as_str()), by)
+    }
+
+    /// Suspends one run and revokes its live credentials.
+    pub fn suspend_run(&self, run: &Run, by: &str) -> Result<(), AuditError> {
+        run.suspended.store(true, Ordering::Release);
+        // Revokes (and records) the run's live credentials.
+        let revoked = run.revoke_credentials();
+        revoked.and(self.kill_event(Some(run), "suspend", "run", Some(run.id.as_str()), by))
+    }
+
+    /// Lifts [`suspend_run`](Self::suspend_run).
+    pub fn resume_run(&self, run: &Run, by: &str) -> Result<(), AuditError> {
+        run.suspended.store(false, Ordering::Release);
+        self.kill_event(Some(run), "resume", "run", Some(run.id.as_str()), by)
+    }
+
+    fn kill_event(
+        &self,
+        run: Option<&Run>,
+        action: &'static str,
+        scope: &'static str,
+        target: Option<&str>,
+        by: &str,
+    ) -> Result<(), AuditError> {
+        let kind = if action == "suspend" {
+            AlertKind::Suspended
+        } else {
+            AlertKind::Resumed
+        };
+        self.shared.alert(kind, run, None, || {
+            format!(
+                "kill switch: {action} {scope}{} by {by}",
+                target.map(|t| format!(" {t}")).unwrap_or_default()
+            )
+        });
+        let recorded = self.shared.record_for(
+            run,
+            EventKind::KillSwitch {
+                action,
+                scope,
+                target,
+                by,
+            },
+        );
+        // Whatever was recorded before the switch is made durable now.
+        let flushed = match &self.shared.audit {
+            Some(sink) => sink.flush(),
+            None => Ok(()),
+        };
+        recorded.and(flushed)
+    }
+}

@@ -1,0 +1,203 @@
+//! Runs: one agent task each, the one place per-task state lives (budget counters, loop memory,
+//! baseline counts, the kill switch of the run). Ending a run revokes its credentials, teaches
+//! the baseline and records the end.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::shared::Shared;
+use super::{Guard, GuardError};
+use crate::audit::{AuditError, CredentialEvent, EventKind};
+use crate::call::{RunContext, RunId};
+use crate::clock::MonoTime;
+use crate::credential::unix_secs;
+
+impl Guard {
+    /// Starts a run: records its start (who, role, task, trigger, compartment) and returns the
+    /// handle every check of the run needs. Fails if the role is unknown or the start cannot be
+    /// recorded.
+    pub fn start_run(&self, ctx: RunContext) -> Result<Run, GuardError> {
+        self.start_run_with_id(ctx, None)
+    }
+
+    /// Like [`start_run`](Self::start_run) with a caller-chosen run id (e.g. the framework's own).
+    pub fn start_run_with_id(&self, ctx: RunContext, id: Option<RunId>) -> Result<Run, GuardError> {
+        let snap = self.shared.policy.load();
+        if !snap.boundary.has_role(ctx.role().as_str()) {
+            return Err(GuardError::UnknownRole(ctx.role().to_string()));
+        }
+        if let Some(c) = ctx.compartment()
+            && !snap.boundary.admits_compartment(c.as_str())
+        {
+            return Err(GuardError::CompartmentRefused(c.to_string()));
+        }
+        let n = self.shared.runs.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = id.unwrap_or_else(|| {
+            let wall = self
+                .shared
+                .clock
+                .wall()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            RunId::new(format!("run-{:x}-{n}", wall.as_millis()))
+        });
+        if !self.shared.live_runs.lock().insert(id.clone()) {
+            return Err(GuardError::DuplicateRun(id.to_string()));
+        }
+        let run = Run {
+            shared: Arc::clone(&self.shared),
+            instance: next_run_instance(),
+            id,
+            ctx,
+            started: self.shared.clock.now(),
+            finished: AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+            cost: AtomicU64::new(0),
+            made: AtomicU64::new(0),
+            anomaly_alerted: AtomicBool::new(false),
+            unexpected_alerted: AtomicBool::new(false),
+            tools_used: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
+            recent: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(
+                if snap.loops.is_some() { 64 } else { 0 },
+            )),
+        };
+        if let Err(e) = self
+            .shared
+            .record(&run, EventKind::RunStarted { context: &run.ctx })
+        {
+            // Never started: no end record, no learning from it; its id is free again.
+            run.finished.store(true, Ordering::Release);
+            self.shared.live_runs.lock().remove(&run.id);
+            return Err(e.into());
+        }
+        Ok(run)
+    }
+
+    /// The tools this run's agent may see: allowlisted for its role, within its clearance, and
+    /// read-only tools only in a read-only run or role.
+    pub fn visible_tools(&self, run: &Run) -> Vec<String> {
+        self.shared
+            .policy
+            .load()
+            .boundary
+            .visible_tools_for(run.ctx.role().as_str(), run.ctx.is_read_only())
+            .map(|t| t.name().to_owned())
+            .collect()
+    }
+}
+
+/// One agent task. All per-task state lives here. Dropping it (or [`finish`](Self::finish)) ends
+/// the run and records its end.
+pub struct Run {
+    pub(crate) shared: Arc<Shared>,
+    /// Unique among all runs this process ever starts, whatever their ids.
+    pub(crate) instance: u64,
+    pub(crate) id: RunId,
+    pub(crate) ctx: RunContext,
+    pub(crate) started: MonoTime,
+    pub(crate) finished: AtomicBool,
+    pub(crate) suspended: AtomicBool,
+    pub(crate) calls: AtomicU64,
+    pub(crate) tokens: AtomicU64,
+    pub(crate) cost: AtomicU64,
+    pub(crate) made: AtomicU64,
+    pub(crate) anomaly_alerted: AtomicBool,
+    pub(crate) unexpected_alerted: AtomicBool,
+    pub(crate) tools_used: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+    pub(crate) recent: parking_lot::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
+}
+
+impl fmt::Debug for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run")
+            .field("id", &self.id)
+            .field("context", &self.ctx)
+            .finish()
+    }
+}
+
+impl Run {
+    /// The run's id.
+    pub fn id(&self) -> &RunId {
+        &self.id
+    }
+
+    /// A number no other [`Run`] started in this process shares, even one started later with the
+    /// same id: what credentials and other per-run state bind to, so that a second run reusing an
+    /// id (after this one ended) can never use what was issued to this one.
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// The run's context.
+    pub fn context(&self) -> &RunContext {
+        &self.ctx
+    }
+
+    /// Ends the run and records its end; returns the audit error if that record fails.
+    pub fn finish(self) -> Result<(), AuditError> {
+        self.end()
+    }
+
+    /// Records the agent's reasoning at a decision point (a plan, a chain-of-thought summary, why
+    /// it chose a tool) as a `reasoning` audit event of this run. Reasoning given on a
+    /// [`ToolCall`] is recorded with its decision; this is for the steps in between.
+    pub fn note_reasoning(&self, text: &str) -> Result<(), AuditError> {
+        self.shared.record(self, EventKind::Reasoning { text })
+    }
+
+    /// Revokes every credential issued to this run so far (ending the run does this by itself).
+    /// Returns the first audit error, after revoking all of them.
+    pub fn revoke_credentials(&self) -> Result<(), AuditError> {
+        let Some(broker) = &self.shared.credentials else {
+            return Ok(());
+        };
+        let mut first = Ok(());
+        let now = unix_secs(self.shared.clock.wall());
+        for revoked in broker.revoke_run(self.instance, now) {
+            let r = self.shared.record(
+                self,
+                EventKind::Credential(CredentialEvent::Revoked {
+                    id: &revoked.id,
+                    provider: &revoked.provider,
+                }),
+            );
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    fn end(&self) -> Result<(), AuditError> {
+        if self.finished.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // Revocation first: it must happen even if the records below fail.
+        let revoked = self.revoke_credentials();
+        self.shared.learn_from(self);
+        let duration = self.shared.clock.now().duration_since(self.started);
+        let finished = self
+            .shared
+            .record(self, EventKind::RunFinished { duration });
+        // The id is free again only once everything issued under it is revoked.
+        self.shared.live_runs.lock().remove(&self.id);
+        revoked.and(finished)
+    }
+}
+
+/// The next process-wide run instance number (see [`Run::instance`]).
+fn next_run_instance() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // Best effort: a sink failing here has no caller to report to; `finish` reports it.
+        let _ = self.end();
+    }
+}

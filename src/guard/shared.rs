@@ -1,0 +1,265 @@
+//! The guard's shared state: the policy snapshot every check reads, the state that outlives a
+//! reload (kill switch, run registry, approval queue, credentials), and the recording helpers
+//! every stage uses.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use super::limits::{LoopDetection, RunBudget};
+use super::run::Run;
+use crate::audit::{AuditError, AuditEvent, AuditMarks, AuditSink, Decision, EventKind};
+use crate::boundary::ActionBoundary;
+use crate::breaker::{
+    Alert, AlertKind, AlertSink, Baseline, BaselineConfig, BaselineSnapshot, BreakerConfig,
+    BreakerKey, CallResult, Keyed, KeyedBreakers, RateLimiters, RateLimits, Ticket,
+};
+use crate::call::{AgentId, RuleId, RunId, ToolCall};
+use crate::clock::Clock;
+use crate::credential::CredentialBroker;
+use crate::escalation::EscalationGate;
+use crate::verdict::{Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Verdict};
+
+/// Everything a policy decides, swapped as one by a reload: a check loads it once and decides
+/// every stage under it, and a permit keeps the snapshot it was checked against, so no call is
+/// ever decided by a mixture of two policies.
+pub(crate) struct Snapshot {
+    pub(crate) boundary: Arc<ActionBoundary>,
+    pub(crate) budget: RunBudget,
+    pub(crate) loops: Option<LoopDetection>,
+    /// The breakers and the configuration they were built with (state carries over a reload
+    /// that keeps the configuration).
+    pub(crate) breakers: Option<(BreakerSettings, Arc<KeyedBreakers>)>,
+    /// The rate limiters and their configuration (buckets whose quota is unchanged carry over).
+    pub(crate) rate: Option<(RateLimits, Arc<RateLimiters>)>,
+    pub(crate) gate: Option<Arc<EscalationGate>>,
+    pub(crate) baseline: Option<Arc<BaselineState>>,
+    /// The document this snapshot was compiled from, when there is one.
+    pub(crate) policy: Option<crate::policy::Policy>,
+}
+
+impl Snapshot {
+    pub(crate) fn version(&self) -> PolicyVersion {
+        self.boundary.version()
+    }
+
+    pub(crate) fn breakers(&self) -> Option<&KeyedBreakers> {
+        self.breakers.as_ref().map(|(_, b)| &**b)
+    }
+
+    pub(crate) fn rate_limits(&self) -> Option<&RateLimiters> {
+        self.rate.as_ref().map(|(_, r)| &**r)
+    }
+}
+
+/// How a guard's breakers are keyed and configured.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BreakerSettings {
+    pub(crate) config: BreakerConfig,
+    pub(crate) key: BreakerKey,
+    pub(crate) capacity: usize,
+}
+
+/// A baseline and what learns into it.
+pub(crate) struct BaselineState {
+    pub(crate) learner: parking_lot::Mutex<Baseline>,
+    pub(crate) snapshot: ArcSwap<BaselineSnapshot>,
+    pub(crate) learn: bool,
+    pub(crate) config: BaselineConfig,
+}
+
+impl BaselineState {
+    pub(crate) fn new(baseline: Baseline, learn: bool) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(baseline.snapshot()),
+            config: *baseline.config(),
+            learner: parking_lot::Mutex::new(baseline),
+            learn,
+        }
+    }
+}
+
+/// Rule ids of the guard's own stages, built once.
+pub(crate) struct Rules {
+    pub(crate) foreign: RuleId,
+    pub(crate) audit: RuleId,
+    pub(crate) kill: RuleId,
+    pub(crate) breaker: RuleId,
+    pub(crate) budget_calls: RuleId,
+    pub(crate) budget_time: RuleId,
+    pub(crate) budget_tokens: RuleId,
+    pub(crate) budget_cost: RuleId,
+    pub(crate) loops: RuleId,
+    pub(crate) rate: RuleId,
+    pub(crate) baseline: RuleId,
+    pub(crate) escalation: RuleId,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            foreign: RuleId::new("guard.run"),
+            audit: RuleId::new("guard.audit"),
+            kill: RuleId::new("guard.kill_switch"),
+            breaker: RuleId::new("guard.breaker"),
+            budget_calls: RuleId::new("guard.budget.max_calls"),
+            budget_time: RuleId::new("guard.budget.max_duration"),
+            budget_tokens: RuleId::new("guard.budget.max_tokens"),
+            budget_cost: RuleId::new("guard.budget.max_cost_micros"),
+            loops: RuleId::new("guard.loop_detection"),
+            rate: RuleId::new("guard.rate_limits"),
+            baseline: RuleId::new("guard.baseline"),
+            escalation: RuleId::new("guard.escalation"),
+        }
+    }
+}
+
+/// State shared by a guard, its runs and its permits.
+pub(crate) struct Shared {
+    /// The policy in force.
+    pub(crate) policy: ArcSwap<Snapshot>,
+    /// Serialises reloads (checks never take it).
+    pub(crate) reload_lock: parking_lot::Mutex<()>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) alerts: Option<Arc<dyn AlertSink>>,
+    pub(crate) credentials: Option<CredentialBroker>,
+    pub(crate) escalation: Option<super::escalate::Escalations>,
+    pub(crate) classify: fn(&Outcome) -> CallResult,
+    pub(crate) seq: AtomicU64,
+    pub(crate) runs: AtomicU64,
+    /// Ids of the runs started and not yet ended.
+    pub(crate) live_runs: parking_lot::Mutex<HashSet<RunId>>,
+    pub(crate) suspended_all: AtomicBool,
+    pub(crate) suspended_agents: ArcSwap<HashSet<AgentId>>,
+    pub(crate) rules: Rules,
+}
+
+impl Shared {
+    /// Records a denial and returns it (or the audit failure, which also denies).
+    pub(crate) fn deny<'a>(
+        &self,
+        run: &Run,
+        call: &ToolCall<'_>,
+        denial: Denial,
+        boundary: &ActionBoundary,
+    ) -> Verdict<'a> {
+        let version = boundary.version();
+        let kind = match denial.code() {
+            DenyCode::BudgetExhausted => Some(AlertKind::BudgetExhausted),
+            DenyCode::LoopDetected => Some(AlertKind::LoopDetected),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.alert(kind, Some(run), Some(call.tool()), || {
+                denial.reason().to_owned()
+            });
+        }
+        let recorded = self.record_marked(
+            Some(run),
+            EventKind::Decision {
+                call,
+                decision: Decision::Deny(&denial),
+                policy_version: Some(version),
+            },
+            || Some(boundary.audit_marks(call.tool())),
+        );
+        match recorded {
+            Ok(()) => Verdict::Deny(denial),
+            Err(e) => Verdict::Deny(self.audit_denial(e, version)),
+        }
+    }
+
+    /// The denial of a decision that could not be recorded.
+    pub(crate) fn audit_denial(&self, e: AuditError, version: PolicyVersion) -> Denial {
+        Denial::new(
+            DenyCode::AuditFailed,
+            self.rules.audit.clone(),
+            format!("the decision could not be recorded, so it is not acted on: {e}"),
+        )
+        .with_version(version)
+    }
+
+    pub(crate) fn record(&self, run: &Run, kind: EventKind<'_>) -> Result<(), AuditError> {
+        self.record_for(Some(run), kind)
+    }
+
+    /// Sends an alert, building its text only if a sink is configured.
+    pub(crate) fn alert(
+        &self,
+        kind: AlertKind,
+        run: Option<&Run>,
+        tool: Option<&str>,
+        detail: impl FnOnce() -> String,
+    ) {
+        if let Some(sink) = &self.alerts {
+            sink.alert(&Alert {
+                kind,
+                agent: run.map(|r| r.ctx.agent().to_string()),
+                run: run.map(|r| r.id.to_string()),
+                tool: tool.map(str::to_owned),
+                detail: detail(),
+            });
+        }
+    }
+
+    pub(crate) fn record_for(
+        &self,
+        run: Option<&Run>,
+        kind: EventKind<'_>,
+    ) -> Result<(), AuditError> {
+        self.record_marked(run, kind, || None)
+    }
+
+    /// Records an event about a tool, with the policy's marks for it (redactions, retention).
+    pub(crate) fn record_marked<'m>(
+        &self,
+        run: Option<&Run>,
+        kind: EventKind<'_>,
+        marks: impl FnOnce() -> Option<&'m AuditMarks>,
+    ) -> Result<(), AuditError> {
+        self.record_event(run.map(|r| &r.id), run.map(|r| r.ctx.agent()), kind, marks)
+    }
+
+    /// Numbers, timestamps and records one event (nothing happens without a sink; `marks` is
+    /// only evaluated with one).
+    pub(crate) fn record_event<'m>(
+        &self,
+        run: Option<&RunId>,
+        agent: Option<&AgentId>,
+        kind: EventKind<'_>,
+        marks: impl FnOnce() -> Option<&'m AuditMarks>,
+    ) -> Result<(), AuditError> {
+        let Some(sink) = &self.audit else {
+            return Ok(());
+        };
+        let mut event = AuditEvent::new(
+            self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            self.clock.wall(),
+            run,
+            agent,
+            kind,
+        );
+        event.marks = marks();
+        sink.record(&event)
+    }
+}
+
+/// Gives a breaker ticket back unused (the call never ran), so a half-open probe slot is freed.
+pub(crate) fn release(breaker: Option<(Arc<Keyed>, Ticket)>) {
+    if let Some((keyed, ticket)) = breaker {
+        let _ = keyed
+            .breaker
+            .record(ticket, CallResult::Ignored, std::time::Duration::ZERO);
+    }
+}
+
+/// The default classifier: errors and abandoned calls count as failures.
+pub(crate) fn default_classifier(outcome: &Outcome) -> CallResult {
+    match outcome.status {
+        OutcomeStatus::Success => CallResult::Success,
+        _ => CallResult::Failure,
+    }
+}
