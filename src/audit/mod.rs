@@ -44,10 +44,10 @@ pub use redact::{
     AuditMarks, Redaction, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER, UNPARSEABLE_PLACEHOLDER,
 };
 pub use sinks::{Fanout, TracingSink};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use json::k;
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::breaker::Transition;
@@ -604,10 +604,10 @@ impl MemorySink {
         self.lock().is_empty()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<Value>> {
         // A panic while holding the lock cannot leave a half-written Vec<Value> behind (push is
-        // the only mutation), so the data stays trustworthy after poisoning.
-        self.events.lock().unwrap_or_else(|p| p.into_inner())
+        // the only mutation).
+        self.events.lock()
     }
 }
 

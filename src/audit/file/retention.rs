@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::PoisonError;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -267,10 +266,7 @@ impl FileSink {
         policy: &RetentionPolicy,
         now: SystemTime,
     ) -> Result<RetainReport, AuditError> {
-        let _one_at_a_time = self
-            .retain_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = self.retain_lock.lock();
         // Every event recorded before the call is judged with the rest.
         self.flush()?;
         let closed = {

@@ -5,8 +5,10 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::verify::{Span, VerifyError};
 use super::{Backpressure, Durability, MAX_EVENT_BYTES, SINK_NAME};
@@ -104,12 +106,18 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        // Every mutation of State is a plain field update; a panic cannot leave it half-made.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        // Every mutation of State is a plain field update; a panic cannot leave it half-made. A
+        // panicking writer thread marks the sink failed (see `PanicGuard`).
+        self.state.lock()
     }
 
-    pub(super) fn wait<'a>(&self, cv: &Condvar, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        cv.wait(g).unwrap_or_else(PoisonError::into_inner)
+    pub(super) fn wait<'a>(
+        &self,
+        cv: &Condvar,
+        mut g: MutexGuard<'a, State>,
+    ) -> MutexGuard<'a, State> {
+        cv.wait(&mut g);
+        g
     }
 
     pub(super) fn fail(&self, failure: Failure) {

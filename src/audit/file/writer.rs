@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Durability;
@@ -95,11 +95,7 @@ impl Writer {
                             if now >= due {
                                 break;
                             }
-                            st = shared
-                                .work
-                                .wait_timeout(st, due - now)
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .0;
+                            shared.work.wait_for(&mut st, due - now);
                         }
                         _ => st = shared.wait(&shared.work, st),
                     }
