@@ -383,3 +383,108 @@ fn the_file_sink_writes_what_its_redaction_says_and_never_a_secret() {
     assert!(text.contains(SECRET_PLACEHOLDER));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------------------------------------------
+// Finding 3: a marked path meeting a value of another shape redacts the whole value
+// ------------------------------------------------------------------------------------------------
+
+fn shapes_boundary() -> ActionBoundary {
+    ActionBoundary::builder()
+        .tool(
+            "login",
+            ToolSpec::write()
+                .arg("auth.user", Arg::string().sensitive())
+                .arg("auth.password", Arg::string().secret()),
+        )
+        .tool(
+            "charge",
+            ToolSpec::write()
+                .arg("cards[].number", Arg::string().secret())
+                .arg("memo", Arg::string()),
+        )
+        .role("r", RoleSpec::new().tools(["login", "charge"]))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_secret_sent_where_its_parent_should_be_is_redacted_whole_in_the_denial() {
+    let sink = Arc::new(MemorySink::with_redaction(
+        Redaction::keyed_hash("k1", vec![9; 32]).unwrap(),
+    ));
+    let guard = Guard::builder(shapes_boundary())
+        .audit(sink.clone())
+        .build();
+    let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    let p = json!(SECRET_PLACEHOLDER);
+    // (tool, arguments, the arguments as they must be recorded)
+    let wrong_shapes: Vec<(&str, Value, Value)> = vec![
+        ("login", json!({ "auth": PASSWORD }), json!({ "auth": p })),
+        ("login", json!({ "auth": [PASSWORD] }), json!({ "auth": p })),
+        (
+            "login",
+            json!({ "auth": 4_111_111_111_111_111u64 }),
+            json!({ "auth": p }),
+        ),
+        (
+            "charge",
+            json!({ "cards": [PASSWORD] }),
+            json!({ "cards": [p] }),
+        ),
+        (
+            "charge",
+            json!({ "cards": PASSWORD }),
+            json!({ "cards": p }),
+        ),
+        (
+            "charge",
+            json!({ "cards": [[PASSWORD]] }),
+            json!({ "cards": [p] }),
+        ),
+        ("charge", json!(PASSWORD), p.clone()),
+        ("charge", json!([{ "number": PASSWORD }]), p.clone()),
+    ];
+    for (tool, args, _) in &wrong_shapes {
+        let v = guard.check(&run, &ToolCall::new(tool, args));
+        assert!(v.denial().is_some(), "{tool} {args} should be denied");
+        // The raw text form too.
+        let raw = args.to_string();
+        let v = guard.check(&run, &ToolCall::new(tool, raw.as_str()));
+        assert!(v.denial().is_some(), "{tool} {raw} should be denied");
+    }
+    run.finish().unwrap();
+    let all = serde_json::to_string(&sink.events()).unwrap();
+    assert!(
+        !all.contains("hunter2"),
+        "a secret reached the record: {all}"
+    );
+    assert!(!all.contains("4111111111111111"), "{all}");
+    let d = decisions(&sink);
+    assert_eq!(d.len(), 2 * wrong_shapes.len());
+    for (i, e) in d.iter().enumerate() {
+        assert_eq!(e["tollgate.decision"], "deny");
+        // Secret marks are applied last: where a sensitive and a secret path meet the same
+        // wrong-shaped value (`auth`), the secret placeholder is what remains.
+        assert_eq!(
+            e["gen_ai.tool.call.arguments"],
+            wrong_shapes[i / 2].2,
+            "record {i}: {e}"
+        );
+    }
+}
+
+#[test]
+fn null_and_absent_parents_are_left_as_they_are() {
+    let sink = Arc::new(MemorySink::new());
+    let guard = Guard::builder(shapes_boundary())
+        .audit(sink.clone())
+        .build();
+    let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    for args in [json!({ "auth": null }), json!({}), json!({ "cards": null })] {
+        drop(guard.check(&run, &ToolCall::new("charge", &args)));
+    }
+    let d = decisions(&sink);
+    assert_eq!(d[0]["gen_ai.tool.call.arguments"], json!({ "auth": null }));
+    assert_eq!(d[1]["gen_ai.tool.call.arguments"], json!({}));
+    assert_eq!(d[2]["gen_ai.tool.call.arguments"], json!({ "cards": null }));
+}

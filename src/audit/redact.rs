@@ -100,21 +100,47 @@ impl AuditMarks {
         }
     }
 
-    /// Replaces every marked value in `args` as `how` says.
+    /// Replaces every marked value in `args` as `how` says. Sensitive marks go first and secret
+    /// ones last, so where a secret path and a sensitive path overlap (or meet a value of the
+    /// wrong shape) the secret placeholder is what remains.
     pub(crate) fn apply(&self, args: &mut Value, how: &Redaction) {
-        for m in self.redactions.iter() {
+        for m in self
+            .redactions
+            .iter()
+            .filter(|m| m.class != Sensitivity::Secret)
+            .chain(
+                self.redactions
+                    .iter()
+                    .filter(|m| m.class == Sensitivity::Secret),
+            )
+        {
             redact_at(args, &m.path, m.class, how);
         }
     }
 }
 
+/// Replaces the value at `path` below `v`. Wherever the path meets a value of another shape than
+/// it expects (a string, number, boolean or array where it needs an object to descend into, or a
+/// non-array where it expects `[]`), the whole value found there is replaced: the marked value
+/// could be anywhere inside it, e.g. `{"auth": "<secret>"}` for the path `auth.password`, or
+/// `{"cards": ["<number>"]}` for `cards[].number`. Only `null` and absent keys are left alone:
+/// they hold nothing.
 fn redact_at(v: &mut Value, path: &[(Box<str>, bool)], class: Sensitivity, how: &Redaction) {
     let Some(((name, items), rest)) = path.split_first() else {
         *v = how.replacement(class, v);
         return;
     };
-    let Some(child) = v.as_object_mut().and_then(|o| o.get_mut(&**name)) else {
-        return;
+    let child = match v {
+        Value::Object(o) => match o.get_mut(&**name) {
+            Some(child) => child,
+            None => return,
+        },
+        Value::Null => return,
+        // Not an object where the policy descends: the marked value may be anywhere inside.
+        other => {
+            *other = how.replacement(class, other);
+            return;
+        }
     };
     if *items {
         match child {
@@ -123,6 +149,7 @@ fn redact_at(v: &mut Value, path: &[(Box<str>, bool)], class: Sensitivity, how: 
                     redact_at(e, rest, class, how);
                 }
             }
+            Value::Null => {}
             // Not an array where the policy expects one: redact the whole value rather than
             // guess.
             other => *other = how.replacement(class, other),
