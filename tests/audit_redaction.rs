@@ -488,3 +488,120 @@ fn null_and_absent_parents_are_left_as_they_are() {
     assert_eq!(d[1]["gen_ai.tool.call.arguments"], json!({}));
     assert_eq!(d[2]["gen_ai.tool.call.arguments"], json!({ "cards": null }));
 }
+
+// ------------------------------------------------------------------------------------------------
+// Finding 3, part 2: outcome texts never carry the call's marked values
+// ------------------------------------------------------------------------------------------------
+
+fn outcomes(sink: &MemorySink) -> Vec<Value> {
+    sink.events()
+        .into_iter()
+        .filter(|e| e["event"] == "outcome")
+        .collect()
+}
+
+#[test]
+fn a_secret_quoted_in_a_tool_error_is_cut_out_of_the_outcome_record() {
+    let sink = Arc::new(MemorySink::new());
+    let (guard, run) = session(sink.clone(), boundary());
+    let args = json!({ "user": "n.smith", "password": PASSWORD });
+    let result: Result<(), _> = guard.execute(&run, &ToolCall::new("ehr_login", &args), |_| {
+        Err(format!(
+            "login refused for n.smith with password {PASSWORD} (try again)"
+        ))
+    });
+    assert!(matches!(result, Err(tollgate::ExecuteError::Tool(_))));
+    // The same through raw argument text, and through Outcome::with_output.
+    let raw = format!(r#"{{"user":"n.smith","password":"{PASSWORD}"}}"#);
+    let permit = guard
+        .check(&run, &ToolCall::new("ehr_login", raw.as_str()))
+        .into_permit()
+        .unwrap();
+    permit
+        .complete(Outcome::success().with_output(format!("session for {PASSWORD}: ok")))
+        .unwrap();
+    run.finish().unwrap();
+    let all = serde_json::to_string(&sink.events()).unwrap();
+    assert!(
+        !all.contains("hunter2"),
+        "a secret reached the record: {all}"
+    );
+    let o = outcomes(&sink);
+    assert_eq!(
+        o[0]["tollgate.outcome"]["message"],
+        format!("login refused for n.smith with password {SECRET_PLACEHOLDER} (try again)")
+    );
+    assert_eq!(
+        o[1]["tollgate.output"],
+        format!("session for {SECRET_PLACEHOLDER}: ok")
+    );
+}
+
+#[test]
+fn escaped_nested_and_numeric_marked_values_are_cut_out_of_outputs() {
+    let sink = Arc::new(MemorySink::new());
+    let b = ActionBoundary::builder()
+        .tool(
+            "pay",
+            ToolSpec::write()
+                .arg("card.number", Arg::integer().secret())
+                .arg("card.holder", Arg::string().sensitive())
+                .arg("note", Arg::string().secret()),
+        )
+        .role("r", RoleSpec::new().tools(["pay"]))
+        .build()
+        .unwrap();
+    let guard = Guard::builder(b).audit(sink.clone()).build();
+    let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    let note = "quote \" and backslash \\ inside PLANTED-note";
+    let args = json!({
+        "card": { "number": 4_111_111_111_111_111u64, "holder": PATIENT },
+        "note": note,
+    });
+    let permit = guard
+        .check(&run, &ToolCall::new("pay", &args))
+        .into_permit()
+        .unwrap();
+    // The tool echoes its input as JSON (escaped) and as plain text.
+    let output = format!("echo {args} / holder={PATIENT} / note={note}");
+    permit
+        .complete(Outcome::error(output.clone()).with_output(output))
+        .unwrap();
+    let o = &outcomes(&sink)[0];
+    for text in [
+        o["tollgate.outcome"]["message"].as_str().unwrap(),
+        o["tollgate.output"].as_str().unwrap(),
+    ] {
+        for leaked in ["4111111111111111", "Jane", "PLANTED", "1958"] {
+            assert!(!text.contains(leaked), "`{leaked}` in {text}");
+        }
+        assert!(text.contains(SECRET_PLACEHOLDER), "{text}");
+        assert!(text.contains(SENSITIVE_PLACEHOLDER), "{text}");
+    }
+}
+
+#[test]
+fn a_text_holding_a_marked_value_too_short_to_cut_out_is_replaced_whole() {
+    let sink = Arc::new(MemorySink::new());
+    let (guard, run) = session(sink.clone(), boundary());
+    let args = json!({ "user": "n.smith", "password": "x7" });
+    assert!(tollgate::audit::MIN_SCRUB_BYTES > 2);
+    let permit = guard
+        .check(&run, &ToolCall::new("ehr_login", &args))
+        .into_permit()
+        .unwrap();
+    permit
+        .complete(Outcome::error("bad password x7 for n.smith"))
+        .unwrap();
+    // A text without the short value is kept as it is.
+    let permit = guard
+        .check(&run, &ToolCall::new("ehr_login", &args))
+        .into_permit()
+        .unwrap();
+    permit
+        .complete(Outcome::error("upstream timed out"))
+        .unwrap();
+    let o = outcomes(&sink);
+    assert_eq!(o[0]["tollgate.outcome"]["message"], SECRET_PLACEHOLDER);
+    assert_eq!(o[1]["tollgate.outcome"]["message"], "upstream timed out");
+}

@@ -41,7 +41,8 @@ mod redact;
 mod sinks;
 
 pub use redact::{
-    AuditMarks, Redaction, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER, UNPARSEABLE_PLACEHOLDER,
+    AuditMarks, MIN_SCRUB_BYTES, Redaction, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER,
+    UNPARSEABLE_PLACEHOLDER,
 };
 pub use sinks::{Fanout, TracingSink};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

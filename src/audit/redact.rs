@@ -15,6 +15,25 @@
 //! for tools with no marked argument: for a tool with one, it is replaced by a placeholder, since
 //! nobody can tell where in it the secret sits. Denial reasons about a marked argument leave its
 //! value out.
+//!
+//! A marked path that meets a value of another shape than it expects (a string where it descends
+//! into an object, a non-array where it expects `[]`) redacts the whole value found there.
+//!
+//! # Outcomes
+//!
+//! A tool's error text and its recorded output can quote its arguments ("login failed for
+//! password hunter2"). Before a permit records an outcome, every occurrence of a marked argument
+//! value of that call in the error message and in the output is replaced by the placeholder of
+//! its class (`"[REDACTED:secret]"` or `"[REDACTED:sensitive]"`; outcomes never carry a keyed
+//! hash). What is looked for, for each marked value: a string as given and as JSON-escaped (the
+//! text between the quotes of its JSON form); a number or boolean as its JSON text; an object or
+//! array as its compact JSON text, and each string, number and object key inside it. Matching is
+//! exact (byte for byte): an encoding the tool applied itself (URL, base64, a changed case) is not
+//! recognised.
+//!
+//! Values shorter than [`MIN_SCRUB_BYTES`] cannot be scrubbed piece by piece (replacing every
+//! `"ab"` in a text both destroys it and shows where the value was), so a text that contains one
+//! is replaced whole by the placeholder; an empty value or `null` is ignored.
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,6 +44,8 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::boundary::Sensitivity;
+use crate::call::Args;
+use crate::verdict::{Outcome, OutcomeStatus};
 
 /// The placeholder written instead of a secret value.
 pub const SECRET_PLACEHOLDER: &str = "[REDACTED:secret]";
@@ -34,6 +55,10 @@ pub const SENSITIVE_PLACEHOLDER: &str = "[REDACTED:sensitive]";
 /// parse.
 pub const UNPARSEABLE_PLACEHOLDER: &str =
     "[REDACTED:unparseable arguments of a tool with marked fields]";
+
+/// Marked values shorter than this many bytes are not cut out of outcome texts: a text that
+/// contains one is replaced whole (see [Outcomes](self#outcomes)).
+pub const MIN_SCRUB_BYTES: usize = 4;
 
 /// What the policy says about one tool's records: which argument paths are redacted, and the
 /// retention class of its data tier. Obtained from
@@ -116,6 +141,210 @@ impl AuditMarks {
         {
             redact_at(args, &m.path, m.class, how);
         }
+    }
+
+    /// `outcome` with every occurrence of a marked value of `args` in its error message and
+    /// output replaced (see [Outcomes](self#outcomes)); `None` when nothing needs to change.
+    pub(crate) fn scrub_outcome(&self, args: Args<'_>, outcome: &Outcome) -> Option<Outcome> {
+        let message = match &outcome.status {
+            OutcomeStatus::Error { message } => Some(&**message),
+            _ => None,
+        };
+        let output = outcome.output.as_deref();
+        if !self.redacts() || (message.is_none() && output.is_none()) {
+            return None;
+        }
+        let needles = match self.marked_values(args) {
+            Some(n) => n,
+            // The marked values cannot be located: no text of this call is recorded.
+            None => Needles::unlocatable(),
+        };
+        let new_message = message.and_then(|m| needles.scrub(m));
+        let new_output = output.and_then(|o| needles.scrub(o));
+        if new_message.is_none() && new_output.is_none() {
+            return None;
+        }
+        let mut scrubbed = outcome.clone();
+        if let (Some(m), OutcomeStatus::Error { message }) = (new_message, &mut scrubbed.status) {
+            *message = m.into();
+        }
+        if let Some(o) = new_output {
+            scrubbed.output = Some(o.into());
+        }
+        Some(scrubbed)
+    }
+
+    /// The texts to look for, with the class of the mark they come from; `None` if the
+    /// arguments cannot be read (raw text that does not parse).
+    fn marked_values(&self, args: Args<'_>) -> Option<Needles> {
+        let parsed;
+        let root = match args {
+            Args::None => return Some(Needles::default()),
+            Args::Value(v) => v,
+            Args::Json(text) => {
+                parsed = serde_json::from_str::<Value>(text).ok()?;
+                &parsed
+            }
+        };
+        let mut needles = Needles::default();
+        for m in &self.redactions {
+            collect_at(root, &m.path, m.class, &mut needles);
+        }
+        Some(needles)
+    }
+}
+
+/// Collects the values at `path` below `v`, following the shapes exactly as [`redact_at`]
+/// does: where the path meets a value of another shape, the whole value is collected.
+fn collect_at(v: &Value, path: &[(Box<str>, bool)], class: Sensitivity, out: &mut Needles) {
+    let Some(((name, items), rest)) = path.split_first() else {
+        out.add_value(v, class);
+        return;
+    };
+    let child = match v {
+        Value::Object(o) => match o.get(&**name) {
+            Some(child) => child,
+            None => return,
+        },
+        Value::Null => return,
+        other => return out.add_value(other, class),
+    };
+    if *items {
+        match child {
+            Value::Array(elems) => {
+                for e in elems {
+                    collect_at(e, rest, class, out);
+                }
+            }
+            Value::Null => {}
+            other => out.add_value(other, class),
+        }
+    } else {
+        collect_at(child, rest, class, out);
+    }
+}
+
+/// The marked values of one call, as texts to cut out of outcome texts.
+#[derive(Default)]
+struct Needles {
+    /// `(text, class)`, longest first once [`Needles::scrub`] runs.
+    texts: Vec<(String, Sensitivity)>,
+    /// The arguments could not be read: every text is replaced whole.
+    unlocatable: bool,
+}
+
+impl Needles {
+    fn unlocatable() -> Self {
+        Self {
+            texts: Vec::new(),
+            unlocatable: true,
+        }
+    }
+
+    fn push(&mut self, text: String, class: Sensitivity) {
+        if !text.is_empty() && !self.texts.iter().any(|(t, c)| *t == text && *c == class) {
+            self.texts.push((text, class));
+        }
+    }
+
+    fn add_value(&mut self, v: &Value, class: Sensitivity) {
+        match v {
+            Value::Null => {}
+            Value::String(s) => self.add_string(s, class),
+            Value::Bool(_) | Value::Number(_) => self.push(v.to_string(), class),
+            Value::Array(items) => {
+                self.push(v.to_string(), class);
+                for item in items {
+                    self.add_value(item, class);
+                }
+            }
+            Value::Object(o) => {
+                self.push(v.to_string(), class);
+                for (k, item) in o {
+                    self.add_string(k, class);
+                    self.add_value(item, class);
+                }
+            }
+        }
+    }
+
+    fn add_string(&mut self, s: &str, class: Sensitivity) {
+        self.push(s.to_owned(), class);
+        // As it appears inside JSON text: escaped, without the quotes.
+        let quoted = Value::from(s).to_string();
+        let escaped = &quoted[1..quoted.len() - 1];
+        if escaped != s {
+            self.push(escaped.to_owned(), class);
+        }
+    }
+
+    /// `text` with every needle replaced by its class's placeholder, longest needle first at
+    /// each position; `None` if nothing was found.
+    fn scrub(&self, text: &str) -> Option<String> {
+        let strongest = |a: Sensitivity, b: Sensitivity| {
+            if a == Sensitivity::Secret || b == Sensitivity::Secret {
+                Sensitivity::Secret
+            } else {
+                Sensitivity::Sensitive
+            }
+        };
+        if self.unlocatable {
+            return Some(placeholder(Sensitivity::Secret).to_owned());
+        }
+        // A value too short to cut out piecewise: the whole text goes.
+        let short = self
+            .texts
+            .iter()
+            .filter(|(t, _)| t.len() < MIN_SCRUB_BYTES && text.contains(t.as_str()))
+            .map(|(_, c)| *c)
+            .reduce(strongest);
+        if let Some(class) = short {
+            return Some(placeholder(class).to_owned());
+        }
+        let mut needles: Vec<&(String, Sensitivity)> = self
+            .texts
+            .iter()
+            .filter(|(t, _)| text.contains(t.as_str()))
+            .collect();
+        if needles.is_empty() {
+            return None;
+        }
+        needles.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
+        let mut first = [false; 256];
+        for (t, _) in &needles {
+            first[usize::from(t.as_bytes()[0])] = true;
+        }
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let (mut i, mut copied) = (0, 0);
+        while i < bytes.len() {
+            let hit = first[usize::from(bytes[i])]
+                .then(|| {
+                    needles
+                        .iter()
+                        .find(|(t, _)| bytes[i..].starts_with(t.as_bytes()))
+                })
+                .flatten();
+            match hit {
+                Some((t, class)) => {
+                    // Needles are whole UTF-8 strings, so `i` and `i + t.len()` are boundaries.
+                    out.push_str(&text[copied..i]);
+                    out.push_str(placeholder(*class));
+                    i += t.len();
+                    copied = i;
+                }
+                None => i += 1,
+            }
+        }
+        out.push_str(&text[copied..]);
+        Some(out)
+    }
+}
+
+fn placeholder(class: Sensitivity) -> &'static str {
+    match class {
+        Sensitivity::Secret => SECRET_PLACEHOLDER,
+        Sensitivity::Sensitive => SENSITIVE_PLACEHOLDER,
     }
 }
 

@@ -73,7 +73,7 @@ use crate::breaker::{
     Transition, UnexpectedTool,
 };
 use crate::call::AgentId;
-use crate::call::{RuleId, RunContext, RunId, ToolCall};
+use crate::call::{Args, RuleId, RunContext, RunId, ToolCall};
 use crate::clock::{Clock, MonoTime, SystemClock};
 use crate::credential::{
     Asker, CredentialBroker, CredentialError, MintRequest, Operation, ScopedCredential, unix_secs,
@@ -1123,6 +1123,7 @@ impl Guard {
             boundary,
             admitted,
             call_id: call.call_id(),
+            args: call.args(),
             started: timed.then(|| shared.clock.now()),
             breaker,
             reserved,
@@ -1350,6 +1351,8 @@ pub struct Permit<'a> {
     boundary: Arc<ActionBoundary>,
     admitted: Admitted,
     call_id: Option<&'a str>,
+    /// The call's arguments, so marked values can be cut out of the outcome's texts.
+    args: Args<'a>,
     started: Option<MonoTime>,
     breaker: Option<(Arc<Keyed>, Ticket)>,
     reserved: Reserved,
@@ -1564,12 +1567,20 @@ impl<'a> Permit<'a> {
         };
         let latency = shared.clock.now().duration_since(started);
         let transition = self.feed_breaker(outcome, latency);
+        // The error text and the output may quote a marked argument: recorded without it.
+        let scrubbed = match &shared.audit {
+            Some(_) => self
+                .boundary
+                .marks_of(self.admitted)
+                .scrub_outcome(self.args, outcome),
+            None => None,
+        };
         let recorded = shared.record_marked(
             Some(self.run),
             EventKind::Outcome {
                 tool: self.tool(),
                 call_id: self.call_id,
-                outcome,
+                outcome: scrubbed.as_ref().unwrap_or(outcome),
                 latency,
                 policy_version: self.boundary.version(),
             },
