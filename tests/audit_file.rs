@@ -823,7 +823,9 @@ fn after_flush_a_fresh_verify_sees_every_record() {
 }
 
 #[test]
-fn oversized_events_are_refused_not_truncated() {
+fn an_attempt_larger_than_a_record_may_be_is_recorded_as_a_placeholder_not_refused() {
+    // 16 MiB of arguments used to be refused (the call denied with AuditFailed and no record of
+    // the attempt at all); now it is recorded, as its size, hash and prefix.
     let dir = TempDir::new("oversized");
     let (sink, _) = open(dir.path(), FileSinkConfig::default());
     let guard = guard_with(sink.clone());
@@ -833,16 +835,20 @@ fn oversized_events_are_refused_not_truncated() {
         "a".repeat(file::MAX_EVENT_BYTES)
     );
     let v = guard.check(&run, &ToolCall::new("pay", huge.as_str()));
-    assert_eq!(v.deny_code(), Some(DenyCode::AuditFailed));
-    // The sink is still usable.
-    assert_eq!(
-        guard
-            .check(&run, &ToolCall::without_args("nope"))
-            .deny_code(),
-        Some(DenyCode::UnknownTool)
-    );
+    assert_eq!(v.deny_code(), Some(DenyCode::ArgsTooLarge));
     sink.flush().unwrap();
     assert_eq!(file::verify(dir.path()).unwrap().records, 2);
+    let args = &records(dir.path())[1]["event"]["gen_ai.tool.call.arguments"];
+    assert_eq!(args["tollgate.omitted"], "too_large");
+    assert_eq!(args["bytes"], huge.len());
+    assert_eq!(args["prefix"], &huge[..64]);
+    let total: u64 = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(total < 4096, "{total} bytes on disk");
 }
 
 #[cfg(unix)]

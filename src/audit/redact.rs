@@ -19,30 +19,13 @@
 //! A marked path that meets a value of another shape than it expects (a string where it descends
 //! into an object, a non-array where it expects `[]`) redacts the whole value found there.
 //!
-//! # Outcomes
-//!
-//! A tool's error text and its recorded output can quote its arguments ("login failed for
-//! password hunter2"). Before a permit records an outcome, every occurrence of a marked argument
-//! value of that call in the error message and in the output is replaced by the placeholder of
-//! its class (`"[REDACTED:secret]"` or `"[REDACTED:sensitive]"`; outcomes never carry a keyed
-//! hash). What is looked for, for each marked value: a string as given and as JSON-escaped (the
-//! text between the quotes of its JSON form); a number or boolean as its JSON text; an object or
-//! array as its compact JSON text, and each string, number and object key inside it. Matching is
-//! exact (byte for byte): an encoding the tool applied itself (URL, base64, a changed case) is not
-//! recognised.
-//!
-//! Values shorter than [`MIN_SCRUB_BYTES`] cannot be scrubbed piece by piece (replacing every
-//! `"ab"` in a text both destroys it and shows where the value was), so a text that contains one
-//! is replaced whole by the placeholder; an empty value or `null` is ignored.
+//! Outcome texts are scrubbed of the call's marked values (see the audit module docs).
 
-use std::fmt;
 use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::Value;
-use sha2::Sha256;
 
+use super::Redaction;
 use crate::boundary::Sensitivity;
 use crate::call::Args;
 use crate::verdict::{Outcome, OutcomeStatus};
@@ -57,7 +40,7 @@ pub const UNPARSEABLE_PLACEHOLDER: &str =
     "[REDACTED:unparseable arguments of a tool with marked fields]";
 
 /// Marked values shorter than this many bytes are not cut out of outcome texts: a text that
-/// contains one is replaced whole (see [Outcomes](self#outcomes)).
+/// contains one is replaced whole (see [the audit module](crate::audit#outcomes)).
 pub const MIN_SCRUB_BYTES: usize = 4;
 
 /// What the policy says about one tool's records: which argument paths are redacted, and the
@@ -385,112 +368,5 @@ fn redact_at(v: &mut Value, path: &[(Box<str>, bool)], class: Sensitivity, how: 
         }
     } else {
         redact_at(child, rest, class, how);
-    }
-}
-
-/// How a sink writes values marked *sensitive* (secret values are never written, whatever this
-/// says). The default is [`Redaction::placeholder`].
-///
-/// ```
-/// use tollgate::audit::Redaction;
-///
-/// let hashed = Redaction::keyed_hash("k2026", b"a key of at least 32 bytes, kept in a vault".to_vec())?;
-/// assert!(format!("{hashed:?}").contains("k2026") && !format!("{hashed:?}").contains("vault"));
-/// # Ok::<(), tollgate::audit::AuditError>(())
-/// ```
-#[derive(Clone, Default)]
-pub struct Redaction {
-    hash: Option<Arc<HashKey>>,
-}
-
-struct HashKey {
-    id: Box<str>,
-    key: SecretSlice<u8>,
-}
-
-impl fmt::Debug for Redaction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.hash {
-            None => f.write_str("Redaction::placeholder"),
-            Some(k) => write!(f, "Redaction::keyed_hash({:?}, [key hidden])", k.id),
-        }
-    }
-}
-
-/// Two redactions are equal when they write the same thing: both placeholders, or keyed hashes
-/// with the same key id and key.
-impl PartialEq for Redaction {
-    fn eq(&self, other: &Self) -> bool {
-        match (&self.hash, &other.hash) {
-            (None, None) => true,
-            (Some(a), Some(b)) => {
-                let (ka, kb) = (a.key.expose_secret(), b.key.expose_secret());
-                // Constant time in the key bytes (lengths are not secret).
-                a.id == b.id
-                    && ka.len() == kb.len()
-                    && ka.iter().zip(kb).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-            }
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Redaction {}
-
-impl Redaction {
-    /// Sensitive values become `"[REDACTED:sensitive]"`.
-    pub fn placeholder() -> Self {
-        Self::default()
-    }
-
-    /// Sensitive values become `"hmac-sha256:<key_id>:<hex>"`, an HMAC-SHA-256 under `key` of the
-    /// value's canonical JSON (object keys sorted). The key must be at least 32 bytes; `key_id`
-    /// (1–64 characters of `[A-Za-z0-9._-]`) names it in every record so a rotated key stays
-    /// identifiable.
-    pub fn keyed_hash(key_id: &str, key: Vec<u8>) -> Result<Self, super::AuditError> {
-        let refuse = |reason: &str| super::AuditError::Refused {
-            sink: "redaction",
-            reason: reason.to_owned(),
-        };
-        if key.len() < 32 {
-            return Err(refuse("the keyed-hash key must be at least 32 bytes"));
-        }
-        if key_id.is_empty()
-            || key_id.len() > 64
-            || !key_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            return Err(refuse(
-                "the key id must be 1-64 characters of letters, digits, `.`, `_` or `-`",
-            ));
-        }
-        Ok(Self {
-            hash: Some(Arc::new(HashKey {
-                id: key_id.into(),
-                key: key.into(),
-            })),
-        })
-    }
-
-    fn replacement(&self, class: Sensitivity, v: &Value) -> Value {
-        match (class, &self.hash) {
-            (Sensitivity::Sensitive, Some(k)) => {
-                // `Hmac::new_from_slice` accepts keys of any length.
-                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(k.key.expose_secret()) else {
-                    return Value::from(SENSITIVE_PLACEHOLDER);
-                };
-                mac.update(&serde_json::to_vec(v).unwrap_or_default());
-                let tag = mac.finalize().into_bytes();
-                let mut s = Vec::with_capacity(80);
-                s.extend_from_slice(b"hmac-sha256:");
-                s.extend_from_slice(k.id.as_bytes());
-                s.push(b':');
-                crate::hex::encode_into(&mut s, &tag);
-                Value::from(String::from_utf8(s).unwrap_or_default())
-            }
-            (Sensitivity::Sensitive, None) => Value::from(SENSITIVE_PLACEHOLDER),
-            (Sensitivity::Secret, _) => Value::from(SECRET_PLACEHOLDER),
-        }
     }
 }

@@ -149,10 +149,54 @@ pub(super) fn parse_frame(line: &[u8]) -> Result<Frame<'_>, Unparseable> {
     })
 }
 
+/// The deepest nesting an event may have: the event object around values that are never
+/// written nested deeper than [`MAX_DEPTH_CAP`](crate::call::json::MAX_DEPTH_CAP). Every reader
+/// (verify, query, retention, recovery) applies it, so a record one of them accepts, all of them
+/// can read (serde_json's own limit, 128, is well above it).
+pub(in crate::audit) const MAX_EVENT_DEPTH: usize = crate::call::json::MAX_DEPTH_CAP + 1;
+
+/// Checks that `event` is one JSON value nested at most [`MAX_EVENT_DEPTH`] deep.
 pub(super) fn event_is_json(event: &[u8]) -> Result<(), String> {
+    if let Some(at) = too_deep(event, MAX_EVENT_DEPTH) {
+        return Err(format!(
+            "`event` is nested deeper than {MAX_EVENT_DEPTH} levels (at byte {at}), which no \
+             writer produces and not every reader can read"
+        ));
+    }
     serde_json::from_slice::<serde::de::IgnoredAny>(event)
         .map(|_| ())
         .map_err(|e| format!("`event` is not valid JSON: {e}"))
+}
+
+/// The offset of the first bracket that opens a container deeper than `max`, if any. Brackets
+/// inside strings do not count. Hand-written because `IgnoredAny` does not apply serde_json's
+/// recursion limit, and parsing every event into a `Value` just to learn its depth would cost
+/// verification several times its speed; malformed text is left to the JSON check that follows.
+fn too_deep(text: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in text.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Whether a line is a well-formed record at all (frame and event JSON), ignoring the chain.
@@ -354,5 +398,17 @@ mod tests {
                 .unwrap()
                 .replacen("\"prev\":\"0", "\"prev\":\"A", 1);
         assert!(parse_frame(upper.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn event_depth_is_bounded_outside_strings_only() {
+        let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let ok = format!(r#"{{"a":{}}}"#, nest(MAX_EVENT_DEPTH - 1));
+        assert!(event_is_json(ok.as_bytes()).is_ok());
+        let deep = format!(r#"{{"a":{}}}"#, nest(MAX_EVENT_DEPTH));
+        let e = event_is_json(deep.as_bytes()).unwrap_err();
+        assert!(e.contains("nested deeper"), "{e}");
+        let quoted = format!(r#"{{"a":"{}\"{}"}}"#, "[".repeat(200), "{".repeat(200));
+        assert!(event_is_json(quoted.as_bytes()).is_ok());
     }
 }
