@@ -304,6 +304,22 @@ pub enum AuditError {
     /// An I/O error while writing or flushing.
     #[error("audit sink I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Another [`FileSink`](file::FileSink), in this process or another, has the audit
+    /// directory open (see [`file`](file#one-writer-per-directory)).
+    #[error(
+        "audit directory {} is locked by another writer: {}",
+        dir.display(),
+        match holder {
+            Some(h) => h.to_string(),
+            None => "its holder did not say who it is".to_owned(),
+        }
+    )]
+    DirectoryLocked {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Who holds it, as its lock file says (`None` if the file does not say).
+        holder: Option<file::LockHolder>,
+    },
 }
 
 /// Receives every audit event. Implementations must be cheap to call from many threads.

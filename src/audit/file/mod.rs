@@ -129,7 +129,15 @@
 //! makes `open` fail with the [`VerifyError`] naming the file, line and seq (get it back from the
 //! [`AuditError`] with [`corruption`]); nothing is silently accepted or rewritten.
 //!
-//! One process at a time may write a directory; nothing here locks it.
+//! # One writer per directory
+//!
+//! Two sinks on one directory would both acknowledge records and leave a log nobody can open.
+//! [`FileSink::open`] therefore takes an exclusive OS lock on [`LOCK_FILE`] in the directory
+//! (std's [`File::try_lock`](std::fs::File::try_lock): `flock` on Unix) and holds it until the
+//! sink is closed or dropped, or its process dies. A second `open`, from the same process or
+//! another, fails with [`AuditError::DirectoryLocked`] naming the holder ([`LockHolder`]: pid,
+//! host and since when, as the holder wrote them into the lock file). [`verify`] and queries
+//! only read, and need no lock.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -199,6 +207,7 @@
 //! ```
 
 mod checkpoint;
+mod lock;
 mod open;
 mod reader;
 mod record;
@@ -213,6 +222,7 @@ use std::path::PathBuf;
 use crate::audit::{AuditError, AuditEvent, AuditSink};
 
 pub use checkpoint::{CheckpointConfig, CheckpointKey, CheckpointKeyError};
+pub use lock::{LOCK_FILE, LockHolder};
 pub(in crate::audit) use reader::{LogReader, TailPolicy, list_segments};
 pub(in crate::audit) use record::{hex_str, split_record};
 pub use retention::{Kept, KeptReason, RetainReport, RetentionPolicy};

@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use super::checkpoint::CheckpointConfig;
 #[cfg(doc)]
 use super::corruption;
+use super::lock;
 use super::reader::{TailPolicy, segment_name, walk};
 use super::record::hex_str;
 use super::sink::{ClosedSegment, Failure, FileSink, Shared, State, corrupt, refused, sync_dir};
@@ -25,6 +26,10 @@ impl FileSink {
     /// checkpoint key, every checkpoint's MAC), cuts off a torn last line, finishes a retention
     /// a crash interrupted, vouches for uncovered records with a checkpoint if keyed, and starts
     /// the writer thread continuing the chain.
+    ///
+    /// Fails with [`AuditError::DirectoryLocked`], naming the holder, if another sink (in this
+    /// process or another) has the directory open: it takes an exclusive lock on `audit.lock`
+    /// in the directory and keeps it until the sink is closed.
     ///
     /// Fails if `dir` is not a directory, the configuration is invalid, or the log is damaged
     /// anywhere but its last line — then the error wraps a [`VerifyError`] naming the file, line
@@ -56,6 +61,8 @@ impl FileSink {
             }
             Err(e) => return Err(e.into()),
         }
+        // One writer per directory: held until the sink is closed (or the process dies).
+        let dir_lock = lock::lock(&dir)?;
         let keys = config
             .checkpoint
             .as_ref()
@@ -193,6 +200,7 @@ impl FileSink {
             checkpointing: config.checkpoint.is_some(),
             redaction: config.redaction.clone(),
             retain_lock: Mutex::new(()),
+            _dir_lock: dir_lock,
         };
         Ok((sink, recovery))
     }

@@ -164,6 +164,8 @@ pub struct FileSink {
     pub(super) redaction: crate::audit::Redaction,
     /// One retention at a time.
     pub(super) retain_lock: Mutex<()>,
+    /// The directory lock, released after the writer is joined (fields drop after `drop`).
+    pub(super) _dir_lock: super::lock::DirLock,
 }
 
 impl fmt::Debug for FileSink {
