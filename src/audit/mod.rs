@@ -305,7 +305,7 @@ pub enum AuditError {
     #[error("audit sink I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// Another [`FileSink`](file::FileSink), in this process or another, has the audit
-    /// directory open (see [`file`](file#one-writer-per-directory)).
+    /// directory open (see [`file`](mod@file#one-writer-per-directory)).
     #[error(
         "audit directory {} is locked by another writer: {}",
         dir.display(),
