@@ -149,10 +149,15 @@ impl CheckpointKey {
         &self.inner.id
     }
 
-    pub(super) fn mac(&self, fields: &MacFields<'_>) -> HmacSha256 {
+    /// An HMAC-SHA-256 keyed with the secret, nothing fed yet.
+    pub(super) fn hmac(&self) -> HmacSha256 {
         // `Hmac::new_from_slice` accepts keys of any length; the fallback cannot happen.
-        let mut mac = HmacSha256::new_from_slice(self.inner.secret.expose_secret())
-            .unwrap_or_else(|_| HmacSha256::new(&Default::default()));
+        HmacSha256::new_from_slice(self.inner.secret.expose_secret())
+            .unwrap_or_else(|_| HmacSha256::new(&Default::default()))
+    }
+
+    pub(super) fn mac(&self, fields: &MacFields<'_>) -> HmacSha256 {
+        let mut mac = self.hmac();
         mac.update(CHECKPOINT_MAC_DOMAIN);
         mac.update(self.inner.id.as_bytes());
         mac.update(b"\n");

@@ -1,5 +1,5 @@
 //! A durable, tamper-evident audit trail: hash-chained JSON Lines segments on disk, with optional
-//! keyed checkpoints and retention.
+//! keyed checkpoints, a witness outside the directory, retention and audited repair.
 //!
 //! [`FileSink`] appends every [`AuditEvent`] to `audit-000001.jsonl`, `audit-000002.jsonl`, ... in
 //! one directory. Each line is one record:
@@ -8,26 +8,39 @@
 //! {"seq":N,"prev":"<64 hex>","hash":"<64 hex>","event":<event JSON>}
 //! ```
 //!
-//! - `seq` is the sink's own record number: 1, 2, 3, ... with no gaps, continuing across reopen and
-//!   across segments (it is independent of the guard's event `seq` inside `event`); after
-//!   [retention](#retention) the log starts at a later seq;
-//! - `event` is the event's JSON object as [`AuditEvent::write_json`] writes it (redacted per
-//!   [`FileSinkConfig::redaction`]), on one line;
+//! - `seq` is the sink's own record number: 1, 2, 3, ... continuing across reopen and across
+//!   segments (it is independent of the guard's event `seq` inside `event`); after
+//!   [retention](#retention) the log starts at a later seq, and a [repair](#recovery-and-repair)
+//!   declaration skips the seqs of the records it removed, so no seq is ever used twice;
+//! - `event` is the event's JSON object as [`AuditEvent::write_json`] writes it (redacted and
+//!   bounded per [`FileSinkConfig::redaction`]), on one line;
 //! - `prev` is the previous record's `hash` ([`GENESIS`], 64 zeros, for record 1) and
 //!   `hash = SHA-256(prev_hex || "\n" || seq_decimal || "\n" || event_bytes)`, lowercase hex,
 //!   computed over the exact `event` bytes in the file.
 //!
-//! Changing, deleting, inserting, duplicating or reordering any record breaks the chain at that
-//! record, and [`verify`] names it. Cutting records off the *end* of the log, or rewriting the
-//! whole chain from some point on, cannot be detected from the chain alone: that is what keyed
-//! checkpoints are for (below), and anchoring [`VerifyReport::head_hash`] somewhere the writer
-//! of the log cannot change remains the strongest defence.
+//! # What verify detects
+//!
+//! For someone who can write the directory, exactly:
+//!
+//! | change | chain only ([`verify`]) | with a checkpoint key ([`verify_keyed`]) | with a [witness](#witnesses) |
+//! |---|---|---|---|
+//! | a record changed, inserted, duplicated, reordered, deleted in the middle | detected, at that record | detected | detected |
+//! | a segment deleted in the middle, a prefix deleted without a declaration | detected | detected | detected |
+//! | the whole chain rewritten from some record on, hashes recomputed | **not** detected | detected at the first checkpoint after the change (unless every later checkpoint is deleted too: then those records show as uncovered) | detected at the witnessed head |
+//! | records cut off the end (last segment deleted, tail truncated) | **not** detected: the log looks like a shorter log | **not** detected if the cut lands right after a checkpoint; otherwise only visible as [`VerifyReport::uncovered_records`] and an old [`VerifyReport::last_checkpoint_unix_nano`] | detected ([`VerifyError::BehindWitness`]), for records up to the last published head |
+//! | records appended, correctly chained | **not** detected | reported as uncovered, and as [adopted](#keyed-checkpoints) once a sink reopens the log, never as covered | reported likewise |
+//! | a prefix deleted under a forged retention declaration | **not** detected | detected: the declaration must be covered by a checkpoint its writer wrote | as with a key |
+//! | the directory replaced by an older copy of itself | **not** detected | **not** detected | detected, unless the witness was rolled back too |
+//!
+//! Nothing here protects against a holder of the checkpoint key: the writing process holds it,
+//! so checkpoints protect the log from whoever can reach the files (a shared log store,
+//! backups, operators), not from the writer's memory or configuration.
 //!
 //! # The sink's own records
 //!
-//! Besides the guard's events the writer appends two kinds of record of its own, chained like
-//! every other record. Their `event` object always starts with its `"event"` key, exactly as
-//! shown, which is how readers recognise them (a guard event never has these kinds):
+//! Besides the guard's events the writer appends records of its own, chained like every other
+//! record. Their `event` object always starts with its `"event"` key, exactly as shown, which
+//! is how readers recognise them (a guard event never starts that way):
 //!
 //! ```text
 //! {"event":"checkpoint","time_unix_nano":T,"tollgate.checkpoint.seq":N,
@@ -38,9 +51,22 @@
 //!  "tollgate.retention.dropped.head":"<hash of record L>",
 //!  "tollgate.retention.dropped.first_segment":I,"tollgate.retention.dropped.last_segment":J,
 //!  "tollgate.retention.policy":{"<class>":<seconds or null>,...}}
+//! {"event":"records_lost","time_unix_nano":T,"tollgate.loss.id":"<32 hex>",
+//!  "tollgate.loss.count":C,"tollgate.loss.after_seq":K,"tollgate.loss.event_seq_first":a,
+//!  "tollgate.loss.event_seq_last":b,"tollgate.loss.first_time_unix_nano":t1,
+//!  "tollgate.loss.last_time_unix_nano":t2,"tollgate.loss.failed_at_unix_nano":T3,
+//!  "tollgate.loss.error":"<what failed>"}
+//! {"event":"repair","time_unix_nano":T,"tollgate.repair.after_seq":K,
+//!  "tollgate.repair.removed_through_seq":R,"tollgate.repair.removed_first_seq":a,
+//!  "tollgate.repair.removed_last_seq":b,"tollgate.repair.removed_lines":n,
+//!  "tollgate.repair.removed_bytes":B,"tollgate.repair.removed_sha256":"<64 hex>",
+//!  "tollgate.repair.cut_at":"<segment>:<offset>","tollgate.repair.saved_as":"<file>",
+//!  "tollgate.repair.reason":"<why>"}
 //! ```
 //!
 //! (each on one line). A checkpoint at seq `N + 1` always describes the record just before it.
+//! [`verify`] reports losses, repairs, adoptions and unfinished deletions as
+//! [`VerifyReport::notices`]: a log that declares any of them is not [clean](VerifyReport::is_clean).
 //!
 //! # Keyed checkpoints
 //!
@@ -53,38 +79,24 @@
 //! [`verify_keyed`] (or [`verify_with`]) checks every MAC and reports, in [`VerifyReport`], how
 //! many checkpoints it verified and how many trailing records no checkpoint covers.
 //!
-//! What a keyed verification **detects**, for someone who can write the files but does not hold
-//! the key:
+//! **Adoption.** Records after the last checkpoint are the tail a crash left, or records someone
+//! else appended: nothing tells them apart. When [`FileSink::open`] (with a key) finds such
+//! records, its first checkpoint *adopts* them and says how many (`A`, inside the MAC): they are
+//! the first `A` records after the previous checkpoint. The guarantee is precise:
 //!
-//! - any change to a record that a checkpoint follows, *even if every hash after it was
-//!   recomputed*: the first checkpoint after the change no longer matches the chain
-//!   ([`VerifyError::CheckpointMismatch`]) or its MAC fails ([`VerifyError::CheckpointMac`]),
-//!   with that checkpoint's seq. A forger who also deletes every checkpoint after the change
-//!   leaves the changed records uncovered, which the next point reports;
-//! - removal of records from the end: visible as [`VerifyReport::uncovered_records`] (records
-//!   after the last checkpoint) unless the cut lands exactly after a checkpoint, and as an old
-//!   [`VerifyReport::last_checkpoint_unix_nano`];
-//! - a forged chain that carries no checkpoints at all: it verifies, but with
-//!   `checkpoints == 0` and every record uncovered ([`VerifyOptions::require_coverage`] turns
-//!   that into an error).
+//! - every record is either **covered** (a checkpoint written by the sink that wrote the record
+//!   follows it), **adopted** (found uncovered by a later `open` and signed over, reported as
+//!   [`Notice::Adopted`] with their seqs and counted in [`VerifyReport::adopted_records`]), or
+//!   **uncovered** (after the last checkpoint). [`VerifyReport::fully_covered`] holds only when
+//!   every record is covered;
+//! - adoption protects the adopted records from later change, but never vouches for who wrote
+//!   them: a retention or repair declaration among adopted records authorises nothing
+//!   ([`VerifyError::RetentionMismatch`], [`VerifyError::NotAuthenticated`]), and `open` never
+//!   acts on one ([`VerifyError::RetentionNotAuthenticated`]).
 //!
-//! - a prefix deleted under a forged retention declaration: appending records needs no key, but
-//!   a keyed verification requires the declaration that explains a missing prefix to be followed
-//!   by a valid checkpoint ([`VerifyError::RetentionMismatch`] otherwise).
-//!
-//! What it does **not** detect: a cut exactly after a checkpoint (the log then looks like a log
-//! that stopped there: compare the last checkpoint's time with when the writer last ran);
-//! records appended after the last checkpoint (they are counted as uncovered, not refused);
-//! replacing the directory with an older copy of itself; anything done by a holder of the key
-//! (the writing process holds it, so checkpoints protect the log from whoever can reach the files
-//! but not the writer's memory or configuration, e.g. a shared log store, backups, operators).
-//!
-//! When [`FileSink::open`] finds records that no checkpoint covers (the tail a crash left, or a
-//! log that had no checkpoints), its first checkpoint vouches for them and says how many in
-//! `tollgate.checkpoint.adopted`; [`VerifyReport::adopted_records`] sums these, so a large figure
-//! (a whole chain adopted) stands out. `open` with a key also verifies every existing checkpoint
-//! (the key and [`CheckpointConfig::retired_keys`]) and refuses a log that fails, so a rewritten
-//! log is never signed over.
+//! `open` with a key also verifies every existing checkpoint (the key and
+//! [`CheckpointConfig::retired_keys`]) and refuses a log that fails, so a rewritten log is never
+//! signed over.
 //!
 //! # Retention
 //!
@@ -96,38 +108,75 @@
 //! keeps its segment and every later one. The live segment is never dropped. The sink's own
 //! records never hold a segment back.
 //!
-//! Before deleting anything the writer appends (and fsyncs) a `retention_applied` declaration:
-//! "every record up to seq L may be gone, and record L's hash was H". [`verify`] accepts a log
-//! whose first record has seq `S > 1` and `prev` P only if some record in the chain declares
-//! `L = S - 1` with `H = P` (or, after a deletion that was interrupted, `L >= S` with `H` the
-//! hash of record L, still present); otherwise the missing prefix is reported as
-//! [`VerifyError::SeqGap`] at the first record, after the whole log has been read. Deleting
-//! further segments by hand is therefore detected; so is deleting a segment in the middle
-//! ([`VerifyError::MissingSegment`]), starting segment `audit-000001.jsonl` anywhere but at seq
-//! 1, or leaving only empty segments numbered after 1. `open` finishes a deletion that a crash
-//! interrupted. Declarations are cumulative (each states the last seq dropped so far), so the
-//! newest one always explains the current start, however many retentions ran before.
+//! Before deleting anything the writer appends (and fsyncs) a `retention_applied` declaration,
+//! followed at once by a checkpoint when keyed: "every record up to seq L may be gone, and
+//! record L's hash was H". [`verify`] accepts a log whose first record has seq `S > 1` and
+//! `prev` P only if some record in the chain declares `L = S - 1` with `H = P` (or, after a
+//! deletion that was interrupted, `L >= S` with `H` the hash of record L, still present);
+//! otherwise the missing prefix is reported as [`VerifyError::SeqGap`] at the first record,
+//! after the whole log has been read. Deleting further segments by hand is therefore detected;
+//! so is deleting a segment in the middle ([`VerifyError::MissingSegment`]), starting segment
+//! `audit-000001.jsonl` anywhere but at seq 1, or leaving only empty segments numbered after 1.
+//! Declarations are cumulative (each states the last seq dropped so far), so the newest one
+//! always explains the current start, however many retentions ran before.
 //!
-//! # Threads and durability
+//! `open` finishes a deletion that a crash interrupted only if its declaration is covered by a
+//! checkpoint its writer wrote, which needs a checkpoint key: anyone who can write the directory
+//! can append a correctly chained declaration, and a sink that deleted on its word would carry
+//! out the forgery. Otherwise `open` refuses with [`VerifyError::RetentionNotAuthenticated`],
+//! naming the declaration, and deletes nothing.
+//!
+//! # Threads, durability and failures
 //!
 //! The calling thread serialises the event (it borrows the caller's data) and hands the bytes to a
 //! dedicated writer thread through a bounded queue; the writer hashes, chains, writes and fsyncs.
 //! [`Durability`] chooses when [`AuditSink::record`] returns, [`Backpressure`] what happens when the
-//! queue is full. No event is ever dropped silently: an event is either accepted (and written, or
-//! the writer's failure is reported by every later call) or refused with an error, and a refused
-//! event makes the guard deny the call it describes. A writer I/O error is sticky: every later
-//! `record` and `flush` fails (fail closed) until the sink is reopened, which repairs the tail.
+//! queue is full. An event is either accepted or refused with an error, and a refused event makes
+//! the guard deny the call it describes.
 //!
-//! # Recovery
+//! A writer I/O error (a full disk, a failed fsync) is sticky: every later `record` and `flush`
+//! fails (fail closed) until the sink is reopened. Before that the writer
 //!
-//! [`FileSink::open`] re-verifies every segment. A crash can leave the last line of the last
-//! segment incomplete (no newline) or unparseable: that line is cut off, and the cut is reported
-//! in [`Recovery`]. (If the damage also destroyed the newline of the record before it, the two
-//! form one unparseable last line and both go; with [`Durability::EveryRecord`] neither can have
-//! been acknowledged, since acknowledged bytes are fsync'd and a crash only damages what was
-//! not.) Any other damage — a bad hash, a broken link, a gap, garbage before the last line —
-//! makes `open` fail with the [`VerifyError`] naming the file, line and seq (get it back from the
-//! [`AuditError`] with [`corruption`]); nothing is silently accepted or rewritten.
+//! - **rolls the log back**. With [`Durability::EveryRecord`] it truncates to where the failed
+//!   batch began (removing any segment begun since): every caller of that batch gets the error
+//!   and its call is denied, and the log holds none of their records, so it never says a denied
+//!   call was allowed. With the asynchronous modes it cuts only the write that failed half-way;
+//! - **counts what was lost**. With [`Durability::EveryRecord`] nothing acknowledged is lost.
+//!   With [`Durability::GroupCommit`] and [`Durability::OsBuffered`] `record` returned when the
+//!   event was queued, so the loss is exactly: the events of the write that failed, the events of
+//!   the batch not yet written, and every event still in the queue (at most
+//!   [`FileSinkConfig::queue_capacity`] plus one batch). Records written before the failure stay
+//!   in the log (they are true: those calls were allowed); after a failed fsync their
+//!   durability is unknown, as after a machine crash;
+//! - **reports it**: the error every later call returns says what happened and how many
+//!   acknowledged events were lost with their guard event seq range; so does an
+//!   [`AlertKind::AuditWriterFailed`](crate::breaker::AlertKind::AuditWriterFailed) alert to
+//!   [`FileSinkConfig::alerts`], and a `tracing` error;
+//! - **leaves a note** (`audit.pending`, space reserved at open so it can be written on a full
+//!   disk): the next `open` writes a `records_lost` declaration into the chain
+//!   ([`Notice::Lost`]), so [`verify`] reports the loss instead of a clean chain. If the
+//!   rollback itself failed, the next `open` refuses until [`FileSink::repair`] removes the
+//!   records of the refused calls.
+//!
+//! A crash is the other way to lose acknowledged records: with [`Durability::EveryRecord`] none
+//! (acknowledged bytes are fsync'd); with [`Durability::GroupCommit`] those acknowledged in the
+//! last `interval_ms` plus the queue; with [`Durability::OsBuffered`] a process crash loses the
+//! queue and a machine crash everything since the last flush. A crash's loss is not declared
+//! (nothing survives to declare it): a [witness](#witnesses) bounds what can go unnoticed.
+//!
+//! # Recovery and repair
+//!
+//! [`FileSink::open`] re-verifies every segment. A crash while appending can leave the last line
+//! incomplete: if that line is a strict beginning of the record the writer was appending (the
+//! next seq, the chain's `prev`, only bytes the writer emits), it is a torn write and is cut off,
+//! and the cut is reported in [`Recovery`]. Anything else is damage — an incomplete line that is
+//! not such a beginning (a zeroed block, garbage), a complete line that is not a valid record, a
+//! bad hash, a broken link, a gap — and makes `open` fail with the [`VerifyError`] naming file,
+//! line and seq (get it back from the [`AuditError`] with [`corruption`]); nothing is cut,
+//! accepted or rewritten. [`FileSink::plan_repair`] and [`FileSink::repair`] (the `audit repair`
+//! command) then remove the damaged end explicitly: the removed bytes are kept in a file in the
+//! directory and a `repair` declaration in the chain names the removed seqs, lines, bytes and
+//! SHA-256 ([`Notice::Repaired`]); see [`repair`].
 //!
 //! # One writer per directory
 //!
@@ -137,7 +186,24 @@
 //! sink is closed or dropped, or its process dies. A second `open`, from the same process or
 //! another, fails with [`AuditError::DirectoryLocked`] naming the holder ([`LockHolder`]: pid,
 //! host and since when, as the holder wrote them into the lock file). [`verify`] and queries
-//! only read, and need no lock.
+//! only read, and need no lock; [`FileSink::repair`] takes it.
+//!
+//! # Witnesses
+//!
+//! The chain and its checkpoints live in the directory they protect, so whoever can write it can
+//! cut records off the end and leave a valid shorter log. A [`Witness`]
+//! ([`FileSinkConfig::witness`]) keeps the log's head somewhere that person cannot reach:
+//! [`DirWitness`] (a file in another directory, ideally another volume or host) or
+//! [`TracingWitness`] (a `tracing` event for a log shipper). The writer publishes the head it
+//! has made durable — never before the fsync — at most every [`WitnessConfig::every_ms`] while
+//! new records are durable, and always on flush, after a checkpoint, on close and at the end of
+//! `open`; with a checkpoint key the head carries an HMAC ([`WitnessedHead`]). [`FileSink::open`]
+//! and [`verify_with`] (with [`VerifyOptions::witnessed_head`] or [`VerifyOptions::witness`])
+//! require the chain to reach the witnessed head with the same hash
+//! ([`VerifyError::BehindWitness`], [`VerifyError::WitnessMismatch`]), or to declare it gone by
+//! retention or repair. A witness that refuses a head does not stop the log: it is logged,
+//! alerted ([`AlertKind::AuditWitnessFailed`](crate::breaker::AlertKind::AuditWitnessFailed)) and
+//! retried. Records written after the last publication are not protected: flush publishes.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -206,32 +272,46 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod chain;
 mod checkpoint;
+mod faults;
 mod lock;
 mod open;
+mod pending;
 mod reader;
 mod record;
+pub mod repair;
 mod retention;
 mod sink;
 mod verify;
+mod witness;
 mod writer;
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::breaker::AlertSink;
 
 #[cfg(doc)]
 use crate::audit::{AuditError, AuditEvent, AuditSink};
 
+pub(in crate::audit) use chain::ChainCheck;
 pub use checkpoint::{CheckpointConfig, CheckpointKey, CheckpointKeyError};
+#[doc(hidden)]
+pub use faults::Faults;
 pub use lock::{LOCK_FILE, LockHolder};
 pub(in crate::audit) use reader::{LogReader, TailPolicy, list_segments};
 pub(in crate::audit) use record::{hex_str, split_record};
+pub use repair::{RepairOptions, RepairPlan, RepairReport};
 pub use retention::{Kept, KeptReason, RetainReport, RetentionPolicy};
 pub use sink::{FileSink, WriterPause};
-pub(in crate::audit) use verify::{ChainCheck, check_is_dir};
+pub(in crate::audit) use verify::check_is_dir;
 pub use verify::{
-    Location, VerifyError, VerifyOptions, VerifyReport, corruption, verify, verify_keyed,
+    Location, Notice, VerifyError, VerifyOptions, VerifyReport, corruption, verify, verify_keyed,
     verify_with,
 };
+pub use witness::{DirWitness, TracingWitness, Witness, WitnessConfig, WitnessedHead};
 
 /// The `prev` of the first record of a chain: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -250,6 +330,10 @@ const SINK_NAME: &str = "file";
 const CHECKPOINT_PREFIX: &[u8] = b"{\"event\":\"checkpoint\",";
 /// The exact start of a retention declaration's `event` object.
 const RETENTION_PREFIX: &[u8] = b"{\"event\":\"retention_applied\",";
+/// The exact start of a repair declaration's `event` object.
+const REPAIR_PREFIX: &[u8] = b"{\"event\":\"repair\",";
+/// The exact start of a loss declaration's `event` object.
+const LOSS_PREFIX: &[u8] = b"{\"event\":\"records_lost\",";
 /// Domain separation for checkpoint MACs.
 const CHECKPOINT_MAC_DOMAIN: &[u8] = b"tollgate-audit-checkpoint-v1\n";
 
@@ -286,7 +370,7 @@ pub enum Backpressure {
 }
 
 /// Configures a [`FileSink`]. Start from [`FileSinkConfig::default`] and adjust.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct FileSinkConfig {
     /// When `record` returns (default [`Durability::EveryRecord`]).
@@ -301,8 +385,16 @@ pub struct FileSinkConfig {
     pub max_segment_bytes: u64,
     /// Keyed checkpoints (default `None`: none are written).
     pub checkpoint: Option<CheckpointConfig>,
-    /// How sensitive arguments are written (default: a placeholder; secret ones never are).
+    /// How sensitive arguments are written, and how large or deep a value may be (default: a
+    /// placeholder; secret ones never are; see [`values`](super::values)).
     pub redaction: super::Redaction,
+    /// Where the writer reports its failure (with the acknowledged events it lost) and a
+    /// witness that refuses a head (default `None`: only the errors of later calls, and the
+    /// `tracing` log, tell).
+    pub alerts: Option<Arc<dyn AlertSink>>,
+    /// A witness outside the directory that keeps the log's signed head (default `None`: see
+    /// [what verify detects](self#what-verify-detects)).
+    pub witness: Option<WitnessConfig>,
 }
 
 impl Default for FileSinkConfig {
@@ -314,9 +406,46 @@ impl Default for FileSinkConfig {
             max_segment_bytes: 64 * 1024 * 1024,
             checkpoint: None,
             redaction: super::Redaction::placeholder(),
+            alerts: None,
+            witness: None,
         }
     }
 }
+
+impl fmt::Debug for FileSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSinkConfig")
+            .field("durability", &self.durability)
+            .field("backpressure", &self.backpressure)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_segment_bytes", &self.max_segment_bytes)
+            .field("checkpoint", &self.checkpoint)
+            .field("redaction", &self.redaction)
+            .field("alerts", &self.alerts.is_some())
+            .field("witness", &self.witness)
+            .finish()
+    }
+}
+
+/// Two configurations are equal when every setting is, alert sinks compared by identity.
+impl PartialEq for FileSinkConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.durability == other.durability
+            && self.backpressure == other.backpressure
+            && self.queue_capacity == other.queue_capacity
+            && self.max_segment_bytes == other.max_segment_bytes
+            && self.checkpoint == other.checkpoint
+            && self.redaction == other.redaction
+            && match (&self.alerts, &other.alerts) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+            && self.witness == other.witness
+    }
+}
+
+impl Eq for FileSinkConfig {}
 
 impl FileSinkConfig {
     /// Sets [`durability`](Self::durability).
@@ -354,6 +483,18 @@ impl FileSinkConfig {
         self.redaction = redaction;
         self
     }
+
+    /// Sets [`alerts`](Self::alerts).
+    pub fn alerts(mut self, alerts: Arc<dyn AlertSink>) -> Self {
+        self.alerts = Some(alerts);
+        self
+    }
+
+    /// Sets [`witness`](Self::witness).
+    pub fn witness(mut self, witness: WitnessConfig) -> Self {
+        self.witness = Some(witness);
+        self
+    }
 }
 
 /// What [`FileSink::open`] found and repaired.
@@ -373,7 +514,14 @@ pub struct Recovery {
     pub torn_line_at: Option<(PathBuf, u64)>,
     /// Segments deleted to finish a retention whose deletion a crash interrupted.
     pub retention_completed: u64,
-    /// Records no checkpoint covered, vouched for by the checkpoint `open` wrote (0 without a
-    /// checkpoint key, or when the log ended with a checkpoint).
+    /// Records no checkpoint covered, adopted by the checkpoint `open` wrote (0 without a
+    /// checkpoint key, or when the log ended with a checkpoint). [`verify`] reports them as
+    /// adopted ([`Notice::Adopted`]), never as covered.
     pub adopted_records: u64,
+    /// Acknowledged events a failed writer lost, declared now in a `records_lost` record
+    /// ([`Notice::Lost`]); 0 if there was no such loss to declare.
+    pub declared_lost: u64,
+    /// The witnessed head the log was checked against, if a witness is configured and holds
+    /// one.
+    pub witnessed_seq: Option<u64>,
 }

@@ -1,4 +1,5 @@
-//! Opening a log: verification, recovery of a torn tail, interrupted retention, adoption.
+//! Opening a log: the directory lock, verification, recovery of a torn write, an interrupted
+//! retention, a failed writer's note, adoption of uncovered records, the witness.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -9,31 +10,46 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::chain::Span;
 use super::checkpoint::CheckpointConfig;
 #[cfg(doc)]
 use super::corruption;
 use super::lock;
+use super::pending::{self, PENDING_FILE, PendingFile};
 use super::reader::{TailPolicy, segment_name, walk};
 use super::record::hex_str;
 use super::sink::{ClosedSegment, Failure, FileSink, Shared, State, corrupt, refused, sync_dir};
-use super::verify::{Span, VerifyError};
-use super::writer::Writer;
+use super::verify::{Notice, VerifyError};
+use super::writer::{Mark, Writer};
 use super::{FileSinkConfig, Recovery};
 use crate::audit::AuditError;
 
 impl FileSink {
-    /// Opens (creating if needed) the log in `dir`: verifies every existing segment (and, with a
-    /// checkpoint key, every checkpoint's MAC), cuts off a torn last line, finishes a retention
-    /// a crash interrupted, vouches for uncovered records with a checkpoint if keyed, and starts
-    /// the writer thread continuing the chain.
+    /// Opens (creating if needed) the log in `dir` and starts the writer thread continuing its
+    /// chain. In order:
     ///
-    /// Fails with [`AuditError::DirectoryLocked`], naming the holder, if another sink (in this
-    /// process or another) has the directory open: it takes an exclusive lock on `audit.lock`
-    /// in the directory and keeps it until the sink is closed.
-    ///
-    /// Fails if `dir` is not a directory, the configuration is invalid, or the log is damaged
-    /// anywhere but its last line — then the error wraps a [`VerifyError`] naming the file, line
-    /// and seq ([`corruption`] extracts it).
+    /// 1. takes the directory lock (see [one writer per directory](super#one-writer-per-directory)):
+    ///    [`AuditError::DirectoryLocked`], naming the holder, if another sink has it;
+    /// 2. reads the note a failed writer may have left: a rollback it could not do makes `open`
+    ///    refuse (records after it were written for calls that were refused; remove them with
+    ///    [`FileSink::repair`]);
+    /// 3. verifies every segment (with a checkpoint key, every checkpoint's MAC; with a
+    ///    [witness](super::Witness), that the chain reaches its head): any damage makes `open`
+    ///    fail with the [`VerifyError`] naming file, line and seq ([`corruption`] extracts it),
+    ///    and nothing is changed. The one exception is a torn write: an incomplete last line
+    ///    that is the beginning of the next record, which is cut off and reported in
+    ///    [`Recovery`]. A damaged last line that is not (a zeroed block, garbage, a complete but
+    ///    bad record) is damage: `open` refuses, and [`FileSink::repair`] removes it with a
+    ///    declaration;
+    /// 4. finishes a retention deletion a crash interrupted, but only if its declaration is
+    ///    covered by a checkpoint its writer wrote (so only with a checkpoint key): otherwise
+    ///    it refuses with [`VerifyError::RetentionNotAuthenticated`] naming the declaration,
+    ///    and deletes nothing;
+    /// 5. declares in the chain the acknowledged events a failed writer lost (a
+    ///    `records_lost` record, [`Notice::Lost`]);
+    /// 6. with a key, adopts the records no checkpoint covers with a checkpoint that says how
+    ///    many (reported as adopted, never as covered: [`Notice::Adopted`]);
+    /// 7. publishes the head to the witness.
     pub fn open(
         dir: impl AsRef<Path>,
         config: FileSinkConfig,
@@ -44,6 +60,9 @@ impl FileSink {
         }
         if let Some(cp) = &config.checkpoint {
             cp.validate()?;
+        }
+        if config.witness.as_ref().is_some_and(|w| w.every_ms == 0) {
+            return Err(refused("witness.every_ms must be at least 1"));
         }
         match fs::metadata(&dir) {
             Ok(m) if !m.is_dir() => {
@@ -63,12 +82,55 @@ impl FileSink {
         }
         // One writer per directory: held until the sink is closed (or the process dies).
         let dir_lock = lock::lock(&dir)?;
+
+        let note = pending::read(&dir)?;
+        if let Some(n) = &note
+            && !n.rolled_back
+        {
+            return Err(refused(format!(
+                "a previous writer of {} failed and could not roll the log back: records after \
+                 seq {} ({} from byte {}) were written for calls that were refused and must not \
+                 be read as allowed; remove them with FileSink::repair (cut after seq {}, or \
+                 `audit repair {} --cut-after {}`), which declares what it removed ({} keeps \
+                 the writer's note)",
+                dir.display(),
+                n.after_seq,
+                n.rollback_to.0,
+                n.rollback_to.1,
+                n.after_seq,
+                dir.display(),
+                n.after_seq,
+                PENDING_FILE
+            )));
+        }
         let keys = config
             .checkpoint
             .as_ref()
             .map(CheckpointConfig::all_keys)
             .unwrap_or_default();
-        let walk = walk(&dir, TailPolicy::Repair, keys).map_err(corrupt)?;
+        let witnessed = match &config.witness {
+            Some(w) => w.witness.latest().map_err(|e| {
+                corrupt(VerifyError::WitnessInvalid {
+                    seq: 0,
+                    reason: format!(
+                        "the witness could not be read, so the log cannot be checked against \
+                         it: {e}"
+                    ),
+                })
+            })?,
+            None => None,
+        };
+        let witnessed_seq = witnessed.as_ref().map(|w| w.seq);
+        let walk = walk(&dir, TailPolicy::Repair, keys, witnessed).map_err(corrupt)?;
+        if let Some(p) = &walk.pending_drop
+            && !(config.checkpoint.is_some() && p.covered)
+        {
+            return Err(corrupt(VerifyError::RetentionNotAuthenticated {
+                at: p.at.clone(),
+                seq: p.decl_seq,
+                through: p.through,
+            }));
+        }
 
         let mut truncated_bytes = 0;
         let mut torn_line_at = None;
@@ -99,14 +161,14 @@ impl FileSink {
             })
             .collect();
 
-        // Finish a retention whose deletion was interrupted: the declared prefix, oldest first,
-        // closed segments only.
+        // Finish an authenticated retention whose deletion was interrupted: the declared
+        // prefix, oldest first, closed segments only.
         let mut retention_completed = 0;
         let mut records = walk.report.records;
-        if let Some(through) = walk.pending_drop {
+        if let Some(p) = &walk.pending_drop {
             let done = closed
                 .iter()
-                .take_while(|c| c.span.as_ref().is_some_and(|s| s.last_seq <= through))
+                .take_while(|c| c.span.as_ref().is_some_and(|s| s.last_seq <= p.through))
                 .count();
             for c in &closed[..done] {
                 match fs::remove_file(&c.path) {
@@ -135,6 +197,8 @@ impl FileSink {
             sync_dir(&dir);
         }
         let seg_len = file.metadata()?.len();
+        // Reserved now, so a writer that fails on a full disk can still leave its note.
+        let mut pending_file = PendingFile::open(&dir)?;
 
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -144,6 +208,7 @@ impl FileSink {
             work: Condvar::new(),
             space: Condvar::new(),
             done: Condvar::new(),
+            faults: Default::default(),
         });
         let uncovered = walk.report.uncovered_records;
         let mut writer = Writer {
@@ -152,8 +217,14 @@ impl FileSink {
             file,
             index: live_index,
             seg_len,
+            written_len: seg_len,
             live_first,
             max_segment_bytes: config.max_segment_bytes,
+            mark: Mark {
+                index: live_index,
+                offset: seg_len,
+                chain: walk.chain.clone(),
+            },
             chain: walk.chain,
             durability: config.durability,
             checkpoint: config.checkpoint.clone(),
@@ -161,31 +232,63 @@ impl FileSink {
             last_checkpoint: Instant::now(),
             flushes_seen: 0,
             buf: Vec::with_capacity(64 * 1024),
+            buf_events: Vec::new(),
             dirty: false,
             last_sync: Instant::now(),
+            pending: None,
+            alerts: config.alerts.clone(),
+            witness: config.witness.clone(),
+            published: 0,
+            last_publish: Instant::now(),
+            witness_failing: false,
         };
+        let fatal = |f: Failure| f.to_error();
+        // A loss a failed writer noted, declared once (its id tells whether it already is).
+        let mut declared_lost = 0;
+        if let Some(n) = &note
+            && n.lost > 0
+            && !walk
+                .report
+                .notices
+                .iter()
+                .any(|x| matches!(x, Notice::Lost { id, .. } if *id == n.id))
+        {
+            writer.append_loss(n).map_err(fatal)?;
+            declared_lost = n.lost;
+        }
         let mut adopted_records = 0;
-        if writer.checkpoint.is_some() && uncovered > 0 {
-            // Vouch for what no checkpoint covers, saying how much, before anything new.
-            writer
-                .append_checkpoint(uncovered)
-                .and_then(|()| writer.write_out())
-                .and_then(|()| {
-                    writer
-                        .sync()
-                        .map_err(|e| Failure::from_io("fsync of the adoption checkpoint", &e))
-                })
-                .map_err(|f| f.to_error())?;
+        if writer.checkpoint.is_some() && (uncovered > 0 || declared_lost > 0) {
+            // Adopt what no checkpoint covers, saying how much, before anything new (the loss
+            // declaration just written is this sink's own, so it is covered, not adopted).
+            writer.append_checkpoint(uncovered).map_err(fatal)?;
             adopted_records = uncovered;
         }
+        writer.write_out().map_err(fatal)?;
+        if writer.dirty {
+            writer
+                .sync()
+                .map_err(|e| Failure::from_io("fsync of the records open wrote", &e))
+                .map_err(fatal)?;
+        }
+        if note.is_some() {
+            pending_file.clear()?;
+        }
+        writer.pending = Some(pending_file);
+        writer.set_mark();
+        if writer.chain.next_seq > 1 {
+            writer.publish();
+        }
+        let written_by_open = u64::from(declared_lost > 0) + u64::from(adopted_records > 0);
         let recovery = Recovery {
-            records: records + u64::from(adopted_records > 0),
+            records: records + written_by_open,
             last_seq: writer.chain.next_seq - 1,
             head_hash: hex_str(&writer.chain.prev),
             truncated_bytes,
             torn_line_at,
             retention_completed,
             adopted_records,
+            declared_lost,
+            witnessed_seq,
         };
         let handle = std::thread::Builder::new()
             .name("tollgate-audit-writer".into())

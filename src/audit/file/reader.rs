@@ -6,9 +6,11 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::MAX_LINE_BYTES;
+use super::chain::{Chain, ChainCheck, PendingDrop, Span};
 use super::checkpoint::CheckpointKey;
-use super::record::{parse_seq, parseable};
-use super::verify::{Chain, ChainCheck, Location, Span, VerifyError, VerifyReport};
+use super::record::{Hex64, parse_seq};
+use super::verify::{Location, VerifyError, VerifyReport};
+use super::witness::WitnessedHead;
 
 // ------------------------------------------------------------------------------------------------
 // Reading the segments line by line
@@ -57,7 +59,8 @@ pub(in crate::audit) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>,
 pub(in crate::audit) enum TailPolicy {
     /// Report it as an error (verify, query).
     Report,
-    /// Note it for truncation (recovery) if it is incomplete or unparseable.
+    /// Hand an incomplete last line (no newline) to the caller as a possible torn write
+    /// (recovery); the caller decides whether it is one (see [`is_torn_write`]).
     Repair,
 }
 
@@ -156,8 +159,16 @@ pub(in crate::audit) struct LogReader {
     pub(super) open: Option<OpenSegment>,
     pub(super) buf: Vec<u8>,
     pub(super) tail: TailPolicy,
-    /// A damaged last line found under [`TailPolicy::Repair`]: segment, offset, length.
-    pub(super) torn: Option<(PathBuf, u64, u64)>,
+    /// An incomplete last line found under [`TailPolicy::Repair`].
+    pub(super) torn: Option<TornCandidate>,
+}
+
+/// An incomplete last line: a torn write if it is the beginning of the next record.
+pub(super) struct TornCandidate {
+    pub(super) at: Location,
+    /// Its length in bytes (to the end of the file).
+    pub(super) len: u64,
+    pub(super) content: Vec<u8>,
 }
 
 impl fmt::Debug for LogReader {
@@ -234,11 +245,12 @@ impl LogReader {
                 line: seg.line,
                 offset,
             };
-            if final_line
-                && self.tail == TailPolicy::Repair
-                && (too_long || !complete || !parseable(content))
-            {
-                self.torn = Some((path.clone(), offset, consumed));
+            if final_line && self.tail == TailPolicy::Repair && !complete && !too_long {
+                self.torn = Some(TornCandidate {
+                    at: line.location(parse_seq(content).map(|s| s.0)),
+                    len: consumed,
+                    content: content.to_vec(),
+                });
                 self.open = None;
                 self.next = self.segments.len();
                 return Ok(None);
@@ -265,30 +277,80 @@ pub(super) struct Walk {
     pub(super) chain: Chain,
     pub(super) spans: Vec<Span>,
     pub(super) report: VerifyReport,
-    pub(super) pending_drop: Option<u64>,
-    /// Where to cut the last segment, with the length of what is cut.
+    pub(super) pending_drop: Option<PendingDrop>,
+    /// A torn write to cut off the end of the last segment: file, offset, length.
     pub(super) torn: Option<(PathBuf, u64, u64)>,
 }
 
+/// Reads and checks the whole log. Under [`TailPolicy::Repair`] an incomplete last line that
+/// [`is_torn_write`] is returned for cutting; any other incomplete or damaged line is an error.
 pub(super) fn walk(
     dir: &Path,
     policy: TailPolicy,
     keys: Vec<CheckpointKey>,
+    witness: Option<WitnessedHead>,
 ) -> Result<Walk, VerifyError> {
     let mut reader = LogReader::new(list_segments(dir)?, policy);
-    let mut check = ChainCheck::new(keys);
+    let mut check = ChainCheck::new(keys).expecting(witness)?;
     while let Some(line) = reader.next_line()? {
         check.check(&line)?;
     }
+    let torn = match reader.torn.take() {
+        None => None,
+        Some(t) if is_torn_write(&t.content, check.chain.next_seq, &check.chain.prev) => {
+            Some((t.at.file.clone(), t.at.offset, t.len))
+        }
+        Some(t) => {
+            return Err(VerifyError::Malformed {
+                at: t.at,
+                reason: format!(
+                    "the last line ({} bytes, no newline) is not the beginning of record {}: this \
+                     is damage, not a torn write, and nothing was cut (inspect it; \
+                     `FileSink::repair` / `audit repair` removes it with a declaration)",
+                    t.len, check.chain.next_seq
+                ),
+            });
+        }
+    };
     let report = check.finish(&reader.segments)?;
     Ok(Walk {
         segments: reader.segments,
+        pending_drop: check.pending_drop(),
         chain: check.chain,
         spans: check.spans,
         report,
-        pending_drop: check.pending_drop,
-        torn: reader.torn,
+        torn,
     })
+}
+
+/// Whether an incomplete last line is what a crash leaves of the record the writer was
+/// appending: a strict beginning of `{"seq":<next>,"prev":"<prev>","hash":"<64 hex>","event":{`
+/// followed by event bytes, all of them bytes the writer emits (no control characters: its JSON
+/// has none, so a zeroed or garbled block is not mistaken for one). Anything else at the end of
+/// the log is damage, which recovery must not cut silently.
+pub(super) fn is_torn_write(content: &[u8], next_seq: u64, prev: &Hex64) -> bool {
+    if content.is_empty() || content.iter().any(|&b| b < 0x20) {
+        return false;
+    }
+    let mut head = format!("{{\"seq\":{next_seq},\"prev\":\"").into_bytes();
+    head.extend_from_slice(prev);
+    head.extend_from_slice(b"\",\"hash\":\"");
+    let n = content.len().min(head.len());
+    if content[..n] != head[..n] {
+        return false;
+    }
+    let rest = &content[n..];
+    let hex = rest.len().min(64);
+    if !rest[..hex]
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return false;
+    }
+    let rest = &rest[hex..];
+    let tail: &[u8] = b"\",\"event\":{";
+    let n = rest.len().min(tail.len());
+    rest[..n] == tail[..n]
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::reader::Line;
 use super::verify::VerifyError;
-use super::{CHECKPOINT_PREFIX, RETENTION_PREFIX};
+use super::{CHECKPOINT_PREFIX, LOSS_PREFIX, REPAIR_PREFIX, RETENTION_PREFIX};
 
 // ------------------------------------------------------------------------------------------------
 // Record format
@@ -200,6 +200,7 @@ fn too_deep(text: &[u8], max: usize) -> Option<usize> {
 }
 
 /// Whether a line is a well-formed record at all (frame and event JSON), ignoring the chain.
+#[cfg(test)]
 pub(super) fn parseable(line: &[u8]) -> bool {
     parse_frame(line).is_ok_and(|f| event_is_json(f.event).is_ok())
 }
@@ -224,9 +225,13 @@ pub(in crate::audit) fn split_record<'a>(
     ))
 }
 
-/// Whether an event is one of the sink's own records (checkpoint, retention declaration).
+/// Whether an event is one of the sink's own records (checkpoint, retention, repair or loss
+/// declaration).
 pub(in crate::audit) fn is_sink_record(event: &[u8]) -> bool {
-    event.starts_with(CHECKPOINT_PREFIX) || event.starts_with(RETENTION_PREFIX)
+    event.starts_with(CHECKPOINT_PREFIX)
+        || event.starts_with(RETENTION_PREFIX)
+        || event.starts_with(REPAIR_PREFIX)
+        || event.starts_with(LOSS_PREFIX)
 }
 
 /// A checkpoint record's `event` object. Field order is the on-disk order.
@@ -269,6 +274,90 @@ pub(super) struct RetentionBody<'a> {
     pub(super) policy: PolicyField,
 }
 
+/// A repair declaration's `event` object (see [`FileSink::repair`](super::FileSink::repair)).
+/// Field order is the on-disk order.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RepairBody<'a> {
+    pub(super) event: &'a str,
+    pub(super) time_unix_nano: u64,
+    /// The last record kept.
+    #[serde(rename = "tollgate.repair.after_seq")]
+    pub(super) after_seq: u64,
+    /// Every seq after `after_seq` up to this one is declared gone (the declaration's own seq
+    /// is the next one).
+    #[serde(rename = "tollgate.repair.removed_through_seq")]
+    pub(super) removed_through_seq: u64,
+    /// The seqs the removed lines claimed, where they could be read.
+    #[serde(rename = "tollgate.repair.removed_first_seq")]
+    pub(super) removed_first_seq: Option<u64>,
+    #[serde(rename = "tollgate.repair.removed_last_seq")]
+    pub(super) removed_last_seq: Option<u64>,
+    #[serde(rename = "tollgate.repair.removed_lines")]
+    pub(super) removed_lines: u64,
+    #[serde(rename = "tollgate.repair.removed_bytes")]
+    pub(super) removed_bytes: u64,
+    /// SHA-256 of the removed bytes, in log order.
+    #[serde(rename = "tollgate.repair.removed_sha256", borrow)]
+    pub(super) removed_sha256: std::borrow::Cow<'a, str>,
+    /// Where the cut started: `<segment file name>:<byte offset>`.
+    #[serde(rename = "tollgate.repair.cut_at", borrow)]
+    pub(super) cut_at: std::borrow::Cow<'a, str>,
+    /// The file in the directory that keeps the removed bytes.
+    #[serde(rename = "tollgate.repair.saved_as", borrow)]
+    pub(super) saved_as: std::borrow::Cow<'a, str>,
+    #[serde(rename = "tollgate.repair.reason", borrow)]
+    pub(super) reason: std::borrow::Cow<'a, str>,
+}
+
+/// A loss declaration's `event` object: acknowledged events that never reached the log.
+/// Field order is the on-disk order.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LossBody<'a> {
+    pub(super) event: &'a str,
+    pub(super) time_unix_nano: u64,
+    #[serde(rename = "tollgate.loss.id", borrow)]
+    pub(super) id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "tollgate.loss.count")]
+    pub(super) count: u64,
+    /// The last record written before the loss.
+    #[serde(rename = "tollgate.loss.after_seq")]
+    pub(super) after_seq: u64,
+    /// The guard's event seqs (the `seq` inside `event`) of the lost events, lowest and highest.
+    #[serde(rename = "tollgate.loss.event_seq_first")]
+    pub(super) event_seq_first: Option<u64>,
+    #[serde(rename = "tollgate.loss.event_seq_last")]
+    pub(super) event_seq_last: Option<u64>,
+    #[serde(rename = "tollgate.loss.first_time_unix_nano")]
+    pub(super) first_time_unix_nano: Option<u64>,
+    #[serde(rename = "tollgate.loss.last_time_unix_nano")]
+    pub(super) last_time_unix_nano: Option<u64>,
+    #[serde(rename = "tollgate.loss.failed_at_unix_nano")]
+    pub(super) failed_at_unix_nano: u64,
+    #[serde(rename = "tollgate.loss.error", borrow)]
+    pub(super) error: std::borrow::Cow<'a, str>,
+}
+
+/// The guard's `seq` and `time_unix_nano` at the start of an event written by
+/// [`AuditEvent::write_json`](crate::audit::AuditEvent::write_json) (`{"seq":N,"time_unix_nano":T,`),
+/// if it starts that way.
+pub(super) fn event_seq_and_time(event: &[u8]) -> (Option<u64>, Option<u64>) {
+    fn number(s: &[u8]) -> Option<(u64, &[u8])> {
+        let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+        let n = std::str::from_utf8(&s[..digits]).ok()?.parse().ok()?;
+        Some((n, &s[digits..]))
+    }
+    let Some((seq, rest)) = event.strip_prefix(b"{\"seq\":").and_then(number) else {
+        return (None, None);
+    };
+    let time = rest
+        .strip_prefix(b",\"time_unix_nano\":")
+        .and_then(number)
+        .map(|(t, _)| t);
+    (Some(seq), time)
+}
+
 /// The policy summary in a retention declaration: written from the policy, ignored on reading.
 pub(super) enum PolicyField {
     Write(BTreeMap<String, Option<f64>>),
@@ -299,8 +388,8 @@ pub(super) fn unix_nanos(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::file::chain::ChainCheck;
     use crate::audit::file::reader::Line;
-    use crate::audit::file::verify::ChainCheck;
     use crate::audit::file::{CHECKPOINT_PREFIX, GENESIS, RETENTION_PREFIX};
     use std::path::Path;
 

@@ -8,10 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use super::chain::{ChainCheck, Span};
 use super::reader::{LogReader, TailPolicy, list_segments};
 use super::record::{hex_str, is_sink_record, unix_nanos};
 use super::sink::{FileSink, RetainJob, corrupt};
-use super::verify::{ChainCheck, Location, Span, VerifyError};
+use super::verify::{Location, VerifyError};
 use crate::audit::{AuditError, AuditSink};
 
 // ------------------------------------------------------------------------------------------------

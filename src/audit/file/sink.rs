@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::verify::{Span, VerifyError};
+use super::chain::Span;
+use super::verify::VerifyError;
 use super::{Backpressure, Durability, MAX_EVENT_BYTES, SINK_NAME};
 use crate::audit::{AuditError, AuditEvent, AuditSink};
 
@@ -102,6 +103,8 @@ pub(super) struct Shared {
     pub(super) space: Condvar,
     /// Wakes callers waiting for durability or a retention.
     pub(super) done: Condvar,
+    /// Faults a test injects into the writer's I/O.
+    pub(super) faults: super::faults::Faults,
 }
 
 impl Shared {
@@ -239,6 +242,13 @@ impl FileSink {
             return Err(refused("the audit writer thread panicked"));
         }
         Ok(())
+    }
+
+    /// Test hook: faults to inject into the writer's I/O (a write that fails half-way, a failed
+    /// fsync, a rollback that cannot truncate). Not part of the stable API.
+    #[doc(hidden)]
+    pub fn faults(&self) -> &super::faults::Faults {
+        &self.shared.faults
     }
 
     /// Test hook: holds the writer thread before its next batch until the returned guard is

@@ -5,14 +5,12 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::{CheckpointKey, MacFields};
-use super::reader::TailPolicy;
-use super::reader::{Line, segment_name, walk};
-use super::record::{
-    CheckpointBody, GENESIS_HEX, Hex64, RetentionBody, chain_hash, event_is_json, hex_str,
-    parse_frame, parse_hex64,
-};
-use super::{CHECKPOINT_PREFIX, RETENTION_PREFIX};
+use std::ops::RangeInclusive;
+
+use super::chain::ranges_text;
+use super::checkpoint::CheckpointKey;
+use super::reader::{TailPolicy, walk};
+use super::witness::{Witness, WitnessedHead};
 #[cfg(doc)]
 use super::{FileSink, GENESIS};
 use crate::audit::AuditError;
@@ -47,14 +45,148 @@ pub struct VerifyReport {
     /// keyed verification cannot tell whether more records after them were cut off.
     pub uncovered_records: u64,
     /// Records that were uncovered when a sink was (re)opened and that its first checkpoint
-    /// vouched for (see the [module docs](super)).
+    /// adopted (see the [module docs](super)): authenticated from then on, but never by the
+    /// writer that wrote them. Each adoption is also a [`Notice::Adopted`].
     pub adopted_records: u64,
+    /// The witnessed head's seq the chain was checked against, if one was given.
+    pub witnessed_seq: Option<u64>,
+    /// What the log declares about itself besides its records, in chain order: records
+    /// adopted on reopen, events lost by a failed writer, records removed by a repair, a
+    /// retention deletion not finished.
+    pub notices: Vec<Notice>,
 }
 
 impl VerifyReport {
-    /// Whether MACs were verified and every record is covered by a checkpoint.
+    /// Whether MACs were verified and every record is covered by a checkpoint its writer wrote
+    /// (none after the last checkpoint, none merely adopted on reopen).
     pub fn fully_covered(&self) -> bool {
-        self.macs_verified && self.uncovered_records == 0
+        self.macs_verified && self.uncovered_records == 0 && self.adopted_records == 0
+    }
+
+    /// Whether the log declares nothing about itself: no adoption, loss, repair or pending
+    /// deletion (see [`notices`](Self::notices)).
+    pub fn is_clean(&self) -> bool {
+        self.notices.is_empty()
+    }
+}
+
+/// Something the log declares about itself, which a clean log does not (see
+/// [`VerifyReport::notices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// A sink reopened the log, found records no checkpoint covered (a crash's tail, or a log
+    /// that had no checkpoints) and its first checkpoint adopted them: tampering with them
+    /// afterwards is detected, but whoever could write the directory before that reopen could
+    /// have written them. They never authorise a retention or repair declaration among them.
+    Adopted {
+        /// The adopting checkpoint.
+        checkpoint_seq: u64,
+        /// How many records it adopted.
+        count: u64,
+        /// Their seqs (those still in the log).
+        records: Vec<RangeInclusive<u64>>,
+    },
+    /// A writer failed after acknowledging events it never made durable (asynchronous
+    /// durability modes); the next `open` declared them.
+    Lost {
+        /// The declaration.
+        seq: u64,
+        /// The failure's id.
+        id: String,
+        /// How many acknowledged events never reached the log.
+        count: u64,
+        /// The last record before the loss.
+        after_seq: u64,
+        /// The guard's event seqs of the lost events, lowest and highest, where known.
+        event_seqs: Option<RangeInclusive<u64>>,
+        /// The writer's error.
+        error: String,
+    },
+    /// [`FileSink::repair`] removed damaged records.
+    Repaired {
+        /// The declaration.
+        seq: u64,
+        /// The last record kept.
+        after_seq: u64,
+        /// Every seq up to this one after `after_seq` is declared gone.
+        removed_through_seq: u64,
+        /// The seqs the removed lines claimed, where they could be read.
+        removed_seqs: Option<RangeInclusive<u64>>,
+        /// Lines removed.
+        removed_lines: u64,
+        /// Bytes removed.
+        removed_bytes: u64,
+        /// SHA-256 of the removed bytes (hex).
+        removed_sha256: String,
+        /// The file in the directory that keeps them.
+        saved_as: String,
+        /// Why.
+        reason: String,
+    },
+    /// A retention declaration whose deletion has not happened (or not finished) yet: the
+    /// records it drops are still in the log.
+    RetentionPending {
+        /// The declaration.
+        seq: u64,
+        /// The last seq it drops.
+        through: u64,
+    },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::Adopted {
+                checkpoint_seq,
+                count,
+                records,
+            } => write!(
+                f,
+                "seq {checkpoint_seq}: {count} record(s) adopted on reopen, never authenticated \
+                 by their writer ({})",
+                ranges_text(records)
+            ),
+            Notice::Lost {
+                seq,
+                count,
+                after_seq,
+                event_seqs,
+                error,
+                ..
+            } => {
+                write!(
+                    f,
+                    "seq {seq}: {count} acknowledged event(s) lost after seq {after_seq}"
+                )?;
+                if let Some(r) = event_seqs {
+                    write!(f, " (guard event seqs {}..={})", r.start(), r.end())?;
+                }
+                write!(f, ": {error}")
+            }
+            Notice::Repaired {
+                seq,
+                after_seq,
+                removed_through_seq,
+                removed_lines,
+                removed_bytes,
+                removed_sha256,
+                saved_as,
+                reason,
+                ..
+            } => write!(
+                f,
+                "seq {seq}: repair removed {removed_lines} line(s), {removed_bytes} bytes \
+                 (sha256 {removed_sha256}, kept in {saved_as}) after seq {after_seq}; seqs \
+                 {}..={removed_through_seq} declared gone: {reason}",
+                after_seq + 1
+            ),
+            Notice::RetentionPending { seq, through } => write!(
+                f,
+                "seq {seq}: retention declared records up to seq {through} dropped, but they \
+                 are still here (deletion not finished)"
+            ),
+        }
     }
 }
 
@@ -205,6 +337,71 @@ pub enum VerifyError {
         /// The file that should exist.
         expected: PathBuf,
     },
+    /// A repair declaration (or another declaration that explains missing records) is not
+    /// covered by a checkpoint its writer wrote: nothing authenticates it.
+    #[error(
+        "{at}: {what} {seq} is not authenticated: no checkpoint its writer wrote covers it \
+         (none follows it, or the one that does only adopted it on reopen)"
+    )]
+    NotAuthenticated {
+        /// The declaration.
+        at: Location,
+        /// Its seq.
+        seq: u64,
+        /// What it is.
+        what: String,
+    },
+    /// [`FileSink::open`] found a retention declaration whose deletion is not finished, and no
+    /// checkpoint its writer wrote covers it (or no checkpoint key was given to check one):
+    /// finishing the deletion could carry out a forged declaration, so nothing was deleted.
+    #[error(
+        "{at}: retention declaration {seq} asks to finish deleting records up to seq {through}, \
+         but it is not covered by a checkpoint its writer wrote (or no checkpoint key was given \
+         to check one); nothing was deleted. If the declaration is genuine, delete the segments \
+         it names by hand (the log then verifies); otherwise remove it with `FileSink::repair` \
+         / `audit repair --cut-after {}`",
+        .seq - 1
+    )]
+    RetentionNotAuthenticated {
+        /// The declaration.
+        at: Location,
+        /// Its seq.
+        seq: u64,
+        /// The last seq it drops.
+        through: u64,
+    },
+    /// A witnessed head's record is in the log with another hash: the log was rewritten from
+    /// there on.
+    #[error("{at}: record {seq} does not have the hash the witness holds for it ({witnessed})")]
+    WitnessMismatch {
+        /// The record.
+        at: Location,
+        /// Its seq.
+        seq: u64,
+        /// The hash the witness holds.
+        witnessed: String,
+    },
+    /// The log ends before the head its witness holds: records were cut off its end.
+    #[error(
+        "the log ends at seq {last_seq}, before the witnessed head seq {witnessed_seq} (hash \
+         {witnessed_hash}): records were cut off its end"
+    )]
+    BehindWitness {
+        /// The witnessed seq.
+        witnessed_seq: u64,
+        /// The witnessed hash.
+        witnessed_hash: String,
+        /// The log's last seq.
+        last_seq: u64,
+    },
+    /// The witnessed head cannot be trusted (its MAC fails) or read.
+    #[error("witnessed head seq {seq}: {reason}")]
+    WitnessInvalid {
+        /// The head's seq (0 if it could not be read).
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The log's path exists but is not a directory.
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),
@@ -231,8 +428,13 @@ impl VerifyError {
             | VerifyError::CheckpointMismatch { at, .. }
             | VerifyError::CheckpointMac { at, .. }
             | VerifyError::CheckpointKeyUnknown { at, .. }
-            | VerifyError::RetentionMismatch { at, .. } => Some(at),
+            | VerifyError::RetentionMismatch { at, .. }
+            | VerifyError::NotAuthenticated { at, .. }
+            | VerifyError::RetentionNotAuthenticated { at, .. }
+            | VerifyError::WitnessMismatch { at, .. } => Some(at),
             VerifyError::NotCovered { .. }
+            | VerifyError::BehindWitness { .. }
+            | VerifyError::WitnessInvalid { .. }
             | VerifyError::MissingSegment { .. }
             | VerifyError::NotADirectory(_)
             | VerifyError::Io { .. } => None,
@@ -273,6 +475,11 @@ pub struct VerifyOptions {
     /// no checkpoint). Meant for a log that was closed cleanly; a live log's tail is uncovered
     /// until its next checkpoint.
     pub require_coverage: bool,
+    /// A head published to a [`Witness`]: the chain must reach it with the same hash (or
+    /// declare it gone by retention or repair), else [`VerifyError::BehindWitness`] or
+    /// [`VerifyError::WitnessMismatch`]. Without one, records cut off the end of the log are
+    /// not detected (see the [module docs](super#what-verify-detects)).
+    pub witnessed_head: Option<WitnessedHead>,
 }
 
 impl VerifyOptions {
@@ -291,6 +498,22 @@ impl VerifyOptions {
     pub fn require_coverage(mut self, on: bool) -> Self {
         self.require_coverage = on;
         self
+    }
+
+    /// Sets [`witnessed_head`](Self::witnessed_head).
+    pub fn witnessed_head(mut self, head: WitnessedHead) -> Self {
+        self.witnessed_head = Some(head);
+        self
+    }
+
+    /// Sets [`witnessed_head`](Self::witnessed_head) to what `witness` holds now (nothing, if
+    /// it holds no head).
+    pub fn witness(mut self, witness: &dyn Witness) -> Result<Self, VerifyError> {
+        self.witnessed_head = witness.latest().map_err(|e| VerifyError::WitnessInvalid {
+            seq: 0,
+            reason: format!("the witness could not be read: {e}"),
+        })?;
+        Ok(self)
     }
 }
 
@@ -322,7 +545,12 @@ pub fn verify_with(
 ) -> Result<VerifyReport, VerifyError> {
     let dir = dir.as_ref();
     check_is_dir(dir)?;
-    let walk = walk(dir, TailPolicy::Report, options.keys.clone())?;
+    let walk = walk(
+        dir,
+        TailPolicy::Report,
+        options.keys.clone(),
+        options.witnessed_head.clone(),
+    )?;
     let report = walk.report;
     if options.require_coverage && report.uncovered_records > 0 {
         return Err(VerifyError::NotCovered {
@@ -341,460 +569,5 @@ pub(in crate::audit) fn check_is_dir(dir: &Path) -> Result<(), VerifyError> {
             path: dir.to_owned(),
             source,
         }),
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Checking the chain (verify, recovery, query, retention)
-// ------------------------------------------------------------------------------------------------
-
-/// Where the chain stands after the records read so far.
-#[derive(Debug, Clone)]
-pub(super) struct Chain {
-    pub(super) next_seq: u64,
-    pub(super) prev: Hex64,
-    pub(super) records: u64,
-}
-
-impl Chain {
-    pub(super) fn new() -> Self {
-        Self {
-            next_seq: 1,
-            prev: GENESIS_HEX,
-            records: 0,
-        }
-    }
-}
-
-/// The records one segment holds: its first record's seq and `prev`, its last record's seq and
-/// hash.
-#[derive(Debug, Clone)]
-pub(in crate::audit) struct Span {
-    pub(super) index: u64,
-    pub(super) first_seq: u64,
-    pub(super) first_prev: Hex64,
-    pub(super) last_seq: u64,
-    pub(super) last_hash: Hex64,
-}
-
-/// The first record of the log.
-pub(super) struct Start {
-    pub(super) seq: u64,
-    pub(super) prev: Hex64,
-    pub(super) at: Location,
-}
-
-/// A line that passed [`ChainCheck::check`].
-pub(in crate::audit) struct Checked<'a> {
-    /// The record's seq.
-    pub(in crate::audit) seq: u64,
-    /// The record's hash.
-    pub(in crate::audit) hash: Hex64,
-    /// The exact event bytes.
-    pub(in crate::audit) event: &'a [u8],
-}
-
-/// Verifies records one at a time, in order, across segments.
-pub(in crate::audit) struct ChainCheck {
-    pub(super) chain: Chain,
-    pub(super) keys: Vec<CheckpointKey>,
-    /// The first record; `None` until one is seen.
-    pub(super) start: Option<Start>,
-    /// Whether the records before the first one are accounted for (it is seq 1, or a retention
-    /// declaration covers the gap).
-    pub(super) prefix_declared: bool,
-    /// The largest `last_seq` of any retention declaration seen.
-    pub(super) declared_through: u64,
-    /// The largest declared `last_seq` at or after the first record: a deletion not finished.
-    pub(super) pending_drop: Option<u64>,
-    /// The first declaration that explains a start after seq 1: its seq and place.
-    pub(super) explained_by: Option<(u64, Location)>,
-    pub(super) spans: Vec<Span>,
-    pub(super) checkpoints: u64,
-    pub(super) last_checkpoint: Option<(u64, u64)>,
-    pub(super) adopted: u64,
-}
-
-impl fmt::Debug for ChainCheck {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChainCheck")
-            .field("next_seq", &self.chain.next_seq)
-            .field("records", &self.chain.records)
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ChainCheck {
-    /// A check of a whole log, from its first record; `keys` verify checkpoint MACs (none: MACs
-    /// are not checked).
-    pub(in crate::audit) fn new(keys: Vec<CheckpointKey>) -> Self {
-        Self {
-            chain: Chain::new(),
-            keys,
-            start: None,
-            prefix_declared: false,
-            declared_through: 0,
-            pending_drop: None,
-            explained_by: None,
-            spans: Vec::new(),
-            checkpoints: 0,
-            last_checkpoint: None,
-            adopted: 0,
-        }
-    }
-
-    /// A check of a run of records known to start at `seq` after a record whose hash is `prev`.
-    pub(super) fn continuing(seq: u64, prev: Hex64, at: Location) -> Self {
-        let mut c = Self::new(Vec::new());
-        c.chain.next_seq = seq;
-        c.chain.prev = prev;
-        c.start = Some(Start { seq, prev, at });
-        c.prefix_declared = true;
-        c
-    }
-
-    /// Checks the next line; on success advances the chain.
-    pub(in crate::audit) fn check<'a>(
-        &mut self,
-        line: &Line<'a>,
-    ) -> Result<Checked<'a>, VerifyError> {
-        let content = line.content;
-        let frame = parse_frame(content).map_err(|u| VerifyError::Malformed {
-            at: line.location(u.seq),
-            reason: u.reason,
-        })?;
-        let seq = frame.seq;
-        let at = || line.location(Some(seq));
-        if self.start.is_none() {
-            let mut prev = GENESIS_HEX;
-            // Retention drops whole segments, so only a log whose first segment is not number 1
-            // can start after seq 1: accepted for now, checked against its declaration at the end.
-            if seq > 1 && line.segment != 1 {
-                prev.copy_from_slice(frame.prev);
-                self.chain.next_seq = seq;
-                self.chain.prev = prev;
-            }
-            self.prefix_declared = seq <= 1;
-            self.start = Some(Start {
-                seq: seq.max(1),
-                prev,
-                at: at(),
-            });
-        }
-        let expected = self.chain.next_seq;
-        if seq > expected {
-            return Err(VerifyError::SeqGap {
-                at: at(),
-                expected,
-                found: seq,
-            });
-        }
-        if seq < expected {
-            return Err(VerifyError::Reordered {
-                at: at(),
-                expected,
-                found: seq,
-            });
-        }
-        if frame.prev != self.chain.prev {
-            return Err(VerifyError::BrokenLink { at: at() });
-        }
-        let hash = chain_hash(&self.chain.prev, seq, frame.event);
-        if frame.hash != hash {
-            return Err(VerifyError::Modified { at: at() });
-        }
-        event_is_json(frame.event).map_err(|reason| VerifyError::Malformed { at: at(), reason })?;
-        if frame.event.starts_with(CHECKPOINT_PREFIX) {
-            self.on_checkpoint(seq, frame.event, line)?;
-        } else if frame.event.starts_with(RETENTION_PREFIX) {
-            self.on_retention(seq, frame.event, line)?;
-        }
-        match self.spans.last_mut() {
-            Some(s) if s.index == line.segment => {
-                s.last_seq = seq;
-                s.last_hash = hash;
-            }
-            _ => self.spans.push(Span {
-                index: line.segment,
-                first_seq: seq,
-                first_prev: self.chain.prev,
-                last_seq: seq,
-                last_hash: hash,
-            }),
-        }
-        self.chain.prev = hash;
-        self.chain.next_seq = seq + 1;
-        self.chain.records += 1;
-        Ok(Checked {
-            seq,
-            hash,
-            event: frame.event,
-        })
-    }
-
-    pub(super) fn on_checkpoint(
-        &mut self,
-        seq: u64,
-        event: &[u8],
-        line: &Line<'_>,
-    ) -> Result<(), VerifyError> {
-        let at = || line.location(Some(seq));
-        let cp: CheckpointBody<'_> =
-            serde_json::from_slice(event).map_err(|e| VerifyError::Malformed {
-                at: at(),
-                reason: format!("checkpoint record: {e}"),
-            })?;
-        let mismatch = |reason: String| VerifyError::CheckpointMismatch {
-            at: at(),
-            seq,
-            reason,
-        };
-        if cp.event != "checkpoint" {
-            return Err(mismatch("its kind is ambiguous".into()));
-        }
-        if cp.seq.checked_add(1) != Some(seq) {
-            return Err(mismatch(format!(
-                "it covers seq {} instead of the record before it",
-                cp.seq
-            )));
-        }
-        if cp.head.as_bytes() != self.chain.prev {
-            return Err(mismatch(
-                "its head is not the hash of the record before it".into(),
-            ));
-        }
-        if !self.keys.is_empty() {
-            let Some(key) = self.keys.iter().find(|k| k.id() == cp.key_id) else {
-                return Err(VerifyError::CheckpointKeyUnknown {
-                    at: at(),
-                    seq,
-                    key_id: cp.key_id.into_owned(),
-                });
-            };
-            let fields = MacFields {
-                seq: cp.seq,
-                head: cp.head.as_bytes(),
-                time_unix_nano: cp.time_unix_nano,
-                adopted: cp.adopted,
-            };
-            if !key.check(&fields, &cp.mac) {
-                return Err(VerifyError::CheckpointMac {
-                    at: at(),
-                    seq,
-                    key_id: cp.key_id.into_owned(),
-                });
-            }
-        }
-        self.checkpoints += 1;
-        self.last_checkpoint = Some((seq, cp.time_unix_nano));
-        self.adopted = self.adopted.saturating_add(cp.adopted);
-        Ok(())
-    }
-
-    pub(super) fn on_retention(
-        &mut self,
-        seq: u64,
-        event: &[u8],
-        line: &Line<'_>,
-    ) -> Result<(), VerifyError> {
-        let at = || line.location(Some(seq));
-        let malformed = |reason: String| VerifyError::Malformed { at: at(), reason };
-        let d: RetentionBody<'_> = serde_json::from_slice(event)
-            .map_err(|e| malformed(format!("retention declaration: {e}")))?;
-        if d.event != "retention_applied" {
-            return Err(malformed(
-                "retention declaration: its kind is ambiguous".into(),
-            ));
-        }
-        if d.first_seq == 0 || d.first_seq > d.last_seq || d.last_seq >= seq {
-            return Err(malformed(format!(
-                "retention declaration drops seq {}..={}, which does not lie before it",
-                d.first_seq, d.last_seq
-            )));
-        }
-        let Some(head) = parse_hex64(&d.head) else {
-            return Err(malformed(
-                "retention declaration: head is not 64 lowercase hex digits".into(),
-            ));
-        };
-        let mismatch = |reason: String| VerifyError::RetentionMismatch {
-            at: at(),
-            seq,
-            reason,
-        };
-        self.declared_through = self.declared_through.max(d.last_seq);
-        let Some(start) = &self.start else {
-            return Ok(());
-        };
-        let start_seq = start.seq;
-        if d.last_seq + 1 == start.seq {
-            if head != start.prev {
-                return Err(mismatch(format!(
-                    "it drops through seq {}, but the first record's `prev` is not the hash it states",
-                    d.last_seq
-                )));
-            }
-            self.prefix_declared = true;
-        } else if d.last_seq >= start.seq {
-            // The deletion was interrupted (or has not happened yet): the last record it drops is
-            // still here, and must end a segment before this one and have the stated hash.
-            let ok = self.spans.iter().any(|s| {
-                s.index != line.segment && s.last_seq == d.last_seq && s.last_hash == head
-            });
-            if !ok {
-                return Err(mismatch(format!(
-                    "it drops through seq {}, which is still present but is not the end of an \
-                     earlier segment with the hash it states",
-                    d.last_seq
-                )));
-            }
-            self.prefix_declared = true;
-            self.pending_drop = Some(self.pending_drop.unwrap_or(0).max(d.last_seq));
-        }
-        if start_seq > 1 && d.last_seq + 1 >= start_seq && self.explained_by.is_none() {
-            self.explained_by = Some((seq, at()));
-        }
-        Ok(())
-    }
-
-    /// Ends the check of the log whose segments were `segments`: a missing prefix nobody
-    /// declared is an error now, and so is a log without records whose first segment is not
-    /// number 1 (its history is gone, and no declaration is left to say so: retention always
-    /// leaves its declaration behind).
-    pub(in crate::audit) fn finish(
-        &self,
-        segments: &[(u64, PathBuf)],
-    ) -> Result<VerifyReport, VerifyError> {
-        if self.chain.records == 0
-            && let Some((first, path)) = segments.first()
-            && *first > 1
-        {
-            return Err(VerifyError::MissingSegment {
-                expected: path.with_file_name(segment_name(1)),
-            });
-        }
-        if let Some(start) = &self.start
-            && !self.prefix_declared
-        {
-            return Err(VerifyError::SeqGap {
-                at: start.at.clone(),
-                expected: self.declared_through + 1,
-                found: start.seq,
-            });
-        }
-        if !self.keys.is_empty()
-            && let Some((seq, at)) = &self.explained_by
-            && self.last_checkpoint.is_none_or(|(cp, _)| cp < *seq)
-        {
-            return Err(VerifyError::RetentionMismatch {
-                at: at.clone(),
-                seq: *seq,
-                reason: "no checkpoint follows it, so nothing authenticates the drop it declares"
-                    .into(),
-            });
-        }
-        let records = self.chain.records;
-        let first_seq = if records == 0 {
-            0
-        } else {
-            self.start.as_ref().map_or(1, |s| s.seq)
-        };
-        let last_seq = if records == 0 {
-            0
-        } else {
-            self.chain.next_seq - 1
-        };
-        let uncovered = match self.last_checkpoint {
-            Some((seq, _)) => last_seq - seq,
-            None => records,
-        };
-        Ok(VerifyReport {
-            segments: segments.len() as u64,
-            records,
-            first_seq,
-            last_seq,
-            head_hash: hex_str(&self.chain.prev),
-            dropped_through: first_seq.saturating_sub(1),
-            checkpoints: self.checkpoints,
-            macs_verified: !self.keys.is_empty(),
-            last_checkpoint_seq: self.last_checkpoint.map(|c| c.0),
-            last_checkpoint_unix_nano: self.last_checkpoint.map(|c| c.1),
-            uncovered_records: uncovered,
-            adopted_records: self.adopted,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::file::record::{PolicyField, append_record};
-    use std::collections::BTreeMap;
-
-    fn line(seq: u64, prev: &Hex64, event: &[u8]) -> (Vec<u8>, Hex64) {
-        let hash = chain_hash(prev, seq, event);
-        let mut buf = Vec::new();
-        append_record(&mut buf, seq, prev, &hash, event);
-        (buf, hash)
-    }
-
-    fn at<'a>(content: &'a [u8], segment: u64, n: u64) -> Line<'a> {
-        Line {
-            content,
-            file: Path::new("audit-000001.jsonl"),
-            segment,
-            line: n,
-            offset: 0,
-        }
-    }
-
-    #[test]
-    fn a_missing_prefix_needs_a_matching_declaration() {
-        // Records 3.. of a chain whose records 1 and 2 are gone.
-        let (_, h1) = line(1, &GENESIS_HEX, br#"{"n":1}"#);
-        let (_, h2) = line(2, &h1, br#"{"n":2}"#);
-        let (l3, h3) = line(3, &h2, br#"{"n":3}"#);
-        let decl = |head: &Hex64| {
-            serde_json::to_vec(&RetentionBody {
-                event: "retention_applied",
-                time_unix_nano: 1,
-                evaluated_at: 1,
-                first_seq: 1,
-                last_seq: 2,
-                head: hex_str(head).into(),
-                first_segment: 1,
-                last_segment: 1,
-                policy: PolicyField::Write(BTreeMap::new()),
-            })
-            .unwrap()
-        };
-        let strip = |l: &[u8]| l[..l.len() - 1].to_vec();
-        // No declaration: a gap at the first record, reported at the end.
-        let mut check = ChainCheck::new(Vec::new());
-        check.check(&at(&strip(&l3), 2, 1)).unwrap();
-        assert!(matches!(
-            check.finish(&[]),
-            Err(VerifyError::SeqGap {
-                expected: 1,
-                found: 3,
-                ..
-            })
-        ));
-        // The right declaration.
-        let (l4, _) = line(4, &h3, &decl(&h2));
-        let mut check = ChainCheck::new(Vec::new());
-        check.check(&at(&strip(&l3), 2, 1)).unwrap();
-        check.check(&at(&strip(&l4), 2, 2)).unwrap();
-        let report = check.finish(&[]).unwrap();
-        assert_eq!((report.first_seq, report.dropped_through), (3, 2));
-        // A declaration stating another hash.
-        let (l4, _) = line(4, &h3, &decl(&h3));
-        let mut check = ChainCheck::new(Vec::new());
-        check.check(&at(&strip(&l3), 2, 1)).unwrap();
-        assert!(matches!(
-            check.check(&at(&strip(&l4), 2, 2)),
-            Err(VerifyError::RetentionMismatch { seq: 4, .. })
-        ));
     }
 }
