@@ -415,4 +415,20 @@ fn a_record_nested_deeper_than_any_writer_writes_is_refused_alike_by_every_reade
         .last()
         .unwrap();
     assert!(unverified.is_err(), "{unverified:?}");
+    // Recovery refuses it too, and cuts nothing (it is damage, not a torn write).
+    let before = fs::read_dir(dir.path()).unwrap().count();
+    let open = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap_err();
+    assert!(
+        matches!(file::corruption(&open), Some(file::VerifyError::Malformed { at, .. }) if at.seq == Some(2)),
+        "{open}"
+    );
+    assert_eq!(
+        file::verify(dir.path())
+            .unwrap_err()
+            .location()
+            .unwrap()
+            .seq,
+        Some(2)
+    );
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), before);
 }

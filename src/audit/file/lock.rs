@@ -6,12 +6,22 @@
 //! closed or dropped (or the process dies: the OS releases it). Once locked, the holder writes
 //! `pid=<pid> host=<host> since=<unix seconds>` into the file, so a refused opener can say who
 //! holds it. The lock is advisory: it stops every tollgate writer, not a process that ignores it.
+//!
+//! Within one process a registry of open directories refuses a second sink at once. It also
+//! tells apart a lock this process really holds from one a child process briefly inherited: an
+//! OS lock belongs to the open file, which a child forked by any thread shares until it execs,
+//! so a directory closed and reopened at that moment still looks locked "by this process". Such
+//! a lock is waited for (at most [`INHERITED_LOCK_WAIT`]) instead of refused.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 use crate::audit::AuditError;
 
@@ -95,14 +105,43 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// How long an OS lock that this process does not hold, but that names this process, is waited
+/// for: a child forked while this process held it keeps it until the child execs.
+pub const INHERITED_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// The directories this process has open (canonical paths).
+static OPEN_HERE: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(Default::default);
+
 /// An exclusive lock on an audit directory; released when dropped.
 #[derive(Debug)]
 pub(super) struct DirLock {
     _file: File,
+    key: PathBuf,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        OPEN_HERE.lock().remove(&self.key);
+    }
 }
 
 /// Takes the lock on `dir` (which must exist), or says who holds it.
 pub(super) fn lock(dir: &Path) -> Result<DirLock, AuditError> {
+    let key = dir.canonicalize()?;
+    let here = |holder| AuditError::DirectoryLocked {
+        dir: dir.to_owned(),
+        holder,
+    };
+    if !OPEN_HERE.lock().insert(key.clone()) {
+        let mut text = String::new();
+        let holder = File::open(dir.join(LOCK_FILE))
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .ok()
+            .and_then(|_| LockHolder::parse(&text));
+        return Err(here(holder.or_else(|| Some(LockHolder::current()))));
+    }
+    // Registered: undo it unless the lock is taken.
+    let registered = Registered(Some(key));
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -110,25 +149,31 @@ pub(super) fn lock(dir: &Path) -> Result<DirLock, AuditError> {
         .create(true)
         .truncate(false)
         .open(&path)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            // The holder writes its line right after locking; in that instant it may be empty.
-            let holder = file
-                .read_to_string(&mut text)
-                .ok()
-                .and_then(|_| LockHolder::parse(&text));
-            return Err(AuditError::DirectoryLocked {
-                dir: dir.to_owned(),
-                holder,
-            });
-        }
-        Err(TryLockError::Error(e)) => {
-            return Err(AuditError::Io(io::Error::new(
-                e.kind(),
-                format!("locking {}: {e}", path.display()),
-            )));
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                file.seek(SeekFrom::Start(0))?;
+                // The holder writes its line right after locking; in that instant it may be
+                // empty.
+                let holder = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| LockHolder::parse(&text));
+                let inherited = holder.as_ref().is_some_and(LockHolder::is_this_process);
+                if !inherited || started.elapsed() >= INHERITED_LOCK_WAIT {
+                    return Err(here(holder));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(AuditError::Io(io::Error::new(
+                    e.kind(),
+                    format!("locking {}: {e}", path.display()),
+                )));
+            }
         }
     }
     let me = LockHolder::current();
@@ -137,7 +182,27 @@ pub(super) fn lock(dir: &Path) -> Result<DirLock, AuditError> {
     file.seek(SeekFrom::Start(0))?;
     file.write_all(line.as_bytes())?;
     file.sync_data()?;
-    Ok(DirLock { _file: file })
+    Ok(DirLock {
+        _file: file,
+        key: registered.keep(),
+    })
+}
+
+/// A registration in [`OPEN_HERE`] that is undone unless kept.
+struct Registered(Option<PathBuf>);
+
+impl Registered {
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(key) = self.0.take() {
+            OPEN_HERE.lock().remove(&key);
+        }
+    }
 }
 
 #[cfg(test)]

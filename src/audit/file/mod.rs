@@ -300,7 +300,7 @@ pub(in crate::audit) use chain::ChainCheck;
 pub use checkpoint::{CheckpointConfig, CheckpointKey, CheckpointKeyError};
 #[doc(hidden)]
 pub use faults::Faults;
-pub use lock::{LOCK_FILE, LockHolder};
+pub use lock::{INHERITED_LOCK_WAIT, LOCK_FILE, LockHolder};
 pub(in crate::audit) use reader::{LogReader, TailPolicy, list_segments};
 pub(in crate::audit) use record::{hex_str, split_record};
 pub use repair::{RepairOptions, RepairPlan, RepairReport};

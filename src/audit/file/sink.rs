@@ -91,6 +91,8 @@ pub(super) struct State {
     pub(super) retain_job: Option<RetainJob>,
     pub(super) retain_done: Option<RetainDone>,
     pub(super) failed: Option<Failure>,
+    /// The writer is rolling back and counting a failure: callers wait for its full report.
+    pub(super) failing: bool,
     pub(super) shutdown: bool,
     pub(super) paused: bool,
 }
@@ -251,6 +253,12 @@ impl FileSink {
         &self.shared.faults
     }
 
+    /// Test hook: events queued for the writer right now. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn queued_events(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+
     /// Test hook: holds the writer thread before its next batch until the returned guard is
     /// dropped, so tests can fill the queue deterministically. Not part of the stable API.
     #[doc(hidden)]
@@ -296,6 +304,10 @@ impl AuditSink for FileSink {
             if let Some(f) = &st.failed {
                 return Err(f.to_error());
             }
+            if st.failing {
+                st = shared.wait(&shared.done, st);
+                continue;
+            }
             if st.queue.len() < self.capacity {
                 break;
             }
@@ -329,6 +341,9 @@ impl AuditSink for FileSink {
     fn flush(&self) -> Result<(), AuditError> {
         let shared = &*self.shared;
         let mut st = shared.lock();
+        while st.failing {
+            st = shared.wait(&shared.done, st);
+        }
         if let Some(f) = &st.failed {
             return Err(f.to_error());
         }

@@ -483,15 +483,12 @@ impl Writer {
     /// the whole story in the sticky error.
     fn fail(&mut self, failure: Failure, batch: &mut VecDeque<Vec<u8>>) {
         let shared = Arc::clone(&self.shared);
+        // From here on nothing more is accepted; callers wait for the full report below.
         let queued = {
             let mut st = shared.lock();
-            if st.failed.is_none() {
-                st.failed = Some(failure.clone());
-            }
+            st.failing = true;
             std::mem::take(&mut st.queue)
         };
-        shared.space.notify_all();
-        shared.done.notify_all();
         let rolled_back = self.roll_back();
         let mut lost = Tally::default();
         if self.durability != Durability::EveryRecord {
@@ -582,7 +579,9 @@ impl Writer {
             kind: failure.kind,
             message: format!("{}; {story}", failure.message),
         });
+        st.failing = false;
         drop(st);
+        shared.space.notify_all();
         shared.done.notify_all();
     }
 
