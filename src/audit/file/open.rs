@@ -301,6 +301,7 @@ impl FileSink {
             backpressure: config.backpressure,
             capacity: config.queue_capacity,
             checkpointing: config.checkpoint.is_some(),
+            witnessing: config.witness.is_some(),
             redaction: config.redaction.clone(),
             retain_lock: Mutex::new(()),
             _dir_lock: dir_lock,

@@ -86,6 +86,9 @@ pub(super) struct State {
     pub(super) flushes_done: u64,
     /// Records written since the last checkpoint (checkpointing sinks only).
     pub(super) uncovered: u64,
+    /// The seq of the last record written, and the last one published to the witness.
+    pub(super) written_seq: u64,
+    pub(super) published: u64,
     /// Closed segments, oldest first.
     pub(super) closed: Vec<ClosedSegment>,
     pub(super) retain_job: Option<RetainJob>,
@@ -166,6 +169,8 @@ pub struct FileSink {
     pub(super) backpressure: Backpressure,
     pub(super) capacity: usize,
     pub(super) checkpointing: bool,
+    /// A witness is configured: every flush goes through the writer, which publishes.
+    pub(super) witnessing: bool,
     pub(super) redaction: crate::audit::Redaction,
     /// One retention at a time.
     pub(super) retain_lock: Mutex<()>,
@@ -348,11 +353,14 @@ impl AuditSink for FileSink {
             return Err(f.to_error());
         }
         let ticket = st.accepted;
-        if st.durable >= ticket && (!self.checkpointing || st.uncovered == 0) {
+        if st.durable >= ticket
+            && (!self.checkpointing || st.uncovered == 0)
+            && (!self.witnessing || st.published >= st.written_seq)
+        {
             return Ok(());
         }
         st.sync_requested = st.sync_requested.max(ticket);
-        let flush = if self.checkpointing {
+        let flush = if self.checkpointing || self.witnessing {
             st.flushes_requested += 1;
             Some(st.flushes_requested)
         } else {

@@ -242,6 +242,8 @@ impl Writer {
             }
             st.flushes_done = flush_target;
             st.uncovered = self.since_checkpoint;
+            st.written_seq = self.head_seq();
+            st.published = self.published;
             if retained.is_some() {
                 st.retain_done = retained;
             }
