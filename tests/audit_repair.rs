@@ -136,8 +136,7 @@ fn a_zeroed_block_over_acknowledged_records_is_repaired_with_a_declaration() {
     let from = (data.len() - 1) / 4096 * 4096;
     let damaged_from = line_starts(&data)
         .into_iter()
-        .filter(|&s| s <= from)
-        .last()
+        .rfind(|&s| s <= from)
         .unwrap();
     data[from..].fill(0);
     fs::write(&seg, &data).unwrap();
