@@ -338,23 +338,36 @@ const LOSS_PREFIX: &[u8] = b"{\"event\":\"records_lost\",";
 const CHECKPOINT_MAC_DOMAIN: &[u8] = b"tollgate-audit-checkpoint-v1\n";
 
 /// When [`AuditSink::record`] returns relative to the disk.
+///
+/// What each mode can lose of the events `record` acknowledged (see [threads, durability and
+/// failures](self#threads-durability-and-failures)):
+///
+/// | mode | writer I/O error | process crash | machine crash |
+/// |---|---|---|---|
+/// | `EveryRecord` | nothing (every waiting caller gets the error; the batch is rolled back) | nothing | nothing |
+/// | `GroupCommit` | the failed write, the rest of its batch and the queue: counted, alerted, declared on reopen | the queue and the batch being written | also what was written in the last `interval_ms` |
+/// | `OsBuffered` | as `GroupCommit` | as `GroupCommit` | everything since the last flush, rotation or close |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
     /// `record` returns only once its record is written and fsync'd (`fdatasync`). Records from
     /// concurrent callers waiting together share one write and one fsync (group commit). The
-    /// default: a decision is acted on only once its record is on disk.
+    /// default: a decision is acted on only once its record is on disk, and a failure loses no
+    /// acknowledged record.
     #[default]
     EveryRecord,
     /// `record` returns once the event is queued; the writer fsyncs at least every `interval_ms`
-    /// while it has unsynced records. A crash can lose up to one interval of acknowledged records.
+    /// while it has unsynced records. A machine crash can lose up to one interval of
+    /// acknowledged records plus the queue; a writer failure loses the queue and the batch
+    /// being written, and says how many (error, alert, declaration on reopen).
     GroupCommit {
         /// Longest time, in milliseconds, a written record stays unsynced.
         interval_ms: u64,
     },
     /// `record` returns once the event is queued; the writer fsyncs only on
-    /// [`flush`](AuditSink::flush), segment rotation and close. A process crash loses nothing
-    /// already written, a machine crash can lose everything since the last flush.
+    /// [`flush`](AuditSink::flush), segment rotation and close. A process crash loses the queue
+    /// and the batch being written, a machine crash everything since the last flush; a writer
+    /// failure loses the queue and the batch being written, and says how many.
     OsBuffered,
 }
 

@@ -261,7 +261,8 @@ impl FileSink {
     /// Errors: a failed writer (sticky, as for `record`), a changed or unreadable segment (an
     /// [`AuditError::Io`] wrapping the [`VerifyError`]; nothing is deleted), or a deletion that
     /// failed after the declaration was written (the log still verifies; the next `open`
-    /// finishes the deletion).
+    /// finishes the deletion if it has the checkpoint key, and refuses otherwise, since nothing
+    /// can then tell the declaration from a forged one: see the [module docs](super#retention)).
     pub fn retain(
         &self,
         policy: &RetentionPolicy,
@@ -347,7 +348,7 @@ impl FileSink {
                 e.kind(),
                 format!(
                     "retention declared at seq {} but only {} segment(s) could be deleted \
-                     (the next open finishes the deletion): {e}",
+                     (the next open with the checkpoint key finishes the deletion): {e}",
                     done.declaration_seq, done.deleted
                 ),
             )));

@@ -65,7 +65,7 @@ pub(super) struct RetainJob {
 pub(super) struct RetainDone {
     pub(super) declaration_seq: u64,
     pub(super) deleted: u64,
-    /// A deletion that failed (the declaration stands; `open` finishes the deletion).
+    /// A deletion that failed (the declaration stands; a keyed `open` finishes the deletion).
     pub(super) error: Option<io::Error>,
 }
 
