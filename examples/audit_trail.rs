@@ -1,19 +1,26 @@
 //! A short agent session recorded into a hash-chained file sink: the log verifies, a tampered
-//! copy is caught at the record that was changed, and a secret argument never reaches the disk.
-//! Run with `cargo run --example audit_trail`.
+//! copy is caught at the record that was changed, a copy whose tail was cut off is caught by the
+//! witness kept in another directory, and a secret argument never reaches the disk (not even
+//! when the tool quotes it in its error). Run with `cargo run --example audit_trail`.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::json;
-use tollgate::audit::file::{self, Durability, FileSink, FileSinkConfig};
+use tollgate::audit::file::{
+    self, DirWitness, Durability, FileSink, FileSinkConfig, VerifyOptions, WitnessConfig,
+};
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
+use tollgate::breaker::TracingAlerts;
 use tollgate::{Guard, Outcome, RunContext, ToolCall};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::env::temp_dir().join(format!("tollgate-audit-trail-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let dir = root.join("audit");
+    // The witness lives outside the audit directory (ideally on another volume or host).
+    std::fs::create_dir_all(root.join("witness"))?;
+    let witness = DirWitness::new(root.join("witness").join("head.json"));
 
     // 1. A session: a lookup, a denied attempt outside the matter, a filing with an API key.
     let boundary = ActionBoundary::builder()
@@ -41,7 +48,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let (sink, _) = FileSink::open(
         &dir,
-        FileSinkConfig::default().durability(Durability::EveryRecord),
+        FileSinkConfig::default()
+            .durability(Durability::EveryRecord)
+            .witness(WitnessConfig::new(Arc::new(witness.clone())))
+            .alerts(Arc::new(TracingAlerts)),
     )?;
     let sink = Arc::new(sink);
     let guard = Guard::builder(boundary).audit(sink.clone()).build();
@@ -64,10 +74,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(denied);
     run.note_reasoning("the filing deadline is today; filing the prepared motion")?;
     let filing = json!({ "matter_id": "M-1042", "api_key": "sk-live-PLANTED-0042" });
-    let permit = guard
-        .check(&run, &ToolCall::new("file_with_court", &filing))
-        .into_permit()?;
-    permit.complete(Outcome::success())?;
+    // The court's API refuses the key, and the tool's error quotes it: the record will not.
+    let refused: Result<(), _> = guard.execute(
+        &run,
+        &ToolCall::new("file_with_court", &filing),
+        |_permit| Err("court API: key sk-live-PLANTED-0042 is not authorised for M-1042"),
+    );
+    assert!(refused.is_err());
+    println!("filing: refused by the court API; its error is recorded without the key");
     run.finish()?;
     drop(guard);
     drop(sink); // flushes and closes the writer
@@ -109,6 +123,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match file::verify(&copy) {
         Ok(_) => panic!("tampering went unnoticed"),
         Err(e) => println!("tampered copy: {e}"),
+    }
+
+    // 4. Cut the last record off another copy: the chain alone cannot tell, the witness can.
+    let cut = root.join("cut");
+    copy_dir(&dir, &cut)?;
+    let segment = first_segment(&cut)?;
+    let text = std::fs::read_to_string(&segment)?;
+    let keep = text.trim_end().rfind('\n').map_or(0, |i| i + 1);
+    std::fs::write(&segment, &text[..keep])?;
+    let shorter = file::verify(&cut)?;
+    println!("cut copy, chain only: ok, {} records", shorter.records);
+    match file::verify_with(&cut, &VerifyOptions::new().witness(&witness)?) {
+        Ok(_) => panic!("the cut went unnoticed"),
+        Err(e) => println!("cut copy, with the witness: {e}"),
     }
     std::fs::remove_dir_all(&root)?;
     Ok(())

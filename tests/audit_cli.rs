@@ -352,3 +352,96 @@ fn query_stops_at_tampering_with_exit_1() {
     assert_eq!(lines(&o).len(), 1);
     assert!(text(&o.stderr).contains("NOT verified"));
 }
+
+#[test]
+fn repair_plans_first_then_repairs_and_verify_prints_the_notice() {
+    let dir = TempDir::new("repair");
+    write_log(dir.path());
+    let d = s(dir.path());
+    let key_file = dir.path().join("ops.key");
+    fs::write(&key_file, format!("ops-1:{KEY_HEX}\n")).unwrap();
+    let seg = dir.seg(1);
+    let mut damaged = fs::read(&seg).unwrap();
+    damaged.extend([0u8; 100]);
+    fs::write(&seg, &damaged).unwrap();
+    assert_eq!(audit(&["verify", d]).status.code(), Some(1));
+
+    // Planned only: nothing changes.
+    let o = audit(&["repair", d, "--key-file", s(&key_file)]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("removes 1 line(s), 100 bytes"), "{out}");
+    assert!(out.contains("run again with --yes"), "{out}");
+    assert_eq!(fs::read(&seg).unwrap(), damaged);
+
+    let o = audit(&[
+        "repair",
+        d,
+        "--key-file",
+        s(&key_file),
+        "--reason",
+        "zeroed by a crash of the storage array",
+        "--yes",
+    ]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("repaired: declaration at seq 16"), "{out}");
+    let o = audit(&["verify", d, "--key-file", s(&key_file)]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("notice: seq 16: repair removed 1 line(s), 100 bytes")
+            && out.contains("storage array"),
+        "{out}"
+    );
+    let o = audit(&["verify", d, "--key-file", s(&key_file), "--require-clean"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stdout).contains("--require-clean"));
+    // Nothing left to repair.
+    let o = audit(&["repair", d, "--key-file", s(&key_file)]);
+    assert!(text(&o.stdout).contains("nothing to repair"));
+    assert_eq!(o.status.code(), Some(0));
+    let o = audit(&["repair", d, "--cut-after", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("not a record seq"));
+}
+
+#[test]
+fn verify_with_a_witness_file_catches_a_cut_tail() {
+    use std::sync::Arc;
+    use tollgate::audit::file::{DirWitness, WitnessConfig};
+    let dir = TempDir::new("witness");
+    let log = dir.path().join("log");
+    let witness = dir.path().join("head.json");
+    let config =
+        FileSinkConfig::default().witness(WitnessConfig::new(Arc::new(DirWitness::new(&witness))));
+    let (sink, _) = FileSink::open(&log, config).unwrap();
+    let agent = AgentId::new("bot");
+    for i in 0..5u64 {
+        let kind = EventKind::RunFinished {
+            duration: Duration::ZERO,
+        };
+        sink.record(&AuditEvent::new(i + 1, t(i), None, Some(&agent), kind))
+            .unwrap();
+    }
+    sink.close().unwrap();
+    let o = audit(&["verify", s(&log), "--witness-file", s(&witness)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("reaches the witnessed head (seq 5)"));
+    let seg = log.join("audit-000001.jsonl");
+    let kept: Vec<String> = fs::read_to_string(&seg)
+        .unwrap()
+        .lines()
+        .take(3)
+        .map(str::to_owned)
+        .collect();
+    fs::write(&seg, kept.join("\n") + "\n").unwrap();
+    assert_eq!(audit(&["verify", s(&log)]).status.code(), Some(0));
+    let o = audit(&["verify", s(&log), "--witness-file", s(&witness)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stdout).contains("before the witnessed head seq 5"),
+        "{}",
+        text(&o.stdout)
+    );
+}

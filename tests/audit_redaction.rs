@@ -383,3 +383,225 @@ fn the_file_sink_writes_what_its_redaction_says_and_never_a_secret() {
     assert!(text.contains(SECRET_PLACEHOLDER));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------------------------------------------
+// Finding 3: a marked path meeting a value of another shape redacts the whole value
+// ------------------------------------------------------------------------------------------------
+
+fn shapes_boundary() -> ActionBoundary {
+    ActionBoundary::builder()
+        .tool(
+            "login",
+            ToolSpec::write()
+                .arg("auth.user", Arg::string().sensitive())
+                .arg("auth.password", Arg::string().secret()),
+        )
+        .tool(
+            "charge",
+            ToolSpec::write()
+                .arg("cards[].number", Arg::string().secret())
+                .arg("memo", Arg::string()),
+        )
+        .role("r", RoleSpec::new().tools(["login", "charge"]))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_secret_sent_where_its_parent_should_be_is_redacted_whole_in_the_denial() {
+    let sink = Arc::new(MemorySink::with_redaction(
+        Redaction::keyed_hash("k1", vec![9; 32]).unwrap(),
+    ));
+    let guard = Guard::builder(shapes_boundary())
+        .audit(sink.clone())
+        .build();
+    let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    let p = json!(SECRET_PLACEHOLDER);
+    // (tool, arguments, the arguments as they must be recorded)
+    let wrong_shapes: Vec<(&str, Value, Value)> = vec![
+        ("login", json!({ "auth": PASSWORD }), json!({ "auth": p })),
+        ("login", json!({ "auth": [PASSWORD] }), json!({ "auth": p })),
+        (
+            "login",
+            json!({ "auth": 4_111_111_111_111_111u64 }),
+            json!({ "auth": p }),
+        ),
+        (
+            "charge",
+            json!({ "cards": [PASSWORD] }),
+            json!({ "cards": [p] }),
+        ),
+        (
+            "charge",
+            json!({ "cards": PASSWORD }),
+            json!({ "cards": p }),
+        ),
+        (
+            "charge",
+            json!({ "cards": [[PASSWORD]] }),
+            json!({ "cards": [p] }),
+        ),
+        ("charge", json!(PASSWORD), p.clone()),
+        ("charge", json!([{ "number": PASSWORD }]), p.clone()),
+    ];
+    for (tool, args, _) in &wrong_shapes {
+        let v = guard.check(&run, &ToolCall::new(tool, args));
+        assert!(v.denial().is_some(), "{tool} {args} should be denied");
+        // The raw text form too.
+        let raw = args.to_string();
+        let v = guard.check(&run, &ToolCall::new(tool, raw.as_str()));
+        assert!(v.denial().is_some(), "{tool} {raw} should be denied");
+    }
+    run.finish().unwrap();
+    let all = serde_json::to_string(&sink.events()).unwrap();
+    assert!(
+        !all.contains("hunter2"),
+        "a secret reached the record: {all}"
+    );
+    assert!(!all.contains("4111111111111111"), "{all}");
+    let d = decisions(&sink);
+    assert_eq!(d.len(), 2 * wrong_shapes.len());
+    for (i, e) in d.iter().enumerate() {
+        assert_eq!(e["tollgate.decision"], "deny");
+        // Secret marks are applied last: where a sensitive and a secret path meet the same
+        // wrong-shaped value (`auth`), the secret placeholder is what remains.
+        assert_eq!(
+            e["gen_ai.tool.call.arguments"],
+            wrong_shapes[i / 2].2,
+            "record {i}: {e}"
+        );
+    }
+}
+
+#[test]
+fn null_and_absent_parents_are_left_as_they_are() {
+    let sink = Arc::new(MemorySink::new());
+    let guard = Guard::builder(shapes_boundary())
+        .audit(sink.clone())
+        .build();
+    let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    for args in [json!({ "auth": null }), json!({}), json!({ "cards": null })] {
+        drop(guard.check(&run, &ToolCall::new("charge", &args)));
+    }
+    let d = decisions(&sink);
+    assert_eq!(d[0]["gen_ai.tool.call.arguments"], json!({ "auth": null }));
+    assert_eq!(d[1]["gen_ai.tool.call.arguments"], json!({}));
+    assert_eq!(d[2]["gen_ai.tool.call.arguments"], json!({ "cards": null }));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Finding 3, part 2: outcome texts never carry the call's marked values
+// ------------------------------------------------------------------------------------------------
+
+fn outcomes(sink: &MemorySink) -> Vec<Value> {
+    sink.events()
+        .into_iter()
+        .filter(|e| e["event"] == "outcome")
+        .collect()
+}
+
+#[test]
+fn a_secret_quoted_in_a_tool_error_is_cut_out_of_the_outcome_record() {
+    let sink = Arc::new(MemorySink::new());
+    let (guard, run) = session(sink.clone(), boundary());
+    let args = json!({ "user": "n.smith", "password": PASSWORD });
+    let result: Result<(), _> = guard.execute(&run, &ToolCall::new("ehr_login", &args), |_| {
+        Err(format!(
+            "login refused for n.smith with password {PASSWORD} (try again)"
+        ))
+    });
+    assert!(matches!(result, Err(tollgate::ExecuteError::Tool(_))));
+    // The same through raw argument text, and through Outcome::with_output.
+    let raw = format!(r#"{{"user":"n.smith","password":"{PASSWORD}"}}"#);
+    let permit = guard
+        .check(&run, &ToolCall::new("ehr_login", raw.as_str()))
+        .into_permit()
+        .unwrap();
+    permit
+        .complete(Outcome::success().with_output(format!("session for {PASSWORD}: ok")))
+        .unwrap();
+    run.finish().unwrap();
+    let all = serde_json::to_string(&sink.events()).unwrap();
+    assert!(
+        !all.contains("hunter2"),
+        "a secret reached the record: {all}"
+    );
+    let o = outcomes(&sink);
+    assert_eq!(
+        o[0]["tollgate.outcome"]["message"],
+        format!("login refused for n.smith with password {SECRET_PLACEHOLDER} (try again)")
+    );
+    assert_eq!(
+        o[1]["tollgate.output"],
+        format!("session for {SECRET_PLACEHOLDER}: ok")
+    );
+}
+
+#[test]
+fn escaped_nested_and_numeric_marked_values_are_cut_out_of_outputs() {
+    let sink = Arc::new(MemorySink::new());
+    let b = ActionBoundary::builder()
+        .tool(
+            "pay",
+            ToolSpec::write()
+                .arg("card.number", Arg::integer().secret())
+                .arg("card.holder", Arg::string().sensitive())
+                .arg("note", Arg::string().secret()),
+        )
+        .role("r", RoleSpec::new().tools(["pay"]))
+        .build()
+        .unwrap();
+    let guard = Guard::builder(b).audit(sink.clone()).build();
+    let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    let note = "quote \" and backslash \\ inside PLANTED-note";
+    let args = json!({
+        "card": { "number": 4_111_111_111_111_111u64, "holder": PATIENT },
+        "note": note,
+    });
+    let permit = guard
+        .check(&run, &ToolCall::new("pay", &args))
+        .into_permit()
+        .unwrap();
+    // The tool echoes its input as JSON (escaped) and as plain text.
+    let output = format!("echo {args} / holder={PATIENT} / note={note}");
+    permit
+        .complete(Outcome::error(output.clone()).with_output(output))
+        .unwrap();
+    let o = &outcomes(&sink)[0];
+    for text in [
+        o["tollgate.outcome"]["message"].as_str().unwrap(),
+        o["tollgate.output"].as_str().unwrap(),
+    ] {
+        for leaked in ["4111111111111111", "Jane", "PLANTED", "1958"] {
+            assert!(!text.contains(leaked), "`{leaked}` in {text}");
+        }
+        assert!(text.contains(SECRET_PLACEHOLDER), "{text}");
+        assert!(text.contains(SENSITIVE_PLACEHOLDER), "{text}");
+    }
+}
+
+#[test]
+fn a_text_holding_a_marked_value_too_short_to_cut_out_is_replaced_whole() {
+    let sink = Arc::new(MemorySink::new());
+    let (guard, run) = session(sink.clone(), boundary());
+    let args = json!({ "user": "n.smith", "password": "x7" });
+    const { assert!(tollgate::audit::MIN_SCRUB_BYTES > 2) };
+    let permit = guard
+        .check(&run, &ToolCall::new("ehr_login", &args))
+        .into_permit()
+        .unwrap();
+    permit
+        .complete(Outcome::error("bad password x7 for n.smith"))
+        .unwrap();
+    // A text without the short value is kept as it is.
+    let permit = guard
+        .check(&run, &ToolCall::new("ehr_login", &args))
+        .into_permit()
+        .unwrap();
+    permit
+        .complete(Outcome::error("upstream timed out"))
+        .unwrap();
+    let o = outcomes(&sink);
+    assert_eq!(o[0]["tollgate.outcome"]["message"], SECRET_PLACEHOLDER);
+    assert_eq!(o[1]["tollgate.outcome"]["message"], "upstream timed out");
+}

@@ -1,7 +1,8 @@
 //! Retention: a policy per class drops exactly the expired prefix of segments (never the live
 //! one, never past an unknown or kept-forever class), the chain still verifies after the drop
 //! and after reopening, a hand-deleted segment is still detected, a changed segment is refused,
-//! an interrupted deletion verifies and is finished by `open`, and it all works on a live sink.
+//! an interrupted deletion verifies and is finished by `open` only when a checkpoint its writer
+//! wrote authenticates it, a forged declaration is refused, and it all works on a live sink.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,10 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use hmac::{Hmac, Mac};
 use tollgate::ActionBoundary;
 use tollgate::audit::file::{
     self, CheckpointConfig, CheckpointKey, Durability, FileSink, FileSinkConfig, KeptReason,
-    RetentionPolicy, VerifyError,
+    Notice, RetentionPolicy, VerifyError,
 };
 use tollgate::audit::query::Query;
 use tollgate::audit::{AuditEvent, AuditSink, EventKind};
@@ -359,11 +361,11 @@ fn a_segment_changed_on_disk_is_refused_not_judged() {
     drop(sink);
 }
 
-#[test]
-fn an_interrupted_deletion_verifies_and_open_finishes_it() {
-    let dir = TempDir::new("interrupted");
+/// A keyed log of one record per segment: 4 old records and a new one, retained at
+/// `t0 + 10 days` (drops 1..=4), with the segment files as they were before the deletion.
+fn retained_log(dir: &TempDir, config: FileSinkConfig) -> (file::VerifyReport, Vec<Vec<u8>>) {
     let b = boundary();
-    let (sink, _) = FileSink::open(dir.path(), one_per_segment()).unwrap();
+    let (sink, _) = FileSink::open(dir.path(), config).unwrap();
     for seq in 1..=4 {
         record(&sink, &b, "look", seq, t0());
     }
@@ -373,28 +375,226 @@ fn an_interrupted_deletion_verifies_and_open_finishes_it() {
     let r = sink.retain(&policy(), t0() + 10 * DAY).unwrap();
     assert_eq!(r.dropped_seqs, Some(1..=4));
     sink.close().unwrap();
-    let done = file::verify(dir.path()).unwrap();
+    (file::verify(dir.path()).unwrap(), saved)
+}
+
+fn keyed_one_per_segment(key: &CheckpointKey) -> FileSinkConfig {
+    one_per_segment().checkpoint(CheckpointConfig::new(key.clone()).every_records(Some(1000)))
+}
+
+#[test]
+fn an_interrupted_deletion_verifies_and_a_keyed_open_finishes_it() {
+    let dir = TempDir::new("interrupted");
+    let key = CheckpointKey::new("k1", vec![3; 32]).unwrap();
+    let (done, saved) = retained_log(&dir, keyed_one_per_segment(&key));
 
     // A crash after the declaration, before any deletion: everything is still there.
     for (i, data) in saved.iter().enumerate() {
         fs::write(dir.seg(i as u64 + 1), data).unwrap();
     }
-    let v = file::verify(dir.path()).unwrap();
+    let v = file::verify_keyed(dir.path(), &key).unwrap();
     assert_eq!((v.first_seq, v.last_seq), (1, done.last_seq));
+    assert!(
+        v.notices
+            .iter()
+            .any(|n| matches!(n, Notice::RetentionPending { through: 4, .. }))
+    );
     // A crash half-way: the oldest two gone, the next two not.
     fs::remove_file(dir.seg(1)).unwrap();
     fs::remove_file(dir.seg(2)).unwrap();
     let v = file::verify(dir.path()).unwrap();
     assert_eq!(v.first_seq, 3);
 
-    let (sink, rec) = FileSink::open(dir.path(), one_per_segment()).unwrap();
+    // The declaration is covered by the checkpoint its writer wrote right after it: finished.
+    let (sink, rec) = FileSink::open(dir.path(), keyed_one_per_segment(&key)).unwrap();
     assert_eq!(rec.retention_completed, 2);
     assert_eq!(rec.records, done.records);
     drop(sink);
     assert_eq!(dir.segments()[0], 5);
-    let v = file::verify(dir.path()).unwrap();
+    let v = file::verify_keyed(dir.path(), &key).unwrap();
     assert_eq!((v.first_seq, v.dropped_through), (5, 4));
     assert_eq!(v.head_hash, done.head_hash);
+}
+
+#[test]
+fn without_a_key_open_refuses_to_finish_a_deletion_and_names_the_declaration() {
+    let dir = TempDir::new("interrupted-keyless");
+    let (done, saved) = retained_log(&dir, one_per_segment());
+    for (i, data) in saved.iter().enumerate() {
+        fs::write(dir.seg(i as u64 + 1), data).unwrap();
+    }
+    // Nothing can authenticate the declaration, so nothing is deleted on its word.
+    let err = FileSink::open(dir.path(), one_per_segment()).unwrap_err();
+    match file::corruption(&err) {
+        Some(VerifyError::RetentionNotAuthenticated { at, seq, through }) => {
+            assert_eq!(*through, 4);
+            assert_eq!(at.seq, Some(*seq));
+            assert!(*seq > 5 && *seq <= done.last_seq);
+        }
+        other => panic!("{other:?}: {err}"),
+    }
+    assert_eq!(dir.segments()[0], 1, "nothing deleted");
+    assert!(err.to_string().contains("nothing was deleted"), "{err}");
+}
+
+/// The event of a `retention_applied` declaration dropping `1..=last` whose last record's hash
+/// is `head`.
+fn declaration(last: u64, head: &str) -> String {
+    format!(
+        "{{\"event\":\"retention_applied\",\"time_unix_nano\":1,\
+         \"tollgate.retention.evaluated_at\":1,\"tollgate.retention.dropped.first_seq\":1,\
+         \"tollgate.retention.dropped.last_seq\":{last},\"tollgate.retention.dropped.head\":\"{head}\",\
+         \"tollgate.retention.dropped.first_segment\":1,\
+         \"tollgate.retention.dropped.last_segment\":{last},\"tollgate.retention.policy\":{{}}}}"
+    )
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Appends `event` as the next record of the log, correctly chained (no key needed); returns
+/// its seq and hash.
+fn append_chained(dir: &TempDir, event: &str) -> (u64, String) {
+    let v = file::verify(dir.path()).unwrap();
+    let seq = v.last_seq + 1;
+    let hash = sha256_hex(format!("{}\n{seq}\n{event}", v.head_hash).as_bytes());
+    let last = *dir.segments().last().unwrap();
+    let mut text = fs::read_to_string(dir.seg(last)).unwrap();
+    text.push_str(&format!(
+        "{{\"seq\":{seq},\"prev\":\"{}\",\"hash\":\"{hash}\",\"event\":{event}}}\n",
+        v.head_hash
+    ));
+    fs::write(dir.seg(last), text).unwrap();
+    (seq, hash)
+}
+
+fn record_hash(dir: &TempDir, seq: u64) -> String {
+    Query::new()
+        .open(dir.path())
+        .unwrap()
+        .map(|r| r.unwrap())
+        .find(|r| r.seq == seq)
+        .unwrap()
+        .hash
+}
+
+#[test]
+fn forged_retention_record_is_refused_on_open() {
+    // Write access to the directory, no key: one correctly chained declaration claiming
+    // records 1..=3 were dropped (they are still there: a deletion "to finish").
+    let dir = TempDir::new("forged-pending");
+    let key = CheckpointKey::new("k1", vec![4; 32]).unwrap();
+    let config = keyed_one_per_segment(&key);
+    let b = boundary();
+    let (sink, _) = FileSink::open(dir.path(), config.clone()).unwrap();
+    for seq in 1..=3 {
+        record(&sink, &b, "look", seq, SystemTime::now());
+    }
+    sink.close().unwrap(); // 3 events, checkpoint 4
+    let head3 = record_hash(&dir, 3);
+    let (forged, _) = append_chained(&dir, &declaration(3, &head3));
+    let before = dir.segments();
+
+    for config in [config.clone(), one_per_segment()] {
+        let err = FileSink::open(dir.path(), config).unwrap_err();
+        match file::corruption(&err) {
+            Some(VerifyError::RetentionNotAuthenticated { seq, through, at }) => {
+                assert_eq!((*seq, *through), (forged, 3));
+                assert_eq!(at.seq, Some(forged));
+            }
+            other => panic!("{other:?}: {err}"),
+        }
+        assert_eq!(dir.segments(), before, "nothing deleted");
+    }
+    // The log itself still reads as it is: the declaration is uncovered, its drop pending.
+    let v = file::verify_keyed(dir.path(), &key).unwrap();
+    assert_eq!((v.first_seq, v.uncovered_records), (1, 1));
+    assert!(!v.fully_covered());
+}
+
+/// The checkpoint record a sink with `key` writes over record `seq` (hash `head`), adopting
+/// `adopted` records: what an `open` that signed over a forged tail would have written.
+fn checkpoint_event(key: &[u8], seq: u64, head: &str, adopted: u64) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(format!("tollgate-audit-checkpoint-v1\nk1\n{seq}\n{head}\n5\n{adopted}").as_bytes());
+    let tag: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "{{\"event\":\"checkpoint\",\"time_unix_nano\":5,\"tollgate.checkpoint.seq\":{seq},\
+         \"tollgate.checkpoint.head\":\"{head}\",\"tollgate.checkpoint.adopted\":{adopted},\
+         \"tollgate.checkpoint.key_id\":\"k1\",\"tollgate.checkpoint.mac\":\"{tag}\"}}"
+    )
+}
+
+#[test]
+fn a_forged_declaration_signed_over_by_an_adoption_still_authorises_nothing() {
+    // The laundering path of the old `open`: forged declaration, then an adoption checkpoint
+    // over it (signed with the key, as a sink reopening the log would), then the deletion.
+    let dir = TempDir::new("laundered");
+    let secret = vec![6; 32];
+    let key = CheckpointKey::new("k1", secret.clone()).unwrap();
+    let config = keyed_one_per_segment(&key);
+    let b = boundary();
+    let (sink, _) = FileSink::open(dir.path(), config.clone()).unwrap();
+    for seq in 1..=3 {
+        record(&sink, &b, "look", seq, SystemTime::now());
+    }
+    sink.close().unwrap(); // checkpoint at 4
+    let head3 = record_hash(&dir, 3);
+    let (decl, decl_hash) = append_chained(&dir, &declaration(3, &head3));
+    append_chained(&dir, &checkpoint_event(&secret, decl, &decl_hash, 1));
+    for seg in 1..=3 {
+        fs::remove_file(dir.seg(seg)).unwrap();
+    }
+    // The chain alone is fooled; the key says the declaration was only ever adopted.
+    assert_eq!(file::verify(dir.path()).unwrap().first_seq, 4);
+    match file::verify_keyed(dir.path(), &key).unwrap_err() {
+        VerifyError::RetentionMismatch { seq, reason, .. } => {
+            assert_eq!(seq, decl);
+            assert!(reason.contains("adopted"), "{reason}");
+        }
+        e => panic!("{e}"),
+    }
+    assert!(FileSink::open(dir.path(), config).is_err());
+}
+
+#[test]
+fn an_outsider_record_after_the_last_checkpoint_is_adopted_and_reported_never_covered() {
+    let dir = TempDir::new("adopted-outsider");
+    let key = CheckpointKey::new("k1", vec![8; 32]).unwrap();
+    let config = keyed_one_per_segment(&key);
+    let b = boundary();
+    let (sink, _) = FileSink::open(dir.path(), config.clone()).unwrap();
+    record(&sink, &b, "look", 1, SystemTime::now());
+    sink.close().unwrap(); // checkpoint at 2
+    let (outsider, _) = append_chained(
+        &dir,
+        r#"{"seq":99,"time_unix_nano":1,"event":"decision","tollgate.decision":"allow"}"#,
+    );
+    let (sink, rec) = FileSink::open(dir.path(), config).unwrap();
+    assert_eq!(rec.adopted_records, 1);
+    sink.close().unwrap();
+    let v = file::verify_keyed(dir.path(), &key).unwrap();
+    assert_eq!(v.uncovered_records, 0);
+    assert_eq!(v.adopted_records, 1);
+    assert!(!v.fully_covered(), "adopted is not covered");
+    assert!(
+        v.notices
+            .iter()
+            .any(|n| matches!(n, Notice::Adopted { records, count: 1, .. }
+            if records == &vec![outsider..=outsider])),
+        "{:?}",
+        v.notices
+    );
+    assert!(!v.is_clean());
 }
 
 #[test]

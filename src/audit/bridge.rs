@@ -53,8 +53,10 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::file::{Backpressure, MAX_EVENT_BYTES};
 use super::{AuditError, AuditEvent, AuditSink, Redaction};
@@ -154,13 +156,14 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every mutation keeps the state consistent at each step, so a poisoned lock's data is
-        // still the truth.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // Every mutation keeps the state consistent at each step, so a lock whose holder
+        // panicked still guards the truth.
+        self.state.lock()
     }
 
-    fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.progress.wait(g).unwrap_or_else(|p| p.into_inner())
+    fn wait<'a>(&self, mut g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.progress.wait(&mut g);
+        g
     }
 }
 

@@ -1,8 +1,15 @@
 //! A small JSON object writer for audit events: writes straight from borrowed data into a reused
 //! byte buffer, without building a `serde_json::Value` first. Keys are `'static` literals chosen by
 //! this crate (no escaping needed); every string value is escaped exactly as `serde_json` would.
+//! Every value is bounded by the [`Redaction`]'s limits (see [`values`](super::values)): one
+//! that would be written larger is replaced by its placeholder.
 
 use serde::Serialize;
+use serde_json::Value;
+
+use super::Redaction;
+use super::values::{Omitted, deeper_than};
+use crate::call::json::MAX_DEPTH_CAP;
 
 /// A key as the writer takes it: the JSON string with its quotes and the colon
 /// (`k!("seq")` is `"\"seq\":"`), so writing a key is one copy.
@@ -17,13 +24,23 @@ pub(crate) use k;
 pub(crate) struct Obj<'b> {
     out: &'b mut Vec<u8>,
     first: bool,
+    how: &'b Redaction,
 }
 
 impl<'b> Obj<'b> {
-    pub(crate) fn begin(out: &'b mut Vec<u8>) -> Self {
+    pub(crate) fn begin(out: &'b mut Vec<u8>, how: &'b Redaction) -> Self {
         out.reserve(512);
         out.push(b'{');
-        Self { out, first: true }
+        Self {
+            out,
+            first: true,
+            how,
+        }
+    }
+
+    /// The limits values are written under.
+    pub(crate) fn redaction(&self) -> &'b Redaction {
+        self.how
     }
 
     pub(crate) fn end(self) {
@@ -41,9 +58,10 @@ impl<'b> Obj<'b> {
         self.out
     }
 
+    /// A string, or its placeholder if its escaped form would exceed the value limit.
     pub(crate) fn str(&mut self, key: &'static str, v: &str) {
-        let out = self.key(key);
-        string(out, v);
+        let how = self.how;
+        bounded_string(self.key(key), v, how);
     }
 
     pub(crate) fn opt_str(&mut self, key: &'static str, v: Option<&str>) {
@@ -87,8 +105,10 @@ impl<'b> Obj<'b> {
         out.push(b'"');
     }
 
-    /// Any serialisable value (cold paths: scopes, outcome statuses).
+    /// Any serialisable value of this crate's own (cold paths: scopes, reasons, flags), or its
+    /// placeholder if it would exceed the value limit.
     pub(crate) fn ser<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) {
+        let how = self.how;
         let out = self.key(key);
         let mark = out.len();
         if serde_json::to_writer(&mut *out, v).is_err() {
@@ -97,6 +117,54 @@ impl<'b> Obj<'b> {
             out.truncate(mark);
             out.extend_from_slice(b"null");
         }
+        bound(out, mark, how);
+    }
+
+    /// A JSON value someone else chose (arguments): its placeholder if it is nested deeper than
+    /// `MAX_DEPTH_CAP` or its compact form exceeds the value limit.
+    pub(crate) fn value(&mut self, key: &'static str, v: &Value) {
+        let how = self.how;
+        let out = self.key(key);
+        let mark = out.len();
+        if deeper_than(v, MAX_DEPTH_CAP) {
+            // Serialised aside only to hash it and keep its prefix.
+            let text = serde_json::to_vec(v).unwrap_or_default();
+            how.write_omitted(out, Omitted::TooDeep, &text);
+            return;
+        }
+        if serde_json::to_writer(&mut *out, v).is_err() {
+            out.truncate(mark);
+            out.extend_from_slice(b"null");
+        }
+        bound(out, mark, how);
+    }
+
+    /// Writes the placeholder of a value (its bytes as received) under `key`.
+    pub(crate) fn omitted(&mut self, key: &'static str, why: Omitted, raw: &[u8]) {
+        let how = self.how;
+        how.write_omitted(self.key(key), why, raw);
+    }
+}
+
+/// `v` as a JSON string, or its placeholder if its escaped form would exceed the value limit.
+pub(crate) fn bounded_string(out: &mut Vec<u8>, v: &str, how: &Redaction) {
+    let max = how.value_limit();
+    if v.len() <= max {
+        let mark = out.len();
+        string(out, v);
+        if out.len() - mark <= max {
+            return;
+        }
+        out.truncate(mark);
+    }
+    how.write_omitted(out, Omitted::TooLarge, v.as_bytes());
+}
+
+/// If what was written after `mark` exceeds the value limit, replaces it by its placeholder.
+fn bound(out: &mut Vec<u8>, mark: usize, how: &Redaction) {
+    if out.len() - mark > how.value_limit() {
+        let written = out.split_off(mark);
+        how.write_omitted(out, Omitted::TooLarge, &written);
     }
 }
 
@@ -227,7 +295,8 @@ mod tests {
 
     fn obj_with(f: impl FnOnce(&mut Obj<'_>)) -> Value {
         let mut buf = Vec::new();
-        let mut o = Obj::begin(&mut buf);
+        let how = Redaction::placeholder();
+        let mut o = Obj::begin(&mut buf, &how);
         f(&mut o);
         o.end();
         serde_json::from_slice(&buf).expect("the writer produced valid JSON")

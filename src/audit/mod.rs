@@ -6,6 +6,25 @@
 //! copies what it needs. A sink that returns an error makes the guard **deny** the call it was
 //! recording: no decision is acted on without its record (fail closed).
 //!
+//! # Outcomes
+//!
+//! A tool's error text and its recorded output can quote its arguments ("login failed for
+//! password hunter2"). Before a permit records an outcome, every occurrence of a marked argument
+//! value of that call in the error message and in the output is replaced by the placeholder of
+//! its class ([`SECRET_PLACEHOLDER`] or [`SENSITIVE_PLACEHOLDER`]; outcomes never carry a keyed
+//! hash). What is looked for, for each marked value: a string as given and as JSON-escaped (the
+//! text between the quotes of its JSON form); a number or boolean as its JSON text; an object or
+//! array as its compact JSON text, and each string, number and object key inside it. Matching is
+//! exact, byte for byte: an encoding the tool applied itself (URL, base64, a changed case) is not
+//! recognised. Values shorter than [`MIN_SCRUB_BYTES`] cannot be cut out piece by piece
+//! (replacing every `"ab"` in a text both destroys it and shows where the value was), so a text
+//! that contains one is replaced whole by the placeholder; empty values and `null` are ignored.
+//!
+//! # Size and depth
+//!
+//! Every value a shipped sink writes is bounded: too large, or nested too deeply, and it is
+//! written as a placeholder with its size, hash and prefix (see [`values`]).
+//!
 //! Sinks: [`MemorySink`] (tests, inspection), [`TracingSink`], [`Fanout`],
 //! [`bridge::AsyncBridge`] (to an async sink), and [`file::FileSink`] (hash-chained JSON Lines with
 //! checkpoints and retention; [`file::verify`], [`query::Query`]). Arguments the policy marks secret
@@ -39,23 +58,26 @@ mod json;
 pub mod query;
 mod redact;
 mod sinks;
+pub mod values;
 
 pub use redact::{
-    AuditMarks, Redaction, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER, UNPARSEABLE_PLACEHOLDER,
+    AuditMarks, MIN_SCRUB_BYTES, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER, UNPARSEABLE_PLACEHOLDER,
 };
 pub use sinks::{Fanout, TracingSink};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use values::Omitted;
+pub use values::Redaction;
 
 use json::k;
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::breaker::Transition;
-use crate::call::json::{JsonLimits, RawJson};
+use crate::call::json::{JsonError, JsonLimits, RawJson};
 use crate::call::{AgentId, Args, CredentialId, RunContext, RunId, ToolCall};
 use crate::credential::{CredentialError, Scope};
 use crate::escalation::TransitionKind;
-use crate::verdict::{ApprovalRequest, Denial, Outcome, PolicyVersion};
+use crate::verdict::{ApprovalRequest, Denial, Outcome, OutcomeStatus, PolicyVersion};
 
 /// One thing that happened, with the run it belongs to.
 #[derive(Debug)]
@@ -282,6 +304,22 @@ pub enum AuditError {
     /// An I/O error while writing or flushing.
     #[error("audit sink I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Another [`FileSink`](file::FileSink), in this process or another, has the audit
+    /// directory open (see [`file`](mod@file#one-writer-per-directory)).
+    #[error(
+        "audit directory {} is locked by another writer: {}",
+        dir.display(),
+        match holder {
+            Some(h) => h.to_string(),
+            None => "its holder did not say who it is".to_owned(),
+        }
+    )]
+    DirectoryLocked {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Who holds it, as its lock file says (`None` if the file does not say).
+        holder: Option<file::LockHolder>,
+    },
 }
 
 /// Receives every audit event. Implementations must be cheap to call from many threads.
@@ -303,7 +341,7 @@ impl AuditEvent<'_> {
     /// `gen_ai.agent.id` and `event` (its kind), and `tollgate.retention` when its tool's tier has
     /// a retention class.
     pub fn write_json(&self, out: &mut Vec<u8>, redaction: &Redaction) {
-        let mut o = json::Obj::begin(out);
+        let mut o = json::Obj::begin(out, redaction);
         o.u64(k!("seq"), self.seq);
         let at = self.at.duration_since(UNIX_EPOCH).unwrap_or_default();
         o.u64(
@@ -384,7 +422,17 @@ impl AuditEvent<'_> {
                 o.str(k!("event"), "outcome");
                 o.str(k!("gen_ai.tool.name"), tool);
                 o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
-                o.ser(k!("tollgate.outcome"), &outcome.status);
+                match &outcome.status {
+                    // Written by hand (as serde would) so the message alone is bounded.
+                    OutcomeStatus::Error { message } => {
+                        let how = o.redaction();
+                        let out = o.key(k!("tollgate.outcome"));
+                        out.extend_from_slice(b"{\"status\":\"error\",\"message\":");
+                        json::bounded_string(out, message, how);
+                        out.push(b'}');
+                    }
+                    status => o.ser(k!("tollgate.outcome"), status),
+                }
                 o.opt_u64(k!("gen_ai.usage.input_tokens"), outcome.input_tokens);
                 o.opt_u64(k!("gen_ai.usage.output_tokens"), outcome.output_tokens);
                 o.opt_u64(k!("tollgate.cost_micros"), outcome.cost_micros);
@@ -523,45 +571,65 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Writes `gen_ai.tool.call.arguments`, redacted per `marks`.
+/// Writes `gen_ai.tool.call.arguments`, redacted per `marks` and bounded (see
+/// [`values`](self::values)): nothing nested deeper than `MAX_DEPTH_CAP` is written as JSON,
+/// nothing larger than the value limit is written whole, and no hash or prefix is ever taken of
+/// text that still holds a marked value.
 fn write_args(o: &mut json::Obj<'_>, args: Args<'_>, marks: Option<&AuditMarks>, how: &Redaction) {
     const KEY: &str = k!("gen_ai.tool.call.arguments");
     let marks = marks.filter(|m| m.redacts());
     match (args, marks) {
         (Args::None, _) => o.key(KEY).extend_from_slice(b"{}"),
-        (Args::Value(v), None) => o.ser(KEY, v),
+        (Args::Value(v), None) => o.value(KEY, v),
         (Args::Value(v), Some(m)) => {
             let mut v = v.clone();
             m.apply(&mut v, how);
-            o.ser(KEY, &v);
+            o.value(KEY, &v);
         }
-        (Args::Json(text), marks) => {
-            let valid = RawJson::parse(text, AUDIT_JSON_LIMITS).is_ok();
-            match (valid, marks) {
-                (true, None) => json::minified(o.key(KEY), text),
-                (true, Some(m)) => match serde_json::from_str::<Value>(text) {
-                    Ok(mut v) => {
-                        m.apply(&mut v, how);
-                        o.ser(KEY, &v);
-                    }
-                    Err(_) => unparsed(o, UNPARSEABLE_PLACEHOLDER),
-                },
-                (false, None) => unparsed(o, text),
-                (false, Some(_)) => unparsed(o, UNPARSEABLE_PLACEHOLDER),
+        (Args::Json(text), None) => {
+            if text.len() > how.value_limit() {
+                return o.omitted(KEY, Omitted::TooLarge, text.as_bytes());
+            }
+            match RawJson::parse(text, AUDIT_JSON_LIMITS) {
+                // No longer than the text, so within the limit.
+                Ok(_) => json::minified(o.key(KEY), text),
+                Err(JsonError::TooDeep { .. }) => o.omitted(KEY, Omitted::TooDeep, text.as_bytes()),
+                Err(_) => unparsed(o, text),
+            }
+        }
+        (Args::Json(text), Some(m)) => {
+            if text.len() > file::MAX_EVENT_BYTES {
+                // Not even parsed: too large to redact, so neither hashed nor quoted.
+                let out = o.key(KEY);
+                return Redaction::write_omitted_unredactable(out, Omitted::TooLarge, text.len());
+            }
+            // Strictly valid text, or text only too deep for the strict scanner (serde_json
+            // reads up to 128 levels): parsed, redacted, then bounded like any value.
+            let readable = match RawJson::parse(text, AUDIT_JSON_LIMITS) {
+                Ok(_) | Err(JsonError::TooDeep { .. }) => serde_json::from_str::<Value>(text).ok(),
+                Err(_) => None,
+            };
+            match readable {
+                Some(mut v) => {
+                    m.apply(&mut v, how);
+                    o.value(KEY, &v);
+                }
+                None => unparsed(o, UNPARSEABLE_PLACEHOLDER),
             }
         }
     }
 
     fn unparsed(o: &mut json::Obj<'_>, text: &str) {
+        let how = o.redaction();
         let out = o.key(KEY);
         out.extend_from_slice(b"{\"unparsed\":");
-        json::string(out, text);
+        json::bounded_string(out, text, how);
         out.push(b'}');
     }
 }
 
 /// Raw argument text is embedded verbatim only if it is one strict JSON value within these
-/// limits (the event size cap bounds it anyway).
+/// limits (the value limit bounds its size before it is scanned).
 const AUDIT_JSON_LIMITS: JsonLimits = JsonLimits {
     max_bytes: file::MAX_EVENT_BYTES,
     max_depth: crate::call::json::MAX_DEPTH_CAP,
@@ -604,10 +672,10 @@ impl MemorySink {
         self.lock().is_empty()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<Value>> {
         // A panic while holding the lock cannot leave a half-written Vec<Value> behind (push is
-        // the only mutation), so the data stays trustworthy after poisoning.
-        self.events.lock().unwrap_or_else(|p| p.into_inner())
+        // the only mutation).
+        self.events.lock()
     }
 }
 

@@ -1,5 +1,5 @@
-//! `audit`: verify and query a tollgate audit directory (the hash-chained JSON Lines segments a
-//! `tollgate::audit::file::FileSink` writes). Run `audit --help` for usage.
+//! `audit`: verify, query and repair a tollgate audit directory (the hash-chained JSON Lines
+//! segments a `tollgate::audit::file::FileSink` writes). Run `audit --help` for usage.
 //!
 //! Exit status: 0 success, 1 the log failed verification or could not be read (nothing printed
 //! from it is to be trusted), 2 usage error.
@@ -10,18 +10,23 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tollgate::audit::file::{
-    self, CheckpointKey, CheckpointKeyError, VerifyError, VerifyOptions, VerifyReport,
+    self, CheckpointConfig, CheckpointKey, CheckpointKeyError, DirWitness, FileSink, RepairOptions,
+    RepairPlan, VerifyError, VerifyOptions, VerifyReport, WitnessConfig,
 };
 use tollgate::audit::query::Query;
 
 const HELP: &str = "\
-audit - verify and query a tollgate audit directory
+audit - verify, query and repair a tollgate audit directory
 
 USAGE:
-    audit verify PATH [--key-file FILE]... [--require-covered]
+    audit verify PATH [--key-file FILE]... [--witness-file FILE] [--require-covered]
+                      [--require-clean]
     audit query PATH [FILTER]... [--key-file FILE]... [--no-verify]
+    audit repair PATH [--key-file FILE]... [--witness-file FILE] [--cut-after SEQ]
+                      [--reason TEXT] [--yes]
     audit --help
 
 PATH is the audit directory. A path to one of its segment files (audit-NNNNNN.jsonl) stands
@@ -32,9 +37,16 @@ verify
     Checks every record: frame, seq order, hash links, checkpoints, retention declarations.
     Prints one summary line (records, segments, head hash, checkpoints) and exits 0, or prints
     the first bad record (file, line, seq, what is wrong) and exits 1.
+    Then prints one `notice:` line for each thing the log declares about itself: records
+    adopted on reopen, acknowledged events a failed writer lost, records a repair removed, a
+    retention deletion not finished.
     --key-file FILE     also check checkpoint MACs with this key (repeat for retired keys)
+    --witness-file FILE the head a FileSink published to a DirWitness: the chain must reach it
+                        with the same hash (without one, records cut off the end of the log are
+                        not detected)
     --require-covered   fail if records follow the last checkpoint (a log closed cleanly has
                         none; a live log's tail is uncovered until its next checkpoint)
+    --require-clean     fail if the log declares anything (see notices above)
 
 query
     Prints each matching record as one JSON line {\"seq\":<record seq>,\"event\":{...}}, in log
@@ -52,22 +64,38 @@ query
     --no-verify         do not check the chain (lines must still parse)
     A filter given several times matches any of its values; different filters must all match.
 
+repair
+    Removes a damaged end of the log (which a FileSink refuses to open): everything from the
+    first record that fails verification (or from the record after --cut-after SEQ) to the end.
+    Without --yes it only prints the plan: the cut, the lines, bytes and seqs it would remove.
+    With --yes it carries the plan out: keeps the removed bytes in repair-<time>.removed in the
+    directory, and writes a repair declaration into the chain (with a checkpoint, given a key)
+    that verify reports. No sink may have the directory open.
+    --key-file FILE     the log's checkpoint key (the first signs; repeat for retired keys);
+                        required for a log with checkpoints
+    --witness-file FILE the log's DirWitness: a witnessed head the cut removes is declared gone,
+                        and the new head is published
+    --cut-after SEQ     cut after this record instead of at the first damage
+    --reason TEXT       recorded in the declaration
+    --yes               carry the plan out
+
 TIME is unix nanoseconds (1700000000000000000), a whole number with a unit (1700000000s,
 1700000000000ms, 1700000000000000us, 1700000000000000000ns), or RFC 3339 in UTC or with an
 offset (2024-05-01T12:00:00Z, 2024-05-01T14:00:00.250+02:00).
 
 A key file holds one line: <key id>:<hex secret>.
 
-EXIT STATUS: 0 ok, 1 verification failed or the log could not be read, 2 usage error.
+EXIT STATUS: 0 ok (repair: planned or done, or nothing to repair), 1 verification or repair
+failed or the log could not be read, 2 usage error.
 ";
 
 /// A command line that cannot be run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 enum UsageError {
-    #[error("no command given (expected `verify` or `query`)")]
+    #[error("no command given (expected `verify`, `query` or `repair`)")]
     NoCommand,
-    #[error("unknown command `{0}` (expected `verify` or `query`)")]
+    #[error("unknown command `{0}` (expected `verify`, `query` or `repair`)")]
     UnknownCommand(String),
     #[error("`{command}` needs a PATH (the audit directory)")]
     MissingPath { command: &'static str },
@@ -100,10 +128,17 @@ enum Command {
     Verify {
         dir: PathBuf,
         options: VerifyOptions,
+        witness: Option<PathBuf>,
+        require_clean: bool,
     },
     Query {
         dir: PathBuf,
         query: Query,
+    },
+    Repair {
+        dir: PathBuf,
+        options: RepairOptions,
+        yes: bool,
     },
 }
 
@@ -114,8 +149,14 @@ fn main() -> ExitCode {
             print!("{HELP}");
             ExitCode::SUCCESS
         }
-        Ok(Command::Verify { dir, options }) => run_verify(&dir, &options),
+        Ok(Command::Verify {
+            dir,
+            options,
+            witness,
+            require_clean,
+        }) => run_verify(&dir, options, witness.as_deref(), require_clean),
         Ok(Command::Query { dir, query }) => run_query(&dir, &query),
+        Ok(Command::Repair { dir, options, yes }) => run_repair(&dir, &options, yes),
         Err(e) => {
             eprintln!("audit: {e}\nRun `audit --help` for usage.");
             ExitCode::from(2)
@@ -131,6 +172,7 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
         "-h" | "--help" | "help" => return Ok(Command::Help),
         "verify" => "verify",
         "query" => "query",
+        "repair" => "repair",
         other => return Err(UsageError::UnknownCommand(other.to_owned())),
     };
     if args[1..].iter().any(|a| a == "-h" || a == "--help") {
@@ -141,6 +183,11 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
     let mut query = Query::new();
     let mut since = false;
     let mut until = false;
+    let mut keys: Vec<CheckpointKey> = Vec::new();
+    let mut witness: Option<PathBuf> = None;
+    let mut require_clean = false;
+    let mut repair = RepairOptions::new();
+    let mut yes = false;
     let mut rest = args[1..].iter();
     while let Some(arg) = rest.next() {
         let mut value = || {
@@ -152,9 +199,26 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
             (_, "--key-file") => {
                 let key = CheckpointKey::from_key_file(value()?)?;
                 options = options.key(key.clone());
-                query = query.checkpoint_key(key);
+                query = query.checkpoint_key(key.clone());
+                keys.push(key);
             }
             ("verify", "--require-covered") => options = options.require_coverage(true),
+            ("verify", "--require-clean") => require_clean = true,
+            ("verify" | "repair", "--witness-file") => {
+                if witness.replace(PathBuf::from(value()?)).is_some() {
+                    return Err(UsageError::Repeated(arg.clone()));
+                }
+            }
+            ("repair", "--cut-after") => {
+                let v = value()?;
+                let seq = v.parse::<u64>().map_err(|_| UsageError::BadValue {
+                    option: arg.clone(),
+                    reason: format!("`{v}` is not a record seq"),
+                })?;
+                repair = repair.cut_after(seq);
+            }
+            ("repair", "--reason") => repair = repair.reason(value()?),
+            ("repair", "--yes") => yes = true,
             ("query", "--run") => query = query.run(value()?),
             ("query", "--agent") => query = query.agent(value()?),
             ("query", "--tool") => query = query.tool(value()?),
@@ -208,7 +272,29 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
     };
     let dir = log_dir(&path)?;
     Ok(match command {
-        "verify" => Command::Verify { dir, options },
+        "verify" => Command::Verify {
+            dir,
+            options,
+            witness,
+            require_clean,
+        },
+        "repair" => {
+            if let Some((signing, retired)) = keys.split_first() {
+                let mut cp = CheckpointConfig::new(signing.clone());
+                for k in retired {
+                    cp = cp.retired_key(k.clone());
+                }
+                repair = repair.checkpoint(cp);
+            }
+            if let Some(w) = witness {
+                repair = repair.witness(WitnessConfig::new(Arc::new(DirWitness::new(w))));
+            }
+            Command::Repair {
+                dir,
+                options: repair,
+                yes,
+            }
+        }
         _ => Command::Query { dir, query },
     })
 }
@@ -234,14 +320,101 @@ fn log_dir(path: &Path) -> Result<PathBuf, UsageError> {
     })
 }
 
-fn run_verify(dir: &Path, options: &VerifyOptions) -> ExitCode {
-    match file::verify_with(dir, options) {
+fn run_verify(
+    dir: &Path,
+    mut options: VerifyOptions,
+    witness: Option<&Path>,
+    require_clean: bool,
+) -> ExitCode {
+    if let Some(w) = witness {
+        options = match options.witness(&DirWitness::new(w)) {
+            Ok(o) => o,
+            Err(e) => {
+                println!("FAILED: {}", describe(&e));
+                return ExitCode::from(1);
+            }
+        };
+    }
+    match file::verify_with(dir, &options) {
         Ok(report) => {
-            println!("{}", summary(&report, options));
+            println!("{}", summary(&report, &options));
+            for n in &report.notices {
+                println!("notice: {n}");
+            }
+            if require_clean && !report.is_clean() {
+                println!(
+                    "FAILED: the log declares {} notice(s) and --require-clean was given",
+                    report.notices.len()
+                );
+                return ExitCode::from(1);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             println!("FAILED: {}", describe(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_plan(plan: &RepairPlan) {
+    println!("problem: {}", plan.problem);
+    println!(
+        "cut: {} from byte {} (line {}), keeping records up to seq {}",
+        plan.cut_file.display(),
+        plan.cut_offset,
+        plan.cut_line,
+        plan.after_seq
+    );
+    for s in &plan.removed_segments {
+        println!("remove segment: {}", s.display());
+    }
+    println!(
+        "removes {} line(s), {} bytes, sha256 {}; seqs they claim: {}; declares seqs {}..={} gone",
+        plan.removed_lines,
+        plan.removed_bytes,
+        plan.removed_sha256,
+        plan.removed_seqs
+            .as_ref()
+            .map_or("none readable".to_owned(), |r| format!(
+                "{}..={}",
+                r.start(),
+                r.end()
+            )),
+        plan.after_seq + 1,
+        plan.removed_through_seq
+    );
+}
+
+fn run_repair(dir: &Path, options: &RepairOptions, yes: bool) -> ExitCode {
+    let plan = match FileSink::plan_repair(dir, options) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            println!("nothing to repair: the log verifies");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print_plan(&plan);
+    if !yes {
+        println!("planned only: run again with --yes to carry this out");
+        return ExitCode::SUCCESS;
+    }
+    match FileSink::repair(dir, options, &plan) {
+        Ok(done) => {
+            println!(
+                "repaired: declaration at seq {}, removed bytes kept in {}, log ends at seq {}",
+                done.declaration_seq,
+                done.saved_as.display(),
+                done.last_seq
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
             ExitCode::from(1)
         }
     }
@@ -252,6 +425,9 @@ fn summary(r: &VerifyReport, options: &VerifyOptions) -> String {
         "ok: {} records (seq {}..={}) in {} segments, head {}",
         r.records, r.first_seq, r.last_seq, r.segments, r.head_hash
     );
+    if let Some(w) = r.witnessed_seq {
+        s.push_str(&format!(", reaches the witnessed head (seq {w})"));
+    }
     if r.dropped_through > 0 {
         s.push_str(&format!(
             ", seq 1..={} dropped by declared retention",

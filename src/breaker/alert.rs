@@ -32,6 +32,11 @@ pub enum AlertKind {
     Suspended,
     /// The kill switch resumed something.
     Resumed,
+    /// An audit sink's writer failed: every later call is denied until it is reopened; the
+    /// detail says how many acknowledged records were lost, if any.
+    AuditWriterFailed,
+    /// An audit sink could not publish its head to its witness (the log itself is intact).
+    AuditWitnessFailed,
 }
 
 /// One alert, with enough context to act on it.

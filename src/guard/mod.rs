@@ -262,6 +262,7 @@ impl Guard {
             snap,
             admitted,
             call_id: call.call_id(),
+            args: call.args(),
             started,
             breaker,
             reserved,

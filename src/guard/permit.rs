@@ -11,6 +11,7 @@ use super::shared::Snapshot;
 use crate::audit::{AuditError, EventKind};
 use crate::boundary::{Admitted, Effect, ToolInfo};
 use crate::breaker::{AlertKind, Keyed, State as BreakerState, Ticket, Transition};
+use crate::call::Args;
 use crate::clock::MonoTime;
 use crate::verdict::{Outcome, PolicyVersion};
 
@@ -24,6 +25,8 @@ pub struct Permit<'a> {
     pub(crate) snap: Arc<Snapshot>,
     pub(crate) admitted: Admitted,
     pub(crate) call_id: Option<&'a str>,
+    /// The call's arguments, so marked values can be cut out of the outcome's texts.
+    pub(crate) args: Args<'a>,
     pub(crate) started: Option<MonoTime>,
     pub(crate) breaker: Option<(Arc<Keyed>, Ticket)>,
     pub(crate) reserved: Reserved,
@@ -81,12 +84,21 @@ impl<'a> Permit<'a> {
         };
         let latency = shared.clock.now().duration_since(started);
         let transition = self.feed_breaker(outcome, latency);
+        // The error text and the output may quote a marked argument: recorded without it.
+        let scrubbed = match &shared.audit {
+            Some(_) => self
+                .snap
+                .boundary
+                .marks_of(self.admitted)
+                .scrub_outcome(self.args, outcome),
+            None => None,
+        };
         let recorded = shared.record_marked(
             Some(self.run),
             EventKind::Outcome {
                 tool: self.tool(),
                 call_id: self.call_id,
-                outcome,
+                outcome: scrubbed.as_ref().unwrap_or(outcome),
                 latency,
                 policy_version: self.snap.version(),
             },
