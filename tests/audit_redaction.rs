@@ -54,8 +54,14 @@ fn boundary_with_retention() -> ActionBoundary {
     ActionBoundary::compile(doc).unwrap()
 }
 
+/// A guard on a manual clock: timestamps, latencies and run ids are fixed, so the digit strings
+/// the tests look for (planted values) can only come from the arguments, never by chance from
+/// the time of day.
 fn session(sink: Arc<MemorySink>, b: ActionBoundary) -> (Guard, tollgate::Run) {
-    let guard = Guard::builder(b).audit(sink).build();
+    let guard = Guard::builder(b)
+        .clock(Arc::new(tollgate::clock::ManualClock::new()))
+        .audit(sink)
+        .build();
     let run = guard
         .start_run(RunContext::new("nurse-bot", "clinician"))
         .unwrap();
