@@ -35,7 +35,7 @@ impl Shared {
 impl Guard {
     /// Kill switch: suspends every run of this guard. Effective for the very next `check` on
     /// every thread (an atomic store, no polling); running tools see it through
-    /// [`Permit::cancellation`]. Every live credential is revoked (tokens copied out fail
+    /// [`Permit::cancellation`](super::Permit::cancellation). Every live credential is revoked (tokens copied out fail
     /// verification wherever the revocation list is consulted) and stays revoked after a resume:
     /// resumed runs mint new ones. The suspension and each revocation are recorded and the audit
     /// sink flushed; an audit error is returned but the suspension and revocations stand.

@@ -15,7 +15,7 @@ use crate::call::Args;
 use crate::clock::MonoTime;
 use crate::verdict::{Outcome, PolicyVersion};
 
-/// Permission to run one tool call, issued only by [`Verdict::Allow`].
+/// Permission to run one tool call, issued only by [`Verdict::Allow`](crate::Verdict::Allow).
 ///
 /// Report how the call ended with [`complete`](Self::complete); a permit dropped without an outcome
 /// is recorded as *abandoned*. The permit keeps the policy snapshot it was issued under.

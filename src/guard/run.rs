@@ -144,7 +144,7 @@ impl Run {
 
     /// Records the agent's reasoning at a decision point (a plan, a chain-of-thought summary, why
     /// it chose a tool) as a `reasoning` audit event of this run. Reasoning given on a
-    /// [`ToolCall`] is recorded with its decision; this is for the steps in between.
+    /// [`ToolCall`](crate::ToolCall) is recorded with its decision; this is for the steps in between.
     pub fn note_reasoning(&self, text: &str) -> Result<(), AuditError> {
         self.shared.record(self, EventKind::Reasoning { text })
     }
