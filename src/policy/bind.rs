@@ -254,7 +254,7 @@ impl Policy {
                     g.tools.iter().cloned(),
                     g.operations.iter().copied(),
                     g.resource.clone(),
-                    g.ttl.as_secs().max(1),
+                    g.ttl,
                 );
                 if let Some(n) = g.max_uses {
                     grant = grant.max_uses(n);
