@@ -308,11 +308,8 @@ impl Policy {
                 .approvals
                 .take()
                 .ok_or(BindError::MissingApprovalStore)?;
-            let queue = ApprovalQueue::open(
-                store,
-                Arc::clone(&clock),
-                QueueConfig::with_groups(gate.groups().clone()),
-            )?;
+            let queue =
+                ApprovalQueue::open(store, Arc::clone(&clock), QueueConfig::for_gate(&gate))?;
             b = b.escalation(gate, queue);
         }
         Ok(b.build())
