@@ -34,7 +34,7 @@ fn gate() -> EscalationGate {
         .group("legal", ["lena"])
         .defaults(
             RuleParams::new()
-                .timeout_secs(3600.0)
+                .timeout(Duration::from_secs(3600))
                 .chain([LevelSpec::new("finance")]),
         )
         .rule(
@@ -43,12 +43,12 @@ fn gate() -> EscalationGate {
                 Condition::amount_over_by_currency(
                     "amount",
                     "currency",
-                    [("EUR", 900.0), ("USD", 1000.0), ("GBP", 800.0)],
+                    [("EUR", 900), ("USD", 1000), ("GBP", 800)],
                 ),
             )
             .tools(["pay_invoice"]),
         )
-        .rule(RuleSpec::new("refunds", Condition::amount_over("amount", 200.0)).tools(["refund"]))
+        .rule(RuleSpec::new("refunds", Condition::amount_over("amount", 200)).tools(["refund"]))
         .rule(
             RuleSpec::new("filings", Condition::irreversible())
                 .tools(["file_with_court"])

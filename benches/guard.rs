@@ -181,7 +181,7 @@ fn bench_credential(c: &mut Criterion) {
                 ["lookup"],
                 [Operation::Read],
                 "matter/{compartment}/*",
-                300,
+                std::time::Duration::from_secs(300),
             ),
         )
         .build()

@@ -23,13 +23,17 @@ const ESCALATION: &str = r#"
     cfo = ["carol"]
 
     [defaults]
-    timeout_secs = 900
-    chain = [ { group = "finance" }, { group = "cfo", after_secs = 600 } ]
+    timeout = "15m"
+    chain = [ { group = "finance" }, { group = "cfo", after = "10m" } ]
+
+    # An approved payment must be made within 10 minutes of the approval.
+    [approvals]
+    grant_ttl = "10m"
 
     [[rules]]
     id = "large-payment"
     tools = ["pay_invoice"]
-    when = { amount = { path = "amount", currency_path = "currency", over_by_currency = { EUR = 1000, USD = 1100 } } }
+    when = { amount = { path = "amount", currency_path = "currency", over_by_currency = { EUR = "1000.00", USD = "1100.00" } } }
 "#;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queue = ApprovalQueue::open(
         Arc::new(FileApprovalStore::open(&path, &key)?),
         clock.clone(),
-        QueueConfig::with_groups(gate.groups().clone()),
+        QueueConfig::for_gate(&gate),
     )?
     .with_notifier(Arc::new(notifier));
     // While this guard holds the store, nobody else can open it (a second store on the same

@@ -4,7 +4,7 @@
 //! before. Run with `cargo run --example scoped_credentials`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tollgate::audit::MemorySink;
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ["read_document"],
                 [Operation::Read],
                 "matter/{compartment}/*",
-                300,
+                Duration::from_secs(300),
             )
             .max_uses(20),
         )

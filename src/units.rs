@@ -222,6 +222,19 @@ impl From<Decimal> for Money {
     }
 }
 
+/// Whole amounts from integers (`Condition::amount_over("amount", 1000)`). Every integer type
+/// converts exactly; there is deliberately no `From<f64>`.
+macro_rules! money_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Money {
+            fn from(n: $t) -> Self {
+                Money(Decimal::from(n))
+            }
+        }
+    )*};
+}
+money_from_int!(i32, i64, u32, u64);
+
 impl FromStr for Money {
     type Err = MoneyError;
 
@@ -350,5 +363,13 @@ mod tests {
             serde_json::from_str::<Money>("12").unwrap().to_string(),
             "12"
         );
+    }
+
+    #[test]
+    fn money_from_integers_is_exact() {
+        assert_eq!(Money::from(1000).to_string(), "1000");
+        assert_eq!(Money::from(-3i64), Money::from_integer(-3));
+        assert_eq!(Money::from(u64::MAX).to_string(), u64::MAX.to_string());
+        assert_eq!(Money::from(7u32), "7".parse::<Money>().unwrap());
     }
 }

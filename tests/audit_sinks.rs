@@ -144,7 +144,13 @@ fn a_planted_secret_reaches_no_sink() {
         )
         .grant(
             "r",
-            CredentialGrant::new("crm", ["crm_lookup"], [Operation::Read], "crm/*", 60),
+            CredentialGrant::new(
+                "crm",
+                ["crm_lookup"],
+                [Operation::Read],
+                "crm/*",
+                std::time::Duration::from_secs(60),
+            ),
         )
         .build()
         .unwrap();

@@ -791,7 +791,13 @@ fn permit_issued_before_suspension_cannot_mint_or_expose_credentials() {
         )
         .grant(
             "r",
-            CredentialGrant::new("vault", ["ping"], [Operation::Read], "*", 60),
+            CredentialGrant::new(
+                "vault",
+                ["ping"],
+                [Operation::Read],
+                "*",
+                Duration::from_secs(60),
+            ),
         )
         .build()
         .unwrap();

@@ -131,7 +131,9 @@ fn diff_lists_semantic_changes() {
         "{out}"
     );
     assert!(
-        out.contains("changed  escalation.rules[refund-over-100].when.amount.over: 100.0 -> 500.0"),
+        out.contains(
+            "changed  escalation.rules[refund-over-100].when.amount.over: \"100\" -> \"500\""
+        ),
         "{out}"
     );
     assert_eq!(

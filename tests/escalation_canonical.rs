@@ -69,7 +69,7 @@ mod escalation_canonical {
 
     const POLICY: &str = r#"{
         "groups": { "finance": ["alice", "bob"] },
-        "defaults": { "timeout_secs": 600, "chain": [ { "group": "finance" } ] },
+        "defaults": { "timeout": "10m", "chain": [ { "group": "finance" } ] },
         "rules": [ { "id": "large-payment", "tools": ["pay"],
                      "when": { "amount": { "path": "amount", "over": 1000 } } } ]
     }"#;

@@ -32,7 +32,7 @@ fn boundary() -> ActionBoundary {
 
 const POLICY: &str = r#"{
     "groups": { "finance": ["alice", "bob"], "cfo": ["carol"] },
-    "defaults": { "timeout_secs": 600, "chain": [ { "group": "finance" } ] },
+    "defaults": { "timeout": "10m", "chain": [ { "group": "finance" } ] },
     "rules": [
         { "id": "large-payment", "tools": ["pay"],
           "when": { "amount": { "path": "amount", "currency_path": "currency",

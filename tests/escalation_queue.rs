@@ -36,19 +36,18 @@ mod escalation_queue {
         EscalationPolicy::new()
             .group("finance", ["alice", "bob", "erin", "dave"])
             .group("cfo", ["carol"])
-            .defaults(
-                RuleParams::new()
-                    .timeout_secs(3600.0)
-                    .chain([LevelSpec::new("finance"), LevelSpec::after("cfo", 1800.0)]),
-            )
+            .defaults(RuleParams::new().timeout(Duration::from_secs(3600)).chain([
+                LevelSpec::new("finance"),
+                LevelSpec::after("cfo", Duration::from_secs(1800)),
+            ]))
             .rule(
-                RuleSpec::new("large-payment", Condition::amount_over("amount", 1000.0))
+                RuleSpec::new("large-payment", Condition::amount_over("amount", 1000))
                     .tools(["pay"])
                     .quorum(2),
             )
             .rule(
                 RuleSpec::new("ambiguous", Condition::flag("ambiguous"))
-                    .timeout_secs(600.0)
+                    .timeout(Duration::from_secs(600))
                     .on_timeout(OnTimeout::Approve),
             )
     }
@@ -444,7 +443,7 @@ mod escalation_queue {
     #[test]
     fn a_grant_expires_after_its_lifetime() {
         let f = fixture_with(QueueConfig {
-            grant_ttl_secs: 60,
+            grant_ttl: Duration::from_secs(60),
             ..QueueConfig::default()
         });
         let req = big(&f);
@@ -561,6 +560,74 @@ mod escalation_queue {
                 .submit(submission(&full.gate, json!({"amount": 5000}), &[])),
             Err(QueueError::Full { limit: 1 })
         ));
+    }
+
+    /// The queue's settings come from the same document as the rules (`[escalation.approvals]`),
+    /// so what reviewers sign is what the queue enforces.
+    #[test]
+    fn queue_settings_come_from_the_escalation_document() {
+        let doc = EscalationPolicy::from_toml(
+            r#"
+            groups.finance = ["alice", "bob", "dave"]
+            defaults = { timeout = "1h", chain = [{ group = "finance" }] }
+            approvals = { grant_ttl = "90s", max_pending = 1, separation_of_duties = false }
+
+            [[rules]]
+            id = "large-payment"
+            tools = ["pay"]
+            when.amount = { path = "amount", over = "1000.00" }
+            "#,
+        )
+        .unwrap();
+        let gate = EscalationGate::compile(doc, &[]).unwrap();
+        let config = QueueConfig::for_gate(&gate);
+        assert_eq!(config.grant_ttl, Duration::from_secs(90));
+        assert_eq!(config.max_pending, 1);
+        assert!(!config.separation_of_duties);
+        assert_eq!(&config.groups, gate.groups());
+        let clock = Arc::new(ManualClock::new());
+        let queue =
+            ApprovalQueue::open(Arc::new(MemoryApprovalStore::new()), clock.clone(), config)
+                .unwrap();
+        let req = queue
+            .submit(submission(&gate, json!({"amount": 5000}), &[]))
+            .unwrap();
+        // max_pending = 1.
+        assert!(matches!(
+            queue.submit(submission(&gate, json!({"amount": 6000}), &[])),
+            Err(QueueError::Full { limit: 1 })
+        ));
+        // No separation of duties: the trigger may approve.
+        assert!(approve(&queue, &req.id, "dave").unwrap().is_approved());
+        // The grant lives 90 s.
+        clock.advance(Duration::from_secs(90));
+        assert!(matches!(
+            queue.consume(&req.id, &req.args_hash),
+            Err(QueueError::GrantExpired { .. })
+        ));
+    }
+
+    #[test]
+    fn grant_lifetimes_below_a_second_or_over_a_year_are_refused() {
+        for ttl in [
+            Duration::ZERO,
+            Duration::from_millis(999),
+            Duration::from_secs(367 * 86_400),
+        ] {
+            let e = ApprovalQueue::open(
+                Arc::new(MemoryApprovalStore::new()),
+                Arc::new(ManualClock::new()),
+                QueueConfig {
+                    grant_ttl: ttl,
+                    ..QueueConfig::default()
+                },
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&e, QueueError::InvalidSubmission { field, .. } if field == "grant_ttl"),
+                "{ttl:?}: {e}"
+            );
+        }
     }
 
     /// Records every transition; refuses them while `fail` is set.
@@ -1290,15 +1357,15 @@ mod escalation_queue {
                 .group("finance", ["a", "b", "c", "t"])
                 .group("cfo", ["d"])
                 .rule(RuleSpec::new("r", Condition::flag("f"))
-                    .timeout_secs(Model::TIMEOUT as f64)
+                    .timeout(Duration::from_secs(Model::TIMEOUT))
                     .quorum(2)
-                    .chain([LevelSpec::new("finance"), LevelSpec::after("cfo", Model::CFO_AT as f64)]));
+                    .chain([LevelSpec::new("finance"), LevelSpec::after("cfo", Duration::from_secs(Model::CFO_AT))]));
             let gate = EscalationGate::compile(policy, &[]).unwrap();
             let clock = Arc::new(ManualClock::new());
             let queue = ApprovalQueue::open(
                 Arc::new(MemoryApprovalStore::new()),
                 clock.clone(),
-                QueueConfig { grant_ttl_secs: Model::TTL, ..QueueConfig::with_groups(gate.groups().clone()) },
+                QueueConfig { grant_ttl: Duration::from_secs(Model::TTL), ..QueueConfig::for_gate(&gate) },
             ).unwrap();
             let flags = ["f"];
             let esc = gate.check(&GateInput::new("pay", Effect::Write, "{}").flags(&flags)).unwrap();

@@ -9,13 +9,16 @@ mod escalation_rules {
     use std::cell::Cell;
     use std::time::Duration;
 
+    use proptest::prelude::*;
     use serde_json::{Value, json};
     use tollgate::boundary::{ActionBoundary, Effect, RoleSpec, ToolSpec};
+    use tollgate::escalation::ApprovalSettings;
     use tollgate::escalation::{
         AmountCondition, BudgetCondition, Condition, ConfidenceCondition, EscalationGate,
         EscalationPolicy, EscalationPolicyError, GateInput, IfMissing, LevelSpec, Matched,
         OnTimeout, RuleParams, RuleSpec,
     };
+    use tollgate::units::Money;
 
     struct Counting;
 
@@ -58,11 +61,10 @@ mod escalation_rules {
         EscalationPolicy::new()
             .group("finance", ["alice", "bob", "erin"])
             .group("cfo", ["carol"])
-            .defaults(
-                RuleParams::new()
-                    .timeout_secs(3600.0)
-                    .chain([LevelSpec::new("finance"), LevelSpec::after("cfo", 1800.0)]),
-            )
+            .defaults(RuleParams::new().timeout(Duration::from_secs(3600)).chain([
+                LevelSpec::new("finance"),
+                LevelSpec::after("cfo", Duration::from_secs(1800)),
+            ]))
     }
 
     fn gate_with(rules: impl IntoIterator<Item = RuleSpec>) -> EscalationGate {
@@ -92,6 +94,10 @@ mod escalation_rules {
         i
     }
 
+    fn money(text: &str) -> Money {
+        text.parse().expect("a valid amount")
+    }
+
     fn err(p: EscalationPolicy) -> EscalationPolicyError {
         EscalationGate::compile(p, &tiers()).expect_err("policy must be refused")
     }
@@ -104,14 +110,14 @@ mod escalation_rules {
         cfo = ["carol"]
 
         [defaults]
-        timeout_secs = 3600.0
-        chain = [{ group = "finance" }, { group = "cfo", after_secs = 1800.0 }]
+        timeout = "1h"
+        chain = [{ group = "finance" }, { group = "cfo", after = "30m" }]
 
         [[rules]]
         id = "large-payment"
         tools = ["pay"]
         quorum = 2
-        when = { amount = { path = "payment.amount", over = 1000.0 } }
+        when = { amount = { path = "payment.amount", over = "1000.00" } }
 
         [[rules]]
         id = "risky"
@@ -125,7 +131,9 @@ mod escalation_rules {
             .rule(
                 RuleSpec::new(
                     "large-payment",
-                    Condition::amount_over("payment.amount", 1000.0),
+                    // Spelled as in the document: the version hashes the canonical form,
+                    // which keeps an amount's written scale ("1000.00").
+                    Condition::amount_over("payment.amount", money("1000.00")),
                 )
                 .tools(["pay"])
                 .quorum(2),
@@ -191,22 +199,29 @@ mod escalation_rules {
                 base()
                     .rule(RuleSpec::new("a", Condition::flag("x")))
                     .rule(RuleSpec::new("b", Condition::flag("x")))
-                    .rule(RuleSpec::new("c", Condition::amount_over("", 5.0))),
+                    .rule(RuleSpec::new("c", Condition::amount_over("", 5))),
                 "rules[2].when.amount.path",
             ),
             (
                 base().rule(RuleSpec::new(
                     "a",
-                    Condition::amount_over("items[].amount", 5.0),
+                    Condition::amount_over("items[].amount", 5),
                 )),
                 "rules[0].when.amount.path",
             ),
             (
-                base().rule(RuleSpec::new("a", Condition::amount_over("a..b", 5.0))),
+                base().rule(RuleSpec::new("a", Condition::amount_over("a..b", 5))),
                 "rules[0].when.amount.path",
             ),
             (
-                base().rule(RuleSpec::new("a", Condition::amount_over("a", f64::NAN))),
+                base().rule(RuleSpec::new("a", Condition::amount_over("a", -1))),
+                "rules[0].when.amount.over",
+            ),
+            (
+                base().rule(RuleSpec::new(
+                    "a",
+                    Condition::amount_over("a", money("1000.0000000000001")),
+                )),
                 "rules[0].when.amount.over",
             ),
             (
@@ -214,7 +229,7 @@ mod escalation_rules {
                     "a",
                     Condition::Amount(AmountCondition {
                         currency_path: Some("c".into()),
-                        ..AmountCondition::over("a", 1.0)
+                        ..AmountCondition::over("a", 1)
                     }),
                 )),
                 "rules[0].when.amount.over",
@@ -222,14 +237,14 @@ mod escalation_rules {
             (
                 base().rule(RuleSpec::new(
                     "a",
-                    Condition::amount_over_by_currency("a", "c", [("EUR", f64::INFINITY)]),
+                    Condition::amount_over_by_currency("a", "c", [("EUR", money("-0.01"))]),
                 )),
                 "rules[0].when.amount.over_by_currency.EUR",
             ),
             (
                 base().rule(RuleSpec::new(
                     "a",
-                    Condition::amount_over_by_currency("a", "c", Vec::<(String, f64)>::new()),
+                    Condition::amount_over_by_currency("a", "c", Vec::<(String, Money)>::new()),
                 )),
                 "rules[0].when.amount.over_by_currency",
             ),
@@ -283,38 +298,62 @@ mod escalation_rules {
                 "rules[0].quorum",
             ),
             (
-                base().rule(RuleSpec::new("a", Condition::flag("x")).timeout_secs(-1.0)),
-                "rules[0].timeout_secs",
+                base().rule(RuleSpec::new("a", Condition::flag("x")).timeout(Duration::ZERO)),
+                "rules[0].timeout",
             ),
             (
                 base().rule(
                     RuleSpec::new("a", Condition::flag("x"))
-                        .chain([LevelSpec::new("finance"), LevelSpec::after("nobody", 5.0)]),
+                        .timeout(Duration::from_secs(367 * 86_400)),
                 ),
+                "rules[0].timeout",
+            ),
+            (
+                base().rule(RuleSpec::new("a", Condition::flag("x")).chain([
+                    LevelSpec::new("finance"),
+                    LevelSpec::after("nobody", Duration::from_secs(5)),
+                ])),
                 "rules[0].chain[1].group",
             ),
             (
                 base().rule(
                     RuleSpec::new("a", Condition::flag("x"))
-                        .chain([LevelSpec::after("finance", 5.0)]),
+                        .chain([LevelSpec::after("finance", Duration::from_secs(5))]),
                 ),
-                "rules[0].chain[0].after_secs",
+                "rules[0].chain[0].after",
             ),
             (
                 base().rule(RuleSpec::new("a", Condition::flag("x")).chain([
                     LevelSpec::new("finance"),
-                    LevelSpec::after("cfo", 10.0),
-                    LevelSpec::after("finance", 10.0),
+                    LevelSpec::after("cfo", Duration::from_secs(10)),
+                    LevelSpec::after("finance", Duration::from_secs(10)),
                 ])),
-                "rules[0].chain[2].after_secs",
+                "rules[0].chain[2].after",
             ),
             (
                 base().rule(
                     RuleSpec::new("a", Condition::flag("x"))
-                        .timeout_secs(60.0)
-                        .chain([LevelSpec::new("finance"), LevelSpec::after("cfo", 60.0)]),
+                        .timeout(Duration::from_secs(60))
+                        .chain([
+                            LevelSpec::new("finance"),
+                            LevelSpec::after("cfo", Duration::from_secs(60)),
+                        ]),
                 ),
-                "rules[0].chain[1].after_secs",
+                "rules[0].chain[1].after",
+            ),
+            (
+                base().approvals(ApprovalSettings::new().grant_ttl(Duration::from_millis(999))),
+                "approvals.grant_ttl",
+            ),
+            (
+                base().approvals(
+                    ApprovalSettings::new().grant_ttl(Duration::from_secs(367 * 86_400)),
+                ),
+                "approvals.grant_ttl",
+            ),
+            (
+                base().approvals(ApprovalSettings::new().max_pending(0)),
+                "approvals.max_pending",
             ),
             (base().group("empty", Vec::<String>::new()), "groups.empty"),
             (base().group("dup", ["x", "x"]), "groups.dup[1]"),
@@ -385,7 +424,7 @@ mod escalation_rules {
     fn amount_over_a_threshold_compares_exactly_and_fails_closed() {
         let gate = gate_with([RuleSpec::new(
             "big",
-            Condition::amount_over("payment.amount", 1000.0),
+            Condition::amount_over("payment.amount", 1000),
         )]);
         let over = |args: &str| eval(&gate, "pay", args, plain);
         assert!(!over(r#"{"payment": {"amount": 999.99}}"#));
@@ -423,7 +462,7 @@ mod escalation_rules {
 
         let lenient = gate_with([RuleSpec::new(
             "big",
-            AmountCondition::over("amount", 10.0)
+            AmountCondition::over("amount", 10)
                 .if_missing(IfMissing::Ignore)
                 .into(),
         )]);
@@ -433,21 +472,190 @@ mod escalation_rules {
         // Integers beyond 2^53 compare exactly against an integral threshold.
         let exact = gate_with([RuleSpec::new(
             "big",
-            Condition::amount_over("n", 9_007_199_254_740_992.0),
+            Condition::amount_over("n", 1_000_000_000_000_000_000u64),
         )]);
-        assert!(!eval(&exact, "t", r#"{"n": 9007199254740992}"#, plain));
-        assert!(eval(&exact, "t", r#"{"n": 9007199254740993}"#, plain));
+        assert!(!eval(&exact, "t", r#"{"n": 1000000000000000000}"#, plain));
+        assert!(eval(&exact, "t", r#"{"n": 1000000000000000001}"#, plain));
+        let exact = gate_with([RuleSpec::new(
+            "big",
+            Condition::amount_over("n", 9_007_199_254_740_990u64),
+        )]);
+        assert!(!eval(&exact, "t", r#"{"n": 9007199254740990}"#, plain));
+        assert!(eval(&exact, "t", r#"{"n": 9007199254740991}"#, plain));
+    }
+
+    /// A decimal threshold is compared on `f64` in the hot path: every comparison must still be
+    /// the exact decimal one, at the edges where a binary double differs from the decimal.
+    #[test]
+    fn decimal_threshold_compares_exactly_at_the_edges() {
+        let gate = gate_with([RuleSpec::new(
+            "cents",
+            Condition::amount_over("amount", money("100.10")),
+        )]);
+        let over = |args: &str| eval(&gate, "pay", args, plain);
+        let over_raw = |args: &str| {
+            !gate
+                .evaluate(&GateInput::new("pay", Effect::Write, args))
+                .is_empty()
+        };
+        // Equal in any spelling: not over.
+        assert!(!over(r#"{"amount": 100.1}"#));
+        assert!(!over(r#"{"amount": 100.10}"#));
+        assert!(!over(r#"{"amount": 100.100000000000}"#));
+        assert!(!over(r#"{"amount": 1.001e2}"#));
+        assert!(!over(r#"{"amount": 10010e-2}"#));
+        // Just above, within 15 significant digits: over.
+        assert!(over(r#"{"amount": 100.100000000001}"#));
+        assert!(over(r#"{"amount": 100.11}"#));
+        // Just below: not over.
+        assert!(!over(r#"{"amount": 100.099999999999}"#));
+        // Integers around it, and an integral float literal.
+        assert!(!over(r#"{"amount": 100}"#));
+        assert!(over(r#"{"amount": 101}"#));
+        assert!(!over(r#"{"amount": 1e2}"#));
+        assert!(over(r#"{"amount": 1.01e2}"#));
+        // Big integers and big floats.
+        assert!(over(r#"{"amount": 9007199254740993}"#));
+        assert!(over(r#"{"amount": 18446744073709551615}"#));
+        assert!(over(r#"{"amount": 1e300}"#));
+        assert!(!over(r#"{"amount": -18446744073709551615}"#));
+        // More than 15 significant digits in the raw text: above the threshold, or too close
+        // to tell on an f64, escalates (fail closed).
+        assert!(over_raw(r#"{"amount": 100.1000000000001}"#));
+        assert!(over_raw(r#"{"amount": 100.10000000000000001}"#));
+        assert!(over_raw(r#"{"amount": 100.0999999999999999}"#));
+        // ... and clearly below stays below.
+        assert!(!over_raw(r#"{"amount": 100.0000000000000001}"#));
+        assert!(!over_raw(r#"{"amount": 99.99999999999999999}"#));
+
+        // The threshold itself: 15 significant digits are accepted, 16 refused with the field;
+        // trailing zeros do not count.
+        let fifteen = gate_with([RuleSpec::new(
+            "f",
+            Condition::amount_over("a", money("1234567890.12345")),
+        )]);
+        let esc = |args: &str| eval(&fifteen, "t", args, plain);
+        assert!(!esc(r#"{"a": 1234567890.12345}"#));
+        assert!(esc(r#"{"a": 1234567890.12346}"#));
+        assert!(!esc(r#"{"a": 1234567890}"#));
+        assert!(esc(r#"{"a": 1234567891}"#));
+        gate_with([RuleSpec::new(
+            "z",
+            Condition::amount_over("a", money("100.100000000000000000")),
+        )]);
+        let e = err(base().rule(RuleSpec::new(
+            "f",
+            Condition::amount_over("a", money("1234567890.123456")),
+        )));
+        assert_eq!(e.field(), Some("rules[0].when.amount.over"), "{e}");
+        assert!(e.to_string().contains("16 significant digits"), "{e}");
+        // An integral threshold with no double of its own: integer arguments one above it would
+        // compare wrongly, so it is refused.
+        let e = err(base().rule(RuleSpec::new(
+            "f",
+            Condition::amount_over("a", 1_234_567_890_123_450_000u64),
+        )));
+        assert_eq!(e.field(), Some("rules[0].when.amount.over"), "{e}");
+        assert!(e.to_string().contains("no exact binary double"), "{e}");
+        // Negative thresholds are refused, per currency too.
+        let e = err(base().rule(RuleSpec::new(
+            "f",
+            Condition::amount_over_by_currency("a", "c", [("EUR", money("-5"))]),
+        )));
+        assert_eq!(
+            e.field(),
+            Some("rules[0].when.amount.over_by_currency.EUR"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("must not be negative"), "{e}");
+    }
+
+    /// Amount thresholds in documents are exact decimals: a float literal would already be a
+    /// rounded binary number, so it is refused where the document is read.
+    #[test]
+    fn float_threshold_literals_are_refused_in_documents() {
+        let doc = |over: &str| {
+            format!(
+                r#"{{"groups": {{"g": ["a"]}}, "defaults": {{"chain": [{{"group": "g"}}]}},
+                "rules": [{{"id": "r", "when": {{"amount": {{"path": "x", "over": {over}}}}}}}]}}"#
+            )
+        };
+        let e = EscalationPolicy::from_json(&doc("100.1")).unwrap_err();
+        assert_eq!(e.field(), Some("rules[0].when.amount.over"), "{e}");
+        assert!(e.to_string().contains("float literal is not exact"), "{e}");
+        let p = EscalationPolicy::from_json(&doc(r#""100.10""#)).unwrap();
+        let gate = EscalationGate::compile(p, &tiers()).unwrap();
+        assert!(!eval(&gate, "t", r#"{"x": 100.1}"#, plain));
+        assert!(eval(&gate, "t", r#"{"x": 100.11}"#, plain));
+        let p = EscalationPolicy::from_json(&doc("100")).unwrap();
+        assert!(EscalationGate::compile(p, &tiers()).is_ok());
+        let e = EscalationPolicy::from_toml(
+            r#"
+            [[rules]]
+            id = "r"
+            when = { amount = { path = "x", over = 1e3 } }
+        "#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("float literal is not exact"), "{e}");
+    }
+
+    /// Durations in documents carry their unit: a bare number could be seconds or milliseconds.
+    #[test]
+    fn bare_number_durations_are_refused_in_documents() {
+        for (doc, field) in [
+            (r#"{"defaults": {"timeout": 3600}}"#, "defaults.timeout"),
+            (
+                r#"{"defaults": {"chain": [{"group": "g", "after": 1800}]}}"#,
+                "defaults.chain[0].after",
+            ),
+            (
+                r#"{"rules": [{"id": "r", "when": {"flag": "x"}, "timeout": "900"}]}"#,
+                "rules[0].timeout",
+            ),
+            (r#"{"approvals": {"grant_ttl": 60}}"#, "approvals.grant_ttl"),
+            (
+                r#"{"defaults": {"timeout_secs": 3600}}"#,
+                "defaults.timeout_secs",
+            ),
+        ] {
+            let e = EscalationPolicy::from_json(doc).unwrap_err();
+            assert_eq!(e.field(), Some(field), "{doc}: {e}");
+        }
+        let p = EscalationPolicy::from_toml(
+            r#"
+            groups.g = ["a"]
+            groups.h = ["b"]
+            defaults = { timeout = "2h", chain = [{ group = "g" }, { group = "h", after = "1h 30m" }] }
+            approvals = { grant_ttl = "10m", max_pending = 50, separation_of_duties = false }
+        "#,
+        )
+        .unwrap();
+        assert_eq!(p.defaults.timeout, Some(Duration::from_secs(7200)));
+        let chain = p.defaults.chain.as_ref().unwrap();
+        assert_eq!(chain[1].after, Duration::from_secs(5400));
+        assert_eq!(chain[0].after, Duration::ZERO);
+        assert_eq!(
+            p.approvals,
+            ApprovalSettings::new()
+                .grant_ttl(Duration::from_secs(600))
+                .max_pending(50)
+                .separation_of_duties(false)
+        );
+        // Written back with units, read back the same.
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains(r#""after":"1h 30m""#), "{json}");
+        assert!(json.contains(r#""grant_ttl":"10m""#), "{json}");
+        assert_eq!(EscalationPolicy::from_json(&json).unwrap(), p);
+        let gate = EscalationGate::compile(p, &tiers()).unwrap();
+        assert_eq!(gate.approvals().max_pending, 50);
     }
 
     #[test]
     fn per_currency_thresholds_escalate_missing_and_unlisted_currencies() {
         let gate = gate_with([RuleSpec::new(
             "fx",
-            Condition::amount_over_by_currency(
-                "amount",
-                "currency",
-                [("EUR", 900.0), ("USD", 1000.0)],
-            ),
+            Condition::amount_over_by_currency("amount", "currency", [("EUR", 900), ("USD", 1000)]),
         )]);
         let esc = |args: &str| eval(&gate, "pay", args, plain);
         assert!(!esc(r#"{"amount": 950, "currency": "USD"}"#));
@@ -539,7 +747,7 @@ mod escalation_rules {
             RuleSpec::new(
                 "pay-big-or-flagged",
                 Condition::any([
-                    Condition::amount_over("amount", 100.0),
+                    Condition::amount_over("amount", 100),
                     Condition::flag("anomaly"),
                 ]),
             )
@@ -600,19 +808,19 @@ mod escalation_rules {
     fn several_matches_carry_every_reason_and_the_strictest_parameters() {
         let gate = gate_with([
             RuleSpec::new("a-slow-approve", Condition::flag("a"))
-                .timeout_secs(600.0)
+                .timeout(Duration::from_secs(600))
                 .on_timeout(OnTimeout::Approve)
                 .chain([LevelSpec::new("cfo")]),
             RuleSpec::new("b-two", Condition::flag("b"))
                 .reason("two people must look")
                 .quorum(2)
-                .timeout_secs(3000.0),
+                .timeout(Duration::from_secs(3000)),
             RuleSpec::new("c-deny-short", Condition::flag("c"))
-                .timeout_secs(1200.0)
+                .timeout(Duration::from_secs(1200))
                 .quorum(2)
                 .chain([LevelSpec::new("finance")]),
             RuleSpec::new("d-approve-fast", Condition::flag("d"))
-                .timeout_secs(60.0)
+                .timeout(Duration::from_secs(60))
                 .on_timeout(OnTimeout::Approve),
         ]);
         let all = ["a", "b", "c", "d"];
@@ -657,14 +865,14 @@ mod escalation_rules {
         let mut p = base();
         for i in 0..4 {
             p = p.rule(
-                RuleSpec::new(format!("w{i}"), Condition::amount_over("amount", 1000.0))
+                RuleSpec::new(format!("w{i}"), Condition::amount_over("amount", 1000))
                     .tools([format!("write_{i}")]),
             );
         }
         p = p.rule(
             RuleSpec::new(
                 "fx",
-                Condition::amount_over_by_currency("amount", "currency", [("EUR", 900.0)]),
+                Condition::amount_over_by_currency("amount", "currency", [("EUR", 900)]),
             )
             .tools(["pay"]),
         );
@@ -682,5 +890,104 @@ mod escalation_rules {
         let (m, n) = allocations(|| gate.evaluate(&GateInput::new("pay", Effect::Write, &value)));
         assert_eq!(m.len(), 1);
         assert_eq!(n, 0);
+    }
+
+    /// Significant digits of a JSON number literal's mantissa (first to last non-zero digit).
+    fn literal_digits(text: &str) -> usize {
+        let mantissa = text.split(['e', 'E']).next().unwrap();
+        let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+        match (
+            digits.iter().position(|&d| d != b'0'),
+            digits.iter().rposition(|&d| d != b'0'),
+        ) {
+            (Some(f), Some(l)) => l - f + 1,
+            _ => 0,
+        }
+    }
+
+    /// `±digits e exponent`: the same number in scientific notation.
+    fn scientific(d: rust_decimal::Decimal) -> String {
+        let sign = if d.is_sign_negative() && !d.is_zero() {
+            "-"
+        } else {
+            ""
+        };
+        format!("{sign}{}e-{}", d.mantissa().unsigned_abs(), d.scale())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// The hot path compares on `f64`; the answer must be the exact decimal one for every
+        /// argument literal of at most 15 significant digits and every integer, and fail closed
+        /// (escalate) for a longer literal whose value is over the threshold.
+        #[test]
+        fn amount_comparison_on_f64_agrees_with_exact_decimals(
+            m in 0u64..1_000_000_000_000_000,
+            scale in 0u32..16,
+            zeros in prop_oneof![Just(0u32), 1u32..6],
+            near in prop_oneof![
+                (-300i64..300, prop_oneof![Just(0u32), 0u32..22]).prop_map(Some),
+                Just(None),
+            ],
+            other in (any::<i64>(), 0u32..22),
+            form in 0u8..3,
+        ) {
+            use rust_decimal::Decimal;
+            // A threshold of at most 15 significant digits, sometimes integral and large.
+            let t = if zeros > 0 {
+                Decimal::from(m) * Decimal::from(10u64.pow(zeros))
+            } else {
+                Decimal::new(m as i64, scale)
+            };
+            let policy = base().rule(RuleSpec::new(
+                "t",
+                Condition::amount_over("a", Money::from(t)),
+            ));
+            let gate = match EscalationGate::compile(policy, &tiers()) {
+                Ok(g) => g,
+                Err(e) => {
+                    // Only an integral threshold without a double of its own is refused.
+                    prop_assert!(e.to_string().contains("no exact binary double"), "{t}: {e}");
+                    prop_assert!(t.fract().is_zero() && t > Decimal::from(1u64 << 53), "{t}");
+                    return Ok(());
+                }
+            };
+            // An argument near the threshold, or anywhere.
+            let a = match near {
+                Some((delta, at)) => t + Decimal::new(delta, at),
+                None => Decimal::new(other.0, other.1.min(28)),
+            };
+            let text = match form {
+                0 => a.to_string(),
+                1 => scientific(a),
+                // Trailing zeros: the same value, more digits written.
+                _ => format!("{a}{}", if a.scale() > 0 { "000" } else { ".000" }),
+            };
+            let args = format!(r#"{{"a": {text}}}"#);
+            let escalates = !gate
+                .evaluate(&GateInput::new("pay", Effect::Write, args.as_str()))
+                .is_empty();
+            let over = a > t;
+            let integer_literal = !text.contains(['.', 'e'])
+                && (text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok());
+            if integer_literal || literal_digits(&text) <= 15 {
+                prop_assert_eq!(escalates, over, "{} over {}?", text, t);
+                // A parsed `Value` holds serde_json's double, which (without its
+                // `float_roundtrip` feature) is not always the correctly rounded one for long
+                // literals: the gate then judges the number the Value (and a tool reading it)
+                // holds. Compare with the exact answer when that double is the literal's own.
+                let value: Value = serde_json::from_str(&args).unwrap();
+                let own = value["a"].as_f64() == text.parse::<f64>().ok();
+                if integer_literal || own {
+                    let parsed = !gate
+                        .evaluate(&GateInput::new("pay", Effect::Write, &value))
+                        .is_empty();
+                    prop_assert_eq!(parsed, over, "{} (parsed) over {}?", text, t);
+                }
+            } else if over {
+                prop_assert!(escalates, "{} is over {} but did not escalate", text, t);
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ mod escalation_store {
     use std::process::{Command, Stdio};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use hmac::{Hmac, Mac};
     use serde_json::{Value, json};
@@ -57,8 +58,8 @@ mod escalation_store {
         let policy = EscalationPolicy::new()
             .group("finance", ["alice", "bob", "erin"])
             .rule(
-                RuleSpec::new("large", Condition::amount_over("amount", 1000.0))
-                    .timeout_secs(3600.0)
+                RuleSpec::new("large", Condition::amount_over("amount", 1000))
+                    .timeout(Duration::from_secs(3600))
                     .quorum(2)
                     .chain([LevelSpec::new("finance")]),
             );

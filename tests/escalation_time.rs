@@ -26,21 +26,21 @@ mod escalation_time {
             .group("finance", ["alice", "bob"])
             .rule(
                 RuleSpec::new("auto", Condition::flag("auto"))
-                    .timeout_secs(600.0)
+                    .timeout(Duration::from_secs(600))
                     .on_timeout(OnTimeout::Approve)
                     .chain([LevelSpec::new("finance")]),
             )
             .rule(
                 RuleSpec::new("strict", Condition::flag("strict"))
-                    .timeout_secs(600.0)
+                    .timeout(Duration::from_secs(600))
                     .chain([LevelSpec::new("finance")]),
             );
         EscalationGate::compile(policy, &[]).unwrap()
     }
 
-    fn config(ttl_secs: u64) -> QueueConfig {
+    fn config(grant_ttl: Duration) -> QueueConfig {
         QueueConfig {
-            grant_ttl_secs: ttl_secs,
+            grant_ttl,
             ..QueueConfig::with_groups(gate().groups().clone())
         }
     }
@@ -54,11 +54,11 @@ mod escalation_time {
         Submission::new("run-1", "bot", "pay", json!({"n": 1}), esc, g.version())
     }
 
-    fn memory_queue(clock: &Arc<ManualClock>, ttl_secs: u64) -> ApprovalQueue {
+    fn memory_queue(clock: &Arc<ManualClock>, grant_ttl: Duration) -> ApprovalQueue {
         ApprovalQueue::open(
             Arc::new(MemoryApprovalStore::new()),
             clock.clone(),
-            config(ttl_secs),
+            config(grant_ttl),
         )
         .unwrap()
     }
@@ -71,7 +71,7 @@ mod escalation_time {
     #[test]
     fn wall_clock_step_forward_does_not_expire_request() {
         let clock = Arc::new(ManualClock::new());
-        let q = memory_queue(&clock, 3600);
+        let q = memory_queue(&clock, HOUR);
         let auto = q.submit(submission("auto")).unwrap();
         let strict = q.submit(submission("strict")).unwrap();
         // The finding: +1 h on the wall clock, one second later, auto-approved / denied.
@@ -99,7 +99,7 @@ mod escalation_time {
     #[test]
     fn wall_clock_step_back_does_not_extend_a_request_or_a_grant() {
         let clock = Arc::new(ManualClock::new());
-        let q = memory_queue(&clock, 3600);
+        let q = memory_queue(&clock, HOUR);
         let granted = q.submit(submission("strict")).unwrap();
         approve(&q, &granted);
         let strict = q.submit(submission("strict")).unwrap();
@@ -158,19 +158,19 @@ mod escalation_time {
     fn restart(
         dir: &TempDir,
         wall: SystemTime,
-        ttl_secs: u64,
+        grant_ttl: Duration,
     ) -> (Arc<ManualClock>, ApprovalQueue) {
         let clock = Arc::new(ManualClock::with_wall_origin(wall));
         let store: Arc<dyn ApprovalStore> =
             Arc::new(FileApprovalStore::open(dir.file(), &key()).unwrap());
-        let q = ApprovalQueue::open(store, clock.clone(), config(ttl_secs)).unwrap();
+        let q = ApprovalQueue::open(store, clock.clone(), config(grant_ttl)).unwrap();
         (clock, q)
     }
 
     #[test]
     fn after_a_restart_the_time_left_is_taken_from_the_wall_clock_once() {
         let dir = TempDir::new("restart");
-        let (clock, q) = restart(&dir, ManualClock::new().wall(), 3600);
+        let (clock, q) = restart(&dir, ManualClock::new().wall(), HOUR);
         let req = q.submit(submission("strict")).unwrap();
         let granted = q.submit(submission("strict")).unwrap();
         approve(&q, &granted);
@@ -179,7 +179,7 @@ mod escalation_time {
         drop(q);
 
         // Down for 50 s: 450 s left of 600, 3450 s of the 3600 s grant.
-        let (clock, q) = restart(&dir, stopped + Duration::from_secs(50), 3600);
+        let (clock, q) = restart(&dir, stopped + Duration::from_secs(50), HOUR);
         // Wall-clock steps after the restart change nothing any more.
         clock.step_wall_forward(HOUR);
         clock.advance(Duration::from_secs(450) - Duration::from_millis(1));
@@ -195,7 +195,7 @@ mod escalation_time {
     fn a_wall_clock_step_while_the_process_is_down_is_bounded_by_the_original_timeout() {
         let dir = TempDir::new("down");
         let start = ManualClock::new().wall();
-        let (_, q) = restart(&dir, start, 3600);
+        let (_, q) = restart(&dir, start, HOUR);
         let req = q.submit(submission("strict")).unwrap();
         let granted = q.submit(submission("strict")).unwrap();
         approve(&q, &granted);
@@ -203,7 +203,7 @@ mod escalation_time {
 
         // The wall clock went back ten days while the process was down: the request keeps at
         // most its 600 s, the grant at most its 3600 s, not ten days more.
-        let (clock, q) = restart(&dir, start - Duration::from_secs(10 * 86_400), 3600);
+        let (clock, q) = restart(&dir, start - Duration::from_secs(10 * 86_400), HOUR);
         clock.advance(Duration::from_secs(600));
         assert!(matches!(
             q.decide(&req.id, &Approver::new("bob"), Decision::Approve, "late"),
@@ -218,10 +218,10 @@ mod escalation_time {
 
         // Forward past the deadline while down: that one step counts (documented).
         let dir = TempDir::new("down-fwd");
-        let (_, q) = restart(&dir, start, 3600);
+        let (_, q) = restart(&dir, start, HOUR);
         let req = q.submit(submission("auto")).unwrap();
         drop(q);
-        let (_, q) = restart(&dir, start + HOUR, 3600);
+        let (_, q) = restart(&dir, start + HOUR, HOUR);
         assert!(q.status(&req.id).unwrap().state.is_timed_out());
     }
 }

@@ -142,8 +142,8 @@ fn three_cross_reference_mistakes_name_path_line_and_column() {
     assert_eq!(loc.column, 31);
 
     let text = edited(
-        "{ group = \"practice_manager\", after_secs = 1800 }",
-        "{ group = \"practice_managers\", after_secs = 1800 }",
+        "{ group = \"practice_manager\", after = \"30m\" }",
+        "{ group = \"practice_managers\", after = \"30m\" }",
     );
     let e = err_of(&text);
     assert!(
@@ -173,6 +173,42 @@ fn values_that_make_no_sense_are_refused_by_path() {
             "breakers.failure_rate",
         ),
         ("ttl = \"2m\"", "ttl = \"2d\"", "credentials.grants[1].ttl"),
+        // Credentials expire on whole seconds: a fraction is refused, not rounded.
+        (
+            "ttl = \"2m\"",
+            "ttl = \"1500ms\"",
+            "credentials.grants[1].ttl",
+        ),
+        (
+            "ttl = \"2m\"",
+            "ttl = \"500ms\"",
+            "credentials.grants[1].ttl",
+        ),
+        (
+            "timeout = \"15m\"",
+            "timeout = \"0s\"",
+            "escalation.rules[1].timeout",
+        ),
+        (
+            "after = \"30m\"",
+            "after = \"400d\"",
+            "escalation.defaults.chain[1].after",
+        ),
+        (
+            "grant_ttl = \"10m\"",
+            "grant_ttl = \"500ms\"",
+            "escalation.approvals.grant_ttl",
+        ),
+        (
+            "over = 100",
+            "over = \"100.0000000000001\"",
+            "escalation.rules[0].when.amount.over",
+        ),
+        (
+            "over = 100",
+            "over = -1",
+            "escalation.rules[0].when.amount.over",
+        ),
         (
             "max_uses = 1\n",
             "max_uses = 0\n",
@@ -213,6 +249,25 @@ fn durations_need_units_and_money_must_be_exact() {
     let e = err_of(&edited("max_cost = \"2.50\"", "max_cost = 2.5"));
     assert_eq!(e.path(), Some("budgets.max_cost"));
     assert!(e.to_string().contains("not exact"), "{e}");
+    // The escalation section follows the same convention.
+    let e = err_of(&edited("timeout = \"15m\"", "timeout = 900"));
+    assert_eq!(e.path(), Some("escalation.rules[1].timeout"), "{e}");
+    assert!(e.to_string().contains("with a unit"), "{e}");
+    let e = err_of(&edited("timeout = \"15m\"", "timeout_secs = 900"));
+    assert_eq!(e.path(), Some("escalation.rules[1].timeout_secs"), "{e}");
+    let e = err_of(&edited("after = \"30m\"", "after = 1800"));
+    assert_eq!(e.path(), Some("escalation.defaults.chain[1].after"), "{e}");
+    let e = err_of(&edited("grant_ttl = \"10m\"", "grant_ttl = 600"));
+    assert_eq!(e.path(), Some("escalation.approvals.grant_ttl"), "{e}");
+    let e = err_of(&edited("over = 100", "over = 100.5"));
+    assert_eq!(
+        e.path(),
+        Some("escalation.rules[0].when.amount.over"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("not exact"), "{e}");
+    let e = err_of(&edited("ttl = \"5m\"", "ttl = 300"));
+    assert_eq!(e.path(), Some("credentials.grants[0].ttl"), "{e}");
 }
 
 #[test]
@@ -300,7 +355,9 @@ fn the_version_covers_every_setting_and_nothing_else() {
         ("max_calls = 60", "max_calls = 61"),
         ("max_cost = \"2.50\"", "max_cost = \"2.51\""),
         ("over = 100", "over = 101"),
-        ("timeout_secs = 900", "timeout_secs = 901"),
+        ("timeout = \"15m\"", "timeout = \"16m\""),
+        ("after = \"30m\"", "after = \"31m\""),
+        ("grant_ttl = \"10m\"", "grant_ttl = \"11m\""),
         ("ttl = \"5m\"", "ttl = \"6m\""),
         ("per = \"1h\"", "per = \"2h\""),
         ("max_repeats = 3", "max_repeats = 4"),
@@ -427,6 +484,63 @@ mod whole_guard {
             events
                 .iter()
                 .any(|e| e["tollgate.policy.version"] == version.as_str())
+        );
+    }
+
+    /// `[escalation.approvals]` reaches the queue the guard is built with: the clinic's approved
+    /// refunds must be carried out within 10 minutes (`grant_ttl = "10m"`), not the default hour.
+    #[test]
+    fn the_documents_grant_lifetime_reaches_the_approval_queue() {
+        let clock = Arc::new(ManualClock::new());
+        let policy = Policy::from_file("examples/policies/clinic.toml").unwrap();
+        let bindings = Bindings::new()
+            .clock(clock.clone())
+            .audit(Arc::new(MemorySink::new()))
+            .approvals(Arc::new(MemoryApprovalStore::new()))
+            .provider("ehr", StaticSecretProvider::new(SecretString::from("a")))
+            .provider(
+                "payments",
+                StaticSecretProvider::new(SecretString::from("b")),
+            );
+        let guard = Guard::from_policy(&policy, bindings).unwrap();
+        let run = guard
+            .start_run(RunContext::new("desk-1", "front_desk_agent").in_compartment("P-000123"))
+            .unwrap();
+        let queue = guard.approvals().unwrap();
+        let refund = |n: u32| {
+            json!({"patient_id": "P-000123", "invoice_id": format!("INV-0000123{n}"),
+                "refund": {"amount": 250, "currency": "USD"}, "card_token": "tok_live_1"})
+        };
+        let (late, in_time) = (refund(1), refund(2));
+        let mut tickets = Vec::new();
+        for args in [&late, &in_time] {
+            let Verdict::Escalate(req) = guard.check(&run, &ToolCall::new("issue_refund", args))
+            else {
+                panic!("a refund over 100 escalates");
+            };
+            queue
+                .decide(
+                    &req.id,
+                    &tollgate::escalation::Approver::new("maria.chen"),
+                    tollgate::escalation::Decision::Approve,
+                    "checked",
+                )
+                .unwrap();
+            tickets.push(req.ticket());
+        }
+        clock.advance(std::time::Duration::from_secs(10 * 60 - 1));
+        guard
+            .resume(&run, &ToolCall::new("issue_refund", &in_time), &tickets[1])
+            .into_permit()
+            .unwrap()
+            .complete(Outcome::success())
+            .unwrap();
+        clock.advance(std::time::Duration::from_secs(1));
+        assert_eq!(
+            guard
+                .resume(&run, &ToolCall::new("issue_refund", &late), &tickets[0])
+                .deny_code(),
+            Some(DenyCode::ApprovalTimedOut)
         );
     }
 

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 
 use super::{
     AsyncCredentialProvider, CredentialError, CredentialGrant, CredentialPolicy,
-    CredentialProvider, MAX_TTL_SECS, MintRequest, Operation, ProviderError, ResourcePattern,
+    CredentialProvider, MAX_TTL, MIN_TTL, MintRequest, Operation, ProviderError, ResourcePattern,
     RevokeRequest, Rotated, Scope,
 };
 use crate::call::{AgentId, CredentialId, RoleName, RunId};
@@ -152,10 +152,15 @@ impl BrokerBuilder {
                 if g.operations.is_empty() {
                     return Err(bad("operations", "must name at least one operation".into()));
                 }
-                if g.ttl_secs == 0 || g.ttl_secs > MAX_TTL_SECS {
+                if g.ttl < MIN_TTL || g.ttl > MAX_TTL || g.ttl.subsec_nanos() != 0 {
                     return Err(bad(
-                        "ttl_secs",
-                        format!("must be between 1 and {MAX_TTL_SECS} seconds"),
+                        "ttl",
+                        format!(
+                            "`{}`: must be whole seconds, from {} to {}",
+                            crate::units::format_duration(g.ttl),
+                            crate::units::format_duration(MIN_TTL),
+                            crate::units::format_duration(MAX_TTL)
+                        ),
                     ));
                 }
                 if g.max_uses == Some(0) {
@@ -175,7 +180,7 @@ impl BrokerBuilder {
                     tools: g.tools.clone(),
                     operations: g.operations.clone(),
                     resource: g.resource.clone(),
-                    ttl: g.ttl_secs,
+                    ttl: g.ttl.as_secs(),
                     max_uses: g.max_uses,
                 });
             }

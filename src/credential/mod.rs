@@ -27,6 +27,7 @@
 //! use tollgate::credential::token::{SigningKey, VerifyError};
 //! use tollgate::credential::{CredentialBroker, CredentialGrant, JwtProvider, Operation};
 //! use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
+//! use std::time::Duration;
 //!
 //! let boundary = ActionBoundary::builder()
 //!     .tool("read_document", ToolSpec::read().arg("path", Arg::string().required()))
@@ -37,7 +38,7 @@
 //! let jwks = tokens.jwks_json(); // ... or this, for a service written in another language
 //! let broker = CredentialBroker::builder()
 //!     .provider("docs", tokens)
-//!     .grant("intake", CredentialGrant::new("docs", ["read_document"], [Operation::Read], "matter/{compartment}/*", 300))
+//!     .grant("intake", CredentialGrant::new("docs", ["read_document"], [Operation::Read], "matter/{compartment}/*", Duration::from_secs(300)))
 //!     .build()?;
 //! let guard = Guard::builder(boundary).credentials(broker).build();
 //! let run = guard.start_run(RunContext::new("bot", "intake").in_compartment("M-1001"))?;
@@ -64,7 +65,7 @@ pub mod token;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -80,7 +81,10 @@ use crate::audit::AuditError;
 use crate::call::{AgentId, CredentialId, RoleName, RunId};
 
 /// Longest TTL a grant may set (24 hours): credentials are meant to be short-lived.
-pub const MAX_TTL_SECS: u64 = 24 * 3600;
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Shortest TTL a grant may set (1 second): credentials expire on whole seconds (`exp`).
+pub const MIN_TTL: Duration = Duration::from_secs(1);
 
 /// Why a credential could not be minted or used. Each refusal has its own variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -353,29 +357,32 @@ pub struct CredentialGrant {
     pub operations: Vec<Operation>,
     /// The widest resource pattern (`matter/{compartment}/*`, `https://api.example/v1/*`, `*`).
     pub resource: String,
-    /// Lifetime of each credential, in seconds (1 to 86 400).
-    pub ttl_secs: u64,
+    /// Lifetime of each credential (`ttl = "5m"`): whole seconds, 1 s to 24 h. Credentials
+    /// carry their expiry in whole unix seconds, so a fraction of a second (`"1500ms"`) is
+    /// refused rather than rounded.
+    #[serde(with = "crate::units::duration")]
+    pub ttl: Duration,
     /// Most uses of each credential (default: unlimited within its TTL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_uses: Option<u32>,
 }
 
 impl CredentialGrant {
-    /// A grant of `provider` credentials for `tools`, `operations` and `resource`, living
-    /// `ttl_secs` each.
+    /// A grant of `provider` credentials for `tools`, `operations` and `resource`, living `ttl`
+    /// each (checked when the broker is built: whole seconds, [`MIN_TTL`] to [`MAX_TTL`]).
     pub fn new<T: Into<String>>(
         provider: impl Into<String>,
         tools: impl IntoIterator<Item = T>,
         operations: impl IntoIterator<Item = Operation>,
         resource: impl Into<String>,
-        ttl_secs: u64,
+        ttl: Duration,
     ) -> Self {
         Self {
             provider: provider.into(),
             tools: tools.into_iter().map(Into::into).collect(),
             operations: operations.into_iter().collect(),
             resource: resource.into(),
-            ttl_secs,
+            ttl,
             max_uses: None,
         }
     }

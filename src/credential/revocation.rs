@@ -20,7 +20,7 @@
 //! An entry is needed only until its token expires: every entry carries the token's `exp`, and
 //! [`prune`](RevocationList::prune) (run by the provider as it revokes, and by every export)
 //! drops entries whose `exp` has passed, so the list holds at most the credentials revoked within
-//! one TTL (24 hours at most, [`MAX_TTL_SECS`](super::MAX_TTL_SECS)).
+//! one TTL (24 hours at most, [`MAX_TTL`](super::MAX_TTL)).
 //!
 //! # Export format
 //!

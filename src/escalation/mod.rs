@@ -9,8 +9,12 @@
 //!    confidence below a floor; an irreversible effect; a flag the caller sets; the run's budget
 //!    usage at or above a fraction, i.e. *deceleration*; `all` / `any` combinations), an optional
 //!    tool scope, and approval parameters (timeout, what a timeout means, quorum, escalation
-//!    chain). [`EscalationGate::compile`] validates it against the boundary's tier list; errors
-//!    name the field (`rules[2].when.amount.path`).
+//!    chain). Durations are strings with a unit (`timeout = "15m"`, `after = "30m"`) and
+//!    amount thresholds exact decimals (`over = "100.10"` or `over = 100`, never a float literal;
+//!    see [`crate::units`]). [`EscalationGate::compile`] validates it against the boundary's tier
+//!    list; errors name the field (`rules[2].when.amount.path`). The queue's own settings
+//!    (separation of duties, grant lifetime, most pending requests) live in the same document
+//!    ([`ApprovalSettings`], `[escalation.approvals]`).
 //! 2. **Evaluation is cheap.** [`EscalationGate::evaluate`] takes a borrowed [`GateInput`] and
 //!    returns a [`Matched`] bit set without allocating. Rules scoped to tools are looked up per
 //!    tool, so a call no rule concerns costs one table lookup. Raw JSON arguments are parsed
@@ -56,14 +60,15 @@
 //!
 //! let policy = EscalationPolicy::from_json(r#"{
 //!     "groups": { "finance": ["alice", "bob"], "cfo": ["carol"] },
-//!     "defaults": { "timeout_secs": 3600,
-//!                   "chain": [ { "group": "finance" }, { "group": "cfo", "after_secs": 1800 } ] },
+//!     "defaults": { "timeout": "1h",
+//!                   "chain": [ { "group": "finance" }, { "group": "cfo", "after": "30m" } ] },
+//!     "approvals": { "grant_ttl": "15m" },
 //!     "rules": [
 //!         { "id": "large-payment", "tools": ["pay_invoice"], "quorum": 2,
 //!           "when": { "amount": { "path": "amount", "currency_path": "currency",
-//!                                 "over_by_currency": { "EUR": 900, "USD": 1000 } } } },
+//!                                 "over_by_currency": { "EUR": "900.00", "USD": 1000 } } } },
 //!         { "id": "decelerate", "when": { "budget_used": { "at_least": 0.8 } },
-//!           "timeout_secs": 60, "on_timeout": "approve" }
+//!           "timeout": "60s", "on_timeout": "approve" }
 //!     ]
 //! }"#)?;
 //! let gate = EscalationGate::compile(policy, &["public".into(), "confidential".into()])?;
@@ -81,7 +86,7 @@
 //! // The queue: time comes from the injected clock.
 //! let clock = Arc::new(ManualClock::new());
 //! let store = Arc::new(MemoryApprovalStore::new());
-//! let queue = ApprovalQueue::open(store, clock.clone(), QueueConfig::with_groups(gate.groups().clone()))?;
+//! let queue = ApprovalQueue::open(store, clock.clone(), QueueConfig::for_gate(&gate))?;
 //! let req = queue.submit(
 //!     Submission::new("run-1", "billing-bot", "pay_invoice", args.clone(), esc, gate.version())
 //!         .triggered_by("dave"),
@@ -133,7 +138,7 @@ mod wait;
 
 pub use error::{ArgsError, EscalationPolicyError, QueueError, StoreError};
 pub use gate::{
-    ApprovalParams, DEFAULT_TIMEOUT_SECS, Escalation, EscalationGate, GateInput, Level, MAX_RULES,
+    ApprovalParams, DEFAULT_TIMEOUT, Escalation, EscalationGate, GateInput, Level, MAX_RULES,
     Matched,
 };
 pub use notify::{
@@ -141,8 +146,8 @@ pub use notify::{
     Transition, TransitionKind,
 };
 pub use policy::{
-    AmountCondition, BudgetCondition, Condition, ConfidenceCondition, EscalationPolicy, IfMissing,
-    LevelSpec, OnTimeout, RuleParams, RuleSpec,
+    AmountCondition, ApprovalSettings, BudgetCondition, Condition, ConfidenceCondition,
+    EscalationPolicy, IfMissing, LevelSpec, OnTimeout, RuleParams, RuleSpec,
 };
 pub use queue::{ApprovalQueue, DecideOutcome, QueueConfig, QueueEvent};
 pub use request::{

@@ -4,10 +4,12 @@
 //! [`EscalationGate::compile`](super::EscalationGate::compile).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::boundary::{ArgLimits, Effect};
+use crate::units::Money;
 
 use super::error::EscalationPolicyError;
 use super::serde_util::unique_keys;
@@ -38,6 +40,10 @@ pub struct EscalationPolicy {
     /// for how the parameters of several matching rules combine). At most 64.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// How the approval queue treats requests and grants (`[escalation.approvals]`); every field
+    /// has a default. [`QueueConfig::for_gate`](super::QueueConfig::for_gate) reads it.
+    #[serde(default, skip_serializing_if = "ApprovalSettings::is_default")]
+    pub approvals: ApprovalSettings,
 }
 
 impl EscalationPolicy {
@@ -78,6 +84,12 @@ impl EscalationPolicy {
     /// Appends a rule.
     pub fn rule(mut self, rule: RuleSpec) -> Self {
         self.rules.push(rule);
+        self
+    }
+
+    /// Sets the approval queue settings.
+    pub fn approvals(mut self, approvals: ApprovalSettings) -> Self {
+        self.approvals = approvals;
         self
     }
 
@@ -129,16 +141,92 @@ impl EscalationPolicy {
     }
 }
 
+/// The approval queue's settings besides the approver groups (`[escalation.approvals]`):
+///
+/// ```toml
+/// [escalation.approvals]
+/// separation_of_duties = true   # default
+/// grant_ttl = "15m"             # default "1h"
+/// max_pending = 500             # default 10 000
+/// ```
+///
+/// Validated when the gate is compiled (`approvals.grant_ttl`: 1 s to 366 days;
+/// `approvals.max_pending`: at least 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalSettings {
+    /// Refuse decisions by the principal who triggered the run, or by the acting agent's id
+    /// (default `true`).
+    pub separation_of_duties: bool,
+    /// How long an approval stays consumable, from the approval (default `"1h"`).
+    #[serde(with = "crate::units::duration")]
+    pub grant_ttl: Duration,
+    /// Most pending requests; further submissions fail with
+    /// [`QueueError::Full`](super::QueueError::Full) (default 10 000).
+    pub max_pending: usize,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            separation_of_duties: true,
+            grant_ttl: Duration::from_secs(3600),
+            max_pending: 10_000,
+        }
+    }
+}
+
+impl ApprovalSettings {
+    /// The defaults: separation of duties, grants consumable for an hour, 10 000 pending
+    /// requests at most.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether these are the defaults (then a serialised policy leaves the section out).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Sets separation of duties.
+    pub fn separation_of_duties(mut self, on: bool) -> Self {
+        self.separation_of_duties = on;
+        self
+    }
+
+    /// Sets how long an approval stays consumable.
+    pub fn grant_ttl(mut self, ttl: Duration) -> Self {
+        self.grant_ttl = ttl;
+        self
+    }
+
+    /// Sets the most pending requests.
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n;
+        self
+    }
+}
+
 /// Approval parameters: how long humans have, what a timeout means, how many must approve and
 /// who is asked when. Every field is optional; unset fields fall back to
-/// [`EscalationPolicy::defaults`], then to a timeout of 3600 s, `on_timeout = "deny"` and a
-/// quorum of 1. A chain has no built-in default: a rule needs its own or the defaults'.
+/// [`EscalationPolicy::defaults`], then to a timeout of one hour
+/// ([`DEFAULT_TIMEOUT`](super::DEFAULT_TIMEOUT)), `on_timeout = "deny"` and a quorum of 1. A
+/// chain has no built-in default: a rule needs its own or the defaults'.
+///
+/// ```toml
+/// defaults = { timeout = "1h", chain = [{ group = "finance" }, { group = "cfo", after = "30m" }] }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleParams {
-    /// Seconds from creation until an undecided request times out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_secs: Option<f64>,
+    /// Time from creation until an undecided request times out (`"15m"`, `"1h"`; above zero, at
+    /// most 366 days).
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
     /// What a timeout means (default: deny).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<OnTimeout>,
@@ -156,9 +244,9 @@ impl RuleParams {
         Self::default()
     }
 
-    /// Sets the timeout in seconds.
-    pub fn timeout_secs(mut self, secs: f64) -> Self {
-        self.timeout_secs = Some(secs);
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -194,16 +282,21 @@ pub enum OnTimeout {
     Approve,
 }
 
-/// One level of an escalation chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One level of an escalation chain: `{ group = "finance" }`, `{ group = "cfo", after = "30m" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LevelSpec {
     /// The approver group asked at this level.
     pub group: String,
-    /// Seconds after the request's creation at which an undecided request reaches this level.
-    /// The first level's must be 0; later ones must increase and stay below the timeout.
-    #[serde(default)]
-    pub after_secs: f64,
+    /// How long after the request's creation an undecided request reaches this level (default
+    /// zero). The first level's must be zero; later ones must increase and stay below the
+    /// timeout.
+    #[serde(
+        default,
+        with = "crate::units::duration",
+        skip_serializing_if = "Duration::is_zero"
+    )]
+    pub after: Duration,
 }
 
 impl LevelSpec {
@@ -211,15 +304,15 @@ impl LevelSpec {
     pub fn new(group: impl Into<String>) -> Self {
         Self {
             group: group.into(),
-            after_secs: 0.0,
+            after: Duration::ZERO,
         }
     }
 
-    /// A later level: `group` is asked once the request has been undecided for `secs` seconds.
-    pub fn after(group: impl Into<String>, secs: f64) -> Self {
+    /// A later level: `group` is asked once the request has been undecided for `after`.
+    pub fn after(group: impl Into<String>, after: Duration) -> Self {
         Self {
             group: group.into(),
-            after_secs: secs,
+            after,
         }
     }
 }
@@ -227,13 +320,18 @@ impl LevelSpec {
 /// One escalation rule: when it applies, and the approval parameters it asks for.
 ///
 /// ```
+/// use std::time::Duration;
 /// use tollgate::escalation::{Condition, LevelSpec, RuleSpec};
 ///
-/// let rule = RuleSpec::new("large-payment", Condition::amount_over("payment.amount", 1_000.0))
+/// let rule = RuleSpec::new("large-payment", Condition::amount_over("payment.amount", 1_000))
 ///     .tools(["pay_invoice"])
 ///     .reason("payments over 1000 need two approvers from finance")
 ///     .quorum(2)
-///     .chain([LevelSpec::new("finance"), LevelSpec::after("cfo", 1800.0)]);
+///     .timeout(Duration::from_secs(4 * 3600))
+///     .chain([
+///         LevelSpec::new("finance"),
+///         LevelSpec::after("cfo", Duration::from_secs(30 * 60)),
+///     ]);
 /// assert_eq!(rule.quorum, Some(2));
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,9 +349,13 @@ pub struct RuleSpec {
     pub tools: Option<Vec<String>>,
     /// The condition that makes a call escalate.
     pub when: Condition,
-    /// Overrides [`RuleParams::timeout_secs`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_secs: Option<f64>,
+    /// Overrides [`RuleParams::timeout`] (`timeout = "15m"`).
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
     /// Overrides [`RuleParams::on_timeout`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<OnTimeout>,
@@ -273,7 +375,7 @@ impl RuleSpec {
             reason: None,
             tools: None,
             when,
-            timeout_secs: None,
+            timeout: None,
             on_timeout: None,
             quorum: None,
             chain: None,
@@ -292,9 +394,9 @@ impl RuleSpec {
         self
     }
 
-    /// Sets the timeout in seconds.
-    pub fn timeout_secs(mut self, secs: f64) -> Self {
-        self.timeout_secs = Some(secs);
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -327,7 +429,7 @@ pub enum IfMissing {
     Ignore,
 }
 
-/// When a rule fires. In documents: `when = { amount = { path = "amount", over = 1000 } }`,
+/// When a rule fires. In documents: `when = { amount = { path = "amount", over = "1000.00" } }`,
 /// `when = { all = [ { effect_at_least = "irreversible" }, { flag = "ambiguous" } ] }`, ...
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -352,17 +454,18 @@ pub enum Condition {
 }
 
 impl Condition {
-    /// The number at `path` (dotted, e.g. `payment.amount`) is over `threshold`.
-    pub fn amount_over(path: impl Into<String>, threshold: f64) -> Self {
+    /// The number at `path` (dotted, e.g. `payment.amount`) is over `threshold` (an integer, a
+    /// [`Money`] parsed from `"1000.50"`, or a `rust_decimal::Decimal`).
+    pub fn amount_over(path: impl Into<String>, threshold: impl Into<Money>) -> Self {
         Condition::Amount(AmountCondition::over(path, threshold))
     }
 
     /// The number at `path` is over the threshold listed for the currency named by the string at
     /// `currency_path`; a missing or unlisted currency escalates.
-    pub fn amount_over_by_currency<S: Into<String>>(
+    pub fn amount_over_by_currency<S: Into<String>, M: Into<Money>>(
         path: impl Into<String>,
         currency_path: impl Into<String>,
-        thresholds: impl IntoIterator<Item = (S, f64)>,
+        thresholds: impl IntoIterator<Item = (S, M)>,
     ) -> Self {
         Condition::Amount(AmountCondition::over_by_currency(
             path,
@@ -438,11 +541,16 @@ impl From<BudgetCondition> for Condition {
 
 /// A numeric argument over a threshold.
 ///
-/// Exactly one of `over` or (`currency_path` and `over_by_currency`) is set. The amount escalates
-/// when it is strictly greater than the threshold, and also when it is not a finite JSON number
-/// (a string such as `"1500"`, `null`, an object) or cannot be compared exactly (integers beyond
-/// 64 bits, decimals with more than 15 significant digits at the threshold). Comparison is on
-/// the signed value: bound negative amounts with the boundary's `min`.
+/// Exactly one of `over` or (`currency_path` and `over_by_currency`) is set. Thresholds are exact
+/// decimals ([`Money`]): a string (`over = "100.10"`) or an integer (`over = 100`), never a float
+/// literal; not negative; at most 15 significant digits (so that every comparison with an
+/// argument is exact, see [`EscalationGate`](super::EscalationGate)).
+///
+/// The amount escalates when it is strictly greater than the threshold, and also when it is not
+/// a finite JSON number (a string such as `"1500"`, `null`, an object) or cannot be compared
+/// exactly (integers beyond 64 bits, decimals with more than 15 significant digits at the
+/// threshold). Comparison is on the signed value: bound negative amounts with the boundary's
+/// `min`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmountCondition {
@@ -450,7 +558,7 @@ pub struct AmountCondition {
     pub path: String,
     /// A threshold for every call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub over: Option<f64>,
+    pub over: Option<Money>,
     /// Dotted path of the currency code (a string, compared exactly: `usd` is not `USD`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency_path: Option<String>,
@@ -460,7 +568,7 @@ pub struct AmountCondition {
         deserialize_with = "super::serde_util::unique_keys_opt",
         skip_serializing_if = "Option::is_none"
     )]
-    pub over_by_currency: Option<BTreeMap<String, f64>>,
+    pub over_by_currency: Option<BTreeMap<String, Money>>,
     /// When the amount is absent (default: escalate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_missing: Option<IfMissing>,
@@ -468,10 +576,10 @@ pub struct AmountCondition {
 
 impl AmountCondition {
     /// The number at `path` over `threshold`.
-    pub fn over(path: impl Into<String>, threshold: f64) -> Self {
+    pub fn over(path: impl Into<String>, threshold: impl Into<Money>) -> Self {
         Self {
             path: path.into(),
-            over: Some(threshold),
+            over: Some(threshold.into()),
             currency_path: None,
             over_by_currency: None,
             if_missing: None,
@@ -479,16 +587,21 @@ impl AmountCondition {
     }
 
     /// The number at `path` over the threshold for the currency at `currency_path`.
-    pub fn over_by_currency<S: Into<String>>(
+    pub fn over_by_currency<S: Into<String>, M: Into<Money>>(
         path: impl Into<String>,
         currency_path: impl Into<String>,
-        thresholds: impl IntoIterator<Item = (S, f64)>,
+        thresholds: impl IntoIterator<Item = (S, M)>,
     ) -> Self {
         Self {
             path: path.into(),
             over: None,
             currency_path: Some(currency_path.into()),
-            over_by_currency: Some(thresholds.into_iter().map(|(c, t)| (c.into(), t)).collect()),
+            over_by_currency: Some(
+                thresholds
+                    .into_iter()
+                    .map(|(c, t)| (c.into(), t.into()))
+                    .collect(),
+            ),
             if_missing: None,
         }
     }

@@ -11,11 +11,12 @@ use crate::call::{Args, Principal, RunId};
 use crate::clock::Clock;
 
 use super::error::QueueError;
+use super::gate::EscalationGate;
 use super::notify::{
     ApprovalNotifier, NoopObserver, Notification, NotificationKind, QueueObserver, Transition,
     TransitionKind,
 };
-use super::policy::OnTimeout;
+use super::policy::{ApprovalSettings, OnTimeout};
 use super::request::{
     ApprovalId, ApprovalRequest, Approver, ApproverGroups, ArgsHash, ChainLevel, Decision, Grant,
     RequestState, RequestStatus, Resolution, Submission, Ticket,
@@ -32,15 +33,21 @@ const MAX_LEVELS: usize = 16;
 /// Longest reason an approver may give, in bytes.
 const MAX_REASON_BYTES: usize = 4096;
 
-/// Queue settings. Serde-loadable (`deny_unknown_fields`); every field has a default.
+/// Queue settings. Serde-loadable (`deny_unknown_fields`); every field has a default. A queue
+/// for a compiled gate takes its groups and its policy's `[escalation.approvals]` with
+/// [`QueueConfig::for_gate`].
 ///
 /// ```
+/// use std::time::Duration;
 /// use tollgate::escalation::QueueConfig;
 ///
 /// let cfg: QueueConfig = serde_json::from_str(
-///     r#"{"groups": {"finance": ["alice", "bob"]}, "grant_ttl_secs": 600}"#)?;
+///     r#"{"groups": {"finance": ["alice", "bob"]}, "grant_ttl": "10m"}"#)?;
 /// assert!(cfg.separation_of_duties);
+/// assert_eq!(cfg.grant_ttl, Duration::from_secs(600));
 /// assert_eq!(cfg.max_pending, 10_000);
+/// // A bare number is refused: seconds or milliseconds?
+/// assert!(serde_json::from_str::<QueueConfig>(r#"{"grant_ttl": 600}"#).is_err());
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,20 +58,17 @@ pub struct QueueConfig {
     /// Refuse decisions by the principal who triggered the run, or by the acting agent's id
     /// (default `true`).
     pub separation_of_duties: bool,
-    /// How long an approval stays consumable, in seconds from the approval (default 3600).
-    pub grant_ttl_secs: u64,
+    /// How long an approval stays consumable, from the approval (default `"1h"`; 1 s to 366
+    /// days).
+    #[serde(with = "crate::units::duration")]
+    pub grant_ttl: Duration,
     /// Most pending requests; further submissions fail with [`QueueError::Full`] (default 10 000).
     pub max_pending: usize,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self {
-            groups: ApproverGroups::new(),
-            separation_of_duties: true,
-            grant_ttl_secs: 3600,
-            max_pending: 10_000,
-        }
+        Self::with_settings(ApproverGroups::new(), &ApprovalSettings::default())
     }
 }
 
@@ -75,6 +79,22 @@ impl QueueConfig {
             groups,
             ..Self::default()
         }
+    }
+
+    /// These approver groups with these settings.
+    pub fn with_settings(groups: ApproverGroups, settings: &ApprovalSettings) -> Self {
+        Self {
+            groups,
+            separation_of_duties: settings.separation_of_duties,
+            grant_ttl: settings.grant_ttl,
+            max_pending: settings.max_pending,
+        }
+    }
+
+    /// What `gate`'s policy says: its approver groups and its `[escalation.approvals]`
+    /// settings ([`EscalationGate::approvals`](super::EscalationGate::approvals)).
+    pub fn for_gate(gate: &EscalationGate) -> Self {
+        Self::with_settings(gate.groups().clone(), gate.approvals())
     }
 }
 
@@ -206,14 +226,21 @@ impl ApprovalQueue {
         if config.max_pending == 0 {
             return Err(invalid("max_pending", "must be at least 1"));
         }
-        if config.grant_ttl_secs == 0 {
-            return Err(invalid("grant_ttl_secs", "must be at least 1"));
+        if config.grant_ttl < Duration::from_secs(1) || config.grant_ttl > MAX_TIMEOUT {
+            return Err(invalid(
+                "grant_ttl",
+                format!(
+                    "`{}`: must be at least 1s and at most {}",
+                    crate::units::format_duration(config.grant_ttl),
+                    crate::units::format_duration(MAX_TIMEOUT)
+                ),
+            ));
         }
         let mut inner = Inner {
             groups: config.groups,
             ..Inner::default()
         };
-        let grant_ttl = Duration::from_secs(config.grant_ttl_secs);
+        let grant_ttl = config.grant_ttl;
         let now = now(&*clock);
         for (index, rec) in store.load()?.iter().enumerate() {
             apply(&mut inner, rec, Mode::Replay(now), grant_ttl)

@@ -256,7 +256,7 @@ impl Policy {
                     g.tools.iter().cloned(),
                     g.operations.iter().copied(),
                     g.resource.clone(),
-                    g.ttl.as_secs().max(1),
+                    g.ttl,
                 );
                 if let Some(n) = g.max_uses {
                     grant = grant.max_uses(n);
@@ -298,11 +298,8 @@ impl Policy {
                 .approvals
                 .take()
                 .ok_or(BindError::MissingApprovalStore)?;
-            let queue = ApprovalQueue::open(
-                store,
-                Arc::clone(&clock),
-                QueueConfig::with_groups(gate.groups().clone()),
-            )?;
+            let queue =
+                ApprovalQueue::open(store, Arc::clone(&clock), QueueConfig::for_gate(&gate))?;
             b = b.escalation(gate, queue);
         }
         Ok(b.build())

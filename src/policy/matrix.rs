@@ -269,6 +269,17 @@ impl Policy {
             for (group, members) in &e.groups {
                 out.push(format!("Approver group `{group}`: {}.", members.join(", ")));
             }
+            let a = &e.approvals;
+            out.push(format!(
+                "Approvals: {}; an approval must be used within {}; at most {} requests pending.",
+                if a.separation_of_duties {
+                    "a run's trigger and agent may not approve it (separation of duties)"
+                } else {
+                    "separation of duties is OFF (a run's trigger may approve it)"
+                },
+                crate::units::format_duration(a.grant_ttl),
+                a.max_pending
+            ));
         }
         out
     }
@@ -679,7 +690,15 @@ fn describe_rule(rule: &Value, defaults: &Value) -> String {
         .as_str()
         .or(defaults["on_timeout"].as_str())
         .unwrap_or("deny");
-    let _ = write!(s, "; unanswered requests {on_timeout})");
+    // Durations are written with their unit in the canonical form ("15m", "1h").
+    let timeout = rule["timeout"]
+        .as_str()
+        .or(defaults["timeout"].as_str())
+        .map_or_else(
+            || crate::units::format_duration(crate::escalation::DEFAULT_TIMEOUT),
+            str::to_owned,
+        );
+    let _ = write!(s, "; unanswered requests {on_timeout} after {timeout})");
     if let Some(r) = rule["reason"].as_str() {
         let _ = write!(s, ": {r}");
     }
@@ -696,10 +715,15 @@ fn describe_condition(c: &Value) -> String {
     match kind.as_str() {
         "amount" => {
             let path = v["path"].as_str().unwrap_or("?");
+            // Thresholds are exact decimals, written as strings in the canonical form.
+            let amount = |t: &Value| t.as_str().map_or_else(|| t.to_string(), str::to_owned);
             if let Some(over) = v.get("over").filter(|o| !o.is_null()) {
-                format!("`{path}` is over {over}")
+                format!("`{path}` is over {}", amount(over))
             } else if let Some(by) = v["over_by_currency"].as_object() {
-                let per: Vec<String> = by.iter().map(|(c, t)| format!("{t} {c}")).collect();
+                let per: Vec<String> = by
+                    .iter()
+                    .map(|(c, t)| format!("{} {c}", amount(t)))
+                    .collect();
                 format!(
                     "`{path}` is over {} (or in another currency)",
                     per.join(" / ")

@@ -532,10 +532,10 @@ fn cross_check(doc: &Document) -> Result<(), DocumentError> {
                     "must name at least one",
                 ));
             }
-            if g.ttl.is_zero() || g.ttl > MAX_GRANT_TTL {
+            if g.ttl.as_secs() == 0 || g.ttl > MAX_GRANT_TTL || g.ttl.subsec_nanos() != 0 {
                 return Err(DocumentError::invalid(
                     at("ttl"),
-                    "must be longer than zero and at most 24h",
+                    "must be whole seconds, from 1s to 24h (credentials expire on whole seconds)",
                 ));
             }
             if g.max_uses == Some(0) {

@@ -66,13 +66,19 @@ fn setup_with(tokens: JwtProvider) -> Setup {
                 ["read_document"],
                 [Operation::Read],
                 "matter/{compartment}/*",
-                300,
+                Duration::from_secs(300),
             )
             .max_uses(3),
         )
         .grant(
             "intake",
-            CredentialGrant::new("legacy", ["legacy_lookup"], [Operation::Read], "*", 60),
+            CredentialGrant::new(
+                "legacy",
+                ["legacy_lookup"],
+                [Operation::Read],
+                "*",
+                Duration::from_secs(60),
+            ),
         )
         .build()
         .unwrap();
@@ -446,7 +452,7 @@ fn grants_are_validated_with_the_field_named() {
             ["t"],
             [Operation::Read],
             "a/*",
-            60
+            Duration::from_secs(60)
         )),
         "grants.r[0].provider"
     );
@@ -456,12 +462,18 @@ fn grants_are_validated_with_the_field_named() {
             Vec::<String>::new(),
             [Operation::Read],
             "a/*",
-            60
+            Duration::from_secs(60)
         )),
         "grants.r[0].tools"
     );
     assert_eq!(
-        make(CredentialGrant::new("docs", ["t"], [], "a/*", 60)),
+        make(CredentialGrant::new(
+            "docs",
+            ["t"],
+            [],
+            "a/*",
+            Duration::from_secs(60)
+        )),
         "grants.r[0].operations"
     );
     assert_eq!(
@@ -470,7 +482,7 @@ fn grants_are_validated_with_the_field_named() {
             ["t"],
             [Operation::Read],
             "a/../b",
-            60
+            Duration::from_secs(60)
         )),
         "grants.r[0].resource"
     );
@@ -480,7 +492,7 @@ fn grants_are_validated_with_the_field_named() {
             ["t"],
             [Operation::Read],
             "a/{user}/*",
-            60
+            Duration::from_secs(60)
         )),
         "grants.r[0].resource"
     );
@@ -490,9 +502,9 @@ fn grants_are_validated_with_the_field_named() {
             ["t"],
             [Operation::Read],
             "a/*",
-            0
+            Duration::from_secs(0)
         )),
-        "grants.r[0].ttl_secs"
+        "grants.r[0].ttl"
     );
     assert_eq!(
         make(CredentialGrant::new(
@@ -500,14 +512,59 @@ fn grants_are_validated_with_the_field_named() {
             ["t"],
             [Operation::Read],
             "a/*",
-            90_000
+            Duration::from_secs(90_000)
         )),
-        "grants.r[0].ttl_secs"
+        "grants.r[0].ttl"
     );
+    // Credentials expire on whole seconds: a fraction is refused, not rounded.
+    for ttl in [Duration::from_millis(500), Duration::from_millis(1500)] {
+        assert_eq!(
+            make(CredentialGrant::new(
+                "docs",
+                ["t"],
+                [Operation::Read],
+                "a/*",
+                ttl
+            )),
+            "grants.r[0].ttl",
+            "{ttl:?}"
+        );
+    }
     assert_eq!(
-        make(CredentialGrant::new("docs", ["t"], [Operation::Read], "a/*", 60).max_uses(0)),
+        make(
+            CredentialGrant::new(
+                "docs",
+                ["t"],
+                [Operation::Read],
+                "a/*",
+                Duration::from_secs(60)
+            )
+            .max_uses(0)
+        ),
         "grants.r[0].max_uses"
     );
+}
+
+/// A grant's lifetime in a document carries its unit: `300` could be seconds or milliseconds.
+#[test]
+fn grant_ttl_in_a_document_needs_a_unit() {
+    let doc = |ttl: &str| {
+        format!(
+            r#"{{"grants": {{"r": [{{"provider": "docs", "tools": ["t"], "operations": ["read"],
+            "resource": "a/*", {ttl}}}]}}}}"#
+        )
+    };
+    let ok: tollgate::credential::CredentialPolicy =
+        serde_json::from_str(&doc(r#""ttl": "5m""#)).unwrap();
+    assert_eq!(ok.grants["r"][0].ttl, Duration::from_secs(300));
+    let back = serde_json::to_string(&ok).unwrap();
+    assert!(back.contains(r#""ttl":"5m""#), "{back}");
+    for bad in [r#""ttl": 300"#, r#""ttl": "300""#, r#""ttl_secs": 300"#] {
+        assert!(
+            serde_json::from_str::<tollgate::credential::CredentialPolicy>(&doc(bad)).is_err(),
+            "{bad} accepted"
+        );
+    }
 }
 
 #[test]
@@ -606,7 +663,7 @@ fn async_providers_mint_through_credential_async_and_are_revoked_at_the_source()
                 ["read_document"],
                 [Operation::Read],
                 "db/reports/*",
-                60,
+                Duration::from_secs(60),
             ),
         )
         .build()

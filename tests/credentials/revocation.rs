@@ -375,7 +375,13 @@ fn kill_switch_thrown_while_minting_revokes_the_fresh_credential() {
         )
         .grant(
             "intake",
-            CredentialGrant::new("docs", ["read_document"], [Operation::Read], "m/*", 60),
+            CredentialGrant::new(
+                "docs",
+                ["read_document"],
+                [Operation::Read],
+                "m/*",
+                Duration::from_secs(60),
+            ),
         )
         .build()
         .unwrap();

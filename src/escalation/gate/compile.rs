@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use rust_decimal::Decimal;
+
 use super::{
-    Cond, DEFAULT_TIMEOUT_SECS, EscalationGate, Level, MAX_ARG_BYTES_CAP, MAX_CONDITION_DEPTH,
-    MAX_LEVELS, MAX_PATH_SEGMENTS, MAX_RULES, MAX_TIMEOUT_SECS, Rule, Threshold,
+    Cond, DEFAULT_TIMEOUT, EscalationGate, Level, MAX_ARG_BYTES_CAP, MAX_CONDITION_DEPTH,
+    MAX_LEVELS, MAX_PATH_SEGMENTS, MAX_RULES, MAX_TIMEOUT, Rule, Threshold,
 };
 use crate::boundary::hash::NameTable;
 use crate::boundary::{ArgLimits, Effect};
@@ -17,9 +19,11 @@ use crate::call::Principal;
 use crate::call::json::{JsonLimits, MAX_DEPTH_CAP};
 use crate::escalation::error::EscalationPolicyError as PolicyErr;
 use crate::escalation::policy::{
-    AmountCondition, Condition, EscalationPolicy, IfMissing, LevelSpec, OnTimeout, RuleParams,
+    AmountCondition, ApprovalSettings, Condition, EscalationPolicy, IfMissing, LevelSpec,
+    OnTimeout, RuleParams,
 };
 use crate::escalation::request::{ApproverGroups, Reason};
+use crate::units::{Money, format_duration};
 use crate::verdict::PolicyVersion;
 
 pub(super) struct Compiler<'p> {
@@ -31,7 +35,7 @@ pub(super) struct Compiler<'p> {
 }
 
 struct Resolved<'p> {
-    timeout: (f64, String),
+    timeout: (Duration, String),
     on_timeout: OnTimeout,
     quorum: (u32, String),
     chain: (&'p [LevelSpec], String),
@@ -110,6 +114,7 @@ impl<'p> Compiler<'p> {
     }
 
     pub(super) fn finish(self, policy: EscalationPolicy) -> Result<EscalationGate, PolicyErr> {
+        check_approvals(&policy.approvals)?;
         let defaults = &policy.defaults;
         self.check_params("defaults", defaults)?;
         let mut rules = Vec::with_capacity(policy.rules.len());
@@ -168,7 +173,7 @@ impl<'p> Compiler<'p> {
                 needs_args |= bit;
             }
             let own = RuleParams {
-                timeout_secs: spec.timeout_secs,
+                timeout: spec.timeout,
                 on_timeout: spec.on_timeout,
                 quorum: spec.quorum,
                 chain: spec.chain.clone(),
@@ -189,7 +194,7 @@ impl<'p> Compiler<'p> {
             rules.push(Rule {
                 reason: Reason::new(spec.id.as_str(), reason),
                 cond,
-                timeout: Duration::from_secs_f64(r.timeout.0),
+                timeout: r.timeout.0,
                 on_timeout: r.on_timeout,
                 quorum: r.quorum.0,
                 chain,
@@ -229,12 +234,16 @@ impl<'p> Compiler<'p> {
     }
 
     fn check_params(&self, field: &str, p: &RuleParams) -> Result<(), PolicyErr> {
-        if let Some(t) = p.timeout_secs
-            && !(t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECS)
+        if let Some(t) = p.timeout
+            && (t.is_zero() || t > MAX_TIMEOUT)
         {
             return Err(PolicyErr::invalid(
-                format!("{field}.timeout_secs"),
-                format!("must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}"),
+                format!("{field}.timeout"),
+                format!(
+                    "`{}`: must be above zero and at most {}",
+                    format_duration(t),
+                    format_duration(MAX_TIMEOUT)
+                ),
             ));
         }
         if p.quorum == Some(0) {
@@ -254,7 +263,7 @@ impl<'p> Compiler<'p> {
                     format!("at most {MAX_LEVELS} levels are supported"),
                 ));
             }
-            let mut last = -1.0f64;
+            let mut last = Duration::ZERO;
             for (j, level) in chain.iter().enumerate() {
                 let lf = format!("{f}[{j}]");
                 if !self.groups.contains_group(&level.group) {
@@ -263,23 +272,23 @@ impl<'p> Compiler<'p> {
                         group: level.group.clone(),
                     });
                 }
-                let a = level.after_secs;
-                if !(a.is_finite() && (0.0..=MAX_TIMEOUT_SECS).contains(&a)) {
+                let a = level.after;
+                if a > MAX_TIMEOUT {
                     return Err(PolicyErr::invalid(
-                        format!("{lf}.after_secs"),
-                        "must be a non-negative number of seconds",
+                        format!("{lf}.after"),
+                        format!("must be at most {}", format_duration(MAX_TIMEOUT)),
                     ));
                 }
-                if j == 0 && a != 0.0 {
+                if j == 0 && !a.is_zero() {
                     return Err(PolicyErr::invalid(
-                        format!("{lf}.after_secs"),
-                        "the first level is asked at creation: its after_secs must be 0",
+                        format!("{lf}.after"),
+                        "the first level is asked at creation: leave out its `after` (zero)",
                     ));
                 }
                 if j > 0 && a <= last {
                     return Err(PolicyErr::invalid(
-                        format!("{lf}.after_secs"),
-                        "levels must be listed in strictly increasing after_secs",
+                        format!("{lf}.after"),
+                        "levels must be listed in strictly increasing `after`",
                     ));
                 }
                 last = a;
@@ -294,10 +303,10 @@ impl<'p> Compiler<'p> {
         spec: &'s crate::escalation::policy::RuleSpec,
         defaults: &'s RuleParams,
     ) -> Result<Resolved<'s>, PolicyErr> {
-        let timeout = match (spec.timeout_secs, defaults.timeout_secs) {
-            (Some(t), _) => (t, format!("{field}.timeout_secs")),
-            (None, Some(t)) => (t, "defaults.timeout_secs".to_owned()),
-            (None, None) => (DEFAULT_TIMEOUT_SECS, "the default timeout".to_owned()),
+        let timeout = match (spec.timeout, defaults.timeout) {
+            (Some(t), _) => (t, format!("{field}.timeout")),
+            (None, Some(t)) => (t, "defaults.timeout".to_owned()),
+            (None, None) => (DEFAULT_TIMEOUT, "the default timeout".to_owned()),
         };
         let quorum = match (spec.quorum, defaults.quorum) {
             (Some(q), _) => (q, format!("{field}.quorum")),
@@ -329,17 +338,18 @@ impl<'p> Compiler<'p> {
         let mut out = Vec::with_capacity(chain.len());
         let inherited = cfield == "defaults.chain";
         for (j, level) in chain.iter().enumerate() {
-            if level.after_secs >= *timeout && inherited {
+            if level.after >= *timeout && inherited {
                 // A rule with a shorter timeout than the defaults' chain spans keeps the levels
                 // it can reach.
                 break;
             }
-            if level.after_secs >= *timeout {
+            if level.after >= *timeout {
                 return Err(PolicyErr::invalid(
-                    format!("{cfield}[{j}].after_secs"),
+                    format!("{cfield}[{j}].after"),
                     format!(
-                        "{} s is not before the timeout of {timeout} s (from {tfield}): the level could never be reached",
-                        level.after_secs
+                        "{} is not before the timeout of {} (from {tfield}): the level could never be reached",
+                        format_duration(level.after),
+                        format_duration(*timeout)
                     ),
                 ));
             }
@@ -348,7 +358,7 @@ impl<'p> Compiler<'p> {
             }
             out.push(Level {
                 group: level.group.clone(),
-                after: Duration::from_secs_f64(level.after_secs),
+                after: level.after,
             });
         }
         let (q, qfield) = (&r.quorum.0, &r.quorum.1);
@@ -448,10 +458,7 @@ impl<'p> Compiler<'p> {
     fn compile_amount(&self, field: &str, a: &AmountCondition) -> Result<Cond, PolicyErr> {
         let path = parse_path(&format!("{field}.path"), &a.path)?;
         let threshold = match (a.over, &a.currency_path, &a.over_by_currency) {
-            (Some(t), None, None) => {
-                check_threshold(&format!("{field}.over"), t)?;
-                Threshold::Fixed(t)
-            }
+            (Some(t), None, None) => Threshold::Fixed(threshold_f64(&format!("{field}.over"), t)?),
             (None, Some(cp), Some(map)) => {
                 let cpath = parse_path(&format!("{field}.currency_path"), cp)?;
                 if map.is_empty() {
@@ -464,8 +471,7 @@ impl<'p> Compiler<'p> {
                 for (code, t) in map {
                     let f = format!("{field}.over_by_currency.{code}");
                     check_name(&f, code, "a currency code")?;
-                    check_threshold(&f, *t)?;
-                    over.push((Box::<str>::from(code.as_str()), *t));
+                    over.push((Box::<str>::from(code.as_str()), threshold_f64(&f, *t)?));
                 }
                 Threshold::ByCurrency {
                     path: cpath,
@@ -513,15 +519,101 @@ fn reads_args(c: &Cond) -> bool {
     }
 }
 
-fn check_threshold(field: &str, t: f64) -> Result<(), PolicyErr> {
-    if t.is_finite() {
-        Ok(())
-    } else {
-        Err(PolicyErr::invalid(
-            field,
-            "a threshold must be a finite number",
-        ))
+fn check_approvals(a: &ApprovalSettings) -> Result<(), PolicyErr> {
+    if a.grant_ttl < Duration::from_secs(1) || a.grant_ttl > MAX_TIMEOUT {
+        return Err(PolicyErr::invalid(
+            "approvals.grant_ttl",
+            format!(
+                "`{}`: must be at least 1s and at most {}",
+                format_duration(a.grant_ttl),
+                format_duration(MAX_TIMEOUT)
+            ),
+        ));
     }
+    if a.max_pending == 0 {
+        return Err(PolicyErr::invalid(
+            "approvals.max_pending",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Most significant digits of a threshold.
+const MAX_THRESHOLD_DIGITS: u32 = 15;
+
+/// The `f64` an amount threshold is compared as on the hot path, which must give exactly the
+/// answer the decimal threshold would.
+///
+/// The gate compares an argument `a` with the threshold `t` through
+/// `Num::above` (src/boundary/view.rs): integer arguments (any `i64`/`u64`) exactly against
+/// the double `T` of `t`; float arguments as their double `A`, with `A > T` when the literal has
+/// at most 15 significant digits and the fail-closed `A >= T` otherwise. Thresholds are refused
+/// unless that is exact:
+///
+/// 1. **Not negative**, and **at most 15 significant digits**. `T` is the correctly rounded
+///    double of `t` (Rust's `str::parse::<f64>` on the decimal's text).
+/// 2. **Float arguments with at most 15 significant digits.** Distinct decimals of at most 15
+///    significant digits map to distinct doubles, in the same order (15 = `f64::DIGITS`: such a
+///    decimal round-trips through a double, so rounding, which is monotonic, cannot merge two of
+///    them). So `a > t` ⇔ `A > T`: `"100.10"` is over `100.1`? no; `100.11`? yes.
+/// 3. **Float arguments with more digits** (`100.1000000000001`) are compared as `A >= T`:
+///    rounding is monotonic, so `a > t` ⇒ `A >= T`, and the call escalates; a value that merely
+///    rounds onto `T` escalates too (fail closed).
+/// 4. **Integer arguments** are compared with `T` exactly. That equals the comparison with `t`
+///    when no integer lies in the closed interval between `t` and `T` other than `t` itself:
+///    - a non-integral `t` whose last significant digit is at `10^-m` is at least `10^-m` from
+///      every integer, and with at most 15 significant digits `t < 10^(15-m)`, so
+///      `|T - t| <= t * 2^-53 < 10^(15-m) * 1.2e-16 < 10^-m`: no integer is reached, and `T`
+///      is not one (`Num::above` then compares the integer converted to `f64`, exact below
+///      2^53, and every non-integral threshold is below 10^14);
+///    - an integral `t` is kept only when `T == t` exactly (always below 2^53; above it, a
+///      15-digit integer such as `1234567890123450000` may have no double of its own, and
+///      `1234567890123450001` would compare wrongly): such a threshold is refused here.
+fn threshold_f64(field: &str, t: Money) -> Result<f64, PolicyErr> {
+    if t.is_negative() {
+        return Err(PolicyErr::invalid(
+            field,
+            format!("`{t}`: a threshold must not be negative"),
+        ));
+    }
+    let d: Decimal = t.decimal().normalize();
+    let mantissa = d.mantissa().unsigned_abs();
+    let digits = if mantissa == 0 {
+        0
+    } else {
+        let mut m = mantissa;
+        while m.is_multiple_of(10) {
+            m /= 10;
+        }
+        m.ilog10() + 1
+    };
+    if digits > MAX_THRESHOLD_DIGITS {
+        return Err(PolicyErr::invalid(
+            field,
+            format!(
+                "`{t}` has {digits} significant digits; at most {MAX_THRESHOLD_DIGITS} can be compared exactly"
+            ),
+        ));
+    }
+    let text = d.to_string();
+    let f: f64 = text
+        .parse()
+        .map_err(|_| PolicyErr::invalid(field, format!("`{t}` is not a number")))?;
+    // Normalised, an integral decimal has scale 0 and is its mantissa.
+    if d.scale() == 0 {
+        // Integral: the double must be the integer itself (point 4 above). `as` saturates; `f`
+        // is below 2^97 here, so it cannot saturate onto the mantissa.
+        if f.fract() != 0.0 || f as i128 != d.mantissa() {
+            return Err(PolicyErr::invalid(
+                field,
+                format!(
+                    "`{t}` has no exact binary double, so integer arguments near it could not be compared exactly; use a threshold below 9007199254740992 (2^53)"
+                ),
+            ));
+        }
+    }
+    Ok(f)
 }
 
 fn check_name(field: &str, name: &str, what: &str) -> Result<(), PolicyErr> {
@@ -617,4 +709,43 @@ fn join(cs: &[Condition], sep: &str) -> String {
         })
         .collect();
     parts.join(sep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(text: &str) -> Result<f64, PolicyErr> {
+        threshold_f64("over", text.parse().unwrap())
+    }
+
+    #[test]
+    fn thresholds_convert_when_every_comparison_stays_exact() {
+        assert_eq!(t("0").unwrap(), 0.0);
+        assert_eq!(t("100.10").unwrap(), 100.1);
+        assert_eq!(t("0.0000000000000000000000000001").unwrap(), 1e-28);
+        assert_eq!(t("999999999999999").unwrap(), 999_999_999_999_999.0);
+        assert_eq!(t("99999999999999.9").unwrap(), 99_999_999_999_999.9);
+        // Trailing zeros, before or after the point, are not significant.
+        assert_eq!(t("100000000000000000000").unwrap(), 1e20);
+        assert_eq!(t("1.500000000000000000").unwrap(), 1.5);
+        // 2^53 and 2^60 have doubles of their own but 16 and 19 significant digits.
+        for bad in [
+            "9007199254740992",
+            "1152921504606846976",
+            "0.1234567890123456",
+        ] {
+            let e = t(bad).unwrap_err();
+            assert!(e.to_string().contains("significant digits"), "{bad}: {e}");
+        }
+        // 15 digits, integral, no double of its own.
+        assert!(
+            t("1234567890123450000")
+                .unwrap_err()
+                .to_string()
+                .contains("no exact binary double")
+        );
+        assert!(t("-0.01").is_err());
+        assert_eq!(t("-0").unwrap(), 0.0);
+    }
 }

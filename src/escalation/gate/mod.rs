@@ -13,7 +13,7 @@ use crate::call::{Args, RuleId, ToolCall};
 use crate::verdict::PolicyVersion;
 
 use super::error::EscalationPolicyError as PolicyErr;
-use super::policy::{EscalationPolicy, OnTimeout};
+use super::policy::{ApprovalSettings, EscalationPolicy, OnTimeout};
 use super::request::{ApproverGroups, Reason};
 use crate::boundary::view::{StrView, View};
 
@@ -25,10 +25,10 @@ use compile::Compiler;
 pub const MAX_RULES: usize = 64;
 
 /// Timeout of a rule that sets none and whose policy has no default: one hour.
-pub const DEFAULT_TIMEOUT_SECS: f64 = 3600.0;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Longest accepted timeout: 366 days.
-const MAX_TIMEOUT_SECS: f64 = 366.0 * 86_400.0;
+/// Longest accepted timeout, chain delay and grant lifetime: 366 days.
+const MAX_TIMEOUT: Duration = Duration::from_secs(366 * 86_400);
 /// Most levels in a chain.
 const MAX_LEVELS: usize = 16;
 /// Deepest nesting of `all` / `any`.
@@ -441,6 +441,13 @@ impl EscalationGate {
     /// [`ApprovalQueue`](super::ApprovalQueue) through [`QueueConfig`](super::QueueConfig)).
     pub fn groups(&self) -> &ApproverGroups {
         &self.groups
+    }
+
+    /// The policy's approval queue settings (validated).
+    /// [`QueueConfig::for_gate`](super::QueueConfig::for_gate) combines them with
+    /// [`groups`](Self::groups).
+    pub fn approvals(&self) -> &ApprovalSettings {
+        &self.policy.approvals
     }
 
     /// SHA-256 of the policy's canonical JSON form and the tier list.
