@@ -419,8 +419,25 @@ impl FlowTracker {
         }
         if norm.len() >= GRAM {
             o = o.union(self.substring(norm.as_bytes()));
-        } else if let Some(found) = self.tokens.get(&hash_token(&self.keys, norm)) {
-            o = o.union(*found);
+        } else {
+            // Shorter than a gram: by tokens. A value of several tiny tokens (`a b`) counts as
+            // coming from a class of source only if each of its tokens occurs there.
+            let mut all: Option<Origin> = None;
+            normalize::for_each_token(norm, |a, b| {
+                let found = self
+                    .tokens
+                    .get(&hash_token(&self.keys, &norm[a..b]))
+                    .copied()
+                    .unwrap_or(Origin::EMPTY);
+                all = Some(match all {
+                    None => found,
+                    Some(acc) => Origin {
+                        sources: acc.sources.intersection(found.sources),
+                        ..acc.union(found)
+                    },
+                });
+            });
+            o = o.union(all.unwrap_or(Origin::EMPTY));
         }
         o
     }
