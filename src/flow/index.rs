@@ -416,6 +416,11 @@ impl FlowTracker {
             if let Some(found) = self.parts.get(&hash_part(&self.keys, kind, &canon)) {
                 o = o.union(*found);
             }
+            // The canonical form inside text the extractor read differently (a URL glued to
+            // the next sentence: `www.x.com.they`).
+            if canon != norm && canon.len() >= GRAM {
+                o = o.union(self.substring(canon.as_bytes()));
+            }
         }
         if norm.len() >= GRAM {
             o = o.union(self.substring(norm.as_bytes()));
