@@ -212,18 +212,37 @@ fn raw_leaves<'v>(v: RawValue<'v>, segs: &[String], out: &mut Vec<Leaf<'v>>) {
     }
 }
 
+/// Arguments parsed once per check.
+enum Parsed<'a> {
+    None,
+    Value(&'a Value),
+    Raw(RawJson<'a>),
+}
+
+impl<'a> Parsed<'a> {
+    /// `None` if raw JSON arguments cannot be parsed (strictly: duplicate keys, limits).
+    fn of(args: Args<'a>) -> Option<Self> {
+        Some(match args {
+            Args::None => Parsed::None,
+            Args::Value(v) => Parsed::Value(v),
+            Args::Json(text) => Parsed::Raw(RawJson::parse(text, JsonLimits::default()).ok()?),
+        })
+    }
+
+    fn leaves(&self, segs: &[String]) -> Vec<Leaf<'a>> {
+        let mut out = Vec::new();
+        match self {
+            Parsed::None => {}
+            Parsed::Value(v) => value_leaves(v, segs, &mut out),
+            Parsed::Raw(raw) => raw_leaves(raw.root(), segs, &mut out),
+        }
+        out
+    }
+}
+
 /// The leaves under `segs`, or `None` if raw JSON arguments cannot be parsed.
 fn leaves<'a>(args: Args<'a>, segs: &[String]) -> Option<Vec<Leaf<'a>>> {
-    let mut out = Vec::new();
-    match args {
-        Args::None => {}
-        Args::Value(v) => value_leaves(v, segs, &mut out),
-        Args::Json(text) => {
-            let raw = RawJson::parse(text, JsonLimits::default()).ok()?;
-            raw_leaves(raw.root(), segs, &mut out);
-        }
-    }
-    Some(out)
+    Parsed::of(args).map(|p| p.leaves(segs))
 }
 
 impl FlowRules {
@@ -238,18 +257,20 @@ impl FlowRules {
         if t.args.is_empty() && t.exclusive.is_none() {
             return d;
         }
-        // The call's own compartment, if the tool names one.
-        let call_compartment: Option<String> = match &t.compartment_arg {
-            Some(segs) => match leaves(args, segs) {
-                Some(l) => l.first().map(|x| x.text().to_owned()),
-                None => {
-                    let rule = t.exclusive.clone().unwrap_or_else(|| RuleId::new("flow.args"));
-                    d.raise(FlowAction::Deny, &rule, Violation::Unreadable);
-                    return d;
-                }
-            },
-            None => None,
+        let Some(parsed) = Parsed::of(args) else {
+            let rule = t
+                .exclusive
+                .clone()
+                .or_else(|| t.args.first().map(|a| a.id.clone()))
+                .unwrap_or_else(|| RuleId::new("flow.args"));
+            d.raise(FlowAction::Deny, &rule, Violation::Unreadable);
+            return d;
         };
+        // The call's own compartment, if the tool names one.
+        let call_compartment: Option<String> = t
+            .compartment_arg
+            .as_ref()
+            .and_then(|segs| parsed.leaves(segs).first().map(|x| x.text().to_owned()));
         let own_bit = call_compartment
             .as_deref()
             .and_then(|c| tracker.find_compartment(c))
@@ -272,11 +293,7 @@ impl FlowRules {
         }
 
         for rule in &t.args {
-            let Some(values) = leaves(args, &rule.segs) else {
-                d.raise(FlowAction::Deny, &rule.id, Violation::Unreadable);
-                return d;
-            };
-            for leaf in values {
+            for leaf in parsed.leaves(&rule.segs) {
                 let norm = normalize::normalize(leaf.text());
                 match rule.mode {
                     MatchMode::Whole => {
