@@ -44,17 +44,51 @@ match = "parts"
 "#;
 
 fn rules() -> FlowRules {
-    let tiers = ["public".to_owned(), "internal".to_owned(), "confidential".to_owned()];
+    let tiers = [
+        "public".to_owned(),
+        "internal".to_owned(),
+        "confidential".to_owned(),
+    ];
     FlowPolicy::from_toml(POLICY)
         .expect("bench policy parses")
-        .compile(&tiers, &["read_document", "get_transactions", "send_money", "get_balance"])
+        .compile(
+            &tiers,
+            &[
+                "read_document",
+                "get_transactions",
+                "send_money",
+                "get_balance",
+            ],
+        )
         .expect("bench policy compiles")
 }
 
 const WORDS: &[&str] = &[
-    "invoice", "payment", "quarterly", "report", "meeting", "schedule", "the", "of", "and",
-    "account", "transfer", "reference", "customer", "delivery", "contract", "renewal", "notice",
-    "please", "review", "attached", "balance", "statement", "update", "team", "project",
+    "invoice",
+    "payment",
+    "quarterly",
+    "report",
+    "meeting",
+    "schedule",
+    "the",
+    "of",
+    "and",
+    "account",
+    "transfer",
+    "reference",
+    "customer",
+    "delivery",
+    "contract",
+    "renewal",
+    "notice",
+    "please",
+    "review",
+    "attached",
+    "balance",
+    "statement",
+    "update",
+    "team",
+    "project",
 ];
 
 /// A run that has seen about 100 KB of outputs.
@@ -81,15 +115,28 @@ fn seen_100kb(rules: &FlowRules) -> FlowTracker {
                     text.push_str(&format!("DE{:020} ", next() % 10u64.pow(18)));
                 }
                 if next() % 60 == 0 {
-                    text.push_str(&format!("contact{}@partner{}.example.com ", next() % 1000, next() % 50));
+                    text.push_str(&format!(
+                        "contact{}@partner{}.example.com ",
+                        next() % 1000,
+                        next() % 50
+                    ));
                 }
                 if next() % 60 == 0 {
-                    text.push_str(&format!("https://www.site{}.example.org/page/{} ", next() % 100, next() % 1000));
+                    text.push_str(&format!(
+                        "https://www.site{}.example.org/page/{} ",
+                        next() % 100,
+                        next() % 1000
+                    ));
                 }
             }
             total += text.len();
             let args = json!({"path": format!("doc-{i}.txt")});
-            rules.observe_output(&mut t, "read_document", Args::Value(&args), Output::Text(&text));
+            rules.observe_output(
+                &mut t,
+                "read_document",
+                Args::Value(&args),
+                Output::Text(&text),
+            );
         } else {
             let rows: Vec<_> = (0..20)
                 .map(|k| {
@@ -134,7 +181,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(rules.check(&tracker, "get_balance", Args::Json(black_box("{}")))))
     });
     g.sample_size(10);
-    g.bench_function("observe_100kb", |b| b.iter(|| black_box(seen_100kb(&rules))));
+    g.bench_function("observe_100kb", |b| {
+        b.iter(|| black_box(seen_100kb(&rules)))
+    });
     g.finish();
 }
 

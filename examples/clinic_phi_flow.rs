@@ -7,9 +7,7 @@
 
 use serde_json::json;
 use tollgate::call::Principal;
-use tollgate::flow::{
-    EndorsementScope, FlowDecision, FlowPolicy, FlowRules, FlowTracker, Output,
-};
+use tollgate::flow::{EndorsementScope, FlowDecision, FlowPolicy, FlowRules, FlowTracker, Output};
 use tollgate::policy::Policy;
 use tollgate::{RunContext, ToolCall};
 
@@ -104,9 +102,13 @@ fn print(label: &str, rules: &FlowRules, tracker: &FlowTracker, d: &FlowDecision
             f.arg,
             f.part.map_or(String::new(), |k| format!(" [{}]", k.name())),
             f.origin.sources.names(),
-            f.origin.max_tier.and_then(|t| rules.tier_name(t)).unwrap_or("-"),
+            f.origin
+                .max_tier
+                .and_then(|t| rules.tier_name(t))
+                .unwrap_or("-"),
             compartments,
-            f.violation.map_or(String::new(), |v| format!(", violates {}", v.name())),
+            f.violation
+                .map_or(String::new(), |v| format!(", violates {}", v.name())),
             endorsement.map_or(String::new(), |e| format!(", endorsed {e}")),
         );
     }
@@ -120,7 +122,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The chart of patient P-100001 enters the context (PHI, compartment P-100001).
     let read_a = json!({"patient_id": "P-100001"});
-    assert!(policy.boundary().check(&ctx, &ToolCall::new("read_chart_summary", &read_a)).is_ok());
+    assert!(
+        policy
+            .boundary()
+            .check(&ctx, &ToolCall::new("read_chart_summary", &read_a))
+            .is_ok()
+    );
     let chart = json!({
         "patient": "P-100001",
         "mrn": "MRN-483920",
@@ -128,7 +135,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "diagnosis": "E11.9 type 2 diabetes",
         "contact": "+41 44 555 0199"
     });
-    rules.observe_output(&mut run, "read_chart_summary", (&read_a).into(), Output::Json(&chart));
+    rules.observe_output(
+        &mut run,
+        "read_chart_summary",
+        (&read_a).into(),
+        Output::Json(&chart),
+    );
 
     // 1. PHI into the unclassified, long-lived memory: denied (confidentiality).
     let memory = json!({"text": "Patient MRN-483920 on metformin 500mg; diagnosis E11.9."});
@@ -143,23 +155,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(d.is_allowed());
 
     // 3. Patient A's PHI into patient B's record: denied (compartment).
-    let note_b = json!({"patient_id": "P-200002", "note": "Same regimen as MRN-483920: metformin 500mg."});
+    let note_b =
+        json!({"patient_id": "P-200002", "note": "Same regimen as MRN-483920: metformin 500mg."});
     let d = rules.check(&run, "write_chart_note", (&note_b).into());
-    print("write_chart_note on P-200002 with P-100001's data", &rules, &run, &d);
+    print(
+        "write_chart_note on P-200002 with P-100001's data",
+        &rules,
+        &run,
+        &d,
+    );
     assert_eq!(d.action.name(), "deny");
 
     // ... while the same note in patient A's own record is fine.
     let note_a = json!({"patient_id": "P-100001", "note": "Reviewed metformin 500mg dosing."});
     let d = rules.check(&run, "write_chart_note", (&note_a).into());
-    print("write_chart_note on P-100001 with its own data", &rules, &run, &d);
+    print(
+        "write_chart_note on P-100001 with its own data",
+        &rules,
+        &run,
+        &d,
+    );
     assert!(d.is_allowed());
 
     // 4. Reading patient B into a context holding patient A: quarantined.
     let read_b = json!({"patient_id": "P-200002"});
     let d = rules.check(&run, "read_chart_summary", (&read_b).into());
-    print("read_chart_summary of P-200002 in a P-100001 context", &rules, &run, &d);
+    print(
+        "read_chart_summary of P-200002 in a P-100001 context",
+        &rules,
+        &run,
+        &d,
+    );
     assert_eq!(d.action.name(), "quarantine");
-    println!("  the model is given: {}", rules.quarantine_text("read_chart_summary", d.rule.as_ref()));
+    println!(
+        "  the model is given: {}",
+        rules.quarantine_text("read_chart_summary", d.rule.as_ref())
+    );
 
     // 5. A clinician endorses one value for the memory (the diabetes code, for the care team's
     //    shared protocol list): recorded, used once.
@@ -175,12 +206,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(d.is_allowed());
     assert_eq!(d.findings[0].endorsement, Some(id));
     let d = rules.check(&run, "save_memory", (&code).into());
-    print("the same again (the endorsement was for once)", &rules, &run, &d);
+    print(
+        "the same again (the endorsement was for once)",
+        &rules,
+        &run,
+        &d,
+    );
     assert_eq!(d.action.name(), "deny");
 
     println!("\nendorsements recorded in this run:");
     for e in run.endorsements() {
-        println!("  #{} by {}: {} ({:?}, {} use(s) left)", e.id, e.by, e.reason, e.scope, e.remaining());
+        println!(
+            "  #{} by {}: {} ({:?}, {} use(s) left)",
+            e.id,
+            e.by,
+            e.reason,
+            e.scope,
+            e.remaining()
+        );
     }
     println!("index memory for this run: {} bytes", run.memory_bytes());
     Ok(())

@@ -408,7 +408,8 @@ impl FlowPolicy {
             }
             let compartment_arg = match &t.compartment_arg {
                 Some(a) => Some(
-                    parse_arg_path(a).map_err(|r| FlowPolicyError::invalid(at("compartment_arg"), r))?,
+                    parse_arg_path(a)
+                        .map_err(|r| FlowPolicyError::invalid(at("compartment_arg"), r))?,
                 ),
                 None => None,
             };
@@ -470,7 +471,12 @@ impl FlowPolicy {
                         ));
                     }
                     (Some(p), _) => p.clone(),
-                    (None, _) => vec![PartKind::Url, PartKind::Email, PartKind::Iban, PartKind::Phone],
+                    (None, _) => vec![
+                        PartKind::Url,
+                        PartKind::Email,
+                        PartKind::Iban,
+                        PartKind::Phone,
+                    ],
                 };
                 let max_tier = match &a.max_tier {
                     Some(n) => Some(tier(format!("{rp}.max_tier"), n)?),
@@ -717,11 +723,26 @@ mod tests {
         for (text, path) in [
             ("[tools.t.args.a]\n", "tools.t.args.a"),
             ("[tools.t.args.a]\naccepts = []\n", "tools.t.args.a.accepts"),
-            ("[tools.t.args.a]\naccepts = [\"user\"]\nparts = [\"url\"]\n", "tools.t.args.a.parts"),
-            ("[tools.t]\nexclusive_compartment = true\n", "tools.t.exclusive_compartment"),
-            ("[tools.t.args.a]\nsame_compartment = true\n", "tools.t.args.a.same_compartment"),
-            ("[tools.t]\nfields.\"a..b\" = { integrity = \"trusted\" }\n", "tools.t.fields.a..b"),
-            ("[tools.t]\nwhen = [{ arg = \"c\", pattern = \"(\" }]\n", "tools.t.when[0].pattern"),
+            (
+                "[tools.t.args.a]\naccepts = [\"user\"]\nparts = [\"url\"]\n",
+                "tools.t.args.a.parts",
+            ),
+            (
+                "[tools.t]\nexclusive_compartment = true\n",
+                "tools.t.exclusive_compartment",
+            ),
+            (
+                "[tools.t.args.a]\nsame_compartment = true\n",
+                "tools.t.args.a.same_compartment",
+            ),
+            (
+                "[tools.t]\nfields.\"a..b\" = { integrity = \"trusted\" }\n",
+                "tools.t.fields.a..b",
+            ),
+            (
+                "[tools.t]\nwhen = [{ arg = \"c\", pattern = \"(\" }]\n",
+                "tools.t.when[0].pattern",
+            ),
             ("on_violation = \"allow\"\n", "on_violation"),
             ("max_index_bytes = 0\n", "max_index_bytes"),
         ] {
@@ -738,7 +759,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.tier_retention["phi"], Retention::Task);
-        assert_eq!(p.tier_retention["internal"], Retention::For(Duration::from_secs(90 * 86400)));
+        assert_eq!(
+            p.tier_retention["internal"],
+            Retention::For(Duration::from_secs(90 * 86400))
+        );
         assert!(Retention::Task < Retention::For(Duration::from_secs(1)));
         assert!(Retention::For(Duration::from_secs(1)) < Retention::Forever);
         let e = FlowPolicy::from_toml("[tools.t]\nretention = \"30\"\n").unwrap_err();

@@ -23,7 +23,9 @@ use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
 /// Kinds of structured values recognised inside text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum PartKind {
@@ -144,7 +146,9 @@ fn canonical_numbers(out: &mut String, start: usize) {
         };
         if b.is_ascii_digit() && prev_ok {
             let mut j = i;
-            while j < bytes.len() && (bytes[j].is_ascii_digit() || bytes[j] == b'.' || bytes[j] == b',') {
+            while j < bytes.len()
+                && (bytes[j].is_ascii_digit() || bytes[j] == b'.' || bytes[j] == b',')
+            {
                 j += 1;
             }
             let mut end = j;
@@ -152,8 +156,12 @@ fn canonical_numbers(out: &mut String, start: usize) {
                 end -= 1;
             }
             // A number glued to letters (`3gs`, `v1.20a`) is an identifier, not a number.
-            let next_ok = end == bytes.len() || !(bytes[end].is_ascii_alphanumeric() || bytes[end] >= 0x80);
-            if next_ok && let Some(c) = canonical_number(&out[i..end]) && c != out[i..end] {
+            let next_ok =
+                end == bytes.len() || !(bytes[end].is_ascii_alphanumeric() || bytes[end] >= 0x80);
+            if next_ok
+                && let Some(c) = canonical_number(&out[i..end])
+                && c != out[i..end]
+            {
                 edits.push((i, end, c));
             }
             i = j;
@@ -265,7 +273,10 @@ static PARTS: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Calls `f(kind, canonical)` for each structured value in normalised text.
 pub(crate) fn for_each_part(s: &str, mut f: impl FnMut(PartKind, &str)) {
-    if !s.bytes().any(|b| matches!(b, b'@' | b'.' | b'/' | b'+') || b.is_ascii_digit()) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'@' | b'.' | b'/' | b'+') || b.is_ascii_digit())
+    {
         return;
     }
     let mut buf = String::new();
@@ -293,7 +304,10 @@ pub(crate) fn for_each_part(s: &str, mut f: impl FnMut(PartKind, &str)) {
 
 /// The canonical form of one structured value (already normalised text).
 pub(crate) fn canonical_part(kind: PartKind, s: &str, out: &mut String) {
-    let trim = |s: &str| s.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '\'', '"']).to_owned();
+    let trim = |s: &str| {
+        s.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '\'', '"'])
+            .to_owned()
+    };
     match kind {
         PartKind::Email => out.push_str(&trim(s.strip_prefix("mailto:").unwrap_or(s))),
         PartKind::Url => {
@@ -320,16 +334,28 @@ pub(crate) fn canonical_part(kind: PartKind, s: &str, out: &mut String) {
 /// Per-kind anchored forms of [`PARTS`], for whole values (a cheap byte test picks the few that
 /// can apply, so a lookup runs at most one or two small anchored automata).
 static WHOLE: LazyLock<[(PartKind, Regex); 5]> = LazyLock::new(|| {
-    let r = |p: &str| Regex::new(&format!("^(?:{p})$")).expect("the whole-value patterns are valid");
+    let r =
+        |p: &str| Regex::new(&format!("^(?:{p})$")).expect("the whole-value patterns are valid");
     [
-        (PartKind::Email, r(r"(?:mailto:)?[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}")),
+        (
+            PartKind::Email,
+            r(r"(?:mailto:)?[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}"),
+        ),
         (
             PartKind::Url,
-            r(r"(?:https?://|www\.)[^\s<>\x22'`()\[\]{}|\\^]+|[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|co|info|biz|app|dev|ai|me|us|eu|uk|de|ch|fr|it|es|nl|edu|gov|xyz|site|online|page|link|shop)(?:/[^\s<>\x22'`()\[\]{}|\\^]*)?"),
+            r(
+                r"(?:https?://|www\.)[^\s<>\x22'`()\[\]{}|\\^]+|[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|co|info|biz|app|dev|ai|me|us|eu|uk|de|ch|fr|it|es|nl|edu|gov|xyz|site|online|page|link|shop)(?:/[^\s<>\x22'`()\[\]{}|\\^]*)?",
+            ),
         ),
-        (PartKind::Iban, r(r"[a-z]{2}[0-9]{2}(?:[a-z0-9]{10,30}|(?: [a-z0-9]{4}){2,7}(?: [a-z0-9]{1,3})?)")),
+        (
+            PartKind::Iban,
+            r(r"[a-z]{2}[0-9]{2}(?:[a-z0-9]{10,30}|(?: [a-z0-9]{4}){2,7}(?: [a-z0-9]{1,3})?)"),
+        ),
         (PartKind::Phone, r(r"\+[0-9][0-9 ().-]{5,18}[0-9]")),
-        (PartKind::Path, r(r"(?:~|\.{1,2})?/[a-z0-9._-]+(?:/[a-z0-9._-]+)+/?")),
+        (
+            PartKind::Path,
+            r(r"(?:~|\.{1,2})?/[a-z0-9._-]+(?:/[a-z0-9._-]+)+/?"),
+        ),
     ]
 });
 
@@ -343,7 +369,10 @@ pub(crate) fn whole_part(s: &str) -> Option<(PartKind, String)> {
         PartKind::Email => b.contains(&b'@'),
         PartKind::Url => b.contains(&b'.') && !b.contains(&b' ') && !b.contains(&b'@'),
         PartKind::Iban => {
-            b[0].is_ascii_lowercase() && b[1].is_ascii_lowercase() && b[2].is_ascii_digit() && b[3].is_ascii_digit()
+            b[0].is_ascii_lowercase()
+                && b[1].is_ascii_lowercase()
+                && b[2].is_ascii_digit()
+                && b[3].is_ascii_digit()
         }
         PartKind::Phone => b[0] == b'+',
         PartKind::Path => b.contains(&b'/'),
@@ -375,12 +404,17 @@ fn is_iban(b: &[u8]) -> bool {
         return false;
     };
     let groups: Vec<&[u8]> = rest.split(|c| *c == b' ').collect();
-    let (last, full) = groups.split_last().expect("split yields at least one group");
+    let (last, full) = groups
+        .split_last()
+        .expect("split yields at least one group");
     let full_ok = full.iter().all(|g| g.len() == 4 && g.iter().all(alnum));
     if last.len() == 4 && last.iter().all(alnum) {
         full_ok && (2..=7).contains(&(full.len() + 1))
     } else {
-        full_ok && (2..=7).contains(&full.len()) && (1..=3).contains(&last.len()) && last.iter().all(alnum)
+        full_ok
+            && (2..=7).contains(&full.len())
+            && (1..=3).contains(&last.len())
+            && last.iter().all(alnum)
     }
 }
 
