@@ -85,6 +85,7 @@ pub mod call;
 pub mod clock;
 pub mod credential;
 pub mod escalation;
+pub mod flow;
 pub mod guard;
 mod hex;
 pub mod policy;
