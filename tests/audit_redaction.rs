@@ -526,6 +526,17 @@ fn a_secret_quoted_in_a_tool_error_is_cut_out_of_the_outcome_record() {
     permit
         .complete(Outcome::success().with_output(format!("session for {PASSWORD}: ok")))
         .unwrap();
+    // And through a detached permit, completed after the arguments' text is gone.
+    let raw = format!(r#"{{"user":"n.smith","password":"{PASSWORD}"}}"#);
+    let detached = guard
+        .check(&run, &ToolCall::new("ehr_login", raw.as_str()))
+        .into_permit()
+        .unwrap()
+        .detach();
+    drop(raw);
+    detached
+        .complete(Outcome::error(format!("bad password {PASSWORD}")))
+        .unwrap();
     run.finish().unwrap();
     let all = serde_json::to_string(&sink.events()).unwrap();
     assert!(
@@ -533,6 +544,10 @@ fn a_secret_quoted_in_a_tool_error_is_cut_out_of_the_outcome_record() {
         "a secret reached the record: {all}"
     );
     let o = outcomes(&sink);
+    assert_eq!(
+        o[2]["tollgate.outcome"]["message"],
+        format!("bad password {SECRET_PLACEHOLDER}")
+    );
     assert_eq!(
         o[0]["tollgate.outcome"]["message"],
         format!("login refused for n.smith with password {SECRET_PLACEHOLDER} (try again)")

@@ -383,3 +383,43 @@ fn duplicate_live_run_id_is_refused() {
         .unwrap();
     assert_ne!(second.instance(), first_instance);
 }
+
+/// A permit detached from its run and call completes on another thread, after the run handle
+/// moved on: the outcome is recorded under the version that allowed it, the budget settles, and a
+/// detached permit dropped without an outcome is recorded as abandoned.
+#[test]
+fn detached_permits_complete_elsewhere_and_record_abandonment() {
+    let (guard, sink, _) = setup();
+    let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+    let v1 = guard.policy_version();
+    let args = String::from(r#"{"amount": 50}"#);
+    let detached = guard
+        .check(
+            &run,
+            &ToolCall::new("pay", args.as_str()).with_call_id("c-1"),
+        )
+        .into_permit()
+        .unwrap()
+        .detach();
+    drop(args); // the detached permit borrows nothing
+    guard.reload_boundary(boundary(20.0)).unwrap();
+    std::thread::spawn(move || {
+        assert_eq!(detached.tool(), "pay");
+        assert_eq!(detached.policy_version(), v1);
+        detached.complete(Outcome::success()).unwrap();
+    })
+    .join()
+    .unwrap();
+    let dropped = guard
+        .check(&run, &ToolCall::new("look", "{}"))
+        .into_permit()
+        .unwrap()
+        .detach();
+    drop(dropped);
+    let outcomes = events_of(&sink, "outcome");
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes[0]["gen_ai.tool.call.id"], "c-1");
+    assert_eq!(outcomes[0]["tollgate.policy.version"], v1.to_string());
+    assert_eq!(outcomes[0]["tollgate.outcome"]["status"], "success");
+    assert_eq!(outcomes[1]["tollgate.outcome"]["status"], "abandoned");
+}

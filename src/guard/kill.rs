@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use super::Guard;
-use super::run::Run;
+use super::run::{Run, RunState};
 use super::shared::Shared;
 use crate::audit::{AuditError, CredentialEvent, EventKind};
 use crate::breaker::AlertKind;
@@ -17,7 +17,7 @@ impl Shared {
     /// Which kill switch holds the run, if any: one atomic load each for the global and run
     /// switches, and a lock-free snapshot load of the suspended-agent set (searched only when it
     /// is not empty).
-    pub(crate) fn suspended(&self, run: &Run) -> Option<&'static str> {
+    pub(crate) fn suspended(&self, run: &RunState) -> Option<&'static str> {
         if self.suspended_all.load(Ordering::Acquire) {
             return Some("global");
         }
@@ -104,18 +104,18 @@ impl Guard {
         run.suspended.store(true, Ordering::Release);
         // Revokes (and records) the run's live credentials.
         let revoked = run.revoke_credentials();
-        revoked.and(self.kill_event(Some(run), "suspend", "run", Some(run.id.as_str()), by))
+        revoked.and(self.kill_event(Some(&**run), "suspend", "run", Some(run.id.as_str()), by))
     }
 
     /// Lifts [`suspend_run`](Self::suspend_run).
     pub fn resume_run(&self, run: &Run, by: &str) -> Result<(), AuditError> {
         run.suspended.store(false, Ordering::Release);
-        self.kill_event(Some(run), "resume", "run", Some(run.id.as_str()), by)
+        self.kill_event(Some(&**run), "resume", "run", Some(run.id.as_str()), by)
     }
 
     fn kill_event(
         &self,
-        run: Option<&Run>,
+        run: Option<&RunState>,
         action: &'static str,
         scope: &'static str,
         target: Option<&str>,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::run::Run;
+use super::run::{Run, RunState};
 use super::shared::{Shared, Snapshot};
 use crate::breaker::{AlertKind, UnexpectedTool};
 use crate::call::{RuleId, ToolCall};
@@ -385,7 +385,7 @@ impl Shared {
     }
 
     /// Gives a reservation back (the call never ran).
-    pub(super) fn release_budget(&self, run: &Run, r: Reserved) {
+    pub(super) fn release_budget(&self, run: &RunState, r: Reserved) {
         if r.call {
             run.calls.fetch_sub(1, Ordering::AcqRel);
         }
@@ -394,7 +394,13 @@ impl Shared {
     }
 
     /// Settles a reservation to what the call reported using.
-    pub(super) fn settle_budget(&self, snap: &Snapshot, run: &Run, r: Reserved, outcome: &Outcome) {
+    pub(super) fn settle_budget(
+        &self,
+        snap: &Snapshot,
+        run: &RunState,
+        r: Reserved,
+        outcome: &Outcome,
+    ) {
         let settle = |counter: &AtomicU64, reserved: u64, actual: Option<u64>| {
             let Some(actual) = actual else { return };
             if actual < reserved {

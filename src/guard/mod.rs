@@ -82,7 +82,7 @@ mod shared;
 pub use builder::GuardBuilder;
 pub use escalate::ApprovalTicker;
 pub use limits::{LoopDetection, RunBudget};
-pub use permit::{Cancellation, Permit};
+pub use permit::{Cancellation, DetachedPermit, Permit};
 pub use reload::ReloadError;
 pub use run::Run;
 use shared::{Shared, release};
@@ -259,14 +259,16 @@ impl Guard {
         let started = timed.then(|| shared.clock.now());
         Verdict::Allow(Permit {
             run,
-            snap,
-            admitted,
             call_id: call.call_id(),
             args: call.args(),
-            started,
-            breaker,
-            reserved,
-            done: false,
+            core: permit::Core {
+                snap,
+                admitted,
+                started,
+                breaker,
+                reserved,
+                done: false,
+            },
         })
     }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::limits::Reserved;
-use super::run::Run;
+use super::run::{Run, RunState};
 use super::shared::Snapshot;
 use crate::audit::{AuditError, EventKind};
 use crate::boundary::{Admitted, Effect, ToolInfo};
@@ -18,15 +18,22 @@ use crate::verdict::{Outcome, PolicyVersion};
 /// Permission to run one tool call, issued only by [`Verdict::Allow`](crate::Verdict::Allow).
 ///
 /// Report how the call ended with [`complete`](Self::complete); a permit dropped without an outcome
-/// is recorded as *abandoned*. The permit keeps the policy snapshot it was issued under.
+/// is recorded as *abandoned*. The permit keeps the policy snapshot it was issued under. To
+/// complete it where the run and the call cannot be borrowed (another task, a queue), turn it into
+/// a [`DetachedPermit`] with [`detach`](Self::detach).
 #[must_use = "a permit records an abandoned outcome if dropped without `complete`"]
 pub struct Permit<'a> {
     pub(crate) run: &'a Run,
-    pub(crate) snap: Arc<Snapshot>,
-    pub(crate) admitted: Admitted,
     pub(crate) call_id: Option<&'a str>,
     /// The call's arguments, so marked values can be cut out of the outcome's texts.
     pub(crate) args: Args<'a>,
+    pub(crate) core: Core,
+}
+
+/// What a permit holds whether borrowed or detached.
+pub(crate) struct Core {
+    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) admitted: Admitted,
     pub(crate) started: Option<MonoTime>,
     pub(crate) breaker: Option<(Arc<Keyed>, Ticket)>,
     pub(crate) reserved: Reserved,
@@ -43,66 +50,45 @@ impl fmt::Debug for Permit<'_> {
     }
 }
 
-impl<'a> Permit<'a> {
+impl Core {
     fn info(&self) -> &ToolInfo {
         self.snap.boundary.tool_info(self.admitted)
     }
 
-    /// The permitted tool's exact name.
-    pub fn tool(&self) -> &str {
-        self.info().name()
-    }
-
-    /// The tool's effect.
-    pub fn effect(&self) -> Effect {
-        self.info().effect()
-    }
-
-    /// The version of the policy that allowed the call.
-    pub fn policy_version(&self) -> PolicyVersion {
-        self.snap.version()
-    }
-
-    /// The run the permit belongs to.
-    pub fn run(&self) -> &'a Run {
-        self.run
-    }
-
-    /// Records how the call ended (audit, breaker). Returns the audit error if the record fails.
-    pub fn complete(mut self, outcome: Outcome) -> Result<(), AuditError> {
+    /// Settles the budget, feeds the breaker and records the outcome, once.
+    fn record(
+        &mut self,
+        run: &RunState,
+        call_id: Option<&str>,
+        args: Args<'_>,
+        outcome: &Outcome,
+    ) -> Result<(), AuditError> {
         self.done = true;
-        self.record(&outcome)
-    }
-
-    fn record(&mut self, outcome: &Outcome) -> Result<(), AuditError> {
-        let shared = &self.run.shared;
+        let shared = &run.shared;
         // An abandoned call keeps its whole reservation (it may have run).
-        shared.settle_budget(&self.snap, self.run, self.reserved, outcome);
+        shared.settle_budget(&self.snap, run, self.reserved, outcome);
         let Some(started) = self.started else {
             // Neither a sink nor a breaker: nothing observes the outcome.
             return Ok(());
         };
         let latency = shared.clock.now().duration_since(started);
-        let transition = self.feed_breaker(outcome, latency);
+        let transition = self.feed_breaker(run, outcome, latency);
+        let marks = self.snap.boundary.marks_of(self.admitted);
         // The error text and the output may quote a marked argument: recorded without it.
         let scrubbed = match &shared.audit {
-            Some(_) => self
-                .snap
-                .boundary
-                .marks_of(self.admitted)
-                .scrub_outcome(self.args, outcome),
+            Some(_) => marks.scrub_outcome(args, outcome),
             None => None,
         };
         let recorded = shared.record_marked(
-            Some(self.run),
+            Some(run),
             EventKind::Outcome {
-                tool: self.tool(),
-                call_id: self.call_id,
+                tool: self.info().name(),
+                call_id,
                 outcome: scrubbed.as_ref().unwrap_or(outcome),
                 latency,
                 policy_version: self.snap.version(),
             },
-            || Some(self.snap.boundary.marks_of(self.admitted)),
+            || Some(marks),
         );
         if let Some((keyed, t)) = &transition {
             let kind = match t.to {
@@ -111,7 +97,7 @@ impl<'a> Permit<'a> {
                 _ => None,
             };
             if let Some(kind) = kind {
-                shared.alert(kind, Some(self.run), Some(keyed.tool()), || {
+                shared.alert(kind, Some(run), Some(keyed.tool()), || {
                     format!(
                         "breaker {}{}{} {:?} -> {:?}: failure rate {:.1} %, slow-call rate {:.1} % over {} calls",
                         keyed.agent(),
@@ -128,7 +114,7 @@ impl<'a> Permit<'a> {
         }
         let transitioned = match &transition {
             Some((keyed, t)) => shared.record(
-                self.run,
+                run,
                 EventKind::BreakerTransition {
                     agent: keyed.agent(),
                     tool: keyed.tool(),
@@ -143,22 +129,100 @@ impl<'a> Permit<'a> {
     /// Feeds the outcome to the call's breaker (created now if this is its key's first call).
     fn feed_breaker(
         &mut self,
+        run: &RunState,
         outcome: &Outcome,
         latency: std::time::Duration,
     ) -> Option<(Arc<Keyed>, Transition)> {
-        let shared = &self.run.shared;
         let kb = self.snap.breakers()?;
         let (keyed, ticket) = match self.breaker.take() {
             Some(b) => b,
             None => (
-                kb.get_or_insert(self.run.ctx.agent().as_str(), self.info().name())?,
+                kb.get_or_insert(run.ctx.agent().as_str(), self.info().name())?,
                 Ticket::unguarded(),
             ),
         };
         let t = keyed
             .breaker
-            .record(ticket, (shared.classify)(outcome), latency)?;
+            .record(ticket, (run.shared.classify)(outcome), latency)?;
         Some((keyed, t))
+    }
+
+    /// Gives the breaker probe and the budget reservation back without any outcome (the call was
+    /// never run).
+    fn withdraw(&mut self, run: &RunState) {
+        self.done = true;
+        super::shared::release(self.breaker.take());
+        run.shared.release_budget(run, self.reserved);
+    }
+}
+
+impl<'a> Permit<'a> {
+    pub(crate) fn info(&self) -> &ToolInfo {
+        self.core.info()
+    }
+
+    /// The permitted tool's exact name.
+    pub fn tool(&self) -> &str {
+        self.info().name()
+    }
+
+    /// The tool's effect.
+    pub fn effect(&self) -> Effect {
+        self.info().effect()
+    }
+
+    /// The version of the policy that allowed the call.
+    pub fn policy_version(&self) -> PolicyVersion {
+        self.core.snap.version()
+    }
+
+    /// The run the permit belongs to.
+    pub fn run(&self) -> &'a Run {
+        self.run
+    }
+
+    /// Records how the call ended (audit, breaker). Returns the audit error if the record fails.
+    pub fn complete(mut self, outcome: Outcome) -> Result<(), AuditError> {
+        self.core
+            .record(self.run, self.call_id, self.args, &outcome)
+    }
+
+    /// Turns the permit into one that borrows neither the run nor the call, to complete it later
+    /// or elsewhere (another task, after the run handle moved on). It keeps the policy snapshot,
+    /// the breaker probe and the budget reservation, and records an abandoned outcome if dropped
+    /// without one. Mint credentials before detaching: a detached permit cannot.
+    ///
+    /// The values of arguments the policy marks secret or sensitive are copied into it (and only
+    /// they), so its outcome's texts are still recorded without them.
+    pub fn detach(mut self) -> DetachedPermit {
+        // The husk left behind records nothing when this permit drops.
+        let husk = Core {
+            snap: Arc::clone(&self.core.snap),
+            admitted: self.core.admitted,
+            started: None,
+            breaker: None,
+            reserved: Reserved::default(),
+            done: true,
+        };
+        let core = std::mem::replace(&mut self.core, husk);
+        let marks = core.snap.boundary.marks_of(core.admitted);
+        let args = if marks.redacts() {
+            OwnedArgs::of(self.args)
+        } else {
+            OwnedArgs::None
+        };
+        DetachedPermit {
+            run: Arc::clone(self.run.state()),
+            call_id: self.call_id.map(Into::into),
+            args,
+            core,
+        }
+    }
+
+    /// Gives the permit back unused: no outcome is recorded, the breaker probe and the budget
+    /// reservation are released (for dry runs and replays that decide not to run the call).
+    pub(crate) fn withdraw(mut self) {
+        self.core.withdraw(self.run);
     }
 
     /// A handle the running tool can poll to learn that the kill switch was thrown for this run,
@@ -170,8 +234,95 @@ impl<'a> Permit<'a> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            let _ = self.record(&Outcome::abandoned());
+        if !self.core.done {
+            let _ = self
+                .core
+                .record(self.run, self.call_id, self.args, &Outcome::abandoned());
+        }
+    }
+}
+
+/// The arguments a detached permit keeps: only those of a tool with marked arguments, to cut
+/// their values out of the outcome's texts.
+enum OwnedArgs {
+    None,
+    Value(serde_json::Value),
+    Json(Box<str>),
+}
+
+impl OwnedArgs {
+    fn of(args: Args<'_>) -> Self {
+        match args {
+            Args::None => OwnedArgs::None,
+            Args::Value(v) => OwnedArgs::Value(v.clone()),
+            Args::Json(t) => OwnedArgs::Json(t.into()),
+        }
+    }
+
+    fn borrow(&self) -> Args<'_> {
+        match self {
+            OwnedArgs::None => Args::None,
+            OwnedArgs::Value(v) => Args::Value(v),
+            OwnedArgs::Json(t) => Args::Json(t),
+        }
+    }
+}
+
+/// A [`Permit`] that borrows neither its run nor its call ([`Permit::detach`]): `Send`, `'static`,
+/// completed with [`complete`](Self::complete) or recorded as abandoned when dropped.
+#[must_use = "a permit records an abandoned outcome if dropped without `complete`"]
+pub struct DetachedPermit {
+    run: Arc<RunState>,
+    call_id: Option<Box<str>>,
+    args: OwnedArgs,
+    core: Core,
+}
+
+impl fmt::Debug for DetachedPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetachedPermit")
+            .field("run", &self.run.id)
+            .field("tool", &self.tool())
+            .field("policy_version", &self.policy_version())
+            .finish()
+    }
+}
+
+impl DetachedPermit {
+    /// The permitted tool's exact name.
+    pub fn tool(&self) -> &str {
+        self.core.info().name()
+    }
+
+    /// The version of the policy that allowed the call.
+    pub fn policy_version(&self) -> PolicyVersion {
+        self.core.snap.version()
+    }
+
+    /// Records how the call ended (audit, breaker, budget settlement).
+    pub fn complete(mut self, outcome: Outcome) -> Result<(), AuditError> {
+        let args = std::mem::replace(&mut self.args, OwnedArgs::None);
+        let call_id = self.call_id.take();
+        self.core
+            .record(&self.run, call_id.as_deref(), args.borrow(), &outcome)
+    }
+
+    /// `true` once the kill switch holds the permit's run, its agent or everything.
+    pub fn is_cancelled(&self) -> bool {
+        self.run.shared.suspended(&self.run).is_some()
+    }
+}
+
+impl Drop for DetachedPermit {
+    fn drop(&mut self) {
+        if !self.core.done {
+            let args = std::mem::replace(&mut self.args, OwnedArgs::None);
+            let _ = self.core.record(
+                &self.run,
+                self.call_id.as_deref(),
+                args.borrow(),
+                &Outcome::abandoned(),
+            );
         }
     }
 }

@@ -45,7 +45,7 @@ impl Guard {
         if !self.shared.live_runs.lock().insert(id.clone()) {
             return Err(GuardError::DuplicateRun(id.to_string()));
         }
-        let run = Run {
+        let run = Run::from_state(RunState {
             shared: Arc::clone(&self.shared),
             instance: next_run_instance(),
             id,
@@ -63,7 +63,7 @@ impl Guard {
             recent: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(
                 if snap.loops.is_some() { 64 } else { 0 },
             )),
-        };
+        });
         if let Err(e) = self
             .shared
             .record(&run, EventKind::RunStarted { context: &run.ctx })
@@ -92,6 +92,20 @@ impl Guard {
 /// One agent task. All per-task state lives here. Dropping it (or [`finish`](Self::finish)) ends
 /// the run and records its end.
 pub struct Run {
+    state: Arc<RunState>,
+}
+
+impl std::ops::Deref for Run {
+    type Target = RunState;
+
+    fn deref(&self) -> &RunState {
+        &self.state
+    }
+}
+
+/// The state of one run, shared by the [`Run`] handle and the permits detached from it
+/// ([`Permit::detach`](super::Permit::detach)). Not constructible outside the crate.
+pub struct RunState {
     pub(crate) shared: Arc<Shared>,
     /// Unique among all runs this process ever starts, whatever their ids.
     pub(crate) instance: u64,
@@ -120,6 +134,11 @@ impl fmt::Debug for Run {
 }
 
 impl Run {
+    /// The shared state (what detached permits keep).
+    pub(crate) fn state(&self) -> &Arc<RunState> {
+        &self.state
+    }
+
     /// The run's id.
     pub fn id(&self) -> &RunId {
         &self.id
@@ -186,6 +205,23 @@ impl Run {
         // The id is free again only once everything issued under it is revoked.
         self.shared.live_runs.lock().remove(&self.id);
         revoked.and(finished)
+    }
+}
+
+impl Run {
+    fn from_state(state: RunState) -> Self {
+        Run {
+            state: Arc::new(state),
+        }
+    }
+}
+
+impl fmt::Debug for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunState")
+            .field("id", &self.id)
+            .field("context", &self.ctx)
+            .finish()
     }
 }
 

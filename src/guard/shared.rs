@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 
 use super::limits::{LoopDetection, RunBudget};
-use super::run::Run;
+use super::run::RunState;
 use crate::audit::{AuditError, AuditEvent, AuditMarks, AuditSink, Decision, EventKind};
 use crate::boundary::ActionBoundary;
 use crate::breaker::{
@@ -141,7 +141,7 @@ impl Shared {
     /// Records a denial and returns it (or the audit failure, which also denies).
     pub(crate) fn deny<'a>(
         &self,
-        run: &Run,
+        run: &RunState,
         call: &ToolCall<'_>,
         denial: Denial,
         boundary: &ActionBoundary,
@@ -182,7 +182,7 @@ impl Shared {
         .with_version(version)
     }
 
-    pub(crate) fn record(&self, run: &Run, kind: EventKind<'_>) -> Result<(), AuditError> {
+    pub(crate) fn record(&self, run: &RunState, kind: EventKind<'_>) -> Result<(), AuditError> {
         self.record_for(Some(run), kind)
     }
 
@@ -190,7 +190,7 @@ impl Shared {
     pub(crate) fn alert(
         &self,
         kind: AlertKind,
-        run: Option<&Run>,
+        run: Option<&RunState>,
         tool: Option<&str>,
         detail: impl FnOnce() -> String,
     ) {
@@ -207,7 +207,7 @@ impl Shared {
 
     pub(crate) fn record_for(
         &self,
-        run: Option<&Run>,
+        run: Option<&RunState>,
         kind: EventKind<'_>,
     ) -> Result<(), AuditError> {
         self.record_marked(run, kind, || None)
@@ -216,7 +216,7 @@ impl Shared {
     /// Records an event about a tool, with the policy's marks for it (redactions, retention).
     pub(crate) fn record_marked<'m>(
         &self,
-        run: Option<&Run>,
+        run: Option<&RunState>,
         kind: EventKind<'_>,
         marks: impl FnOnce() -> Option<&'m AuditMarks>,
     ) -> Result<(), AuditError> {

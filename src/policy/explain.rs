@@ -367,7 +367,8 @@ impl Policy {
         };
         match guard.check(&run, call) {
             Verdict::Allow(p) => {
-                let _ = p.complete(crate::verdict::Outcome::success());
+                // A dry run: nothing ran, nothing is observed.
+                p.withdraw();
                 ("allow".into(), None)
             }
             Verdict::Escalate(r) => (
