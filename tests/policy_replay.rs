@@ -1,0 +1,703 @@
+//! `Policy::replay`: a real log written by a guard under policy A (a session of allowed, denied,
+//! escalated and resumed calls, outcomes, a kill switch, loop detection across time), replayed
+//! under candidates: exact counts and examples per change, the log's own policy changing
+//! nothing, budgets that bind only through recorded outcomes, outcomes matched to the right
+//! call, runs the candidate refuses, and a tampered log refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tollgate::audit::AuditSink;
+use tollgate::audit::file::{Durability, FileSink, FileSinkConfig};
+use tollgate::clock::ManualClock;
+use tollgate::escalation::{Approver, Decision, MemoryApprovalStore};
+use tollgate::policy::{
+    Bindings, DecisionKind, Policy, ReplayChange, ReplayError, ReplayExample, ReplayReport,
+};
+use tollgate::{DenyCode, Guard, Outcome, Run, RunContext, ToolCall, Verdict};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("tollgate-replay-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What differs between the policies of these tests.
+struct Knobs {
+    search_max: u32,
+    pay_max: u32,
+    clerk_tools: &'static str,
+    role: &'static str,
+    record_pattern: &'static str,
+    extra: &'static str,
+}
+
+const A: Knobs = Knobs {
+    search_max: 100,
+    pay_max: 1000,
+    clerk_tools: r#""search", "read_record", "send_email", "pay", "delete_record""#,
+    role: "clerk",
+    record_pattern: "R-[0-9]+",
+    extra: "",
+};
+
+/// A tightened payment limit, a removed tool, a new escalation rule, a loosened search limit.
+const B: Knobs = Knobs {
+    search_max: 500,
+    pay_max: 300,
+    clerk_tools: r#""search", "read_record", "send_email", "pay""#,
+    role: "clerk",
+    record_pattern: "R-[0-9]+",
+    extra: r#"
+[[escalation.rules]]
+id = "unsure-email"
+reason = "An e-mail the agent is unsure of goes to a human."
+tools = ["send_email"]
+when.confidence = { below = 0.5 }
+"#,
+};
+
+fn policy(k: &Knobs, tail: &str) -> Policy {
+    let text = format!(
+        r#"
+tiers = ["public", "internal", "phi"]
+
+[policy]
+name = "replay-test"
+owner = "platform"
+purpose = "test replays"
+scope = "tests"
+liability_owner = "CTO"
+review_cadence = "90d"
+data_handling = "test data only"
+
+[tools.search]
+effect = "read"
+tier = "public"
+args.q = {{ type = "string", required = true, max_length = {search_max} }}
+
+[tools.read_record]
+effect = "read"
+tier = "phi"
+args.id = {{ type = "string", required = true, pattern = "{record_pattern}" }}
+
+[tools.send_email]
+effect = "write"
+tier = "internal"
+args.to = {{ type = "string", required = true }}
+args.body = {{ type = "string", required = true, max_length = 200, redact = "sensitive" }}
+
+[tools.pay]
+effect = "irreversible"
+tier = "internal"
+args.amount = {{ type = "number", required = true, min = 0, max = {pay_max} }}
+
+[tools.delete_record]
+effect = "irreversible"
+tier = "phi"
+args.id = {{ type = "string", required = true, pattern = "R-[0-9]+" }}
+
+[roles.{role}]
+clearance = "phi"
+tools = [{tools}]
+
+[escalation]
+groups.finance = ["alice"]
+defaults = {{ timeout = "1h", on_timeout = "deny", chain = [{{ group = "finance" }}] }}
+
+[[escalation.rules]]
+id = "pay-over-500"
+reason = "Large payments need finance."
+tools = ["pay"]
+when.amount = {{ path = "amount", over = 500 }}
+{extra}
+[loops]
+max_repeats = 2
+window = "60s"
+
+[audit]
+{tail}
+"#,
+        search_max = k.search_max,
+        pay_max = k.pay_max,
+        role = k.role,
+        record_pattern = k.record_pattern,
+        tools = k.clerk_tools,
+        extra = k.extra,
+    );
+    Policy::from_toml(&text).unwrap()
+}
+
+/// A guard under `policy` writing to a file sink in `dir`, on a manual clock.
+struct Recorder {
+    guard: Guard,
+    clock: Arc<ManualClock>,
+    sink: Arc<FileSink>,
+}
+
+impl Recorder {
+    fn new(dir: &Path, policy: &Policy) -> Self {
+        let (sink, _) = FileSink::open(
+            dir,
+            FileSinkConfig::default().durability(Durability::OsBuffered),
+        )
+        .unwrap();
+        let sink = Arc::new(sink);
+        let clock = Arc::new(ManualClock::new());
+        let guard = policy
+            .guard(
+                Bindings::new()
+                    .audit(sink.clone())
+                    .clock(clock.clone())
+                    .approvals(Arc::new(MemoryApprovalStore::new())),
+            )
+            .unwrap();
+        Recorder { guard, clock, sink }
+    }
+
+    fn run(&self, id: &str) -> Run {
+        self.clock.advance(Duration::from_secs(1));
+        self.guard
+            .start_run_with_id(
+                RunContext::new("bot", "clerk"),
+                Some(tollgate::RunId::new(id)),
+            )
+            .unwrap()
+    }
+
+    fn allow(&self, run: &Run, call: ToolCall<'_>, outcome: Outcome) {
+        self.clock.advance(Duration::from_secs(1));
+        match self.guard.check(run, &call) {
+            Verdict::Allow(p) => p.complete(outcome).unwrap(),
+            v => panic!("{} should be allowed under A: {v:?}", call.tool()),
+        }
+    }
+
+    fn deny(&self, run: &Run, call: ToolCall<'_>, code: DenyCode) {
+        self.clock.advance(Duration::from_secs(1));
+        assert_eq!(self.guard.check(run, &call).deny_code(), Some(code));
+    }
+
+    fn close(self) {
+        self.sink.flush().unwrap();
+        drop(self.guard);
+        drop(self.sink);
+    }
+}
+
+/// The session under A. Decisions, and what B makes of them:
+///
+/// run r1: search short (unchanged), search 200 chars (denied too long; B: would allow), pay 100
+/// (unchanged), pay 400 (B: would block), pay 800 (escalated; B: would block), its resumption
+/// after approval (allowed; B: would block, resumed), delete R-1 (B: would block, tool
+/// removed), delete "bad" (denied by pattern; B: deny reason changed), e-mail at confidence
+/// 0.3 (B: would escalate; its body is redacted in the log: uncertain), e-mail at 0.9
+/// (unchanged, uncertain), read_record without call id (unchanged);
+/// run r2: search, search while the run is suspended (denied), search after resume: unchanged;
+/// run r3: the same search twice, a third time (loop), and again after the window: unchanged.
+fn record_session(dir: &Path) {
+    let r = Recorder::new(dir, &policy(&A, ""));
+    let ok = || Outcome::success().with_tokens(10, 5);
+
+    let r1 = r.run("r1");
+    r.allow(
+        &r1,
+        ToolCall::new("search", r#"{"q":"hello"}"#).with_call_id("c1"),
+        ok(),
+    );
+    let long = format!(r#"{{"q":"{}"}}"#, "a".repeat(200));
+    r.deny(
+        &r1,
+        ToolCall::new("search", long.as_str()).with_call_id("c2"),
+        DenyCode::ArgumentTooLong,
+    );
+    r.allow(
+        &r1,
+        ToolCall::new("pay", r#"{"amount":100}"#).with_call_id("c3"),
+        ok(),
+    );
+    r.allow(
+        &r1,
+        ToolCall::new("pay", r#"{"amount":400}"#).with_call_id("c4"),
+        ok(),
+    );
+    let big = ToolCall::new("pay", r#"{"amount":800}"#).with_call_id("c5");
+    r.clock.advance(Duration::from_secs(1));
+    let request = match r.guard.check(&r1, &big) {
+        Verdict::Escalate(req) => req,
+        v => panic!("pay 800 should escalate under A: {v:?}"),
+    };
+    r.clock.advance(Duration::from_secs(30));
+    r.guard
+        .approvals()
+        .unwrap()
+        .decide(
+            &request.id,
+            &Approver::new("alice"),
+            Decision::Approve,
+            "ok",
+        )
+        .unwrap();
+    match r.guard.resume(&r1, &big, &request.ticket()) {
+        Verdict::Allow(p) => p.complete(ok()).unwrap(),
+        v => panic!("the approved payment should resume: {v:?}"),
+    }
+    r.allow(
+        &r1,
+        ToolCall::new("delete_record", r#"{"id":"R-1"}"#).with_call_id("c6"),
+        ok(),
+    );
+    r.deny(
+        &r1,
+        ToolCall::new("delete_record", r#"{"id":"bad"}"#).with_call_id("c7"),
+        DenyCode::ArgumentPattern,
+    );
+    let email = r#"{"to":"ops@example.com","body":"the quarterly numbers"}"#;
+    r.allow(
+        &r1,
+        ToolCall::new("send_email", email)
+            .with_call_id("c8")
+            .with_confidence(0.3),
+        ok(),
+    );
+    r.allow(
+        &r1,
+        ToolCall::new("send_email", email)
+            .with_call_id("c9")
+            .with_confidence(0.9),
+        ok(),
+    );
+    r.allow(&r1, ToolCall::new("read_record", r#"{"id":"R-2"}"#), ok());
+    r1.finish().unwrap();
+
+    let r2 = r.run("r2");
+    r.allow(&r2, ToolCall::new("search", r#"{"q":"one"}"#), ok());
+    r.guard.suspend_run(&r2, "ops").unwrap();
+    r.deny(
+        &r2,
+        ToolCall::new("search", r#"{"q":"two"}"#),
+        DenyCode::Suspended,
+    );
+    r.guard.resume_run(&r2, "ops").unwrap();
+    r.allow(&r2, ToolCall::new("search", r#"{"q":"three"}"#), ok());
+    r2.finish().unwrap();
+
+    let r3 = r.run("r3");
+    let same = r#"{"q":"same"}"#;
+    r.allow(&r3, ToolCall::new("search", same), ok());
+    r.allow(&r3, ToolCall::new("search", same), ok());
+    r.deny(&r3, ToolCall::new("search", same), DenyCode::LoopDetected);
+    r.clock.advance(Duration::from_secs(120));
+    r.allow(&r3, ToolCall::new("search", same), ok());
+    r3.finish().unwrap();
+    r.close();
+}
+
+fn codes(e: &ReplayExample) -> (String, Option<String>, String, Option<String>, bool, bool) {
+    (
+        e.old.decision.as_str().to_owned(),
+        e.old.code.clone(),
+        e.new.decision.as_str().to_owned(),
+        e.new.code.clone(),
+        e.uncertain,
+        e.resumed,
+    )
+}
+
+fn ex(
+    old: &str,
+    old_code: Option<&str>,
+    new: &str,
+    new_code: Option<&str>,
+    uncertain: bool,
+    resumed: bool,
+) -> (String, Option<String>, String, Option<String>, bool, bool) {
+    (
+        old.to_owned(),
+        old_code.map(str::to_owned),
+        new.to_owned(),
+        new_code.map(str::to_owned),
+        uncertain,
+        resumed,
+    )
+}
+
+fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn tightened_and_loosened_candidate_reports_each_change_with_examples() {
+    let dir = TempDir::new("b");
+    record_session(dir.path());
+    let before = dir_bytes(dir.path());
+    let candidate = policy(&B, "");
+    let report = candidate.replay(dir.path()).run().unwrap();
+
+    assert!(report.verified);
+    assert_eq!(report.candidate_version, candidate.version());
+    assert_eq!((report.runs, report.decisions), (3, 18));
+    let c = report.changes;
+    assert_eq!(
+        (
+            c.would_block,
+            c.would_allow,
+            c.would_escalate,
+            c.deny_reason_changed,
+            c.unchanged
+        ),
+        (4, 1, 1, 1, 11),
+        "{report}"
+    );
+    // The two e-mails' bodies are redacted in the log.
+    assert_eq!(report.uncertain.total(), 2);
+    assert_eq!(report.uncertain.would_escalate, 1);
+    assert_eq!(report.uncertain.unchanged, 1);
+    assert_eq!(report.resumed, 1);
+    assert_eq!(
+        (
+            report.skipped,
+            report.refused_runs,
+            report.unmatched_outcomes
+        ),
+        (0, 0, 0)
+    );
+
+    let tools: Vec<(&str, u64, u64, u64, u64)> = report
+        .per_tool
+        .iter()
+        .map(|(t, c)| {
+            (
+                t.as_str(),
+                c.would_block,
+                c.would_allow,
+                c.would_escalate,
+                c.deny_reason_changed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            ("delete_record", 1, 0, 0, 1),
+            ("pay", 3, 0, 0, 0),
+            ("search", 0, 1, 0, 0),
+            ("send_email", 0, 0, 1, 0),
+        ]
+    );
+
+    let blocked: Vec<_> = report
+        .examples_of(ReplayChange::WouldBlock)
+        .iter()
+        .map(|e| (e.tool.as_str(), e.call_id.as_deref(), codes(e)))
+        .collect();
+    let range = Some("argument_out_of_range");
+    assert_eq!(
+        blocked,
+        [
+            (
+                "pay",
+                Some("c4"),
+                ex("allow", None, "deny", range, false, false)
+            ),
+            (
+                "pay",
+                Some("c5"),
+                ex("escalate", None, "deny", range, false, false)
+            ),
+            (
+                "pay",
+                Some("c5"),
+                ex("allow", None, "deny", range, false, true)
+            ),
+            (
+                "delete_record",
+                Some("c6"),
+                ex(
+                    "allow",
+                    None,
+                    "deny",
+                    Some("tool_not_allowed"),
+                    false,
+                    false
+                )
+            ),
+        ]
+    );
+    let escalated_then = &report.examples_of(ReplayChange::WouldBlock)[1];
+    assert_eq!(escalated_then.old.rule.as_deref(), Some("pay-over-500"));
+    assert_eq!(escalated_then.run, "r1");
+
+    let allowed = &report.examples_of(ReplayChange::WouldAllow);
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(allowed[0].call_id.as_deref(), Some("c2"));
+    assert_eq!(
+        codes(&allowed[0]),
+        ex(
+            "deny",
+            Some("argument_too_long"),
+            "allow",
+            None,
+            false,
+            false
+        )
+    );
+
+    let escalated = &report.examples_of(ReplayChange::WouldEscalate);
+    assert_eq!(escalated.len(), 1);
+    assert_eq!(escalated[0].call_id.as_deref(), Some("c8"));
+    assert_eq!(
+        codes(&escalated[0]),
+        ex("allow", None, "escalate", None, true, false)
+    );
+    assert_eq!(escalated[0].new.rule.as_deref(), Some("unsure-email"));
+
+    let reason = &report.examples_of(ReplayChange::DenyReasonChanged);
+    assert_eq!(reason.len(), 1);
+    assert_eq!(
+        codes(&reason[0]),
+        ex(
+            "deny",
+            Some("argument_pattern"),
+            "deny",
+            Some("tool_not_allowed"),
+            false,
+            false
+        )
+    );
+    assert!(report.examples_of(ReplayChange::Unchanged).is_empty());
+    // Examples are in log order.
+    let seqs: Vec<u64> = report
+        .examples_of(ReplayChange::WouldBlock)
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // The summary says the same.
+    let text = report.to_string();
+    assert!(
+        text.contains("would block                       4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("would escalate                    1            1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("total: 7 of 18 decisions would change"),
+        "{text}"
+    );
+    assert!(text.contains("UNCERTAIN"), "{text}");
+
+    // The replay wrote nothing: the log is byte for byte what it was.
+    assert_eq!(dir_bytes(dir.path()), before);
+
+    // Fewer examples when asked.
+    let one = candidate.replay(dir.path()).examples(1).run().unwrap();
+    assert_eq!(one.examples_of(ReplayChange::WouldBlock).len(), 1);
+    assert_eq!(one.changes, report.changes);
+}
+
+#[test]
+fn replaying_a_log_under_its_own_policy_changes_nothing() {
+    // Loop windows, the kill switch, the escalation and its resumption all come out as they
+    // were: the clock follows the records, kill-switch records are replayed, and a resumed
+    // call is not sent to the gate again.
+    let dir = TempDir::new("same");
+    record_session(dir.path());
+    let report = policy(&A, "").replay(dir.path()).run().unwrap();
+    assert_eq!(report.decisions, 18);
+    assert_eq!(report.changes.unchanged, 18, "{report}");
+    assert_eq!(report.changed(), 0);
+    assert_eq!(report.resumed, 1);
+    assert!(report.per_tool.is_empty());
+    assert_eq!(report.unmatched_outcomes, 0);
+}
+
+#[test]
+fn token_budget_that_binds_only_through_recorded_outcomes_is_replayed() {
+    // Under A there is no token budget; each call reports 300 tokens. The candidate allows
+    // 1000 tokens and reserves 100 per call: the fifth call finds 1200 used, which only the
+    // recorded outcomes can tell.
+    let dir = TempDir::new("tokens");
+    let r = Recorder::new(dir.path(), &policy(&A, ""));
+    let run = r.run("t1");
+    for i in 0..5 {
+        let args = format!(r#"{{"q":"question {i}"}}"#);
+        r.allow(
+            &run,
+            ToolCall::new("search", args.as_str()),
+            Outcome::success().with_tokens(200, 100),
+        );
+    }
+    run.finish().unwrap();
+    r.close();
+
+    let candidate = policy(
+        &A,
+        "\n[budgets]\nmax_tokens = 1000\ntokens_per_call = 100\n",
+    );
+    let report = candidate.replay(dir.path()).run().unwrap();
+    assert_eq!(report.decisions, 5);
+    assert_eq!(report.changes.would_block, 1, "{report}");
+    assert_eq!(report.changes.unchanged, 4);
+    let e = &report.examples_of(ReplayChange::WouldBlock)[0];
+    assert_eq!(e.new.code.as_deref(), Some("budget_exhausted"));
+    assert_eq!(e.new.rule.as_deref(), Some("guard.budget.max_tokens"));
+
+    // With room for the whole session, nothing changes.
+    let roomy = policy(
+        &A,
+        "\n[budgets]\nmax_tokens = 1500\ntokens_per_call = 100\n",
+    );
+    assert_eq!(roomy.replay(dir.path()).run().unwrap().changed(), 0);
+}
+
+#[test]
+fn outcome_of_a_call_the_candidate_denies_does_not_complete_another_call() {
+    // Two calls of one tool without call ids, both running at once under A; the candidate
+    // denies the first. Its outcome (900 tokens) must be consumed as the first call's, not
+    // charged to the second (10 tokens), or the candidate's 500-token budget would deny the
+    // third call.
+    let dir = TempDir::new("fifo");
+    let r = Recorder::new(dir.path(), &policy(&A, ""));
+    let run = r.run("f1");
+    let first = ToolCall::new("read_record", r#"{"id":"R-9"}"#);
+    let second = ToolCall::new("read_record", r#"{"id":"R-1"}"#);
+    let p1 = r.guard.check(&run, &first).into_permit().unwrap();
+    let p2 = r.guard.check(&run, &second).into_permit().unwrap();
+    r.clock.advance(Duration::from_secs(1));
+    p1.complete(Outcome::success().with_tokens(800, 100))
+        .unwrap();
+    p2.complete(Outcome::success().with_tokens(5, 5)).unwrap();
+    r.allow(
+        &run,
+        ToolCall::new("read_record", r#"{"id":"R-2"}"#),
+        Outcome::success(),
+    );
+    run.finish().unwrap();
+    r.close();
+
+    let narrower = Knobs {
+        record_pattern: "R-[0-8]",
+        ..A
+    };
+    let candidate = policy(&narrower, "\n[budgets]\nmax_tokens = 500\n");
+    let report = candidate.replay(dir.path()).run().unwrap();
+    assert_eq!(report.decisions, 3);
+    assert_eq!(report.changes.would_block, 1, "{report}");
+    assert_eq!(report.changes.unchanged, 2, "{report}");
+    assert_eq!(
+        report.examples_of(ReplayChange::WouldBlock)[0]
+            .new
+            .code
+            .as_deref(),
+        Some("argument_pattern")
+    );
+    assert_eq!(report.unmatched_outcomes, 0);
+}
+
+#[test]
+fn run_the_candidate_cannot_start_counts_its_calls_as_denied() {
+    let dir = TempDir::new("refused");
+    record_session(dir.path());
+    let renamed = Knobs {
+        role: "assistant",
+        ..A
+    };
+    let report = policy(&renamed, "").replay(dir.path()).run().unwrap();
+    assert_eq!(report.refused_runs, 3);
+    assert_eq!(report.decisions, 18);
+    // Every call allowed or escalated then is blocked; the denials change their reason.
+    assert_eq!(report.changes.would_block, 14, "{report}");
+    assert_eq!(report.changes.deny_reason_changed, 4, "{report}");
+    let e = &report.examples_of(ReplayChange::WouldBlock)[0];
+    assert_eq!(e.new.decision, DecisionKind::Deny);
+    assert_eq!(e.new.code.as_deref(), Some("unknown_role"));
+    assert_eq!(e.new.rule.as_deref(), Some("roles.clerk"));
+}
+
+#[test]
+fn tampered_log_fails_the_replay() {
+    let dir = TempDir::new("tampered");
+    record_session(dir.path());
+    let seg = dir.path().join("audit-000001.jsonl");
+    let text = std::fs::read_to_string(&seg).unwrap();
+    assert!(text.contains(r#"\"amount\":400"#) || text.contains(r#""amount":400"#));
+    // Lower a recorded payment so it would pass the candidate's limit.
+    let forged = text.replacen(r#"amount\":400"#, r#"amount\":200"#, 1);
+    let forged = if forged == text {
+        text.replacen(r#""amount":400"#, r#""amount":200"#, 1)
+    } else {
+        forged
+    };
+    assert_ne!(forged, text);
+    std::fs::write(&seg, forged).unwrap();
+
+    let err = policy(&B, "").replay(dir.path()).run().unwrap_err();
+    assert!(matches!(err, ReplayError::Log(_)), "{err}");
+    assert!(err.to_string().contains("modified"), "{err}");
+
+    // Without verification the forged record is replayed as it now reads: one fewer block.
+    let blind = policy(&B, "")
+        .replay(dir.path())
+        .verify(false)
+        .run()
+        .unwrap();
+    assert!(!blind.verified);
+    assert_eq!(blind.changes.would_block, 3);
+}
+
+#[test]
+fn progress_is_reported_and_the_report_serialises() {
+    let dir = TempDir::new("progress");
+    record_session(dir.path());
+    let mut seen = Vec::new();
+    let report: ReplayReport = policy(&B, "")
+        .replay(dir.path())
+        .on_progress(|p| seen.push(p.records))
+        .run()
+        .unwrap();
+    assert_eq!(seen.last(), Some(&report.records));
+    assert!(report.records > report.decisions);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["changes"]["would_block"], 4);
+    assert_eq!(
+        json["examples"]["would_escalate"][0]["new"]["rule"],
+        "unsure-email"
+    );
+    assert_eq!(json["uncertain"]["would_escalate"], 1);
+    assert!(json["elapsed_secs"].is_f64());
+}
