@@ -270,17 +270,13 @@ impl Policy {
         }
 
         if let Some(br) = &doc.breakers {
-            b = b
-                .breakers(br.config(), br.key, br.max_keys)
-                .map_err(|e| config(format!("breakers.{}", e.field), e.reason))?;
+            b = b.breakers(br.config(), br.key, br.max_keys);
         }
         if doc.budgets.is_some() {
             b = b.run_budget(super::run_budget(doc).map_err(|(f, r)| config(f, r))?);
         }
         if let Some(r) = &doc.rate_limits {
-            b = b
-                .rate_limits(r.clone())
-                .map_err(|e| config(e.field, e.reason))?;
+            b = b.rate_limits(r.clone());
         }
         if let Some(l) = doc.loops {
             b = b.loop_detection(l);
@@ -302,6 +298,16 @@ impl Policy {
                 ApprovalQueue::open(store, Arc::clone(&clock), QueueConfig::for_gate(&gate))?;
             b = b.escalation(gate, queue);
         }
-        Ok(b.build())
+        b.build().map_err(|e| match e {
+            crate::guard::GuardError::Config { field, reason } => BindError::Config {
+                field: if field.starts_with("rate_limits") {
+                    field
+                } else {
+                    format!("breakers.{field}")
+                },
+                reason,
+            },
+            other => config(".", other),
+        })
     }
 }

@@ -220,7 +220,7 @@
 //!     .tool("look", ToolSpec::read())
 //!     .role("reader", RoleSpec::new().tools(["look"]))
 //!     .build()?;
-//! let guard = Guard::builder(boundary).audit(sink.clone()).build();
+//! let guard = Guard::builder(boundary).audit(sink.clone()).build()?;
 //! let run = guard.start_run(RunContext::new("bot", "reader"))?;
 //! assert!(guard.check(&run, &ToolCall::without_args("nope")).denial().is_some());
 //! run.finish()?;
