@@ -474,8 +474,10 @@ fn cross_check(doc: &Document) -> Result<(), DocumentError> {
                 "must name what one compartment is (e.g. \"patient\")",
             ));
         }
+        // The bare pattern must parse on its own, or it could break out of its anchoring.
         if let Some(p) = &c.id_pattern
-            && let Err(e) = regex::Regex::new(&format!("^(?:{p})$"))
+            && let Err(e) =
+                regex::Regex::new(p).and_then(|_| regex::Regex::new(&format!("^(?:{p})$")))
         {
             return Err(DocumentError::invalid(
                 "compartments.id_pattern",
