@@ -353,3 +353,87 @@ fn a_forced_open_breaker_survives_a_settings_change_and_the_reset_is_recorded() 
         .unwrap();
     assert_eq!(reload["tollgate.breakers_reset"], true);
 }
+
+mod watcher {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use tollgate::Guard;
+    use tollgate::audit::MemorySink;
+    use tollgate::breaker::{AlertKind, ChannelAlerts};
+    use tollgate::clock::ManualClock;
+    use tollgate::escalation::MemoryApprovalStore;
+    use tollgate::policy::{Bindings, Policy, PolicyWatcher, WatchOutcome};
+
+    fn text(max: u32) -> String {
+        super::HEADER
+            .replace("MAX", &max.to_string())
+            .replace("OVER", "50")
+    }
+
+    /// A changed file is installed and recorded as reloaded by the watcher; an invalid one is
+    /// not installed, the policy in force stays, and an alert names the error.
+    #[test]
+    fn the_watcher_installs_valid_changes_and_keeps_the_old_policy_on_errors() {
+        let dir = std::env::temp_dir().join(format!("tollgate-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.toml");
+        std::fs::write(&path, text(100)).unwrap();
+        let sink = Arc::new(MemorySink::new());
+        let (alerts, rx) = ChannelAlerts::new(16);
+        let guard = Guard::from_policy(
+            &Policy::from_file(&path).unwrap(),
+            Bindings::new()
+                .clock(Arc::new(ManualClock::new()))
+                .audit(sink.clone())
+                .alerts(Arc::new(alerts))
+                .approvals(Arc::new(MemoryApprovalStore::new())),
+        )
+        .unwrap();
+        let watcher = PolicyWatcher::new(guard.clone(), &path);
+        assert_eq!(watcher.check_now(), WatchOutcome::Unchanged);
+
+        std::fs::write(&path, text(200)).unwrap();
+        let v200 = Policy::from_toml(&text(200)).unwrap().version();
+        assert!(
+            matches!(watcher.check_now(), WatchOutcome::Reloaded { current, .. } if current == v200)
+        );
+        assert_eq!(guard.policy_version(), v200);
+        let reload = sink
+            .events()
+            .into_iter()
+            .find(|e| e["event"] == "policy_reloaded")
+            .unwrap();
+        assert!(
+            reload["tollgate.reloaded_by"]
+                .as_str()
+                .unwrap()
+                .starts_with("file-watcher:")
+        );
+
+        std::fs::write(&path, text(300).replace("max_keys = 16", "max_key = 16")).unwrap();
+        assert!(matches!(watcher.check_now(), WatchOutcome::Rejected(e) if e.contains("max_key")));
+        assert_eq!(guard.policy_version(), v200, "the policy in force stays");
+        let alert = rx.try_recv().unwrap();
+        assert_eq!(alert.kind, AlertKind::PolicyRejected);
+        assert!(alert.detail.contains("unknown field"), "{}", alert.detail);
+        // Looking again at the same broken file does not alert twice.
+        assert_eq!(watcher.check_now(), WatchOutcome::Unchanged);
+        assert!(rx.try_recv().is_err());
+        drop(watcher);
+
+        // On its own thread: a valid change is picked up within a few intervals.
+        let watcher =
+            PolicyWatcher::spawn(guard.clone(), &path, Duration::from_millis(10)).unwrap();
+        std::fs::write(&path, text(400)).unwrap();
+        let v400 = Policy::from_toml(&text(400)).unwrap().version();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while guard.policy_version() != v400 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(guard.policy_version(), v400);
+        drop(watcher);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -118,6 +118,22 @@ impl Guard {
         self.reload_locked(policy, by)
     }
 
+    /// `true` if new documents must come with reviewers' signatures
+    /// ([`reload_signed`](Self::reload_signed)).
+    pub fn requires_signatures(&self) -> bool {
+        self.shared.bound.lock().trust.is_some()
+    }
+
+    /// Tells the guard's alert sink that a policy was not installed.
+    pub(crate) fn alert_policy_rejected(&self, detail: String) {
+        self.shared.alert(
+            crate::breaker::AlertKind::PolicyRejected,
+            None,
+            None,
+            || detail,
+        );
+    }
+
     /// The reload proper; the caller holds the reload lock.
     fn reload_locked(&self, policy: &Policy, by: &str) -> Result<PolicyVersion, ReloadError> {
         let shared = &*self.shared;

@@ -69,6 +69,7 @@ mod locate;
 mod matrix;
 mod review;
 mod sign;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -95,6 +96,7 @@ pub use sign::{
     ReviewerKey, ReviewerPublicKey, SIGNATURE_FORMAT, Signature, SignatureError, SignatureFile,
     Trust,
 };
+pub use watch::{PolicyWatcher, WatchOutcome};
 
 /// The two document formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
