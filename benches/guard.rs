@@ -132,7 +132,7 @@ fn check_and_complete(guard: &Guard, run: &tollgate::Run, call: &ToolCall<'_>) -
 
 fn bench_guard(c: &mut Criterion) {
     let mut g = c.benchmark_group("guard");
-    let guard = Guard::builder(boundary(100)).build();
+    let guard = Guard::builder(boundary(100)).build().unwrap();
     let run = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
     let value = args();
     let call = ToolCall::new("pay_invoice", &value);
@@ -149,7 +149,8 @@ fn bench_guard(c: &mut Criterion) {
     // building the events, numbering them and reading the clock for the outcome's latency.
     let audited = Guard::builder(boundary(100))
         .audit(std::sync::Arc::new(NullSink))
-        .build();
+        .build()
+        .unwrap();
     let audited_run = audited
         .start_run(RunContext::new("agent", "clerk"))
         .unwrap();
@@ -186,7 +187,10 @@ fn bench_credential(c: &mut Criterion) {
         )
         .build()
         .unwrap();
-    let guard = Guard::builder(boundary(100)).credentials(broker).build();
+    let guard = Guard::builder(boundary(100))
+        .credentials(broker)
+        .build()
+        .unwrap();
     let ctx = RunContext::new("agent", "clerk").in_compartment("M-1001");
     let call = ToolCall::without_args("lookup");
     // mint_jwt: check + mint (an EdDSA-signed JWT) + complete, one fresh run per iteration (run
@@ -259,7 +263,8 @@ fn bench_breaker(c: &mut Criterion) {
             max_duration: None,
             ..Default::default()
         })
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
     let call = ToolCall::without_args("lookup");
     g.bench_function("budget_reserve", |bench| {
@@ -278,8 +283,8 @@ fn bench_breaker(c: &mut Criterion) {
             default_per_tool: Some(generous),
             ..Default::default()
         })
-        .unwrap()
-        .build();
+        .build()
+        .unwrap();
     let rrun = limited
         .start_run(RunContext::new("agent", "clerk"))
         .unwrap();
@@ -294,7 +299,8 @@ fn bench_breaker(c: &mut Criterion) {
             max_repeats: u32::MAX,
             window: Duration::from_secs(3600),
         })
-        .build();
+        .build()
+        .unwrap();
     let lrun = looped.start_run(RunContext::new("agent", "clerk")).unwrap();
     let value = args();
     let lcall = ToolCall::new("pay_invoice", &value);
@@ -440,7 +446,10 @@ fn bench_audit(c: &mut Criterion) {
             sink.record(&event(i + 1)).unwrap();
         }
         sink.flush().unwrap();
-        let guard = Guard::builder(boundary(100)).audit(sink.clone()).build();
+        let guard = Guard::builder(boundary(100))
+            .audit(sink.clone())
+            .build()
+            .unwrap();
         let grun = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
         assert!(check_and_complete(&guard, &grun, &call));
         g.bench_function(name, |bench| {

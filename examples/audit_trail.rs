@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .alerts(Arc::new(TracingAlerts)),
     )?;
     let sink = Arc::new(sink);
-    let guard = Guard::builder(boundary).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary).audit(sink.clone()).build()?;
     let run = guard.start_run(
         RunContext::new("intake-agent", "paralegal")
             .triggered_by("attorney:r.diaz")

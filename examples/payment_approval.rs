@@ -77,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .clock(clock.clone())
         .audit(audit.clone())
         .escalation(gate, queue)
-        .build();
+        .build()?;
     let run = guard.start_run(RunContext::new("ap-agent", "payments").triggered_by("ops:dave"))?;
 
     // 1. A small payment runs at once.

@@ -40,13 +40,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             BreakerKey::AgentTool,
             1024,
-        )?
+        )
         .run_budget(RunBudget {
             max_calls: Some(25),
             max_duration: Some(Duration::from_secs(600)),
             ..Default::default()
         })
-        .build();
+        .build()?;
 
     let run =
         guard.start_run(RunContext::new("billing-bot", "billing_agent").for_task("month-end"))?;

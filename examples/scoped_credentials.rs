@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let guard = Guard::builder(boundary)
         .audit(audit.clone())
         .credentials(broker)
-        .build();
+        .build()?;
 
     let run =
         guard.start_run(RunContext::new("intake-bot", "intake_agent").in_compartment("M-1001"))?;

@@ -52,7 +52,7 @@
 //!     clearance = "privileged"
 //!     tools = ["search_case_law", "read_document"]
 //! "#;
-//! let guard = Guard::builder(ActionBoundary::from_toml(policy)?).build();
+//! let guard = Guard::builder(ActionBoundary::from_toml(policy)?).build()?;
 //! let run = guard.start_run(RunContext::new("intake-bot", "intake").in_compartment("M-1001"))?;
 //!
 //! // Allowed: the path stays inside the run's own matter.

@@ -130,14 +130,17 @@ fn assert_allow_path_allocates_nothing(guard: &Guard) {
 
 #[test]
 fn allow_path_allocates_nothing_without_audit() {
-    let guard = Guard::builder(boundary()).build();
+    let guard = Guard::builder(boundary()).build().unwrap();
     assert_allow_path_allocates_nothing(&guard);
 }
 
 #[test]
 fn allow_path_allocates_nothing_with_a_non_allocating_sink() {
     let sink = Arc::new(CountingSink::default());
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     assert_allow_path_allocates_nothing(&guard);
     assert!(
         sink.0.load(Ordering::Relaxed) > 0,
@@ -159,13 +162,11 @@ fn allow_path_allocates_nothing_with_breakers_budgets_rate_limits_loops_and_kill
     let guard = Guard::builder(boundary())
         .audit(Arc::new(CountingSink::default()))
         .breakers(BreakerConfig::default(), BreakerKey::AgentTool, 64)
-        .unwrap()
         .rate_limits(RateLimits {
             per_agent: Some(generous),
             default_per_tool: Some(generous),
             ..RateLimits::default()
         })
-        .unwrap()
         .run_budget(RunBudget {
             max_calls: Some(u64::MAX),
             max_duration: Some(Duration::from_secs(3600)),
@@ -179,7 +180,8 @@ fn allow_path_allocates_nothing_with_breakers_budgets_rate_limits_loops_and_kill
             max_repeats: 1_000_000,
             window: Duration::from_secs(60),
         })
-        .build();
+        .build()
+        .unwrap();
     // A suspended agent elsewhere makes the kill-switch stage search its set.
     guard
         .suspend_agent(&tollgate::AgentId::new("someone-else"), "test")

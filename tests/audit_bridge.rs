@@ -114,7 +114,7 @@ fn a_delivery_failure_is_sticky_and_makes_the_guard_deny() {
         .role("r", RoleSpec::new().tools(["look"]))
         .build()
         .unwrap();
-    let guard = Guard::builder(b).audit(bridge.clone()).build();
+    let guard = Guard::builder(b).audit(bridge.clone()).build().unwrap();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
     // Events 1 (run start) and 2 are delivered; 3 fails; from then on every record is refused.
     let _ = guard.check(&run, &ToolCall::without_args("look"));
@@ -210,7 +210,7 @@ fn the_bridge_redacts_before_anything_leaves_the_process() {
         .role("r", RoleSpec::new().tools(["login"]))
         .build()
         .unwrap();
-    let guard = Guard::builder(b).audit(bridge.clone()).build();
+    let guard = Guard::builder(b).audit(bridge.clone()).build().unwrap();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
     let args = json!({ "user": "u", "password": "s3cr3t-PLANTED" });
     assert!(

@@ -144,7 +144,10 @@ fn a_batch_that_fails_half_way_is_rolled_back_so_no_denied_call_reads_as_allowed
     let config = FileSinkConfig::default().alerts(alerts.clone());
     let (sink, _) = FileSink::open(dir.path(), config).unwrap();
     let sink = Arc::new(sink);
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     let before = segment_bytes(dir.path());
     // The disk fills up after two and a half records of the batch.
@@ -187,7 +190,10 @@ fn a_failed_fsync_rolls_back_the_whole_batch_it_would_have_made_durable() {
     let dir = TempDir::new("fsync");
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     let codes = failing_batch(&sink, &guard, &run, |s| s.faults().fail_next_sync());
     assert_eq!(codes, vec![Some(DenyCode::AuditFailed); 8]);
@@ -205,7 +211,10 @@ fn a_rollback_that_cannot_truncate_is_refused_on_open_until_an_audited_repair() 
     let dir = TempDir::new("no-rollback");
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     let codes = failing_batch(&sink, &guard, &run, |s| {
         s.faults().fail_writes_after(2_500);

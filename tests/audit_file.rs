@@ -67,7 +67,7 @@ fn boundary() -> ActionBoundary {
 }
 
 fn guard_with(sink: Arc<FileSink>) -> Guard {
-    Guard::builder(boundary()).audit(sink).build()
+    Guard::builder(boundary()).audit(sink).build().unwrap()
 }
 
 fn open(dir: &Path, config: FileSinkConfig) -> (Arc<FileSink>, file::Recovery) {

@@ -112,7 +112,10 @@ fn a_ten_megabyte_denied_argument_is_recorded_as_size_plain_hash_and_prefix() {
     let dir = TempDir::new("ten-mb");
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     let huge = format!(r#"{{"blob":"{}"}}"#, "z".repeat(10 * 1024 * 1024));
     // An unknown tool: the agent controls everything in this record.
@@ -156,7 +159,10 @@ fn with_a_redaction_key_the_hash_of_an_oversized_value_is_keyed() {
         .prefix_bytes(8)
         .unwrap();
     let sink = Arc::new(MemorySink::with_redaction(redaction));
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     let big = json!({ "q": "w".repeat(2000) });
     assert!(guard.check(&run, &ToolCall::new("look", &big)).is_allowed());
@@ -179,7 +185,10 @@ fn with_a_redaction_key_the_hash_of_an_oversized_value_is_keyed() {
 fn oversized_outputs_error_texts_and_reasoning_are_placeholders_too() {
     let redaction = Redaction::placeholder().max_value_bytes(1000).unwrap();
     let sink = Arc::new(MemorySink::with_redaction(redaction));
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     let long = "o".repeat(5000);
     // Control characters escape to six bytes each: the written form counts.
@@ -210,7 +219,10 @@ fn an_oversized_attempt_at_a_tool_with_a_secret_never_hashes_or_quotes_the_secre
     let dir = TempDir::new("secret-big");
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     // The secret first, so a prefix of the raw text would show it.
     let big = format!(

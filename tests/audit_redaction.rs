@@ -61,7 +61,8 @@ fn session(sink: Arc<MemorySink>, b: ActionBoundary) -> (Guard, tollgate::Run) {
     let guard = Guard::builder(b)
         .clock(Arc::new(tollgate::clock::ManualClock::new()))
         .audit(sink)
-        .build();
+        .build()
+        .unwrap();
     let run = guard
         .start_run(RunContext::new("nurse-bot", "clinician"))
         .unwrap();
@@ -176,7 +177,7 @@ fn keyed_hash_mode_is_stable_per_value_and_key_and_reveals_nothing() {
         sink.clone() as Arc<dyn AuditSink>,
         other.clone(),
     ]));
-    let guard = Guard::builder(boundary()).audit(fan).build();
+    let guard = Guard::builder(boundary()).audit(fan).build().unwrap();
     let run = guard
         .start_run(RunContext::new("bot", "clinician"))
         .unwrap();
@@ -363,7 +364,10 @@ fn the_file_sink_writes_what_its_redaction_says_and_never_a_secret() {
     let redaction = Redaction::keyed_hash("k1", vec![42; 32]).unwrap();
     let (sink, _) = FileSink::open(&dir, FileSinkConfig::default().redaction(redaction)).unwrap();
     let sink = Arc::new(sink);
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let run = guard
         .start_run(RunContext::new("bot", "clinician"))
         .unwrap();
@@ -420,7 +424,8 @@ fn a_secret_sent_where_its_parent_should_be_is_redacted_whole_in_the_denial() {
     ));
     let guard = Guard::builder(shapes_boundary())
         .audit(sink.clone())
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     let p = json!(SECRET_PLACEHOLDER);
     // (tool, arguments, the arguments as they must be recorded)
@@ -484,7 +489,8 @@ fn null_and_absent_parents_are_left_as_they_are() {
     let sink = Arc::new(MemorySink::new());
     let guard = Guard::builder(shapes_boundary())
         .audit(sink.clone())
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     for args in [json!({ "auth": null }), json!({}), json!({ "cards": null })] {
         drop(guard.check(&run, &ToolCall::new("charge", &args)));
@@ -572,7 +578,7 @@ fn escaped_nested_and_numeric_marked_values_are_cut_out_of_outputs() {
         .role("r", RoleSpec::new().tools(["pay"]))
         .build()
         .unwrap();
-    let guard = Guard::builder(b).audit(sink.clone()).build();
+    let guard = Guard::builder(b).audit(sink.clone()).build().unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     let note = "quote \" and backslash \\ inside PLANTED-note";
     let args = json!({

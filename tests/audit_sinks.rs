@@ -59,7 +59,8 @@ fn tracing_sink_emits_execute_tool_spans_with_genai_attributes() {
     let capture = Capture::default();
     let guard = Guard::builder(boundary())
         .audit(Arc::new(TracingSink::new()))
-        .build();
+        .build()
+        .unwrap();
     tracing::subscriber::with_default(capture.clone(), || {
         let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
         let call = ToolCall::new("crm_lookup", r#"{"id": 1}"#).with_call_id("call_9");
@@ -106,7 +107,10 @@ fn fanout_reaches_every_sink_and_fails_closed_if_one_refuses() {
     let memory = Arc::new(MemorySink::new());
     let failing = Arc::new(Failing::default());
     let fan = Fanout::new(vec![failing.clone(), memory.clone()]);
-    let guard = Guard::builder(boundary()).audit(Arc::new(fan)).build();
+    let guard = Guard::builder(boundary())
+        .audit(Arc::new(fan))
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     assert!(
         guard
@@ -157,7 +161,8 @@ fn a_planted_secret_reaches_no_sink() {
     let guard = Guard::builder(boundary())
         .audit(Arc::new(fan))
         .credentials(broker)
-        .build();
+        .build()
+        .unwrap();
     tracing::subscriber::with_default(capture.clone(), || {
         let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
         let call = ToolCall::new("crm_lookup", r#"{"customer": 42}"#);
@@ -193,7 +198,8 @@ fn tracing_alerts_are_warnings_with_their_context() {
     let capture = Capture::default();
     let guard = Guard::builder(boundary())
         .alerts(Arc::new(TracingAlerts))
-        .build();
+        .build()
+        .unwrap();
     tracing::subscriber::with_default(capture.clone(), || {
         guard
             .suspend_agent(&tollgate::AgentId::new("bot-9"), "ops:dana")

@@ -39,8 +39,8 @@ fn guard_with(clock: Arc<ManualClock>, sink: Arc<MemorySink>) -> Guard {
         .clock(clock)
         .audit(sink)
         .breakers(breaker_cfg(), BreakerKey::AgentTool, 64)
-        .unwrap()
         .build()
+        .unwrap()
 }
 
 #[test]
@@ -158,7 +158,8 @@ fn call_budget_is_exact_under_concurrency() {
             max_duration: None,
             ..Default::default()
         })
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
     let allowed = AtomicUsize::new(0);
     let denied = AtomicUsize::new(0);
@@ -195,7 +196,8 @@ fn wall_time_budget_ends_a_run() {
             max_duration: Some(Duration::from_secs(60)),
             ..Default::default()
         })
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
     clock.advance(Duration::from_secs(59));
     assert!(
@@ -222,7 +224,10 @@ fn wall_time_budget_ends_a_run() {
 #[test]
 fn kill_switch_scopes_and_resume_are_audited() {
     let sink = Arc::new(MemorySink::new());
-    let guard = Guard::builder(boundary()).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let a = guard.start_run(RunContext::new("agent-a", "r")).unwrap();
     let b = guard.start_run(RunContext::new("agent-b", "r")).unwrap();
     let ping = ToolCall::without_args("ping");
@@ -282,7 +287,7 @@ fn kill_switch_scopes_and_resume_are_audited() {
 
 #[test]
 fn nothing_is_allowed_after_suspend_returns_and_in_flight_calls_see_the_cancellation() {
-    let guard = Guard::builder(boundary()).build();
+    let guard = Guard::builder(boundary()).build().unwrap();
     let returned = AtomicBool::new(false);
     let suspended_at = std::sync::Mutex::new(None::<Instant>);
     let last_in_flight_end = AtomicU64::new(0);
@@ -364,7 +369,8 @@ fn loop_detection_stops_identical_repeats_within_the_window() {
             max_repeats: 3,
             window: Duration::from_secs(60),
         })
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
     // the same call, spelled with different whitespace, is the same call
     for args in [r#"{"id": 7}"#, r#"{"id":7}"#, "{ \"id\" : 7 }"] {
@@ -431,7 +437,6 @@ fn alerts_carry_the_figures_and_match_the_audit_trail() {
         .audit(sink.clone())
         .alerts(Arc::new(alerts))
         .breakers(breaker_cfg(), BreakerKey::Tool, 16)
-        .unwrap()
         .loop_detection(tollgate::LoopDetection {
             max_repeats: 2,
             window: Duration::from_secs(60),
@@ -441,7 +446,8 @@ fn alerts_carry_the_figures_and_match_the_audit_trail() {
             max_duration: None,
             ..Default::default()
         })
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     for id in 0..5 {
         let args = format!(r#"{{"id": {id}}}"#);
@@ -486,7 +492,8 @@ fn alerts_carry_the_figures_and_match_the_audit_trail() {
             max_duration: None,
             ..Default::default()
         })
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     let allowed = (0..5)
         .filter(|_| {
@@ -525,8 +532,8 @@ fn rate_limits_per_agent_and_per_tool_run_on_the_guards_clock() {
             )]),
             ..RateLimits::default()
         })
-        .unwrap()
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
     let fetch = ToolCall::new("fetch", r#"{"id":1}"#);
     assert!(guard.check(&run, &fetch).is_allowed());
@@ -577,7 +584,8 @@ fn a_run_far_above_its_task_baseline_is_stopped_and_unexpected_tools_are_flagged
     let guard = Guard::builder(boundary())
         .alerts(Arc::new(alerts))
         .baseline(baseline, true)
-        .build();
+        .build()
+        .unwrap();
     let run = guard
         .start_run(RunContext::new("bot", "r").for_task("intake"))
         .unwrap();
@@ -637,7 +645,10 @@ fn the_baseline_learns_online_from_finished_runs() {
         unexpected_tool: UnexpectedTool::Alert,
     })
     .unwrap();
-    let guard = Guard::builder(boundary()).baseline(baseline, true).build();
+    let guard = Guard::builder(boundary())
+        .baseline(baseline, true)
+        .build()
+        .unwrap();
     for _ in 0..3 {
         let run = guard
             .start_run(RunContext::new("bot", "r").for_task("report"))
@@ -677,7 +688,8 @@ fn token_and_cost_budgets_reserve_then_settle_and_never_overshoot_under_concurre
             cost_micros_per_call: 10_000,
             ..Default::default()
         })
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
     // 8 threads hold their permits (reservations outstanding) while racing for the budget:
     // at 500 tokens each, exactly 20 fit in 10 000.
@@ -729,7 +741,8 @@ fn token_and_cost_budgets_reserve_then_settle_and_never_overshoot_under_concurre
             max_cost_micros: Some(50_000),
             ..Default::default()
         })
-        .build();
+        .build()
+        .unwrap();
     let run = cost_guard.start_run(RunContext::new("a", "r")).unwrap();
     let big = ToolCall::without_args("ping").with_cost_estimate_micros(40_000);
     let p = match cost_guard.check(&run, &big) {
@@ -757,7 +770,8 @@ fn a_failed_reservation_releases_what_it_took() {
             max_tokens: Some(100),
             ..Default::default()
         })
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("a", "r")).unwrap();
     let huge = ToolCall::without_args("ping").with_token_estimate(1_000);
     for _ in 0..5 {
@@ -806,7 +820,8 @@ fn permit_issued_before_suspension_cannot_mint_or_expose_credentials() {
         .clock(Arc::new(ManualClock::new()))
         .audit(sink.clone())
         .credentials(broker)
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("a1", "r")).unwrap();
     let call = ToolCall::new("ping", "{}");
     type Switch = fn(&Guard, &tollgate::Run) -> (&'static str, Box<dyn Fn(&Guard, &tollgate::Run)>);

@@ -88,6 +88,7 @@ mod escalation_canonical {
             .clock(Arc::new(ManualClock::new()))
             .escalation(gate, queue)
             .build()
+            .unwrap()
     }
 
     fn ctx() -> RunContext {
@@ -173,7 +174,8 @@ mod escalation_canonical {
                 max_repeats: 3,
                 window: Duration::from_secs(60),
             })
-            .build();
+            .build()
+            .unwrap();
         let run = guard.start_run(RunContext::new("bot", "payments")).unwrap();
         for args in [
             r#"{"id":7,"q":"abc"}"#,
@@ -212,7 +214,8 @@ mod escalation_canonical {
                 max_repeats: 1_000_000,
                 window: Duration::from_secs(60),
             })
-            .build();
+            .build()
+            .unwrap();
         let run = guard.start_run(RunContext::new("bot", "payments")).unwrap();
         // Unsorted keys with escapes and exponents: the selection path, no allocation.
         let raw = r#"{"z":{"b":[1.0,2e1,"x\u00e9"],"a":null},"m":"q\n","a":-0.5e-3,"k":true}"#;

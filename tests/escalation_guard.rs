@@ -65,7 +65,8 @@ fn setup_with(store: Arc<dyn tollgate::escalation::ApprovalStore>, budget: RunBu
         .audit(audit.clone())
         .run_budget(budget)
         .escalation(gate, queue)
-        .build();
+        .build()
+        .unwrap();
     Setup {
         guard,
         clock,

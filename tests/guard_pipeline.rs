@@ -32,7 +32,8 @@ fn setup() -> (Guard, Arc<MemorySink>, Arc<ManualClock>) {
     let guard = Guard::builder(boundary(100.0))
         .audit(sink.clone())
         .clock(clock.clone())
-        .build();
+        .build()
+        .unwrap();
     (guard, sink, clock)
 }
 
@@ -190,7 +191,7 @@ fn reload_swaps_policy_and_permits_keep_their_generation() {
         panic!()
     };
 
-    let old = guard.reload_boundary(boundary(20.0)).unwrap();
+    let old = guard.reload_boundary(boundary(20.0), "ops").unwrap();
     assert_eq!(old, v1);
     let v2 = guard.policy_version();
     assert_ne!(v1, v2);
@@ -201,6 +202,7 @@ fn reload_swaps_policy_and_permits_keep_their_generation() {
     let reload = &events_of(&sink, "policy_reloaded")[0];
     assert_eq!(reload["tollgate.policy.previous"], v1.to_string());
     assert_eq!(reload["tollgate.policy.version"], v2.to_string());
+    assert_eq!(reload["tollgate.reloaded_by"], "ops");
     // the permit issued before the reload still reports and records the old generation
     assert_eq!(permit.policy_version(), v1);
     permit.complete(Outcome::success()).unwrap();
@@ -234,7 +236,10 @@ impl AuditSink for FailingSink {
 #[test]
 fn audit_failure_fails_closed() {
     let sink = Arc::new(FailingSink::default());
-    let guard = Guard::builder(boundary(100.0)).audit(sink.clone()).build();
+    let guard = Guard::builder(boundary(100.0))
+        .audit(sink.clone())
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
     assert!(
         guard
@@ -364,7 +369,7 @@ fn guard_is_shared_across_threads() {
 /// ends the id is free again, and the new run is a different instance.
 #[test]
 fn duplicate_live_run_id_is_refused() {
-    let guard = Guard::builder(boundary(100.0)).build();
+    let guard = Guard::builder(boundary(100.0)).build().unwrap();
     let id = tollgate::RunId::new("shared-id");
     let first = guard
         .start_run_with_id(RunContext::new("agent-a", "r"), Some(id.clone()))
@@ -402,7 +407,7 @@ fn detached_permits_complete_elsewhere_and_record_abandonment() {
         .unwrap()
         .detach();
     drop(args); // the detached permit borrows nothing
-    guard.reload_boundary(boundary(20.0)).unwrap();
+    guard.reload_boundary(boundary(20.0), "ops").unwrap();
     std::thread::spawn(move || {
         assert_eq!(detached.tool(), "pay");
         assert_eq!(detached.policy_version(), v1);
@@ -422,4 +427,38 @@ fn detached_permits_complete_elsewhere_and_record_abandonment() {
     assert_eq!(outcomes[0]["tollgate.policy.version"], v1.to_string());
     assert_eq!(outcomes[0]["tollgate.outcome"]["status"], "success");
     assert_eq!(outcomes[1]["tollgate.outcome"]["status"], "abandoned");
+}
+
+/// Builder setters never fail; `build` reports the first setting that cannot work, by field.
+#[test]
+fn builder_errors_are_deferred_to_build_and_name_the_field() {
+    use tollgate::breaker::{BreakerConfig, BreakerKey, RateLimit, RateLimits, Window};
+    let bad_breaker = Guard::builder(boundary(100.0))
+        .breakers(
+            BreakerConfig {
+                window: Window::Count(0),
+                ..BreakerConfig::default()
+            },
+            BreakerKey::Tool,
+            16,
+        )
+        .audit(Arc::new(MemorySink::new()))
+        .build();
+    assert!(
+        matches!(&bad_breaker, Err(GuardError::Config { field, .. }) if field == "window"),
+        "{bad_breaker:?}"
+    );
+    let bad_rate = Guard::builder(boundary(100.0))
+        .rate_limits(RateLimits {
+            per_agent: Some(RateLimit::new(
+                std::num::NonZeroU32::new(1).unwrap(),
+                Duration::ZERO,
+            )),
+            ..RateLimits::default()
+        })
+        .build();
+    assert!(
+        matches!(&bad_rate, Err(GuardError::Config { field, .. }) if field == "rate_limits.per_agent"),
+        "{bad_rate:?}"
+    );
 }

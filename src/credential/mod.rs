@@ -40,7 +40,7 @@
 //!     .provider("docs", tokens)
 //!     .grant("intake", CredentialGrant::new("docs", ["read_document"], [Operation::Read], "matter/{compartment}/*", Duration::from_secs(300)))
 //!     .build()?;
-//! let guard = Guard::builder(boundary).credentials(broker).build();
+//! let guard = Guard::builder(boundary).credentials(broker).build()?;
 //! let run = guard.start_run(RunContext::new("bot", "intake").in_compartment("M-1001"))?;
 //!
 //! let Verdict::Allow(permit) = guard.check(&run, &ToolCall::new("read_document", r#"{"path":"a.pdf"}"#)) else { panic!() };

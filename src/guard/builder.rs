@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use arc_swap::ArcSwap;
 
-use super::Guard;
 use super::escalate;
 use super::limits::{LoopDetection, RunBudget};
-use super::shared::{BaselineState, BreakerSettings, Rules, Shared, Snapshot, default_classifier};
+use super::shared::{
+    BaselineState, Bound, BreakerSettings, Rules, Shared, Snapshot, default_classifier,
+};
+use super::{Guard, GuardError};
 use crate::audit::AuditSink;
 use crate::boundary::ActionBoundary;
 use crate::breaker::{
@@ -37,6 +39,7 @@ pub struct GuardBuilder {
     rate_limits: Option<RateLimits>,
     baseline: Option<(Baseline, bool)>,
     policy: Option<crate::policy::Policy>,
+    trust: Option<crate::policy::Trust>,
 }
 
 impl GuardBuilder {
@@ -55,16 +58,10 @@ impl GuardBuilder {
     /// Puts a circuit breaker in front of every call, one per `key` (tool, agent, or agent x
     /// tool), at most `capacity` of them. Outcomes are classified by
     /// [`classifier`](Self::classifier) (default: errors and abandoned calls are failures).
-    /// Set the [`clock`](Self::clock) first if you use a manual one.
-    pub fn breakers(
-        mut self,
-        cfg: BreakerConfig,
-        key: BreakerKey,
-        capacity: usize,
-    ) -> Result<Self, ConfigError> {
-        KeyedBreakers::validate(&cfg, capacity)?;
+    /// The configuration is validated by [`build`](Self::build).
+    pub fn breakers(mut self, cfg: BreakerConfig, key: BreakerKey, capacity: usize) -> Self {
         self.breakers = Some((cfg, key, capacity));
-        Ok(self)
+        self
     }
 
     /// Decides what counts as a failure for the breakers.
@@ -81,11 +78,11 @@ impl GuardBuilder {
         self
     }
 
-    /// Rate limits per agent and per tool (on the guard's monotonic clock). Validated now.
-    pub fn rate_limits(mut self, cfg: RateLimits) -> Result<Self, ConfigError> {
-        RateLimiters::new(&cfg, Arc::clone(&self.clock))?;
+    /// Rate limits per agent and per tool (on the guard's monotonic clock). Validated by
+    /// [`build`](Self::build).
+    pub fn rate_limits(mut self, cfg: RateLimits) -> Self {
         self.rate_limits = Some(cfg);
-        Ok(self)
+        self
     }
 
     /// Sends breaker openings and closings, budget exhaustion, loop detections and kill-switch
@@ -121,26 +118,37 @@ impl GuardBuilder {
         self
     }
 
-    /// Builds the guard.
-    pub fn build(self) -> Guard {
-        let breakers = self.breakers.and_then(|(config, key, capacity)| {
-            // Validated in `breakers`, so this cannot fail.
-            let kb =
-                KeyedBreakers::new(config.clone(), key, capacity, Arc::clone(&self.clock)).ok()?;
-            Some((
-                BreakerSettings {
-                    config,
-                    key,
-                    capacity,
-                },
-                Arc::new(kb),
-            ))
-        });
-        let rate = self.rate_limits.and_then(|cfg| {
-            // Validated in `rate_limits`, so this cannot fail.
-            let rl = RateLimiters::new(&cfg, Arc::clone(&self.clock)).ok()?;
-            Some((cfg, Arc::new(rl)))
-        });
+    /// Requires every document a reload installs to be signed under `trust`.
+    pub(crate) fn trust(mut self, trust: crate::policy::Trust) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
+    /// Builds the guard. Every setting that can be wrong is checked here (the setters never
+    /// fail), and the first error names the field.
+    pub fn build(self) -> Result<Guard, GuardError> {
+        let breakers = match self.breakers {
+            None => None,
+            Some((config, key, capacity)) => {
+                let kb = KeyedBreakers::new(config.clone(), key, capacity, Arc::clone(&self.clock))
+                    .map_err(config_error)?;
+                Some((
+                    BreakerSettings {
+                        config,
+                        key,
+                        capacity,
+                    },
+                    Arc::new(kb),
+                ))
+            }
+        };
+        let rate = match self.rate_limits {
+            None => None,
+            Some(cfg) => {
+                let rl = RateLimiters::new(&cfg, Arc::clone(&self.clock)).map_err(config_error)?;
+                Some((cfg, Arc::new(rl)))
+            }
+        };
         let (gate, escalation) = match self.escalation {
             Some((gate, esc)) => (Some(Arc::new(gate)), Some(esc)),
             None => (None, None),
@@ -155,12 +163,15 @@ impl GuardBuilder {
             baseline: self
                 .baseline
                 .map(|(b, learn)| Arc::new(BaselineState::new(b, learn))),
-            policy: self.policy,
         };
         let guard = Guard {
             shared: Arc::new(Shared {
                 policy: ArcSwap::from_pointee(snapshot),
                 reload_lock: parking_lot::Mutex::new(()),
+                bound: parking_lot::Mutex::new(Bound {
+                    document: self.policy,
+                    trust: self.trust,
+                }),
                 clock: self.clock,
                 audit: self.audit,
                 alerts: self.alerts,
@@ -178,7 +189,14 @@ impl GuardBuilder {
         if let Some(e) = &guard.shared.escalation {
             e.attach(&guard.shared);
         }
-        guard
+        Ok(guard)
+    }
+}
+
+fn config_error(e: ConfigError) -> GuardError {
+    GuardError::Config {
+        field: e.field.to_owned(),
+        reason: e.reason.to_owned(),
     }
 }
 
@@ -199,6 +217,7 @@ impl Guard {
             rate_limits: None,
             baseline: None,
             policy: None,
+            trust: None,
         }
     }
 }

@@ -38,7 +38,7 @@
 //!     .tool("lookup", ToolSpec::read().arg("id", Arg::integer().required().min(1.0)))
 //!     .role("reader", RoleSpec::new().tools(["lookup"]))
 //!     .build()?;
-//! let guard = Guard::builder(boundary).build();
+//! let guard = Guard::builder(boundary).build()?;
 //! let run = guard.start_run(RunContext::new("agent-7", "reader"))?;
 //!
 //! match guard.check(&run, &ToolCall::new("lookup", r#"{"id": 42}"#)) {
@@ -100,6 +100,14 @@ pub enum GuardError {
     /// The run's compartment id is not one the policy admits (`compartments.id_pattern`).
     #[error("compartment `{0}` does not match the policy's compartment id pattern")]
     CompartmentRefused(String),
+    /// A setting given to the [`GuardBuilder`] cannot work.
+    #[error("guard configuration `{field}`: {reason}")]
+    Config {
+        /// The field at fault (`breakers.window`, `rate_limits.per_agent`, ...).
+        field: String,
+        /// Why.
+        reason: String,
+    },
     /// A run with this id is still live in this guard: two live runs may not share an id, or one
     /// could resume the other's approved calls and use its credentials.
     #[error("run `{0}` is already live in this guard")]

@@ -88,7 +88,8 @@ fn setup_with(tokens: JwtProvider) -> Setup {
         .audit(sink.clone())
         .clock(clock.clone())
         .credentials(broker.clone())
-        .build();
+        .build()
+        .unwrap();
     Setup {
         guard,
         broker,
@@ -670,7 +671,8 @@ fn async_providers_mint_through_credential_async_and_are_revoked_at_the_source()
         .unwrap();
     let guard = Guard::builder(boundary())
         .credentials(broker.clone())
-        .build();
+        .build()
+        .unwrap();
     let run = guard.start_run(RunContext::new("bot", "intake")).unwrap();
     let call = ToolCall::without_args("read_document");
     let p = allow(&guard, &run, &call);

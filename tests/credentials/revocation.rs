@@ -391,7 +391,8 @@ fn kill_switch_thrown_while_minting_revokes_the_fresh_credential() {
         .audit(sink.clone())
         .clock(clock.clone())
         .credentials(broker.clone())
-        .build();
+        .build()
+        .unwrap();
     assert!(cell.set(guard).is_ok());
     let guard = cell.get().unwrap();
     let run = guard.start_run(RunContext::new("bot", "intake")).unwrap();
