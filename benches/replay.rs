@@ -131,13 +131,28 @@ max_repeats = 3
 window = "60s"
 
 [audit]
+durability = "os_buffered"
 "#
     )
 }
 
 const WORDS: [&str; 16] = [
-    "invoice", "refund", "status", "customer", "overdue", "policy", "renewal", "claim", "address",
-    "contract", "payment", "schedule", "report", "quarterly", "ticket", "escalation",
+    "invoice",
+    "refund",
+    "status",
+    "customer",
+    "overdue",
+    "policy",
+    "renewal",
+    "claim",
+    "address",
+    "contract",
+    "payment",
+    "schedule",
+    "report",
+    "quarterly",
+    "ticket",
+    "escalation",
 ];
 
 /// A deterministic pseudo-random stream (xorshift), so every log has the same content.
@@ -358,14 +373,7 @@ fn bench(c: &mut Criterion) {
         );
     }
 
-    let records = |dir: &Path| {
-        candidate
-            .replay(dir)
-            .verify(false)
-            .run()
-            .unwrap()
-            .records
-    };
+    let records = |dir: &Path| candidate.replay(dir).verify(false).run().unwrap().records;
     let (n_small, n_large) = (records(&small), records(&large));
     let mut g = c.benchmark_group("replay");
     g.sample_size(10)

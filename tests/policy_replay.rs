@@ -136,6 +136,7 @@ max_repeats = 2
 window = "60s"
 
 [audit]
+durability = "os_buffered"
 {tail}
 "#,
         search_max = k.search_max,
@@ -684,13 +685,20 @@ fn tampered_log_fails_the_replay() {
 fn progress_is_reported_and_the_report_serialises() {
     let dir = TempDir::new("progress");
     record_session(dir.path());
-    let mut seen = Vec::new();
+    let seen = Arc::new(AtomicU64::new(0));
+    let calls = Arc::new(AtomicU64::new(0));
+    let (s, c) = (seen.clone(), calls.clone());
     let report: ReplayReport = policy(&B, "")
         .replay(dir.path())
-        .on_progress(|p| seen.push(p.records))
+        .progress(move |p| {
+            s.store(p.records, Ordering::Relaxed);
+            c.fetch_add(1, Ordering::Relaxed);
+        })
         .run()
         .unwrap();
-    assert_eq!(seen.last(), Some(&report.records));
+    // Called once per record, the last time with all of them.
+    assert_eq!(seen.load(Ordering::Relaxed), report.records);
+    assert_eq!(calls.load(Ordering::Relaxed), report.records);
     assert!(report.records > report.decisions);
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["changes"]["would_block"], 4);

@@ -94,7 +94,7 @@ pub use locate::{Location, locate};
 pub use matrix::MatrixFormat;
 pub use replay::{
     ChangeCounts, DecisionKind, Replay, ReplayChange, ReplayDecision, ReplayError, ReplayExample,
-    ReplayProgress, ReplayReport,
+    ReplayReport,
 };
 pub use review::Warning;
 pub use sign::{

@@ -4,13 +4,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
-
+use super::event::{Event, ignorable, required};
 use super::{
     ChangeCounts, DecisionKind, Replay, ReplayChange, ReplayDecision, ReplayError, ReplayExample,
-    ReplayProgress, ReplayReport,
+    ReplayReport,
 };
-use crate::call::{AgentId, Args, RuleId, RunContext, RunId, ToolCall};
+use crate::call::{AgentId, RuleId, RunContext, RunId, ToolCall};
 use crate::clock::{ManualClock, MonoTime};
 use crate::escalation::{EscalationGate, GateInput, exact_args};
 use crate::guard::{DetachedPermit, Guard, GuardError, Permit, Run};
@@ -146,56 +145,27 @@ fn malformed(seq: u64, field: &'static str, reason: impl Into<String>) -> Replay
     }
 }
 
-/// A required string field.
-fn req_str<'v>(ev: &'v Value, seq: u64, field: &'static str) -> Result<&'v str, ReplayError> {
-    match ev.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(malformed(seq, field, "not a string")),
-        None => Err(malformed(seq, field, "missing")),
-    }
-}
-
-/// An optional string field (absent or null: `None`).
-fn opt_str<'v>(
-    ev: &'v Value,
-    seq: u64,
-    field: &'static str,
-) -> Result<Option<&'v str>, ReplayError> {
-    match ev.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(malformed(seq, field, "not a string")),
-    }
-}
-
-fn opt_u64(ev: &Value, seq: u64, field: &'static str) -> Result<Option<u64>, ReplayError> {
-    match ev.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| malformed(seq, field, "not a non-negative integer")),
-    }
-}
-
-/// Whether recorded arguments hold a value the log does not show: a `[REDACTED:...]`
+/// Whether recorded argument text holds a value the log does not show: a `[REDACTED:...]`
 /// placeholder (secret, sensitive, unparseable), a keyed hash, or an omitted-value placeholder.
-fn holds_redacted(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.starts_with("[REDACTED:") || s.starts_with("hmac-sha256:"),
-        Value::Array(a) => a.iter().any(holds_redacted),
-        Value::Object(o) => o.contains_key("tollgate.omitted") || o.values().any(holds_redacted),
-        _ => false,
-    }
+/// (A string the agent wrote that merely contains one of these is counted too: it errs towards
+/// calling a result uncertain.)
+fn holds_redacted(args: &str) -> bool {
+    args.contains("\"[REDACTED:")
+        || args.contains("\"hmac-sha256:")
+        || args.contains("\"tollgate.omitted\"")
 }
 
 /// The text of raw arguments that did not parse, recorded as `{"unparsed": text}`.
-fn unparsed_text(args: &Value) -> Option<&str> {
-    let o = args.as_object()?;
+fn unparsed_text(args: &str) -> Option<String> {
+    if !args.starts_with("{\"unparsed\":") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(args).ok()?;
+    let o = v.as_object()?;
     if o.len() != 1 {
         return None;
     }
-    o.get("unparsed")?.as_str()
+    o.get("unparsed")?.as_str().map(str::to_owned)
 }
 
 impl<'p> Engine<'p> {
@@ -223,15 +193,6 @@ impl<'p> Engine<'p> {
             records: 0,
             report: Tally::default(),
         })
-    }
-
-    pub(super) fn progress(&self, started: Instant) -> ReplayProgress {
-        ReplayProgress {
-            records: self.records,
-            decisions: self.report.decisions,
-            changed: self.report.changes.changed(),
-            elapsed: started.elapsed(),
-        }
     }
 
     pub(super) fn finish(mut self, started: Instant, verified: bool) -> ReplayReport {
@@ -265,21 +226,28 @@ impl<'p> Engine<'p> {
         self.clock.set(MonoTime::from_nanos(t.saturating_sub(t0)));
     }
 
-    pub(super) fn record(&mut self, seq: u64, ev: &Value) -> Result<(), ReplayError> {
+    /// Replays one record (its seq and event bytes).
+    pub(super) fn record(&mut self, seq: u64, bytes: &[u8]) -> Result<(), ReplayError> {
         self.records += 1;
-        if let Some(t) = opt_u64(ev, seq, "time_unix_nano")? {
+        let ev = match Event::parse(seq, bytes) {
+            Ok(ev) => ev,
+            // A kind the replay does not act on: its fields are not its concern.
+            Err(_) if ignorable(bytes) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if let Some(t) = ev.time {
             self.advance(t);
         }
-        match req_str(ev, seq, "event")? {
-            "run_started" => self.run_started(seq, ev),
-            "decision" => self.decision(seq, ev),
-            "outcome" => self.outcome(seq, ev),
+        match required(seq, "event", ev.kind.as_deref())? {
+            "run_started" => self.run_started(seq, &ev),
+            "decision" => self.decision(seq, &ev),
+            "outcome" => self.outcome(seq, &ev),
             "run_finished" => {
-                self.run_finished(req_str(ev, seq, "tollgate.run.id")?);
+                self.run_finished(required(seq, "tollgate.run.id", ev.run.as_deref())?);
                 Ok(())
             }
-            "escalation_resumed" => self.resumed(seq, ev),
-            "kill_switch" => self.kill_switch(seq, ev),
+            "escalation_resumed" => self.resumed(seq, &ev),
+            "kill_switch" => self.kill_switch(seq, &ev),
             // Credentials, escalation requests and decisions, breaker transitions (the
             // candidate's breakers decide for themselves), reasoning, policy reloads, the
             // sink's own records: nothing to replay.
@@ -287,25 +255,23 @@ impl<'p> Engine<'p> {
         }
     }
 
-    fn run_started(&mut self, seq: u64, ev: &Value) -> Result<(), ReplayError> {
-        let id = req_str(ev, seq, "tollgate.run.id")?;
+    fn run_started(&mut self, seq: u64, ev: &Event<'_>) -> Result<(), ReplayError> {
+        let id = required(seq, "tollgate.run.id", ev.run.as_deref())?;
         let mut ctx = RunContext::new(
-            req_str(ev, seq, "gen_ai.agent.id")?,
-            req_str(ev, seq, "tollgate.role")?,
+            required(seq, "gen_ai.agent.id", ev.agent.as_deref())?,
+            required(seq, "tollgate.role", ev.role.as_deref())?,
         );
-        if let Some(t) = opt_str(ev, seq, "tollgate.task_type")? {
+        if let Some(t) = ev.task_type.as_deref() {
             ctx = ctx.for_task(t);
         }
-        if let Some(t) = opt_str(ev, seq, "tollgate.trigger")? {
+        if let Some(t) = ev.trigger.as_deref() {
             ctx = ctx.triggered_by(t);
         }
-        if let Some(c) = opt_str(ev, seq, "tollgate.compartment")? {
+        if let Some(c) = ev.compartment.as_deref() {
             ctx = ctx.in_compartment(c);
         }
-        match ev.get("tollgate.read_only") {
-            None | Some(Value::Bool(false)) => {}
-            Some(Value::Bool(true)) => ctx = ctx.read_only(),
-            Some(_) => return Err(malformed(seq, "tollgate.read_only", "not a boolean")),
+        if ev.read_only == Some(true) {
+            ctx = ctx.read_only();
         }
         // A run id started again while still live (its end is not in the log): end it first.
         self.run_finished(id);
@@ -345,9 +311,9 @@ impl<'p> Engine<'p> {
         }
     }
 
-    fn resumed(&mut self, seq: u64, ev: &Value) -> Result<(), ReplayError> {
-        let id = req_str(ev, seq, "tollgate.run.id")?;
-        let tool = req_str(ev, seq, "gen_ai.tool.name")?;
+    fn resumed(&mut self, seq: u64, ev: &Event<'_>) -> Result<(), ReplayError> {
+        let id = required(seq, "tollgate.run.id", ev.run.as_deref())?;
+        let tool = required(seq, "gen_ai.tool.name", ev.tool.as_deref())?;
         if let Some(Live::Active(a)) = self.runs.get_mut(id) {
             match a.resumes.iter_mut().find(|(t, _)| &**t == tool) {
                 Some((_, n)) => *n += 1,
@@ -357,18 +323,17 @@ impl<'p> Engine<'p> {
         Ok(())
     }
 
-    fn kill_switch(&mut self, seq: u64, ev: &Value) -> Result<(), ReplayError> {
+    fn kill_switch(&mut self, seq: u64, ev: &Event<'_>) -> Result<(), ReplayError> {
         const BY: &str = "policy replay";
-        let action = req_str(ev, seq, "tollgate.kill.action")?;
-        let scope = req_str(ev, seq, "tollgate.kill.scope")?;
-        let target = opt_str(ev, seq, "tollgate.kill.target")?;
+        let action = required(seq, "tollgate.kill.action", ev.kill_action.as_deref())?;
+        let scope = required(seq, "tollgate.kill.scope", ev.kill_scope.as_deref())?;
         let suspend = match action {
             "suspend" => true,
             "resume" => false,
             _ => return Ok(()),
         };
         // No sink: the kill switch's own records and flushes cannot fail.
-        let _ = match (scope, target) {
+        let _ = match (scope, ev.kill_target.as_deref()) {
             ("global", _) if suspend => self.guard.suspend_all(BY),
             ("global", _) => self.guard.resume_all(BY),
             ("agent", Some(agent)) => {
@@ -389,11 +354,10 @@ impl<'p> Engine<'p> {
         Ok(())
     }
 
-    fn outcome(&mut self, seq: u64, ev: &Value) -> Result<(), ReplayError> {
-        let id = req_str(ev, seq, "tollgate.run.id")?;
-        let tool = req_str(ev, seq, "gen_ai.tool.name")?;
-        let call_id = opt_str(ev, seq, "gen_ai.tool.call.id")?;
-        Pending::key(&mut self.key, call_id, tool);
+    fn outcome(&mut self, seq: u64, ev: &Event<'_>) -> Result<(), ReplayError> {
+        let id = required(seq, "tollgate.run.id", ev.run.as_deref())?;
+        let tool = required(seq, "gen_ai.tool.name", ev.tool.as_deref())?;
+        Pending::key(&mut self.key, ev.call_id.as_deref(), tool);
         let entry = match self.runs.get_mut(id) {
             Some(Live::Active(a)) => a.pending.pop(&self.key),
             Some(Live::Refused { .. }) => return Ok(()),
@@ -420,12 +384,12 @@ impl<'p> Engine<'p> {
         Ok(())
     }
 
-    fn decision(&mut self, seq: u64, ev: &Value) -> Result<(), ReplayError> {
-        let run_id = req_str(ev, seq, "tollgate.run.id")?;
-        let tool = req_str(ev, seq, "gen_ai.tool.name")?;
-        let call_id = opt_str(ev, seq, "gen_ai.tool.call.id")?;
+    fn decision(&mut self, seq: u64, ev: &Event<'_>) -> Result<(), ReplayError> {
+        let run_id = required(seq, "tollgate.run.id", ev.run.as_deref())?;
+        let tool = required(seq, "gen_ai.tool.name", ev.tool.as_deref())?;
+        let call_id = ev.call_id.as_deref();
         let old = Decided {
-            kind: match req_str(ev, seq, "tollgate.decision")? {
+            kind: match required(seq, "tollgate.decision", ev.decision.as_deref())? {
                 "allow" => DecisionKind::Allow,
                 "escalate" => DecisionKind::Escalate,
                 "deny" => DecisionKind::Deny,
@@ -437,52 +401,34 @@ impl<'p> Engine<'p> {
                     ));
                 }
             },
-            code: opt_str(ev, seq, "tollgate.deny.code")?,
-            rule: opt_str(ev, seq, "tollgate.rule")?,
+            code: ev.deny_code.as_deref(),
+            rule: ev.rule.as_deref(),
         };
         if old.kind == DecisionKind::Deny && old.code.is_none() {
             return Err(malformed(seq, "tollgate.deny.code", "missing on a denial"));
         }
-        let Some(args) = ev.get("gen_ai.tool.call.arguments") else {
-            return Err(malformed(seq, "gen_ai.tool.call.arguments", "missing"));
-        };
-        let confidence = match ev.get("tollgate.confidence") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_f64()
-                    .ok_or_else(|| malformed(seq, "tollgate.confidence", "not a number"))?
-                    as f32,
-            ),
-        };
-        let flags: Vec<&str> = match ev.get("tollgate.flags") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|f| {
-                    f.as_str()
-                        .ok_or_else(|| malformed(seq, "tollgate.flags", "not a list of strings"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(malformed(seq, "tollgate.flags", "not a list of strings")),
-        };
+        let args = required(seq, "gen_ai.tool.call.arguments", ev.args)?.get();
+        let flags: Vec<&str> = ev.flags.iter().flatten().map(|f| f.as_ref()).collect();
         // Raw text that did not parse was recorded as `{"unparsed": text}` (and denied for it).
-        let raw = match old.code {
+        let unparsed = match old.code {
             Some("malformed_args" | "args_too_large") => unparsed_text(args),
             _ => None,
         };
         let uncertain = holds_redacted(args)
-            // Parsed arguments denied as malformed: what made them so (a duplicate key, say)
-            // may not survive in the record.
-            || (raw.is_none() && old.code == Some("malformed_args"));
-        let mut call = ToolCall::new(tool, raw.map_or(Args::Value(args), Args::Json));
+            // Denied as malformed, yet recorded as a readable value: what made it malformed may
+            // not survive in the record.
+            || (unparsed.is_none() && old.code == Some("malformed_args"));
+        // The arguments as recorded: the raw text as the agent gave it (minified), or the
+        // serialised form of parsed arguments; re-checked as raw text, numbers exact.
+        let mut call = ToolCall::new(tool, unparsed.as_deref().unwrap_or(args));
         if !flags.is_empty() {
             call = call.with_flags(&flags);
         }
         if let Some(id) = call_id {
             call = call.with_call_id(id);
         }
-        if let Some(c) = confidence {
-            call = call.with_confidence(c);
+        if let Some(c) = ev.confidence {
+            call = call.with_confidence(c as f32);
         }
 
         self.report.decisions += 1;
@@ -510,6 +456,7 @@ impl<'p> Engine<'p> {
                         r.reasons.first().map(|x| x.rule.clone()),
                     ),
                     Verdict::Allow(permit) => {
+                        // A resumed call consumes its approval instead of meeting the gate.
                         let gate = if resumed { None } else { self.gate };
                         match gate.and_then(|g| escalation(g, &permit, &call)) {
                             Some(Ok(rule)) => {
@@ -630,25 +577,23 @@ fn escalation(
 }
 
 /// The outcome an `outcome` record describes (status, tokens, cost).
-fn recorded_outcome(seq: u64, ev: &Value) -> Result<Outcome, ReplayError> {
-    const FIELD: &str = "tollgate.outcome";
-    let Some(o) = ev.get(FIELD) else {
-        return Err(malformed(seq, FIELD, "missing"));
+fn recorded_outcome(seq: u64, ev: &Event<'_>) -> Result<Outcome, ReplayError> {
+    let status = required(seq, "tollgate.outcome", ev.outcome.as_ref())?;
+    let mut outcome = match &*status.status {
+        "success" => Outcome::success(),
+        "abandoned" => Outcome::abandoned(),
+        // The message is not needed: nothing is recorded, and the breakers count the status.
+        "error" => Outcome::error("error recorded in the audit log"),
+        other => {
+            return Err(malformed(
+                seq,
+                "tollgate.outcome",
+                format!("unknown status `{other}`"),
+            ));
+        }
     };
-    let mut outcome = match o.get("status").and_then(Value::as_str) {
-        Some("success") => Outcome::success(),
-        Some("abandoned") => Outcome::abandoned(),
-        // The message may be an omitted-value placeholder; the breakers count the status.
-        Some("error") => Outcome::error(
-            o.get("message")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-        ),
-        _ => return Err(malformed(seq, FIELD, "no known `status`")),
-    };
-    outcome.input_tokens = opt_u64(ev, seq, "gen_ai.usage.input_tokens")?;
-    outcome.output_tokens = opt_u64(ev, seq, "gen_ai.usage.output_tokens")?;
-    outcome.cost_micros = opt_u64(ev, seq, "tollgate.cost_micros")?;
+    outcome.input_tokens = ev.input_tokens;
+    outcome.output_tokens = ev.output_tokens;
+    outcome.cost_micros = ev.cost_micros;
     Ok(outcome)
 }

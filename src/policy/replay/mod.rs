@@ -2,23 +2,19 @@
 //! reports what would change (see [`Replay`]).
 
 mod engine;
+mod event;
 mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use report::{
-    ChangeCounts, DecisionKind, ReplayChange, ReplayDecision, ReplayExample, ReplayProgress,
-    ReplayReport,
+    ChangeCounts, DecisionKind, ReplayChange, ReplayDecision, ReplayExample, ReplayReport,
 };
 
 use super::{BindError, DocumentError, Policy};
-use crate::audit::file::{CheckpointKey, VerifyError};
-use crate::audit::query::Query;
+use crate::audit::file::{CheckpointKey, Progress, ProgressHook, RawRecords, VerifyError};
 use engine::Engine;
-
-/// How often (in records) the progress callback is called.
-const PROGRESS_EVERY: u64 = 16 * 1024;
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +51,10 @@ impl From<VerifyError> for ReplayError {
 /// A replay of an audit log under a candidate policy, ready to [`run`](Self::run): re-decides every
 /// call of the log under the candidate and reports what would change. Made by [`Policy::replay`].
 ///
-/// It streams a [`FileSink`](crate::audit::file::FileSink) directory with a
-/// [`Query`] (verifying the hash chain while reading, unless told not to) and drives a **fresh
-/// guard built from the candidate** through the recorded history:
+/// It streams a [`FileSink`](crate::audit::file::FileSink) directory, checking every record
+/// against the hash chain exactly as a [`Query`](crate::audit::query::Query) verifying while
+/// reading does (unless told not to), and drives a **fresh guard built from the candidate**
+/// through the recorded history:
 ///
 /// - its clock is a [`ManualClock`](crate::clock::ManualClock) moved to each record's `time_unix_nano`, so wall-time
 ///   budgets, rate limits, loop windows and breaker waits see the time that passed then;
@@ -99,10 +96,11 @@ impl From<VerifyError> for ReplayError {
 ///   placeholders where the agent gave secret, sensitive or oversized values. The candidate sees
 ///   the placeholder, never a guessed value; such decisions are counted in
 ///   [`ReplayReport::uncertain`] and their examples marked.
-/// - **Arguments as parsed.** Arguments are re-checked as parsed JSON: the raw-size limit
-///   applies as a lower bound (as for any parsed arguments), and numbers beyond `f64` precision
-///   are re-read as `f64`. Raw text that did not parse is recorded as `{"unparsed": text}` and
-///   is re-checked as that text.
+/// - **Arguments as recorded.** The recorded arguments are re-checked as raw JSON text: the
+///   text the agent gave, minified, or the serialised form of arguments given as a value, so
+///   numbers are read exactly as the log shows them. The raw-size limit applies to the minified
+///   text, a lower bound of what the agent sent. Raw text that did not parse is recorded as
+///   `{"unparsed": text}` and is re-checked as that text.
 /// - **Estimates.** Token and cost estimates a call declared are not recorded: budgets reserve
 ///   the per-call defaults, then settle to the recorded usage as before.
 /// - **Calls that did not run then.** A call the candidate allows that was denied or escalated
@@ -117,7 +115,7 @@ pub struct Replay<'p> {
     verify: bool,
     keys: Vec<CheckpointKey>,
     examples: usize,
-    progress: Option<Box<dyn FnMut(&ReplayProgress) + 'p>>,
+    progress: Option<ProgressHook>,
 }
 
 impl std::fmt::Debug for Replay<'_> {
@@ -224,32 +222,21 @@ impl<'p> Replay<'p> {
         self
     }
 
-    /// Calls `f` every few thousand records and once at the end.
-    pub fn on_progress(mut self, f: impl FnMut(&ReplayProgress) + 'p) -> Self {
-        self.progress = Some(Box::new(f));
+    /// Calls `hook` with the [`Progress`] of the read after each record (records and bytes
+    /// read, segment N of M), as [`Query::progress`](crate::audit::query::Query::progress) does:
+    /// keep it cheap and throttle in it.
+    pub fn progress(mut self, hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(ProgressHook::new(hook));
         self
     }
 
     /// Replays the whole log.
-    pub fn run(mut self) -> Result<ReplayReport, ReplayError> {
+    pub fn run(self) -> Result<ReplayReport, ReplayError> {
         let started = Instant::now();
-        let mut query = Query::new().verify_while_reading(self.verify);
-        for key in std::mem::take(&mut self.keys) {
-            query = query.checkpoint_key(key);
-        }
-        let records = query.open(&self.dir)?;
+        let mut records = RawRecords::open(&self.dir, self.verify, self.keys, self.progress)?;
         let mut engine = Engine::new(self.policy, self.examples)?;
-        for record in records {
-            let record = record?;
-            engine.record(record.seq, &record.event)?;
-            if engine.records % PROGRESS_EVERY == 0
-                && let Some(f) = &mut self.progress
-            {
-                f(&engine.progress(started));
-            }
-        }
-        if let Some(f) = &mut self.progress {
-            f(&engine.progress(started));
+        while let Some((seq, event)) = records.next_event()? {
+            engine.record(seq, event)?;
         }
         Ok(engine.finish(started, self.verify))
     }

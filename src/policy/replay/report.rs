@@ -244,27 +244,6 @@ pub struct ReplayExample {
     pub resumed: bool,
 }
 
-/// How far a replay has come (see [`Replay::on_progress`](super::Replay::on_progress)).
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct ReplayProgress {
-    /// Records read.
-    pub records: u64,
-    /// Decisions replayed.
-    pub decisions: u64,
-    /// Decisions that changed.
-    pub changed: u64,
-    /// Time since the replay started (real time, not the log's).
-    pub elapsed: Duration,
-}
-
-impl ReplayProgress {
-    /// Records read per second so far.
-    pub fn records_per_sec(&self) -> f64 {
-        per_sec(self.records, self.elapsed)
-    }
-}
-
 fn per_sec(n: u64, d: Duration) -> f64 {
     let s = d.as_secs_f64();
     if s > 0.0 { n as f64 / s } else { 0.0 }

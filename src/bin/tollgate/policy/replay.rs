@@ -1,15 +1,15 @@
 //! `tollgate policy replay NEW --audit DIR`: what a candidate policy would have changed over a
 //! recorded audit log.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use tollgate::policy::{Policy, ReplayError};
 
 use crate::Failure;
+use crate::progress::{Meter, ProgressArgs};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
@@ -28,6 +28,8 @@ pub(crate) struct ReplayArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReplayFormat::Text)]
     format: ReplayFormat,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -38,35 +40,19 @@ pub(crate) enum ReplayFormat {
     Json,
 }
 
-/// How often progress is redrawn on a terminal.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
-
 pub(crate) fn run(policy: &Policy, a: ReplayArgs) -> Result<ExitCode, Failure> {
     let mut replay = policy
         .replay(&a.audit)
         .examples(a.examples)
         .verify(!a.no_verify);
-    let tty = std::io::stderr().is_terminal();
-    if tty {
-        let mut shown = Duration::ZERO;
-        replay = replay.on_progress(move |p| {
-            if p.elapsed < shown + PROGRESS_INTERVAL {
-                return;
-            }
-            shown = p.elapsed;
-            eprint!(
-                "\r{} records, {} decisions, {} changed, {:.0} records/s ",
-                p.records,
-                p.decisions,
-                p.changed,
-                p.records_per_sec()
-            );
-        });
+    let meter = Meter::new("replay", &a.progress, false);
+    if let Some(m) = &meter {
+        let m = Arc::clone(m);
+        replay = replay.progress(move |p| m.update(p));
     }
     let result = replay.run();
-    if tty {
-        // Clear the progress line.
-        eprint!("\r\x1b[K");
+    if let Some(m) = &meter {
+        m.finish();
     }
     let report = result.map_err(|e| match e {
         ReplayError::Log(_) => Failure::Input(format!("{}: {e}", a.audit.display())),
