@@ -14,7 +14,7 @@ use tollgate::audit::file::{Durability, FileSink, FileSinkConfig};
 use tollgate::clock::ManualClock;
 use tollgate::escalation::{Approver, Decision, MemoryApprovalStore};
 use tollgate::policy::{
-    Bindings, DecisionKind, Policy, ReplayChange, ReplayError, ReplayExample, ReplayReport,
+    Bindings, DecisionKind, Policy, Probe, ReplayChange, ReplayError, ReplayExample, ReplayReport,
 };
 use tollgate::{DenyCode, Guard, Outcome, Run, RunContext, ToolCall, Verdict};
 
@@ -46,6 +46,7 @@ impl Drop for TempDir {
 struct Knobs {
     search_max: u32,
     pay_max: u32,
+    body_max: u32,
     clerk_tools: &'static str,
     role: &'static str,
     record_pattern: &'static str,
@@ -55,6 +56,7 @@ struct Knobs {
 const A: Knobs = Knobs {
     search_max: 100,
     pay_max: 1000,
+    body_max: 200,
     clerk_tools: r#""search", "read_record", "send_email", "pay", "delete_record""#,
     role: "clerk",
     record_pattern: "R-[0-9]+",
@@ -65,6 +67,7 @@ const A: Knobs = Knobs {
 const B: Knobs = Knobs {
     search_max: 500,
     pay_max: 300,
+    body_max: 200,
     clerk_tools: r#""search", "read_record", "send_email", "pay""#,
     role: "clerk",
     record_pattern: "R-[0-9]+",
@@ -78,7 +81,11 @@ when.confidence = { below = 0.5 }
 };
 
 fn policy(k: &Knobs, tail: &str) -> Policy {
-    let text = format!(
+    Policy::from_toml(&policy_text(k, tail)).unwrap()
+}
+
+fn policy_text(k: &Knobs, tail: &str) -> String {
+    format!(
         r#"
 tiers = ["public", "internal", "phi"]
 
@@ -105,7 +112,7 @@ args.id = {{ type = "string", required = true, pattern = "{record_pattern}" }}
 effect = "write"
 tier = "internal"
 args.to = {{ type = "string", required = true }}
-args.body = {{ type = "string", required = true, max_length = 200, redact = "sensitive" }}
+args.body = {{ type = "string", required = true, max_length = {body_max}, redact = "sensitive" }}
 
 [tools.pay]
 effect = "irreversible"
@@ -141,12 +148,12 @@ durability = "os_buffered"
 "#,
         search_max = k.search_max,
         pay_max = k.pay_max,
+        body_max = k.body_max,
         role = k.role,
         record_pattern = k.record_pattern,
         tools = k.clerk_tools,
         extra = k.extra,
-    );
-    Policy::from_toml(&text).unwrap()
+    )
 }
 
 /// A guard under `policy` writing to a file sink in `dir`, on a manual clock.
@@ -212,8 +219,8 @@ impl Recorder {
 /// (unchanged), pay 400 (B: would block), pay 800 (escalated; B: would block), its resumption
 /// after approval (allowed; B: would block, resumed), delete R-1 (B: would block, tool
 /// removed), delete "bad" (denied by pattern; B: deny reason changed), e-mail at confidence
-/// 0.3 (B: would escalate; its body is redacted in the log: uncertain), e-mail at 0.9
-/// (unchanged, uncertain), read_record without call id (unchanged);
+/// 0.3 and at 0.9 (their bodies are redacted in the log: uncertain; on the placeholders B
+/// escalates the first and allows the second), read_record without call id (unchanged);
 /// run r2: search, search while the run is suspended (denied), search after resume: unchanged;
 /// run r3: the same search twice, a third time (loop), and again after the window: unchanged.
 fn record_session(dir: &Path) {
@@ -378,13 +385,18 @@ fn tightened_and_loosened_candidate_reports_each_change_with_examples() {
             c.deny_reason_changed,
             c.unchanged
         ),
-        (4, 1, 1, 1, 11),
+        (4, 1, 0, 1, 10),
         "{report}"
     );
-    // The two e-mails' bodies are redacted in the log.
+    // The two e-mails' bodies are redacted in the log: counted apart, by what the candidate
+    // made of the placeholders, and in no change count.
     assert_eq!(report.uncertain.total(), 2);
     assert_eq!(report.uncertain.would_escalate, 1);
     assert_eq!(report.uncertain.unchanged, 1);
+    assert_eq!(
+        report.changes.total() + report.uncertain.total() + report.skipped,
+        report.decisions
+    );
     assert_eq!(report.resumed, 1);
     assert_eq!(
         (
@@ -414,7 +426,6 @@ fn tightened_and_loosened_candidate_reports_each_change_with_examples() {
             ("delete_record", 1, 0, 0, 1),
             ("pay", 3, 0, 0, 0),
             ("search", 0, 1, 0, 0),
-            ("send_email", 0, 0, 1, 0),
         ]
     );
 
@@ -475,14 +486,31 @@ fn tightened_and_loosened_candidate_reports_each_change_with_examples() {
         )
     );
 
-    let escalated = &report.examples_of(ReplayChange::WouldEscalate);
-    assert_eq!(escalated.len(), 1);
-    assert_eq!(escalated[0].call_id.as_deref(), Some("c8"));
+    assert!(report.examples_of(ReplayChange::WouldEscalate).is_empty());
+    let uncertain: Vec<_> = report
+        .uncertain_examples
+        .iter()
+        .map(|e| (e.call_id.as_deref(), codes(e)))
+        .collect();
     assert_eq!(
-        codes(&escalated[0]),
-        ex("allow", None, "escalate", None, true, false)
+        uncertain,
+        [
+            (Some("c8"), ex("allow", None, "escalate", None, true, false)),
+            (Some("c9"), ex("allow", None, "allow", None, true, false)),
+        ]
     );
-    assert_eq!(escalated[0].new.rule.as_deref(), Some("unsure-email"));
+    assert_eq!(
+        report.uncertain_examples[0].new.rule.as_deref(),
+        Some("unsure-email")
+    );
+    // No certain example is marked uncertain.
+    assert!(
+        report
+            .examples
+            .values()
+            .flatten()
+            .all(|e| !e.uncertain && e.tool != "send_email")
+    );
 
     let reason = &report.examples_of(ReplayChange::DenyReasonChanged);
     assert_eq!(reason.len(), 1);
@@ -513,14 +541,21 @@ fn tightened_and_loosened_candidate_reports_each_change_with_examples() {
         "{text}"
     );
     assert!(
-        text.contains("would escalate                    1            1"),
+        text.contains("would escalate                    0            1"),
         "{text}"
     );
     assert!(
-        text.contains("total: 7 of 18 decisions would change"),
+        text.contains(
+            "total: 6 of 18 decisions would change; 2 more cannot be determined (redacted \
+             arguments), 1 of them changed on the placeholders"
+        ),
         "{text}"
     );
-    assert!(text.contains("UNCERTAIN"), "{text}");
+    assert!(text.contains("UNCERTAIN (first 2 of 2)"), "{text}");
+    assert!(
+        text.contains("send_email (call c8): allow -> escalate [unsure-email] (on placeholders)"),
+        "{text}"
+    );
 
     // The replay wrote nothing: the log is byte for byte what it was.
     assert_eq!(dir_bytes(dir.path()), before);
@@ -540,7 +575,11 @@ fn replaying_a_log_under_its_own_policy_changes_nothing() {
     record_session(dir.path());
     let report = policy(&A, "").replay(dir.path()).run().unwrap();
     assert_eq!(report.decisions, 18);
-    assert_eq!(report.changes.unchanged, 18, "{report}");
+    // The two e-mails with redacted bodies are uncertain even here: the same decision on the
+    // placeholders is no proof of the same decision on the values.
+    assert_eq!(report.changes.unchanged, 16, "{report}");
+    assert_eq!(report.uncertain.unchanged, 2, "{report}");
+    assert_eq!(report.uncertain.changed(), 0, "{report}");
     assert_eq!(report.changed(), 0);
     assert_eq!(report.resumed, 1);
     assert!(report.per_tool.is_empty());
@@ -644,32 +683,54 @@ fn run_the_candidate_cannot_start_counts_its_calls_as_denied() {
     // Every call allowed or escalated then is blocked; the denials change their reason.
     assert_eq!(report.changes.would_block, 14, "{report}");
     assert_eq!(report.changes.deny_reason_changed, 4, "{report}");
+    // A call refused before its arguments are read is decided for certain, redacted or not.
+    assert_eq!(report.uncertain.total(), 0, "{report}");
     let e = &report.examples_of(ReplayChange::WouldBlock)[0];
     assert_eq!(e.new.decision, DecisionKind::Deny);
     assert_eq!(e.new.code.as_deref(), Some("unknown_role"));
     assert_eq!(e.new.rule.as_deref(), Some("roles.clerk"));
 }
 
+/// Lowers the recorded payment of 400 (so that it would pass B's limit of 300) in place;
+/// returns the forged record's seq and line.
+fn forge_payment(dir: &Path) -> (u64, u64) {
+    let seg = dir.join("audit-000001.jsonl");
+    let text = std::fs::read_to_string(&seg).unwrap();
+    let (i, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(r#"amount\":400"#) || l.contains(r#""amount":400"#))
+        .expect("the payment of 400 is in the log");
+    let seq = serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let forged = line
+        .replacen(r#"amount\":400"#, r#"amount\":200"#, 1)
+        .replacen(r#""amount":400"#, r#""amount":200"#, 1);
+    assert_ne!(forged, line);
+    std::fs::write(&seg, text.replacen(line, &forged, 1)).unwrap();
+    (seq, i as u64 + 1)
+}
+
 #[test]
-fn tampered_log_fails_the_replay() {
+fn tampered_log_fails_the_replay_naming_the_record() {
     let dir = TempDir::new("tampered");
     record_session(dir.path());
-    let seg = dir.path().join("audit-000001.jsonl");
-    let text = std::fs::read_to_string(&seg).unwrap();
-    assert!(text.contains(r#"\"amount\":400"#) || text.contains(r#""amount":400"#));
-    // Lower a recorded payment so it would pass the candidate's limit.
-    let forged = text.replacen(r#"amount\":400"#, r#"amount\":200"#, 1);
-    let forged = if forged == text {
-        text.replacen(r#""amount":400"#, r#""amount":200"#, 1)
-    } else {
-        forged
-    };
-    assert_ne!(forged, text);
-    std::fs::write(&seg, forged).unwrap();
+    let (seq, line) = forge_payment(dir.path());
 
     let err = policy(&B, "").replay(dir.path()).run().unwrap_err();
-    assert!(matches!(err, ReplayError::Log(_)), "{err}");
-    assert!(err.to_string().contains("modified"), "{err}");
+    let ReplayError::Log(e) = &err else {
+        panic!("a log error: {err}");
+    };
+    let at = e.location().expect("the bad record is located");
+    assert_eq!((at.seq, at.line), (Some(seq), line), "{err}");
+    assert!(at.file.ends_with("audit-000001.jsonl"), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("line {line} ")) && msg.contains(&format!("seq {seq}:")),
+        "{msg}"
+    );
+    assert!(msg.contains("record modified"), "{msg}");
 
     // Without verification the forged record is replayed as it now reads: one fewer block.
     let blind = policy(&B, "")
@@ -679,6 +740,60 @@ fn tampered_log_fails_the_replay() {
         .unwrap();
     assert!(!blind.verified);
     assert_eq!(blind.changes.would_block, 3);
+}
+
+#[test]
+fn redacted_arguments_are_uncertain_never_guessed() {
+    // The candidate limits e-mail bodies to 20 characters. The recorded bodies are the
+    // placeholder `[REDACTED:sensitive]` (20 characters: it passes); the agent's real body,
+    // "the quarterly numbers", has 21 and is refused. Counting the placeholder's result would
+    // report the e-mails as unchanged: they are uncertain instead.
+    let dir = TempDir::new("redacted");
+    record_session(dir.path());
+    let candidate = policy(&Knobs { body_max: 20, ..A }, "");
+    let verdict = |body: &str| {
+        let args = format!(r#"{{"to":"ops@example.com","body":"{body}"}}"#);
+        candidate
+            .explain(&Probe::new("clerk", "send_email", &args))
+            .verdict
+    };
+    assert_eq!(
+        verdict("the quarterly numbers"),
+        "deny:argument_too_long",
+        "the real value is refused"
+    );
+    assert_eq!(
+        verdict("[REDACTED:sensitive]"),
+        "allow",
+        "the placeholder passes"
+    );
+
+    let report = candidate.replay(dir.path()).run().unwrap();
+    assert_eq!(report.decisions, 18);
+    assert_eq!(report.changes.total(), 16, "{report}");
+    assert_eq!(report.changed(), 0, "{report}");
+    assert_eq!(report.uncertain.total(), 2, "{report}");
+    assert_eq!(report.uncertain.unchanged, 2, "{report}");
+    let tools: Vec<_> = report
+        .uncertain_examples
+        .iter()
+        .map(|e| (e.tool.as_str(), e.call_id.as_deref(), e.uncertain))
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            ("send_email", Some("c8"), true),
+            ("send_email", Some("c9"), true)
+        ]
+    );
+    assert!(report.per_tool.is_empty());
+
+    // Under a limit the placeholder fails too, still uncertain: never a would-block.
+    let tighter = policy(&Knobs { body_max: 10, ..A }, "");
+    let report = tighter.replay(dir.path()).run().unwrap();
+    assert_eq!(report.changes.would_block, 0, "{report}");
+    assert_eq!(report.uncertain.would_block, 2, "{report}");
+    assert!(report.examples_of(ReplayChange::WouldBlock).is_empty());
 }
 
 #[test]
@@ -702,10 +817,9 @@ fn progress_is_reported_and_the_report_serialises() {
     assert!(report.records > report.decisions);
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["changes"]["would_block"], 4);
-    assert_eq!(
-        json["examples"]["would_escalate"][0]["new"]["rule"],
-        "unsure-email"
-    );
+    assert_eq!(json["uncertain_examples"][0]["new"]["rule"], "unsure-email");
     assert_eq!(json["uncertain"]["would_escalate"], 1);
+    assert_eq!(json["uncertain_examples"][0]["call_id"], "c8");
+    assert_eq!(json["uncertain_examples"][0]["uncertain"], true);
     assert!(json["elapsed_secs"].is_f64());
 }

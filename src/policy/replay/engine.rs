@@ -119,6 +119,7 @@ struct Tally {
     per_tool: BTreeMap<String, ChangeCounts>,
     other_tools: ChangeCounts,
     examples: BTreeMap<ReplayChange, Vec<ReplayExample>>,
+    uncertain_examples: Vec<ReplayExample>,
     resumed: u64,
     skipped: u64,
     unmatched_outcomes: u64,
@@ -153,6 +154,26 @@ fn holds_redacted(args: &str) -> bool {
     args.contains("\"[REDACTED:")
         || args.contains("\"hmac-sha256:")
         || args.contains("\"tollgate.omitted\"")
+}
+
+/// Deny codes of the stages that decide before any argument is read (kill switch, breaker, the
+/// boundary's role, tool, clearance and read-only checks, a run the candidate refuses): such a
+/// denial stands whatever values the log redacted.
+fn decided_before_arguments(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "suspended"
+                | "circuit_open"
+                | "foreign_run"
+                | "unknown_role"
+                | "unknown_tool"
+                | "tool_not_allowed"
+                | "clearance_too_low"
+                | "read_only"
+                | "compartment_refused"
+        )
+    )
 }
 
 /// The text of raw arguments that did not parse, recorded as `{"unparsed": text}`.
@@ -212,6 +233,7 @@ impl<'p> Engine<'p> {
             per_tool: t.per_tool,
             other_tools: t.other_tools,
             examples: t.examples,
+            uncertain_examples: t.uncertain_examples,
             resumed: t.resumed,
             skipped: t.skipped,
             unmatched_outcomes: t.unmatched_outcomes,
@@ -414,7 +436,7 @@ impl<'p> Engine<'p> {
             Some("malformed_args" | "args_too_large") => unparsed_text(args),
             _ => None,
         };
-        let uncertain = holds_redacted(args)
+        let hidden = holds_redacted(args)
             // Denied as malformed, yet recorded as a readable value: what made it malformed may
             // not survive in the record.
             || (unparsed.is_none() && old.code == Some("malformed_args"));
@@ -497,6 +519,10 @@ impl<'p> Engine<'p> {
             code: new_code,
             rule: new_rule.as_ref().map(RuleId::as_str),
         };
+        // What the candidate made of placeholders is not its decision on the agent's values,
+        // unless it decided before reading any argument.
+        let uncertain =
+            hidden && !(new.kind == DecisionKind::Deny && decided_before_arguments(new.code));
         self.tally(seq, run_id, tool, call_id, &old, &new, uncertain, resumed);
         Ok(())
     }
@@ -515,13 +541,28 @@ impl<'p> Engine<'p> {
     ) {
         let t = &mut self.report;
         let change = ReplayChange::of(old.kind, old.code, new.kind, new.code);
-        t.changes.add(change);
-        if uncertain {
-            t.uncertain.add(change);
-        }
         if resumed {
             t.resumed += 1;
         }
+        let example = || ReplayExample {
+            seq,
+            run: run.to_owned(),
+            tool: tool.to_owned(),
+            call_id: call_id.map(str::to_owned),
+            old: old.owned(),
+            new: new.owned(),
+            uncertain,
+            resumed,
+        };
+        if uncertain {
+            // Counted apart, never as a change or an unchanged decision.
+            t.uncertain.add(change);
+            if t.uncertain_examples.len() < self.max_examples {
+                t.uncertain_examples.push(example());
+            }
+            return;
+        }
+        t.changes.add(change);
         if change == ReplayChange::Unchanged {
             return;
         }
@@ -534,16 +575,7 @@ impl<'p> Engine<'p> {
         }
         let examples = t.examples.entry(change).or_default();
         if examples.len() < self.max_examples {
-            examples.push(ReplayExample {
-                seq,
-                run: run.to_owned(),
-                tool: tool.to_owned(),
-                call_id: call_id.map(str::to_owned),
-                old: old.owned(),
-                new: new.owned(),
-                uncertain,
-                resumed,
-            });
+            examples.push(example());
         }
     }
 }

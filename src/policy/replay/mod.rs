@@ -92,10 +92,15 @@ impl From<VerifyError> for ReplayError {
 ///
 /// # What is approximate
 ///
-/// - **Redacted arguments.** A log keeps placeholders, keyed hashes and omitted-value
-///   placeholders where the agent gave secret, sensitive or oversized values. The candidate sees
-///   the placeholder, never a guessed value; such decisions are counted in
-///   [`ReplayReport::uncertain`] and their examples marked.
+/// - **Redacted arguments: uncertain, never guessed.** A log keeps placeholders, keyed hashes
+///   and omitted-value placeholders where the agent gave secret, sensitive or oversized values.
+///   The candidate sees the placeholder, never a guessed value, and such a decision is
+///   **uncertain**: counted in [`ReplayReport::uncertain`] (by what the candidate made of the
+///   placeholders) and listed in [`ReplayReport::uncertain_examples`], never in
+///   [`ReplayReport::changes`]. Only a denial decided before any argument is read (kill
+///   switch, open breaker, role, tool, clearance, read-only run) is certain whatever the values
+///   were. (Argument text the agent wrote that merely contains a placeholder's marker is taken
+///   as redacted too: it errs towards uncertain.)
 /// - **Arguments as recorded.** The recorded arguments are re-checked as raw JSON text: the
 ///   text the agent gave, minified, or the serialised form of arguments given as a value, so
 ///   numbers are read exactly as the log shows them. The raw-size limit applies to the minified

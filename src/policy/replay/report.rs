@@ -236,8 +236,9 @@ pub struct ReplayExample {
     pub old: ReplayDecision,
     /// What the candidate decides.
     pub new: ReplayDecision,
-    /// The recorded arguments hold redacted or omitted values, so the candidate saw
-    /// placeholders where the agent gave real values: this result may be wrong.
+    /// The decision cannot be determined: the recorded arguments hold redacted or omitted
+    /// values, so the candidate saw placeholders where the agent gave real values (see
+    /// [`ReplayReport::uncertain`]). Set on [`ReplayReport::uncertain_examples`] only.
     pub uncertain: bool,
     /// The call was the resumption of an approved escalation (re-checked without the
     /// escalation gate, as [`Guard::resume`](crate::Guard::resume) does).
@@ -265,23 +266,34 @@ pub struct ReplayReport {
     /// Runs the candidate refuses to start (unknown role, compartment id refused): their
     /// decisions count as denied.
     pub refused_runs: u64,
-    /// Decisions replayed.
+    /// Decisions in the log: [`changes`](Self::changes), [`uncertain`](Self::uncertain) and
+    /// [`skipped`](Self::skipped) add up to it.
     pub decisions: u64,
-    /// Decisions per change.
+    /// Decisions the candidate decides for certain, per change. Uncertain decisions are not
+    /// counted here (see [`uncertain`](Self::uncertain)).
     pub changes: ChangeCounts,
-    /// Of those, decisions whose recorded arguments hold redacted or omitted values (keyed
-    /// hashes, `[REDACTED:...]` placeholders, `{"tollgate.omitted": ...}`), or a recorded
-    /// `malformed_args` denial whose original text the record may not show: their results are
-    /// uncertain.
+    /// Decisions whose result under the candidate **cannot be determined**, counted apart from
+    /// [`changes`](Self::changes): their recorded arguments hold redacted or omitted values
+    /// (keyed hashes, `[REDACTED:...]` placeholders, `{"tollgate.omitted": ...}`), or they were
+    /// denied as `malformed_args` and the record may not show what made them so. The candidate
+    /// saw the placeholders, never a guessed value; the counts are per change *as decided on
+    /// the placeholders*, which the real values may not share (a tighter limit on a redacted
+    /// field can block the value and pass the placeholder, or the reverse). A call the
+    /// candidate refuses before it reads any argument (kill switch, open breaker, role, tool,
+    /// clearance, read-only run, refused run) is decided for certain and counted in `changes`.
     pub uncertain: ChangeCounts,
-    /// Changed decisions per tool (tools with at least one change; unchanged decisions are not
-    /// counted per tool). At most [`Replay::MAX_TOOLS`](super::Replay::MAX_TOOLS) tools; the rest are summed in
+    /// Certain changed decisions per tool (tools with at least one change; unchanged and
+    /// uncertain decisions are not counted per tool). At most
+    /// [`Replay::MAX_TOOLS`](super::Replay::MAX_TOOLS) tools; the rest are summed in
     /// [`other_tools`](Self::other_tools).
     pub per_tool: BTreeMap<String, ChangeCounts>,
     /// Changed decisions of tools beyond the per-tool limit.
     pub other_tools: ChangeCounts,
-    /// The first examples of each change, in log order.
+    /// The first examples of each certain change, in log order.
     pub examples: BTreeMap<ReplayChange, Vec<ReplayExample>>,
+    /// The first uncertain decisions, in log order, each with what the candidate decided on
+    /// the placeholders (as many as examples of each change are kept).
+    pub uncertain_examples: Vec<ReplayExample>,
     /// Resumed calls of approved escalations (re-checked without the gate).
     pub resumed: u64,
     /// Decisions of runs whose start is not in the log (it begins after they started): not
@@ -304,7 +316,7 @@ impl ReplayReport {
         per_sec(self.records, self.elapsed)
     }
 
-    /// Decisions that changed.
+    /// Decisions that would change for certain (uncertain ones not included).
     pub fn changed(&self) -> u64 {
         self.changes.changed()
     }
@@ -347,11 +359,7 @@ impl fmt::Display for ReplayReport {
             }
         )?;
         writeln!(f)?;
-        writeln!(
-            f,
-            "{:<22} {:>12} {:>12}",
-            "change", "decisions", "uncertain"
-        )?;
+        writeln!(f, "{:<22} {:>12} {:>12}", "change", "certain", "uncertain")?;
         for c in ReplayChange::ALL {
             writeln!(
                 f,
@@ -406,35 +414,22 @@ impl fmt::Display for ReplayReport {
                 self.changes.get(c)
             )?;
             for e in examples {
-                write!(
-                    f,
-                    "  seq {} run {} {}",
-                    e.seq,
-                    e.run.escape_debug(),
-                    e.tool.escape_debug()
-                )?;
-                if let Some(id) = &e.call_id {
-                    write!(f, " (call {})", id.escape_debug())?;
-                }
-                write!(f, ": {} -> {}", e.old, e.new)?;
-                if e.resumed {
-                    f.write_str(" (resumed after approval)")?;
-                }
-                if e.uncertain {
-                    f.write_str(" (UNCERTAIN: redacted or omitted arguments)")?;
-                }
-                writeln!(f)?;
+                example(f, e)?;
+            }
+        }
+        let uncertain = self.uncertain.total();
+        if uncertain > 0 {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "UNCERTAIN (first {} of {uncertain}): redacted or omitted arguments, so the candidate saw placeholders, not the values the agent gave; not counted as changes:",
+                self.uncertain_examples.len(),
+            )?;
+            for e in &self.uncertain_examples {
+                example(f, e)?;
             }
         }
         writeln!(f)?;
-        let uncertain = self.uncertain.total();
-        if uncertain > 0 {
-            writeln!(
-                f,
-                "uncertain: {uncertain} decisions had redacted or omitted arguments ({} of them changed); the candidate saw placeholders, not the values the agent gave",
-                self.uncertain.changed()
-            )?;
-        }
         if self.refused_runs > 0 {
             writeln!(
                 f,
@@ -463,11 +458,41 @@ impl fmt::Display for ReplayReport {
                 self.unmatched_outcomes
             )?;
         }
-        writeln!(
+        write!(
             f,
             "total: {} of {} decisions would change",
             self.changed(),
             self.decisions
-        )
+        )?;
+        if uncertain > 0 {
+            write!(
+                f,
+                "; {uncertain} more cannot be determined (redacted arguments), {} of them changed on the placeholders",
+                self.uncertain.changed()
+            )?;
+        }
+        writeln!(f)
     }
+}
+
+/// One example line: `  seq 12 run r1 pay (call c4): allow -> deny:argument_out_of_range [...]`.
+fn example(f: &mut fmt::Formatter<'_>, e: &ReplayExample) -> fmt::Result {
+    write!(
+        f,
+        "  seq {} run {} {}",
+        e.seq,
+        e.run.escape_debug(),
+        e.tool.escape_debug()
+    )?;
+    if let Some(id) = &e.call_id {
+        write!(f, " (call {})", id.escape_debug())?;
+    }
+    write!(f, ": {} -> {}", e.old, e.new)?;
+    if e.uncertain {
+        f.write_str(" (on placeholders)")?;
+    }
+    if e.resumed {
+        f.write_str(" (resumed after approval)")?;
+    }
+    writeln!(f)
 }
