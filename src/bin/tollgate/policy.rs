@@ -82,7 +82,8 @@ pub(crate) enum PolicyCommand {
         sig: Option<PathBuf>,
     },
     /// Re-decide every call of an audit log under a candidate policy and report what would
-    /// change (would block / allow / escalate), with counts and the first examples.
+    /// change (would block / allow / escalate), with counts per change and tool, the first
+    /// examples, and the decisions redacted arguments leave uncertain.
     Replay(replay::ReplayArgs),
 }
 
@@ -271,7 +272,7 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Replay(a) => {
-            let p = load(&a.new)?;
+            let p = load(a.policy_file())?;
             replay::run(&p, a)
         }
     }
