@@ -163,13 +163,16 @@ pub(super) struct RecordedStatus<'a> {
 }
 
 impl<'a> Event<'a> {
-    /// Parses the event bytes of record `seq`.
+    /// Parses the event bytes of record `seq`. The bytes are checked as UTF-8 once, as a whole,
+    /// rather than string by string (`from_slice` validates every key and value it reads).
     pub(super) fn parse(seq: u64, bytes: &'a [u8]) -> Result<Self, ReplayError> {
-        serde_json::from_slice(bytes).map_err(|e| ReplayError::Malformed {
+        let malformed = |reason: String| ReplayError::Malformed {
             seq,
             field: "event",
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| malformed(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| malformed(e.to_string()))
     }
 }
 
