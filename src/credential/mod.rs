@@ -344,7 +344,8 @@ impl CredentialProvider for StaticSecretProvider {
 /// One role's permission to obtain credentials from one provider.
 ///
 /// `resource` may contain `{compartment}`, replaced by the run's compartment (a run bound to none
-/// cannot use such a grant). A grant never yields more than it names: the minted scope is the
+/// cannot use such a grant, nor can one whose compartment id is not ASCII or holds `/`, `?`, `#`
+/// or `;`, any of which could make the pattern name another compartment's resources). A grant never yields more than it names: the minted scope is the
 /// permit's single tool and operation and a resource the grant's pattern includes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
