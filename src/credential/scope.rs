@@ -90,7 +90,7 @@ pub struct ResourceError {
 
 /// The ASCII characters that end a path segment's name for some parser: a URL parser ends the
 /// path at `?` (query) and `#` (fragment), servlet containers end a segment's name at `;` (path
-/// parameters). Their look-alikes ([`Fold::SegmentEnd`]) and percent-encoded forms are refused
+/// parameters). Their look-alikes ([`Fold::Delimiter`]) and percent-encoded forms are refused
 /// outright.
 fn ends_segment(c: char) -> bool {
     matches!(c, '?' | '#' | ';')
@@ -122,9 +122,8 @@ fn check_resource(s: &str) -> Result<(), &'static str> {
         return Err("contains a control character, `%`, `\\` or `*`");
     }
     if !s.is_ascii()
-        && s.chars().any(|c| {
-            fold(c).is_some_and(|f| f.is_lookalike() || f == Fold::SegmentEnd)
-        })
+        && s.chars()
+            .any(|c| fold(c).is_some_and(|f| f.is_lookalike() || f == Fold::Delimiter))
     {
         return Err(LOOK_ALIKE);
     }
@@ -453,9 +452,9 @@ mod tests {
     /// look-alike and invisible character the check is about, and ordinary text.
     const PIECES: &[&str] = &[
         ".", "..", "...", "/", "?", "#", ";", "a", "A-2", "x.y", "=", "&", "@", ":", "~", "+",
-        "%2e", "%2E", "%3F", "%23", "\\", " ", "\t", "\u{200B}", "\u{AD}", "\u{A0}",
-        "\u{3000}", "\u{FF1F}", "\u{FE56}", "\u{FF0E}", "\u{FF03}", "\u{FF1B}",
-        "\u{037E}", "\u{2025}", "\u{FF0F}", "\u{E9}", "\u{4E2D}", "..;", "../", "./", "?/..",
+        "%2e", "%2E", "%3F", "%23", "\\", " ", "\t", "\u{200B}", "\u{AD}", "\u{A0}", "\u{3000}",
+        "\u{FF1F}", "\u{FE56}", "\u{FF0E}", "\u{FF03}", "\u{FF1B}", "\u{037E}", "\u{2025}",
+        "\u{FF0F}", "\u{E9}", "\u{4E2D}", "..;", "../", "./", "?/..",
     ];
 
     /// The path a servlet container resolves: `;parameters` dropped from every segment, then
@@ -544,7 +543,10 @@ mod tests {
             let covered = m.covers(&r);
             assert_eq!(covered, !tail.contains('%'), "{r:?}");
             if covered {
-                assert!(strictly_below(&url::Url::parse(&r).unwrap(), &base), "{r:?}");
+                assert!(
+                    strictly_below(&url::Url::parse(&r).unwrap(), &base),
+                    "{r:?}"
+                );
             }
         }
     }
