@@ -57,6 +57,7 @@
 //! ```
 
 mod broker;
+mod exposed;
 mod jwt;
 pub mod revocation;
 mod scope;
@@ -72,6 +73,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use broker::{Asker, Binding, Prepared};
 pub use broker::{BrokerBuilder, BrokerError, CredentialBroker, RevokedCredential};
+pub(crate) use exposed::ExposedSecrets;
 pub use jwt::JwtProvider;
 pub use revocation::RevocationList;
 pub use scope::{Operation, ResourceError, ResourcePattern, Scope};
