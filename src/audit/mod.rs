@@ -20,6 +20,13 @@
 //! (replacing every `"ab"` in a text both destroys it and shows where the value was), so a text
 //! that contains one is replaced whole by the placeholder; empty values and `null` are ignored.
 //!
+//! The secret of every credential the run's permits were handed
+//! ([`ScopedCredential::expose`](crate::credential::ScopedCredential::expose)) is cut out of the
+//! outcome texts of every permit of that run too, detached ones included, and whether or not the
+//! credential was revoked since: replaced by [`CREDENTIAL_PLACEHOLDER`]. It is found as given and
+//! with any of its bytes percent-encoded or JSON-escaped (a request URL in an HTTP client's
+//! error, a JSON body in the output); not base64-encoded, cut short or split.
+//!
 //! # Size and depth
 //!
 //! Every value a shipped sink writes is bounded: too large, or nested too deeply, and it is
@@ -60,8 +67,10 @@ mod redact;
 mod sinks;
 pub mod values;
 
+pub(crate) use redact::scrub_credentials;
 pub use redact::{
-    AuditMarks, MIN_SCRUB_BYTES, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER, UNPARSEABLE_PLACEHOLDER,
+    AuditMarks, CREDENTIAL_PLACEHOLDER, MIN_SCRUB_BYTES, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER,
+    UNPARSEABLE_PLACEHOLDER,
 };
 pub use sinks::{Fanout, TracingSink};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
