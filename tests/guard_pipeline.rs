@@ -191,7 +191,7 @@ fn reload_swaps_policy_and_permits_keep_their_generation() {
         panic!()
     };
 
-    let old = guard.reload_boundary(boundary(20.0)).unwrap();
+    let old = guard.reload_boundary(boundary(20.0), "ops").unwrap();
     assert_eq!(old, v1);
     let v2 = guard.policy_version();
     assert_ne!(v1, v2);
@@ -202,6 +202,7 @@ fn reload_swaps_policy_and_permits_keep_their_generation() {
     let reload = &events_of(&sink, "policy_reloaded")[0];
     assert_eq!(reload["tollgate.policy.previous"], v1.to_string());
     assert_eq!(reload["tollgate.policy.version"], v2.to_string());
+    assert_eq!(reload["tollgate.reloaded_by"], "ops");
     // the permit issued before the reload still reports and records the old generation
     assert_eq!(permit.policy_version(), v1);
     permit.complete(Outcome::success()).unwrap();
@@ -406,7 +407,7 @@ fn detached_permits_complete_elsewhere_and_record_abandonment() {
         .unwrap()
         .detach();
     drop(args); // the detached permit borrows nothing
-    guard.reload_boundary(boundary(20.0)).unwrap();
+    guard.reload_boundary(boundary(20.0), "ops").unwrap();
     std::thread::spawn(move || {
         assert_eq!(detached.tool(), "pay");
         assert_eq!(detached.policy_version(), v1);

@@ -903,3 +903,156 @@ fn explain_dry_runs_every_stage_and_names_the_deciding_rule() {
     probe.confidence = Some(0.95);
     assert_eq!(p.explain(&probe).verdict, "allow");
 }
+
+mod bound_sinks {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+    use tollgate::audit::Redaction;
+    use tollgate::audit::file::{Backpressure, Durability, FileSink, FileSinkConfig};
+    use tollgate::breaker::{Baseline, BaselineConfig, UnexpectedTool};
+    use tollgate::credential::StaticSecretProvider;
+    use tollgate::escalation::MemoryApprovalStore;
+    use tollgate::policy::{BindError, Bindings, Policy};
+
+    fn bindings() -> Bindings {
+        Bindings::new()
+            .approvals(Arc::new(MemoryApprovalStore::new()))
+            .provider("ehr", StaticSecretProvider::new(SecretString::from("a")))
+            .provider(
+                "payments",
+                StaticSecretProvider::new(SecretString::from("b")),
+            )
+    }
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("tollgate-bound-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// The clinic document says every record is on disk before a decision takes effect, calls
+    /// wait when the writer is behind, and sensitive values are keyed hashes: a file sink that
+    /// does less is refused, and the one the document describes is accepted.
+    #[test]
+    fn a_sink_weaker_than_the_audit_section_is_refused() {
+        let policy = Policy::from_toml(super::CLINIC).unwrap();
+        let key = || Redaction::keyed_hash("k1", vec![7u8; 32]).unwrap();
+        for (name, cfg, field) in [
+            (
+                "buffered",
+                FileSinkConfig::default()
+                    .durability(Durability::OsBuffered)
+                    .redaction(key()),
+                "durability",
+            ),
+            (
+                "fail",
+                FileSinkConfig::default()
+                    .backpressure(Backpressure::Fail)
+                    .redaction(key()),
+                "when_full",
+            ),
+            ("placeholder", FileSinkConfig::default(), "redaction"),
+        ] {
+            let d = dir(name);
+            let (sink, _) = FileSink::open(&d, cfg).unwrap();
+            let err = tollgate::Guard::from_policy(&policy, bindings().audit(Arc::new(sink)))
+                .unwrap_err();
+            assert!(
+                matches!(&err, BindError::WeakerSink { field: f, .. } if *f == field),
+                "{name}: {err}"
+            );
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+        let d = dir("exact");
+        let (sink, _) = FileSink::open(&d, policy.file_sink_config(Some(key())).unwrap()).unwrap();
+        assert!(tollgate::Guard::from_policy(&policy, bindings().audit(Arc::new(sink))).is_ok());
+        assert!(
+            policy.file_sink_config(None).is_err(),
+            "keyed_hash needs a key"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_retention_schedule_comes_from_the_document() {
+        let policy = Policy::from_toml(super::CLINIC).unwrap();
+        let r = policy.retention_policy();
+        let year = 31_557_600;
+        assert_eq!(r.keep_for("hipaa"), Some(Duration::from_secs(6 * year)));
+        assert_eq!(r.keep_for("standard"), Some(Duration::from_secs(year)));
+        // Records of no class are `default`; a class the schedule does not name is never deleted.
+        assert_eq!(r.keep_for("default"), Some(Duration::from_secs(year)));
+        assert_eq!(r.keep_for("unknown-class"), None);
+    }
+
+    /// A learned baseline bound in code may not replace the document's baseline parameters.
+    #[test]
+    fn a_bound_baseline_with_other_parameters_is_refused() {
+        let text = format!(
+            "{}\n[baseline]\nconfig = {{ unexpected_tool = \"deny\" }}\n",
+            super::CLINIC
+        );
+        let policy = Policy::from_toml(&text).unwrap();
+        let sink = Arc::new(tollgate::audit::MemorySink::new());
+        let lax = Baseline::new(BaselineConfig {
+            unexpected_tool: UnexpectedTool::Ignore,
+            ..BaselineConfig::default()
+        })
+        .unwrap();
+        let err =
+            tollgate::Guard::from_policy(&policy, bindings().audit(sink.clone()).baseline(lax))
+                .unwrap_err();
+        assert!(err.to_string().contains("baseline.config"), "{err}");
+        let same = Baseline::new(policy.document().baseline.as_ref().unwrap().config).unwrap();
+        assert!(
+            tollgate::Guard::from_policy(&policy, bindings().audit(sink).baseline(same)).is_ok()
+        );
+    }
+}
+
+/// Review finding: a compartment id pattern could close its anchoring group
+/// (`P-[0-9]{6})|(.*`) and admit any id; and a tier reordering was invisible to `diff`.
+#[test]
+fn compartment_patterns_cannot_escape_their_anchors_and_tier_order_is_diffed() {
+    let e = err_of(&edited(
+        "id_pattern = \"P-[0-9]{6}\"",
+        "id_pattern = \"P-[0-9]{6})|(.*\"",
+    ));
+    assert_eq!(e.path(), Some("compartments.id_pattern"), "{e}");
+    assert!(
+        tollgate::ActionBoundary::builder()
+            .build()
+            .unwrap()
+            .with_compartment_ids("P-1)|(.*")
+            .is_err()
+    );
+
+    let swapped = Policy::from_toml(&edited(
+        "tiers = [\"public\", \"internal\", \"phi\"]",
+        "tiers = [\"public\", \"phi\", \"internal\"]",
+    ));
+    // Swapping tiers puts `phi` below `internal`: the document still compiles only if every
+    // role's clearance admits its tools, so compare what diff says about the lists.
+    if let Ok(swapped) = swapped {
+        let changes = tollgate::policy::diff(&clinic(), &swapped);
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.path == "tiers" && c.kind == tollgate::policy::ChangeKind::Changed),
+            "{changes:#?}"
+        );
+    }
+    let reordered = "tiers = [\"a\", \"b\"]\n[policy]\nname = \"x\"\nowner = \"x\"\npurpose = \"x\"\nscope = \"x\"\nliability_owner = \"x\"\nreview_cadence = \"1d\"\ndata_handling = \"x\"\n";
+    let a = Policy::from_toml(reordered).unwrap();
+    let b = Policy::from_toml(&reordered.replace("[\"a\", \"b\"]", "[\"b\", \"a\"]")).unwrap();
+    let changes = tollgate::policy::diff(&a, &b);
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    assert_eq!(changes[0].path, "tiers");
+    assert_eq!(
+        changes[0].to_string(),
+        r#"changed  tiers: ["a","b"] -> ["b","a"]"#
+    );
+}

@@ -20,6 +20,13 @@
 //! (replacing every `"ab"` in a text both destroys it and shows where the value was), so a text
 //! that contains one is replaced whole by the placeholder; empty values and `null` are ignored.
 //!
+//! The secret of every credential the run's permits were handed
+//! ([`ScopedCredential::expose`](crate::credential::ScopedCredential::expose)) is cut out of the
+//! outcome texts of every permit of that run too, detached ones included, and whether or not the
+//! credential was revoked since: replaced by [`CREDENTIAL_PLACEHOLDER`]. It is found as given and
+//! with any of its bytes percent-encoded or JSON-escaped (a request URL in an HTTP client's
+//! error, a JSON body in the output); not base64-encoded, cut short or split.
+//!
 //! # Size and depth
 //!
 //! Every value a shipped sink writes is bounded: too large, or nested too deeply, and it is
@@ -60,8 +67,10 @@ mod redact;
 mod sinks;
 pub mod values;
 
+pub(crate) use redact::scrub_credentials;
 pub use redact::{
-    AuditMarks, MIN_SCRUB_BYTES, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER, UNPARSEABLE_PLACEHOLDER,
+    AuditMarks, CREDENTIAL_PLACEHOLDER, MIN_SCRUB_BYTES, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER,
+    UNPARSEABLE_PLACEHOLDER,
 };
 pub use sinks::{Fanout, TracingSink};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -183,6 +192,11 @@ pub enum EventKind<'a> {
         previous: PolicyVersion,
         /// The version now in force.
         current: PolicyVersion,
+        /// Who or what reloaded (an operator, `file-watcher:<path>`, ...).
+        by: &'a str,
+        /// Breakers whose settings changed and whose windows therefore start afresh (breakers
+        /// held open or disabled by hand keep that state).
+        breakers_reset: bool,
     },
     /// A scoped credential was issued, used, refused or revoked, or a provider's key rotated.
     Credential(CredentialEvent<'a>),
@@ -328,6 +342,49 @@ pub trait AuditSink: Send + Sync {
     fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError>;
     /// Returns once every event recorded before the call is durable (for in-memory sinks: now).
     fn flush(&self) -> Result<(), AuditError>;
+    /// What the sink guarantees, so a policy document's `[audit]` section can be checked
+    /// against the sink actually bound
+    /// ([`Guard::from_policy`](crate::Guard::from_policy) refuses a sink weaker than the
+    /// document). `None` (the default): the sink does not say, and meeting the document is the
+    /// binder's responsibility. [`file::FileSink`] says.
+    fn guarantees(&self) -> Option<SinkGuarantees> {
+        None
+    }
+}
+
+/// When a sink's records are durable relative to `record` returning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SinkDurability {
+    /// Every record is on disk before `record` returns.
+    EveryRecord,
+    /// Records reach the disk within this interval.
+    GroupCommit(std::time::Duration),
+    /// Records reach the disk on flush, rotation and close.
+    OsBuffered,
+}
+
+/// What a sink guarantees (see [`AuditSink::guarantees`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SinkGuarantees {
+    /// When records are durable.
+    pub durability: SinkDurability,
+    /// A full queue refuses the record (the call is denied) instead of waiting.
+    pub refuses_when_full: bool,
+    /// Sensitive values are written as a keyed hash (otherwise a placeholder).
+    pub keyed_hash: bool,
+}
+
+impl SinkGuarantees {
+    /// The guarantees a sink reports.
+    pub fn new(durability: SinkDurability, refuses_when_full: bool, keyed_hash: bool) -> Self {
+        Self {
+            durability,
+            refuses_when_full,
+            keyed_hash,
+        }
+    }
 }
 
 impl AuditEvent<'_> {
@@ -454,10 +511,17 @@ impl AuditEvent<'_> {
                 o.str(k!("event"), "run_finished");
                 o.u64(k!("tollgate.duration_ns"), nanos(*duration));
             }
-            EventKind::PolicyReloaded { previous, current } => {
+            EventKind::PolicyReloaded {
+                previous,
+                current,
+                by,
+                breakers_reset,
+            } => {
                 o.str(k!("event"), "policy_reloaded");
                 o.hex(k!("tollgate.policy.previous"), previous.as_bytes());
                 o.hex(k!("tollgate.policy.version"), current.as_bytes());
+                o.str(k!("tollgate.reloaded_by"), by);
+                o.bool(k!("tollgate.breakers_reset"), *breakers_reset);
             }
             EventKind::Credential(c) => credential_json(c, &mut o),
             EventKind::BreakerTransition {

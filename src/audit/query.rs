@@ -76,8 +76,8 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::file::{
-    ChainCheck, CheckpointKey, LogReader, TailPolicy, VerifyError, VerifyReport, check_is_dir,
-    hex_str, list_segments, split_record,
+    ChainCheck, CheckpointKey, LogReader, Progress, ProgressHook, ProgressTracker, TailPolicy,
+    VerifyError, VerifyReport, check_is_dir, hex_str, list_segments, split_record,
 };
 
 /// A filter over audit records, and how to read them (see the [module docs](self)).
@@ -92,6 +92,7 @@ pub struct Query {
     until: Option<u64>,
     verify: bool,
     keys: Vec<CheckpointKey>,
+    progress: Option<ProgressHook>,
 }
 
 impl Default for Query {
@@ -113,6 +114,7 @@ impl Query {
             until: None,
             verify: true,
             keys: Vec::new(),
+            progress: None,
         }
     }
 
@@ -182,6 +184,16 @@ impl Query {
         self
     }
 
+    /// Calls `hook` with the [`Progress`] of the read after each record is read (matching or
+    /// not; checked against the chain first when verifying), for a progress display over a large
+    /// log: [`Records`] may read far without yielding when few records match. It is called
+    /// once per record, so keep it cheap and throttle in it. It only observes: the records
+    /// yielded are the same with or without.
+    pub fn progress(mut self, hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(ProgressHook::new(hook));
+        self
+    }
+
     /// Whether an event (a record's `event` object) passes the filters.
     pub fn matches(&self, event: &Value) -> bool {
         let field = |name: &str, wanted: &[String]| {
@@ -216,6 +228,10 @@ impl Query {
         check_is_dir(dir)?;
         let segments = list_segments(dir)?;
         Ok(Records {
+            progress: self
+                .progress
+                .as_ref()
+                .map(|hook| ProgressTracker::new(hook.clone(), &segments)),
             reader: LogReader::new(segments, TailPolicy::Report),
             check: self.verify.then(|| ChainCheck::new(self.keys.clone())),
             query: self.clone(),
@@ -256,6 +272,7 @@ pub struct Records {
     query: Query,
     done: bool,
     report: Option<VerifyReport>,
+    progress: Option<ProgressTracker>,
 }
 
 impl Records {
@@ -280,6 +297,9 @@ impl Records {
                 }
                 None => split_record(&line)?,
             };
+            if let Some(t) = &mut self.progress {
+                t.line(&line);
+            }
             let event: Value =
                 serde_json::from_slice(event).map_err(|e| VerifyError::Malformed {
                     at: line.location(Some(seq)),

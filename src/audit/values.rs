@@ -140,6 +140,11 @@ fn refuse(reason: String) -> AuditError {
 }
 
 impl Redaction {
+    /// `true` if sensitive values are written as a keyed hash.
+    pub fn is_keyed(&self) -> bool {
+        self.hash.is_some()
+    }
+
     /// Sensitive values become `"[REDACTED:sensitive]"`.
     pub fn placeholder() -> Self {
         Self::default()

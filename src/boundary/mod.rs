@@ -461,11 +461,14 @@ impl ActionBoundary {
     /// regular expression, anchored at both ends): [`Guard::start_run`](crate::Guard::start_run)
     /// refuses any other id. Errors if the pattern does not compile.
     pub fn with_compartment_ids(mut self, pattern: &str) -> Result<Self, PolicyError> {
-        let re =
-            regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| PolicyError::Pattern {
-                field: "compartments.id_pattern".into(),
-                source: Box::new(e),
-            })?;
+        let err = |e| PolicyError::Pattern {
+            field: "compartments.id_pattern".into(),
+            source: Box::new(e),
+        };
+        // The bare pattern must parse on its own: `P-1)|(.*` would otherwise close the anchoring
+        // group and admit anything.
+        regex::Regex::new(pattern).map_err(err)?;
+        let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(err)?;
         self.compartment_ids = Some(re);
         Ok(self)
     }

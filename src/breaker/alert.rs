@@ -37,6 +37,9 @@ pub enum AlertKind {
     AuditWriterFailed,
     /// An audit sink could not publish its head to its witness (the log itself is intact).
     AuditWitnessFailed,
+    /// A changed policy file was not installed (invalid, unsigned, or a part that cannot change
+    /// by reload): the policy in force stays.
+    PolicyRejected,
 }
 
 /// One alert, with enough context to act on it.

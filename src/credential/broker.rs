@@ -486,9 +486,12 @@ fn provider_err(p: &Prepared, e: ProviderError) -> CredentialError {
 fn grant_pattern(g: &CompiledGrant, compartment: Option<&str>) -> Option<ResourcePattern> {
     let text = if g.resource.contains("{compartment}") {
         let c = compartment?;
-        // A compartment id that could reshape the pattern never matches.
+        // A compartment id that could reshape the pattern never matches: one with a `/`, or
+        // with a character that ends a path segment for some parser (`docs/{compartment}/x`
+        // with `a;v` is `docs/a/x` to a servlet container, with `a#` or `a?` it is `docs/a`
+        // to a URL parser, and with `aé` it is `docs/a?/x` after a lossy ASCII conversion).
         ResourcePattern::validate_resource(c).ok()?;
-        if c.contains('/') {
+        if !c.is_ascii() || c.contains(['/', '?', '#', ';']) {
             return None;
         }
         g.resource.replace("{compartment}", c)

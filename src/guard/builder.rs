@@ -9,7 +9,9 @@ use arc_swap::ArcSwap;
 
 use super::escalate;
 use super::limits::{LoopDetection, RunBudget};
-use super::shared::{BaselineState, BreakerSettings, Rules, Shared, Snapshot, default_classifier};
+use super::shared::{
+    BaselineState, Bound, BreakerSettings, Rules, Shared, Snapshot, default_classifier,
+};
 use super::{Guard, GuardError};
 use crate::audit::AuditSink;
 use crate::boundary::ActionBoundary;
@@ -37,6 +39,7 @@ pub struct GuardBuilder {
     rate_limits: Option<RateLimits>,
     baseline: Option<(Baseline, bool)>,
     policy: Option<crate::policy::Policy>,
+    trust: Option<crate::policy::Trust>,
 }
 
 impl GuardBuilder {
@@ -115,6 +118,12 @@ impl GuardBuilder {
         self
     }
 
+    /// Requires every document a reload installs to be signed under `trust`.
+    pub(crate) fn trust(mut self, trust: crate::policy::Trust) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
     /// Builds the guard. Every setting that can be wrong is checked here (the setters never
     /// fail), and the first error names the field.
     pub fn build(self) -> Result<Guard, GuardError> {
@@ -154,12 +163,15 @@ impl GuardBuilder {
             baseline: self
                 .baseline
                 .map(|(b, learn)| Arc::new(BaselineState::new(b, learn))),
-            policy: self.policy,
         };
         let guard = Guard {
             shared: Arc::new(Shared {
                 policy: ArcSwap::from_pointee(snapshot),
                 reload_lock: parking_lot::Mutex::new(()),
+                bound: parking_lot::Mutex::new(Bound {
+                    document: self.policy,
+                    trust: self.trust,
+                }),
                 clock: self.clock,
                 audit: self.audit,
                 alerts: self.alerts,
@@ -205,6 +217,7 @@ impl Guard {
             rate_limits: None,
             baseline: None,
             policy: None,
+            trust: None,
         }
     }
 }

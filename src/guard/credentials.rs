@@ -210,7 +210,9 @@ impl ScopedCredential {
     /// switch must not hold the permit's run, the permit must belong to the credential's run
     /// instance and agent, its tool and operation and `resource` must be inside the scope, and
     /// the credential must be unexpired, unrevoked and not used up. Every use and every refusal
-    /// is recorded; if the record fails the value is not released.
+    /// is recorded; if the record fails the value is not released. Once released, the value is
+    /// cut out of the error message and output of every outcome the run's permits record
+    /// ([`CREDENTIAL_PLACEHOLDER`](crate::audit::CREDENTIAL_PLACEHOLDER)).
     pub fn expose<'c>(
         &'c self,
         permit: &Permit<'_>,
@@ -236,6 +238,7 @@ impl ScopedCredential {
         };
         match checked {
             Ok(()) => {
+                permit.run.exposed.add(self.id(), self.secret());
                 shared.record(
                     permit.run,
                     EventKind::Credential(self.event_used(tool, resource)),

@@ -74,9 +74,12 @@ impl Core {
         let latency = shared.clock.now().duration_since(started);
         let transition = self.feed_breaker(run, outcome, latency);
         let marks = self.snap.boundary.marks_of(self.admitted);
-        // The error text and the output may quote a marked argument: recorded without it.
+        // The error text and the output may quote a marked argument, or the secret of a
+        // credential this run's permits were handed: recorded without them.
         let scrubbed = match &shared.audit {
-            Some(_) => marks.scrub_outcome(args, outcome),
+            Some(_) => run
+                .exposed
+                .scrub(marks.scrub_outcome(args, outcome), outcome),
             None => None,
         };
         let recorded = shared.record_marked(

@@ -14,8 +14,8 @@ use super::Guard;
 use super::shared::{BaselineState, BreakerSettings, Snapshot};
 use crate::audit::{AuditError, EventKind};
 use crate::boundary::ActionBoundary;
-use crate::breaker::{Baseline, KeyedBreakers, RateLimiters};
-use crate::policy::Policy;
+use crate::breaker::{Baseline, KeyedBreakers, RateLimiters, State as BreakerState};
+use crate::policy::{Policy, SignatureError, SignatureFile};
 use crate::verdict::PolicyVersion;
 
 /// Why a reload did not take effect (the policy in force stays).
@@ -31,6 +31,10 @@ pub enum ReloadError {
     /// A part that cannot change while the guard runs differs (it is bound at build time).
     #[error("`{0}` differs from the policy the guard was built with and cannot change by reload")]
     Fixed(&'static str),
+    /// The guard requires reviewers' signatures and the new policy does not have them (or a
+    /// code-built boundary was offered to a guard that only takes signed documents).
+    #[error("the new policy is not signed as this guard requires: {0}")]
+    Unsigned(#[from] SignatureError),
     /// A primitive refused its new configuration.
     #[error("`{field}`: {reason}")]
     Config {
@@ -43,10 +47,21 @@ pub enum ReloadError {
 
 impl Guard {
     /// Replaces the boundary alone, keeping every other setting (for guards built in code).
-    /// Returns the version replaced. See [`reload`](Self::reload) for the guarantees.
-    pub fn reload_boundary(&self, boundary: ActionBoundary) -> Result<PolicyVersion, ReloadError> {
+    /// Returns the version replaced. Refused by a guard that requires signed documents. See
+    /// [`reload`](Self::reload) for the guarantees; `by` says who or what reloaded.
+    pub fn reload_boundary(
+        &self,
+        boundary: ActionBoundary,
+        by: &str,
+    ) -> Result<PolicyVersion, ReloadError> {
         let shared = &*self.shared;
         let _serial = shared.reload_lock.lock();
+        if shared.bound.lock().trust.is_some() {
+            return Err(ReloadError::Unsigned(SignatureError::File {
+                path: "<boundary>".into(),
+                reason: "this guard takes only signed policy documents".into(),
+            }));
+        }
         let old = shared.policy.load_full();
         let next = Snapshot {
             boundary: Arc::new(boundary),
@@ -56,44 +71,111 @@ impl Guard {
             rate: old.rate.clone(),
             gate: old.gate.clone(),
             baseline: old.baseline.clone(),
-            policy: None,
         };
-        self.swap(&old, next)
+        self.swap(&old, next, by, false)
     }
 
     /// Replaces every part of the policy in one atomic swap: boundary, budgets, loop detection,
     /// breakers, rate limits, escalation rules and baseline parameters. Returns the version
-    /// replaced.
+    /// replaced; `by` (an operator, `file-watcher:<path>`) is recorded.
     ///
     /// Calls already permitted finish under the policy that allowed them; no call is ever decided
     /// by a mixture of the two. Breaker, rate-limit and baseline state carries over where its
-    /// configuration is unchanged; run budgets and loop memory always do. The reload is recorded
-    /// (old and new version) before it takes effect: if the record fails, nothing changes.
+    /// configuration is unchanged (breakers held open or disabled by hand stay so even when their
+    /// settings change); run budgets and loop memory always do. The reload is recorded (old and
+    /// new version, who) before it takes effect: if the record fails, nothing changes.
     ///
     /// What is bound when the guard is built cannot change by reload: the credential providers
-    /// and grants, the audit settings and the approver groups ([`ReloadError::Fixed`]); adding an
-    /// escalation section to a guard built without an approval queue is refused
-    /// ([`ReloadError::NeedsBinding`]).
-    pub fn reload(&self, policy: &Policy) -> Result<PolicyVersion, ReloadError> {
+    /// and grants, the audit settings, the approver groups and approval settings
+    /// ([`ReloadError::Fixed`]); adding an escalation section to a guard built without an
+    /// approval queue is refused ([`ReloadError::NeedsBinding`]). A guard built with
+    /// [`Bindings::require_signed`](crate::policy::Bindings::require_signed) takes new documents
+    /// only through [`reload_signed`](Self::reload_signed).
+    pub fn reload(&self, policy: &Policy, by: &str) -> Result<PolicyVersion, ReloadError> {
+        let _serial = self.shared.reload_lock.lock();
+        if self.shared.bound.lock().trust.is_some() {
+            return Err(ReloadError::Unsigned(SignatureError::File {
+                path: "<reload>".into(),
+                reason: "this guard requires signatures: use `reload_signed`".into(),
+            }));
+        }
+        self.reload_locked(policy, by)
+    }
+
+    /// [`reload`](Self::reload) for a guard that requires signed documents: `signatures` must
+    /// hold enough valid signatures of `policy` by the keys the guard trusts.
+    pub fn reload_signed(
+        &self,
+        policy: &Policy,
+        signatures: &SignatureFile,
+        by: &str,
+    ) -> Result<PolicyVersion, ReloadError> {
+        let _serial = self.shared.reload_lock.lock();
+        let trust = self.shared.bound.lock().trust.clone();
+        if let Some(trust) = trust {
+            trust.verify(policy, signatures)?;
+        }
+        self.reload_locked(policy, by)
+    }
+
+    /// `true` if new documents must come with reviewers' signatures
+    /// ([`reload_signed`](Self::reload_signed)).
+    pub fn requires_signatures(&self) -> bool {
+        self.shared.bound.lock().trust.is_some()
+    }
+
+    /// Tells the guard's alert sink that a policy was not installed.
+    pub(crate) fn alert_policy_rejected(&self, detail: String) {
+        self.shared.alert(
+            crate::breaker::AlertKind::PolicyRejected,
+            None,
+            None,
+            || detail,
+        );
+    }
+
+    /// The reload proper; the caller holds the reload lock.
+    fn reload_locked(&self, policy: &Policy, by: &str) -> Result<PolicyVersion, ReloadError> {
         let shared = &*self.shared;
-        let _serial = shared.reload_lock.lock();
         let old = shared.policy.load_full();
         let doc = policy.document();
-        if let Some(prev) = &old.policy {
-            let prev = prev.document();
-            if prev.credentials != doc.credentials {
-                return Err(ReloadError::Fixed("credentials"));
+        {
+            let bound = shared.bound.lock();
+            match &bound.document {
+                Some(prev) => {
+                    let prev = prev.document();
+                    if prev.credentials != doc.credentials {
+                        return Err(ReloadError::Fixed("credentials"));
+                    }
+                    if prev.audit != doc.audit {
+                        return Err(ReloadError::Fixed("audit"));
+                    }
+                    let esc = |d: &crate::policy::Document| {
+                        d.escalation
+                            .as_ref()
+                            .map(|e| (e.groups.clone(), e.approvals.clone()))
+                    };
+                    let (before, after) = (esc(prev), esc(doc));
+                    if before.as_ref().map(|e| &e.0) != after.as_ref().map(|e| &e.0) {
+                        return Err(ReloadError::Fixed("escalation.groups"));
+                    }
+                    if before.as_ref().map(|e| &e.1) != after.as_ref().map(|e| &e.1) {
+                        return Err(ReloadError::Fixed("escalation.approvals"));
+                    }
+                }
+                None => {
+                    if doc.credentials.is_some() {
+                        return Err(ReloadError::NeedsBinding(
+                            "credential providers bound from a policy document",
+                        ));
+                    }
+                    if doc.escalation.is_some() {
+                        return Err(ReloadError::NeedsBinding(
+                            "approval settings bound from a policy document",
+                        ));
+                    }
+                }
             }
-            if prev.audit != doc.audit {
-                return Err(ReloadError::Fixed("audit"));
-            }
-            if prev.escalation.as_ref().map(|e| &e.groups)
-                != doc.escalation.as_ref().map(|e| &e.groups)
-            {
-                return Err(ReloadError::Fixed("escalation.groups"));
-            }
-        } else if doc.credentials.is_some() && shared.credentials.is_none() {
-            return Err(ReloadError::NeedsBinding("a credential broker"));
         }
         let (boundary, gate) =
             crate::policy::compile_parts(doc, policy.version()).map_err(|e| {
@@ -106,6 +188,7 @@ impl Guard {
             return Err(ReloadError::NeedsBinding("an approval queue"));
         }
 
+        let mut breakers_reset = false;
         let breakers = match &doc.breakers {
             None => None,
             Some(b) => {
@@ -116,7 +199,7 @@ impl Guard {
                 };
                 match &old.breakers {
                     Some((s, kb)) if *s == settings => Some((settings, Arc::clone(kb))),
-                    _ => {
+                    previous => {
                         let kb = KeyedBreakers::new(
                             settings.config.clone(),
                             settings.key,
@@ -127,6 +210,10 @@ impl Guard {
                             field: format!("breakers.{}", e.field),
                             reason: e.reason.into(),
                         })?;
+                        if let Some((_, prev)) = previous {
+                            breakers_reset = true;
+                            carry_manual_states(prev, &kb);
+                        }
                         Some((settings, Arc::new(kb)))
                     }
                 }
@@ -174,22 +261,46 @@ impl Guard {
             rate,
             gate: gate.map(Arc::new),
             baseline,
-            policy: Some(policy.clone()),
         };
-        self.swap(&old, next)
+        let previous = self.swap(&old, next, by, breakers_reset)?;
+        shared.bound.lock().document = Some(policy.clone());
+        Ok(previous)
     }
 
     /// Records the reload, then swaps (the caller holds the reload lock).
-    fn swap(&self, old: &Snapshot, next: Snapshot) -> Result<PolicyVersion, ReloadError> {
+    fn swap(
+        &self,
+        old: &Snapshot,
+        next: Snapshot,
+        by: &str,
+        breakers_reset: bool,
+    ) -> Result<PolicyVersion, ReloadError> {
         let previous = old.version();
         self.shared.record_for(
             None,
             EventKind::PolicyReloaded {
                 previous,
                 current: next.version(),
+                by,
+                breakers_reset,
             },
         )?;
         self.shared.policy.store(Arc::new(next));
         Ok(previous)
+    }
+}
+
+/// Breakers an operator forced open or disabled keep that state in the new set.
+fn carry_manual_states(prev: &KeyedBreakers, next: &KeyedBreakers) {
+    for keyed in prev.all() {
+        let state = keyed.breaker.state();
+        if matches!(state, BreakerState::ForcedOpen | BreakerState::Disabled)
+            && let Some(k) = next.get_or_insert(keyed.agent(), keyed.tool())
+        {
+            match state {
+                BreakerState::ForcedOpen => k.breaker.force_open(),
+                _ => k.breaker.disable(),
+            }
+        }
     }
 }

@@ -63,6 +63,7 @@ impl Guard {
             recent: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(
                 if snap.loops.is_some() { 64 } else { 0 },
             )),
+            exposed: Default::default(),
         });
         if let Err(e) = self
             .shared
@@ -122,6 +123,8 @@ pub struct RunState {
     pub(crate) unexpected_alerted: AtomicBool,
     pub(crate) tools_used: parking_lot::Mutex<std::collections::BTreeSet<String>>,
     pub(crate) recent: parking_lot::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
+    /// The secrets this run's permits were handed, scrubbed from its outcome texts.
+    pub(crate) exposed: crate::credential::ExposedSecrets,
 }
 
 impl fmt::Debug for Run {

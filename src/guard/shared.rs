@@ -36,8 +36,15 @@ pub(crate) struct Snapshot {
     pub(crate) rate: Option<(RateLimits, Arc<RateLimiters>)>,
     pub(crate) gate: Option<Arc<EscalationGate>>,
     pub(crate) baseline: Option<Arc<BaselineState>>,
-    /// The document this snapshot was compiled from, when there is one.
-    pub(crate) policy: Option<crate::policy::Policy>,
+}
+
+/// What a guard was bound to when it was built: the document whose fixed parts (credentials,
+/// audit, approver groups and settings) a reload may not change, and the reviewer keys new
+/// documents must be signed by.
+#[derive(Default)]
+pub(crate) struct Bound {
+    pub(crate) document: Option<crate::policy::Policy>,
+    pub(crate) trust: Option<crate::policy::Trust>,
 }
 
 impl Snapshot {
@@ -122,6 +129,8 @@ pub(crate) struct Shared {
     pub(crate) policy: ArcSwap<Snapshot>,
     /// Serialises reloads (checks never take it).
     pub(crate) reload_lock: parking_lot::Mutex<()>,
+    /// What the guard was built with (see [`Bound`]).
+    pub(crate) bound: parking_lot::Mutex<Bound>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
     pub(crate) alerts: Option<Arc<dyn AlertSink>>,

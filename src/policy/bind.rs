@@ -97,6 +97,18 @@ pub enum BindError {
     /// The bindings require reviewers' signatures and the document does not have them.
     #[error("the policy is not signed as required: {0}")]
     Unsigned(#[from] super::SignatureError),
+    /// The bound audit sink is weaker than the document's `[audit]` section says.
+    #[error(
+        "the bound audit sink does not meet `audit.{field}`: the document says {document}, the sink does {sink}"
+    )]
+    WeakerSink {
+        /// The `[audit]` field not met.
+        field: &'static str,
+        /// What the document requires.
+        document: String,
+        /// What the sink does.
+        sink: String,
+    },
     /// The approval queue could not be opened over the bound store.
     #[error("approval queue: {0}")]
     Queue(#[from] crate::escalation::QueueError),
@@ -204,9 +216,13 @@ impl Policy {
     /// not hold. Every decision of the guard carries [`Policy::version`].
     pub fn guard(&self, mut bindings: Bindings) -> Result<Guard, BindError> {
         let doc = self.document();
-        if let Some((trust, sigs)) = bindings.signed.take() {
-            trust.verify(self, &sigs)?;
-        }
+        let trust = match bindings.signed.take() {
+            Some((trust, sigs)) => {
+                trust.verify(self, &sigs)?;
+                Some(trust)
+            }
+            None => None,
+        };
         let clock = bindings
             .clock
             .take()
@@ -217,8 +233,14 @@ impl Policy {
         let mut b = Guard::builder(boundary)
             .clock(Arc::clone(&clock))
             .policy_document(self.clone());
+        if let Some(trust) = trust {
+            b = b.trust(trust);
+        }
 
         if let Some(sink) = bindings.audit.take() {
+            if let (Some(audit), Some(g)) = (&doc.audit, sink.guarantees()) {
+                check_sink(audit, g)?;
+            }
             b = b.audit(sink);
         } else if doc.audit.is_some() {
             return Err(BindError::MissingAuditSink);
@@ -283,6 +305,14 @@ impl Policy {
         }
         if let Some(base) = &doc.baseline {
             let baseline = match bindings.baseline.take() {
+                Some(learned) if *learned.config() != base.config => {
+                    return Err(BindError::Config {
+                        field: "baseline.config".into(),
+                        reason: "the bound baseline was learned with other parameters than the \
+                                 document's: rebuild it with the document's `baseline.config`"
+                            .into(),
+                    });
+                }
                 Some(learned) => learned,
                 None => Baseline::new(base.config)
                     .map_err(|e| config(format!("baseline.config.{}", e.field), e.reason))?,
@@ -309,5 +339,121 @@ impl Policy {
             },
             other => config(".", other),
         })
+    }
+}
+
+/// Refuses a sink that reports weaker guarantees than the document's `[audit]` section.
+fn check_sink(audit: &super::Audit, g: crate::audit::SinkGuarantees) -> Result<(), BindError> {
+    use super::{AuditDurability, RedactionMode, WhenFull};
+    use crate::audit::SinkDurability;
+    let rank = |d: SinkDurability| match d {
+        SinkDurability::EveryRecord => (0, std::time::Duration::ZERO),
+        SinkDurability::GroupCommit(i) => (1, i),
+        SinkDurability::OsBuffered => (2, std::time::Duration::MAX),
+    };
+    let wanted = match audit.durability {
+        AuditDurability::EveryRecord => SinkDurability::EveryRecord,
+        AuditDurability::GroupCommit { interval } => SinkDurability::GroupCommit(interval),
+        AuditDurability::OsBuffered => SinkDurability::OsBuffered,
+    };
+    if rank(g.durability) > rank(wanted) {
+        return Err(BindError::WeakerSink {
+            field: "durability",
+            document: format!("{wanted:?}"),
+            sink: format!("{:?}", g.durability),
+        });
+    }
+    if audit.when_full == WhenFull::Block && g.refuses_when_full {
+        return Err(BindError::WeakerSink {
+            field: "when_full",
+            document: "block (wait for room)".into(),
+            sink: "deny when full".into(),
+        });
+    }
+    if audit.redaction == RedactionMode::KeyedHash && !g.keyed_hash {
+        return Err(BindError::WeakerSink {
+            field: "redaction",
+            document: "keyed_hash".into(),
+            sink: "placeholder".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// The file sink configuration the `[audit]` section describes: durability, what a full
+    /// queue does, and redaction (`keyed_hash` needs `redaction`, a
+    /// [`Redaction::keyed_hash`](crate::audit::Redaction::keyed_hash); `placeholder` refuses one
+    /// to keep reviewers' expectations exact). Checkpoints, witness and alerts are added by the
+    /// caller. A guard built with a sink opened from this configuration meets the document.
+    pub fn file_sink_config(
+        &self,
+        redaction: Option<crate::audit::Redaction>,
+    ) -> Result<crate::audit::file::FileSinkConfig, BindError> {
+        use super::{AuditDurability, RedactionMode, WhenFull};
+        use crate::audit::file::{Backpressure, Durability, FileSinkConfig};
+        let audit = self.document().audit.clone().unwrap_or_default();
+        let durability = match audit.durability {
+            AuditDurability::EveryRecord => Durability::EveryRecord,
+            AuditDurability::GroupCommit { interval } => Durability::GroupCommit {
+                interval_ms: u64::try_from(interval.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            },
+            AuditDurability::OsBuffered => Durability::OsBuffered,
+        };
+        let mut cfg = FileSinkConfig::default()
+            .durability(durability)
+            .backpressure(match audit.when_full {
+                WhenFull::Block => Backpressure::Block,
+                WhenFull::Deny => Backpressure::Fail,
+            });
+        match (audit.redaction, redaction) {
+            (RedactionMode::KeyedHash, Some(r)) if r.is_keyed() => cfg = cfg.redaction(r),
+            (RedactionMode::Placeholder, None) => {}
+            (mode, _) => {
+                return Err(BindError::Config {
+                    field: "audit.redaction".into(),
+                    reason: format!(
+                        "the document says `{}`: pass {}",
+                        match mode {
+                            RedactionMode::KeyedHash => "keyed_hash",
+                            RedactionMode::Placeholder => "placeholder",
+                        },
+                        match mode {
+                            RedactionMode::KeyedHash => "a keyed Redaction",
+                            RedactionMode::Placeholder => "no redaction key",
+                        }
+                    ),
+                });
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The retention schedule of `[audit.retention]` for
+    /// [`FileSink::retain`](crate::audit::file::FileSink::retain): each class kept as long as
+    /// the document says (`"forever"`: never deleted), records of no class as `default` says.
+    pub fn retention_policy(&self) -> crate::audit::file::RetentionPolicy {
+        use super::Keep;
+        let keep = |k: &Keep| match k {
+            Keep::Forever => None,
+            Keep::For(d) => Some(*d),
+        };
+        let retention = self
+            .document()
+            .audit
+            .as_ref()
+            .and_then(|a| a.retention.as_ref());
+        let default = retention.and_then(|r| r.keep.get("default")).and_then(keep);
+        let mut policy = crate::audit::file::RetentionPolicy::new(default);
+        if let Some(r) = retention {
+            for (class, k) in &r.keep {
+                if class != "default" {
+                    policy = policy.class(class.clone(), keep(k));
+                }
+            }
+        }
+        policy
     }
 }

@@ -173,6 +173,11 @@ fn walk(out: &mut Vec<Change>, path: String, a: &Value, b: &Value) {
                 }
             }
         }
+        // The tier list is an order (least to most sensitive), not a set: any change to it,
+        // a reordering included, changes what every clearance and tier rule means.
+        (Value::Array(_), Value::Array(_)) if path == "tiers" => {
+            out.push(change(ChangeKind::Changed, path, Some(a), Some(b)));
+        }
         (Value::Array(x), Value::Array(y)) => {
             let ids_a: Option<Vec<String>> = x.iter().map(identity).collect();
             let ids_b: Option<Vec<String>> = y.iter().map(identity).collect();

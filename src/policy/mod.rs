@@ -69,6 +69,7 @@ mod locate;
 mod matrix;
 mod review;
 mod sign;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -95,6 +96,7 @@ pub use sign::{
     ReviewerKey, ReviewerPublicKey, SIGNATURE_FORMAT, Signature, SignatureError, SignatureFile,
     Trust,
 };
+pub use watch::{PolicyWatcher, WatchOutcome};
 
 /// The two document formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,8 +476,10 @@ fn cross_check(doc: &Document) -> Result<(), DocumentError> {
                 "must name what one compartment is (e.g. \"patient\")",
             ));
         }
+        // The bare pattern must parse on its own, or it could break out of its anchoring.
         if let Some(p) = &c.id_pattern
-            && let Err(e) = regex::Regex::new(&format!("^(?:{p})$"))
+            && let Err(e) =
+                regex::Regex::new(p).and_then(|_| regex::Regex::new(&format!("^(?:{p})$")))
         {
             return Err(DocumentError::invalid(
                 "compartments.id_pattern",

@@ -123,7 +123,7 @@ impl CheckpointKey {
     }
 
     /// Reads a key file: one line `<key id>:<hex secret>` (surrounding whitespace ignored). This
-    /// is the format the `audit` command's `--key-file` takes.
+    /// is the format `tollgate audit`'s `--key-file` takes.
     pub fn from_key_file(path: impl AsRef<Path>) -> Result<Self, CheckpointKeyError> {
         let path = path.as_ref();
         let bad = |reason: String| CheckpointKeyError::KeyFile {

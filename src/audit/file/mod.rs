@@ -173,10 +173,10 @@
 //! not such a beginning (a zeroed block, garbage), a complete line that is not a valid record, a
 //! bad hash, a broken link, a gap — and makes `open` fail with the [`VerifyError`] naming file,
 //! line and seq (get it back from the [`AuditError`] with [`corruption`]); nothing is cut,
-//! accepted or rewritten. [`FileSink::plan_repair`] and [`FileSink::repair`] (the `audit repair`
-//! command) then remove the damaged end explicitly: the removed bytes are kept in a file in the
-//! directory and a `repair` declaration in the chain names the removed seqs, lines, bytes and
-//! SHA-256 ([`Notice::Repaired`]); see [`repair`].
+//! accepted or rewritten. [`FileSink::plan_repair`] and [`FileSink::repair`] (the
+//! `tollgate audit repair` command) then remove the damaged end explicitly: the removed bytes are
+//! kept in a file in the directory and a `repair` declaration in the chain names the removed seqs,
+//! lines, bytes and SHA-256 ([`Notice::Repaired`]); see [`repair`].
 //!
 //! # One writer per directory
 //!
@@ -306,11 +306,11 @@ pub(in crate::audit) use record::{hex_str, split_record};
 pub use repair::{RepairOptions, RepairPlan, RepairReport};
 pub use retention::{Kept, KeptReason, RetainReport, RetentionPolicy};
 pub use sink::{FileSink, WriterPause};
-pub(in crate::audit) use verify::check_is_dir;
 pub use verify::{
-    Location, Notice, VerifyError, VerifyOptions, VerifyReport, corruption, verify, verify_keyed,
-    verify_with,
+    Location, Notice, Progress, ProgressHook, VerifyError, VerifyOptions, VerifyReport, corruption,
+    verify, verify_keyed, verify_with,
 };
+pub(in crate::audit) use verify::{ProgressTracker, check_is_dir};
 pub use witness::{DirWitness, TracingWitness, Witness, WitnessConfig, WitnessedHead};
 
 /// The `prev` of the first record of a chain: 64 zeros.

@@ -91,8 +91,8 @@ impl FileSink {
                 "a previous writer of {} failed and could not roll the log back: records after \
                  seq {} ({} from byte {}) were written for calls that were refused and must not \
                  be read as allowed; remove them with FileSink::repair (cut after seq {}, or \
-                 `audit repair {} --cut-after {}`), which declares what it removed ({} keeps \
-                 the writer's note)",
+                 `tollgate audit repair {} --cut-after {}`), which declares what it removed ({} \
+                 keeps the writer's note)",
                 dir.display(),
                 n.after_seq,
                 n.rollback_to.0,
@@ -121,7 +121,7 @@ impl FileSink {
             None => None,
         };
         let witnessed_seq = witnessed.as_ref().map(|w| w.seq);
-        let walk = walk(&dir, TailPolicy::Repair, keys, witnessed).map_err(corrupt)?;
+        let walk = walk(&dir, TailPolicy::Repair, keys, witnessed, None).map_err(corrupt)?;
         if let Some(p) = &walk.pending_drop
             && !(config.checkpoint.is_some() && p.covered)
         {

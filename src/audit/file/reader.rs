@@ -9,7 +9,7 @@ use super::MAX_LINE_BYTES;
 use super::chain::{Chain, ChainCheck, PendingDrop, Span};
 use super::checkpoint::CheckpointKey;
 use super::record::{Hex64, parse_seq};
-use super::verify::{Location, VerifyError, VerifyReport};
+use super::verify::{Location, ProgressHook, ProgressTracker, VerifyError, VerifyReport};
 use super::witness::WitnessedHead;
 
 // ------------------------------------------------------------------------------------------------
@@ -284,16 +284,23 @@ pub(super) struct Walk {
 
 /// Reads and checks the whole log. Under [`TailPolicy::Repair`] an incomplete last line that
 /// [`is_torn_write`] is returned for cutting; any other incomplete or damaged line is an error.
+/// `progress` is told after each record checked.
 pub(super) fn walk(
     dir: &Path,
     policy: TailPolicy,
     keys: Vec<CheckpointKey>,
     witness: Option<WitnessedHead>,
+    progress: Option<&ProgressHook>,
 ) -> Result<Walk, VerifyError> {
-    let mut reader = LogReader::new(list_segments(dir)?, policy);
+    let segments = list_segments(dir)?;
+    let mut tracker = progress.map(|hook| ProgressTracker::new(hook.clone(), &segments));
+    let mut reader = LogReader::new(segments, policy);
     let mut check = ChainCheck::new(keys).expecting(witness)?;
     while let Some(line) = reader.next_line()? {
         check.check(&line)?;
+        if let Some(t) = &mut tracker {
+            t.line(&line);
+        }
     }
     let torn = match reader.torn.take() {
         None => None,
@@ -306,7 +313,7 @@ pub(super) fn walk(
                 reason: format!(
                     "the last line ({} bytes, no newline) is not the beginning of record {}: this \
                      is damage, not a torn write, and nothing was cut (inspect it; \
-                     `FileSink::repair` / `audit repair` removes it with a declaration)",
+                     `FileSink::repair` / `tollgate audit repair` removes it with a declaration)",
                     t.len, check.chain.next_seq
                 ),
             });

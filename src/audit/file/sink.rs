@@ -294,6 +294,22 @@ impl Drop for FileSink {
 }
 
 impl AuditSink for FileSink {
+    fn guarantees(&self) -> Option<crate::audit::SinkGuarantees> {
+        use crate::audit::{SinkDurability, SinkGuarantees};
+        let durability = match self.durability {
+            Durability::EveryRecord => SinkDurability::EveryRecord,
+            Durability::GroupCommit { interval_ms } => {
+                SinkDurability::GroupCommit(std::time::Duration::from_millis(interval_ms))
+            }
+            Durability::OsBuffered => SinkDurability::OsBuffered,
+        };
+        Some(SinkGuarantees::new(
+            durability,
+            matches!(self.backpressure, Backpressure::Fail),
+            self.redaction.is_keyed(),
+        ))
+    }
+
     fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
         let mut bytes = Vec::with_capacity(512);
         event.write_json(&mut bytes, &self.redaction);

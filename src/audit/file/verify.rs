@@ -3,13 +3,13 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
-
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::chain::ranges_text;
 use super::checkpoint::CheckpointKey;
-use super::reader::{TailPolicy, walk};
+use super::reader::{Line, TailPolicy, walk};
 use super::witness::{Witness, WitnessedHead};
 #[cfg(doc)]
 use super::{FileSink, GENESIS};
@@ -359,7 +359,7 @@ pub enum VerifyError {
          but it is not covered by a checkpoint its writer wrote (or no checkpoint key was given \
          to check one); nothing was deleted. If the declaration is genuine, delete the segments \
          it names by hand (the log then verifies); otherwise remove it with `FileSink::repair` \
-         / `audit repair --cut-after {}`",
+         / `tollgate audit repair --cut-after {}`",
         .seq - 1
     )]
     RetentionNotAuthenticated {
@@ -480,6 +480,9 @@ pub struct VerifyOptions {
     /// [`VerifyError::WitnessMismatch`]. Without one, records cut off the end of the log are
     /// not detected (see the [module docs](super#what-verify-detects)).
     pub witnessed_head: Option<WitnessedHead>,
+    /// Called with the [`Progress`] of the walk after each record is checked (see
+    /// [`progress`](Self::progress)). It only observes: the result is the same with or without.
+    pub progress: Option<ProgressHook>,
 }
 
 impl VerifyOptions {
@@ -514,6 +517,111 @@ impl VerifyOptions {
             reason: format!("the witness could not be read: {e}"),
         })?;
         Ok(self)
+    }
+
+    /// Calls `hook` with the [`Progress`] of the walk after each record is checked (from the
+    /// thread running [`verify_with`]), for a progress display over a large log. It is called
+    /// once per record, so keep it cheap and throttle in it (e.g. redraw every 250 ms).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use tollgate::audit::file::{self, VerifyOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("tollgate-doc-progress-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let seen = Arc::new(AtomicU64::new(0));
+    /// let counter = Arc::clone(&seen);
+    /// let options = VerifyOptions::new().progress(move |p| counter.store(p.records, Ordering::Relaxed));
+    /// let report = file::verify_with(&dir, &options)?;
+    /// assert_eq!(seen.load(Ordering::Relaxed), report.records);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn progress(mut self, hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(ProgressHook::new(hook));
+        self
+    }
+}
+
+/// How far a reader has got through a log: what a [`ProgressHook`] receives (see
+/// [`VerifyOptions::progress`] and [`Query::progress`](crate::audit::query::Query::progress)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Records (lines) read so far.
+    pub records: u64,
+    /// Bytes of those records, newlines included.
+    pub bytes: u64,
+    /// The size of all segments when the read started (a live log may grow past it).
+    pub total_bytes: u64,
+    /// The segment being read, counted from 1 (the first segment retention left is 1).
+    pub segment: u64,
+    /// Segments in the log.
+    pub segments: u64,
+}
+
+/// A callback receiving [`Progress`] while a log is read. Clones share the callback; two hooks
+/// are equal when they are clones of one another.
+#[derive(Clone)]
+pub struct ProgressHook(Arc<dyn Fn(&Progress) + Send + Sync>);
+
+impl ProgressHook {
+    /// Wraps a callback.
+    pub fn new(hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(hook))
+    }
+}
+
+impl fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProgressHook(..)")
+    }
+}
+
+impl PartialEq for ProgressHook {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ProgressHook {}
+
+/// Counts what a reader has read and hands it to a [`ProgressHook`].
+#[derive(Debug)]
+pub(in crate::audit) struct ProgressTracker {
+    hook: ProgressHook,
+    first_segment: u64,
+    progress: Progress,
+}
+
+impl ProgressTracker {
+    /// Starts counting over `segments` (sizes are read from the file system now; a segment
+    /// whose size cannot be read counts as empty: this is for display only).
+    pub(in crate::audit) fn new(hook: ProgressHook, segments: &[(u64, PathBuf)]) -> Self {
+        let total_bytes = segments
+            .iter()
+            .filter_map(|(_, path)| fs::metadata(path).ok())
+            .map(|m| m.len())
+            .sum();
+        Self {
+            hook,
+            first_segment: segments.first().map_or(0, |s| s.0),
+            progress: Progress {
+                total_bytes,
+                segments: segments.len() as u64,
+                ..Progress::default()
+            },
+        }
+    }
+
+    /// Counts one complete line (its newline included) and reports.
+    pub(in crate::audit) fn line(&mut self, line: &Line<'_>) {
+        let p = &mut self.progress;
+        p.records += 1;
+        p.bytes += line.content.len() as u64 + 1;
+        p.segment = line.segment - self.first_segment + 1;
+        (self.hook.0)(p);
     }
 }
 
@@ -550,6 +658,7 @@ pub fn verify_with(
         TailPolicy::Report,
         options.keys.clone(),
         options.witnessed_head.clone(),
+        options.progress.as_ref(),
     )?;
     let report = walk.report;
     if options.require_coverage && report.uncovered_records > 0 {

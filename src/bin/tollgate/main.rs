@@ -1,7 +1,7 @@
 //! `tollgate`: the command-line tool around a tollgate deployment.
 //!
 //! - `tollgate policy check|explain|diff|matrix|keygen|sign|verify` work on policy documents;
-//! - `tollgate audit ...` verifies and queries audit directories.
+//! - `tollgate audit verify|query|repair` verify, query and repair audit directories.
 //!
 //! Exit status: 0 success, 1 the input failed (an invalid policy, a tampered log, a refused
 //! signature), 2 usage error. Run `tollgate help` or `tollgate <command> --help`.
@@ -9,7 +9,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod audit;
 mod policy;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,17 @@ enum Command {
     /// Check, explain, diff, sign and export policy documents.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Verify, query and repair an audit directory (the hash-chained log a FileSink writes).
+    ///
+    /// PATH is the audit directory. A path to one of its segment files (audit-NNNNNN.jsonl)
+    /// stands for that file's directory: the hash chain runs through every segment in order, so
+    /// a segment cannot be verified on its own.
+    ///
+    /// Examples: `tollgate audit verify DIR --key-file ops.key`, `tollgate audit query DIR --run
+    /// RUN --tool TOOL --since 2024-05-01T12:00:00Z`, `tollgate audit repair DIR --key-file
+    /// ops.key`.
+    #[command(subcommand, after_help = audit::EXIT_STATUS)]
+    Audit(audit::AuditCommand),
 }
 
 /// What a command ended with: the exit status it maps to.
@@ -40,6 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Audit(cmd) => Ok(audit::run(cmd)),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,8 @@
+//! The `tollgate audit` command line: verify, query and repair a real log, with and without a
+//! key, run as a real process; tampering gives exit status 1 with the bad record named; every
+//! usage error gives exit status 2; progress goes to standard error only, and only when asked
+//! for or on a terminal.
 #![cfg(feature = "cli")]
-//! The `audit` command: verify and query a real log, with and without a key; tampering gives exit
-//! status 1 with the bad record named; every usage error gives exit status 2.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ impl TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-cli-{}-{name}-{n}",
+            "tollgate-cli-audit-{}-{name}-{n}",
             std::process::id()
         ));
         let _ = fs::remove_dir_all(&path);
@@ -80,11 +82,21 @@ fn write_log(dir: &Path) {
     sink.close().unwrap();
 }
 
+/// `tollgate audit ARGS...`, with no progress settings inherited from the environment.
 fn audit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_audit"))
+    audit_env(args, &[])
+}
+
+fn audit_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.arg("audit")
         .args(args)
-        .output()
-        .unwrap()
+        .env_remove("TOLLGATE_PROGRESS")
+        .env_remove("TOLLGATE_PROGRESS_INTERVAL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the tollgate binary runs")
 }
 
 fn text(b: &[u8]) -> String {
@@ -104,16 +116,46 @@ fn lines(o: &Output) -> Vec<Value> {
 
 #[test]
 fn help_is_printed_and_exits_0() {
-    for args in [&["--help"][..], &["-h"], &["help"], &["verify", "--help"]] {
+    for (args, usage) in [
+        (&["--help"][..], "Usage: tollgate audit <COMMAND>"),
+        (&["-h"], "Usage: tollgate audit <COMMAND>"),
+        (&["help"], "Usage: tollgate audit <COMMAND>"),
+        (
+            &["verify", "--help"],
+            "Usage: tollgate audit verify [OPTIONS] <PATH>",
+        ),
+        (
+            &["query", "-h"],
+            "Usage: tollgate audit query [OPTIONS] <PATH>",
+        ),
+        (
+            &["help", "repair"],
+            "Usage: tollgate audit repair [OPTIONS] <PATH>",
+        ),
+    ] {
         let o = audit(args);
         assert_eq!(o.status.code(), Some(0), "{args:?}");
         let out = text(&o.stdout);
-        assert!(
-            out.contains("USAGE:") && out.contains("audit verify PATH"),
-            "{out}"
-        );
-        assert!(out.contains("EXIT STATUS"));
+        assert!(out.contains(usage), "{args:?}: {out}");
+        assert!(out.contains("EXIT STATUS"), "{args:?}: {out}");
     }
+    // The long help keeps what the hand-written help said: what PATH stands for, the TIME
+    // formats, the key file format.
+    let out = text(&audit(&["--help"]).stdout);
+    assert!(out.contains("stands for that file's directory"), "{out}");
+    let out = text(&audit(&["query", "--help"]).stdout);
+    for want in [
+        "1700000000000ms",
+        "2024-05-01T14:00:00.250+02:00",
+        "<key id>:<hex secret>",
+        "A filter given several times matches any of its values",
+        "retention_applied",
+        "TOLLGATE_PROGRESS",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let out = text(&audit(&["repair", "--help"]).stdout);
+    assert!(out.contains("repair-<time>.removed"), "{out}");
 }
 
 #[test]
@@ -126,25 +168,39 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
     let other = dir.path().join("notes.txt");
     fs::write(&other, "x").unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec![], "no command"),
-        (vec!["frobnicate"], "unknown command `frobnicate`"),
-        (vec!["verify"], "needs a PATH"),
-        (vec!["verify", d, d], "takes one PATH"),
-        (vec!["verify", d, "--frob"], "unknown option `--frob`"),
+        (vec![], "Usage: tollgate audit <COMMAND>"),
+        (vec!["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (vec!["verify"], "required arguments were not provided"),
+        (vec!["verify", d, d], "unexpected argument"),
+        (vec!["verify", d, "--frob"], "unexpected argument '--frob'"),
         (
             vec!["verify", d, "--run", "x"],
-            "unknown option `--run` for `verify`",
+            "unexpected argument '--run' found",
         ),
-        (vec!["query", d, "--run"], "`--run` needs a value"),
+        (
+            vec!["query", d, "--run"],
+            "a value is required for '--run <ID>'",
+        ),
         (
             vec!["query", d, "--decision", "maybe"],
-            "not allow, escalate or deny",
+            "[possible values: allow, escalate, deny]",
         ),
-        (vec!["query", d, "--since", "yesterday"], "option `--since`"),
+        (
+            vec!["query", d, "--since", "yesterday"],
+            "invalid value 'yesterday' for '--since <TIME>'",
+        ),
         (vec!["query", d, "--until", "5h"], "unknown unit"),
         (
+            vec!["query", d, "--since", "2023-11-14T22:13:20"],
+            "not RFC 3339",
+        ),
+        (
             vec!["query", d, "--since", "1s", "--since", "2s"],
-            "given twice",
+            "cannot be used multiple times",
+        ),
+        (
+            vec!["query", d, "--no-verify", "--key-file", s(&key_file)],
+            "bad.key",
         ),
         (
             vec!["verify", "/no/such/tollgate/dir"],
@@ -152,6 +208,14 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
         ),
         (vec!["verify", s(&other)], "not an audit segment"),
         (vec!["verify", d, "--key-file", s(&key_file)], "bad.key"),
+        (
+            vec!["verify", d, "--progress", "sometimes"],
+            "invalid value 'sometimes' for '--progress <WHEN>'",
+        ),
+        (
+            vec!["verify", d, "--progress-interval", "250"],
+            "a duration is a string with a unit",
+        ),
     ];
     for (args, want) in cases {
         let o = audit(&args);
@@ -161,6 +225,20 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
         assert!(err.contains("--help"), "{err}");
         assert!(o.stdout.is_empty());
     }
+    // A key file that parses but cannot be used with --no-verify (nothing would check it).
+    let good = dir.path().join("ops.key");
+    fs::write(&good, format!("ops-1:{KEY_HEX}")).unwrap();
+    let o = audit(&["query", d, "--no-verify", "--key-file", s(&good)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("cannot be used with"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A bad TOLLGATE_PROGRESS is a usage error too, named as the variable.
+    let o = audit_env(&["verify", d], &[("TOLLGATE_PROGRESS", "sometimes")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("sometimes"), "{}", text(&o.stderr));
 }
 
 #[test]
@@ -345,6 +423,7 @@ fn query_stops_at_tampering_with_exit_1() {
     assert_eq!(lines(&o).len(), 3, "the records before the bad one");
     let err = text(&o.stderr);
     assert!(err.contains("FAILED after 3 matching records"), "{err}");
+    assert!(err.starts_with("tollgate: "), "{err}");
     assert!(err.contains("line 4") && err.contains("seq 4"), "{err}");
 
     let o = audit(&["query", s(dir.path()), "--no-verify", "--run", "r-9"]);
@@ -444,4 +523,198 @@ fn verify_with_a_witness_file_catches_a_cut_tail() {
         "{}",
         text(&o.stdout)
     );
+}
+
+/// 40 decisions over segments of at most 2 KiB, with a checkpoint every 7 records.
+fn write_segmented_log(dir: &Path) -> u64 {
+    let config = FileSinkConfig::default()
+        .durability(Durability::OsBuffered)
+        .max_segment_bytes(2048)
+        .checkpoint(CheckpointConfig::new(key()).every_records(Some(7)));
+    let (sink, _) = FileSink::open(dir, config).unwrap();
+    let run = RunId::new("r-0");
+    let agent = AgentId::new("bot");
+    let look = ToolCall::new("look", "{}");
+    let pay = ToolCall::new("pay", r#"{"amount":5}"#);
+    for i in 0..40u64 {
+        let call = if i % 2 == 0 { &look } else { &pay };
+        let kind = EventKind::Decision {
+            call,
+            decision: Decision::Allow,
+            policy_version: None,
+        };
+        sink.record(&AuditEvent::new(
+            i + 1,
+            t(i),
+            Some(&run),
+            Some(&agent),
+            kind,
+        ))
+        .unwrap();
+    }
+    sink.close().unwrap();
+    let report = file::verify(dir).unwrap();
+    assert!(report.segments >= 3, "{report:?}");
+    report.segments
+}
+
+const FORCED: [(&str, &str); 2] = [
+    ("TOLLGATE_PROGRESS", "always"),
+    ("TOLLGATE_PROGRESS_INTERVAL", "0s"),
+];
+
+/// The progress lines `verb` wrote to standard error, and the rest of it.
+fn split_progress<'a>(err: &'a str, verb: &str) -> (Vec<&'a str>, Vec<&'a str>) {
+    let prefix = format!("{verb}: segment ");
+    err.lines().partition(|l| l.starts_with(&prefix))
+}
+
+#[test]
+fn forced_progress_goes_to_stderr_and_stdout_stays_byte_identical() {
+    let dir = TempDir::new("progress");
+    let segments = write_segmented_log(dir.path());
+    let d = s(dir.path());
+    let records = file::verify(dir.path()).unwrap().records;
+    let total: u64 = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let key_file = dir.path().join("ops.key");
+    fs::write(&key_file, format!("ops-1:{KEY_HEX}")).unwrap();
+    let cases: [(&str, Vec<&str>); 5] = [
+        ("verify", vec!["verify", d]),
+        ("verify", vec!["verify", d, "--key-file", s(&key_file)]),
+        ("query", vec!["query", d]),
+        ("query", vec!["query", d, "--tool", "pay"]),
+        // Nothing matches: the progress still counts every record read.
+        ("query", vec!["query", d, "--decision", "deny"]),
+    ];
+    for (verb, args) in cases {
+        let quiet = audit(&args);
+        let loud = audit_env(&args, &FORCED);
+        assert_eq!(quiet.status.code(), Some(0), "{args:?}");
+        assert_eq!(loud.status.code(), Some(0), "{args:?}");
+        assert_eq!(loud.stdout, quiet.stdout, "{args:?}");
+        // Standard error is a pipe here: without being asked, no progress at all.
+        let quiet_err = text(&quiet.stderr);
+        let (none, quiet_rest) = split_progress(&quiet_err, verb);
+        assert!(none.is_empty(), "{args:?}: {none:?}");
+        let loud_err = text(&loud.stderr);
+        let (lines, rest) = split_progress(&loud_err, verb);
+        // Apart from the progress lines, standard error is what it was.
+        assert_eq!(rest, quiet_rest, "{args:?}");
+        // Interval 0: one line per record, in order, up to the whole log.
+        assert_eq!(lines.len() as u64, records, "{args:?}: {loud_err}");
+        assert!(
+            lines[0].starts_with(&format!("{verb}: segment 1/{segments}, 1 records, ")),
+            "{}",
+            lines[0]
+        );
+        let last = lines[lines.len() - 1];
+        assert!(
+            last.starts_with(&format!(
+                "{verb}: segment {segments}/{segments}, {records} records, "
+            )),
+            "{last}"
+        );
+        // All the bytes: the same size twice, at 100%.
+        let (done, of) = last.split_once(" of ").expect("a total");
+        let done_size = done.rsplit_once(", ").unwrap().1;
+        assert!(of.starts_with(&format!("{done_size} (100%), ")), "{last}");
+        assert!(
+            total > 1024 && done_size.ends_with(" KiB"),
+            "{total}: {last}"
+        );
+        assert!(last.ends_with("/s"), "a rate: {last}");
+    }
+
+    // `--progress never` beats the environment; a long interval shows nothing for a short read.
+    for extra in [&["--progress", "never"][..], &["--progress-interval", "1h"]] {
+        let mut args = vec!["verify", d];
+        args.extend_from_slice(extra);
+        let o = audit_env(&args, &FORCED);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(o.stderr.is_empty(), "{extra:?}: {}", text(&o.stderr));
+    }
+}
+
+#[test]
+fn forced_progress_stops_at_tampering_and_the_verdict_is_unchanged() {
+    let dir = TempDir::new("progress-tamper");
+    write_segmented_log(dir.path());
+    let seg = dir.seg(2);
+    let original = fs::read_to_string(&seg).unwrap();
+    fs::write(&seg, original.replacen("\"look\"", "\"lock\"", 1)).unwrap();
+    let d = s(dir.path());
+    for (verb, args) in [("verify", vec!["verify", d]), ("query", vec!["query", d])] {
+        let quiet = audit(&args);
+        let loud = audit_env(&args, &FORCED);
+        assert_eq!(quiet.status.code(), Some(1), "{args:?}");
+        assert_eq!(loud.status.code(), Some(1), "{args:?}");
+        assert_eq!(loud.stdout, quiet.stdout, "{args:?}");
+        let loud_err = text(&loud.stderr);
+        let (lines, rest) = split_progress(&loud_err, verb);
+        assert_eq!(rest, split_progress(&text(&quiet.stderr), verb).1);
+        // It got into segment 2 and no further: the bad record was never counted as read.
+        assert!(!lines.is_empty(), "{loud_err}");
+        assert!(
+            lines.iter().all(|l| !l.contains("segment 3/")),
+            "{loud_err}"
+        );
+        assert!(lines.last().unwrap().contains("segment 2/"), "{loud_err}");
+    }
+}
+
+/// Runs `tollgate ARGS` on a pseudo-terminal (util-linux `script`, in Debian's essential
+/// `bsdutils`), standard output and standard error both on it; returns what the terminal got.
+fn on_terminal(args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = String::from(env!("CARGO_BIN_EXE_tollgate"));
+    for a in args {
+        assert!(!a.contains('\''), "{a}");
+        cmd.push_str(&format!(" '{a}'"));
+    }
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .env_remove("TOLLGATE_PROGRESS")
+        .env("TOLLGATE_PROGRESS_INTERVAL", "0s")
+        .output()
+        .expect("util-linux `script` runs");
+    (o.status.code(), text(&o.stdout))
+}
+
+#[test]
+fn on_a_terminal_progress_is_drawn_in_place_and_erased_before_the_result() {
+    let dir = TempDir::new("progress-tty");
+    let segments = write_segmented_log(dir.path());
+    let d = s(dir.path());
+    let (code, screen) = on_terminal(&["audit", "verify", d]);
+    assert_eq!(code, Some(0), "{screen:?}");
+    assert!(
+        screen.starts_with(&format!("\rverify: segment 1/{segments}, 1 records, ")),
+        "{screen:?}"
+    );
+    // Each update redraws the line (erasing what the last one left), and the line is erased
+    // before the summary, which therefore starts at the beginning of a clean line.
+    assert!(screen.contains("\x1b[K\rverify: segment "), "{screen:?}");
+    let (progress, result) = screen
+        .split_once("\r\x1b[Kok: ")
+        .expect("erased, then the result");
+    assert!(!progress.contains('\n'), "{progress:?}");
+    let records = file::verify(dir.path()).unwrap().records;
+    assert!(
+        result.starts_with(&format!(
+            "{records} records (seq 1..={records}) in {segments} segments"
+        )),
+        "{result:?}"
+    );
+
+    // `query` writes its records to the same terminal: no progress line to interleave with them.
+    let (code, screen) = on_terminal(&["audit", "query", d, "--tool", "pay"]);
+    assert_eq!(code, Some(0), "{screen:?}");
+    assert!(!screen.contains("query: segment"), "{screen:?}");
+    assert!(!screen.contains('\x1b'), "{screen:?}");
+    assert!(screen.contains("chain verified"), "{screen:?}");
 }
