@@ -81,7 +81,10 @@ mod review_credentials {
                 .unwrap(),
             "ehr-token-1234"
         );
-        assert!(cred.expose(&p, "fhir/Patient/P-999999/Appointment").is_err());
+        assert!(
+            cred.expose(&p, "fhir/Patient/P-999999/Appointment")
+                .is_err()
+        );
         p.complete(Outcome::success()).unwrap();
         run.finish().unwrap();
 
@@ -142,10 +145,7 @@ mod review_credentials {
         p.complete(Outcome::success()).unwrap();
         assert_eq!(
             credential_events(&sink.events()[before..]),
-            [(
-                "credential_refused".to_owned(),
-                Some("standard".to_owned())
-            )]
+            [("credential_refused".to_owned(), Some("standard".to_owned()))]
         );
         run.finish().unwrap();
     }

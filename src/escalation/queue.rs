@@ -259,6 +259,15 @@ impl ApprovalQueue {
         let mut args_keys = store.args_keys()?;
         if args_keys.is_empty() {
             args_keys.push(ArgsKey::generate().map_err(|e| QueueError::Random(e.to_string()))?);
+            if !inner.entries.is_empty() {
+                // Fail closed, but not silently: the replayed requests were bound under a key
+                // this queue does not have, so none of their grants can ever be consumed.
+                tracing::warn!(
+                    requests = inner.entries.len(),
+                    "approval queue: the store replayed requests but offers no argument key \
+                     (ApprovalStore::args_keys); their grants cannot be consumed"
+                );
+            }
         }
         let refused = recheck_open(&mut inner, config.separation_of_duties);
         for r in &refused {

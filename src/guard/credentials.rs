@@ -47,11 +47,11 @@ impl Permit<'_> {
     /// whose data tier names a retention class keeps the records of its credentials as long as
     /// its decisions.
     fn record_credential(&self, event: CredentialEvent<'_>) -> Result<(), AuditError> {
-        self.run.shared.record_marked(
-            Some(self.run),
-            EventKind::Credential(event),
-            || Some(self.marks()),
-        )
+        self.run
+            .shared
+            .record_marked(Some(self.run), EventKind::Credential(event), || {
+                Some(self.marks())
+            })
     }
 
     fn asker(&self) -> Asker<'_> {
