@@ -370,6 +370,16 @@ mod review_escalation {
         std::fs::write(&c.head, &h[..256]).unwrap();
         assert_head_damaged(&c);
 
+        // Nor does a fake torn append excuse the damaged slot: a final line without a newline
+        // is no record (it is cut), so the file still holds nothing past the valid slot.
+        std::fs::write(&c.head, &h).unwrap();
+        let mut file = std::fs::read(&c.path).unwrap();
+        file.extend_from_slice(b"{\"seq\":3,\"prev\":\"");
+        std::fs::write(&c.path, &file).unwrap();
+        assert_head_damaged(&c);
+        file.truncate(file.len() - b"{\"seq\":3,\"prev\":\"".len());
+        std::fs::write(&c.path, &file).unwrap();
+
         // The operator's way out declares the damage and never re-arms the grant.
         let report =
             FileApprovalStore::repair(&c.path, &c.key, &*c.clock, "head slot destroyed").unwrap();
