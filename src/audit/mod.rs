@@ -638,9 +638,13 @@ impl AuditEvent<'_> {
     }
 }
 
+/// The request an event is about: its id only. Its `args_hash` is left out on purpose: it covers
+/// every argument, secret ones included, and the audit trail is read (and kept) far more widely
+/// than the approval store. It is keyed, so nobody without the store's key can test a guess
+/// against it; but it adds nothing the id does not identify, and a record that never holds it
+/// cannot leak it should that key ever be exposed.
 fn write_approval(o: &mut json::Obj<'_>, r: &ApprovalRequest) {
     o.str(k!("tollgate.approval.id"), r.id.as_str());
-    o.hex(k!("tollgate.approval.args_hash"), r.args_hash.as_bytes());
 }
 
 fn write_escalation(o: &mut json::Obj<'_>, r: &ApprovalRequest, t: &TransitionKind<'_>) {

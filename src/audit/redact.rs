@@ -102,6 +102,20 @@ impl AuditMarks {
         self.retention.as_deref()
     }
 
+    /// The retention class, shared (what records about the tool that outlive its permit keep:
+    /// a credential's revocation).
+    pub(crate) fn retention_class(&self) -> Option<&Arc<str>> {
+        self.retention.as_ref()
+    }
+
+    /// Marks that redact nothing and carry `retention` (for events that hold no arguments).
+    pub(crate) fn retention_only(retention: Option<Arc<str>>) -> Self {
+        Self {
+            redactions: Vec::new(),
+            retention,
+        }
+    }
+
     /// Replaces the values marked secret in `args` (sensitive ones stay: e.g. approvers need them
     /// to decide).
     pub(crate) fn redact_secrets(&self, args: &mut Value) {

@@ -46,6 +46,8 @@ pub(crate) struct CredState {
     pub(crate) provider: String,
     pub(crate) expires_at_unix: u64,
     pub(crate) revoked: AtomicBool,
+    /// The retention class of the records about it: its tool's, when it was minted.
+    pub(crate) retention: Option<Arc<str>>,
 }
 
 /// The credentials issued to one run instance, and whose they are.
@@ -73,6 +75,10 @@ pub struct RevokedCredential {
     pub run_instance: u64,
     /// The run's agent.
     pub agent: AgentId,
+    /// The retention class of the tool it was minted for, as the policy named it then (see
+    /// [`AuditMarks::retention`](crate::audit::AuditMarks::retention)): the record of its
+    /// revocation is kept as long as the records of its issue and use.
+    pub retention: Option<Arc<str>>,
 }
 
 /// Configures a [`CredentialBroker`].
@@ -367,17 +373,21 @@ impl CredentialBroker {
     }
 
     /// Registers a minted credential under its run instance and returns its shared state.
+    /// `retention` is the retention class of its tool's records, kept for the record of its
+    /// revocation.
     pub(crate) fn register(
         &self,
         binding: &Binding<'_>,
         prepared: &Prepared,
         expires_at_unix: u64,
+        retention: Option<Arc<str>>,
     ) -> Arc<CredState> {
         let state = Arc::new(CredState {
             id: prepared.id.clone(),
             provider: prepared.provider.clone(),
             expires_at_unix,
             revoked: AtomicBool::new(false),
+            retention,
         });
         self.inner
             .live
@@ -470,6 +480,7 @@ impl CredentialBroker {
                     run: r.run.clone(),
                     run_instance: instance,
                     agent: r.agent.clone(),
+                    retention: s.retention.clone(),
                 }
             })
             .collect()

@@ -83,8 +83,9 @@ impl ScopedCredential {
         expires: MonoTime,
         expires_at_unix: u64,
         secret: SecretString,
+        retention: Option<Arc<str>>,
     ) -> Self {
-        let state = broker.register(binding, &prepared, expires_at_unix);
+        let state = broker.register(binding, &prepared, expires_at_unix, retention);
         Self {
             state,
             run: binding.run.clone(),

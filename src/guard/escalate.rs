@@ -15,7 +15,7 @@ use crate::boundary::{ActionBoundary, Admitted};
 use crate::call::ToolCall;
 use crate::escalation::{
     ApprovalQueue, ApprovalRequest, Escalation, EscalationGate, GateInput, Matched, QueueError,
-    QueueObserver, Reason, Resolution, Submission, Ticket, Transition, exact_args,
+    QueueObserver, Reason, Resolution, Submission, Ticket, Transition,
 };
 use crate::verdict::{Denial, DenyCode, Verdict};
 
@@ -136,23 +136,25 @@ impl Shared {
             (None, None) => return fail("the matched rules gave no escalation".into()),
         };
         // The arguments as approvers see them and the store keeps them: secret values redacted.
-        // The grant binds the arguments as proposed (their exact canonical hash). Arguments a
-        // parsed value cannot show exactly (a number beyond f64 precision), or nested deeper
-        // than any record can hold, are refused here, before anything is queued or stored.
-        let (mut shown, hash) = match exact_args(call.args()) {
+        // The grant binds the arguments as proposed: their exact canonical form, hashed under
+        // the queue's key (a plain digest would let anyone who reads the request, a ticket or a
+        // refusal test guesses of the redacted values). Arguments a parsed value cannot show
+        // exactly (a number beyond f64 precision), or nested deeper than any record can hold,
+        // are refused here, before anything is queued or stored. The request also records the
+        // run's agent, trigger and compartment: only a run with the same ones may consume it.
+        let (mut shown, hash) = match esc.queue.exact_args(call.args()) {
             Ok(x) => x,
             Err(e) => return fail(format!("unusable arguments: {e}")),
         };
         boundary.marks_of(admitted).redact_secrets(&mut shown);
-        let sub = Submission::new(
+        let sub = Submission::for_run(
             run.id.clone(),
-            run.ctx.agent().clone(),
+            &run.ctx,
             call.tool(),
             shown,
             escalation,
             version,
         )
-        .trigger(run.ctx.trigger().cloned())
         .args_hash(hash);
         let request = match esc.queue.submit(sub) {
             Ok(r) => r,
@@ -173,8 +175,9 @@ impl Shared {
         })
     }
 
-    /// Consumes the approval `ticket` for this exact call (once, ever). `None`: consumed, the
-    /// call may proceed; `Some(Deny)` otherwise.
+    /// Consumes the approval `ticket` for this exact call (once, ever) by this run: same run
+    /// id, agent, trigger and compartment as the request recorded. `None`: consumed, the call
+    /// may proceed; `Some(Deny)` otherwise.
     pub(super) fn consume_grant<'a>(
         &self,
         run: &Run,
@@ -195,7 +198,7 @@ impl Shared {
         };
         match esc
             .queue
-            .consume_ticket(ticket, &run.id, call.tool(), call.args())
+            .consume_ticket(ticket, &run.id, &run.ctx, call.tool(), call.args())
         {
             Ok(_grant) => None,
             Err(e) => refuse(
@@ -224,11 +227,14 @@ impl Guard {
     /// Resumes an escalated call once its request is approved: runs the whole pipeline again
     /// (kill switch, breaker, boundary, budgets: the policy may have changed meanwhile), but
     /// instead of the escalation gate it consumes the approval, which succeeds once, ever, and
-    /// only for the same run, tool and arguments. A framework that checkpoints its state keeps
-    /// the [`Ticket`] (it is serialisable) and calls this after a restart.
+    /// only for the same tool and arguments in a run with the same id, agent, trigger and
+    /// compartment as the run that raised it. A framework that checkpoints its state keeps
+    /// the [`Ticket`] (it is serialisable) and calls this after a restart, from a run started
+    /// with the same id and context ([`Guard::start_run_with_id`]).
     ///
-    /// Denied with [`DenyCode::ApprovalInvalid`] when the ticket is for another run, tool or
-    /// arguments, not yet approved, denied, already used or unknown, and with
+    /// Denied with [`DenyCode::ApprovalInvalid`] when the ticket is for another run id, agent,
+    /// trigger, compartment, tool or arguments, not yet approved, denied, already used or
+    /// unknown, and with
     /// [`DenyCode::ApprovalTimedOut`] when the request or its grant expired.
     pub fn resume<'a>(&self, run: &'a Run, call: &ToolCall<'a>, ticket: &Ticket) -> Verdict<'a> {
         self.decide(run, call, Some(ticket))

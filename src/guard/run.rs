@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::shared::Shared;
 use super::{Guard, GuardError};
-use crate::audit::{AuditError, CredentialEvent, EventKind};
+use crate::audit::{AuditError, AuditMarks, CredentialEvent, EventKind};
 use crate::call::{RunContext, RunId};
 use crate::clock::MonoTime;
 use crate::credential::unix_secs;
@@ -175,7 +175,9 @@ impl Run {
     }
 
     /// Revokes every credential issued to this run so far (ending the run does this by itself).
-    /// Returns the first audit error, after revoking all of them.
+    /// Each revocation is recorded with the retention class of the tool the credential was
+    /// minted for, like its issue and uses. Returns the first audit error, after revoking all of
+    /// them.
     pub fn revoke_credentials(&self) -> Result<(), AuditError> {
         let Some(broker) = &self.shared.credentials else {
             return Ok(());
@@ -183,12 +185,14 @@ impl Run {
         let mut first = Ok(());
         let now = unix_secs(self.shared.clock.wall());
         for revoked in broker.revoke_run(self.instance, now) {
-            let r = self.shared.record(
-                self,
+            let marks = AuditMarks::retention_only(revoked.retention.clone());
+            let r = self.shared.record_marked(
+                Some(self),
                 EventKind::Credential(CredentialEvent::Revoked {
                     id: &revoked.id,
                     provider: &revoked.provider,
                 }),
+                || Some(&marks),
             );
             if first.is_ok() {
                 first = r;
