@@ -130,7 +130,19 @@ impl FlowReport {
                     (false, Some(p)) => format!("{} in argument `{}`", p.name(), f.arg),
                     (false, None) => format!("argument `{}`", f.arg),
                 };
-                let mut from = format!("{what} comes from {}", f.origin.sources.join(" or "));
+                let sources: Vec<&str> = f
+                    .origin
+                    .sources
+                    .iter()
+                    .map(|s| match *s {
+                        "user" => "the user's prompt",
+                        "trusted" => "a trusted output",
+                        "untrusted" => "an untrusted output",
+                        "unseen" => "nowhere the run saw",
+                        other => other,
+                    })
+                    .collect();
+                let mut from = format!("{what} comes from {}", sources.join(" or "));
                 if let Some(t) = &f.origin.tier {
                     from.push_str(&format!(", tier {t}"));
                 }
@@ -142,7 +154,12 @@ impl FlowReport {
                 }
                 from
             })
-            .collect();
+            .fold(Vec::<String>::new(), |mut seen, c| {
+                if !seen.contains(&c) {
+                    seen.push(c);
+                }
+                seen
+            });
         let violation = match v {
             "provenance" => "its source is not one the rule accepts",
             "confidentiality" => "its tier is above what the tool may receive",

@@ -239,6 +239,30 @@ impl Run {
         Ok(tracker.endorse(value, by, reason, scope))
     }
 
+    /// Reports the output of a call of `tool` that did not run under a permit of this guard (a
+    /// tool the framework ran on its own, or a recorded run being replayed), labelled as the
+    /// `[flow]` section labels that tool's outputs (its `when` conditions read `args`). Outputs
+    /// of permitted calls go through [`Permit::deliver`] instead, which also withholds
+    /// quarantined ones. Returns `false` if the index could not hold it (recorded as
+    /// `flow_unindexed`; rules then fail closed for it).
+    pub fn observe_output(
+        &self,
+        tool: &str,
+        args: Args<'_>,
+        output: Output<'_>,
+    ) -> Result<bool, AuditError> {
+        let snap = self.shared.policy.load();
+        index_output(self, &snap, tool, None, args, output)
+    }
+
+    /// Bytes of (normalised) text the run's flow index holds (0 without a `[flow]` section).
+    pub fn flow_indexed_bytes(&self) -> usize {
+        self.flow
+            .lock()
+            .as_ref()
+            .map_or(0, FlowTracker::indexed_bytes)
+    }
+
     /// Bytes the run's flow index takes now (0 without a `[flow]` section): for capacity
     /// planning; bounded by the section's `max_index_bytes`.
     pub fn flow_memory_bytes(&self) -> usize {
@@ -272,6 +296,22 @@ pub(super) fn deliver(
         // The model never sees it, so it never enters the index.
         return Ok(Delivery::Withhold(rules.quarantine_text(tool, Some(rule))));
     }
+    index_output(run, snap, tool, call_id, args, output)?;
+    Ok(Delivery::Show)
+}
+
+/// Indexes one output under its tool's labels; records it if the index could not hold it.
+fn index_output(
+    run: &RunState,
+    snap: &Snapshot,
+    tool: &str,
+    call_id: Option<&str>,
+    args: Args<'_>,
+    output: Output<'_>,
+) -> Result<bool, AuditError> {
+    let Some(rules) = snap.flow.as_ref() else {
+        return Ok(true);
+    };
     let indexed = run_tracker(run, rules, |t| rules.observe_output(t, tool, args, output));
     if !indexed {
         let bytes = match output {
@@ -288,7 +328,7 @@ pub(super) fn deliver(
             || Some(snap.boundary.audit_marks(tool)),
         )?;
     }
-    Ok(Delivery::Show)
+    Ok(indexed)
 }
 
 impl<'a> Permit<'a> {
