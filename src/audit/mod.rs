@@ -209,6 +209,42 @@ pub enum EventKind<'a> {
         /// The transition and the figures that caused it.
         transition: &'a Transition,
     },
+    /// A flow check of a proposed call ([`crate::flow`]): the labels and provenance found for
+    /// every value its rules read (names only, never the values), and what it decided. Recorded
+    /// before the call's decision.
+    Flow {
+        /// The tool.
+        tool: &'a str,
+        /// The framework's call id.
+        call_id: Option<&'a str>,
+        /// What the check found.
+        report: &'a crate::flow::FlowReport,
+    },
+    /// A human endorsed (or declassified) one value for the run's flow checks
+    /// ([`Run::endorse`](crate::Run::endorse)). The value is not recorded: the flow record of
+    /// the call that uses the endorsement names it by id, and that call's decision record shows
+    /// its arguments under the policy's marks.
+    FlowEndorsed {
+        /// The endorsement's number within the run.
+        id: u32,
+        /// Who endorsed it.
+        by: &'a str,
+        /// Why.
+        reason: &'a str,
+        /// `"once"` or `"run"`.
+        scope: &'static str,
+    },
+    /// Something the run's context saw could not be held by its flow index (larger than the
+    /// policy's `max_index_bytes` allows): flow rules now fail closed for the sources, tiers and
+    /// compartments it carried.
+    FlowUnindexed {
+        /// The tool whose output it was (`None`: the user's prompt or other input).
+        tool: Option<&'a str>,
+        /// The framework's call id.
+        call_id: Option<&'a str>,
+        /// Its size in bytes.
+        bytes: u64,
+    },
     /// The kill switch suspended or resumed something.
     KillSwitch {
         /// `"suspend"` or `"resume"`.
@@ -540,6 +576,38 @@ impl AuditEvent<'_> {
                     transition.slow_call_rate,
                 );
                 o.u64(k!("tollgate.breaker.calls"), u64::from(transition.calls));
+            }
+            EventKind::Flow {
+                tool,
+                call_id,
+                report,
+            } => {
+                o.str(k!("event"), "flow_check");
+                o.str(k!("gen_ai.tool.name"), tool);
+                o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
+                o.ser(k!("tollgate.flow"), report);
+            }
+            EventKind::FlowEndorsed {
+                id,
+                by,
+                reason,
+                scope,
+            } => {
+                o.str(k!("event"), "flow_endorsed");
+                o.u64(k!("tollgate.flow.endorsement"), u64::from(*id));
+                o.str(k!("tollgate.flow.endorsed_by"), by);
+                o.str(k!("tollgate.flow.reason"), reason);
+                o.str(k!("tollgate.flow.scope"), scope);
+            }
+            EventKind::FlowUnindexed {
+                tool,
+                call_id,
+                bytes,
+            } => {
+                o.str(k!("event"), "flow_unindexed");
+                o.opt_str(k!("gen_ai.tool.name"), *tool);
+                o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
+                o.u64(k!("tollgate.flow.bytes"), *bytes);
             }
             EventKind::KillSwitch {
                 action,

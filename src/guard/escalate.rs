@@ -14,8 +14,8 @@ use crate::audit::{AuditError, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted};
 use crate::call::ToolCall;
 use crate::escalation::{
-    ApprovalQueue, ApprovalRequest, EscalationGate, GateInput, QueueError, QueueObserver,
-    Resolution, Submission, Ticket, Transition,
+    ApprovalQueue, ApprovalRequest, Escalation, EscalationGate, GateInput, Matched, QueueError,
+    QueueObserver, Reason, Resolution, Submission, Ticket, Transition,
 };
 use crate::verdict::{Denial, DenyCode, Verdict};
 
@@ -81,19 +81,25 @@ impl Shared {
         run: &Run,
         call: &ToolCall<'_>,
         admitted: Admitted,
+        flow: Option<Reason>,
     ) -> Option<Verdict<'a>> {
-        let gate = snap.gate.as_deref()?;
         let boundary = &*snap.boundary;
-        let info = boundary.tool_info(admitted);
-        let mut input = GateInput::from_call(call, info.effect()).flags(call.flags());
-        if let Some(i) = info.tier().and_then(|t| gate.tier_index(t)) {
-            input = input.tier(i);
-        }
-        if let Some(f) = self.budget_used(snap, run) {
-            input = input.budget_used(f);
-        }
-        let matched = gate.evaluate(&input);
-        if matched.is_empty() {
+        let gate = snap.gate.as_deref();
+        let matched = match gate {
+            Some(gate) => {
+                let info = boundary.tool_info(admitted);
+                let mut input = GateInput::from_call(call, info.effect()).flags(call.flags());
+                if let Some(i) = info.tier().and_then(|t| gate.tier_index(t)) {
+                    input = input.tier(i);
+                }
+                if let Some(f) = self.budget_used(snap, run) {
+                    input = input.budget_used(f);
+                }
+                gate.evaluate(&input)
+            }
+            None => Matched::NONE,
+        };
+        if matched.is_empty() && flow.is_none() {
             return None;
         }
         let version = boundary.version();
@@ -109,8 +115,25 @@ impl Shared {
         let Some(esc) = &self.escalation else {
             return fail("the policy escalates but this guard has no approval queue".into());
         };
-        let Some(escalation) = gate.escalation(matched) else {
-            return fail("the matched rules gave no escalation".into());
+        // The gate's rules and a violated flow rule make one request: the rules' approval
+        // (the flow's reason added), or for a flow alone the approval of `escalation.defaults`.
+        let escalation = match (gate.and_then(|g| g.escalation(matched)), flow) {
+            (Some(mut e), Some(reason)) => {
+                e.reasons.push(reason);
+                e
+            }
+            (Some(e), None) => e,
+            (None, Some(reason)) => match gate.and_then(EscalationGate::default_params) {
+                Some(params) => Escalation::manual(reason, params.clone()),
+                None => {
+                    return fail(
+                        "a flow rule escalates but the policy's `escalation.defaults` name no \
+                         approvers"
+                            .into(),
+                    );
+                }
+            },
+            (None, None) => return fail("the matched rules gave no escalation".into()),
         };
         // The arguments as approvers see them and the store keeps them: secret values redacted.
         // The grant binds the arguments as proposed: their exact canonical form, hashed under

@@ -64,6 +64,7 @@ impl Guard {
                 if snap.loops.is_some() { 64 } else { 0 },
             )),
             exposed: Default::default(),
+            flow: parking_lot::Mutex::new(snap.flow.as_ref().map(|r| r.tracker())),
         });
         if let Err(e) = self
             .shared
@@ -125,6 +126,8 @@ pub struct RunState {
     pub(crate) recent: parking_lot::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
     /// The secrets this run's permits were handed, scrubbed from its outcome texts.
     pub(crate) exposed: crate::credential::ExposedSecrets,
+    /// What the run's context has seen, for the flow rules (made when the policy has them).
+    pub(crate) flow: parking_lot::Mutex<Option<crate::flow::FlowTracker>>,
 }
 
 impl fmt::Debug for Run {
