@@ -6,9 +6,10 @@
 //!   threshold (parse, path lookup, exact comparison).
 //! - `request_roundtrip`: submit, decide (quorum 1) and consume one request with a
 //!   `MemoryApprovalStore` and a no-op observer (a fresh queue every 1000 requests).
-//! - `args_hash_raw` / `args_hash_value`: the exact canonical SHA-256 of the payment's
-//!   arguments (keys out of order, an escape), raw JSON and parsed: what a grant binds and, with
-//!   FNV instead of SHA-256, what loop detection fingerprints.
+//! - `args_hash_raw` / `args_hash_value`: the keyed hash (HMAC-SHA-256 under an `ArgsKey`) of
+//!   the payment's arguments in their exact canonical form (keys out of order, an escape), raw
+//!   JSON and parsed: what a grant binds and, with FNV instead of the HMAC, what loop detection
+//!   fingerprints.
 //!
 //! Group `escalation_file` (10 samples): `request_roundtrip_file`, the same round trip on a
 //! `FileApprovalStore` in the temp directory: three chained, MAC'd records, each followed by
@@ -23,7 +24,7 @@ use serde_json::json;
 use tollgate::boundary::Effect;
 use tollgate::clock::ManualClock;
 use tollgate::escalation::{
-    ApprovalQueue, Approver, ArgsHash, Condition, Decision, EscalationGate, EscalationPolicy,
+    ApprovalQueue, Approver, ArgsKey, Condition, Decision, EscalationGate, EscalationPolicy,
     FileApprovalStore, GateInput, LevelSpec, MemoryApprovalStore, NoopObserver, QueueConfig,
     RuleParams, RuleSpec, StoreKey, Submission,
 };
@@ -137,7 +138,7 @@ fn escalation(c: &mut Criterion) {
                     queue
                         .decide(&req.id, &alice, Decision::Approve, "ok")
                         .unwrap();
-                    let grant = queue.consume(&req.id, &req.args_hash).unwrap();
+                    let grant = queue.consume(&req.id, &req.args).unwrap();
                     black_box(&grant);
                 }
                 total += start.elapsed();
@@ -149,11 +150,12 @@ fn escalation(c: &mut Criterion) {
     let unsorted =
         r#"{"invoice":"INV-004711","currency":"EUR","amount":1250.5,"memo":"caf\u00e9"}"#;
     let parsed: serde_json::Value = serde_json::from_str(unsorted).unwrap();
+    let key = ArgsKey::generate().unwrap();
     g.bench_function("args_hash_raw", |b| {
-        b.iter(|| black_box(ArgsHash::of_json(black_box(unsorted)).unwrap()))
+        b.iter(|| black_box(key.hash(black_box(unsorted)).unwrap()))
     });
     g.bench_function("args_hash_value", |b| {
-        b.iter(|| black_box(ArgsHash::of_value(black_box(&parsed)).unwrap()))
+        b.iter(|| black_box(key.hash(black_box(&parsed)).unwrap()))
     });
     g.finish();
 
@@ -185,7 +187,7 @@ fn escalation(c: &mut Criterion) {
             queue
                 .decide(&req.id, &alice, Decision::Approve, "ok")
                 .unwrap();
-            black_box(queue.consume(&req.id, &req.args_hash).unwrap())
+            black_box(queue.consume(&req.id, &req.args).unwrap())
         })
     });
     g.finish();

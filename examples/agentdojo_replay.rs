@@ -15,10 +15,12 @@
 //! as the user's input, and after each tool call its recorded result as that tool's output,
 //! labelled by the suite policy's `[flow]` section. AgentDojo hands the model YAML; the harness
 //! parses it back into the structure the tool returned so per-field labels apply (a result that
-//! is not YAML is plain text). Before each recorded call the guard checks it: the policy's
-//! action boundary (`policy.boundary().check`), then the flow rules (`FlowRules::check`). After
-//! a denial or escalation the replay goes on with the recorded results (it cannot know what the
-//! model would have done instead), so later calls are judged too.
+//! is not YAML is plain text). Each run is replayed through a fresh `Guard` built from the suite's
+//! document (`Policy::guard`): `Run::observe_trusted` / `Run::observe_prompt` for the prompts,
+//! `Guard::check` before each recorded call (boundary, limits, flow rules, escalation), and the
+//! recorded result through the permit (`Permit::deliver`) when the call was allowed. After a
+//! denial or escalation the replay goes on with the recorded results (it cannot know what the
+//! model would have done instead: `Run::observe_output`), so later calls are judged too.
 //!
 //! # How it counts (issue 13 §5; the data's README)
 //!
@@ -59,33 +61,35 @@ use std::sync::LazyLock;
 use flate2::read::GzDecoder;
 use regex::Regex;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use tollgate::boundary::Effect;
-use tollgate::flow::{FlowAction, FlowPolicy, FlowRules, FlowTracker, Integrity, Label, Output};
-use tollgate::policy::Policy;
-use tollgate::{RunContext, ToolCall};
+use tollgate::escalation::MemoryApprovalStore;
+use tollgate::flow::Output;
+use tollgate::policy::{Bindings, Policy};
+use tollgate::{DetachedPermit, Guard, Outcome, Run, RunContext, ToolCall, Verdict};
 
-/// One suite's guard: the document's boundary and the flow rules of its `[flow]` section.
+/// One suite's policy document (boundary, escalation defaults and `[flow]` section).
 pub struct SuiteGuard {
     pub policy: Policy,
-    pub flow: FlowRules,
 }
 
-/// Reads a suite policy: a complete tollgate document plus a `[flow]` section. Until the
-/// document type embeds `[flow]` itself, the section is taken out here and compiled against the
-/// document's tiers and tools; the rest goes through `Policy` unchanged.
+/// Reads a suite policy document.
 pub fn load_policy(text: &str) -> Result<SuiteGuard, String> {
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| format!("TOML: {e}"))?;
-    let flow: FlowPolicy = match table.remove("flow") {
-        Some(v) => v.try_into().map_err(|e| format!("flow: {e}"))?,
-        None => FlowPolicy::default(),
-    };
-    let json = serde_json::to_string(&table).map_err(|e| e.to_string())?;
-    let policy = Policy::from_json(&json).map_err(|e| e.to_string())?;
-    let tools: Vec<&str> = policy.document().tools.keys().map(String::as_str).collect();
-    let flow = flow
-        .compile(&policy.document().tiers, &tools)
-        .map_err(|e| e.to_string())?;
-    Ok(SuiteGuard { policy, flow })
+    let policy = Policy::from_toml(text).map_err(|e| e.to_string())?;
+    if policy.flow().is_none() {
+        return Err("the suite policy has no [flow] section".into());
+    }
+    Ok(SuiteGuard { policy })
+}
+
+impl SuiteGuard {
+    /// A fresh guard for one recorded run (its own approval queue, no audit sink: the replay
+    /// counts decisions, it does not keep a trail).
+    fn guard(&self) -> Guard {
+        self.policy
+            .guard(Bindings::new().approvals(Arc::new(MemoryApprovalStore::new())))
+            .expect("a suite policy that loaded binds")
+    }
 }
 
 /// The guard's decision on one recorded call.
@@ -155,37 +159,44 @@ fn parse_output(text: &str) -> Option<Value> {
     }
 }
 
-fn decide(
-    guard: &SuiteGuard,
-    ctx: &RunContext,
-    tracker: &FlowTracker,
-    f: &str,
-    args: &Value,
-) -> Decision {
-    if let Err(denial) = guard.policy.boundary().check(ctx, &ToolCall::new(f, args)) {
-        return Decision::Deny(denial.rule().as_str().to_owned());
-    }
-    let d = guard.flow.check(tracker, f, args.into());
-    let rule = d
-        .rule
-        .as_ref()
-        .map_or(String::new(), |r| r.as_str().to_owned());
-    match d.action {
-        FlowAction::Allow | FlowAction::Quarantine => Decision::Allow,
-        FlowAction::Escalate => Decision::Escalate(rule),
-        _ => Decision::Deny(rule),
+/// Checks one recorded call through the guard. An allowed call's permit is returned detached,
+/// to receive the call's recorded output.
+fn decide(guard: &Guard, run: &Run, f: &str, args: &Value) -> (Decision, Option<DetachedPermit>) {
+    match guard.check(run, &ToolCall::new(f, args)) {
+        Verdict::Allow(permit) => (Decision::Allow, Some(permit.detach())),
+        Verdict::Escalate(req) => (
+            Decision::Escalate(
+                req.reasons
+                    .first()
+                    .map_or(String::new(), |r| r.rule.as_str().to_owned()),
+            ),
+            None,
+        ),
+        Verdict::Deny(d) => (Decision::Deny(d.rule().as_str().to_owned()), None),
     }
 }
 
-fn observe(guard: &SuiteGuard, tracker: &mut FlowTracker, f: &str, args: &Value, result: &str) {
-    match parse_output(result) {
-        Some(v) => guard
-            .flow
-            .observe_output(tracker, f, args.into(), Output::Json(&v)),
-        None => guard
-            .flow
-            .observe_output(tracker, f, args.into(), Output::Text(result)),
+/// Hands a recorded tool result to the run's flow index: through the call's permit when the
+/// guard allowed it, otherwise as an output the framework observed itself (the replay goes on
+/// with the recorded results; it cannot know what the model would have done instead).
+fn observe(run: &Run, permit: Option<DetachedPermit>, f: &str, args: &Value, result: &str) {
+    let parsed = parse_output(result);
+    let output = match &parsed {
+        Some(v) => Output::Json(v),
+        None => Output::Text(result),
     };
+    match permit {
+        Some(p) => {
+            // No suite policy quarantines, so whatever is delivered the model saw.
+            let _ = p.deliver(output).expect("no audit sink to fail");
+            p.complete(Outcome::success())
+                .expect("no audit sink to fail");
+        }
+        None => {
+            run.observe_output(f, args.into(), output)
+                .expect("no audit sink to fail");
+        }
+    }
 }
 
 fn empty_args() -> &'static Value {
@@ -193,21 +204,24 @@ fn empty_args() -> &'static Value {
     &EMPTY
 }
 
-/// Replays one recorded run (a line of `runs_*.jsonl.gz`).
-pub fn replay_run(guard: &SuiteGuard, run: &Value) -> Replay {
-    let ctx = RunContext::new("agentdojo", "assistant");
-    let mut tracker = guard.flow.tracker();
+/// Replays one recorded run (a line of `runs_*.jsonl.gz`) through a fresh guard.
+pub fn replay_run(suite: &SuiteGuard, record: &Value) -> Replay {
+    let guard = suite.guard();
+    let run = guard
+        .start_run(RunContext::new("agentdojo", "assistant"))
+        .expect("the suite policy has the role");
     let mut out = Replay::default();
-    for m in run["messages"].as_array().into_iter().flatten() {
+    let mut permits: HashMap<String, DetachedPermit> = HashMap::new();
+    for m in record["messages"].as_array().into_iter().flatten() {
         match m["role"].as_str() {
             Some("system") => {
                 if let Some(t) = m["content"].as_str() {
-                    tracker.observe(t, Label::output(Integrity::Trusted, None, None));
+                    run.observe_trusted(t).expect("no audit sink to fail");
                 }
             }
             Some("user") => {
                 if let Some(t) = m["content"].as_str() {
-                    tracker.observe_prompt(t);
+                    run.observe_prompt(t).expect("no audit sink to fail");
                 }
             }
             Some("assistant") => {
@@ -218,7 +232,10 @@ pub fn replay_run(guard: &SuiteGuard, run: &Value) -> Replay {
                     } else {
                         empty_args()
                     };
-                    let decision = decide(guard, &ctx, &tracker, f, args);
+                    let (decision, permit) = decide(&guard, &run, f, args);
+                    if let (Some(p), Some(id)) = (permit, tc["id"].as_str()) {
+                        permits.insert(id.to_owned(), p);
+                    }
                     out.steps.push(Step {
                         function: f.to_owned(),
                         args: args.clone(),
@@ -235,21 +252,25 @@ pub fn replay_run(guard: &SuiteGuard, run: &Value) -> Replay {
                     empty_args()
                 };
                 let text = m["content"].as_str().unwrap_or_default();
-                observe(guard, &mut tracker, f, args, text);
+                let permit = m["tool_call_id"].as_str().and_then(|id| permits.remove(id));
+                observe(&run, permit, f, args, text);
             }
             _ => {}
         }
     }
-    out.index_bytes = tracker.indexed_bytes();
-    out.memory_bytes = tracker.memory_bytes();
+    out.index_bytes = run.flow_indexed_bytes();
+    out.memory_bytes = run.flow_memory_bytes();
     out
 }
 
 /// Replays one synthetic pair (a line of `pairs_v1.jsonl.gz`); also returns each step's origin.
-pub fn replay_pair(guard: &SuiteGuard, pair: &Value) -> (Replay, Vec<bool>) {
-    let ctx = RunContext::new("agentdojo", "assistant");
-    let mut tracker = guard.flow.tracker();
-    tracker.observe_prompt(pair["prompt"].as_str().unwrap_or_default());
+pub fn replay_pair(suite: &SuiteGuard, pair: &Value) -> (Replay, Vec<bool>) {
+    let guard = suite.guard();
+    let run = guard
+        .start_run(RunContext::new("agentdojo", "assistant"))
+        .expect("the suite policy has the role");
+    run.observe_prompt(pair["prompt"].as_str().unwrap_or_default())
+        .expect("no audit sink to fail");
     let mut out = Replay::default();
     let mut injected = Vec::new();
     for st in pair["steps"].as_array().into_iter().flatten() {
@@ -259,17 +280,25 @@ pub fn replay_pair(guard: &SuiteGuard, pair: &Value) -> (Replay, Vec<bool>) {
         } else {
             empty_args()
         };
-        let decision = decide(guard, &ctx, &tracker, f, args);
+        let (decision, permit) = decide(&guard, &run, f, args);
         out.steps.push(Step {
             function: f.to_owned(),
             args: args.clone(),
             decision,
         });
         injected.push(st["origin"].as_str() == Some("injection_task"));
-        if let Some(r) = st["result"].as_str() {
-            observe(guard, &mut tracker, f, args, r);
+        match st["result"].as_str() {
+            Some(r) => observe(&run, permit, f, args, r),
+            None => {
+                if let Some(p) = permit {
+                    p.complete(Outcome::success())
+                        .expect("no audit sink to fail");
+                }
+            }
         }
     }
+    out.index_bytes = run.flow_indexed_bytes();
+    out.memory_bytes = run.flow_memory_bytes();
     (out, injected)
 }
 

@@ -1,15 +1,21 @@
 //! PHI read for one patient cannot reach a notes/memory tool or another patient's record; a
-//! clinician's endorsement lets one value through, and every decision prints the facts an audit
-//! record carries (rule, violation, where each value came from, its tier and compartment, the
-//! endorsement).
+//! clinician's endorsement lets one value through, audited. Everything goes through a `Guard`
+//! built from one policy document with a `[flow]` section; after each decision the example
+//! prints the `flow_check` audit record that explains it (rule, violation, where each value came
+//! from, its tier and compartment, the endorsement used: never the value).
+//!
+//! The assistant works across the clinician's patients, so its runs are not bound to one
+//! patient's compartment by the boundary; the flow rules keep the patients apart instead.
 //!
 //! `cargo run --example clinic_phi_flow`
 
-use serde_json::json;
-use tollgate::call::Principal;
-use tollgate::flow::{EndorsementScope, FlowDecision, FlowPolicy, FlowRules, FlowTracker, Output};
-use tollgate::policy::Policy;
-use tollgate::{RunContext, ToolCall};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tollgate::audit::MemorySink;
+use tollgate::flow::{EndorsementScope, Output};
+use tollgate::policy::{Bindings, Policy};
+use tollgate::{Guard, Outcome, Run, RunContext, ToolCall, Verdict};
 
 const DOCUMENT: &str = r#"
 tiers = ["public", "internal", "phi"]
@@ -17,8 +23,8 @@ tiers = ["public", "internal", "phi"]
 [policy]
 name = "clinic-assistant flow demo"
 owner = "Clinical Informatics <informatics@clinic.example>"
-purpose = "Summarise a patient's chart for the treating clinician and keep working notes."
-scope = "One patient per task."
+purpose = "Summarise the charts of a clinician's patients and keep working notes."
+scope = "The treating clinician's own patients; flow rules keep each patient's PHI in that patient's record."
 liability_owner = "Chief Medical Officer"
 review_cadence = "90d"
 data_handling = "PHI stays in its patient's record; the assistant's memory holds no PHI."
@@ -26,13 +32,11 @@ data_handling = "PHI stays in its patient's record; the assistant's memory holds
 [tools.read_chart_summary]
 effect = "read"
 tier = "phi"
-compartment_arg = "patient_id"
 args.patient_id = { type = "string", required = true, pattern = "P-[0-9]{6}" }
 
 [tools.write_chart_note]
 effect = "write"
 tier = "phi"
-compartment_arg = "patient_id"
 args.patient_id = { type = "string", required = true, pattern = "P-[0-9]{6}" }
 args.note = { type = "string", required = true, max_length = 4000 }
 
@@ -66,68 +70,61 @@ retention = "forever"
 args.text = { match = "parts", parts = ["identifier", "email", "phone"], max_tier = "internal" }
 "#;
 
-/// The document through `Policy`, its `[flow]` section compiled against the document's tiers
-/// and tools (until the document type embeds `[flow]` itself).
-fn load() -> Result<(Policy, FlowRules), Box<dyn std::error::Error>> {
-    let mut table: toml::Table = toml::from_str(DOCUMENT)?;
-    let flow: FlowPolicy = table.remove("flow").ok_or("no [flow]")?.try_into()?;
-    let policy = Policy::from_json(&serde_json::to_string(&table)?)?;
-    let tools: Vec<&str> = policy.document().tools.keys().map(String::as_str).collect();
-    let rules = flow.compile(&policy.document().tiers, &tools)?;
-    Ok((policy, rules))
-}
-
-fn print(label: &str, rules: &FlowRules, tracker: &FlowTracker, d: &FlowDecision) {
+/// Checks one call, prints the verdict and the flow record that explains it; runs allowed calls
+/// (delivering `output` when given) and returns whether the call was allowed.
+fn step(
+    guard: &Guard,
+    sink: &MemorySink,
+    run: &Run,
+    label: &str,
+    tool: &str,
+    args: &Value,
+    output: Option<&Value>,
+) -> Result<&'static str, Box<dyn std::error::Error>> {
     println!("{label}");
-    println!(
-        "  decision: {}  rule: {}  violation: {}",
-        d.action.name(),
-        d.rule.as_ref().map_or("-", |r| r.as_str()),
-        d.violation.map_or("-", |v| v.name())
-    );
-    for f in &d.findings {
-        let compartments: Vec<&str> = tracker
-            .compartment_names(f.origin.compartments)
-            .map(|c| c.as_str())
-            .collect();
-        let endorsement = f.endorsement.and_then(|id| {
-            tracker
-                .endorsements()
-                .iter()
-                .find(|e| e.id == id)
-                .map(|e| format!("#{} by {} ({})", e.id, e.by, e.reason))
-        });
-        println!(
-            "  - arg `{}`{}: from {:?}, tier {}, compartments {:?}{}{}",
-            f.arg,
-            f.part.map_or(String::new(), |k| format!(" [{}]", k.name())),
-            f.origin.sources.names(),
-            f.origin
-                .max_tier
-                .and_then(|t| rules.tier_name(t))
-                .unwrap_or("-"),
-            compartments,
-            f.violation
-                .map_or(String::new(), |v| format!(", violates {}", v.name())),
-            endorsement.map_or(String::new(), |e| format!(", endorsed {e}")),
-        );
+    let before = sink.events().len();
+    let verdict = guard.check(run, &ToolCall::new(tool, args));
+    for e in &sink.events()[before..] {
+        if e["event"] == "flow_check" {
+            println!("  flow record: {}", e["tollgate.flow"]);
+        }
     }
+    Ok(match verdict {
+        Verdict::Allow(permit) => {
+            let shown = match output {
+                Some(v) => permit.deliver(Output::Json(v))?,
+                None => tollgate::Delivery::Show,
+            };
+            match shown.withheld() {
+                Some(text) => println!("  allowed, output withheld; the model is given: {text}"),
+                None => println!("  allowed"),
+            }
+            permit.complete(Outcome::success())?;
+            if shown.withheld().is_some() {
+                "quarantine"
+            } else {
+                "allow"
+            }
+        }
+        Verdict::Escalate(req) => {
+            println!("  escalated: approval {}", req.id);
+            "escalate"
+        }
+        Verdict::Deny(d) => {
+            println!("  denied ({}): {}", d.code().as_str(), d.reason());
+            "deny"
+        }
+    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (policy, rules) = load()?;
-    let ctx = RunContext::new("clinic-bot", "clinical_assistant").in_compartment("P-100001");
-    let mut run = rules.tracker();
-    run.observe_prompt("Summarise patient P-100001's medications and keep a working note.");
+    let policy = Policy::from_toml(DOCUMENT)?;
+    let sink = Arc::new(MemorySink::new());
+    let guard = policy.guard(Bindings::new().audit(sink.clone()))?;
+    let run = guard.start_run(RunContext::new("clinic-bot", "clinical_assistant"))?;
+    run.observe_prompt("Summarise patient P-100001's medications and keep a working note.")?;
 
     // The chart of patient P-100001 enters the context (PHI, compartment P-100001).
-    let read_a = json!({"patient_id": "P-100001"});
-    assert!(
-        policy
-            .boundary()
-            .check(&ctx, &ToolCall::new("read_chart_summary", &read_a))
-            .is_ok()
-    );
     let chart = json!({
         "patient": "P-100001",
         "mrn": "MRN-483920",
@@ -135,96 +132,133 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "diagnosis": "E11.9 type 2 diabetes",
         "contact": "+41 44 555 0199"
     });
-    rules.observe_output(
-        &mut run,
+    let read_a = json!({"patient_id": "P-100001"});
+    let r = step(
+        &guard,
+        &sink,
+        &run,
+        "read_chart_summary of P-100001",
         "read_chart_summary",
-        (&read_a).into(),
-        Output::Json(&chart),
-    );
+        &read_a,
+        Some(&chart),
+    )?;
+    assert_eq!(r, "allow");
 
     // 1. PHI into the unclassified, long-lived memory: denied (confidentiality).
     let memory = json!({"text": "Patient MRN-483920 on metformin 500mg; diagnosis E11.9."});
-    let d = rules.check(&run, "save_memory", (&memory).into());
-    print("save_memory with the chart's identifiers", &rules, &run, &d);
-    assert_eq!(d.action.name(), "deny");
+    let r = step(
+        &guard,
+        &sink,
+        &run,
+        "save_memory with the chart's identifiers",
+        "save_memory",
+        &memory,
+        None,
+    )?;
+    assert_eq!(r, "deny");
 
     // 2. Generic text without PHI: allowed.
     let memory_ok = json!({"text": "Prefers summaries as bullet lists."});
-    let d = rules.check(&run, "save_memory", (&memory_ok).into());
-    print("save_memory without PHI", &rules, &run, &d);
-    assert!(d.is_allowed());
+    let r = step(
+        &guard,
+        &sink,
+        &run,
+        "save_memory without PHI",
+        "save_memory",
+        &memory_ok,
+        None,
+    )?;
+    assert_eq!(r, "allow");
 
-    // 3. Patient A's PHI into patient B's record: denied (compartment).
+    // 3. Patient A's PHI into patient B's record: denied (compartment) ...
     let note_b =
         json!({"patient_id": "P-200002", "note": "Same regimen as MRN-483920: metformin 500mg."});
-    let d = rules.check(&run, "write_chart_note", (&note_b).into());
-    print(
+    let r = step(
+        &guard,
+        &sink,
+        &run,
         "write_chart_note on P-200002 with P-100001's data",
-        &rules,
+        "write_chart_note",
+        &note_b,
+        None,
+    )?;
+    assert_eq!(r, "deny");
+    // ... while a note in patient A's own record is fine.
+    let note_a =
+        json!({"patient_id": "P-100001", "note": "Reviewed MRN-483920: metformin 500mg dosing."});
+    let r = step(
+        &guard,
+        &sink,
         &run,
-        &d,
-    );
-    assert_eq!(d.action.name(), "deny");
-
-    // ... while the same note in patient A's own record is fine.
-    let note_a = json!({"patient_id": "P-100001", "note": "Reviewed metformin 500mg dosing."});
-    let d = rules.check(&run, "write_chart_note", (&note_a).into());
-    print(
         "write_chart_note on P-100001 with its own data",
-        &rules,
-        &run,
-        &d,
-    );
-    assert!(d.is_allowed());
+        "write_chart_note",
+        &note_a,
+        None,
+    )?;
+    assert_eq!(r, "allow");
 
-    // 4. Reading patient B into a context holding patient A: quarantined.
+    // 4. Reading patient B into a context holding patient A: the read runs (for the record),
+    //    the model never sees it.
+    let chart_b =
+        json!({"patient": "P-200002", "mrn": "MRN-771203", "diagnosis": "I10 hypertension"});
     let read_b = json!({"patient_id": "P-200002"});
-    let d = rules.check(&run, "read_chart_summary", (&read_b).into());
-    print(
-        "read_chart_summary of P-200002 in a P-100001 context",
-        &rules,
+    let r = step(
+        &guard,
+        &sink,
         &run,
-        &d,
-    );
-    assert_eq!(d.action.name(), "quarantine");
-    println!(
-        "  the model is given: {}",
-        rules.quarantine_text("read_chart_summary", d.rule.as_ref())
-    );
+        "read_chart_summary of P-200002 in a P-100001 context",
+        "read_chart_summary",
+        &read_b,
+        Some(&chart_b),
+    )?;
+    assert_eq!(r, "quarantine");
 
     // 5. A clinician endorses one value for the memory (the diabetes code, for the care team's
     //    shared protocol list): recorded, used once.
     let id = run.endorse(
         "E11.9",
-        Principal::new("dr.rivera"),
+        "dr.rivera",
         "diagnosis code only, for the team's protocol list",
         EndorsementScope::Once,
-    );
+    )?;
+    println!("endorsement #{id} by dr.rivera recorded");
     let code = json!({"text": "Protocol list: E11.9"});
-    let d = rules.check(&run, "save_memory", (&code).into());
-    print("save_memory of the endorsed code", &rules, &run, &d);
-    assert!(d.is_allowed());
-    assert_eq!(d.findings[0].endorsement, Some(id));
-    let d = rules.check(&run, "save_memory", (&code).into());
-    print(
-        "the same again (the endorsement was for once)",
-        &rules,
+    let r = step(
+        &guard,
+        &sink,
         &run,
-        &d,
-    );
-    assert_eq!(d.action.name(), "deny");
+        "save_memory of the endorsed code",
+        "save_memory",
+        &code,
+        None,
+    )?;
+    assert_eq!(r, "allow");
+    let r = step(
+        &guard,
+        &sink,
+        &run,
+        "the same again (the endorsement was for once)",
+        "save_memory",
+        &code,
+        None,
+    )?;
+    assert_eq!(r, "deny");
 
-    println!("\nendorsements recorded in this run:");
-    for e in run.endorsements() {
-        println!(
-            "  #{} by {}: {} ({:?}, {} use(s) left)",
-            e.id,
-            e.by,
-            e.reason,
-            e.scope,
-            e.remaining()
-        );
-    }
-    println!("index memory for this run: {} bytes", run.memory_bytes());
+    println!(
+        "\nindex memory for this run: {} bytes",
+        run.flow_memory_bytes()
+    );
+    run.finish()?;
+    let kinds: Vec<String> = sink
+        .events()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    println!("audit trail: {}", kinds.join(", "));
+    let trail = serde_json::to_string(&sink.events())?;
+    assert!(
+        !trail.contains("MRN-771203"),
+        "patient B's data never reached the trail"
+    );
     Ok(())
 }

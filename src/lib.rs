@@ -98,8 +98,8 @@ pub use call::{
     ToolCall,
 };
 pub use guard::{
-    Cancellation, ExecuteError, Guard, GuardBuilder, GuardError, LoopDetection, Permit, Run,
-    RunBudget,
+    Cancellation, Delivery, DetachedPermit, ExecuteError, Guard, GuardBuilder, GuardError,
+    LoopDetection, Permit, Run, RunBudget,
 };
 pub use verdict::{
     ApprovalRequest, Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Refusal, Verdict,

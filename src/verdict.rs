@@ -84,6 +84,10 @@ pub enum DenyCode {
     ApprovalInvalid,
     /// The call needed a human but could not be put before one (the approval queue refused it).
     EscalationFailed,
+    /// An argument's value comes from a source, tier or compartment a flow rule does not
+    /// accept for it ([`crate::flow`]), or the run's context already holds data the call may
+    /// not be mixed with.
+    FlowViolation,
 }
 
 impl DenyCode {
@@ -121,6 +125,7 @@ impl DenyCode {
             DenyCode::ApprovalTimedOut => "approval_timed_out",
             DenyCode::ApprovalInvalid => "approval_invalid",
             DenyCode::EscalationFailed => "escalation_failed",
+            DenyCode::FlowViolation => "flow_violation",
         }
     }
 

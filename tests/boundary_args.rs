@@ -193,8 +193,16 @@ fn numeric_bounds() {
 
 #[test]
 fn integer_bounds_are_exact_beyond_f64_precision() {
-    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::integer().max(9_007_199_254_740_992.0)));
-    allowed(&b, &c, "t", r#"{"n":9007199254740992}"#);
+    // Integer arguments beyond 2^53 compare exactly with the largest bound accepted.
+    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::integer().max(999_999_999_999_999.0)));
+    allowed(&b, &c, "t", r#"{"n":999999999999999}"#);
+    denied(
+        &b,
+        &c,
+        "t",
+        r#"{"n":1000000000000000}"#,
+        DenyCode::ArgumentOutOfRange,
+    );
     denied(
         &b,
         &c,
@@ -202,6 +210,14 @@ fn integer_bounds_are_exact_beyond_f64_precision() {
         r#"{"n":9007199254740993}"#,
         DenyCode::ArgumentOutOfRange,
     );
+    // A bound at or beyond 2^53 could be the rounding of another integer: refused.
+    let r = ActionBoundary::builder()
+        .tool(
+            "t",
+            ToolSpec::read().arg("n", Arg::integer().max(9_007_199_254_740_992.0)),
+        )
+        .build();
+    assert_eq!(r.unwrap_err().field(), Some("tools.t.args.n.max"));
 }
 
 #[test]
@@ -443,20 +459,24 @@ fn raw(b: &ActionBoundary, c: &RunContext, args: &str) -> Result<(), DenyCode> {
 fn numbers_beyond_f64_precision_fail_closed_at_the_bound() {
     // A tool that parses numbers exactly (Python int, Decimal) must never see a value past the
     // bound that tollgate allowed.
-    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::number().max(1e20)));
+    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::number().max(1e14)));
+    assert_eq!(
+        raw(&b, &c, r#"{"n":100000000000000.00001}"#),
+        Err(DenyCode::ArgumentOutOfRange)
+    );
     assert_eq!(
         raw(&b, &c, r#"{"n":100000000000000000001}"#),
         Err(DenyCode::ArgumentOutOfRange)
     );
     assert_eq!(
-        raw(&b, &c, r#"{"n":99999999999999999999}"#),
+        raw(&b, &c, r#"{"n":100000000000001}"#),
         Err(DenyCode::ArgumentOutOfRange)
     );
-    assert_eq!(raw(&b, &c, r#"{"n":1e20}"#), Ok(()));
+    assert_eq!(raw(&b, &c, r#"{"n":1e14}"#), Ok(()));
     assert_eq!(raw(&b, &c, r#"{"n":99999999999999}"#), Ok(()));
-    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::number().max(9_007_199_254_740_992.0)));
+    let (b, c) = one_tool(ToolSpec::read().arg("n", Arg::number().max(9e15)));
     assert_eq!(
-        raw(&b, &c, r#"{"n":9007199254740993.0}"#),
+        raw(&b, &c, r#"{"n":9000000000000001.0}"#),
         Err(DenyCode::ArgumentOutOfRange)
     );
     let (b, c) = one_tool(ToolSpec::read().arg("amount", Arg::number().max(1000.0)));

@@ -16,7 +16,7 @@ mod escalation_canonical {
     use tollgate::call::canonical;
     use tollgate::clock::ManualClock;
     use tollgate::escalation::{
-        ApprovalQueue, Approver, ArgsError, ArgsHash, Decision, EscalationGate, EscalationPolicy,
+        ApprovalQueue, Approver, ArgsError, ArgsKey, Decision, EscalationGate, EscalationPolicy,
         MemoryApprovalStore, QueueConfig, exact_args,
     };
     use tollgate::{Args, DenyCode, Guard, LoopDetection, Outcome, RunContext, ToolCall, Verdict};
@@ -98,12 +98,13 @@ mod escalation_canonical {
     #[test]
     fn an_approval_for_one_big_integer_does_not_authorise_another() {
         // The finding: both literals hashed as the same f64.
-        let a = ArgsHash::of_json(r#"{"amount":100000000000000000000}"#).unwrap();
-        let b = ArgsHash::of_json(r#"{"amount":100000000000000008191}"#).unwrap();
+        let k = ArgsKey::generate().unwrap();
+        let a = k.hash(r#"{"amount":100000000000000000000}"#).unwrap();
+        let b = k.hash(r#"{"amount":100000000000000008191}"#).unwrap();
         assert_ne!(a, b);
         assert_eq!(
             a,
-            ArgsHash::of_json(r#"{ "amount" : 1e20 }"#).unwrap(),
+            k.hash(r#"{ "amount" : 1e20 }"#).unwrap(),
             "the same number in another spelling"
         );
 
@@ -157,13 +158,14 @@ mod escalation_canonical {
             );
         }
         assert!(guard.approvals().unwrap().is_empty());
+        let k = ArgsKey::generate().unwrap();
         assert!(matches!(
-            exact_args(Args::Json(r#"{"a": [1, 2.5, 12345678901234567890123]}"#)),
+            exact_args(&k, Args::Json(r#"{"a": [1, 2.5, 12345678901234567890123]}"#)),
             Err(ArgsError::Inexact { offset: 15, ref literal }) if literal == "12345678901234567890123"
         ));
-        let (shown, hash) = exact_args(Args::Json(r#"{"a": 10e-1}"#)).unwrap();
+        let (shown, hash) = exact_args(&k, Args::Json(r#"{"a": 10e-1}"#)).unwrap();
         assert_eq!(shown, json!({"a": 1.0}));
-        assert_eq!(hash, ArgsHash::of_value(&json!({"a": 1})).unwrap());
+        assert_eq!(hash, k.hash(&json!({"a": 1})).unwrap());
     }
 
     #[test]
@@ -252,10 +254,11 @@ mod escalation_canonical {
     fn canonical_hashing_of_small_arguments_allocates_nothing() {
         let raw = r#"{"to":"caf\u00e9","amount":1.50e3,"lines":[{"b":2,"a":1}],"n":10e-1}"#;
         let value: Value = serde_json::from_str(raw).unwrap();
-        let _ = ArgsHash::of_json(raw).unwrap();
-        let (a, n) = allocations(|| ArgsHash::of_json(raw).unwrap());
+        let k = ArgsKey::generate().unwrap();
+        let _ = k.hash(raw).unwrap();
+        let (a, n) = allocations(|| k.hash(raw).unwrap());
         assert_eq!(n, 0, "raw: {n} allocations");
-        let (b, n) = allocations(|| ArgsHash::of_value(&value).unwrap());
+        let (b, n) = allocations(|| k.hash(&value).unwrap());
         assert_eq!(n, 0, "value: {n} allocations");
         assert_eq!(a, b);
         assert_eq!(
@@ -322,11 +325,12 @@ mod escalation_canonical {
 
         #[test]
         fn raw_and_parsed_arguments_hash_alike(v in arb_value()) {
-            let h = ArgsHash::of_value(&v).unwrap();
+            let k = ArgsKey::generate().unwrap();
+            let h = k.hash(&v).unwrap();
             let text = serde_json::to_string(&v).unwrap();
-            prop_assert_eq!(ArgsHash::of_json(&text).unwrap(), h);
-            prop_assert_eq!(ArgsHash::of_json(&reversed_escaped(&v)).unwrap(), h);
-            prop_assert_eq!(ArgsHash::of_args(Args::Value(&v)).unwrap(), h);
+            prop_assert_eq!(k.hash(&text).unwrap(), h);
+            prop_assert_eq!(k.hash(reversed_escaped(&v).as_str()).unwrap(), h);
+            prop_assert_eq!(k.hash(Args::Value(&v)).unwrap(), h);
         }
 
         #[test]
@@ -335,7 +339,8 @@ mod escalation_canonical {
             other in "[1-9][0-9]{17,40}",
             zeros in 0usize..6,
         ) {
-            let h = |n: &str| ArgsHash::of_json(&format!(r#"{{"amount":{n}}}"#)).unwrap();
+            let k = ArgsKey::generate().unwrap();
+            let h = |n: &str| k.hash(&format!(r#"{{"amount":{n}}}"#)).unwrap();
             let respelled = format!("{digits}{}e-{zeros}", "0".repeat(zeros));
             prop_assert_eq!(h(&digits), h(&respelled));
             prop_assert_eq!(h(&digits), h(&format!("{digits}.0E+0")));

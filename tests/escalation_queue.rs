@@ -22,13 +22,13 @@ mod escalation_queue {
     use tollgate::boundary::Effect;
     use tollgate::clock::{Clock, ManualClock};
     use tollgate::escalation::{
-        ApprovalId, ApprovalQueue, ApprovalRequest, ApprovalStore, Approver, ArgsHash, Condition,
-        Decision, EscalationGate, EscalationPolicy, FileApprovalStore, GateInput, LevelSpec,
+        ApprovalId, ApprovalQueue, ApprovalRequest, ApprovalStore, Approver, Condition, Decision,
+        EscalationGate, EscalationPolicy, FileApprovalStore, GateInput, LevelSpec,
         MemoryApprovalStore, NotificationKind, OnTimeout, QueueConfig, QueueError, QueueEvent,
         QueueObserver, RequestState, Resolution, RuleParams, RuleSpec, StoreError, StoreKey,
         StoreRecord, Submission, Transition, TransitionKind,
     };
-    use tollgate::{Args, RunId};
+    use tollgate::{Args, RunContext, RunId};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -168,7 +168,7 @@ mod escalation_queue {
             Err(QueueError::Expired { .. })
         ));
         assert!(matches!(
-            f.queue.consume(&req.id, &req.args_hash),
+            f.queue.consume(&req.id, &req.args),
             Err(QueueError::Expired { .. })
         ));
         assert!(f.queue.tick().unwrap().is_empty());
@@ -212,14 +212,14 @@ mod escalation_queue {
         f.clock
             .advance(Duration::from_secs(600) - Duration::from_nanos(1));
         assert!(matches!(
-            f.queue.consume(&req.id, &req.args_hash),
+            f.queue.consume(&req.id, &req.args),
             Err(QueueError::NotApproved { .. })
         ));
         f.clock.advance(Duration::from_nanos(1));
-        let grant = f.queue.consume(&req.id, &req.args_hash).unwrap();
+        let grant = f.queue.consume(&req.id, &req.args).unwrap();
         assert!(grant.approvers.is_empty());
         assert!(matches!(
-            f.queue.consume(&req.id, &req.args_hash),
+            f.queue.consume(&req.id, &req.args),
             Err(QueueError::AlreadyUsed { .. })
         ));
         // Also matched by the deny-on-timeout payment rule: deny wins.
@@ -366,7 +366,7 @@ mod escalation_queue {
             }
         );
         assert!(matches!(
-            f.queue.consume(&req.id, &req.args_hash),
+            f.queue.consume(&req.id, &req.args),
             Err(QueueError::NotApproved { .. })
         ));
     }
@@ -376,40 +376,75 @@ mod escalation_queue {
         let f = fixture();
         let req = big(&f);
         assert!(matches!(
-            f.queue.consume(&req.id, &req.args_hash),
+            f.queue.consume(&req.id, &req.args),
             Err(QueueError::NotApproved { .. })
         ));
         approve(&f.queue, &req.id, "alice").unwrap();
         approve(&f.queue, &req.id, "bob").unwrap();
 
-        let changed = ArgsHash::of_json(r#"{"amount": 50000, "to": "ACME"}"#).unwrap();
+        let changed = r#"{"amount": 50000, "to": "ACME"}"#;
+        let changed_hash = f.queue.args_hash(changed).unwrap();
         assert!(matches!(
-            f.queue.consume(&req.id, &changed),
-            Err(QueueError::ArgsMismatch { expected, actual, .. }) if expected == req.args_hash && actual == changed
+            f.queue.consume(&req.id, changed),
+            Err(QueueError::ArgsMismatch { expected, actual, .. })
+                if expected == req.args_hash && actual == changed_hash
         ));
-        // Still unused after the mismatch; a ticket for another tool or run is refused too.
+        // Still unused after the mismatch; a ticket for another tool, run id, agent, trigger or
+        // compartment is refused too.
         let ticket = req.ticket();
         let args = r#"{ "to": "ACME", "amount": 5000 }"#; // same arguments, other key order
         let run = RunId::new("run-1");
+        let ctx = RunContext::new("billing-bot", "payments").triggered_by("dave");
         assert!(matches!(
             f.queue
-                .consume_ticket(&ticket, &run, "refund", Args::Json(args)),
+                .consume_ticket(&ticket, &run, &ctx, "refund", Args::Json(args)),
             Err(QueueError::TicketMismatch { field: "tool", .. })
         ));
         assert!(matches!(
             f.queue
-                .consume_ticket(&ticket, &RunId::new("run-2"), "pay", Args::Json(args)),
+                .consume_ticket(&ticket, &RunId::new("run-2"), &ctx, "pay", Args::Json(args)),
             Err(QueueError::TicketMismatch { field: "run", .. })
         ));
+        for (other, field) in [
+            (
+                RunContext::new("rogue-bot", "payments").triggered_by("dave"),
+                "agent",
+            ),
+            (
+                RunContext::new("billing-bot", "payments").triggered_by("alice"),
+                "trigger",
+            ),
+            (RunContext::new("billing-bot", "payments"), "trigger"),
+            (
+                RunContext::new("billing-bot", "payments")
+                    .triggered_by("dave")
+                    .in_compartment("M-2"),
+                "compartment",
+            ),
+        ] {
+            let got = f
+                .queue
+                .consume_ticket(&ticket, &run, &other, "pay", Args::Json(args));
+            assert!(
+                matches!(got, Err(QueueError::TicketMismatch { field: f, .. }) if f == field),
+                "{field}: {got:?}"
+            );
+        }
         assert!(matches!(
-            f.queue
-                .consume_ticket(&ticket, &run, "pay", Args::Json(r#"{"amount": 5000}"#)),
+            f.queue.consume_ticket(
+                &ticket,
+                &run,
+                &ctx,
+                "pay",
+                Args::Json(r#"{"amount": 5000}"#)
+            ),
             Err(QueueError::ArgsMismatch { .. })
         ));
         assert!(matches!(
             f.queue.consume_ticket(
                 &ticket,
                 &run,
+                &ctx,
                 "pay",
                 Args::Json(r#"{"amount": 5000, "amount": 1}"#)
             ),
@@ -417,17 +452,17 @@ mod escalation_queue {
         ));
         let grant = f
             .queue
-            .consume_ticket(&ticket, &run, "pay", Args::Json(args))
+            .consume_ticket(&ticket, &run, &ctx, "pay", Args::Json(args))
             .unwrap();
         assert_eq!(grant.approvers, ["alice".into(), "bob".into()]);
         assert_eq!(grant.args_hash, req.args_hash);
         assert!(matches!(
-            f.queue.consume(&req.id, &req.args_hash),
+            f.queue.consume(&req.id, &req.args),
             Err(QueueError::AlreadyUsed { .. })
         ));
         assert!(matches!(
             f.queue
-                .consume_ticket(&ticket, &run, "pay", Args::Json(args)),
+                .consume_ticket(&ticket, &run, &ctx, "pay", Args::Json(args)),
             Err(QueueError::AlreadyUsed { .. })
         ));
         assert!(matches!(
@@ -435,7 +470,7 @@ mod escalation_queue {
             RequestState::Consumed { .. }
         ));
         assert!(matches!(
-            f.queue.consume(&ApprovalId::new("nope"), &req.args_hash),
+            f.queue.consume(&ApprovalId::new("nope"), &req.args),
             Err(QueueError::NotFound { .. })
         ));
     }
@@ -451,7 +486,7 @@ mod escalation_queue {
         approve(&f.queue, &req.id, "bob").unwrap();
         f.clock.advance(Duration::from_secs(60));
         assert!(matches!(
-            f.queue.consume(&req.id, &req.args_hash),
+            f.queue.consume(&req.id, &req.args),
             Err(QueueError::GrantExpired { .. })
         ));
     }
@@ -602,7 +637,7 @@ mod escalation_queue {
         // The grant lives 90 s.
         clock.advance(Duration::from_secs(90));
         assert!(matches!(
-            queue.consume(&req.id, &req.args_hash),
+            queue.consume(&req.id, &req.args),
             Err(QueueError::GrantExpired { .. })
         ));
     }
@@ -709,11 +744,11 @@ mod escalation_queue {
         approve(&queue, &req.id, "bob").unwrap();
         rec.fail.store(true, Ordering::SeqCst);
         assert!(matches!(
-            queue.consume(&req.id, &req.args_hash),
+            queue.consume(&req.id, &req.args),
             Err(QueueError::Observer(_))
         ));
         rec.fail.store(false, Ordering::SeqCst);
-        let _grant = queue.consume(&req.id, &req.args_hash).unwrap();
+        let _grant = queue.consume(&req.id, &req.args).unwrap();
         assert_eq!(
             *rec.seen.lock().unwrap(),
             [
@@ -774,15 +809,15 @@ mod escalation_queue {
         approve(&queue, &req.id, "bob").unwrap();
         store.fail.store(true, Ordering::SeqCst);
         assert!(matches!(
-            queue.consume(&req.id, &req.args_hash),
+            queue.consume(&req.id, &req.args),
             Err(QueueError::Store(_))
         ));
         // Not consumed: once the store works again, the grant can be taken (once).
         store.fail.store(false, Ordering::SeqCst);
         assert!(state(&queue, &req.id).is_approved());
-        let _g = queue.consume(&req.id, &req.args_hash).unwrap();
+        let _g = queue.consume(&req.id, &req.args).unwrap();
         assert!(matches!(
-            queue.consume(&req.id, &req.args_hash),
+            queue.consume(&req.id, &req.args),
             Err(QueueError::AlreadyUsed { .. })
         ));
     }
@@ -846,7 +881,7 @@ mod escalation_queue {
         }
         q.decide(&denied.id, &who("erin"), Decision::Deny, "no")
             .unwrap();
-        let _grant = q.consume(&consumed.id, &consumed.args_hash).unwrap();
+        let _grant = q.consume(&consumed.id, &consumed.args).unwrap();
         clock.advance(Duration::from_secs(1800));
         assert_eq!(q.tick().unwrap().len(), 2, "pending and half move to cfo");
         let before: HashMap<String, _> = [&pending, &half, &approved, &denied, &consumed]
@@ -862,7 +897,7 @@ mod escalation_queue {
         }
         assert!(q.tick().unwrap().is_empty(), "chain moves are not repeated");
         assert!(matches!(
-            q.consume(&consumed.id, &consumed.args_hash),
+            q.consume(&consumed.id, &consumed.args),
             Err(QueueError::AlreadyUsed { .. })
         ));
         assert!(matches!(
@@ -870,14 +905,14 @@ mod escalation_queue {
             Err(QueueError::AlreadyApproved { .. })
         ));
         assert!(approve(&q, &half.id, "carol").unwrap().is_approved());
-        let _g = q.consume(&approved.id, &approved.args_hash).unwrap();
+        let _g = q.consume(&approved.id, &approved.args).unwrap();
         drop(q);
 
         // A second restart: both grants stay consumed; the deadline still applies.
         let q = open_file_queue(&dir.file(), &clock);
         for r in [&approved, &consumed] {
             assert!(matches!(
-                q.consume(&r.id, &r.args_hash),
+                q.consume(&r.id, &r.args),
                 Err(QueueError::AlreadyUsed { .. })
             ));
         }
@@ -886,7 +921,7 @@ mod escalation_queue {
             approve(&q, &pending.id, "alice"),
             Err(QueueError::Expired { .. })
         ));
-        let _g = q.consume(&half.id, &half.args_hash).unwrap();
+        let _g = q.consume(&half.id, &half.args).unwrap();
     }
 
     /// Only a final line without a newline (what a crash during an append leaves) is a torn
@@ -1065,7 +1100,7 @@ mod escalation_queue {
                 thread::spawn(move || {
                     barrier.wait();
                     for (i, r) in reqs.iter().enumerate() {
-                        match queue.consume(&r.id, &r.args_hash) {
+                        match queue.consume(&r.id, &r.args) {
                             Ok(_grant) => {
                                 wins[i].fetch_add(1, Ordering::SeqCst);
                             }
@@ -1372,7 +1407,7 @@ mod escalation_queue {
             let req = queue.submit(
                 Submission::new("run", "agent", "pay", json!({"n": 1}), esc, gate.version()).triggered_by("t"),
             ).unwrap();
-            let wrong = ArgsHash::of_value(&json!({"n": 2})).unwrap();
+            let (right_args, wrong) = (json!({"n": 1}), json!({"n": 2}));
             let mut model = Model { now: 0, state: M::Pending, level: 0, approvers: Vec::new() };
             for op in ops {
                 match op {
@@ -1390,8 +1425,8 @@ mod escalation_queue {
                         model.settle();
                     }
                     Op::Consume(right) => {
-                        let h = if right { req.args_hash } else { wrong };
-                        let got = kind(queue.consume(&req.id, &h).map(|_| ()));
+                        let a = if right { &right_args } else { &wrong };
+                        let got = kind(queue.consume(&req.id, a).map(|_| ()));
                         prop_assert_eq!(got, model.consume(right));
                     }
                 }

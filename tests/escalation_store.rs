@@ -23,6 +23,7 @@ mod escalation_store {
         MemoryApprovalStore, QueueConfig, QueueError, RequestState, RuleSpec, StoreError, StoreKey,
         StoreRecord, Submission,
     };
+    use tollgate::{Args, RunContext, RunId};
 
     struct TempDir(PathBuf);
 
@@ -118,7 +119,7 @@ mod escalation_store {
         q.decide(&denied.id, &Approver::new("erin"), Decision::Deny, "no")
             .unwrap();
         approve(&q, &pending.id, "alice");
-        let _g = q.consume(&consumed.id, &consumed.args_hash).unwrap();
+        let _g = q.consume(&consumed.id, &consumed.args).unwrap();
         [consumed, approved, denied, pending]
     }
 
@@ -222,13 +223,13 @@ mod escalation_store {
             assert!(s.state.is_pending(), "{:?}", s.state);
             assert_eq!(s.approvals, 1);
             assert!(matches!(
-                q.consume(&r.id, &r.args_hash),
+                q.consume(&r.id, &r.args),
                 Err(QueueError::NotApproved { .. })
             ));
         }
         // The honest second approval still completes the quorum.
         approve(&q, &req.id, "bob");
-        let _g = q.consume(&req.id, &req.args_hash).unwrap();
+        let _g = q.consume(&req.id, &req.args).unwrap();
     }
 
     #[test]
@@ -285,7 +286,7 @@ mod escalation_store {
         write_lines(&dir.file(), &current);
         let q = queue(&dir.file(), &clock).unwrap();
         assert!(matches!(
-            q.consume(&consumed.id, &consumed.args_hash),
+            q.consume(&consumed.id, &consumed.args),
             Err(QueueError::AlreadyUsed { .. })
         ));
     }
@@ -307,7 +308,7 @@ mod escalation_store {
                     let r = q.submit(submission(9500)).unwrap();
                     approve(&q, &r.id, "alice");
                     approve(&q, &r.id, "bob");
-                    let _g = q.consume(&r.id, &r.args_hash).unwrap();
+                    let _g = q.consume(&r.id, &r.args).unwrap();
                 }
             }
             let good = std::fs::read(dir.file()).unwrap();
@@ -342,7 +343,7 @@ mod escalation_store {
         let q = queue(&dir.file(), &clock).unwrap();
         assert!(q.status(&denied.id).unwrap().state.is_denied());
         assert!(matches!(
-            q.consume(&consumed.id, &consumed.args_hash),
+            q.consume(&consumed.id, &consumed.args),
             Err(QueueError::AlreadyUsed { .. })
         ));
     }
@@ -366,6 +367,31 @@ mod escalation_store {
         assert!(q.status(&pending.id).unwrap().state.is_approved());
         drop(q);
         // The head was brought up to date on open.
+        let q = queue(&dir.file(), &clock).unwrap();
+        drop(q);
+        // A crash *during* the head update: the record is synced, the slot being written (the
+        // record's, `seq % 2`) is torn. The file holds the record past the other slot's seq,
+        // which proves the crash: opened, the record kept, the head rewritten whole.
+        let seq = lines(&dir.file()).len();
+        let mut torn = head_before.clone();
+        let slot = 256 * (seq % 2);
+        torn[slot + 100..slot + 256].fill(b'#');
+        std::fs::write(dir.head(), &torn).unwrap();
+        let q = queue(&dir.file(), &clock).unwrap();
+        assert!(q.status(&pending.id).unwrap().state.is_approved());
+        drop(q);
+        let healed = std::fs::read(dir.head()).unwrap();
+        assert_eq!(healed.len(), 512, "the head was rewritten with both slots");
+        // The same damage with the record gone is not a crash: refused.
+        let all = lines(&dir.file());
+        write_lines(&dir.file(), &all[..all.len() - 1]);
+        std::fs::write(dir.head(), &torn).unwrap();
+        assert!(matches!(
+            queue(&dir.file(), &clock),
+            Err(StoreError::HeadDamaged { .. })
+        ));
+        write_lines(&dir.file(), &all);
+        std::fs::write(dir.head(), &healed).unwrap();
         let q = queue(&dir.file(), &clock).unwrap();
         drop(q);
         // An append interrupted before its newline, head not updated: a torn tail, cut.
@@ -411,11 +437,11 @@ mod escalation_store {
             FileApprovalStore::repair(dir.file(), &key(), &*clock, "x"),
             Err(StoreError::Locked { .. })
         ));
-        let _g = first.consume(&approved.id, &approved.args_hash).unwrap();
+        let _g = first.consume(&approved.id, &approved.args).unwrap();
         drop(first);
         let q = queue(&dir.file(), &clock).unwrap();
         assert!(matches!(
-            q.consume(&approved.id, &approved.args_hash),
+            q.consume(&approved.id, &approved.args),
             Err(QueueError::AlreadyUsed { .. })
         ));
         drop(q);
@@ -503,7 +529,7 @@ mod escalation_store {
             let s = q.status(&r.id).unwrap().state;
             assert!(s.is_voided(), "{}: {s:?}", r.id);
             assert!(matches!(
-                q.consume(&r.id, &r.args_hash),
+                q.consume(&r.id, &r.args),
                 Err(QueueError::NotApproved { .. })
             ));
         }
@@ -551,7 +577,7 @@ mod escalation_store {
         // The consumption was lost; the grant is voided, not usable again.
         assert!(q.status(&consumed.id).unwrap().state.is_voided());
         assert!(matches!(
-            q.consume(&consumed.id, &consumed.args_hash),
+            q.consume(&consumed.id, &consumed.args),
             Err(QueueError::NotApproved { .. })
         ));
     }
@@ -642,5 +668,41 @@ mod escalation_store {
             StoreKey::new("bad id", vec![0; 32]),
             Err(tollgate::escalation::StoreKeyError::BadId { .. })
         ));
+    }
+
+    #[test]
+    fn a_ticket_survives_a_restart_and_a_key_rotation() {
+        // Arguments are bound with a key derived from the store key: the same in every process,
+        // and the retired key's still binds the requests recorded under it.
+        let dir = TempDir::new("args-keys");
+        let clock = Arc::new(ManualClock::new());
+        let [_, approved, _, pending] = populated(&dir, &clock);
+        let run = RunId::new("run-1");
+        let ctx = RunContext::new("bot", "payments").triggered_by("dave");
+        let new_key = StoreKey::new("approvals-2", vec![0x77; 32]).unwrap();
+        let store = FileApprovalStore::open_with_keys(dir.file(), &new_key, &[key()]).unwrap();
+        let q = ApprovalQueue::open(Arc::new(store), clock.clone(), config()).unwrap();
+        // New requests bind under the new key.
+        assert_ne!(q.args_hash(&approved.args).unwrap(), approved.args_hash);
+        let fresh = q.submit(submission(7000)).unwrap();
+        assert_eq!(q.args_hash(&fresh.args).unwrap(), fresh.args_hash);
+        approve(&q, &pending.id, "bob");
+        for r in [&approved, &pending] {
+            // Another amount is still refused under either key.
+            let other = json!({ "amount": 1 });
+            assert!(matches!(
+                q.consume_ticket(&r.ticket(), &run, &ctx, "pay", Args::Value(&other)),
+                Err(QueueError::ArgsMismatch { .. })
+            ));
+            let args = serde_json::to_string(&r.args).unwrap();
+            let _g = q
+                .consume_ticket(&r.ticket(), &run, &ctx, "pay", Args::Json(&args))
+                .unwrap();
+        }
+        // Without the store key, the same arguments cannot be bound (or tested) at all: a queue
+        // over another store has another key.
+        let other =
+            ApprovalQueue::open(Arc::new(MemoryApprovalStore::new()), clock, config()).unwrap();
+        assert_ne!(other.args_hash(&approved.args).unwrap(), approved.args_hash);
     }
 }

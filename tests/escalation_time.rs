@@ -82,7 +82,7 @@ mod escalation_time {
             assert!(q.status(&r.id).unwrap().state.is_pending());
         }
         assert!(matches!(
-            q.consume(&auto.id, &auto.args_hash),
+            q.consume(&auto.id, &auto.args),
             Err(QueueError::NotApproved { .. })
         ));
         // A decision still counts; the deadline is 600 s on the monotonic clock.
@@ -93,7 +93,7 @@ mod escalation_time {
         let events = q.tick().unwrap();
         assert_eq!(events.len(), 1);
         assert!(q.status(&auto.id).unwrap().state.is_approved());
-        let _g = q.consume(&auto.id, &auto.args_hash).unwrap();
+        let _g = q.consume(&auto.id, &auto.args).unwrap();
     }
 
     #[test]
@@ -111,7 +111,7 @@ mod escalation_time {
             Err(QueueError::Expired { .. })
         ));
         clock.advance(Duration::from_secs(3000) - NS);
-        let grant = q.consume(&granted.id, &granted.args_hash);
+        let grant = q.consume(&granted.id, &granted.args);
         assert!(
             grant.is_ok(),
             "one nanosecond before the lifetime ends: {grant:?}"
@@ -121,7 +121,7 @@ mod escalation_time {
         clock.step_wall_back(2 * HOUR);
         clock.advance(HOUR);
         assert!(matches!(
-            q.consume(&again.id, &again.args_hash),
+            q.consume(&again.id, &again.args),
             Err(QueueError::GrantExpired { .. })
         ));
     }
@@ -188,7 +188,7 @@ mod escalation_time {
         assert!(q.status(&req.id).unwrap().state.is_timed_out());
         clock.step_wall_back(2 * HOUR);
         clock.advance(Duration::from_secs(3000) - Duration::from_millis(1));
-        assert!(q.consume(&granted.id, &granted.args_hash).is_ok());
+        assert!(q.consume(&granted.id, &granted.args).is_ok());
     }
 
     #[test]
@@ -211,7 +211,7 @@ mod escalation_time {
         ));
         clock.advance(Duration::from_secs(3000));
         assert!(matches!(
-            q.consume(&granted.id, &granted.args_hash),
+            q.consume(&granted.id, &granted.args),
             Err(QueueError::GrantExpired { .. })
         ));
         drop(q);

@@ -20,6 +20,13 @@
 //! (replacing every `"ab"` in a text both destroys it and shows where the value was), so a text
 //! that contains one is replaced whole by the placeholder; empty values and `null` are ignored.
 //!
+//! The secret of every credential the run's permits were handed
+//! ([`ScopedCredential::expose`](crate::credential::ScopedCredential::expose)) is cut out of the
+//! outcome texts of every permit of that run too, detached ones included, and whether or not the
+//! credential was revoked since: replaced by [`CREDENTIAL_PLACEHOLDER`]. It is found as given and
+//! with any of its bytes percent-encoded or JSON-escaped (a request URL in an HTTP client's
+//! error, a JSON body in the output); not base64-encoded, cut short or split.
+//!
 //! # Size and depth
 //!
 //! Every value a shipped sink writes is bounded: too large, or nested too deeply, and it is
@@ -60,8 +67,10 @@ mod redact;
 mod sinks;
 pub mod values;
 
+pub(crate) use redact::scrub_credentials;
 pub use redact::{
-    AuditMarks, MIN_SCRUB_BYTES, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER, UNPARSEABLE_PLACEHOLDER,
+    AuditMarks, CREDENTIAL_PLACEHOLDER, MIN_SCRUB_BYTES, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER,
+    UNPARSEABLE_PLACEHOLDER,
 };
 pub use sinks::{Fanout, TracingSink};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -199,6 +208,42 @@ pub enum EventKind<'a> {
         tool: &'a str,
         /// The transition and the figures that caused it.
         transition: &'a Transition,
+    },
+    /// A flow check of a proposed call ([`crate::flow`]): the labels and provenance found for
+    /// every value its rules read (names only, never the values), and what it decided. Recorded
+    /// before the call's decision.
+    Flow {
+        /// The tool.
+        tool: &'a str,
+        /// The framework's call id.
+        call_id: Option<&'a str>,
+        /// What the check found.
+        report: &'a crate::flow::FlowReport,
+    },
+    /// A human endorsed (or declassified) one value for the run's flow checks
+    /// ([`Run::endorse`](crate::Run::endorse)). The value is not recorded: the flow record of
+    /// the call that uses the endorsement names it by id, and that call's decision record shows
+    /// its arguments under the policy's marks.
+    FlowEndorsed {
+        /// The endorsement's number within the run.
+        id: u32,
+        /// Who endorsed it.
+        by: &'a str,
+        /// Why.
+        reason: &'a str,
+        /// `"once"` or `"run"`.
+        scope: &'static str,
+    },
+    /// Something the run's context saw could not be held by its flow index (larger than the
+    /// policy's `max_index_bytes` allows): flow rules now fail closed for the sources, tiers and
+    /// compartments it carried.
+    FlowUnindexed {
+        /// The tool whose output it was (`None`: the user's prompt or other input).
+        tool: Option<&'a str>,
+        /// The framework's call id.
+        call_id: Option<&'a str>,
+        /// Its size in bytes.
+        bytes: u64,
     },
     /// The kill switch suspended or resumed something.
     KillSwitch {
@@ -532,6 +577,38 @@ impl AuditEvent<'_> {
                 );
                 o.u64(k!("tollgate.breaker.calls"), u64::from(transition.calls));
             }
+            EventKind::Flow {
+                tool,
+                call_id,
+                report,
+            } => {
+                o.str(k!("event"), "flow_check");
+                o.str(k!("gen_ai.tool.name"), tool);
+                o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
+                o.ser(k!("tollgate.flow"), report);
+            }
+            EventKind::FlowEndorsed {
+                id,
+                by,
+                reason,
+                scope,
+            } => {
+                o.str(k!("event"), "flow_endorsed");
+                o.u64(k!("tollgate.flow.endorsement"), u64::from(*id));
+                o.str(k!("tollgate.flow.endorsed_by"), by);
+                o.str(k!("tollgate.flow.reason"), reason);
+                o.str(k!("tollgate.flow.scope"), scope);
+            }
+            EventKind::FlowUnindexed {
+                tool,
+                call_id,
+                bytes,
+            } => {
+                o.str(k!("event"), "flow_unindexed");
+                o.opt_str(k!("gen_ai.tool.name"), *tool);
+                o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
+                o.u64(k!("tollgate.flow.bytes"), *bytes);
+            }
             EventKind::KillSwitch {
                 action,
                 scope,
@@ -561,9 +638,13 @@ impl AuditEvent<'_> {
     }
 }
 
+/// The request an event is about: its id only. Its `args_hash` is left out on purpose: it covers
+/// every argument, secret ones included, and the audit trail is read (and kept) far more widely
+/// than the approval store. It is keyed, so nobody without the store's key can test a guess
+/// against it; but it adds nothing the id does not identify, and a record that never holds it
+/// cannot leak it should that key ever be exposed.
 fn write_approval(o: &mut json::Obj<'_>, r: &ApprovalRequest) {
     o.str(k!("tollgate.approval.id"), r.id.as_str());
-    o.hex(k!("tollgate.approval.args_hash"), r.args_hash.as_bytes());
 }
 
 fn write_escalation(o: &mut json::Obj<'_>, r: &ApprovalRequest, t: &TransitionKind<'_>) {

@@ -1,9 +1,11 @@
 //! More shipped sinks: [`Fanout`] (one event, several sinks) and [`TracingSink`] (events as
 //! `tracing` spans and events carrying OpenTelemetry GenAI attribute names).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::{AuditError, AuditEvent, AuditSink, Decision, EventKind, Redaction};
+use crate::verdict::OutcomeStatus;
 
 /// Sends every event to several sinks, in order. Every sink is tried; if any refuses, the first
 /// error is returned (so the guard denies), even though the other sinks have the event.
@@ -65,6 +67,12 @@ impl AuditSink for Fanout {
 ///
 /// Tool arguments are part of the decision's JSON, redacted as the policy marks them (secret values
 /// never appear; sensitive ones as [`TracingSink::with_redaction`] says, by default a placeholder).
+///
+/// Every value is bounded as the file sink bounds it ([`Redaction::value_limit`]): the event JSON
+/// is written by the same writer, and each string field of the `execute_tool` span (tool name,
+/// call id, agent and run ids, and `tollgate.outcome`, the outcome status as the same JSON the
+/// file sink writes, `{"status":"error","message":...}`) is written as it is or, if its JSON form
+/// would exceed the limit, as the same `{"tollgate.omitted":"too_large",...}` placeholder.
 #[derive(Debug, Default, Clone)]
 pub struct TracingSink {
     redaction: Redaction,
@@ -81,6 +89,42 @@ impl TracingSink {
         Self { redaction }
     }
 
+    /// `v` as it is, or the placeholder of a value too large to write (what the file sink writes
+    /// instead of it).
+    fn bounded<'v>(&self, v: &'v str) -> Cow<'v, str> {
+        // An escaped byte takes at most 6 (`\u00XX`): short strings need no look.
+        if v.len().saturating_mul(6) <= self.redaction.value_limit() {
+            return Cow::Borrowed(v);
+        }
+        let mut buf = Vec::new();
+        super::json::bounded_string(&mut buf, v, &self.redaction);
+        if buf.first() == Some(&b'"') {
+            // Written as a JSON string: within the limit.
+            Cow::Borrowed(v)
+        } else {
+            Cow::Owned(String::from_utf8_lossy(&buf).into_owned())
+        }
+    }
+
+    /// The outcome status as the file sink writes `tollgate.outcome`, the message bounded.
+    fn status(&self, status: &OutcomeStatus) -> String {
+        let mut buf = Vec::with_capacity(64);
+        match status {
+            OutcomeStatus::Error { message } => {
+                buf.extend_from_slice(b"{\"status\":\"error\",\"message\":");
+                super::json::bounded_string(&mut buf, message, &self.redaction);
+                buf.push(b'}');
+            }
+            other => {
+                if serde_json::to_writer(&mut buf, other).is_err() {
+                    buf.clear();
+                    buf.extend_from_slice(b"null");
+                }
+            }
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
     fn json(&self, event: &AuditEvent<'_>) -> String {
         let mut buf = Vec::with_capacity(256);
         event.write_json(&mut buf, &self.redaction);
@@ -91,8 +135,9 @@ impl TracingSink {
 
 impl AuditSink for TracingSink {
     fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
-        let agent = event.agent.map(|a| a.as_str()).unwrap_or("");
-        let run = event.run.map(|r| r.as_str()).unwrap_or("");
+        let agent = self.bounded(event.agent.map(|a| a.as_str()).unwrap_or(""));
+        let run = self.bounded(event.run.map(|r| r.as_str()).unwrap_or(""));
+        let (agent, run) = (&*agent, &*run);
         match &event.kind {
             EventKind::Outcome {
                 tool,
@@ -101,18 +146,21 @@ impl AuditSink for TracingSink {
                 latency,
                 policy_version,
             } => {
+                let tool = self.bounded(tool);
+                let call_id = self.bounded(call_id.unwrap_or(""));
+                let status = self.status(&outcome.status);
                 let span = tracing::info_span!(
                     target: "tollgate::audit",
                     "execute_tool",
                     gen_ai.operation.name = "execute_tool",
                     gen_ai.tool.name = %tool,
-                    gen_ai.tool.call.id = call_id.unwrap_or(""),
+                    gen_ai.tool.call.id = &*call_id,
                     gen_ai.agent.id = agent,
                     gen_ai.usage.input_tokens = outcome.input_tokens,
                     gen_ai.usage.output_tokens = outcome.output_tokens,
                     tollgate.run.id = run,
                     tollgate.seq = event.seq,
-                    tollgate.outcome = ?outcome.status,
+                    tollgate.outcome = %status,
                     tollgate.latency_ns = latency.as_nanos() as u64,
                     tollgate.policy.version = %policy_version,
                 );

@@ -384,12 +384,9 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
     }
     for (name, bound) in [("min", arg.min), ("max", arg.max)] {
         if let Some(b) = bound
-            && !b.is_finite()
+            && let Err(why) = super::view::bound_is_exact(b)
         {
-            return Err(PolicyError::invalid(
-                format!("{field}.{name}"),
-                "must be a finite number",
-            ));
+            return Err(PolicyError::invalid(format!("{field}.{name}"), why));
         }
     }
     if let (Some(lo), Some(hi)) = (arg.min, arg.max)

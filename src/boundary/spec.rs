@@ -291,10 +291,12 @@ pub struct Arg {
     /// The value must equal one of these scalars.
     #[serde(rename = "enum", default, skip_serializing_if = "Option::is_none")]
     pub one_of: Option<Vec<Value>>,
-    /// Inclusive lower bound for a number.
+    /// Inclusive lower bound for a number. Like `max`, it must be compared exactly, or the
+    /// boundary refuses to compile: at most 15 significant digits, and below 2^53
+    /// (9007199254740992) in magnitude if integral.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
-    /// Inclusive upper bound for a number.
+    /// Inclusive upper bound for a number (same rules as `min`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
     /// Longest accepted string, in Unicode scalar values.

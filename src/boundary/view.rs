@@ -109,6 +109,57 @@ impl Num {
     }
 }
 
+/// Most significant digits of an argument bound (`f64::DIGITS`).
+const MAX_BOUND_DIGITS: usize = 15;
+
+/// Checks that `min`/`max` bound `b` is compared exactly; returns why not.
+///
+/// A bound reaches the boundary as a double `B` (a document's float literal is parsed to the
+/// nearest double, TOML and JSON numbers being binary64). It stands for the decimal `b`, the
+/// shortest decimal that parses back to `B` (what Rust and serde_json print for it). Arguments
+/// are compared with `B` by [`Num::below`] and [`Num::above`], which gives exactly the answer
+/// the decimal comparison with `b` gives, or fails closed, when:
+///
+/// 1. **`b` has at most 15 significant digits.** Distinct decimals of at most 15 significant
+///    digits map to distinct doubles, in the same order (15 = `f64::DIGITS`), so an argument
+///    literal with at most 15 significant digits compares with `B` as it does with `b`. One
+///    with more is compared fail-closed (`A >= B` counts as above a maximum), since rounding is
+///    monotonic. An argument given as a double (a parsed `serde_json::Value`) stands for its own
+///    shortest decimal, and shortest decimals are in the order of their doubles.
+/// 2. **An integral `B` is below 2^53 in magnitude**, where every integer is a double: an
+///    integer literal written in the document is then `B` exactly (above it,
+///    `max = 9007199254740995` is stored as 9007199254740996 and would admit that value), and
+///    integer arguments are compared with it exactly. A non-integral `b` with at most 15
+///    significant digits lies closer to `B` than to any integer (the argument of
+///    `threshold_f64` in `escalation/gate/compile.rs`), so integers compare with `B` as with `b`.
+///
+/// A float literal with more than 15 significant digits is refused when its double shows it (its
+/// shortest decimal needs more): `0.12345678901234567`, `100.00000000000001` and
+/// `9007199254740991.5` (stored as 2^53) are refused. A literal whose double is also the double
+/// of a decimal of at most 15 digits cannot be told from that decimal, and is read as it
+/// (`0.29999999999999999` as `0.3`, `0.1000000000000000055` as `0.1`): the parser drops the
+/// extra digits before the boundary sees the bound.
+pub(crate) fn bound_is_exact(b: f64) -> Result<(), String> {
+    if !b.is_finite() {
+        return Err("must be a finite number".into());
+    }
+    if b.fract() == 0.0 && b.abs() >= EXACT_INT {
+        return Err(format!(
+            "{b} is not below 2^53 (9007199254740992) in magnitude, where a double cannot hold every integer: the bound may have been rounded from the one written, and integer arguments near it cannot be compared exactly"
+        ));
+    }
+    // `{:e}` prints the shortest decimal that parses back to `b`: `1.5e-1`, `9.007199254740991e15`.
+    let shortest = format!("{b:e}");
+    let mantissa = shortest.split('e').next().unwrap_or("");
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+    if digits > MAX_BOUND_DIGITS {
+        return Err(format!(
+            "{b} has {digits} significant digits; at most {MAX_BOUND_DIGITS} can be compared exactly (a bound of more may already have been rounded)"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a raw JSON number literal converts to `f64` without losing the order against bounds
 /// and enum values written with at most 15 significant digits: at most 15 significant digits
 /// itself (distinct such decimals map to distinct, order-preserving doubles).

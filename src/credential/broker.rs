@@ -46,6 +46,8 @@ pub(crate) struct CredState {
     pub(crate) provider: String,
     pub(crate) expires_at_unix: u64,
     pub(crate) revoked: AtomicBool,
+    /// The retention class of the records about it: its tool's, when it was minted.
+    pub(crate) retention: Option<Arc<str>>,
 }
 
 /// The credentials issued to one run instance, and whose they are.
@@ -73,6 +75,10 @@ pub struct RevokedCredential {
     pub run_instance: u64,
     /// The run's agent.
     pub agent: AgentId,
+    /// The retention class of the tool it was minted for, as the policy named it then (see
+    /// [`AuditMarks::retention`](crate::audit::AuditMarks::retention)): the record of its
+    /// revocation is kept as long as the records of its issue and use.
+    pub retention: Option<Arc<str>>,
 }
 
 /// Configures a [`CredentialBroker`].
@@ -367,17 +373,21 @@ impl CredentialBroker {
     }
 
     /// Registers a minted credential under its run instance and returns its shared state.
+    /// `retention` is the retention class of its tool's records, kept for the record of its
+    /// revocation.
     pub(crate) fn register(
         &self,
         binding: &Binding<'_>,
         prepared: &Prepared,
         expires_at_unix: u64,
+        retention: Option<Arc<str>>,
     ) -> Arc<CredState> {
         let state = Arc::new(CredState {
             id: prepared.id.clone(),
             provider: prepared.provider.clone(),
             expires_at_unix,
             revoked: AtomicBool::new(false),
+            retention,
         });
         self.inner
             .live
@@ -470,6 +480,7 @@ impl CredentialBroker {
                     run: r.run.clone(),
                     run_instance: instance,
                     agent: r.agent.clone(),
+                    retention: s.retention.clone(),
                 }
             })
             .collect()
@@ -486,9 +497,12 @@ fn provider_err(p: &Prepared, e: ProviderError) -> CredentialError {
 fn grant_pattern(g: &CompiledGrant, compartment: Option<&str>) -> Option<ResourcePattern> {
     let text = if g.resource.contains("{compartment}") {
         let c = compartment?;
-        // A compartment id that could reshape the pattern never matches.
+        // A compartment id that could reshape the pattern never matches: one with a `/`, or
+        // with a character that ends a path segment for some parser (`docs/{compartment}/x`
+        // with `a;v` is `docs/a/x` to a servlet container, with `a#` or `a?` it is `docs/a`
+        // to a URL parser, and with `aé` it is `docs/a?/x` after a lossy ASCII conversion).
         ResourcePattern::validate_resource(c).ok()?;
-        if c.contains('/') {
+        if !c.is_ascii() || c.contains(['/', '?', '#', ';']) {
             return None;
         }
         g.resource.replace("{compartment}", c)

@@ -57,6 +57,7 @@
 //! ```
 
 mod broker;
+mod exposed;
 mod jwt;
 pub mod revocation;
 mod scope;
@@ -72,6 +73,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use broker::{Asker, Binding, Prepared};
 pub use broker::{BrokerBuilder, BrokerError, CredentialBroker, RevokedCredential};
+pub(crate) use exposed::ExposedSecrets;
 pub use jwt::JwtProvider;
 pub use revocation::RevocationList;
 pub use scope::{Operation, ResourceError, ResourcePattern, Scope};
@@ -344,7 +346,8 @@ impl CredentialProvider for StaticSecretProvider {
 /// One role's permission to obtain credentials from one provider.
 ///
 /// `resource` may contain `{compartment}`, replaced by the run's compartment (a run bound to none
-/// cannot use such a grant). A grant never yields more than it names: the minted scope is the
+/// cannot use such a grant, nor can one whose compartment id is not ASCII or holds `/`, `?`, `#`
+/// or `;`, any of which could make the pattern name another compartment's resources). A grant never yields more than it names: the minted scope is the
 /// permit's single tool and operation and a resource the grant's pattern includes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -21,7 +21,9 @@ use crate::clock::MonoTime;
 /// is a different instance, and its permits are refused.
 ///
 /// `Debug` and `Display` show its id and scope; serialisation writes its metadata only; the value
-/// is zeroized when the credential is dropped.
+/// is zeroized when the credential is dropped. Once [exposed](Self::expose), the run keeps a copy
+/// (zeroized when the run and its detached permits are gone) to cut the value out of the
+/// outcome texts its permits record.
 pub struct ScopedCredential {
     state: Arc<CredState>,
     run: RunId,
@@ -81,8 +83,9 @@ impl ScopedCredential {
         expires: MonoTime,
         expires_at_unix: u64,
         secret: SecretString,
+        retention: Option<Arc<str>>,
     ) -> Self {
-        let state = broker.register(binding, &prepared, expires_at_unix);
+        let state = broker.register(binding, &prepared, expires_at_unix, retention);
         Self {
             state,
             run: binding.run.clone(),

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use crate::audit::AuditError;
 use crate::call::Principal;
 
-use super::request::{ApprovalId, ArgsHash, RequestState};
+use super::binding::ArgsHash;
+use super::request::{ApprovalId, RequestState};
 
 /// An escalation policy that cannot become an [`EscalationGate`](super::EscalationGate).
 ///
@@ -215,6 +216,9 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// The operating system had no randomness to give for the store's argument key.
+    #[error("approval store: cannot generate its argument key: {0}")]
+    Random(String),
 }
 
 /// Why a queue operation was refused. Nothing changed when one of these is returned, except
@@ -298,17 +302,18 @@ pub enum QueueError {
     ArgsMismatch {
         /// The request.
         id: ApprovalId,
-        /// Hash of the approved arguments.
+        /// Keyed hash of the approved arguments.
         expected: ArgsHash,
-        /// Hash of the presented arguments.
+        /// Keyed hash (under the queue's current key) of the presented arguments.
         actual: ArgsHash,
     },
-    /// A ticket presented for another tool or run than its request's; the grant stays unused.
+    /// A ticket presented for another call than its request's: another tool, run id, agent,
+    /// trigger or compartment; the grant stays unused.
     #[error("ticket does not match approval request `{id}`: {field} differs")]
     TicketMismatch {
         /// The request.
         id: ApprovalId,
-        /// `"tool"` or `"run"`.
+        /// `"tool"`, `"run"`, `"agent"`, `"trigger"` or `"compartment"`.
         field: &'static str,
     },
     /// Presented arguments that are not valid JSON.
@@ -366,8 +371,9 @@ pub enum QueueError {
         /// What contradicts what.
         reason: String,
     },
-    /// No randomness was available for a new approval id.
-    #[error("cannot generate an approval id: {0}")]
+    /// No randomness was available for a new approval id (or, when the queue opens, for its
+    /// argument key).
+    #[error("no randomness available: {0}")]
     Random(String),
     /// An earlier operation panicked (an observer or store that panicked) while it was changing
     /// the queue's state, which may therefore be torn: the queue refuses everything from then on

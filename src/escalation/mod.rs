@@ -25,8 +25,10 @@
 //! 3. **A match becomes a request.** [`EscalationGate::escalation`] turns the matches into every
 //!    reason plus the strictest combined parameters (highest quorum, earliest deny deadline, ...;
 //!    see that method). [`ApprovalQueue::submit`] opens an [`ApprovalRequest`]: random id, the
-//!    arguments and their exact canonical [`ArgsHash`], deadline (recorded on the wall clock so it
-//!    survives a restart, enforced on the monotonic clock), policy version, chain schedule.
+//!    run's id, agent, trigger and compartment, the arguments and their [`ArgsHash`] (an HMAC of
+//!    their exact canonical form under the queue's [`ArgsKey`], so nobody who sees it can test
+//!    guesses of redacted values), deadline (recorded on the wall clock so it survives a
+//!    restart, enforced on the monotonic clock), policy version, chain schedule.
 //! 4. **Identity-bound decisions.** [`ApprovalQueue::decide`] records who decided what and why.
 //!    Only members of the current level's group (or an earlier level's) may decide; the run's
 //!    trigger may not (separation of duties); the quorum counts *distinct* approvers; any deny
@@ -37,7 +39,10 @@
 //!    refused even if nobody ticked.
 //! 5. **Single-use grants.** [`ApprovalQueue::consume`] turns an approved request into a
 //!    [`Grant`] exactly once, and only for the approved arguments. A synchronous caller keeps a
-//!    [`Ticket`]; an async caller awaits [`ApprovalQueue::wait`] on any executor.
+//!    [`Ticket`]; [`ApprovalQueue::consume_ticket`] (what the guard uses) also requires the
+//!    request's tool and a run with its id, agent, trigger and compartment, so another agent
+//!    reusing a finished run's id cannot consume it. An async caller awaits
+//!    [`ApprovalQueue::wait`] on any executor.
 //! 6. **Durable and audited.** Every transition is shown to a [`QueueObserver`] (the guard's
 //!    audit) *before* it is stored or applied, and an error aborts it. It is then appended to an
 //!    [`ApprovalStore`] before it takes effect; reopening replays the store and re-checks every
@@ -102,14 +107,14 @@
 //! let out = queue.decide(&req.id, &Approver::new("bob"), Decision::Approve, "ok")?;
 //! assert!(out.state.is_approved());
 //!
-//! // The grant authorises exactly these arguments, once.
-//! let changed = ArgsHash::of_json(r#"{"amount": 50000, "currency": "EUR"}"#)?;
-//! let same = ArgsHash::of_json(r#"{"currency": "EUR", "amount": 5e3}"#)?;
-//! assert_eq!(same, req.args_hash);
-//! assert!(matches!(queue.consume(&req.id, &changed), Err(QueueError::ArgsMismatch { .. })));
-//! let grant = queue.consume(&req.id, &req.args_hash)?;
+//! // The grant authorises exactly these arguments (in any spelling), once.
+//! let changed = r#"{"amount": 50000, "currency": "EUR"}"#;
+//! let same = r#"{"currency": "EUR", "amount": 5e3}"#;
+//! assert_eq!(queue.args_hash(same)?, req.args_hash);
+//! assert!(matches!(queue.consume(&req.id, changed), Err(QueueError::ArgsMismatch { .. })));
+//! let grant = queue.consume(&req.id, same)?;
 //! assert_eq!(grant.approvers.len(), 2);
-//! assert!(matches!(queue.consume(&req.id, &req.args_hash), Err(QueueError::AlreadyUsed { .. })));
+//! assert!(matches!(queue.consume(&req.id, &args), Err(QueueError::AlreadyUsed { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -125,6 +130,7 @@
 //! the process is down is the one case that moves a deadline. Wall time also stamps records,
 //! transitions and notifications for people.
 
+mod binding;
 mod error;
 mod gate;
 mod notify;
@@ -136,6 +142,8 @@ mod state;
 mod store;
 mod wait;
 
+pub(crate) use binding::args_are_exact;
+pub use binding::{ArgsHash, ArgsKey, args_value, exact_args, parse_args};
 pub use error::{ArgsError, EscalationPolicyError, QueueError, StoreError};
 pub use gate::{
     ApprovalParams, DEFAULT_TIMEOUT, Escalation, EscalationGate, GateInput, Level, MAX_RULES,
@@ -151,9 +159,8 @@ pub use policy::{
 };
 pub use queue::{ApprovalQueue, DecideOutcome, QueueConfig, QueueEvent};
 pub use request::{
-    ApprovalId, ApprovalRequest, Approver, ApproverGroups, ArgsHash, ChainLevel, Decision, Grant,
-    Reason, RequestState, RequestStatus, Resolution, Submission, Ticket, Vote, args_value,
-    exact_args, parse_args,
+    ApprovalId, ApprovalRequest, Approver, ApproverGroups, ChainLevel, Decision, Grant, Reason,
+    RequestState, RequestStatus, Resolution, Submission, Ticket, Vote,
 };
 pub use state::ReplayRefusal;
 pub use store::{

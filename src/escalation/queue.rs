@@ -7,9 +7,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
-use crate::call::{Args, Principal, RunId};
+use crate::call::Principal;
 use crate::clock::Clock;
 
+use super::binding::ArgsKey;
 use super::error::QueueError;
 use super::gate::EscalationGate;
 use super::notify::{
@@ -18,12 +19,14 @@ use super::notify::{
 };
 use super::policy::{ApprovalSettings, OnTimeout};
 use super::request::{
-    ApprovalId, ApprovalRequest, Approver, ApproverGroups, ArgsHash, ChainLevel, Decision, Grant,
-    RequestState, RequestStatus, Resolution, Submission, Ticket,
+    ApprovalId, ApprovalRequest, Approver, ApproverGroups, ChainLevel, Decision, RequestState,
+    RequestStatus, Resolution, Submission,
 };
 use super::state::{Inner, Mode, NANOS_PER_MS, Now, ReplayRefusal, apply, recheck_open};
 use super::store::{ApprovalStore, StoreRecord, depth_exceeds};
 use super::wait::Wait;
+
+mod consume;
 use crate::call::canonical::MAX_DEPTH;
 
 /// Longest accepted timeout: 366 days.
@@ -153,6 +156,9 @@ pub struct ApprovalQueue {
     separation_of_duties: bool,
     grant_ttl: Duration,
     max_pending: usize,
+    /// The keys of [`ArgsHash`]: the first hashes new requests, every one is accepted when a
+    /// grant is consumed (never empty).
+    args_keys: Vec<ArgsKey>,
     observer: Arc<dyn QueueObserver>,
     notifiers: Vec<Arc<dyn ApprovalNotifier>>,
     refused: Vec<ReplayRefusal>,
@@ -218,6 +224,10 @@ impl ApprovalQueue {
     /// instant *once*, as the time left on the wall clock now, capped at the request's full
     /// timeout (or the grant lifetime): a wall-clock step while the process was down shortens
     /// or (within that cap) lengthens what is left; a step while it runs changes nothing.
+    ///
+    /// Arguments are bound with the store's [`args_keys`](ApprovalStore::args_keys), or, if it
+    /// offers none, with a random key generated now ([`QueueError::Random`] if the operating
+    /// system has no randomness to give).
     pub fn open(
         store: Arc<dyn ApprovalStore>,
         clock: Arc<dyn Clock>,
@@ -246,6 +256,19 @@ impl ApprovalQueue {
             apply(&mut inner, rec, Mode::Replay(now), grant_ttl)
                 .map_err(|reason| QueueError::Replay { index, reason })?;
         }
+        let mut args_keys = store.args_keys()?;
+        if args_keys.is_empty() {
+            args_keys.push(ArgsKey::generate().map_err(|e| QueueError::Random(e.to_string()))?);
+            if !inner.entries.is_empty() {
+                // Fail closed, but not silently: the replayed requests were bound under a key
+                // this queue does not have, so none of their grants can ever be consumed.
+                tracing::warn!(
+                    requests = inner.entries.len(),
+                    "approval queue: the store replayed requests but offers no argument key \
+                     (ApprovalStore::args_keys); their grants cannot be consumed"
+                );
+            }
+        }
         let refused = recheck_open(&mut inner, config.separation_of_duties);
         for r in &refused {
             tracing::warn!(
@@ -262,6 +285,7 @@ impl ApprovalQueue {
             separation_of_duties: config.separation_of_duties,
             grant_ttl,
             max_pending: config.max_pending,
+            args_keys,
             observer: Arc::new(NoopObserver),
             notifiers: Vec::new(),
             refused,
@@ -578,12 +602,13 @@ impl ApprovalQueue {
                 run: sub.run.clone(),
                 agent: sub.agent.clone(),
                 trigger: sub.trigger.clone(),
+                compartment: sub.compartment.clone(),
                 tool: sub.tool.clone(),
                 args_hash: match sub.args_hash {
                     Some(h) => h,
-                    None => {
-                        ArgsHash::of_value(&sub.args).map_err(|e| invalid("args", e.to_string()))?
-                    }
+                    None => self
+                        .args_hash(&sub.args)
+                        .map_err(|e| invalid("args", e.to_string()))?,
                 },
                 args: sub.args.clone(),
                 reasons: sub.escalation.reasons.clone(),
@@ -756,144 +781,6 @@ impl ApprovalQueue {
                 approvals,
                 quorum,
             })
-        })
-    }
-
-    /// Turns approved request `id` into its single-use [`Grant`], if `args_hash` is the hash of
-    /// the approved arguments. Succeeds once per request, ever: the consumption is persisted
-    /// before this returns, and survives restarts.
-    ///
-    /// Refused: arguments that differ ([`QueueError::ArgsMismatch`], the grant stays unused), a
-    /// second consumption ([`QueueError::AlreadyUsed`]), a request that is pending, denied or
-    /// timed out, an approval older than the grant lifetime ([`QueueError::GrantExpired`]).
-    pub fn consume(&self, id: &ApprovalId, args_hash: &ArgsHash) -> Result<Grant, QueueError> {
-        self.consume_inner(id, args_hash, None)
-    }
-
-    /// [`consume`](Self::consume) for a stored [`Ticket`] and the call about to execute: also
-    /// checks that `tool` and `run` are the ticket's and that `args` hash to the approved
-    /// arguments.
-    pub fn consume_ticket(
-        &self,
-        ticket: &Ticket,
-        run: &RunId,
-        tool: &str,
-        args: Args<'_>,
-    ) -> Result<Grant, QueueError> {
-        let id = &ticket.approval;
-        let hash = ArgsHash::of_args(args).map_err(|source| QueueError::MalformedArgs {
-            id: id.clone(),
-            source,
-        })?;
-        if hash != ticket.args_hash {
-            return Err(QueueError::ArgsMismatch {
-                id: id.clone(),
-                expected: ticket.args_hash,
-                actual: hash,
-            });
-        }
-        if tool != ticket.tool {
-            return Err(QueueError::TicketMismatch {
-                id: id.clone(),
-                field: "tool",
-            });
-        }
-        if *run != ticket.run {
-            return Err(QueueError::TicketMismatch {
-                id: id.clone(),
-                field: "run",
-            });
-        }
-        self.consume_inner(id, &hash, Some((run, tool)))
-    }
-
-    fn consume_inner(
-        &self,
-        id: &ApprovalId,
-        args_hash: &ArgsHash,
-        call: Option<(&RunId, &str)>,
-    ) -> Result<Grant, QueueError> {
-        let now = self.now();
-        let at_ms = now.wall_ms();
-        self.with_inner(|inner, fx| {
-            self.settle(inner, fx, id, &now)?;
-            let e = inner
-                .entries
-                .get(id)
-                .ok_or_else(|| QueueError::NotFound { id: id.clone() })?;
-            let req = &e.request;
-            let approved_ms = match &e.state {
-                RequestState::Approved { at_ms, .. } => *at_ms,
-                RequestState::Consumed { .. } => {
-                    return Err(QueueError::AlreadyUsed { id: id.clone() });
-                }
-                RequestState::Denied { by: None, .. } => {
-                    return Err(QueueError::Expired {
-                        id: id.clone(),
-                        deadline_ms: req.deadline_ms,
-                    });
-                }
-                s => {
-                    return Err(QueueError::NotApproved {
-                        id: id.clone(),
-                        state: s.clone(),
-                    });
-                }
-            };
-            if let Some((run, tool)) = call {
-                if req.tool != tool {
-                    return Err(QueueError::TicketMismatch {
-                        id: id.clone(),
-                        field: "tool",
-                    });
-                }
-                if req.run != *run {
-                    return Err(QueueError::TicketMismatch {
-                        id: id.clone(),
-                        field: "run",
-                    });
-                }
-            }
-            if *args_hash != req.args_hash {
-                return Err(QueueError::ArgsMismatch {
-                    id: id.clone(),
-                    expected: req.args_hash,
-                    actual: *args_hash,
-                });
-            }
-            // The lifetime runs on the monotonic clock; the wall time is for the message.
-            let expired_ms = approved_ms
-                .saturating_add(u64::try_from(self.grant_ttl.as_millis()).unwrap_or(u64::MAX));
-            if e.grant_expiry.is_none_or(|at| now.mono >= at) {
-                return Err(QueueError::GrantExpired {
-                    id: id.clone(),
-                    expired_ms,
-                });
-            }
-            let grant = Grant {
-                approval: id.clone(),
-                run: req.run.clone(),
-                tool: req.tool.clone(),
-                args_hash: req.args_hash,
-                approvers: e.approvers.clone(),
-                consumed_ms: at_ms,
-                policy_version: req.policy_version,
-            };
-            let t = Transition {
-                at_ms,
-                request: req,
-                kind: TransitionKind::Consumed {
-                    wait: now.mono.duration_since(e.created),
-                },
-            };
-            let rec = StoreRecord::Consumed {
-                id: id.clone(),
-                at_ms,
-            };
-            self.observe(&t)?;
-            self.persist(inner, fx, &now, rec)?;
-            Self::note(inner, fx, id, at_ms, NotificationKind::Consumed);
-            Ok(grant)
         })
     }
 

@@ -4,20 +4,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::call::canonical;
-use crate::call::json::{JsonError, RawJson};
-use crate::call::{AgentId, Args, Principal, RuleId, RunId};
+use crate::call::{AgentId, CompartmentId, Principal, RuleId, RunContext, RunId};
 use crate::verdict::PolicyVersion;
 
-use super::error::ArgsError;
+use super::binding::ArgsHash;
 use super::gate::Escalation;
 use super::policy::OnTimeout;
 use super::serde_util::{policy_version, unique_keys};
-use crate::hex::{decode_array as unhex, encode as hex};
+use crate::hex::encode as hex;
 
 /// The id of one approval request: 128 random bits as 32 lower-case hex digits.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -58,148 +55,6 @@ impl fmt::Display for ApprovalId {
 impl From<&str> for ApprovalId {
     fn from(s: &str) -> Self {
         Self::new(s)
-    }
-}
-
-/// SHA-256 of a call's arguments in the crate's [canonical form](crate::call::canonical):
-/// object keys sorted by their unescaped text, strings compared unescaped, no whitespace, and
-/// every number as one *exact* decimal literal. The same arguments with keys in another order,
-/// other escapes, other spacing or another spelling of the same number (`1.0`, `1e0`, `10e-1`)
-/// hash equal, raw text and parsed value alike; two different literals never do, however large
-/// (`100000000000000000000` and `100000000000000008191` are different amounts). Serialised as
-/// 64 hex digits.
-///
-/// A parsed [`Value`] (built without `serde_json`'s `arbitrary_precision`) holds a number it
-/// cannot represent exactly as the nearest `f64`, and hashes as that `f64`; raw text hashes its
-/// literal. Hash what the tool will execute: the guard binds grants to the call's own
-/// arguments and refuses to queue raw arguments a `Value` cannot show exactly
-/// ([`exact_args`]).
-///
-/// ```
-/// use serde_json::json;
-/// use tollgate::escalation::ArgsHash;
-///
-/// let a = ArgsHash::of_value(&json!({"amount": 5, "to": "x"}))?;
-/// let b = ArgsHash::of_json(r#"{ "to": "\u0078", "amount": 5.0 }"#)?;
-/// assert_eq!(a, b);
-/// assert_ne!(a, ArgsHash::of_json(r#"{"to": "x", "amount": 6}"#)?);
-/// assert_ne!(
-///     ArgsHash::of_json(r#"{"amount": 100000000000000000000}"#)?,
-///     ArgsHash::of_json(r#"{"amount": 100000000000000008191}"#)?,
-/// );
-/// # Ok::<(), tollgate::call::JsonError>(())
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ArgsHash([u8; 32]);
-
-impl ArgsHash {
-    /// The hash of parsed arguments. Refused: a value nested deeper than
-    /// [`canonical::MAX_DEPTH`] (no record could hold it).
-    pub fn of_value(v: &Value) -> Result<Self, JsonError> {
-        Self::of_args(Args::Value(v))
-    }
-
-    /// The hash of raw JSON arguments, validated strictly first (duplicate keys, lone
-    /// surrogates, trailing data are refused: they could mean different things to different
-    /// parsers), with every number literal kept exactly.
-    pub fn of_json(text: &str) -> Result<Self, JsonError> {
-        Self::of_args(Args::Json(text))
-    }
-
-    /// The hash of arguments in any representation ([`Args::None`] hashes as `{}`). The
-    /// canonical bytes stream into the hasher; no string is built.
-    pub fn of_args(args: Args<'_>) -> Result<Self, JsonError> {
-        let mut h = Sha256::new();
-        canonical::write(args, &mut h)?;
-        Ok(Self(h.finalize().into()))
-    }
-
-    /// The raw digest.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-/// Parses raw JSON arguments strictly into a [`Value`] (for [`Submission`]s built from raw
-/// text). A number the `Value` cannot hold exactly becomes the nearest `f64`; use
-/// [`exact_args`] where that must not happen.
-pub fn parse_args(text: &str) -> Result<Value, JsonError> {
-    RawJson::parse(text, canonical::LIMITS)?;
-    serde_json::from_str(text).map_err(|_| JsonError::Syntax {
-        offset: 0,
-        expected: "a JSON document serde_json can read",
-    })
-}
-
-/// [`Args`] as an owned [`Value`] ([`Args::None`] is `{}`), raw text parsed strictly (numbers
-/// as [`parse_args`] reads them).
-pub fn args_value(args: Args<'_>) -> Result<Value, JsonError> {
-    match args {
-        Args::None => Ok(Value::Object(serde_json::Map::new())),
-        Args::Value(v) => Ok(v.clone()),
-        Args::Json(t) => parse_args(t),
-    }
-}
-
-/// The arguments as approvers are shown them (an owned [`Value`]) and the [`ArgsHash`] a grant
-/// binds, refusing arguments for which the two could disagree: raw text holding a number that
-/// a parsed `Value` cannot represent exactly ([`ArgsError::Inexact`]: an approver would see a
-/// rounded amount while the grant authorises the literal), or arguments nested deeper than
-/// [`canonical::MAX_DEPTH`].
-///
-/// ```
-/// use tollgate::Args;
-/// use tollgate::escalation::{ArgsError, exact_args};
-///
-/// let (shown, hash) = exact_args(Args::Json(r#"{"amount": 1.50e3}"#))?;
-/// assert_eq!(shown["amount"], 1500.0);
-/// assert!(matches!(
-///     exact_args(Args::Json(r#"{"amount": 100000000000000008191}"#)),
-///     Err(ArgsError::Inexact { offset: 11, .. })
-/// ));
-/// # let _ = hash;
-/// # Ok::<(), ArgsError>(())
-/// ```
-pub fn exact_args(args: Args<'_>) -> Result<(Value, ArgsHash), ArgsError> {
-    let hash = ArgsHash::of_args(args)?;
-    if let Args::Json(text) = args
-        && let Some((offset, literal)) = canonical::first_inexact_number(text)?
-    {
-        const SHOWN: usize = 40;
-        let mut literal = literal.to_owned();
-        if literal.len() > SHOWN {
-            literal.truncate(SHOWN);
-            literal.push_str("...");
-        }
-        return Err(ArgsError::Inexact { offset, literal });
-    }
-    Ok((args_value(args)?, hash))
-}
-
-impl fmt::Display for ArgsHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
-    }
-}
-
-impl fmt::Debug for ArgsHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ArgsHash({})", hex(&self.0[..6]))
-    }
-}
-
-impl Serialize for ArgsHash {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ArgsHash {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        unhex::<32>(&s)
-            .map(ArgsHash)
-            .ok_or_else(|| serde::de::Error::custom("an args hash must be 64 hexadecimal digits"))
     }
 }
 
@@ -366,17 +221,23 @@ pub struct ApprovalRequest {
     pub id: ApprovalId,
     /// The run that proposed the call.
     pub run: RunId,
-    /// The agent acting in the run.
+    /// The agent acting in the run. Only a run of this agent can consume the grant.
     pub agent: AgentId,
-    /// Who triggered the run; may not decide the request (separation of duties).
+    /// Who triggered the run; may not decide the request (separation of duties). Only a run
+    /// with this trigger can consume the grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Principal>,
+    /// The compartment (matter, patient) the run is bound to. Only a run bound to this
+    /// compartment can consume the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compartment: Option<CompartmentId>,
     /// The tool proposed.
     pub tool: String,
     /// The arguments proposed, as approvers see them (possibly with secret values redacted).
     pub args: Value,
-    /// [`ArgsHash`] of the arguments as proposed: a grant authorises exactly these arguments.
-    /// Usually the hash of `args`; see [`Submission::args_hash`] for redacted `args`.
+    /// [`ArgsHash`] (keyed by the queue) of the arguments as proposed: a grant authorises
+    /// exactly these arguments. Usually the hash of `args`; see [`Submission::args_hash`] for
+    /// redacted `args`.
     pub args_hash: ArgsHash,
     /// Every matched rule's reason.
     pub reasons: Vec<Reason>,
@@ -419,7 +280,9 @@ impl ApprovalRequest {
 }
 
 /// What a caller keeps while a request is pending: enough to find it again and to prove which
-/// call it is for. Holding a ticket authorises nothing by itself.
+/// call it is for. Holding a ticket authorises nothing by itself: the queue compares the call
+/// presented with the request it stored (run, agent, trigger, compartment, tool, arguments),
+/// not with the ticket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ticket {
@@ -429,7 +292,7 @@ pub struct Ticket {
     pub run: RunId,
     /// The tool.
     pub tool: String,
-    /// The hash of the approved arguments.
+    /// The (keyed) hash of the approved arguments.
     pub args_hash: ArgsHash,
 }
 
@@ -621,6 +484,7 @@ pub struct Submission {
     pub(crate) run: RunId,
     pub(crate) agent: AgentId,
     pub(crate) trigger: Option<Principal>,
+    pub(crate) compartment: Option<CompartmentId>,
     pub(crate) tool: String,
     pub(crate) args: Value,
     pub(crate) escalation: Escalation,
@@ -643,6 +507,7 @@ impl Submission {
             run: run.into(),
             agent: agent.into(),
             trigger: None,
+            compartment: None,
             tool: tool.into(),
             args,
             escalation,
@@ -651,10 +516,35 @@ impl Submission {
         }
     }
 
+    /// A request for a call of `tool` with `args` in run `run` with context `ctx`: its agent,
+    /// trigger and compartment, which [`ApprovalQueue::consume_ticket`](super::ApprovalQueue::consume_ticket)
+    /// then requires of the run that consumes the grant.
+    pub fn for_run(
+        run: impl Into<RunId>,
+        ctx: &RunContext,
+        tool: impl Into<String>,
+        args: Value,
+        escalation: Escalation,
+        policy_version: PolicyVersion,
+    ) -> Self {
+        Self::new(
+            run,
+            ctx.agent().clone(),
+            tool,
+            args,
+            escalation,
+            policy_version,
+        )
+        .trigger(ctx.trigger().cloned())
+        .compartment(ctx.compartment().cloned())
+    }
+
     /// Binds the grant to `hash` instead of the hash of `args`: for callers that show approvers
     /// a redacted copy of the arguments (secret values masked) while the grant must authorise
-    /// exactly the arguments as proposed (`ArgsHash::of_args(call.args())`). The request's
-    /// `args_hash` is then this hash, not `ArgsHash::of_value(&request.args)`.
+    /// exactly the arguments as proposed (`queue.args_hash(call.args())`, or the hash from
+    /// [`ApprovalQueue::exact_args`](super::ApprovalQueue::exact_args)). The request's
+    /// `args_hash` is then this hash, not the hash of `request.args`. It must be made with the
+    /// queue's key, or no call will ever match it.
     pub fn args_hash(mut self, hash: ArgsHash) -> Self {
         self.args_hash = Some(hash);
         self
@@ -670,6 +560,12 @@ impl Submission {
     /// Sets the trigger from an optional principal (e.g. [`RunContext::trigger`](crate::RunContext::trigger)).
     pub fn trigger(mut self, p: Option<Principal>) -> Self {
         self.trigger = p;
+        self
+    }
+
+    /// The compartment the run is bound to (e.g. [`RunContext::compartment`](crate::RunContext::compartment)).
+    pub fn compartment(mut self, c: Option<CompartmentId>) -> Self {
+        self.compartment = c;
         self
     }
 }

@@ -682,6 +682,40 @@ impl FlowRules {
     pub fn covers(&self, tool: &str) -> bool {
         self.inner.tools.contains_key(tool)
     }
+
+    /// Whether [`check`](Self::check) reads anything for calls of `tool` (argument rules or
+    /// compartment exclusivity); for other tools it allows without looking at the run.
+    pub fn checks(&self, tool: &str) -> bool {
+        self.inner
+            .tools
+            .get(tool)
+            .is_some_and(|t| !t.args.is_empty() || t.exclusive.is_some())
+    }
+
+    /// The first rule (in tool order) whose violation escalates to a human, if any: a document
+    /// with one must say who endorses flows.
+    pub fn first_escalating_rule(&self) -> Option<&RuleId> {
+        let mut names: Vec<&String> = self.inner.tools.keys().collect();
+        names.sort();
+        names.into_iter().find_map(|name| {
+            let t = &self.inner.tools[name];
+            if let Some(r) = t.args.iter().find(|a| a.action == FlowAction::Escalate) {
+                return Some(&r.id);
+            }
+            if t.action != FlowAction::Escalate {
+                return None;
+            }
+            if let Some(x) = &t.exclusive {
+                return Some(x);
+            }
+            (t.retention.is_some() && !t.args.is_empty()).then_some(&t.retention_rule)
+        })
+    }
+
+    /// The tier names the rules were compiled against (lowest first).
+    pub fn tiers(&self) -> &[String] {
+        &self.inner.tiers
+    }
 }
 
 #[cfg(test)]

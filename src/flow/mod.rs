@@ -50,6 +50,7 @@ mod check;
 mod config;
 mod index;
 mod normalize;
+mod report;
 
 pub use check::{ArgFinding, FlowAction, FlowDecision, Output, Violation};
 pub use config::{
@@ -60,6 +61,7 @@ pub use index::{
     Endorsement, EndorsementScope, FlowTracker, Label, MAX_COMPARTMENTS, TrackerLimits,
 };
 pub use normalize::PartKind;
+pub use report::{FindingReport, FlowReport, OriginReport};
 
 use serde::{Deserialize, Serialize};
 

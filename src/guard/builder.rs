@@ -40,6 +40,7 @@ pub struct GuardBuilder {
     baseline: Option<(Baseline, bool)>,
     policy: Option<crate::policy::Policy>,
     trust: Option<crate::policy::Trust>,
+    pub(super) flow: Option<crate::flow::FlowRules>,
 }
 
 impl GuardBuilder {
@@ -153,7 +154,11 @@ impl GuardBuilder {
             Some((gate, esc)) => (Some(Arc::new(gate)), Some(esc)),
             None => (None, None),
         };
+        if let Some(rules) = &self.flow {
+            super::flow::check_tiers(rules, &self.boundary.document().tiers)?;
+        }
         let snapshot = Snapshot {
+            flow: self.flow,
             boundary: Arc::new(self.boundary),
             budget: self.budget,
             loops: self.loops,
@@ -218,6 +223,7 @@ impl Guard {
             baseline: None,
             policy: None,
             trust: None,
+            flow: None,
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Scoped credentials through a permit: minting within the role's grants, every use checked
-//! against the permit, the kill switch and the credential's own limits, everything recorded.
+//! against the permit, the kill switch and the credential's own limits, everything recorded
+//! with the tool's audit marks (its retention class), like the tool's decision and outcome.
 
 use super::Guard;
 use super::permit::Permit;
-use crate::audit::{CredentialEvent, EventKind};
+use crate::audit::{AuditError, AuditMarks, CredentialEvent, EventKind};
 use crate::clock::MonoTime;
 use crate::credential::{
     Asker, Binding, CredentialBroker, CredentialError, MintRequest, Operation, ScopedCredential,
@@ -37,6 +38,22 @@ impl Guard {
 }
 
 impl Permit<'_> {
+    /// The policy's marks for this permit's tool (from the snapshot that allowed it).
+    fn marks(&self) -> &AuditMarks {
+        self.core.snap.boundary.marks_of(self.core.admitted)
+    }
+
+    /// Records a credential event about this permit's tool, carrying the tool's marks: a tool
+    /// whose data tier names a retention class keeps the records of its credentials as long as
+    /// its decisions.
+    fn record_credential(&self, event: CredentialEvent<'_>) -> Result<(), AuditError> {
+        self.run
+            .shared
+            .record_marked(Some(self.run), EventKind::Credential(event), || {
+                Some(self.marks())
+            })
+    }
+
     fn asker(&self) -> Asker<'_> {
         Asker {
             role: self.run.ctx.role(),
@@ -47,15 +64,12 @@ impl Permit<'_> {
     }
 
     fn refuse(&self, resource: &str, e: CredentialError) -> CredentialError {
-        let recorded = self.run.shared.record(
-            self.run,
-            EventKind::Credential(CredentialEvent::Refused {
-                id: None,
-                tool: self.tool(),
-                resource,
-                reason: &e,
-            }),
-        );
+        let recorded = self.record_credential(CredentialEvent::Refused {
+            id: None,
+            tool: self.tool(),
+            resource,
+            reason: &e,
+        });
         match recorded {
             Ok(()) => e,
             Err(a) => a.into(),
@@ -177,7 +191,15 @@ impl Permit<'_> {
             instance: self.run.instance,
             agent: self.run.ctx.agent(),
         };
-        let cred = ScopedCredential::new(broker, prepared, &binding, expires, expires_unix, secret);
+        let cred = ScopedCredential::new(
+            broker,
+            prepared,
+            &binding,
+            expires,
+            expires_unix,
+            secret,
+            self.marks().retention_class().cloned(),
+        );
         if let Some(scope) = self.run.shared.suspended(self.run) {
             // The kill switch was thrown while this was being minted (after `begin_mint` looked).
             // It is registered now, so revoking the run catches it whether or not the switch's own
@@ -188,15 +210,12 @@ impl Permit<'_> {
             let refused = self.refuse(&resource, CredentialError::Suspended(scope));
             return Err(revoked.map_or_else(Into::into, |()| refused));
         }
-        let recorded = self.run.shared.record(
-            self.run,
-            EventKind::Credential(CredentialEvent::Issued {
-                id: cred.id(),
-                provider: cred.provider_name(),
-                scope: cred.scope(),
-                expires_at_unix: expires_unix,
-            }),
-        );
+        let recorded = self.record_credential(CredentialEvent::Issued {
+            id: cred.id(),
+            provider: cred.provider_name(),
+            scope: cred.scope(),
+            expires_at_unix: expires_unix,
+        });
         if let Err(e) = recorded {
             // Not recorded, not handed out: the credential is dropped (and zeroized) here.
             return Err(e.into());
@@ -210,7 +229,9 @@ impl ScopedCredential {
     /// switch must not hold the permit's run, the permit must belong to the credential's run
     /// instance and agent, its tool and operation and `resource` must be inside the scope, and
     /// the credential must be unexpired, unrevoked and not used up. Every use and every refusal
-    /// is recorded; if the record fails the value is not released.
+    /// is recorded; if the record fails the value is not released. Once released, the value is
+    /// cut out of the error message and output of every outcome the run's permits record
+    /// ([`CREDENTIAL_PLACEHOLDER`](crate::audit::CREDENTIAL_PLACEHOLDER)).
     pub fn expose<'c>(
         &'c self,
         permit: &Permit<'_>,
@@ -236,22 +257,17 @@ impl ScopedCredential {
         };
         match checked {
             Ok(()) => {
-                shared.record(
-                    permit.run,
-                    EventKind::Credential(self.event_used(tool, resource)),
-                )?;
+                permit.run.exposed.add(self.id(), self.secret());
+                permit.record_credential(self.event_used(tool, resource))?;
                 Ok(self.secret())
             }
             Err(e) => {
-                shared.record(
-                    permit.run,
-                    EventKind::Credential(CredentialEvent::Refused {
-                        id: Some(self.id()),
-                        tool,
-                        resource,
-                        reason: &e,
-                    }),
-                )?;
+                permit.record_credential(CredentialEvent::Refused {
+                    id: Some(self.id()),
+                    tool,
+                    resource,
+                    reason: &e,
+                })?;
                 Err(e)
             }
         }

@@ -14,8 +14,8 @@ use crate::audit::{AuditError, Decision, EventKind};
 use crate::boundary::{ActionBoundary, Admitted};
 use crate::call::ToolCall;
 use crate::escalation::{
-    ApprovalQueue, ApprovalRequest, EscalationGate, GateInput, QueueError, QueueObserver,
-    Resolution, Submission, Ticket, Transition, exact_args,
+    ApprovalQueue, ApprovalRequest, Escalation, EscalationGate, GateInput, Matched, QueueError,
+    QueueObserver, Reason, Resolution, Submission, Ticket, Transition,
 };
 use crate::verdict::{Denial, DenyCode, Verdict};
 
@@ -81,19 +81,25 @@ impl Shared {
         run: &Run,
         call: &ToolCall<'_>,
         admitted: Admitted,
+        flow: Option<Reason>,
     ) -> Option<Verdict<'a>> {
-        let gate = snap.gate.as_deref()?;
         let boundary = &*snap.boundary;
-        let info = boundary.tool_info(admitted);
-        let mut input = GateInput::from_call(call, info.effect()).flags(call.flags());
-        if let Some(i) = info.tier().and_then(|t| gate.tier_index(t)) {
-            input = input.tier(i);
-        }
-        if let Some(f) = self.budget_used(snap, run) {
-            input = input.budget_used(f);
-        }
-        let matched = gate.evaluate(&input);
-        if matched.is_empty() {
+        let gate = snap.gate.as_deref();
+        let matched = match gate {
+            Some(gate) => {
+                let info = boundary.tool_info(admitted);
+                let mut input = GateInput::from_call(call, info.effect()).flags(call.flags());
+                if let Some(i) = info.tier().and_then(|t| gate.tier_index(t)) {
+                    input = input.tier(i);
+                }
+                if let Some(f) = self.budget_used(snap, run) {
+                    input = input.budget_used(f);
+                }
+                gate.evaluate(&input)
+            }
+            None => Matched::NONE,
+        };
+        if matched.is_empty() && flow.is_none() {
             return None;
         }
         let version = boundary.version();
@@ -109,27 +115,46 @@ impl Shared {
         let Some(esc) = &self.escalation else {
             return fail("the policy escalates but this guard has no approval queue".into());
         };
-        let Some(escalation) = gate.escalation(matched) else {
-            return fail("the matched rules gave no escalation".into());
+        // The gate's rules and a violated flow rule make one request: the rules' approval
+        // (the flow's reason added), or for a flow alone the approval of `escalation.defaults`.
+        let escalation = match (gate.and_then(|g| g.escalation(matched)), flow) {
+            (Some(mut e), Some(reason)) => {
+                e.reasons.push(reason);
+                e
+            }
+            (Some(e), None) => e,
+            (None, Some(reason)) => match gate.and_then(EscalationGate::default_params) {
+                Some(params) => Escalation::manual(reason, params.clone()),
+                None => {
+                    return fail(
+                        "a flow rule escalates but the policy's `escalation.defaults` name no \
+                         approvers"
+                            .into(),
+                    );
+                }
+            },
+            (None, None) => return fail("the matched rules gave no escalation".into()),
         };
         // The arguments as approvers see them and the store keeps them: secret values redacted.
-        // The grant binds the arguments as proposed (their exact canonical hash). Arguments a
-        // parsed value cannot show exactly (a number beyond f64 precision), or nested deeper
-        // than any record can hold, are refused here, before anything is queued or stored.
-        let (mut shown, hash) = match exact_args(call.args()) {
+        // The grant binds the arguments as proposed: their exact canonical form, hashed under
+        // the queue's key (a plain digest would let anyone who reads the request, a ticket or a
+        // refusal test guesses of the redacted values). Arguments a parsed value cannot show
+        // exactly (a number beyond f64 precision), or nested deeper than any record can hold,
+        // are refused here, before anything is queued or stored. The request also records the
+        // run's agent, trigger and compartment: only a run with the same ones may consume it.
+        let (mut shown, hash) = match esc.queue.exact_args(call.args()) {
             Ok(x) => x,
             Err(e) => return fail(format!("unusable arguments: {e}")),
         };
         boundary.marks_of(admitted).redact_secrets(&mut shown);
-        let sub = Submission::new(
+        let sub = Submission::for_run(
             run.id.clone(),
-            run.ctx.agent().clone(),
+            &run.ctx,
             call.tool(),
             shown,
             escalation,
             version,
         )
-        .trigger(run.ctx.trigger().cloned())
         .args_hash(hash);
         let request = match esc.queue.submit(sub) {
             Ok(r) => r,
@@ -150,8 +175,9 @@ impl Shared {
         })
     }
 
-    /// Consumes the approval `ticket` for this exact call (once, ever). `None`: consumed, the
-    /// call may proceed; `Some(Deny)` otherwise.
+    /// Consumes the approval `ticket` for this exact call (once, ever) by this run: same run
+    /// id, agent, trigger and compartment as the request recorded. `None`: consumed, the call
+    /// may proceed; `Some(Deny)` otherwise.
     pub(super) fn consume_grant<'a>(
         &self,
         run: &Run,
@@ -172,7 +198,7 @@ impl Shared {
         };
         match esc
             .queue
-            .consume_ticket(ticket, &run.id, call.tool(), call.args())
+            .consume_ticket(ticket, &run.id, &run.ctx, call.tool(), call.args())
         {
             Ok(_grant) => None,
             Err(e) => refuse(
@@ -201,11 +227,14 @@ impl Guard {
     /// Resumes an escalated call once its request is approved: runs the whole pipeline again
     /// (kill switch, breaker, boundary, budgets: the policy may have changed meanwhile), but
     /// instead of the escalation gate it consumes the approval, which succeeds once, ever, and
-    /// only for the same run, tool and arguments. A framework that checkpoints its state keeps
-    /// the [`Ticket`] (it is serialisable) and calls this after a restart.
+    /// only for the same tool and arguments in a run with the same id, agent, trigger and
+    /// compartment as the run that raised it. A framework that checkpoints its state keeps
+    /// the [`Ticket`] (it is serialisable) and calls this after a restart, from a run started
+    /// with the same id and context ([`Guard::start_run_with_id`]).
     ///
-    /// Denied with [`DenyCode::ApprovalInvalid`] when the ticket is for another run, tool or
-    /// arguments, not yet approved, denied, already used or unknown, and with
+    /// Denied with [`DenyCode::ApprovalInvalid`] when the ticket is for another run id, agent,
+    /// trigger, compartment, tool or arguments, not yet approved, denied, already used or
+    /// unknown, and with
     /// [`DenyCode::ApprovalTimedOut`] when the request or its grant expired.
     pub fn resume<'a>(&self, run: &'a Run, call: &ToolCall<'a>, ticket: &Ticket) -> Verdict<'a> {
         self.decide(run, call, Some(ticket))

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use super::Guard;
 use super::run::{Run, RunState};
 use super::shared::Shared;
-use crate::audit::{AuditError, CredentialEvent, EventKind};
+use crate::audit::{AuditError, AuditMarks, CredentialEvent, EventKind};
 use crate::breaker::AlertKind;
 use crate::call::AgentId;
 use crate::credential::{CredentialBroker, unix_secs};
@@ -57,12 +57,15 @@ impl Guard {
         let now = unix_secs(self.shared.clock.wall());
         let mut first = Ok(());
         for r in revoke(broker, now) {
-            let recorded = self.shared.record_for(
+            // With the retention class of the tool it was minted for, like its issue and uses.
+            let marks = AuditMarks::retention_only(r.retention.clone());
+            let recorded = self.shared.record_marked(
                 None,
                 EventKind::Credential(CredentialEvent::Revoked {
                     id: &r.id,
                     provider: &r.provider,
                 }),
+                || Some(&marks),
             );
             if first.is_ok() {
                 first = recorded;

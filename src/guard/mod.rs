@@ -68,10 +68,12 @@ use crate::breaker::KeyedBreakers;
 use crate::call::ToolCall;
 use crate::escalation::Ticket as ApprovalTicket;
 use crate::verdict::{Denial, DenyCode, Outcome, PolicyVersion, Refusal, Verdict};
+use flow::FlowStage;
 
 mod builder;
 mod credentials;
 mod escalate;
+mod flow;
 mod kill;
 mod limits;
 mod permit;
@@ -81,6 +83,7 @@ mod shared;
 
 pub use builder::GuardBuilder;
 pub use escalate::ApprovalTicker;
+pub use flow::Delivery;
 pub use limits::{LoopDetection, RunBudget};
 pub use permit::{Cancellation, DetachedPermit, Permit};
 pub use reload::ReloadError;
@@ -234,10 +237,22 @@ impl Guard {
                 return shared.deny(run, call, denial, boundary);
             }
         };
-        // Stage 5: escalation gate (or, for a resumed call, its approval, consumed once).
-        if snap.gate.is_some() || grant.is_some() {
+        // Stage 4b: information flow (where the arguments' values came from).
+        let (flow_reason, quarantine) = match shared.check_flow(&snap, run, call, grant) {
+            Ok(FlowStage::Pass) => (None, None),
+            Ok(FlowStage::Quarantine(rule)) => (None, Some(rule)),
+            Ok(FlowStage::Escalate(reason)) => (Some(reason), None),
+            Err(denial) => {
+                release(breaker);
+                shared.release_budget(run, reserved);
+                return shared.deny(run, call, denial, boundary);
+            }
+        };
+        // Stage 5: escalation gate (or, for a resumed call, its approval, consumed once: it
+        // also endorses an escalated flow).
+        if snap.gate.is_some() || grant.is_some() || flow_reason.is_some() {
             let stop = match grant {
-                None => shared.escalate(&snap, run, call, admitted),
+                None => shared.escalate(&snap, run, call, admitted, flow_reason),
                 Some(ticket) => shared.consume_grant(run, call, boundary, ticket),
             };
             if let Some(verdict) = stop {
@@ -276,6 +291,7 @@ impl Guard {
                 breaker,
                 reserved,
                 done: false,
+                quarantine,
             },
         })
     }

@@ -38,6 +38,8 @@ pub(crate) struct Core {
     pub(crate) breaker: Option<(Arc<Keyed>, Ticket)>,
     pub(crate) reserved: Reserved,
     pub(crate) done: bool,
+    /// The flow rule that quarantined the call: its output must not reach the model.
+    pub(crate) quarantine: Option<crate::call::RuleId>,
 }
 
 impl fmt::Debug for Permit<'_> {
@@ -74,9 +76,12 @@ impl Core {
         let latency = shared.clock.now().duration_since(started);
         let transition = self.feed_breaker(run, outcome, latency);
         let marks = self.snap.boundary.marks_of(self.admitted);
-        // The error text and the output may quote a marked argument: recorded without it.
+        // The error text and the output may quote a marked argument, or the secret of a
+        // credential this run's permits were handed: recorded without them.
         let scrubbed = match &shared.audit {
-            Some(_) => marks.scrub_outcome(args, outcome),
+            Some(_) => run
+                .exposed
+                .scrub(marks.scrub_outcome(args, outcome), outcome),
             None => None,
         };
         let recorded = shared.record_marked(
@@ -203,10 +208,17 @@ impl<'a> Permit<'a> {
             breaker: None,
             reserved: Reserved::default(),
             done: true,
+            quarantine: None,
         };
         let core = std::mem::replace(&mut self.core, husk);
         let marks = core.snap.boundary.marks_of(core.admitted);
-        let args = if marks.redacts() {
+        // Flow labels may depend on the arguments (`when`, `compartment_arg`).
+        let flow_reads = core
+            .snap
+            .flow
+            .as_ref()
+            .is_some_and(|f| f.covers(self.tool()));
+        let args = if marks.redacts() || flow_reads {
             OwnedArgs::of(self.args)
         } else {
             OwnedArgs::None
@@ -316,6 +328,19 @@ impl DetachedPermit {
     /// `true` once the kill switch holds the permit's run, its agent or everything.
     pub fn is_cancelled(&self) -> bool {
         self.run.shared.suspended(&self.run).is_some()
+    }
+
+    /// [`Permit::deliver`] for a detached permit.
+    pub fn deliver(&self, output: crate::flow::Output<'_>) -> Result<super::Delivery, AuditError> {
+        super::flow::deliver(
+            &self.run,
+            &self.core.snap,
+            self.tool(),
+            self.call_id.as_deref(),
+            self.args.borrow(),
+            self.core.quarantine.as_ref(),
+            output,
+        )
     }
 }
 

@@ -71,6 +71,7 @@ impl Guard {
             rate: old.rate.clone(),
             gate: old.gate.clone(),
             baseline: old.baseline.clone(),
+            flow: old.flow.clone(),
         };
         self.swap(&old, next, by, false)
     }
@@ -86,7 +87,8 @@ impl Guard {
     /// new version, who) before it takes effect: if the record fails, nothing changes.
     ///
     /// What is bound when the guard is built cannot change by reload: the credential providers
-    /// and grants, the audit settings, the approver groups and approval settings
+    /// and grants, the audit settings, the approver groups and approval settings, and (while
+    /// flow rules are in force) the tier list runs' flow indexes are labelled with
     /// ([`ReloadError::Fixed`]); adding an escalation section to a guard built without an
     /// approval queue is refused ([`ReloadError::NeedsBinding`]). A guard built with
     /// [`Bindings::require_signed`](crate::policy::Bindings::require_signed) takes new documents
@@ -187,6 +189,13 @@ impl Guard {
         if gate.is_some() && shared.escalation.is_none() {
             return Err(ReloadError::NeedsBinding("an approval queue"));
         }
+        // Runs' flow indexes hold tiers by position: the tier list may not move under them.
+        let flow = policy.flow().cloned();
+        if let (Some(before), Some(after)) = (&old.flow, &flow)
+            && before.tiers() != after.tiers()
+        {
+            return Err(ReloadError::Fixed("tiers"));
+        }
 
         let mut breakers_reset = false;
         let breakers = match &doc.breakers {
@@ -261,6 +270,7 @@ impl Guard {
             rate,
             gate: gate.map(Arc::new),
             baseline,
+            flow,
         };
         let previous = self.swap(&old, next, by, breakers_reset)?;
         shared.bound.lock().document = Some(policy.clone());

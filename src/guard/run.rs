@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::shared::Shared;
 use super::{Guard, GuardError};
-use crate::audit::{AuditError, CredentialEvent, EventKind};
+use crate::audit::{AuditError, AuditMarks, CredentialEvent, EventKind};
 use crate::call::{RunContext, RunId};
 use crate::clock::MonoTime;
 use crate::credential::unix_secs;
@@ -63,6 +63,8 @@ impl Guard {
             recent: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(
                 if snap.loops.is_some() { 64 } else { 0 },
             )),
+            exposed: Default::default(),
+            flow: parking_lot::Mutex::new(snap.flow.as_ref().map(|r| r.tracker())),
         });
         if let Err(e) = self
             .shared
@@ -122,6 +124,10 @@ pub struct RunState {
     pub(crate) unexpected_alerted: AtomicBool,
     pub(crate) tools_used: parking_lot::Mutex<std::collections::BTreeSet<String>>,
     pub(crate) recent: parking_lot::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
+    /// The secrets this run's permits were handed, scrubbed from its outcome texts.
+    pub(crate) exposed: crate::credential::ExposedSecrets,
+    /// What the run's context has seen, for the flow rules (made when the policy has them).
+    pub(crate) flow: parking_lot::Mutex<Option<crate::flow::FlowTracker>>,
 }
 
 impl fmt::Debug for Run {
@@ -169,7 +175,9 @@ impl Run {
     }
 
     /// Revokes every credential issued to this run so far (ending the run does this by itself).
-    /// Returns the first audit error, after revoking all of them.
+    /// Each revocation is recorded with the retention class of the tool the credential was
+    /// minted for, like its issue and uses. Returns the first audit error, after revoking all of
+    /// them.
     pub fn revoke_credentials(&self) -> Result<(), AuditError> {
         let Some(broker) = &self.shared.credentials else {
             return Ok(());
@@ -177,12 +185,14 @@ impl Run {
         let mut first = Ok(());
         let now = unix_secs(self.shared.clock.wall());
         for revoked in broker.revoke_run(self.instance, now) {
-            let r = self.shared.record(
-                self,
+            let marks = AuditMarks::retention_only(revoked.retention.clone());
+            let r = self.shared.record_marked(
+                Some(self),
                 EventKind::Credential(CredentialEvent::Revoked {
                     id: &revoked.id,
                     provider: &revoked.provider,
                 }),
+                || Some(&marks),
             );
             if first.is_ok() {
                 first = r;

@@ -36,6 +36,8 @@ pub(crate) struct Snapshot {
     pub(crate) rate: Option<(RateLimits, Arc<RateLimiters>)>,
     pub(crate) gate: Option<Arc<EscalationGate>>,
     pub(crate) baseline: Option<Arc<BaselineState>>,
+    /// The compiled `[flow]` section.
+    pub(crate) flow: Option<crate::flow::FlowRules>,
 }
 
 /// What a guard was bound to when it was built: the document whose fixed parts (credentials,

@@ -319,6 +319,9 @@ impl Policy {
             };
             b = b.baseline(baseline, base.learn_online);
         }
+        if let Some(rules) = self.flow() {
+            b = b.flow(rules.clone());
+        }
         if let Some(gate) = gate {
             let store = bindings
                 .approvals

@@ -61,6 +61,10 @@ pub struct Document {
     /// The audit trail: durability, redaction, retention schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<Audit>,
+    /// Information-flow labels on tool outputs and rules on where arguments may come from
+    /// (see [`crate::flow`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<crate::flow::FlowPolicy>,
 }
 
 /// The document's metadata: what legal and compliance staff sign off. Every field is required:

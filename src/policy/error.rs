@@ -208,6 +208,41 @@ impl From<crate::boundary::PolicyError> for DocumentError {
 
 impl DocumentError {
     /// An escalation section error, with the `escalation.` prefix put on its path.
+    pub(crate) fn from_flow(e: crate::flow::FlowPolicyError) -> Self {
+        use crate::flow::FlowPolicyError as E;
+        let path = if e.path().is_empty() || e.path() == "." {
+            "flow".to_owned()
+        } else {
+            format!("flow.{}", e.path())
+        };
+        match e {
+            E::UnknownTier { name, known, .. } => DocumentError::UnknownReference {
+                path,
+                location: None,
+                kind: "tier",
+                name,
+                known,
+            },
+            E::UnknownTool { name, .. } => DocumentError::UnknownReference {
+                path,
+                location: None,
+                kind: "tool",
+                name,
+                known: "see `tools`".into(),
+            },
+            E::Shape { message, .. } => DocumentError::Shape {
+                path,
+                location: None,
+                message,
+            },
+            E::Invalid { reason, .. } => DocumentError::Invalid {
+                path,
+                location: None,
+                reason,
+            },
+        }
+    }
+
     pub(crate) fn from_escalation(e: crate::escalation::EscalationPolicyError) -> Self {
         use crate::escalation::EscalationPolicyError as E;
         let prefixed = |f: &str| {

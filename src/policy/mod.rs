@@ -80,6 +80,7 @@ use sha2::{Digest, Sha256};
 
 use crate::boundary::{ActionBoundary, PolicyDocument};
 use crate::escalation::EscalationGate;
+use crate::flow::FlowRules;
 use crate::verdict::PolicyVersion;
 
 pub use bind::{BindError, Bindings};
@@ -153,6 +154,7 @@ struct Inner {
     version: PolicyVersion,
     boundary: ActionBoundary,
     escalation: Option<EscalationGate>,
+    flow: Option<FlowRules>,
 }
 
 impl Policy {
@@ -193,6 +195,7 @@ impl Policy {
         let canonical = canonical_json(&document)?;
         let version = version_of(&canonical);
         let (boundary, escalation) = compile_parts(&document, version)?;
+        let flow = compile_flow(&document, escalation.as_ref())?;
         Ok(Policy {
             inner: Arc::new(Inner {
                 document,
@@ -201,6 +204,7 @@ impl Policy {
                 version,
                 boundary,
                 escalation,
+                flow,
             }),
         })
     }
@@ -239,6 +243,36 @@ impl Policy {
     pub fn escalation(&self) -> Option<&EscalationGate> {
         self.inner.escalation.as_ref()
     }
+
+    /// The compiled flow rules, if the document has a `flow` section.
+    pub fn flow(&self) -> Option<&FlowRules> {
+        self.inner.flow.as_ref()
+    }
+}
+
+/// Compiles the `flow` section against the document's tiers and tools. A section whose rules
+/// escalate needs someone to ask: the escalation section's `defaults` must name a chain.
+pub(crate) fn compile_flow(
+    document: &Document,
+    gate: Option<&EscalationGate>,
+) -> Result<Option<FlowRules>, DocumentError> {
+    let Some(section) = &document.flow else {
+        return Ok(None);
+    };
+    let tools: Vec<&str> = document.tools.keys().map(String::as_str).collect();
+    let rules = section
+        .compile(&document.tiers, &tools)
+        .map_err(DocumentError::from_flow)?;
+    if let Some(rule) = rules.first_escalating_rule()
+        && gate.and_then(EscalationGate::default_params).is_none()
+    {
+        return Err(DocumentError::invalid(
+            rule.as_str(),
+            "a violation of this rule escalates to a human, but `escalation.defaults` names no \
+             chain of approvers to ask: add one, or set `on_violation` to `deny` or `quarantine`",
+        ));
+    }
+    Ok(Some(rules))
 }
 
 /// Compiles the document's boundary (carrying `version`) and escalation gate.

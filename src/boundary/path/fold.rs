@@ -1,6 +1,6 @@
 //! One classification of the characters that some tool between the check and the file system (or
 //! the service behind a resource string) may trim, normalise or fold into a space, a dot, a slash,
-//! a backslash, `%`, `:` or `~`.
+//! a backslash, `%`, `:`, `~`, or a character that ends a path segment (`?`, `#`, `;`).
 //!
 //! Shared by the "path under a root" rule ([`super::check_path`]) and by credential resource
 //! patterns (`ResourcePattern::covers`), so both refuse the same disguises:
@@ -15,6 +15,11 @@
 //!   one- and two-dot leaders `․` `‥`, `︒` or the small full stop `﹒`; plus the characters
 //!   Windows "best fit" code-page conversion turns into `\` or `/`, and the slash and backslash
 //!   confusables without a decomposition. They are refused anywhere.
+//! * **Segment ends**: characters whose NFKC form contains `?`, `#` or `;` (the fullwidth `？`,
+//!   the small `﹖`, the Greek question mark `;` U+037E, ...). A URL parser ends the path at `?`
+//!   and `#`, and servlet containers end a path segment at `;`, so a tool that normalises
+//!   `..？x` and then parses it sees the segment `..`. Resource patterns refuse them anywhere;
+//!   the path rule, which reads a POSIX path where `?` is an ordinary character, does not.
 //!
 //! The NFKC part of the table is not hand-picked: the test
 //! `fold_table_matches_nfkc_of_every_code_point` normalises every Unicode scalar value with the
@@ -38,21 +43,26 @@ pub(crate) enum Fold {
     Colon,
     /// `~`.
     Tilde,
+    /// `?`, `#` or `;`: what ends a URL path (query, fragment) or a servlet path segment
+    /// (parameters).
+    Delimiter,
 }
 
 impl Fold {
-    /// Everything but [`Fold::Space`]: characters refused anywhere, not only at an edge.
+    /// A look-alike of `.`, `/`, `\`, `%`, `:` or `~`: refused anywhere, not only at an edge,
+    /// by both the path rule and resource patterns. (Not [`Fold::Space`], refused at edges, nor
+    /// [`Fold::Delimiter`], which only resource patterns refuse.)
     pub(crate) fn is_lookalike(self) -> bool {
-        self != Fold::Space
+        !matches!(self, Fold::Space | Fold::Delimiter)
     }
 }
 
-use Fold::{Backslash, Colon, Dot, Percent, Slash, Space, Tilde};
+use Fold::{Backslash, Colon, Delimiter, Dot, Percent, Slash, Space, Tilde};
 
-/// Every non-ASCII scalar value whose NFKC form contains `.`, U+3002, `/`, `\`, `%`, `:`, `~` or
-/// white space, as sorted, disjoint, inclusive ranges. When a form contains several, the first
-/// in that order names the class. Generated from NFKC (Unicode 16) and checked against it by the
-/// test named in the module documentation.
+/// Every non-ASCII scalar value whose NFKC form contains `.`, U+3002, `/`, `\`, `%`, `:`, `~`,
+/// `?`, `#`, `;` or white space, as sorted, disjoint, inclusive ranges. When a form contains
+/// several, the first in that order names the class. Generated from NFKC (Unicode 16) and
+/// checked against it by the test named in the module documentation.
 const NFKC: &[(char, char, Fold)] = &[
     ('\u{0085}', '\u{0085}', Space),     // NEXT LINE (White_Space)
     ('\u{00A0}', '\u{00A0}', Space),     // NO-BREAK SPACE
@@ -62,6 +72,7 @@ const NFKC: &[(char, char, Fold)] = &[
     ('\u{00B8}', '\u{00B8}', Space),     // CEDILLA: space + U+0327
     ('\u{02D8}', '\u{02DD}', Space),     // BREVE .. DOUBLE ACUTE ACCENT
     ('\u{037A}', '\u{037A}', Space),     // GREEK YPOGEGRAMMENI
+    ('\u{037E}', '\u{037E}', Delimiter), // GREEK QUESTION MARK: `;`
     ('\u{0384}', '\u{0385}', Space),     // GREEK TONOS, DIALYTIKA TONOS
     ('\u{1680}', '\u{1680}', Space),     // OGHAM SPACE MARK
     ('\u{1FBD}', '\u{1FBD}', Space),     // GREEK KORONIS
@@ -76,6 +87,7 @@ const NFKC: &[(char, char, Fold)] = &[
     ('\u{2028}', '\u{2029}', Space),     // LINE SEPARATOR, PARAGRAPH SEPARATOR
     ('\u{202F}', '\u{202F}', Space),     // NARROW NO-BREAK SPACE
     ('\u{203E}', '\u{203E}', Space),     // OVERLINE: space + U+0305
+    ('\u{2047}', '\u{2049}', Delimiter), // DOUBLE QUESTION MARK, `?!`, `!?`
     ('\u{205F}', '\u{205F}', Space),     // MEDIUM MATHEMATICAL SPACE
     ('\u{2100}', '\u{2101}', Slash),     // ACCOUNT OF, ADDRESSED TO THE SUBJECT: `a/c`, `a/s`
     ('\u{2105}', '\u{2106}', Slash),     // CARE OF, CADA UNA: `c/o`, `c/u`
@@ -91,11 +103,16 @@ const NFKC: &[(char, char, Fold)] = &[
     ('\u{FDFA}', '\u{FDFB}', Space),     // ARABIC LIGATURE SALLALLAHOU .., JALLAJALALOUHOU
     ('\u{FE12}', '\u{FE12}', Dot),       // PRESENTATION FORM FOR VERTICAL IDEOGRAPHIC FULL STOP
     ('\u{FE13}', '\u{FE13}', Colon),     // PRESENTATION FORM FOR VERTICAL COLON
+    ('\u{FE14}', '\u{FE14}', Delimiter), // PRESENTATION FORM FOR VERTICAL SEMICOLON
+    ('\u{FE16}', '\u{FE16}', Delimiter), // PRESENTATION FORM FOR VERTICAL QUESTION MARK
     ('\u{FE19}', '\u{FE19}', Dot),       // PRESENTATION FORM FOR VERTICAL HORIZONTAL ELLIPSIS
     ('\u{FE30}', '\u{FE30}', Dot),       // PRESENTATION FORM FOR VERTICAL TWO DOT LEADER
     ('\u{FE49}', '\u{FE4C}', Space),     // DASHED OVERLINE .. DOUBLE WAVY OVERLINE
     ('\u{FE52}', '\u{FE52}', Dot),       // SMALL FULL STOP
+    ('\u{FE54}', '\u{FE54}', Delimiter), // SMALL SEMICOLON
     ('\u{FE55}', '\u{FE55}', Colon),     // SMALL COLON
+    ('\u{FE56}', '\u{FE56}', Delimiter), // SMALL QUESTION MARK
+    ('\u{FE5F}', '\u{FE5F}', Delimiter), // SMALL NUMBER SIGN
     ('\u{FE68}', '\u{FE68}', Backslash), // SMALL REVERSE SOLIDUS
     ('\u{FE6A}', '\u{FE6A}', Percent),   // SMALL PERCENT SIGN
     ('\u{FE70}', '\u{FE70}', Space),     // ARABIC FATHATAN ISOLATED FORM
@@ -106,10 +123,13 @@ const NFKC: &[(char, char, Fold)] = &[
     ('\u{FE7A}', '\u{FE7A}', Space),     // ARABIC KASRA ISOLATED FORM
     ('\u{FE7C}', '\u{FE7C}', Space),     // ARABIC SHADDA ISOLATED FORM
     ('\u{FE7E}', '\u{FE7E}', Space),     // ARABIC SUKUN ISOLATED FORM
+    ('\u{FF03}', '\u{FF03}', Delimiter), // FULLWIDTH NUMBER SIGN
     ('\u{FF05}', '\u{FF05}', Percent),   // FULLWIDTH PERCENT SIGN
     ('\u{FF0E}', '\u{FF0E}', Dot),       // FULLWIDTH FULL STOP
     ('\u{FF0F}', '\u{FF0F}', Slash),     // FULLWIDTH SOLIDUS
     ('\u{FF1A}', '\u{FF1A}', Colon),     // FULLWIDTH COLON
+    ('\u{FF1B}', '\u{FF1B}', Delimiter), // FULLWIDTH SEMICOLON
+    ('\u{FF1F}', '\u{FF1F}', Delimiter), // FULLWIDTH QUESTION MARK
     ('\u{FF3C}', '\u{FF3C}', Backslash), // FULLWIDTH REVERSE SOLIDUS
     ('\u{FF5E}', '\u{FF5E}', Tilde),     // FULLWIDTH TILDE
     ('\u{FF61}', '\u{FF61}', Dot),       // HALFWIDTH IDEOGRAPHIC FULL STOP
@@ -249,6 +269,7 @@ mod tests {
             (Percent, &['%'][..]),
             (Colon, &[':'][..]),
             (Tilde, &['~'][..]),
+            (Delimiter, &['?', '#', ';'][..]),
         ];
         for (class, chars) in classes {
             if n.contains(chars) {

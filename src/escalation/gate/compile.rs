@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use rust_decimal::Decimal;
 
 use super::{
-    Cond, DEFAULT_TIMEOUT, EscalationGate, Level, MAX_ARG_BYTES_CAP, MAX_CONDITION_DEPTH,
-    MAX_LEVELS, MAX_PATH_SEGMENTS, MAX_RULES, MAX_TIMEOUT, Rule, Threshold,
+    ApprovalParams, Cond, DEFAULT_TIMEOUT, EscalationGate, Level, MAX_ARG_BYTES_CAP,
+    MAX_CONDITION_DEPTH, MAX_LEVELS, MAX_PATH_SEGMENTS, MAX_RULES, MAX_TIMEOUT, Rule, Threshold,
 };
 use crate::boundary::hash::NameTable;
 use crate::boundary::{ArgLimits, Effect};
@@ -200,6 +200,29 @@ impl<'p> Compiler<'p> {
                 chain,
             });
         }
+        // The approval `defaults` describe on their own, for escalations raised outside the
+        // rules (flow rules, the application's own).
+        let default_params = match &defaults.chain {
+            Some(chain) => {
+                let r = Resolved {
+                    timeout: (
+                        defaults.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                        "defaults.timeout".to_owned(),
+                    ),
+                    on_timeout: defaults.on_timeout.unwrap_or_default(),
+                    quorum: (defaults.quorum.unwrap_or(1), "defaults.quorum".to_owned()),
+                    chain: (chain.as_slice(), "defaults.chain".to_owned()),
+                };
+                let chain = self.check_chain(&r)?;
+                Some(ApprovalParams {
+                    timeout: r.timeout.0,
+                    on_timeout: r.on_timeout,
+                    quorum: r.quorum.0,
+                    chain,
+                })
+            }
+            None => None,
+        };
         let names: Vec<(&str, u32)> = scoped
             .keys()
             .enumerate()
@@ -229,6 +252,7 @@ impl<'p> Compiler<'p> {
             tiers,
             limits,
             version,
+            default_params,
             policy: Arc::new(policy),
         })
     }

@@ -299,6 +299,7 @@ pub struct EscalationGate {
     tiers: Vec<String>,
     limits: JsonLimits,
     version: PolicyVersion,
+    default_params: Option<ApprovalParams>,
     policy: Arc<EscalationPolicy>,
 }
 
@@ -318,6 +319,14 @@ impl EscalationGate {
         let doc = boundary.document();
         let tools: BTreeSet<&str> = doc.tools.keys().map(String::as_str).collect();
         Compiler::new(&policy, &doc.tiers, Some(&tools), Some(doc.limits))?.finish(policy)
+    }
+
+    /// The approval the policy's `defaults` describe (chain, timeout, quorum, timeout outcome),
+    /// for escalations raised outside the gate's rules: a violated [flow rule](crate::flow)
+    /// whose action is `escalate`, or [`Escalation::manual`]. `None` when `defaults` set no
+    /// chain.
+    pub fn default_params(&self) -> Option<&ApprovalParams> {
+        self.default_params.as_ref()
     }
 
     /// The gate that never escalates.

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::frame::{self, GENESIS, RECORD_MAC, SLOT};
 use super::key::{Keys, StoreKey};
 use super::{ApprovalStore, StoreRecord, check_record};
+use crate::escalation::binding::ArgsKey;
 use crate::escalation::error::StoreError;
 
 /// What [`FileApprovalStore::open`] removed from the end of the file: a final line with no
@@ -39,8 +40,10 @@ pub struct TornTail {
 /// `hash = SHA-256("tollgate-approval-chain-v1\n" || prev || "\n" || seq || "\n" || record)`
 /// over the exact record bytes, `mac = HMAC-SHA-256(key, "tollgate-approval-record-v1\n" ||
 /// key_id || "\n" || seq || "\n" || hash)`. After each record is synced, the head slot
-/// `seq % 2` is rewritten with the new seq and hash under its own MAC domain and synced; the
-/// other slot keeps the previous head, so a torn head write always leaves one valid slot.
+/// `seq % 2` is rewritten with the new seq and hash and synced; the other slot keeps the
+/// previous head, so a torn head write always leaves one valid slot. A slot's MAC has its own
+/// domain per position (`"tollgate-approval-head-v2\nslot <0|1>\n"`): a slot copied over the
+/// other one does not authenticate there.
 ///
 /// # What opening checks
 ///
@@ -52,6 +55,12 @@ pub struct TornTail {
 /// - records removed from the end (a deleted final `consumed` line would re-arm a single-use
 ///   grant): the head vouches for a later seq, [`StoreError::Truncated`];
 /// - a missing or unauthenticated head while records exist: [`StoreError::HeadDamaged`];
+/// - one slot missing or unauthenticated while the file holds no record after the seq the other
+///   slot vouches for: [`StoreError::HeadDamaged`]. A torn head write damages the slot of a
+///   record that was synced *before* it, so only a file with that record proves a crash;
+///   without it, the newest records and the slot that vouched for them were removed (zeroing
+///   the newest slot would otherwise let the older one vouch for a file whose final `consumed`
+///   line is gone). A damaged slot that a crash explains is rewritten when the store opens;
 /// - only a final line *without a newline* is a torn write: it is cut and reported in
 ///   [`recovered`](Self::recovered). A complete final line that fails verification (a flipped
 ///   byte in the last `deny` or `consumed` record) is damage like any other.
@@ -61,6 +70,10 @@ pub struct TornTail {
 /// a still-open request against the current groups (see
 /// [`ApprovalQueue::open`](crate::escalation::ApprovalQueue::open)).
 ///
+/// Requests bind their arguments with an [`ArgsKey`] derived from the store key (and one from
+/// each retired key, accepted for requests recorded under it), so tickets stay usable across a
+/// restart ([`ApprovalStore::args_keys`]).
+///
 /// What the key does **not** protect against: the holder of the key (the process, its
 /// configuration and memory), and replacing all three files with an older copy of themselves
 /// (a rollback to an earlier consistent state: anchor the head's seq elsewhere if that matters).
@@ -69,6 +82,8 @@ pub struct FileApprovalStore {
     path: PathBuf,
     head_path: PathBuf,
     keys: Keys,
+    /// Derived from `keys`, current first.
+    args_keys: Vec<ArgsKey>,
     inner: Mutex<FileInner>,
     recovered: Option<TornTail>,
     _lock: StoreLock,
@@ -78,6 +93,8 @@ pub struct FileApprovalStore {
 struct FileInner {
     file: File,
     head: File,
+    /// What each head slot holds on disk (seq and hash), to restore a slot whose rewrite failed.
+    slots: [Slot; 2],
     /// Length of the file's verified content.
     len: u64,
     /// Seq and hash of the last record (0 and [`GENESIS`] when empty).
@@ -145,34 +162,40 @@ impl FileApprovalStore {
                 "approval store: cut a torn last line (an append a crash interrupted)"
             );
         }
-        let head_file = match head {
-            // `check_head` refused an invalid head, and a missing one unless the store is empty.
-            Head::Missing | Head::Invalid(_) => {
-                create_head(&head_path, scan.last_seq, &scan.last_hash, key)?
-            }
-            Head::Valid { seq, .. } => {
-                let mut f = OpenOptions::new()
+        let (head_file, slots) = match head {
+            Head::Valid {
+                slots: [Some(a), Some(b)],
+            } if a.0.max(b.0) == scan.last_seq => {
+                let f = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .open(&head_path)
                     .map_err(io(&head_path))?;
-                if seq < scan.last_seq {
-                    // A crash between a record's sync and its head update: vouch for it now.
-                    write_slot(&mut f, scan.last_seq, &scan.last_hash, key)
-                        .map_err(io(&head_path))?;
-                }
-                f
+                (f, [a, b])
+            }
+            // A new store; a crash between a record's sync and its head update, or during the
+            // head update (`check_head` accepted a damaged slot only then): vouch for the file
+            // now, both slots at once (an atomic replacement), so no damaged slot remains.
+            _ => {
+                let f = create_head(&head_path, scan.last_seq, &scan.last_hash, key)?;
+                let vouched = (scan.last_seq, scan.last_hash);
+                (f, [vouched, vouched])
             }
         };
         Ok(Self {
             inner: Mutex::new(FileInner {
                 file,
                 head: head_file,
+                slots,
                 len: scan.valid_len,
                 seq: scan.last_seq,
                 last: scan.last_hash,
                 broken: false,
             }),
+            args_keys: std::iter::once(&keys.current)
+                .chain(&keys.retired)
+                .map(ArgsKey::from_store_key)
+                .collect(),
             path,
             head_path,
             keys,
@@ -235,41 +258,43 @@ impl ApprovalStore for FileApprovalStore {
         let line = frame::encode_line(seq, &inner.last, &hash, key, &record);
         inner.broken = true;
         let inner = &mut *inner;
-        let written = inner
+        let pos = slot_of(seq);
+        let head_io = |source| StoreError::Io {
+            path: self.head_path.clone(),
+            source,
+        };
+        if let Err(e) = inner
             .file
             .write_all(&line)
             .and_then(|()| inner.file.sync_data())
-            .map_err(|e| self.io(e))
-            .and_then(|()| {
-                write_slot(&mut inner.head, seq, &hash, key).map_err(|source| StoreError::Io {
-                    path: self.head_path.clone(),
-                    source,
-                })
-            });
-        match written {
-            Ok(()) => {
-                inner.len += line.len() as u64;
-                inner.seq = seq;
-                inner.last = hash;
+        {
+            // Roll the record back so the next append does not follow garbage and a record
+            // nobody was told about is not replayed later; if that fails too, refuse appends
+            // until the file is reopened (which reports the tail).
+            if truncate(&mut inner.file, inner.len).is_ok() {
                 inner.broken = false;
-                Ok(())
             }
-            Err(e) => {
-                // Roll the record back so the next append does not follow garbage and a record
-                // nobody was told about is not replayed later; if that fails too, refuse
-                // appends until the file is reopened (which reports the tail).
-                let len = inner.len;
-                if inner
-                    .file
-                    .set_len(len)
-                    .and_then(|()| inner.file.sync_data())
-                    .is_ok()
-                {
-                    inner.broken = false;
-                }
-                Err(e)
-            }
+            return Err(self.io(e));
         }
+        if let Err(e) = write_slot(&mut inner.head, pos, seq, &hash, key) {
+            // The slot may be half written. Put back what it held, *then* remove the record: a
+            // crash in between leaves a record the head does not vouch for yet, which `open`
+            // accepts like any crash between a record and its head; the other order would leave
+            // a damaged slot with no record after the valid one, which `open` refuses.
+            let (old_seq, old_hash) = inner.slots[pos];
+            if write_slot(&mut inner.head, pos, old_seq, &old_hash, key).is_ok()
+                && truncate(&mut inner.file, inner.len).is_ok()
+            {
+                inner.broken = false;
+            }
+            return Err(head_io(e));
+        }
+        inner.slots[pos] = (seq, hash);
+        inner.len += line.len() as u64;
+        inner.seq = seq;
+        inner.last = hash;
+        inner.broken = false;
+        Ok(())
     }
 
     fn load(&self) -> Result<Vec<StoreRecord>, StoreError> {
@@ -301,6 +326,12 @@ impl ApprovalStore for FileApprovalStore {
             });
         }
         Ok(scan.records)
+    }
+
+    /// One [`ArgsKey`] derived from each store key, the current one first: a ticket stays
+    /// usable across a restart and a key rotation (while the old key is configured as retired).
+    fn args_keys(&self) -> Result<Vec<ArgsKey>, StoreError> {
+        Ok(self.args_keys.clone())
     }
 }
 
@@ -435,21 +466,31 @@ fn verify_line(
     }
 }
 
+/// What one head slot vouches for: a seq and its record's hash.
+pub(super) type Slot = (u64, [u8; 64]);
+
+/// The head slot position a record's seq is written to.
+fn slot_of(seq: u64) -> usize {
+    usize::from(seq % 2 == 1)
+}
+
 /// What the head file says.
 #[derive(Debug)]
 pub(super) enum Head {
     /// No head file (a new store, or one deleted).
     Missing,
-    /// The highest slot that authenticates.
-    Valid { seq: u64, hash: [u8; 64] },
+    /// At least one slot authenticates: each slot as it verified (`None`: missing, damaged, or
+    /// not authentic at its position). The head vouches for the highest.
+    Valid { slots: [Option<Slot>; 2] },
     /// A head file with no authenticated slot.
     Invalid(String),
 }
 
 impl Head {
-    pub(super) fn vouched(&self) -> Option<(u64, [u8; 64])> {
+    /// The seq and hash of the highest slot that authenticates.
+    pub(super) fn vouched(&self) -> Option<Slot> {
         match self {
-            Head::Valid { seq, hash } => Some((*seq, *hash)),
+            Head::Valid { slots } => slots.iter().flatten().max_by_key(|(seq, _)| *seq).copied(),
             _ => None,
         }
     }
@@ -466,19 +507,29 @@ pub(super) fn read_head(path: &Path, keys: &Keys) -> Result<Head, StoreError> {
             });
         }
     };
-    let best = bytes
-        .chunks(SLOT)
-        .take(2)
-        .filter_map(|s| frame::decode_slot(s, |id| keys.find(id).cloned()))
-        .max_by_key(|(seq, _)| *seq);
-    Ok(match best {
-        Some((seq, hash)) => Head::Valid { seq, hash },
-        None if bytes.is_empty() => Head::Invalid("is empty".into()),
-        None => Head::Invalid("has no slot that authenticates under the configured keys".into()),
+    let slot = |pos: usize| {
+        bytes
+            .get(pos * SLOT..(pos + 1) * SLOT)
+            .and_then(|b| frame::decode_slot(pos, b, |id| keys.find(id).cloned()))
+    };
+    let slots = [slot(0), slot(1)];
+    Ok(if slots.iter().any(Option::is_some) {
+        Head::Valid { slots }
+    } else if bytes.is_empty() {
+        Head::Invalid("is empty".into())
+    } else {
+        Head::Invalid("has no slot that authenticates under the configured keys".into())
     })
 }
 
 /// Refuses a head that does not vouch for the verified file.
+///
+/// One slot may fail to authenticate only after a torn head write. The head is written after
+/// the record it vouches for is synced, so such a crash leaves that record in the file, past the
+/// seq of the slot that still authenticates. A damaged slot with no such record is refused
+/// ([`StoreError::HeadDamaged`]): it is what someone without the key produces by removing the
+/// last records and destroying the slot that vouched for them, so that the older slot vouches
+/// for the shorter file (a consumed grant would be usable again).
 pub(super) fn check_head(
     store: &Path,
     path: &Path,
@@ -489,31 +540,59 @@ pub(super) fn check_head(
         path: path.to_owned(),
         reason,
     };
-    match head {
-        Head::Missing if scan.last_seq == 0 => Ok(()),
-        Head::Missing => Err(damaged(format!(
-            "is missing while the store holds {} records (records may have been removed from the end)",
-            scan.last_seq
-        ))),
-        Head::Invalid(reason) => Err(damaged(reason.clone())),
-        Head::Valid { seq, .. } if *seq > scan.last_seq => Err(StoreError::Truncated {
+    let slots = match head {
+        Head::Missing if scan.last_seq == 0 => return Ok(()),
+        Head::Missing => {
+            return Err(damaged(format!(
+                "is missing while the store holds {} records (records may have been removed from the end)",
+                scan.last_seq
+            )));
+        }
+        Head::Invalid(reason) => return Err(damaged(reason.clone())),
+        Head::Valid { slots } => slots,
+    };
+    let Some((seq, hash)) = head.vouched() else {
+        return Err(damaged("has no slot that authenticates".into()));
+    };
+    if seq > scan.last_seq {
+        return Err(StoreError::Truncated {
             path: store.to_owned(),
             last_seq: scan.last_seq,
-            head_seq: *seq,
-        }),
-        Head::Valid { seq, hash } if scan.hash_at != Some(*hash) => Err(damaged(format!(
+            head_seq: seq,
+        });
+    }
+    if scan.hash_at != Some(hash) {
+        return Err(damaged(format!(
             "vouches for record {seq} with another hash than the file's (the file was rewritten)"
+        )));
+    }
+    match slots.iter().position(Option::is_none) {
+        Some(pos) if scan.last_seq <= seq => Err(damaged(format!(
+            "slot {pos} is missing or does not authenticate, and the store holds no record after \
+             seq {seq} (the one the other slot vouches for): not a torn head write, so the newest \
+             records and the slot that vouched for them may have been removed"
         ))),
-        Head::Valid { .. } => Ok(()),
+        _ => Ok(()),
     }
 }
 
-/// Writes the slot for `seq` and syncs.
-fn write_slot(head: &mut File, seq: u64, hash: &[u8; 64], key: &StoreKey) -> std::io::Result<()> {
-    let slot = frame::encode_slot(seq, hash, key);
-    head.seek(SeekFrom::Start((seq % 2) * SLOT as u64))?;
+/// Writes `seq` into slot `pos` and syncs.
+fn write_slot(
+    head: &mut File,
+    pos: usize,
+    seq: u64,
+    hash: &[u8; 64],
+    key: &StoreKey,
+) -> std::io::Result<()> {
+    let slot = frame::encode_slot(pos, seq, hash, key);
+    head.seek(SeekFrom::Start((pos * SLOT) as u64))?;
     head.write_all(&slot)?;
     head.sync_data()
+}
+
+/// Cuts `file` back to `len` bytes and syncs.
+fn truncate(file: &mut File, len: u64) -> std::io::Result<()> {
+    file.set_len(len).and_then(|()| file.sync_data())
 }
 
 /// Creates (or replaces) the head file atomically, both slots vouching for `seq`.
@@ -528,10 +607,9 @@ pub(super) fn create_head(
         source,
     };
     let tmp = sibling(path, "tmp");
-    let slot = frame::encode_slot(seq, hash, key);
     let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(&slot)
-        .and_then(|()| f.write_all(&slot))
+    f.write_all(&frame::encode_slot(0, seq, hash, key))
+        .and_then(|()| f.write_all(&frame::encode_slot(1, seq, hash, key)))
         .and_then(|()| f.sync_all())
         .map_err(io)?;
     drop(f);

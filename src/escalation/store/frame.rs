@@ -22,8 +22,13 @@ pub(super) const GENESIS: [u8; 64] = [b'0'; 64];
 const CHAIN_DOMAIN: &[u8] = b"tollgate-approval-chain-v1\n";
 /// Domain separation of a record's MAC.
 pub(super) const RECORD_MAC: &[u8] = b"tollgate-approval-record-v1\n";
-/// Domain separation of a head slot's MAC (so a record MAC can never pass as a head MAC).
-pub(super) const HEAD_MAC: &[u8] = b"tollgate-approval-head-v1\n";
+/// Domain separation of a head slot's MAC, one per slot position: a record MAC never passes as
+/// a head MAC, and a slot copied to the other position does not authenticate there (otherwise
+/// copying the older slot over the newer one would make the head vouch for a shorter file).
+pub(super) const HEAD_MAC: [&[u8]; 2] = [
+    b"tollgate-approval-head-v2\nslot 0\n",
+    b"tollgate-approval-head-v2\nslot 1\n",
+];
 /// Bytes per head slot (two slots per head file).
 pub(super) const SLOT: usize = 256;
 
@@ -170,10 +175,10 @@ pub(super) fn decode_line(line: &[u8]) -> Result<Frame<'_>, String> {
     })
 }
 
-/// One head slot: `{"seq":N,"hash":"<64 hex>","key":"<id>","mac":"<64 hex>"}`, padded with
-/// spaces to [`SLOT`] bytes, the last one a newline.
-pub(super) fn encode_slot(seq: u64, hash: &[u8; 64], key: &StoreKey) -> [u8; SLOT] {
-    let mac = key.sign(HEAD_MAC, seq, hash);
+/// One head slot for position `pos` (0 or 1): `{"seq":N,"hash":"<64 hex>","key":"<id>","mac":"<64 hex>"}`,
+/// padded with spaces to [`SLOT`] bytes, the last one a newline. The MAC covers the position.
+pub(super) fn encode_slot(pos: usize, seq: u64, hash: &[u8; 64], key: &StoreKey) -> [u8; SLOT] {
+    let mac = key.sign(HEAD_MAC[pos % 2], seq, hash);
     let mut text = Vec::with_capacity(SLOT);
     text.extend_from_slice(b"{\"seq\":");
     text.extend_from_slice(seq.to_string().as_bytes());
@@ -192,8 +197,10 @@ pub(super) fn encode_slot(seq: u64, hash: &[u8; 64], key: &StoreKey) -> [u8; SLO
     slot
 }
 
-/// A head slot that verifies under one of `keys`: the seq and hash it vouches for.
+/// A head slot that verifies under one of `keys` at position `pos`: the seq and hash it vouches
+/// for.
 pub(super) fn decode_slot(
+    pos: usize,
     bytes: &[u8],
     find: impl Fn(&str) -> Option<StoreKey>,
 ) -> Option<(u64, [u8; 64])> {
@@ -214,7 +221,8 @@ pub(super) fn decode_slot(
         return None;
     }
     let key = find(key)?;
-    key.verify(HEAD_MAC, seq, &hash, mac).then_some((seq, hash))
+    key.verify(HEAD_MAC[pos % 2], seq, &hash, mac)
+        .then_some((seq, hash))
 }
 
 #[cfg(test)]
@@ -238,7 +246,8 @@ mod tests {
             (1, GENESIS, hash, "k1", &rec[..])
         );
         assert!(k.verify(RECORD_MAC, 1, &f.hash, f.mac));
-        assert!(!k.verify(HEAD_MAC, 1, &f.hash, f.mac));
+        assert!(!k.verify(HEAD_MAC[0], 1, &f.hash, f.mac));
+        assert!(!k.verify(HEAD_MAC[1], 1, &f.hash, f.mac));
         let text = std::str::from_utf8(body).unwrap();
         for bad in [
             text.replacen("{\"seq\":1", "{\"seq\":01", 1),
@@ -262,15 +271,34 @@ mod tests {
     fn head_slots_verify_only_under_their_key() {
         let k = key();
         let other = StoreKey::new("k1", vec![8; 32]).unwrap();
-        let slot = encode_slot(42, &GENESIS, &k);
-        assert_eq!(decode_slot(&slot, |_| Some(k.clone())), Some((42, GENESIS)));
-        assert_eq!(decode_slot(&slot, |_| Some(other.clone())), None);
-        assert_eq!(decode_slot(&slot, |_| None), None);
-        let zero = encode_slot(0, &GENESIS, &k);
-        assert_eq!(decode_slot(&zero, |_| Some(k.clone())), Some((0, GENESIS)));
+        let slot = encode_slot(0, 42, &GENESIS, &k);
+        assert_eq!(
+            decode_slot(0, &slot, |_| Some(k.clone())),
+            Some((42, GENESIS))
+        );
+        assert_eq!(decode_slot(0, &slot, |_| Some(other.clone())), None);
+        assert_eq!(decode_slot(0, &slot, |_| None), None);
+        let zero = encode_slot(1, 0, &GENESIS, &k);
+        assert_eq!(
+            decode_slot(1, &zero, |_| Some(k.clone())),
+            Some((0, GENESIS))
+        );
         let mut flipped = slot;
         flipped[8] ^= 1;
-        assert_eq!(decode_slot(&flipped, |_| Some(k.clone())), None);
-        assert_eq!(decode_slot(&[0u8; SLOT], |_| Some(k.clone())), None);
+        assert_eq!(decode_slot(0, &flipped, |_| Some(k.clone())), None);
+        assert_eq!(decode_slot(0, &[0u8; SLOT], |_| Some(k.clone())), None);
+    }
+
+    #[test]
+    fn a_head_slot_authenticates_only_at_its_own_position() {
+        let k = key();
+        for pos in [0, 1] {
+            let slot = encode_slot(pos, 7, &GENESIS, &k);
+            assert_eq!(
+                decode_slot(pos, &slot, |_| Some(k.clone())),
+                Some((7, GENESIS))
+            );
+            assert_eq!(decode_slot(1 - pos, &slot, |_| Some(k.clone())), None);
+        }
     }
 }

@@ -18,8 +18,11 @@ type HmacSha256 = Hmac<Sha256>;
 ///
 /// The process that writes the store holds the key; whoever can reach the file but not the key
 /// can neither append a record (an approval by an outsider), change one, nor remove one
-/// unnoticed (see the [store docs](super::FileApprovalStore)). Use a key of its own, not the
-/// audit key: the two protect different files and rotate independently.
+/// unnoticed (see the [store docs](super::FileApprovalStore)). The key that binds approved
+/// arguments ([`ArgsKey::from_store_key`](crate::escalation::ArgsKey::from_store_key)) is derived
+/// from it, so it also keeps the argument hashes in records, tickets and requests from being
+/// tested against guesses of secret values. Use a key of its own, not the audit key: the two
+/// protect different files and rotate independently.
 ///
 /// The secret lives in a [`secrecy`] box: `Debug` shows the id only. Cloning shares the secret.
 ///
@@ -154,6 +157,16 @@ impl StoreKey {
         mac.update(b"\n");
         mac.update(hash_hex);
         mac
+    }
+
+    /// A secret for another purpose, independent of the record MACs: `HMAC-SHA-256(secret,
+    /// domain || key_id)` (see [`ArgsKey::from_store_key`](crate::escalation::ArgsKey::from_store_key)).
+    pub(crate) fn derive(&self, domain: &[u8]) -> Vec<u8> {
+        let mut mac = HmacSha256::new_from_slice(self.inner.secret.expose_secret())
+            .unwrap_or_else(|_| HmacSha256::new(&Default::default()));
+        mac.update(domain);
+        mac.update(self.inner.id.as_bytes());
+        mac.finalize().into_bytes().to_vec()
     }
 
     /// The MAC as 64 lower-case hex digits.

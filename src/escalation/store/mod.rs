@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::binding::ArgsKey;
 use super::error::StoreError;
 use super::request::{ApprovalId, ApprovalRequest, Approver, Decision};
 use crate::call::canonical::MAX_DEPTH;
@@ -149,14 +150,31 @@ pub trait ApprovalStore: Send + Sync {
     fn append(&self, rec: &StoreRecord) -> Result<(), StoreError>;
     /// Every record, in append order.
     fn load(&self) -> Result<Vec<StoreRecord>, StoreError>;
+
+    /// The keys the queue binds approved arguments with ([`ArgsHash`](super::ArgsHash)), asked
+    /// once when a queue opens over the store: the first makes the hash of every new request;
+    /// the others (of retired store keys) are accepted for requests recorded under them.
+    ///
+    /// Every queue opened over the store must get the same keys, or the requests it replays can
+    /// never be consumed (their hashes were made under a key it does not have: refused, fail
+    /// closed). A store whose records outlive the process returns keys derived from a secret
+    /// that outlives it too ([`ArgsKey::from_store_key`]); [`MemoryApprovalStore`] generates one
+    /// the first time it is asked and keeps it. The default, no key, is right only for a store
+    /// that no second queue ever opens: the queue then generates a random key of its own.
+    fn args_keys(&self) -> Result<Vec<ArgsKey>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Records in memory (tests, or processes that accept losing pending approvals on restart). No
 /// integrity protection: whoever holds a reference can append anything; the queue re-checks
-/// decisions of open requests when it replays.
+/// decisions of open requests when it replays. Its [`args_keys`](ApprovalStore::args_keys) is
+/// one random key, generated when a queue first asks, and kept for every queue opened over the
+/// store later.
 #[derive(Debug, Default)]
 pub struct MemoryApprovalStore {
     records: Mutex<Vec<StoreRecord>>,
+    args_key: Mutex<Option<ArgsKey>>,
 }
 
 impl MemoryApprovalStore {
@@ -190,5 +208,13 @@ impl ApprovalStore for MemoryApprovalStore {
 
     fn load(&self) -> Result<Vec<StoreRecord>, StoreError> {
         Ok(self.records.lock().clone())
+    }
+
+    fn args_keys(&self) -> Result<Vec<ArgsKey>, StoreError> {
+        let mut key = self.args_key.lock();
+        if key.is_none() {
+            *key = Some(ArgsKey::generate().map_err(|e| StoreError::Random(e.to_string()))?);
+        }
+        Ok(key.iter().cloned().collect())
     }
 }

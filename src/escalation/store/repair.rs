@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreRecord;
 use super::file::{
-    FileApprovalStore, Head, StoreLock, check_head, create_head, read_head, scan, sibling,
-    sync_parent,
+    FileApprovalStore, StoreLock, check_head, create_head, read_head, scan, sibling, sync_parent,
 };
 use super::frame;
 use super::key::{Keys, StoreKey};
@@ -143,8 +142,8 @@ impl FileApprovalStore {
             sync_parent(&saved).map_err(io(&saved))?;
             saved.file_name().map(|n| n.to_string_lossy().into_owned())
         };
-        let head_seq = match head {
-            Head::Valid { seq, .. } if seq > scan.last_seq => Some(seq),
+        let head_seq = match head.vouched() {
+            Some((seq, _)) if seq > scan.last_seq => Some(seq),
             _ => None,
         };
         let lines = removed

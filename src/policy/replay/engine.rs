@@ -11,7 +11,7 @@ use super::{
 };
 use crate::call::{AgentId, RuleId, RunContext, RunId, ToolCall};
 use crate::clock::{ManualClock, MonoTime};
-use crate::escalation::{EscalationGate, GateInput, exact_args};
+use crate::escalation::{EscalationGate, GateInput, args_are_exact};
 use crate::guard::{DetachedPermit, Guard, GuardError, Permit, Run};
 use crate::policy::{Bindings, Policy};
 use crate::verdict::{Outcome, Verdict};
@@ -599,7 +599,7 @@ fn escalation(
     }
     let matched = gate.evaluate(&input);
     let first = matched.iter().next()?;
-    if exact_args(call.args()).is_err() {
+    if !args_are_exact(call.args()) {
         return Some(Err(()));
     }
     Some(Ok(gate
