@@ -327,7 +327,7 @@ fn codes(e: &ReplayExample) -> (String, Option<String>, String, Option<String>, 
         e.old.code.clone(),
         e.new.decision.as_str().to_owned(),
         e.new.code.clone(),
-        e.uncertain,
+        e.uncertain.is_some(),
         e.resumed,
     )
 }
@@ -509,7 +509,7 @@ fn tightened_and_loosened_candidate_reports_each_change_with_examples() {
             .examples
             .values()
             .flatten()
-            .all(|e| !e.uncertain && e.tool != "send_email")
+            .all(|e| e.uncertain.is_none() && e.tool != "send_email")
     );
 
     let reason = &report.examples_of(ReplayChange::DenyReasonChanged);
@@ -546,12 +546,19 @@ fn tightened_and_loosened_candidate_reports_each_change_with_examples() {
     );
     assert!(
         text.contains(
-            "total: 6 of 18 decisions would change; 2 more cannot be determined (redacted \
-             arguments), 1 of them changed on the placeholders"
+            "total: 6 of 18 decisions would change; 2 more cannot be determined, 1 of them \
+             changed without what the log lacks"
         ),
         "{text}"
     );
-    assert!(text.contains("UNCERTAIN (first 2 of 2)"), "{text}");
+    assert!(
+        text.contains(
+            "UNCERTAIN (first 2 of 2), not counted as changes:\n  2 with redacted or omitted \
+             arguments: "
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("[flow]"), "{text}");
     assert!(
         text.contains("send_email (call c8): allow -> escalate [unsure-email] (on placeholders)"),
         "{text}"
@@ -848,6 +855,58 @@ fn an_event_that_does_not_parse_stops_the_replay_even_on_a_sound_chain() {
 }
 
 #[test]
+fn calls_the_candidates_flow_rules_check_are_uncertain() {
+    // The candidate adds a flow rule: a search query must come from the user or a trusted
+    // source. Where the recorded queries came from is not in the log, so every search that
+    // reaches the flow stage is uncertain; the two searches an earlier stage denies (too long,
+    // the loop) and the one during the suspension stay certain.
+    let dir = TempDir::new("flow");
+    record_session(dir.path());
+    let flow = r#"
+[flow]
+default_output = { integrity = "untrusted", tier = "internal" }
+[flow.tools.search.args.q]
+accepts = ["user", "trusted"]
+on_violation = "escalate"
+"#;
+    let candidate = policy(&A, flow);
+    let report = candidate.replay(dir.path()).run().unwrap();
+    assert_eq!(report.decisions, 18);
+    // Searches: 9 in all; 6 allowed before the flow stage, 3 denied before it.
+    assert_eq!(report.uncertain_flow, 6, "{report}");
+    assert_eq!(report.uncertain_redacted, 2, "{report}");
+    assert_eq!(report.uncertain.total(), 8, "{report}");
+    assert_eq!(report.changes.total(), 10, "{report}");
+    assert_eq!(report.changed(), 0, "{report}");
+    let searches: Vec<_> = report
+        .uncertain_examples
+        .iter()
+        .filter(|e| e.tool == "search")
+        .map(|e| e.uncertain.unwrap())
+        .collect();
+    assert!(!searches.is_empty());
+    assert!(
+        searches
+            .iter()
+            .all(|u| u.flow_provenance && !u.redacted_arguments)
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("  6 checked by the candidate's [flow] rules: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("run r1 search (call c1): allow -> allow (flow rules not applied)"),
+        "{text}"
+    );
+
+    // Without the flow rule the same searches are certain.
+    let plain = policy(&A, "").replay(dir.path()).run().unwrap();
+    assert_eq!(plain.uncertain_flow, 0);
+    assert_eq!(plain.changes.total(), 16);
+}
+
+#[test]
 fn redacted_arguments_are_uncertain_never_guessed() {
     // The candidate limits e-mail bodies to 20 characters. The recorded bodies are the
     // placeholder `[REDACTED:sensitive]` (20 characters: it passes); the agent's real body,
@@ -882,15 +941,24 @@ fn redacted_arguments_are_uncertain_never_guessed() {
     let tools: Vec<_> = report
         .uncertain_examples
         .iter()
-        .map(|e| (e.tool.as_str(), e.call_id.as_deref(), e.uncertain))
+        .map(|e| {
+            let u = e.uncertain.unwrap();
+            (
+                e.tool.as_str(),
+                e.call_id.as_deref(),
+                u.redacted_arguments,
+                u.flow_provenance,
+            )
+        })
         .collect();
     assert_eq!(
         tools,
         [
-            ("send_email", Some("c8"), true),
-            ("send_email", Some("c9"), true)
+            ("send_email", Some("c8"), true, false),
+            ("send_email", Some("c9"), true, false)
         ]
     );
+    assert_eq!((report.uncertain_redacted, report.uncertain_flow), (2, 0));
     assert!(report.per_tool.is_empty());
 
     // Under a limit the placeholder fails too, still uncertain: never a would-block.
@@ -925,7 +993,11 @@ fn progress_is_reported_and_the_report_serialises() {
     assert_eq!(json["uncertain_examples"][0]["new"]["rule"], "unsure-email");
     assert_eq!(json["uncertain"]["would_escalate"], 1);
     assert_eq!(json["uncertain_examples"][0]["call_id"], "c8");
-    assert_eq!(json["uncertain_examples"][0]["uncertain"], true);
+    assert_eq!(
+        json["uncertain_examples"][0]["uncertain"]["redacted_arguments"],
+        true
+    );
+    assert_eq!(json["uncertain_redacted"], 2);
     assert!(json["elapsed_secs"].is_f64());
 }
 

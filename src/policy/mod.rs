@@ -95,7 +95,7 @@ pub use locate::{Location, locate};
 pub use matrix::MatrixFormat;
 pub use replay::{
     ChangeCounts, DecisionKind, Replay, ReplayChange, ReplayDecision, ReplayError, ReplayExample,
-    ReplayReport,
+    ReplayReport, Uncertainty,
 };
 pub use review::Warning;
 pub use sign::{

@@ -7,11 +7,12 @@ use std::time::Instant;
 use super::event::{Event, ignorable, required};
 use super::{
     ChangeCounts, DecisionKind, Replay, ReplayChange, ReplayDecision, ReplayError, ReplayExample,
-    ReplayReport,
+    ReplayReport, Uncertainty,
 };
 use crate::call::{AgentId, RuleId, RunContext, RunId, ToolCall};
 use crate::clock::{ManualClock, MonoTime};
 use crate::escalation::{EscalationGate, GateInput, args_are_exact};
+use crate::flow::FlowRules;
 use crate::guard::{DetachedPermit, Guard, GuardError, Permit, Run};
 use crate::policy::{Bindings, Policy};
 use crate::verdict::{Outcome, Verdict};
@@ -96,6 +97,8 @@ pub(super) struct Engine<'p> {
     candidate: &'p Policy,
     guard: Guard,
     gate: Option<&'p EscalationGate>,
+    /// The candidate's flow rules, which the replay cannot apply (see `decision`).
+    flow: Option<&'p FlowRules>,
     clock: Arc<ManualClock>,
     /// `time_unix_nano` of the first record: the clock's zero.
     t0: Option<u64>,
@@ -116,6 +119,8 @@ struct Tally {
     decisions: u64,
     changes: ChangeCounts,
     uncertain: ChangeCounts,
+    uncertain_redacted: u64,
+    uncertain_flow: u64,
     per_tool: BTreeMap<String, ChangeCounts>,
     other_tools: ChangeCounts,
     examples: BTreeMap<ReplayChange, Vec<ReplayExample>>,
@@ -197,6 +202,9 @@ impl<'p> Engine<'p> {
         doc.escalation = None;
         doc.audit = None;
         doc.credentials = None;
+        // Flow rules decide on where argument values came from: the tool outputs and prompts
+        // a run saw, which the log never records (see `decision`).
+        doc.flow = None;
         let bare = Policy::from_document(doc)?;
         let clock = Arc::new(ManualClock::new());
         let guard = bare.guard(Bindings::new().clock(clock.clone()))?;
@@ -204,6 +212,7 @@ impl<'p> Engine<'p> {
             candidate,
             guard,
             gate: candidate.escalation(),
+            flow: candidate.flow(),
             clock,
             t0: None,
             runs: HashMap::new(),
@@ -230,6 +239,8 @@ impl<'p> Engine<'p> {
             decisions: t.decisions,
             changes: t.changes,
             uncertain: t.uncertain,
+            uncertain_redacted: t.uncertain_redacted,
+            uncertain_flow: t.uncertain_flow,
             per_tool: t.per_tool,
             other_tools: t.other_tools,
             examples: t.examples,
@@ -521,8 +532,17 @@ impl<'p> Engine<'p> {
         };
         // What the candidate made of placeholders is not its decision on the agent's values,
         // unless it decided before reading any argument.
-        let uncertain =
+        let redacted =
             hidden && !(new.kind == DecisionKind::Deny && decided_before_arguments(new.code));
+        // The candidate's flow stage, after the boundary and limits and before the gate, would
+        // read the run's provenance index, which the log cannot rebuild: a call it checks is
+        // uncertain unless an earlier stage denied it.
+        let flow_unknown = self.flow.is_some_and(|f| f.checks(tool))
+            && !(new.kind == DecisionKind::Deny && new.code != Some("escalation_failed"));
+        let uncertain = (redacted || flow_unknown).then_some(Uncertainty {
+            redacted_arguments: redacted,
+            flow_provenance: flow_unknown,
+        });
         self.tally(seq, run_id, tool, call_id, &old, &new, uncertain, resumed);
         Ok(())
     }
@@ -536,7 +556,7 @@ impl<'p> Engine<'p> {
         call_id: Option<&str>,
         old: &Decided<'_>,
         new: &Decided<'_>,
-        uncertain: bool,
+        uncertain: Option<Uncertainty>,
         resumed: bool,
     ) {
         let t = &mut self.report;
@@ -554,9 +574,11 @@ impl<'p> Engine<'p> {
             uncertain,
             resumed,
         };
-        if uncertain {
+        if let Some(u) = uncertain {
             // Counted apart, never as a change or an unchanged decision.
             t.uncertain.add(change);
+            t.uncertain_redacted += u64::from(u.redacted_arguments);
+            t.uncertain_flow += u64::from(u.flow_provenance);
             if t.uncertain_examples.len() < self.max_examples {
                 t.uncertain_examples.push(example());
             }

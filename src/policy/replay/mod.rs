@@ -10,6 +10,7 @@ use std::time::Instant;
 
 pub use report::{
     ChangeCounts, DecisionKind, ReplayChange, ReplayDecision, ReplayExample, ReplayReport,
+    Uncertainty,
 };
 
 use super::{BindError, DocumentError, Policy};
@@ -101,6 +102,11 @@ impl From<VerifyError> for ReplayError {
 ///   switch, open breaker, role, tool, clearance, read-only run) is certain whatever the values
 ///   were. (Argument text the agent wrote that merely contains a placeholder's marker is taken
 ///   as redacted too: it errs towards uncertain.)
+/// - **Flow rules: uncertain.** The candidate's `[flow]` rules decide on where argument values
+///   came from (the tool outputs and prompts a run saw), which the log never records. The
+///   replay guard is built without them; a call they check is uncertain unless a stage before
+///   the flow stage (kill switch, breaker, boundary, loops, rate limits, baseline, budgets)
+///   denied it.
 /// - **Arguments as recorded.** The recorded arguments are re-checked as raw JSON text: the
 ///   text the agent gave, minified, or the serialised form of arguments given as a value, so
 ///   numbers are read exactly as the log shows them. The raw-size limit applies to the minified

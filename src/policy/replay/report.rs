@@ -236,13 +236,25 @@ pub struct ReplayExample {
     pub old: ReplayDecision,
     /// What the candidate decides.
     pub new: ReplayDecision,
-    /// The decision cannot be determined: the recorded arguments hold redacted or omitted
-    /// values, so the candidate saw placeholders where the agent gave real values (see
-    /// [`ReplayReport::uncertain`]). Set on [`ReplayReport::uncertain_examples`] only.
-    pub uncertain: bool,
+    /// Why the decision cannot be determined (see [`ReplayReport::uncertain`]); set on
+    /// [`ReplayReport::uncertain_examples`] only.
+    pub uncertain: Option<Uncertainty>,
     /// The call was the resumption of an approved escalation (re-checked without the
     /// escalation gate, as [`Guard::resume`](crate::Guard::resume) does).
     pub resumed: bool,
+}
+
+/// Why a decision's result under the candidate cannot be determined from the log (one or both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Uncertainty {
+    /// The recorded arguments hold redacted or omitted values (or a `malformed_args` denial
+    /// whose original text the record may not show): the candidate saw placeholders where the
+    /// agent gave real values.
+    pub redacted_arguments: bool,
+    /// The candidate's `[flow]` rules check the tool: they decide on where the argument values
+    /// came from (tool outputs and prompts the run saw), which the log never records.
+    pub flow_provenance: bool,
 }
 
 fn per_sec(n: u64, d: Duration) -> f64 {
@@ -273,15 +285,26 @@ pub struct ReplayReport {
     /// counted here (see [`uncertain`](Self::uncertain)).
     pub changes: ChangeCounts,
     /// Decisions whose result under the candidate **cannot be determined**, counted apart from
-    /// [`changes`](Self::changes): their recorded arguments hold redacted or omitted values
-    /// (keyed hashes, `[REDACTED:...]` placeholders, `{"tollgate.omitted": ...}`), or they were
-    /// denied as `malformed_args` and the record may not show what made them so. The candidate
-    /// saw the placeholders, never a guessed value; the counts are per change *as decided on
-    /// the placeholders*, which the real values may not share (a tighter limit on a redacted
-    /// field can block the value and pass the placeholder, or the reverse). A call the
-    /// candidate refuses before it reads any argument (kill switch, open breaker, role, tool,
-    /// clearance, read-only run, refused run) is decided for certain and counted in `changes`.
+    /// [`changes`](Self::changes) (see [`Uncertainty`]):
+    ///
+    /// - their recorded arguments hold redacted or omitted values (keyed hashes,
+    ///   `[REDACTED:...]` placeholders, `{"tollgate.omitted": ...}`), or they were denied as
+    ///   `malformed_args` and the record may not show what made them so. The candidate saw the
+    ///   placeholders, never a guessed value. A call the candidate refuses before it reads any
+    ///   argument (kill switch, open breaker, role, tool, clearance, read-only run, refused run)
+    ///   is decided for certain and counted in `changes`;
+    /// - or the candidate's `[flow]` rules check the tool, and no stage before the flow stage
+    ///   denied the call: where its argument values came from is not in the log.
+    ///
+    /// The counts are per change *as decided without that knowledge* (on the placeholders,
+    /// flow rules not applied), which the real call may not share: a tighter limit on a
+    /// redacted field can block the value and pass the placeholder, or the reverse.
     pub uncertain: ChangeCounts,
+    /// Uncertain decisions with redacted or omitted arguments.
+    pub uncertain_redacted: u64,
+    /// Uncertain decisions the candidate's flow rules check (a decision may be counted here
+    /// and in [`uncertain_redacted`](Self::uncertain_redacted)).
+    pub uncertain_flow: u64,
     /// Certain changed decisions per tool (tools with at least one change; unchanged and
     /// uncertain decisions are not counted per tool). At most
     /// [`Replay::MAX_TOOLS`](super::Replay::MAX_TOOLS) tools; the rest are summed in
@@ -291,8 +314,8 @@ pub struct ReplayReport {
     pub other_tools: ChangeCounts,
     /// The first examples of each certain change, in log order.
     pub examples: BTreeMap<ReplayChange, Vec<ReplayExample>>,
-    /// The first uncertain decisions, in log order, each with what the candidate decided on
-    /// the placeholders (as many as examples of each change are kept).
+    /// The first uncertain decisions, in log order, each with what the candidate decided
+    /// without the missing knowledge (as many as examples of each change are kept).
     pub uncertain_examples: Vec<ReplayExample>,
     /// Resumed calls of approved escalations (re-checked without the gate).
     pub resumed: u64,
@@ -422,9 +445,23 @@ impl fmt::Display for ReplayReport {
             writeln!(f)?;
             writeln!(
                 f,
-                "UNCERTAIN (first {} of {uncertain}): redacted or omitted arguments, so the candidate saw placeholders, not the values the agent gave; not counted as changes:",
+                "UNCERTAIN (first {} of {uncertain}), not counted as changes:",
                 self.uncertain_examples.len(),
             )?;
+            if self.uncertain_redacted > 0 {
+                writeln!(
+                    f,
+                    "  {} with redacted or omitted arguments: the candidate saw placeholders, not the values the agent gave",
+                    self.uncertain_redacted
+                )?;
+            }
+            if self.uncertain_flow > 0 {
+                writeln!(
+                    f,
+                    "  {} checked by the candidate's [flow] rules: where their values came from is not in the log (decided without those rules)",
+                    self.uncertain_flow
+                )?;
+            }
             for e in &self.uncertain_examples {
                 example(f, e)?;
             }
@@ -467,7 +504,7 @@ impl fmt::Display for ReplayReport {
         if uncertain > 0 {
             write!(
                 f,
-                "; {uncertain} more cannot be determined (redacted arguments), {} of them changed on the placeholders",
+                "; {uncertain} more cannot be determined, {} of them changed without what the log lacks",
                 self.uncertain.changed()
             )?;
         }
@@ -488,8 +525,13 @@ fn example(f: &mut fmt::Formatter<'_>, e: &ReplayExample) -> fmt::Result {
         write!(f, " (call {})", id.escape_debug())?;
     }
     write!(f, ": {} -> {}", e.old, e.new)?;
-    if e.uncertain {
-        f.write_str(" (on placeholders)")?;
+    if let Some(u) = e.uncertain {
+        if u.redacted_arguments {
+            f.write_str(" (on placeholders)")?;
+        }
+        if u.flow_provenance {
+            f.write_str(" (flow rules not applied)")?;
+        }
     }
     if e.resumed {
         f.write_str(" (resumed after approval)")?;
