@@ -66,7 +66,9 @@ use super::{GuardBuilder, GuardError, Permit};
 use crate::audit::{AuditError, EventKind};
 use crate::call::{Args, Principal, RuleId, ToolCall};
 use crate::escalation::{Reason, Ticket};
-use crate::flow::{EndorsementScope, FlowAction, FlowRules, FlowTracker, Integrity, Label, Output};
+use crate::flow::{
+    EndorsementScope, FlowAction, FlowReport, FlowRules, FlowTracker, Integrity, Label, Output,
+};
 
 impl GuardBuilder {
     /// Checks calls against `rules` (a compiled `[flow]` section) after the boundary and the
@@ -106,41 +108,50 @@ impl Shared {
         if !rules.checks(call.tool()) {
             return Ok(FlowStage::Pass);
         }
-        let (decision, mut report) = {
+        // The report names tiers and compartments (allocations): built only for a record or an
+        // explanation, so an allowed call without an audit sink pays for the check alone.
+        let (decision, report) = {
             let mut slot = run.flow.lock();
             let tracker = slot.get_or_insert_with(|| rules.tracker());
             let decision = rules.check(tracker, call.tool(), call.args());
-            let report = rules.report(tracker, &decision);
+            let wanted = decision.action != FlowAction::Allow
+                || (self.audit.is_some() && !decision.findings.is_empty());
+            let report = wanted.then(|| rules.report(tracker, &decision));
             (decision, report)
         };
-        if decision.action == FlowAction::Escalate
-            && let Some(t) = grant
-        {
-            report.endorsed_by_approval = Some(t.approval.as_str().to_owned());
-        }
         let version = snap.version();
-        if !decision.findings.is_empty() || decision.action != FlowAction::Allow {
-            self.record_marked(
-                Some(run),
-                EventKind::Flow {
-                    tool: call.tool(),
-                    call_id: call.call_id(),
-                    report: &report,
-                },
-                || Some(snap.boundary.audit_marks(call.tool())),
-            )
-            .map_err(|e| self.audit_denial(e, version))?;
-        }
+        let report = match report {
+            Some(mut report) => {
+                if decision.action == FlowAction::Escalate
+                    && let Some(t) = grant
+                {
+                    report.endorsed_by_approval = Some(t.approval.as_str().to_owned());
+                }
+                self.record_marked(
+                    Some(run),
+                    EventKind::Flow {
+                        tool: call.tool(),
+                        call_id: call.call_id(),
+                        report: &report,
+                    },
+                    || Some(snap.boundary.audit_marks(call.tool())),
+                )
+                .map_err(|e| self.audit_denial(e, version))?;
+                Some(report)
+            }
+            None => None,
+        };
+        let explain = || report.as_ref().map(FlowReport::explain).unwrap_or_default();
         let rule = || decision.rule.clone().unwrap_or_else(|| RuleId::new("flow"));
         Ok(match decision.action {
             FlowAction::Allow => FlowStage::Pass,
             FlowAction::Quarantine => FlowStage::Quarantine(rule()),
-            FlowAction::Escalate => FlowStage::Escalate(Reason::new(rule(), report.explain())),
+            FlowAction::Escalate => FlowStage::Escalate(Reason::new(rule(), explain())),
             FlowAction::Deny => {
                 return Err(crate::verdict::Denial::new(
                     crate::verdict::DenyCode::FlowViolation,
                     rule(),
-                    report.explain(),
+                    explain(),
                 )
                 .with_version(version));
             }
