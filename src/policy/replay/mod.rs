@@ -31,7 +31,8 @@ pub enum ReplayError {
     /// The replay guard cannot be built from the candidate.
     #[error("the candidate policy cannot build a replay guard: {0}")]
     Bind(#[from] BindError),
-    /// A record lacks a field the replay needs, or holds one of another shape.
+    /// A record's event is not JSON, lacks a field the replay needs, or holds one of another
+    /// shape (only a well-formed event of a kind the replay does not act on may).
     #[error("record seq {seq}: `{field}`: {reason}")]
     Malformed {
         /// The record.
@@ -53,9 +54,10 @@ impl From<VerifyError> for ReplayError {
 /// call of the log under the candidate and reports what would change. Made by [`Policy::replay`].
 ///
 /// It streams a [`FileSink`](crate::audit::file::FileSink) directory, checking every record
-/// against the hash chain exactly as a [`Query`](crate::audit::query::Query) verifying while
-/// reading does (unless told not to), and drives a **fresh guard built from the candidate**
-/// through the recorded history:
+/// against the hash chain as a [`Query`](crate::audit::query::Query) verifying while reading
+/// does (unless told not to; the event's JSON is checked by the replay's own parse of it, and an
+/// event that does not parse stops the replay with [`ReplayError::Malformed`], whatever its
+/// kind), and drives a **fresh guard built from the candidate** through the recorded history:
 ///
 /// - its clock is a [`ManualClock`](crate::clock::ManualClock) moved to each record's `time_unix_nano`, so wall-time
 ///   budgets, rate limits, loop windows and breaker waits see the time that passed then;
