@@ -664,3 +664,21 @@ fn reload_switches_modes() {
         Some(DenyCode::ArgumentOutOfRange)
     );
 }
+
+#[test]
+fn shadow_does_not_admit_a_run_whose_role_the_policy_no_longer_defines() {
+    let f = fixture(SHADOW_ALL);
+    let run = f.guard.start_run(RunContext::new("bot", "intern")).unwrap();
+    let without_intern = billing(SHADOW_ALL).replace(
+        "[roles.intern]\ntools = [\"lookup_invoice\", \"note\"]\n",
+        "",
+    );
+    assert_ne!(without_intern, billing(SHADOW_ALL));
+    f.guard
+        .reload(&Policy::from_toml(&without_intern).unwrap(), "test")
+        .unwrap();
+    let v = f
+        .guard
+        .check(&run, &ToolCall::new("note", r#"{"text": "x"}"#));
+    assert_eq!(v.deny_code(), Some(DenyCode::UnknownRole));
+}
