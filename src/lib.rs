@@ -88,6 +88,7 @@ pub mod escalation;
 pub mod flow;
 pub mod guard;
 mod hex;
+pub mod mode;
 pub mod policy;
 pub mod units;
 pub mod verdict;

@@ -88,6 +88,10 @@ pub enum DenyCode {
     /// accept for it ([`crate::flow`]), or the run's context already holds data the call may
     /// not be mixed with.
     FlowViolation,
+    /// The run is in [recommend mode](crate::mode::Mode::Recommend): the call is never executed
+    /// through the guard but recorded as a [`Recommendation`](crate::mode::Recommendation) for a
+    /// human ([`Denial::recommendation`]).
+    Recommended,
 }
 
 impl DenyCode {
@@ -126,6 +130,7 @@ impl DenyCode {
             DenyCode::ApprovalInvalid => "approval_invalid",
             DenyCode::EscalationFailed => "escalation_failed",
             DenyCode::FlowViolation => "flow_violation",
+            DenyCode::Recommended => "recommended",
         }
     }
 
@@ -186,6 +191,8 @@ pub struct Denial {
     rule: RuleId,
     reason: Cow<'static, str>,
     policy_version: Option<PolicyVersion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recommendation: Option<std::sync::Arc<crate::mode::Recommendation>>,
 }
 
 impl Denial {
@@ -196,7 +203,19 @@ impl Denial {
             rule,
             reason: reason.into(),
             policy_version: None,
+            recommendation: None,
         }
+    }
+
+    pub(crate) fn with_recommendation(mut self, r: crate::mode::Recommendation) -> Self {
+        self.recommendation = Some(std::sync::Arc::new(r));
+        self
+    }
+
+    /// The recommendation, for a [`DenyCode::Recommended`] denial: the call the agent proposed,
+    /// for a human to act on.
+    pub fn recommendation(&self) -> Option<&crate::mode::Recommendation> {
+        self.recommendation.as_deref()
     }
 
     pub(crate) fn with_version(mut self, v: PolicyVersion) -> Self {
@@ -231,6 +250,8 @@ impl Denial {
     pub fn agent_message(&self) -> Cow<'_, str> {
         if self.code.reveals_hidden_tool() || self.code == DenyCode::UnknownTool {
             Cow::Borrowed("tool not available")
+        } else if self.code == DenyCode::Recommended {
+            Cow::Borrowed("not executed: the call was recorded as a recommendation for a human")
         } else {
             Cow::Borrowed(&self.reason)
         }
@@ -284,6 +305,12 @@ impl<'a> Verdict<'a> {
     /// The deny code, if this is a denial.
     pub fn deny_code(&self) -> Option<DenyCode> {
         self.denial().map(Denial::code)
+    }
+
+    /// The recommendation, if the call was in [recommend mode](crate::mode::Mode::Recommend)
+    /// (a [`DenyCode::Recommended`] denial: nothing runs).
+    pub fn recommendation(&self) -> Option<&crate::mode::Recommendation> {
+        self.denial().and_then(Denial::recommendation)
     }
 
     /// The permit, or what stood in its way.

@@ -105,6 +105,13 @@ pub struct AuditEvent<'a> {
     /// What the policy says about the records of the event's tool: redacted arguments and
     /// retention class (`None`: nothing redacted, no class).
     pub marks: Option<&'a AuditMarks>,
+    /// The [mode](crate::mode) a decision was made in: written as `tollgate.mode` on decision
+    /// records when it is not [`Mode::Enforce`](crate::mode::Mode::Enforce).
+    pub mode: crate::mode::Mode,
+    /// What `enforce` would have decided, for a decision in a mode that did not act on it
+    /// (shadow, recommend): written as `tollgate.shadow.decision`, `tollgate.shadow.deny.code`,
+    /// `tollgate.shadow.rule` and `tollgate.shadow.reason`.
+    pub would_be: Option<&'a crate::mode::WouldBe>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -124,7 +131,21 @@ impl<'a> AuditEvent<'a> {
             agent,
             kind,
             marks: None,
+            mode: crate::mode::Mode::Enforce,
+            would_be: None,
         }
+    }
+
+    /// The event with the mode its decision was made in and, for a mode that did not act on
+    /// it, what `enforce` would have decided.
+    pub fn with_mode(
+        mut self,
+        mode: crate::mode::Mode,
+        would_be: Option<&'a crate::mode::WouldBe>,
+    ) -> Self {
+        self.mode = mode;
+        self.would_be = would_be;
+        self
     }
 
     /// The event with its tool's audit marks (see
@@ -244,6 +265,18 @@ pub enum EventKind<'a> {
         call_id: Option<&'a str>,
         /// Its size in bytes.
         bytes: u64,
+    },
+    /// A human acted on a [`Recommendation`](crate::mode::Recommendation)
+    /// ([`Guard::record_human_action`](crate::Guard::record_human_action)).
+    HumanAction {
+        /// The recommendation's id.
+        recommendation: &'a str,
+        /// The tool the human used (`None`: they did nothing).
+        tool: Option<&'a str>,
+        /// Its arguments, as the human gave them (redacted under the marks of `tool`).
+        args: Option<&'a Value>,
+        /// The human's note.
+        note: Option<&'a str>,
     },
     /// The kill switch suspended or resumed something.
     KillSwitch {
@@ -504,6 +537,26 @@ impl AuditEvent<'_> {
                 if !call.flags().is_empty() {
                     o.ser(k!("tollgate.flags"), call.flags());
                 }
+                if let Decision::Deny(d) = decision
+                    && let Some(r) = d.recommendation()
+                {
+                    o.str(k!("tollgate.recommendation.id"), &r.id);
+                }
+                if self.mode != crate::mode::Mode::Enforce {
+                    o.str(k!("tollgate.mode"), self.mode.as_str());
+                }
+                if let Some(w) = self.would_be {
+                    o.str(k!("tollgate.shadow.decision"), w.as_str());
+                    if let Some(code) = w.deny_code() {
+                        o.str(k!("tollgate.shadow.deny.code"), code.as_str());
+                    }
+                    if let Some(rule) = w.rule() {
+                        o.str(k!("tollgate.shadow.rule"), rule.as_str());
+                    }
+                    if let Some(reason) = w.reason() {
+                        o.str(k!("tollgate.shadow.reason"), &reason);
+                    }
+                }
             }
             EventKind::Outcome {
                 tool,
@@ -608,6 +661,20 @@ impl AuditEvent<'_> {
                 o.opt_str(k!("gen_ai.tool.name"), *tool);
                 o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
                 o.u64(k!("tollgate.flow.bytes"), *bytes);
+            }
+            EventKind::HumanAction {
+                recommendation,
+                tool,
+                args,
+                note,
+            } => {
+                o.str(k!("event"), "human_action");
+                o.str(k!("tollgate.recommendation.id"), recommendation);
+                o.opt_str(k!("gen_ai.tool.name"), *tool);
+                if let Some(v) = args {
+                    write_args(&mut o, Args::Value(v), self.marks, redaction);
+                }
+                o.opt_str(k!("tollgate.human.note"), *note);
             }
             EventKind::KillSwitch {
                 action,

@@ -526,6 +526,15 @@ impl ActionBoundary {
         })
     }
 
+    /// The tool named exactly `tool`, whoever asks (for a shadow-mode permit of a call the
+    /// boundary refused).
+    pub(crate) fn admitted_by_name(&self, tool: &str) -> Option<Admitted> {
+        if tool.len() > MAX_TOOL_NAME {
+            return None;
+        }
+        self.tool_index.get(tool).map(|index| Admitted { index })
+    }
+
     /// The information an agent may see about an admitted tool.
     pub(crate) fn tool_info(&self, a: Admitted) -> &ToolInfo {
         &self.tools[a.index()].info

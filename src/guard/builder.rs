@@ -41,6 +41,7 @@ pub struct GuardBuilder {
     policy: Option<crate::policy::Policy>,
     trust: Option<crate::policy::Trust>,
     pub(super) flow: Option<crate::flow::FlowRules>,
+    pub(super) modes: Option<crate::mode::Modes>,
 }
 
 impl GuardBuilder {
@@ -157,7 +158,11 @@ impl GuardBuilder {
         if let Some(rules) = &self.flow {
             super::flow::check_tiers(rules, &self.boundary.document().tiers)?;
         }
+        if let Some(modes) = &self.modes {
+            super::mode::check_modes(modes, &self.boundary, gate.as_deref())?;
+        }
         let snapshot = Snapshot {
+            modes: self.modes,
             flow: self.flow,
             boundary: Arc::new(self.boundary),
             budget: self.budget,
@@ -185,6 +190,7 @@ impl GuardBuilder {
                 classify: self.classify,
                 seq: AtomicU64::new(0),
                 runs: AtomicU64::new(0),
+                recommendations: AtomicU64::new(0),
                 live_runs: parking_lot::Mutex::new(HashSet::new()),
                 suspended_all: AtomicBool::new(false),
                 suspended_agents: ArcSwap::from_pointee(HashSet::new()),
@@ -224,6 +230,7 @@ impl Guard {
             policy: None,
             trust: None,
             flow: None,
+            modes: None,
         }
     }
 }

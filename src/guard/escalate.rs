@@ -17,6 +17,7 @@ use crate::escalation::{
     ApprovalQueue, ApprovalRequest, Escalation, EscalationGate, GateInput, Matched, QueueError,
     QueueObserver, Reason, Resolution, Submission, Ticket, Transition,
 };
+use crate::mode::Mode;
 use crate::verdict::{Denial, DenyCode, Verdict};
 
 /// The queue escalated calls go to (the gate that sends them is part of the policy snapshot).
@@ -73,16 +74,17 @@ impl GuardBuilder {
 }
 
 impl Shared {
-    /// Evaluates the gate; a matched call is submitted to the queue and its escalation recorded
-    /// (`Some(Escalate)`), or denied if that fails. `None`: no rule concerns the call.
-    pub(super) fn escalate<'a>(
+    /// Evaluates the gate (and a flow rule's escalation): `Ok(Some)` is the approval the call
+    /// needs (not yet queued), `Ok(None)` no rule concerns it, `Err` the (unrecorded)
+    /// denial of a call that needs a human but could not be put before one.
+    pub(super) fn gate_escalation(
         &self,
         snap: &Snapshot,
         run: &Run,
         call: &ToolCall<'_>,
         admitted: Admitted,
         flow: Option<Reason>,
-    ) -> Option<Verdict<'a>> {
+    ) -> Result<Option<Escalation>, Denial> {
         let boundary = &*snap.boundary;
         let gate = snap.gate.as_deref();
         let matched = match gate {
@@ -100,21 +102,14 @@ impl Shared {
             None => Matched::NONE,
         };
         if matched.is_empty() && flow.is_none() {
-            return None;
+            return Ok(None);
         }
-        let version = boundary.version();
-        let fail = |why: String| {
-            let d = Denial::new(
-                DenyCode::EscalationFailed,
-                self.rules.escalation.clone(),
-                format!("the call needs a human decision but could not be queued: {why}"),
-            )
-            .with_version(version);
-            Some(self.deny(run, call, d, boundary))
-        };
-        let Some(esc) = &self.escalation else {
-            return fail("the policy escalates but this guard has no approval queue".into());
-        };
+        if self.escalation.is_none() {
+            return Err(self.escalation_failed(
+                snap,
+                "the policy escalates but this guard has no approval queue".into(),
+            ));
+        }
         // The gate's rules and a violated flow rule make one request: the rules' approval
         // (the flow's reason added), or for a flow alone the approval of `escalation.defaults`.
         let escalation = match (gate.and_then(|g| g.escalation(matched)), flow) {
@@ -126,14 +121,52 @@ impl Shared {
             (None, Some(reason)) => match gate.and_then(EscalationGate::default_params) {
                 Some(params) => Escalation::manual(reason, params.clone()),
                 None => {
-                    return fail(
+                    return Err(self.escalation_failed(
+                        snap,
                         "a flow rule escalates but the policy's `escalation.defaults` name no \
                          approvers"
                             .into(),
-                    );
+                    ));
                 }
             },
-            (None, None) => return fail("the matched rules gave no escalation".into()),
+            (None, None) => {
+                return Err(
+                    self.escalation_failed(snap, "the matched rules gave no escalation".into())
+                );
+            }
+        };
+        Ok(Some(escalation))
+    }
+
+    /// The denial of a call that needs a human but cannot be put before one.
+    pub(super) fn escalation_failed(&self, snap: &Snapshot, why: String) -> Denial {
+        Denial::new(
+            DenyCode::EscalationFailed,
+            self.rules.escalation.clone(),
+            format!("the call needs a human decision but could not be queued: {why}"),
+        )
+        .with_version(snap.version())
+    }
+
+    /// Submits `escalation` for the call to the queue and records the escalation
+    /// (`Verdict::Escalate`), or denies the call if that fails.
+    pub(super) fn submit<'a>(
+        &self,
+        snap: &Snapshot,
+        run: &Run,
+        call: &ToolCall<'_>,
+        admitted: Admitted,
+        escalation: Escalation,
+        mode: Mode,
+    ) -> Verdict<'a> {
+        let boundary = &*snap.boundary;
+        let version = boundary.version();
+        let fail = |why: String| {
+            let d = self.escalation_failed(snap, why);
+            self.deny(run, call, d, boundary, mode)
+        };
+        let Some(esc) = &self.escalation else {
+            return fail("the policy escalates but this guard has no approval queue".into());
         };
         // The arguments as approvers see them and the store keeps them: secret values redacted.
         // The grant binds the arguments as proposed: their exact canonical form, hashed under
@@ -160,35 +193,34 @@ impl Shared {
             Ok(r) => r,
             Err(e) => return fail(e.to_string()),
         };
-        let recorded = self.record_marked(
-            Some(run),
-            EventKind::Decision {
-                call,
-                decision: Decision::Escalate(&request),
-                policy_version: Some(version),
-            },
+        let recorded = self.record_decision(
+            run,
+            call,
+            Decision::Escalate(&request),
+            version,
             || Some(boundary.marks_of(admitted)),
+            mode,
+            None,
         );
-        Some(match recorded {
+        match recorded {
             Ok(()) => Verdict::Escalate(Box::new(request)),
             Err(e) => Verdict::Deny(self.audit_denial(e, version)),
-        })
+        }
     }
 
     /// Consumes the approval `ticket` for this exact call (once, ever) by this run: same run
     /// id, agent, trigger and compartment as the request recorded. `None`: consumed, the call
-    /// may proceed; `Some(Deny)` otherwise.
-    pub(super) fn consume_grant<'a>(
+    /// may proceed; `Some` the (unrecorded) denial otherwise.
+    pub(super) fn consume_grant(
         &self,
         run: &Run,
         call: &ToolCall<'_>,
         boundary: &ActionBoundary,
         ticket: &Ticket,
-    ) -> Option<Verdict<'a>> {
+    ) -> Option<Denial> {
         let version = boundary.version();
         let refuse = |code: DenyCode, why: String| {
-            let d = Denial::new(code, self.rules.escalation.clone(), why).with_version(version);
-            Some(self.deny(run, call, d, boundary))
+            Some(Denial::new(code, self.rules.escalation.clone(), why).with_version(version))
         };
         let Some(esc) = &self.escalation else {
             return refuse(
@@ -264,10 +296,14 @@ impl Guard {
     ) -> Verdict<'a> {
         let shared = &*self.shared;
         let snap = shared.policy.load_full();
+        let mode = snap
+            .modes
+            .as_ref()
+            .map_or(Mode::Enforce, |m| m.resolve(&run.ctx, call.tool()));
         let deny = |code: DenyCode, why: String| {
             let d = Denial::new(code, shared.rules.escalation.clone(), why)
                 .with_version(snap.version());
-            shared.deny(run, call, d, &snap.boundary)
+            shared.deny(run, call, d, &snap.boundary, mode)
         };
         let Some(esc) = &shared.escalation else {
             return deny(

@@ -62,13 +62,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::audit::{AuditError, Decision, EventKind};
+use crate::audit::AuditError;
 use crate::boundary::ActionBoundary;
 use crate::breaker::KeyedBreakers;
 use crate::call::ToolCall;
 use crate::escalation::Ticket as ApprovalTicket;
+use crate::mode::Mode;
 use crate::verdict::{Denial, DenyCode, Outcome, PolicyVersion, Refusal, Verdict};
-use flow::FlowStage;
 
 mod builder;
 mod credentials;
@@ -76,6 +76,7 @@ mod escalate;
 mod flow;
 mod kill;
 mod limits;
+mod mode;
 mod permit;
 mod reload;
 mod run;
@@ -88,7 +89,7 @@ pub use limits::{LoopDetection, RunBudget};
 pub use permit::{Cancellation, DetachedPermit, Permit};
 pub use reload::ReloadError;
 pub use run::Run;
-use shared::{Shared, release};
+use shared::Shared;
 
 /// Errors from guard operations other than `check` (which never errors: it denies).
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +116,14 @@ pub enum GuardError {
     /// could resume the other's approved calls and use its credentials.
     #[error("run `{0}` is already live in this guard")]
     DuplicateRun(String),
+    /// [`Guard::record_human_action`] was given an id this run's recommendations do not
+    /// include.
+    #[error("recommendation `{0}` was not made in this run")]
+    UnknownRecommendation(String),
+    /// [`Guard::record_human_action`] was given a recommendation whose human action is already
+    /// recorded.
+    #[error("the human action on recommendation `{0}` is already recorded")]
+    RecommendationAnswered(String),
 }
 
 /// Composes the primitives into one pipeline. Cheap to clone (one `Arc`); share it across threads.
@@ -191,7 +200,14 @@ impl Guard {
         let snap = shared.policy.load_full();
         let boundary = &*snap.boundary;
         let version = boundary.version();
-        // Stage 1: kill switch.
+        let (mode, mode_rule) = match &snap.modes {
+            Some(m) => {
+                let (mode, rule) = m.resolve_rule(&run.ctx, call.tool());
+                (mode, Some(rule.clone()))
+            }
+            None => (Mode::Enforce, None),
+        };
+        // Stage 1: kill switch (in every mode: nothing shadows or recommends past it).
         if let Some(scope) = shared.suspended(run) {
             let d = Denial::new(
                 DenyCode::Suspended,
@@ -199,101 +215,16 @@ impl Guard {
                 format!("suspended by the kill switch ({scope})"),
             )
             .with_version(version);
-            return shared.deny(run, call, d, boundary);
+            return shared.deny(run, call, d, boundary, mode);
         }
-        // Stage 2: circuit breaker (only breakers that exist: unknown tool names never create
-        // one).
-        let mut breaker = None;
-        if let Some(kb) = snap.breakers()
-            && let Some(keyed) = kb.get(run.ctx.agent().as_str(), call.tool())
-        {
-            match keyed.breaker.try_acquire() {
-                Ok(ticket) => breaker = Some((keyed, ticket)),
-                Err(rejected) => {
-                    let d = Denial::new(
-                        DenyCode::CircuitOpen,
-                        shared.rules.breaker.clone(),
-                        rejected.to_string(),
-                    )
-                    .with_version(version);
-                    return shared.deny(run, call, d, boundary);
-                }
-            }
-        }
-        // Stage 3: action boundary. Stage 4: loop detection, rate limits, baseline, budgets.
-        let admitted = boundary.check(&run.ctx, call).and_then(|a| {
-            shared
-                .detect_loop(&snap, run, call)
-                .and_then(|()| shared.rate_limit(&snap, run, call))
-                .and_then(|()| shared.check_baseline(&snap, run, call))
-                .and_then(|()| shared.reserve_budget(&snap, run, call))
-                .map(|r| (a, r))
-                .map_err(|d| d.with_version(version))
-        });
-        let (admitted, reserved) = match admitted {
-            Ok(a) => a,
-            Err(denial) => {
-                release(breaker);
-                return shared.deny(run, call, denial, boundary);
-            }
+        // Stages 2 to 5 decide; the mode says what is done with the decision.
+        let staged = shared.stages(&snap, run, call, grant);
+        let ctx = mode::Decided {
+            mode,
+            rule: mode_rule,
+            grant: grant.is_some(),
         };
-        // Stage 4b: information flow (where the arguments' values came from).
-        let (flow_reason, quarantine) = match shared.check_flow(&snap, run, call, grant) {
-            Ok(FlowStage::Pass) => (None, None),
-            Ok(FlowStage::Quarantine(rule)) => (None, Some(rule)),
-            Ok(FlowStage::Escalate(reason)) => (Some(reason), None),
-            Err(denial) => {
-                release(breaker);
-                shared.release_budget(run, reserved);
-                return shared.deny(run, call, denial, boundary);
-            }
-        };
-        // Stage 5: escalation gate (or, for a resumed call, its approval, consumed once: it
-        // also endorses an escalated flow).
-        if snap.gate.is_some() || grant.is_some() || flow_reason.is_some() {
-            let stop = match grant {
-                None => shared.escalate(&snap, run, call, admitted, flow_reason),
-                Some(ticket) => shared.consume_grant(run, call, boundary, ticket),
-            };
-            if let Some(verdict) = stop {
-                release(breaker);
-                shared.release_budget(run, reserved);
-                return verdict;
-            }
-        }
-        // Stage 6: audit. A decision that cannot be recorded is not acted on.
-        let recorded = shared.record_marked(
-            Some(run),
-            EventKind::Decision {
-                call,
-                decision: Decision::Allow,
-                policy_version: Some(version),
-            },
-            || Some(boundary.marks_of(admitted)),
-        );
-        if let Err(e) = recorded {
-            release(breaker);
-            shared.release_budget(run, reserved);
-            return Verdict::Deny(shared.audit_denial(e, version));
-        }
-        // Latency feeds the audit trail and the breaker's slow-call rate; with neither, reading
-        // the clock (two reads, ~25 ns each) would be dead work.
-        let timed = shared.audit.is_some() || snap.breakers.is_some();
-        let started = timed.then(|| shared.clock.now());
-        Verdict::Allow(Permit {
-            run,
-            call_id: call.call_id(),
-            args: call.args(),
-            core: permit::Core {
-                snap,
-                admitted,
-                started,
-                breaker,
-                reserved,
-                done: false,
-                quarantine,
-            },
-        })
+        ctx.finish(shared, snap, run, call, staged)
     }
 
     /// Checks `call` and runs `tool` only if it is allowed, recording the outcome (`Ok` = success,

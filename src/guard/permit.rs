@@ -40,6 +40,8 @@ pub(crate) struct Core {
     pub(crate) done: bool,
     /// The flow rule that quarantined the call: its output must not reach the model.
     pub(crate) quarantine: Option<crate::call::RuleId>,
+    /// In shadow mode, what enforce would have decided instead of allowing the call.
+    pub(crate) shadow: Option<Box<crate::mode::WouldBe>>,
 }
 
 impl fmt::Debug for Permit<'_> {
@@ -186,6 +188,14 @@ impl<'a> Permit<'a> {
         self.run
     }
 
+    /// In [shadow mode](crate::mode::Mode::Shadow), what `enforce` would have decided instead
+    /// of allowing the call (a denial or an escalation); `None` when enforce would have allowed
+    /// it too, or the call is not in shadow mode. Frameworks log it; the decision's audit
+    /// record holds it as well.
+    pub fn shadow(&self) -> Option<&crate::mode::WouldBe> {
+        self.core.shadow.as_deref()
+    }
+
     /// Records how the call ended (audit, breaker). Returns the audit error if the record fails.
     pub fn complete(mut self, outcome: Outcome) -> Result<(), AuditError> {
         self.core
@@ -209,6 +219,7 @@ impl<'a> Permit<'a> {
             reserved: Reserved::default(),
             done: true,
             quarantine: None,
+            shadow: None,
         };
         let core = std::mem::replace(&mut self.core, husk);
         let marks = core.snap.boundary.marks_of(core.admitted);
@@ -323,6 +334,11 @@ impl DetachedPermit {
         let call_id = self.call_id.take();
         self.core
             .record(&self.run, call_id.as_deref(), args.borrow(), &outcome)
+    }
+
+    /// [`Permit::shadow`] for a detached permit.
+    pub fn shadow(&self) -> Option<&crate::mode::WouldBe> {
+        self.core.shadow.as_deref()
     }
 
     /// `true` once the kill switch holds the permit's run, its agent or everything.

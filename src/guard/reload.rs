@@ -72,6 +72,7 @@ impl Guard {
             gate: old.gate.clone(),
             baseline: old.baseline.clone(),
             flow: old.flow.clone(),
+            modes: old.modes.clone(),
         };
         self.swap(&old, next, by, false)
     }
@@ -271,6 +272,7 @@ impl Guard {
             gate: gate.map(Arc::new),
             baseline,
             flow,
+            modes: policy.modes().cloned(),
         };
         let previous = self.swap(&old, next, by, breakers_reset)?;
         shared.bound.lock().document = Some(policy.clone());

@@ -65,6 +65,7 @@ impl Guard {
             )),
             exposed: Default::default(),
             flow: parking_lot::Mutex::new(snap.flow.as_ref().map(|r| r.tracker())),
+            recommended: Default::default(),
         });
         if let Err(e) = self
             .shared
@@ -128,6 +129,9 @@ pub struct RunState {
     pub(crate) exposed: crate::credential::ExposedSecrets,
     /// What the run's context has seen, for the flow rules (made when the policy has them).
     pub(crate) flow: parking_lot::Mutex<Option<crate::flow::FlowTracker>>,
+    /// The ids of the recommendations made in this run, and whether the human's action on
+    /// each is recorded.
+    pub(crate) recommended: parking_lot::Mutex<std::collections::HashMap<Arc<str>, bool>>,
 }
 
 impl fmt::Debug for Run {

@@ -20,6 +20,7 @@ use crate::call::{AgentId, RuleId, RunId, ToolCall};
 use crate::clock::Clock;
 use crate::credential::CredentialBroker;
 use crate::escalation::EscalationGate;
+use crate::mode::{Mode, WouldBe};
 use crate::verdict::{Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Verdict};
 
 /// Everything a policy decides, swapped as one by a reload: a check loads it once and decides
@@ -38,6 +39,8 @@ pub(crate) struct Snapshot {
     pub(crate) baseline: Option<Arc<BaselineState>>,
     /// The compiled `[flow]` section.
     pub(crate) flow: Option<crate::flow::FlowRules>,
+    /// The compiled `[modes]` section (`None`: every call is enforced).
+    pub(crate) modes: Option<crate::mode::Modes>,
 }
 
 /// What a guard was bound to when it was built: the document whose fixed parts (credentials,
@@ -141,6 +144,8 @@ pub(crate) struct Shared {
     pub(crate) classify: fn(&Outcome) -> CallResult,
     pub(crate) seq: AtomicU64,
     pub(crate) runs: AtomicU64,
+    /// Recommendations made (for their ids).
+    pub(crate) recommendations: AtomicU64,
     /// Ids of the runs started and not yet ended.
     pub(crate) live_runs: parking_lot::Mutex<HashSet<RunId>>,
     pub(crate) suspended_all: AtomicBool,
@@ -149,13 +154,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Records a denial and returns it (or the audit failure, which also denies).
+    /// Records a denial made in `mode` and returns it (or the audit failure, which also
+    /// denies). A recommendation's denial is recorded with what `enforce` would have decided.
     pub(crate) fn deny<'a>(
         &self,
         run: &RunState,
         call: &ToolCall<'_>,
         denial: Denial,
         boundary: &ActionBoundary,
+        mode: Mode,
     ) -> Verdict<'a> {
         let version = boundary.version();
         let kind = match denial.code() {
@@ -168,14 +175,14 @@ impl Shared {
                 denial.reason().to_owned()
             });
         }
-        let recorded = self.record_marked(
-            Some(run),
-            EventKind::Decision {
-                call,
-                decision: Decision::Deny(&denial),
-                policy_version: Some(version),
-            },
+        let recorded = self.record_decision(
+            run,
+            call,
+            Decision::Deny(&denial),
+            version,
             || Some(boundary.audit_marks(call.tool())),
+            mode,
+            denial.recommendation().map(|r| &r.would_be),
         );
         match recorded {
             Ok(()) => Verdict::Deny(denial),
@@ -243,6 +250,45 @@ impl Shared {
         kind: EventKind<'_>,
         marks: impl FnOnce() -> Option<&'m AuditMarks>,
     ) -> Result<(), AuditError> {
+        self.record_event_in(run, agent, kind, marks, Mode::Enforce, None)
+    }
+
+    /// Records the decision of one call, made in `mode` (`would_be`: what `enforce` would have
+    /// decided, for a mode that did not act on it).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_decision<'m>(
+        &self,
+        run: &RunState,
+        call: &ToolCall<'_>,
+        decision: Decision<'_>,
+        version: PolicyVersion,
+        marks: impl FnOnce() -> Option<&'m AuditMarks>,
+        mode: Mode,
+        would_be: Option<&WouldBe>,
+    ) -> Result<(), AuditError> {
+        self.record_event_in(
+            Some(&run.id),
+            Some(run.ctx.agent()),
+            EventKind::Decision {
+                call,
+                decision,
+                policy_version: Some(version),
+            },
+            marks,
+            mode,
+            would_be,
+        )
+    }
+
+    fn record_event_in<'m>(
+        &self,
+        run: Option<&RunId>,
+        agent: Option<&AgentId>,
+        kind: EventKind<'_>,
+        marks: impl FnOnce() -> Option<&'m AuditMarks>,
+        mode: Mode,
+        would_be: Option<&WouldBe>,
+    ) -> Result<(), AuditError> {
         let Some(sink) = &self.audit else {
             return Ok(());
         };
@@ -252,7 +298,8 @@ impl Shared {
             run,
             agent,
             kind,
-        );
+        )
+        .with_mode(mode, would_be);
         event.marks = marks();
         sink.record(&event)
     }

@@ -322,6 +322,9 @@ impl Policy {
         if let Some(rules) = self.flow() {
             b = b.flow(rules.clone());
         }
+        if let Some(modes) = self.modes() {
+            b = b.modes(modes.clone());
+        }
         if let Some(gate) = gate {
             let store = bindings
                 .approvals
@@ -333,7 +336,7 @@ impl Policy {
         }
         b.build().map_err(|e| match e {
             crate::guard::GuardError::Config { field, reason } => BindError::Config {
-                field: if field.starts_with("rate_limits") {
+                field: if field.starts_with("rate_limits") || field.starts_with("modes") {
                     field
                 } else {
                     format!("breakers.{field}")

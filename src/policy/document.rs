@@ -65,6 +65,10 @@ pub struct Document {
     /// (see [`crate::flow`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<crate::flow::FlowPolicy>,
+    /// Deployment modes per tool, role, task type or agent (see [`crate::mode`]): absent, every
+    /// call is enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modes: Option<crate::mode::ModesSection>,
 }
 
 /// The document's metadata: what legal and compliance staff sign off. Every field is required:

@@ -81,6 +81,7 @@ use sha2::{Digest, Sha256};
 use crate::boundary::{ActionBoundary, PolicyDocument};
 use crate::escalation::EscalationGate;
 use crate::flow::FlowRules;
+use crate::mode::{Mode, Modes};
 use crate::verdict::PolicyVersion;
 
 pub use bind::{BindError, Bindings};
@@ -155,6 +156,7 @@ struct Inner {
     boundary: ActionBoundary,
     escalation: Option<EscalationGate>,
     flow: Option<FlowRules>,
+    modes: Option<Modes>,
 }
 
 impl Policy {
@@ -196,6 +198,7 @@ impl Policy {
         let version = version_of(&canonical);
         let (boundary, escalation) = compile_parts(&document, version)?;
         let flow = compile_flow(&document, escalation.as_ref())?;
+        let modes = compile_modes(&document, escalation.as_ref())?;
         Ok(Policy {
             inner: Arc::new(Inner {
                 document,
@@ -205,6 +208,7 @@ impl Policy {
                 boundary,
                 escalation,
                 flow,
+                modes,
             }),
         })
     }
@@ -248,6 +252,56 @@ impl Policy {
     pub fn flow(&self) -> Option<&FlowRules> {
         self.inner.flow.as_ref()
     }
+
+    /// The compiled deployment modes, if the document has a `modes` section.
+    pub fn modes(&self) -> Option<&Modes> {
+        self.inner.modes.as_ref()
+    }
+}
+
+/// Compiles the `modes` section: rules may name only tools and roles the document defines, and
+/// supervised mode needs someone to ask (`escalation.defaults` must name a chain).
+pub(crate) fn compile_modes(
+    document: &Document,
+    gate: Option<&EscalationGate>,
+) -> Result<Option<Modes>, DocumentError> {
+    let Some(section) = &document.modes else {
+        return Ok(None);
+    };
+    for (i, rule) in section.rules.iter().enumerate() {
+        if let Some(tool) = &rule.tool
+            && !document.tools.contains_key(tool)
+        {
+            return Err(DocumentError::unknown(
+                format!("modes.rules[{i}].tool"),
+                "tool",
+                tool,
+                document.tools.keys(),
+            ));
+        }
+        if let Some(role) = &rule.role
+            && !document.roles.contains_key(role)
+        {
+            return Err(DocumentError::unknown(
+                format!("modes.rules[{i}].role"),
+                "role",
+                role,
+                document.roles.keys(),
+            ));
+        }
+    }
+    let modes = Modes::compile(section.clone())
+        .map_err(|e| DocumentError::invalid(e.path(), e.reason()))?;
+    if let Some(at) = modes.first_use(Mode::Supervised)
+        && gate.and_then(EscalationGate::default_params).is_none()
+    {
+        return Err(DocumentError::invalid(
+            at,
+            "supervised mode sends every call to the approval queue, but `escalation.defaults` \
+             names no chain of approvers to ask: add one",
+        ));
+    }
+    Ok(Some(modes))
 }
 
 /// Compiles the `flow` section against the document's tiers and tools. A section whose rules
