@@ -751,6 +751,79 @@ on_violation = "escalate"
 }
 
 #[test]
+fn the_candidates_modes_act_on_its_decisions_as_the_guard_would() {
+    // B, with payments shadowed, record deletions turned into recommendations and record reads
+    // supervised. Shadow runs pay 400 and the escalated pay 800 that B alone would block;
+    // recommend turns the deletion B blocks (tool removed) into a recommendation; supervised
+    // sends the record read to a human.
+    let dir = TempDir::new("modes");
+    record_session(dir.path());
+    let modes = r#"
+[modes]
+rules = [
+  { tool = "pay", mode = "shadow" },
+  { tool = "delete_record", mode = "recommend" },
+  { tool = "read_record", mode = "supervised" },
+]
+"#;
+    let report = policy(&B, modes).replay(dir.path()).run().unwrap();
+    let c = report.changes;
+    assert_eq!(
+        (
+            c.would_block,
+            c.would_allow,
+            c.would_escalate,
+            c.deny_reason_changed,
+            c.unchanged
+        ),
+        (1, 2, 1, 1, 11),
+        "{report}"
+    );
+    assert_eq!(report.uncertain.total(), 2, "{report}");
+    let pick = |change: ReplayChange| -> Vec<(String, Option<String>, Option<String>)> {
+        report
+            .examples_of(change)
+            .iter()
+            .map(|e| (e.tool.clone(), e.new.code.clone(), e.new.rule.clone()))
+            .collect()
+    };
+    let s = |x: &str| Some(x.to_owned());
+    assert_eq!(
+        pick(ReplayChange::WouldBlock),
+        [(
+            "delete_record".to_owned(),
+            s("recommended"),
+            s("modes.rules[1]")
+        )]
+    );
+    assert_eq!(
+        pick(ReplayChange::DenyReasonChanged),
+        [(
+            "delete_record".to_owned(),
+            s("recommended"),
+            s("modes.rules[1]")
+        )]
+    );
+    assert_eq!(
+        pick(ReplayChange::WouldEscalate),
+        [("read_record".to_owned(), None, s("modes.rules[2]"))]
+    );
+    let allowed: Vec<_> = report
+        .examples_of(ReplayChange::WouldAllow)
+        .iter()
+        .map(|e| (e.tool.as_str(), e.old.decision))
+        .collect();
+    assert_eq!(
+        allowed,
+        [
+            ("search", DecisionKind::Deny),
+            ("pay", DecisionKind::Escalate)
+        ]
+    );
+    assert_eq!(report.unmatched_outcomes, 0, "{report}");
+}
+
+#[test]
 fn redacted_arguments_are_uncertain_never_guessed() {
     // The candidate limits e-mail bodies to 20 characters. The recorded bodies are the
     // placeholder `[REDACTED:sensitive]` (20 characters: it passes); the agent's real body,

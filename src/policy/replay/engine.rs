@@ -14,6 +14,7 @@ use crate::clock::{ManualClock, MonoTime};
 use crate::escalation::{EscalationGate, GateInput, args_are_exact};
 use crate::flow::FlowRules;
 use crate::guard::{DetachedPermit, Guard, GuardError, Permit, Run};
+use crate::mode::{Mode, Modes};
 use crate::policy::{Bindings, Policy};
 use crate::verdict::{Outcome, Verdict};
 
@@ -99,6 +100,8 @@ pub(super) struct Engine<'p> {
     gate: Option<&'p EscalationGate>,
     /// The candidate's flow rules, which the replay cannot apply (see `decision`).
     flow: Option<&'p FlowRules>,
+    /// The candidate's deployment modes, applied to the replay guard's `enforce` decisions.
+    modes: Option<&'p Modes>,
     clock: Arc<ManualClock>,
     /// `time_unix_nano` of the first record: the clock's zero.
     t0: Option<u64>,
@@ -205,6 +208,9 @@ impl<'p> Engine<'p> {
         // Flow rules decide on where argument values came from: the tool outputs and prompts
         // a run saw, which the log never records (see `decision`).
         doc.flow = None;
+        // Modes are applied to the guard's decisions here (supervised mode would need the
+        // escalation section's approvers).
+        doc.modes = None;
         let bare = Policy::from_document(doc)?;
         let clock = Arc::new(ManualClock::new());
         let guard = bare.guard(Bindings::new().clock(clock.clone()))?;
@@ -213,6 +219,7 @@ impl<'p> Engine<'p> {
             guard,
             gate: candidate.escalation(),
             flow: candidate.flow(),
+            modes: candidate.modes(),
             clock,
             t0: None,
             runs: HashMap::new(),
@@ -469,19 +476,51 @@ impl<'p> Engine<'p> {
             self.report.skipped += 1;
             return Ok(());
         };
-        let (new_kind, new_code, new_rule, resumed): (_, _, Option<RuleId>, _) = match live {
-            Live::Refused { code, rule } => {
-                (DecisionKind::Deny, Some(*code), Some(rule.clone()), false)
-            }
+        let modes = self.modes;
+        let (new_kind, new_code, new_rule, resumed, mode): (_, _, Option<RuleId>, _, _) = match live
+        {
+            Live::Refused { code, rule } => (
+                DecisionKind::Deny,
+                Some(*code),
+                Some(rule.clone()),
+                false,
+                Mode::Enforce,
+            ),
             Live::Active(a) => {
                 let resumed = a.take_resume(tool);
                 Pending::key(&mut self.key, call_id, tool);
+                // The candidate's mode for this run and tool (the replay guard decides as
+                // `enforce`; the mode is applied here, as the guard's last step applies it).
+                let (mode, mode_rule) = match modes {
+                    Some(m) => {
+                        let (mode, rule) = m.resolve_rule(a.run.context(), tool);
+                        (mode, Some(rule))
+                    }
+                    None => (Mode::Enforce, None),
+                };
+                let mode_rule = || mode_rule.cloned().unwrap_or_else(|| RuleId::new("modes"));
+                let mut pushed = false;
                 let (kind, code, rule) = match self.guard.check(&a.run, &call) {
-                    Verdict::Deny(d) => (
-                        DecisionKind::Deny,
-                        Some(d.code().as_str()),
-                        Some(d.rule().clone()),
-                    ),
+                    Verdict::Deny(d) => {
+                        let code = d.code().as_str();
+                        let hard = matches!(
+                            code,
+                            "audit_failed" | "suspended" | "foreign_run" | "unknown_role"
+                        );
+                        match mode {
+                            // Shadow lets a refused call of a known tool run (recording
+                            // the would-be denial); its usage is not charged here.
+                            Mode::Shadow
+                                if !hard && self.candidate.document().tools.contains_key(tool) =>
+                            {
+                                (DecisionKind::Allow, None, None)
+                            }
+                            Mode::Recommend if !hard => {
+                                (DecisionKind::Deny, Some("recommended"), Some(mode_rule()))
+                            }
+                            _ => (DecisionKind::Deny, Some(code), Some(d.rule().clone())),
+                        }
+                    }
                     // The replay guard has no gate; kept for completeness.
                     Verdict::Escalate(r) => (
                         DecisionKind::Escalate,
@@ -491,26 +530,46 @@ impl<'p> Engine<'p> {
                     Verdict::Allow(permit) => {
                         // A resumed call consumes its approval instead of meeting the gate.
                         let gate = if resumed { None } else { self.gate };
-                        match gate.and_then(|g| escalation(g, &permit, &call)) {
-                            Some(Ok(rule)) => {
-                                permit.withdraw();
-                                (DecisionKind::Escalate, None, Some(rule))
+                        let stopped = match mode {
+                            Mode::Recommend => {
+                                Some((DecisionKind::Deny, Some("recommended"), Some(mode_rule())))
                             }
-                            Some(Err(())) => {
-                                permit.withdraw();
-                                (
+                            // Shadow runs the call whatever the gate says.
+                            Mode::Shadow => None,
+                            _ => match gate.and_then(|g| escalation(g, &permit, &call)) {
+                                Some(Ok(rule)) => Some((DecisionKind::Escalate, None, Some(rule))),
+                                Some(Err(())) => Some((
                                     DecisionKind::Deny,
                                     Some("escalation_failed"),
                                     Some(self.escalation_rule.clone()),
-                                )
+                                )),
+                                None if mode == Mode::Supervised && !resumed => {
+                                    Some(if args_are_exact(call.args()) {
+                                        (DecisionKind::Escalate, None, Some(mode_rule()))
+                                    } else {
+                                        (
+                                            DecisionKind::Deny,
+                                            Some("escalation_failed"),
+                                            Some(self.escalation_rule.clone()),
+                                        )
+                                    })
+                                }
+                                None => None,
+                            },
+                        };
+                        match stopped {
+                            Some(decided) => {
+                                permit.withdraw();
+                                decided
                             }
                             None => {
                                 let permit = permit.detach();
                                 if old.kind == DecisionKind::Allow {
                                     a.pending.push(&self.key, Some(permit));
+                                    pushed = true;
                                 } else {
-                                    // It did not run then, so no outcome is recorded: it ran
-                                    // now, usage unknown (its reservation stands).
+                                    // It did not run then, so no outcome is recorded: it
+                                    // ran now, usage unknown (its reservation stands).
                                     let _ = permit.complete(Outcome::success());
                                 }
                                 (DecisionKind::Allow, None, None)
@@ -518,11 +577,12 @@ impl<'p> Engine<'p> {
                         }
                     }
                 };
-                if old.kind == DecisionKind::Allow && kind != DecisionKind::Allow {
-                    // It ran then: its outcome will come, and must not complete another call.
+                if old.kind == DecisionKind::Allow && !pushed {
+                    // It ran then: its outcome will come, and must not complete another call
+                    // (also when it runs now in shadow mode without a permit here).
                     a.pending.push(&self.key, None);
                 }
-                (kind, code, rule, resumed)
+                (kind, code, rule, resumed, mode)
             }
         };
         let new = Decided {
@@ -532,12 +592,17 @@ impl<'p> Engine<'p> {
         };
         // What the candidate made of placeholders is not its decision on the agent's values,
         // unless it decided before reading any argument.
-        let redacted =
-            hidden && !(new.kind == DecisionKind::Deny && decided_before_arguments(new.code));
+        // Shadow and recommend modes decide without the arguments (they run, or recommend,
+        // whatever the stages said, short of the kill switch and an unknown role).
+        let mode_decides = matches!(mode, Mode::Shadow | Mode::Recommend);
+        let redacted = hidden
+            && !mode_decides
+            && !(new.kind == DecisionKind::Deny && decided_before_arguments(new.code));
         // The candidate's flow stage, after the boundary and limits and before the gate, would
         // read the run's provenance index, which the log cannot rebuild: a call it checks is
         // uncertain unless an earlier stage denied it.
         let flow_unknown = self.flow.is_some_and(|f| f.checks(tool))
+            && !mode_decides
             && !(new.kind == DecisionKind::Deny && new.code != Some("escalation_failed"));
         let uncertain = (redacted || flow_unknown).then_some(Uncertainty {
             redacted_arguments: redacted,

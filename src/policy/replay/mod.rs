@@ -104,6 +104,14 @@ impl From<VerifyError> for ReplayError {
 ///   switch, open breaker, role, tool, clearance, read-only run) is certain whatever the values
 ///   were. (Argument text the agent wrote that merely contains a placeholder's marker is taken
 ///   as redacted too: it errs towards uncertain.)
+/// - **Modes.** The replay guard decides as `enforce`; the candidate's `[modes]` are applied to
+///   each decision as the guard's last step applies them: `shadow` allows (runs) what the stages
+///   refused, short of the kill switch, an unknown role or an unknown tool, and what they
+///   escalated; `recommend` turns every decision but those into a `recommended` denial;
+///   `supervised` escalates every call the stages allow (but a resumed one). A call shadow runs
+///   after the stages refused it holds no permit here, so its recorded usage is not charged to
+///   the candidate's budgets and breakers. Shadow and recommend decide without the arguments,
+///   so their decisions are certain even with redacted arguments.
 /// - **Flow rules: uncertain.** The candidate's `[flow]` rules decide on where argument values
 ///   came from (the tool outputs and prompts a run saw), which the log never records. The
 ///   replay guard is built without them; a call they check is uncertain unless a stage before
