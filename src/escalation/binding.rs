@@ -251,3 +251,10 @@ pub fn exact_args(key: &ArgsKey, args: Args<'_>) -> Result<(Value, ArgsHash), Ar
     }
     Ok((args_value(args)?, hash))
 }
+
+/// Whether [`exact_args`] accepts `args` (under any key: the key changes the hash, never the
+/// answer), for a caller that needs no hash, such as a policy replay deciding whether the guard
+/// could queue a call.
+pub(crate) fn args_are_exact(args: Args<'_>) -> bool {
+    exact_args(&ArgsKey::from_secret(vec![0; KEY_BYTES]), args).is_ok()
+}

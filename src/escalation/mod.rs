@@ -142,6 +142,7 @@ mod state;
 mod store;
 mod wait;
 
+pub(crate) use binding::args_are_exact;
 pub use binding::{ArgsHash, ArgsKey, args_value, exact_args, parse_args};
 pub use error::{ArgsError, EscalationPolicyError, QueueError, StoreError};
 pub use gate::{

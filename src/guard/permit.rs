@@ -248,6 +248,12 @@ impl<'a> Permit<'a> {
         self.core.withdraw(self.run);
     }
 
+    /// The largest fraction of any run budget used so far, this call's reservation included:
+    /// what the escalation stage hands the gate (for replays that evaluate a gate themselves).
+    pub(crate) fn budget_used(&self) -> Option<f64> {
+        self.run.shared.budget_used(&self.core.snap, self.run)
+    }
+
     /// A handle the running tool can poll to learn that the kill switch was thrown for this run,
     /// its agent, or everything, so it can stop early.
     pub fn cancellation(&self) -> Cancellation<'a> {

@@ -67,6 +67,7 @@ mod error;
 mod explain;
 mod locate;
 mod matrix;
+mod replay;
 mod review;
 mod sign;
 mod watch;
@@ -93,6 +94,10 @@ pub use error::DocumentError;
 pub use explain::{Explanation, Probe, Stage, StageOutcome};
 pub use locate::{Location, locate};
 pub use matrix::MatrixFormat;
+pub use replay::{
+    ChangeCounts, DecisionKind, Replay, ReplayChange, ReplayDecision, ReplayError, ReplayExample,
+    ReplayReport, Uncertainty,
+};
 pub use review::Warning;
 pub use sign::{
     ReviewerKey, ReviewerPublicKey, SIGNATURE_FORMAT, Signature, SignatureError, SignatureFile,

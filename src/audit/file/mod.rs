@@ -278,6 +278,7 @@ mod faults;
 mod lock;
 mod open;
 mod pending;
+mod raw;
 mod reader;
 mod record;
 pub mod repair;
@@ -301,6 +302,7 @@ pub use checkpoint::{CheckpointConfig, CheckpointKey, CheckpointKeyError};
 #[doc(hidden)]
 pub use faults::Faults;
 pub use lock::{INHERITED_LOCK_WAIT, LOCK_FILE, LockHolder};
+pub(crate) use raw::RawRecords;
 pub(in crate::audit) use reader::{LogReader, TailPolicy, list_segments};
 pub(in crate::audit) use record::{hex_str, split_record};
 pub use repair::{RepairOptions, RepairPlan, RepairReport};

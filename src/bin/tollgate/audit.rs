@@ -199,7 +199,7 @@ pub(crate) fn run(cmd: AuditCommand) -> ExitCode {
 }
 
 /// The directory a PATH stands for: itself, or the directory of a segment file.
-fn log_dir(path: PathBuf) -> Result<PathBuf, String> {
+pub(crate) fn log_dir(path: PathBuf) -> Result<PathBuf, String> {
     let meta = std::fs::metadata(&path)
         .map_err(|_| format!("{}: no such file or directory", path.display()))?;
     if meta.is_dir() {
@@ -224,7 +224,7 @@ fn log_dir(path: PathBuf) -> Result<PathBuf, String> {
 }
 
 /// Reads a `--key-file` while parsing: a key that cannot be read is a usage error.
-fn key_file() -> impl TypedValueParser<Value = CheckpointKey> {
+pub(crate) fn key_file() -> impl TypedValueParser<Value = CheckpointKey> {
     PathBufValueParser::new().try_map(CheckpointKey::from_key_file)
 }
 

@@ -1,6 +1,7 @@
 //! `tollgate`: the command-line tool around a tollgate deployment.
 //!
-//! - `tollgate policy check|explain|diff|matrix|keygen|sign|verify` work on policy documents;
+//! - `tollgate policy check|explain|diff|matrix|keygen|sign|verify|replay` work on policy
+//!   documents (`replay`: what a candidate would have changed over a recorded audit log);
 //! - `tollgate audit verify|query|repair` verify, query and repair audit directories.
 //!
 //! Exit status: 0 success, 1 the input failed (an invalid policy, a tampered log, a refused

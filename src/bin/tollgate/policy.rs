@@ -12,6 +12,8 @@ use tollgate::policy::{
 
 use crate::Failure;
 
+mod replay;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {
     /// Validate a document; print its version and the warnings a reviewer would want.
@@ -79,6 +81,10 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         sig: Option<PathBuf>,
     },
+    /// Re-decide every call of an audit log under a candidate policy and report what would
+    /// change (would block / allow / escalate), with counts per change and tool, the first
+    /// examples, and the decisions redacted arguments leave uncertain.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +270,10 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode, Failure> {
                 reviewers.join(", ")
             );
             Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Replay(a) => {
+            let p = load(a.policy_file())?;
+            replay::run(&p, a)
         }
     }
 }
