@@ -1,0 +1,2 @@
+//! Nothing here: the package exists for its bench, `benches/peers.rs`.
+#![forbid(unsafe_code)]
