@@ -401,6 +401,16 @@ fn timeline_svg(r: &AgreementReport) -> String {
         "agreement",
         false,
     );
+    if t.points.len() > 1 {
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{ty}" font-size="11" text-anchor="start">+0</text><text x="{}" y="{ty}" font-size="11" text-anchor="end">+{}</text>"##,
+            px(0.0),
+            px(1.0),
+            crate::units::format_duration(std::time::Duration::from_nanos(last - first)),
+            ty = H - MB + 16.0
+        );
+    }
     let mut line = Vec::new();
     for p in &t.points {
         let x = x_of(p.start_unix_nano);

@@ -1,7 +1,9 @@
 //! `tollgate`: the command-line tool around a tollgate deployment.
 //!
 //! - `tollgate policy check|explain|diff|matrix|keygen|sign|verify` work on policy documents;
-//! - `tollgate audit verify|query|repair` verify, query and repair audit directories.
+//! - `tollgate audit verify|query|repair` verify, query and repair audit directories;
+//! - `tollgate rollout report` measures agreement of recommend-mode recommendations with what
+//!   humans did.
 //!
 //! Exit status: 0 success, 1 the input failed (an invalid policy, a tampered log, a refused
 //! signature), 2 usage error. Run `tollgate help` or `tollgate <command> --help`.
@@ -12,6 +14,7 @@
 mod audit;
 mod policy;
 mod progress;
+mod rollout;
 
 use std::process::ExitCode;
 
@@ -41,6 +44,12 @@ enum Command {
     /// ops.key`.
     #[command(subcommand, after_help = audit::EXIT_STATUS)]
     Audit(audit::AuditCommand),
+    /// Measure how a deployment in recommend mode is doing: agreement with humans.
+    ///
+    /// Example: `tollgate rollout report --log DIR --policy policy.toml --format html --out
+    /// agreement.html`.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
 }
 
 /// What a command ended with: the exit status it maps to.
@@ -54,6 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => Ok(audit::run(cmd)),
+        Command::Rollout(cmd) => rollout::run(cmd),
     };
     match result {
         Ok(code) => code,
