@@ -69,6 +69,10 @@ pub struct Document {
     /// call is enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modes: Option<crate::mode::ModesSection>,
+    /// How recommendations are compared with what humans did, per tool (see
+    /// [`crate::agreement`]): absent, every tool is compared exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<crate::agreement::AgreementSection>,
 }
 
 /// The document's metadata: what legal and compliance staff sign off. Every field is required:

@@ -78,6 +78,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::agreement::Agreement;
 use crate::boundary::{ActionBoundary, PolicyDocument};
 use crate::escalation::EscalationGate;
 use crate::flow::FlowRules;
@@ -157,6 +158,7 @@ struct Inner {
     escalation: Option<EscalationGate>,
     flow: Option<FlowRules>,
     modes: Option<Modes>,
+    agreement: Option<Agreement>,
 }
 
 impl Policy {
@@ -199,6 +201,7 @@ impl Policy {
         let (boundary, escalation) = compile_parts(&document, version)?;
         let flow = compile_flow(&document, escalation.as_ref())?;
         let modes = compile_modes(&document, escalation.as_ref())?;
+        let agreement = compile_agreement(&document)?;
         Ok(Policy {
             inner: Arc::new(Inner {
                 document,
@@ -209,6 +212,7 @@ impl Policy {
                 escalation,
                 flow,
                 modes,
+                agreement,
             }),
         })
     }
@@ -253,10 +257,71 @@ impl Policy {
         self.inner.flow.as_ref()
     }
 
+    /// The compiled comparators of the document's `agreement` section (see
+    /// [`crate::agreement`]); `None` without one (every tool is then compared exactly:
+    /// [`Agreement::exact`]).
+    pub fn agreement(&self) -> Option<&Agreement> {
+        self.inner.agreement.as_ref()
+    }
+
     /// The compiled deployment modes, if the document has a `modes` section.
     pub fn modes(&self) -> Option<&Modes> {
         self.inner.modes.as_ref()
     }
+}
+
+/// Compiles the `agreement` section: comparators may name only tools the document defines, and
+/// (for a tool that refuses undeclared arguments) only arguments it declares.
+pub(crate) fn compile_agreement(document: &Document) -> Result<Option<Agreement>, DocumentError> {
+    let Some(section) = &document.agreement else {
+        return Ok(None);
+    };
+    for (tool, spec) in &section.tools {
+        let at = format!("agreement.tools.{tool}");
+        let Some(def) = document.tools.get(tool) else {
+            return Err(DocumentError::unknown(
+                at,
+                "tool",
+                tool,
+                document.tools.keys(),
+            ));
+        };
+        if def.allow_unknown_args {
+            continue;
+        }
+        // The first name of each declared argument path (`payment.amount`, `recipients[]`).
+        let declared: BTreeSet<&str> = def
+            .args
+            .keys()
+            .map(|k| k.split(['.', '[']).next().unwrap_or(k))
+            .collect();
+        let paths = spec
+            .fields
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, p)| (format!("{at}.fields[{i}]"), p))
+            .chain(
+                spec.tolerance
+                    .keys()
+                    .map(|p| (format!("{at}.tolerance.{p}"), p)),
+            )
+            .chain(
+                spec.sets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("{at}.sets[{i}]"), p)),
+            );
+        for (path, p) in paths {
+            let first = p.split('.').next().unwrap_or(p);
+            if !declared.contains(first) {
+                return Err(DocumentError::unknown(path, "argument", first, &declared));
+            }
+        }
+    }
+    Agreement::compile(section)
+        .map(Some)
+        .map_err(|e| DocumentError::invalid(e.path, e.reason))
 }
 
 /// Compiles the `modes` section: rules may name only tools and roles the document defines, and

@@ -2,7 +2,9 @@
 //!
 //! - `tollgate policy check|explain|diff|matrix|keygen|sign|verify|replay` work on policy
 //!   documents (`replay`: what a candidate would have changed over a recorded audit log);
-//! - `tollgate audit verify|query|repair` verify, query and repair audit directories.
+//! - `tollgate audit verify|query|repair` verify, query and repair audit directories;
+//! - `tollgate rollout report` measures agreement of recommend-mode recommendations with what
+//!   humans did.
 //!
 //! Exit status: 0 success, 1 the input failed (an invalid policy, a tampered log, a refused
 //! signature), 2 usage error. Run `tollgate help` or `tollgate <command> --help`.
@@ -13,6 +15,7 @@
 mod audit;
 mod policy;
 mod progress;
+mod rollout;
 
 use std::process::ExitCode;
 
@@ -42,6 +45,12 @@ enum Command {
     /// ops.key`.
     #[command(subcommand, after_help = audit::EXIT_STATUS)]
     Audit(audit::AuditCommand),
+    /// Measure how a deployment in recommend mode is doing: agreement with humans.
+    ///
+    /// Example: `tollgate rollout report --log DIR --policy policy.toml --format html --out
+    /// agreement.html`.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
 }
 
 /// What a command ended with: the exit status it maps to.
@@ -55,6 +64,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => Ok(audit::run(cmd)),
+        Command::Rollout(cmd) => rollout::run(cmd),
     };
     match result {
         Ok(code) => code,
