@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use tollgate::policy::{MatrixFormat, Policy};
 
 fn clinic() -> Policy {
@@ -58,35 +56,14 @@ fn markdown_and_csv_hold_every_role_tool_and_the_version() {
 /// for every role and tool, and a screenshot is produced.
 #[test]
 fn the_html_matrix_renders_in_a_headless_browser() {
-    let Some(chromium) = common::external_tool(&["chromium", "chromium-browser", "google-chrome"])
-    else {
-        return;
-    };
     let p = clinic();
     let dir = std::env::temp_dir().join(format!("tollgate-matrix-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let page = dir.join("matrix.html");
     std::fs::write(&page, p.matrix(MatrixFormat::Html)).unwrap();
-    let flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ];
-    let url = format!("file://{}", page.display());
-    let out = Command::new(&chromium)
-        .args(flags)
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium failed: {out:?}");
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let Some(dom) = common::dump_dom(&page, &dir) else {
+        return;
+    };
     assert!(dom.contains("<title>Access-control matrix: clinic-assistant 2026-11</title>"));
     for role in p.document().roles.keys() {
         assert!(
@@ -107,18 +84,15 @@ fn the_html_matrix_renders_in_a_headless_browser() {
     assert!(dom.contains(&p.version().to_string()));
 
     let shot = dir.join("matrix.png");
-    let out = Command::new(&chromium)
-        .args(flags)
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.join("profile2").display()
-        ))
-        .arg("--window-size=1200,1600")
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium screenshot failed: {out:?}");
+    common::headless_chromium(
+        &page,
+        &dir.join("profile2"),
+        &[
+            "--window-size=1200,1600".to_owned(),
+            format!("--screenshot={}", shot.display()),
+        ],
+    )
+    .expect("chromium was found for the DOM above");
     let png = std::fs::read(&shot).unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,

@@ -811,30 +811,9 @@ fn rollout_report_prints_text_json_and_html() {
 }
 
 fn render_in_chromium(dir: &Path, page: &Path) {
-    let Some(chromium) = common::external_tool(&["chromium", "chromium-browser", "google-chrome"])
-    else {
+    let Some(dom) = common::dump_dom(page, dir) else {
         return;
     };
-    let flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ];
-    let url = format!("file://{}", page.display());
-    let out = Command::new(&chromium)
-        .args(flags)
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium failed: {out:?}");
-    let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
         dom.contains("<title>Agreement report: clinic-billing</title>"),
         "{dom}"
@@ -866,18 +845,15 @@ fn render_in_chromium(dir: &Path, page: &Path) {
     assert!(dom.contains("the human used another tool: note"));
 
     let shot = dir.join("agreement.png");
-    let out = Command::new(&chromium)
-        .args(flags)
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.join("profile2").display()
-        ))
-        .arg("--window-size=1100,1400")
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium screenshot failed: {out:?}");
+    common::headless_chromium(
+        page,
+        &dir.join("profile2"),
+        &[
+            "--window-size=1100,1400".to_owned(),
+            format!("--screenshot={}", shot.display()),
+        ],
+    )
+    .expect("chromium was found for the DOM above");
     let png = fs::read(&shot).unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,

@@ -63,3 +63,38 @@ pub fn external_tool(names: &[&str]) -> Option<std::path::PathBuf> {
     eprintln!("SKIPPED: none of {names:?} is installed (CI installs them and runs this test)");
     None
 }
+
+/// Runs headless Chromium on `page` with the flags a closed network needs, a fresh profile in
+/// `profile`, and `extra` arguments; asserts it succeeded. `None` (skip) when no Chromium is
+/// installed outside CI (see [`external_tool`]).
+pub fn headless_chromium(
+    page: &std::path::Path,
+    profile: &std::path::Path,
+    extra: &[String],
+) -> Option<std::process::Output> {
+    let chromium = external_tool(&["chromium", "chromium-browser", "google-chrome"])?;
+    let out = std::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium starts");
+    assert!(out.status.success(), "chromium failed: {out:?}");
+    Some(out)
+}
+
+/// The DOM headless Chromium builds for `page` (`--dump-dom`), with a profile under `scratch`.
+pub fn dump_dom(page: &std::path::Path, scratch: &std::path::Path) -> Option<String> {
+    let out = headless_chromium(page, &scratch.join("profile"), &["--dump-dom".to_owned()])?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
