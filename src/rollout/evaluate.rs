@@ -86,6 +86,8 @@ pub struct TaskStatus {
     pub stage: Mode,
     /// Its index among the stages (0 = first).
     pub stage_index: usize,
+    /// Every stage's mode, lowest first.
+    pub stages: Vec<Mode>,
     /// The next stage's mode, if there is one.
     pub next: Option<Mode>,
     /// The figures of the current stretch (empty if its decisions were made in another mode
@@ -267,8 +269,7 @@ fn task_status(
             triggers: triggers.clone(),
             applies: true,
         })
-    } else if triggers.is_empty()
-        && let Some(to) = next
+    } else if let Some(to) = next
         && state.stages[state.stage].promote.is_some()
         && criteria.iter().all(|c| c.met)
     {
@@ -289,6 +290,7 @@ fn task_status(
         task_type: state.task_type.clone(),
         stage: mode,
         stage_index: state.stage,
+        stages: state.stages.iter().map(|s| s.mode).collect(),
         next,
         evidence: ev,
         criteria,

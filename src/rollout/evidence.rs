@@ -79,7 +79,7 @@ pub struct StageEvidence {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Evidence {
-    /// Records read.
+    /// Records taken (those of the kinds the evidence is gathered from).
     pub records: u64,
     /// By task type (only the rollout's task types).
     pub task_types: std::collections::BTreeMap<String, StageEvidence>,
