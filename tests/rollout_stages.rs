@@ -719,3 +719,24 @@ fn rollout_status_prints_text_and_json_and_writes_the_demoted_document() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no [rollout]"));
 }
+
+#[test]
+fn the_module_docs_example_is_a_valid_section() {
+    let docs = include_str!("../src/rollout/mod.rs");
+    let example: String = docs
+        .split("//! ```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("//! ```\n").next())
+        .unwrap()
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("//!").unwrap().trim_start()))
+        .collect();
+    let text = billing("recommend", "", 3);
+    let head = &text[..text.find("[modes]").unwrap()];
+    let policy = Policy::from_toml(&format!("{head}{example}")).unwrap();
+    let rollout = policy.rollout().unwrap();
+    let state = rollout.state("refunds").unwrap();
+    assert_eq!(state.stages.len(), 3);
+    assert_eq!(state.demote.agreement_below, Some(0.8));
+    assert_eq!(rollout.safety_codes().len(), 4);
+}

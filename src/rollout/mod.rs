@@ -16,13 +16,16 @@
 //!
 //! [rollout.task_types.refunds]
 //! stages = [
-//!   { mode = "recommend", promote = { min_cases = 200, min_agreement_lower_bound = 0.9,
-//!     max_safety_denials = 0, no_breaker_trip_within = "7d", max_budget_overruns = 0 } },
+//!   { mode = "recommend", promote = { min_cases = 200, min_agreement_lower_bound = 0.9, max_safety_denials = 0, no_breaker_trip_within = "7d", max_budget_overruns = 0 } },
 //!   { mode = "supervised", promote = { min_cases = 500, min_agreement_lower_bound = 0.95 } },
 //!   { mode = "autonomous" },
 //! ]
-//! demote = { on_breaker_trip = true, on_safety_denial = true, on_human_denial = true,
-//!            agreement_below = 0.8, agreement_min_cases = 30 }
+//! [rollout.task_types.refunds.demote]        # every trigger is on by default
+//! on_breaker_trip = true
+//! on_safety_denial = true
+//! on_human_denial = true
+//! agreement_below = 0.8                      # Wilson lower bound below 0.8...
+//! agreement_min_cases = 30                   # ...over at least 30 cases (the default)
 //! ```
 //!
 //! - **The current stage is the document's own `[modes]` rule** `{ task_type = "refunds", mode
