@@ -91,6 +91,7 @@ pub mod guard;
 mod hex;
 pub mod mode;
 pub mod policy;
+pub mod rollout;
 pub mod units;
 pub mod verdict;
 

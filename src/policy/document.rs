@@ -73,6 +73,10 @@ pub struct Document {
     /// [`crate::agreement`]): absent, every tool is compared exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<crate::agreement::AgreementSection>,
+    /// Staged rollout per task type: stages, promotion criteria and demotion triggers (see
+    /// [`crate::rollout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutSection>,
 }
 
 /// The document's metadata: what legal and compliance staff sign off. Every field is required:

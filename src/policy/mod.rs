@@ -83,6 +83,7 @@ use crate::boundary::{ActionBoundary, PolicyDocument};
 use crate::escalation::EscalationGate;
 use crate::flow::FlowRules;
 use crate::mode::{Mode, Modes};
+use crate::rollout::Rollout;
 use crate::verdict::PolicyVersion;
 
 pub use bind::{BindError, Bindings};
@@ -159,6 +160,7 @@ struct Inner {
     flow: Option<FlowRules>,
     modes: Option<Modes>,
     agreement: Option<Agreement>,
+    rollout: Option<Rollout>,
 }
 
 impl Policy {
@@ -202,6 +204,7 @@ impl Policy {
         let flow = compile_flow(&document, escalation.as_ref())?;
         let modes = compile_modes(&document, escalation.as_ref())?;
         let agreement = compile_agreement(&document)?;
+        let rollout = compile_rollout(&document, escalation.as_ref())?;
         Ok(Policy {
             inner: Arc::new(Inner {
                 document,
@@ -213,6 +216,7 @@ impl Policy {
                 flow,
                 modes,
                 agreement,
+                rollout,
             }),
         })
     }
@@ -262,6 +266,12 @@ impl Policy {
     /// [`Agreement::exact`]).
     pub fn agreement(&self) -> Option<&Agreement> {
         self.inner.agreement.as_ref()
+    }
+
+    /// The compiled `rollout` section with each task type's current stage (see
+    /// [`crate::rollout`]); `None` without one.
+    pub fn rollout(&self) -> Option<&Rollout> {
+        self.inner.rollout.as_ref()
     }
 
     /// The compiled deployment modes, if the document has a `modes` section.
@@ -320,6 +330,54 @@ pub(crate) fn compile_agreement(document: &Document) -> Result<Option<Agreement>
         }
     }
     Agreement::compile(section)
+        .map(Some)
+        .map_err(|e| DocumentError::invalid(e.path, e.reason))
+}
+
+/// Compiles the `rollout` section: every task type needs a `[modes]` rule naming it alone (its
+/// current stage), and a supervised stage needs someone to ask.
+pub(crate) fn compile_rollout(
+    document: &Document,
+    gate: Option<&EscalationGate>,
+) -> Result<Option<Rollout>, DocumentError> {
+    let Some(section) = &document.rollout else {
+        return Ok(None);
+    };
+    let rules = document.modes.as_ref().map_or(&[][..], |m| &m.rules[..]);
+    let solo = |t: &str| {
+        rules.iter().find(|r| {
+            r.task_type.as_deref() == Some(t)
+                && r.tool.is_none()
+                && r.role.is_none()
+                && r.agent.is_none()
+        })
+    };
+    for (task, plan) in &section.task_types {
+        if solo(task).is_none() {
+            let known: BTreeSet<&str> = rules
+                .iter()
+                .filter_map(|r| r.task_type.as_deref())
+                .collect();
+            return Err(DocumentError::unknown(
+                format!("rollout.task_types.{task}"),
+                "task type",
+                task,
+                known,
+            ));
+        }
+        for (i, stage) in plan.stages.iter().enumerate() {
+            if stage.mode == Mode::Supervised
+                && gate.and_then(EscalationGate::default_params).is_none()
+            {
+                return Err(DocumentError::invalid(
+                    format!("rollout.task_types.{task}.stages[{i}].mode"),
+                    "a supervised stage sends every call to the approval queue, but \
+                     `escalation.defaults` names no chain of approvers to ask: add one",
+                ));
+            }
+        }
+    }
+    Rollout::compile(section, |t| solo(t).map(|r| r.mode))
         .map(Some)
         .map_err(|e| DocumentError::invalid(e.path, e.reason))
 }

@@ -5,11 +5,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use clap::{Args, Subcommand, ValueEnum};
 use tollgate::agreement::{Agreement, AgreementReport};
 use tollgate::audit::query::Query;
 use tollgate::policy::Policy;
+use tollgate::rollout::{self, Evidence, ProposalKind, Rollout, TaskStatus, Trigger};
 
 use crate::Failure;
 use crate::progress::{Meter, ProgressArgs};
@@ -27,6 +29,41 @@ pub(crate) enum RolloutCommand {
     /// counted as unanswered. The log's hash chain is verified while reading: a log that does
     /// not verify gives no report (exit 1).
     Report(ReportArgs),
+    /// Where each task type of the policy's [rollout] stands.
+    ///
+    /// Reads the audit log (verifying its chain) and prints, per task type, its current stage
+    /// (the mode its [modes] rule gives), the figures of the current stage (cases, agreement
+    /// with its 95% Wilson interval, safety denials, budget overruns, human denials, breaker
+    /// trips), every promotion criterion with what it asks and what the log shows, and the
+    /// proposal: a demotion (due at once, back to the first stage) or a promotion (proposed
+    /// only, unless the document sets auto_promote). With --write, the policy document with the
+    /// changes that apply is written as JSON for the operator to sign and reload.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The audit directory (a FileSink's).
+    #[arg(long = "log", value_name = "DIR")]
+    log: PathBuf,
+    /// The policy document with the [rollout] section.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    format: StatusFormat,
+    /// Write the document with the changes that apply (demotions; promotions under
+    /// auto_promote) here, as JSON. Nothing is written when nothing applies.
+    #[arg(long, value_name = "FILE")]
+    write: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatusFormat {
+    /// Text for a terminal.
+    Text,
+    /// One JSON object.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -61,7 +98,192 @@ pub(crate) enum Format {
 pub(crate) fn run(cmd: RolloutCommand) -> Result<ExitCode, Failure> {
     match cmd {
         RolloutCommand::Report(a) => report(a),
+        RolloutCommand::Status(a) => status(a),
     }
+}
+
+fn status(a: StatusArgs) -> Result<ExitCode, Failure> {
+    let policy = Policy::from_file(&a.policy)
+        .map_err(|e| Failure::Input(format!("{}: {e}", a.policy.display())))?;
+    let Some(rollout) = policy.rollout() else {
+        return Err(Failure::Input(format!(
+            "{}: the policy has no [rollout] section",
+            a.policy.display()
+        )));
+    };
+    let exact = Agreement::exact();
+    let agreement = policy.agreement().unwrap_or(&exact);
+    let evidence = Evidence::from_log(&a.log, rollout, agreement, Query::new())
+        .map_err(|e| Failure::Input(format!("tollgate: FAILED: {e}")))?;
+    let now = SystemTime::now();
+    let statuses = rollout::status(rollout, &evidence, now);
+    let proposals: Vec<_> = statuses.iter().filter_map(|s| s.proposal.clone()).collect();
+    let written = match &a.write {
+        Some(path) => match rollout::apply(policy.document(), &proposals) {
+            Some(doc) => {
+                let next = Policy::from_document(doc).map_err(|e| {
+                    Failure::Input(format!(
+                        "tollgate: the changed document does not compile: {e}"
+                    ))
+                })?;
+                let mut text = serde_json::to_string_pretty(next.document())
+                    .map_err(|e| Failure::Input(format!("tollgate: {e}")))?;
+                text.push('\n');
+                std::fs::write(path, text)
+                    .map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+                Some((path.clone(), next.version()))
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let text = match a.format {
+        StatusFormat::Json => {
+            let v = serde_json::json!({
+                "policy": policy.document().policy.name,
+                "policy_version": policy.version().to_string(),
+                "records": evidence.records,
+                "auto_promote": rollout.auto_promote(),
+                "task_types": statuses,
+                "written": written.as_ref().map(|(p, v)| serde_json::json!({
+                    "path": p.display().to_string(),
+                    "policy_version": v.to_string(),
+                })),
+            });
+            let mut s = serde_json::to_string_pretty(&v)
+                .map_err(|e| Failure::Input(format!("tollgate: {e}")))?;
+            s.push('\n');
+            s
+        }
+        StatusFormat::Text => status_text(
+            &policy,
+            rollout,
+            evidence.records,
+            &statuses,
+            written.as_ref(),
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_text(
+    policy: &Policy,
+    rollout: &Rollout,
+    records: u64,
+    statuses: &[TaskStatus],
+    written: Option<&(PathBuf, tollgate::verdict::PolicyVersion)>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "rollout of {} ({} records used; promotions {})",
+        policy.document().policy.name,
+        records,
+        if rollout.auto_promote() {
+            "apply automatically"
+        } else {
+            "are proposed only"
+        }
+    );
+    for t in statuses {
+        let e = &t.evidence;
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "{}: stage {} of {} ({}){}",
+            t.task_type,
+            t.stage_index + 1,
+            t.stages.len(),
+            t.stage,
+            t.next.map(|n| format!(", next {n}")).unwrap_or_default()
+        );
+        let agreement = match (e.agreement_lower, e.agreement_upper) {
+            (Some(l), Some(u)) => format!(
+                "{}/{} agree ({:.1} %, 95% CI {:.1}-{:.1} %)",
+                e.agreements,
+                e.cases,
+                100.0 * e.agreements as f64 / e.cases.max(1) as f64,
+                100.0 * l,
+                100.0 * u
+            ),
+            _ => "no answered cases".into(),
+        };
+        let _ = writeln!(
+            s,
+            "  evidence: {} decisions in this stage, {agreement}; safety denials {}, budget overruns {}, human denials {}, breaker trips {}",
+            e.decisions, e.safety_denials, e.budget_overruns, e.human_denials, e.breaker_trips
+        );
+        if t.criteria.is_empty() {
+            let _ = writeln!(s, "  promotion: none from this stage");
+        }
+        for c in &t.criteria {
+            let _ = writeln!(
+                s,
+                "  [{}] {} {}: {}",
+                if c.met { "met" } else { "UNMET" },
+                c.name,
+                c.required,
+                c.actual
+            );
+        }
+        for tr in &t.triggers {
+            let _ = match tr {
+                Trigger::Event(ev) => writeln!(
+                    s,
+                    "  trigger: {} ({}) at seq {} in run {}",
+                    ev.kind, ev.detail, ev.seq, ev.run
+                ),
+                Trigger::AgreementBelow {
+                    bound,
+                    lower,
+                    cases,
+                } => writeln!(
+                    s,
+                    "  trigger: agreement lower bound {lower:.4} < {bound} over {cases} cases"
+                ),
+                _ => writeln!(s, "  trigger: {tr:?}"),
+            };
+        }
+        match &t.proposal {
+            Some(p) if p.kind == ProposalKind::Demote => {
+                let _ = writeln!(s, "  DEMOTE {} -> {} (applies at once)", p.from, p.to);
+            }
+            Some(p) => {
+                let _ = writeln!(
+                    s,
+                    "  PROMOTE {} -> {} ({})",
+                    p.from,
+                    p.to,
+                    if p.applies {
+                        "auto_promote: applies"
+                    } else {
+                        "proposed: sign and reload a policy with the change"
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  no change");
+            }
+        }
+    }
+    if let Some((path, v)) = written {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "wrote {} (policy version {v}): sign it if you sign policies, and reload the guard",
+            path.display()
+        );
+    }
+    s
 }
 
 fn report(a: ReportArgs) -> Result<ExitCode, Failure> {
