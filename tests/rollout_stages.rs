@@ -279,7 +279,11 @@ fn a_safety_denial_after_promotion_demotes_at_once_and_earlier_ones_do_not_count
     run.finish().unwrap();
     let ev = evidence_of(&guard, &sink, dir.path(), &supervised);
     let e = &ev.task_types["refunds"];
-    assert_eq!(e.mode, Some(Mode::Recommend), "the stretch since the demotion");
+    assert_eq!(
+        e.mode,
+        Some(Mode::Recommend),
+        "the stretch since the demotion"
+    );
     let proposals = evaluate(supervised.rollout().unwrap(), &ev, SystemTime::now());
     assert_eq!(proposals.len(), 1);
     let p = &proposals[0];

@@ -59,7 +59,12 @@ impl QueueObserver for AuditObserver {
         } = &t.kind
             && let Some(live) = &snap.rollout
         {
-            let task_type = shared.live_runs.lock().get(&t.request.run).cloned().flatten();
+            let task_type = shared
+                .live_runs
+                .lock()
+                .get(&t.request.run)
+                .cloned()
+                .flatten();
             shared.rollout_trigger(
                 live,
                 Some(&t.request.run),

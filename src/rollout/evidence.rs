@@ -326,7 +326,8 @@ impl<'a> EvidenceBuilder<'a> {
     /// A `rollout_demoted` record: the guard demoted a task type live.
     fn push_demotion(&mut self, event: &Value) {
         let s = |k: &str| event.get(k).and_then(Value::as_str);
-        let Some(task) = s("tollgate.task_type").and_then(|t| self.names.iter().position(|n| n == t))
+        let Some(task) =
+            s("tollgate.task_type").and_then(|t| self.names.iter().position(|n| n == t))
         else {
             return;
         };
