@@ -262,7 +262,8 @@ fn a_safety_denial_after_promotion_demotes_at_once_and_earlier_ones_do_not_count
     assert_eq!((e.mode, e.safety_denials), (Some(Mode::Supervised), 0));
     assert!(evaluate(supervised.rollout().unwrap(), &ev, SystemTime::now()).is_empty());
 
-    // The first safety denial in the stage demotes to the first stage, at once.
+    // The first safety denial in the stage demotes to the first stage, at once: the guard
+    // decides the very next call in recommend mode (the live demotion, tests/rollout_live.rs).
     let v = guard.check(
         &run,
         &ToolCall::new("refund", r#"{"invoice": 2, "amount": 700}"#),
@@ -273,11 +274,16 @@ fn a_safety_denial_after_promotion_demotes_at_once_and_earlier_ones_do_not_count
         &run,
         &ToolCall::new("refund", r#"{"invoice": 3, "amount": 800}"#),
     );
-    assert_eq!(v.deny_code(), Some(DenyCode::ArgumentOutOfRange));
+    assert_eq!(v.deny_code(), Some(DenyCode::Recommended));
     drop(v);
     run.finish().unwrap();
     let ev = evidence_of(&guard, &sink, dir.path(), &supervised);
-    assert_eq!(ev.task_types["refunds"].safety_denials, 2);
+    let e = &ev.task_types["refunds"];
+    assert_eq!(
+        e.mode,
+        Some(Mode::Recommend),
+        "the stretch since the demotion"
+    );
     let proposals = evaluate(supervised.rollout().unwrap(), &ev, SystemTime::now());
     assert_eq!(proposals.len(), 1);
     let p = &proposals[0];
@@ -287,11 +293,17 @@ fn a_safety_denial_after_promotion_demotes_at_once_and_earlier_ones_do_not_count
     let [Trigger::Event(first)] = &p.triggers[..] else {
         panic!("one trigger: {:?}", p.triggers)
     };
-    assert_eq!(first.kind, "safety_denial");
-    assert_eq!(first.detail, "argument_out_of_range");
-    // The first triggering event, not the second.
+    assert_eq!(first.kind, "live_demotion");
+    assert!(
+        first
+            .detail
+            .starts_with("supervised -> recommend: safety_denial argument_out_of_range"),
+        "{}",
+        first.detail
+    );
+    // Recorded right after the first triggering denial, before the next decision.
     let seqs = denial_seqs(dir.path());
-    assert_eq!(first.seq, seqs[seqs.len() - 2], "{seqs:?}");
+    assert_eq!(first.seq, seqs[seqs.len() - 1] + 1, "{seqs:?}");
 
     let demoted = Policy::from_document(apply(supervised.document(), &proposals).unwrap()).unwrap();
     assert_eq!(
@@ -691,7 +703,10 @@ fn rollout_status_prints_text_and_json_and_writes_the_demoted_document() {
     assert!(out.status.success(), "{stdout}");
     println!("{stdout}");
     assert!(
-        stdout.contains("trigger: safety_denial (argument_out_of_range)"),
+        // The guard demoted live; status sees its `rollout_demoted` record.
+        stdout.contains(
+            "trigger: live_demotion (supervised -> recommend: safety_denial argument_out_of_range"
+        ),
         "{stdout}"
     );
     assert!(

@@ -221,6 +221,22 @@ pub enum EventKind<'a> {
     },
     /// A scoped credential was issued, used, refused or revoked, or a provider's key rotated.
     Credential(CredentialEvent<'a>),
+    /// A task type of the policy's `[rollout]` section was demoted to its first stage at once,
+    /// by a trigger the guard observed (see [`crate::rollout`]).
+    RolloutDemoted {
+        /// The task type.
+        task_type: &'a str,
+        /// The stage's mode it ran in.
+        from: crate::mode::Mode,
+        /// The first stage's mode, in force from now on.
+        to: crate::mode::Mode,
+        /// `safety_denial`, `breaker_trip` or `human_denial`.
+        trigger: &'a str,
+        /// The rule, breaker or approver that triggered it.
+        rule: &'a str,
+        /// The deny code, the tool whose breaker opened, or the approval id.
+        detail: &'a str,
+    },
     /// A circuit breaker changed state.
     BreakerTransition {
         /// The agent part of the breaker's key (empty when keyed by tool).
@@ -613,6 +629,22 @@ impl AuditEvent<'_> {
                 o.bool(k!("tollgate.breakers_reset"), *breakers_reset);
             }
             EventKind::Credential(c) => credential_json(c, &mut o),
+            EventKind::RolloutDemoted {
+                task_type,
+                from,
+                to,
+                trigger,
+                rule,
+                detail,
+            } => {
+                o.str(k!("event"), "rollout_demoted");
+                o.str(k!("tollgate.task_type"), task_type);
+                o.str(k!("tollgate.rollout.from"), from.as_str());
+                o.str(k!("tollgate.rollout.to"), to.as_str());
+                o.str(k!("tollgate.rollout.trigger"), trigger);
+                o.str(k!("tollgate.rule"), rule);
+                o.str(k!("tollgate.rollout.detail"), detail);
+            }
             EventKind::BreakerTransition {
                 agent,
                 tool,

@@ -40,6 +40,9 @@ pub enum AlertKind {
     /// A changed policy file was not installed (invalid, unsigned, or a part that cannot change
     /// by reload): the policy in force stays.
     PolicyRejected,
+    /// A task type of the policy's `[rollout]` section was demoted to its first stage at once
+    /// (a breaker opened, a safety denial, an approver denied an escalation).
+    RolloutDemoted,
 }
 
 /// One alert, with enough context to act on it.

@@ -42,6 +42,7 @@ pub struct GuardBuilder {
     trust: Option<crate::policy::Trust>,
     pub(super) flow: Option<crate::flow::FlowRules>,
     pub(super) modes: Option<crate::mode::Modes>,
+    pub(super) rollout: Option<crate::rollout::Rollout>,
 }
 
 impl GuardBuilder {
@@ -161,7 +162,11 @@ impl GuardBuilder {
         if let Some(modes) = &self.modes {
             super::mode::check_modes(modes, &self.boundary, gate.as_deref())?;
         }
+        let version = self.boundary.version();
         let snapshot = Snapshot {
+            rollout: self
+                .rollout
+                .map(|r| Arc::new(super::rollout::LiveRollout::new(r, version))),
             modes: self.modes,
             flow: self.flow,
             boundary: Arc::new(self.boundary),
@@ -191,7 +196,7 @@ impl GuardBuilder {
                 seq: AtomicU64::new(0),
                 runs: AtomicU64::new(0),
                 recommendations: AtomicU64::new(0),
-                live_runs: parking_lot::Mutex::new(HashSet::new()),
+                live_runs: parking_lot::Mutex::new(Default::default()),
                 suspended_all: AtomicBool::new(false),
                 suspended_agents: ArcSwap::from_pointee(HashSet::new()),
                 rules: Rules::default(),
@@ -231,6 +236,7 @@ impl Guard {
             trust: None,
             flow: None,
             modes: None,
+            rollout: None,
         }
     }
 }

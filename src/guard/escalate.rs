@@ -49,7 +49,35 @@ impl QueueObserver for AuditObserver {
                 transition: &t.kind,
             },
             || Some(snap.boundary.audit_marks(&t.request.tool)),
-        )
+        )?;
+        // An approver's denial demotes the run's task type (a run still live: the task type
+        // of a run that ended is not known here).
+        if let crate::escalation::TransitionKind::Decided {
+            decision: crate::escalation::Decision::Deny,
+            approver,
+            ..
+        } = &t.kind
+            && let Some(live) = &snap.rollout
+        {
+            let task_type = shared
+                .live_runs
+                .lock()
+                .get(&t.request.run)
+                .cloned()
+                .flatten();
+            shared.rollout_trigger(
+                live,
+                Some(&t.request.run),
+                Some(&t.request.agent),
+                task_type.as_deref(),
+                super::rollout::Cause {
+                    kind: "human_denial",
+                    rule: approver.id.as_str(),
+                    detail: t.request.id.as_str(),
+                },
+            );
+        }
+        Ok(())
     }
 }
 

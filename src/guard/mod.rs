@@ -79,6 +79,7 @@ mod limits;
 mod mode;
 mod permit;
 mod reload;
+mod rollout;
 mod run;
 mod shared;
 
@@ -200,12 +201,19 @@ impl Guard {
         let snap = shared.policy.load_full();
         let boundary = &*snap.boundary;
         let version = boundary.version();
-        let (mode, mode_rule) = match &snap.modes {
-            Some(m) => {
+        let task_type = run.ctx.task_type().map(|t| t.as_str());
+        let demoted = snap
+            .rollout
+            .as_ref()
+            .and_then(|r| r.override_for(task_type));
+        let (mode, mode_rule) = match (&snap.modes, demoted) {
+            // A task type demoted live: every call of it in its first stage's mode.
+            (_, Some((mode, rule))) => (mode, Some(rule)),
+            (Some(m), None) => {
                 let (mode, rule) = m.resolve_rule(&run.ctx, call.tool());
                 (mode, Some(rule.clone()))
             }
-            None => (Mode::Enforce, None),
+            (None, None) => (Mode::Enforce, None),
         };
         // Stage 1: kill switch (in every mode: nothing shadows or recommends past it).
         if let Some(scope) = shared.suspended(run) {
@@ -219,12 +227,34 @@ impl Guard {
         }
         // Stages 2 to 5 decide; the mode says what is done with the decision.
         let staged = shared.stages(&snap, run, call, grant);
+        // A safety denial (actual or would-be) of a rollout task type demotes it, once the
+        // denial is recorded and before the next check.
+        let safety = match (&staged, &snap.rollout) {
+            (mode::Staged::Stop(d), Some(live)) if live.is_safety(d.code()) => {
+                Some((Arc::clone(live), d.code(), d.rule().as_str().to_owned()))
+            }
+            _ => None,
+        };
         let ctx = mode::Decided {
             mode,
             rule: mode_rule,
             grant: grant.is_some(),
         };
-        ctx.finish(shared, snap, run, call, staged)
+        let verdict = ctx.finish(shared, snap, run, call, staged);
+        if let Some((live, code, rule)) = safety {
+            shared.rollout_trigger(
+                &live,
+                Some(&run.id),
+                Some(run.ctx.agent()),
+                task_type,
+                rollout::Cause {
+                    kind: "safety_denial",
+                    rule: &rule,
+                    detail: code.as_str(),
+                },
+            );
+        }
+        verdict
     }
 
     /// Checks `call` and runs `tool` only if it is allowed, recording the outcome (`Ok` = success,

@@ -103,6 +103,21 @@ impl Core {
                 BreakerState::Closed => Some(AlertKind::BreakerClosed),
                 _ => None,
             };
+            if t.to == BreakerState::Open
+                && let Some(live) = &self.snap.rollout
+            {
+                shared.rollout_trigger(
+                    live,
+                    Some(&run.id),
+                    Some(run.ctx.agent()),
+                    run.ctx.task_type().map(|t| t.as_str()),
+                    super::rollout::Cause {
+                        kind: "breaker_trip",
+                        rule: "guard.breaker",
+                        detail: keyed.tool(),
+                    },
+                );
+            }
             if let Some(kind) = kind {
                 shared.alert(kind, Some(run), Some(keyed.tool()), || {
                     format!(

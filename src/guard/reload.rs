@@ -73,6 +73,7 @@ impl Guard {
             baseline: old.baseline.clone(),
             flow: old.flow.clone(),
             modes: old.modes.clone(),
+            rollout: old.rollout.clone(),
         };
         self.swap(&old, next, by, false)
     }
@@ -273,6 +274,14 @@ impl Guard {
             baseline,
             flow,
             modes: policy.modes().cloned(),
+            // Live demotions belong to the version they were made under (see `rollout.rs`).
+            rollout: policy.rollout().map(|r| match &old.rollout {
+                Some(live) if live.version == policy.version() => Arc::clone(live),
+                _ => Arc::new(super::rollout::LiveRollout::new(
+                    r.clone(),
+                    policy.version(),
+                )),
+            }),
         };
         let previous = self.swap(&old, next, by, breakers_reset)?;
         shared.bound.lock().document = Some(policy.clone());

@@ -42,8 +42,12 @@ impl Guard {
                 .unwrap_or_default();
             RunId::new(format!("run-{:x}-{n}", wall.as_millis()))
         });
-        if !self.shared.live_runs.lock().insert(id.clone()) {
-            return Err(GuardError::DuplicateRun(id.to_string()));
+        {
+            let mut live = self.shared.live_runs.lock();
+            if live.contains_key(&id) {
+                return Err(GuardError::DuplicateRun(id.to_string()));
+            }
+            live.insert(id.clone(), ctx.task_type().map(|t| Arc::from(t.as_str())));
         }
         let run = Run::from_state(RunState {
             shared: Arc::clone(&self.shared),

@@ -2,7 +2,7 @@
 //! reload (kill switch, run registry, approval queue, credentials), and the recording helpers
 //! every stage uses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -41,6 +41,8 @@ pub(crate) struct Snapshot {
     pub(crate) flow: Option<crate::flow::FlowRules>,
     /// The compiled `[modes]` section (`None`: every call is enforced).
     pub(crate) modes: Option<crate::mode::Modes>,
+    /// The `[rollout]` section and its live demotions (see `guard::rollout`).
+    pub(crate) rollout: Option<Arc<super::rollout::LiveRollout>>,
 }
 
 /// What a guard was bound to when it was built: the document whose fixed parts (credentials,
@@ -147,7 +149,9 @@ pub(crate) struct Shared {
     /// Recommendations made (for their ids).
     pub(crate) recommendations: AtomicU64,
     /// Ids of the runs started and not yet ended.
-    pub(crate) live_runs: parking_lot::Mutex<HashSet<RunId>>,
+    /// Ids of the runs started and not yet ended, with their task types (for triggers the
+    /// approval queue reports by run id).
+    pub(crate) live_runs: parking_lot::Mutex<HashMap<RunId, Option<Arc<str>>>>,
     pub(crate) suspended_all: AtomicBool,
     pub(crate) suspended_agents: ArcSwap<HashSet<AgentId>>,
     pub(crate) rules: Rules,

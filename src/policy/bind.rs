@@ -325,6 +325,9 @@ impl Policy {
         if let Some(modes) = self.modes() {
             b = b.modes(modes.clone());
         }
+        if let Some(rollout) = self.rollout() {
+            b = b.rollout(rollout.clone());
+        }
         if let Some(gate) = gate {
             let store = bindings
                 .approvals

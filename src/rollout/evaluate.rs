@@ -170,6 +170,11 @@ fn task_status(
         Some(e) if e.mode == Some(mode) => e.clone(),
         other => StageEvidence {
             last_breaker_trip_unix_nano: other.and_then(|e| e.last_breaker_trip_unix_nano),
+            // The guard demoted this stage live (its detail reads `<from> -> <to>: ...`): the
+            // document must follow.
+            demoted_live: other
+                .and_then(|e| e.demoted_live.clone())
+                .filter(|l| l.detail.starts_with(&format!("{} -> ", mode.as_str()))),
             ..StageEvidence::default()
         },
     };
@@ -242,6 +247,11 @@ fn task_status(
         .cloned()
         .map(Trigger::Event)
         .collect();
+    // Demoted live by the guard: the stretch is the first stage's, and the demotion (which
+    // names its trigger) is the one reason the document must follow.
+    if let Some(live) = &ev.demoted_live {
+        triggers = vec![Trigger::Event(live.clone())];
+    }
     triggers.sort_by_key(|t| match t {
         Trigger::Event(e) => e.seq,
         Trigger::AgreementBelow { .. } => u64::MAX,

@@ -73,6 +73,10 @@ pub struct StageEvidence {
     /// The first event of the stretch that triggers a demotion (breaker trip, safety denial,
     /// human denial; whether it does depends on the document's `demote`).
     pub first_triggers: Vec<TriggerEvent>,
+    /// The guard's live demotion of the task type (a `rollout_demoted` record, kind
+    /// `live_demotion`, detail `from -> to: trigger`), while the task type's decisions are still
+    /// made in the mode it was demoted to.
+    pub demoted_live: Option<TriggerEvent>,
 }
 
 /// Every rollout task type's [`StageEvidence`], as gathered by an [`EvidenceBuilder`].
@@ -101,6 +105,7 @@ impl Evidence {
             .kind("human_action")
             .kind("breaker_transition")
             .kind("escalation_decided")
+            .kind("rollout_demoted")
             .open(dir)?;
         let mut b = EvidenceBuilder::new(rollout, agreement);
         for r in records {
@@ -155,6 +160,8 @@ pub struct EvidenceBuilder<'a> {
     pending: HashMap<String, Pending>,
     stretches: Vec<Stretch>,
     last_trip: Vec<Option<u64>>,
+    /// The latest live demotion of each task type and the mode it demoted to.
+    live: Vec<Option<(Mode, TriggerEvent)>>,
     records: u64,
 }
 
@@ -170,6 +177,7 @@ impl<'a> EvidenceBuilder<'a> {
             agreement,
             stretches: names.iter().map(|_| Stretch::default()).collect(),
             last_trip: vec![None; names.len()],
+            live: vec![None; names.len()],
             names,
             safety: rollout.safety_codes().iter().map(|c| c.as_str()).collect(),
             runs: HashMap::new(),
@@ -182,6 +190,10 @@ impl<'a> EvidenceBuilder<'a> {
     pub fn push(&mut self, event: &Value) {
         self.records += 1;
         let s = |k: &str| event.get(k).and_then(Value::as_str);
+        if s("event") == Some("rollout_demoted") {
+            self.push_demotion(event);
+            return;
+        }
         let Some(run) = s("tollgate.run.id") else {
             return;
         };
@@ -219,6 +231,11 @@ impl<'a> EvidenceBuilder<'a> {
                 };
                 let st = &mut self.stretches[task];
                 if st.ev.mode != Some(mode) {
+                    // Decisions in another mode than the one it was demoted to: the live
+                    // demotion was superseded (a new document).
+                    if self.live[task].as_ref().is_some_and(|(to, _)| *to != mode) {
+                        self.live[task] = None;
+                    }
                     st.epoch += 1;
                     st.ev = StageEvidence {
                         mode: Some(mode),
@@ -306,14 +323,51 @@ impl<'a> EvidenceBuilder<'a> {
         }
     }
 
+    /// A `rollout_demoted` record: the guard demoted a task type live.
+    fn push_demotion(&mut self, event: &Value) {
+        let s = |k: &str| event.get(k).and_then(Value::as_str);
+        let Some(task) =
+            s("tollgate.task_type").and_then(|t| self.names.iter().position(|n| n == t))
+        else {
+            return;
+        };
+        let mode = |k: &str| {
+            s(k).and_then(|m| serde_json::from_value::<Mode>(Value::String(m.to_owned())).ok())
+        };
+        let (Some(from), Some(to)) = (mode("tollgate.rollout.from"), mode("tollgate.rollout.to"))
+        else {
+            return;
+        };
+        let t = TriggerEvent {
+            kind: "live_demotion".into(),
+            seq: event.get("seq").and_then(Value::as_u64).unwrap_or(0),
+            time_unix_nano: event
+                .get("time_unix_nano")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            run: s("tollgate.run.id").unwrap_or("").to_owned(),
+            detail: format!(
+                "{} -> {}: {} {} ({})",
+                from.as_str(),
+                to.as_str(),
+                s("tollgate.rollout.trigger").unwrap_or("?"),
+                s("tollgate.rollout.detail").unwrap_or("?"),
+                s("tollgate.rule").unwrap_or("?")
+            ),
+        };
+        self.live[task] = Some((to, t));
+    }
+
     /// The evidence gathered.
     pub fn finish(self) -> Evidence {
         let task_types = self
             .names
             .into_iter()
             .zip(self.stretches)
-            .map(|(name, st)| {
+            .zip(self.live)
+            .map(|((name, st), live)| {
                 let mut ev = st.ev;
+                ev.demoted_live = live.map(|(_, t)| t);
                 let w = wilson(ev.agreements, ev.cases);
                 ev.agreement_lower = w.map(|w| w.0);
                 ev.agreement_upper = w.map(|w| w.1);

@@ -44,6 +44,15 @@
 //!   it is applied only when the document says `auto_promote = true`.
 //! - **Demotion** ([`ProposalKind::Demote`]) is due on the first triggering event of the stretch
 //!   and always marked to apply: back to the **first** stage (the hard rollback).
+//! - **Live**: a guard built from the document ([`GuardBuilder::rollout`](crate::GuardBuilder::rollout),
+//!   set by [`Policy::guard`](crate::policy::Policy::guard)) applies a demotion itself, at once:
+//!   a safety denial (actual or would-be), a breaker opening or an approver's denial it
+//!   observes for a task type above its first stage decides that task type's very next call in
+//!   the first stage's mode (rule `rollout.task_types.<t>`), recorded as a `rollout_demoted`
+//!   event and alerted. The override lasts while the same document version is in force (a
+//!   reload of that version keeps it); [`Evidence`] reads the record (`demoted_live`), and the
+//!   demotion is proposed so the document catches up. The agreement trigger is not live (it is
+//!   computed from the trail).
 //!
 //! A human's *edit* rate is not a criterion: approvers answer approve or deny, and nothing in
 //! the trail records an edit.
