@@ -864,3 +864,77 @@ fn render_in_chromium(dir: &Path, page: &Path) {
         fs::copy(&shot, keep).unwrap();
     }
 }
+
+#[test]
+fn rollout_report_prints_a_markdown_evidence_report() {
+    let dir = TempDir::new("md");
+    let log = dir.path().join("audit");
+    let policy_text = scenario(&log);
+    let (log_s, dir_s) = (log.to_str().unwrap(), dir.path().to_str().unwrap());
+
+    // Without [rollout]: agreement, calibration and catalogue, and a line saying so.
+    let plain = format!("{dir_s}/plain.toml");
+    fs::write(&plain, &policy_text).unwrap();
+    let out = tollgate(&[
+        "rollout", "report", "--log", log_s, "--policy", &plain, "--format", "md",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let md = String::from_utf8(out.stdout).unwrap();
+    println!("{md}");
+    let version = Policy::from_toml(&policy_text)
+        .unwrap()
+        .version()
+        .to_string();
+    for line in [
+        "# Evidence report: clinic-billing".to_owned(),
+        format!("- Policy version: {version}"),
+        "- Recommendations: 8 (7 answered by a human, 1 unanswered)".to_owned(),
+        "| refunds | refund | 4 | 1 | 25.0% | 4.6% to 69.9% | 1 |".to_owned(),
+        "- Brier score: 0.2471".to_owned(),
+        "5 disagreements in 5 kinds.".to_owned(),
+        "The policy has no `[rollout]` section.".to_owned(),
+    ] {
+        assert!(md.lines().any(|l| l == line), "missing {line:?} in\n{md}");
+    }
+    assert!(
+        md.lines()
+            .any(|l| l.starts_with("| refund | outside_tolerance | amount | ")),
+        "{md}"
+    );
+    assert!(md.contains("| confidence | cases | agreed | mean confidence | observed agreement |"));
+
+    // With [rollout]: every criterion's required and actual figure per task type.
+    let staged = format!("{dir_s}/staged.toml");
+    // The rollout's task type must be one the modes name.
+    let policy_text = policy_text.replace(
+        "default = \"recommend\"\n",
+        "default = \"recommend\"\nrules = [{ task_type = \"refunds\", mode = \"recommend\" }]\n",
+    );
+    fs::write(
+        &staged,
+        format!(
+            "{policy_text}\n[rollout]\n[rollout.task_types.refunds]\nstages = [\n  \
+             {{ mode = \"recommend\", promote = {{ min_cases = 5, min_agreement_lower_bound = 0.4 }} }},\n  \
+             {{ mode = \"autonomous\" }},\n]\n"
+        ),
+    )
+    .unwrap();
+    let out = tollgate(&[
+        "rollout", "report", "--log", log_s, "--policy", &staged, "--format", "md",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let md = String::from_utf8(out.stdout).unwrap();
+    println!("{md}");
+    assert!(
+        md.lines()
+            .any(|l| l == "### refunds: stage 1 of 2 (recommend), next autonomous"),
+        "{md}"
+    );
+    for line in [
+        "17 records used.",
+        "| min_cases | >= 5 | 4 | no |",
+        "| min_agreement_lower_bound | >= 0.4 | 0.0456 | no |",
+    ] {
+        assert!(md.lines().any(|l| l == line), "missing {line:?} in\n{md}");
+    }
+}

@@ -83,7 +83,7 @@ use serde::{Deserialize, Serialize};
 pub use compare::{Comparator, Comparison, Difference, DifferenceKind};
 pub use report::{
     AgreementError, AgreementReport, Bin, Calibration, CatalogueEntry, DisagreementCase,
-    GroupStats, ReportBuilder, TimePoint, Timeline,
+    GroupStats, Rate, ReportBuilder, TimePoint, Timeline,
 };
 
 /// Default number of reliability bins.

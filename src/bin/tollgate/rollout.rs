@@ -93,6 +93,11 @@ pub(crate) enum Format {
     /// A self-contained HTML page with a reliability diagram and agreement over time (inline
     /// SVG, no script).
     Html,
+    /// A Markdown evidence report for a reviewer's file: the policy's name and version,
+    /// agreement per task type and tool, calibration, the disagreement catalogue, and (if the
+    /// policy has `[rollout]`) each task type's stage with every criterion's required and actual
+    /// figure.
+    Md,
 }
 
 pub(crate) fn run(cmd: RolloutCommand) -> Result<ExitCode, Failure> {
@@ -314,6 +319,20 @@ fn report(a: ReportArgs) -> Result<ExitCode, Failure> {
             "Agreement report: {}",
             policy.document().policy.name
         )),
+        Format::Md => {
+            let statuses = match policy.rollout() {
+                Some(rollout) => {
+                    let evidence = Evidence::from_log(&a.log, rollout, agreement, Query::new())
+                        .map_err(|e| Failure::Input(format!("tollgate: FAILED: {e}")))?;
+                    Some((
+                        evidence.records,
+                        rollout::status(rollout, &evidence, SystemTime::now()),
+                    ))
+                }
+                None => None,
+            };
+            markdown(&policy, &report, statuses.as_ref())
+        }
     };
     match &a.out {
         Some(path) => std::fs::write(path, text)
@@ -330,4 +349,195 @@ fn report(a: ReportArgs) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Markdown table cell: no pipes or line breaks inside.
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+fn md_pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |x| format!("{:.1}%", x * 100.0))
+}
+
+fn md_rate_row(s: &mut String, task: &str, tool: &str, r: &tollgate::agreement::Rate) {
+    use std::fmt::Write as _;
+    let interval = match (r.lower, r.upper) {
+        (Some(l), Some(u)) => format!("{:.1}% to {:.1}%", l * 100.0, u * 100.0),
+        _ => "-".into(),
+    };
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} | {} | {} | {} |",
+        md_cell(task),
+        md_cell(tool),
+        r.cases,
+        r.agreements,
+        md_pct(r.rate),
+        interval,
+        r.unanswered
+    );
+}
+
+/// The Markdown evidence report.
+fn markdown(
+    policy: &Policy,
+    r: &AgreementReport,
+    rollout: Option<&(u64, Vec<TaskStatus>)>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let name = &policy.document().policy.name;
+    let _ = writeln!(s, "# Evidence report: {}\n", md_cell(name));
+    let _ = writeln!(s, "- Policy: {}", md_cell(name));
+    let _ = writeln!(s, "- Policy version: {}", policy.version());
+    if !r.policy_versions.is_empty() {
+        let _ = writeln!(
+            s,
+            "- Versions the recommendations were made under: {}",
+            r.policy_versions.join(", ")
+        );
+    }
+    let _ = writeln!(s, "- Records read: {}", r.records);
+    let _ = writeln!(
+        s,
+        "- Recommendations: {} ({} answered by a human, {} unanswered)",
+        r.recommendations, r.overall.cases, r.overall.unanswered
+    );
+    if r.orphan_actions > 0 {
+        let _ = writeln!(
+            s,
+            "- Human actions without their recommendation: {}",
+            r.orphan_actions
+        );
+    }
+
+    s.push_str("\n## Agreement\n\n");
+    s.push_str("| task type | tool | cases | agreed | rate | 95% Wilson interval | unanswered |\n");
+    s.push_str("|---|---|--:|--:|--:|---|--:|\n");
+    for g in &r.groups {
+        md_rate_row(
+            &mut s,
+            g.task_type.as_deref().unwrap_or("(none)"),
+            &g.tool,
+            &g.figures,
+        );
+    }
+    md_rate_row(&mut s, "(all)", "", &r.overall);
+
+    let c = &r.calibration;
+    s.push_str("\n## Calibration\n\n");
+    let _ = writeln!(
+        s,
+        "- Brier score: {}",
+        c.brier.map_or_else(|| "-".into(), |b| format!("{b:.4}"))
+    );
+    let _ = writeln!(s, "- Cases with a confidence: {}", c.cases);
+    let _ = writeln!(s, "- Cases without a confidence: {}", c.without_confidence);
+    let _ = writeln!(s, "- Largest bin gap: {}\n", md_pct(c.max_gap));
+    s.push_str("| confidence | cases | agreed | mean confidence | observed agreement |\n");
+    s.push_str("|---|--:|--:|--:|--:|\n");
+    for b in &c.bins {
+        let _ = writeln!(
+            s,
+            "| [{:.2}, {:.2}{} | {} | {} | {} | {} |",
+            b.from,
+            b.to,
+            if b.to >= 1.0 { "]" } else { ")" },
+            b.cases,
+            b.agreements,
+            b.mean_confidence
+                .map_or_else(|| "-".into(), |m| format!("{m:.3}")),
+            md_pct(b.observed)
+        );
+    }
+
+    s.push_str("\n## Disagreements\n\n");
+    let total: u64 = r.catalogue.iter().map(|e| e.count).sum();
+    let _ = writeln!(
+        s,
+        "{} disagreements in {} kinds.\n",
+        total,
+        r.catalogue.len()
+    );
+    if !r.catalogue.is_empty() {
+        s.push_str("| tool | kind | argument / tool | count |\n");
+        s.push_str("|---|---|---|--:|\n");
+        for e in &r.catalogue {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                md_cell(&e.tool),
+                md_cell(&e.kind),
+                md_cell(e.detail.as_deref().unwrap_or("")),
+                e.count
+            );
+        }
+    }
+
+    s.push_str("\n## Rollout\n\n");
+    match rollout {
+        None => s.push_str("The policy has no `[rollout]` section.\n"),
+        Some((records, statuses)) => {
+            let _ = writeln!(s, "{records} records used.");
+            for t in statuses {
+                let _ = writeln!(
+                    s,
+                    "\n### {}: stage {} of {} ({}){}\n",
+                    md_cell(&t.task_type),
+                    t.stage_index + 1,
+                    t.stages.len(),
+                    t.stage,
+                    t.next.map(|n| format!(", next {n}")).unwrap_or_default()
+                );
+                if t.criteria.is_empty() {
+                    s.push_str("No promotion from this stage.\n");
+                } else {
+                    s.push_str("| criterion | required | actual | met |\n");
+                    s.push_str("|---|---|---|---|\n");
+                    for c in &t.criteria {
+                        let _ = writeln!(
+                            s,
+                            "| {} | {} | {} | {} |",
+                            c.name,
+                            md_cell(&c.required),
+                            md_cell(&c.actual),
+                            if c.met { "yes" } else { "no" }
+                        );
+                    }
+                }
+                for tr in &t.triggers {
+                    let _ = match tr {
+                        Trigger::Event(ev) => writeln!(
+                            s,
+                            "- Demotion trigger: {} ({}) at seq {} in run {}",
+                            ev.kind,
+                            md_cell(&ev.detail),
+                            ev.seq,
+                            ev.run
+                        ),
+                        Trigger::AgreementBelow {
+                            bound,
+                            lower,
+                            cases,
+                        } => writeln!(
+                            s,
+                            "- Demotion trigger: agreement lower bound {lower:.4} < {bound} over {cases} cases"
+                        ),
+                        _ => writeln!(s, "- Demotion trigger: {tr:?}"),
+                    };
+                }
+                match &t.proposal {
+                    Some(p) if p.kind == ProposalKind::Demote => {
+                        let _ = writeln!(s, "- Proposal: demote {} to {}", p.from, p.to);
+                    }
+                    Some(p) => {
+                        let _ = writeln!(s, "- Proposal: promote {} to {}", p.from, p.to);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+    s
 }
