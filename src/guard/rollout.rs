@@ -11,6 +11,8 @@
 
 use std::collections::HashMap;
 
+use arc_swap::ArcSwap;
+
 use crate::audit::EventKind;
 use crate::breaker::AlertKind;
 use crate::call::{AgentId, RuleId, RunId};
@@ -25,7 +27,9 @@ pub(crate) struct LiveRollout {
     pub(crate) version: PolicyVersion,
     rollout: Rollout,
     /// Task type -> (the mode it was demoted to, the rule id recorded with its decisions).
-    demoted: parking_lot::Mutex<HashMap<String, (Mode, RuleId)>>,
+    /// Read by every check of a rollout task type, written once per demotion: a lock-free read
+    /// instead of a mutex every thread takes on every check.
+    demoted: ArcSwap<HashMap<String, (Mode, RuleId)>>,
 }
 
 /// What triggered a live demotion.
@@ -43,15 +47,19 @@ impl LiveRollout {
         Self {
             version,
             rollout,
-            demoted: parking_lot::Mutex::new(HashMap::new()),
+            demoted: ArcSwap::from_pointee(HashMap::new()),
         }
     }
 
     /// The mode (and rule) a demoted task type's calls are decided in.
     pub(crate) fn override_for(&self, task_type: Option<&str>) -> Option<(Mode, RuleId)> {
         let t = task_type?;
+        let demoted = self.demoted.load();
+        if demoted.is_empty() {
+            return None;
+        }
         self.rollout.state(t)?;
-        self.demoted.lock().get(t).cloned()
+        demoted.get(t).cloned()
     }
 
     /// Whether `code` is one of the section's safety codes.
@@ -99,15 +107,22 @@ impl Shared {
             return;
         }
         let from = state.mode();
-        {
-            let mut demoted = live.demoted.lock();
-            if demoted.contains_key(t) {
-                return;
+        // Copy-on-write under the compare-and-swap: of two threads demoting the same task type
+        // at once, exactly one inserts it (and records and alerts).
+        let mut inserted = false;
+        live.demoted.rcu(|current| {
+            inserted = !current.contains_key(t);
+            let mut next = HashMap::clone(current);
+            if inserted {
+                next.insert(
+                    t.to_owned(),
+                    (first, RuleId::new(format!("rollout.task_types.{t}"))),
+                );
             }
-            demoted.insert(
-                t.to_owned(),
-                (first, RuleId::new(format!("rollout.task_types.{t}"))),
-            );
+            next
+        });
+        if !inserted {
+            return;
         }
         let _ = self.record_event(
             run,
