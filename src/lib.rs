@@ -80,6 +80,7 @@
 
 pub mod agreement;
 pub mod audit;
+pub mod backend;
 pub mod boundary;
 pub mod breaker;
 pub mod call;

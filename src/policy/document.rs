@@ -77,6 +77,10 @@ pub struct Document {
     /// [`crate::rollout`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::RolloutSection>,
+    /// Where state shared across processes and hosts lives (see [`crate::backend`]): absent,
+    /// files and in-process state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::backend::BackendSection>,
 }
 
 /// The document's metadata: what legal and compliance staff sign off. Every field is required:

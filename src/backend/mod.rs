@@ -1,0 +1,177 @@
+//! Where the state shared by many guards lives: the kill switch, budget and rate leases, the
+//! approval queue and the audit trail.
+//!
+//! The embedded default keeps them in files and in-process state (one host). A fleet of many
+//! worker processes on many hosts sets the document's `[backend]` section to PostgreSQL (feature
+//! `postgres`), and nothing else changes: the same primitives, behind the same traits, read and
+//! write their shared state there.
+//!
+//! ```toml
+//! [backend]
+//! kind = "postgres"
+//! # The name of the environment variable holding the connection string, never the string
+//! # itself: it may carry a password, and the document is signed and shown to reviewers.
+//! url_env = "TOLLGATE_PG_URL"
+//! schema = "tollgate"
+//! connect_timeout = "5s"
+//! ```
+//!
+//! The connection string is read from the environment when the backend is opened, not when the
+//! document is parsed: `tollgate policy check` validates the section on a machine that has no
+//! database.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::DocumentError;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+/// Which backend holds the shared state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// Files and in-process state on one host (the default).
+    #[default]
+    Files,
+    /// One PostgreSQL database shared by every host of the fleet (feature `postgres`).
+    Postgres,
+}
+
+/// The document's `[backend]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    /// Which backend.
+    #[serde(default)]
+    pub kind: BackendKind,
+    /// For `postgres`: the environment variable that holds the connection string
+    /// (`host=... user=... dbname=...` or a `postgresql://` URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    /// For `postgres`: the schema tollgate's tables live in (created when missing).
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// For `postgres`: how long to wait for a connection before giving up (and denying).
+    #[serde(default = "default_connect_timeout", with = "crate::units::duration")]
+    pub connect_timeout: Duration,
+}
+
+fn default_schema() -> String {
+    "tollgate".to_owned()
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for BackendSection {
+    fn default() -> Self {
+        BackendSection {
+            kind: BackendKind::Files,
+            url_env: None,
+            schema: default_schema(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+impl BackendSection {
+    /// Checks what serde cannot: a PostgreSQL backend names where its connection string is, the
+    /// schema is a plain identifier (it is spliced into SQL), the timeout is not zero.
+    pub(crate) fn validate(&self) -> Result<(), DocumentError> {
+        if self.kind == BackendKind::Postgres {
+            match &self.url_env {
+                None => {
+                    return Err(DocumentError::invalid(
+                        "backend.kind",
+                        "a `postgres` backend needs `url_env`: the name of the environment \
+                         variable holding the connection string",
+                    ));
+                }
+                Some(name) if !is_env_name(name) => {
+                    return Err(DocumentError::invalid(
+                        "backend.url_env",
+                        format!(
+                            "`{name}` is not an environment variable name (letters, digits and \
+                             `_`, not starting with a digit); write the variable's name here, \
+                             not the connection string"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if !is_identifier(&self.schema) {
+            return Err(DocumentError::invalid(
+                "backend.schema",
+                format!(
+                    "`{}` is not a plain SQL identifier (lower-case letters, digits and `_`, \
+                     starting with a letter or `_`, at most 63 bytes)",
+                    self.schema
+                ),
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(DocumentError::invalid(
+                "backend.connect_timeout",
+                "must be longer than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A lower-case SQL identifier that needs no quoting (so it can be spliced into DDL safely).
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= 63
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_that_need_quoting_are_refused() {
+        assert!(is_identifier("tollgate"));
+        assert!(is_identifier("_t1"));
+        for bad in [
+            "",
+            "Tollgate",
+            "1t",
+            "a-b",
+            "a;drop table x",
+            "a b",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_identifier(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn postgres_needs_an_environment_variable_name() {
+        let mut s = BackendSection {
+            kind: BackendKind::Postgres,
+            ..BackendSection::default()
+        };
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("url_env"), "{e}");
+        s.url_env = Some("postgresql://u:secret@h/db".into());
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("backend.url_env"), "{e}");
+        s.url_env = Some("TOLLGATE_PG_URL".into());
+        s.validate().unwrap();
+    }
+}
