@@ -84,6 +84,11 @@ pub enum DenyCode {
     ApprovalInvalid,
     /// The call needed a human but could not be put before one (the approval queue refused it).
     EscalationFailed,
+    /// An approver approved the call with *edited* arguments
+    /// ([`ApprovalQueue::edit`](crate::escalation::ApprovalQueue::edit)): the call as proposed
+    /// does not run. The edited arguments are the request's (`approvals().status(id)`), and its
+    /// ticket resumes the edited call ([`Guard::resume`](crate::Guard::resume)).
+    ApprovalEdited,
     /// An argument's value comes from a source, tier or compartment a flow rule does not
     /// accept for it ([`crate::flow`]), or the run's context already holds data the call may
     /// not be mixed with.
@@ -129,6 +134,7 @@ impl DenyCode {
             DenyCode::ApprovalTimedOut => "approval_timed_out",
             DenyCode::ApprovalInvalid => "approval_invalid",
             DenyCode::EscalationFailed => "escalation_failed",
+            DenyCode::ApprovalEdited => "approval_edited",
             DenyCode::FlowViolation => "flow_violation",
             DenyCode::Recommended => "recommended",
         }

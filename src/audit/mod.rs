@@ -751,6 +751,7 @@ fn write_escalation(o: &mut json::Obj<'_>, r: &ApprovalRequest, t: &TransitionKi
         TransitionKind::Requested { .. } => "escalation_requested",
         TransitionKind::Escalated { .. } => "escalation_routed",
         TransitionKind::Decided { .. } => "escalation_decided",
+        TransitionKind::Edited { .. } => "escalation_edited",
         TransitionKind::TimedOut { .. } => "escalation_expired",
         TransitionKind::Consumed { .. } => "escalation_resumed",
     };
@@ -780,6 +781,29 @@ fn write_escalation(o: &mut json::Obj<'_>, r: &ApprovalRequest, t: &TransitionKi
             o.str(k!("tollgate.approval.approver"), approver.id.as_str());
             o.opt_str(k!("tollgate.approval.channel"), approver.channel.as_deref());
             o.ser(k!("tollgate.approval.decision"), decision);
+            o.str(k!("tollgate.reason"), reason);
+            o.u64(k!("tollgate.approval.wait_ms"), millis(*wait));
+            o.u64(k!("tollgate.approval.approvals"), u64::from(*approvals));
+            match resolution {
+                Some(res) => o.ser(k!("tollgate.approval.resolution"), res),
+                None => o.null(k!("tollgate.approval.resolution")),
+            }
+        }
+        TransitionKind::Edited {
+            approver,
+            reason,
+            args: _,
+            changed,
+            wait,
+            approvals,
+            resolution,
+        } => {
+            // The edited values are not written here: the resumed call's own record carries
+            // them, redacted as the tool's arguments always are.
+            o.str(k!("tollgate.approval.approver"), approver.id.as_str());
+            o.opt_str(k!("tollgate.approval.channel"), approver.channel.as_deref());
+            o.str(k!("tollgate.approval.decision"), "edit");
+            o.ser(k!("tollgate.approval.changed"), changed);
             o.str(k!("tollgate.reason"), reason);
             o.u64(k!("tollgate.approval.wait_ms"), millis(*wait));
             o.u64(k!("tollgate.approval.approvals"), u64::from(*approvals));

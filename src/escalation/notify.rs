@@ -41,6 +41,26 @@ pub enum TransitionKind<'a> {
         /// How the request ended, if this decision ended it (quorum reached, or a veto).
         resolution: Option<Resolution>,
     },
+    /// An approver replaced the arguments and approved the edited call: approvals cast before
+    /// no longer count, and the grant binds the new arguments.
+    Edited {
+        /// Who.
+        approver: &'a Approver,
+        /// Why.
+        reason: &'a str,
+        /// The arguments as edited.
+        args: &'a serde_json::Value,
+        /// The argument paths that differ from the proposal (JSON pointers, e.g. `/amount`),
+        /// names only: the values are in the resumed call's own record, redacted as the tool's
+        /// arguments always are.
+        changed: &'a [String],
+        /// Edit time minus creation time.
+        wait: Duration,
+        /// Distinct approvals after the edit (the editor's own).
+        approvals: u32,
+        /// How the request ended, if the edit ended it (a quorum of one).
+        resolution: Option<Resolution>,
+    },
     /// The deadline passed with no decision.
     TimedOut {
         /// Approved or denied, per the request's `on_timeout`.

@@ -27,6 +27,7 @@ use super::store::{ApprovalStore, StoreRecord, depth_exceeds};
 use super::wait::Wait;
 
 mod consume;
+mod edit;
 use crate::call::canonical::MAX_DEPTH;
 
 /// Longest accepted timeout: 366 days.
@@ -34,7 +35,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(366 * 86_400);
 /// Most levels in a chain.
 const MAX_LEVELS: usize = 16;
 /// Longest reason an approver may give, in bytes.
-const MAX_REASON_BYTES: usize = 4096;
+pub(super) const MAX_REASON_BYTES: usize = 4096;
 
 /// Queue settings. Serde-loadable (`deny_unknown_fields`); every field has a default. A queue
 /// for a compiled gate takes its groups and its policy's `[escalation.approvals]` with
@@ -196,7 +197,7 @@ fn dur_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> QueueError {
+pub(super) fn invalid(field: &str, reason: impl Into<String>) -> QueueError {
     QueueError::InvalidSubmission {
         field: field.to_owned(),
         reason: reason.into(),
@@ -674,44 +675,8 @@ impl ApprovalQueue {
                 .entries
                 .get(id)
                 .ok_or_else(|| QueueError::NotFound { id: id.clone() })?;
+            self.check_decider(inner, e, id, approver)?;
             let req = &e.request;
-            match &e.state {
-                RequestState::Pending => {}
-                s if s.is_timed_out() => {
-                    return Err(QueueError::Expired {
-                        id: id.clone(),
-                        deadline_ms: req.deadline_ms,
-                    });
-                }
-                s => {
-                    return Err(QueueError::NotPending {
-                        id: id.clone(),
-                        state: s.clone(),
-                    });
-                }
-            }
-            if self.separation_of_duties
-                && (req.trigger.as_ref() == Some(&approver.id)
-                    || req.agent.as_str() == approver.id.as_str())
-            {
-                return Err(QueueError::SelfApproval {
-                    id: id.clone(),
-                    approver: approver.id.clone(),
-                });
-            }
-            let eligible_levels = &req.chain[..=req.level.min(req.chain.len() - 1)];
-            if !eligible_levels
-                .iter()
-                .any(|l| inner.groups.is_member(&l.group, approver.id.as_str()))
-            {
-                let groups: Vec<&str> = eligible_levels.iter().map(|l| l.group.as_str()).collect();
-                return Err(QueueError::NotEligible {
-                    id: id.clone(),
-                    approver: approver.id.clone(),
-                    level: req.level,
-                    groups: groups.join(", "),
-                });
-            }
             if decision == Decision::Approve && e.approvers.contains(&approver.id) {
                 return Err(QueueError::AlreadyApproved {
                     id: id.clone(),
@@ -782,6 +747,57 @@ impl ApprovalQueue {
                 quorum,
             })
         })
+    }
+
+    /// Whether `approver` may decide `e` (request `id`) now: it is pending, not expired, the
+    /// approver is neither its trigger nor its agent (with separation of duties), and belongs to
+    /// a group asked at a level reached so far.
+    pub(super) fn check_decider(
+        &self,
+        inner: &Inner,
+        e: &super::state::Entry,
+        id: &ApprovalId,
+        approver: &Approver,
+    ) -> Result<(), QueueError> {
+        let req = &e.request;
+        match &e.state {
+            RequestState::Pending => {}
+            s if s.is_timed_out() => {
+                return Err(QueueError::Expired {
+                    id: id.clone(),
+                    deadline_ms: req.deadline_ms,
+                });
+            }
+            s => {
+                return Err(QueueError::NotPending {
+                    id: id.clone(),
+                    state: s.clone(),
+                });
+            }
+        }
+        if self.separation_of_duties
+            && (req.trigger.as_ref() == Some(&approver.id)
+                || req.agent.as_str() == approver.id.as_str())
+        {
+            return Err(QueueError::SelfApproval {
+                id: id.clone(),
+                approver: approver.id.clone(),
+            });
+        }
+        let eligible_levels = &req.chain[..=req.level.min(req.chain.len() - 1)];
+        if !eligible_levels
+            .iter()
+            .any(|l| inner.groups.is_member(&l.group, approver.id.as_str()))
+        {
+            let groups: Vec<&str> = eligible_levels.iter().map(|l| l.group.as_str()).collect();
+            return Err(QueueError::NotEligible {
+                id: id.clone(),
+                approver: approver.id.clone(),
+                level: req.level,
+                groups: groups.join(", "),
+            });
+        }
+        Ok(())
     }
 
     /// The request with its state and votes, after applying a due timeout or chain move.

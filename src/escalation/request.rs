@@ -333,6 +333,11 @@ pub struct Vote {
     pub at_ms: u64,
     /// The chain level the request was at.
     pub level: usize,
+    /// An approval of arguments the approver edited (see
+    /// [`ApprovalQueue::edit`](super::ApprovalQueue::edit)): the request's arguments were
+    /// replaced, and approvals cast before it no longer count.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
 }
 
 /// Where a request is in its life.

@@ -225,6 +225,7 @@ pub(super) fn apply(
                 reason: reason.clone(),
                 at_ms: *at_ms,
                 level: e.request.level,
+                edited: false,
             });
             let resolved = match decision {
                 Decision::Deny => Some(RequestState::Denied {
@@ -247,6 +248,40 @@ pub(super) fn apply(
             };
             if let Some(s) = resolved {
                 e.state = s;
+                inner.pending.remove(id);
+            }
+        }
+        StoreRecord::Edited {
+            id,
+            approver,
+            args,
+            args_hash,
+            reason,
+            at_ms,
+        } => {
+            pending_entry(inner, id)?;
+            let e = inner.entries.get_mut(id).ok_or("missing entry")?;
+            // The edited call is a new proposal: only approvals of it count.
+            e.request.args = args.clone();
+            e.request.args_hash = *args_hash;
+            e.approvers = vec![approver.id.clone()];
+            e.votes.push(Vote {
+                approver: approver.clone(),
+                decision: Decision::Approve,
+                reason: reason.clone(),
+                at_ms: *at_ms,
+                level: e.request.level,
+                edited: true,
+            });
+            if e.approvals() >= e.request.quorum {
+                e.grant_expiry = Some(match mode {
+                    Mode::Live(n) => n.mono.saturating_add(grant_ttl),
+                    Mode::Replay(n) => n.mono_at(at_ms.saturating_add(ms(grant_ttl)), grant_ttl),
+                });
+                e.state = RequestState::Approved {
+                    at_ms: *at_ms,
+                    by_timeout: false,
+                };
                 inner.pending.remove(id);
             }
         }
@@ -341,7 +376,14 @@ pub(super) fn recheck_open(inner: &mut Inner, separation_of_duties: bool) -> Vec
         };
         let req = &e.request;
         let mut counted: Vec<Principal> = Vec::new();
-        for v in e.votes.iter().filter(|v| v.decision == Decision::Approve) {
+        // Approvals cast before the last edit approved other arguments: they never count. An
+        // edit whose approver no longer qualifies leaves the edited arguments with no approval
+        // (a qualified approver must approve them, seeing them).
+        let since = e.votes.iter().rposition(|v| v.edited).unwrap_or(0);
+        for v in e.votes[since..]
+            .iter()
+            .filter(|v| v.decision == Decision::Approve)
+        {
             let who = &v.approver.id;
             let levels = &req.chain[..=v.level.min(req.chain.len() - 1)];
             let why = if separation_of_duties

@@ -340,7 +340,10 @@ impl Guard {
             );
         };
         match esc.queue.wait(&request.id).await {
-            Ok(r) if r.is_approved() => self.resume(run, call, &request.ticket()),
+            Ok(r) if r.is_approved() => match edited(&esc.queue, request) {
+                Some(why) => deny(DenyCode::ApprovalEdited, why),
+                None => self.resume(run, call, &request.ticket()),
+            },
             Ok(Resolution::Denied {
                 by: Some(by),
                 reason,
@@ -386,6 +389,26 @@ impl Guard {
             thread: Some(thread),
         })
     }
+}
+
+/// Why the call as proposed in `request` must not run when its approval is for edited
+/// arguments (`None` when it was approved as proposed, or the queue cannot say: then resuming
+/// checks the arguments against the grant and refuses a mismatch anyway).
+pub(super) fn edited(queue: &ApprovalQueue, request: &ApprovalRequest) -> Option<String> {
+    let now = queue.status(&request.id).ok()?;
+    (now.request.args_hash != request.args_hash).then(|| {
+        let by = now
+            .votes
+            .iter()
+            .rev()
+            .find(|v| v.edited)
+            .map_or("an approver", |v| v.approver.id.as_str());
+        format!(
+            "{by} approved the call with edited arguments; the call as proposed does not run \
+             (resume the edited call with request {}'s ticket)",
+            request.id
+        )
+    })
 }
 
 /// Stops the ticker thread of [`Guard::spawn_approval_ticker`] when dropped.

@@ -233,6 +233,20 @@ fn task_status(
                 met: ev.budget_overruns <= n,
             });
         }
+        if let Some(r) = c.max_edit_rate {
+            // No cases, no edits: the rate is 0 (`min_cases` is the criterion for enough cases).
+            let rate = if ev.cases == 0 {
+                0.0
+            } else {
+                ev.edits as f64 / ev.cases as f64
+            };
+            criteria.push(Criterion {
+                name: "max_edit_rate",
+                required: format!("<= {r}"),
+                actual: format!("{rate:.4} ({} of {} cases)", ev.edits, ev.cases),
+                met: rate <= r,
+            });
+        }
     }
     let d = &state.demote;
     let mut triggers: Vec<Trigger> = ev

@@ -66,6 +66,9 @@ pub struct StageEvidence {
     pub budget_overruns: u64,
     /// Escalations an approver denied.
     pub human_denials: u64,
+    /// Supervised proposals an approver edited before approving (each also a case, and not an
+    /// agreement).
+    pub edits: u64,
     /// Breakers of the task type's runs that opened in the stretch.
     pub breaker_trips: u64,
     /// When a breaker of the task type's runs last opened (any stretch).
@@ -105,6 +108,7 @@ impl Evidence {
             .kind("human_action")
             .kind("breaker_transition")
             .kind("escalation_decided")
+            .kind("escalation_edited")
             .kind("rollout_demoted")
             .open(dir)?;
         let mut b = EvidenceBuilder::new(rollout, agreement);
@@ -309,6 +313,13 @@ impl<'a> EvidenceBuilder<'a> {
                         note(&mut st.ev, trigger("human_denial", who));
                     }
                     _ => {}
+                }
+            }
+            Some("escalation_edited") => {
+                let st = &mut self.stretches[task];
+                if st.ev.mode == Some(Mode::Supervised) {
+                    st.ev.cases += 1;
+                    st.ev.edits += 1;
                 }
             }
             Some("breaker_transition") if s("tollgate.breaker.to") == Some("open") => {

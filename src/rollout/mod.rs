@@ -17,7 +17,7 @@
 //! [rollout.task_types.refunds]
 //! stages = [
 //!   { mode = "recommend", promote = { min_cases = 200, min_agreement_lower_bound = 0.9, max_safety_denials = 0, no_breaker_trip_within = "7d", max_budget_overruns = 0 } },
-//!   { mode = "supervised", promote = { min_cases = 500, min_agreement_lower_bound = 0.95 } },
+//!   { mode = "supervised", promote = { min_cases = 500, min_agreement_lower_bound = 0.95, max_edit_rate = 0.02 } },
 //!   { mode = "autonomous" },
 //! ]
 //! [rollout.task_types.refunds.demote]        # every trigger is on by default
@@ -54,8 +54,10 @@
 //!   demotion is proposed so the document catches up. The agreement trigger is not live (it is
 //!   computed from the trail).
 //!
-//! A human's *edit* rate is not a criterion: approvers answer approve or deny, and nothing in
-//! the trail records an edit.
+//! - **Edits**: in `supervised`, an approver may approve with edited arguments
+//!   ([`ApprovalQueue::edit`](crate::escalation::ApprovalQueue::edit), an `escalation_edited`
+//!   record): a case that is not an agreement, counted in [`StageEvidence::edits`]; the
+//!   `max_edit_rate` criterion bounds their share of the stage's cases.
 
 mod evaluate;
 mod evidence;
@@ -162,6 +164,10 @@ pub struct Criteria {
     /// At most this many budget exhaustions in the stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_budget_overruns: Option<u64>,
+    /// At most this share (in `[0, 1]`) of the stage's supervised cases edited by the approver
+    /// before approval ([`ApprovalQueue::edit`](crate::escalation::ApprovalQueue::edit)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_edit_rate: Option<f64>,
 }
 
 /// Demotion triggers: any one sends the task type back to its first stage.
@@ -296,16 +302,21 @@ impl Rollout {
                         "the last stage has nothing to be promoted to".into(),
                     ));
                 }
-                if let Some(b) = stage
-                    .promote
-                    .as_ref()
-                    .and_then(|c| c.min_agreement_lower_bound)
-                    && !(0.0..=1.0).contains(&b)
-                {
-                    return Err(err(
-                        format!("{at}.stages[{i}].promote.min_agreement_lower_bound"),
-                        format!("{b} is not a proportion between 0 and 1"),
-                    ));
+                let proportions = stage.promote.as_ref().map(|c| {
+                    [
+                        ("min_agreement_lower_bound", c.min_agreement_lower_bound),
+                        ("max_edit_rate", c.max_edit_rate),
+                    ]
+                });
+                for (name, value) in proportions.into_iter().flatten() {
+                    if let Some(b) = value
+                        && !(0.0..=1.0).contains(&b)
+                    {
+                        return Err(err(
+                            format!("{at}.stages[{i}].promote.{name}"),
+                            format!("{b} is not a proportion between 0 and 1"),
+                        ));
+                    }
                 }
             }
             if let Some(b) = plan.demote.agreement_below

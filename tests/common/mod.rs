@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod billing;
 pub mod pg;
 
 use tollgate::{ActionBoundary, DenyCode, RunContext, ToolCall};

@@ -224,8 +224,13 @@ fn status_text(
         };
         let _ = writeln!(
             s,
-            "  evidence: {} decisions in this stage, {agreement}; safety denials {}, budget overruns {}, human denials {}, breaker trips {}",
-            e.decisions, e.safety_denials, e.budget_overruns, e.human_denials, e.breaker_trips
+            "  evidence: {} decisions in this stage, {agreement}; edits {}, safety denials {}, budget overruns {}, human denials {}, breaker trips {}",
+            e.decisions,
+            e.edits,
+            e.safety_denials,
+            e.budget_overruns,
+            e.human_denials,
+            e.breaker_trips
         );
         if t.criteria.is_empty() {
             let _ = writeln!(s, "  promotion: none from this stage");

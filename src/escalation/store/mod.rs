@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::binding::ArgsKey;
+use super::binding::{ArgsHash, ArgsKey};
 use super::error::StoreError;
 use super::request::{ApprovalId, ApprovalRequest, Approver, Decision};
 use crate::call::canonical::MAX_DEPTH;
@@ -55,6 +55,22 @@ pub enum StoreRecord {
         approver: Approver,
         /// What.
         decision: Decision,
+        /// Why.
+        reason: String,
+        /// When (unix ms).
+        at_ms: u64,
+    },
+    /// An approver replaced the arguments and approved the edited call
+    /// ([`ApprovalQueue::edit`](super::ApprovalQueue::edit)).
+    Edited {
+        /// The request.
+        id: ApprovalId,
+        /// Who.
+        approver: Approver,
+        /// The arguments as edited: what the grant now authorises.
+        args: Value,
+        /// Their keyed hash under the queue's key.
+        args_hash: ArgsHash,
         /// Why.
         reason: String,
         /// When (unix ms).
@@ -98,6 +114,7 @@ impl StoreRecord {
             StoreRecord::Submitted { request } => Some(&request.id),
             StoreRecord::Escalated { id, .. }
             | StoreRecord::Decided { id, .. }
+            | StoreRecord::Edited { id, .. }
             | StoreRecord::TimedOut { id, .. }
             | StoreRecord::Consumed { id, .. } => Some(id),
             StoreRecord::Repaired { .. } => None,
@@ -110,6 +127,7 @@ impl StoreRecord {
             StoreRecord::Submitted { .. } => "submitted",
             StoreRecord::Escalated { .. } => "escalated",
             StoreRecord::Decided { .. } => "decided",
+            StoreRecord::Edited { .. } => "edited",
             StoreRecord::TimedOut { .. } => "timed_out",
             StoreRecord::Consumed { .. } => "consumed",
             StoreRecord::Repaired { .. } => "repaired",
@@ -121,11 +139,14 @@ impl StoreRecord {
 /// [`MAX_DEPTH`] (the record's own envelope adds three levels, well inside `serde_json`'s
 /// recursion limit of 128).
 pub(crate) fn check_record(rec: &StoreRecord) -> Result<(), StoreError> {
-    if let StoreRecord::Submitted { request } = rec
-        && depth_exceeds(&request.args, MAX_DEPTH)
-    {
+    let (id, args) = match rec {
+        StoreRecord::Submitted { request } => (&request.id, &request.args),
+        StoreRecord::Edited { id, args, .. } => (id, args),
+        _ => return Ok(()),
+    };
+    if depth_exceeds(args, MAX_DEPTH) {
         return Err(StoreError::Unrepresentable {
-            id: Some(request.id.clone()),
+            id: Some(id.clone()),
             reason: format!("its arguments are nested deeper than {MAX_DEPTH} levels"),
         });
     }
