@@ -12,13 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 
-use serde_json::Value;
+use proptest::prelude::*;
+use serde_json::{Value, json};
 use tollgate::audit::AuditSink;
 use tollgate::audit::file::{FileSink, FileSinkConfig};
 use tollgate::audit::query::Query;
 use tollgate::breaker::{Alert, AlertKind, ChannelAlerts};
 use tollgate::escalation::{Approver, Decision, MemoryApprovalStore};
+use tollgate::mode::HumanAction;
 use tollgate::policy::{Bindings, Policy};
+use tollgate::rollout::Evidence;
 use tollgate::{DenyCode, Guard, Outcome, RunContext, ToolCall, Verdict};
 
 struct TempDir(PathBuf);
@@ -103,8 +106,22 @@ struct Rig {
 }
 
 fn rig(mode: &str, demote: &str) -> (Rig, Policy) {
+    rig_from(mode, billing(mode, demote))
+}
+
+/// The same billing document with `shadow` as the refunds' first stage, so `recommend` is a
+/// stage that can fall back.
+fn rig_shadow_first(mode: &str, demote: &str) -> (Rig, Policy) {
+    let doc = billing(mode, demote).replace(
+        "stages = [\n",
+        "stages = [\n  { mode = \"shadow\", promote = { min_cases = 3 } },\n",
+    );
+    rig_from(mode, doc)
+}
+
+fn rig_from(mode: &str, doc: String) -> (Rig, Policy) {
     let dir = TempDir::new(mode);
-    let policy = Policy::from_toml(&billing(mode, demote)).unwrap();
+    let policy = Policy::from_toml(&doc).unwrap();
     let (sink, _) = FileSink::open(&dir.0, FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
     let (alerts, rx) = ChannelAlerts::new(64);
@@ -328,4 +345,251 @@ fn a_reload_of_the_same_version_keeps_the_demotion_and_a_new_version_replaces_it
         .guard
         .check(&run, &ToolCall::new("lookup_invoice", LOOKUP));
     assert!(v.is_allowed(), "new version: {v:?}");
+}
+
+/// Proposes a 20-unit refund in supervised mode and answers it: approve, or edit to 10.
+fn supervised_answer(rig: &Rig, run: &tollgate::Run, invoice: u64, agree: bool) {
+    let text = json!({"invoice": invoice, "amount": 20}).to_string();
+    let v = rig
+        .guard
+        .check(run, &ToolCall::new("refund", text.as_str()));
+    let Verdict::Escalate(req) = v else {
+        panic!("supervised before the bound is crossed: {v:?}")
+    };
+    let queue = rig.guard.approvals().unwrap();
+    if agree {
+        queue
+            .decide(&req.id, &Approver::new("maria"), Decision::Approve, "fine")
+            .unwrap();
+    } else {
+        queue
+            .edit(
+                &req.id,
+                &Approver::new("maria"),
+                json!({"invoice": invoice, "amount": 10}),
+                "half of it",
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn falling_agreement_demotes_on_the_answer_that_takes_the_bound_below() {
+    let demote = "on_human_denial = false, agreement_below = 0.5, agreement_min_cases = 10";
+    let (rig, _) = rig("supervised", demote);
+    let run = rig.run("refunds");
+    // 6 approvals and 4 edits: 6/10, Wilson lower bound 0.3127 < 0.5 (by hand: centre 0.5722, half-width 0.2596) once the 10th is in.
+    for i in 1..=9 {
+        supervised_answer(&rig, &run, i, i <= 6);
+        assert!(rig.demotions().is_empty(), "no demotion before 10 answers");
+    }
+    supervised_answer(&rig, &run, 10, false);
+    let ds = rig.demotions();
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!(ds[0]["tollgate.rollout.trigger"], "agreement_below");
+    assert_eq!(
+        ds[0]["tollgate.rule"],
+        "rollout.task_types.refunds.demote.agreement_below"
+    );
+    let detail = ds[0]["tollgate.rollout.detail"].as_str().unwrap();
+    assert!(
+        detail.contains("6/10") && detail.contains("0.3127"),
+        "{detail}"
+    );
+    let v = rig
+        .guard
+        .check(&run, &ToolCall::new("lookup_invoice", LOOKUP));
+    assert_eq!(code(&v), Some(DenyCode::Recommended), "{v:?}");
+}
+
+#[test]
+fn agreement_above_the_bound_does_not_demote() {
+    let demote = "on_human_denial = false, agreement_below = 0.5, agreement_min_cases = 10";
+    let (rig, _) = rig("supervised", demote);
+    let run = rig.run("refunds");
+    // 10/10: lower bound 0.722, above 0.5.
+    for i in 1..=10 {
+        supervised_answer(&rig, &run, i, true);
+    }
+    assert!(rig.demotions().is_empty());
+}
+
+#[test]
+fn human_actions_that_disagree_with_recommendations_demote_recommend_to_its_first_stage() {
+    let demote = "agreement_below = 0.5, agreement_min_cases = 5";
+    let (rig, _) = rig_shadow_first("recommend", demote);
+    let run = rig.run("refunds");
+    for i in 1..=5u64 {
+        let text = json!({"invoice": i, "amount": 20}).to_string();
+        let v = rig
+            .guard
+            .check(&run, &ToolCall::new("refund", text.as_str()));
+        let id = v.recommendation().expect("recommend mode").id.to_string();
+        drop(v);
+        // The clerk refunds another amount each time but the first: 1/5 agree.
+        let amount = if i == 1 { 20 } else { 15 };
+        rig.guard
+            .record_human_action(
+                &run,
+                &id,
+                HumanAction::call("refund", json!({"invoice": i, "amount": amount})),
+            )
+            .unwrap();
+        assert_eq!(
+            rig.demotions().len(),
+            usize::from(i == 5),
+            "after answer {i}"
+        );
+    }
+    let ds = rig.demotions();
+    assert_eq!(ds[0]["tollgate.rollout.from"], "recommend");
+    assert_eq!(ds[0]["tollgate.rollout.to"], "shadow");
+    // Shadow: the call runs (nothing would deny it).
+    let v = rig
+        .guard
+        .check(&run, &ToolCall::new("lookup_invoice", LOOKUP));
+    assert!(v.is_allowed(), "{v:?}");
+}
+
+#[test]
+fn a_human_denial_after_the_run_ended_still_demotes() {
+    let (rig, _) = rig("supervised", "");
+    let run = rig.run("refunds");
+    let req = {
+        let v = rig
+            .guard
+            .check(&run, &ToolCall::new("lookup_invoice", LOOKUP));
+        match v {
+            Verdict::Escalate(req) => *req,
+            v => panic!("supervised: {v:?}"),
+        }
+    };
+    assert_eq!(req.task_type.as_ref().map(|t| t.as_str()), Some("refunds"));
+    run.finish().unwrap();
+    rig.guard
+        .approvals()
+        .unwrap()
+        .decide(&req.id, &Approver::new("maria"), Decision::Deny, "no")
+        .unwrap();
+    let ds = rig.demotions();
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!(ds[0]["tollgate.rollout.trigger"], "human_denial");
+    let next = rig.run("refunds");
+    let v = rig
+        .guard
+        .check(&next, &ToolCall::new("lookup_invoice", LOOKUP));
+    assert_eq!(code(&v), Some(DenyCode::Recommended), "{v:?}");
+}
+
+#[test]
+fn lifting_a_demotion_restores_the_stage_and_is_recorded() {
+    let (rig, policy) = rig("autonomous", "");
+    let run = rig.run("refunds");
+    assert!(
+        !rig.guard.lift_demotion("refunds", "ops:kim").unwrap(),
+        "nothing to lift"
+    );
+    drop(rig.guard.check(&run, &ToolCall::new("refund", TOO_MUCH)));
+    assert_eq!(rig.demotions().len(), 1);
+    assert!(rig.guard.lift_demotion("refunds", "ops:kim").unwrap());
+    let v = rig
+        .guard
+        .check(&run, &ToolCall::new("lookup_invoice", LOOKUP));
+    assert!(v.is_allowed(), "autonomous again: {v:?}");
+    drop(v);
+    rig.sink.flush().unwrap();
+    let lifted: Vec<Value> = Query::new()
+        .kind("rollout_lifted")
+        .open(&rig.dir.0)
+        .unwrap()
+        .map(|r| r.unwrap().event)
+        .collect();
+    assert_eq!(lifted.len(), 1);
+    assert_eq!(lifted[0]["tollgate.rollout.lifted_by"], "ops:kim");
+    assert_eq!(lifted[0]["tollgate.rollout.from"], "recommend");
+    assert_eq!(lifted[0]["tollgate.rollout.to"], "autonomous");
+    // The trail agrees: no live demotion stands.
+    let ev = Evidence::from_log(
+        &rig.dir.0,
+        policy.rollout().unwrap(),
+        &tollgate::agreement::Agreement::exact(),
+        Query::new(),
+    )
+    .unwrap();
+    assert!(ev.task_types["refunds"].demoted_live.is_none());
+    // A later trigger demotes again.
+    drop(rig.guard.check(&run, &ToolCall::new("refund", TOO_MUCH)));
+    assert_eq!(rig.demotions().len(), 2);
+}
+
+/// One step an agent and its approvers take in the supervised stage.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A refund in range, approved.
+    Approved,
+    /// A refund in range, edited by the approver.
+    Edited,
+    /// A refund out of range: a safety denial (a trigger).
+    OutOfRange,
+    /// A refund in range, denied by the approver (a trigger).
+    HumanDenied,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => Just(Step::Approved),
+        2 => Just(Step::Edited),
+        1 => Just(Step::OutOfRange),
+        1 => Just(Step::HumanDenied),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whatever comes before it, the first triggering event demotes, and the very next call is
+    /// decided in the first stage; nothing before it is.
+    #[test]
+    fn demotion_happens_on_the_first_triggering_event(steps in prop::collection::vec(step(), 1..12)) {
+        let (rig, _) = rig("supervised", "");
+        let run = rig.run("refunds");
+        let queue = rig.guard.approvals().unwrap();
+        let mut triggered = false;
+        for (i, s) in steps.iter().enumerate() {
+            let invoice = i as u64 + 1;
+            let amount = if matches!(s, Step::OutOfRange) { 900 } else { 20 };
+            let text = json!({"invoice": invoice, "amount": amount}).to_string();
+            let v = rig.guard.check(&run, &ToolCall::new("refund", text.as_str()));
+            if triggered {
+                // Demoted: every call from the trigger on is a recommendation.
+                prop_assert_eq!(code(&v), Some(DenyCode::Recommended), "step {} {:?}", i, s);
+                continue;
+            }
+            match (s, v) {
+                (Step::OutOfRange, v) => {
+                    prop_assert_eq!(code(&v), Some(DenyCode::ArgumentOutOfRange));
+                    triggered = true;
+                }
+                (_, Verdict::Escalate(req)) => {
+                    let maria = Approver::new("maria");
+                    match s {
+                        Step::Approved => {
+                            queue.decide(&req.id, &maria, Decision::Approve, "ok").unwrap();
+                        }
+                        Step::Edited => {
+                            queue
+                                .edit(&req.id, &maria, json!({"invoice": invoice, "amount": 5}), "less")
+                                .unwrap();
+                        }
+                        _ => {
+                            queue.decide(&req.id, &maria, Decision::Deny, "no").unwrap();
+                            triggered = true;
+                        }
+                    }
+                }
+                (_, v) => prop_assert!(false, "supervised before any trigger: {:?}", v),
+            }
+            prop_assert_eq!(rig.demotions().len(), usize::from(triggered), "after step {} {:?}", i, s);
+        }
+    }
 }

@@ -237,6 +237,17 @@ pub enum EventKind<'a> {
         /// The deny code, the tool whose breaker opened, or the approval id.
         detail: &'a str,
     },
+    /// An operator lifted a live demotion ([`Guard::lift_demotion`](crate::Guard::lift_demotion)).
+    RolloutLifted {
+        /// The task type.
+        task_type: &'a str,
+        /// The mode it was demoted to.
+        from: crate::mode::Mode,
+        /// The document's stage, in force again.
+        to: crate::mode::Mode,
+        /// Who lifted it.
+        by: &'a str,
+    },
     /// A circuit breaker changed state.
     BreakerTransition {
         /// The agent part of the breaker's key (empty when keyed by tool).
@@ -644,6 +655,18 @@ impl AuditEvent<'_> {
                 o.str(k!("tollgate.rollout.trigger"), trigger);
                 o.str(k!("tollgate.rule"), rule);
                 o.str(k!("tollgate.rollout.detail"), detail);
+            }
+            EventKind::RolloutLifted {
+                task_type,
+                from,
+                to,
+                by,
+            } => {
+                o.str(k!("event"), "rollout_lifted");
+                o.str(k!("tollgate.task_type"), task_type);
+                o.str(k!("tollgate.rollout.from"), from.as_str());
+                o.str(k!("tollgate.rollout.to"), to.as_str());
+                o.str(k!("tollgate.rollout.lifted_by"), by);
             }
             EventKind::BreakerTransition {
                 agent,

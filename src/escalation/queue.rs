@@ -604,6 +604,7 @@ impl ApprovalQueue {
                 agent: sub.agent.clone(),
                 trigger: sub.trigger.clone(),
                 compartment: sub.compartment.clone(),
+                task_type: sub.task_type.clone(),
                 tool: sub.tool.clone(),
                 args_hash: match sub.args_hash {
                     Some(h) => h,

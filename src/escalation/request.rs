@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::call::{AgentId, CompartmentId, Principal, RuleId, RunContext, RunId};
+use crate::call::{AgentId, CompartmentId, Principal, RuleId, RunContext, RunId, TaskType};
 use crate::verdict::PolicyVersion;
 
 use super::binding::ArgsHash;
@@ -231,6 +231,10 @@ pub struct ApprovalRequest {
     /// compartment can consume the grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compartment: Option<CompartmentId>,
+    /// The task type the run serves, if any: what a staged rollout demotes when an approver
+    /// denies the request, even after the run ended or the process restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<TaskType>,
     /// The tool proposed.
     pub tool: String,
     /// The arguments proposed, as approvers see them (possibly with secret values redacted).
@@ -490,6 +494,7 @@ pub struct Submission {
     pub(crate) agent: AgentId,
     pub(crate) trigger: Option<Principal>,
     pub(crate) compartment: Option<CompartmentId>,
+    pub(crate) task_type: Option<TaskType>,
     pub(crate) tool: String,
     pub(crate) args: Value,
     pub(crate) escalation: Escalation,
@@ -513,6 +518,7 @@ impl Submission {
             agent: agent.into(),
             trigger: None,
             compartment: None,
+            task_type: None,
             tool: tool.into(),
             args,
             escalation,
@@ -542,6 +548,7 @@ impl Submission {
         )
         .trigger(ctx.trigger().cloned())
         .compartment(ctx.compartment().cloned())
+        .task_type(ctx.task_type().cloned())
     }
 
     /// Binds the grant to `hash` instead of the hash of `args`: for callers that show approvers
@@ -571,6 +578,12 @@ impl Submission {
     /// The compartment the run is bound to (e.g. [`RunContext::compartment`](crate::RunContext::compartment)).
     pub fn compartment(mut self, c: Option<CompartmentId>) -> Self {
         self.compartment = c;
+        self
+    }
+
+    /// The task type the run serves (e.g. [`RunContext::task_type`](crate::RunContext::task_type)).
+    pub fn task_type(mut self, t: Option<TaskType>) -> Self {
+        self.task_type = t;
         self
     }
 }

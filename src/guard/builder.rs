@@ -43,6 +43,7 @@ pub struct GuardBuilder {
     pub(super) flow: Option<crate::flow::FlowRules>,
     pub(super) modes: Option<crate::mode::Modes>,
     pub(super) rollout: Option<crate::rollout::Rollout>,
+    pub(super) agreement: Option<crate::agreement::Agreement>,
 }
 
 impl GuardBuilder {
@@ -164,9 +165,12 @@ impl GuardBuilder {
         }
         let version = self.boundary.version();
         let snapshot = Snapshot {
-            rollout: self
-                .rollout
-                .map(|r| Arc::new(super::rollout::LiveRollout::new(r, version))),
+            rollout: self.rollout.map(|r| {
+                let agreement = self
+                    .agreement
+                    .unwrap_or_else(crate::agreement::Agreement::exact);
+                Arc::new(super::rollout::LiveRollout::new(r, agreement, version))
+            }),
             modes: self.modes,
             flow: self.flow,
             boundary: Arc::new(self.boundary),
@@ -237,6 +241,7 @@ impl Guard {
             flow: None,
             modes: None,
             rollout: None,
+            agreement: None,
         }
     }
 }

@@ -50,30 +50,55 @@ impl QueueObserver for AuditObserver {
             },
             || Some(snap.boundary.audit_marks(&t.request.tool)),
         )?;
-        // An approver's denial demotes the run's task type (a run still live: the task type
-        // of a run that ended is not known here).
-        if let crate::escalation::TransitionKind::Decided {
-            decision: crate::escalation::Decision::Deny,
-            approver,
-            ..
-        } = &t.kind
+        // An approver's answer is rollout evidence for the run's task type: the request
+        // records it, so this holds after the run ended or the process restarted (requests
+        // stored before the field existed fall back to the live run's). A denial demotes at
+        // once; every answer (approve, deny, edit) counts toward the live agreement bound.
+        use crate::escalation::{Decision as Vote, TransitionKind as T};
+        let answer = match &t.kind {
+            T::Decided {
+                decision, approver, ..
+            } => Some((
+                *decision == Vote::Approve,
+                *decision == Vote::Deny,
+                *approver,
+            )),
+            T::Edited { approver, .. } => Some((false, false, *approver)),
+            _ => None,
+        };
+        if let Some((agrees, denied, approver)) = answer
             && let Some(live) = &snap.rollout
         {
-            let task_type = shared
-                .live_runs
-                .lock()
-                .get(&t.request.run)
-                .cloned()
-                .flatten();
-            shared.rollout_trigger(
+            let task_type: Option<Arc<str>> = match &t.request.task_type {
+                Some(t) => Some(Arc::from(t.as_str())),
+                None => shared
+                    .live_runs
+                    .lock()
+                    .get(&t.request.run)
+                    .cloned()
+                    .flatten(),
+            };
+            if denied {
+                shared.rollout_trigger(
+                    live,
+                    Some(&t.request.run),
+                    Some(&t.request.agent),
+                    task_type.as_deref(),
+                    super::rollout::Cause {
+                        kind: "human_denial",
+                        rule: approver.id.as_str(),
+                        detail: t.request.id.as_str(),
+                    },
+                );
+            }
+            shared.rollout_answer(
                 live,
-                Some(&t.request.run),
-                Some(&t.request.agent),
-                task_type.as_deref(),
-                super::rollout::Cause {
-                    kind: "human_denial",
-                    rule: approver.id.as_str(),
-                    detail: t.request.id.as_str(),
+                super::rollout::Answer {
+                    run: Some(&t.request.run),
+                    agent: Some(&t.request.agent),
+                    task_type: task_type.as_deref(),
+                    mode: Mode::Supervised,
+                    agrees,
                 },
             );
         }

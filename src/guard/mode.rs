@@ -332,8 +332,10 @@ impl Decided {
         .with_version(version)
         .with_recommendation(recommendation);
         let verdict = shared.deny(run, call, denial, boundary, self.mode);
-        if verdict.recommendation().is_some() {
-            run.recommended.lock().insert(id, false);
+        if let Some(r) = verdict.recommendation() {
+            run.recommended
+                .lock()
+                .insert(id, Some((r.tool.clone(), r.args.clone())));
         }
         verdict
     }
@@ -438,15 +440,15 @@ impl Guard {
             return Err(GuardError::UnknownRecommendation(recommendation.to_owned()));
         }
         let mut issued = run.recommended.lock();
-        match issued.get(recommendation) {
+        let proposed = match issued.get(recommendation) {
             None => return Err(GuardError::UnknownRecommendation(recommendation.to_owned())),
-            Some(true) => {
+            Some(None) => {
                 return Err(GuardError::RecommendationAnswered(
                     recommendation.to_owned(),
                 ));
             }
-            Some(false) => {}
-        }
+            Some(Some(p)) => p,
+        };
         let snap = self.shared.policy.load();
         let marks = action.tool.as_deref().map(|t| snap.boundary.audit_marks(t));
         let recorded: Result<(), AuditError> = self.shared.record_marked(
@@ -460,8 +462,37 @@ impl Guard {
             || marks,
         );
         recorded?;
+        // Live agreement evidence for the run's task type (see `guard/rollout.rs`).
+        if let Some(live) = &snap.rollout {
+            // Compared as the recommendation was kept: secret values masked on both sides.
+            let human_args = action.args.clone().map(|mut a| {
+                if let Some(m) = marks {
+                    m.redact_secrets(&mut a);
+                }
+                a
+            });
+            let agrees = live
+                .agreement()
+                .compare(
+                    &proposed.0,
+                    &proposed.1,
+                    action.tool.as_deref(),
+                    human_args.as_ref(),
+                )
+                .agrees();
+            self.shared.rollout_answer(
+                live,
+                super::rollout::Answer {
+                    run: Some(&run.id),
+                    agent: Some(run.ctx.agent()),
+                    task_type: run.ctx.task_type().map(|t| t.as_str()),
+                    mode: Mode::Recommend,
+                    agrees,
+                },
+            );
+        }
         if let Some(answered) = issued.get_mut(recommendation) {
-            *answered = true;
+            *answered = None;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::Guard;
 use super::shared::{BaselineState, BreakerSettings, Snapshot};
+use crate::agreement::Agreement;
 use crate::audit::{AuditError, EventKind};
 use crate::boundary::ActionBoundary;
 use crate::breaker::{Baseline, KeyedBreakers, RateLimiters, State as BreakerState};
@@ -279,6 +280,7 @@ impl Guard {
                 Some(live) if live.version == policy.version() => Arc::clone(live),
                 _ => Arc::new(super::rollout::LiveRollout::new(
                     r.clone(),
+                    policy.agreement().cloned().unwrap_or_else(Agreement::exact),
                     policy.version(),
                 )),
             }),

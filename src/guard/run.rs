@@ -135,7 +135,11 @@ pub struct RunState {
     pub(crate) flow: parking_lot::Mutex<Option<crate::flow::FlowTracker>>,
     /// The ids of the recommendations made in this run, and whether the human's action on
     /// each is recorded.
-    pub(crate) recommended: parking_lot::Mutex<std::collections::HashMap<Arc<str>, bool>>,
+    /// Recommendations issued in this run: the proposed tool and arguments (as recorded) until a
+    /// human action answers it, then `None`.
+    pub(crate) recommended: parking_lot::Mutex<
+        std::collections::HashMap<Arc<str>, Option<(String, serde_json::Value)>>,
+    >,
 }
 
 impl fmt::Debug for Run {

@@ -327,6 +327,9 @@ impl Policy {
         }
         if let Some(rollout) = self.rollout() {
             b = b.rollout(rollout.clone());
+            if let Some(agreement) = self.agreement() {
+                b = b.rollout_agreement(agreement.clone());
+            }
         }
         if let Some(gate) = gate {
             let store = bindings

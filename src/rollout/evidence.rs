@@ -110,6 +110,7 @@ impl Evidence {
             .kind("escalation_decided")
             .kind("escalation_edited")
             .kind("rollout_demoted")
+            .kind("rollout_lifted")
             .open(dir)?;
         let mut b = EvidenceBuilder::new(rollout, agreement);
         for r in records {
@@ -196,6 +197,15 @@ impl<'a> EvidenceBuilder<'a> {
         let s = |k: &str| event.get(k).and_then(Value::as_str);
         if s("event") == Some("rollout_demoted") {
             self.push_demotion(event);
+            return;
+        }
+        if s("event") == Some("rollout_lifted") {
+            // An operator lifted the live demotion: the document's stage stands again.
+            if let Some(task) =
+                s("tollgate.task_type").and_then(|t| self.names.iter().position(|n| n == t))
+            {
+                self.live[task] = None;
+            }
             return;
         }
         let Some(run) = s("tollgate.run.id") else {

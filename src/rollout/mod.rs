@@ -51,8 +51,11 @@
 //!   the first stage's mode (rule `rollout.task_types.<t>`), recorded as a `rollout_demoted`
 //!   event and alerted. The override lasts while the same document version is in force (a
 //!   reload of that version keeps it); [`Evidence`] reads the record (`demoted_live`), and the
-//!   demotion is proposed so the document catches up. The agreement trigger is not live (it is
-//!   computed from the trail).
+//!   demotion is proposed so the document catches up. Falling agreement is live too, over the
+//!   answers this guard saw since the version was loaded (approve, deny, edit in `supervised`;
+//!   human actions against recommendations in `recommend`); `status` computes it over the
+//!   whole trail. An operator lifts a false demotion with
+//!   [`Guard::lift_demotion`](crate::Guard::lift_demotion) (a `rollout_lifted` record).
 //!
 //! - **Edits**: in `supervised`, an approver may approve with edited arguments
 //!   ([`ApprovalQueue::edit`](crate::escalation::ApprovalQueue::edit), an `escalation_edited`
