@@ -137,9 +137,7 @@ pub struct RunState {
     /// each is recorded.
     /// Recommendations issued in this run: the proposed tool and arguments (as recorded) until a
     /// human action answers it, then `None`.
-    pub(crate) recommended: parking_lot::Mutex<
-        std::collections::HashMap<Arc<str>, Option<(String, serde_json::Value)>>,
-    >,
+    pub(crate) recommended: parking_lot::Mutex<std::collections::HashMap<Arc<str>, Proposed>>,
 }
 
 impl fmt::Debug for Run {
@@ -259,3 +257,6 @@ impl Drop for Run {
         let _ = self.end();
     }
 }
+
+/// A recommendation's proposed tool and arguments (as recorded), until a human answers it.
+pub(crate) type Proposed = Option<(String, serde_json::Value)>;
