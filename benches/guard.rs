@@ -23,45 +23,16 @@
 //!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
 //!   its reason).
 
+#[path = "shared/mod.rs"]
+mod shared;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde_json::{Value, json};
+use serde_json::json;
+use shared::{RAW, args, boundary, check_and_complete};
 use tollgate::audit::{AuditError, AuditEvent, AuditSink};
-use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
 use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
-
-fn boundary(n: usize) -> ActionBoundary {
-    let mut b = ActionBoundary::builder();
-    let mut names = Vec::new();
-    for i in 0..n.saturating_sub(2) {
-        let name = format!("tool_{i:04}");
-        b = b.tool(name.clone(), ToolSpec::read());
-        names.push(name);
-    }
-    b = b.tool("lookup", ToolSpec::read());
-    b = b.tool(
-        "pay_invoice",
-        ToolSpec::irreversible()
-            .arg("invoice", Arg::string().required().pattern("INV-[0-9]{6}"))
-            .arg("amount", Arg::number().required().max(10_000.0))
-            .arg(
-                "currency",
-                Arg::string().required().one_of(["USD", "EUR", "GBP"]),
-            ),
-    );
-    names.push("lookup".into());
-    names.push("pay_invoice".into());
-    b.role("clerk", RoleSpec::new().tools(names))
-        .build()
-        .unwrap()
-}
-
-const RAW: &str = r#"{"invoice":"INV-004711","amount":1250.5,"currency":"EUR"}"#;
-
-fn args() -> Value {
-    json!({"invoice": "INV-004711", "amount": 1250.5, "currency": "EUR"})
-}
 
 fn bench_boundary(c: &mut Criterion) {
     let mut g = c.benchmark_group("boundary");
@@ -120,13 +91,6 @@ impl AuditSink for NullSink {
     }
     fn flush(&self) -> Result<(), AuditError> {
         Ok(())
-    }
-}
-
-fn check_and_complete(guard: &Guard, run: &tollgate::Run, call: &ToolCall<'_>) -> bool {
-    match guard.check(run, call) {
-        Verdict::Allow(p) => p.complete(Outcome::success()).is_ok(),
-        Verdict::Escalate(_) | Verdict::Deny(_) => false,
     }
 }
 

@@ -4,13 +4,24 @@
 /// The sixteen lowercase hex digits.
 pub(crate) const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-/// Appends `bytes` as lowercase hex to `out`, copying in 64-digit chunks.
+/// Every byte's two hex digits: one table lookup per byte instead of two shifts and lookups
+/// (every audit record writes a 64-digit policy version; measured with `benches/icount.rs`).
+const PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+/// Appends `bytes` as lowercase hex to `out`, 32 bytes (64 digits) per copy.
 pub(crate) fn encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
     for chunk in bytes.chunks(32) {
         let mut buf = [0u8; 64];
-        for (i, b) in chunk.iter().enumerate() {
-            buf[2 * i] = DIGITS[usize::from(b >> 4)];
-            buf[2 * i + 1] = DIGITS[usize::from(b & 15)];
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair.copy_from_slice(&PAIRS[usize::from(b)]);
         }
         out.extend_from_slice(&buf[..2 * chunk.len()]);
     }

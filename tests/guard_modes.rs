@@ -640,3 +640,37 @@ fn shadow_does_not_admit_a_run_whose_role_the_policy_no_longer_defines() {
         .check(&run, &ToolCall::new("note", r#"{"text": "x"}"#));
     assert_eq!(v.deny_code(), Some(DenyCode::UnknownRole));
 }
+
+#[test]
+fn a_shadowed_call_with_malformed_arguments_is_recorded_as_unparsed_not_verbatim() {
+    // The boundary refuses the duplicate key; shadow lets the call run (a tool without marked
+    // fields, so the text would otherwise be embedded as it is). The decision record must
+    // not embed the text as JSON (the guard only skips the writer's own validation for text its
+    // boundary admitted): it is quoted as `unparsed`.
+    let f = fixture(SHADOW_ALL);
+    let run = f.guard.start_run(RunContext::new("bot", "clerk")).unwrap();
+    let text = r#"{"text": "a", "text": "b"}"#;
+    let permit = f
+        .guard
+        .check(&run, &ToolCall::new("note", text))
+        .into_permit()
+        .expect("shadow lets it run");
+    assert!(
+        matches!(permit.shadow(), Some(WouldBe::Deny(d)) if d.code() == DenyCode::MalformedArgs),
+        "{:?}",
+        permit.shadow()
+    );
+    permit.complete(Outcome::success()).unwrap();
+    let rec = last_decision(&f.sink);
+    assert_eq!(rec["gen_ai.tool.call.arguments"]["unparsed"], text, "{rec}");
+    // An admitted call's text is embedded as JSON (minified).
+    let ok = r#"{ "text":  "called" }"#;
+    let permit = f
+        .guard
+        .check(&run, &ToolCall::new("note", ok))
+        .into_permit()
+        .unwrap();
+    permit.complete(Outcome::success()).unwrap();
+    let rec = last_decision(&f.sink);
+    assert_eq!(rec["gen_ai.tool.call.arguments"], json!({"text": "called"}));
+}

@@ -112,6 +112,12 @@ pub struct AuditEvent<'a> {
     /// (shadow, recommend): written as `tollgate.shadow.decision`, `tollgate.shadow.deny.code`,
     /// `tollgate.shadow.rule` and `tollgate.shadow.reason`.
     pub would_be: Option<&'a crate::mode::WouldBe>,
+    /// Set by the guard on a decision whose raw JSON arguments its boundary has just validated
+    /// strictly (the same scanner, with the policy's limits, whose depth is never above
+    /// [`MAX_DEPTH_CAP`](crate::call::json::MAX_DEPTH_CAP)): the writer embeds that text
+    /// without scanning it a second time. Never set for a call the boundary did not admit
+    /// (a shadow-mode call it would have denied is written through the full check).
+    pub(crate) args_checked: bool,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -133,6 +139,7 @@ impl<'a> AuditEvent<'a> {
             marks: None,
             mode: crate::mode::Mode::Enforce,
             would_be: None,
+            args_checked: false,
         }
     }
 
@@ -532,7 +539,13 @@ impl AuditEvent<'_> {
                 o.str(k!("event"), "decision");
                 o.str(k!("gen_ai.tool.name"), call.tool());
                 o.opt_str(k!("gen_ai.tool.call.id"), call.call_id());
-                write_args(&mut o, call.args(), self.marks, redaction);
+                write_args(
+                    &mut o,
+                    call.args(),
+                    self.marks,
+                    redaction,
+                    self.args_checked,
+                );
                 o.str(k!("tollgate.decision"), decision.as_str());
                 match decision {
                     Decision::Deny(d) => {
@@ -727,7 +740,7 @@ impl AuditEvent<'_> {
                 o.str(k!("tollgate.recommendation.id"), recommendation);
                 o.opt_str(k!("gen_ai.tool.name"), *tool);
                 if let Some(v) = args {
-                    write_args(&mut o, Args::Value(v), self.marks, redaction);
+                    write_args(&mut o, Args::Value(v), self.marks, redaction, false);
                 }
                 o.opt_str(k!("tollgate.human.note"), *note);
             }
@@ -857,7 +870,16 @@ fn nanos(d: Duration) -> u64 {
 /// [`values`](self::values)): nothing nested deeper than `MAX_DEPTH_CAP` is written as JSON,
 /// nothing larger than the value limit is written whole, and no hash or prefix is ever taken of
 /// text that still holds a marked value.
-fn write_args(o: &mut json::Obj<'_>, args: Args<'_>, marks: Option<&AuditMarks>, how: &Redaction) {
+///
+/// `checked`: raw text the guard's boundary already validated strictly (see
+/// [`AuditEvent::args_checked`]) is copied without a second scan; only its size is checked here.
+fn write_args(
+    o: &mut json::Obj<'_>,
+    args: Args<'_>,
+    marks: Option<&AuditMarks>,
+    how: &Redaction,
+    checked: bool,
+) {
     const KEY: &str = k!("gen_ai.tool.call.arguments");
     let marks = marks.filter(|m| m.redacts());
     match (args, marks) {
@@ -871,6 +893,9 @@ fn write_args(o: &mut json::Obj<'_>, args: Args<'_>, marks: Option<&AuditMarks>,
         (Args::Json(text), None) => {
             if text.len() > how.value_limit() {
                 return o.omitted(KEY, Omitted::TooLarge, text.as_bytes());
+            }
+            if checked && text.len() <= AUDIT_JSON_LIMITS.max_bytes {
+                return json::minified(o.key(KEY), text);
             }
             match RawJson::parse(text, AUDIT_JSON_LIMITS) {
                 // No longer than the text, so within the limit.

@@ -254,6 +254,7 @@ impl Shared {
             || Some(boundary.marks_of(admitted)),
             mode,
             None,
+            false,
         );
         match recorded {
             Ok(()) => Verdict::Escalate(Box::new(request)),

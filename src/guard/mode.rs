@@ -31,6 +31,9 @@ pub(super) enum Staged {
 /// A call no stage refused, and what it holds.
 pub(super) struct Passed {
     admitted: Admitted,
+    /// Whether the boundary checked the call (and so validated raw argument text strictly):
+    /// false for a shadow-mode call it refused.
+    args_checked: bool,
     breaker: Option<(Arc<Keyed>, Ticket)>,
     reserved: Reserved,
     quarantine: Option<RuleId>,
@@ -115,6 +118,7 @@ impl Shared {
         };
         Staged::Pass(Passed {
             admitted,
+            args_checked: true,
             breaker,
             reserved,
             quarantine,
@@ -144,6 +148,7 @@ impl Shared {
             || Some(boundary.marks_of(p.admitted)),
             mode,
             shadow.as_ref(),
+            p.args_checked,
         );
         if let Err(e) = recorded {
             release(p.breaker);
@@ -224,6 +229,8 @@ impl Decided {
                     Some(admitted) if !hard(&d) => {
                         let p = Passed {
                             admitted,
+                            // The boundary refused the call: its arguments were not validated.
+                            args_checked: false,
                             breaker: None,
                             reserved: Reserved::default(),
                             quarantine: None,

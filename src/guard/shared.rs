@@ -187,6 +187,7 @@ impl Shared {
             || Some(boundary.audit_marks(call.tool())),
             mode,
             denial.recommendation().map(|r| &r.would_be),
+            false,
         );
         match recorded {
             Ok(()) => Verdict::Deny(denial),
@@ -269,8 +270,14 @@ impl Shared {
         marks: impl FnOnce() -> Option<&'m AuditMarks>,
         mode: Mode,
         would_be: Option<&WouldBe>,
+        args_checked: bool,
     ) -> Result<(), AuditError> {
-        self.record_event_in(
+        let Some(sink) = &self.audit else {
+            return Ok(());
+        };
+        let mut event = AuditEvent::new(
+            self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            self.clock.wall(),
             Some(&run.id),
             Some(run.ctx.agent()),
             EventKind::Decision {
@@ -278,10 +285,11 @@ impl Shared {
                 decision,
                 policy_version: Some(version),
             },
-            marks,
-            mode,
-            would_be,
         )
+        .with_mode(mode, would_be);
+        event.marks = marks();
+        event.args_checked = args_checked;
+        sink.record(&event)
     }
 
     fn record_event_in<'m>(

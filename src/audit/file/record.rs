@@ -47,7 +47,7 @@ pub(super) fn chain_hash(prev: &Hex64, seq: u64, event: &[u8]) -> Hex64 {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(b"\n");
-    h.update(crate::audit::json::u64_digits(&mut [0; 20], seq));
+    h.update(itoa::Buffer::new().format(seq).as_bytes());
     h.update(b"\n");
     h.update(event);
     hex64(&h.finalize())
