@@ -53,7 +53,11 @@ fn spread(guard: &Arc<Guard>, threads: u64, iters: u64) -> Duration {
 fn bench_scaling(c: &mut Criterion) {
     let scratch = std::env::temp_dir().join(format!("tollgate-scaling-{}", std::process::id()));
     for audited in [false, true] {
-        let name = if audited { "audited_file_sink" } else { "unaudited" };
+        let name = if audited {
+            "audited_file_sink"
+        } else {
+            "unaudited"
+        };
         let mut g = c.benchmark_group(format!("scaling/{name}"));
         g.sample_size(20);
         g.measurement_time(Duration::from_secs(4));

@@ -218,3 +218,48 @@ fn the_counter_does_see_allocations() {
     });
     assert!(n >= 1, "a denial formats its reason");
 }
+
+#[test]
+fn audited_allow_path_with_a_file_sink_allocates_nothing_once_buffers_circulate() {
+    // The file sink serialises each record into a buffer the writer emptied and handed back,
+    // so in steady state the caller's side of an audited call (two records) allocates nothing.
+    // Each measured call is followed, outside the count, by a flush so the writer has returned
+    // the buffers (a caller that outruns the writer allocates fresh ones: that is not counted
+    // as steady state).
+    use tollgate::audit::file::{Durability, FileSink, FileSinkConfig};
+    let dir = std::env::temp_dir().join(format!("tollgate-alloc-file-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = FileSinkConfig::default().durability(Durability::OsBuffered);
+    let sink = Arc::new(FileSink::open(&dir, cfg).unwrap().0);
+    let guard = Guard::builder(boundary())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
+    let run = guard
+        .start_run(RunContext::new("bot", "clerk").in_compartment("M-1001"))
+        .unwrap();
+    let raw_call = ToolCall::new("pay", RAW).with_call_id("call_1");
+    let call = || match guard.check(&run, &raw_call) {
+        Verdict::Allow(p) => p.complete(Outcome::success()).is_ok(),
+        _ => false,
+    };
+    for _ in 0..50 {
+        assert!(call());
+        sink.flush().unwrap();
+    }
+    let mut total = 0;
+    for _ in 0..50 {
+        let (ok, n) = allocations(call);
+        assert!(ok);
+        total += n;
+        sink.flush().unwrap();
+    }
+    assert_eq!(
+        total, 0,
+        "50 audited calls allocated {total} times on the caller"
+    );
+    drop(run);
+    drop(guard);
+    drop(sink);
+    let _ = std::fs::remove_dir_all(&dir);
+}

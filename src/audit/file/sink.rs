@@ -9,6 +9,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::cell::Cell;
+
+thread_local! {
+    /// The next record's buffer on this thread: an emptied one the writer handed back.
+    static NEXT_BUFFER: Cell<Option<Vec<u8>>> = const { Cell::new(None) };
+}
 
 use super::chain::Span;
 use super::verify::VerifyError;
@@ -72,6 +78,9 @@ pub(super) struct RetainDone {
 #[derive(Default)]
 pub(super) struct State {
     pub(super) queue: VecDeque<Vec<u8>>,
+    /// Buffers of written events, emptied, for callers to serialise the next ones into (so the
+    /// record path allocates nothing in steady state).
+    pub(super) spare: Vec<Vec<u8>>,
     /// Events ever accepted into the queue.
     pub(super) accepted: u64,
     /// Events written to the file.
@@ -311,7 +320,10 @@ impl AuditSink for FileSink {
     }
 
     fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
-        let mut bytes = Vec::with_capacity(512);
+        // A buffer the writer has emptied, picked up by this thread's previous record.
+        let mut bytes = NEXT_BUFFER
+            .with(Cell::take)
+            .unwrap_or_else(|| Vec::with_capacity(512));
         event.write_json(&mut bytes, &self.redaction);
         if bytes.len() > MAX_EVENT_BYTES {
             return Err(refused(format!(
@@ -345,16 +357,22 @@ impl AuditSink for FileSink {
         st.queue.push_back(bytes);
         st.accepted += 1;
         let ticket = st.accepted;
+        let spare = st.spare.pop();
         let wait = self.durability == Durability::EveryRecord;
         if wait {
             st.sync_requested = st.sync_requested.max(ticket);
         }
         shared.work.notify_one();
-        if wait {
+        let result = if wait {
             shared.wait_durable(st, ticket, None)
         } else {
+            drop(st);
             Ok(())
+        };
+        if spare.is_some() {
+            NEXT_BUFFER.with(|next| next.set(spare));
         }
+        result
     }
 
     /// Returns once every event recorded before the call is written and fsync'd; with

@@ -20,6 +20,11 @@ use super::sink::{ClosedSegment, Failure, PanicGuard, RetainDone, RetainJob, Sha
 use super::witness::{WitnessConfig, WitnessedHead};
 use crate::breaker::{Alert, AlertKind, AlertSink};
 
+/// At most this many emptied event buffers wait to be reused by callers (each ~512 bytes).
+pub(super) const SPARE_BUFFERS: usize = 1024;
+/// Buffers larger than this are freed, not kept for reuse.
+const SPARE_BUFFER_BYTES: usize = 4096;
+
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) dir: PathBuf,
@@ -146,6 +151,7 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let _guard = PanicGuard(Arc::clone(&shared));
         let mut batch = VecDeque::new();
+        let mut spent = Vec::new();
         loop {
             let (sync_target, durable, flush_target, job, shutdown) = {
                 let mut st = shared.lock();
@@ -198,7 +204,7 @@ impl Writer {
                         self.set_mark();
                     }
                 }
-                self.write_batch(&mut batch)?;
+                self.write_batch(&mut batch, &mut spent)?;
                 let checkpoint_due = self
                     .checkpoint_interval()
                     .is_some_and(|iv| self.last_checkpoint.elapsed() >= iv);
@@ -247,6 +253,10 @@ impl Writer {
             if retained.is_some() {
                 st.retain_done = retained;
             }
+            // Written events' buffers, back to the callers (see `FileSink::record`).
+            let room = SPARE_BUFFERS.saturating_sub(st.spare.len());
+            st.spare.extend(spent.drain(..).take(room));
+            spent.clear();
             drop(st);
             shared.done.notify_all();
             if shutdown {
@@ -386,14 +396,27 @@ impl Writer {
 
     /// Chains the batch's events into the buffer and writes it. An event leaves `batch` only
     /// once it is in the buffer, so on failure `batch` holds exactly those never buffered.
-    pub(super) fn write_batch(&mut self, batch: &mut VecDeque<Vec<u8>>) -> Result<(), Failure> {
+    /// Appends every event of `batch` (each leaves it only once appended, so a failure reports
+    /// the rest as lost); their emptied buffers go to `spent`, for callers to reuse.
+    pub(super) fn write_batch(
+        &mut self,
+        batch: &mut VecDeque<Vec<u8>>,
+        spent: &mut Vec<Vec<u8>>,
+    ) -> Result<(), Failure> {
         let every = self.checkpoint.as_ref().and_then(|c| c.every_records);
         while let Some(event) = batch.front() {
             self.append(event)?;
             // `append` ends the record with `}` and a newline after the event's bytes.
             let end = self.buf.len() - 2;
             self.buf_events.push((end - event.len(), end));
-            batch.pop_front();
+            // An event that made its buffer large is not kept: only everyday sizes are reused.
+            if let Some(mut buf) = batch.pop_front()
+                && spent.len() < SPARE_BUFFERS
+                && buf.capacity() <= SPARE_BUFFER_BYTES
+            {
+                buf.clear();
+                spent.push(buf);
+            }
             if every.is_some_and(|n| self.since_checkpoint >= n) {
                 self.append_checkpoint(0)?;
             }
