@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::DocumentError;
 
+pub mod audit;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
@@ -58,6 +59,9 @@ pub struct BackendSection {
     /// For `postgres`: how long to wait for a connection before giving up (and denying).
     #[serde(default = "default_connect_timeout", with = "crate::units::duration")]
     pub connect_timeout: Duration,
+    /// For `postgres`: how the audit sink writes (`[backend.audit]`).
+    #[serde(default)]
+    pub audit: audit::AuditSection,
 }
 
 fn default_schema() -> String {
@@ -75,6 +79,7 @@ impl Default for BackendSection {
             url_env: None,
             schema: default_schema(),
             connect_timeout: default_connect_timeout(),
+            audit: audit::AuditSection::default(),
         }
     }
 }
@@ -121,6 +126,7 @@ impl BackendSection {
                 "must be longer than zero",
             ));
         }
+        self.audit.validate()?;
         Ok(())
     }
 }

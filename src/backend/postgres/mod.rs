@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use super::{BackendKind, BackendSection, is_identifier};
 
+pub mod audit;
 pub mod throwaway;
 
 /// What went wrong reaching or using the database.
