@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use super::{BackendKind, BackendSection, is_identifier};
 
+pub mod approvals;
 pub mod audit;
 pub mod throwaway;
 
