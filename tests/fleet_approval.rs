@@ -196,6 +196,46 @@ fn the_database_down_at_start_refuses_to_open() {
     assert!(PgApprovalStore::open(&b, &store_key(), &[]).is_err());
 }
 
+#[path = "fleet_audit_support/proxy.rs"]
+mod proxy;
+
+#[test]
+fn a_lost_database_times_pending_approvals_out_as_denials() {
+    let Some(b) = fresh_backend("pgq_lost") else {
+        return;
+    };
+    let (proxy, pb) = proxy::through_proxy(&b);
+    let clock = Arc::new(ManualClock::with_wall_origin(SystemTime::now()));
+    let host = queue_on(&pb, clock.clone());
+    let args = json!({"amount": 3});
+    let req = host.submit(submission(args.clone())).unwrap();
+    proxy.cut();
+    // An approver on another host cannot reach the database either: nothing is decided.
+    let other = queue_on(&b, Arc::new(SystemClock::new()));
+    other.sync().unwrap();
+    // The deadline passes while the database is away: the waiting host gets an error (the
+    // guard denies), never an approval, and the grant cannot be consumed.
+    clock.advance(Duration::from_secs(601));
+    assert!(block_on(host.wait(&req.id)).is_err());
+    assert!(host.consume(&req.id, &args).is_err());
+    // Back: the timeout is recorded as a denial, for every host.
+    proxy.heal();
+    let start = Instant::now();
+    while host.tick().is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never recovered");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let res = block_on(host.wait(&req.id)).unwrap();
+    assert!(!res.is_approved());
+    other.sync().unwrap();
+    assert!(!other.status(&req.id).unwrap().state.is_pending());
+    assert!(
+        other
+            .decide(&req.id, &Approver::new("alice"), Decision::Approve, "late")
+            .is_err()
+    );
+}
+
 // ------------------------------------------------------------------------------------------------
 // Several hosts as processes.
 // ------------------------------------------------------------------------------------------------
