@@ -733,3 +733,32 @@ fn a_host_killed_mid_batch_loses_nothing_committed_and_the_trail_verifies() {
     let r2 = verify(&mut client, b.schema(), &[key()]).unwrap();
     assert_eq!(r2.events, r.events + 10);
 }
+
+#[test]
+fn the_documents_backend_audit_section_is_validated_with_located_errors() {
+    let doc = |extra: &str| {
+        format!(
+            "[policy]\nname = \"fleet\"\nowner = \"ops\"\npurpose = \"t\"\nscope = \"t\"\n\
+             liability_owner = \"ops\"\nreview_cadence = \"90d\"\ndata_handling = \"none\"\n\
+             [tools.read]\neffect = \"read\"\n[roles.worker]\ntools = [\"read\"]\n\
+             [backend]\nkind = \"postgres\"\nurl_env = \"TG_UNSET\"\n{extra}"
+        )
+    };
+    let p = tollgate::policy::Policy::from_toml(&doc(
+        "[backend.audit]\nwriter = \"host-1\"\nqueue_capacity = 1024\nstall_timeout = \"2s\"\n\
+         [backend.approvals]\npoll = \"250ms\"\n",
+    ))
+    .unwrap();
+    let section = p.document().backend.as_ref().unwrap();
+    assert_eq!(section.audit.writer.as_deref(), Some("host-1"));
+    assert_eq!(section.audit.stall_timeout, Duration::from_secs(2));
+    assert_eq!(section.approvals.poll, Duration::from_millis(250));
+    let e = tollgate::policy::Policy::from_toml(&doc("[backend.audit]\nmax_batch = 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("backend.audit.max_batch"), "{e}");
+    let e = tollgate::policy::Policy::from_toml(&doc("[backend.audit]\nbatch = 5\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("batch"), "{e}");
+}

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::DocumentError;
 
+pub mod approvals;
 pub mod audit;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -62,6 +63,9 @@ pub struct BackendSection {
     /// For `postgres`: how the audit sink writes (`[backend.audit]`).
     #[serde(default)]
     pub audit: audit::AuditSection,
+    /// For `postgres`: how a host follows the shared approval queue (`[backend.approvals]`).
+    #[serde(default)]
+    pub approvals: approvals::ApprovalsSection,
 }
 
 fn default_schema() -> String {
@@ -80,6 +84,7 @@ impl Default for BackendSection {
             schema: default_schema(),
             connect_timeout: default_connect_timeout(),
             audit: audit::AuditSection::default(),
+            approvals: approvals::ApprovalsSection::default(),
         }
     }
 }
@@ -127,6 +132,7 @@ impl BackendSection {
             ));
         }
         self.audit.validate()?;
+        self.approvals.validate()?;
         Ok(())
     }
 }

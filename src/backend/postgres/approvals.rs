@@ -559,6 +559,15 @@ pub struct PgApprovalListener {
 }
 
 impl PgApprovalListener {
+    /// [`start`](Self::start) with the poll interval of the document's `[backend.approvals]`.
+    pub fn from_section(
+        backend: &PgBackend,
+        section: &crate::backend::approvals::ApprovalsSection,
+        queue: Weak<ApprovalQueue>,
+    ) -> Result<Self, BackendError> {
+        Self::start(backend, queue, section.poll)
+    }
+
     /// Starts the listener thread for `queue` (held weakly) on `backend`'s schema.
     pub fn start(
         backend: &PgBackend,

@@ -209,11 +209,9 @@ impl Writer {
                 // A flush is answered only by a batch that empties the queue.
                 let flush =
                     (st.queue.is_empty() && st.flush_req > st.flush_done).then_some(st.flush_req);
-                let commands: Vec<Command> = if items.is_empty() {
-                    st.commands.drain(..).collect()
-                } else {
-                    Vec::new()
-                };
+                // Commands (retention) run after this batch, so a queue that never empties
+                // does not hold them back.
+                let commands: Vec<Command> = st.commands.drain(..).collect();
                 let closing = st.closing && st.queue.is_empty();
                 let checkpoint = self.checkpoint_due(&st) || (closing && self.uncovered > 0);
                 drop(st);
