@@ -607,10 +607,7 @@ fn listen(
         let lost = {
             let mut n = client.notifications();
             let mut it = n.timeout_iter(poll);
-            match it.next() {
-                Ok(_) => false,
-                Err(_) => true,
-            }
+            it.next().is_err()
         };
         let Some(q) = queue.upgrade() else {
             return;

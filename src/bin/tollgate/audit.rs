@@ -36,7 +36,10 @@ pub(crate) enum AuditCommand {
     /// Then prints one `notice:` line for each thing the log declares about itself: records
     /// adopted on reopen, acknowledged events a failed writer lost, records a repair removed, a
     /// retention deletion not finished.
-    #[command(after_help = EXIT_STATUS)]
+    #[command(
+        after_help = EXIT_STATUS,
+        override_usage = "tollgate audit verify [OPTIONS] <PATH>\n       tollgate audit verify [OPTIONS] --policy <FILE>"
+    )]
     Verify(VerifyArgs),
     /// Print the records that match the filters, as JSON lines, verifying the chain as it reads.
     ///
@@ -47,7 +50,10 @@ pub(crate) enum AuditCommand {
     ///
     /// A filter given several times matches any of its values; different filters must all
     /// match.
-    #[command(after_help = EXIT_STATUS)]
+    #[command(
+        after_help = EXIT_STATUS,
+        override_usage = "tollgate audit query [OPTIONS] <PATH>\n       tollgate audit query [OPTIONS] --policy <FILE>"
+    )]
     Query(QueryArgs),
     /// Remove a damaged end of the log (which a FileSink refuses to open).
     ///
@@ -57,7 +63,10 @@ pub(crate) enum AuditCommand {
     /// removed bytes in repair-<time>.removed in the directory, and writes a repair declaration
     /// into the chain (with a checkpoint, given a key) that verify reports. No sink may have the
     /// directory open.
-    #[command(after_help = EXIT_STATUS)]
+    #[command(
+        after_help = EXIT_STATUS,
+        override_usage = "tollgate audit repair [OPTIONS] <PATH>"
+    )]
     Repair(RepairArgs),
 }
 
