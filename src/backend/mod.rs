@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::DocumentError;
 
+pub mod approvals;
+pub mod audit;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
@@ -58,6 +60,12 @@ pub struct BackendSection {
     /// For `postgres`: how long to wait for a connection before giving up (and denying).
     #[serde(default = "default_connect_timeout", with = "crate::units::duration")]
     pub connect_timeout: Duration,
+    /// For `postgres`: how the audit sink writes (`[backend.audit]`).
+    #[serde(default)]
+    pub audit: audit::AuditSection,
+    /// For `postgres`: how a host follows the shared approval queue (`[backend.approvals]`).
+    #[serde(default)]
+    pub approvals: approvals::ApprovalsSection,
 }
 
 fn default_schema() -> String {
@@ -75,6 +83,8 @@ impl Default for BackendSection {
             url_env: None,
             schema: default_schema(),
             connect_timeout: default_connect_timeout(),
+            audit: audit::AuditSection::default(),
+            approvals: approvals::ApprovalsSection::default(),
         }
     }
 }
@@ -121,6 +131,8 @@ impl BackendSection {
                 "must be longer than zero",
             ));
         }
+        self.audit.validate()?;
+        self.approvals.validate()?;
         Ok(())
     }
 }

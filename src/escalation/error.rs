@@ -219,6 +219,28 @@ pub enum StoreError {
     /// The operating system had no randomness to give for the store's argument key.
     #[error("approval store: cannot generate its argument key: {0}")]
     Random(String),
+    /// A shared store refused the record: another host changed the request first (decided,
+    /// timed out or consumed it). Nothing was written; sync the queue and look again.
+    #[error("approval request `{id}`: {reason}")]
+    Conflict {
+        /// The request.
+        id: ApprovalId,
+        /// What the store holds instead.
+        reason: String,
+    },
+    /// A shared store's database could not be reached or refused a statement (nothing was
+    /// acknowledged).
+    #[error("approval store database: {0}")]
+    Database(String),
+    /// A shared store's record does not verify: changed, inserted, reordered or removed by
+    /// someone without the store key.
+    #[error("approval store record seq {seq} does not verify: {reason}")]
+    Tampered {
+        /// The record.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Why a queue operation was refused. Nothing changed when one of these is returned, except

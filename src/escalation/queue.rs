@@ -293,6 +293,73 @@ impl ApprovalQueue {
         })
     }
 
+    /// Applies what other queues sharing the store (other hosts) recorded since this one last
+    /// looked ([`ApprovalStore::fetch_new`]): their requests, decisions, timeouts and
+    /// consumptions. Waiters of requests now resolved are woken. Every open request is then
+    /// re-checked as on [`open`](Self::open) (a store cannot smuggle in an approval this queue
+    /// would refuse). Returns how many records were applied.
+    ///
+    /// A foreign record that does not apply on top of this queue's state (records of two hosts
+    /// that interleaved differently in memory than in the store) makes the queue rebuild its
+    /// state from the whole store, in the store's order.
+    pub fn sync(&self) -> Result<usize, QueueError> {
+        let config_sod = self.separation_of_duties;
+        let grant_ttl = self.grant_ttl;
+        self.with_inner(|inner, fx| {
+            let new = self.store.fetch_new()?;
+            if new.is_empty() {
+                return Ok(0);
+            }
+            let now = self.now();
+            let mut rebuild = false;
+            for rec in &new {
+                if apply(inner, rec, Mode::Replay(now), grant_ttl).is_err() {
+                    rebuild = true;
+                    break;
+                }
+            }
+            if rebuild {
+                let records = self.store.load()?;
+                let mut fresh = Inner {
+                    groups: inner.groups.clone(),
+                    next_token: inner.next_token,
+                    ..Inner::default()
+                };
+                for (index, rec) in records.iter().enumerate() {
+                    apply(&mut fresh, rec, Mode::Replay(now), grant_ttl)
+                        .map_err(|reason| QueueError::Replay { index, reason })?;
+                }
+                fresh.waiters = std::mem::take(&mut inner.waiters);
+                *inner = fresh;
+            }
+            for r in recheck_open(inner, config_sod) {
+                tracing::warn!(
+                    request = %r.id,
+                    approver = %r.approver,
+                    reason = %r.reason,
+                    "approval queue: a synced approval does not count"
+                );
+            }
+            let resolved: Vec<ApprovalId> = inner
+                .waiters
+                .keys()
+                .filter(|id| {
+                    inner
+                        .entries
+                        .get(*id)
+                        .is_some_and(|e| !e.state.is_pending())
+                })
+                .cloned()
+                .collect();
+            for id in resolved {
+                if let Some(ws) = inner.waiters.remove(&id) {
+                    fx.wake.extend(ws.into_iter().map(|(_, w)| w));
+                }
+            }
+            Ok(new.len())
+        })
+    }
+
     /// Sets the observer that sees (and may veto) every transition, e.g. the guard's audit.
     pub fn with_observer(mut self, observer: Arc<dyn QueueObserver>) -> Self {
         self.observer = observer;

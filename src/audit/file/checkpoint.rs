@@ -18,7 +18,7 @@ use crate::audit::AuditError;
 // Checkpoint keys
 // ------------------------------------------------------------------------------------------------
 
-pub(super) type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// The secret that signs (writer) and checks (auditor) checkpoints, with the id that names it in
 /// every checkpoint record so a rotated key stays identifiable.
@@ -150,7 +150,8 @@ impl CheckpointKey {
     }
 
     /// An HMAC-SHA-256 keyed with the secret, nothing fed yet.
-    pub(super) fn hmac(&self) -> HmacSha256 {
+    /// (Also used by the PostgreSQL audit sink for its checkpoints.)
+    pub(crate) fn hmac(&self) -> HmacSha256 {
         // `Hmac::new_from_slice` accepts keys of any length; the fallback cannot happen.
         HmacSha256::new_from_slice(self.inner.secret.expose_secret())
             .unwrap_or_else(|_| HmacSha256::new(&Default::default()))

@@ -36,7 +36,10 @@ pub(crate) enum AuditCommand {
     /// Then prints one `notice:` line for each thing the log declares about itself: records
     /// adopted on reopen, acknowledged events a failed writer lost, records a repair removed, a
     /// retention deletion not finished.
-    #[command(after_help = EXIT_STATUS)]
+    #[command(
+        after_help = EXIT_STATUS,
+        override_usage = "tollgate audit verify [OPTIONS] <PATH>\n       tollgate audit verify [OPTIONS] --policy <FILE>"
+    )]
     Verify(VerifyArgs),
     /// Print the records that match the filters, as JSON lines, verifying the chain as it reads.
     ///
@@ -47,7 +50,10 @@ pub(crate) enum AuditCommand {
     ///
     /// A filter given several times matches any of its values; different filters must all
     /// match.
-    #[command(after_help = EXIT_STATUS)]
+    #[command(
+        after_help = EXIT_STATUS,
+        override_usage = "tollgate audit query [OPTIONS] <PATH>\n       tollgate audit query [OPTIONS] --policy <FILE>"
+    )]
     Query(QueryArgs),
     /// Remove a damaged end of the log (which a FileSink refuses to open).
     ///
@@ -57,19 +63,38 @@ pub(crate) enum AuditCommand {
     /// removed bytes in repair-<time>.removed in the directory, and writes a repair declaration
     /// into the chain (with a checkpoint, given a key) that verify reports. No sink may have the
     /// directory open.
-    #[command(after_help = EXIT_STATUS)]
+    #[command(
+        after_help = EXIT_STATUS,
+        override_usage = "tollgate audit repair [OPTIONS] <PATH>"
+    )]
     Repair(RepairArgs),
 }
 
-/// The audit directory.
+/// The audit directory, or the PostgreSQL database a policy document names.
 #[derive(Debug, Args)]
 pub(crate) struct LogPath {
     /// The audit directory, or one of its segment files (audit-NNNNNN.jsonl).
     ///
     /// A segment file stands for its directory: the hash chain runs through every segment in
     /// order, so a segment cannot be verified on its own.
-    #[arg(value_name = "PATH", value_parser = PathBufValueParser::new().try_map(log_dir))]
-    dir: PathBuf,
+    #[arg(
+        value_name = "PATH",
+        value_parser = PathBufValueParser::new().try_map(log_dir),
+        required_unless_present = "policy"
+    )]
+    dir: Option<PathBuf>,
+    /// Read the trail from PostgreSQL instead: the database and schema this policy document's
+    /// `[backend]` section names (kind = "postgres"; the connection string is read from the
+    /// environment variable its url_env names). Needs a tollgate built with feature postgres.
+    #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+    policy: Option<PathBuf>,
+}
+
+impl LogPath {
+    /// The directory (clap guarantees one when `--policy` is absent).
+    fn dir(&self) -> &std::path::Path {
+        self.dir.as_deref().unwrap_or(std::path::Path::new("."))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +305,9 @@ fn parse_rfc3339(s: &str) -> Result<u64, String> {
 }
 
 fn run_verify(a: VerifyArgs) -> ExitCode {
+    if let Some(policy) = &a.path.policy {
+        return pg::verify(policy, &a.keys, a.require_covered);
+    }
     let mut options = VerifyOptions::new().require_coverage(a.require_covered);
     for key in a.keys {
         options = options.key(key);
@@ -298,7 +326,7 @@ fn run_verify(a: VerifyArgs) -> ExitCode {
         let m = Arc::clone(m);
         options = options.progress(move |p| m.update(p));
     }
-    let result = file::verify_with(&a.path.dir, &options);
+    let result = file::verify_with(a.path.dir(), &options);
     if let Some(m) = &meter {
         m.finish();
     }
@@ -356,6 +384,8 @@ fn summary(r: &VerifyReport, options: &VerifyOptions) -> String {
 }
 
 fn run_query(a: QueryArgs) -> ExitCode {
+    let policy = a.path.policy.clone();
+    let keys = a.keys.clone();
     let mut query = Query::new();
     for v in a.runs {
         query = query.run(v);
@@ -384,6 +414,9 @@ fn run_query(a: QueryArgs) -> ExitCode {
     if a.no_verify {
         query = query.verify_while_reading(false);
     }
+    if let Some(policy) = &policy {
+        return pg::query(policy, &query, &keys, !a.no_verify);
+    }
     let meter = Meter::new("query", &a.progress, true);
     if let Some(m) = &meter {
         let m = Arc::clone(m);
@@ -394,7 +427,7 @@ fn run_query(a: QueryArgs) -> ExitCode {
             m.finish();
         }
     };
-    let mut records = match query.open(&a.path.dir) {
+    let mut records = match query.open(a.path.dir()) {
         Ok(r) => r,
         Err(e) => {
             finish();
@@ -446,6 +479,13 @@ fn run_query(a: QueryArgs) -> ExitCode {
 }
 
 fn run_repair(a: RepairArgs) -> ExitCode {
+    if a.path.policy.is_some() {
+        eprintln!(
+            "repair works on audit directories; a PostgreSQL trail is never cut (verify names \
+             the first bad record)"
+        );
+        return ExitCode::from(2);
+    }
     let mut options = RepairOptions::new();
     if let Some(seq) = a.cut_after {
         options = options.cut_after(seq);
@@ -463,7 +503,7 @@ fn run_repair(a: RepairArgs) -> ExitCode {
     if let Some(w) = a.witness {
         options = options.witness(WitnessConfig::new(Arc::new(DirWitness::new(w))));
     }
-    let dir = &a.path.dir;
+    let dir = a.path.dir();
     let plan = match FileSink::plan_repair(dir, &options) {
         Ok(Some(plan)) => plan,
         Ok(None) => {
@@ -524,6 +564,160 @@ fn print_plan(plan: &RepairPlan) {
         plan.after_seq + 1,
         plan.removed_through_seq
     );
+}
+
+/// The PostgreSQL source of `verify` and `query` (`--policy FILE`).
+#[cfg(feature = "postgres")]
+mod pg {
+    use std::io::{self, Write};
+    use std::path::Path;
+    use std::process::ExitCode;
+
+    use tollgate::audit::file::CheckpointKey;
+    use tollgate::audit::query::Query;
+    use tollgate::backend::postgres::PgBackend;
+    use tollgate::backend::postgres::audit::{self, PgVerifyReport};
+    use tollgate::policy::Policy;
+
+    /// Connects to the database the document's `[backend]` names; `Err`: the exit code.
+    fn connect(policy: &Path) -> Result<(postgres::Client, String), ExitCode> {
+        let doc = Policy::from_file(policy).map_err(|e| {
+            eprintln!("tollgate: {}: {e}", policy.display());
+            ExitCode::from(2)
+        })?;
+        let Some(section) = doc.document().backend.as_ref() else {
+            eprintln!(
+                "tollgate: {}: the document has no [backend] section (kind = \"postgres\")",
+                policy.display()
+            );
+            return Err(ExitCode::from(2));
+        };
+        let backend = PgBackend::from_section(section).map_err(|e| {
+            eprintln!("tollgate: {e}");
+            ExitCode::from(2)
+        })?;
+        let client = backend.connect().map_err(|e| {
+            eprintln!("tollgate: FAILED: {e}");
+            ExitCode::from(1)
+        })?;
+        Ok((client, backend.schema().to_owned()))
+    }
+
+    fn summary(r: &PgVerifyReport, keyed: bool) -> String {
+        format!(
+            "OK: {} records ({} events) in {} writer chains, {} checkpoints{}, {} retention \
+             declarations, {} records after the last checkpoint of their chain",
+            r.records,
+            r.events,
+            r.writers,
+            r.checkpoints,
+            if keyed {
+                " (MACs verified)"
+            } else {
+                " (MACs not checked: no --key-file)"
+            },
+            r.declarations,
+            r.uncovered_records
+        )
+    }
+
+    pub(super) fn verify(policy: &Path, keys: &[CheckpointKey], require_covered: bool) -> ExitCode {
+        let (mut client, schema) = match connect(policy) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        match audit::verify(&mut client, &schema, keys) {
+            Ok(r) => {
+                println!("{}", summary(&r, !keys.is_empty()));
+                for (w, (first, last)) in &r.chains {
+                    println!("chain `{w}`: seq {first}..={last}");
+                }
+                if require_covered && r.uncovered_records > 0 {
+                    println!(
+                        "FAILED: {} records follow the last checkpoint of their chain",
+                        r.uncovered_records
+                    );
+                    return ExitCode::from(1);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("FAILED: {e}");
+                ExitCode::from(1)
+            }
+        }
+    }
+
+    pub(super) fn query(
+        policy: &Path,
+        q: &Query,
+        keys: &[CheckpointKey],
+        verify_first: bool,
+    ) -> ExitCode {
+        let (mut client, schema) = match connect(policy) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        if verify_first && let Err(e) = audit::verify(&mut client, &schema, keys) {
+            eprintln!("tollgate: FAILED: {e}");
+            return ExitCode::from(1);
+        }
+        let stdout = io::stdout();
+        let mut out = io::BufWriter::new(stdout.lock());
+        let mut broken = false;
+        let result = audit::query(&mut client, &schema, q, |rec| {
+            let line =
+                serde_json::json!({ "writer": rec.writer, "seq": rec.seq, "event": rec.event });
+            let ok = serde_json::to_writer(&mut out, &line)
+                .map_err(io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .is_ok();
+            broken |= !ok;
+            ok
+        });
+        let _ = out.flush();
+        match result {
+            Ok(_) if broken => ExitCode::from(1),
+            Ok(n) => {
+                eprintln!(
+                    "{n} records matched{}",
+                    if verify_first {
+                        " (trail verified first)"
+                    } else {
+                        " (not verified)"
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate: FAILED: {e}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// Without feature `postgres`, `--policy` is refused.
+#[cfg(not(feature = "postgres"))]
+mod pg {
+    use std::path::Path;
+    use std::process::ExitCode;
+
+    use tollgate::audit::file::CheckpointKey;
+    use tollgate::audit::query::Query;
+
+    fn unavailable() -> ExitCode {
+        eprintln!("tollgate: --policy reads a PostgreSQL trail: rebuild with feature `postgres`");
+        ExitCode::from(2)
+    }
+
+    pub(super) fn verify(_: &Path, _: &[CheckpointKey], _: bool) -> ExitCode {
+        unavailable()
+    }
+
+    pub(super) fn query(_: &Path, _: &Query, _: &[CheckpointKey], _: bool) -> ExitCode {
+        unavailable()
+    }
 }
 
 #[cfg(test)]

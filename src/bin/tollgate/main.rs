@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod approvals;
 mod audit;
 mod policy;
 mod progress;
@@ -51,6 +52,12 @@ enum Command {
     /// agreement.html`.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// List, approve and deny requests of the shared approval queue in PostgreSQL.
+    ///
+    /// Example: `tollgate approvals approve REQ --as alice --reason ok --policy fleet.toml
+    /// --key-file approvals.key`.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
 }
 
 /// What a command ended with: the exit status it maps to.
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => Ok(audit::run(cmd)),
         Command::Rollout(cmd) => rollout::run(cmd),
+        Command::Approvals(cmd) => Ok(approvals::run(cmd)),
     };
     match result {
         Ok(code) => code,

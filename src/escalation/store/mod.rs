@@ -185,6 +185,14 @@ pub trait ApprovalStore: Send + Sync {
     fn args_keys(&self) -> Result<Vec<ArgsKey>, StoreError> {
         Ok(Vec::new())
     }
+
+    /// For a store shared by several queues (several hosts): the records *others* appended
+    /// since this store last loaded, appended or fetched, in the store's order.
+    /// [`ApprovalQueue::sync`](super::ApprovalQueue::sync) applies them. The default, nothing,
+    /// is right for a store only one queue writes.
+    fn fetch_new(&self) -> Result<Vec<StoreRecord>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Records in memory (tests, or processes that accept losing pending approvals on restart). No
