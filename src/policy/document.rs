@@ -77,6 +77,10 @@ pub struct Document {
     /// [`crate::rollout`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::RolloutSection>,
+    /// The MCP gateway: downstream servers, tool names, who connections act as (see
+    /// [`crate::integrations::mcp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::integrations::mcp::McpSection>,
 }
 
 /// The document's metadata: what legal and compliance staff sign off. Every field is required:

@@ -198,6 +198,7 @@ impl Policy {
     /// Validates and compiles a document built in code (errors carry paths but no locations).
     pub fn from_document(document: Document) -> Result<Self, DocumentError> {
         cross_check(&document)?;
+        crate::integrations::mcp::config::check(&document)?;
         let canonical = canonical_json(&document)?;
         let version = version_of(&canonical);
         let (boundary, escalation) = compile_parts(&document, version)?;
