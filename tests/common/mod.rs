@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod node;
+
 use tollgate::{ActionBoundary, DenyCode, RunContext, ToolCall};
 
 /// Checks `args` both as raw JSON text and as a parsed `serde_json::Value`, asserts that both

@@ -13,6 +13,8 @@
 #![deny(missing_docs)]
 
 mod audit;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod policy;
 mod progress;
 mod rollout;
@@ -51,6 +53,10 @@ enum Command {
     /// agreement.html`.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Put MCP servers behind the guard: `tollgate mcp --policy gateway.toml` serves one MCP
+    /// client over stdio and checks each of its tool calls against the policy.
+    #[cfg(feature = "mcp")]
+    Mcp(mcp::McpArgs),
 }
 
 /// What a command ended with: the exit status it maps to.
@@ -65,6 +71,8 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => Ok(audit::run(cmd)),
         Command::Rollout(cmd) => rollout::run(cmd),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(args) => mcp::run(args),
     };
     match result {
         Ok(code) => code,

@@ -155,6 +155,9 @@ pub struct Connection {
     /// Who triggered the run (default: `mcp-client`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// Whether the run is read-only (no tool that writes is visible or callable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
 }
 
 /// A bearer token accepted over streamable HTTP. Only its SHA-256 is written down: the document
@@ -182,6 +185,7 @@ impl TokenSpec {
             compartment: self.compartment.clone(),
             task_type: None,
             trigger: None,
+            read_only: None,
         }
     }
 }

@@ -185,6 +185,9 @@ impl Gateway {
         if let Some(t) = &c.task_type {
             ctx = ctx.for_task(t.as_str());
         }
+        if c.read_only == Some(true) {
+            ctx = ctx.read_only();
+        }
         ctx
     }
 
