@@ -173,6 +173,13 @@ pub mod harness {
             call(&self.client, tool, args).await
         }
 
+        /// Calls `tool`, asserts it succeeded, returns its text.
+        pub async fn text_of(&self, tool: &str, args: Value) -> String {
+            let r = self.call(tool, args).await;
+            assert!(!is_error(&r), "{tool} failed: {r:?}");
+            text(&r)
+        }
+
         /// The tool names the client is shown.
         pub async fn tool_names(&self) -> Vec<String> {
             let mut names: Vec<String> = self

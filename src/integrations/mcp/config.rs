@@ -8,6 +8,7 @@
 //! [mcp]
 //! max_message_bytes = 1048576   # a longer JSON-RPC message is refused (default 4 MiB)
 //! call_timeout = "30s"          # a downstream call that takes longer fails (default 60 s)
+//! start_timeout = "30s"         # spawn + initialize + tools/list of a server (default 30 s)
 //! escalation_wait = "2m"        # wait this long for an approval before answering "pending"
 //!                               # (default 0: answer at once with the approval id)
 //! restart_backoff = "500ms"     # first wait before restarting a crashed server (doubles)
@@ -43,6 +44,8 @@ use crate::policy::{Document, DocumentError};
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 << 20;
 /// Default of [`McpSection::call_timeout`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`McpSection::start_timeout`].
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of [`McpSection::restart_backoff`].
 pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_millis(500);
 /// Default of [`McpSection::max_restart_backoff`].
@@ -83,6 +86,13 @@ pub struct McpSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub call_timeout: Option<Duration>,
+    /// Longest a downstream server may take to start: spawn, `initialize` and `tools/list`.
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_timeout: Option<Duration>,
     /// How long a `tools/call` that needs a human's approval waits for it before the gateway
     /// answers with the pending approval id (the client retries the same call to resume it).
     #[serde(
@@ -117,6 +127,11 @@ impl McpSection {
     /// [`call_timeout`](Self::call_timeout) or its default.
     pub fn call_timeout(&self) -> Duration {
         self.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT)
+    }
+
+    /// [`start_timeout`](Self::start_timeout) or its default.
+    pub fn start_timeout(&self) -> Duration {
+        self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT)
     }
 
     /// [`escalation_wait`](Self::escalation_wait) or zero.
@@ -303,6 +318,7 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
     }
     for (field, value) in [
         ("call_timeout", mcp.call_timeout),
+        ("start_timeout", mcp.start_timeout),
         ("restart_backoff", mcp.restart_backoff),
         ("max_restart_backoff", mcp.max_restart_backoff),
     ] {

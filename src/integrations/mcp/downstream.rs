@@ -62,6 +62,7 @@ pub(crate) struct Downstream {
     pub(crate) name: String,
     spec: ServerSpec,
     call_timeout: Duration,
+    start_timeout: Duration,
     backoff: (Duration, Duration),
     conn: Mutex<Option<Arc<Conn>>>,
     routes: RwLock<Arc<HashMap<String, Route>>>,
@@ -76,6 +77,7 @@ impl Downstream {
             name: name.to_owned(),
             spec: spec.clone(),
             call_timeout: section.call_timeout(),
+            start_timeout: section.start_timeout(),
             backoff: (section.restart_backoff(), section.max_restart_backoff()),
             conn: Mutex::new(None),
             routes: RwLock::new(Arc::new(HashMap::new())),
@@ -121,22 +123,22 @@ impl Downstream {
             server: server(),
             reason: e.to_string(),
         })?;
-        let service = tokio::time::timeout(self.call_timeout, ().serve(transport))
+        let service = tokio::time::timeout(self.start_timeout, ().serve(transport))
             .await
             .map_err(|_| GatewayError::Spawn {
                 server: server(),
-                reason: format!("no answer to `initialize` within {:?}", self.call_timeout),
+                reason: format!("no answer to `initialize` within {:?}", self.start_timeout),
             })?
             .map_err(|e| GatewayError::Spawn {
                 server: server(),
                 reason: e.to_string(),
             })?;
         let peer = service.peer().clone();
-        let tools = tokio::time::timeout(self.call_timeout, peer.list_all_tools())
+        let tools = tokio::time::timeout(self.start_timeout, peer.list_all_tools())
             .await
             .map_err(|_| GatewayError::Spawn {
                 server: server(),
-                reason: format!("no answer to `tools/list` within {:?}", self.call_timeout),
+                reason: format!("no answer to `tools/list` within {:?}", self.start_timeout),
             })?
             .map_err(|e| GatewayError::Spawn {
                 server: server(),

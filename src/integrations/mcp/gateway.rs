@@ -10,6 +10,7 @@ use super::config::{Connection, McpSection};
 use super::downstream::{Downstream, Route};
 use super::framing::{FaultHook, GuardedStdio, ProtocolFault};
 use super::session::Session;
+use crate::audit::EventKind;
 use crate::policy::Policy;
 use crate::{Guard, GuardError, RunContext};
 
@@ -206,13 +207,28 @@ impl Gateway {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        let run = shared
-            .guard
-            .start_run(Self::context(&shared.section.connection))?;
+        let run = Arc::new(
+            shared
+                .guard
+                .start_run(Self::context(&shared.section.connection))?,
+        );
         let hook: FaultHook = {
             let shared = Arc::clone(&shared);
+            let run = Arc::clone(&run);
             Arc::new(move |fault: &ProtocolFault| {
                 shared.faults.fetch_add(1, Ordering::Relaxed);
+                let detail = fault.to_string();
+                let recorded = run.shared.record(
+                    &run,
+                    EventKind::ProtocolFault {
+                        source: "mcp",
+                        fault: fault.kind(),
+                        detail: &detail,
+                    },
+                );
+                if let Err(e) = recorded {
+                    tracing::error!(target: "tollgate::mcp", error = %e, "protocol fault not recorded");
+                }
                 tracing::warn!(
                     target: "tollgate::mcp",
                     fault = fault.kind(),

@@ -31,10 +31,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, run: Run) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, run: Arc<Run>) -> Self {
         Self {
             shared,
-            run: Arc::new(run),
+            run,
             pending: Pending::default(),
         }
     }
