@@ -219,6 +219,20 @@ pub mod harness {
             .expect("tools/call answered")
     }
 
+    /// Calls `tool` with `args` through a client peer (for calls made from another task).
+    pub async fn call_peer(
+        peer: &rmcp::service::Peer<RoleClient>,
+        tool: &str,
+        args: Value,
+    ) -> CallToolResult {
+        let Value::Object(args) = args else {
+            panic!("arguments must be an object")
+        };
+        peer.call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+            .await
+            .expect("tools/call answered")
+    }
+
     /// The text of a result's first text block.
     pub fn text(r: &CallToolResult) -> String {
         r.content
