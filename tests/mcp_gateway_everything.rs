@@ -118,3 +118,49 @@ async fn the_tollgate_mcp_binary_serves_a_client_over_stdio() {
     client.cancel().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(feature = "cli")]
+#[test]
+fn the_official_typescript_sdk_client_drives_the_gateway() {
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tollgate-mcp-ts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, document(&node.bin("mcp-server-everything"))).unwrap();
+    // Next to the installed node_modules, so the script's imports resolve.
+    let script = node.dir.join("ts_client.mjs");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/ts_client.mjs"),
+        &script,
+    )
+    .unwrap();
+    let out = std::process::Command::new(&node.node)
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_tollgate"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(seen["server"]["name"], "tollgate");
+    assert_eq!(
+        seen["tools"],
+        json!(["echo", "get-structured-content", "get-sum", "get-tiny-image"])
+    );
+    assert!(
+        seen["echo"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("from typescript"),
+        "{seen}"
+    );
+    assert_eq!(seen["hidden"]["isError"], true);
+    assert_eq!(seen["hidden"]["content"][0]["text"], "tool not available");
+    let _ = std::fs::remove_dir_all(&dir);
+}
