@@ -56,11 +56,24 @@ async fn text_structured_and_image_results_pass_through_and_argument_rules_apply
     // get-env is in the policy but not the role's: hidden (it would print the environment).
     assert_eq!(
         h.tool_names().await,
-        ["echo", "get-structured-content", "get-sum", "get-tiny-image"]
+        [
+            "echo",
+            "get-structured-content",
+            "get-sum",
+            "get-tiny-image"
+        ]
     );
 
-    assert!(h.text_of("echo", json!({"message": "hello"})).await.contains("hello"));
-    assert!(h.text_of("get-sum", json!({"a": 2, "b": 3})).await.contains('5'));
+    assert!(
+        h.text_of("echo", json!({"message": "hello"}))
+            .await
+            .contains("hello")
+    );
+    assert!(
+        h.text_of("get-sum", json!({"a": 2, "b": 3}))
+            .await
+            .contains('5')
+    );
 
     let s = h
         .call("get-structured-content", json!({"location": "Chicago"}))
@@ -70,7 +83,10 @@ async fn text_structured_and_image_results_pass_through_and_argument_rules_apply
 
     let img = h.call("get-tiny-image", json!({})).await;
     assert!(!is_error(&img));
-    assert!(img.content.iter().any(|c| c.as_image().is_some()), "{img:?}");
+    assert!(
+        img.content.iter().any(|c| c.as_image().is_some()),
+        "{img:?}"
+    );
 
     // Argument rules are the guard's, before the server: a wrong type, an enum miss, a long
     // message, a hidden tool.
@@ -84,7 +100,11 @@ async fn text_structured_and_image_results_pass_through_and_argument_rules_apply
         let r = h.call(tool, args).await;
         assert!(is_error(&r), "{tool} was not refused");
     }
-    assert_eq!(h.events("outcome").len(), before, "a refused call reached the server");
+    assert_eq!(
+        h.events("outcome").len(),
+        before,
+        "a refused call reached the server"
+    );
     let hidden = h.call("get-env", json!({})).await;
     let unknown = h.call("no-such-tool", json!({})).await;
     assert_eq!(text(&hidden), text(&unknown));
@@ -108,7 +128,10 @@ async fn the_tollgate_mcp_binary_serves_a_client_over_stdio() {
     cmd.arg("mcp").arg("--policy").arg(&file);
     let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
     let info = client.peer().peer_info().expect("server info");
-    assert_eq!(info.server_info.as_ref().map(|i| i.name.as_str()), Some("tollgate"));
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("tollgate")
+    );
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(tools.len(), 4);
     let r = harness::call(&client, "echo", json!({"message": "via the binary"})).await;
@@ -151,7 +174,12 @@ fn the_official_typescript_sdk_client_drives_the_gateway() {
     assert_eq!(seen["server"]["name"], "tollgate");
     assert_eq!(
         seen["tools"],
-        json!(["echo", "get-structured-content", "get-sum", "get-tiny-image"])
+        json!([
+            "echo",
+            "get-structured-content",
+            "get-sum",
+            "get-tiny-image"
+        ])
     );
     assert!(
         seen["echo"]["content"][0]["text"]

@@ -1,5 +1,7 @@
 // A tiny MCP server over stdio with no dependencies, for the gateway's fault tests and latency
-// bench: `echo`, `pay` (echoes an amount), `crash` (exits the process), `hang` (never answers).
+// bench: `echo`, `pay` (echoes an amount), `crash` (exits the process), `hang` (never answers),
+// `whoami` (echoes the credential the gateway put in the request's `_meta`, and its SHA-256).
+import { createHash } from "node:crypto";
 import { createInterface } from "node:readline";
 
 const tools = [
@@ -7,6 +9,7 @@ const tools = [
   { name: "pay", inputSchema: { type: "object", properties: { amount: { type: "number" } } } },
   { name: "crash", inputSchema: { type: "object", properties: {} } },
   { name: "hang", inputSchema: { type: "object", properties: {} } },
+  { name: "whoami", inputSchema: { type: "object", properties: {} } },
 ];
 
 const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
@@ -43,6 +46,11 @@ createInterface({ input: process.stdin }).on("line", (line) => {
           process.exit(3);
         case "hang":
           return;
+        case "whoami": {
+          const cred = msg.params._meta?.["tollgate/credential"] ?? "none";
+          const sha = createHash("sha256").update(cred).digest("hex");
+          return reply(text(`credential=${cred} sha256=${sha}`));
+        }
         default:
           return send({ jsonrpc: "2.0", id: msg.id, error: { code: -32602, message: "unknown tool" } });
       }

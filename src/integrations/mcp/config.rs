@@ -237,6 +237,43 @@ pub struct ServerSpec {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub tools: BTreeMap<String, String>,
+    /// A scoped credential minted for every permitted call to this server and handed to it
+    /// with the request (never to the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialSpec>,
+}
+
+/// Default of [`CredentialSpec::meta_key`].
+pub const DEFAULT_CREDENTIAL_META_KEY: &str = "tollgate/credential";
+
+/// A per-call credential for a downstream server: minted under the call's permit (so only if a
+/// grant of the run's role covers the tool, its operation and the resource), placed in the
+/// forwarded request's `_meta`, and cut out of the result before the client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSpec {
+    /// The credential provider (declared in `credentials.providers`).
+    pub provider: String,
+    /// The resource asked for; `{compartment}` is replaced by the run's compartment.
+    pub resource: String,
+    /// The request `_meta` key the server reads it from (default `tollgate/credential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_key: Option<String>,
+}
+
+impl CredentialSpec {
+    /// [`meta_key`](Self::meta_key) or its default.
+    pub fn meta_key(&self) -> &str {
+        self.meta_key
+            .as_deref()
+            .unwrap_or(DEFAULT_CREDENTIAL_META_KEY)
+    }
+
+    /// The resource for a run bound to `compartment`.
+    pub fn resource_for(&self, compartment: Option<&str>) -> String {
+        self.resource
+            .replace("{compartment}", compartment.unwrap_or(""))
+    }
 }
 
 /// How a server is reached.
@@ -371,6 +408,38 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
                 return Err(DocumentError::invalid(
                     at,
                     "set `command` (stdio) or `url` (streamable HTTP)",
+                ));
+            }
+        }
+        if let Some(cred) = &server.credential {
+            let providers = doc
+                .credentials
+                .as_ref()
+                .map(|c| &c.providers)
+                .cloned()
+                .unwrap_or_default();
+            if !providers.contains_key(&cred.provider) {
+                return Err(DocumentError::unknown(
+                    format!("{at}.credential.provider"),
+                    "credential provider",
+                    &cred.provider,
+                    providers.keys(),
+                ));
+            }
+            if cred.resource.trim().is_empty() {
+                return Err(DocumentError::invalid(
+                    format!("{at}.credential.resource"),
+                    "must not be empty",
+                ));
+            }
+            if cred
+                .meta_key
+                .as_deref()
+                .is_some_and(|k| k.trim().is_empty())
+            {
+                return Err(DocumentError::invalid(
+                    format!("{at}.credential.meta_key"),
+                    "must not be empty",
                 ));
             }
         }

@@ -87,6 +87,11 @@ impl Downstream {
         }
     }
 
+    /// The per-call credential the server receives, if any.
+    pub(crate) fn credential(&self) -> Option<&super::config::CredentialSpec> {
+        self.spec.credential.as_ref()
+    }
+
     /// How many times the server was restarted after a crash.
     pub(crate) fn restarts(&self) -> u32 {
         self.restarts.load(Ordering::Relaxed)
@@ -167,6 +172,7 @@ impl Downstream {
         self: &Arc<Self>,
         theirs: &str,
         arguments: Option<rmcp::model::JsonObject>,
+        meta: Option<rmcp::model::RequestMetaObject>,
     ) -> Result<CallToolResult, DownstreamError> {
         let conn = self.conn.lock().clone();
         let Some(conn) = conn.filter(|c| !c.peer.is_transport_closed()) else {
@@ -175,6 +181,7 @@ impl Downstream {
         };
         let mut params = CallToolRequestParams::new(theirs.to_owned());
         params.arguments = arguments;
+        params.meta = meta;
         match tokio::time::timeout(self.call_timeout, conn.peer.call_tool(params)).await {
             Err(_) => Err(DownstreamError::Timeout {
                 server: self.name.clone(),

@@ -72,6 +72,28 @@ fn digest(result: &CallToolResult) -> String {
     format!("sha256:{hex} ({} content bytes)", bytes.len())
 }
 
+/// Replaces every occurrence of `secret` in a result (text, structured content, metadata) with
+/// a placeholder: a server that echoes its credential must not hand it to the client. A result
+/// that cannot be rewritten is replaced by an error.
+fn scrub(result: CallToolResult, secret: &str) -> CallToolResult {
+    if secret.is_empty() {
+        return result;
+    }
+    let Ok(text) = serde_json::to_string(&result) else {
+        return tool_error("the result could not be checked for credentials and is withheld");
+    };
+    // The secret as it appears inside a JSON string (escaped the same way).
+    let escaped = serde_json::to_string(secret).unwrap_or_default();
+    let needle = escaped.trim_matches('"');
+    if needle.is_empty() || !text.contains(needle) {
+        return result;
+    }
+    let cleaned = text.replace(needle, crate::audit::CREDENTIAL_PLACEHOLDER);
+    serde_json::from_str(&cleaned).unwrap_or_else(|_| {
+        tool_error("the result could not be checked for credentials and is withheld")
+    })
+}
+
 /// First text block of a result, bounded, for an error outcome's message.
 fn first_text(result: &CallToolResult) -> String {
     let t = result
@@ -185,8 +207,40 @@ impl Session {
             ));
             return tool_error("tool not available");
         };
+        // The server's credential, minted under this permit: in the request, never in the answer.
+        let mut secret: Option<String> = None;
+        let mut meta = None;
+        let _credential = match server.credential() {
+            None => None,
+            Some(spec) => {
+                let run = permit.run();
+                let resource = spec.resource_for(run.context().compartment().map(|c| c.as_str()));
+                let minted = match permit.credential_async(&spec.provider, &resource).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let msg = format!("no credential for this call: {e}");
+                        let _ = permit.complete(Outcome::error(msg.clone()));
+                        return tool_error(msg);
+                    }
+                };
+                match minted.expose(&permit, &resource) {
+                    Ok(value) => {
+                        let mut m = rmcp::model::RequestMetaObject::new();
+                        m.0.insert(spec.meta_key().to_owned(), Value::String(value.to_owned()));
+                        meta = Some(m);
+                        secret = Some(value.to_owned());
+                    }
+                    Err(e) => {
+                        let msg = format!("no credential for this call: {e}");
+                        let _ = permit.complete(Outcome::error(msg.clone()));
+                        return tool_error(msg);
+                    }
+                }
+                Some(minted)
+            }
+        };
         let cancel = permit.cancellation();
-        let forwarded = server.call(&route.theirs, arguments);
+        let forwarded = server.call(&route.theirs, arguments, meta);
         let killed = async {
             let mut tick = tokio::time::interval(CANCEL_POLL);
             loop {
@@ -205,7 +259,10 @@ impl Session {
             }
         };
         let result = match result {
-            Ok(r) => r,
+            Ok(r) => match &secret {
+                Some(secret) => scrub(r, secret),
+                None => r,
+            },
             Err(e) => {
                 let msg = e.to_string();
                 let _ = permit.complete(Outcome::error(msg.clone()));
