@@ -54,9 +54,17 @@ fn the_section_is_part_of_the_policy_version() {
     let b = parse(&GOOD.replace("/srv", "/")).unwrap();
     let c = parse(&GOOD.replace("call_timeout = \"5s\"", "call_timeout = \"5000ms\"")).unwrap();
     let without = Policy::from_toml(BASE).unwrap();
-    assert_ne!(a.version(), b.version(), "a wider root must be a new version");
+    assert_ne!(
+        a.version(),
+        b.version(),
+        "a wider root must be a new version"
+    );
     assert_ne!(a.version(), without.version());
-    assert_eq!(a.version(), c.version(), "the same duration spelled differently");
+    assert_eq!(
+        a.version(),
+        c.version(),
+        "the same duration spelled differently"
+    );
 }
 
 fn err(mcp: &str) -> DocumentError {
@@ -79,11 +87,17 @@ fn an_explicit_name_for_a_tool_the_policy_does_not_define_is_refused() {
 
 #[test]
 fn a_server_with_both_or_neither_transport_is_refused() {
-    let both = err(&GOOD.replace("command = \"npx\"", "command = \"npx\"\nurl = \"https://x\""));
+    let both = err(&GOOD.replace(
+        "command = \"npx\"",
+        "command = \"npx\"\nurl = \"https://x\"",
+    ));
     assert_eq!(both.path(), Some("mcp.servers.fs"));
     let neither = err(&GOOD.replace("command = \"npx\"", ""));
     assert_eq!(neither.path(), Some("mcp.servers.fs"));
-    let not_http = err(&GOOD.replace("command = \"npx\"\nargs = [\"-y\", \"@modelcontextprotocol/server-filesystem\", \"/srv\"]", "url = \"ftp://x\""));
+    let not_http = err(&GOOD.replace(
+        "command = \"npx\"\nargs = [\"-y\", \"@modelcontextprotocol/server-filesystem\", \"/srv\"]",
+        "url = \"ftp://x\"",
+    ));
     assert_eq!(not_http.path(), Some("mcp.servers.fs.url"));
 }
 
@@ -98,7 +112,7 @@ fn two_servers_routing_the_same_policy_tool_are_refused() {
 }
 
 #[test]
-fn unknown_fields_zero_limits_and_bad_token_hashes_are_refused() {
+fn unknown_fields_and_zero_or_overlong_limits_are_refused() {
     let e = err(&GOOD.replace("call_timeout", "call_timeot"));
     assert!(e.to_string().contains("call_timeot"), "{e}");
     let e = err(&GOOD.replace("call_timeout = \"5s\"", "max_message_bytes = 0"));
@@ -107,9 +121,6 @@ fn unknown_fields_zero_limits_and_bad_token_hashes_are_refused() {
     assert_eq!(e.path(), Some("mcp.call_timeout"));
     let e = err(&GOOD.replace("call_timeout = \"5s\"", "escalation_wait = \"2h\""));
     assert_eq!(e.path(), Some("mcp.escalation_wait"));
-    let token = "\n[mcp.tokens.ops]\nsha256 = \"not-a-hash\"\nagent = \"ops\"\nrole = \"reader\"\n";
-    let e = err(&format!("{GOOD}{token}"));
-    assert_eq!(e.path(), Some("mcp.tokens.ops.sha256"));
 }
 
 #[test]

@@ -307,3 +307,26 @@ async fn malformed_invalid_oversized_and_unknown_messages_get_protocol_errors_an
             .any(|e| e["event"] == "outcome" && e["gen_ai.tool.name"] != "echo")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_shadows_another_servers_tool_gets_neither_routed() {
+    let Some((node, script)) = fake_server() else {
+        return;
+    };
+    // A second server exposing the same names (`echo`, ...) without a prefix: which one would
+    // run is ambiguous, so neither does.
+    let p = policy(
+        &node,
+        &script,
+        &format!(
+            "\n[mcp.servers.shadow]\ncommand = \"{}\"\nargs = [\"{}\"]\n",
+            node.display(),
+            script.display()
+        ),
+    );
+    let h = harness::start(&p).await;
+    assert!(h.tool_names().await.is_empty());
+    let r = h.call("echo", json!({"message": "which one?"})).await;
+    assert!(is_error(&r));
+    assert_eq!(text(&r), "tool not available");
+}

@@ -19,11 +19,6 @@
 //! role = "reader"
 //! compartment = "M-1001"        # optional
 //!
-//! [mcp.tokens.ops]              # streamable HTTP: a bearer token (by its SHA-256) -> identity
-//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-//! agent = "ops-bot"
-//! role = "operator"
-//!
 //! [mcp.servers.fs]
 //! command = "npx"
 //! args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
@@ -58,20 +53,8 @@ pub const MAX_ESCALATION_WAIT: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpSection {
-    /// Who a connection over stdio acts as (and an HTTP connection without a bearer token, if
-    /// [`allow_anonymous_http`](Self::allow_anonymous_http) is set).
+    /// Who a client connection acts as.
     pub connection: Connection,
-    /// Streamable HTTP: bearer tokens, by a name for reviewers, each mapped to an identity.
-    #[serde(
-        default,
-        deserialize_with = "unique_keys",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub tokens: BTreeMap<String, TokenSpec>,
-    /// Whether an HTTP request without a known bearer token runs as
-    /// [`connection`](Self::connection) (default: refused).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_anonymous_http: Option<bool>,
     /// The downstream MCP servers, by name.
     #[serde(deserialize_with = "unique_keys")]
     pub servers: BTreeMap<String, ServerSpec>,
@@ -173,36 +156,6 @@ pub struct Connection {
     /// Whether the run is read-only (no tool that writes is visible or callable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
-}
-
-/// A bearer token accepted over streamable HTTP. Only its SHA-256 is written down: the document
-/// is signed and reviewed, the token itself is a secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenSpec {
-    /// Lower-case hex SHA-256 of the token.
-    pub sha256: String,
-    /// The agent id runs of this token act as.
-    pub agent: String,
-    /// Their role (must be defined in `roles`).
-    pub role: String,
-    /// Their compartment, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compartment: Option<String>,
-}
-
-impl TokenSpec {
-    /// The connection identity this token stands for.
-    pub fn connection(&self) -> Connection {
-        Connection {
-            agent: self.agent.clone(),
-            role: self.role.clone(),
-            compartment: self.compartment.clone(),
-            task_type: None,
-            trigger: None,
-            read_only: None,
-        }
-    }
 }
 
 /// One downstream MCP server: a command spawned over stdio or a streamable-HTTP URL, and how its
@@ -307,7 +260,7 @@ impl ServerSpec {
 
 /// Validates the document's `[mcp]` section against the rest of the document: roles exist,
 /// each server has exactly one transport, explicit tool names exist in `tools`, no two servers
-/// claim the same policy tool, numbers are in range, token hashes are well formed.
+/// claim the same policy tool, numbers are in range.
 pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
     let Some(mcp) = &doc.mcp else {
         return Ok(());
@@ -318,28 +271,6 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
             "mcp.connection.agent",
             "must not be empty",
         ));
-    }
-    let mut hashes = BTreeMap::new();
-    for (name, token) in &mcp.tokens {
-        let at = format!("mcp.tokens.{name}");
-        check_connection(doc, &format!("{at}.role"), &token.role)?;
-        let hex_ok = token.sha256.len() == 64
-            && token
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex_ok {
-            return Err(DocumentError::invalid(
-                format!("{at}.sha256"),
-                "must be the token's SHA-256 as 64 lower-case hex digits",
-            ));
-        }
-        if let Some(other) = hashes.insert(token.sha256.as_str(), name) {
-            return Err(DocumentError::invalid(
-                format!("{at}.sha256"),
-                format!("the same token is already `mcp.tokens.{other}`"),
-            ));
-        }
     }
     if mcp.servers.is_empty() {
         return Err(DocumentError::invalid(

@@ -54,26 +54,38 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The server and route of the policy tool `name` (the first server, in name order, that
-    /// lists it).
+    /// The server and route of the policy tool `name`. A name two servers claim (a server that
+    /// shadows another's tool, by its own name or its prefix) is routed to neither: fail closed.
     pub(crate) fn route(&self, name: &str) -> Option<(Arc<Downstream>, Route)> {
-        self.servers
-            .iter()
-            .find_map(|s| s.routes().get(name).map(|r| (Arc::clone(s), r.clone())))
-    }
-
-    /// Every routed policy tool, first server wins.
-    pub(crate) fn all_routes(&self) -> Vec<(String, Route)> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
+        let mut found = None;
         for s in &self.servers {
-            for (name, route) in s.routes().iter() {
-                if seen.insert(name.clone()) {
-                    out.push((name.clone(), route.clone()));
+            if let Some(r) = s.routes().get(name) {
+                if found.is_some() {
+                    tracing::warn!(target: "tollgate::mcp", tool = name, "tool claimed by two servers: not routed");
+                    return None;
                 }
+                found = Some((Arc::clone(s), r.clone()));
             }
         }
-        out
+        found
+    }
+
+    /// Every routed policy tool (names two servers claim are left out).
+    pub(crate) fn all_routes(&self) -> Vec<(String, Route)> {
+        let mut claims: std::collections::HashMap<String, (usize, Route)> = Default::default();
+        for s in &self.servers {
+            for (name, route) in s.routes().iter() {
+                claims
+                    .entry(name.clone())
+                    .and_modify(|(n, _)| *n += 1)
+                    .or_insert_with(|| (1, route.clone()));
+            }
+        }
+        claims
+            .into_iter()
+            .filter(|(_, (n, _))| *n == 1)
+            .map(|(name, (_, route))| (name, route))
+            .collect()
     }
 }
 

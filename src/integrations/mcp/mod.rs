@@ -35,7 +35,7 @@ mod pending;
 #[cfg(feature = "mcp")]
 mod session;
 
-pub use config::{Connection, CredentialSpec, McpSection, ServerSpec, TokenSpec, TransportKind};
+pub use config::{Connection, CredentialSpec, McpSection, ServerSpec, TransportKind};
 #[cfg(feature = "mcp")]
 pub use downstream::DownstreamError;
 #[cfg(feature = "mcp")]
