@@ -237,6 +237,7 @@ impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for GuardedStdio<R> {
 mod tests {
     use super::*;
     use parking_lot::Mutex;
+    use proptest::prelude::*;
     use tokio::io::AsyncReadExt;
 
     async fn feed(input: &[u8], limit: usize) -> (Vec<String>, Vec<ProtocolFault>, String) {
@@ -275,6 +276,40 @@ mod tests {
         assert_eq!(lines[0]["id"], Value::Null);
         assert_eq!(lines[1]["error"]["code"], INVALID_REQUEST);
         assert_eq!(lines[1]["id"], 7);
+    }
+
+    proptest! {
+        /// Whatever the client sends, every non-blank line is either one message or one fault
+        /// answered with one JSON-RPC error line, and reading never stops early.
+        #[test]
+        fn every_line_is_a_message_or_an_answered_fault(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..64)
+                        .prop_map(|mut v| { v.retain(|b| *b != b'\n'); v }),
+                    Just(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_vec()),
+                    Just(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec()),
+                    Just(vec![b'x'; 300]),
+                ],
+                0..12,
+            )
+        ) {
+            let mut input = Vec::new();
+            for l in &lines {
+                input.extend_from_slice(l);
+                input.push(b'\n');
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (got, faults, answered) = rt.block_on(feed(&input, 200));
+            let non_blank = lines.iter().filter(|l| !l.trim_ascii().is_empty()).count();
+            prop_assert_eq!(got.len() + faults.len(), non_blank);
+            let answers: Vec<&str> = answered.lines().collect();
+            prop_assert_eq!(answers.len(), faults.len());
+            for a in answers {
+                let v: Value = serde_json::from_str(a).unwrap();
+                prop_assert!(v["error"]["code"].is_i64());
+            }
+        }
     }
 
     #[tokio::test]
