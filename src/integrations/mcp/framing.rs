@@ -200,26 +200,24 @@ impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for GuardedStdio<R> {
         }
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleServer>>> + Send {
-        async move {
-            loop {
-                match self.read_line().await {
-                    Err(_) | Ok(Ok(false)) => return None,
-                    Ok(Err(())) => {
-                        let fault = ProtocolFault::Oversized { limit: self.limit };
-                        answer(&self.write, &self.on_fault, &fault).await;
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            match self.read_line().await {
+                Err(_) | Ok(Ok(false)) => return None,
+                Ok(Err(())) => {
+                    let fault = ProtocolFault::Oversized { limit: self.limit };
+                    answer(&self.write, &self.on_fault, &fault).await;
+                }
+                Ok(Ok(true)) => {
+                    let text = self.line.trim_ascii();
+                    if text.is_empty() {
+                        continue;
                     }
-                    Ok(Ok(true)) => {
-                        let text = self.line.trim_ascii();
-                        if text.is_empty() {
-                            continue;
-                        }
-                        match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(text) {
-                            Ok(msg) => return Some(msg),
-                            Err(e) => {
-                                let fault = classify(text, &e);
-                                answer(&self.write, &self.on_fault, &fault).await;
-                            }
+                    match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(text) {
+                        Ok(msg) => return Some(msg),
+                        Err(e) => {
+                            let fault = classify(text, &e);
+                            answer(&self.write, &self.on_fault, &fault).await;
                         }
                     }
                 }

@@ -56,7 +56,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// The server and route of the policy tool `name`. A name two servers claim (a server that
     /// shadows another's tool, by its own name or its prefix) is routed to neither: fail closed.
-    pub(crate) fn route(&self, name: &str) -> Option<(Arc<Downstream>, Route)> {
+    pub(crate) fn route(&self, name: &str) -> Option<(Arc<Downstream>, String)> {
         let mut found = None;
         for s in &self.servers {
             if let Some(r) = s.routes().get(name) {
@@ -64,7 +64,7 @@ impl Shared {
                     tracing::warn!(target: "tollgate::mcp", tool = name, "tool claimed by two servers: not routed");
                     return None;
                 }
-                found = Some((Arc::clone(s), r.clone()));
+                found = Some((Arc::clone(s), r.theirs.clone()));
             }
         }
         found

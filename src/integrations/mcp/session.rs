@@ -199,7 +199,7 @@ impl Session {
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
     ) -> CallToolResult {
-        let Some((server, route)) = self.shared.route(name) else {
+        let Some((server, theirs)) = self.shared.route(name) else {
             // Permitted by the policy but served by no downstream server (or it is down and
             // never listed its tools).
             let _ = permit.complete(Outcome::error(
@@ -240,7 +240,7 @@ impl Session {
             }
         };
         let cancel = permit.cancellation();
-        let forwarded = server.call(&route.theirs, arguments, meta);
+        let forwarded = server.call(&theirs, arguments, meta);
         let killed = async {
             let mut tick = tokio::time::interval(CANCEL_POLL);
             loop {
