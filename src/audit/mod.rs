@@ -323,6 +323,17 @@ pub enum EventKind<'a> {
         /// Who did it.
         by: &'a str,
     },
+    /// A message an integration received was refused at the protocol level (the MCP gateway:
+    /// not JSON, not a valid JSON-RPC message, or longer than its limit). Recorded before the
+    /// client is answered with a protocol error; the message itself is not recorded.
+    ProtocolFault {
+        /// The integration (`"mcp"`).
+        source: &'static str,
+        /// `"malformed"`, `"invalid_message"` or `"oversized"`.
+        fault: &'static str,
+        /// What was wrong.
+        detail: &'a str,
+    },
 }
 
 /// Credential lifecycle events. They carry the credential's id and scope, never its value.
@@ -755,6 +766,16 @@ impl AuditEvent<'_> {
                 o.str(k!("tollgate.kill.scope"), scope);
                 o.opt_str(k!("tollgate.kill.target"), *target);
                 o.str(k!("tollgate.kill.by"), by);
+            }
+            EventKind::ProtocolFault {
+                source,
+                fault,
+                detail,
+            } => {
+                o.str(k!("event"), "protocol_fault");
+                o.str(k!("tollgate.protocol.source"), source);
+                o.str(k!("tollgate.protocol.fault"), fault);
+                o.str(k!("tollgate.protocol.detail"), detail);
             }
         }
         o.end();

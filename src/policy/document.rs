@@ -81,6 +81,10 @@ pub struct Document {
     /// files and in-process state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::backend::BackendSection>,
+    /// The MCP gateway: downstream servers, tool names, who connections act as (see
+    /// [`crate::integrations::mcp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::integrations::mcp::McpSection>,
 }
 
 /// The document's metadata: what legal and compliance staff sign off. Every field is required:

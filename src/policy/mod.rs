@@ -201,6 +201,7 @@ impl Policy {
         if let Some(backend) = &document.backend {
             backend.validate()?;
         }
+        crate::integrations::mcp::config::check(&document)?;
         let canonical = canonical_json(&document)?;
         let version = version_of(&canonical);
         let (boundary, escalation) = compile_parts(&document, version)?;

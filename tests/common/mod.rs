@@ -3,6 +3,7 @@
 
 pub mod billing;
 pub mod pg;
+pub mod node;
 
 use tollgate::{ActionBoundary, DenyCode, RunContext, ToolCall};
 

@@ -14,6 +14,8 @@
 
 mod approvals;
 mod audit;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod policy;
 mod progress;
 mod rollout;
@@ -58,6 +60,10 @@ enum Command {
     /// --key-file approvals.key`.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Put MCP servers behind the guard: `tollgate mcp --policy gateway.toml` serves one MCP
+    /// client over stdio and checks each of its tool calls against the policy.
+    #[cfg(feature = "mcp")]
+    Mcp(mcp::McpArgs),
 }
 
 /// What a command ended with: the exit status it maps to.
@@ -73,6 +79,8 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => Ok(audit::run(cmd)),
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Approvals(cmd) => Ok(approvals::run(cmd)),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(args) => mcp::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,404 @@
+//! The `[mcp]` section of the policy document: which MCP servers the gateway fronts, how their
+//! tools are named in the policy, and who a client connection acts as.
+//!
+//! Plain data, parsed and validated on every build (so `tollgate policy check` validates it
+//! without the `mcp` feature) and part of the document's version hash like every other section.
+//!
+//! ```toml
+//! [mcp]
+//! max_message_bytes = 1048576   # a longer JSON-RPC message is refused (default 4 MiB)
+//! call_timeout = "30s"          # a downstream call that takes longer fails (default 60 s)
+//! start_timeout = "30s"         # spawn + initialize + tools/list of a server (default 30 s)
+//! escalation_wait = "2m"        # wait this long for an approval before answering "pending"
+//!                               # (default 0: answer at once with the approval id)
+//! restart_backoff = "500ms"     # first wait before restarting a crashed server (doubles)
+//! max_restart_backoff = "30s"   # upper bound of that wait
+//!
+//! [mcp.connection]              # who every connection over stdio acts as
+//! agent = "desktop-assistant"
+//! role = "reader"
+//! compartment = "M-1001"        # optional
+//!
+//! [mcp.servers.fs]
+//! command = "npx"
+//! args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
+//! env = { NODE_ENV = "production" }
+//! prefix = "fs_"                            # read_file -> fs_read_file in the policy
+//! tools = { read_text_file = "read_doc" }   # explicit names win over the prefix
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::boundary::spec::unique_keys;
+use crate::policy::{Document, DocumentError};
+
+/// Default of [`McpSection::max_message_bytes`]: 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 << 20;
+/// Default of [`McpSection::call_timeout`].
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`McpSection::start_timeout`].
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`McpSection::restart_backoff`].
+pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_millis(500);
+/// Default of [`McpSection::max_restart_backoff`].
+pub const DEFAULT_MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest [`McpSection::escalation_wait`] accepted: a client request held open longer than
+/// this is better answered with the approval id and retried.
+pub const MAX_ESCALATION_WAIT: Duration = Duration::from_secs(3600);
+
+/// The `[mcp]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpSection {
+    /// Who a client connection acts as.
+    pub connection: Connection,
+    /// The downstream MCP servers, by name.
+    #[serde(deserialize_with = "unique_keys")]
+    pub servers: BTreeMap<String, ServerSpec>,
+    /// Longest JSON-RPC message (one line over stdio) accepted from a client, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<u64>,
+    /// Longest a downstream `tools/call` may take before it fails (and counts against the
+    /// server's breaker).
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub call_timeout: Option<Duration>,
+    /// Longest a downstream server may take to start: spawn, `initialize` and `tools/list`.
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_timeout: Option<Duration>,
+    /// How long a `tools/call` that needs a human's approval waits for it before the gateway
+    /// answers with the pending approval id (the client retries the same call to resume it).
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub escalation_wait: Option<Duration>,
+    /// First wait before a crashed downstream server is restarted; doubled on each restart.
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub restart_backoff: Option<Duration>,
+    /// Upper bound of the restart wait.
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_restart_backoff: Option<Duration>,
+}
+
+impl McpSection {
+    /// [`max_message_bytes`](Self::max_message_bytes) or its default.
+    pub fn max_message_bytes(&self) -> usize {
+        let n = self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    /// [`call_timeout`](Self::call_timeout) or its default.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT)
+    }
+
+    /// [`start_timeout`](Self::start_timeout) or its default.
+    pub fn start_timeout(&self) -> Duration {
+        self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT)
+    }
+
+    /// [`escalation_wait`](Self::escalation_wait) or zero.
+    pub fn escalation_wait(&self) -> Duration {
+        self.escalation_wait.unwrap_or(Duration::ZERO)
+    }
+
+    /// [`restart_backoff`](Self::restart_backoff) or its default.
+    pub fn restart_backoff(&self) -> Duration {
+        self.restart_backoff.unwrap_or(DEFAULT_RESTART_BACKOFF)
+    }
+
+    /// [`max_restart_backoff`](Self::max_restart_backoff) or its default (never below the
+    /// first wait).
+    pub fn max_restart_backoff(&self) -> Duration {
+        self.max_restart_backoff
+            .unwrap_or(DEFAULT_MAX_RESTART_BACKOFF)
+            .max(self.restart_backoff())
+    }
+}
+
+/// Who a connection acts as: its run's agent, role and compartment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// The agent id of the connection's run.
+    pub agent: String,
+    /// The role (must be defined in `roles`).
+    pub role: String,
+    /// The compartment the run is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compartment: Option<String>,
+    /// The task type of the run, if any (for modes and rollout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    /// Who triggered the run (default: `mcp-client`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// Whether the run is read-only (no tool that writes is visible or callable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+/// One downstream MCP server: a command spawned over stdio or a streamable-HTTP URL, and how its
+/// tools are named in the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// The program to spawn (stdio transport).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables set for it (on top of the gateway's own environment).
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub env: BTreeMap<String, String>,
+    /// The server's streamable-HTTP endpoint (instead of `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Policy name of a server tool without an explicit name: this prefix followed by the
+    /// server's name for it (default: no prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Explicit policy names, by the server's tool name.
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub tools: BTreeMap<String, String>,
+    /// A scoped credential minted for every permitted call to this server and handed to it
+    /// with the request (never to the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialSpec>,
+}
+
+/// Default of [`CredentialSpec::meta_key`].
+pub const DEFAULT_CREDENTIAL_META_KEY: &str = "tollgate/credential";
+
+/// A per-call credential for a downstream server: minted under the call's permit (so only if a
+/// grant of the run's role covers the tool, its operation and the resource), placed in the
+/// forwarded request's `_meta`, and cut out of the result before the client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSpec {
+    /// The credential provider (declared in `credentials.providers`).
+    pub provider: String,
+    /// The resource asked for; `{compartment}` is replaced by the run's compartment.
+    pub resource: String,
+    /// The request `_meta` key the server reads it from (default `tollgate/credential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_key: Option<String>,
+}
+
+impl CredentialSpec {
+    /// [`meta_key`](Self::meta_key) or its default.
+    pub fn meta_key(&self) -> &str {
+        self.meta_key
+            .as_deref()
+            .unwrap_or(DEFAULT_CREDENTIAL_META_KEY)
+    }
+
+    /// The resource for a run bound to `compartment`.
+    pub fn resource_for(&self, compartment: Option<&str>) -> String {
+        self.resource
+            .replace("{compartment}", compartment.unwrap_or(""))
+    }
+}
+
+/// How a server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// A child process over stdio.
+    Stdio,
+    /// Streamable HTTP.
+    Http,
+}
+
+impl ServerSpec {
+    /// How the server is reached.
+    pub fn transport(&self) -> TransportKind {
+        if self.url.is_some() {
+            TransportKind::Http
+        } else {
+            TransportKind::Stdio
+        }
+    }
+
+    /// The policy tool name of the server's tool `name`.
+    pub fn policy_name(&self, name: &str) -> String {
+        match self.tools.get(name) {
+            Some(mapped) => mapped.clone(),
+            None => format!("{}{name}", self.prefix.as_deref().unwrap_or("")),
+        }
+    }
+}
+
+/// Validates the document's `[mcp]` section against the rest of the document: roles exist,
+/// each server has exactly one transport, explicit tool names exist in `tools`, no two servers
+/// claim the same policy tool, numbers are in range.
+pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
+    let Some(mcp) = &doc.mcp else {
+        return Ok(());
+    };
+    check_connection(doc, "mcp.connection", &mcp.connection.role)?;
+    if mcp.connection.agent.trim().is_empty() {
+        return Err(DocumentError::invalid(
+            "mcp.connection.agent",
+            "must not be empty",
+        ));
+    }
+    if mcp.servers.is_empty() {
+        return Err(DocumentError::invalid(
+            "mcp.servers",
+            "name at least one downstream server",
+        ));
+    }
+    if mcp.max_message_bytes == Some(0) {
+        return Err(DocumentError::invalid(
+            "mcp.max_message_bytes",
+            "must be at least 1",
+        ));
+    }
+    for (field, value) in [
+        ("call_timeout", mcp.call_timeout),
+        ("start_timeout", mcp.start_timeout),
+        ("restart_backoff", mcp.restart_backoff),
+        ("max_restart_backoff", mcp.max_restart_backoff),
+    ] {
+        if value.is_some_and(|d| d.is_zero()) {
+            return Err(DocumentError::invalid(
+                format!("mcp.{field}"),
+                "must be longer than zero",
+            ));
+        }
+    }
+    if mcp.escalation_wait.is_some_and(|d| d > MAX_ESCALATION_WAIT) {
+        return Err(DocumentError::invalid(
+            "mcp.escalation_wait",
+            "at most 1h: answer with the approval id and let the client retry instead",
+        ));
+    }
+    // Explicit names claimed by each server: no two servers may route the same policy tool.
+    let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, server) in &mcp.servers {
+        let at = format!("mcp.servers.{name}");
+        match (&server.command, &server.url) {
+            (Some(c), None) if !c.trim().is_empty() => {}
+            (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {
+                if !server.args.is_empty() || !server.env.is_empty() {
+                    return Err(DocumentError::invalid(
+                        at,
+                        "`args` and `env` apply to a spawned `command`, not to a `url`",
+                    ));
+                }
+            }
+            (None, Some(_)) => {
+                return Err(DocumentError::invalid(
+                    format!("{at}.url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(DocumentError::invalid(
+                    at,
+                    "set either `command` (stdio) or `url` (streamable HTTP), not both",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(DocumentError::invalid(
+                    format!("{at}.command"),
+                    "must not be empty",
+                ));
+            }
+            (None, None) => {
+                return Err(DocumentError::invalid(
+                    at,
+                    "set `command` (stdio) or `url` (streamable HTTP)",
+                ));
+            }
+        }
+        if let Some(cred) = &server.credential {
+            let providers = doc
+                .credentials
+                .as_ref()
+                .map(|c| &c.providers)
+                .cloned()
+                .unwrap_or_default();
+            if !providers.contains_key(&cred.provider) {
+                return Err(DocumentError::unknown(
+                    format!("{at}.credential.provider"),
+                    "credential provider",
+                    &cred.provider,
+                    providers.keys(),
+                ));
+            }
+            if cred.resource.trim().is_empty() {
+                return Err(DocumentError::invalid(
+                    format!("{at}.credential.resource"),
+                    "must not be empty",
+                ));
+            }
+            if cred
+                .meta_key
+                .as_deref()
+                .is_some_and(|k| k.trim().is_empty())
+            {
+                return Err(DocumentError::invalid(
+                    format!("{at}.credential.meta_key"),
+                    "must not be empty",
+                ));
+            }
+        }
+        for (theirs, ours) in &server.tools {
+            let path = format!("{at}.tools.{theirs}");
+            if !doc.tools.contains_key(ours) {
+                return Err(DocumentError::unknown(path, "tool", ours, doc.tools.keys()));
+            }
+            if let Some(other) = claimed.insert(ours, name) {
+                return Err(DocumentError::invalid(
+                    path,
+                    format!("policy tool `{ours}` is already routed to server `{other}`"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_connection(doc: &Document, path: &str, role: &str) -> Result<(), DocumentError> {
+    if doc.roles.contains_key(role) {
+        Ok(())
+    } else {
+        let path = if path.ends_with(".role") {
+            path.to_owned()
+        } else {
+            format!("{path}.role")
+        };
+        Err(DocumentError::unknown(path, "role", role, doc.roles.keys()))
+    }
+}

@@ -1,0 +1,252 @@
+//! One downstream MCP server: spawned over stdio, its tools listed and renamed into policy
+//! names, every call bounded by the configured timeout, and restarted with exponential backoff
+//! when it dies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
+use rmcp::service::{Peer, RunningService, ServiceError};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+
+use super::GatewayError;
+use super::config::{McpSection, ServerSpec, TransportKind};
+
+/// Why a forwarded call produced no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownstreamError {
+    /// The server is down (crashed and not yet restarted).
+    #[error("MCP server `{0}` is unavailable (restarting)")]
+    Unavailable(String),
+    /// The server did not answer within the call timeout.
+    #[error("MCP server `{server}` did not answer within {timeout:?}")]
+    Timeout {
+        /// The server.
+        server: String,
+        /// The configured limit.
+        timeout: Duration,
+    },
+    /// The connection to the server broke during the call (it crashed or exited).
+    #[error("MCP server `{0}` closed the connection during the call")]
+    Crashed(String),
+    /// The server answered with a JSON-RPC error.
+    #[error("MCP server `{server}` refused the call: {message}")]
+    Refused {
+        /// The server.
+        server: String,
+        /// Its error message.
+        message: String,
+    },
+}
+
+/// A live connection.
+struct Conn {
+    peer: Peer<RoleClient>,
+    /// Kept so the service (and the child process) live as long as the connection.
+    _service: RunningService<RoleClient, ()>,
+}
+
+/// The route of one policy tool: the server's own name for it and the tool as clients see it.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub(crate) theirs: String,
+    pub(crate) exposed: Tool,
+}
+
+pub(crate) struct Downstream {
+    pub(crate) name: String,
+    spec: ServerSpec,
+    call_timeout: Duration,
+    start_timeout: Duration,
+    backoff: (Duration, Duration),
+    conn: Mutex<Option<Arc<Conn>>>,
+    routes: RwLock<Arc<HashMap<String, Route>>>,
+    restarting: AtomicBool,
+    restarts: AtomicU32,
+    closed: AtomicBool,
+}
+
+impl Downstream {
+    pub(crate) fn new(name: &str, spec: &ServerSpec, section: &McpSection) -> Self {
+        Self {
+            name: name.to_owned(),
+            spec: spec.clone(),
+            call_timeout: section.call_timeout(),
+            start_timeout: section.start_timeout(),
+            backoff: (section.restart_backoff(), section.max_restart_backoff()),
+            conn: Mutex::new(None),
+            routes: RwLock::new(Arc::new(HashMap::new())),
+            restarting: AtomicBool::new(false),
+            restarts: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The per-call credential the server receives, if any.
+    pub(crate) fn credential(&self) -> Option<&super::config::CredentialSpec> {
+        self.spec.credential.as_ref()
+    }
+
+    /// How many times the server was restarted after a crash.
+    pub(crate) fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Whether a connection is up now.
+    pub(crate) fn is_up(&self) -> bool {
+        self.conn
+            .lock()
+            .as_ref()
+            .is_some_and(|c| !c.peer.is_transport_closed())
+    }
+
+    /// The routes (policy name -> server tool) as of the last successful listing.
+    pub(crate) fn routes(&self) -> Arc<HashMap<String, Route>> {
+        self.routes.read().clone()
+    }
+
+    /// Spawns the server, initialises the session and lists its tools.
+    pub(crate) async fn connect(&self) -> Result<(), GatewayError> {
+        let server = || self.name.clone();
+        let command = match (self.spec.transport(), &self.spec.command) {
+            (TransportKind::Stdio, Some(c)) => c,
+            _ => {
+                return Err(GatewayError::Unsupported {
+                    server: server(),
+                    what: "streamable-HTTP downstream servers (use `command`)",
+                });
+            }
+        };
+        let mut cmd = tokio::process::Command::new(command);
+        cmd.args(&self.spec.args).envs(&self.spec.env);
+        let transport = TokioChildProcess::new(cmd).map_err(|e| GatewayError::Spawn {
+            server: server(),
+            reason: e.to_string(),
+        })?;
+        let service = tokio::time::timeout(self.start_timeout, ().serve(transport))
+            .await
+            .map_err(|_| GatewayError::Spawn {
+                server: server(),
+                reason: format!("no answer to `initialize` within {:?}", self.start_timeout),
+            })?
+            .map_err(|e| GatewayError::Spawn {
+                server: server(),
+                reason: e.to_string(),
+            })?;
+        let peer = service.peer().clone();
+        let tools = tokio::time::timeout(self.start_timeout, peer.list_all_tools())
+            .await
+            .map_err(|_| GatewayError::Spawn {
+                server: server(),
+                reason: format!("no answer to `tools/list` within {:?}", self.start_timeout),
+            })?
+            .map_err(|e| GatewayError::Spawn {
+                server: server(),
+                reason: e.to_string(),
+            })?;
+        let routes = tools
+            .into_iter()
+            .map(|tool| {
+                let ours = self.spec.policy_name(&tool.name);
+                let theirs = tool.name.to_string();
+                let mut exposed = tool;
+                exposed.name = ours.clone().into();
+                (ours, Route { theirs, exposed })
+            })
+            .collect();
+        *self.routes.write() = Arc::new(routes);
+        *self.conn.lock() = Some(Arc::new(Conn {
+            peer,
+            _service: service,
+        }));
+        Ok(())
+    }
+
+    /// Forwards one call, bounded by the call timeout. A broken connection schedules a restart.
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        theirs: &str,
+        arguments: Option<rmcp::model::JsonObject>,
+        meta: Option<rmcp::model::RequestMetaObject>,
+    ) -> Result<CallToolResult, DownstreamError> {
+        let conn = self.conn.lock().clone();
+        let Some(conn) = conn.filter(|c| !c.peer.is_transport_closed()) else {
+            self.schedule_restart();
+            return Err(DownstreamError::Unavailable(self.name.clone()));
+        };
+        let mut params = CallToolRequestParams::new(theirs.to_owned());
+        params.arguments = arguments;
+        params.meta = meta;
+        match tokio::time::timeout(self.call_timeout, conn.peer.call_tool(params)).await {
+            Err(_) => Err(DownstreamError::Timeout {
+                server: self.name.clone(),
+                timeout: self.call_timeout,
+            }),
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(ServiceError::McpError(e))) => Err(DownstreamError::Refused {
+                server: self.name.clone(),
+                message: e.message.to_string(),
+            }),
+            Ok(Err(e)) => {
+                if conn.peer.is_transport_closed()
+                    || matches!(
+                        e,
+                        ServiceError::TransportClosed | ServiceError::TransportSend(_)
+                    )
+                {
+                    self.schedule_restart();
+                    Err(DownstreamError::Crashed(self.name.clone()))
+                } else {
+                    Err(DownstreamError::Refused {
+                        server: self.name.clone(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Starts one restart loop (if none is running): waits, reconnects, doubles the wait after
+    /// each failed attempt up to the configured maximum.
+    pub(crate) fn schedule_restart(self: &Arc<Self>) {
+        if self.closed.load(Ordering::Acquire) || self.restarting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *self.conn.lock() = None;
+        tracing::warn!(server = %self.name, "MCP server is down; restarting with backoff");
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let (mut wait, max) = this.backoff;
+            loop {
+                tokio::time::sleep(wait).await;
+                if this.closed.load(Ordering::Acquire) {
+                    break;
+                }
+                match this.connect().await {
+                    Ok(()) => {
+                        this.restarts.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(server = %this.name, "MCP server restarted");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = %this.name, error = %e, "restart failed");
+                        wait = (wait * 2).min(max);
+                    }
+                }
+            }
+            this.restarting.store(false, Ordering::Release);
+        });
+    }
+
+    /// Stops the server and any restart loop.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        // Dropping the service cancels it and kills the child process.
+        *self.conn.lock() = None;
+    }
+}

@@ -1,0 +1,329 @@
+//! The gateway's client-facing stdio framing: newline-delimited JSON-RPC with a size limit, where
+//! everything that is not a well-formed message is answered with a JSON-RPC error and reported,
+//! never passed on and never fatal.
+//!
+//! Hand-written on purpose (over rmcp's `AsyncRwTransport`, which drops oversized and unparsable
+//! lines silently): the gateway must answer each of them with a protocol error and leave an
+//! audit record, and must never buffer more than the configured limit of one line.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rmcp::RoleServer;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// JSON-RPC "Parse error".
+pub(crate) const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC "Invalid Request".
+pub(crate) const INVALID_REQUEST: i64 = -32600;
+
+/// Something a client sent that is not a message the gateway can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolFault {
+    /// A line longer than the configured limit (it was discarded without being buffered).
+    Oversized {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// Not JSON at all.
+    Malformed {
+        /// The parser's explanation.
+        reason: String,
+    },
+    /// JSON, but not a JSON-RPC 2.0 message MCP defines.
+    InvalidMessage {
+        /// The message's id, if it had one (as JSON text).
+        id: Option<String>,
+        /// The parser's explanation.
+        reason: String,
+    },
+}
+
+impl ProtocolFault {
+    /// A short machine name (`oversized`, `malformed`, `invalid_message`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProtocolFault::Oversized { .. } => "oversized",
+            ProtocolFault::Malformed { .. } => "malformed",
+            ProtocolFault::InvalidMessage { .. } => "invalid_message",
+        }
+    }
+}
+
+impl std::fmt::Display for ProtocolFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtocolFault::Oversized { limit } => {
+                write!(f, "message longer than the limit of {limit} bytes")
+            }
+            ProtocolFault::Malformed { reason } => write!(f, "not JSON: {reason}"),
+            ProtocolFault::InvalidMessage { reason, .. } => {
+                write!(f, "not a valid JSON-RPC message: {reason}")
+            }
+        }
+    }
+}
+
+/// Told about every fault, before the client gets its error answer.
+pub(crate) type FaultHook = Arc<dyn Fn(&ProtocolFault) + Send + Sync>;
+
+type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
+
+/// A server-side [`Transport`] over a byte stream pair (the gateway's stdin/stdout, or a duplex
+/// pipe in tests).
+pub(crate) struct GuardedStdio<R> {
+    read: BufReader<R>,
+    write: Writer,
+    limit: usize,
+    line: Vec<u8>,
+    on_fault: FaultHook,
+}
+
+impl<R: AsyncRead + Send + Unpin> GuardedStdio<R> {
+    pub(crate) fn new(
+        read: R,
+        write: impl AsyncWrite + Send + Unpin + 'static,
+        limit: usize,
+        on_fault: FaultHook,
+    ) -> Self {
+        Self {
+            read: BufReader::new(read),
+            write: Arc::new(tokio::sync::Mutex::new(Box::new(write))),
+            limit,
+            line: Vec::new(),
+            on_fault,
+        }
+    }
+
+    /// Reads one line into `self.line` (without its newline). `Ok(false)` at end of input;
+    /// `Err(())` for a line over the limit, which has been consumed and discarded.
+    async fn read_line(&mut self) -> std::io::Result<Result<bool, ()>> {
+        self.line.clear();
+        let mut oversized = false;
+        loop {
+            let buf = self.read.fill_buf().await?;
+            if buf.is_empty() {
+                // End of input: a last line without newline still counts.
+                return Ok(if oversized {
+                    Err(())
+                } else {
+                    Ok(!self.line.is_empty())
+                });
+            }
+            let (chunk, done) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (&buf[..i], Some(i + 1)),
+                None => (buf, None),
+            };
+            if !oversized {
+                if self.line.len() + chunk.len() > self.limit {
+                    oversized = true;
+                    self.line.clear();
+                } else {
+                    self.line.extend_from_slice(chunk);
+                }
+            }
+            let used = done.unwrap_or(buf.len());
+            self.read.consume(used);
+            if done.is_some() {
+                return Ok(if oversized { Err(()) } else { Ok(true) });
+            }
+        }
+    }
+}
+
+/// Reports `fault` and answers it with a JSON-RPC error.
+async fn answer(write: &Writer, on_fault: &FaultHook, fault: &ProtocolFault) {
+    {
+        on_fault(fault);
+        let (code, id) = match fault {
+            ProtocolFault::Oversized { .. } => (INVALID_REQUEST, None),
+            ProtocolFault::Malformed { .. } => (PARSE_ERROR, None),
+            ProtocolFault::InvalidMessage { id, .. } => (INVALID_REQUEST, id.clone()),
+        };
+        let message: Cow<'_, str> = match fault {
+            ProtocolFault::Oversized { .. } => "Invalid Request: message too large".into(),
+            ProtocolFault::Malformed { .. } => "Parse error".into(),
+            ProtocolFault::InvalidMessage { .. } => "Invalid Request".into(),
+        };
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id.and_then(|i| serde_json::from_str::<Value>(&i).ok()).unwrap_or(Value::Null),
+            "error": { "code": code, "message": message, "data": { "reason": fault.to_string() } },
+        });
+        let mut line = body.to_string().into_bytes();
+        line.push(b'\n');
+        let mut w = write.lock().await;
+        // A client that stopped reading cannot be told; the fault is reported either way.
+        let _ = w.write_all(&line).await;
+        let _ = w.flush().await;
+    }
+}
+
+/// Classifies a line that did not parse as a message.
+fn classify(line: &[u8], err: &serde_json::Error) -> ProtocolFault {
+    match serde_json::from_slice::<Value>(line) {
+        Err(e) => ProtocolFault::Malformed {
+            reason: e.to_string(),
+        },
+        Ok(v) => {
+            // Only ids JSON-RPC allows are echoed back (a string or a number).
+            let id = v
+                .get("id")
+                .filter(|i| i.is_string() || i.is_number())
+                .map(Value::to_string);
+            ProtocolFault::InvalidMessage {
+                id,
+                reason: err.to_string(),
+            }
+        }
+    }
+}
+
+impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for GuardedStdio<R> {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let write = self.write.clone();
+        async move {
+            let mut line = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            let mut w = write.lock().await;
+            w.write_all(&line).await?;
+            w.flush().await
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            match self.read_line().await {
+                Err(_) | Ok(Ok(false)) => return None,
+                Ok(Err(())) => {
+                    let fault = ProtocolFault::Oversized { limit: self.limit };
+                    answer(&self.write, &self.on_fault, &fault).await;
+                }
+                Ok(Ok(true)) => {
+                    let text = self.line.trim_ascii();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(text) {
+                        Ok(msg) => return Some(msg),
+                        Err(e) => {
+                            let fault = classify(text, &e);
+                            answer(&self.write, &self.on_fault, &fault).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let write = self.write.clone();
+        async move { write.lock().await.flush().await }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+    use proptest::prelude::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn feed(input: &[u8], limit: usize) -> (Vec<String>, Vec<ProtocolFault>, String) {
+        let faults = Arc::new(Mutex::new(Vec::new()));
+        let hook = {
+            let faults = faults.clone();
+            Arc::new(move |f: &ProtocolFault| faults.lock().push(f.clone())) as FaultHook
+        };
+        let (mut out_r, out_w) = tokio::io::duplex(1 << 20);
+        let mut t = GuardedStdio::new(input, out_w, limit, hook);
+        let mut got = Vec::new();
+        while let Some(m) = t.receive().await {
+            got.push(serde_json::to_value(&m).unwrap()["method"].to_string());
+        }
+        drop(t);
+        let mut answered = String::new();
+        out_r.read_to_string(&mut answered).await.unwrap();
+        let faults = faults.lock().clone();
+        (got, faults, answered)
+    }
+
+    #[tokio::test]
+    async fn garbage_between_messages_is_answered_and_reading_goes_on() {
+        let input = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\nnot json\n{\"jsonrpc\":\"2.0\",\"id\":7,\"nonsense\":true}\n\n{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}";
+        let (got, faults, answered) = feed(input, 1024).await;
+        assert_eq!(got, ["\"ping\"", "\"ping\""]);
+        assert_eq!(
+            faults.iter().map(ProtocolFault::kind).collect::<Vec<_>>(),
+            ["malformed", "invalid_message"]
+        );
+        let lines: Vec<Value> = answered
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["error"]["code"], PARSE_ERROR);
+        assert_eq!(lines[0]["id"], Value::Null);
+        assert_eq!(lines[1]["error"]["code"], INVALID_REQUEST);
+        assert_eq!(lines[1]["id"], 7);
+    }
+
+    proptest! {
+        /// Whatever the client sends, every non-blank line is either one message or one fault
+        /// answered with one JSON-RPC error line, and reading never stops early.
+        #[test]
+        fn every_line_is_a_message_or_an_answered_fault(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..64)
+                        .prop_map(|mut v| { v.retain(|b| *b != b'\n'); v }),
+                    Just(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_vec()),
+                    Just(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec()),
+                    Just(vec![b'x'; 300]),
+                ],
+                0..12,
+            )
+        ) {
+            let mut input = Vec::new();
+            for l in &lines {
+                input.extend_from_slice(l);
+                input.push(b'\n');
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (got, faults, answered) = rt.block_on(feed(&input, 200));
+            let non_blank = lines.iter().filter(|l| !l.trim_ascii().is_empty()).count();
+            prop_assert_eq!(got.len() + faults.len(), non_blank);
+            let answers: Vec<&str> = answered.lines().collect();
+            prop_assert_eq!(answers.len(), faults.len());
+            for a in answers {
+                let v: Value = serde_json::from_str(a).unwrap();
+                prop_assert!(v["error"]["code"].is_i64());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_line_is_refused_without_buffering_and_the_next_one_is_read() {
+        let big = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}\n",
+            "x".repeat(10_000)
+        );
+        let input = [
+            big.as_bytes(),
+            b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n",
+        ]
+        .concat();
+        let (got, faults, answered) = feed(&input, 512).await;
+        assert_eq!(got, ["\"ping\""]);
+        assert_eq!(faults, [ProtocolFault::Oversized { limit: 512 }]);
+        assert!(answered.contains("message too large"), "{answered}");
+    }
+}

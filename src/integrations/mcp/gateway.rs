@@ -1,0 +1,268 @@
+//! [`Gateway`]: the downstream servers of one policy and the connections served in front of them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rmcp::ServiceExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::config::{Connection, McpSection};
+use super::downstream::{Downstream, Route};
+use super::framing::{FaultHook, GuardedStdio, ProtocolFault};
+use super::session::Session;
+use crate::audit::EventKind;
+use crate::policy::Policy;
+use crate::{Guard, GuardError, RunContext};
+
+/// Why the gateway cannot start or serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The policy has no `[mcp]` section.
+    #[error("the policy has no `[mcp]` section: nothing to put behind the gateway")]
+    NoSection,
+    /// A downstream server could not be started, initialised or listed.
+    #[error("MCP server `{server}` (mcp.servers.{server}): {reason}")]
+    Spawn {
+        /// The server's name in `mcp.servers`.
+        server: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The section asks for something this build does not do yet.
+    #[error("MCP server `{server}`: {what} are not supported yet")]
+    Unsupported {
+        /// The server's name in `mcp.servers`.
+        server: String,
+        /// What.
+        what: &'static str,
+    },
+    /// The connection's run could not start (e.g. its compartment id is refused).
+    #[error("the connection's run could not start: {0}")]
+    Run(#[from] GuardError),
+    /// The client never completed the MCP `initialize` handshake.
+    #[error("the client did not initialise the MCP session: {0}")]
+    Initialize(String),
+}
+
+/// What every connection of one gateway shares.
+pub(crate) struct Shared {
+    pub(crate) guard: Arc<Guard>,
+    pub(crate) section: McpSection,
+    servers: Vec<Arc<Downstream>>,
+    faults: AtomicU64,
+}
+
+impl Shared {
+    /// The server and route of the policy tool `name`. A name two servers claim (a server that
+    /// shadows another's tool, by its own name or its prefix) is routed to neither: fail closed.
+    pub(crate) fn route(&self, name: &str) -> Option<(Arc<Downstream>, String)> {
+        let mut found = None;
+        for s in &self.servers {
+            if let Some(r) = s.routes().get(name) {
+                if found.is_some() {
+                    tracing::warn!(target: "tollgate::mcp", tool = name, "tool claimed by two servers: not routed");
+                    return None;
+                }
+                found = Some((Arc::clone(s), r.theirs.clone()));
+            }
+        }
+        found
+    }
+
+    /// Every routed policy tool (names two servers claim are left out).
+    pub(crate) fn all_routes(&self) -> Vec<(String, Route)> {
+        let mut claims: std::collections::HashMap<String, (usize, Route)> = Default::default();
+        for s in &self.servers {
+            for (name, route) in s.routes().iter() {
+                claims
+                    .entry(name.clone())
+                    .and_modify(|(n, _)| *n += 1)
+                    .or_insert_with(|| (1, route.clone()));
+            }
+        }
+        claims
+            .into_iter()
+            .filter(|(_, (n, _))| *n == 1)
+            .map(|(name, (_, route))| (name, route))
+            .collect()
+    }
+}
+
+/// The MCP gateway of one policy document: its downstream servers, started and listed, and the
+/// guard every call goes through.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tollgate::Guard;
+/// use tollgate::integrations::mcp::Gateway;
+/// use tollgate::policy::{Bindings, Policy};
+///
+/// let policy = Policy::from_file("gateway.toml")?;
+/// let guard = Arc::new(Guard::from_policy(&policy, Bindings::new())?);
+/// let gateway = Gateway::start(&policy, guard).await?;
+/// gateway.serve_stdio().await?;
+/// # Ok(()) }
+/// ```
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field(
+                "servers",
+                &self
+                    .shared
+                    .servers
+                    .iter()
+                    .map(|s| &s.name)
+                    .collect::<Vec<_>>(),
+            )
+            .field("faults", &self.faults())
+            .finish()
+    }
+}
+
+impl Gateway {
+    /// Starts every server of `policy`'s `[mcp]` section and lists its tools. `guard` should be
+    /// built from the same policy ([`Guard::from_policy`]); it is shared, so the caller (or a
+    /// kill-switch follower) keeps driving it.
+    pub async fn start(policy: &Policy, guard: Arc<Guard>) -> Result<Self, GatewayError> {
+        let section = policy
+            .document()
+            .mcp
+            .clone()
+            .ok_or(GatewayError::NoSection)?;
+        let servers: Vec<Arc<Downstream>> = section
+            .servers
+            .iter()
+            .map(|(name, spec)| Arc::new(Downstream::new(name, spec, &section)))
+            .collect();
+        for s in &servers {
+            if let Err(e) = s.connect().await {
+                for s in &servers {
+                    s.close();
+                }
+                return Err(e);
+            }
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                guard,
+                section,
+                servers,
+                faults: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The guard every call goes through (for the kill switch, approvals, reloads).
+    pub fn guard(&self) -> &Arc<Guard> {
+        &self.shared.guard
+    }
+
+    /// The `[mcp]` section in force.
+    pub fn section(&self) -> &McpSection {
+        &self.shared.section
+    }
+
+    /// Malformed, invalid or oversized client messages answered with a protocol error so far.
+    pub fn faults(&self) -> u64 {
+        self.shared.faults.load(Ordering::Relaxed)
+    }
+
+    /// How many times the server `name` was restarted after a crash (`None`: no such server).
+    pub fn restarts(&self, name: &str) -> Option<u32> {
+        self.server(name).map(|s| s.restarts())
+    }
+
+    /// Whether the server `name` is connected now (`None`: no such server).
+    pub fn is_up(&self, name: &str) -> Option<bool> {
+        self.server(name).map(|s| s.is_up())
+    }
+
+    fn server(&self, name: &str) -> Option<&Arc<Downstream>> {
+        self.shared.servers.iter().find(|s| s.name == name)
+    }
+
+    /// The run context a connection acting as `c` gets.
+    fn context(c: &Connection) -> RunContext {
+        let mut ctx = RunContext::new(c.agent.as_str(), c.role.as_str())
+            .triggered_by(c.trigger.as_deref().unwrap_or("mcp-client"));
+        if let Some(comp) = &c.compartment {
+            ctx = ctx.in_compartment(comp.as_str());
+        }
+        if let Some(t) = &c.task_type {
+            ctx = ctx.for_task(t.as_str());
+        }
+        if c.read_only == Some(true) {
+            ctx = ctx.read_only();
+        }
+        ctx
+    }
+
+    /// Serves one client connection over the process's stdin and stdout until the client
+    /// closes it.
+    pub async fn serve_stdio(&self) -> Result<(), GatewayError> {
+        self.serve(tokio::io::stdin(), tokio::io::stdout()).await
+    }
+
+    /// Serves one client connection (newline-delimited JSON-RPC, as over stdio) on `read` and
+    /// `write` until the client closes it. The connection is one run, acting as the section's
+    /// `connection`; the run ends with the connection.
+    pub async fn serve<R, W>(&self, read: R, write: W) -> Result<(), GatewayError>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let run = Arc::new(
+            shared
+                .guard
+                .start_run(Self::context(&shared.section.connection))?,
+        );
+        let hook: FaultHook = {
+            let shared = Arc::clone(&shared);
+            let run = Arc::clone(&run);
+            Arc::new(move |fault: &ProtocolFault| {
+                shared.faults.fetch_add(1, Ordering::Relaxed);
+                let detail = fault.to_string();
+                let recorded = run.shared.record(
+                    &run,
+                    EventKind::ProtocolFault {
+                        source: "mcp",
+                        fault: fault.kind(),
+                        detail: &detail,
+                    },
+                );
+                if let Err(e) = recorded {
+                    tracing::error!(target: "tollgate::mcp", error = %e, "protocol fault not recorded");
+                }
+                tracing::warn!(
+                    target: "tollgate::mcp",
+                    fault = fault.kind(),
+                    detail = %fault,
+                    "client message refused with a protocol error"
+                );
+            })
+        };
+        let transport = GuardedStdio::new(read, write, shared.section.max_message_bytes(), hook);
+        let service = Session::new(Arc::clone(&shared), run)
+            .serve(transport)
+            .await
+            .map_err(|e| GatewayError::Initialize(e.to_string()))?;
+        let _ = service.waiting().await;
+        Ok(())
+    }
+
+    /// Stops every downstream server (also done when the gateway is dropped inside a tokio
+    /// runtime).
+    pub fn shutdown(&self) {
+        for s in &self.shared.servers {
+            s.close();
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! One client connection: one [`Run`], `tools/list` filtered by the run's role, every
+//! `tools/call` decided by the guard before it reaches a downstream server.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::Shared;
+use super::pending::Pending;
+use crate::escalation::{ApprovalRequest, RequestState};
+use crate::flow::Output;
+use crate::{Delivery, Outcome, Permit, Run, ToolCall, Verdict};
+
+/// How often an in-flight call looks at the kill switch.
+const CANCEL_POLL: Duration = Duration::from_millis(10);
+
+/// The MCP server side of one client connection.
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    run: Arc<Run>,
+    pending: Pending,
+}
+
+impl Session {
+    pub(crate) fn new(shared: Arc<Shared>, run: Arc<Run>) -> Self {
+        Self {
+            shared,
+            run,
+            pending: Pending::default(),
+        }
+    }
+}
+
+/// A tool error result with one text block.
+fn tool_error(text: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text)])
+}
+
+/// The answer to an escalated call the gateway does not wait for (any longer).
+fn pending_answer(request: &ApprovalRequest) -> CallToolResult {
+    let mut r = tool_error(format!(
+        "approval pending (id {}): a human must approve this call. Retry the same call with the \
+         same arguments once it is approved; it then runs exactly once.",
+        request.id
+    ));
+    r.structured_content = Some(json!({
+        "tollgate": { "status": "approval_pending", "approval_id": request.id.to_string() }
+    }));
+    r
+}
+
+/// A digest of a result for the audit trail: which output it was, without its content (the
+/// content may carry data above the trail's tier).
+fn digest(result: &CallToolResult) -> String {
+    let bytes = serde_json::to_vec(&result.content).unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(&bytes);
+    if let Some(s) = &result.structured_content {
+        h.update(s.to_string().as_bytes());
+    }
+    let d = h.finalize();
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex} ({} content bytes)", bytes.len())
+}
+
+/// Replaces every occurrence of `secret` in a result (text, structured content, metadata) with
+/// a placeholder: a server that echoes its credential must not hand it to the client. A result
+/// that cannot be rewritten is replaced by an error.
+fn scrub(result: CallToolResult, secret: &str) -> CallToolResult {
+    if secret.is_empty() {
+        return result;
+    }
+    let Ok(text) = serde_json::to_string(&result) else {
+        return tool_error("the result could not be checked for credentials and is withheld");
+    };
+    // The secret as it appears inside a JSON string (escaped the same way).
+    let escaped = serde_json::to_string(secret).unwrap_or_default();
+    let needle = escaped.trim_matches('"');
+    if needle.is_empty() || !text.contains(needle) {
+        return result;
+    }
+    let cleaned = text.replace(needle, crate::audit::CREDENTIAL_PLACEHOLDER);
+    serde_json::from_str(&cleaned).unwrap_or_else(|_| {
+        tool_error("the result could not be checked for credentials and is withheld")
+    })
+}
+
+/// First text block of a result, bounded, for an error outcome's message.
+fn first_text(result: &CallToolResult) -> String {
+    let t = result
+        .content
+        .iter()
+        .find_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .unwrap_or("tool reported an error");
+    t.chars().take(500).collect()
+}
+
+impl Session {
+    /// Decides, and if allowed forwards, one call.
+    async fn call(&self, request: CallToolRequestParams, call_id: &str) -> CallToolResult {
+        let shared = &*self.shared;
+        let guard = &*shared.guard;
+        let run: &Run = &self.run;
+        let name: &str = &request.name;
+        let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        let call = ToolCall::new(name, &args).with_call_id(call_id);
+
+        // A retry of a call answered "pending": resume it if approved, answer pending again if
+        // nobody decided yet; anything else goes through the guard as a new call.
+        let hash = guard.approvals().and_then(|q| q.args_hash(&args).ok());
+        let resumed = match hash.as_ref().and_then(|h| self.pending.take(name, h)) {
+            Some(req) => {
+                let state = guard
+                    .approvals()
+                    .and_then(|q| q.status(&req.id).ok())
+                    .map(|s| s.state);
+                match state {
+                    Some(RequestState::Pending) => {
+                        return self
+                            .await_escalation(run, &call, req, hash, request.arguments)
+                            .await;
+                    }
+                    _ => Some(guard.resume(run, &call, &req.ticket())),
+                }
+            }
+            None => None,
+        };
+        let verdict = match resumed {
+            Some(v) => v,
+            None => guard.check(run, &call),
+        };
+        let permit = match verdict {
+            Verdict::Allow(p) => p,
+            Verdict::Deny(d) => return tool_error(d.agent_message()),
+            Verdict::Escalate(req) => {
+                return self
+                    .await_escalation(run, &call, *req, hash, request.arguments)
+                    .await;
+            }
+        };
+        self.forward(permit, name, request.arguments).await
+    }
+
+    /// Waits for an escalated call's approval up to the configured time; answers "pending"
+    /// (and remembers the call for its retry) if it is still undecided by then.
+    async fn await_escalation(
+        &self,
+        run: &Run,
+        call: &ToolCall<'_>,
+        req: ApprovalRequest,
+        hash: Option<crate::escalation::ArgsHash>,
+        arguments: Option<rmcp::model::JsonObject>,
+    ) -> CallToolResult {
+        let guard = &*self.shared.guard;
+        let wait = self.shared.section.escalation_wait();
+        if !wait.is_zero() {
+            let waited = tokio::time::timeout(wait, guard.wait_and_resume(run, call, &req)).await;
+            if let Ok(verdict) = waited {
+                return match verdict {
+                    Verdict::Allow(p) => self.forward(p, call.tool(), arguments).await,
+                    Verdict::Deny(d) => tool_error(d.agent_message()),
+                    // A resumed call is not escalated again; if it were, it is pending anew.
+                    Verdict::Escalate(r) => {
+                        self.remember(call.tool(), hash, (*r).clone());
+                        pending_answer(&r)
+                    }
+                };
+            }
+        }
+        let answer = pending_answer(&req);
+        self.remember(call.tool(), hash, req);
+        answer
+    }
+
+    fn remember(
+        &self,
+        tool: &str,
+        hash: Option<crate::escalation::ArgsHash>,
+        req: ApprovalRequest,
+    ) {
+        if let Some(h) = hash {
+            self.pending.insert(tool, h, req);
+        }
+    }
+
+    /// Runs a permitted call on its downstream server and completes the permit with the result.
+    async fn forward(
+        &self,
+        permit: Permit<'_>,
+        name: &str,
+        arguments: Option<rmcp::model::JsonObject>,
+    ) -> CallToolResult {
+        let Some((server, theirs)) = self.shared.route(name) else {
+            // Permitted by the policy but served by no downstream server (or it is down and
+            // never listed its tools).
+            let _ = permit.complete(Outcome::error(
+                "no downstream MCP server provides this tool",
+            ));
+            return tool_error("tool not available");
+        };
+        // The server's credential, minted under this permit: in the request, never in the answer.
+        let mut secret: Option<String> = None;
+        let mut meta = None;
+        let _credential = match server.credential() {
+            None => None,
+            Some(spec) => {
+                let run = permit.run();
+                let resource = spec.resource_for(run.context().compartment().map(|c| c.as_str()));
+                let minted = match permit.credential_async(&spec.provider, &resource).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let msg = format!("no credential for this call: {e}");
+                        let _ = permit.complete(Outcome::error(msg.clone()));
+                        return tool_error(msg);
+                    }
+                };
+                match minted.expose(&permit, &resource) {
+                    Ok(value) => {
+                        let mut m = rmcp::model::RequestMetaObject::new();
+                        m.0.insert(spec.meta_key().to_owned(), Value::String(value.to_owned()));
+                        meta = Some(m);
+                        secret = Some(value.to_owned());
+                    }
+                    Err(e) => {
+                        let msg = format!("no credential for this call: {e}");
+                        let _ = permit.complete(Outcome::error(msg.clone()));
+                        return tool_error(msg);
+                    }
+                }
+                Some(minted)
+            }
+        };
+        let cancel = permit.cancellation();
+        let forwarded = server.call(&theirs, arguments, meta);
+        let killed = async {
+            let mut tick = tokio::time::interval(CANCEL_POLL);
+            loop {
+                tick.tick().await;
+                if cancel.is_cancelled() {
+                    break;
+                }
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            r = forwarded => r,
+            () = killed => {
+                let _ = permit.complete(Outcome::error("cancelled: the kill switch holds the run"));
+                return tool_error("suspended: the call was stopped by the kill switch");
+            }
+        };
+        let result = match result {
+            Ok(r) => match &secret {
+                Some(secret) => scrub(r, secret),
+                None => r,
+            },
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = permit.complete(Outcome::error(msg.clone()));
+                return tool_error(msg);
+            }
+        };
+        // The result is an output the model reads: through the flow index first.
+        let delivery = self.deliver(&permit, &result);
+        let outcome = if result.is_error == Some(true) {
+            Outcome::error(first_text(&result))
+        } else {
+            Outcome::success()
+        }
+        .with_output(digest(&result));
+        let recorded = permit.complete(outcome);
+        match (delivery, recorded) {
+            (Ok(Delivery::Show), Ok(())) => result,
+            (Ok(Delivery::Withhold(text)), Ok(())) => tool_error(text),
+            // Not recorded, or not indexed: the model must not see what the trail lacks.
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "audit refused a tool result; withheld");
+                tool_error("the result could not be recorded and is withheld")
+            }
+        }
+    }
+
+    fn deliver(
+        &self,
+        permit: &Permit<'_>,
+        result: &CallToolResult,
+    ) -> Result<Delivery, crate::audit::AuditError> {
+        if let Some(s) = &result.structured_content {
+            let d = permit.deliver(Output::Json(s))?;
+            if d != Delivery::Show {
+                return Ok(d);
+            }
+        }
+        let texts: Vec<&str> = result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+            .collect();
+        if texts.is_empty() && result.structured_content.is_some() {
+            return Ok(Delivery::Show);
+        }
+        permit.deliver(Output::Text(&texts.join("\n")))
+    }
+}
+
+impl ServerHandler for Session {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tools behind a tollgate gateway: each call is checked against a policy; a \
+                 refused call answers with the reason, a call needing approval with its id.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let visible: std::collections::HashSet<String> = self
+            .shared
+            .guard
+            .visible_tools(&self.run)
+            .into_iter()
+            .collect();
+        let mut tools: Vec<_> = self
+            .shared
+            .all_routes()
+            .into_iter()
+            .filter(|(name, _)| visible.contains(name))
+            .map(|(_, route)| route.exposed)
+            .collect();
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let id: Cow<'_, str> = match serde_json::to_value(&context.id) {
+            Ok(Value::String(s)) => s.into(),
+            Ok(v) => v.to_string().into(),
+            Err(_) => "".into(),
+        };
+        Ok(CallToolResponse::Complete(self.call(request, &id).await))
+    }
+}

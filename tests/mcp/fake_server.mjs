@@ -1,0 +1,61 @@
+// A tiny MCP server over stdio with no dependencies, for the gateway's fault tests and latency
+// bench: `echo`, `pay` (echoes an amount), `crash` (exits the process), `hang` (never answers),
+// `whoami` (echoes the credential the gateway put in the request's `_meta`, and its SHA-256).
+import { createHash } from "node:crypto";
+import { createInterface } from "node:readline";
+
+const tools = [
+  { name: "echo", inputSchema: { type: "object", properties: { message: { type: "string" } } } },
+  { name: "pay", inputSchema: { type: "object", properties: { amount: { type: "number" } } } },
+  { name: "crash", inputSchema: { type: "object", properties: {} } },
+  { name: "hang", inputSchema: { type: "object", properties: {} } },
+  { name: "whoami", inputSchema: { type: "object", properties: {} } },
+];
+
+const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
+const text = (t) => ({ content: [{ type: "text", text: t }] });
+
+createInterface({ input: process.stdin }).on("line", (line) => {
+  let msg;
+  try {
+    msg = JSON.parse(line);
+  } catch {
+    return;
+  }
+  if (msg.id === undefined) return; // notifications
+  const reply = (result) => send({ jsonrpc: "2.0", id: msg.id, result });
+  switch (msg.method) {
+    case "initialize":
+      return reply({
+        protocolVersion: msg.params.protocolVersion,
+        capabilities: { tools: {} },
+        serverInfo: { name: "fake", version: "1.0.0" },
+      });
+    case "ping":
+      return reply({});
+    case "tools/list":
+      return reply({ tools });
+    case "tools/call": {
+      const args = msg.params.arguments ?? {};
+      switch (msg.params.name) {
+        case "echo":
+          return reply(text(String(args.message ?? "")));
+        case "pay":
+          return reply(text(`paid ${args.amount}`));
+        case "crash":
+          process.exit(3);
+        case "hang":
+          return;
+        case "whoami": {
+          const cred = msg.params._meta?.["tollgate/credential"] ?? "none";
+          const sha = createHash("sha256").update(cred).digest("hex");
+          return reply(text(`credential=${cred} sha256=${sha}`));
+        }
+        default:
+          return send({ jsonrpc: "2.0", id: msg.id, error: { code: -32602, message: "unknown tool" } });
+      }
+    }
+    default:
+      return send({ jsonrpc: "2.0", id: msg.id, error: { code: -32601, message: "method not found" } });
+  }
+});
