@@ -322,6 +322,23 @@ impl Guard {
         call: &ToolCall<'a>,
         request: &ApprovalRequest,
     ) -> Verdict<'a> {
+        let waited = match &self.shared.escalation {
+            Some(esc) => Some(esc.queue.wait(&request.id).await),
+            None => None,
+        };
+        self.after_wait(run, call, request, waited)
+    }
+
+    /// What a finished wait for `request` means for `call`: resumed once approved, denied
+    /// otherwise (`waited` is `None` when the guard has no approval queue). Shared by the async
+    /// and the blocking waits.
+    pub(super) fn after_wait<'a>(
+        &self,
+        run: &'a Run,
+        call: &ToolCall<'a>,
+        request: &ApprovalRequest,
+        waited: Option<Result<Resolution, QueueError>>,
+    ) -> Verdict<'a> {
         let shared = &*self.shared;
         let snap = shared.policy.load_full();
         let mode = snap
@@ -333,13 +350,13 @@ impl Guard {
                 .with_version(snap.version());
             shared.deny(run, call, d, &snap.boundary, mode)
         };
-        let Some(esc) = &shared.escalation else {
+        let Some(waited) = waited else {
             return deny(
                 DenyCode::ApprovalInvalid,
                 "this guard has no approval queue".into(),
             );
         };
-        match esc.queue.wait(&request.id).await {
+        match waited {
             Ok(r) if r.is_approved() => self.resume(run, call, &request.ticket()),
             Ok(Resolution::Denied {
                 by: Some(by),
