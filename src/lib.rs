@@ -89,6 +89,7 @@ pub mod escalation;
 pub mod flow;
 pub mod guard;
 mod hex;
+pub mod integrations;
 pub mod mode;
 pub mod policy;
 pub mod rollout;
