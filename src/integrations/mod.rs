@@ -9,3 +9,5 @@
 
 #[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(feature = "tower")]
+pub mod tower;
