@@ -9,5 +9,7 @@
 
 #[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(feature = "otel")]
+pub mod otel;
 #[cfg(feature = "tower")]
 pub mod tower;
