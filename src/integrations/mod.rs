@@ -11,5 +11,7 @@
 pub mod openai;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "rig")]
+pub mod rig;
 #[cfg(feature = "tower")]
 pub mod tower;
