@@ -1,5 +1,5 @@
 //! OpenTelemetry for the guard's decisions (feature `otel`): [`OtelSink`], an
-//! [`AuditSink`](crate::audit::AuditSink) that turns decision and outcome events into spans and
+//! [`AuditSink`] that turns decision and outcome events into spans and
 //! metrics following the OpenTelemetry GenAI semantic conventions for tool execution.
 //!
 //! # Why a sink

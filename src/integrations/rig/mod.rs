@@ -13,7 +13,7 @@
 //! - allowed: lets the call through and keeps its permit until the outcome;
 //! - denied: skips it ([`DispatchAction::skip`]): the tool never runs and the model reads the
 //!   denial's [agent-safe message](crate::Denial::agent_message) as the call's result; a
-//!   kill-switch denial ([`DenyCode::Suspended`](crate::DenyCode::Suspended)) stops the whole
+//!   kill-switch denial ([`DenyCode::Suspended`]) stops the whole
 //!   run instead ([`DispatchAction::stop`]);
 //! - escalated: skips it with a message naming the approval request (a human decides; resume
 //!   the call later with its ticket);
