@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
 use tollgate::clock::ManualClock;
 use tollgate::escalation::{
-    ApprovalParams, ApprovalQueue, Approver, ApproverGroups, Decision, Escalation,
-    EscalationGate, Level, MemoryApprovalStore, QueueConfig, Reason, Submission,
+    ApprovalParams, ApprovalQueue, Approver, ApproverGroups, Decision, Escalation, EscalationGate,
+    Level, MemoryApprovalStore, QueueConfig, Reason, Submission,
 };
 use tollgate::integrations::openai::{self, OpenAiToolCall, ToolCallOutcome};
 use tollgate::integrations::otel::OtelSink;
@@ -167,10 +167,19 @@ fn adapters(c: &mut Criterion) {
                     ),
                 );
                 let req = queue
-                    .submit(Submission::new("run", "bot", "restart", json!({}), esc, version))
+                    .submit(Submission::new(
+                        "run",
+                        "bot",
+                        "restart",
+                        json!({}),
+                        esc,
+                        version,
+                    ))
                     .unwrap();
                 to_approver.send(req.id.clone()).unwrap();
-                let r = queue.wait_blocking(&req.id, Duration::from_secs(10)).unwrap();
+                let r = queue
+                    .wait_blocking(&req.id, Duration::from_secs(10))
+                    .unwrap();
                 let t1 = Instant::now();
                 assert!(r.is_some_and(|r| r.is_approved()));
                 total += t1.duration_since(times.recv().unwrap());

@@ -389,3 +389,42 @@ fn queue_wait_blocking_reports_decisions_timeouts_and_unknown_ids() {
         Err(QueueError::NotFound { .. })
     ));
 }
+
+/// Polls `f` on this thread, parking between polls (the futures here are woken by the queue).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    let start = Instant::now();
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        assert!(start.elapsed() < LONG, "the future was never woken");
+        std::thread::park_timeout(LONG);
+    }
+}
+
+#[test]
+fn kill_switch_thrown_while_awaiting_an_approval_ends_the_async_wait_too() {
+    let (s, _clock) = setup();
+    let run = s.guard.start_run(ctx()).unwrap();
+    let args = large();
+    let guard = s.guard.clone();
+    let t = once_waiting(&s.guard, move |_q, _id| {
+        guard
+            .suspend_agent(&AgentId::new("pay-bot"), "security-officer")
+            .unwrap();
+    });
+    let v = block_on(s.guard.check_and_wait(&run, &ToolCall::new("pay", &args)));
+    t.join().unwrap();
+    assert_eq!(v.deny_code(), Some(DenyCode::Suspended));
+    assert!(v.denial().unwrap().reason().contains("agent"));
+    assert_eq!(last_deny_code(&s.audit), "suspended");
+}

@@ -5,7 +5,8 @@
 //! The waiting thread parks on the approval queue's own wake-ups (see
 //! [`ApprovalQueue::wait_blocking`](crate::escalation::ApprovalQueue::wait_blocking)); no
 //! runtime is involved. The kill switch wakes every waiter too, so a suspension thrown while a
-//! thread waits for a human ends the wait at once with a [`DenyCode::Suspended`] denial.
+//! thread waits for a human ends the wait at once with a
+//! [`DenyCode::Suspended`](crate::DenyCode::Suspended) denial.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +16,7 @@ use super::run::Run;
 use super::shared::Shared;
 use crate::call::ToolCall;
 use crate::escalation::{ApprovalRequest, Blocked};
-use crate::mode::Mode;
-use crate::verdict::{Denial, DenyCode, Verdict};
+use crate::verdict::Verdict;
 
 impl Shared {
     /// Wakes every thread or task waiting for an approval, so waits of runs the kill switch
@@ -31,9 +31,10 @@ impl Shared {
 impl Guard {
     /// [`check`](Self::check), and if the call is escalated, blocks the calling thread until
     /// the request is decided and then [`resume`](Self::resume)s it: `Allow` once approved,
-    /// `Deny` when denied ([`DenyCode::ApprovalDenied`]) or timed out
-    /// ([`DenyCode::ApprovalTimedOut`]), and `Deny` ([`DenyCode::Suspended`]) as soon as the
-    /// kill switch is thrown for the run, its agent or everything while it waits.
+    /// `Deny` when denied ([`DenyCode::ApprovalDenied`](crate::DenyCode::ApprovalDenied)) or
+    /// timed out ([`DenyCode::ApprovalTimedOut`](crate::DenyCode::ApprovalTimedOut)), and
+    /// `Deny` ([`DenyCode::Suspended`](crate::DenyCode::Suspended)) as soon as the kill switch
+    /// is thrown for the run, its agent or everything while it waits.
     ///
     /// `timeout` bounds how long this thread blocks (on the operating system's monotonic
     /// clock; `Duration::MAX` for no bound of its own). When it passes first, the verdict is
@@ -130,23 +131,7 @@ impl Guard {
             .block_on_wait(&request.id, timeout, || shared.suspended(run))
         {
             Blocked::Done(r) => self.after_wait(run, call, request, Some(r)),
-            Blocked::Stopped(scope) => {
-                let snap = shared.policy.load_full();
-                let mode = snap
-                    .modes
-                    .as_ref()
-                    .map_or(Mode::Enforce, |m| m.resolve(&run.ctx, call.tool()));
-                let d = Denial::new(
-                    DenyCode::Suspended,
-                    shared.rules.kill.clone(),
-                    format!(
-                        "suspended by the kill switch ({scope}) while waiting for approval {}",
-                        request.id
-                    ),
-                )
-                .with_version(snap.version());
-                shared.deny(run, call, d, &snap.boundary, mode)
-            }
+            Blocked::Stopped(scope) => self.suspended_while_waiting(run, call, request, scope),
             Blocked::TimedOut => Verdict::Escalate(Box::new(request.clone())),
         }
     }

@@ -302,9 +302,11 @@ impl Guard {
 
     /// [`check`](Self::check), and if the call is escalated, waits for the decision and then
     /// [`resume`](Self::resume)s it: `Allow` once approved, `Deny` when denied
-    /// ([`DenyCode::ApprovalDenied`]) or timed out ([`DenyCode::ApprovalTimedOut`]). Works on any
-    /// executor and is cancellation-safe (dropping it leaves the request pending, resumable with
-    /// its ticket). Timeouts need something calling the queue's `tick` (see
+    /// ([`DenyCode::ApprovalDenied`]) or timed out ([`DenyCode::ApprovalTimedOut`]), and `Deny`
+    /// ([`DenyCode::Suspended`]) as soon as the kill switch is thrown for the run, its agent or
+    /// everything while it waits. Works on any executor and is cancellation-safe (dropping it
+    /// leaves the request pending, resumable with its ticket). Timeouts need something calling
+    /// the queue's `tick` (see
     /// [`spawn_approval_ticker`](Self::spawn_approval_ticker)).
     pub async fn check_and_wait<'a>(&self, run: &'a Run, call: &ToolCall<'a>) -> Verdict<'a> {
         let request = match self.check(run, call) {
@@ -322,11 +324,56 @@ impl Guard {
         call: &ToolCall<'a>,
         request: &ApprovalRequest,
     ) -> Verdict<'a> {
-        let waited = match &self.shared.escalation {
-            Some(esc) => Some(esc.queue.wait(&request.id).await),
-            None => None,
+        if !Arc::ptr_eq(&run.shared, &self.shared) {
+            // The pipeline denies a foreign run without recording it in this guard's trail.
+            return self.resume(run, call, &request.ticket());
+        }
+        let shared = &*self.shared;
+        let Some(esc) = &shared.escalation else {
+            return self.after_wait(run, call, request, None);
         };
-        self.after_wait(run, call, request, waited)
+        // The kill switch wakes every waiter; it is re-checked after each wake-up (the waker is
+        // registered first, so a switch thrown in between is not missed).
+        let mut wait = std::pin::pin!(esc.queue.wait(&request.id));
+        let waited = std::future::poll_fn(|cx| match wait.as_mut().poll(cx) {
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(Ok(r)),
+            std::task::Poll::Pending => match shared.suspended(run) {
+                Some(scope) => std::task::Poll::Ready(Err(scope)),
+                None => std::task::Poll::Pending,
+            },
+        })
+        .await;
+        match waited {
+            Ok(r) => self.after_wait(run, call, request, Some(r)),
+            Err(scope) => self.suspended_while_waiting(run, call, request, scope),
+        }
+    }
+
+    /// The (recorded) denial of a call whose run the kill switch suspended while it waited for
+    /// `request`.
+    pub(super) fn suspended_while_waiting<'a>(
+        &self,
+        run: &'a Run,
+        call: &ToolCall<'a>,
+        request: &ApprovalRequest,
+        scope: &str,
+    ) -> Verdict<'a> {
+        let shared = &*self.shared;
+        let snap = shared.policy.load_full();
+        let mode = snap
+            .modes
+            .as_ref()
+            .map_or(Mode::Enforce, |m| m.resolve(&run.ctx, call.tool()));
+        let d = Denial::new(
+            DenyCode::Suspended,
+            shared.rules.kill.clone(),
+            format!(
+                "suspended by the kill switch ({scope}) while waiting for approval {}",
+                request.id
+            ),
+        )
+        .with_version(snap.version());
+        shared.deny(run, call, d, &snap.boundary, mode)
     }
 
     /// What a finished wait for `request` means for `call`: resumed once approved, denied

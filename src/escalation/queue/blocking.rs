@@ -74,7 +74,8 @@ impl ApprovalQueue {
     ///     ApprovalParams::new(Duration::from_secs(600), [Level::new("ops", Duration::ZERO)]),
     /// );
     /// let version = EscalationGate::none().version();
-    /// let req = queue.submit(Submission::new("run-1", "bot", "restart_db", json!({}), esc, version))?;
+    /// let sub = Submission::new("run-1", "bot", "restart_db", json!({}), esc, version);
+    /// let req = queue.submit(sub)?;
     ///
     /// // Nobody decides within 10 ms: the wait gives up, the request stays pending.
     /// assert_eq!(queue.wait_blocking(&req.id, Duration::from_millis(10))?, None);

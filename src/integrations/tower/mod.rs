@@ -27,20 +27,22 @@
 //! use tower::{Layer, Service, ServiceExt, service_fn};
 //!
 //! let boundary = ActionBoundary::builder()
-//!     .tool("add", ToolSpec::read().arg("a", Arg::integer().required()).arg("b", Arg::integer().required()))
+//!     .tool("add", ToolSpec::read().arg("a", Arg::integer().required()).arg("b", Arg::integer()))
 //!     .role("calc", RoleSpec::new().tools(["add"]))
 //!     .build()?;
 //! let guard = Guard::builder(boundary).build()?;
 //! let run = Arc::new(guard.start_run(RunContext::new("calc-bot", "calc"))?);
 //!
 //! let tools = service_fn(|req: ToolInvocation| async move {
-//!     let sum = req.arguments["a"].as_i64().unwrap_or(0) + req.arguments["b"].as_i64().unwrap_or(0);
+//!     let arg = |k: &str| req.arguments[k].as_i64().unwrap_or(0);
+//!     let sum = arg("a") + arg("b");
 //!     Ok::<_, std::io::Error>(json!(sum))
 //! });
 //! let mut service = GuardLayer::new(guard).layer(tools);
 //!
 //! # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
-//! let ok = service.ready().await?.call(ToolInvocation::new(&run, "add", json!({"a": 2, "b": 3}))).await?;
+//! let add = ToolInvocation::new(&run, "add", json!({"a": 2, "b": 3}));
+//! let ok = service.ready().await?.call(add).await?;
 //! assert_eq!(ok, json!(5));
 //! let refused = service.ready().await?.call(ToolInvocation::new(&run, "rm", json!({}))).await;
 //! assert!(matches!(refused, Err(GuardedError::Denied(_))));
