@@ -415,6 +415,23 @@ fn write_value(v: &Value, depth: usize, out: &mut impl CanonicalSink) -> Result<
                 for (i, (k, val)) in map.iter().enumerate() {
                     member(i, k, val)?;
                 }
+            } else if map.len() <= INLINE_MEMBERS {
+                // Small objects sort on the stack, as raw JSON does: the allow path stays free
+                // of allocations when a dependency turns `preserve_order` on (rig-core does).
+                let mut inline: [Option<(&String, &Value)>; INLINE_MEMBERS] =
+                    [None; INLINE_MEMBERS];
+                for (slot, m) in inline.iter_mut().zip(map.iter()) {
+                    *slot = Some(m);
+                }
+                let members = &mut inline[..map.len()];
+                // Map keys are unique, so an unstable sort is exact.
+                members.sort_unstable_by(|a, b| match (a, b) {
+                    (Some(a), Some(b)) => a.0.as_bytes().cmp(b.0.as_bytes()),
+                    _ => Ordering::Equal,
+                });
+                for (i, (k, val)) in members.iter().flatten().enumerate() {
+                    member(i, k, val)?;
+                }
             } else {
                 let mut members: Vec<(&String, &Value)> = map.iter().collect();
                 members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));

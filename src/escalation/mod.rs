@@ -157,6 +157,7 @@ pub use policy::{
     AmountCondition, ApprovalSettings, BudgetCondition, Condition, ConfidenceCondition,
     EscalationPolicy, IfMissing, LevelSpec, OnTimeout, RuleParams, RuleSpec,
 };
+pub(crate) use queue::Blocked;
 pub use queue::{ApprovalQueue, DecideOutcome, QueueConfig, QueueEvent};
 pub use request::{
     ApprovalId, ApprovalRequest, Approver, ApproverGroups, ChainLevel, Decision, Grant, Reason,

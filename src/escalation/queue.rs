@@ -26,9 +26,11 @@ use super::state::{Inner, Mode, NANOS_PER_MS, Now, ReplayRefusal, apply, recheck
 use super::store::{ApprovalStore, StoreRecord, depth_exceeds};
 use super::wait::Wait;
 
+mod blocking;
 mod consume;
 mod edit;
 use crate::call::canonical::MAX_DEPTH;
+pub(crate) use blocking::Blocked;
 
 /// Longest accepted timeout: 366 days.
 const MAX_TIMEOUT: Duration = Duration::from_secs(366 * 86_400);

@@ -328,9 +328,11 @@ impl Guard {
 
     /// [`check`](Self::check), and if the call is escalated, waits for the decision and then
     /// [`resume`](Self::resume)s it: `Allow` once approved, `Deny` when denied
-    /// ([`DenyCode::ApprovalDenied`]) or timed out ([`DenyCode::ApprovalTimedOut`]). Works on any
-    /// executor and is cancellation-safe (dropping it leaves the request pending, resumable with
-    /// its ticket). Timeouts need something calling the queue's `tick` (see
+    /// ([`DenyCode::ApprovalDenied`]) or timed out ([`DenyCode::ApprovalTimedOut`]), and `Deny`
+    /// ([`DenyCode::Suspended`]) as soon as the kill switch is thrown for the run, its agent or
+    /// everything while it waits. Works on any executor and is cancellation-safe (dropping it
+    /// leaves the request pending, resumable with its ticket). Timeouts need something calling
+    /// the queue's `tick` (see
     /// [`spawn_approval_ticker`](Self::spawn_approval_ticker)).
     pub async fn check_and_wait<'a>(&self, run: &'a Run, call: &ToolCall<'a>) -> Verdict<'a> {
         let request = match self.check(run, call) {
@@ -348,6 +350,68 @@ impl Guard {
         call: &ToolCall<'a>,
         request: &ApprovalRequest,
     ) -> Verdict<'a> {
+        if !Arc::ptr_eq(&run.shared, &self.shared) {
+            // The pipeline denies a foreign run without recording it in this guard's trail.
+            return self.resume(run, call, &request.ticket());
+        }
+        let shared = &*self.shared;
+        let Some(esc) = &shared.escalation else {
+            return self.after_wait(run, call, request, None);
+        };
+        // The kill switch wakes every waiter; it is re-checked after each wake-up (the waker is
+        // registered first, so a switch thrown in between is not missed).
+        let mut wait = std::pin::pin!(esc.queue.wait(&request.id));
+        let waited = std::future::poll_fn(|cx| match wait.as_mut().poll(cx) {
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(Ok(r)),
+            std::task::Poll::Pending => match shared.suspended(run) {
+                Some(scope) => std::task::Poll::Ready(Err(scope)),
+                None => std::task::Poll::Pending,
+            },
+        })
+        .await;
+        match waited {
+            Ok(r) => self.after_wait(run, call, request, Some(r)),
+            Err(scope) => self.suspended_while_waiting(run, call, request, scope),
+        }
+    }
+
+    /// The (recorded) denial of a call whose run the kill switch suspended while it waited for
+    /// `request`.
+    pub(super) fn suspended_while_waiting<'a>(
+        &self,
+        run: &'a Run,
+        call: &ToolCall<'a>,
+        request: &ApprovalRequest,
+        scope: &str,
+    ) -> Verdict<'a> {
+        let shared = &*self.shared;
+        let snap = shared.policy.load_full();
+        let mode = snap
+            .modes
+            .as_ref()
+            .map_or(Mode::Enforce, |m| m.resolve(&run.ctx, call.tool()));
+        let d = Denial::new(
+            DenyCode::Suspended,
+            shared.rules.kill.clone(),
+            format!(
+                "suspended by the kill switch ({scope}) while waiting for approval {}",
+                request.id
+            ),
+        )
+        .with_version(snap.version());
+        shared.deny(run, call, d, &snap.boundary, mode)
+    }
+
+    /// What a finished wait for `request` means for `call`: resumed once approved, denied
+    /// otherwise (`waited` is `None` when the guard has no approval queue). Shared by the async
+    /// and the blocking waits.
+    pub(super) fn after_wait<'a>(
+        &self,
+        run: &'a Run,
+        call: &ToolCall<'a>,
+        request: &ApprovalRequest,
+        waited: Option<Result<Resolution, QueueError>>,
+    ) -> Verdict<'a> {
         let shared = &*self.shared;
         let snap = shared.policy.load_full();
         let mode = snap
@@ -359,17 +423,23 @@ impl Guard {
                 .with_version(snap.version());
             shared.deny(run, call, d, &snap.boundary, mode)
         };
-        let Some(esc) = &shared.escalation else {
+        let Some(waited) = waited else {
             return deny(
                 DenyCode::ApprovalInvalid,
                 "this guard has no approval queue".into(),
             );
         };
-        match esc.queue.wait(&request.id).await {
-            Ok(r) if r.is_approved() => match edited(&esc.queue, request) {
-                Some(why) => deny(DenyCode::ApprovalEdited, why),
-                None => self.resume(run, call, &request.ticket()),
-            },
+        match waited {
+            Ok(r) if r.is_approved() => {
+                let edit = shared
+                    .escalation
+                    .as_ref()
+                    .and_then(|esc| edited(&esc.queue, request));
+                match edit {
+                    Some(why) => deny(DenyCode::ApprovalEdited, why),
+                    None => self.resume(run, call, &request.ticket()),
+                }
+            }
             Ok(Resolution::Denied {
                 by: Some(by),
                 reason,

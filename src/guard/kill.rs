@@ -41,6 +41,7 @@ impl Guard {
     /// sink flushed; an audit error is returned but the suspension and revocations stand.
     pub fn suspend_all(&self, by: &str) -> Result<(), AuditError> {
         self.shared.suspended_all.store(true, Ordering::Release);
+        self.shared.wake_approval_waiters();
         // Flag first, then revoke: a mint racing with the switch re-checks it before handing out.
         let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
         revoked.and(self.kill_event(None, "suspend", "global", None, by))
@@ -88,6 +89,7 @@ impl Guard {
             set.insert(agent.clone());
             set
         });
+        self.shared.wake_approval_waiters();
         let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_agent(agent, now));
         revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
     }
@@ -105,6 +107,7 @@ impl Guard {
     /// Suspends one run and revokes its live credentials.
     pub fn suspend_run(&self, run: &Run, by: &str) -> Result<(), AuditError> {
         run.suspended.store(true, Ordering::Release);
+        self.shared.wake_approval_waiters();
         // Revokes (and records) the run's live credentials.
         let revoked = run.revoke_credentials();
         revoked.and(self.kill_event(Some(&**run), "suspend", "run", Some(run.id.as_str()), by))

@@ -70,6 +70,7 @@ use crate::escalation::Ticket as ApprovalTicket;
 use crate::mode::Mode;
 use crate::verdict::{Denial, DenyCode, Outcome, PolicyVersion, Refusal, Verdict};
 
+mod blocking;
 mod builder;
 mod credentials;
 mod escalate;
