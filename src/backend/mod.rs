@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::DocumentError;
 
+pub mod kill;
+pub mod lease;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
@@ -58,6 +60,13 @@ pub struct BackendSection {
     /// For `postgres`: how long to wait for a connection before giving up (and denying).
     #[serde(default = "default_connect_timeout", with = "crate::units::duration")]
     pub connect_timeout: Duration,
+    /// The shared kill switch: `[backend.kill_switch]` (see [`kill`]).
+    #[serde(default)]
+    pub kill_switch: kill::KillSwitchSection,
+    /// Budgets and rate limits shared by the fleet, spent from leases:
+    /// `[backend.leases]` (see [`lease`]).
+    #[serde(default)]
+    pub leases: lease::LeasesSection,
 }
 
 fn default_schema() -> String {
@@ -75,6 +84,8 @@ impl Default for BackendSection {
             url_env: None,
             schema: default_schema(),
             connect_timeout: default_connect_timeout(),
+            kill_switch: kill::KillSwitchSection::default(),
+            leases: lease::LeasesSection::default(),
         }
     }
 }
@@ -121,6 +132,8 @@ impl BackendSection {
                 "must be longer than zero",
             ));
         }
+        self.kill_switch.validate()?;
+        self.leases.validate()?;
         Ok(())
     }
 }

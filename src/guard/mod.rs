@@ -73,6 +73,7 @@ use crate::verdict::{Denial, DenyCode, Outcome, PolicyVersion, Refusal, Verdict}
 mod builder;
 mod credentials;
 mod escalate;
+mod fleet;
 mod flow;
 mod kill;
 mod limits;
@@ -85,6 +86,7 @@ mod shared;
 
 pub use builder::GuardBuilder;
 pub use escalate::ApprovalTicker;
+pub use fleet::{SharedBudget, SharedRefusal, Units};
 pub use flow::Delivery;
 pub use limits::{LoopDetection, RunBudget};
 pub use permit::{Cancellation, DetachedPermit, Permit};

@@ -17,6 +17,8 @@ use thiserror::Error;
 
 use super::{BackendKind, BackendSection, is_identifier};
 
+pub mod kill;
+pub mod lease;
 pub mod throwaway;
 
 /// What went wrong reaching or using the database.

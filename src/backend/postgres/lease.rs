@@ -1,0 +1,1 @@
+//! Budget leases on PostgreSQL.
