@@ -6,7 +6,10 @@
 //! A follower's watch holds its own connection, `LISTEN`s on the schema's channel, waits for a
 //! notification or the poll interval, then reads the whole state in one read-only snapshot.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
@@ -17,10 +20,21 @@ use crate::backend::kill::{
 };
 
 /// The shared kill switch in the backend's schema.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgKillSwitch {
     backend: PgBackend,
     channel: String,
+    /// The connection `load` and `apply` reuse (dropped after an error).
+    client: Arc<Mutex<Option<Client>>>,
+}
+
+impl std::fmt::Debug for PgKillSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgKillSwitch")
+            .field("backend", &self.backend)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Creates the tables unless another host just did (a racing `CREATE ... IF NOT EXISTS` can
@@ -72,7 +86,11 @@ impl PgKillSwitch {
         // share a channel, which only wakes a follower for nothing (it reads its own schema).
         let mut channel = format!("tollgate_kill_{s}");
         channel.truncate(63);
-        Ok(PgKillSwitch { backend, channel })
+        Ok(PgKillSwitch {
+            backend,
+            channel,
+            client: Arc::new(Mutex::new(Some(client))),
+        })
     }
 
     /// The `NOTIFY` channel.
@@ -136,13 +154,41 @@ impl PgKillSwitch {
 
 impl KillSwitchStore for PgKillSwitch {
     fn load(&self) -> Result<KillState, KillError> {
-        let mut client = self.backend.connect()?;
-        self.read(&mut client)
+        self.with_client(|client| self.read(client))
     }
 
     fn apply(&self, change: &KillChange) -> Result<Applied, KillError> {
+        self.with_client(|client| self.apply_with(client, change))
+    }
+
+    fn watch(&self) -> Box<dyn KillWatch> {
+        Box::new(PgWatch {
+            store: self.clone(),
+            client: None,
+        })
+    }
+}
+
+impl PgKillSwitch {
+    /// Runs `f` on the shared connection (opened when there is none, dropped after an error).
+    fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, KillError>,
+    ) -> Result<T, KillError> {
+        let mut slot = self.client.lock();
+        let client = match &mut *slot {
+            Some(c) if !c.is_closed() => c,
+            _ => slot.insert(self.backend.connect()?),
+        };
+        let result = f(client);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
+    fn apply_with(&self, client: &mut Client, change: &KillChange) -> Result<Applied, KillError> {
         let s = self.backend.schema();
-        let mut client = self.backend.connect()?;
         let mut tx = client
             .transaction()
             .map_err(BackendError::sql("changing the kill switch"))?;
@@ -205,15 +251,8 @@ impl KillSwitchStore for PgKillSwitch {
             tx.rollback()
                 .map_err(BackendError::sql("changing the kill switch"))?;
         }
-        let state = self.read(&mut client)?;
+        let state = self.read(client)?;
         Ok(Applied { state, changed })
-    }
-
-    fn watch(&self) -> Box<dyn KillWatch> {
-        Box::new(PgWatch {
-            store: self.clone(),
-            client: None,
-        })
     }
 }
 
