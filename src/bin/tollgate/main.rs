@@ -3,6 +3,7 @@
 //! - `tollgate policy check|explain|diff|matrix|keygen|sign|verify|replay` work on policy
 //!   documents (`replay`: what a candidate would have changed over a recorded audit log);
 //! - `tollgate audit verify|query|repair` verify, query and repair audit directories;
+//! - `tollgate kill suspend|resume|status` throws, lifts or shows the shared kill switch;
 //! - `tollgate rollout report` measures agreement of recommend-mode recommendations with what
 //!   humans did.
 //!
@@ -13,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod kill;
 mod policy;
 mod progress;
 mod rollout;
@@ -51,6 +53,12 @@ enum Command {
     /// agreement.html`.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Throw or lift the shared kill switch (the document's `[backend]`), or show it.
+    ///
+    /// Example: `tollgate kill suspend --agent billing-bot --policy policy.toml --reason
+    /// "incident 42"`, `tollgate kill status --policy policy.toml`.
+    #[command(subcommand)]
+    Kill(kill::KillCommand),
 }
 
 /// What a command ended with: the exit status it maps to.
@@ -65,6 +73,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => Ok(audit::run(cmd)),
         Command::Rollout(cmd) => rollout::run(cmd),
+        Command::Kill(cmd) => kill::run(cmd),
     };
     match result {
         Ok(code) => code,
