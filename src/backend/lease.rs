@@ -35,8 +35,65 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::policy::DocumentError;
+
+mod local;
+
+pub use local::{LeaseStats, LeasedBudgets};
+
+/// Units leased from a budget for one key and window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// How many (0: the window's budget is all handed out).
+    pub units: u64,
+    /// The window, as its start in milliseconds since the Unix epoch (the source's clock).
+    pub window: i64,
+    /// How long the window still runs.
+    pub window_left: Duration,
+}
+
+/// Why a lease could not be taken, renewed or given back. The check path turns it into a
+/// denial: it never spends what it could not lease.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// The database failed.
+    #[cfg(feature = "postgres")]
+    #[error("lease: {0}")]
+    Backend(#[from] super::postgres::BackendError),
+    /// The source refused (e.g. a budget whose window changed under it).
+    #[error("lease of budget `{budget}`: {reason}")]
+    Refused {
+        /// The budget.
+        budget: String,
+        /// Why.
+        reason: String,
+    },
+    /// The background thread could not be started.
+    #[error("lease thread: {0}")]
+    Thread(String),
+}
+
+/// Where budgets are leased from: the PostgreSQL source
+/// (`tollgate::backend::postgres::lease::PgLeases`, feature `postgres`) or a test double.
+pub trait LeaseSource: Send + Sync {
+    /// Leases up to `want` units of `budget` for `key` in the current window, never more than
+    /// the window's limit minus what is already handed out to every host.
+    fn lease(&self, budget: &BudgetSpec, key: &str, want: u64) -> Result<Grant, LeaseError>;
+    /// Closes this host's lease of `budget`/`key` in `window`: `unused` units go back to the
+    /// budget, the rest of what the host held is counted as spent.
+    fn release(
+        &self,
+        budget: &BudgetSpec,
+        key: &str,
+        window: i64,
+        unused: u64,
+    ) -> Result<(), LeaseError>;
+    /// Renews this host's leases (a lease not renewed within the timeout is reclaimed).
+    fn heartbeat(&self) -> Result<(), LeaseError>;
+}
 
 /// Whose budget: one for the whole fleet, or one per agent, tenant or task type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
