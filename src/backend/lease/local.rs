@@ -331,10 +331,11 @@ impl Inner {
     /// The check path: spend locally, queue a refill when low, lease here only when dry.
     fn take_one(&self, i: usize, key: &str, amount: u64) -> Result<(), SharedRefusal> {
         let b = &self.budgets[i];
-        let local = b.local(key);
-        let now = self.clock.now();
-        let t = nanos(now);
-        if let Some(left) = local.spend(amount, t) {
+        let t = nanos(self.clock.now());
+        // The fast path: a lock-free map load and one atomic update, no reference counting.
+        if let Some(local) = b.keys.load().get(key)
+            && let Some(left) = local.spend(amount, t)
+        {
             if left < b.threshold
                 && t >= local.retry_after.load(Ordering::Acquire)
                 && !local.queued.swap(true, Ordering::AcqRel)
@@ -344,6 +345,7 @@ impl Inner {
             }
             return Ok(());
         }
+        let local = b.local(key);
         // Dry (or a new window): one lease here, unless one just failed.
         let refuse = |why: String| SharedRefusal {
             rule: b.rule.clone(),
