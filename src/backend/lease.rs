@@ -257,7 +257,10 @@ impl LeasesSection {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod section_tests {
     use super::*;
 
     #[test]
