@@ -76,6 +76,47 @@ pub enum LeaseError {
     Thread(String),
 }
 
+/// The shared budgets the document's `[backend]` section describes, leased for host `host` (a
+/// name unique in the fleet), ready for
+/// [`GuardBuilder::shared_budget`](crate::guard::GuardBuilder::shared_budget): `None` when the
+/// section lists no budgets. Budgets shared across hosts need the `postgres` backend (the files
+/// backend's budgets are the per-run ones of the guard itself).
+pub fn open(
+    section: &super::BackendSection,
+    host: &str,
+) -> Result<Option<std::sync::Arc<LeasedBudgets>>, LeaseError> {
+    if section.leases.budgets.is_empty() {
+        return Ok(None);
+    }
+    match section.kind {
+        #[cfg(feature = "postgres")]
+        super::BackendKind::Postgres => {
+            let backend = super::postgres::PgBackend::from_section(section)?;
+            let source = super::postgres::lease::PgLeases::open(
+                backend,
+                host,
+                section.leases.lease_timeout,
+            )?;
+            let clock = std::sync::Arc::new(crate::clock::SystemClock::new());
+            Ok(Some(std::sync::Arc::new(LeasedBudgets::start(
+                &section.leases,
+                std::sync::Arc::new(source),
+                clock,
+            )?)))
+        }
+        kind => {
+            let _ = host;
+            Err(LeaseError::Refused {
+                budget: section.leases.budgets[0].name.clone(),
+                reason: format!(
+                    "budgets shared across hosts need `[backend] kind = \"postgres\"` (and the \
+                     `postgres` feature); this document's backend is `{kind:?}`"
+                ),
+            })
+        }
+    }
+}
+
 /// Where budgets are leased from: the PostgreSQL source
 /// (`tollgate::backend::postgres::lease::PgLeases`, feature `postgres`) or a test double.
 pub trait LeaseSource: Send + Sync {
