@@ -9,7 +9,9 @@
 //! - `check_leased_fleet_budget`: with a shared fleet budget of calls spent from a local lease
 //!   (chunks of 100 000 000: no refill falls inside a measurement, so this is the cost
 //!   *between* refills);
-//! - `check_leased_agent_budget`: the same with a per-agent budget (adds the key lookup).
+//! - `check_leased_agent_budget`: the same with a per-agent budget (adds the key lookup);
+//! - `lease_take_agent`: `SharedBudget::take` alone on that budget (clock read, lock-free key
+//!   lookup, one atomic update): what the lease adds to a check.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -100,6 +102,18 @@ fn fleet(c: &mut Criterion) {
             .build()
             .unwrap();
         check_loop(c, name, &g);
+        if per == Per::Agent {
+            // The lease alone: what the budget stage adds to a check between refills.
+            use tollgate::guard::{SharedBudget, Units};
+            let ctx = RunContext::new("agent-1", "worker");
+            let one = Units {
+                calls: 1,
+                ..Units::default()
+            };
+            c.bench_function("fleet/lease_take_agent", |b| {
+                b.iter(|| budgets.take(black_box(&ctx), black_box(one)).unwrap())
+            });
+        }
         let s = budgets.stats();
         eprintln!(
             "{name}: {} leases on the check path, {} ahead",
