@@ -28,6 +28,8 @@ use crate::policy::DocumentError;
 
 pub mod approvals;
 pub mod audit;
+pub mod kill;
+pub mod lease;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
@@ -66,6 +68,13 @@ pub struct BackendSection {
     /// For `postgres`: how a host follows the shared approval queue (`[backend.approvals]`).
     #[serde(default)]
     pub approvals: approvals::ApprovalsSection,
+    /// The shared kill switch: `[backend.kill_switch]` (see [`kill`]).
+    #[serde(default)]
+    pub kill_switch: kill::KillSwitchSection,
+    /// Budgets and rate limits shared by the fleet, spent from leases:
+    /// `[backend.leases]` (see [`lease`]).
+    #[serde(default)]
+    pub leases: lease::LeasesSection,
 }
 
 fn default_schema() -> String {
@@ -85,6 +94,8 @@ impl Default for BackendSection {
             connect_timeout: default_connect_timeout(),
             audit: audit::AuditSection::default(),
             approvals: approvals::ApprovalsSection::default(),
+            kill_switch: kill::KillSwitchSection::default(),
+            leases: lease::LeasesSection::default(),
         }
     }
 }
@@ -133,6 +144,8 @@ impl BackendSection {
         }
         self.audit.validate()?;
         self.approvals.validate()?;
+        self.kill_switch.validate()?;
+        self.leases.validate()?;
         Ok(())
     }
 }

@@ -438,6 +438,27 @@ impl CredentialBroker {
             .collect()
     }
 
+    /// Revokes every credential of every run instance with id `run` (the kill switch for a run
+    /// suspended by id, e.g. from another host).
+    pub fn revoke_run_id(&self, run: &RunId, now_unix: u64) -> Vec<RevokedCredential> {
+        let removed: Vec<(u64, LiveRun)> = {
+            let mut live = self.inner.live.lock();
+            let instances: Vec<u64> = live
+                .iter()
+                .filter(|(_, r)| &r.run == run)
+                .map(|(&i, _)| i)
+                .collect();
+            instances
+                .into_iter()
+                .filter_map(|i| live.remove(&i).map(|r| (i, r)))
+                .collect()
+        };
+        removed
+            .into_iter()
+            .flat_map(|(i, r)| self.revoke_live(i, r, now_unix))
+            .collect()
+    }
+
     /// Revokes every live credential this broker issued (the global kill switch).
     pub fn revoke_all(&self, now_unix: u64) -> Vec<RevokedCredential> {
         let removed: Vec<(u64, LiveRun)> = self.inner.live.lock().drain().collect();

@@ -44,9 +44,17 @@ pub struct GuardBuilder {
     pub(super) modes: Option<crate::mode::Modes>,
     pub(super) rollout: Option<crate::rollout::Rollout>,
     pub(super) agreement: Option<crate::agreement::Agreement>,
+    shared_budget: Option<Arc<dyn super::fleet::SharedBudget>>,
 }
 
 impl GuardBuilder {
+    /// Budgets shared with other guards (other hosts), consulted after the run's own budgets:
+    /// e.g. [`LeasedBudgets`](crate::backend::lease) on PostgreSQL.
+    pub fn shared_budget(mut self, budget: Arc<dyn super::fleet::SharedBudget>) -> Self {
+        self.shared_budget = Some(budget);
+        self
+    }
+
     /// Uses `clock` for every duration (default: [`SystemClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -203,6 +211,9 @@ impl GuardBuilder {
                 live_runs: parking_lot::Mutex::new(Default::default()),
                 suspended_all: AtomicBool::new(false),
                 suspended_agents: ArcSwap::from_pointee(HashSet::new()),
+                suspended_runs: ArcSwap::from_pointee(HashSet::new()),
+                unconfirmed: AtomicBool::new(false),
+                shared_budget: self.shared_budget,
                 rules: Rules::default(),
             }),
         };
@@ -242,6 +253,7 @@ impl Guard {
             modes: None,
             rollout: None,
             agreement: None,
+            shared_budget: None,
         }
     }
 }

@@ -14,14 +14,21 @@ use crate::call::AgentId;
 use crate::credential::{CredentialBroker, unix_secs};
 
 impl Shared {
-    /// Which kill switch holds the run, if any: one atomic load each for the global and run
-    /// switches, and a lock-free snapshot load of the suspended-agent set (searched only when it
-    /// is not empty).
+    /// Which kill switch holds the run, if any: one atomic load each for the global, the
+    /// unconfirmed-fleet-state and run switches, and lock-free snapshot loads of the suspended
+    /// run-id and agent sets (searched only when not empty).
     pub(crate) fn suspended(&self, run: &RunState) -> Option<&'static str> {
         if self.suspended_all.load(Ordering::Acquire) {
             return Some("global");
         }
+        if self.unconfirmed.load(Ordering::Acquire) {
+            return Some("kill-switch-stale");
+        }
         if run.suspended.load(Ordering::Acquire) {
+            return Some("run");
+        }
+        let runs = self.suspended_runs.load();
+        if !runs.is_empty() && runs.contains(&run.id) {
             return Some("run");
         }
         let agents = self.suspended_agents.load();
@@ -48,7 +55,7 @@ impl Guard {
     }
 
     /// Revokes (and records) the credentials the kill switch just took away.
-    fn revoke_for_kill_switch(
+    pub(super) fn revoke_for_kill_switch(
         &self,
         revoke: impl FnOnce(&CredentialBroker, u64) -> Vec<crate::credential::RevokedCredential>,
     ) -> Result<(), AuditError> {
@@ -119,7 +126,7 @@ impl Guard {
         self.kill_event(Some(&**run), "resume", "run", Some(run.id.as_str()), by)
     }
 
-    fn kill_event(
+    pub(super) fn kill_event(
         &self,
         run: Option<&RunState>,
         action: &'static str,

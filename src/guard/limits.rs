@@ -149,6 +149,8 @@ pub(crate) struct Reserved {
     pub(crate) call: bool,
     pub(crate) tokens: u64,
     pub(crate) cost: u64,
+    /// What the guard's shared (fleet) budget gave this call.
+    pub(crate) shared: super::fleet::Units,
 }
 
 impl Shared {
@@ -381,6 +383,25 @@ impl Shared {
             "cost (micros)",
             r,
         )?;
+        // Budgets shared across hosts, last: a refusal gives back the run's reservation.
+        if let Some(fleet) = &self.shared_budget {
+            let want = super::fleet::Units {
+                calls: 1,
+                tokens: call.token_estimate().unwrap_or(b.tokens_per_call),
+                cost_micros: call
+                    .cost_estimate_micros()
+                    .unwrap_or(b.cost_micros_per_call),
+            };
+            if let Err(refusal) = fleet.take(&run.ctx, want) {
+                self.release_budget(run, r);
+                return Err(Denial::new(
+                    DenyCode::BudgetExhausted,
+                    refusal.rule,
+                    refusal.reason,
+                ));
+            }
+            r.shared = want;
+        }
         Ok(r)
     }
 
@@ -391,6 +412,11 @@ impl Shared {
         }
         run.tokens.fetch_sub(r.tokens, Ordering::AcqRel);
         run.cost.fetch_sub(r.cost, Ordering::AcqRel);
+        if let Some(fleet) = &self.shared_budget
+            && !r.shared.is_zero()
+        {
+            fleet.give_back(&run.ctx, r.shared);
+        }
     }
 
     /// Settles a reservation to what the call reported using.
@@ -414,6 +440,39 @@ impl Shared {
         }
         if snap.budget.max_cost_micros.is_some() {
             settle(&run.cost, r.cost, outcome.cost_micros);
+        }
+        if let Some(fleet) = &self.shared_budget
+            && !r.shared.is_zero()
+        {
+            // Reported usage against what the shared budget gave: the rest back, excess charged.
+            let (mut back, mut more) = (
+                super::fleet::Units::default(),
+                super::fleet::Units::default(),
+            );
+            let split = |reserved: u64, actual: Option<u64>, back: &mut u64, more: &mut u64| {
+                if let Some(actual) = actual {
+                    *back = reserved.saturating_sub(actual);
+                    *more = actual.saturating_sub(reserved);
+                }
+            };
+            split(
+                r.shared.tokens,
+                outcome.total_tokens(),
+                &mut back.tokens,
+                &mut more.tokens,
+            );
+            split(
+                r.shared.cost_micros,
+                outcome.cost_micros,
+                &mut back.cost_micros,
+                &mut more.cost_micros,
+            );
+            if !back.is_zero() {
+                fleet.give_back(&run.ctx, back);
+            }
+            if !more.is_zero() {
+                fleet.charge(&run.ctx, more);
+            }
         }
     }
 

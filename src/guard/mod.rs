@@ -74,6 +74,7 @@ mod blocking;
 mod builder;
 mod credentials;
 mod escalate;
+mod fleet;
 mod flow;
 mod kill;
 mod limits;
@@ -86,6 +87,7 @@ mod shared;
 
 pub use builder::GuardBuilder;
 pub use escalate::ApprovalTicker;
+pub use fleet::{SharedBudget, SharedRefusal, Units};
 pub use flow::Delivery;
 pub use limits::{LoopDetection, RunBudget};
 pub use permit::{Cancellation, DetachedPermit, Permit};

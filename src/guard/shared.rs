@@ -154,6 +154,12 @@ pub(crate) struct Shared {
     pub(crate) live_runs: parking_lot::Mutex<HashMap<RunId, Option<Arc<str>>>>,
     pub(crate) suspended_all: AtomicBool,
     pub(crate) suspended_agents: ArcSwap<HashSet<AgentId>>,
+    /// Run ids suspended by id (a fleet kill switch has no `Run` handle).
+    pub(crate) suspended_runs: ArcSwap<HashSet<RunId>>,
+    /// Suspended because a fleet kill-switch follower cannot confirm the shared state.
+    pub(crate) unconfirmed: AtomicBool,
+    /// Budgets shared across hosts (see `guard::fleet`).
+    pub(crate) shared_budget: Option<Arc<dyn super::fleet::SharedBudget>>,
     pub(crate) rules: Rules,
 }
 

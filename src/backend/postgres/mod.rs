@@ -19,6 +19,8 @@ use super::{BackendKind, BackendSection, is_identifier};
 
 pub mod approvals;
 pub mod audit;
+pub mod kill;
+pub mod lease;
 pub mod throwaway;
 
 /// What went wrong reaching or using the database.

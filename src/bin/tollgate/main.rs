@@ -3,6 +3,7 @@
 //! - `tollgate policy check|explain|diff|matrix|keygen|sign|verify|replay` work on policy
 //!   documents (`replay`: what a candidate would have changed over a recorded audit log);
 //! - `tollgate audit verify|query|repair` verify, query and repair audit directories;
+//! - `tollgate kill suspend|resume|status` throws, lifts or shows the shared kill switch;
 //! - `tollgate rollout report` measures agreement of recommend-mode recommendations with what
 //!   humans did.
 //!
@@ -16,6 +17,7 @@ mod approvals;
 mod audit;
 #[cfg(feature = "mcp")]
 mod mcp;
+mod kill;
 mod policy;
 mod progress;
 mod rollout;
@@ -64,6 +66,12 @@ enum Command {
     /// client over stdio and checks each of its tool calls against the policy.
     #[cfg(feature = "mcp")]
     Mcp(mcp::McpArgs),
+    /// Throw or lift the shared kill switch (the document's `[backend]`), or show it.
+    ///
+    /// Example: `tollgate kill suspend --agent billing-bot --policy policy.toml --reason
+    /// "incident 42"`, `tollgate kill status --policy policy.toml`.
+    #[command(subcommand)]
+    Kill(kill::KillCommand),
 }
 
 /// What a command ended with: the exit status it maps to.
@@ -81,6 +89,7 @@ fn main() -> ExitCode {
         Command::Approvals(cmd) => Ok(approvals::run(cmd)),
         #[cfg(feature = "mcp")]
         Command::Mcp(args) => mcp::run(args),
+        Command::Kill(cmd) => kill::run(cmd),
     };
     match result {
         Ok(code) => code,

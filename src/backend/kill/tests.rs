@@ -1,0 +1,285 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::*;
+use crate::boundary::{ActionBoundary, RoleSpec, ToolSpec};
+use crate::call::RunId;
+use crate::clock::ManualClock;
+use crate::{DenyCode, Guard, Run, RunContext, ToolCall, Verdict};
+
+fn guard() -> Guard {
+    let boundary = ActionBoundary::builder()
+        .tool("read", ToolSpec::read())
+        .role("worker", RoleSpec::new().tools(["read"]))
+        .build()
+        .unwrap();
+    Guard::builder(boundary).build().unwrap()
+}
+
+fn allowed(g: &Guard, run: &Run) -> bool {
+    match g.check(run, &ToolCall::new("read", "{}")) {
+        Verdict::Allow(p) => {
+            p.complete(crate::Outcome::success()).unwrap();
+            true
+        }
+        Verdict::Deny(d) => {
+            assert_eq!(d.code(), DenyCode::Suspended, "{d}");
+            false
+        }
+        Verdict::Escalate(_) => panic!("no escalation configured"),
+    }
+}
+
+/// Waits (really) for `f`, up to 5 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(5), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "tollgate-kill-{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn fast() -> KillSwitchSection {
+    KillSwitchSection {
+        poll_interval: Duration::from_millis(5),
+        staleness: Duration::from_secs(2),
+        dir: None,
+    }
+}
+
+#[test]
+fn suspensions_from_another_process_reach_the_guard_and_resumes_lift_them() {
+    let dir = temp_dir("follow");
+    let store = Arc::new(FileKillSwitch::open(&dir).unwrap());
+    let g = guard();
+    let follower = KillFollower::start(g.clone(), store.clone(), &fast());
+    let a = g
+        .start_run_with_id(RunContext::new("a", "worker"), Some(RunId::new("r-a")))
+        .unwrap();
+    let b = g.start_run(RunContext::new("b", "worker")).unwrap();
+    assert!(allowed(&g, &a) && allowed(&g, &b));
+
+    // A second handle on the same directory stands for another process.
+    let other = FileKillSwitch::open(&dir).unwrap();
+    other
+        .apply(&KillChange::suspend(KillScope::Agent("b".into()), "ops").reason("drill"))
+        .unwrap();
+    eventually("agent b suspended", || !allowed(&g, &b));
+    assert!(allowed(&g, &a));
+    other
+        .apply(&KillChange::suspend(KillScope::Run("r-a".into()), "ops"))
+        .unwrap();
+    eventually("run r-a suspended", || !allowed(&g, &a));
+    other
+        .apply(&KillChange::resume(KillScope::Agent("b".into()), "ops"))
+        .unwrap();
+    other
+        .apply(&KillChange::resume(KillScope::Run("r-a".into()), "ops"))
+        .unwrap();
+    eventually("both resumed", || allowed(&g, &a) && allowed(&g, &b));
+    other
+        .apply(&KillChange::suspend(KillScope::Global, "ops"))
+        .unwrap();
+    eventually("global", || !allowed(&g, &a) && !allowed(&g, &b));
+    let st = follower.status();
+    assert_eq!(st.revision, Some(5));
+    assert!(!st.stale);
+    drop(follower);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn suspending_twice_keeps_the_first_record_and_the_revision() {
+    let dir = temp_dir("twice");
+    let store = FileKillSwitch::open(&dir).unwrap();
+    let one = store
+        .apply(&KillChange::suspend(KillScope::Global, "alice").reason("incident 7"))
+        .unwrap();
+    assert!(one.changed);
+    let two = store
+        .apply(&KillChange::suspend(KillScope::Global, "bob"))
+        .unwrap();
+    assert!(!two.changed);
+    assert_eq!(two.state.revision, 1);
+    assert_eq!(two.state.global.as_ref().unwrap().by, "alice");
+    assert!(
+        !store
+            .apply(&KillChange::resume(KillScope::Agent("x".into()), "bob"))
+            .unwrap()
+            .changed
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn concurrent_changes_from_many_writers_are_all_kept() {
+    let dir = temp_dir("race");
+    FileKillSwitch::open(&dir).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let s = FileKillSwitch::open(&dir).unwrap();
+                for j in 0..10 {
+                    s.apply(&KillChange::suspend(
+                        KillScope::Agent(format!("a{i}-{j}")),
+                        "t",
+                    ))
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let state = FileKillSwitch::open(&dir).unwrap().load().unwrap();
+    assert_eq!(state.agents.len(), 80);
+    assert_eq!(state.revision, 80);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_damaged_state_file_suspends_the_guard_instead_of_reading_as_nothing_suspended() {
+    let dir = temp_dir("damaged");
+    let store = Arc::new(FileKillSwitch::open(&dir).unwrap());
+    std::fs::write(
+        store.state_path(),
+        b"{\"format\": \"tollgate-kill-switch/1\", ",
+    )
+    .unwrap();
+    assert!(matches!(store.load(), Err(KillError::Corrupt { .. })));
+    let g = guard();
+    let cfg = KillSwitchSection {
+        staleness: Duration::from_millis(200),
+        ..fast()
+    };
+    let follower = KillFollower::start(g.clone(), store.clone(), &cfg);
+    let run = g.start_run(RunContext::new("a", "worker")).unwrap();
+    // No confirmation at start: suspended before the first check.
+    assert!(!allowed(&g, &run));
+    assert!(follower.status().stale);
+    // Repaired: confirmed again, the stale suspension lifts.
+    std::fs::remove_file(store.state_path()).unwrap();
+    FileKillSwitch::open(&dir).unwrap();
+    eventually("recovered", || allowed(&g, &run));
+    // Deleted after creation: never "nothing suspended".
+    std::fs::remove_file(store.state_path()).unwrap();
+    assert!(matches!(store.load(), Err(KillError::Missing(_))));
+    eventually("stale again", || !allowed(&g, &run));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store whose reads can be made to fail (a database that went away).
+#[derive(Debug, Default)]
+struct Flaky {
+    state: Mutex<KillState>,
+    down: AtomicBool,
+}
+
+impl Flaky {
+    fn load(&self) -> Result<KillState, KillError> {
+        if self.down.load(Ordering::Acquire) {
+            return Err(KillError::Missing("down".into()));
+        }
+        Ok(self.state.lock().clone())
+    }
+    fn apply(&self, change: &KillChange) -> Result<Applied, KillError> {
+        let mut s = self.state.lock();
+        let changed = s.apply(change, 0);
+        Ok(Applied {
+            state: s.clone(),
+            changed,
+        })
+    }
+}
+
+struct FlakyWatch(Arc<Flaky>);
+
+impl KillWatch for FlakyWatch {
+    fn next(&mut self, wait: Duration) -> Result<KillState, KillError> {
+        std::thread::sleep(wait);
+        self.0.load()
+    }
+}
+
+#[derive(Debug)]
+struct FlakyStore(Arc<Flaky>);
+
+impl KillSwitchStore for FlakyStore {
+    fn load(&self) -> Result<KillState, KillError> {
+        self.0.load()
+    }
+    fn apply(&self, change: &KillChange) -> Result<Applied, KillError> {
+        self.0.apply(change)
+    }
+    fn watch(&self) -> Box<dyn KillWatch> {
+        Box::new(FlakyWatch(Arc::clone(&self.0)))
+    }
+}
+
+#[test]
+fn a_lost_store_suspends_after_the_staleness_bound_and_recovery_never_lifts_an_operator_suspension()
+{
+    let flaky = Arc::new(Flaky::default());
+    let store = Arc::new(FlakyStore(Arc::clone(&flaky)));
+    let clock = Arc::new(ManualClock::new());
+    let g = guard();
+    let cfg = KillSwitchSection {
+        poll_interval: Duration::from_millis(2),
+        staleness: Duration::from_secs(30),
+        dir: None,
+    };
+    let follower = KillFollower::start_with_clock(g.clone(), store, &cfg, clock.clone());
+    let a = g.start_run(RunContext::new("a", "worker")).unwrap();
+    let b = g.start_run(RunContext::new("b", "worker")).unwrap();
+    assert!(allowed(&g, &a));
+    // An operator on this host suspends agent b directly.
+    g.suspend_agent(&crate::call::AgentId::new("b"), "local-op")
+        .unwrap();
+
+    flaky.down.store(true, Ordering::Release);
+    // Within the bound (no time passes on the manual clock): the last state still holds.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(allowed(&g, &a), "stale before the bound");
+    clock.advance(Duration::from_secs(31));
+    eventually("stale", || !allowed(&g, &a));
+    assert!(g.is_unconfirmed());
+
+    flaky.down.store(false, Ordering::Release);
+    eventually("confirmed again", || allowed(&g, &a));
+    assert!(!follower.status().stale);
+    assert!(!allowed(&g, &b), "the operator's suspension stays");
+}
+
+#[test]
+fn the_section_refuses_a_staleness_bound_within_one_poll() {
+    let s = KillSwitchSection {
+        poll_interval: Duration::from_secs(5),
+        staleness: Duration::from_secs(5),
+        dir: None,
+    };
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("backend.kill_switch.staleness"), "{e}");
+    assert!(
+        KillSwitchSection {
+            poll_interval: Duration::ZERO,
+            ..KillSwitchSection::default()
+        }
+        .validate()
+        .is_err()
+    );
+}

@@ -1,0 +1,127 @@
+//! What a fleet backend (see [`crate::backend`]) plugs into a guard: suspensions by run id and
+//! the fail-closed "unconfirmed" suspension a kill-switch follower sets, and the budgets shared
+//! across hosts ([`SharedBudget`]) the budget stage consults after the run's own budgets.
+//!
+//! The hooks are deliberately small. The kill switch stays the guard's own (atomic flags read by
+//! the very next check); a follower thread only calls the guard's methods when the shared state
+//! changes. A shared budget is one trait object the budget stage asks to take the call's units:
+//! an implementation spends from a local lease with an atomic decrement (no I/O, no lock on the
+//! check path) and denies when the lease is empty and cannot be refilled.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use super::Guard;
+use crate::audit::AuditError;
+use crate::call::{RuleId, RunContext, RunId};
+
+/// Amounts a call takes from budgets shared across hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Units {
+    /// Tool calls.
+    pub calls: u64,
+    /// Tokens (input + output).
+    pub tokens: u64,
+    /// Cost in millionths of a currency unit.
+    pub cost_micros: u64,
+}
+
+impl Units {
+    /// Whether every amount is zero.
+    pub fn is_zero(&self) -> bool {
+        self.calls == 0 && self.tokens == 0 && self.cost_micros == 0
+    }
+}
+
+/// Why a shared budget refused a call: the rule (e.g. `fleet.budget.daily-calls`) and a reason
+/// for the denial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRefusal {
+    /// The budget's rule id.
+    pub rule: RuleId,
+    /// Why (which budget, for whom).
+    pub reason: String,
+}
+
+/// Budgets shared by many guards (many hosts): the guard's budget stage calls
+/// [`take`](Self::take) after the run's own budgets reserved the call, and denies with
+/// [`DenyCode::BudgetExhausted`](crate::DenyCode::BudgetExhausted) when it refuses.
+///
+/// `take` is on the check path: implementations must not do I/O there between refills (the
+/// PostgreSQL one spends from a local lease with an atomic decrement).
+pub trait SharedBudget: Send + Sync {
+    /// Takes `want` for one call of a run with context `run`, all or nothing.
+    fn take(&self, run: &RunContext, want: Units) -> Result<(), SharedRefusal>;
+    /// Gives back units taken for a call that never ran, or reserved beyond what it used.
+    fn give_back(&self, run: &RunContext, units: Units);
+    /// Charges units a call reported using beyond what it took (never refused: the call ran).
+    fn charge(&self, run: &RunContext, units: Units);
+}
+
+impl Guard {
+    /// Suspends every run with id `run` (current and future, in this guard) until
+    /// [`resume_run_id`](Self::resume_run_id), and revokes its live credentials. This is the
+    /// by-id form of [`suspend_run`](Self::suspend_run) for a suspension that arrives from
+    /// elsewhere (the CLI, another host) and so has no [`Run`](super::Run) handle.
+    pub fn suspend_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_runs.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.insert(run.clone());
+            set
+        });
+        let revoked = match &self.shared.credentials {
+            Some(_) => self.revoke_for_kill_switch(|b, now| b.revoke_run_id(run, now)),
+            None => Ok(()),
+        };
+        revoked.and(self.kill_event(None, "suspend", "run", Some(run.as_str()), by))
+    }
+
+    /// Lifts [`suspend_run_id`](Self::suspend_run_id) (a suspension set through
+    /// [`suspend_run`](Self::suspend_run) stays).
+    pub fn resume_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
+        self.shared.suspended_runs.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.remove(run);
+            set
+        });
+        self.kill_event(None, "resume", "run", Some(run.as_str()), by)
+    }
+
+    /// Suspends every run because the shared kill-switch state cannot be confirmed (`reason`,
+    /// e.g. `kill-switch-stale`). Kept apart from the operator's switches: lifting it
+    /// ([`resume_unconfirmed`](Self::resume_unconfirmed)) never lifts a suspension an operator
+    /// set. Idempotent: only the first call records and revokes.
+    pub(crate) fn suspend_unconfirmed(&self, reason: &str) -> Result<(), AuditError> {
+        if self.shared.unconfirmed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
+        revoked.and(self.kill_event(
+            None,
+            "suspend",
+            "global",
+            Some(reason),
+            "kill-switch-follower",
+        ))
+    }
+
+    /// Lifts [`suspend_unconfirmed`](Self::suspend_unconfirmed) once the state is confirmed
+    /// again. Idempotent.
+    pub(crate) fn resume_unconfirmed(&self, reason: &str) -> Result<(), AuditError> {
+        if !self.shared.unconfirmed.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.kill_event(
+            None,
+            "resume",
+            "global",
+            Some(reason),
+            "kill-switch-follower",
+        )
+    }
+
+    /// Whether the guard is suspended because the shared kill-switch state is unconfirmed.
+    pub fn is_unconfirmed(&self) -> bool {
+        self.shared.unconfirmed.load(Ordering::Acquire)
+    }
+}
