@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 pub mod billing;
-pub mod pg;
 pub mod node;
+pub mod pg;
 
 use tollgate::{ActionBoundary, DenyCode, RunContext, ToolCall};
 

@@ -15,9 +15,9 @@
 
 mod approvals;
 mod audit;
+mod kill;
 #[cfg(feature = "mcp")]
 mod mcp;
-mod kill;
 mod policy;
 mod progress;
 mod rollout;
