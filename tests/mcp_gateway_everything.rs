@@ -143,6 +143,80 @@ async fn the_tollgate_mcp_binary_serves_a_client_over_stdio() {
 }
 
 #[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tollgate_kill_stops_a_running_tollgate_mcp_and_resume_lifts_it() {
+    use rmcp::ServiceExt;
+    use rmcp::transport::TokioChildProcess;
+
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tollgate-mcp-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    let doc = format!(
+        "{}\n[backend]\nkind = \"files\"\n[backend.kill_switch]\ndir = \"{}\"\npoll_interval = \"20ms\"\nstaleness = \"2s\"\n",
+        document(&node.bin("mcp-server-everything")),
+        dir.join("switch").display()
+    );
+    std::fs::write(&file, doc).unwrap();
+    let kill = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("kill")
+            .args(args)
+            .arg("--policy")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tollgate kill {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The switch's state file exists before the gateway starts (a missing one is not read as
+    // "nothing suspended").
+    kill(&["resume", "--all", "--by", "ops"]);
+
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.arg("mcp").arg("--policy").arg(&file);
+    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let r = harness::call(&client, "echo", json!({"message": "before"})).await;
+    assert!(text(&r).contains("before"), "{r:?}");
+
+    kill(&["suspend", "--all", "--by", "ops", "--reason", "incident 42"]);
+    let start = std::time::Instant::now();
+    loop {
+        let r = harness::call(&client, "echo", json!({"message": "during"})).await;
+        if is_error(&r) {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the gateway still runs calls 10 s after tollgate kill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    kill(&["resume", "--all", "--by", "ops"]);
+    let start = std::time::Instant::now();
+    loop {
+        let r = harness::call(&client, "echo", json!({"message": "after"})).await;
+        if !is_error(&r) {
+            assert!(text(&r).contains("after"), "{r:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the gateway still refuses calls 10 s after the resume"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    client.cancel().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "cli")]
 #[test]
 fn the_official_typescript_sdk_client_drives_the_gateway() {
     let Some(node) = common::node::servers() else {

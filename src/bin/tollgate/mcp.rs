@@ -62,6 +62,21 @@ pub(crate) fn run(a: McpArgs) -> Result<ExitCode, Failure> {
     }
     let guard =
         Arc::new(Guard::from_policy(&policy, bindings).map_err(|e| Failure::Input(e.to_string()))?);
+    // The shared kill switch of the document's `[backend]`: `tollgate kill ... --policy FILE`
+    // reaches this gateway (and a switch the gateway cannot confirm suspends it). A `[backend]`
+    // whose switch cannot be opened stops the gateway from starting rather than running unfollowed.
+    let _follower = match &policy.document().backend {
+        Some(section) => {
+            let store = tollgate::backend::kill::open_store(section)
+                .map_err(|e| Failure::Input(format!("the kill switch of `[backend]`: {e}")))?;
+            Some(tollgate::backend::kill::KillFollower::start(
+                (*guard).clone(),
+                store,
+                &section.kill_switch,
+            ))
+        }
+        None => None,
+    };
     let _ticker = guard.spawn_approval_ticker(APPROVAL_TICK);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
