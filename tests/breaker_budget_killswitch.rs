@@ -873,3 +873,38 @@ fn permit_issued_before_suspension_cannot_mint_or_expose_credentials() {
         .count();
     assert_eq!(refusals, 6, "every refusal is recorded");
 }
+
+#[test]
+fn lifting_one_set_suspension_keeps_the_other_in_force() {
+    // The check reads one "anything suspended by agent or run id" flag before the sets; lifting
+    // an agent's suspension must not clear it while a run id is still suspended.
+    use tollgate::boundary::{ActionBoundary, RoleSpec, ToolSpec};
+    let boundary = ActionBoundary::builder()
+        .tool("lookup", ToolSpec::read())
+        .role("clerk", RoleSpec::new().tools(["lookup"]))
+        .build()
+        .unwrap();
+    let guard = tollgate::Guard::builder(boundary).build().unwrap();
+    let run = guard
+        .start_run(tollgate::RunContext::new("bot", "clerk"))
+        .unwrap();
+    let call = tollgate::ToolCall::without_args("lookup");
+    let other = tollgate::AgentId::new("someone-else");
+    guard.suspend_agent(&other, "ops").unwrap();
+    guard.suspend_run_id(run.id(), "ops").unwrap();
+    guard.resume_agent(&other, "ops").unwrap();
+    assert_eq!(
+        guard.check(&run, &call).deny_code(),
+        Some(tollgate::DenyCode::Suspended),
+        "the run id is still suspended"
+    );
+    guard.resume_run_id(run.id(), "ops").unwrap();
+    assert!(guard.check(&run, &call).is_allowed());
+    guard
+        .suspend_agent(&tollgate::AgentId::new("bot"), "ops")
+        .unwrap();
+    assert_eq!(
+        guard.check(&run, &call).deny_code(),
+        Some(tollgate::DenyCode::Suspended)
+    );
+}

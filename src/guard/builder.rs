@@ -213,6 +213,8 @@ impl GuardBuilder {
                 suspended_agents: ArcSwap::from_pointee(HashSet::new()),
                 suspended_runs: ArcSwap::from_pointee(HashSet::new()),
                 unconfirmed: AtomicBool::new(false),
+                any_set_suspension: AtomicBool::new(false),
+                suspension_sets: parking_lot::Mutex::new(()),
                 shared_budget: self.shared_budget,
                 rules: Rules::default(),
             }),

@@ -69,6 +69,7 @@ impl Guard {
             set.insert(run.clone());
             set
         });
+        self.shared.note_set_suspensions();
         let revoked = match &self.shared.credentials {
             Some(_) => self.revoke_for_kill_switch(|b, now| b.revoke_run_id(run, now)),
             None => Ok(()),
@@ -84,6 +85,7 @@ impl Guard {
             set.remove(run);
             set
         });
+        self.shared.note_set_suspensions();
         self.kill_event(None, "resume", "run", Some(run.as_str()), by)
     }
 

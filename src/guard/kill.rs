@@ -27,6 +27,11 @@ impl Shared {
         if run.suspended.load(Ordering::Acquire) {
             return Some("run");
         }
+        // One flag for both sets: the common case (nothing suspended by id or agent) is a
+        // single atomic load.
+        if !self.any_set_suspension.load(Ordering::Acquire) {
+            return None;
+        }
         let runs = self.suspended_runs.load();
         if !runs.is_empty() && runs.contains(&run.id) {
             return Some("run");
@@ -96,6 +101,7 @@ impl Guard {
             set.insert(agent.clone());
             set
         });
+        self.shared.note_set_suspensions();
         self.shared.wake_approval_waiters();
         let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_agent(agent, now));
         revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
@@ -108,6 +114,7 @@ impl Guard {
             set.remove(agent);
             set
         });
+        self.shared.note_set_suspensions();
         self.kill_event(None, "resume", "agent", Some(agent.as_str()), by)
     }
 

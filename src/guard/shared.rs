@@ -158,6 +158,11 @@ pub(crate) struct Shared {
     pub(crate) suspended_runs: ArcSwap<HashSet<RunId>>,
     /// Suspended because a fleet kill-switch follower cannot confirm the shared state.
     pub(crate) unconfirmed: AtomicBool,
+    /// Whether `suspended_agents` or `suspended_runs` holds anything: the check loads this one
+    /// flag and only then the sets. Recomputed under `suspension_sets` after every change of
+    /// either set (so the last writer always leaves it true while a set is not empty).
+    pub(crate) any_set_suspension: AtomicBool,
+    pub(crate) suspension_sets: parking_lot::Mutex<()>,
     /// Budgets shared across hosts (see `guard::fleet`).
     pub(crate) shared_budget: Option<Arc<dyn super::fleet::SharedBudget>>,
     pub(crate) rules: Rules,
@@ -337,5 +342,16 @@ pub(crate) fn default_classifier(outcome: &Outcome) -> CallResult {
     match outcome.status {
         OutcomeStatus::Success => CallResult::Success,
         _ => CallResult::Failure,
+    }
+}
+
+impl Shared {
+    /// Recomputes [`any_set_suspension`](Self::any_set_suspension) after a change of the
+    /// suspended agent or run-id sets.
+    pub(crate) fn note_set_suspensions(&self) {
+        let _serial = self.suspension_sets.lock();
+        let any =
+            !self.suspended_agents.load().is_empty() || !self.suspended_runs.load().is_empty();
+        self.any_set_suspension.store(any, Ordering::Release);
     }
 }
