@@ -69,8 +69,9 @@ impl QueueObserver for AuditObserver {
         if let Some((agrees, denied, approver)) = answer
             && let Some(live) = &snap.rollout
         {
-            let task_type: Option<Arc<str>> = match &t.request.task_type {
-                Some(t) => Some(Arc::from(t.as_str())),
+            // Borrowed from the request; only an old request without it asks the live runs.
+            let from_live_run: Option<Arc<str>> = match &t.request.task_type {
+                Some(_) => None,
                 None => shared
                     .live_runs
                     .lock()
@@ -78,12 +79,18 @@ impl QueueObserver for AuditObserver {
                     .cloned()
                     .flatten(),
             };
+            let task_type = t
+                .request
+                .task_type
+                .as_ref()
+                .map(|t| t.as_str())
+                .or(from_live_run.as_deref());
             if denied {
                 shared.rollout_trigger(
                     live,
                     Some(&t.request.run),
                     Some(&t.request.agent),
-                    task_type.as_deref(),
+                    task_type,
                     super::rollout::Cause {
                         kind: "human_denial",
                         rule: approver.id.as_str(),
@@ -96,7 +103,7 @@ impl QueueObserver for AuditObserver {
                 super::rollout::Answer {
                     run: Some(&t.request.run),
                     agent: Some(&t.request.agent),
-                    task_type: task_type.as_deref(),
+                    task_type,
                     mode: Mode::Supervised,
                     agrees,
                 },
