@@ -64,7 +64,7 @@ fn a_staleness_bound_within_one_poll_is_refused_with_its_field() {
 }
 
 #[test]
-fn shared_budgets_on_the_files_backend_are_refused_when_opened() {
+fn shared_budgets_on_the_files_backend_need_its_shared_directory() {
     let doc = format!(
         "{DOC}\n[[backend.leases.budgets]]\nname = \"b\"\nper = \"fleet\"\nmeasure = \"tokens\"\nlimit = 5\nwindow = \"1m\"\n"
     );
@@ -73,7 +73,16 @@ fn shared_budgets_on_the_files_backend_are_refused_when_opened() {
     let e = tollgate::backend::lease::open(&section, "h")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("postgres"), "{e}");
+    assert!(e.contains("[backend] dir"), "{e}");
+    // With the directory the processes of the host share, the same budgets open.
+    let dir = std::env::temp_dir().join(format!("tollgate-leases-doc-{}", std::process::id()));
+    let mut section = section;
+    section.dir = Some(dir.clone());
+    let leases = tollgate::backend::lease::open(&section, "h")
+        .unwrap()
+        .expect("one budget");
+    leases.shutdown().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     // An unknown field is a located error, not silently ignored.
     let doc = format!("{DOC}\n[backend.leases]\nheartbeats = \"1s\"\n");
     let e = Policy::from_toml(&doc).unwrap_err().to_string();

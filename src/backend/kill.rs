@@ -353,10 +353,10 @@ pub trait KillWatch: Send {
 pub fn open_store(section: &BackendSection) -> Result<Arc<dyn KillSwitchStore>, KillError> {
     match section.kind {
         BackendKind::Files => {
-            let dir = section.kill_switch.dir.as_ref().ok_or_else(|| {
+            let dir = section.state_dir("kill-switch").ok_or_else(|| {
                 KillError::Config(
-                    "the files backend needs `[backend.kill_switch] dir`: the directory every \
-                     process of the host shares"
+                    "the files backend needs `[backend] dir` (or `[backend.kill_switch] dir`): \
+                     the directory every process of the host shares"
                         .to_owned(),
                 )
             })?;

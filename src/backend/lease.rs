@@ -39,8 +39,10 @@ use thiserror::Error;
 
 use crate::policy::DocumentError;
 
+pub mod file;
 mod local;
 
+pub use file::FileLeases;
 pub use local::{LeaseStats, LeasedBudgets};
 
 /// Units leased from a budget for one key and window.
@@ -79,8 +81,9 @@ pub enum LeaseError {
 /// The shared budgets the document's `[backend]` section describes, leased for host `host` (a
 /// name unique in the fleet), ready for
 /// [`GuardBuilder::shared_budget`](crate::guard::GuardBuilder::shared_budget): `None` when the
-/// section lists no budgets. Budgets shared across hosts need the `postgres` backend (the files
-/// backend's budgets are the per-run ones of the guard itself).
+/// section lists no budgets. With `kind = "postgres"` the budgets are shared by every host of
+/// the fleet; with `kind = "files"` by every process of this host that shares `[backend] dir`
+/// ([`FileLeases`]).
 pub fn open(
     section: &super::BackendSection,
     host: &str,
@@ -104,14 +107,31 @@ pub fn open(
                 clock,
             )?)))
         }
-        kind => {
+        super::BackendKind::Files => {
+            let dir = section
+                .state_dir("leases")
+                .ok_or_else(|| LeaseError::Refused {
+                    budget: section.leases.budgets[0].name.clone(),
+                    reason: "the files backend keeps leases in `[backend] dir`: set it to the \
+                         directory every process of this host shares"
+                        .to_owned(),
+                })?;
+            let clock = std::sync::Arc::new(crate::clock::SystemClock::new());
+            let source = FileLeases::open(dir, host, section.leases.lease_timeout, clock.clone())?;
+            Ok(Some(std::sync::Arc::new(LeasedBudgets::start(
+                &section.leases,
+                std::sync::Arc::new(source),
+                clock,
+            )?)))
+        }
+        #[cfg(not(feature = "postgres"))]
+        super::BackendKind::Postgres => {
             let _ = host;
             Err(LeaseError::Refused {
                 budget: section.leases.budgets[0].name.clone(),
-                reason: format!(
-                    "budgets shared across hosts need `[backend] kind = \"postgres\"` (and the \
-                     `postgres` feature); this document's backend is `{kind:?}`"
-                ),
+                reason: "the document's backend is `postgres` but tollgate was built without \
+                         the `postgres` feature"
+                    .to_owned(),
             })
         }
     }

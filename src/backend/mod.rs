@@ -16,6 +16,18 @@
 //! connect_timeout = "5s"
 //! ```
 //!
+//! The embedded default, written out (every process of the host that shares `dir` shares the
+//! kill switch, the budgets of `[backend.leases]`, the approval queue and the audit trail):
+//!
+//! ```toml
+//! [backend]
+//! kind = "files"
+//! dir = "/var/lib/tollgate"
+//! ```
+//!
+//! A process joins its deployment with [`Deployment::open`], which opens whichever backend the
+//! section names: the same code runs on files and on PostgreSQL.
+//!
 //! The connection string is read from the environment when the backend is opened, not when the
 //! document is parsed: `tollgate policy check` validates the section on a machine that has no
 //! database.
@@ -28,10 +40,13 @@ use crate::policy::DocumentError;
 
 pub mod approvals;
 pub mod audit;
+mod deploy;
 pub mod kill;
 pub mod lease;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+
+pub use deploy::{DeployError, Deployment, ShutdownReport};
 
 /// Which backend holds the shared state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +71,10 @@ pub struct BackendSection {
     /// (`host=... user=... dbname=...` or a `postgresql://` URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_env: Option<String>,
+    /// For `files`: the directory the processes of this host share (`kill-switch/`, `leases/`,
+    /// `audit/<host>/`, `approvals/<host>.log` under it; created when missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<std::path::PathBuf>,
     /// For `postgres`: the schema tollgate's tables live in (created when missing).
     #[serde(default = "default_schema")]
     pub schema: String,
@@ -90,6 +109,7 @@ impl Default for BackendSection {
         BackendSection {
             kind: BackendKind::Files,
             url_env: None,
+            dir: None,
             schema: default_schema(),
             connect_timeout: default_connect_timeout(),
             audit: audit::AuditSection::default(),
@@ -101,6 +121,28 @@ impl Default for BackendSection {
 }
 
 impl BackendSection {
+    /// Whether [`Deployment::open`] opens the audit sink (and the approval store) from this
+    /// section: always on PostgreSQL, on files when `dir` is set. Otherwise they are bound in
+    /// code ([`Bindings::audit`](crate::policy::Bindings::audit)).
+    pub fn opens_shared_stores(&self) -> bool {
+        self.kind == BackendKind::Postgres || self.dir.is_some()
+    }
+
+    /// For the files backend, where part `what` (`kill-switch`, `leases`, `audit`,
+    /// `approvals`) lives: `[backend.kill_switch] dir` for the switch when set, else under
+    /// `[backend] dir`. `None` when neither is set or the backend is not files.
+    pub fn state_dir(&self, what: &str) -> Option<std::path::PathBuf> {
+        if self.kind != BackendKind::Files {
+            return None;
+        }
+        if what == "kill-switch"
+            && let Some(d) = &self.kill_switch.dir
+        {
+            return Some(d.clone());
+        }
+        self.dir.as_ref().map(|d| d.join(what))
+    }
+
     /// Checks what serde cannot: a PostgreSQL backend names where its connection string is, the
     /// schema is a plain identifier (it is spliced into SQL), the timeout is not zero.
     pub(crate) fn validate(&self) -> Result<(), DocumentError> {
@@ -125,6 +167,18 @@ impl BackendSection {
                 }
                 Some(_) => {}
             }
+        }
+        if self.kind == BackendKind::Postgres && self.dir.is_some() {
+            return Err(DocumentError::invalid(
+                "backend.dir",
+                "`dir` is for the files backend; a `postgres` backend keeps its state in the \
+                 database",
+            ));
+        }
+        if let Some(d) = &self.dir
+            && d.as_os_str().is_empty()
+        {
+            return Err(DocumentError::invalid("backend.dir", "must not be empty"));
         }
         if !is_identifier(&self.schema) {
             return Err(DocumentError::invalid(

@@ -54,13 +54,21 @@ type Provider = Box<dyn FnOnce(BrokerBuilder) -> BrokerBuilder>;
 #[derive(Default)]
 pub struct Bindings {
     clock: Option<Arc<dyn Clock>>,
-    audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
     alerts: Option<Arc<dyn AlertSink>>,
     providers: BTreeMap<String, Provider>,
-    approvals: Option<Arc<dyn ApprovalStore>>,
+    pub(crate) approvals: Option<Arc<dyn ApprovalStore>>,
     baseline: Option<Baseline>,
     classifier: Option<fn(&Outcome) -> CallResult>,
     signed: Option<(super::Trust, super::SignatureFile)>,
+    pub(crate) shared_budget: Option<Arc<dyn crate::guard::SharedBudget>>,
+    pub(crate) host: Option<String>,
+    pub(crate) checkpoint_key: Option<crate::audit::file::CheckpointKey>,
+    pub(crate) approval_key: Option<crate::escalation::StoreKey>,
+    pub(crate) redaction: Option<crate::audit::Redaction>,
+    /// Set by [`Deployment::open`](crate::backend::Deployment::open), which opens the
+    /// `[backend]` section's parts itself.
+    pub(crate) deployed: bool,
 }
 
 impl fmt::Debug for Bindings {
@@ -72,6 +80,10 @@ impl fmt::Debug for Bindings {
             .field("providers", &self.providers.keys().collect::<Vec<_>>())
             .field("approvals", &self.approvals.is_some())
             .field("baseline", &self.baseline.is_some())
+            .field("shared_budget", &self.shared_budget.is_some())
+            .field("host", &self.host)
+            .field("checkpoint_key", &self.checkpoint_key.is_some())
+            .field("approval_key", &self.approval_key.is_some())
             .finish()
     }
 }
@@ -112,6 +124,15 @@ pub enum BindError {
     /// The approval queue could not be opened over the bound store.
     #[error("approval queue: {0}")]
     Queue(#[from] crate::escalation::QueueError),
+    /// The document has a `[backend]` section whose shared parts (kill switch, budgets,
+    /// approvals, audit) only [`Deployment::open`](crate::backend::Deployment::open) opens: a
+    /// guard built without them would ignore the fleet's kill switch and budgets.
+    #[error(
+        "the policy has a `[backend]` section: open it with `tollgate::backend::Deployment::open` \
+         (a guard built with `Guard::from_policy` would not follow its shared kill switch, \
+         budgets, approvals and audit trail)"
+    )]
+    BackendNotOpened,
     /// A primitive refused its configuration (should have been caught by the document checks).
     #[error("`{field}`: {reason}")]
     Config {
@@ -197,6 +218,44 @@ impl Bindings {
         self
     }
 
+    /// Budgets shared beyond this guard (see [`crate::backend::lease`]); set by
+    /// [`Deployment::open`](crate::backend::Deployment::open) from `[backend.leases]`.
+    pub fn shared_budget(mut self, budget: Arc<dyn crate::guard::SharedBudget>) -> Self {
+        self.shared_budget = Some(budget);
+        self
+    }
+
+    /// This process's name in its deployment, unique among the processes sharing a backend:
+    /// its leases and (on PostgreSQL, unless `[backend.audit] writer` names one) its audit chain
+    /// go by it. Default `<hostname>-<pid>`. Used by
+    /// [`Deployment::open`](crate::backend::Deployment::open).
+    pub fn host(mut self, name: impl Into<String>) -> Self {
+        self.host = Some(name.into());
+        self
+    }
+
+    /// Signs the audit trail's checkpoints when
+    /// [`Deployment::open`](crate::backend::Deployment::open) opens the sink of `[backend]`.
+    pub fn checkpoint_key(mut self, key: crate::audit::file::CheckpointKey) -> Self {
+        self.checkpoint_key = Some(key);
+        self
+    }
+
+    /// Authenticates the approval store
+    /// [`Deployment::open`](crate::backend::Deployment::open) opens for `[escalation]` (every
+    /// process of the deployment needs the same key).
+    pub fn approval_key(mut self, key: crate::escalation::StoreKey) -> Self {
+        self.approval_key = Some(key);
+        self
+    }
+
+    /// The keyed redaction the audit sink of `[backend]` uses when the document says
+    /// `redaction = "keyed_hash"`.
+    pub fn redaction(mut self, redaction: crate::audit::Redaction) -> Self {
+        self.redaction = Some(redaction);
+        self
+    }
+
     /// How outcomes count for the breakers (default: errors are failures).
     pub fn classifier(mut self, f: fn(&Outcome) -> CallResult) -> Self {
         self.classifier = Some(f);
@@ -216,6 +275,9 @@ impl Policy {
     /// not hold. Every decision of the guard carries [`Policy::version`].
     pub fn guard(&self, mut bindings: Bindings) -> Result<Guard, BindError> {
         let doc = self.document();
+        if doc.backend.as_ref().is_some_and(needs_opening) && !bindings.deployed {
+            return Err(BindError::BackendNotOpened);
+        }
         let trust = match bindings.signed.take() {
             Some((trust, sigs)) => {
                 trust.verify(self, &sigs)?;
@@ -291,6 +353,9 @@ impl Policy {
             b = b.credentials(broker);
         }
 
+        if let Some(shared) = bindings.shared_budget.take() {
+            b = b.shared_budget(shared);
+        }
         if let Some(br) = &doc.breakers {
             b = b.breakers(br.config(), br.key, br.max_keys);
         }
@@ -352,6 +417,12 @@ impl Policy {
             other => config(".", other),
         })
     }
+}
+
+/// Whether a `[backend]` section has shared parts a plain guard would ignore: any PostgreSQL
+/// backend, or a files backend with a shared directory.
+fn needs_opening(b: &crate::backend::BackendSection) -> bool {
+    b.kind != crate::backend::BackendKind::Files || b.dir.is_some() || b.kill_switch.dir.is_some()
 }
 
 /// Refuses a sink that reports weaker guarantees than the document's `[audit]` section.

@@ -6,16 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use tollgate::Guard;
-use tollgate::audit::file::FileSink;
-use tollgate::escalation::MemoryApprovalStore;
+use tollgate::audit::file::{CheckpointConfig, CheckpointKey, FileSink};
+use tollgate::backend::Deployment;
+use tollgate::escalation::{MemoryApprovalStore, StoreKey};
 use tollgate::integrations::mcp::Gateway;
 use tollgate::policy::{Bindings, Policy};
 
 use crate::Failure;
-
-/// How often the approval queue's deadlines are applied.
-const APPROVAL_TICK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Args)]
 pub(crate) struct McpArgs {
@@ -30,54 +27,78 @@ pub(crate) struct McpArgs {
     /// when the policy has an `[audit]` section.
     #[arg(long, value_name = "DIR")]
     audit: Option<PathBuf>,
+    /// The approval store's key file (`<key id>:<hex secret>`), needed when the policy's
+    /// `[backend]` keeps a durable approval queue (every process of the deployment, and
+    /// `tollgate approvals`, use the same key).
+    #[arg(long = "approval-key-file", value_name = "FILE")]
+    approval_key_file: Option<PathBuf>,
+    /// The audit trail's checkpoint key file (`<key id>:<hex secret>`): signs checkpoints.
+    #[arg(long = "checkpoint-key-file", value_name = "FILE")]
+    checkpoint_key_file: Option<PathBuf>,
 }
 
 pub(crate) fn run(a: McpArgs) -> Result<ExitCode, Failure> {
     let policy = Policy::from_file(&a.policy)
         .map_err(|e| Failure::Input(format!("{}: {e}", a.policy.display())))?;
+    let doc = policy.document();
+    // The document's `[backend]` opens the shared stores itself (PostgreSQL, or files under
+    // `[backend] dir`); otherwise they are given here.
+    let section_opens = doc
+        .backend
+        .as_ref()
+        .is_some_and(|b| b.opens_shared_stores());
     let mut bindings = Bindings::new();
+    if let Some(f) = &a.approval_key_file {
+        let key = StoreKey::from_key_file(f)
+            .map_err(|e| Failure::Input(format!("{}: {e}", f.display())))?;
+        bindings = bindings.approval_key(key);
+    }
+    if let Some(f) = &a.checkpoint_key_file {
+        let key = CheckpointKey::from_key_file(f)
+            .map_err(|e| Failure::Input(format!("{}: {e}", f.display())))?;
+        bindings = bindings.checkpoint_key(key);
+    }
     let mut file_sink = None;
-    match (&a.audit, policy.document().audit.is_some()) {
+    match (&a.audit, doc.audit.is_some()) {
+        (Some(_), _) if section_opens => {
+            return Err(Failure::Input(
+                "the policy's `[backend]` opens the audit trail: drop --audit".into(),
+            ));
+        }
         (Some(dir), _) => {
-            let cfg = policy
+            let mut cfg = policy
                 .file_sink_config(None)
                 .map_err(|e| Failure::Input(e.to_string()))?;
+            if let Some(f) = &a.checkpoint_key_file {
+                let key = CheckpointKey::from_key_file(f)
+                    .map_err(|e| Failure::Input(format!("{}: {e}", f.display())))?;
+                cfg = cfg.checkpoint(CheckpointConfig::new(key));
+            }
             let (sink, _recovery) = FileSink::open(dir, cfg)
                 .map_err(|e| Failure::Input(format!("{}: {e}", dir.display())))?;
             let sink = Arc::new(sink);
             file_sink = Some(Arc::clone(&sink));
             bindings = bindings.audit(sink);
         }
-        (None, true) => {
+        (None, true) if !section_opens => {
             return Err(Failure::Input(
-                "the policy has an `[audit]` section: pass --audit DIR".into(),
+                "the policy has an `[audit]` section: pass --audit DIR (or set `[backend] dir`)"
+                    .into(),
             ));
         }
-        (None, false) => {}
+        (None, _) => {}
     }
-    if policy.document().escalation.is_some() {
+    if doc.escalation.is_some() && !section_opens {
         // Approvers decide through the guard's queue in this process (the library API); a
-        // durable, shared store is a deployment choice made in code.
+        // durable store shared with `tollgate approvals` comes from `[backend]`.
         bindings = bindings.approvals(Arc::new(MemoryApprovalStore::new()));
     }
-    let guard =
-        Arc::new(Guard::from_policy(&policy, bindings).map_err(|e| Failure::Input(e.to_string()))?);
-    // The shared kill switch of the document's `[backend]`: `tollgate kill ... --policy FILE`
-    // reaches this gateway (and a switch the gateway cannot confirm suspends it). A `[backend]`
-    // whose switch cannot be opened stops the gateway from starting rather than running unfollowed.
-    let _follower = match &policy.document().backend {
-        Some(section) => {
-            let store = tollgate::backend::kill::open_store(section)
-                .map_err(|e| Failure::Input(format!("the kill switch of `[backend]`: {e}")))?;
-            Some(tollgate::backend::kill::KillFollower::start(
-                (*guard).clone(),
-                store,
-                &section.kill_switch,
-            ))
-        }
-        None => None,
-    };
-    let _ticker = guard.spawn_approval_ticker(APPROVAL_TICK);
+    // Opens the shared kill switch, budgets, approval queue and audit trail of `[backend]`:
+    // `tollgate kill ... --policy FILE` reaches this gateway (and a switch it cannot confirm
+    // suspends it); a part that cannot be opened stops the gateway from starting.
+    let deployment =
+        Deployment::open(&policy, bindings).map_err(|e| Failure::Input(e.to_string()))?;
+    let guard = Arc::new(deployment.guard().clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,6 +110,9 @@ pub(crate) fn run(a: McpArgs) -> Result<ExitCode, Failure> {
         served
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
+    deployment
+        .shutdown()
+        .map_err(|e| Failure::Input(e.to_string()))?;
     if let Some(sink) = file_sink {
         use tollgate::audit::AuditSink;
         sink.flush()
