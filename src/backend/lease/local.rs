@@ -84,6 +84,9 @@ struct Budget {
     chunk: u64,
     threshold: i64,
     keys: ArcSwap<HashMap<Arc<str>, Arc<Local>>>,
+    /// For `per = "fleet"`: the one key's balance, also in `keys` under `*`, reached without a
+    /// map lookup on the check path.
+    fleet: Option<Arc<Local>>,
 }
 
 impl Budget {
@@ -176,6 +179,11 @@ impl LeasedBudgets {
             .iter()
             .map(|spec| {
                 let chunk = spec.chunk();
+                let fleet = (spec.per == Per::Fleet).then(|| Arc::new(Local::new()));
+                let mut keys = HashMap::new();
+                if let Some(l) = &fleet {
+                    keys.insert(Arc::<str>::from("*"), Arc::clone(l));
+                }
                 Budget {
                     rule: RuleId::new(format!("fleet.budget.{}", spec.name)),
                     threshold: i64::try_from(
@@ -184,7 +192,8 @@ impl LeasedBudgets {
                     .unwrap_or(i64::MAX),
                     chunk,
                     spec: spec.clone(),
-                    keys: ArcSwap::from_pointee(HashMap::new()),
+                    keys: ArcSwap::from_pointee(keys),
+                    fleet,
                 }
             })
             .collect();
@@ -332,8 +341,17 @@ impl Inner {
     fn take_one(&self, i: usize, key: &str, amount: u64) -> Result<(), SharedRefusal> {
         let b = &self.budgets[i];
         let t = nanos(self.clock.now());
-        // The fast path: a lock-free map load and one atomic update, no reference counting.
-        if let Some(local) = b.keys.load().get(key)
+        // The fast path: one atomic update on the key's balance, found without a lock or a
+        // reference count (a fleet-wide budget without even a map lookup).
+        let keys;
+        let found = match &b.fleet {
+            Some(l) => Some(l),
+            None => {
+                keys = b.keys.load();
+                keys.get(key)
+            }
+        };
+        if let Some(local) = found
             && let Some(left) = local.spend(amount, t)
         {
             if left < b.threshold
