@@ -102,7 +102,7 @@ fn fleet(c: &mut Criterion) {
             .build()
             .unwrap();
         check_loop(c, name, &g);
-        if per == Per::Agent {
+        {
             // The lease alone: what the budget stage adds to a check between refills.
             use tollgate::guard::{SharedBudget, Units};
             let ctx = RunContext::new("agent-1", "worker");
@@ -110,7 +110,12 @@ fn fleet(c: &mut Criterion) {
                 calls: 1,
                 ..Units::default()
             };
-            c.bench_function("fleet/lease_take_agent", |b| {
+            let take = if per == Per::Agent {
+                "fleet/lease_take_agent"
+            } else {
+                "fleet/lease_take_fleet"
+            };
+            c.bench_function(take, |b| {
                 b.iter(|| budgets.take(black_box(&ctx), black_box(one)).unwrap())
             });
         }
