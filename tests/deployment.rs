@@ -231,6 +231,16 @@ fn run_fleet(
     hosts
 }
 
+/// The document on the files backend, sharing `dir`.
+fn files_policy(dir: &Path) -> Policy {
+    Policy::from_toml(&format!(
+        "{}\n[backend]\nkind = \"files\"\ndir = {:?}\n",
+        body(),
+        dir
+    ))
+    .unwrap()
+}
+
 fn write_policy(dir: &Path, backend: &str) -> PathBuf {
     let path = dir.join("policy.toml");
     std::fs::write(&path, format!("{}\n{backend}", body())).unwrap();
@@ -289,12 +299,7 @@ fn three_processes_share_budget_kill_switch_and_audit_on_postgres() {
 #[test]
 fn a_guard_built_without_its_backend_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = Policy::from_toml(&format!(
-        "{}\n[backend]\nkind = \"files\"\ndir = {:?}\n",
-        body(),
-        dir.path()
-    ))
-    .unwrap();
+    let policy = files_policy(dir.path());
     let e = Guard::from_policy(
         &policy,
         Bindings::new()
@@ -308,12 +313,7 @@ fn a_guard_built_without_its_backend_is_refused() {
 #[test]
 fn a_part_bound_twice_or_a_missing_key_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = Policy::from_toml(&format!(
-        "{}\n[backend]\nkind = \"files\"\ndir = {:?}\n",
-        body(),
-        dir.path()
-    ))
-    .unwrap();
+    let policy = files_policy(dir.path());
     let e = Deployment::open(
         &policy,
         bindings("w").audit(Arc::new(tollgate::audit::MemorySink::new())),
@@ -336,12 +336,7 @@ fn a_part_bound_twice_or_a_missing_key_is_refused_before_anything_runs() {
 #[test]
 fn approvals_on_the_files_backend_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = Policy::from_toml(&format!(
-        "{}\n[backend]\nkind = \"files\"\ndir = {:?}\n",
-        body(),
-        dir.path()
-    ))
-    .unwrap();
+    let policy = files_policy(dir.path());
     let id = {
         let d = Deployment::open(&policy, bindings("w1")).unwrap();
         let run = d
