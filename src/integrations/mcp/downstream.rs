@@ -1,4 +1,4 @@
-//! One downstream MCP server: spawned over stdio, its tools listed and renamed into policy
+//! One downstream MCP server: spawned over stdio or reached over streamable HTTP, its tools listed and renamed into policy
 //! names, every call bounded by the configured timeout, and restarted with exponential backoff
 //! when it dies.
 
@@ -10,7 +10,8 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use rmcp::service::{Peer, RunningService, ServiceError};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 
 use super::GatewayError;
@@ -110,26 +111,43 @@ impl Downstream {
         self.routes.read().clone()
     }
 
-    /// Spawns the server, initialises the session and lists its tools.
-    pub(crate) async fn connect(&self) -> Result<(), GatewayError> {
+    /// Starts the client session: spawns the server (stdio) or connects to its URL (streamable
+    /// HTTP), bounded by the start timeout.
+    async fn open(&self) -> Result<RunningService<RoleClient, ()>, GatewayError> {
         let server = || self.name.clone();
-        let command = match (self.spec.transport(), &self.spec.command) {
-            (TransportKind::Stdio, Some(c)) => c,
+        let started = match (self.spec.transport(), &self.spec.command, &self.spec.url) {
+            (TransportKind::Stdio, Some(command), _) => {
+                let mut cmd = tokio::process::Command::new(command);
+                cmd.args(&self.spec.args).envs(&self.spec.env);
+                let transport = TokioChildProcess::new(cmd).map_err(|e| GatewayError::Spawn {
+                    server: server(),
+                    reason: e.to_string(),
+                })?;
+                tokio::time::timeout(self.start_timeout, ().serve(transport)).await
+            }
+            (TransportKind::Http, _, Some(url)) => {
+                if !url.starts_with("http://") {
+                    // reqwest is built without a TLS stack (no C toolchain or crypto provider in
+                    // the build for one feature): refuse rather than fail on every call.
+                    return Err(GatewayError::Unsupported {
+                        server: server(),
+                        what: "https:// downstream servers (this build has no TLS client; use \
+                               http:// on a trusted network or a local TLS-terminating proxy)",
+                    });
+                }
+                let transport = StreamableHttpClientTransport::from_config(
+                    StreamableHttpClientTransportConfig::with_uri(url.as_str()),
+                );
+                tokio::time::timeout(self.start_timeout, ().serve(transport)).await
+            }
             _ => {
                 return Err(GatewayError::Unsupported {
                     server: server(),
-                    what: "streamable-HTTP downstream servers (use `command`)",
+                    what: "servers with neither `command` nor `url`",
                 });
             }
         };
-        let mut cmd = tokio::process::Command::new(command);
-        cmd.args(&self.spec.args).envs(&self.spec.env);
-        let transport = TokioChildProcess::new(cmd).map_err(|e| GatewayError::Spawn {
-            server: server(),
-            reason: e.to_string(),
-        })?;
-        let service = tokio::time::timeout(self.start_timeout, ().serve(transport))
-            .await
+        started
             .map_err(|_| GatewayError::Spawn {
                 server: server(),
                 reason: format!("no answer to `initialize` within {:?}", self.start_timeout),
@@ -137,7 +155,13 @@ impl Downstream {
             .map_err(|e| GatewayError::Spawn {
                 server: server(),
                 reason: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Starts the server (or connects to it), initialises the session and lists its tools.
+    pub(crate) async fn connect(&self) -> Result<(), GatewayError> {
+        let server = || self.name.clone();
+        let service = self.open().await?;
         let peer = service.peer().clone();
         let tools = tokio::time::timeout(self.start_timeout, peer.list_all_tools())
             .await

@@ -40,6 +40,20 @@ pub enum GatewayError {
     /// The connection's run could not start (e.g. its compartment id is refused).
     #[error("the connection's run could not start: {0}")]
     Run(#[from] GuardError),
+    /// A stdio connection (or an HTTP listener without tokens) needs `[mcp.connection]`, and
+    /// the section has none.
+    #[error(
+        "the `[mcp]` section has no `[mcp.connection]`: a client without a bearer token has no identity"
+    )]
+    NoConnection,
+    /// The HTTP listener's address is refused or cannot be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// The client never completed the MCP `initialize` handshake.
     #[error("the client did not initialise the MCP session: {0}")]
     Initialize(String),
@@ -184,12 +198,16 @@ impl Gateway {
         self.server(name).map(|s| s.is_up())
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn server(&self, name: &str) -> Option<&Arc<Downstream>> {
         self.shared.servers.iter().find(|s| s.name == name)
     }
 
     /// The run context a connection acting as `c` gets.
-    fn context(c: &Connection) -> RunContext {
+    pub(crate) fn context(c: &Connection) -> RunContext {
         let mut ctx = RunContext::new(c.agent.as_str(), c.role.as_str())
             .triggered_by(c.trigger.as_deref().unwrap_or("mcp-client"));
         if let Some(comp) = &c.compartment {
@@ -219,11 +237,12 @@ impl Gateway {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        let run = Arc::new(
-            shared
-                .guard
-                .start_run(Self::context(&shared.section.connection))?,
-        );
+        let connection = shared
+            .section
+            .connection
+            .as_ref()
+            .ok_or(GatewayError::NoConnection)?;
+        let run = Arc::new(shared.guard.start_run(Self::context(connection))?);
         let hook: FaultHook = {
             let shared = Arc::clone(&shared);
             let run = Arc::clone(&run);
