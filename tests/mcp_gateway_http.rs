@@ -146,10 +146,18 @@ impl Served {
     }
 
     async fn client(&self, token: &str) -> RunningService<rmcp::RoleClient, ()> {
+        self.client_with(token, ()).await
+    }
+
+    async fn client_with<H: rmcp::ClientHandler>(
+        &self,
+        token: &str,
+        handler: H,
+    ) -> RunningService<rmcp::RoleClient, H> {
         let transport = StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(self.url.as_str()).auth_header(token),
         );
-        ().serve(transport).await.expect("client initialises")
+        handler.serve(transport).await.expect("client initialises")
     }
 
     fn faults(&self, fault: &str) -> Vec<Value> {
@@ -173,7 +181,7 @@ impl Served {
     }
 }
 
-async fn names(client: &RunningService<rmcp::RoleClient, ()>) -> Vec<String> {
+async fn names(client: &rmcp::service::Peer<rmcp::RoleClient>) -> Vec<String> {
     let mut n: Vec<String> = client
         .list_all_tools()
         .await
@@ -621,4 +629,93 @@ url = "https://127.0.0.1:9/mcp"
         matches!(started, Err(GatewayError::Unsupported { ref server, .. }) if server == "remote"),
         "{started:?}"
     );
+}
+
+/// A client that counts `notifications/tools/list_changed`.
+#[derive(Clone, Default)]
+struct ListChanged(Arc<tokio::sync::Notify>);
+
+impl rmcp::ClientHandler for ListChanged {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_tool_list_change_is_relisted_and_forwarded_through_each_roles_filter() {
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/fake_server.mjs");
+    let text_policy = format!(
+        r#"{METADATA}
+[tools.echo]
+effect = "read"
+
+[tools.grow]
+effect = "read"
+
+[tools.extra]
+effect = "read"
+
+[roles.full]
+tools = ["echo", "grow", "extra"]
+
+[roles.narrow]
+tools = ["echo", "grow"]
+
+[mcp.servers.fake]
+command = "{node}"
+args = ["{script}"]
+
+[[mcp.tokens]]
+sha256 = "{reader}"
+agent = "full-bot"
+role = "full"
+
+[[mcp.tokens]]
+sha256 = "{editor}"
+agent = "narrow-bot"
+role = "narrow"
+"#,
+        node = node.node.display(),
+        script = script.display(),
+        reader = sha(READER_TOKEN),
+        editor = sha(EDITOR_TOKEN)
+    );
+    let policy = Policy::from_toml(&text_policy).expect("policy");
+    let served = Served::start(&policy).await;
+    let (full_seen, narrow_seen) = (ListChanged::default(), ListChanged::default());
+    let full = served.client_with(READER_TOKEN, full_seen.clone()).await;
+    let narrow = served.client_with(EDITOR_TOKEN, narrow_seen.clone()).await;
+    assert_eq!(names(&full).await, ["echo", "grow"]);
+    assert_eq!(names(&narrow).await, ["echo", "grow"]);
+    let before = harness::call_peer(full.peer(), "extra", json!({})).await;
+    assert!(
+        is_error(&before),
+        "not routed before the server lists it: {before:?}"
+    );
+
+    let grown = harness::call_peer(full.peer(), "grow", json!({})).await;
+    assert_eq!(text(&grown), "grown");
+    let wait = std::time::Duration::from_secs(20);
+    tokio::time::timeout(wait, full_seen.0.notified())
+        .await
+        .expect("the full client is told");
+    tokio::time::timeout(wait, narrow_seen.0.notified())
+        .await
+        .expect("the narrow client is told");
+    assert_eq!(names(&full).await, ["echo", "extra", "grow"]);
+    // The narrow role is told too, and still sees only what it may call.
+    assert_eq!(names(&narrow).await, ["echo", "grow"]);
+    let ran = harness::call_peer(full.peer(), "extra", json!({})).await;
+    assert_eq!(text(&ran), "extra ran", "{ran:?}");
+    let refused = harness::call_peer(narrow.peer(), "extra", json!({})).await;
+    assert!(is_error(&refused), "{refused:?}");
+    full.cancel().await.ok();
+    narrow.cancel().await.ok();
+    served.stop().await;
 }

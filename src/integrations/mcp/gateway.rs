@@ -59,9 +59,41 @@ pub enum GatewayError {
     Initialize(String),
 }
 
+/// The connected clients (stdio connections and HTTP sessions that completed `initialize`),
+/// told when a downstream server's tools change.
+#[derive(Default)]
+pub(crate) struct Clients {
+    peers: parking_lot::Mutex<Vec<rmcp::service::Peer<rmcp::RoleServer>>>,
+}
+
+impl Clients {
+    pub(crate) fn register(&self, peer: rmcp::service::Peer<rmcp::RoleServer>) {
+        let mut peers = self.peers.lock();
+        peers.retain(|p| !p.is_transport_closed());
+        peers.push(peer);
+    }
+
+    /// Sends `notifications/tools/list_changed` to every live client. Each lists again and
+    /// sees the new tools through its own role's filter; the notification itself says nothing
+    /// about which tools changed.
+    pub(crate) async fn tools_changed(&self) {
+        let peers: Vec<_> = {
+            let mut peers = self.peers.lock();
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
+        };
+        for peer in peers {
+            if let Err(e) = peer.notify_tool_list_changed().await {
+                tracing::debug!(target: "tollgate::mcp", error = %e, "list_changed not delivered");
+            }
+        }
+    }
+}
+
 /// What every connection of one gateway shares.
 pub(crate) struct Shared {
     pub(crate) guard: Arc<Guard>,
+    pub(crate) clients: Arc<Clients>,
     pub(crate) section: McpSection,
     servers: Vec<Arc<Downstream>>,
     faults: AtomicU64,
@@ -150,10 +182,13 @@ impl Gateway {
             .mcp
             .clone()
             .ok_or(GatewayError::NoSection)?;
+        let clients = Arc::new(Clients::default());
         let servers: Vec<Arc<Downstream>> = section
             .servers
             .iter()
-            .map(|(name, spec)| Arc::new(Downstream::new(name, spec, &section)))
+            .map(|(name, spec)| {
+                Arc::new(Downstream::new(name, spec, &section, Arc::clone(&clients)))
+            })
             .collect();
         for s in &servers {
             if let Err(e) = s.connect().await {
@@ -166,6 +201,7 @@ impl Gateway {
         Ok(Self {
             shared: Arc::new(Shared {
                 guard,
+                clients,
                 section,
                 servers,
                 faults: AtomicU64::new(0),
