@@ -35,6 +35,10 @@ fn sha(token: &str) -> String {
 /// The filesystem server behind the gateway; `with_tokens`: the two token identities, else only
 /// `[mcp.connection]` (a reader). `extra` goes into `[mcp]`.
 fn policy(bin: &Path, root: &Path, with_tokens: bool, extra: &str) -> Policy {
+    Policy::from_toml(&policy_text(bin, root, with_tokens, extra)).expect("policy")
+}
+
+fn policy_text(bin: &Path, root: &Path, with_tokens: bool, extra: &str) -> String {
     let root = root.display();
     let tokens = if with_tokens {
         format!(
@@ -55,7 +59,7 @@ role = "editor"
     } else {
         String::new()
     };
-    let text = format!(
+    format!(
         r#"{METADATA}
 [tools.read_text_file]
 effect = "read"
@@ -88,8 +92,7 @@ command = "{bin}"
 args = ["{root}"]
 {tokens}"#,
         bin = bin.display()
-    );
-    Policy::from_toml(&text).expect("policy")
+    )
 }
 
 /// A scratch root removed on drop.
@@ -718,4 +721,94 @@ role = "narrow"
     full.cancel().await.ok();
     narrow.cancel().await.ok();
     served.stop().await;
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tollgate_mcp_binary_serves_http_with_tokens_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let root = root("cli");
+    let bin = node.bin("mcp-server-filesystem");
+    let file = root.0.parent().unwrap().join("gateway.toml");
+    std::fs::write(&file, policy_text(&bin, &root.0, true, "")).unwrap();
+    let audit = root.0.parent().unwrap().join("audit");
+
+    // An open address without tokens is refused before anything starts.
+    let open = root.0.parent().unwrap().join("open.toml");
+    std::fs::write(&open, policy_text(&bin, &root.0, false, "")).unwrap();
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["mcp", "--http", "0.0.0.0:0", "--policy"])
+        .arg(&open)
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("loopback"),
+        "{refused:?}"
+    );
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["mcp", "--http", "127.0.0.1:0", "--policy"])
+        .arg(&file)
+        .arg("--audit")
+        .arg(&audit)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = stderr
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the gateway says where it listens");
+        if let Some(url) = line.strip_prefix("tollgate mcp: listening on ") {
+            break url.to_owned();
+        }
+    };
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.as_str()).auth_header(EDITOR_TOKEN),
+    );
+    let client = ().serve(transport).await.expect("client initialises");
+    assert_eq!(
+        names(&client).await,
+        ["list_directory", "read_text_file", "write_file"]
+    );
+    client.cancel().await.ok();
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .parse()
+        .unwrap();
+    let (unknown, _) = raw(addr, "POST", &[("Authorization", "Bearer x")], INITIALIZE).await;
+    assert_eq!(unknown, 401);
+
+    let pid = child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // The trail was flushed on the way out: the editor's run and the refused request are in it.
+    let mut trail = String::new();
+    for entry in std::fs::read_dir(&audit).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            trail.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    assert!(trail.contains("editor-bot"), "{trail}");
+    assert!(trail.contains("unknown_token"), "{trail}");
+    assert!(!trail.contains(EDITOR_TOKEN));
 }
