@@ -128,6 +128,20 @@ impl Gateway {
     /// Refused: a multicast or broadcast address, and an address that is not loopback when the
     /// policy configures no `[[mcp.tokens]]` (an open gateway on the network would let anyone
     /// act as the fixed `[mcp.connection]`); a listener without tokens needs `[mcp.connection]`.
+    ///
+    /// ```no_run
+    /// # async fn demo(gateway: tollgate::integrations::mcp::Gateway)
+    /// #     -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = gateway.bind_http("127.0.0.1:8931".parse()?).await?;
+    /// eprintln!("MCP clients connect to {}", listener.url());
+    /// listener
+    ///     .serve_until(async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await?;
+    /// gateway.shutdown();
+    /// # Ok(()) }
+    /// ```
     pub async fn bind_http(&self, addr: SocketAddr) -> Result<HttpListener, GatewayError> {
         let shared = Arc::clone(self.shared());
         let section = &shared.section;
