@@ -223,3 +223,25 @@ fn an_allowed_host_with_a_path_or_space_is_refused() {
     ));
     assert_eq!(e.path(), Some("mcp.allowed_hosts[1]"));
 }
+
+#[test]
+fn a_malformed_allowed_origin_is_refused() {
+    for (bad, ok) in [
+        ("https://app.example", "https://app.example:443"),
+        ("app.example:443", "http://localhost:*"),
+        ("https://app.example:443/path", "null"),
+    ] {
+        let with = |o: &str| {
+            GOOD.replace(
+                "call_timeout = \"5s\"",
+                &format!("call_timeout = \"5s\"\nallowed_origins = [\"{o}\"]"),
+            )
+        };
+        assert_eq!(
+            err(&with(bad)).path(),
+            Some("mcp.allowed_origins[0]"),
+            "{bad}"
+        );
+        assert!(parse(&with(ok)).is_ok(), "{ok}");
+    }
+}

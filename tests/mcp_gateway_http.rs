@@ -205,11 +205,13 @@ async fn raw(
 ) -> (u16, Vec<(String, String)>) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut req = format!(
-        "{method} /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
+        "{method} /mcp HTTP/1.1\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
-        addr.port(),
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{}\r\n", addr.port()));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -518,6 +520,17 @@ async fn without_tokens_only_loopback_is_served_as_the_fixed_connection() {
     // Any (or no) token: the fixed reader.
     let client = served.client("anything").await;
     assert_eq!(names(&client).await, ["list_directory", "read_text_file"]);
+    // But not a page in a browser on this host: with no `allowed_origins`, any `Origin` is
+    // refused (a loopback gateway without tokens is exactly what a web page would try).
+    let (page, _) = raw(
+        served.addr,
+        "POST",
+        &[("Origin", "http://localhost:3000")],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(page, 403);
+    assert_eq!(served.faults("forbidden_host_or_origin").len(), 1);
     client.cancel().await.ok();
     served.stop().await;
 }
@@ -811,4 +824,65 @@ async fn the_tollgate_mcp_binary_serves_http_with_tokens_and_stops_on_sigterm() 
     assert!(trail.contains("editor-bot"), "{trail}");
     assert!(trail.contains("unknown_token"), "{trail}");
     assert!(!trail.contains(EDITOR_TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_origins_and_rebound_host_names_are_refused_and_recorded() {
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let root = root("origin");
+    let served = Served::start(&policy(
+        &node.bin("mcp-server-filesystem"),
+        &root.0,
+        true,
+        r#"allowed_origins = ["http://localhost:*"]"#,
+    ))
+    .await;
+    let reader = bearer(READER_TOKEN);
+    // A page elsewhere, with a valid token (e.g. one the page stole): refused.
+    let (evil, _) = raw(
+        served.addr,
+        "POST",
+        &[
+            ("Authorization", &reader),
+            ("Origin", "http://evil.example"),
+        ],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(evil, 403);
+    // DNS rebinding: the attacker's name resolving to 127.0.0.1.
+    let (rebound, _) = raw(
+        served.addr,
+        "POST",
+        &[("Authorization", &reader), ("Host", "evil.example")],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(rebound, 403);
+    let records = served.faults("forbidden_host_or_origin");
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records[0].to_string().contains("evil.example"));
+    // The listed origin, and no origin at all (a non-browser client), go through.
+    let (listed, _) = raw(
+        served.addr,
+        "POST",
+        &[
+            ("Authorization", &reader),
+            ("Origin", "http://localhost:6274"),
+        ],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(listed, 200);
+    let (plain, _) = raw(
+        served.addr,
+        "POST",
+        &[("Authorization", &reader)],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(plain, 200);
+    served.stop().await;
 }

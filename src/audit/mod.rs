@@ -332,7 +332,7 @@ pub enum EventKind<'a> {
         /// The integration (`"mcp"`, `"mcp-http"`).
         source: &'static str,
         /// `"malformed"`, `"invalid_message"`, `"oversized"`; over HTTP `"unauthenticated"`,
-        /// `"unknown_token"`, `"session_token_mismatch"`.
+        /// `"unknown_token"`, `"session_token_mismatch"`, `"forbidden_host_or_origin"`.
         fault: &'static str,
         /// What was wrong.
         detail: &'a str,

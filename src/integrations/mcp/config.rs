@@ -31,6 +31,8 @@
 //! # `Host` header values the HTTP listener accepts besides loopback names (DNS-rebinding
 //! # protection); needed when clients reach a non-loopback address by name.
 //! # allowed_hosts = ["gateway.internal:8080"]
+//! # Browser origins allowed to call it (any other `Origin` header is refused).
+//! # allowed_origins = ["https://app.example:443"]
 //!
 //! [mcp.servers.fs]
 //! command = "npx"
@@ -79,6 +81,11 @@ pub struct McpSection {
     /// loopback names (`localhost`, `127.0.0.1`, `::1`) and its own bind address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host:port`, `:*` for any port, or `null`) whose requests the
+    /// HTTP listener accepts. A request carrying any other `Origin` header is refused (403):
+    /// by default every browser page is (MCP clients that are not browsers send no `Origin`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
     /// The downstream MCP servers, by name.
     #[serde(deserialize_with = "unique_keys")]
     pub servers: BTreeMap<String, ServerSpec>,
@@ -427,6 +434,14 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
             "at most 1h: answer with the approval id and let the client retry instead",
         ));
     }
+    for (i, origin) in mcp.allowed_origins.iter().enumerate() {
+        if !origin_is_well_formed(origin) {
+            return Err(DocumentError::invalid(
+                format!("mcp.allowed_origins[{i}]"),
+                "must be `null` or `http(s)://host:port` (`:*` for any port), without a path",
+            ));
+        }
+    }
     // Explicit names claimed by each server: no two servers may route the same policy tool.
     let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, server) in &mcp.servers {
@@ -512,6 +527,25 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
         }
     }
     Ok(())
+}
+
+/// `null`, or `http://` / `https://` + host + `:port` or `:*`, nothing after.
+fn origin_is_well_formed(origin: &str) -> bool {
+    if origin == "null" {
+        return true;
+    }
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && !host.contains(['/', '@', '?', '#', ' '])
+        && (port == "*" || (!port.is_empty() && port.parse::<u16>().is_ok()))
 }
 
 fn check_connection(doc: &Document, path: &str, role: &str) -> Result<(), DocumentError> {

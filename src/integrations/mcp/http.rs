@@ -18,6 +18,10 @@
 //!    compartment, fixed for the session's life; the session id rmcp assigns is bound to that
 //!    token when the `initialize` answer leaves.
 //!
+//! rmcp then refuses (`403`, recorded here as `forbidden_host_or_origin`) a `Host` that is not
+//! a loopback name, the bound address or in `mcp.allowed_hosts` (DNS rebinding), and any
+//! `Origin` header not in `mcp.allowed_origins` (a browser page; none allowed by default).
+//!
 //! A request of the session-less protocol revision (2026-07-28, no `initialize`) is served by a
 //! handler of its own: a run of one request, under the same token check.
 
@@ -187,8 +191,12 @@ impl Gateway {
         }
         hosts.extend(section.allowed_hosts.iter().cloned());
         // rmcp treats an empty list as "any host": the list above is never empty.
+        // Origin validation on even with no origins listed: a page in a browser on this host
+        // must not drive the gateway (the MCP transport spec asks servers to check `Origin`).
         let config = StreamableHttpServerConfig::default()
             .with_allowed_hosts(hosts)
+            .with_allowed_origins(section.allowed_origins.iter().cloned())
+            .enforce_origin_validation()
             .with_max_request_body_bytes(section.max_message_bytes());
         let factory_shared = Arc::clone(&shared);
         let factory = move || -> std::io::Result<Session> {
@@ -375,6 +383,23 @@ impl State {
                 ),
             };
         }
+        let origin: String = {
+            let header = |name: http::header::HeaderName| {
+                req.headers()
+                    .get(name)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default()
+            };
+            // Bounded: these are the client's words.
+            format!(
+                "Host {:?}, Origin {:?}",
+                header(http::header::HOST),
+                header(http::header::ORIGIN)
+            )
+            .chars()
+            .take(300)
+            .collect()
+        };
         let opening = Opening {
             identity,
             run: Arc::new(Mutex::new(None)),
@@ -382,11 +407,17 @@ impl State {
         let response = OPENING
             .scope(opening.clone(), self.service.handle(req))
             .await;
-        if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            self.record_unbound(
+        match response.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => self.record_unbound(
                 "oversized",
                 &format!("{method} {MCP_PATH} from {peer}: body over the configured limit"),
-            );
+            ),
+            // rmcp's `Host` (DNS rebinding) or `Origin` check refused it.
+            StatusCode::FORBIDDEN => self.record_unbound(
+                "forbidden_host_or_origin",
+                &format!("{method} {MCP_PATH} from {peer}: {origin}"),
+            ),
+            _ => {}
         }
         match (&session, response.headers().get(SESSION_HEADER)) {
             // A new session: bound to the token that opened it, before its id reaches anyone.
