@@ -42,7 +42,10 @@ tools = { read_text_file = "read_file" }
 fn a_valid_section_parses_and_reads_back() {
     let p = parse(GOOD).unwrap();
     let mcp = p.document().mcp.as_ref().unwrap();
-    assert_eq!(mcp.connection.role, "reader");
+    assert_eq!(
+        mcp.connection.as_ref().map(|c| c.role.as_str()),
+        Some("reader")
+    );
     assert_eq!(mcp.servers["fs"].policy_name("read_text_file"), "read_file");
     assert_eq!(mcp.servers["fs"].policy_name("write_file"), "write_file");
     assert_eq!(mcp.call_timeout(), std::time::Duration::from_secs(5));
@@ -135,4 +138,110 @@ fn a_credential_from_an_undeclared_provider_is_refused() {
 fn a_section_without_servers_is_refused() {
     let e = err("[mcp.connection]\nagent = \"a\"\nrole = \"reader\"\n[mcp]\nservers = {}\n");
     assert!(e.to_string().contains("mcp"), "{e}");
+}
+
+/// SHA-256 of `test` and of `other` (hex).
+const SHA_TEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+const SHA_OTHER: &str = "d9298a10d1b0735837dc4bd85dac641b0f3cef27a47e5d53a54f2f3f5b2fcffa";
+
+fn tokens(entries: &[(&str, &str)]) -> String {
+    let mut s = GOOD.to_owned();
+    for (sha, role) in entries {
+        s.push_str(&format!(
+            "\n[[mcp.tokens]]\nsha256 = \"{sha}\"\nagent = \"bot\"\nrole = \"{role}\"\n"
+        ));
+    }
+    s
+}
+
+#[test]
+fn token_identities_parse_and_read_back() {
+    let p = parse(&tokens(&[
+        (SHA_TEST, "reader"),
+        (SHA_OTHER.to_uppercase().as_str(), "reader"),
+    ]))
+    .unwrap();
+    let mcp = p.document().mcp.as_ref().unwrap();
+    assert_eq!(mcp.tokens.len(), 2);
+    let d = mcp.tokens[0].digest().unwrap();
+    assert_eq!(d[0], 0x9f);
+    assert_eq!(d[31], 0x08);
+    // Hex is case-insensitive.
+    assert_eq!(mcp.tokens[1].digest().unwrap()[0], 0xd9);
+    assert_eq!(mcp.tokens[0].connection().role, "reader");
+}
+
+#[test]
+fn a_token_role_the_document_does_not_define_is_refused_with_its_location() {
+    let text = tokens(&[(SHA_TEST, "reader"), (SHA_OTHER, "admin")]);
+    let e = err(&text);
+    assert_eq!(e.path(), Some("mcp.tokens[1].role"));
+    assert!(e.location().is_some(), "{e}");
+    assert!(e.to_string().contains("admin"), "{e}");
+}
+
+#[test]
+fn a_token_written_in_clear_or_as_bad_hex_is_refused() {
+    // The token itself instead of its digest, a digest one digit short, a non-hex digit.
+    let bad_hex = SHA_TEST.replace('f', "g");
+    for bad in ["test", &SHA_TEST[1..], bad_hex.as_str()] {
+        let e = err(&tokens(&[(SHA_OTHER, "reader"), (bad, "reader")]));
+        assert_eq!(e.path(), Some("mcp.tokens[1].sha256"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn the_same_token_twice_is_refused() {
+    let e = err(&tokens(&[
+        (SHA_TEST, "reader"),
+        (SHA_TEST.to_uppercase().as_str(), "reader"),
+    ]));
+    assert_eq!(e.path(), Some("mcp.tokens[1].sha256"));
+    assert!(e.to_string().contains("mcp.tokens[0]"), "{e}");
+}
+
+#[test]
+fn tokens_alone_name_an_identity_and_neither_is_refused() {
+    let http_only = tokens(&[(SHA_TEST, "reader")]).replace(
+        "[mcp.connection]\nagent = \"desktop\"\nrole = \"reader\"\n",
+        "",
+    );
+    let p = parse(&http_only).unwrap();
+    assert!(p.document().mcp.as_ref().unwrap().connection.is_none());
+    let neither = GOOD.replace(
+        "[mcp.connection]\nagent = \"desktop\"\nrole = \"reader\"\n",
+        "",
+    );
+    assert_eq!(err(&neither).path(), Some("mcp.connection"));
+}
+
+#[test]
+fn an_allowed_host_with_a_path_or_space_is_refused() {
+    let e = err(&GOOD.replace(
+        "call_timeout = \"5s\"",
+        "call_timeout = \"5s\"\nallowed_hosts = [\"gw.internal\", \"evil.example/x\"]",
+    ));
+    assert_eq!(e.path(), Some("mcp.allowed_hosts[1]"));
+}
+
+#[test]
+fn a_malformed_allowed_origin_is_refused() {
+    for (bad, ok) in [
+        ("https://app.example", "https://app.example:443"),
+        ("app.example:443", "http://localhost:*"),
+        ("https://app.example:443/path", "null"),
+    ] {
+        let with = |o: &str| {
+            GOOD.replace(
+                "call_timeout = \"5s\"",
+                &format!("call_timeout = \"5s\"\nallowed_origins = [\"{o}\"]"),
+            )
+        };
+        assert_eq!(
+            err(&with(bad)).path(),
+            Some("mcp.allowed_origins[0]"),
+            "{bad}"
+        );
+        assert!(parse(&with(ok)).is_ok(), "{ok}");
+    }
 }

@@ -324,12 +324,15 @@ pub enum EventKind<'a> {
         by: &'a str,
     },
     /// A message an integration received was refused at the protocol level (the MCP gateway:
-    /// not JSON, not a valid JSON-RPC message, or longer than its limit). Recorded before the
-    /// client is answered with a protocol error; the message itself is not recorded.
+    /// not JSON, not a valid JSON-RPC message, or longer than its limit; over HTTP also a
+    /// request without a known bearer token, or with another token than its session's).
+    /// Recorded before the client is answered with a protocol error; the message itself (and
+    /// any token) is not recorded.
     ProtocolFault {
-        /// The integration (`"mcp"`).
+        /// The integration (`"mcp"`, `"mcp-http"`).
         source: &'static str,
-        /// `"malformed"`, `"invalid_message"` or `"oversized"`.
+        /// `"malformed"`, `"invalid_message"`, `"oversized"`; over HTTP `"unauthenticated"`,
+        /// `"unknown_token"`, `"session_token_mismatch"`, `"forbidden_host_or_origin"`.
         fault: &'static str,
         /// What was wrong.
         detail: &'a str,

@@ -146,6 +146,16 @@ impl fmt::Debug for Guard {
 }
 
 impl Guard {
+    /// Records a guard-wide event (no run): for an integration that refuses a request before
+    /// any run exists (the MCP gateway's HTTP listener answering 401).
+    #[cfg(feature = "mcp")]
+    pub(crate) fn record_unbound(
+        &self,
+        kind: crate::audit::EventKind<'_>,
+    ) -> Result<(), AuditError> {
+        self.shared.record_for(None, kind)
+    }
+
     /// The whole guard a [`Policy`](crate::policy::Policy) document describes, with `bindings`
     /// for what a document cannot hold (key material, sinks, stores, the clock). See
     /// [`Policy::guard`](crate::policy::Policy::guard).

@@ -1,6 +1,7 @@
 // A tiny MCP server over stdio with no dependencies, for the gateway's fault tests and latency
 // bench: `echo`, `pay` (echoes an amount), `crash` (exits the process), `hang` (never answers),
-// `whoami` (echoes the credential the gateway put in the request's `_meta`, and its SHA-256).
+// `whoami` (echoes the credential the gateway put in the request's `_meta`, and its SHA-256),
+// `grow` (adds the tool `extra` and sends `notifications/tools/list_changed`).
 import { createHash } from "node:crypto";
 import { createInterface } from "node:readline";
 
@@ -10,6 +11,7 @@ const tools = [
   { name: "crash", inputSchema: { type: "object", properties: {} } },
   { name: "hang", inputSchema: { type: "object", properties: {} } },
   { name: "whoami", inputSchema: { type: "object", properties: {} } },
+  { name: "grow", inputSchema: { type: "object", properties: {} } },
 ];
 
 const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
@@ -46,6 +48,15 @@ createInterface({ input: process.stdin }).on("line", (line) => {
           process.exit(3);
         case "hang":
           return;
+        case "grow":
+          if (!tools.some((t) => t.name === "extra")) {
+            tools.push({ name: "extra", inputSchema: { type: "object", properties: {} } });
+          }
+          reply(text("grown"));
+          return send({ jsonrpc: "2.0", method: "notifications/tools/list_changed" });
+        case "extra":
+          if (tools.some((t) => t.name === "extra")) return reply(text("extra ran"));
+          return send({ jsonrpc: "2.0", id: msg.id, error: { code: -32602, message: "unknown tool" } });
         case "whoami": {
           const cred = msg.params._meta?.["tollgate/credential"] ?? "none";
           const sha = createHash("sha256").update(cred).digest("hex");

@@ -19,10 +19,15 @@ pub(crate) struct McpArgs {
     /// The policy document; its `[mcp]` section names the downstream servers.
     #[arg(long)]
     policy: PathBuf,
-    /// Serve one MCP client over standard input and output (the default, and the only
-    /// transport today).
+    /// Serve one MCP client over standard input and output (the default).
     #[arg(long)]
     stdio: bool,
+    /// Serve MCP clients over streamable HTTP at http://ADDR/mcp instead (e.g. 127.0.0.1:8931;
+    /// port 0 picks a free one, printed on stderr). Each session acts as the identity its bearer
+    /// token names in `[[mcp.tokens]]`; without tokens only a loopback address is accepted.
+    /// Stops on SIGINT or SIGTERM.
+    #[arg(long, value_name = "ADDR", conflicts_with = "stdio")]
+    http: Option<std::net::SocketAddr>,
     /// The audit directory (a hash-chained log, as `tollgate audit verify` reads it). Required
     /// when the policy has an `[audit]` section.
     #[arg(long, value_name = "DIR")]
@@ -105,7 +110,10 @@ pub(crate) fn run(a: McpArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::Input(format!("cannot start the async runtime: {e}")))?;
     let served = runtime.block_on(async {
         let gateway = Gateway::start(&policy, guard).await?;
-        let served = gateway.serve_stdio().await;
+        let served = match a.http {
+            Some(addr) => serve_http(&gateway, addr).await,
+            None => gateway.serve_stdio().await,
+        };
         gateway.shutdown();
         served
     });
@@ -120,4 +128,36 @@ pub(crate) fn run(a: McpArgs) -> Result<ExitCode, Failure> {
     }
     served.map_err(|e| Failure::Input(e.to_string()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--http ADDR`: the gateway's streamable-HTTP listener, until SIGINT or SIGTERM.
+async fn serve_http(
+    gateway: &Gateway,
+    addr: std::net::SocketAddr,
+) -> Result<(), tollgate::integrations::mcp::GatewayError> {
+    let listener = gateway.bind_http(addr).await?;
+    eprintln!("tollgate mcp: listening on {}", listener.url());
+    listener
+        .serve_until(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        })
+        .await
 }

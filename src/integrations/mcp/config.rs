@@ -14,10 +14,25 @@
 //! restart_backoff = "500ms"     # first wait before restarting a crashed server (doubles)
 //! max_restart_backoff = "30s"   # upper bound of that wait
 //!
-//! [mcp.connection]              # who every connection over stdio acts as
-//! agent = "desktop-assistant"
+//! [mcp.connection]              # who a connection without a token acts as (stdio, or
+//! agent = "desktop-assistant"   # HTTP on a loopback address when no `tokens` are set)
 //! role = "reader"
 //! compartment = "M-1001"        # optional
+//!
+//! # Streamable HTTP (`tollgate mcp --http ADDR`): each bearer token names who its sessions act
+//! # as. Only the SHA-256 of the token is written here (this document is signed and shown to
+//! # reviewers): `printf %s "$TOKEN" | sha256sum`. With tokens set, a request without one, or
+//! # with one not listed, gets HTTP 401 and an audit record, never `[mcp.connection]`.
+//! [[mcp.tokens]]
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! agent = "ci-bot"
+//! role = "editor"
+//!
+//! # `Host` header values the HTTP listener accepts besides loopback names (DNS-rebinding
+//! # protection); needed when clients reach a non-loopback address by name.
+//! # allowed_hosts = ["gateway.internal:8080"]
+//! # Browser origins allowed to call it (any other `Origin` header is refused).
+//! # allowed_origins = ["https://app.example:443"]
 //!
 //! [mcp.servers.fs]
 //! command = "npx"
@@ -53,8 +68,24 @@ pub const MAX_ESCALATION_WAIT: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpSection {
-    /// Who a client connection acts as.
-    pub connection: Connection,
+    /// Who a client connection without a bearer token acts as: every stdio connection, and
+    /// every HTTP session when no [`tokens`](Self::tokens) are configured (then only on a
+    /// loopback address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
+    /// Bearer tokens of the streamable-HTTP listener, by the SHA-256 of the token, and who the
+    /// sessions opened with each act as.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenSpec>,
+    /// `Host` header values (`name` or `name:port`) the HTTP listener accepts besides the
+    /// loopback names (`localhost`, `127.0.0.1`, `::1`) and its own bind address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host:port`, `:*` for any port, or `null`) whose requests the
+    /// HTTP listener accepts. A request carrying any other `Origin` header is refused (403):
+    /// by default every browser page is (MCP clients that are not browsers send no `Origin`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
     /// The downstream MCP servers, by name.
     #[serde(deserialize_with = "unique_keys")]
     pub servers: BTreeMap<String, ServerSpec>,
@@ -156,6 +187,66 @@ pub struct Connection {
     /// Whether the run is read-only (no tool that writes is visible or callable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+}
+
+/// One bearer token of the streamable-HTTP listener: the SHA-256 of the token (hex; never the
+/// token itself) and who the sessions opened with it act as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// Lowercase or uppercase hex of the SHA-256 digest of the token's bytes (64 digits).
+    pub sha256: String,
+    /// The agent id of the sessions' runs.
+    pub agent: String,
+    /// The role (must be defined in `roles`).
+    pub role: String,
+    /// The compartment the runs are bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compartment: Option<String>,
+    /// The task type of the runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    /// Who triggered the runs (default: `mcp-client`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// Whether the runs are read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+impl TokenSpec {
+    /// The digest as bytes (`None`: not 64 hex digits).
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        parse_sha256_hex(&self.sha256)
+    }
+
+    /// Who a session opened with this token acts as.
+    pub fn connection(&self) -> Connection {
+        Connection {
+            agent: self.agent.clone(),
+            role: self.role.clone(),
+            compartment: self.compartment.clone(),
+            task_type: self.task_type.clone(),
+            trigger: self.trigger.clone(),
+            read_only: self.read_only,
+        }
+    }
+}
+
+/// 64 hex digits -> 32 bytes. Hand-written: 32 bytes of hex need no crate, and the crate has no
+/// hex decoder outside the audit module's private one.
+fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(out)
 }
 
 /// One downstream MCP server: a command spawned over stdio or a streamable-HTTP URL, and how its
@@ -265,12 +356,52 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
     let Some(mcp) = &doc.mcp else {
         return Ok(());
     };
-    check_connection(doc, "mcp.connection", &mcp.connection.role)?;
-    if mcp.connection.agent.trim().is_empty() {
+    if let Some(connection) = &mcp.connection {
+        check_connection(doc, "mcp.connection", &connection.role)?;
+        if connection.agent.trim().is_empty() {
+            return Err(DocumentError::invalid(
+                "mcp.connection.agent",
+                "must not be empty",
+            ));
+        }
+    } else if mcp.tokens.is_empty() {
         return Err(DocumentError::invalid(
-            "mcp.connection.agent",
-            "must not be empty",
+            "mcp.connection",
+            "say who a client acts as: `[mcp.connection]` (stdio), `[[mcp.tokens]]` (HTTP), or both",
         ));
+    }
+    let mut digests: Vec<[u8; 32]> = Vec::with_capacity(mcp.tokens.len());
+    for (i, token) in mcp.tokens.iter().enumerate() {
+        let at = |f: &str| format!("mcp.tokens[{i}].{f}");
+        let Some(digest) = token.digest() else {
+            return Err(DocumentError::invalid(
+                at("sha256"),
+                "must be the 64 hex digits of the token's SHA-256 digest (never the token itself)",
+            ));
+        };
+        if let Some(j) = digests.iter().position(|d| *d == digest) {
+            return Err(DocumentError::invalid(
+                at("sha256"),
+                format!("the same token as mcp.tokens[{j}]: one token names one identity"),
+            ));
+        }
+        digests.push(digest);
+        check_connection(doc, &at("role"), &token.role)?;
+        if token.agent.trim().is_empty() {
+            return Err(DocumentError::invalid(at("agent"), "must not be empty"));
+        }
+    }
+    for (i, host) in mcp.allowed_hosts.iter().enumerate() {
+        if host.is_empty()
+            || host
+                .chars()
+                .any(|c| c.is_whitespace() || c == '/' || c == '@')
+        {
+            return Err(DocumentError::invalid(
+                format!("mcp.allowed_hosts[{i}]"),
+                "must be a host name or `host:port`, as clients send it in `Host`",
+            ));
+        }
     }
     if mcp.servers.is_empty() {
         return Err(DocumentError::invalid(
@@ -302,6 +433,14 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
             "mcp.escalation_wait",
             "at most 1h: answer with the approval id and let the client retry instead",
         ));
+    }
+    for (i, origin) in mcp.allowed_origins.iter().enumerate() {
+        if !origin_is_well_formed(origin) {
+            return Err(DocumentError::invalid(
+                format!("mcp.allowed_origins[{i}]"),
+                "must be `null` or `http(s)://host:port` (`:*` for any port), without a path",
+            ));
+        }
     }
     // Explicit names claimed by each server: no two servers may route the same policy tool.
     let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
@@ -388,6 +527,25 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
         }
     }
     Ok(())
+}
+
+/// `null`, or `http://` / `https://` + host + `:port` or `:*`, nothing after.
+fn origin_is_well_formed(origin: &str) -> bool {
+    if origin == "null" {
+        return true;
+    }
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && !host.contains(['/', '@', '?', '#', ' '])
+        && (port == "*" || (!port.is_empty() && port.parse::<u16>().is_ok()))
 }
 
 fn check_connection(doc: &Document, path: &str, role: &str) -> Result<(), DocumentError> {

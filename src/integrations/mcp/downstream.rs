@@ -1,20 +1,24 @@
-//! One downstream MCP server: spawned over stdio, its tools listed and renamed into policy
+//! One downstream MCP server: spawned over stdio or reached over streamable HTTP, its tools listed and renamed into policy
 //! names, every call bounded by the configured timeout, and restarted with exponential backoff
 //! when it dies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
+use rmcp::service::NotificationContext;
 use rmcp::service::{Peer, RunningService, ServiceError};
-use rmcp::transport::TokioChildProcess;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
 
 use super::GatewayError;
 use super::config::{McpSection, ServerSpec, TransportKind};
+use super::gateway::Clients;
 
 /// Why a forwarded call produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,7 +52,23 @@ pub enum DownstreamError {
 struct Conn {
     peer: Peer<RoleClient>,
     /// Kept so the service (and the child process) live as long as the connection.
-    _service: RunningService<RoleClient, ()>,
+    _service: RunningService<RoleClient, Watcher>,
+}
+
+/// The gateway's client handler for one downstream server: follows its
+/// `notifications/tools/list_changed` (everything else is the default: no sampling, no roots).
+pub(crate) struct Watcher {
+    server: Weak<Downstream>,
+}
+
+impl ClientHandler for Watcher {
+    async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
+        if let Some(server) = self.server.upgrade() {
+            // Not awaited here: the listing's answer arrives through the service loop that
+            // runs this handler.
+            tokio::spawn(server.relist(context.peer));
+        }
+    }
 }
 
 /// The route of one policy tool: the server's own name for it and the tool as clients see it.
@@ -69,10 +89,19 @@ pub(crate) struct Downstream {
     restarting: AtomicBool,
     restarts: AtomicU32,
     closed: AtomicBool,
+    /// Generation of the latest listing started: an older listing that answers later does
+    /// not overwrite a newer one.
+    listing: AtomicU64,
+    clients: Arc<Clients>,
 }
 
 impl Downstream {
-    pub(crate) fn new(name: &str, spec: &ServerSpec, section: &McpSection) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        spec: &ServerSpec,
+        section: &McpSection,
+        clients: Arc<Clients>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             spec: spec.clone(),
@@ -84,6 +113,8 @@ impl Downstream {
             restarting: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
             closed: AtomicBool::new(false),
+            listing: AtomicU64::new(0),
+            clients,
         }
     }
 
@@ -110,26 +141,46 @@ impl Downstream {
         self.routes.read().clone()
     }
 
-    /// Spawns the server, initialises the session and lists its tools.
-    pub(crate) async fn connect(&self) -> Result<(), GatewayError> {
+    /// Starts the client session: spawns the server (stdio) or connects to its URL (streamable
+    /// HTTP), bounded by the start timeout.
+    async fn open(self: &Arc<Self>) -> Result<RunningService<RoleClient, Watcher>, GatewayError> {
         let server = || self.name.clone();
-        let command = match (self.spec.transport(), &self.spec.command) {
-            (TransportKind::Stdio, Some(c)) => c,
+        let watcher = || Watcher {
+            server: Arc::downgrade(self),
+        };
+        let started = match (self.spec.transport(), &self.spec.command, &self.spec.url) {
+            (TransportKind::Stdio, Some(command), _) => {
+                let mut cmd = tokio::process::Command::new(command);
+                cmd.args(&self.spec.args).envs(&self.spec.env);
+                let transport = TokioChildProcess::new(cmd).map_err(|e| GatewayError::Spawn {
+                    server: server(),
+                    reason: e.to_string(),
+                })?;
+                tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await
+            }
+            (TransportKind::Http, _, Some(url)) => {
+                if !url.starts_with("http://") {
+                    // reqwest is built without a TLS stack (no C toolchain or crypto provider in
+                    // the build for one feature): refuse rather than fail on every call.
+                    return Err(GatewayError::Unsupported {
+                        server: server(),
+                        what: "https:// downstream servers (this build has no TLS client; use \
+                               http:// on a trusted network or a local TLS-terminating proxy)",
+                    });
+                }
+                let transport = StreamableHttpClientTransport::from_config(
+                    StreamableHttpClientTransportConfig::with_uri(url.as_str()),
+                );
+                tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await
+            }
             _ => {
                 return Err(GatewayError::Unsupported {
                     server: server(),
-                    what: "streamable-HTTP downstream servers (use `command`)",
+                    what: "servers with neither `command` nor `url`",
                 });
             }
         };
-        let mut cmd = tokio::process::Command::new(command);
-        cmd.args(&self.spec.args).envs(&self.spec.env);
-        let transport = TokioChildProcess::new(cmd).map_err(|e| GatewayError::Spawn {
-            server: server(),
-            reason: e.to_string(),
-        })?;
-        let service = tokio::time::timeout(self.start_timeout, ().serve(transport))
-            .await
+        started
             .map_err(|_| GatewayError::Spawn {
                 server: server(),
                 reason: format!("no answer to `initialize` within {:?}", self.start_timeout),
@@ -137,7 +188,13 @@ impl Downstream {
             .map_err(|e| GatewayError::Spawn {
                 server: server(),
                 reason: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Starts the server (or connects to it), initialises the session and lists its tools.
+    pub(crate) async fn connect(self: &Arc<Self>) -> Result<(), GatewayError> {
+        let server = || self.name.clone();
+        let service = self.open().await?;
         let peer = service.peer().clone();
         let tools = tokio::time::timeout(self.start_timeout, peer.list_all_tools())
             .await
@@ -149,7 +206,18 @@ impl Downstream {
                 server: server(),
                 reason: e.to_string(),
             })?;
-        let routes = tools
+        self.listing.fetch_add(1, Ordering::AcqRel);
+        *self.routes.write() = Arc::new(self.routes_of(tools));
+        *self.conn.lock() = Some(Arc::new(Conn {
+            peer,
+            _service: service,
+        }));
+        Ok(())
+    }
+
+    /// Policy name -> route of every tool of a listing.
+    fn routes_of(&self, tools: Vec<Tool>) -> HashMap<String, Route> {
+        tools
             .into_iter()
             .map(|tool| {
                 let ours = self.spec.policy_name(&tool.name);
@@ -158,13 +226,34 @@ impl Downstream {
                 exposed.name = ours.clone().into();
                 (ours, Route { theirs, exposed })
             })
-            .collect();
-        *self.routes.write() = Arc::new(routes);
-        *self.conn.lock() = Some(Arc::new(Conn {
-            peer,
-            _service: service,
-        }));
-        Ok(())
+            .collect()
+    }
+
+    /// The server said its tools changed: lists them again, then tells every connected client
+    /// (which lists again through the guard's filter). A listing that fails keeps the previous
+    /// routes (every call is still decided by the guard; a tool the server dropped fails there).
+    async fn relist(self: Arc<Self>, peer: Peer<RoleClient>) {
+        let generation = self.listing.fetch_add(1, Ordering::AcqRel) + 1;
+        match tokio::time::timeout(self.start_timeout, peer.list_all_tools()).await {
+            Ok(Ok(tools)) => {
+                let routes = Arc::new(self.routes_of(tools));
+                {
+                    let mut current = self.routes.write();
+                    if self.listing.load(Ordering::Acquire) != generation {
+                        return; // a newer listing is on its way
+                    }
+                    *current = routes;
+                }
+                tracing::info!(target: "tollgate::mcp", server = %self.name, "tool list changed; re-listed");
+                self.clients.tools_changed().await;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(target: "tollgate::mcp", server = %self.name, error = %e, "re-listing tools failed; keeping the previous list");
+            }
+            Err(_) => {
+                tracing::warn!(target: "tollgate::mcp", server = %self.name, "re-listing tools timed out; keeping the previous list");
+            }
+        }
     }
 
     /// Forwards one call, bounded by the call timeout. A broken connection schedules a restart.

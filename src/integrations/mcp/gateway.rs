@@ -40,14 +40,60 @@ pub enum GatewayError {
     /// The connection's run could not start (e.g. its compartment id is refused).
     #[error("the connection's run could not start: {0}")]
     Run(#[from] GuardError),
+    /// A stdio connection (or an HTTP listener without tokens) needs `[mcp.connection]`, and
+    /// the section has none.
+    #[error(
+        "the `[mcp]` section has no `[mcp.connection]`: a client without a bearer token has no identity"
+    )]
+    NoConnection,
+    /// The HTTP listener's address is refused or cannot be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// The client never completed the MCP `initialize` handshake.
     #[error("the client did not initialise the MCP session: {0}")]
     Initialize(String),
 }
 
+/// The connected clients (stdio connections and HTTP sessions that completed `initialize`),
+/// told when a downstream server's tools change.
+#[derive(Default)]
+pub(crate) struct Clients {
+    peers: parking_lot::Mutex<Vec<rmcp::service::Peer<rmcp::RoleServer>>>,
+}
+
+impl Clients {
+    pub(crate) fn register(&self, peer: rmcp::service::Peer<rmcp::RoleServer>) {
+        let mut peers = self.peers.lock();
+        peers.retain(|p| !p.is_transport_closed());
+        peers.push(peer);
+    }
+
+    /// Sends `notifications/tools/list_changed` to every live client. Each lists again and
+    /// sees the new tools through its own role's filter; the notification itself says nothing
+    /// about which tools changed.
+    pub(crate) async fn tools_changed(&self) {
+        let peers: Vec<_> = {
+            let mut peers = self.peers.lock();
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
+        };
+        for peer in peers {
+            if let Err(e) = peer.notify_tool_list_changed().await {
+                tracing::debug!(target: "tollgate::mcp", error = %e, "list_changed not delivered");
+            }
+        }
+    }
+}
+
 /// What every connection of one gateway shares.
 pub(crate) struct Shared {
     pub(crate) guard: Arc<Guard>,
+    pub(crate) clients: Arc<Clients>,
     pub(crate) section: McpSection,
     servers: Vec<Arc<Downstream>>,
     faults: AtomicU64,
@@ -136,10 +182,13 @@ impl Gateway {
             .mcp
             .clone()
             .ok_or(GatewayError::NoSection)?;
+        let clients = Arc::new(Clients::default());
         let servers: Vec<Arc<Downstream>> = section
             .servers
             .iter()
-            .map(|(name, spec)| Arc::new(Downstream::new(name, spec, &section)))
+            .map(|(name, spec)| {
+                Arc::new(Downstream::new(name, spec, &section, Arc::clone(&clients)))
+            })
             .collect();
         for s in &servers {
             if let Err(e) = s.connect().await {
@@ -152,6 +201,7 @@ impl Gateway {
         Ok(Self {
             shared: Arc::new(Shared {
                 guard,
+                clients,
                 section,
                 servers,
                 faults: AtomicU64::new(0),
@@ -184,12 +234,16 @@ impl Gateway {
         self.server(name).map(|s| s.is_up())
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn server(&self, name: &str) -> Option<&Arc<Downstream>> {
         self.shared.servers.iter().find(|s| s.name == name)
     }
 
     /// The run context a connection acting as `c` gets.
-    fn context(c: &Connection) -> RunContext {
+    pub(crate) fn context(c: &Connection) -> RunContext {
         let mut ctx = RunContext::new(c.agent.as_str(), c.role.as_str())
             .triggered_by(c.trigger.as_deref().unwrap_or("mcp-client"));
         if let Some(comp) = &c.compartment {
@@ -219,11 +273,12 @@ impl Gateway {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        let run = Arc::new(
-            shared
-                .guard
-                .start_run(Self::context(&shared.section.connection))?,
-        );
+        let connection = shared
+            .section
+            .connection
+            .as_ref()
+            .ok_or(GatewayError::NoConnection)?;
+        let run = Arc::new(shared.guard.start_run(Self::context(connection))?);
         let hook: FaultHook = {
             let shared = Arc::clone(&shared);
             let run = Arc::clone(&run);

@@ -19,6 +19,11 @@
 //! - the kill switch ([`Guard::suspend_all`] and friends) refuses new calls and stops in-flight
 //!   ones: the gateway keeps its guard reachable through [`Gateway::guard`].
 //!
+//! - over streamable HTTP ([`Gateway::bind_http`]), each session acts as the identity its
+//!   bearer token names in `[[mcp.tokens]]` (the document holds the tokens' SHA-256 digests, not
+//!   the tokens); a request without a known token gets `401`, a request with another token on a
+//!   session `403`, both recorded in the audit trail.
+//!
 //! The configuration types ([`McpSection`] and the rest of [`config`]) are always compiled; the
 //! gateway itself needs the `mcp` feature.
 
@@ -31,17 +36,21 @@ mod framing;
 #[cfg(feature = "mcp")]
 mod gateway;
 #[cfg(feature = "mcp")]
+mod http;
+#[cfg(feature = "mcp")]
 mod pending;
 #[cfg(feature = "mcp")]
 mod session;
 
-pub use config::{Connection, CredentialSpec, McpSection, ServerSpec, TransportKind};
+pub use config::{Connection, CredentialSpec, McpSection, ServerSpec, TokenSpec, TransportKind};
 #[cfg(feature = "mcp")]
 pub use downstream::DownstreamError;
 #[cfg(feature = "mcp")]
 pub use framing::ProtocolFault;
 #[cfg(feature = "mcp")]
 pub use gateway::{Gateway, GatewayError};
+#[cfg(feature = "mcp")]
+pub use http::{HttpListener, MCP_PATH};
 
 #[cfg(doc)]
 use crate::Guard;

@@ -9,7 +9,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -314,12 +314,22 @@ impl Session {
 
 impl ServerHandler for Session {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Tools behind a tollgate gateway: each call is checked against a policy; a \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Tools behind a tollgate gateway: each call is checked against a policy; a \
                  refused call answers with the reason, a call needing approval with its id.",
-            )
+        )
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // Told when a downstream server's tools change.
+        self.shared.clients.register(context.peer);
     }
 
     async fn list_tools(
