@@ -362,3 +362,48 @@ fn approvals_on_the_files_backend_survive_a_restart() {
     assert_eq!(pending[0].id, id);
     d.shutdown().unwrap();
 }
+
+#[test]
+fn explain_and_replay_of_a_deployed_document_stay_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let policy = files_policy(&state);
+    let e = policy.explain(&tollgate::policy::Probe::new(
+        "worker",
+        "refund",
+        r#"{"amount":250}"#,
+    ));
+    assert_eq!(e.verdict, "escalate", "{e}");
+    let e = policy.explain(&tollgate::policy::Probe::new("worker", "lookup", "{}"));
+    assert_eq!(e.verdict, "allow", "{e}");
+    // Nothing of the deployment was opened or created by the dry runs.
+    assert!(!state.exists(), "explain touched {}", state.display());
+
+    // Replay the trail one process of the deployment wrote, under the same document.
+    let d = Deployment::open(&policy, bindings("w1")).unwrap();
+    let run = d
+        .guard()
+        .start_run(RunContext::new("bot", "worker"))
+        .unwrap();
+    for _ in 0..3 {
+        let Verdict::Allow(p) = d.guard().check(&run, &ToolCall::new("lookup", "{}")) else {
+            panic!("a lookup is allowed");
+        };
+        p.complete(Outcome::success()).unwrap();
+    }
+    drop(run);
+    d.shutdown().unwrap();
+    let leases = std::fs::read(state.join("leases").join("leases.json")).unwrap();
+    let report = policy
+        .replay(state.join("audit").join("w1"))
+        .checkpoint_key(checkpoint_key())
+        .run()
+        .unwrap();
+    assert!(report.records >= 3, "{report:?}");
+    assert_eq!(report.runs, 1, "{report:?}");
+    // The replay took no lease of the deployment's budget.
+    assert_eq!(
+        std::fs::read(state.join("leases").join("leases.json")).unwrap(),
+        leases
+    );
+}

@@ -256,6 +256,13 @@ impl Bindings {
         self
     }
 
+    /// For offline evaluation (explain, replay): build the guard without the shared parts of
+    /// `[backend]`, which such a guard must not touch.
+    pub(crate) fn offline(mut self) -> Self {
+        self.deployed = true;
+        self
+    }
+
     /// How outcomes count for the breakers (default: errors are failures).
     pub fn classifier(mut self, f: fn(&Outcome) -> CallResult) -> Self {
         self.classifier = Some(f);

@@ -348,7 +348,9 @@ impl Policy {
 
     /// The verdict of a fresh guard built from this policy.
     fn dry_run(&self, ctx: &RunContext, call: &ToolCall<'_>) -> (String, Option<String>) {
+        // A dry run never touches the deployment's shared kill switch, budgets or trail.
         let mut b = Bindings::new()
+            .offline()
             .clock(Arc::new(ManualClock::new()))
             .audit(Arc::new(MemorySink::new()))
             .approvals(Arc::new(MemoryApprovalStore::new()));

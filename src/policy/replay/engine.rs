@@ -213,7 +213,8 @@ impl<'p> Engine<'p> {
         doc.modes = None;
         let bare = Policy::from_document(doc)?;
         let clock = Arc::new(ManualClock::new());
-        let guard = bare.guard(Bindings::new().clock(clock.clone()))?;
+        // Offline: the deployment's shared state (`[backend]`) is not touched.
+        let guard = bare.guard(Bindings::new().offline().clock(clock.clone()))?;
         Ok(Engine {
             candidate,
             guard,
