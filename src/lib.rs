@@ -25,6 +25,11 @@
 //! - [`audit`]: the event seam ([`AuditSink`](audit::AuditSink)); memory, tracing, fan-out and
 //!   async-bridge sinks; a hash-chained file sink with keyed checkpoints, retention, verification
 //!   and streaming query; redaction of secret and sensitive arguments.
+//! - [`policy`]: one signed policy document for the whole guard, with check / explain / diff /
+//!   replay / access-matrix tools.
+//! - [`backend`]: the state many processes share (kill switch, leased budgets, approval queue,
+//!   audit trail) on one host's files or a PostgreSQL fleet; [`Deployment::open`](backend::Deployment::open)
+//!   joins a process to it from the document's `[backend]` section alone.
 //! - [`clock`]: injectable monotonic time.
 //!
 //! ## Quick start
