@@ -211,11 +211,21 @@ pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
     if n >= 8 {
         return word(&a[..8]) == word(&b[..8]) && word(&a[n - 8..]) == word(&b[n - 8..]);
     }
-    let mut diff = 0u8;
-    for i in 0..n {
-        diff |= a[i] ^ b[i];
+    // Two overlapping loads cover every byte of a string of 2 to 7 bytes.
+    if n >= 4 {
+        return half(&a[..4]) == half(&b[..4]) && half(&a[n - 4..]) == half(&b[n - 4..]);
     }
-    diff == 0
+    if n >= 2 {
+        return a[..2] == b[..2] && a[n - 1] == b[n - 1];
+    }
+    a.first() == b.first()
+}
+
+#[inline]
+fn half(b: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(w)
 }
 
 #[inline]
@@ -583,6 +593,22 @@ mod tests {
             "abcdefghijklmnoq",
             "bbcdefgh",
             "abcdefgi",
+            "b",
+            "ac",
+            "bb",
+            "abc",
+            "abd",
+            "xbc",
+            "abcd",
+            "abce",
+            "xbcd",
+            "abcde",
+            "abxde",
+            "abcdef",
+            "abcdeg",
+            "abcxef",
+            "abcdefx",
+            "abcxefg",
         ];
         for a in words {
             for b in words {

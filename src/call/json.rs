@@ -604,7 +604,11 @@ fn has_backslash(b: &[u8]) -> bool {
             return true;
         }
     }
-    chunks.remainder().contains(&b'\\')
+    let mut hit = false;
+    for &c in chunks.remainder() {
+        hit |= c == b'\\';
+    }
+    hit
 }
 
 fn hex4(b: &[u8], at: usize) -> Option<u32> {

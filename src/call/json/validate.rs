@@ -340,6 +340,7 @@ impl Keys<'_, '_> {
     /// Validates an object key at `pos` of the object starting at `object` (depth index `d`),
     /// rejects duplicates, and consumes the `:` after it. Returns the position of the member's
     /// value.
+    #[inline(always)]
     fn member(
         &mut self,
         text: &str,
@@ -467,6 +468,7 @@ fn specials(w: u64) -> u64 {
 
 /// Validates the string starting at the quote at `start`; returns the position after it and
 /// whether it contains escapes. Plain content is skipped eight bytes at a time.
+#[inline(always)]
 pub(super) fn scan_string(b: &[u8], start: usize) -> Result<(usize, bool), JsonError> {
     let mut i = start + 1;
     let mut escaped = false;
