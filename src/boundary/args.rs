@@ -612,12 +612,13 @@ fn type_matches<'a, V: View<'a>>(ty: ArgType, v: V, num: &mut LazyNum) -> bool {
     }
 }
 
-fn scalar_eq<'a, V: View<'a>>(v: V, want: &Value, num: &mut LazyNum) -> bool {
+/// Whether `v` equals the enum value `want`; `s` is `v`'s string view, read once per rule.
+fn scalar_eq<'a, V: View<'a>>(v: V, s: Option<V::S>, want: &Value, num: &mut LazyNum) -> bool {
     match want {
         Value::Null => v.kind() == JsonKind::Null,
         Value::Bool(b) => v.as_bool() == Some(*b),
         Value::Number(n) => num.get(v).is_some_and(|x| x.eq_value(n)),
-        Value::String(s) => v.as_string().is_some_and(|x| x.eq_str(s)),
+        Value::String(w) => s.is_some_and(|x| x.eq_str(w)),
         Value::Array(_) | Value::Object(_) => false,
     }
 }
@@ -676,7 +677,8 @@ impl FieldRules {
         let path = &self.path;
         match &c.kind {
             CheckKind::OneOf(values) => {
-                if !values.iter().any(|w| scalar_eq(v, w, num)) {
+                let s = v.as_string();
+                if !values.iter().any(|w| scalar_eq(v, s, w, num)) {
                     return Err(self.deny(
                         DenyCode::ArgumentNotAllowed,
                         &c.rule,
