@@ -667,6 +667,7 @@ impl FieldRules {
         Ok(())
     }
 
+    #[inline(always)]
     fn run_check<'a, V: View<'a>>(
         &self,
         c: &Check,

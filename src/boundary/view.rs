@@ -477,6 +477,7 @@ pub(crate) enum IndexedEntries<'a> {
 impl<'a> Iterator for IndexedEntries<'a> {
     type Item = (JsonStr<'a>, Indexed<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (k, v) = match self {
             Self::Index(i) => i.next()?,

@@ -241,6 +241,7 @@ pub(crate) struct MemberIter<'a> {
 impl<'a> Iterator for MemberIter<'a> {
     type Item = (JsonStr<'a>, RawValue<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let k = self.spans.next()?;
         let key = JsonStr {
