@@ -590,11 +590,21 @@ fn kind_name(k: JsonKind) -> &'static str {
     }
 }
 
-fn type_matches<'a, V: View<'a>>(ty: ArgType, v: V) -> bool {
+/// A value's number, read from the text at most once per field however many rules ask.
+struct LazyNum(Option<Option<Num>>);
+
+impl LazyNum {
+    #[inline]
+    fn get<'a, V: View<'a>>(&mut self, v: V) -> Option<Num> {
+        *self.0.get_or_insert_with(|| v.as_num())
+    }
+}
+
+fn type_matches<'a, V: View<'a>>(ty: ArgType, v: V, num: &mut LazyNum) -> bool {
     match ty {
         ArgType::String => v.kind() == JsonKind::String,
-        ArgType::Number => v.as_num().is_some_and(Num::is_finite),
-        ArgType::Integer => v.as_num().is_some_and(Num::is_integer),
+        ArgType::Number => num.get(v).is_some_and(Num::is_finite),
+        ArgType::Integer => num.get(v).is_some_and(Num::is_integer),
         ArgType::Boolean => v.kind() == JsonKind::Bool,
         ArgType::Object => v.kind() == JsonKind::Object,
         ArgType::Array => v.kind() == JsonKind::Array,
@@ -602,12 +612,13 @@ fn type_matches<'a, V: View<'a>>(ty: ArgType, v: V) -> bool {
     }
 }
 
-fn scalar_eq<'a, V: View<'a>>(v: V, want: &Value) -> bool {
+/// Whether `v` equals the enum value `want`; `s` is `v`'s string view, read once per rule.
+fn scalar_eq<'a, V: View<'a>>(v: V, s: Option<V::S>, want: &Value, num: &mut LazyNum) -> bool {
     match want {
         Value::Null => v.kind() == JsonKind::Null,
         Value::Bool(b) => v.as_bool() == Some(*b),
-        Value::Number(n) => v.as_num().is_some_and(|x| x.eq_value(n)),
-        Value::String(s) => v.as_string().is_some_and(|x| x.eq_str(s)),
+        Value::Number(n) => num.get(v).is_some_and(|x| x.eq_value(n)),
+        Value::String(w) => s.is_some_and(|x| x.eq_str(w)),
         Value::Array(_) | Value::Object(_) => false,
     }
 }
@@ -625,8 +636,9 @@ impl FieldRules {
                 format!("argument `{}` is forbidden by the policy", self.path),
             ));
         }
+        let mut num = LazyNum(None);
         if let Some(ty) = self.ty
-            && !type_matches(ty, v)
+            && !type_matches(ty, v, &mut num)
         {
             return Err(self.deny(
                 DenyCode::ArgumentType,
@@ -640,7 +652,7 @@ impl FieldRules {
             ));
         }
         for c in &self.checks {
-            self.run_check(c, v, env)?;
+            self.run_check(c, v, &mut num, env)?;
         }
         if let Some(obj) = &self.object
             && v.kind() == JsonKind::Object
@@ -655,11 +667,19 @@ impl FieldRules {
         Ok(())
     }
 
-    fn run_check<'a, V: View<'a>>(&self, c: &Check, v: V, env: &Env<'_>) -> Result<(), Denial> {
+    #[inline(always)]
+    fn run_check<'a, V: View<'a>>(
+        &self,
+        c: &Check,
+        v: V,
+        num: &mut LazyNum,
+        env: &Env<'_>,
+    ) -> Result<(), Denial> {
         let path = &self.path;
         match &c.kind {
             CheckKind::OneOf(values) => {
-                if !values.iter().any(|w| scalar_eq(v, w)) {
+                let s = v.as_string();
+                if !values.iter().any(|w| scalar_eq(v, s, w, num)) {
                     return Err(self.deny(
                         DenyCode::ArgumentNotAllowed,
                         &c.rule,
@@ -668,7 +688,7 @@ impl FieldRules {
                 }
             }
             CheckKind::Min(lo) => {
-                if let Some(n) = v.as_num()
+                if let Some(n) = num.get(v)
                     && n.below(*lo)
                 {
                     return Err(self.deny(
@@ -683,7 +703,7 @@ impl FieldRules {
                 }
             }
             CheckKind::Max(hi) => {
-                if let Some(n) = v.as_num()
+                if let Some(n) = num.get(v)
                     && n.above(*hi)
                 {
                     return Err(self.deny(

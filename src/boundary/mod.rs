@@ -60,12 +60,12 @@ pub use spec::{
 };
 
 use crate::audit::AuditMarks;
-use crate::call::json::{JsonError, JsonKind, JsonLimits, RawJson};
+use crate::call::json::{JsonError, JsonKind, JsonLimits, KeyTable, Members, RawJson};
 use crate::call::{Args, RuleId, RunContext, ToolCall};
 use crate::verdict::{Denial, DenyCode, PolicyVersion};
 use args::{Env, ObjectRules};
 use hash::NameTable;
-use view::{Num, StrView, View};
+use view::{Indexed, Num, StrView, View};
 
 /// Largest `limits.max_bytes` a policy may set.
 const MAX_ARG_BYTES_CAP: usize = 1 << 20;
@@ -611,8 +611,13 @@ impl ActionBoundary {
                 self.check_args(tool, v, &env)?;
             }
             Args::Json(text) => {
-                let doc = RawJson::parse(text, self.limits).map_err(|e| self.malformed(e))?;
-                self.check_args(tool, doc.root(), &env)?;
+                // The validator records the root object's members as it goes, so the rules read
+                // them without scanning the text a second time.
+                let mut table = KeyTable::new();
+                let doc = RawJson::parse_into(text, self.limits, &mut table)
+                    .map_err(|e| self.malformed(e))?;
+                let root = Indexed::new(doc.root(), Members::of(text, &table));
+                self.check_args(tool, root, &env)?;
             }
         }
         Ok(Admitted { index })

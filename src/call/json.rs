@@ -7,14 +7,19 @@
 //! trailing data are all refused. A validated document can then be inspected through borrowed
 //! [`RawValue`]s, still without allocating.
 //!
-//! Validation never recurses and uses a few KiB of stack (a fixed container stack and a key
-//! filter sized to the text). Duplicate keys are found through a randomly seeded Bloom filter with
-//! exact rescans of an object on a possible hit; a document may hold at most [`MAX_KEYS`] keys, so
-//! the filter stays sparse and the cost stays near-linear (a 64 KiB object of unique keys: under
-//! 1 ms in a release build on the development machine).
+//! Validation never recurses and uses a few KiB of stack (a fixed container stack, a small key
+//! table and a key filter sized to the text). Duplicate keys are found by comparing each key with
+//! the keys already seen in its object while the object has at most 16, and beyond that through a
+//! randomly seeded Bloom filter with exact rescans of an object on a possible hit; a document may
+//! hold at most [`MAX_KEYS`] keys, so the filter stays sparse and the cost stays near-linear (a 64
+//! KiB object of unique keys: under 1 ms in a release build on the development machine).
 
 use std::borrow::Cow;
-use std::hash::{BuildHasher, Hasher, RandomState};
+
+mod validate;
+
+use validate::validate;
+pub(crate) use validate::{KeySpan, KeyTable};
 
 /// Hard upper bound on nesting depth, whatever [`JsonLimits::max_depth`] says.
 ///
@@ -166,6 +171,16 @@ impl<'a> RawJson<'a> {
     ///
     /// Whitespace around the value is allowed; a byte order mark is not.
     pub fn parse(text: &'a str, limits: JsonLimits) -> Result<Self, JsonError> {
+        Self::parse_into(text, limits, &mut KeyTable::new())
+    }
+
+    /// [`parse`](Self::parse), leaving the root object's members in `table` when it can hold
+    /// them all ([`KeyTable::root_members`]), so a caller can read them without a second pass.
+    pub(crate) fn parse_into(
+        text: &'a str,
+        limits: JsonLimits,
+        table: &mut KeyTable,
+    ) -> Result<Self, JsonError> {
         if text.len() > limits.max_bytes || text.len() > u32::MAX as usize {
             return Err(JsonError::TooLarge {
                 len: text.len(),
@@ -174,11 +189,11 @@ impl<'a> RawJson<'a> {
         }
         let max_depth = limits.max_depth.min(MAX_DEPTH_CAP);
         let (start, end) = if text.len() <= TINY_TEXT {
-            validate(text, max_depth, &mut [0; TINY_FILTER_WORDS])
+            validate(text, max_depth, &mut [0; TINY_FILTER_WORDS], table)
         } else if text.len() <= SMALL_TEXT {
-            validate(text, max_depth, &mut [0; SMALL_FILTER_WORDS])
+            validate(text, max_depth, &mut [0; SMALL_FILTER_WORDS], table)
         } else {
-            validate(text, max_depth, &mut [0; LARGE_FILTER_WORDS])
+            validate(text, max_depth, &mut [0; LARGE_FILTER_WORDS], table)
         }?;
         Ok(Self {
             root: text.get(start..end).unwrap_or_default(),
@@ -188,6 +203,61 @@ impl<'a> RawJson<'a> {
     /// The document's top-level value.
     pub fn root(&self) -> RawValue<'a> {
         RawValue { text: self.root }
+    }
+}
+
+/// The root object's members as the validator recorded them (see [`KeyTable::root_members`]):
+/// the same `(key, value)` pairs as [`RawValue::entries`] gives, without scanning the text again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Members<'a> {
+    /// The whole text given to [`RawJson::parse_into`] (the spans' offsets are into it).
+    text: &'a str,
+    spans: &'a [KeySpan],
+}
+
+impl<'a> Members<'a> {
+    /// The members of the root of `text`, validated by [`RawJson::parse_into`] with `table`;
+    /// `None` when the table does not hold them all.
+    pub(crate) fn of(text: &'a str, table: &'a KeyTable) -> Option<Self> {
+        table.root_members().map(|spans| Self { text, spans })
+    }
+
+    /// The members in document order.
+    pub(crate) fn iter(self) -> MemberIter<'a> {
+        MemberIter {
+            text: self.text,
+            spans: self.spans.iter(),
+        }
+    }
+}
+
+/// Iterator over [`Members`].
+#[derive(Debug, Clone)]
+pub(crate) struct MemberIter<'a> {
+    text: &'a str,
+    spans: std::slice::Iter<'a, KeySpan>,
+}
+
+impl<'a> Iterator for MemberIter<'a> {
+    type Item = (JsonStr<'a>, RawValue<'a>);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let k = self.spans.next()?;
+        let key = JsonStr {
+            raw: self
+                .text
+                .get(k.key_start as usize..k.key_end as usize)
+                .unwrap_or_default(),
+            escaped: k.escaped,
+        };
+        let value = RawValue {
+            text: self
+                .text
+                .get(k.val_start as usize..k.val_end as usize)
+                .unwrap_or_default(),
+        };
+        Some((key, value))
     }
 }
 
@@ -412,7 +482,7 @@ impl<'a> JsonStr<'a> {
     fn new(raw: &'a str) -> Self {
         Self {
             raw,
-            escaped: raw.as_bytes().contains(&b'\\'),
+            escaped: has_backslash(raw.as_bytes()),
         }
     }
 
@@ -522,6 +592,26 @@ impl Iterator for Decode<'_> {
     }
 }
 
+/// Whether `b` holds a backslash; eight bytes at a time (the strings are short: a `memchr` call
+/// costs more than it saves).
+fn has_backslash(b: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ (LO * u64::from(b'\\'));
+        if x.wrapping_sub(LO) & !x & (LO << 7) != 0 {
+            return true;
+        }
+    }
+    let mut hit = false;
+    for &c in chunks.remainder() {
+        hit |= c == b'\\';
+    }
+    hit
+}
+
 fn hex4(b: &[u8], at: usize) -> Option<u32> {
     b.get(at..at + 4)?.iter().try_fold(0u32, |acc, &c| {
         let d = char::from(c).to_digit(16)?;
@@ -582,358 +672,6 @@ fn value_end(b: &[u8], start: usize) -> Option<usize> {
             (i > start).then_some(i)
         }
     }
-}
-
-/// Bloom filter over `(object, decoded key)` pairs seen so far in one document, so that duplicate
-/// detection only rescans an object when a key may repeat. The hash is seeded once per process from
-/// the OS's randomness, so an attacker cannot precompute keys that collide to force the rescans;
-/// and a rescan is exact, so a collision costs time, never correctness.
-struct KeyFilter<'b> {
-    bits: &'b mut [u64],
-    seed: u64,
-    count: usize,
-}
-
-/// A per-process random seed for [`KeyFilter`].
-fn filter_seed() -> u64 {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SEED.get_or_init(|| {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(0x746f_6c6c_6761_7465);
-        h.finish() | 1
-    })
-}
-
-/// Multiply-rotate hash over a byte stream, fed 8 bytes at a time.
-struct StreamHash {
-    h: u64,
-    word: u64,
-    n: u32,
-}
-
-impl StreamHash {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-
-    fn new(seed: u64) -> Self {
-        Self {
-            h: seed,
-            word: 0,
-            n: 0,
-        }
-    }
-
-    #[inline]
-    fn mix(&mut self, w: u64) {
-        self.h = (self.h.rotate_left(23) ^ w).wrapping_mul(Self::K);
-    }
-
-    #[inline]
-    fn byte(&mut self, b: u8) {
-        self.word |= u64::from(b) << (8 * self.n);
-        self.n += 1;
-        if self.n == 8 {
-            self.mix(self.word);
-            self.word = 0;
-            self.n = 0;
-        }
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        if self.n == 0 {
-            let mut chunks = bytes.chunks_exact(8);
-            for c in &mut chunks {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(c);
-                self.mix(u64::from_le_bytes(w));
-            }
-            for &b in chunks.remainder() {
-                self.byte(b);
-            }
-        } else {
-            for &b in bytes {
-                self.byte(b);
-            }
-        }
-    }
-
-    fn finish(mut self, len: usize) -> u64 {
-        let w = self.word ^ ((len as u64) << 40);
-        self.mix(w);
-        // final avalanche (splitmix64)
-        let mut z = self.h;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-impl KeyFilter<'_> {
-    /// Records the key of the object starting at `object`; returns whether it may be a repeat.
-    fn insert(&mut self, object: usize, key: &JsonStr<'_>) -> bool {
-        let mut h = StreamHash::new(self.seed ^ (object as u64).wrapping_mul(StreamHash::K));
-        // Hash the decoded UTF-8 bytes, so a key and its escaped spelling hash alike.
-        let len = if key.escaped {
-            let mut len = 0;
-            let mut buf = [0u8; 4];
-            for c in key.chars() {
-                let enc = c.encode_utf8(&mut buf).as_bytes();
-                len += enc.len();
-                for &b in enc {
-                    h.byte(b);
-                }
-            }
-            len
-        } else {
-            h.bytes(key.raw.as_bytes());
-            key.raw.len()
-        };
-        let h = h.finish(len);
-        let mask = (self.bits.len() * 64).wrapping_sub(1);
-        // Four probes by double hashing: at the key cap the large filter holds at most 4 bits per
-        // 64, which keeps false positives (and so exact rescans) near 0.2 %.
-        let (h1, h2) = (h as usize, ((h >> 32) as usize) | 1);
-        let mut seen = true;
-        for bit in (0..4).map(|i| h1.wrapping_add(i * h2) & mask) {
-            let Some(word) = self.bits.get_mut(bit / 64) else {
-                return true;
-            };
-            seen &= *word & (1 << (bit % 64)) != 0;
-            *word |= 1 << (bit % 64);
-        }
-        seen
-    }
-}
-
-/// Validates the whole text, returning the span of the top-level value.
-fn validate(text: &str, max_depth: usize, bits: &mut [u64]) -> Result<(usize, usize), JsonError> {
-    let b = text.as_bytes();
-    // Start offsets of the open containers; `max_depth <= MAX_DEPTH_CAP` bounds `depth`.
-    let mut stack = [0u32; MAX_DEPTH_CAP];
-    let mut depth = 0;
-    let mut keys = KeyFilter {
-        bits,
-        seed: filter_seed(),
-        count: 0,
-    };
-    let mut pos = skip_ws(b, 0);
-    if pos == b.len() {
-        return Err(JsonError::Empty);
-    }
-    let root_start = pos;
-    'value: loop {
-        match b.get(pos) {
-            Some(&open @ (b'{' | b'[')) => {
-                if depth >= max_depth {
-                    return Err(JsonError::TooDeep {
-                        offset: pos,
-                        limit: max_depth,
-                    });
-                }
-                stack[depth] = pos as u32;
-                depth += 1;
-                pos = skip_ws(b, pos + 1);
-                let close = if open == b'{' { b'}' } else { b']' };
-                if b.get(pos) == Some(&close) {
-                    pos += 1;
-                    depth -= 1;
-                } else {
-                    if open == b'{' {
-                        pos = member_key(text, pos, stack[depth - 1] as usize, &mut keys)?;
-                    }
-                    continue 'value;
-                }
-            }
-            Some(b'"') => pos = scan_string(b, pos)?,
-            Some(b'-' | b'0'..=b'9') => pos = scan_number(text, pos)?,
-            Some(b't') if b[pos..].starts_with(b"true") => pos += 4,
-            Some(b'f') if b[pos..].starts_with(b"false") => pos += 5,
-            Some(b'n') if b[pos..].starts_with(b"null") => pos += 4,
-            _ => {
-                return Err(JsonError::Syntax {
-                    offset: pos,
-                    expected: "a JSON value",
-                });
-            }
-        }
-        // A value just ended at `pos`: continue or close the enclosing containers.
-        while depth > 0 {
-            pos = skip_ws(b, pos);
-            let container = stack[depth - 1] as usize;
-            let is_object = b[container] == b'{';
-            match (b.get(pos), is_object) {
-                (Some(b','), true) => {
-                    pos = member_key(text, skip_ws(b, pos + 1), container, &mut keys)?;
-                    continue 'value;
-                }
-                (Some(b','), false) => {
-                    pos = skip_ws(b, pos + 1);
-                    continue 'value;
-                }
-                (Some(b'}'), true) | (Some(b']'), false) => {
-                    depth -= 1;
-                    pos += 1;
-                }
-                _ => {
-                    return Err(JsonError::Syntax {
-                        offset: pos,
-                        expected: if is_object {
-                            "',' or '}'"
-                        } else {
-                            "',' or ']'"
-                        },
-                    });
-                }
-            }
-        }
-        break;
-    }
-    let root_end = pos;
-    let rest = skip_ws(b, pos);
-    if rest != b.len() {
-        return Err(JsonError::TrailingCharacters { offset: rest });
-    }
-    Ok((root_start, root_end))
-}
-
-/// Validates an object key at `pos`, rejects duplicates, and consumes the `:` after it. Returns
-/// the position of the member's value.
-fn member_key(
-    text: &str,
-    pos: usize,
-    object: usize,
-    keys: &mut KeyFilter<'_>,
-) -> Result<usize, JsonError> {
-    let b = text.as_bytes();
-    if b.get(pos) != Some(&b'"') {
-        return Err(JsonError::Syntax {
-            offset: pos,
-            expected: "'\"' to start an object key",
-        });
-    }
-    let end = scan_string(b, pos)?;
-    keys.count += 1;
-    if keys.count > MAX_KEYS {
-        return Err(JsonError::TooManyKeys {
-            offset: pos,
-            limit: MAX_KEYS,
-        });
-    }
-    let key = JsonStr::new(&text[pos + 1..end - 1]);
-    if keys.insert(object, &key) {
-        let mut previous = ObjectIter {
-            text: &text[..pos],
-            pos: object + 1,
-        };
-        if previous.any(|(k, _)| k.same(&key)) {
-            return Err(JsonError::DuplicateKey { offset: pos });
-        }
-    }
-    let colon = skip_ws(b, end);
-    if b.get(colon) != Some(&b':') {
-        return Err(JsonError::Syntax {
-            offset: colon,
-            expected: "':' after object key",
-        });
-    }
-    Ok(skip_ws(b, colon + 1))
-}
-
-/// Validates the string starting at the quote at `start`; returns the position after it.
-fn scan_string(b: &[u8], start: usize) -> Result<usize, JsonError> {
-    let mut i = start + 1;
-    loop {
-        match b.get(i) {
-            None => {
-                return Err(JsonError::Syntax {
-                    offset: b.len(),
-                    expected: "'\"' to close the string",
-                });
-            }
-            Some(b'"') => return Ok(i + 1),
-            Some(b'\\') => i = scan_escape(b, i)?,
-            Some(0..=0x1f) => return Err(JsonError::ControlCharacter { offset: i }),
-            Some(_) => i += 1,
-        }
-    }
-}
-
-/// Validates the escape whose backslash is at `i`; returns the position after it.
-fn scan_escape(b: &[u8], i: usize) -> Result<usize, JsonError> {
-    match b.get(i + 1) {
-        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
-        Some(b'u') => match hex4(b, i + 2) {
-            None => Err(JsonError::InvalidEscape { offset: i }),
-            Some(0xD800..=0xDBFF) => {
-                if b.get(i + 6..i + 8) != Some(b"\\u") {
-                    return Err(JsonError::LoneSurrogate { offset: i });
-                }
-                match hex4(b, i + 8) {
-                    None => Err(JsonError::InvalidEscape { offset: i + 6 }),
-                    Some(0xDC00..=0xDFFF) => Ok(i + 12),
-                    Some(_) => Err(JsonError::LoneSurrogate { offset: i }),
-                }
-            }
-            Some(0xDC00..=0xDFFF) => Err(JsonError::LoneSurrogate { offset: i }),
-            Some(_) => Ok(i + 6),
-        },
-        _ => Err(JsonError::InvalidEscape { offset: i }),
-    }
-}
-
-fn digits(b: &[u8], mut i: usize) -> usize {
-    while b.get(i).is_some_and(u8::is_ascii_digit) {
-        i += 1;
-    }
-    i
-}
-
-/// Validates the number starting at `start`; returns the position after it.
-fn scan_number(text: &str, start: usize) -> Result<usize, JsonError> {
-    let b = text.as_bytes();
-    let expect_digit = |i: usize, expected| {
-        if b.get(i).is_some_and(u8::is_ascii_digit) {
-            Ok(digits(b, i))
-        } else {
-            Err(JsonError::Syntax {
-                offset: i,
-                expected,
-            })
-        }
-    };
-    let mut i = start + usize::from(b[start] == b'-');
-    if b.get(i) == Some(&b'0') {
-        i += 1;
-        if b.get(i).is_some_and(u8::is_ascii_digit) {
-            return Err(JsonError::Syntax {
-                offset: i,
-                expected: "'.' or exponent after a leading zero",
-            });
-        }
-    } else {
-        i = expect_digit(i, "a digit")?;
-    }
-    let int_end = i;
-    if b.get(i) == Some(&b'.') {
-        i = expect_digit(i + 1, "a digit after '.'")?;
-    }
-    let mut exponent = false;
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        i = expect_digit(i, "a digit in the exponent")?;
-        exponent = true;
-    }
-    // Without an exponent a number overflows f64 only with more than 308 integer digits; only
-    // then, or with an exponent, is it parsed to check.
-    if exponent || int_end - start > 300 {
-        let value: f64 = text[start..i].parse().unwrap_or(f64::INFINITY);
-        if value.is_infinite() {
-            return Err(JsonError::NumberOutOfRange { offset: start });
-        }
-    }
-    Ok(i)
 }
 
 #[cfg(test)]
@@ -1087,6 +825,54 @@ mod tests {
             let doc = RawJson::parse(&s, limits).unwrap();
             assert_eq!(doc.root().entries().count(), n + 2);
         }
+    }
+
+    #[test]
+    fn duplicate_keys_around_the_switch_to_the_key_filter_are_found() {
+        // Objects of up to 16 keys compare pairwise; the 17th key moves the object's keys into
+        // the Bloom filter. A repeat of any earlier key, escaped or not, is found on both sides.
+        for n in [1, 15, 16, 17, 18, 31, 40] {
+            for repeat in [0, n / 2, n - 1] {
+                for escaped in [false, true] {
+                    let mut s = String::from("{");
+                    for i in 0..n {
+                        s.push_str(&format!("\"k{i}\":{{\"k{i}\":[{i}]}},"));
+                    }
+                    let offset = s.len();
+                    let key = format!("k{repeat}");
+                    let key = if escaped {
+                        escape_every_char(&key)
+                    } else {
+                        key
+                    };
+                    s.push_str(&format!("\"{key}\":0}}"));
+                    assert_eq!(
+                        parse(&s).unwrap_err(),
+                        JsonError::DuplicateKey { offset },
+                        "{n} {repeat} {escaped}"
+                    );
+                }
+            }
+        }
+        // Open objects holding 15 keys each fill the table: the innermost starts in the filter.
+        let mut s = String::new();
+        for level in 0..3 {
+            s.push('{');
+            for i in 0..15 {
+                s.push_str(&format!("\"l{level}k{i}\":0,"));
+            }
+            s.push_str("\"next\":");
+        }
+        s.push_str("{\"a\":1,");
+        let offset = s.len();
+        s.push_str("\"\\u0061\":2}}}}");
+        assert_eq!(parse(&s).unwrap_err(), JsonError::DuplicateKey { offset });
+        // After the inner objects close, the outer keys are still compared.
+        let mut s = String::from("{\"a\":{\"b\":{\"c\":1,\"d\":2},\"e\":3},\"f\":4,");
+        let offset = s.len();
+        s.push_str("\"a\":5}");
+        assert_eq!(parse(&s).unwrap_err(), JsonError::DuplicateKey { offset });
+        assert!(parse(r#"{"a":{"b":{"c":1,"d":2},"e":3},"f":4,"b":5,"c":6,"e":7}"#).is_ok());
     }
 
     #[test]
@@ -1358,7 +1144,94 @@ mod tests {
             .collect()
     }
 
+    /// A generated document: numbers and objects whose keys are `k<n>`, each spelled plainly or
+    /// with every character escaped; `distinct` objects drop repeated keys.
+    #[derive(Debug, Clone)]
+    enum Doc {
+        Leaf(u32),
+        Obj(bool, Vec<(u16, bool, Doc)>),
+    }
+
+    fn arb_doc() -> impl Strategy<Value = Doc> {
+        any::<u32>()
+            .prop_map(Doc::Leaf)
+            .prop_recursive(4, 160, 40, |inner| {
+                (
+                    any::<bool>(),
+                    prop::collection::vec((0u16..48, any::<bool>(), inner), 0..40),
+                )
+                    .prop_map(|(distinct, members)| Doc::Obj(distinct, members))
+            })
+    }
+
+    /// Writes `doc`, noting where the first key that repeats one of its object starts.
+    fn write_doc(doc: &Doc, out: &mut String, first_dup: &mut Option<usize>) {
+        match doc {
+            Doc::Leaf(n) => out.push_str(&n.to_string()),
+            Doc::Obj(distinct, members) => {
+                out.push('{');
+                let mut seen = std::collections::HashSet::new();
+                let mut written = 0;
+                for (k, escape, v) in members {
+                    let fresh = seen.insert(*k);
+                    if *distinct && !fresh {
+                        continue;
+                    }
+                    if written > 0 {
+                        out.push(',');
+                    }
+                    written += 1;
+                    if !fresh && first_dup.is_none() {
+                        *first_dup = Some(out.len());
+                    }
+                    let name = format!("k{k}");
+                    let spelled = if *escape {
+                        escape_every_char(&name)
+                    } else {
+                        name
+                    };
+                    out.push_str(&format!("\"{spelled}\":"));
+                    write_doc(v, out, first_dup);
+                }
+                out.push('}');
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn duplicate_keys_are_found_in_objects_of_any_size(doc in arb_doc()) {
+            let mut text = String::new();
+            let mut first_dup = None;
+            write_doc(&doc, &mut text, &mut first_dup);
+            let mut table = KeyTable::new();
+            match (RawJson::parse_into(&text, JsonLimits::default(), &mut table), first_dup) {
+                (Err(JsonError::DuplicateKey { offset }), Some(dup)) => {
+                    prop_assert_eq!(offset, dup, "{}", text)
+                }
+                (Ok(doc), None) => {
+                    // The recorded root members are exactly what a second pass reads.
+                    let root = doc.root();
+                    let count = root.entries().count();
+                    let members = Members::of(&text, &table);
+                    prop_assert_eq!(
+                        members.is_some(),
+                        root.kind() == JsonKind::Object && count <= 16,
+                        "{}", text
+                    );
+                    if let Some(m) = members {
+                        prop_assert_eq!(m.iter().count(), count);
+                        for ((k, v), (k2, v2)) in m.iter().zip(root.entries()) {
+                            prop_assert_eq!(k.raw(), k2.raw());
+                            prop_assert_eq!(k.has_escapes(), k2.has_escapes());
+                            prop_assert_eq!(v.text(), v2.text());
+                        }
+                    }
+                }
+                (other, dup) => prop_assert!(false, "{text}: {other:?}, expected duplicate at {dup:?}"),
+            }
+        }
+
         #[test]
         fn serialized_values_parse_and_agree(v in arb_value()) {
             let compact = serde_json::to_string(&v).unwrap();
