@@ -39,9 +39,11 @@ const WARMUP: u64 = 2_000;
 const TOLERANCE: f64 = 0.05;
 
 /// The paths guarded, by name.
-const PATHS: [&str; 6] = [
+const PATHS: [&str; 8] = [
     "boundary_args_3_rules_raw",
     "guard_check_allow_raw",
+    "guard_check_no_args",
+    "guard_leased_budget_no_args",
     "guard_rate_limit_check",
     "guard_all_primitives_raw",
     "guard_all_primitives_file_sink_raw",
@@ -105,6 +107,43 @@ fn run_path(path: &str) {
                 .build()
                 .unwrap();
             guard_run(&g, &ToolCall::without_args("lookup"));
+        }
+        "guard_check_no_args" => {
+            guard_run(
+                &Guard::builder(boundary(100)).build().unwrap(),
+                &ToolCall::without_args("lookup"),
+            );
+        }
+        // The same call spending a fleet-wide budget leased from the files backend: the lease's
+        // cost on the check path between refills (the difference from `guard_check_no_args`).
+        "guard_leased_budget_no_args" => {
+            use tollgate::backend::lease::{
+                BudgetSpec, FileLeases, LeasedBudgets, LeasesSection, Measure, Per,
+            };
+            let dir = scratch(path);
+            let clock = Arc::new(tollgate::clock::SystemClock::new());
+            let section = LeasesSection {
+                refill_below_percent: 1,
+                budgets: vec![BudgetSpec {
+                    name: "calls".into(),
+                    per: Per::Fleet,
+                    measure: Measure::Calls,
+                    limit: 1 << 50,
+                    window: std::time::Duration::from_secs(10_000 * 86_400),
+                    chunk: Some(1 << 40),
+                }],
+                ..LeasesSection::default()
+            };
+            let source =
+                FileLeases::open(&dir, "icount", section.lease_timeout, clock.clone()).unwrap();
+            let leases = Arc::new(LeasedBudgets::start(&section, Arc::new(source), clock).unwrap());
+            let g = Guard::builder(boundary(100))
+                .shared_budget(leases.clone())
+                .build()
+                .unwrap();
+            guard_run(&g, &ToolCall::without_args("lookup"));
+            leases.shutdown().unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
         }
         "guard_all_primitives_raw" => guard_run(&all_primitives(None), &raw),
         "guard_all_primitives_file_sink_raw" => {
