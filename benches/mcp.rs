@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
@@ -204,5 +204,100 @@ fn bench(c: &mut Criterion) {
     });
 }
 
+/// Voluntary and involuntary context switches of every thread of this process so far.
+fn context_switches() -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return total;
+    };
+    for t in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            let n = |l: &str| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            if line.starts_with("voluntary_ctxt_switches") {
+                total.0 += n(line).unwrap_or(0);
+            } else if line.starts_with("nonvoluntary_ctxt_switches") {
+                total.1 += n(line).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// The sequential calls a probe measures: kept out of line so that callgrind can collect only
+/// them (`--toggle-collect='*probe_calls*'`; on the current-thread runtime every task the calls
+/// wake runs inside this `block_on`).
+#[inline(never)]
+fn probe_calls(rt: &tokio::runtime::Runtime, client: &RunningService<RoleClient, ()>, n: usize) {
+    rt.block_on(async {
+        for _ in 0..n {
+            black_box(client.call_tool(params()).await.expect("call"));
+        }
+    });
+}
+
+/// Deterministic per-call counts instead of wall-clock times (which are noise on a loaded
+/// machine): `TOLLGATE_MCP_PROBE=direct|gateway` (`TOLLGATE_MCP_PROBE_RT=current|multi`,
+/// `TOLLGATE_MCP_PROBE_CALLS=N`, default 2000) makes N calls one way after a warm-up and prints
+/// the context switches of this process per call. Run it under `strace -c -f` or
+/// `valgrind --tool=callgrind --toggle-collect='*probe_calls*'` for syscalls and instructions.
+fn probe(mode: &str) {
+    let node = node().expect("the probe needs `node` on PATH");
+    let flavor = std::env::var("TOLLGATE_MCP_PROBE_RT").unwrap_or_else(|_| "current".into());
+    let calls: usize = std::env::var("TOLLGATE_MCP_PROBE_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let mut builder = match flavor.as_str() {
+        "multi" => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    if flavor == "multi" {
+        builder.worker_threads(2);
+    }
+    let rt = builder.enable_all().build().expect("runtime");
+    let (client, gateway) = match mode {
+        "direct" => (rt.block_on(direct(&node)), None),
+        _ => {
+            let (g, c) = rt.block_on(via_gateway(&node));
+            (c, Some(g))
+        }
+    };
+    probe_calls(&rt, &client, 200);
+    let (v0, n0) = context_switches();
+    let start = Instant::now();
+    probe_calls(&rt, &client, calls);
+    let elapsed = start.elapsed();
+    let (v1, n1) = context_switches();
+    let per = |x: u64| x as f64 / calls.max(1) as f64;
+    println!(
+        "probe {mode} ({flavor} runtime), {calls} calls: {:.2} voluntary + {:.2} involuntary \
+         context switches per call (this process); mean {:?} per call",
+        per(v1 - v0),
+        per(n1 - n0),
+        elapsed / calls.max(1) as u32,
+    );
+    rt.block_on(async {
+        let _ = client.cancel().await;
+        if let Some(g) = gateway {
+            g.shutdown();
+        }
+    });
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(mode) = std::env::var("TOLLGATE_MCP_PROBE") {
+        probe(&mode);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

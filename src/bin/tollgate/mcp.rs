@@ -104,7 +104,15 @@ pub(crate) fn run(a: McpArgs) -> Result<ExitCode, Failure> {
     let deployment =
         Deployment::open(&policy, bindings).map_err(|e| Failure::Input(e.to_string()))?;
     let guard = Arc::new(deployment.guard().clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One stdio connection is one sequential stream of calls: a current-thread runtime serves
+    // it without cross-thread wake-ups between the gateway's tasks (measured with the mcp
+    // bench's probe: 1 context switch per forwarded call instead of 5, fewer instructions).
+    // HTTP serves many sessions at once and keeps the multi-thread runtime.
+    let mut builder = match a.http {
+        Some(_) => tokio::runtime::Builder::new_multi_thread(),
+        None => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|e| Failure::Input(format!("cannot start the async runtime: {e}")))?;
