@@ -184,6 +184,21 @@ impl Served {
     }
 }
 
+/// The gateway with both tokens in front of the filesystem server over a fresh root (`None`
+/// when Node.js is missing and not required).
+async fn filesystem_gateway(label: &str) -> Option<(Served, Root)> {
+    let node = common::node::servers()?;
+    let root = root(label);
+    let served = Served::start(&policy(
+        &node.bin("mcp-server-filesystem"),
+        &root.0,
+        true,
+        "",
+    ))
+    .await;
+    Some((served, root))
+}
+
 async fn names(client: &rmcp::service::Peer<rmcp::RoleClient>) -> Vec<String> {
     let mut n: Vec<String> = client
         .list_all_tools()
@@ -250,17 +265,9 @@ fn bearer(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tokens_with_two_roles_see_different_tools() {
-    let Some(node) = common::node::servers() else {
+    let Some((served, root)) = filesystem_gateway("list").await else {
         return;
     };
-    let root = root("list");
-    let served = Served::start(&policy(
-        &node.bin("mcp-server-filesystem"),
-        &root.0,
-        true,
-        "",
-    ))
-    .await;
     let reader = served.client(READER_TOKEN).await;
     let editor = served.client(EDITOR_TOKEN).await;
     assert_eq!(names(&reader).await, ["list_directory", "read_text_file"]);
@@ -297,17 +304,9 @@ async fn two_tokens_with_two_roles_see_different_tools() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_roles_write_is_denied_and_the_editors_goes_through() {
-    let Some(node) = common::node::servers() else {
+    let Some((served, root)) = filesystem_gateway("write").await else {
         return;
     };
-    let root = root("write");
-    let served = Served::start(&policy(
-        &node.bin("mcp-server-filesystem"),
-        &root.0,
-        true,
-        "",
-    ))
-    .await;
     let reader = served.client(READER_TOKEN).await;
     let editor = served.client(EDITOR_TOKEN).await;
     let target = root.0.join("new.txt");
@@ -325,17 +324,9 @@ async fn a_read_only_roles_write_is_denied_and_the_editors_goes_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_a_known_token_get_401_and_an_audit_record() {
-    let Some(node) = common::node::servers() else {
+    let Some((served, _root)) = filesystem_gateway("401").await else {
         return;
     };
-    let root = root("401");
-    let served = Served::start(&policy(
-        &node.bin("mcp-server-filesystem"),
-        &root.0,
-        true,
-        "",
-    ))
-    .await;
     let (none, headers) = raw(served.addr, "POST", &[], INITIALIZE).await;
     assert_eq!(none, 401);
     assert!(
@@ -384,17 +375,9 @@ async fn requests_without_a_known_token_get_401_and_an_audit_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_opened_with_one_token_refuses_another() {
-    let Some(node) = common::node::servers() else {
+    let Some((served, _root)) = filesystem_gateway("hijack").await else {
         return;
     };
-    let root = root("hijack");
-    let served = Served::start(&policy(
-        &node.bin("mcp-server-filesystem"),
-        &root.0,
-        true,
-        "",
-    ))
-    .await;
     let reader = bearer(READER_TOKEN);
     let editor = bearer(EDITOR_TOKEN);
     let (status, headers) = raw(
