@@ -37,6 +37,10 @@ const APPROVAL_TICK: Duration = Duration::from_secs(1);
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum DeployError {
+    /// The database of a `postgres` backend could not be configured or reached.
+    #[cfg(feature = "postgres")]
+    #[error("the database of `[backend]`: {0}")]
+    Database(#[from] super::postgres::BackendError),
     /// The guard could not be built from the document and bindings.
     #[error(transparent)]
     Bind(#[from] BindError),
@@ -174,13 +178,24 @@ impl std::fmt::Debug for Deployment {
     }
 }
 
-/// `<hostname>-<pid>`.
+/// `<hostname>-<pid>`, the hostname cut to 48 characters safe in file and writer names.
 pub(crate) fn default_host() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
-        .filter(|h| super::audit::is_writer_name(h))
+        .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_owned());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
     format!("{host}-{}", std::process::id())
 }
 
@@ -203,10 +218,7 @@ impl Deployment {
 
         #[cfg(feature = "postgres")]
         let pg = match section.kind {
-            BackendKind::Postgres => Some(
-                super::postgres::PgBackend::from_section(&section)
-                    .map_err(|e| DeployError::KillSwitch(KillError::from(e)))?,
-            ),
+            BackendKind::Postgres => Some(super::postgres::PgBackend::from_section(&section)?),
             _ => None,
         };
         #[cfg(not(feature = "postgres"))]

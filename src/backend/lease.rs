@@ -73,6 +73,14 @@ pub enum LeaseError {
         /// Why.
         reason: String,
     },
+    /// The files backend's state file could not be read, written or trusted.
+    #[error("lease state {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The background thread could not be started.
     #[error("lease thread: {0}")]
     Thread(String),

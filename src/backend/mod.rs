@@ -128,6 +128,12 @@ impl BackendSection {
         self.kind == BackendKind::Postgres || self.dir.is_some()
     }
 
+    /// Whether the section shares state with other processes (any PostgreSQL backend, or files
+    /// with a directory): then only [`Deployment::open`] may build the guard.
+    pub fn shares_state(&self) -> bool {
+        self.opens_shared_stores() || self.kill_switch.dir.is_some()
+    }
+
     /// For the files backend, where part `what` (`kill-switch`, `leases`, `audit`,
     /// `approvals`) lives: `[backend.kill_switch] dir` for the switch when set, else under
     /// `[backend] dir`. `None` when neither is set or the backend is not files.

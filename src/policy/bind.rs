@@ -282,7 +282,7 @@ impl Policy {
     /// not hold. Every decision of the guard carries [`Policy::version`].
     pub fn guard(&self, mut bindings: Bindings) -> Result<Guard, BindError> {
         let doc = self.document();
-        if doc.backend.as_ref().is_some_and(needs_opening) && !bindings.deployed {
+        if doc.backend.as_ref().is_some_and(|b| b.shares_state()) && !bindings.deployed {
             return Err(BindError::BackendNotOpened);
         }
         let trust = match bindings.signed.take() {
@@ -424,12 +424,6 @@ impl Policy {
             other => config(".", other),
         })
     }
-}
-
-/// Whether a `[backend]` section has shared parts a plain guard would ignore: any PostgreSQL
-/// backend, or a files backend with a shared directory.
-fn needs_opening(b: &crate::backend::BackendSection) -> bool {
-    b.kind != crate::backend::BackendKind::Files || b.dir.is_some() || b.kill_switch.dir.is_some()
 }
 
 /// Refuses a sink that reports weaker guarantees than the document's `[audit]` section.

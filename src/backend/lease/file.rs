@@ -200,19 +200,16 @@ fn row_id(budget: &str, key: &str, window: i64) -> String {
 }
 
 fn io_error(path: &Path, e: &dyn std::fmt::Display) -> LeaseError {
-    LeaseError::Refused {
-        budget: "*".to_owned(),
-        reason: format!("{}: {e}", path.display()),
+    LeaseError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     }
 }
 
 fn corrupt(path: &Path, e: &dyn std::fmt::Display) -> LeaseError {
-    LeaseError::Refused {
-        budget: "*".to_owned(),
-        reason: format!(
-            "{} is damaged ({e}): no lease is taken from it",
-            path.display()
-        ),
+    LeaseError::File {
+        path: path.to_path_buf(),
+        reason: format!("damaged ({e}): no lease is taken from it"),
     }
 }
 

@@ -58,10 +58,15 @@ pub(crate) fn run(a: McpArgs) -> Result<ExitCode, Failure> {
             .map_err(|e| Failure::Input(format!("{}: {e}", f.display())))?;
         bindings = bindings.approval_key(key);
     }
-    if let Some(f) = &a.checkpoint_key_file {
-        let key = CheckpointKey::from_key_file(f)
-            .map_err(|e| Failure::Input(format!("{}: {e}", f.display())))?;
-        bindings = bindings.checkpoint_key(key);
+    let checkpoint_key = match &a.checkpoint_key_file {
+        Some(f) => Some(
+            CheckpointKey::from_key_file(f)
+                .map_err(|e| Failure::Input(format!("{}: {e}", f.display())))?,
+        ),
+        None => None,
+    };
+    if let Some(key) = &checkpoint_key {
+        bindings = bindings.checkpoint_key(key.clone());
     }
     let mut file_sink = None;
     match (&a.audit, doc.audit.is_some()) {
@@ -74,10 +79,8 @@ pub(crate) fn run(a: McpArgs) -> Result<ExitCode, Failure> {
             let mut cfg = policy
                 .file_sink_config(None)
                 .map_err(|e| Failure::Input(e.to_string()))?;
-            if let Some(f) = &a.checkpoint_key_file {
-                let key = CheckpointKey::from_key_file(f)
-                    .map_err(|e| Failure::Input(format!("{}: {e}", f.display())))?;
-                cfg = cfg.checkpoint(CheckpointConfig::new(key));
+            if let Some(key) = &checkpoint_key {
+                cfg = cfg.checkpoint(CheckpointConfig::new(key.clone()));
             }
             let (sink, _recovery) = FileSink::open(dir, cfg)
                 .map_err(|e| Failure::Input(format!("{}: {e}", dir.display())))?;

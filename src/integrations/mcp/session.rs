@@ -98,17 +98,10 @@ fn digest(result: &CallToolResult) -> String {
         // `Value`'s serialisation cannot fail.
         let _ = serde_json::to_writer(&mut w, s);
     }
-    let d = w.hash.finalize();
-    // Hand-written hex (32 bytes): `format!("{b:02x}")` per byte cost an allocation each.
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(7 + 64 + 32);
-    out.push_str("sha256:");
-    for b in d.iter() {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out.push_str(&format!(" ({content_bytes} content bytes)"));
-    out
+    format!(
+        "sha256:{} ({content_bytes} content bytes)",
+        crate::hex::encode(&w.hash.finalize())
+    )
 }
 
 /// Replaces every occurrence of `secret` in a result (text, structured content, metadata) with

@@ -185,7 +185,10 @@ impl PgAuditConfig {
     /// The settings of a `[backend.audit]` section, with the writer it names (or
     /// `<hostname>-<pid>`).
     pub fn from_section(section: &AuditSection) -> Self {
-        let writer = section.writer.clone().unwrap_or_else(default_writer);
+        let writer = section
+            .writer
+            .clone()
+            .unwrap_or_else(crate::backend::deploy::default_host);
         Self {
             writer,
             settings: section.clone(),
@@ -226,26 +229,6 @@ impl PgAuditConfig {
         self.settings = settings;
         self
     }
-}
-
-fn default_writer() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
-    let host: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(48)
-        .collect();
-    format!("{host}-{}", std::process::id())
 }
 
 /// What [`PgAuditSink::open`] found.
