@@ -200,6 +200,7 @@ async fn kill_switch_stops_in_flight_and_new_calls() {
 struct Raw {
     write: tokio::io::WriteHalf<tokio::io::DuplexStream>,
     read: BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+    last: String,
 }
 
 impl Raw {
@@ -212,19 +213,25 @@ impl Raw {
         Self {
             write,
             read: BufReader::new(read),
+            last: String::new(),
         }
     }
 
     async fn send(&mut self, line: &str) {
+        self.last = line.to_string();
         self.write.write_all(line.as_bytes()).await.unwrap();
         self.write.write_all(b"\n").await.unwrap();
     }
 
+    /// The next answer line. The bound is generous (a loaded CI machine once took more than
+    /// 10 s here); on expiry the panic names the last request sent, so a hang is located.
     async fn answer(&mut self) -> Value {
         let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(10), self.read.read_line(&mut line))
-            .await
-            .expect("an answer")
+        let waited =
+            tokio::time::timeout(Duration::from_secs(30), self.read.read_line(&mut line)).await;
+        let sent = &self.last[..self.last.len().min(120)];
+        waited
+            .unwrap_or_else(|_| panic!("no answer within 30 s to: {sent}"))
             .unwrap();
         serde_json::from_str(&line).expect("the answer is JSON")
     }
