@@ -394,6 +394,16 @@ pub struct FileSinkConfig {
     pub backpressure: Backpressure,
     /// Events queued for the writer at most (default 1024, at least 1).
     pub queue_capacity: usize,
+    /// How long the writer may gather events into one batch before writing them, when nobody
+    /// waits for them (default 1 ms; zero: write whatever is queued at once). It bounds how
+    /// late an acknowledged record reaches the operating system under
+    /// [`Durability::OsBuffered`] and [`Durability::GroupCommit`] (a process crash loses what is
+    /// queued, as before, now up to this much more); it does not apply to
+    /// [`Durability::EveryRecord`], to [`flush`](AuditSink::flush) or to a queue half full,
+    /// which the writer serves at once. Gathering turns one write system call and one wake-up
+    /// per record into one per batch: with a busy caller this is most of the audited call's
+    /// cost.
+    pub write_delay: std::time::Duration,
     /// A segment that has reached this many bytes takes no more records; the next record starts a
     /// new segment (default 64 MiB). A single record larger than this still goes whole into one
     /// segment.
@@ -418,6 +428,7 @@ impl Default for FileSinkConfig {
             durability: Durability::default(),
             backpressure: Backpressure::default(),
             queue_capacity: 1024,
+            write_delay: std::time::Duration::from_millis(1),
             max_segment_bytes: 64 * 1024 * 1024,
             checkpoint: None,
             redaction: super::Redaction::placeholder(),
@@ -433,6 +444,7 @@ impl fmt::Debug for FileSinkConfig {
             .field("durability", &self.durability)
             .field("backpressure", &self.backpressure)
             .field("queue_capacity", &self.queue_capacity)
+            .field("write_delay", &self.write_delay)
             .field("max_segment_bytes", &self.max_segment_bytes)
             .field("checkpoint", &self.checkpoint)
             .field("redaction", &self.redaction)
@@ -448,6 +460,7 @@ impl PartialEq for FileSinkConfig {
         self.durability == other.durability
             && self.backpressure == other.backpressure
             && self.queue_capacity == other.queue_capacity
+            && self.write_delay == other.write_delay
             && self.max_segment_bytes == other.max_segment_bytes
             && self.checkpoint == other.checkpoint
             && self.redaction == other.redaction
@@ -472,6 +485,12 @@ impl FileSinkConfig {
     /// Sets [`backpressure`](Self::backpressure).
     pub fn backpressure(mut self, backpressure: Backpressure) -> Self {
         self.backpressure = backpressure;
+        self
+    }
+
+    /// Sets [`write_delay`](Self::write_delay).
+    pub fn write_delay(mut self, delay: std::time::Duration) -> Self {
+        self.write_delay = delay;
         self
     }
 

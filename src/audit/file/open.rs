@@ -24,6 +24,12 @@ use super::writer::{Mark, Writer};
 use super::{FileSinkConfig, Recovery};
 use crate::audit::AuditError;
 
+/// The queue length at which the writer stops gathering a batch and writes: half the queue, so
+/// callers are not held up by a writer that waits for more.
+fn high_water(capacity: usize) -> usize {
+    (capacity / 2).max(1)
+}
+
 impl FileSink {
     /// Opens (creating if needed) the log in `dir` and starts the writer thread continuing its
     /// chain. In order:
@@ -227,6 +233,8 @@ impl FileSink {
             },
             chain: walk.chain,
             durability: config.durability,
+            write_delay: config.write_delay,
+            high_water: high_water(config.queue_capacity),
             checkpoint: config.checkpoint.clone(),
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
@@ -300,6 +308,7 @@ impl FileSink {
             durability: config.durability,
             backpressure: config.backpressure,
             capacity: config.queue_capacity,
+            high_water: high_water(config.queue_capacity),
             checkpointing: config.checkpoint.is_some(),
             witnessing: config.witness.is_some(),
             redaction: config.redaction.clone(),

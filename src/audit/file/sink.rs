@@ -1,6 +1,6 @@
 //! The sink's handle: state shared with the writer thread, `record`, `flush` and `close`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -12,8 +12,10 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::cell::Cell;
 
 thread_local! {
-    /// The next record's buffer on this thread: an emptied one the writer handed back.
-    static NEXT_BUFFER: Cell<Option<Vec<u8>>> = const { Cell::new(None) };
+    /// This thread's serialisation buffer: an event is written into it as JSON, then copied
+    /// into the shared queue under the lock (so the JSON encoding runs outside the lock, and the
+    /// buffer never leaves the thread: no allocation per record once it has grown).
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 use super::chain::Span;
@@ -75,12 +77,76 @@ pub(super) struct RetainDone {
     pub(super) error: Option<io::Error>,
 }
 
+/// Events waiting for the writer, back to back in one buffer (the writer swaps the whole batch
+/// for its emptied one, so neither side allocates per record in steady state).
+#[derive(Default, Debug)]
+pub(super) struct Batch {
+    bytes: Vec<u8>,
+    /// Where each event ends in `bytes`.
+    ends: Vec<usize>,
+    /// Events before this index are consumed.
+    front: usize,
+}
+
+/// A batch buffer that grew past this during a burst is shrunk back once written.
+const BATCH_KEEP_BYTES: usize = 4 << 20;
+
+impl Batch {
+    /// Events not yet consumed.
+    pub(super) fn len(&self) -> usize {
+        self.ends.len() - self.front
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) fn push(&mut self, event: &[u8]) {
+        self.bytes.extend_from_slice(event);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn span(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// The oldest event not yet consumed.
+    pub(super) fn front(&self) -> Option<&[u8]> {
+        (self.front < self.ends.len()).then(|| self.span(self.front))
+    }
+
+    /// Consumes the oldest event.
+    pub(super) fn pop_front(&mut self) {
+        if self.front < self.ends.len() {
+            self.front += 1;
+        }
+    }
+
+    /// The events not yet consumed, oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (self.front..self.ends.len()).map(|i| self.span(i))
+    }
+
+    /// Empties the batch, keeping its buffers (unless a burst made them large).
+    pub(super) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.front = 0;
+        if self.bytes.capacity() > BATCH_KEEP_BYTES {
+            self.bytes.shrink_to(BATCH_KEEP_BYTES / 4);
+            self.ends.shrink_to(BATCH_KEEP_BYTES / 4 / 256);
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct State {
-    pub(super) queue: VecDeque<Vec<u8>>,
-    /// Buffers of written events, emptied, for callers to serialise the next ones into (so the
-    /// record path allocates nothing in steady state).
-    pub(super) spare: Vec<Vec<u8>>,
+    pub(super) queue: Batch,
+    /// The writer sleeps with nothing to do: the next event must wake it. While it waits for
+    /// a batch to fill (see [`FileSinkConfig::write_delay`](super::FileSinkConfig::write_delay))
+    /// callers do not wake it, so a burst costs one wake-up, not one per record.
+    pub(super) writer_idle: bool,
     /// Events ever accepted into the queue.
     pub(super) accepted: u64,
     /// Events written to the file.
@@ -177,6 +243,8 @@ pub struct FileSink {
     pub(super) durability: Durability,
     pub(super) backpressure: Backpressure,
     pub(super) capacity: usize,
+    /// Queue length at which the writer stops gathering and writes at once.
+    pub(super) high_water: usize,
     pub(super) checkpointing: bool,
     /// A witness is configured: every flush goes through the writer, which publishes.
     pub(super) witnessing: bool,
@@ -260,6 +328,59 @@ impl FileSink {
         Ok(())
     }
 
+    /// Queues one serialised event for the writer (and, with [`Durability::EveryRecord`],
+    /// waits until it is durable).
+    fn enqueue(&self, bytes: &[u8]) -> Result<(), AuditError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(refused(format!(
+                "the event is {} bytes, more than the {MAX_EVENT_BYTES} a record may hold",
+                bytes.len()
+            )));
+        }
+        let shared = &*self.shared;
+        let mut st = shared.lock();
+        loop {
+            if let Some(f) = &st.failed {
+                return Err(f.to_error());
+            }
+            if st.failing {
+                st = shared.wait(&shared.done, st);
+                continue;
+            }
+            if st.queue.len() < self.capacity {
+                break;
+            }
+            match self.backpressure {
+                Backpressure::Fail => {
+                    return Err(refused(format!(
+                        "the writer queue is full ({} events waiting)",
+                        self.capacity
+                    )));
+                }
+                Backpressure::Block => st = shared.wait(&shared.space, st),
+            }
+        }
+        st.queue.push(bytes);
+        st.accepted += 1;
+        let ticket = st.accepted;
+        let wait = self.durability == Durability::EveryRecord;
+        if wait {
+            st.sync_requested = st.sync_requested.max(ticket);
+        }
+        // Wake the writer only when it must act now: it sleeps idle, a caller waits for this
+        // record, or the queue reached the point where the writer stops gathering. Otherwise
+        // it is gathering a batch and wakes by itself (no futex wake-up per record).
+        if st.writer_idle || wait || st.queue.len() == self.high_water {
+            st.writer_idle = false;
+            shared.work.notify_one();
+        }
+        if wait {
+            shared.wait_durable(st, ticket, None)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Test hook: faults to inject into the writer's I/O (a write that fails half-way, a failed
     /// fsync, a rollback that cannot truncate). Not part of the stable API.
     #[doc(hidden)]
@@ -320,58 +441,11 @@ impl AuditSink for FileSink {
     }
 
     fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
-        // A buffer the writer has emptied, picked up by this thread's previous record.
-        let mut bytes = NEXT_BUFFER
-            .with(Cell::take)
-            .unwrap_or_else(|| Vec::with_capacity(512));
+        let mut bytes = SCRATCH.with(Cell::take);
+        bytes.clear();
         event.write_json(&mut bytes, &self.redaction);
-        if bytes.len() > MAX_EVENT_BYTES {
-            return Err(refused(format!(
-                "the event is {} bytes, more than the {MAX_EVENT_BYTES} a record may hold",
-                bytes.len()
-            )));
-        }
-        let shared = &*self.shared;
-        let mut st = shared.lock();
-        loop {
-            if let Some(f) = &st.failed {
-                return Err(f.to_error());
-            }
-            if st.failing {
-                st = shared.wait(&shared.done, st);
-                continue;
-            }
-            if st.queue.len() < self.capacity {
-                break;
-            }
-            match self.backpressure {
-                Backpressure::Fail => {
-                    return Err(refused(format!(
-                        "the writer queue is full ({} events waiting)",
-                        self.capacity
-                    )));
-                }
-                Backpressure::Block => st = shared.wait(&shared.space, st),
-            }
-        }
-        st.queue.push_back(bytes);
-        st.accepted += 1;
-        let ticket = st.accepted;
-        let spare = st.spare.pop();
-        let wait = self.durability == Durability::EveryRecord;
-        if wait {
-            st.sync_requested = st.sync_requested.max(ticket);
-        }
-        shared.work.notify_one();
-        let result = if wait {
-            shared.wait_durable(st, ticket, None)
-        } else {
-            drop(st);
-            Ok(())
-        };
-        if spare.is_some() {
-            NEXT_BUFFER.with(|next| next.set(spare));
-        }
+        let result = self.enqueue(&bytes);
+        SCRATCH.with(|s| s.set(bytes));
         result
     }
 

@@ -1,6 +1,5 @@
 //! The writer thread: batches, group commit, rotation, checkpoints, retention deletions.
 
-use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::PathBuf;
@@ -16,14 +15,15 @@ use super::record::{
     CheckpointBody, Hex64, LossBody, PolicyField, RetentionBody, append_record, chain_hash,
     event_seq_and_time, hex_str, unix_nanos,
 };
-use super::sink::{ClosedSegment, Failure, PanicGuard, RetainDone, RetainJob, Shared, sync_dir};
+use super::sink::{
+    Batch, ClosedSegment, Failure, PanicGuard, RetainDone, RetainJob, Shared, sync_dir,
+};
 use super::witness::{WitnessConfig, WitnessedHead};
 use crate::breaker::{Alert, AlertKind, AlertSink};
 
-/// At most this many emptied event buffers wait to be reused by callers (each ~512 bytes).
-pub(super) const SPARE_BUFFERS: usize = 1024;
-/// Buffers larger than this are freed, not kept for reuse.
-const SPARE_BUFFER_BYTES: usize = 4096;
+/// The writer hands its buffer to the OS once it holds this much, mid-batch too (large
+/// batches neither grow the buffer without bound nor fault in fresh pages for each write).
+const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
@@ -39,6 +39,11 @@ pub(super) struct Writer {
     pub(super) max_segment_bytes: u64,
     pub(super) chain: Chain,
     pub(super) durability: Durability,
+    /// How long the writer gathers a batch before writing it when nobody waits (see
+    /// [`FileSinkConfig::write_delay`](super::FileSinkConfig::write_delay)).
+    pub(super) write_delay: Duration,
+    /// Queue length at which it stops gathering.
+    pub(super) high_water: usize,
     pub(super) checkpoint: Option<CheckpointConfig>,
     /// Records written since the last checkpoint.
     pub(super) since_checkpoint: u64,
@@ -150,32 +155,49 @@ impl Writer {
     pub(super) fn run(mut self) {
         let shared = Arc::clone(&self.shared);
         let _guard = PanicGuard(Arc::clone(&shared));
-        let mut batch = VecDeque::new();
-        let mut spent = Vec::new();
+        let mut batch = Batch::default();
         loop {
             let (sync_target, durable, flush_target, job, shutdown) = {
                 let mut st = shared.lock();
+                // Until when the writer gathers the queued events into one write.
+                let mut gather_until: Option<Instant> = None;
                 loop {
                     let runnable = !st.paused;
                     if runnable
-                        && (!st.queue.is_empty()
-                            || st.sync_requested > st.durable
+                        && (st.sync_requested > st.durable
                             || st.flushes_requested > self.flushes_seen
                             || st.retain_job.is_some()
                             || st.shutdown)
                     {
                         break;
                     }
+                    let now = Instant::now();
+                    if runnable && !st.queue.is_empty() {
+                        // Nobody waits for these events: gather more for up to `write_delay`
+                        // (one write and one wake-up per batch instead of per record).
+                        if self.write_delay.is_zero() || st.queue.len() >= self.high_water {
+                            break;
+                        }
+                        let until = *gather_until.get_or_insert(now + self.write_delay);
+                        let due = self.deadline().map_or(until, |d| d.min(until));
+                        if now >= due {
+                            break;
+                        }
+                        shared.work.wait_for(&mut st, due - now);
+                        continue;
+                    }
+                    st.writer_idle = true;
                     match self.deadline() {
                         Some(due) if runnable => {
-                            let now = Instant::now();
                             if now >= due {
+                                st.writer_idle = false;
                                 break;
                             }
                             shared.work.wait_for(&mut st, due - now);
                         }
                         _ => st = shared.wait(&shared.work, st),
                     }
+                    st.writer_idle = false;
                 }
                 std::mem::swap(&mut st.queue, &mut batch);
                 (
@@ -204,7 +226,7 @@ impl Writer {
                         self.set_mark();
                     }
                 }
-                self.write_batch(&mut batch, &mut spent)?;
+                self.write_batch(&mut batch)?;
                 let checkpoint_due = self
                     .checkpoint_interval()
                     .is_some_and(|iv| self.last_checkpoint.elapsed() >= iv);
@@ -253,11 +275,9 @@ impl Writer {
             if retained.is_some() {
                 st.retain_done = retained;
             }
-            // Written events' buffers, back to the callers (see `FileSink::record`).
-            let room = SPARE_BUFFERS.saturating_sub(st.spare.len());
-            st.spare.extend(spent.drain(..).take(room));
-            spent.clear();
             drop(st);
+            // Emptied, its buffers go back to the callers at the next swap.
+            batch.clear();
             shared.done.notify_all();
             if shutdown {
                 return;
@@ -394,31 +414,22 @@ impl Writer {
         Ok(())
     }
 
-    /// Chains the batch's events into the buffer and writes it. An event leaves `batch` only
-    /// once it is in the buffer, so on failure `batch` holds exactly those never buffered.
-    /// Appends every event of `batch` (each leaves it only once appended, so a failure reports
-    /// the rest as lost); their emptied buffers go to `spent`, for callers to reuse.
-    pub(super) fn write_batch(
-        &mut self,
-        batch: &mut VecDeque<Vec<u8>>,
-        spent: &mut Vec<Vec<u8>>,
-    ) -> Result<(), Failure> {
+    /// Chains the batch's events into the buffer and writes it (in chunks of
+    /// [`WRITE_CHUNK_BYTES`]). An event leaves `batch` only once it is in the buffer, so on
+    /// failure `batch` holds exactly those never buffered.
+    pub(super) fn write_batch(&mut self, batch: &mut Batch) -> Result<(), Failure> {
         let every = self.checkpoint.as_ref().and_then(|c| c.every_records);
         while let Some(event) = batch.front() {
             self.append(event)?;
             // `append` ends the record with `}` and a newline after the event's bytes.
             let end = self.buf.len() - 2;
             self.buf_events.push((end - event.len(), end));
-            // An event that made its buffer large is not kept: only everyday sizes are reused.
-            if let Some(mut buf) = batch.pop_front()
-                && spent.len() < SPARE_BUFFERS
-                && buf.capacity() <= SPARE_BUFFER_BYTES
-            {
-                buf.clear();
-                spent.push(buf);
-            }
+            batch.pop_front();
             if every.is_some_and(|n| self.since_checkpoint >= n) {
                 self.append_checkpoint(0)?;
+            }
+            if self.buf.len() >= WRITE_CHUNK_BYTES {
+                self.write_out()?;
             }
         }
         self.write_out()
@@ -506,7 +517,7 @@ impl Writer {
     /// The writer failed: refuse everything from now on, roll the log back to the mark, count
     /// what was acknowledged and is lost, leave a note for the next `open`, alert, and report
     /// the whole story in the sticky error.
-    fn fail(&mut self, failure: Failure, batch: &mut VecDeque<Vec<u8>>) {
+    fn fail(&mut self, failure: Failure, batch: &mut Batch) {
         let shared = Arc::clone(&self.shared);
         // From here on nothing more is accepted; callers wait for the full report below.
         let queued = {
