@@ -124,6 +124,44 @@ fn unknown_fields_and_zero_or_overlong_limits_are_refused() {
     assert_eq!(e.path(), Some("mcp.call_timeout"));
     let e = err(&GOOD.replace("call_timeout = \"5s\"", "escalation_wait = \"2h\""));
     assert_eq!(e.path(), Some("mcp.escalation_wait"));
+    for field in [
+        "session_idle_timeout",
+        "session_init_timeout",
+        "sse_keep_alive",
+    ] {
+        let e = err(&GOOD.replace("call_timeout = \"5s\"", &format!("{field} = \"0s\"")));
+        assert_eq!(e.path(), Some(format!("mcp.{field}").as_str()), "{e}");
+    }
+}
+
+#[test]
+fn the_http_session_limits_default_to_rmcps_and_follow_the_document() {
+    let p = parse(GOOD).unwrap();
+    let mcp = p.document().mcp.as_ref().unwrap();
+    assert_eq!(
+        mcp.session_idle_timeout(),
+        std::time::Duration::from_secs(300)
+    );
+    assert_eq!(
+        mcp.session_init_timeout(),
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(mcp.sse_keep_alive(), std::time::Duration::from_secs(15));
+    let p = parse(&GOOD.replace(
+        "call_timeout = \"5s\"",
+        "session_idle_timeout = \"90s\"\nsession_init_timeout = \"5s\"\nsse_keep_alive = \"2s\"",
+    ))
+    .unwrap();
+    let mcp = p.document().mcp.as_ref().unwrap();
+    assert_eq!(
+        mcp.session_idle_timeout(),
+        std::time::Duration::from_secs(90)
+    );
+    assert_eq!(
+        mcp.session_init_timeout(),
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(mcp.sse_keep_alive(), std::time::Duration::from_secs(2));
 }
 
 #[test]

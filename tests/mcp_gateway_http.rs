@@ -869,3 +869,75 @@ async fn browser_origins_and_rebound_host_names_are_refused_and_recorded() {
     assert_eq!(plain, 200);
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_closed_after_the_documents_idle_timeout_and_its_run_ends() {
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let root = root("idle");
+    let served = Served::start(&policy(
+        &node.bin("mcp-server-filesystem"),
+        &root.0,
+        true,
+        "session_idle_timeout = \"1s\"",
+    ))
+    .await;
+    let reader = bearer(READER_TOKEN);
+    let (status, headers) = raw(
+        served.addr,
+        "POST",
+        &[("Authorization", &reader)],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let session = headers
+        .iter()
+        .find(|(k, _)| k == "mcp-session-id")
+        .map(|(_, v)| v.clone())
+        .expect("a session id");
+    let finished = || {
+        served
+            .audit
+            .events()
+            .iter()
+            .filter(|e| e["event"] == "run_finished" && e["gen_ai.agent.id"] == "reader-bot")
+            .count()
+    };
+    assert_eq!(finished(), 0, "the session's run is open while it lives");
+    // rmcp's fixed default was 5 minutes; the document says 1 s.
+    let t = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (status, _) = raw(
+            served.addr,
+            "POST",
+            &[
+                ("Authorization", &reader),
+                ("Mcp-Session-Id", &session),
+                ("MCP-Protocol-Version", "2025-06-18"),
+            ],
+            LIST,
+        )
+        .await;
+        if status == 404 {
+            break;
+        }
+        // Each request above resets the idle clock: back off so the session can expire.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "the session never expired (last status {status})"
+        );
+    }
+    let t = std::time::Instant::now();
+    while finished() == 0 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "its run never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    served.stop().await;
+}

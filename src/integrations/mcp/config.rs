@@ -13,6 +13,9 @@
 //!                               # (default 0: answer at once with the approval id)
 //! restart_backoff = "500ms"     # first wait before restarting a crashed server (doubles)
 //! max_restart_backoff = "30s"   # upper bound of that wait
+//! session_idle_timeout = "5m"   # HTTP: a session idle this long is closed (default 5 min)
+//! session_init_timeout = "60s"  # HTTP: a session not initialised in time is closed
+//! sse_keep_alive = "15s"        # HTTP: keep-alive interval of open event streams
 //!
 //! [mcp.connection]              # who a connection without a token acts as (stdio, or
 //! agent = "desktop-assistant"   # HTTP on a loopback address when no `tokens` are set)
@@ -56,6 +59,12 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 << 20;
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of [`McpSection::start_timeout`].
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`McpSection::session_idle_timeout`]: 5 minutes.
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default of [`McpSection::session_init_timeout`]: 60 seconds.
+pub const DEFAULT_SESSION_INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`McpSection::sse_keep_alive`]: 15 seconds.
+pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Default of [`McpSection::restart_backoff`].
 pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_millis(500);
 /// Default of [`McpSection::max_restart_backoff`].
@@ -129,6 +138,29 @@ pub struct McpSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_restart_backoff: Option<Duration>,
+    /// Streamable HTTP: a session that sees no request for this long is closed (its run ends);
+    /// the safety net for clients whose connection dropped silently (default 5 min).
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub session_idle_timeout: Option<Duration>,
+    /// Streamable HTTP: a session not initialised within this long is closed (default 60 s).
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub session_init_timeout: Option<Duration>,
+    /// Streamable HTTP: interval of the keep-alive comments on an open event stream, so
+    /// proxies do not cut it (default 15 s).
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sse_keep_alive: Option<Duration>,
 }
 
 impl McpSection {
@@ -151,6 +183,23 @@ impl McpSection {
     /// [`escalation_wait`](Self::escalation_wait) or zero.
     pub fn escalation_wait(&self) -> Duration {
         self.escalation_wait.unwrap_or(Duration::ZERO)
+    }
+
+    /// [`session_idle_timeout`](Self::session_idle_timeout) or its default.
+    pub fn session_idle_timeout(&self) -> Duration {
+        self.session_idle_timeout
+            .unwrap_or(DEFAULT_SESSION_IDLE_TIMEOUT)
+    }
+
+    /// [`session_init_timeout`](Self::session_init_timeout) or its default.
+    pub fn session_init_timeout(&self) -> Duration {
+        self.session_init_timeout
+            .unwrap_or(DEFAULT_SESSION_INIT_TIMEOUT)
+    }
+
+    /// [`sse_keep_alive`](Self::sse_keep_alive) or its default.
+    pub fn sse_keep_alive(&self) -> Duration {
+        self.sse_keep_alive.unwrap_or(DEFAULT_SSE_KEEP_ALIVE)
     }
 
     /// [`restart_backoff`](Self::restart_backoff) or its default.
@@ -420,6 +469,9 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
         ("start_timeout", mcp.start_timeout),
         ("restart_backoff", mcp.restart_backoff),
         ("max_restart_backoff", mcp.max_restart_backoff),
+        ("session_idle_timeout", mcp.session_idle_timeout),
+        ("session_init_timeout", mcp.session_init_timeout),
+        ("sse_keep_alive", mcp.sse_keep_alive),
     ] {
         if value.is_some_and(|d| d.is_zero()) {
             return Err(DocumentError::invalid(

@@ -197,7 +197,8 @@ impl Gateway {
             .with_allowed_hosts(hosts)
             .with_allowed_origins(section.allowed_origins.iter().cloned())
             .enforce_origin_validation()
-            .with_max_request_body_bytes(section.max_message_bytes());
+            .with_max_request_body_bytes(section.max_message_bytes())
+            .with_sse_keep_alive(Some(section.sse_keep_alive()));
         let factory_shared = Arc::clone(&shared);
         let factory = move || -> std::io::Result<Session> {
             let opening = OPENING
@@ -213,8 +214,11 @@ impl Gateway {
             *opening.run.lock() = Some(Arc::downgrade(&run));
             Ok(Session::new(Arc::clone(&factory_shared), run))
         };
-        let service =
-            StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config);
+        // rmcp's session limits, from the document (not rmcp's fixed defaults).
+        let mut sessions = LocalSessionManager::default();
+        sessions.session_config.keep_alive = Some(section.session_idle_timeout());
+        sessions.session_config.init_timeout = Some(section.session_init_timeout());
+        let service = StreamableHttpService::new(factory, Arc::new(sessions), config);
         Ok(HttpListener {
             listener,
             local,
