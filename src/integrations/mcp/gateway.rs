@@ -8,8 +8,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::config::{Connection, McpSection};
 use super::downstream::{Downstream, Route};
+use super::fast::FastPath;
 use super::framing::{FaultHook, GuardedStdio, ProtocolFault};
 use super::session::Session;
+use super::ticker::Ticker;
 use crate::audit::EventKind;
 use crate::policy::Policy;
 use crate::{Guard, GuardError, RunContext};
@@ -97,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) section: McpSection,
     servers: Vec<Arc<Downstream>>,
     faults: AtomicU64,
+    /// The tick in-flight calls look at the kill switch and their timeout on.
+    pub(crate) ticker: Ticker,
 }
 
 impl Shared {
@@ -205,6 +209,7 @@ impl Gateway {
                 section,
                 servers,
                 faults: AtomicU64::new(0),
+                ticker: Ticker::default(),
             }),
         })
     }
@@ -304,8 +309,10 @@ impl Gateway {
                 );
             })
         };
-        let transport = GuardedStdio::new(read, write, shared.section.max_message_bytes(), hook);
-        let service = Session::new(Arc::clone(&shared), run)
+        let session = Session::new(Arc::clone(&shared), run);
+        let transport = GuardedStdio::new(read, write, shared.section.max_message_bytes(), hook)
+            .with_fast_path(FastPath::new(session.clone()));
+        let service = session
             .serve(transport)
             .await
             .map_err(|e| GatewayError::Initialize(e.to_string()))?;
