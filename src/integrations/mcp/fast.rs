@@ -11,8 +11,9 @@
 //!
 //! Only the plain shape takes this path: exactly `jsonrpc: "2.0"`, an integer or plain string
 //! `id`, `method: "tools/call"`, `params` with a string `name` and an optional object
-//! `arguments`, nothing else (no `_meta`: rmcp validates a request's own protocol metadata; the
-//! gateway does not use the rest), and only once the `initialize` answer was sent. Anything
+//! `arguments`, and at most a `_meta` holding a `progressToken` (rmcp's client sends one on every
+//! request; the gateway sends no progress, on either path), nothing else (rmcp validates a
+//! request's own protocol metadata), and only once the `initialize` answer was sent. Anything
 //! else, including every malformed `tools/call`, goes to rmcp unchanged, so it gets the same
 //! answer as before by construction.
 
@@ -50,6 +51,42 @@ struct Params<'a> {
     name: Cow<'a, str>,
     #[serde(default)]
     arguments: Option<JsonObject>,
+    #[serde(default, borrow, rename = "_meta")]
+    meta: Present<'a>,
+}
+
+/// The request metadata the fast path takes: a progress token at most (which the gateway,
+/// like its typed path, does not use: it sends no progress). rmcp's client sets one on every
+/// request; any other key (a request's own protocol version, client info ...) is rmcp's to
+/// validate, so such requests take the typed path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta<'a> {
+    #[serde(default, borrow, rename = "progressToken")]
+    progress_token: Present<'a>,
+}
+
+/// A field's raw JSON if present, `null` included (an `Option` would read `null` as absent,
+/// and rmcp may read it differently than absent).
+#[derive(Default)]
+struct Present<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|r| Present(Some(r)))
+    }
+}
+
+/// Whether `meta` (the `_meta` of a call's params, if any) is one the fast path takes.
+fn meta_is_plain(meta: &Present<'_>) -> bool {
+    let Some(raw) = meta.0 else {
+        return true;
+    };
+    let Ok(meta) = serde_json::from_str::<Meta<'_>>(raw.get()) else {
+        return false;
+    };
+    // A progress token is a string or an integer.
+    meta.progress_token.0.is_none_or(|t| key_of(t).is_some())
 }
 
 /// A request's id as the in-flight table keys it: its JSON text (an integer in canonical form,
@@ -84,6 +121,9 @@ fn parse(line: &[u8]) -> Option<(Key, String, CallToolRequestParams)> {
     memchr::memmem::find(line, b"\"tools/call\"")?;
     let req = serde_json::from_slice::<Request<'_>>(line).ok()?;
     if req.jsonrpc != "2.0" || req.method != "tools/call" {
+        return None;
+    }
+    if !meta_is_plain(&req.params.meta) {
         return None;
     }
     let (key, call_id) = key_of(req.id)?;
@@ -193,7 +233,11 @@ mod tests {
             r#"{"jsonrpc":"1.0","id":4,"method":"tools/call","params":{"name":"echo"}}"#,
             r#"{"jsonrpc":"2.0","id":4,"id":5,"method":"tools/call","params":{"name":"echo"}}"#,
             // what rmcp validates or the gateway does not use
-            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","_meta":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","_meta":null}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":null}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":1.5}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":1,"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":1,"progressToken":2}}}"#,
             r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","task":{}}}"#,
             r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo"},"x":1}"#,
             // other methods, even mentioning tools/call
