@@ -26,6 +26,10 @@ fn fake_server() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
 }
 
 fn policy(call_timeout: &str) -> Option<Policy> {
+    Some(Policy::from_toml(&policy_text(call_timeout)?).expect("policy"))
+}
+
+fn policy_text(call_timeout: &str) -> Option<String> {
     let (node, script) = fake_server()?;
     let text = format!(
         r#"{METADATA}
@@ -56,7 +60,7 @@ args = ["{script}"]
         node = node.display(),
         script = script.display(),
     );
-    Some(Policy::from_toml(&text).expect("policy"))
+    Some(text)
 }
 
 async fn start(call_timeout: &str) -> Option<(Arc<Gateway>, Arc<MemorySink>)> {
@@ -322,4 +326,58 @@ async fn downstream_lines_that_are_not_json_or_answer_nobody_are_skipped() {
             .all(|o| o["tollgate.outcome"]["status"] == "success"),
         "{outcomes:?}"
     );
+}
+
+/// `tollgate mcp` reads and writes stdin/stdout as asynchronous pipes where they are pipes (the
+/// other tests spawn it with both piped); a stdout that is a plain file keeps tokio's blocking
+/// writer, and the session is served the same.
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_with_a_stdout_that_is_not_a_pipe() {
+    let Some(p) = policy_text("5s") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tollgate-mcp-fastpath-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, p).unwrap();
+    let out = dir.join("stdout.jsonl");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("mcp")
+        .arg("--policy")
+        .arg(&file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"into a file"}}}"#,
+    ];
+    for l in lines {
+        stdin.write_all(format!("{l}\n").as_bytes()).await.unwrap();
+    }
+    let start = Instant::now();
+    let answer = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(a) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|a| a["id"] == 2)
+        {
+            break a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no answer: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(text(&answer), "into a file", "{answer}");
+    drop(stdin);
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
