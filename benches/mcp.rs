@@ -10,7 +10,9 @@
 //!
 //! Besides criterion's distribution (on a single-threaded runtime), the bench prints p50 and p99
 //! of 3000 sequential calls each way and their difference, on a multi-threaded and on a
-//! single-threaded tokio runtime.
+//! single-threaded tokio runtime. Without criterion, `TOLLGATE_MCP_PROBE=pair` measures both
+//! paths interleaved (p50/p99 of the added latency under the same load) and
+//! `TOLLGATE_MCP_PROBE=direct|gateway` counts per call (see [`probe`]).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -291,11 +293,71 @@ fn probe(mode: &str) {
     });
 }
 
+/// Wall-clock latency of both paths on one runtime, interleaved so that both see the same load:
+/// `TOLLGATE_MCP_PROBE=pair` (`TOLLGATE_MCP_PROBE_RT`, `TOLLGATE_MCP_PROBE_CALLS=N`: N calls each
+/// way, in alternating blocks of 100) prints p50 and p99 of each and of the difference.
+fn pair() {
+    let node = node().expect("the probe needs `node` on PATH");
+    let flavor = std::env::var("TOLLGATE_MCP_PROBE_RT").unwrap_or_else(|_| "current".into());
+    let calls: usize = std::env::var("TOLLGATE_MCP_PROBE_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let mut builder = match flavor.as_str() {
+        "multi" => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    if flavor == "multi" {
+        builder.worker_threads(2);
+    }
+    let rt = builder.enable_all().build().expect("runtime");
+    let direct = rt.block_on(direct(&node));
+    let (gateway, via) = rt.block_on(via_gateway(&node));
+    probe_calls(&rt, &direct, 200);
+    probe_calls(&rt, &via, 200);
+    let timed = |client: &RunningService<RoleClient, ()>, n: usize, into: &mut Vec<Duration>| {
+        rt.block_on(async {
+            for _ in 0..n {
+                let start = Instant::now();
+                black_box(client.call_tool(params()).await.expect("call"));
+                into.push(start.elapsed());
+            }
+        })
+    };
+    let (mut d, mut g) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    while d.len() < calls {
+        let n = 100.min(calls - d.len());
+        timed(&direct, n, &mut d);
+        timed(&via, n, &mut g);
+    }
+    d.sort();
+    g.sort();
+    let at = |v: &[Duration], q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
+    println!(
+        "pair ({flavor} runtime), {calls} calls each way in alternating blocks of 100: direct p50 \
+         {:?} p99 {:?}; via gateway p50 {:?} p99 {:?}; added p50 {:?} p99 {:?}",
+        at(&d, 50),
+        at(&d, 99),
+        at(&g, 50),
+        at(&g, 99),
+        at(&g, 50).saturating_sub(at(&d, 50)),
+        at(&g, 99).saturating_sub(at(&d, 99)),
+    );
+    rt.block_on(async {
+        let _ = via.cancel().await;
+        let _ = direct.cancel().await;
+        gateway.shutdown();
+    });
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
     if let Ok(mode) = std::env::var("TOLLGATE_MCP_PROBE") {
-        probe(&mode);
+        match mode.as_str() {
+            "pair" => pair(),
+            _ => probe(&mode),
+        }
         return;
     }
     benches();

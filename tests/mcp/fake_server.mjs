@@ -1,7 +1,8 @@
 // A tiny MCP server over stdio with no dependencies, for the gateway's fault tests and latency
 // bench: `echo`, `pay` (echoes an amount), `crash` (exits the process), `hang` (never answers),
 // `whoami` (echoes the credential the gateway put in the request's `_meta`, and its SHA-256),
-// `grow` (adds the tool `extra` and sends `notifications/tools/list_changed`).
+// `grow` (adds the tool `extra` and sends `notifications/tools/list_changed`), `noise` (writes a
+// line that is not JSON and an answer to an id nobody asked about before its own answer).
 import { createHash } from "node:crypto";
 import { createInterface } from "node:readline";
 
@@ -12,6 +13,7 @@ const tools = [
   { name: "hang", inputSchema: { type: "object", properties: {} } },
   { name: "whoami", inputSchema: { type: "object", properties: {} } },
   { name: "grow", inputSchema: { type: "object", properties: {} } },
+  { name: "noise", inputSchema: { type: "object", properties: {} } },
 ];
 
 const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
@@ -54,6 +56,11 @@ createInterface({ input: process.stdin }).on("line", (line) => {
           }
           reply(text("grown"));
           return send({ jsonrpc: "2.0", method: "notifications/tools/list_changed" });
+        case "noise":
+          process.stdout.write("this line is not JSON\n");
+          send({ jsonrpc: "2.0", id: `${msg.id}-unknown`, result: text("not yours") });
+          send({ jsonrpc: "2.0", id: "tollgate-999999", result: text("nobody's") });
+          return reply(text("after the noise"));
         case "extra":
           if (tools.some((t) => t.name === "extra")) return reply(text("extra ran"));
           return send({ jsonrpc: "2.0", id: msg.id, error: { code: -32602, message: "unknown tool" } });

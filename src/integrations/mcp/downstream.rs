@@ -1,6 +1,6 @@
-//! One downstream MCP server: spawned over stdio or reached over streamable HTTP, its tools listed and renamed into policy
-//! names, every call bounded by the configured timeout, and restarted with exponential backoff
-//! when it dies.
+//! One downstream MCP server: spawned over stdio (its pipes owned by a [`Relay`]) or reached over
+//! streamable HTTP, its tools listed and renamed into policy names, and restarted with
+//! exponential backoff when it dies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,13 +12,14 @@ use parking_lot::{Mutex, RwLock};
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use rmcp::service::NotificationContext;
 use rmcp::service::{Peer, RunningService, ServiceError};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 
 use super::GatewayError;
 use super::config::{McpSection, ServerSpec, TransportKind};
 use super::gateway::Clients;
+use super::relay::{Relay, RelayError};
 
 /// Why a forwarded call produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,8 +52,17 @@ pub enum DownstreamError {
 /// A live connection.
 struct Conn {
     peer: Peer<RoleClient>,
-    /// Kept so the service (and the child process) live as long as the connection.
+    /// Kept so the service lives as long as the connection.
     _service: RunningService<RoleClient, Watcher>,
+    /// A stdio server's pipes (forwarded calls are written raw on them); `None` over HTTP,
+    /// where calls go through `peer`. Dropping it kills the child process.
+    relay: Option<Relay>,
+}
+
+impl Conn {
+    fn is_closed(&self) -> bool {
+        self.peer.is_transport_closed() || self.relay.as_ref().is_some_and(Relay::is_closed)
+    }
 }
 
 /// The gateway's client handler for one downstream server: follows its
@@ -130,10 +140,7 @@ impl Downstream {
 
     /// Whether a connection is up now.
     pub(crate) fn is_up(&self) -> bool {
-        self.conn
-            .lock()
-            .as_ref()
-            .is_some_and(|c| !c.peer.is_transport_closed())
+        self.conn.lock().as_ref().is_some_and(|c| !c.is_closed())
     }
 
     /// The routes (policy name -> server tool) as of the last successful listing.
@@ -143,20 +150,32 @@ impl Downstream {
 
     /// Starts the client session: spawns the server (stdio) or connects to its URL (streamable
     /// HTTP), bounded by the start timeout.
-    async fn open(self: &Arc<Self>) -> Result<RunningService<RoleClient, Watcher>, GatewayError> {
+    async fn open(
+        self: &Arc<Self>,
+    ) -> Result<(RunningService<RoleClient, Watcher>, Option<Relay>), GatewayError> {
         let server = || self.name.clone();
         let watcher = || Watcher {
             server: Arc::downgrade(self),
         };
-        let started = match (self.spec.transport(), &self.spec.command, &self.spec.url) {
+        let spawn_error = |e: std::io::Error| GatewayError::Spawn {
+            server: server(),
+            reason: e.to_string(),
+        };
+        let (started, relay) = match (self.spec.transport(), &self.spec.command, &self.spec.url) {
             (TransportKind::Stdio, Some(command), _) => {
                 let mut cmd = tokio::process::Command::new(command);
-                cmd.args(&self.spec.args).envs(&self.spec.env);
-                let transport = TokioChildProcess::new(cmd).map_err(|e| GatewayError::Spawn {
-                    server: server(),
-                    reason: e.to_string(),
-                })?;
-                tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await
+                cmd.args(&self.spec.args)
+                    .envs(&self.spec.env)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::inherit())
+                    .kill_on_drop(true);
+                let child = cmd.spawn().map_err(spawn_error)?;
+                let (relay, rmcp_side) = Relay::new(child).map_err(spawn_error)?;
+                (
+                    tokio::time::timeout(self.start_timeout, watcher().serve(rmcp_side)).await,
+                    Some(relay),
+                )
             }
             (TransportKind::Http, _, Some(url)) => {
                 if !url.starts_with("http://") {
@@ -171,7 +190,10 @@ impl Downstream {
                 let transport = StreamableHttpClientTransport::from_config(
                     StreamableHttpClientTransportConfig::with_uri(url.as_str()),
                 );
-                tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await
+                (
+                    tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await,
+                    None,
+                )
             }
             _ => {
                 return Err(GatewayError::Unsupported {
@@ -180,7 +202,7 @@ impl Downstream {
                 });
             }
         };
-        started
+        let service = started
             .map_err(|_| GatewayError::Spawn {
                 server: server(),
                 reason: format!("no answer to `initialize` within {:?}", self.start_timeout),
@@ -188,13 +210,14 @@ impl Downstream {
             .map_err(|e| GatewayError::Spawn {
                 server: server(),
                 reason: e.to_string(),
-            })
+            })?;
+        Ok((service, relay))
     }
 
     /// Starts the server (or connects to it), initialises the session and lists its tools.
     pub(crate) async fn connect(self: &Arc<Self>) -> Result<(), GatewayError> {
         let server = || self.name.clone();
-        let service = self.open().await?;
+        let (service, relay) = self.open().await?;
         let peer = service.peer().clone();
         let tools = tokio::time::timeout(self.start_timeout, peer.list_all_tools())
             .await
@@ -211,6 +234,7 @@ impl Downstream {
         *self.conn.lock() = Some(Arc::new(Conn {
             peer,
             _service: service,
+            relay,
         }));
         Ok(())
     }
@@ -256,7 +280,22 @@ impl Downstream {
         }
     }
 
-    /// Forwards one call, bounded by the call timeout. A broken connection schedules a restart.
+    /// The configured limit of one call (the caller bounds [`Downstream::call`] with it).
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// The error of a call that passed [`Downstream::call_timeout`].
+    pub(crate) fn timed_out(&self) -> DownstreamError {
+        DownstreamError::Timeout {
+            server: self.name.clone(),
+            timeout: self.call_timeout,
+        }
+    }
+
+    /// Forwards one call. Not bounded here: the caller bounds it by [`Downstream::call_timeout`]
+    /// (on the gateway's shared tick, not a timer per call). A broken connection schedules a
+    /// restart.
     pub(crate) async fn call(
         self: &Arc<Self>,
         theirs: &str,
@@ -264,24 +303,33 @@ impl Downstream {
         meta: Option<rmcp::model::RequestMetaObject>,
     ) -> Result<CallToolResult, DownstreamError> {
         let conn = self.conn.lock().clone();
-        let Some(conn) = conn.filter(|c| !c.peer.is_transport_closed()) else {
+        let Some(conn) = conn.filter(|c| !c.is_closed()) else {
             self.schedule_restart();
             return Err(DownstreamError::Unavailable(self.name.clone()));
         };
         let mut params = CallToolRequestParams::new(theirs.to_owned());
         params.arguments = arguments;
         params.meta = meta;
-        match tokio::time::timeout(self.call_timeout, conn.peer.call_tool(params)).await {
-            Err(_) => Err(DownstreamError::Timeout {
-                server: self.name.clone(),
-                timeout: self.call_timeout,
-            }),
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(ServiceError::McpError(e))) => Err(DownstreamError::Refused {
+        if let Some(relay) = &conn.relay {
+            return match relay.call(&params).await {
+                Ok(result) => Ok(result),
+                Err(RelayError::Refused(message)) => Err(DownstreamError::Refused {
+                    server: self.name.clone(),
+                    message,
+                }),
+                Err(RelayError::Closed) => {
+                    self.schedule_restart();
+                    Err(DownstreamError::Crashed(self.name.clone()))
+                }
+            };
+        }
+        match conn.peer.call_tool(params).await {
+            Ok(result) => Ok(result),
+            Err(ServiceError::McpError(e)) => Err(DownstreamError::Refused {
                 server: self.name.clone(),
                 message: e.message.to_string(),
             }),
-            Ok(Err(e)) => {
+            Err(e) => {
                 if conn.peer.is_transport_closed()
                     || matches!(
                         e,

@@ -10,10 +10,15 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use rmcp::RoleServer;
+use rmcp::model::{
+    ClientNotification, JsonRpcMessage, JsonRpcNotification, JsonRpcResponse, ServerResult,
+};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+use super::fast::FastPath;
 
 /// JSON-RPC "Parse error".
 pub(crate) const PARSE_ERROR: i64 = -32700;
@@ -71,7 +76,7 @@ impl std::fmt::Display for ProtocolFault {
 /// Told about every fault, before the client gets its error answer.
 pub(crate) type FaultHook = Arc<dyn Fn(&ProtocolFault) + Send + Sync>;
 
-type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
+pub(crate) type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
 
 /// A server-side [`Transport`] over a byte stream pair (the gateway's stdin/stdout, or a duplex
 /// pipe in tests).
@@ -81,6 +86,12 @@ pub(crate) struct GuardedStdio<R> {
     limit: usize,
     line: Vec<u8>,
     on_fault: FaultHook,
+    /// `tools/call` lines taken off rmcp's typed path (see `fast`), once `initialize` was
+    /// answered.
+    fast: Option<FastPath>,
+    /// Whether the `initialize` answer was sent: before it, every request goes to rmcp, which
+    /// refuses what is not allowed before initialisation.
+    initialized: bool,
 }
 
 impl<R: AsyncRead + Send + Unpin> GuardedStdio<R> {
@@ -96,7 +107,15 @@ impl<R: AsyncRead + Send + Unpin> GuardedStdio<R> {
             limit,
             line: Vec::new(),
             on_fault,
+            fast: None,
+            initialized: false,
         }
+    }
+
+    /// Serves plain `tools/call` requests through `fast` once `initialize` was answered.
+    pub(crate) fn with_fast_path(mut self, fast: FastPath) -> Self {
+        self.fast = Some(fast);
+        self
     }
 
     /// Reads one line into `self.line` (without its newline). `Ok(false)` at end of input;
@@ -190,6 +209,13 @@ impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for GuardedStdio<R> {
         &mut self,
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let JsonRpcMessage::Response(JsonRpcResponse {
+            result: ServerResult::InitializeResult(_),
+            ..
+        }) = &item
+        {
+            self.initialized = true;
+        }
         let write = self.write.clone();
         async move {
             let mut line = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
@@ -213,8 +239,28 @@ impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for GuardedStdio<R> {
                     if text.is_empty() {
                         continue;
                     }
+                    if self.initialized
+                        && let Some(fast) = &self.fast
+                        && fast.take(text, &self.write)
+                    {
+                        continue;
+                    }
                     match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(text) {
-                        Ok(msg) => return Some(msg),
+                        Ok(msg) => {
+                            if let (
+                                Some(fast),
+                                JsonRpcMessage::Notification(JsonRpcNotification {
+                                    notification: ClientNotification::CancelledNotification(n),
+                                    ..
+                                }),
+                            ) = (&self.fast, &msg)
+                                && let Some(id) = &n.params.request_id
+                            {
+                                // Also passed on: rmcp forgets its own request of that id.
+                                fast.cancel(id);
+                            }
+                            return Some(msg);
+                        }
                         Err(e) => {
                             let fault = classify(text, &e);
                             answer(&self.write, &self.on_fault, &fault).await;

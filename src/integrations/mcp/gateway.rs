@@ -8,8 +8,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::config::{Connection, McpSection};
 use super::downstream::{Downstream, Route};
+use super::fast::FastPath;
 use super::framing::{FaultHook, GuardedStdio, ProtocolFault};
 use super::session::Session;
+use super::ticker::Ticker;
 use crate::audit::EventKind;
 use crate::policy::Policy;
 use crate::{Guard, GuardError, RunContext};
@@ -97,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) section: McpSection,
     servers: Vec<Arc<Downstream>>,
     faults: AtomicU64,
+    /// The tick in-flight calls look at the kill switch and their timeout on.
+    pub(crate) ticker: Ticker,
 }
 
 impl Shared {
@@ -205,6 +209,7 @@ impl Gateway {
                 section,
                 servers,
                 faults: AtomicU64::new(0),
+                ticker: Ticker::default(),
             }),
         })
     }
@@ -260,8 +265,23 @@ impl Gateway {
 
     /// Serves one client connection over the process's stdin and stdout until the client
     /// closes it.
+    ///
+    /// Where stdin or stdout is a pipe (as when a client spawns the gateway), it is read or
+    /// written by the runtime itself: tokio's `stdin()` and `stdout()` do every read and write
+    /// on its blocking thread pool, a thread hand-off per line each way. Such a pipe is put in
+    /// non-blocking mode (its open file description is shared with the process's fd 0 or 1):
+    /// nothing else in the process may read stdin or write stdout while the gateway serves on
+    /// them, which the protocol requires anyway.
     pub async fn serve_stdio(&self) -> Result<(), GatewayError> {
-        self.serve(tokio::io::stdin(), tokio::io::stdout()).await
+        let read: Box<dyn AsyncRead + Send + Unpin> = match stdin_pipe() {
+            Some(pipe) => Box::new(pipe),
+            None => Box::new(tokio::io::stdin()),
+        };
+        let write: Box<dyn AsyncWrite + Send + Unpin> = match stdout_pipe() {
+            Some(pipe) => Box::new(pipe),
+            None => Box::new(tokio::io::stdout()),
+        };
+        self.serve(read, write).await
     }
 
     /// Serves one client connection (newline-delimited JSON-RPC, as over stdio) on `read` and
@@ -304,8 +324,10 @@ impl Gateway {
                 );
             })
         };
-        let transport = GuardedStdio::new(read, write, shared.section.max_message_bytes(), hook);
-        let service = Session::new(Arc::clone(&shared), run)
+        let session = Session::new(Arc::clone(&shared), run);
+        let transport = GuardedStdio::new(read, write, shared.section.max_message_bytes(), hook)
+            .with_fast_path(FastPath::new(session.clone()));
+        let service = session
             .serve(transport)
             .await
             .map_err(|e| GatewayError::Initialize(e.to_string()))?;
@@ -320,4 +342,31 @@ impl Gateway {
             s.close();
         }
     }
+}
+
+/// The process's stdin as an asynchronous pipe, if it is a pipe (tokio checks the fd before it
+/// changes it: on `None` it is left as it was).
+#[cfg(unix)]
+fn stdin_pipe() -> Option<tokio::net::unix::pipe::Receiver> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()
+}
+
+/// The process's stdout as an asynchronous pipe, if it is a pipe (as [`stdin_pipe`]).
+#[cfg(unix)]
+fn stdout_pipe() -> Option<tokio::net::unix::pipe::Sender> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()
+}
+
+#[cfg(not(unix))]
+fn stdin_pipe() -> Option<tokio::io::Stdin> {
+    None
+}
+
+#[cfg(not(unix))]
+fn stdout_pipe() -> Option<tokio::io::Stdout> {
+    None
 }

@@ -32,6 +32,8 @@ pub mod config;
 #[cfg(feature = "mcp")]
 mod downstream;
 #[cfg(feature = "mcp")]
+mod fast;
+#[cfg(feature = "mcp")]
 mod framing;
 #[cfg(feature = "mcp")]
 mod gateway;
@@ -40,7 +42,11 @@ mod http;
 #[cfg(feature = "mcp")]
 mod pending;
 #[cfg(feature = "mcp")]
+mod relay;
+#[cfg(feature = "mcp")]
 mod session;
+#[cfg(feature = "mcp")]
+mod ticker;
 
 pub use config::{Connection, CredentialSpec, McpSection, ServerSpec, TokenSpec, TransportKind};
 #[cfg(feature = "mcp")]

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -20,14 +19,13 @@ use crate::escalation::{ApprovalRequest, RequestState};
 use crate::flow::Output;
 use crate::{Delivery, Outcome, Permit, Run, ToolCall, Verdict};
 
-/// How often an in-flight call looks at the kill switch.
-const CANCEL_POLL: Duration = Duration::from_millis(10);
-
-/// The MCP server side of one client connection.
+/// The MCP server side of one client connection (cloned for the stdio fast path: the clones
+/// share the run and its pending calls).
+#[derive(Clone)]
 pub(crate) struct Session {
     shared: Arc<Shared>,
     run: Arc<Run>,
-    pending: Pending,
+    pending: Arc<Pending>,
 }
 
 impl Session {
@@ -35,7 +33,7 @@ impl Session {
         Self {
             shared,
             run,
-            pending: Pending::default(),
+            pending: Arc::default(),
         }
     }
 }
@@ -137,8 +135,13 @@ fn first_text(result: &CallToolResult) -> String {
 }
 
 impl Session {
-    /// Decides, and if allowed forwards, one call.
-    async fn call(&self, request: CallToolRequestParams, call_id: &str) -> CallToolResult {
+    /// Decides, and if allowed forwards, one call (the typed path's `call_tool` and the stdio
+    /// fast path both run this).
+    pub(crate) async fn call(
+        &self,
+        request: CallToolRequestParams,
+        call_id: &str,
+    ) -> CallToolResult {
         let shared = &*self.shared;
         let guard = &*shared.guard;
         let run: &Run = &self.run;
@@ -278,27 +281,30 @@ impl Session {
             }
         };
         let cancel = permit.cancellation();
-        let forwarded = server.call(&theirs, arguments, meta);
-        let killed = async {
-            // The first look is one period in: the guard looked at the switch when it decided,
-            // and `forwarded` (polled first) has sent the request before a first tick could.
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + CANCEL_POLL, CANCEL_POLL);
-            loop {
-                tick.tick().await;
-                if cancel.is_cancelled() {
-                    break;
+        // Bounded by the call timeout and stopped by the kill switch, both looked at on the
+        // gateway's shared tick (see `ticker`: no timer of its own per call). The first look is
+        // one tick in: the guard looked at the switch when it decided, and `forwarded` (polled
+        // first) has sent the request before a first tick could come.
+        let deadline = tokio::time::Instant::now() + server.call_timeout();
+        let ticking = self.shared.ticker.register();
+        let mut forwarded = std::pin::pin!(server.call(&theirs, arguments, meta));
+        let result = loop {
+            tokio::select! {
+                biased;
+                r = &mut forwarded => break r,
+                () = ticking.next() => {
+                    if cancel.is_cancelled() {
+                        let _ = permit
+                            .complete(Outcome::error("cancelled: the kill switch holds the run"));
+                        return tool_error("suspended: the call was stopped by the kill switch");
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        break Err(server.timed_out());
+                    }
                 }
             }
         };
-        let result = tokio::select! {
-            biased;
-            r = forwarded => r,
-            () = killed => {
-                let _ = permit.complete(Outcome::error("cancelled: the kill switch holds the run"));
-                return tool_error("suspended: the call was stopped by the kill switch");
-            }
-        };
+        drop(ticking);
         let result = match result {
             Ok(r) => match &secret {
                 Some(secret) => scrub(r, secret),
