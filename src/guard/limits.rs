@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::run::{Run, RunState};
 use super::shared::{Shared, Snapshot};
-use crate::breaker::{AlertKind, UnexpectedTool};
+use crate::boundary::Admitted;
+use crate::breaker::{AlertKind, Limited, UnexpectedTool};
 use crate::call::{RuleId, ToolCall};
 use crate::verdict::{Denial, DenyCode, Outcome};
 
@@ -281,28 +282,51 @@ impl Shared {
         b.snapshot.store(Arc::new(learner.snapshot()));
     }
 
-    /// Takes a unit from the agent's and the tool's rate-limit buckets.
+    /// Takes a unit from the agent's and the tool's rate-limit buckets. Neither is looked up by
+    /// name: the run keeps its agent's bucket (looked up again only when no longer current) and
+    /// the snapshot holds the tools' buckets by dense tool index.
     pub(super) fn rate_limit(
         &self,
         snap: &Snapshot,
         run: &Run,
-        call: &ToolCall<'_>,
+        admitted: Admitted,
     ) -> Result<(), Denial> {
         let Some(rl) = snap.rate_limits() else {
             return Ok(());
         };
-        rl.check(run.ctx.agent().as_str(), call.tool())
-            .map_err(|l| {
-                Denial::new(
-                    DenyCode::RateLimited,
-                    self.rules.rate.clone(),
-                    format!(
-                        "the {} rate limit is reached; retry in {} ms",
-                        l.scope,
-                        l.retry_after.as_millis()
-                    ),
-                )
-            })
+        let refused = |l: Limited| {
+            Denial::new(
+                DenyCode::RateLimited,
+                self.rules.rate.clone(),
+                format!(
+                    "the {} rate limit is reached; retry in {} ms",
+                    l.scope,
+                    l.retry_after.as_millis()
+                ),
+            )
+        };
+        if rl.limits_agents() {
+            let kept = run.rate_agent.load();
+            match kept.as_deref() {
+                Some(bucket) if bucket.is_current(rl) => rl.take(&bucket.limiter, "agent"),
+                _ => {
+                    drop(kept);
+                    match rl.agent_bucket(run.ctx.agent().as_str()) {
+                        Some(bucket) => {
+                            let taken = rl.take(&bucket.limiter, "agent");
+                            run.rate_agent.store(Some(Arc::new(bucket)));
+                            taken
+                        }
+                        None => Ok(()),
+                    }
+                }
+            }
+            .map_err(refused)?;
+        }
+        if let Some(Some(l)) = snap.rate_tools.get(admitted.index()) {
+            rl.take(l, "tool").map_err(refused)?;
+        }
+        Ok(())
     }
 
     /// Reserves the call's share of the run's budgets (never exceeded, even under concurrency)

@@ -76,7 +76,7 @@ impl Shared {
         // Stage 3: action boundary. Stage 4: loop detection, rate limits, baseline, budgets.
         let admitted = boundary.check(&run.ctx, call).and_then(|a| {
             self.detect_loop(snap, run, call)
-                .and_then(|()| self.rate_limit(snap, run, call))
+                .and_then(|()| self.rate_limit(snap, run, a))
                 .and_then(|()| self.check_baseline(snap, run, call))
                 .and_then(|()| self.reserve_budget(snap, run, call))
                 .map(|r| (a, r))

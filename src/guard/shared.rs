@@ -14,7 +14,7 @@ use crate::audit::{AuditError, AuditEvent, AuditMarks, AuditSink, Decision, Even
 use crate::boundary::ActionBoundary;
 use crate::breaker::{
     Alert, AlertKind, AlertSink, Baseline, BaselineConfig, BaselineSnapshot, BreakerConfig,
-    BreakerKey, CallResult, Keyed, KeyedBreakers, RateLimiters, RateLimits, Ticket,
+    BreakerKey, CallResult, Keyed, KeyedBreakers, RateLimiters, RateLimits, Ticket, ToolTable,
 };
 use crate::call::{AgentId, RuleId, RunId, ToolCall};
 use crate::clock::Clock;
@@ -35,6 +35,9 @@ pub(crate) struct Snapshot {
     pub(crate) breakers: Option<(BreakerSettings, Arc<KeyedBreakers>)>,
     /// The rate limiters and their configuration (buckets whose quota is unchanged carry over).
     pub(crate) rate: Option<(RateLimits, Arc<RateLimiters>)>,
+    /// `rate`'s tool limiters by the boundary's dense tool index (see [`Snapshot::tool_table`]):
+    /// a check takes from its tool's bucket without hashing the name.
+    pub(crate) rate_tools: ToolTable,
     pub(crate) gate: Option<Arc<EscalationGate>>,
     pub(crate) baseline: Option<Arc<BaselineState>>,
     /// The compiled `[flow]` section.
@@ -65,6 +68,15 @@ impl Snapshot {
 
     pub(crate) fn rate_limits(&self) -> Option<&RateLimiters> {
         self.rate.as_ref().map(|(_, r)| &**r)
+    }
+
+    /// The table of `rate`'s tool limiters for `boundary` (empty without rate limits). Built
+    /// with every snapshot: a reload of the boundary alone renumbers the tools.
+    pub(crate) fn tool_table(
+        rate: Option<&(RateLimits, Arc<RateLimiters>)>,
+        boundary: &ActionBoundary,
+    ) -> ToolTable {
+        rate.map_or_else(Default::default, |(_, rl)| rl.tool_table(boundary))
     }
 }
 
