@@ -268,12 +268,6 @@ impl RateLimiters {
         })
     }
 
-    /// Whether agents have a quota.
-    #[inline]
-    pub(crate) fn limits_agents(&self) -> bool {
-        self.agent_quota.is_some()
-    }
-
     /// The limiters of `boundary`'s tools, by its dense tool index: what a policy snapshot
     /// holds, so a check finds its tool's limiter without hashing. Every tool the policy
     /// defines with a quota (its own or the default) gets its bucket now; buckets already made

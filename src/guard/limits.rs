@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::run::{Run, RunState};
 use super::shared::{Shared, Snapshot};
+use super::view::RunView;
 use crate::boundary::Admitted;
 use crate::breaker::{AlertKind, Limited, UnexpectedTool};
 use crate::call::{RuleId, ToolCall};
@@ -285,12 +286,7 @@ impl Shared {
     /// Takes a unit from the agent's and the tool's rate-limit buckets. Neither is looked up by
     /// name: the run keeps its agent's bucket (looked up again only when no longer current) and
     /// the snapshot holds the tools' buckets by dense tool index.
-    pub(super) fn rate_limit(
-        &self,
-        snap: &Snapshot,
-        run: &Run,
-        admitted: Admitted,
-    ) -> Result<(), Denial> {
+    pub(super) fn rate_limit(&self, snap: &RunView, admitted: Admitted) -> Result<(), Denial> {
         let Some(rl) = snap.rate_limits() else {
             return Ok(());
         };
@@ -305,23 +301,8 @@ impl Shared {
                 ),
             )
         };
-        if rl.limits_agents() {
-            let kept = run.rate_agent.load();
-            match kept.as_deref() {
-                Some(bucket) if bucket.is_current(rl) => rl.take(&bucket.limiter, "agent"),
-                _ => {
-                    drop(kept);
-                    match rl.agent_bucket(run.ctx.agent().as_str()) {
-                        Some(bucket) => {
-                            let taken = rl.take(&bucket.limiter, "agent");
-                            run.rate_agent.store(Some(Arc::new(bucket)));
-                            taken
-                        }
-                        None => Ok(()),
-                    }
-                }
-            }
-            .map_err(refused)?;
+        if let Some(bucket) = &snap.rate_agent {
+            rl.take(&bucket.limiter, "agent").map_err(refused)?;
         }
         if let Some(Some(l)) = snap.rate_tools.get(admitted.index()) {
             rl.take(l, "tool").map_err(refused)?;

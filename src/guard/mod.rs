@@ -84,6 +84,7 @@ mod reload;
 mod rollout;
 mod run;
 mod shared;
+mod view;
 
 pub use builder::GuardBuilder;
 pub use escalate::ApprovalTicker;
@@ -211,7 +212,8 @@ impl Guard {
         }
         let shared = &*self.shared;
         // One policy for the whole decision.
-        let snap = shared.policy.load_full();
+        // One policy for the whole decision, seen through the run's view of it.
+        let snap = run.view();
         let boundary = &*snap.boundary;
         let version = boundary.version();
         let task_type = run.ctx.task_type().map(|t| t.as_str());

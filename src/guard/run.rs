@@ -49,13 +49,9 @@ impl Guard {
             }
             live.insert(id.clone(), ctx.task_type().map(|t| Arc::from(t.as_str())));
         }
-        // The agent's rate-limit bucket, resolved once (see `Shared::rate_limit`).
-        let rate_agent = snap
-            .rate_limits()
-            .and_then(|rl| rl.agent_bucket(ctx.agent().as_str()))
-            .map(Arc::new);
+        let view = super::view::RunView::new(Arc::clone(&snap), &ctx);
         let run = Run::from_state(RunState {
-            rate_agent: arc_swap::ArcSwapOption::new(rate_agent),
+            view: arc_swap::ArcSwap::from_pointee(view),
             shared: Arc::clone(&self.shared),
             instance: next_run_instance(),
             id,
@@ -135,10 +131,9 @@ pub struct RunState {
     pub(crate) unexpected_alerted: AtomicBool,
     pub(crate) tools_used: parking_lot::Mutex<std::collections::BTreeSet<String>>,
     pub(crate) recent: parking_lot::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
-    /// The agent's rate-limit bucket in the limiters it was looked up in: checked against the
-    /// snapshot's limiters on every call and looked up again only when it is no longer current
-    /// (a reload replaced the limiters, or an agent bucket was evicted).
-    pub(crate) rate_agent: arc_swap::ArcSwapOption<crate::breaker::AgentBucket>,
+    /// The run's view of the snapshot in force (see `guard::view`): what its checks resolved
+    /// once instead of on every call.
+    pub(crate) view: arc_swap::ArcSwap<super::view::RunView>,
     /// The secrets this run's permits were handed, scrubbed from its outcome texts.
     pub(crate) exposed: crate::credential::ExposedSecrets,
     /// What the run's context has seen, for the flow rules (made when the policy has them).

@@ -14,7 +14,7 @@ use crate::audit::{AuditError, AuditEvent, AuditMarks, AuditSink, Decision, Even
 use crate::boundary::ActionBoundary;
 use crate::breaker::{
     Alert, AlertKind, AlertSink, Baseline, BaselineConfig, BaselineSnapshot, BreakerConfig,
-    BreakerKey, CallResult, Keyed, KeyedBreakers, RateLimiters, RateLimits, Ticket, ToolTable,
+    BreakerKey, CallResult, KeyedBreakers, RateLimiters, RateLimits, ToolTable,
 };
 use crate::call::{AgentId, RuleId, RunId, ToolCall};
 use crate::clock::Clock;
@@ -337,15 +337,6 @@ impl Shared {
         .with_mode(mode, would_be);
         event.marks = marks();
         sink.record(&event)
-    }
-}
-
-/// Gives a breaker ticket back unused (the call never ran), so a half-open probe slot is freed.
-pub(crate) fn release(breaker: Option<(Arc<Keyed>, Ticket)>) {
-    if let Some((keyed, ticket)) = breaker {
-        let _ = keyed
-            .breaker
-            .record(ticket, CallResult::Ignored, std::time::Duration::ZERO);
     }
 }
 
