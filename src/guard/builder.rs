@@ -196,6 +196,7 @@ impl GuardBuilder {
         let guard = Guard {
             shared: Arc::new(Shared {
                 policy: ArcSwap::from_pointee(snapshot),
+                generation: AtomicU64::new(0),
                 reload_lock: parking_lot::Mutex::new(()),
                 bound: parking_lot::Mutex::new(Bound {
                     document: self.policy,

@@ -310,7 +310,7 @@ impl Guard {
                 breakers_reset,
             },
         )?;
-        self.shared.policy.store(Arc::new(next));
+        self.shared.install(next);
         Ok(previous)
     }
 }

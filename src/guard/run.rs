@@ -49,9 +49,9 @@ impl Guard {
             }
             live.insert(id.clone(), ctx.task_type().map(|t| Arc::from(t.as_str())));
         }
-        let view = super::view::RunView::new(Arc::clone(&snap), &ctx);
+        let view = super::view::RunView::new(&self.shared, &ctx);
         let run = Run::from_state(RunState {
-            view: arc_swap::ArcSwap::from_pointee(view),
+            view: parking_lot::Mutex::new(Arc::new(view)),
             shared: Arc::clone(&self.shared),
             instance: next_run_instance(),
             id,
@@ -133,7 +133,7 @@ pub struct RunState {
     pub(crate) recent: parking_lot::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
     /// The run's view of the snapshot in force (see `guard::view`): what its checks resolved
     /// once instead of on every call.
-    pub(crate) view: arc_swap::ArcSwap<super::view::RunView>,
+    pub(crate) view: parking_lot::Mutex<Arc<super::view::RunView>>,
     /// The secrets this run's permits were handed, scrubbed from its outcome texts.
     pub(crate) exposed: crate::credential::ExposedSecrets,
     /// What the run's context has seen, for the flow rules (made when the policy has them).

@@ -144,8 +144,11 @@ impl Default for Rules {
 
 /// State shared by a guard, its runs and its permits.
 pub(crate) struct Shared {
-    /// The policy in force.
+    /// The policy in force. Replaced only by [`install`](Self::install).
     pub(crate) policy: ArcSwap<Snapshot>,
+    /// How many times `policy` was replaced: a run's view was made for one generation and is
+    /// made anew once this moves (one atomic load per check instead of loading the snapshot).
+    pub(crate) generation: AtomicU64,
     /// Serialises reloads (checks never take it).
     pub(crate) reload_lock: parking_lot::Mutex<()>,
     /// What the guard was built with (see [`Bound`]).
@@ -349,6 +352,14 @@ pub(crate) fn default_classifier(outcome: &Outcome) -> CallResult {
 }
 
 impl Shared {
+    /// Puts `next` in force. The generation moves after the store, and views read it before
+    /// loading the snapshot (see `RunState::view`): a view never pairs an older snapshot with a
+    /// newer generation.
+    pub(crate) fn install(&self, next: Snapshot) {
+        self.policy.store(Arc::new(next));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Recomputes [`any_set_suspension`](Self::any_set_suspension) after a change of the
     /// suspended agent or run-id sets.
     pub(crate) fn note_set_suspensions(&self) {

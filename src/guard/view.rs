@@ -17,14 +17,18 @@
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
+use std::sync::atomic::Ordering;
+
 use super::run::RunState;
-use super::shared::Snapshot;
+use super::shared::{Shared, Snapshot};
 use crate::breaker::{AgentBucket, Keyed, Ticket};
 use crate::call::RunContext;
 
 /// One run's view of one snapshot.
 pub(crate) struct RunView {
     pub(crate) snap: Arc<Snapshot>,
+    /// The guard's policy generation `snap` was in force at (read before loading it).
+    generation: u64,
     /// The agent's rate-limit bucket (`None`: no per-agent quota).
     pub(crate) rate_agent: Option<AgentBucket>,
     /// The breakers of the tools this run called, by the boundary's dense tool index, filled
@@ -44,8 +48,12 @@ impl Deref for RunView {
 }
 
 impl RunView {
-    /// The view of `snap` for a run of `ctx`.
-    pub(crate) fn new(snap: Arc<Snapshot>, ctx: &RunContext) -> Self {
+    /// The view of the snapshot in force for a run of `ctx`.
+    pub(crate) fn new(shared: &Shared, ctx: &RunContext) -> Self {
+        // The generation first: a reload between the two reads makes the view look older
+        // than its snapshot (made anew at the next check), never newer.
+        let generation = shared.generation.load(Ordering::Acquire);
+        let snap = shared.policy.load_full();
         // Eviction counts are read before anything is looked up (see `is_current`).
         let breaker_evictions = snap.breakers().map_or(0, |kb| kb.evictions());
         let breakers = match snap.breakers() {
@@ -59,15 +67,20 @@ impl RunView {
             .and_then(|rl| rl.agent_bucket(ctx.agent().as_str()));
         Self {
             snap,
+            generation,
             rate_agent,
             breakers,
             breaker_evictions,
         }
     }
 
-    /// Whether the view still holds only what the snapshot's primitives would hand out now.
+    /// Whether the view is of the snapshot in force and still holds only what its primitives
+    /// would hand out now.
     #[inline]
-    fn is_current(&self) -> bool {
+    fn is_current(&self, shared: &Shared) -> bool {
+        if shared.generation.load(Ordering::Acquire) != self.generation {
+            return false;
+        }
         let rate = match (&self.rate_agent, self.snap.rate_limits()) {
             (Some(bucket), Some(rl)) => bucket.is_current(rl),
             _ => true,
@@ -119,17 +132,15 @@ pub(crate) struct Held {
 }
 
 impl RunState {
-    /// The run's view of the snapshot in force, made anew when the snapshot changed or the
-    /// view is no longer current. One reference-count increment on the run's own view (not on
-    /// the snapshot every thread shares).
+    /// The run's view of the snapshot in force, made anew when a reload replaced the snapshot
+    /// or the view is no longer current. Costs one atomic load of the guard's generation, the
+    /// run's own (uncontended) lock and a reference-count increment on the run's own view: no
+    /// write to anything every thread shares.
     pub(crate) fn view(&self) -> Arc<RunView> {
-        let policy = self.shared.policy.load();
-        let view = self.view.load_full();
-        if Arc::ptr_eq(&view.snap, &policy) && view.is_current() {
-            return view;
+        let mut view = self.view.lock();
+        if !view.is_current(&self.shared) {
+            *view = Arc::new(RunView::new(&self.shared, &self.ctx));
         }
-        let fresh = Arc::new(RunView::new(Arc::clone(&policy), &self.ctx));
-        self.view.store(Arc::clone(&fresh));
-        fresh
+        Arc::clone(&view)
     }
 }
