@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::limits::Reserved;
+use super::limits::{CheckTime, Reserved};
 use super::permit::{self, Permit};
 use super::run::Run;
 use super::shared::Shared;
@@ -36,6 +36,8 @@ pub(super) struct Passed {
     args_checked: bool,
     breaker: Option<Held>,
     reserved: Reserved,
+    /// The check's time, if a stage read it.
+    now: Option<crate::clock::MonoTime>,
     quarantine: Option<RuleId>,
     /// The approval the escalation gate (or a flow rule) asks for; `None` after a consumed
     /// grant.
@@ -105,11 +107,14 @@ impl Shared {
         }
         // Stage 3: action boundary (decided above). Stage 4: loop detection, rate limits,
         // baseline, budgets.
+        // At most one clock read for the stages that need the time (rate limits, the
+        // wall-time budget) and, without an audit sink, the permit's start.
+        let now = CheckTime::new(&*self.clock);
         let admitted = checked.and_then(|a| {
             self.detect_loop(snap, run, call)
-                .and_then(|()| self.rate_limit(snap, a))
+                .and_then(|()| self.rate_limit(snap, a, &now))
                 .and_then(|()| self.check_baseline(snap, run, call))
-                .and_then(|()| self.reserve_budget(snap, run, call))
+                .and_then(|()| self.reserve_budget(snap, run, call, &now))
                 .map(|r| (a, r))
                 .map_err(|d| d.with_version(version))
         });
@@ -152,6 +157,7 @@ impl Shared {
             args_checked: true,
             breaker,
             reserved,
+            now: now.read(),
             quarantine,
             escalation,
         })
@@ -187,9 +193,16 @@ impl Shared {
             return Verdict::Deny(self.audit_denial(e, version));
         }
         // Latency feeds the audit trail and the breaker's slow-call rate; with neither, reading
-        // the clock (two reads, ~25 ns each) would be dead work.
+        // the clock (two reads, ~25 ns each) would be dead work. Without a sink, only the flow
+        // and escalation stages (computation, no waiting) ran since the stages read the time,
+        // if they did: the permit starts then. With one, recording the decision may have taken
+        // a while: the time is read again.
         let timed = self.audit.is_some() || snap.breakers.is_some();
-        let started = timed.then(|| self.clock.now());
+        let started = match (timed, self.audit.is_some(), p.now) {
+            (false, _, _) => None,
+            (true, false, Some(now)) => Some(now),
+            (true, _, _) => Some(self.clock.now()),
+        };
         Verdict::Allow(Permit {
             run,
             call_id: call.call_id(),
@@ -264,6 +277,7 @@ impl Decided {
                             args_checked: false,
                             breaker: None,
                             reserved: Reserved::default(),
+                            now: None,
                             quarantine: None,
                             escalation: None,
                         };
