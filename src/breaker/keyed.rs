@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -62,6 +63,10 @@ pub struct KeyedBreakers {
     clock: Arc<dyn Clock>,
     map: ArcSwap<Map>,
     writer: Mutex<()>,
+    /// Breakers evicted so far: a guard's run keeps the breakers it found until this moves.
+    /// Incremented after the map without the evicted breaker is published, so whoever reads
+    /// it before a lookup either finds the new map or sees the eviction counted.
+    evictions: AtomicU64,
 }
 
 impl std::fmt::Debug for KeyedBreakers {
@@ -90,6 +95,7 @@ impl KeyedBreakers {
             clock,
             map: ArcSwap::from_pointee(Map::new()),
             writer: Mutex::new(()),
+            evictions: AtomicU64::new(0),
         })
     }
 
@@ -139,7 +145,8 @@ impl KeyedBreakers {
             return Some(k);
         }
         let mut map: Map = (**self.map.load()).clone();
-        if self.len_of(&map) >= self.capacity {
+        let evicted = self.len_of(&map) >= self.capacity;
+        if evicted {
             // Replace a closed breaker (it holds no verdict worth keeping).
             let victim = map.iter().find_map(|(h, v)| {
                 v.iter()
@@ -162,7 +169,17 @@ impl KeyedBreakers {
             .or_default()
             .push(Arc::clone(&keyed));
         self.map.store(Arc::new(map));
+        if evicted {
+            self.evictions.fetch_add(1, Ordering::AcqRel);
+        }
         Some(keyed)
+    }
+
+    /// How many breakers were evicted so far (to tell whether a breaker found earlier is still
+    /// the one of its key).
+    #[inline]
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Acquire)
     }
 
     fn len_of(&self, map: &Map) -> usize {

@@ -48,7 +48,7 @@ mod rate;
 pub use alert::{Alert, AlertKind, AlertSink, ChannelAlerts, TracingAlerts};
 pub use baseline::{Baseline, BaselineConfig, BaselineRule, BaselineSnapshot, UnexpectedTool};
 pub use keyed::{BreakerKey, Keyed, KeyedBreakers};
-pub(crate) use rate::RateLimiters;
+pub(crate) use rate::{AgentBucket, Limited, RateLimiters, ToolTable, at as rate_limits_at};
 pub use rate::{RateLimit, RateLimits};
 
 use std::fmt;

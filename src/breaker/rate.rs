@@ -3,14 +3,22 @@
 //! Each key (an agent, or a tool) gets its own direct limiter, so per-tool quotas can differ
 //! (governor's keyed limiters share one quota). Time comes from tollgate's monotonic [`Clock`],
 //! never from `quanta`'s TSC clock, which can step backwards across cores (governor issue #299).
-//! Agents' limiters live in a bounded map; tools' limiters exist only for tools the boundary has
-//! already admitted, so invented tool names cannot grow anything.
+//! Agents' limiters live in a bounded map; tools' limiters exist only for tools the policy
+//! defines, so invented tool names cannot grow anything.
+//!
+//! The guard's check path hashes nothing: a policy snapshot holds its tools' limiters in a table
+//! indexed by the boundary's dense tool index ([`RateLimiters::tool_table`]), and a run resolves
+//! its agent's limiter once ([`RateLimiters::agent_bucket`]) and keeps it while it stays
+//! current ([`AgentBucket::is_current`]: same limiters, no agent bucket evicted since). Agent
+//! names come from callers, so the map they key keeps SipHash; it is only consulted when a run
+//! starts, after a reload and after an eviction.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::ops::Add;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use std::time::Duration;
@@ -83,10 +91,10 @@ pub struct RateLimits {
 
 /// Adapts tollgate's monotonic clock to governor.
 #[derive(Clone)]
-struct MonoClock(Arc<dyn Clock>);
+pub(crate) struct MonoClock(Arc<dyn Clock>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct MonoInstant(u64);
+pub(crate) struct MonoInstant(u64);
 
 impl Add<Nanos> for MonoInstant {
     type Output = Self;
@@ -104,14 +112,67 @@ impl Reference for MonoInstant {
     }
 }
 
+thread_local! {
+    /// The instant [`at`] pinned for this thread's rate-limit checks (`u64::MAX`: none).
+    static PINNED: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+}
+
 impl GovClock for MonoClock {
     type Instant = MonoInstant;
     fn now(&self) -> MonoInstant {
+        let pinned = PINNED.with(std::cell::Cell::get);
+        if pinned != u64::MAX {
+            return MonoInstant(pinned);
+        }
         MonoInstant(self.0.now().as_nanos())
     }
 }
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, MonoClock, NoOpMiddleware<MonoInstant>>;
+/// Runs `f` with the rate limiters' clock reading `now` on this thread: a guard's check takes
+/// from the agent's and the tool's buckets at the one instant it read for the whole check
+/// (budget wall time, permit start) instead of reading the clock once per bucket. governor has
+/// no way to pass the time to a check, hence this thread-local; each clock read costs ~25 ns
+/// (about 100 instructions), and there were five per call. `now` must come from the clock the
+/// limiters were built with (the guard's); the previous pin is restored even if `f` panics.
+pub(crate) fn at<R>(now: crate::clock::MonoTime, f: impl FnOnce() -> R) -> R {
+    struct Restore(u64);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PINNED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(PINNED.with(|c| c.replace(now.as_nanos())));
+    f()
+}
+
+/// One GCRA bucket.
+pub(crate) type Limiter =
+    RateLimiter<NotKeyed, InMemoryState, MonoClock, NoOpMiddleware<MonoInstant>>;
+
+/// The tools' limiters of one policy snapshot, by the boundary's dense tool index (`None`: the
+/// tool has no quota).
+pub(crate) type ToolTable = Box<[Option<Arc<Limiter>>]>;
+
+/// An agent's limiter as a run keeps it, with what says whether it is still the agent's.
+pub(crate) struct AgentBucket {
+    /// The [`RateLimiters`] it came from (compared by address, never dereferenced).
+    owner: usize,
+    /// That set's eviction count when the bucket was looked up.
+    evictions: u64,
+    pub(crate) limiter: Arc<Limiter>,
+}
+
+impl AgentBucket {
+    /// Whether `rl` would still hand out this bucket for the agent: the same set of limiters
+    /// (not replaced by a reload) and no agent bucket evicted since it was looked up. An evicted
+    /// agent gets a new bucket on its next lookup; a run still holding the old one would give
+    /// the agent a second quota.
+    #[inline]
+    pub(crate) fn is_current(&self, rl: &RateLimiters) -> bool {
+        self.owner == std::ptr::from_ref(rl) as usize
+            && self.evictions == rl.evictions.load(Ordering::Acquire)
+    }
+}
 
 /// Why a call was rate limited.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +192,10 @@ pub(crate) struct RateLimiters {
     default_tool: Option<Quota>,
     tool_limiters: ArcSwap<HashMap<Box<str>, Arc<Limiter>>>,
     writer: Mutex<()>,
+    /// Agent buckets evicted so far (see [`AgentBucket::is_current`]). Incremented after the
+    /// map without the bucket is published, so a lookup that reads the count first and then
+    /// finds the bucket either sees the eviction counted or finds the new map.
+    evictions: AtomicU64,
 }
 
 impl RateLimiters {
@@ -164,37 +229,44 @@ impl RateLimiters {
             default_tool,
             tool_limiters: ArcSwap::from_pointee(HashMap::new()),
             writer: Mutex::new(()),
+            evictions: AtomicU64::new(0),
         })
     }
 
-    /// Takes one unit from the bucket of `key`, creating the bucket on first use. The common
-    /// case borrows the limiter from the map snapshot: no reference-count traffic, no lock.
-    fn take(
+    /// Takes one unit from `l`, or says how long until one is there.
+    #[inline]
+    pub(crate) fn take(&self, l: &Limiter, scope: &'static str) -> Result<(), Limited> {
+        // The clock is read again only to say how long to wait.
+        l.check().map_err(|not_until| Limited {
+            scope,
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        })
+    }
+
+    /// The bucket of `key`, created on first use. The common case borrows the map snapshot: no
+    /// reference-count traffic on the map, no lock.
+    fn bucket(
         &self,
         map: &ArcSwap<HashMap<Box<str>, Arc<Limiter>>>,
         key: &str,
         quota: Quota,
         bounded: bool,
-    ) -> Result<(), Duration> {
-        let wait = |l: &Limiter| {
-            // The clock is read again only to say how long to wait.
-            l.check()
-                .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
-        };
+    ) -> Arc<Limiter> {
         if let Some(l) = map.load().get(key) {
-            return wait(l);
+            return Arc::clone(l);
         }
         let _w = self.writer.lock();
         if let Some(l) = map.load().get(key) {
-            return wait(l);
+            return Arc::clone(l);
         }
         let mut next = HashMap::clone(&map.load());
+        let mut evicted = false;
         if bounded {
             let mut order = self.agent_order.lock();
             while next.len() >= self.max_agents {
                 match order.pop_front() {
                     Some(old) => {
-                        next.remove(&old);
+                        evicted |= next.remove(&old).is_some();
                     }
                     None => break,
                 }
@@ -202,29 +274,57 @@ impl RateLimiters {
             order.push_back(key.into());
         }
         let l = Arc::new(RateLimiter::direct_with_clock(quota, self.clock.clone()));
-        let result = wait(&l);
-        next.insert(key.into(), l);
+        next.insert(key.into(), Arc::clone(&l));
         map.store(Arc::new(next));
-        result
+        if evicted {
+            self.evictions.fetch_add(1, Ordering::AcqRel);
+        }
+        l
+    }
+
+    /// The agent's bucket for a run to keep (`None` without a per-agent quota). The eviction
+    /// count is read before the lookup (see [`AgentBucket::is_current`]).
+    pub(crate) fn agent_bucket(&self, agent: &str) -> Option<AgentBucket> {
+        let quota = self.agent_quota?;
+        let evictions = self.evictions.load(Ordering::Acquire);
+        Some(AgentBucket {
+            owner: std::ptr::from_ref(self) as usize,
+            evictions,
+            limiter: self.bucket(&self.agents, agent, quota, true),
+        })
+    }
+
+    /// The limiters of `boundary`'s tools, by its dense tool index: what a policy snapshot
+    /// holds, so a check finds its tool's limiter without hashing. Every tool the policy
+    /// defines with a quota (its own or the default) gets its bucket now; buckets already made
+    /// (or carried over by a reload) are reused.
+    pub(crate) fn tool_table(&self, boundary: &crate::boundary::ActionBoundary) -> ToolTable {
+        let mut table: Vec<Option<Arc<Limiter>>> = vec![None; boundary.tool_count()];
+        for name in boundary.document().tools.keys() {
+            let (Some(admitted), Some(quota)) = (
+                boundary.admitted_by_name(name),
+                self.tools.get(name.as_str()).copied().or(self.default_tool),
+            ) else {
+                continue;
+            };
+            if let Some(slot) = table.get_mut(admitted.index()) {
+                *slot = Some(self.bucket(&self.tool_limiters, name, quota, false));
+            }
+        }
+        table.into_boxed_slice()
     }
 
     /// Takes one unit from the agent's and the tool's buckets, or says which is empty and for
     /// how long. The agent bucket is checked first; a call refused by the tool bucket has still
-    /// used its agent unit (conservative).
+    /// used its agent unit (conservative). The guard does the same through the buckets it
+    /// resolved beforehand; this keyed form serves the unit tests.
+    #[cfg(test)]
     pub(crate) fn check(&self, agent: &str, tool: &str) -> Result<(), Limited> {
         if let Some(q) = self.agent_quota {
-            self.take(&self.agents, agent, q, true)
-                .map_err(|retry_after| Limited {
-                    scope: "agent",
-                    retry_after,
-                })?;
+            self.take(&self.bucket(&self.agents, agent, q, true), "agent")?;
         }
         if let Some(q) = self.tools.get(tool).copied().or(self.default_tool) {
-            self.take(&self.tool_limiters, tool, q, false)
-                .map_err(|retry_after| Limited {
-                    scope: "tool",
-                    retry_after,
-                })?;
+            self.take(&self.bucket(&self.tool_limiters, tool, q, false), "tool")?;
         }
         Ok(())
     }
@@ -300,6 +400,30 @@ mod tests {
         clock.advance(Duration::from_millis(200));
         rl.check("a", "search").unwrap();
         assert!(rl.check("a", "search").is_err());
+    }
+
+    /// A guard pins the check's instant for its buckets; the pin must not outlive the check
+    /// (later checks would run at a stale time: refused although refilled, or worse), not even
+    /// one that panicked.
+    #[test]
+    fn a_pinned_instant_does_not_outlive_its_check() {
+        let clock = Arc::new(ManualClock::new());
+        let cfg = RateLimits {
+            per_agent: Some(RateLimit::new(nz(1), Duration::from_secs(1))),
+            ..RateLimits::default()
+        };
+        let rl = RateLimiters::new(&cfg, clock.clone()).unwrap();
+        let t0 = clock.now();
+        at(t0, || rl.check("a", "t")).unwrap();
+        // Pinned at t0, the bucket is empty whatever the clock says.
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(at(t0, || rl.check("a", "t")).unwrap_err().scope, "agent");
+        // Unpinned: the clock's time, refilled.
+        rl.check("a", "t").unwrap();
+        let panicked = std::panic::catch_unwind(|| at(t0, || panic!("stage failed")));
+        assert!(panicked.is_err());
+        clock.advance(Duration::from_secs(5));
+        rl.check("a", "t").unwrap();
     }
 
     #[test]

@@ -172,6 +172,7 @@ impl GuardBuilder {
             super::mode::check_modes(modes, &self.boundary, gate.as_deref())?;
         }
         let version = self.boundary.version();
+        let rate_tools = Snapshot::tool_table(rate.as_ref(), &self.boundary);
         let snapshot = Snapshot {
             rollout: self.rollout.map(|r| {
                 let agreement = self
@@ -186,6 +187,7 @@ impl GuardBuilder {
             loops: self.loops,
             breakers,
             rate,
+            rate_tools,
             gate,
             baseline: self
                 .baseline
@@ -194,6 +196,7 @@ impl GuardBuilder {
         let guard = Guard {
             shared: Arc::new(Shared {
                 policy: ArcSwap::from_pointee(snapshot),
+                generation: AtomicU64::new(0),
                 reload_lock: parking_lot::Mutex::new(()),
                 bound: parking_lot::Mutex::new(Bound {
                     document: self.policy,

@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::run::{Run, RunState};
 use super::shared::{Shared, Snapshot};
-use crate::breaker::{AlertKind, UnexpectedTool};
+use super::view::RunView;
+use crate::boundary::Admitted;
+use crate::breaker::{AlertKind, Limited, UnexpectedTool};
 use crate::call::{RuleId, ToolCall};
+use crate::clock::MonoTime;
 use crate::verdict::{Denial, DenyCode, Outcome};
 
 /// Loop detection: the same call (tool and arguments) more than `max_repeats` times within
@@ -141,6 +144,39 @@ pub struct RunBudget {
     pub max_cost_micros: Option<u64>,
     /// Cost reserved for a call that declares no estimate.
     pub cost_micros_per_call: u64,
+}
+
+/// The time of one check, read from the guard's clock at most once, when a stage first needs
+/// it (rate limits, the wall-time budget, the permit's start): each read costs ~25 ns.
+pub(super) struct CheckTime<'c> {
+    clock: &'c dyn crate::clock::Clock,
+    at: std::cell::Cell<Option<MonoTime>>,
+}
+
+impl<'c> CheckTime<'c> {
+    pub(super) fn new(clock: &'c dyn crate::clock::Clock) -> Self {
+        Self {
+            clock,
+            at: std::cell::Cell::new(None),
+        }
+    }
+
+    /// The check's time (read now if no stage needed it yet).
+    pub(super) fn get(&self) -> MonoTime {
+        match self.at.get() {
+            Some(t) => t,
+            None => {
+                let t = self.clock.now();
+                self.at.set(Some(t));
+                t
+            }
+        }
+    }
+
+    /// The check's time if a stage read it.
+    pub(super) fn read(&self) -> Option<MonoTime> {
+        self.at.get()
+    }
 }
 
 /// What a permitted call reserved from its run's budgets.
@@ -281,28 +317,39 @@ impl Shared {
         b.snapshot.store(Arc::new(learner.snapshot()));
     }
 
-    /// Takes a unit from the agent's and the tool's rate-limit buckets.
+    /// Takes a unit from the agent's and the tool's rate-limit buckets. Neither is looked up by
+    /// name: the run keeps its agent's bucket (looked up again only when no longer current) and
+    /// the snapshot holds the tools' buckets by dense tool index.
     pub(super) fn rate_limit(
         &self,
-        snap: &Snapshot,
-        run: &Run,
-        call: &ToolCall<'_>,
+        snap: &RunView,
+        admitted: Admitted,
+        now: &CheckTime<'_>,
     ) -> Result<(), Denial> {
         let Some(rl) = snap.rate_limits() else {
             return Ok(());
         };
-        rl.check(run.ctx.agent().as_str(), call.tool())
-            .map_err(|l| {
-                Denial::new(
-                    DenyCode::RateLimited,
-                    self.rules.rate.clone(),
-                    format!(
-                        "the {} rate limit is reached; retry in {} ms",
-                        l.scope,
-                        l.retry_after.as_millis()
-                    ),
-                )
-            })
+        let refused = |l: Limited| {
+            Denial::new(
+                DenyCode::RateLimited,
+                self.rules.rate.clone(),
+                format!(
+                    "the {} rate limit is reached; retry in {} ms",
+                    l.scope,
+                    l.retry_after.as_millis()
+                ),
+            )
+        };
+        crate::breaker::rate_limits_at(now.get(), || {
+            if let Some(bucket) = &snap.rate_agent {
+                rl.take(&bucket.limiter, "agent")?;
+            }
+            if let Some(Some(l)) = snap.rate_tools.get(admitted.index()) {
+                rl.take(l, "tool")?;
+            }
+            Ok(())
+        })
+        .map_err(refused)
     }
 
     /// Reserves the call's share of the run's budgets (never exceeded, even under concurrency)
@@ -312,10 +359,11 @@ impl Shared {
         snap: &Snapshot,
         run: &Run,
         call: &ToolCall<'_>,
+        now: &CheckTime<'_>,
     ) -> Result<Reserved, Denial> {
         let b = &snap.budget;
         if let Some(max) = b.max_duration
-            && self.clock.now().duration_since(run.started) >= max
+            && now.get().duration_since(run.started) >= max
         {
             return Err(Denial::new(
                 DenyCode::BudgetExhausted,

@@ -26,9 +26,14 @@
 //! the policy generation that allowed it, and every verdict, permit and audit record carries that
 //! policy's [`PolicyVersion`].
 //!
-//! One file per job: `shared` (the snapshot and the recording helpers), `builder`, `run`,
-//! `permit`, `credentials`, `kill` (the kill switch), `limits` (loops, rate limits, baseline,
-//! budgets), `escalate` (the escalation stage and resumption) and `reload`.
+//! A check reaches the snapshot through its run's *view* of it (`view`): the snapshot plus what
+//! the run would otherwise look up by name on every call (its agent's rate-limit bucket, its
+//! tools' breakers), so the allow path hashes no name and writes to no cache line that every
+//! thread writes (no reference count on the shared snapshot or breaker per call).
+//!
+//! One file per job: `shared` (the snapshot and the recording helpers), `view`, `builder`,
+//! `run`, `permit`, `credentials`, `kill` (the kill switch), `limits` (loops, rate limits,
+//! baseline, budgets), `escalate` (the escalation stage and resumption) and `reload`.
 //!
 //! ```
 //! use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
@@ -84,6 +89,7 @@ mod reload;
 mod rollout;
 mod run;
 mod shared;
+mod view;
 
 pub use builder::GuardBuilder;
 pub use escalate::ApprovalTicker;
@@ -211,7 +217,8 @@ impl Guard {
         }
         let shared = &*self.shared;
         // One policy for the whole decision.
-        let snap = shared.policy.load_full();
+        // One policy for the whole decision, seen through the run's view of it.
+        let snap = run.view();
         let boundary = &*snap.boundary;
         let version = boundary.version();
         let task_type = run.ctx.task_type().map(|t| t.as_str());

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::limits::Reserved;
+use super::limits::{CheckTime, Reserved};
 use super::permit::{self, Permit};
 use super::run::Run;
-use super::shared::{Shared, Snapshot, release};
+use super::shared::Shared;
+use super::view::{Held, RunView};
 use super::{Guard, GuardBuilder, GuardError};
 use crate::audit::{AuditError, Decision, EventKind};
 use crate::boundary::Admitted;
-use crate::breaker::{Keyed, Ticket};
 use crate::call::{Args, RuleId, ToolCall};
 use crate::escalation::{Escalation, Reason, Ticket as ApprovalTicket};
 use crate::mode::{HumanAction, Mode, Modes, Recommendation, WouldBe};
@@ -34,8 +34,10 @@ pub(super) struct Passed {
     /// Whether the boundary checked the call (and so validated raw argument text strictly):
     /// false for a shadow-mode call it refused.
     args_checked: bool,
-    breaker: Option<(Arc<Keyed>, Ticket)>,
+    breaker: Option<Held>,
     reserved: Reserved,
+    /// The check's time, if a stage read it.
+    now: Option<crate::clock::MonoTime>,
     quarantine: Option<RuleId>,
     /// The approval the escalation gate (or a flow rule) asks for; `None` after a consumed
     /// grant.
@@ -46,51 +48,85 @@ impl Shared {
     /// Stages 2 to 5, as `enforce` decides them; `grant` replaces the escalation gate.
     pub(super) fn stages(
         &self,
-        snap: &Snapshot,
+        snap: &RunView,
         run: &Run,
         call: &ToolCall<'_>,
         grant: Option<&ApprovalTicket>,
     ) -> Staged {
         let boundary = &*snap.boundary;
         let version = boundary.version();
-        // Stage 2: circuit breaker (only breakers that exist: unknown tool names never create
-        // one).
+        let open = |rejected: crate::breaker::Rejected| {
+            Staged::Stop(
+                Denial::new(
+                    DenyCode::CircuitOpen,
+                    self.rules.breaker.clone(),
+                    rejected.to_string(),
+                )
+                .with_version(version),
+            )
+        };
+        // Stage 2: circuit breaker, decided after the boundary (which changes nothing) so the
+        // breaker is found by the admitted tool's index through the run's view, without hashing
+        // or reference counting. An open breaker still takes precedence over a boundary denial,
+        // as if it had been asked first. Only breakers that exist are asked: unknown tool names
+        // never create one.
+        let checked = boundary.check(&run.ctx, call);
         let mut breaker = None;
-        if let Some(kb) = snap.breakers()
-            && let Some(keyed) = kb.get(run.ctx.agent().as_str(), call.tool())
-        {
-            match keyed.breaker.try_acquire() {
-                Ok(ticket) => breaker = Some((keyed, ticket)),
-                Err(rejected) => {
-                    return Staged::Stop(
-                        Denial::new(
-                            DenyCode::CircuitOpen,
-                            self.rules.breaker.clone(),
-                            rejected.to_string(),
-                        )
-                        .with_version(version),
-                    );
+        match &checked {
+            Ok(a) => {
+                if let Some(keyed) = snap.breaker(a.index(), run.ctx.agent().as_str(), call.tool())
+                {
+                    match keyed.breaker.try_acquire() {
+                        Ok(ticket) => {
+                            breaker = Some(Held {
+                                index: a.index(),
+                                ticket,
+                            });
+                        }
+                        Err(rejected) => return open(rejected),
+                    }
+                }
+            }
+            Err(_) => {
+                if let Some(kb) = snap.breakers()
+                    && let Some(keyed) = kb.get(run.ctx.agent().as_str(), call.tool())
+                {
+                    match keyed.breaker.try_acquire() {
+                        // Asked and answered: the boundary's denial stands.
+                        Ok(ticket) => {
+                            let _ = keyed.breaker.record(
+                                ticket,
+                                crate::breaker::CallResult::Ignored,
+                                std::time::Duration::ZERO,
+                            );
+                        }
+                        Err(rejected) => return open(rejected),
+                    }
                 }
             }
         }
-        // Stage 3: action boundary. Stage 4: loop detection, rate limits, baseline, budgets.
-        let admitted = boundary.check(&run.ctx, call).and_then(|a| {
+        // Stage 3: action boundary (decided above). Stage 4: loop detection, rate limits,
+        // baseline, budgets.
+        // At most one clock read for the stages that need the time (rate limits, the
+        // wall-time budget) and, without an audit sink, the permit's start.
+        let now = CheckTime::new(&*self.clock);
+        let admitted = checked.and_then(|a| {
             self.detect_loop(snap, run, call)
-                .and_then(|()| self.rate_limit(snap, run, call))
+                .and_then(|()| self.rate_limit(snap, a, &now))
                 .and_then(|()| self.check_baseline(snap, run, call))
-                .and_then(|()| self.reserve_budget(snap, run, call))
+                .and_then(|()| self.reserve_budget(snap, run, call, &now))
                 .map(|r| (a, r))
                 .map_err(|d| d.with_version(version))
         });
         let (admitted, reserved) = match admitted {
             Ok(a) => a,
             Err(denial) => {
-                release(breaker);
+                snap.release(breaker);
                 return Staged::Stop(denial);
             }
         };
         let stop = |denial: Denial, breaker| {
-            release(breaker);
+            snap.release(breaker);
             self.release_budget(run, reserved);
             Staged::Stop(denial)
         };
@@ -121,6 +157,7 @@ impl Shared {
             args_checked: true,
             breaker,
             reserved,
+            now: now.read(),
             quarantine,
             escalation,
         })
@@ -130,7 +167,7 @@ impl Shared {
     /// decided, for a shadow-mode call).
     fn allow<'a>(
         &self,
-        snap: Arc<Snapshot>,
+        snap: Arc<RunView>,
         run: &'a Run,
         call: &ToolCall<'a>,
         p: Passed,
@@ -151,14 +188,21 @@ impl Shared {
             p.args_checked,
         );
         if let Err(e) = recorded {
-            release(p.breaker);
+            snap.release(p.breaker);
             self.release_budget(run, p.reserved);
             return Verdict::Deny(self.audit_denial(e, version));
         }
         // Latency feeds the audit trail and the breaker's slow-call rate; with neither, reading
-        // the clock (two reads, ~25 ns each) would be dead work.
+        // the clock (two reads, ~25 ns each) would be dead work. Without a sink, only the flow
+        // and escalation stages (computation, no waiting) ran since the stages read the time,
+        // if they did: the permit starts then. With one, recording the decision may have taken
+        // a while: the time is read again.
         let timed = self.audit.is_some() || snap.breakers.is_some();
-        let started = timed.then(|| self.clock.now());
+        let started = match (timed, self.audit.is_some(), p.now) {
+            (false, _, _) => None,
+            (true, false, Some(now)) => Some(now),
+            (true, _, _) => Some(self.clock.now()),
+        };
         Verdict::Allow(Permit {
             run,
             call_id: call.call_id(),
@@ -214,7 +258,7 @@ impl Decided {
     pub(super) fn finish<'a>(
         self,
         shared: &Shared,
-        snap: Arc<Snapshot>,
+        snap: Arc<RunView>,
         run: &'a Run,
         call: &ToolCall<'a>,
         staged: Staged,
@@ -233,6 +277,7 @@ impl Decided {
                             args_checked: false,
                             breaker: None,
                             reserved: Reserved::default(),
+                            now: None,
                             quarantine: None,
                             escalation: None,
                         };
@@ -261,7 +306,7 @@ impl Decided {
                             ));
                         }
                         None => {
-                            release(p.breaker.take());
+                            snap.release(p.breaker.take());
                             shared.release_budget(run, p.reserved);
                             let d = shared.escalation_failed(
                                 &snap,
@@ -276,7 +321,7 @@ impl Decided {
                 match escalation {
                     Some(e) => {
                         let v = shared.submit(&snap, run, call, p.admitted, e, mode);
-                        release(p.breaker);
+                        snap.release(p.breaker);
                         shared.release_budget(run, p.reserved);
                         v
                     }
@@ -290,7 +335,7 @@ impl Decided {
     fn recommend<'a>(
         &self,
         shared: &Shared,
-        snap: &Snapshot,
+        snap: &RunView,
         run: &'a Run,
         call: &ToolCall<'a>,
         staged: Staged,
@@ -301,7 +346,7 @@ impl Decided {
             Staged::Stop(d) if hard(&d) => return shared.deny(run, call, d, boundary, self.mode),
             Staged::Stop(d) => (WouldBe::Deny(d), None),
             Staged::Pass(p) => {
-                release(p.breaker);
+                snap.release(p.breaker);
                 shared.release_budget(run, p.reserved);
                 let w = match p.escalation {
                     Some(e) => WouldBe::Escalate { reasons: e.reasons },

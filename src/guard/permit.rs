@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::limits::Reserved;
 use super::run::{Run, RunState};
-use super::shared::Snapshot;
+use super::view::{Held, RunView};
 use crate::audit::{AuditError, EventKind};
 use crate::boundary::{Admitted, Effect, ToolInfo};
 use crate::breaker::{AlertKind, Keyed, State as BreakerState, Ticket, Transition};
@@ -32,10 +32,11 @@ pub struct Permit<'a> {
 
 /// What a permit holds whether borrowed or detached.
 pub(crate) struct Core {
-    pub(crate) snap: Arc<Snapshot>,
+    /// The run's view of the snapshot the call was checked under.
+    pub(crate) snap: Arc<RunView>,
     pub(crate) admitted: Admitted,
     pub(crate) started: Option<MonoTime>,
-    pub(crate) breaker: Option<(Arc<Keyed>, Ticket)>,
+    pub(crate) breaker: Option<Held>,
     pub(crate) reserved: Reserved,
     pub(crate) done: bool,
     /// The flow rule that quarantined the call: its output must not reach the model.
@@ -156,16 +157,16 @@ impl Core {
         latency: std::time::Duration,
     ) -> Option<(Arc<Keyed>, Transition)> {
         let kb = self.snap.breakers()?;
-        let (keyed, ticket) = match self.breaker.take() {
-            Some(b) => b,
-            None => (
-                kb.get_or_insert(run.ctx.agent().as_str(), self.info().name())?,
-                Ticket::unguarded(),
-            ),
-        };
-        let t = keyed
-            .breaker
-            .record(ticket, (run.shared.classify)(outcome), latency)?;
+        let result = (run.shared.classify)(outcome);
+        if let Some(held) = self.breaker.take()
+            && let Some(keyed) = self.snap.held(held.index)
+        {
+            // The common case: no reference taken unless the breaker changes state.
+            let t = keyed.breaker.record(held.ticket, result, latency)?;
+            return Some((Arc::clone(keyed), t));
+        }
+        let keyed = kb.get_or_insert(run.ctx.agent().as_str(), self.info().name())?;
+        let t = keyed.breaker.record(Ticket::unguarded(), result, latency)?;
         Some((keyed, t))
     }
 
@@ -173,7 +174,7 @@ impl Core {
     /// never run).
     fn withdraw(&mut self, run: &RunState) {
         self.done = true;
-        super::shared::release(self.breaker.take());
+        self.snap.release(self.breaker.take());
         run.shared.release_budget(run, self.reserved);
     }
 }

@@ -65,6 +65,7 @@ impl Guard {
         }
         let old = shared.policy.load_full();
         let next = Snapshot {
+            rate_tools: Snapshot::tool_table(old.rate.as_ref(), &boundary),
             boundary: Arc::new(boundary),
             budget: old.budget,
             loops: old.loops,
@@ -265,6 +266,7 @@ impl Guard {
             },
         };
         let next = Snapshot {
+            rate_tools: Snapshot::tool_table(rate.as_ref(), &boundary),
             boundary: Arc::new(boundary),
             budget: crate::policy::run_budget(doc)
                 .map_err(|(field, reason)| ReloadError::Config { field, reason })?,
@@ -308,7 +310,7 @@ impl Guard {
                 breakers_reset,
             },
         )?;
-        self.shared.policy.store(Arc::new(next));
+        self.shared.install(next);
         Ok(previous)
     }
 }

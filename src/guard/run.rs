@@ -49,7 +49,9 @@ impl Guard {
             }
             live.insert(id.clone(), ctx.task_type().map(|t| Arc::from(t.as_str())));
         }
+        let view = super::view::RunView::new(&self.shared, &ctx);
         let run = Run::from_state(RunState {
+            view: parking_lot::Mutex::new(Arc::new(view)),
             shared: Arc::clone(&self.shared),
             instance: next_run_instance(),
             id,
@@ -129,6 +131,9 @@ pub struct RunState {
     pub(crate) unexpected_alerted: AtomicBool,
     pub(crate) tools_used: parking_lot::Mutex<std::collections::BTreeSet<String>>,
     pub(crate) recent: parking_lot::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
+    /// The run's view of the snapshot in force (see `guard::view`): what its checks resolved
+    /// once instead of on every call.
+    pub(crate) view: parking_lot::Mutex<Arc<super::view::RunView>>,
     /// The secrets this run's permits were handed, scrubbed from its outcome texts.
     pub(crate) exposed: crate::credential::ExposedSecrets,
     /// What the run's context has seen, for the flow rules (made when the policy has them).

@@ -14,7 +14,7 @@ use crate::audit::{AuditError, AuditEvent, AuditMarks, AuditSink, Decision, Even
 use crate::boundary::ActionBoundary;
 use crate::breaker::{
     Alert, AlertKind, AlertSink, Baseline, BaselineConfig, BaselineSnapshot, BreakerConfig,
-    BreakerKey, CallResult, Keyed, KeyedBreakers, RateLimiters, RateLimits, Ticket,
+    BreakerKey, CallResult, KeyedBreakers, RateLimiters, RateLimits, ToolTable,
 };
 use crate::call::{AgentId, RuleId, RunId, ToolCall};
 use crate::clock::Clock;
@@ -35,6 +35,9 @@ pub(crate) struct Snapshot {
     pub(crate) breakers: Option<(BreakerSettings, Arc<KeyedBreakers>)>,
     /// The rate limiters and their configuration (buckets whose quota is unchanged carry over).
     pub(crate) rate: Option<(RateLimits, Arc<RateLimiters>)>,
+    /// `rate`'s tool limiters by the boundary's dense tool index (see [`Snapshot::tool_table`]):
+    /// a check takes from its tool's bucket without hashing the name.
+    pub(crate) rate_tools: ToolTable,
     pub(crate) gate: Option<Arc<EscalationGate>>,
     pub(crate) baseline: Option<Arc<BaselineState>>,
     /// The compiled `[flow]` section.
@@ -65,6 +68,15 @@ impl Snapshot {
 
     pub(crate) fn rate_limits(&self) -> Option<&RateLimiters> {
         self.rate.as_ref().map(|(_, r)| &**r)
+    }
+
+    /// The table of `rate`'s tool limiters for `boundary` (empty without rate limits). Built
+    /// with every snapshot: a reload of the boundary alone renumbers the tools.
+    pub(crate) fn tool_table(
+        rate: Option<&(RateLimits, Arc<RateLimiters>)>,
+        boundary: &ActionBoundary,
+    ) -> ToolTable {
+        rate.map_or_else(Default::default, |(_, rl)| rl.tool_table(boundary))
     }
 }
 
@@ -132,8 +144,11 @@ impl Default for Rules {
 
 /// State shared by a guard, its runs and its permits.
 pub(crate) struct Shared {
-    /// The policy in force.
+    /// The policy in force. Replaced only by [`install`](Self::install).
     pub(crate) policy: ArcSwap<Snapshot>,
+    /// How many times `policy` was replaced: a run's view was made for one generation and is
+    /// made anew once this moves (one atomic load per check instead of loading the snapshot).
+    pub(crate) generation: AtomicU64,
     /// Serialises reloads (checks never take it).
     pub(crate) reload_lock: parking_lot::Mutex<()>,
     /// What the guard was built with (see [`Bound`]).
@@ -328,15 +343,6 @@ impl Shared {
     }
 }
 
-/// Gives a breaker ticket back unused (the call never ran), so a half-open probe slot is freed.
-pub(crate) fn release(breaker: Option<(Arc<Keyed>, Ticket)>) {
-    if let Some((keyed, ticket)) = breaker {
-        let _ = keyed
-            .breaker
-            .record(ticket, CallResult::Ignored, std::time::Duration::ZERO);
-    }
-}
-
 /// The default classifier: errors and abandoned calls count as failures.
 pub(crate) fn default_classifier(outcome: &Outcome) -> CallResult {
     match outcome.status {
@@ -346,6 +352,14 @@ pub(crate) fn default_classifier(outcome: &Outcome) -> CallResult {
 }
 
 impl Shared {
+    /// Puts `next` in force. The generation moves after the store, and views read it before
+    /// loading the snapshot (see `RunState::view`): a view never pairs an older snapshot with a
+    /// newer generation.
+    pub(crate) fn install(&self, next: Snapshot) {
+        self.policy.store(Arc::new(next));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Recomputes [`any_set_suspension`](Self::any_set_suspension) after a change of the
     /// suspended agent or run-id sets.
     pub(crate) fn note_set_suspensions(&self) {
