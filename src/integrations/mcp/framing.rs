@@ -84,7 +84,18 @@ pub(crate) struct GuardedStdio<R> {
     read: BufReader<R>,
     write: Writer,
     limit: usize,
+    /// The line being read. Kept across calls: rmcp's service loop polls `receive` in a
+    /// `select!` and drops it when another branch wins, so a half-read line must survive.
     line: Vec<u8>,
+    /// The line being read is over the limit (its bytes are being skipped).
+    oversized: bool,
+    /// `line` holds a complete line already handled: cleared when the next one is read.
+    line_done: bool,
+    /// A fault's answer not yet handed to a writer task (kept across a cancelled `receive`).
+    pending_answer: Option<Vec<u8>>,
+    /// Bounds the fault answers being written at once (a client that floods faults and does
+    /// not read is held back here, as it is by its own pipe).
+    answer_slots: Arc<tokio::sync::Semaphore>,
     on_fault: FaultHook,
     /// `tools/call` lines taken off rmcp's typed path (see `fast`), once `initialize` was
     /// answered.
@@ -106,6 +117,10 @@ impl<R: AsyncRead + Send + Unpin> GuardedStdio<R> {
             write: Arc::new(tokio::sync::Mutex::new(Box::new(write))),
             limit,
             line: Vec::new(),
+            oversized: false,
+            line_done: false,
+            pending_answer: None,
+            answer_slots: Arc::new(tokio::sync::Semaphore::new(FAULT_ANSWERS_IN_FLIGHT)),
             on_fault,
             fast: None,
             initialized: false,
@@ -120,14 +135,21 @@ impl<R: AsyncRead + Send + Unpin> GuardedStdio<R> {
 
     /// Reads one line into `self.line` (without its newline). `Ok(false)` at end of input;
     /// `Err(())` for a line over the limit, which has been consumed and discarded.
+    ///
+    /// Cancel-safe: the only await is `fill_buf` (which consumes nothing), and the partial line
+    /// lives in `self`, so a `receive` dropped mid-line resumes it on the next call.
     async fn read_line(&mut self) -> std::io::Result<Result<bool, ()>> {
-        self.line.clear();
-        let mut oversized = false;
+        if self.line_done {
+            self.line.clear();
+            self.oversized = false;
+            self.line_done = false;
+        }
         loop {
             let buf = self.read.fill_buf().await?;
             if buf.is_empty() {
                 // End of input: a last line without newline still counts.
-                return Ok(if oversized {
+                self.line_done = true;
+                return Ok(if self.oversized {
                     Err(())
                 } else {
                     Ok(!self.line.is_empty())
@@ -137,9 +159,9 @@ impl<R: AsyncRead + Send + Unpin> GuardedStdio<R> {
                 Some(i) => (&buf[..i], Some(i + 1)),
                 None => (buf, None),
             };
-            if !oversized {
+            if !self.oversized {
                 if self.line.len() + chunk.len() > self.limit {
-                    oversized = true;
+                    self.oversized = true;
                     self.line.clear();
                 } else {
                     self.line.extend_from_slice(chunk);
@@ -148,38 +170,64 @@ impl<R: AsyncRead + Send + Unpin> GuardedStdio<R> {
             let used = done.unwrap_or(buf.len());
             self.read.consume(used);
             if done.is_some() {
-                return Ok(if oversized { Err(()) } else { Ok(true) });
+                self.line_done = true;
+                return Ok(if self.oversized { Err(()) } else { Ok(true) });
             }
         }
     }
+
+    /// Reports `fault` and leaves its answer to be sent (see [`Self::send_pending_answer`]).
+    fn fault(&mut self, fault: &ProtocolFault) {
+        self.pending_answer = Some(answer_line(&self.on_fault, fault));
+    }
+
+    /// Hands a fault's answer to a writer task, waiting for a slot if too many are being
+    /// written. Cancel-safe: the answer stays in `self` until a slot is taken.
+    async fn send_pending_answer(&mut self) {
+        if self.pending_answer.is_none() {
+            return;
+        }
+        let Ok(slot) = Arc::clone(&self.answer_slots).acquire_owned().await else {
+            return;
+        };
+        let Some(line) = self.pending_answer.take() else {
+            return;
+        };
+        let write = self.write.clone();
+        tokio::spawn(async move {
+            let mut w = write.lock().await;
+            // A client that stopped reading cannot be told; the fault is reported either way.
+            let _ = w.write_all(&line).await;
+            let _ = w.flush().await;
+            drop(slot);
+        });
+    }
 }
 
-/// Reports `fault` and answers it with a JSON-RPC error.
-async fn answer(write: &Writer, on_fault: &FaultHook, fault: &ProtocolFault) {
-    {
-        on_fault(fault);
-        let (code, id) = match fault {
-            ProtocolFault::Oversized { .. } => (INVALID_REQUEST, None),
-            ProtocolFault::Malformed { .. } => (PARSE_ERROR, None),
-            ProtocolFault::InvalidMessage { id, .. } => (INVALID_REQUEST, id.clone()),
-        };
-        let message: Cow<'_, str> = match fault {
-            ProtocolFault::Oversized { .. } => "Invalid Request: message too large".into(),
-            ProtocolFault::Malformed { .. } => "Parse error".into(),
-            ProtocolFault::InvalidMessage { .. } => "Invalid Request".into(),
-        };
-        let body = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id.and_then(|i| serde_json::from_str::<Value>(&i).ok()).unwrap_or(Value::Null),
-            "error": { "code": code, "message": message, "data": { "reason": fault.to_string() } },
-        });
-        let mut line = body.to_string().into_bytes();
-        line.push(b'\n');
-        let mut w = write.lock().await;
-        // A client that stopped reading cannot be told; the fault is reported either way.
-        let _ = w.write_all(&line).await;
-        let _ = w.flush().await;
-    }
+/// Fault answers being written at once, at most.
+const FAULT_ANSWERS_IN_FLIGHT: usize = 64;
+
+/// Reports `fault` and returns the JSON-RPC error line that answers it.
+fn answer_line(on_fault: &FaultHook, fault: &ProtocolFault) -> Vec<u8> {
+    on_fault(fault);
+    let (code, id) = match fault {
+        ProtocolFault::Oversized { .. } => (INVALID_REQUEST, None),
+        ProtocolFault::Malformed { .. } => (PARSE_ERROR, None),
+        ProtocolFault::InvalidMessage { id, .. } => (INVALID_REQUEST, id.clone()),
+    };
+    let message: Cow<'_, str> = match fault {
+        ProtocolFault::Oversized { .. } => "Invalid Request: message too large".into(),
+        ProtocolFault::Malformed { .. } => "Parse error".into(),
+        ProtocolFault::InvalidMessage { .. } => "Invalid Request".into(),
+    };
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.and_then(|i| serde_json::from_str::<Value>(&i).ok()).unwrap_or(Value::Null),
+        "error": { "code": code, "message": message, "data": { "reason": fault.to_string() } },
+    });
+    let mut line = body.to_string().into_bytes();
+    line.push(b'\n');
+    line
 }
 
 /// Classifies a line that did not parse as a message.
@@ -228,11 +276,18 @@ impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for GuardedStdio<R> {
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
         loop {
+            // rmcp drops this future whenever another branch of its loop wins: every await
+            // below keeps its state in `self`, so nothing read is lost and no answer is dropped.
+            self.send_pending_answer().await;
             match self.read_line().await {
-                Err(_) | Ok(Ok(false)) => return None,
+                Err(_) | Ok(Ok(false)) => {
+                    // The last fault's answer still goes out.
+                    self.send_pending_answer().await;
+                    return None;
+                }
                 Ok(Err(())) => {
                     let fault = ProtocolFault::Oversized { limit: self.limit };
-                    answer(&self.write, &self.on_fault, &fault).await;
+                    self.fault(&fault);
                 }
                 Ok(Ok(true)) => {
                     let text = self.line.trim_ascii();
@@ -263,7 +318,7 @@ impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for GuardedStdio<R> {
                         }
                         Err(e) => {
                             let fault = classify(text, &e);
-                            answer(&self.write, &self.on_fault, &fault).await;
+                            self.fault(&fault);
                         }
                     }
                 }
@@ -354,6 +409,64 @@ mod tests {
                 prop_assert!(v["error"]["code"].is_i64());
             }
         }
+    }
+
+    /// rmcp polls `receive` inside a `select!` and drops it when another branch wins. Here it
+    /// is dropped after every poll that does not finish, while the client's lines arrive a few
+    /// bytes at a time: no message may be lost or torn, and every fault must be answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receive_dropped_mid_line_or_mid_answer_loses_nothing() {
+        let faults = Arc::new(Mutex::new(Vec::new()));
+        let hook = {
+            let faults = faults.clone();
+            Arc::new(move |f: &ProtocolFault| faults.lock().push(f.clone())) as FaultHook
+        };
+        let (client_w, server_r) = tokio::io::duplex(64);
+        let (mut out_r, out_w) = tokio::io::duplex(1 << 20);
+        let mut t = GuardedStdio::new(server_r, out_w, 1024, hook);
+        let mut input = Vec::new();
+        for i in 0..40 {
+            match i % 4 {
+                0 => input.extend_from_slice(
+                    format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"ping\"}}\n").as_bytes(),
+                ),
+                1 => input.extend_from_slice(b"not json at all\n"),
+                2 => input.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":true,\"x\":1}\n"),
+                _ => input.extend_from_slice(&[b'x'; 1500]),
+            }
+            if i % 4 == 3 {
+                input.push(b'\n');
+            }
+        }
+        let feeder = tokio::spawn(async move {
+            let mut w = client_w;
+            for chunk in input.chunks(7) {
+                w.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut got = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                m = t.receive() => match m {
+                    Some(m) => got.push(serde_json::to_value(&m).unwrap()["id"].clone()),
+                    None => break,
+                },
+                // Ready on its second poll: `receive` is dropped whenever it had to wait.
+                _ = tokio::task::yield_now() => {}
+            }
+        }
+        feeder.await.unwrap();
+        drop(t);
+        let mut answered = String::new();
+        out_r.read_to_string(&mut answered).await.unwrap();
+        let ids: Vec<Value> = (0..40).step_by(4).map(|i| Value::from(i as u64)).collect();
+        assert_eq!(got, ids);
+        let kinds: Vec<&str> = faults.lock().iter().map(ProtocolFault::kind).collect();
+        assert_eq!(kinds.len(), 30, "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == "oversized").count(), 10);
+        assert_eq!(answered.lines().count(), 30, "{answered}");
     }
 
     #[tokio::test]
