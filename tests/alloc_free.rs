@@ -4,8 +4,6 @@
 //! regex, enum, bounds, path and URL rules, and a compartment, with and without an audit sink that
 //! itself does not allocate. Deny paths may allocate (they format a reason) and are not counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,37 +12,9 @@ use tollgate::audit::{AuditError, AuditEvent, AuditSink};
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
 use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// Counts allocations made by the current thread only, so other test threads do not interfere.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let before = ALLOCS.with(Cell::get);
-    let r = f();
-    let after = ALLOCS.with(Cell::get);
-    (r, after - before)
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
 #[derive(Default)]
 struct CountingSink(AtomicU64);

@@ -3,8 +3,6 @@
 //! served at once; a gathered record still reaches the file by itself; and the caller's side of
 //! an OS-buffered record allocates nothing once the queue's buffers have grown.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,30 +14,9 @@ use tollgate::audit::{AuditEvent, AuditSink, EventKind};
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
 use tollgate::{AgentId, Guard, Outcome, RunContext, RunId, ToolCall, Verdict};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// Counts the current thread's allocations only (the writer thread's are its own business).
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::count;
 
 /// A unique directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -209,11 +186,11 @@ fn the_callers_side_of_an_os_buffered_audited_call_allocates_nothing() {
         for _ in 0..5_000 {
             once();
         }
-        let before = ALLOCS.with(Cell::get);
+        let before = count();
         for _ in 0..2_000 {
             once();
         }
-        let allocated = ALLOCS.with(Cell::get) - before;
+        let allocated = count() - before;
         assert_eq!(
             allocated, 0,
             "{name}: {allocated} allocations in 2,000 calls"

@@ -4,9 +4,10 @@
 //! allow path allocation-free).
 
 // Inside a module named after the file, so `cargo test escalation` selects these tests.
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
 mod escalation_canonical {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -21,37 +22,7 @@ mod escalation_canonical {
     };
     use tollgate::{Args, DenyCode, Guard, LoopDetection, Outcome, RunContext, ToolCall, Verdict};
 
-    struct Counting;
-
-    thread_local! {
-        static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    // Counts allocations made by the current thread only, so other test threads do not interfere.
-    #[allow(unsafe_code)]
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    #[global_allocator]
-    static GLOBAL: Counting = Counting;
-
-    fn allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
-        let before = ALLOCS.with(Cell::get);
-        let r = f();
-        let after = ALLOCS.with(Cell::get);
-        (r, after - before)
-    }
+    use super::counting_alloc::allocations;
 
     fn boundary() -> ActionBoundary {
         ActionBoundary::builder()

@@ -3,10 +3,11 @@
 //! allocation-free evaluation.
 
 // Inside a module named after the file, so `cargo test escalation` selects these tests.
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
 mod escalation_rules {
 
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
     use std::time::Duration;
 
     use proptest::prelude::*;
@@ -20,36 +21,7 @@ mod escalation_rules {
     };
     use tollgate::units::Money;
 
-    struct Counting;
-
-    thread_local! {
-        static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    // Counts allocations of the current thread only.
-    #[allow(unsafe_code)]
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    #[global_allocator]
-    static GLOBAL: Counting = Counting;
-
-    fn allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
-        let before = ALLOCS.with(Cell::get);
-        let r = f();
-        (r, ALLOCS.with(Cell::get) - before)
-    }
+    use super::counting_alloc::allocations;
 
     fn tiers() -> Vec<String> {
         ["public", "internal", "confidential", "privileged"]
