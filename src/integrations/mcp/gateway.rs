@@ -62,30 +62,84 @@ pub enum GatewayError {
 }
 
 /// The connected clients (stdio connections and HTTP sessions that completed `initialize`),
-/// told when a downstream server's tools change.
+/// told when the tools *they* may see change.
 #[derive(Default)]
 pub(crate) struct Clients {
-    peers: parking_lot::Mutex<Vec<rmcp::service::Peer<rmcp::RoleServer>>>,
+    peers: parking_lot::Mutex<Vec<Arc<Client>>>,
+}
+
+/// One connected client: its peer, its run (weakly: the run ends with its session, not with
+/// this list) and the listing it was last given or told about.
+pub(crate) struct Client {
+    peer: rmcp::service::Peer<rmcp::RoleServer>,
+    shared: std::sync::Weak<Shared>,
+    run: std::sync::Weak<crate::Run>,
+    seen: parking_lot::Mutex<Vec<rmcp::model::Tool>>,
+}
+
+impl Client {
+    fn live(&self) -> bool {
+        !self.peer.is_transport_closed() && self.run.strong_count() > 0
+    }
+
+    /// The client's listing now, if it is still connected.
+    fn listing(&self) -> Option<Vec<rmcp::model::Tool>> {
+        let shared = self.shared.upgrade()?;
+        let run = self.run.upgrade()?;
+        Some(shared.listing(&run))
+    }
 }
 
 impl Clients {
-    pub(crate) fn register(&self, peer: rmcp::service::Peer<rmcp::RoleServer>) {
+    /// Registers a client that completed `initialize`, with the listing it would get now.
+    pub(crate) fn register(
+        &self,
+        peer: rmcp::service::Peer<rmcp::RoleServer>,
+        shared: &Arc<Shared>,
+        run: &Arc<crate::Run>,
+    ) {
+        let client = Arc::new(Client {
+            peer,
+            shared: Arc::downgrade(shared),
+            run: Arc::downgrade(run),
+            seen: parking_lot::Mutex::new(shared.listing(run)),
+        });
         let mut peers = self.peers.lock();
-        peers.retain(|p| !p.is_transport_closed());
-        peers.push(peer);
+        peers.retain(|c| c.live());
+        peers.push(client);
     }
 
-    /// Sends `notifications/tools/list_changed` to every live client. Each lists again and
-    /// sees the new tools through its own role's filter; the notification itself says nothing
-    /// about which tools changed.
+    /// Records that the client of `run` was given `listing` (it listed).
+    pub(crate) fn listed(&self, run: &Arc<crate::Run>, listing: &[rmcp::model::Tool]) {
+        let peers = self.peers.lock();
+        for c in peers.iter() {
+            if std::ptr::eq(c.run.as_ptr(), Arc::as_ptr(run)) {
+                *c.seen.lock() = listing.to_vec();
+            }
+        }
+    }
+
+    /// Sends `notifications/tools/list_changed` to every live client whose own listing (through
+    /// its role's filter) differs from the one it was last given: a client is never told about
+    /// a change among tools it may not see (that would tell it those tools exist and moved).
     pub(crate) async fn tools_changed(&self) {
         let peers: Vec<_> = {
             let mut peers = self.peers.lock();
-            peers.retain(|p| !p.is_transport_closed());
+            peers.retain(|c| c.live());
             peers.clone()
         };
-        for peer in peers {
-            if let Err(e) = peer.notify_tool_list_changed().await {
+        for client in peers {
+            let Some(now) = client.listing() else {
+                continue;
+            };
+            {
+                let mut seen = client.seen.lock();
+                if *seen == now {
+                    continue;
+                }
+                *seen = now;
+            }
+            if let Err(e) = client.peer.notify_tool_list_changed().await {
                 tracing::debug!(target: "tollgate::mcp", error = %e, "list_changed not delivered");
             }
         }
@@ -121,6 +175,20 @@ impl Shared {
     }
 
     /// Every routed policy tool (names two servers claim are left out).
+    /// What `tools/list` shows the run `run`: the routed tools its role may call, by name.
+    pub(crate) fn listing(&self, run: &crate::Run) -> Vec<rmcp::model::Tool> {
+        let visible: std::collections::HashSet<String> =
+            self.guard.visible_tools(run).into_iter().collect();
+        let mut tools: Vec<_> = self
+            .all_routes()
+            .into_iter()
+            .filter(|(name, _)| visible.contains(name))
+            .map(|(_, route)| route.exposed)
+            .collect();
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        tools
+    }
+
     pub(crate) fn all_routes(&self) -> Vec<(String, Route)> {
         let mut claims: std::collections::HashMap<String, (usize, Route)> = Default::default();
         for s in &self.servers {

@@ -375,8 +375,10 @@ impl ServerHandler for Session {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        // Told when a downstream server's tools change.
-        self.shared.clients.register(context.peer);
+        // Told when the tools this client may see change.
+        self.shared
+            .clients
+            .register(context.peer, &self.shared, &self.run);
     }
 
     async fn list_tools(
@@ -384,20 +386,8 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let visible: std::collections::HashSet<String> = self
-            .shared
-            .guard
-            .visible_tools(&self.run)
-            .into_iter()
-            .collect();
-        let mut tools: Vec<_> = self
-            .shared
-            .all_routes()
-            .into_iter()
-            .filter(|(name, _)| visible.contains(name))
-            .map(|(_, route)| route.exposed)
-            .collect();
-        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        let tools = self.shared.listing(&self.run);
+        self.shared.clients.listed(&self.run, &tools);
         Ok(ListToolsResult::with_all_items(tools))
     }
 
