@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::node::harness::{self, METADATA};
+use common::node::harness::{self, METADATA, Raw};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tollgate::audit::MemorySink;
 use tollgate::integrations::mcp::Gateway;
 use tollgate::policy::Policy;
@@ -75,65 +75,6 @@ fn events(audit: &MemorySink, event: &str) -> Vec<Value> {
         .into_iter()
         .filter(|e| e["event"] == event)
         .collect()
-}
-
-/// A raw client: writes lines, reads answer lines.
-struct Raw {
-    write: tokio::io::WriteHalf<tokio::io::DuplexStream>,
-    read: BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
-}
-
-impl Raw {
-    fn connect(gateway: &Arc<Gateway>) -> Self {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let (g_read, g_write) = tokio::io::split(server);
-        let gw = gateway.clone();
-        tokio::spawn(async move { gw.serve(g_read, g_write).await });
-        let (read, write) = tokio::io::split(client);
-        Self {
-            write,
-            read: BufReader::new(read),
-        }
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.write.write_all(line.as_bytes()).await.unwrap();
-        self.write.write_all(b"\n").await.unwrap();
-    }
-
-    /// The next answer line within `within`, or `None`.
-    async fn answer_within(&mut self, within: Duration) -> Option<Value> {
-        let mut line = String::new();
-        match tokio::time::timeout(within, self.read.read_line(&mut line)).await {
-            Err(_) => None,
-            Ok(r) => {
-                assert!(r.unwrap() > 0, "the gateway closed the connection");
-                Some(serde_json::from_str(&line).expect("the answer is JSON"))
-            }
-        }
-    }
-
-    async fn answer(&mut self) -> Value {
-        self.answer_within(Duration::from_secs(30))
-            .await
-            .expect("an answer within 30 s")
-    }
-
-    async fn initialize(&mut self) {
-        self.send(r#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#).await;
-        let a = self.answer().await;
-        assert_eq!(a["result"]["serverInfo"]["name"], "tollgate", "{a}");
-        self.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-            .await;
-    }
-
-    async fn call(&mut self, id: &str, tool: &str, args: Value) {
-        let line = json!({
-            "jsonrpc": "2.0", "id": serde_json::from_str::<Value>(id).unwrap(),
-            "method": "tools/call", "params": {"name": tool, "arguments": args},
-        });
-        self.send(&line.to_string()).await;
-    }
 }
 
 fn text(answer: &Value) -> &str {

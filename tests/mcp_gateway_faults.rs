@@ -8,9 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::node::harness::{self, METADATA, is_error, text};
+use common::node::harness::{self, METADATA, Raw, is_error, text};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tollgate::integrations::mcp::Gateway;
 use tollgate::policy::Policy;
 
@@ -194,47 +193,6 @@ async fn kill_switch_stops_in_flight_and_new_calls() {
     assert!(is_error(&new));
     let last = h.events("decision").pop().unwrap();
     assert_eq!(last["tollgate.deny.code"], "suspended", "{last}");
-}
-
-/// A raw client: writes lines, reads answers.
-struct Raw {
-    write: tokio::io::WriteHalf<tokio::io::DuplexStream>,
-    read: BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
-    last: String,
-}
-
-impl Raw {
-    fn connect(gateway: &Arc<Gateway>) -> Self {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let (g_read, g_write) = tokio::io::split(server);
-        let gw = gateway.clone();
-        tokio::spawn(async move { gw.serve(g_read, g_write).await });
-        let (read, write) = tokio::io::split(client);
-        Self {
-            write,
-            read: BufReader::new(read),
-            last: String::new(),
-        }
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.last = line.to_string();
-        self.write.write_all(line.as_bytes()).await.unwrap();
-        self.write.write_all(b"\n").await.unwrap();
-    }
-
-    /// The next answer line. The bound is generous (a loaded CI machine once took more than
-    /// 10 s here); on expiry the panic names the last request sent, so a hang is located.
-    async fn answer(&mut self) -> Value {
-        let mut line = String::new();
-        let waited =
-            tokio::time::timeout(Duration::from_secs(30), self.read.read_line(&mut line)).await;
-        let sent = &self.last[..self.last.len().min(120)];
-        waited
-            .unwrap_or_else(|_| panic!("no answer within 30 s to: {sent}"))
-            .unwrap();
-        serde_json::from_str(&line).expect("the answer is JSON")
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,6 +126,82 @@ pub mod harness {
         pub served: tokio::task::JoinHandle<Result<(), GatewayError>>,
     }
 
+    /// A raw JSON-RPC client over a duplex pipe to `gateway.serve`: writes lines as given
+    /// (malformed ones too) and reads answer lines.
+    pub struct Raw {
+        write: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        read: tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+        /// The last line sent, named when an answer does not come.
+        last: String,
+    }
+
+    impl Raw {
+        /// Connects a new session to `gateway`.
+        pub fn connect(gateway: &Arc<Gateway>) -> Self {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let (g_read, g_write) = tokio::io::split(server);
+            let gw = gateway.clone();
+            tokio::spawn(async move { gw.serve(g_read, g_write).await });
+            let (read, write) = tokio::io::split(client);
+            Self {
+                write,
+                read: tokio::io::BufReader::new(read),
+                last: String::new(),
+            }
+        }
+
+        /// Sends one line (a newline is added).
+        pub async fn send(&mut self, line: &str) {
+            use tokio::io::AsyncWriteExt;
+            self.last = line.to_string();
+            self.write.write_all(line.as_bytes()).await.unwrap();
+            self.write.write_all(b"\n").await.unwrap();
+        }
+
+        /// The next answer line within `within`, or `None`.
+        pub async fn answer_within(&mut self, within: std::time::Duration) -> Option<Value> {
+            use tokio::io::AsyncBufReadExt;
+            let mut line = String::new();
+            match tokio::time::timeout(within, self.read.read_line(&mut line)).await {
+                Err(_) => None,
+                Ok(r) => {
+                    assert!(r.unwrap() > 0, "the gateway closed the connection");
+                    Some(serde_json::from_str(&line).expect("the answer is JSON"))
+                }
+            }
+        }
+
+        /// The next answer line. The bound is generous (a loaded CI machine once took more
+        /// than 10 s); on expiry the panic names the last request sent.
+        pub async fn answer(&mut self) -> Value {
+            match self.answer_within(std::time::Duration::from_secs(30)).await {
+                Some(a) => a,
+                None => {
+                    let sent = &self.last[..self.last.len().min(120)];
+                    panic!("no answer within 30 s to: {sent}")
+                }
+            }
+        }
+
+        /// `initialize` (answered by the gateway) and `notifications/initialized`.
+        pub async fn initialize(&mut self) {
+            self.send(r#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#).await;
+            let a = self.answer().await;
+            assert_eq!(a["result"]["serverInfo"]["name"], "tollgate", "{a}");
+            self.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+                .await;
+        }
+
+        /// A `tools/call` of `tool` with `args`, under the JSON id `id`.
+        pub async fn call(&mut self, id: &str, tool: &str, args: Value) {
+            let line = serde_json::json!({
+                "jsonrpc": "2.0", "id": serde_json::from_str::<Value>(id).unwrap(),
+                "method": "tools/call", "params": {"name": tool, "arguments": args},
+            });
+            self.send(&line.to_string()).await;
+        }
+    }
+
     /// The guard a test policy describes, recording into a memory sink.
     pub fn guard(policy: &Policy) -> (Arc<Guard>, Arc<MemorySink>) {
         let audit = Arc::new(MemorySink::new());
