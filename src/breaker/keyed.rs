@@ -51,6 +51,15 @@ impl Keyed {
     pub fn tool(&self) -> &str {
         &self.tool
     }
+
+    /// Gives `ticket` back unused (the call never ran), so a half-open probe slot is freed.
+    pub(crate) fn give_back(&self, ticket: super::Ticket) {
+        let _ = self.breaker.record(
+            ticket,
+            super::CallResult::Ignored,
+            std::time::Duration::ZERO,
+        );
+    }
 }
 
 type Map = HashMap<u64, Vec<Arc<Keyed>>>;

@@ -150,32 +150,25 @@ pub struct RunBudget {
 /// it (rate limits, the wall-time budget, the permit's start): each read costs ~25 ns.
 pub(super) struct CheckTime<'c> {
     clock: &'c dyn crate::clock::Clock,
-    at: std::cell::Cell<Option<MonoTime>>,
+    at: std::cell::OnceCell<MonoTime>,
 }
 
 impl<'c> CheckTime<'c> {
     pub(super) fn new(clock: &'c dyn crate::clock::Clock) -> Self {
         Self {
             clock,
-            at: std::cell::Cell::new(None),
+            at: std::cell::OnceCell::new(),
         }
     }
 
     /// The check's time (read now if no stage needed it yet).
     pub(super) fn get(&self) -> MonoTime {
-        match self.at.get() {
-            Some(t) => t,
-            None => {
-                let t = self.clock.now();
-                self.at.set(Some(t));
-                t
-            }
-        }
+        *self.at.get_or_init(|| self.clock.now())
     }
 
     /// The check's time if a stage read it.
     pub(super) fn read(&self) -> Option<MonoTime> {
-        self.at.get()
+        self.at.get().copied()
     }
 }
 

@@ -71,38 +71,28 @@ impl Shared {
         // as if it had been asked first. Only breakers that exist are asked: unknown tool names
         // never create one.
         let checked = boundary.check(&run.ctx, call);
-        let mut breaker = None;
-        match &checked {
-            Ok(a) => {
-                if let Some(keyed) = snap.breaker(a.index(), run.ctx.agent().as_str(), call.tool())
-                {
-                    match keyed.breaker.try_acquire() {
-                        Ok(ticket) => {
-                            breaker = Some(Held {
-                                index: a.index(),
-                                ticket,
-                            });
-                        }
-                        Err(rejected) => return open(rejected),
-                    }
-                }
-            }
+        let agent = run.ctx.agent().as_str();
+        // A refused tool has no index: its breaker, if any, is found by name.
+        let by_name;
+        let keyed = match &checked {
+            Ok(a) => snap.breaker(a.index(), agent, call.tool()),
             Err(_) => {
-                if let Some(kb) = snap.breakers()
-                    && let Some(keyed) = kb.get(run.ctx.agent().as_str(), call.tool())
-                {
-                    match keyed.breaker.try_acquire() {
-                        // Asked and answered: the boundary's denial stands.
-                        Ok(ticket) => {
-                            let _ = keyed.breaker.record(
-                                ticket,
-                                crate::breaker::CallResult::Ignored,
-                                std::time::Duration::ZERO,
-                            );
-                        }
-                        Err(rejected) => return open(rejected),
-                    }
+                by_name = snap.breakers().and_then(|kb| kb.get(agent, call.tool()));
+                by_name.as_ref()
+            }
+        };
+        let mut breaker = None;
+        if let Some(keyed) = keyed {
+            match (keyed.breaker.try_acquire(), &checked) {
+                (Err(rejected), _) => return open(rejected),
+                (Ok(ticket), Ok(a)) => {
+                    breaker = Some(Held {
+                        index: a.index(),
+                        ticket,
+                    });
                 }
+                // Asked and answered: the boundary's denial stands.
+                (Ok(ticket), Err(_)) => keyed.give_back(ticket),
             }
         }
         // Stage 3: action boundary (decided above). Stage 4: loop detection, rate limits,

@@ -115,11 +115,7 @@ impl RunView {
         if let Some(h) = held
             && let Some(keyed) = self.held(h.index)
         {
-            let _ = keyed.breaker.record(
-                h.ticket,
-                crate::breaker::CallResult::Ignored,
-                std::time::Duration::ZERO,
-            );
+            keyed.give_back(h.ticket);
         }
     }
 }

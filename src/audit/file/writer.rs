@@ -186,16 +186,17 @@ impl Writer {
                         shared.work.wait_for(&mut st, due - now);
                         continue;
                     }
+                    let due = self.deadline().filter(|_| runnable);
+                    if due.is_some_and(|due| now >= due) {
+                        break;
+                    }
+                    // Idle: the next event wakes the writer (see `FileSink::enqueue`).
                     st.writer_idle = true;
-                    match self.deadline() {
-                        Some(due) if runnable => {
-                            if now >= due {
-                                st.writer_idle = false;
-                                break;
-                            }
+                    match due {
+                        Some(due) => {
                             shared.work.wait_for(&mut st, due - now);
                         }
-                        _ => st = shared.wait(&shared.work, st),
+                        None => st = shared.wait(&shared.work, st),
                     }
                     st.writer_idle = false;
                 }
