@@ -244,18 +244,15 @@ fn probe_calls(rt: &tokio::runtime::Runtime, client: &RunningService<RoleClient,
     });
 }
 
-/// Deterministic per-call counts instead of wall-clock times (which are noise on a loaded
-/// machine): `TOLLGATE_MCP_PROBE=direct|gateway` (`TOLLGATE_MCP_PROBE_RT=current|multi`,
-/// `TOLLGATE_MCP_PROBE_CALLS=N`, default 2000) makes N calls one way after a warm-up and prints
-/// the context switches of this process per call. Run it under `strace -c -f` or
-/// `valgrind --tool=callgrind --toggle-collect='*probe_calls*'` for syscalls and instructions.
-fn probe(mode: &str) {
-    let node = node().expect("the probe needs `node` on PATH");
+/// The probes' settings from the environment: the runtime flavour
+/// (`TOLLGATE_MCP_PROBE_RT=current|multi`), the number of calls (`TOLLGATE_MCP_PROBE_CALLS`,
+/// else `default_calls`) and the runtime itself.
+fn probe_setup(default_calls: usize) -> (String, usize, tokio::runtime::Runtime) {
     let flavor = std::env::var("TOLLGATE_MCP_PROBE_RT").unwrap_or_else(|_| "current".into());
     let calls: usize = std::env::var("TOLLGATE_MCP_PROBE_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(default_calls);
     let mut builder = match flavor.as_str() {
         "multi" => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
@@ -264,6 +261,17 @@ fn probe(mode: &str) {
         builder.worker_threads(2);
     }
     let rt = builder.enable_all().build().expect("runtime");
+    (flavor, calls, rt)
+}
+
+/// Deterministic per-call counts instead of wall-clock times (which are noise on a loaded
+/// machine): `TOLLGATE_MCP_PROBE=direct|gateway` (`TOLLGATE_MCP_PROBE_RT=current|multi`,
+/// `TOLLGATE_MCP_PROBE_CALLS=N`, default 2000) makes N calls one way after a warm-up and prints
+/// the context switches of this process per call. Run it under `strace -c -f` or
+/// `valgrind --tool=callgrind --toggle-collect='*probe_calls*'` for syscalls and instructions.
+fn probe(mode: &str) {
+    let node = node().expect("the probe needs `node` on PATH");
+    let (flavor, calls, rt) = probe_setup(2000);
     let (client, gateway) = match mode {
         "direct" => (rt.block_on(direct(&node)), None),
         _ => {
@@ -298,19 +306,7 @@ fn probe(mode: &str) {
 /// way, in alternating blocks of 100) prints p50 and p99 of each and of the difference.
 fn pair() {
     let node = node().expect("the probe needs `node` on PATH");
-    let flavor = std::env::var("TOLLGATE_MCP_PROBE_RT").unwrap_or_else(|_| "current".into());
-    let calls: usize = std::env::var("TOLLGATE_MCP_PROBE_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5000);
-    let mut builder = match flavor.as_str() {
-        "multi" => tokio::runtime::Builder::new_multi_thread(),
-        _ => tokio::runtime::Builder::new_current_thread(),
-    };
-    if flavor == "multi" {
-        builder.worker_threads(2);
-    }
-    let rt = builder.enable_all().build().expect("runtime");
+    let (flavor, calls, rt) = probe_setup(5000);
     let direct = rt.block_on(direct(&node));
     let (gateway, via) = rt.block_on(via_gateway(&node));
     probe_calls(&rt, &direct, 200);

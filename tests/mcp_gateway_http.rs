@@ -259,6 +259,17 @@ async fn raw(
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}"#;
 
+/// Initialises a session with the `Authorization` value `auth`; returns its session id.
+async fn open_session(addr: SocketAddr, auth: &str) -> String {
+    let (status, headers) = raw(addr, "POST", &[("Authorization", auth)], INITIALIZE).await;
+    assert_eq!(status, 200);
+    headers
+        .iter()
+        .find(|(k, _)| k == "mcp-session-id")
+        .map(|(_, v)| v.clone())
+        .expect("a session id")
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -380,19 +391,7 @@ async fn a_session_opened_with_one_token_refuses_another() {
     };
     let reader = bearer(READER_TOKEN);
     let editor = bearer(EDITOR_TOKEN);
-    let (status, headers) = raw(
-        served.addr,
-        "POST",
-        &[("Authorization", &reader)],
-        INITIALIZE,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let session = headers
-        .iter()
-        .find(|(k, _)| k == "mcp-session-id")
-        .map(|(_, v)| v.clone())
-        .expect("a session id");
+    let session = open_session(served.addr, &reader).await;
     // The editor's token on the reader's session: refused, and recorded in that session's run.
     let (hijack, _) = raw(
         served.addr,
@@ -888,19 +887,7 @@ async fn an_idle_session_is_closed_after_the_documents_idle_timeout_and_its_run_
     ))
     .await;
     let reader = bearer(READER_TOKEN);
-    let (status, headers) = raw(
-        served.addr,
-        "POST",
-        &[("Authorization", &reader)],
-        INITIALIZE,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let session = headers
-        .iter()
-        .find(|(k, _)| k == "mcp-session-id")
-        .map(|(_, v)| v.clone())
-        .expect("a session id");
+    let session = open_session(served.addr, &reader).await;
     let finished = || {
         served
             .audit
