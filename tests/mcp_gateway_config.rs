@@ -118,8 +118,10 @@ fn two_servers_routing_the_same_policy_tool_are_refused() {
 fn unknown_fields_and_zero_or_overlong_limits_are_refused() {
     let e = err(&GOOD.replace("call_timeout", "call_timeot"));
     assert!(e.to_string().contains("call_timeot"), "{e}");
-    let e = err(&GOOD.replace("call_timeout = \"5s\"", "max_message_bytes = 0"));
-    assert_eq!(e.path(), Some("mcp.max_message_bytes"));
+    for field in ["max_message_bytes", "max_server_message_bytes"] {
+        let e = err(&GOOD.replace("call_timeout = \"5s\"", &format!("{field} = 0")));
+        assert_eq!(e.path(), Some(format!("mcp.{field}").as_str()), "{e}");
+    }
     let e = err(&GOOD.replace("call_timeout = \"5s\"", "call_timeout = \"0s\""));
     assert_eq!(e.path(), Some("mcp.call_timeout"));
     let e = err(&GOOD.replace("call_timeout = \"5s\"", "escalation_wait = \"2h\""));

@@ -33,8 +33,13 @@ effect = "read"
 [tools.hang]
 effect = "read"
 
+[tools.flood]
+effect = "read"
+args.bytes = {{ type = "integer" }}
+args.id_last = {{ type = "boolean" }}
+
 [roles.agent]
-tools = ["echo", "crash", "hang"]
+tools = ["echo", "crash", "hang", "flood"]
 
 [breakers]
 key = "tool"
@@ -150,6 +155,53 @@ async fn hung_server_call_times_out_and_the_gateway_keeps_serving() {
     let outcomes = h.events("outcome");
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0]["tollgate.outcome"]["status"], "error");
+    assert_eq!(
+        h.text_of("echo", json!({"message": "still here"})).await,
+        "still here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answer_over_the_limit_fails_its_call_and_the_gateway_keeps_serving() {
+    let Some((node, script)) = fake_server() else {
+        return;
+    };
+    let h = harness::start(&policy(&node, &script, "max_server_message_bytes = 65536")).await;
+    // Within the limit: delivered whole.
+    let small = h.text_of("flood", json!({"bytes": 60000})).await;
+    assert_eq!(small.len(), 60000);
+    // Over it, with the id before the result (rmcp's order) and after it (the TypeScript
+    // SDK's): that call fails at once with an error saying why, not by timing out.
+    for id_last in [false, true] {
+        let start = Instant::now();
+        let big = h
+            .call("flood", json!({"bytes": 300_000, "id_last": id_last}))
+            .await;
+        assert!(is_error(&big), "id_last={id_last}");
+        assert!(
+            text(&big).contains("more than 65536 bytes"),
+            "id_last={id_last}: {}",
+            text(&big)
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(600),
+            "failed by the limit, not the 700 ms call timeout"
+        );
+    }
+    let outcomes = h.events("outcome");
+    let errors: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o["tollgate.outcome"]["status"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 2, "both recorded as errors: {outcomes:?}");
+    assert!(
+        errors[0]["tollgate.outcome"]
+            .to_string()
+            .contains("max_server_message_bytes"),
+        "{}",
+        errors[0]
+    );
+    // The line that followed is read as usual.
     assert_eq!(
         h.text_of("echo", json!({"message": "still here"})).await,
         "still here"

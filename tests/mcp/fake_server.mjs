@@ -2,7 +2,9 @@
 // bench: `echo`, `pay` (echoes an amount), `crash` (exits the process), `hang` (never answers),
 // `whoami` (echoes the credential the gateway put in the request's `_meta`, and its SHA-256),
 // `grow` (adds the tool `extra` and sends `notifications/tools/list_changed`), `noise` (writes a
-// line that is not JSON and an answer to an id nobody asked about before its own answer).
+// line that is not JSON and an answer to an id nobody asked about before its own answer), `flood`
+// (answers with a text of `bytes` characters; `id_last` writes the id after the result, as the
+// TypeScript SDK's servers do).
 import { createHash } from "node:crypto";
 import { createInterface } from "node:readline";
 
@@ -14,6 +16,13 @@ const tools = [
   { name: "whoami", inputSchema: { type: "object", properties: {} } },
   { name: "grow", inputSchema: { type: "object", properties: {} } },
   { name: "noise", inputSchema: { type: "object", properties: {} } },
+  {
+    name: "flood",
+    inputSchema: {
+      type: "object",
+      properties: { bytes: { type: "number" }, id_last: { type: "boolean" } },
+    },
+  },
 ];
 
 const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
@@ -61,6 +70,11 @@ createInterface({ input: process.stdin }).on("line", (line) => {
           send({ jsonrpc: "2.0", id: `${msg.id}-unknown`, result: text("not yours") });
           send({ jsonrpc: "2.0", id: "tollgate-999999", result: text("nobody's") });
           return reply(text("after the noise"));
+        case "flood": {
+          const result = text("x".repeat(Number(args.bytes ?? 0)));
+          if (args.id_last) return send({ result, jsonrpc: "2.0", id: msg.id });
+          return reply(result);
+        }
         case "extra":
           if (tools.some((t) => t.name === "extra")) return reply(text("extra ran"));
           return send({ jsonrpc: "2.0", id: msg.id, error: { code: -32602, message: "unknown tool" } });

@@ -7,6 +7,8 @@
 //! ```toml
 //! [mcp]
 //! max_message_bytes = 1048576   # a longer JSON-RPC message is refused (default 4 MiB)
+//! max_server_message_bytes = 16777216  # a longer line from a stdio server is discarded and
+//!                               # its call fails (default 16 MiB)
 //! call_timeout = "30s"          # a downstream call that takes longer fails (default 60 s)
 //! start_timeout = "30s"         # spawn + initialize + tools/list of a server (default 30 s)
 //! escalation_wait = "2m"        # wait this long for an approval before answering "pending"
@@ -55,6 +57,8 @@ use crate::policy::{Document, DocumentError};
 
 /// Default of [`McpSection::max_message_bytes`]: 4 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 << 20;
+/// Default of [`McpSection::max_server_message_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_SERVER_MESSAGE_BYTES: u64 = 16 << 20;
 /// Default of [`McpSection::call_timeout`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of [`McpSection::start_timeout`].
@@ -101,6 +105,12 @@ pub struct McpSection {
     /// Longest JSON-RPC message (one line over stdio) accepted from a client, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<u64>,
+    /// Longest line accepted from a downstream stdio server, in bytes. A longer one is read to
+    /// its end without being kept (the gateway's memory stays bounded whatever the server
+    /// sends): the call it answers fails with an error saying so (recorded in the audit
+    /// trail), any other message is dropped with a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_server_message_bytes: Option<u64>,
     /// Longest a downstream `tools/call` may take before it fails (and counts against the
     /// server's breaker).
     #[serde(
@@ -167,6 +177,14 @@ impl McpSection {
     /// [`max_message_bytes`](Self::max_message_bytes) or its default.
     pub fn max_message_bytes(&self) -> usize {
         let n = self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    /// [`max_server_message_bytes`](Self::max_server_message_bytes) or its default.
+    pub fn max_server_message_bytes(&self) -> usize {
+        let n = self
+            .max_server_message_bytes
+            .unwrap_or(DEFAULT_MAX_SERVER_MESSAGE_BYTES);
         usize::try_from(n).unwrap_or(usize::MAX)
     }
 
@@ -458,11 +476,16 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
             "name at least one downstream server",
         ));
     }
-    if mcp.max_message_bytes == Some(0) {
-        return Err(DocumentError::invalid(
-            "mcp.max_message_bytes",
-            "must be at least 1",
-        ));
+    for (field, value) in [
+        ("max_message_bytes", mcp.max_message_bytes),
+        ("max_server_message_bytes", mcp.max_server_message_bytes),
+    ] {
+        if value == Some(0) {
+            return Err(DocumentError::invalid(
+                format!("mcp.{field}"),
+                "must be at least 1",
+            ));
+        }
     }
     for (field, value) in [
         ("call_timeout", mcp.call_timeout),

@@ -39,6 +39,17 @@ pub enum DownstreamError {
     /// The connection to the server broke during the call (it crashed or exited).
     #[error("MCP server `{0}` closed the connection during the call")]
     Crashed(String),
+    /// The server's answer was longer than `[mcp] max_server_message_bytes`: read to its end
+    /// and discarded, never kept whole.
+    #[error(
+        "MCP server `{server}` answered with more than {limit} bytes (max_server_message_bytes); the answer was discarded"
+    )]
+    TooLarge {
+        /// The server.
+        server: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The server answered with a JSON-RPC error.
     #[error("MCP server `{server}` refused the call: {message}")]
     Refused {
@@ -93,6 +104,8 @@ pub(crate) struct Downstream {
     spec: ServerSpec,
     call_timeout: Duration,
     start_timeout: Duration,
+    /// Longest line read from a stdio server.
+    max_line: usize,
     backoff: (Duration, Duration),
     conn: Mutex<Option<Arc<Conn>>>,
     routes: RwLock<Arc<HashMap<String, Route>>>,
@@ -117,6 +130,7 @@ impl Downstream {
             spec: spec.clone(),
             call_timeout: section.call_timeout(),
             start_timeout: section.start_timeout(),
+            max_line: section.max_server_message_bytes(),
             backoff: (section.restart_backoff(), section.max_restart_backoff()),
             conn: Mutex::new(None),
             routes: RwLock::new(Arc::new(HashMap::new())),
@@ -171,7 +185,7 @@ impl Downstream {
                     .stderr(std::process::Stdio::inherit())
                     .kill_on_drop(true);
                 let child = cmd.spawn().map_err(spawn_error)?;
-                let (relay, rmcp_side) = Relay::new(child).map_err(spawn_error)?;
+                let (relay, rmcp_side) = Relay::new(child, self.max_line).map_err(spawn_error)?;
                 (
                     tokio::time::timeout(self.start_timeout, watcher().serve(rmcp_side)).await,
                     Some(relay),
@@ -316,6 +330,10 @@ impl Downstream {
                 Err(RelayError::Refused(message)) => Err(DownstreamError::Refused {
                     server: self.name.clone(),
                     message,
+                }),
+                Err(RelayError::TooLarge(limit)) => Err(DownstreamError::TooLarge {
+                    server: self.name.clone(),
+                    limit,
                 }),
                 Err(RelayError::Closed) => {
                     self.schedule_restart();

@@ -20,17 +20,26 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::oneshot;
 
 /// The prefix of the ids of raw calls.
 const ID_PREFIX: &str = "tollgate-";
+/// The same after the id's opening quote.
+const QUOTED_PREFIX: &str = "\"tollgate-";
+
+/// Bytes kept from the end of a line too long to keep, to find the id of a call it answers
+/// (servers on the TypeScript SDK write `id` after `result`).
+const TAIL: usize = 128;
+
+/// What a raw call's caller receives: its answer line, or why there is none to read.
+type Answer = Result<Vec<u8>, RelayError>;
 
 /// The raw calls waiting for their answer line, by number.
 #[derive(Default)]
 struct Table {
-    calls: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+    calls: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// Set when the child's stdout ended: no answer will come.
     closed: AtomicBool,
 }
@@ -42,6 +51,8 @@ pub(crate) enum RelayError {
     Closed,
     /// The server answered with a JSON-RPC error, or with something that is not a tool result.
     Refused(String),
+    /// The answer was longer than the limit (in bytes): read to its end and discarded.
+    TooLarge(usize),
 }
 
 /// The gateway's side of one child process. Dropping it kills the child.
@@ -73,7 +84,7 @@ struct Head<'a> {
 
 /// An answer to a raw call.
 #[derive(Deserialize)]
-struct Answer<'a> {
+struct AnswerBody<'a> {
     #[serde(borrow, default)]
     result: Option<&'a RawValue>,
     #[serde(default)]
@@ -100,7 +111,7 @@ fn raw_answer_number(line: &[u8]) -> Option<u64> {
 
 /// The result of a raw call's answer line.
 fn result_of(line: &[u8]) -> Result<CallToolResult, RelayError> {
-    let answer: Answer<'_> = serde_json::from_slice(line)
+    let answer: AnswerBody<'_> = serde_json::from_slice(line)
         .map_err(|e| RelayError::Refused(format!("unexpected response: {e}")))?;
     match (answer.result, answer.error) {
         (_, Some(e)) => Err(RelayError::Refused(e.message)),
@@ -125,9 +136,10 @@ impl Drop for Waiting<'_> {
 }
 
 impl Relay {
-    /// Takes over `child`'s stdin and stdout (both piped). Returns the relay and the pipe end
+    /// Takes over `child`'s stdin and stdout (both piped); a line from the child longer than
+    /// `max_line` bytes is discarded (see [`read_bounded`]). Returns the relay and the pipe end
     /// rmcp's client is served on.
-    pub(crate) fn new(mut child: Child) -> std::io::Result<(Self, DuplexStream)> {
+    pub(crate) fn new(mut child: Child, max_line: usize) -> std::io::Result<(Self, DuplexStream)> {
         let stdin = child
             .stdin
             .take()
@@ -140,7 +152,7 @@ impl Relay {
         let (from_rmcp, to_rmcp) = tokio::io::split(ours);
         let stdin = Arc::new(tokio::sync::Mutex::new(stdin));
         let table = Arc::new(Table::default());
-        let reader = tokio::spawn(read_child(stdout, to_rmcp, Arc::clone(&table)));
+        let reader = tokio::spawn(read_child(stdout, to_rmcp, Arc::clone(&table), max_line));
         let writer = tokio::spawn(write_rmcp(from_rmcp, Arc::clone(&stdin)));
         Ok((
             Self {
@@ -189,32 +201,133 @@ impl Relay {
             w.write_all(&line).await.map_err(|_| RelayError::Closed)?;
             w.flush().await.map_err(|_| RelayError::Closed)?;
         }
-        let answer = rx.await.map_err(|_| RelayError::Closed)?;
+        let answer = rx.await.map_err(|_| RelayError::Closed)??;
         result_of(&answer)
     }
 }
 
+/// What [`read_bounded`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    /// A whole line (with its newline, unless the input ended without one).
+    Line,
+    /// A line longer than the limit, read to its end: its first `limit` bytes are in `line`,
+    /// its last [`TAIL`] in `tail`.
+    TooLong,
+    /// The input ended.
+    End,
+}
+
+/// Reads one line of at most `limit` bytes (its newline not counted) into `line`. A longer
+/// line is consumed to its end but not kept beyond its first `limit` and last [`TAIL`] bytes:
+/// what a misbehaving or hostile server writes cannot grow the gateway's memory (tokio's
+/// `read_until` has no bound; hand-written for that bound).
+async fn read_bounded<R: AsyncBufRead + Unpin>(
+    read: &mut R,
+    line: &mut Vec<u8>,
+    tail: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<Got> {
+    line.clear();
+    tail.clear();
+    let mut over = false;
+    loop {
+        let buf = read.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(match (over, line.is_empty()) {
+                (true, _) => Got::TooLong,
+                (false, true) => Got::End,
+                (false, false) => Got::Line,
+            });
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let content = chunk.len() - usize::from(done);
+        if over {
+            keep_tail(tail, chunk);
+        } else if line.len() + content <= limit {
+            line.extend_from_slice(chunk);
+        } else {
+            line.extend_from_slice(&chunk[..limit - line.len()]);
+            keep_tail(tail, chunk);
+            over = true;
+        }
+        let n = chunk.len();
+        read.consume(n);
+        if done {
+            return Ok(if over { Got::TooLong } else { Got::Line });
+        }
+    }
+}
+
+/// Keeps the last [`TAIL`] bytes of what `tail` held followed by `chunk`.
+fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8]) {
+    if chunk.len() >= TAIL {
+        tail.clear();
+        tail.extend_from_slice(&chunk[chunk.len() - TAIL..]);
+    } else {
+        tail.extend_from_slice(chunk);
+        let extra = tail.len().saturating_sub(TAIL);
+        tail.drain(..extra);
+    }
+}
+
+/// The number of the raw call a too-long line answers, looked for as `"id":"tollgate-<n>"` in
+/// the kept head and tail (the line cannot be parsed: most of it is gone). A nested object
+/// with such a key could point at another call to the same server: that call then fails, which
+/// the server answering it could have made happen anyway.
+fn long_answer_number(head: &[u8], tail: &[u8]) -> Option<u64> {
+    [head, tail].into_iter().find_map(|part| {
+        memchr::memmem::find_iter(part, QUOTED_PREFIX.as_bytes()).find_map(|at| {
+            let before = part[..at].trim_ascii_end().strip_suffix(b":")?;
+            before.trim_ascii_end().strip_suffix(b"\"id\"")?;
+            let rest = &part[at + QUOTED_PREFIX.len()..];
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            if rest.get(digits) != Some(&b'"') {
+                return None;
+            }
+            std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+        })
+    })
+}
+
 /// Reads the child's stdout: answers to raw calls go to their callers, every other line to
-/// rmcp. At the end (the child exited), pending raw calls fail and rmcp sees its input end.
+/// rmcp. A line longer than `max_line` is discarded: the raw call it answers fails with
+/// [`RelayError::TooLarge`]; anything else is dropped with a warning (a request of rmcp's it
+/// answered times out). At the end (the child exited), pending raw calls fail and rmcp sees its
+/// input end.
 async fn read_child(
     stdout: ChildStdout,
     mut to_rmcp: tokio::io::WriteHalf<DuplexStream>,
     table: Arc<Table>,
+    max_line: usize,
 ) {
     let mut read = BufReader::new(stdout);
     let mut line = Vec::new();
+    let mut tail = Vec::with_capacity(TAIL);
     loop {
-        line.clear();
-        match read.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        match read_bounded(&mut read, &mut line, &mut tail, max_line).await {
+            Ok(Got::End) | Err(_) => break,
+            Ok(Got::Line) => {}
+            Ok(Got::TooLong) => {
+                let n = long_answer_number(&line, &tail);
+                tracing::warn!(target: "tollgate::mcp", limit = max_line, call = ?n, "a line from the server is longer than max_server_message_bytes; discarded");
+                if let Some(tx) = n.and_then(|n| table.calls.lock().remove(&n)) {
+                    let _ = tx.send(Err(RelayError::TooLarge(max_line)));
+                }
+                // Not kept: a long line must not stay allocated until the next long line.
+                line = Vec::new();
+                continue;
+            }
         }
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         if let Some(n) = raw_answer_number(text) {
             match table.calls.lock().remove(&n) {
                 Some(tx) => {
-                    let _ = tx.send(text.to_vec());
+                    let _ = tx.send(Ok(text.to_vec()));
                 }
                 // Its caller gave up (timeout, kill switch) or never existed: as rmcp does
                 // with an answer to no pending request, dropped.
@@ -302,6 +415,127 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    /// Reads every line of `input` through a reader whose buffer holds `cap` bytes.
+    fn read_all(input: &[u8], cap: usize, limit: usize) -> Vec<(Got, Vec<u8>, Vec<u8>)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut read = BufReader::with_capacity(cap, input);
+            let (mut line, mut tail) = (Vec::new(), Vec::new());
+            let mut out = Vec::new();
+            loop {
+                let got = read_bounded(&mut read, &mut line, &mut tail, limit)
+                    .await
+                    .unwrap();
+                if got == Got::End {
+                    return out;
+                }
+                out.push((got, line.clone(), tail.clone()));
+            }
+        })
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_consumed_but_only_its_head_and_tail_kept() {
+        let long = format!(
+            "{{\"result\":\"{}\",\"id\":\"tollgate-42\"}}",
+            "x".repeat(5000)
+        );
+        let input = format!("short\n{long}\nafter\nlast without newline");
+        let lines = read_all(input.as_bytes(), 64, 100);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0].0, Got::Line);
+        assert_eq!(lines[0].1, b"short\n");
+        assert_eq!(lines[1].0, Got::TooLong);
+        assert_eq!(lines[1].1, &long.as_bytes()[..100]);
+        assert_eq!(
+            lines[1].2,
+            format!("{}\n", &long[long.len() - (TAIL - 1)..]).as_bytes()
+        );
+        assert_eq!(long_answer_number(&lines[1].1, &lines[1].2), Some(42));
+        assert_eq!((lines[2].0, &lines[2].1[..]), (Got::Line, &b"after\n"[..]));
+        assert_eq!(
+            (lines[3].0, &lines[3].1[..]),
+            (Got::Line, &b"last without newline"[..])
+        );
+        // Exactly at the limit is a line; one byte more is not.
+        let at = read_all(
+            format!("{}\n{}\n", "a".repeat(100), "b".repeat(101)).as_bytes(),
+            7,
+            100,
+        );
+        assert_eq!((at[0].0, at[1].0), (Got::Line, Got::TooLong));
+    }
+
+    #[test]
+    fn the_id_of_a_long_answer_is_found_only_as_a_gateway_id_key() {
+        for (head, tail, want) in [
+            (
+                &br#"{"jsonrpc":"2.0","id":"tollgate-7","result":{"#[..],
+                &b""[..],
+                Some(7),
+            ),
+            (br#"{"jsonrpc":"2.0","id" : "tollgate-8","re"#, b"", Some(8)),
+            (
+                br#"{"result":{"content":[{"type":"text","text":"xx"#,
+                br#"xx"}]},"jsonrpc":"2.0","id":"tollgate-9"}"#,
+                Some(9),
+            ),
+            // inside a string (escaped quotes), not a key named id, or not ours
+            (br#"{"result":{"text":"\"id\":\"tollgate-1\""#, b"", None),
+            (br#"{"result":{"ref":"tollgate-2","#, b"", None),
+            (br#"{"id":"tollgate-x","#, b"", None),
+            (br#"{"id":3,"result":"#, b"", None),
+        ] {
+            assert_eq!(
+                long_answer_number(head, tail),
+                want,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the lines and however the reader's buffer splits them: a line within the
+        /// limit comes back whole, a longer one as its first `limit` and last `TAIL` bytes, and
+        /// the lines after it are unaffected.
+        #[test]
+        fn bounded_reading_matches_splitting_by_newline(
+            lines in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..300), 1..8),
+            cap in 1usize..64,
+            limit in 1usize..200,
+        ) {
+            let lines: Vec<Vec<u8>> = lines
+                .into_iter()
+                .map(|l| l.into_iter().filter(|&b| b != b'\n').collect())
+                .collect();
+            let mut input = Vec::new();
+            for l in &lines {
+                input.extend_from_slice(l);
+                input.push(b'\n');
+            }
+            let got = read_all(&input, cap, limit);
+            proptest::prop_assert_eq!(got.len(), lines.len());
+            for (l, (kind, head, tail)) in lines.iter().zip(got) {
+                let mut whole = l.clone();
+                whole.push(b'\n');
+                if l.len() <= limit {
+                    proptest::prop_assert_eq!(kind, Got::Line);
+                    proptest::prop_assert_eq!(head, whole);
+                } else {
+                    proptest::prop_assert_eq!(kind, Got::TooLong);
+                    proptest::prop_assert_eq!(&head[..], &l[..limit]);
+                    let keep = TAIL.min(whole.len() - limit);
+                    proptest::prop_assert!(tail.len() <= TAIL);
+                    proptest::prop_assert_eq!(&whole[whole.len() - tail.len()..], &tail[..]);
+                    proptest::prop_assert!(tail.len() >= keep);
+                }
+            }
         }
     }
 }
