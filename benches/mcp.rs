@@ -12,7 +12,9 @@
 //! of 3000 sequential calls each way and their difference, on a multi-threaded and on a
 //! single-threaded tokio runtime. Without criterion, `TOLLGATE_MCP_PROBE=pair` measures both
 //! paths interleaved (p50/p99 of the added latency under the same load) and
-//! `TOLLGATE_MCP_PROBE=direct|gateway` counts per call (see [`probe`]).
+//! `TOLLGATE_MCP_PROBE=direct|gateway` counts per call (see [`probe`]). With
+//! `TOLLGATE_MCP_PROBE_GATEWAY=process` (build with `--features mcp,cli`) the probes' gateway is
+//! `tollgate mcp --policy FILE` as its own process over real pipes, as a desktop client runs it.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -43,7 +45,11 @@ fn script() -> PathBuf {
 }
 
 fn policy(node: &Path) -> Policy {
-    Policy::from_toml(&format!(
+    Policy::from_toml(&policy_text(node)).expect("policy")
+}
+
+fn policy_text(node: &Path) -> String {
+    format!(
         r#"
 [policy]
 name = "bench"
@@ -71,8 +77,7 @@ args = ["{}"]
 "#,
         node.display(),
         script().display()
-    ))
-    .expect("policy")
+    )
 }
 
 fn params() -> CallToolRequestParams {
@@ -100,6 +105,32 @@ async fn via_gateway(node: &Path) -> (Arc<Gateway>, RunningService<RoleClient, (
     tokio::spawn(async move { gw.serve(r, w).await });
     let client = ().serve(client_io).await.expect("initialise");
     (gateway, client)
+}
+
+/// The gateway as its own process: the `tollgate` binary's `mcp` command on a policy file.
+async fn via_gateway_process(node: &Path) -> RunningService<RoleClient, ()> {
+    let Some(bin) = option_env!("CARGO_BIN_EXE_tollgate") else {
+        panic!("TOLLGATE_MCP_PROBE_GATEWAY=process needs the binary: add `--features mcp,cli`");
+    };
+    let file = std::env::temp_dir().join(format!("tollgate-mcp-bench-{}.toml", std::process::id()));
+    std::fs::write(&file, policy_text(node)).expect("policy file");
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("mcp").arg("--policy").arg(&file);
+    let client = ().serve(TokioChildProcess::new(cmd).expect("spawn")).await.expect("initialise");
+    // Read at start: no longer needed.
+    let _ = std::fs::remove_file(&file);
+    client
+}
+
+/// The probes' gateway: in process (default) or `TOLLGATE_MCP_PROBE_GATEWAY=process`.
+async fn probe_gateway(node: &Path) -> (Option<Arc<Gateway>>, RunningService<RoleClient, ()>) {
+    match std::env::var("TOLLGATE_MCP_PROBE_GATEWAY").as_deref() {
+        Ok("process") => (None, via_gateway_process(node).await),
+        _ => {
+            let (g, c) = via_gateway(node).await;
+            (Some(g), c)
+        }
+    }
 }
 
 async fn percentiles(client: &RunningService<RoleClient, ()>) -> (Duration, Duration) {
@@ -275,8 +306,8 @@ fn probe(mode: &str) {
     let (client, gateway) = match mode {
         "direct" => (rt.block_on(direct(&node)), None),
         _ => {
-            let (g, c) = rt.block_on(via_gateway(&node));
-            (c, Some(g))
+            let (g, c) = rt.block_on(probe_gateway(&node));
+            (c, g)
         }
     };
     probe_calls(&rt, &client, 200);
@@ -308,7 +339,12 @@ fn pair() {
     let node = node().expect("the probe needs `node` on PATH");
     let (flavor, calls, rt) = probe_setup(5000);
     let direct = rt.block_on(direct(&node));
-    let (gateway, via) = rt.block_on(via_gateway(&node));
+    let (gateway, via) = rt.block_on(probe_gateway(&node));
+    let place = if gateway.is_some() {
+        "in process"
+    } else {
+        "own process"
+    };
     probe_calls(&rt, &direct, 200);
     probe_calls(&rt, &via, 200);
     let timed = |client: &RunningService<RoleClient, ()>, n: usize, into: &mut Vec<Duration>| {
@@ -320,18 +356,28 @@ fn pair() {
             }
         })
     };
+    // The gateway process's own CPU time over its calls (its threads' schedstat, in ns): what
+    // it costs the machine per call, whatever the scheduler's delays on a loaded machine.
+    // For scale: the directly called server's (node's) own CPU time over the direct calls.
+    let gateway_pid = gateway.is_none().then(|| child_named("tollgate")).flatten();
+    let server_pid = child_named("node");
+    let (mut gateway_cpu, mut server_cpu) = (0, 0);
     let (mut d, mut g) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
     while d.len() < calls {
         let n = 100.min(calls - d.len());
+        let before = server_pid.map_or(0, cpu_ns);
         timed(&direct, n, &mut d);
+        server_cpu += server_pid.map_or(0, cpu_ns) - before;
+        let before = gateway_pid.map_or(0, cpu_ns);
         timed(&via, n, &mut g);
+        gateway_cpu += gateway_pid.map_or(0, cpu_ns) - before;
     }
     d.sort();
     g.sort();
     let at = |v: &[Duration], q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
     println!(
-        "pair ({flavor} runtime), {calls} calls each way in alternating blocks of 100: direct p50 \
-         {:?} p99 {:?}; via gateway p50 {:?} p99 {:?}; added p50 {:?} p99 {:?}",
+        "pair ({flavor} runtime, gateway {place}), {calls} calls each way in alternating blocks \
+         of 100: direct p50 {:?} p99 {:?}; via gateway p50 {:?} p99 {:?}; added p50 {:?} p99 {:?}",
         at(&d, 50),
         at(&d, 99),
         at(&g, 50),
@@ -339,11 +385,49 @@ fn pair() {
         at(&g, 50).saturating_sub(at(&d, 50)),
         at(&g, 99).saturating_sub(at(&d, 99)),
     );
+    if gateway_pid.is_some() {
+        println!(
+            "CPU time per call (all threads): gateway process {:?}; the directly called server \
+             (node) {:?}",
+            Duration::from_nanos(gateway_cpu / calls.max(1) as u64),
+            Duration::from_nanos(server_cpu / calls.max(1) as u64)
+        );
+    }
     rt.block_on(async {
         let _ = via.cancel().await;
         let _ = direct.cancel().await;
-        gateway.shutdown();
+        if let Some(g) = gateway {
+            g.shutdown();
+        }
     });
+}
+
+/// The pid of this process's child whose command is `name` (Linux `/proc`).
+fn child_named(name: &str) -> Option<u32> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+}
+
+/// CPU time (ns) of every thread of process `pid` so far (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 criterion_group!(benches, bench);
