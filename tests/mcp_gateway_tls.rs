@@ -53,10 +53,7 @@ fn ca_line(path: &Path) -> String {
 async fn start_error(policy: &Policy) -> (String, String) {
     let (guard, _audit) = harness::guard(policy);
     match Gateway::start(policy, guard).await {
-        Err(GatewayError::Spawn { server, reason }) => {
-            eprintln!("refused as expected: {server}: {reason}");
-            (server, reason)
-        }
+        Err(GatewayError::Spawn { server, reason }) => (server, reason),
         Err(other) => panic!("expected a connection error, got {other}"),
         Ok(gateway) => {
             gateway.shutdown();
@@ -262,9 +259,17 @@ fn a_missing_unreadable_or_non_pem_ca_file_is_refused_when_the_document_is_loade
             + 1;
         assert_eq!(e.location().map(|l| l.line), Some(line), "{e}");
     }
-    // A readable PEM CA is accepted.
+    // A readable PEM CA is accepted, and so is a bundle of them with text around the blocks.
     let ok = Ca::new("ok").write(dir.path(), "ok.pem");
     Policy::from_toml(&policy_text(url, &ca_line(&ok))).expect("a valid CA file");
+    let bundle = dir.path().join("bundle.pem");
+    let text = format!(
+        "# the first CA\n{}\n# the second\n{}",
+        Ca::new("one").pem,
+        Ca::new("two").pem
+    );
+    std::fs::write(&bundle, text).unwrap();
+    Policy::from_toml(&policy_text(url, &ca_line(&bundle))).expect("a CA bundle");
 }
 
 #[test]

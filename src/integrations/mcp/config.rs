@@ -753,3 +753,79 @@ fn check_connection(doc: &Document, path: &str, role: &str) -> Result<(), Docume
         Err(DocumentError::unknown(path, "role", role, doc.roles.keys()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_http_url;
+    use proptest::prelude::*;
+
+    /// Whether the WHATWG URL parser (the `url` crate, what reqwest connects to) sees a loopback
+    /// host in `url`.
+    fn url_crate_says_loopback(url: &str) -> bool {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return false;
+        };
+        match parsed.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            None => false,
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_and_lookalikes() {
+        for url in [
+            "http://localhost",
+            "http://LocalHost:8080/mcp",
+            "http://127.0.0.1:9/mcp",
+            "http://127.255.0.1/",
+            "http://[::1]/mcp",
+            "http://[::1]:8080?x",
+            "http://localhost#frag",
+        ] {
+            assert!(is_loopback_http_url(url), "{url}");
+        }
+        for url in [
+            "https://localhost/",
+            "http://",
+            "http://localhost.evil.example/",
+            "http://127.0.0.1.evil.example/",
+            "http://127.0.0.1@evil.example/",
+            "http://evil.example#@127.0.0.1/",
+            "http://evil.example\\@127.0.0.1/",
+            "http://127.0.0.1:99999/",
+            "http://127.0.0.1:80:80/",
+            "http://[::1]x/",
+            "http://[::2]/",
+            "http://10.0.0.1/",
+            "http://%6cocalhost/",
+        ] {
+            assert!(!is_loopback_http_url(url), "{url}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the hand-written check calls loopback, the URL parser reqwest uses connects
+        /// to a loopback host too: the check may refuse a loopback URL it finds odd, but never
+        /// admits plain http to another host.
+        #[test]
+        fn never_calls_a_remote_url_loopback(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("localhost"), Just("LOCALHOST"), Just("127.0.0.1"), Just("127.1"),
+                    Just("[::1]"), Just("[::2]"), Just("::1"), Just("evil.example"), Just("@"),
+                    Just(":"), Just("80"), Just("99999"), Just("%2e"), Just("\\"), Just("#"),
+                    Just("?"), Just("/"), Just("["), Just("]"), Just("."), Just("\t"),
+                    Just("0x7f.1"), Just("user:pass"),
+                ],
+                0..8,
+            )
+        ) {
+            let url = format!("http://{}", parts.concat());
+            if is_loopback_http_url(&url) {
+                prop_assert!(url_crate_says_loopback(&url), "{url}");
+            }
+        }
+    }
+}
