@@ -234,6 +234,17 @@ impl ServerHandler for Recorder {
             .as_ref()
             .is_some_and(|m| m.0.contains_key("tollgate/credential"));
         let seen = self.note("tools/call", &ctx, meta);
+        if request.name == "echo" {
+            let message = request
+                .arguments
+                .as_ref()
+                .and_then(|a| a.get("message"))
+                .and_then(|m| m.as_str())
+                .unwrap_or_default();
+            return Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+                ContentBlock::text(message),
+            ])));
+        }
         let said = format!(
             "authorization={} x-api-key={}",
             seen.authorization.unwrap_or_default(),
@@ -275,10 +286,17 @@ async fn recording_server(recorder: Recorder) -> u16 {
 }
 
 fn http_policy(port: u16, header: &str) -> Policy {
+    http_policy_with(port, header, "")
+}
+
+fn http_policy_with(port: u16, header: &str, mcp: &str) -> Policy {
     document(
         r#"["whoami", "echo"]"#,
         &format!(
-            r#"[mcp.servers.remote]
+            r#"[mcp]
+{mcp}
+
+[mcp.servers.remote]
 url = "http://127.0.0.1:{port}/mcp"
 credential = {{ provider = "api", resource = "accounts/{{compartment}}/profile", header = "{header}" }}"#
         ),
@@ -363,4 +381,41 @@ fn a_credential_header_is_refused_for_stdio_servers_and_transport_headers() {
             "{bad}: {e}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_servers_answer_over_max_server_message_bytes_fails_its_call() {
+    let recorder = Recorder::default();
+    let port = recording_server(recorder.clone()).await;
+    let (h, _) = start(&http_policy_with(
+        port,
+        "Authorization",
+        "max_server_message_bytes = 8192",
+    ))
+    .await;
+    let small = "s".repeat(4000);
+    assert_eq!(h.text_of("echo", json!({ "message": small })).await, small);
+    let big = h
+        .call("echo", json!({ "message": "b".repeat(20_000) }))
+        .await;
+    assert!(is_error(&big), "{big:?}");
+    assert!(!text(&big).contains("bbbb"), "{}", text(&big));
+    eprintln!("over the limit: {}", text(&big));
+    // rmcp's HTTP client ends its connection on an oversized body; the gateway reconnects
+    // (with backoff) and serves the server's calls again.
+    let start = std::time::Instant::now();
+    loop {
+        let r = h.call("echo", json!({ "message": "after" })).await;
+        if !is_error(&r) {
+            assert_eq!(text(&r), "after");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "not served again: {}",
+            text(&r)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    h.gateway.shutdown();
 }
