@@ -328,12 +328,12 @@ proptest! {
         tool in prop::sample::select(&TOOLS[..]),
     ) {
         let b = boundary();
-        if let Err(e) = agree(&b, &ctx(), tool, &doc) {
+        if let Err(e) = agree(b, &ctx(), tool, &doc) {
             prop_assert!(false, "{}", e);
         }
         // The fast path never admits what the reference refuses (the property the agreement
         // rests on), checked on the fast path alone too.
-        if fast_admits(&b, tool, &doc) {
+        if fast_admits(b, tool, &doc) {
             prop_assert!(b.check_reference(&ctx(), &ToolCall::new(tool, &doc)).is_ok(), "{}", doc);
         }
     }
@@ -341,7 +341,7 @@ proptest! {
     #[test]
     fn fast_path_agrees_on_arbitrary_text(doc in "\\PC{0,40}", tool in prop::sample::select(&TOOLS[..])) {
         let b = boundary();
-        if let Err(e) = agree(&b, &ctx(), tool, &doc) {
+        if let Err(e) = agree(b, &ctx(), tool, &doc) {
             prop_assert!(false, "{}", e);
         }
     }
@@ -366,7 +366,7 @@ proptest! {
         } else {
             ("typed", format!(r#"{{"count":1,"{field}":{num}}}"#))
         };
-        if let Err(e) = agree(&b, &ctx(), tool, &doc) {
+        if let Err(e) = agree(b, &ctx(), tool, &doc) {
             prop_assert!(false, "{}", e);
         }
     }
@@ -376,33 +376,30 @@ proptest! {
 fn the_bench_call_is_admitted_by_the_fast_path() {
     let b = boundary();
     let raw = r#"{"invoice":"INV-004711","amount":1250.5,"currency":"EUR"}"#;
-    assert!(fast_admits(&b, "pay_invoice", raw));
+    assert!(fast_admits(b, "pay_invoice", raw));
     assert!(fast_admits(
-        &b,
+        b,
         "pay_invoice",
         " {\n \"currency\" : \"GBP\" ,\"amount\":-0,\"invoice\":\"INV-000000\"}\r\n"
     ));
-    assert!(
-        fast_admits(
-            &b,
-            "typed",
-            r#"{"count":-3,"any":null,"é":"éa","nothing":[]}"#
-        ) == false
-    );
+    // An array value (here for an untyped argument) is left to the reference path.
+    let nested = r#"{"count":-3,"any":null,"é":"éa","nothing":[]}"#;
+    assert!(!fast_admits(b, "typed", nested));
+    assert!(b.check(&ctx(), &ToolCall::new("typed", nested)).is_ok());
     assert!(fast_admits(
-        &b,
+        b,
         "typed",
         r#"{"count":10.0,"any":2.50,"é":"éa","nothing":"x"}"#
     ));
-    assert!(fast_admits(&b, "empty", "{}"));
-    assert!(fast_admits(&b, "empty", " { } "));
+    assert!(fast_admits(b, "empty", "{}"));
+    assert!(fast_admits(b, "empty", " { } "));
 }
 
 #[test]
 fn rules_the_fast_path_does_not_plan_take_the_reference_path() {
     let b = boundary();
     // Nested rules, and a compartment (checked by `check` before the rules), have no plan.
-    assert!(!fast_admits(&b, "nested", r#"{"q":"a"}"#));
+    assert!(!fast_admits(b, "nested", r#"{"q":"a"}"#));
     assert!(
         b.check(&ctx(), &ToolCall::new("nested", r#"{"q":"a"}"#))
             .is_ok()
@@ -410,8 +407,8 @@ fn rules_the_fast_path_does_not_plan_take_the_reference_path() {
     let m = b.tool_index.get("matter").unwrap() as usize;
     assert!(b.tools[m].compartment.is_some());
     // allow_unknown rules are planned, but an unknown key is left to the reference path.
-    assert!(fast_admits(&b, "loose", r#"{"q":"a"}"#));
-    assert!(!fast_admits(&b, "loose", r#"{"q":"a","z":1}"#));
+    assert!(fast_admits(b, "loose", r#"{"q":"a"}"#));
+    assert!(!fast_admits(b, "loose", r#"{"q":"a","z":1}"#));
     assert!(
         b.check(&ctx(), &ToolCall::new("loose", r#"{"q":"a","z":1}"#))
             .is_ok()
