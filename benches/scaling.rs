@@ -8,10 +8,16 @@
 //! so criterion's figure is time per call across the whole group (lower is better; ideal
 //! scaling on 2 cores halves it from 1 to 2 threads, and 8 threads on 2 cores should match 2).
 //! The unaudited variant isolates the pipeline from the writer thread.
+//!
+//! The audited variant writes its log under the temporary directory (`TMPDIR`) and prints the
+//! log's bytes per call: sustained, its pace cannot beat the disk's write bandwidth divided by
+//! that figure once the kernel's dirty-page limits are reached. `TMPDIR=/dev/shm` (tmpfs) takes
+//! the disk out and measures the pipeline itself.
 
 #[path = "shared/mod.rs"]
 mod shared;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -21,10 +27,27 @@ use tollgate::audit::AuditSink;
 use tollgate::audit::file::{Durability, FileSink, FileSinkConfig};
 use tollgate::{Guard, RunContext, ToolCall};
 
+/// Calls made by [`spread`] so far (for the log's bytes per call).
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Total size of the files in `dir`.
+fn bytes_in(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Runs `iters` calls split over `threads` threads through `guard`; returns the wall time from
 /// the barrier to the last thread's end.
 fn spread(guard: &Arc<Guard>, threads: u64, iters: u64) -> Duration {
     let per = iters.div_ceil(threads);
+    CALLS.fetch_add(per * threads, Ordering::Relaxed);
     let barrier = Arc::new(Barrier::new(threads as usize + 1));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -72,10 +95,22 @@ fn bench_scaling(c: &mut Criterion) {
                 Arc::new(FileSink::open(&dir, cfg).unwrap().0) as Arc<dyn AuditSink>
             });
             let guard = Arc::new(all_primitives(sink));
+            let calls_before = CALLS.load(Ordering::Relaxed);
             g.bench_function(format!("{threads}_threads"), |b| {
                 b.iter_custom(|iters| spread(&guard, threads, iters))
             });
             drop(guard);
+            let ran = CALLS.load(Ordering::Relaxed) > calls_before;
+            if audited && ran {
+                let calls = CALLS.load(Ordering::Relaxed) - calls_before;
+                let bytes = bytes_in(&dir);
+                println!(
+                    "audit log under {}: {} bytes per call (two records), {:.1} MB written",
+                    scratch.display(),
+                    bytes / calls.max(1),
+                    bytes as f64 / 1e6
+                );
+            }
             let _ = std::fs::remove_dir_all(&dir);
         }
         g.finish();

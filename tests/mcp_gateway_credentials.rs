@@ -1,6 +1,7 @@
 //! Scoped credentials through the gateway: minted per permitted call under the run's grant,
-//! handed to the downstream server in the request, never to the client, and refused for a call
-//! no grant covers.
+//! handed to the downstream server in the request (its `_meta`, or for a streamable-HTTP server
+//! an HTTP header of that one request), never to the client, and refused for a call no grant
+//! covers.
 #![cfg(feature = "mcp")]
 
 mod common;
@@ -9,6 +10,14 @@ use std::sync::Arc;
 
 use common::node::harness::{self, METADATA, is_error, text};
 use parking_lot::Mutex;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
 use secrecy::SecretString;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -34,6 +43,21 @@ impl CredentialProvider for Minted {
 fn policy(grant_tools: &str) -> Option<Policy> {
     let node = common::node::servers()?;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/fake_server.mjs");
+    Some(document(
+        grant_tools,
+        &format!(
+            r#"[mcp.servers.fake]
+command = "{node}"
+args = ["{script}"]
+credential = {{ provider = "api", resource = "accounts/{{compartment}}/profile" }}"#,
+            node = node.node.display(),
+            script = script.display(),
+        ),
+    ))
+}
+
+/// The document with `server` as its `[mcp.servers.*]` table.
+fn document(grant_tools: &str, server: &str) -> Policy {
     let text = format!(
         r#"{METADATA}
 [tools.whoami]
@@ -62,15 +86,10 @@ agent = "agent-1"
 role = "agent"
 compartment = "A-1"
 
-[mcp.servers.fake]
-command = "{node}"
-args = ["{script}"]
-credential = {{ provider = "api", resource = "accounts/{{compartment}}/profile" }}
-"#,
-        node = node.node.display(),
-        script = script.display(),
+{server}
+"#
     );
-    Some(Policy::from_toml(&text).expect("policy"))
+    Policy::from_toml(&text).expect("policy")
 }
 
 async fn start(p: &Policy) -> (harness::Harness, Minted) {
@@ -147,4 +166,256 @@ async fn a_call_no_grant_covers_gets_no_credential_and_does_not_run() {
     let outcomes = h.events("outcome");
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0]["tollgate.outcome"]["status"], "error");
+}
+
+/// What the HTTP downstream server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: &'static str,
+    authorization: Option<String>,
+    api_key: Option<String>,
+    meta_has_credential: bool,
+}
+
+/// A streamable-HTTP MCP server (rmcp's own, in this process) with the tools `whoami` and
+/// `echo`, recording the headers of every `tools/list` and `tools/call` it serves; `whoami`
+/// answers with the headers it got (so the test can check they are cut from the result).
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Seen>>>);
+
+impl Recorder {
+    fn note(&self, method: &'static str, ctx: &RequestContext<RoleServer>, meta: bool) -> Seen {
+        let parts = ctx.extensions.get::<http::request::Parts>();
+        let header = |name: &str| {
+            parts
+                .and_then(|p| p.headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let seen = Seen {
+            method,
+            authorization: header("authorization"),
+            api_key: header("x-api-key"),
+            meta_has_credential: meta,
+        };
+        self.0.lock().push(seen.clone());
+        seen
+    }
+}
+
+impl ServerHandler for Recorder {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        self.note("tools/list", &ctx, false);
+        let schema = |v: serde_json::Value| match v {
+            serde_json::Value::Object(o) => Arc::new(o),
+            _ => unreachable!(),
+        };
+        Ok(ListToolsResult::with_all_items(vec![
+            Tool::new("whoami", "headers", schema(json!({"type": "object"}))),
+            Tool::new("echo", "echo", schema(json!({"type": "object"}))),
+        ]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let meta = request
+            .meta
+            .as_ref()
+            .is_some_and(|m| m.0.contains_key("tollgate/credential"));
+        let seen = self.note("tools/call", &ctx, meta);
+        if request.name == "echo" {
+            let message = request
+                .arguments
+                .as_ref()
+                .and_then(|a| a.get("message"))
+                .and_then(|m| m.as_str())
+                .unwrap_or_default();
+            return Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+                ContentBlock::text(message),
+            ])));
+        }
+        let said = format!(
+            "authorization={} x-api-key={}",
+            seen.authorization.unwrap_or_default(),
+            seen.api_key.unwrap_or_default()
+        );
+        Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+            ContentBlock::text(said),
+        ])))
+    }
+}
+
+/// Serves a [`Recorder`] over streamable HTTP on a free loopback port; returns its port.
+async fn recording_server(recorder: Recorder) -> u16 {
+    let service = StreamableHttpService::new(
+        move || Ok(recorder.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let handler = hyper::service::service_fn(move |req| {
+                    let service = service.clone();
+                    async move { Ok::<_, std::convert::Infallible>(service.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), handler)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn http_policy(port: u16, header: &str) -> Policy {
+    http_policy_with(port, header, "")
+}
+
+fn http_policy_with(port: u16, header: &str, mcp: &str) -> Policy {
+    document(
+        r#"["whoami", "echo"]"#,
+        &format!(
+            r#"[mcp]
+{mcp}
+
+[mcp.servers.remote]
+url = "http://127.0.0.1:{port}/mcp"
+credential = {{ provider = "api", resource = "accounts/{{compartment}}/profile", header = "{header}" }}"#
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_server_gets_the_per_call_credential_as_a_header_of_that_call_only() {
+    for header in ["Authorization", "X-Api-Key"] {
+        let recorder = Recorder::default();
+        let port = recording_server(recorder.clone()).await;
+        let (h, minted) = start(&http_policy(port, header)).await;
+        let a = h.call("whoami", json!({})).await;
+        let b = h.call("whoami", json!({})).await;
+        assert!(!is_error(&a) && !is_error(&b), "{header}: {a:?} {b:?}");
+        let tokens = minted.0.lock().clone();
+        assert_eq!(tokens.len(), 2, "{header}: one credential per call");
+        let seen = recorder.0.lock().clone();
+        let calls: Vec<&Seen> = seen.iter().filter(|s| s.method == "tools/call").collect();
+        assert_eq!(calls.len(), 2, "{header}: {seen:?}");
+        for (call, token) in calls.iter().zip(&tokens) {
+            let got = if header == "Authorization" {
+                call.authorization.clone()
+            } else {
+                call.api_key.clone()
+            };
+            let want = if header == "Authorization" {
+                format!("Bearer {token}")
+            } else {
+                token.clone()
+            };
+            assert_eq!(got, Some(want), "{header}: {call:?}");
+            // In the header instead of the body, not in both.
+            assert!(!call.meta_has_credential, "{header}: {call:?}");
+        }
+        // Requests other than the calls carry no credential.
+        for s in seen.iter().filter(|s| s.method != "tools/call") {
+            assert_eq!(
+                (&s.authorization, &s.api_key),
+                (&None, &None),
+                "{header}: {s:?}"
+            );
+        }
+        // The server's echo of the header was cut out before the client saw it.
+        for (r, token) in [(&a, &tokens[0]), (&b, &tokens[1])] {
+            assert!(!text(r).contains(token.as_str()), "{header}: {}", text(r));
+        }
+        h.gateway.shutdown();
+    }
+}
+
+#[test]
+fn a_credential_header_is_refused_for_stdio_servers_and_transport_headers() {
+    let err = |server: &str| {
+        let text = format!(
+            "{METADATA}\n[tools.whoami]\neffect = \"read\"\n[roles.agent]\ntools = [\"whoami\"]\n\
+             [credentials.providers.api]\ndescription = \"x\"\n[mcp.connection]\nagent = \"a\"\n\
+             role = \"agent\"\n{server}\n"
+        );
+        Policy::from_toml(&text).expect_err("refused")
+    };
+    let e = err(
+        "[mcp.servers.s]\ncommand = \"x\"\ncredential = { provider = \"api\", resource = \"r\", \
+         header = \"Authorization\" }",
+    );
+    assert_eq!(e.path(), Some("mcp.servers.s.credential.header"), "{e}");
+    assert!(e.to_string().contains("streamable-HTTP"), "{e}");
+    for bad in [
+        "Mcp-Session-Id",
+        "content-type",
+        "Mcp-Param-x",
+        "X Api Key",
+        "",
+    ] {
+        let e = err(&format!(
+            "[mcp.servers.s]\nurl = \"http://127.0.0.1:9/mcp\"\ncredential = {{ provider = \
+             \"api\", resource = \"r\", header = \"{bad}\" }}"
+        ));
+        assert_eq!(
+            e.path(),
+            Some("mcp.servers.s.credential.header"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_servers_answer_over_max_server_message_bytes_fails_its_call() {
+    let recorder = Recorder::default();
+    let port = recording_server(recorder.clone()).await;
+    let (h, _) = start(&http_policy_with(
+        port,
+        "Authorization",
+        "max_server_message_bytes = 8192",
+    ))
+    .await;
+    let small = "s".repeat(4000);
+    assert_eq!(h.text_of("echo", json!({ "message": small })).await, small);
+    let big = h
+        .call("echo", json!({ "message": "b".repeat(20_000) }))
+        .await;
+    assert!(is_error(&big), "{big:?}");
+    assert!(!text(&big).contains("bbbb"), "{}", text(&big));
+    eprintln!("over the limit: {}", text(&big));
+    // rmcp's HTTP client ends its connection on an oversized body; the gateway reconnects
+    // (with backoff) and serves the server's calls again.
+    let start = std::time::Instant::now();
+    loop {
+        let r = h.call("echo", json!({ "message": "after" })).await;
+        if !is_error(&r) {
+            assert_eq!(text(&r), "after");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "not served again: {}",
+            text(&r)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    h.gateway.shutdown();
 }

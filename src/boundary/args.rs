@@ -20,6 +20,8 @@ use crate::call::RuleId;
 use crate::call::json::JsonKind;
 use crate::verdict::{Denial, DenyCode};
 
+mod fast;
+
 /// Most fields one object may declare (the evaluator tracks presence in a `u64`).
 pub(crate) const MAX_FIELDS_PER_OBJECT: usize = 64;
 /// Largest compiled regex program, in bytes (guards against pathological patterns).
@@ -32,6 +34,8 @@ pub(crate) struct ObjectRules {
     /// Display path of this object (`""` for the top level).
     path: Box<str>,
     rule_unknown: RuleId,
+    /// The accept-only one-pass plan for raw text (top-level objects of flat rules only).
+    fast: Option<fast::FastPlan>,
 }
 
 #[derive(Debug)]
@@ -216,7 +220,9 @@ pub(crate) fn compile_object(
         node.arg = Some(arg.clone());
     }
     let base = format!("tools.{tool}.args");
-    object_from_children(&base, "", root.children, allow_unknown)
+    let mut rules = object_from_children(&base, "", root.children, allow_unknown)?;
+    rules.fast = fast::FastPlan::compile(&rules);
+    Ok(rules)
 }
 
 fn object_from_children(
@@ -245,6 +251,7 @@ fn object_from_children(
         allow_unknown,
         path: path.into(),
         rule_unknown: RuleId::new(join(base, path) + ".unknown"),
+        fast: None,
     })
 }
 
@@ -525,6 +532,15 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
 // evaluate
 
 impl ObjectRules {
+    /// Whether the raw JSON `text` is certainly admitted by these rules, by the one-pass fast path
+    /// (see `fast`); `false` means "not decided here": the caller runs the reference path (full
+    /// validation, then [`check`](Self::check)), which alone refuses and says why. The caller
+    /// has checked the size and depth limits and that no compartment rule applies.
+    #[inline]
+    pub(crate) fn admits_raw(&self, text: &str) -> bool {
+        self.fast.is_some_and(|plan| fast::admits(self, plan, text))
+    }
+
     /// Checks an object value against these rules.
     pub(crate) fn check<'a, V: View<'a>>(&self, v: V, env: &Env<'_>) -> Result<(), Denial> {
         let mut seen: u64 = 0;

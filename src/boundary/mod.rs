@@ -543,11 +543,29 @@ impl ActionBoundary {
     /// Checks one call in one run. `Ok` admits it; `Err` says which rule refused it and why.
     /// The denial carries this boundary's [`version`](Self::version).
     pub fn check(&self, run: &RunContext, call: &ToolCall<'_>) -> Result<Admitted, Denial> {
-        self.check_inner(run, call)
+        self.check_inner(run, call, true)
             .map_err(|d| d.with_version(self.version))
     }
 
-    fn check_inner(&self, run: &RunContext, call: &ToolCall<'_>) -> Result<Admitted, Denial> {
+    /// [`check`](Self::check) by the reference path alone (no one-pass fast path for raw
+    /// arguments): what the differential tests compare the fast path with.
+    #[cfg(test)]
+    pub(crate) fn check_reference(
+        &self,
+        run: &RunContext,
+        call: &ToolCall<'_>,
+    ) -> Result<Admitted, Denial> {
+        self.check_inner(run, call, false)
+            .map_err(|d| d.with_version(self.version))
+    }
+
+    #[inline(always)]
+    fn check_inner(
+        &self,
+        run: &RunContext,
+        call: &ToolCall<'_>,
+        fast: bool,
+    ) -> Result<Admitted, Denial> {
         let Some(role) = self.role(run.role().as_str()) else {
             return Err(Denial::new(
                 DenyCode::UnknownRole,
@@ -611,6 +629,17 @@ impl ActionBoundary {
                 self.check_args(tool, v, &env)?;
             }
             Args::Json(text) => {
+                // Flat rules, no compartment, within the limits: one accept-only pass over the
+                // bytes. When it cannot admit, the reference path below decides (and says why).
+                if fast
+                    && tool.compartment.is_none()
+                    && text.len() <= self.limits.max_bytes
+                    && text.len() <= u32::MAX as usize
+                    && self.limits.max_depth.min(crate::call::json::MAX_DEPTH_CAP) >= 1
+                    && tool.args.admits_raw(text)
+                {
+                    return Ok(Admitted { index });
+                }
                 // The validator records the root object's members as it goes, so the rules read
                 // them without scanning the text a second time.
                 let mut table = KeyTable::new();

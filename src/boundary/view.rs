@@ -382,7 +382,7 @@ const POW10: [f64; 23] = [
 ///
 /// Hand-written for a measured need: `slow_num` (integer checks, two integer parses, a float
 /// parse, a digit count) cost ~530 instructions for `1250.5`, this ~40 (callgrind).
-fn fast_num(text: &str) -> Option<Num> {
+pub(crate) fn fast_num(text: &str) -> Option<Num> {
     let b = text.as_bytes();
     let (neg, digits) = match b.split_first()? {
         (b'-', rest) => (true, rest),

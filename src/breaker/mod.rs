@@ -53,7 +53,7 @@ pub use rate::{RateLimit, RateLimits};
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use std::time::Duration;
@@ -329,6 +329,11 @@ pub struct CircuitBreaker {
     episode: AtomicU64,
     admitted_probes: AtomicU32,
     measure: Mutex<Measure>,
+    /// Set (under the lock) while the breaker is closed with a count window that holds no
+    /// failure and no slow call: a fast success then goes to `deferred` without the lock.
+    clean: AtomicBool,
+    /// Fast successes not yet in the window (see [`deferred`]).
+    deferred: deferred::Deferred,
     on_transition: Option<TransitionHook>,
 }
 
@@ -345,6 +350,7 @@ impl CircuitBreaker {
     /// A closed breaker with `cfg`, reading time from `clock`.
     pub fn new(cfg: BreakerConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let counted = matches!(cfg.window, Window::Count(_));
         let (ring, buckets) = match cfg.window {
             Window::Count(n) => (vec![EMPTY; n as usize], Vec::new()),
             Window::Seconds(n) => (Vec::new(), vec![(u64::MAX, Tally::default()); n as usize]),
@@ -365,6 +371,8 @@ impl CircuitBreaker {
                 probes: Tally::default(),
                 reopenings: 0,
             }),
+            clean: AtomicBool::new(counted),
+            deferred: deferred::Deferred::default(),
             on_transition: None,
         })
     }
@@ -480,7 +488,16 @@ impl CircuitBreaker {
         }
         let failed = result == CallResult::Failure;
         let slow = took >= self.cfg.slow_call_duration;
+        if !failed && !slow && ticket.probe_of.is_none() && self.clean.load(Ordering::Acquire) {
+            // Closed, nothing but successes in the window: counted without the lock.
+            self.deferred.add();
+            return None;
+        }
         let mut m = self.lock();
+        let owed = self.deferred.take();
+        if owed > 0 && self.state.load(Ordering::Acquire) == CLOSED {
+            self.push_successes(&mut m, owed);
+        }
         match (self.state.load(Ordering::Acquire), ticket.probe_of) {
             (HALF_OPEN, Some(ep)) if ep == self.episode.load(Ordering::Acquire) => {
                 m.probes.calls += 1;
@@ -494,6 +511,7 @@ impl CircuitBreaker {
                     self.reset_measure(&mut m);
                     m.reopenings = 0;
                     self.state.store(CLOSED, Ordering::Release);
+                    self.refresh_clean(&m);
                     drop(m);
                     return Some(self.notify(State::HalfOpen, State::Closed, t));
                 }
@@ -506,6 +524,7 @@ impl CircuitBreaker {
                 } else {
                     0
                 };
+                self.refresh_clean(&m);
                 let streak = self.cfg.consecutive_failures > 0
                     && m.consecutive_failures >= self.cfg.consecutive_failures;
                 if streak || (t.calls >= self.cfg.minimum_calls && self.exceeds(t)) {
@@ -537,10 +556,35 @@ impl CircuitBreaker {
         let until = self.clock.now().saturating_add(wait);
         self.open_until.store(until.as_nanos(), Ordering::Release);
         self.state.store(OPEN, Ordering::Release);
+        self.clean.store(false, Ordering::Release);
         self.notify(from, State::Open, t)
     }
 
+    /// Whether a fast success may skip the lock: closed, a count window, no failure or slow
+    /// call in it. Called under the lock after every change of the window or the state.
+    fn refresh_clean(&self, m: &Measure) {
+        let clean = self.state.load(Ordering::Acquire) == CLOSED
+            && matches!(self.cfg.window, Window::Count(_))
+            && m.ring_tally.failures == 0
+            && m.ring_tally.slow == 0
+            && m.consecutive_failures == 0;
+        self.clean.store(clean, Ordering::Release);
+    }
+
+    /// Adds `n` fast successes to a count window that held no failure or slow call when they
+    /// were counted (a time window never defers). `n` beyond the window's length leaves it as
+    /// full of successes as `len` of them do.
+    fn push_successes(&self, m: &mut Measure, n: u64) {
+        let len = m.ring.len() as u64;
+        for _ in 0..n.min(len) {
+            self.push(m, false, false);
+        }
+        m.consecutive_failures = 0;
+    }
+
     fn reset_measure(&self, m: &mut Measure) {
+        // Successes counted before the reset belong to the window being emptied.
+        let _ = self.deferred.take();
         m.ring.iter_mut().for_each(|x| *x = EMPTY);
         m.next = 0;
         m.ring_tally = Tally::default();
@@ -599,6 +643,7 @@ impl CircuitBreaker {
         let from = self.state();
         let _m = self.lock();
         self.state.store(FORCED_OPEN, Ordering::Release);
+        self.clean.store(false, Ordering::Release);
         drop(_m);
         let _ = self.notify(from, State::ForcedOpen, Tally::default());
     }
@@ -608,6 +653,7 @@ impl CircuitBreaker {
         let from = self.state();
         let _m = self.lock();
         self.state.store(DISABLED, Ordering::Release);
+        self.clean.store(false, Ordering::Release);
         drop(_m);
         let _ = self.notify(from, State::Disabled, Tally::default());
     }
@@ -619,6 +665,7 @@ impl CircuitBreaker {
         self.reset_measure(&mut m);
         m.reopenings = 0;
         self.state.store(CLOSED, Ordering::Release);
+        self.refresh_clean(&m);
         drop(m);
         let _ = self.notify(from, State::Closed, Tally::default());
     }
@@ -632,5 +679,6 @@ fn rate(part: u32, whole: u32) -> f64 {
     }
 }
 
+mod deferred;
 #[cfg(test)]
 mod tests;

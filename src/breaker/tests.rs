@@ -494,3 +494,64 @@ proptest! {
         }
     }
 }
+
+/// Successes from many threads while the window is clean skip the lock; none may be lost or
+/// counted twice: the window they filled decides exactly when failures open the breaker.
+#[test]
+fn concurrent_fast_successes_all_reach_the_window() {
+    let clock = Arc::new(ManualClock::new());
+    let cfg = BreakerConfig {
+        window: Window::Count(100),
+        minimum_calls: 10,
+        failure_rate: 50.0,
+        ..cfg()
+    };
+    let opened = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&opened);
+    let b = CircuitBreaker::new(cfg, clock)
+        .unwrap()
+        .on_transition(move |t| seen.lock().push(*t));
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..5_000 {
+                    call(&b, CallResult::Success, 1).unwrap();
+                }
+            });
+        }
+    });
+    // The window is 100 successes: 49 failures are 49 %, under the threshold ...
+    for _ in 0..49 {
+        call(&b, CallResult::Failure, 1).unwrap();
+    }
+    assert_eq!(b.state(), State::Closed);
+    // ... the 50th makes 50 % of 100 calls. (Had the successes been lost, 10 failures would
+    // have opened it at 100 %.)
+    call(&b, CallResult::Failure, 1).unwrap();
+    assert_eq!(b.state(), State::Open);
+    let t = opened.lock()[0];
+    assert_eq!((t.calls, t.failure_rate), (100, 50.0));
+}
+
+/// A success counted without the lock while the breaker was closed does not leak into the
+/// window after a reset.
+#[test]
+fn deferred_successes_do_not_survive_a_reset() {
+    let clock = Arc::new(ManualClock::new());
+    let cfg = BreakerConfig {
+        window: Window::Count(10),
+        minimum_calls: 4,
+        failure_rate: 50.0,
+        ..cfg()
+    };
+    let b = CircuitBreaker::new(cfg, clock).unwrap();
+    for _ in 0..10 {
+        call(&b, CallResult::Success, 1).unwrap();
+    }
+    b.reset();
+    // An empty window: 4 failures are 100 % of the minimum.
+    for _ in 0..4 {
+        call(&b, CallResult::Failure, 1).unwrap();
+    }
+    assert_eq!(b.state(), State::Open);
+}

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 mod validate;
 
 use validate::validate;
-pub(crate) use validate::{KeySpan, KeyTable};
+pub(crate) use validate::{KeySpan, KeyTable, plain_string_end};
 
 /// Hard upper bound on nesting depth, whatever [`JsonLimits::max_depth`] says.
 ///
@@ -619,7 +619,9 @@ fn hex4(b: &[u8], at: usize) -> Option<u32> {
     })
 }
 
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+/// The position of the first byte at or after `i` that is not JSON whitespace.
+#[inline]
+pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         i += 1;
     }

@@ -466,6 +466,33 @@ fn specials(w: u64) -> u64 {
     (zero_q | zero_b | control) & HI
 }
 
+/// The end (just past the closing quote) of the string whose content starts at `start`, if that
+/// content is plain: no escape and no control character, so the raw bytes are the decoded text
+/// and the string is valid JSON. `None` for anything else (the caller then takes the full
+/// validator's path, which reports the exact error). Used by the boundary's accept-only fast
+/// path for flat raw arguments.
+#[inline(always)]
+pub(crate) fn plain_string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let hits = specials(u64::from_le_bytes(w));
+        if hits != 0 {
+            i += (hits.trailing_zeros() / 8) as usize;
+            return (b[i] == b'"').then_some(i + 1);
+        }
+        i += 8;
+    }
+    loop {
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' | 0..=0x1f => return None,
+            _ => i += 1,
+        }
+    }
+}
+
 /// Validates the string starting at the quote at `start`; returns the position after it and
 /// whether it contains escapes. Plain content is skipped eight bytes at a time.
 #[inline(always)]

@@ -391,6 +391,40 @@ pub struct CredentialSpec {
     /// The request `_meta` key the server reads it from (default `tollgate/credential`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta_key: Option<String>,
+    /// For a streamable-HTTP server: send the credential as this HTTP header of the call's
+    /// request instead of in its `_meta` (`"Authorization"` sends `Bearer <credential>`; any
+    /// other name the credential itself, e.g. `X-Api-Key`). Still minted per call, under the
+    /// call's permit; other requests carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+/// Header names a credential header may not take: the ones the MCP HTTP transport sets itself.
+const TRANSPORT_HEADERS: [&str; 9] = [
+    "accept",
+    "content-type",
+    "content-length",
+    "host",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+];
+
+/// Why `name` cannot be a credential header, if it cannot. Checked by hand (RFC 9110 token
+/// characters) because this module validates documents in every build, without the `http`
+/// crate of the `mcp` feature.
+fn header_name_problem(name: &str) -> Option<&'static str> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Some("must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)");
+    }
+    let lower = name.to_ascii_lowercase();
+    if TRANSPORT_HEADERS.contains(&lower.as_str()) || lower.starts_with("mcp-param-") {
+        return Some("is set by the MCP transport itself; choose another header");
+    }
+    None
 }
 
 impl CredentialSpec {
@@ -614,6 +648,19 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
                     format!("{at}.credential.meta_key"),
                     "must not be empty",
                 ));
+            }
+            if let Some(header) = &cred.header {
+                let path = format!("{at}.credential.header");
+                if server.url.is_none() {
+                    return Err(DocumentError::invalid(
+                        path,
+                        "only a streamable-HTTP server (`url`) takes its credential in a \
+                         header; a stdio server reads it from the request's `_meta`",
+                    ));
+                }
+                if let Some(problem) = header_name_problem(header) {
+                    return Err(DocumentError::invalid(path, problem));
+                }
             }
         }
         for (theirs, ours) in &server.tools {

@@ -19,6 +19,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use super::GatewayError;
 use super::config::{McpSection, ServerSpec, TransportKind};
 use super::gateway::Clients;
+use super::header_credential::HeaderCredential;
 use super::relay::{Relay, RelayError};
 
 /// Why a forwarded call produced no result.
@@ -198,12 +199,32 @@ impl Downstream {
                         server: server(),
                         reason,
                     })?;
-                let transport = StreamableHttpClientTransport::with_client(
-                    client,
-                    StreamableHttpClientTransportConfig::with_uri(url.as_str()),
-                );
-                let started =
-                    tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await;
+                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                // Answers are bounded as over stdio.
+                config.max_json_response_size = self.max_line;
+                config.max_sse_event_size = self.max_line;
+                let header = self
+                    .spec
+                    .credential
+                    .as_ref()
+                    .and_then(|c| c.header.as_deref().map(|h| (c.meta_key(), h)));
+                let started = match header {
+                    None => {
+                        let transport = StreamableHttpClientTransport::with_client(client, config);
+                        tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await
+                    }
+                    Some((meta_key, header)) => {
+                        let client =
+                            HeaderCredential::new(client, meta_key, header).map_err(|reason| {
+                                GatewayError::Spawn {
+                                    server: server(),
+                                    reason,
+                                }
+                            })?;
+                        let transport = StreamableHttpClientTransport::with_client(client, config);
+                        tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await
+                    }
+                };
                 // rmcp's error drops reqwest's cause: name a refused certificate ourselves.
                 if !matches!(started, Ok(Ok(_)))
                     && let Some(refused) = refusals.take()

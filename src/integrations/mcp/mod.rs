@@ -38,6 +38,8 @@ mod framing;
 #[cfg(feature = "mcp")]
 mod gateway;
 #[cfg(feature = "mcp")]
+mod header_credential;
+#[cfg(feature = "mcp")]
 mod http;
 #[cfg(feature = "mcp")]
 mod pending;
