@@ -157,7 +157,8 @@ impl Served {
         token: &str,
         handler: H,
     ) -> RunningService<rmcp::RoleClient, H> {
-        let transport = StreamableHttpClientTransport::from_config(
+        let transport = StreamableHttpClientTransport::with_client(
+            common::tls::http_client(),
             StreamableHttpClientTransportConfig::with_uri(self.url.as_str()).auth_header(token),
         );
         handler.serve(transport).await.expect("client initialises")
@@ -364,7 +365,8 @@ async fn requests_without_a_known_token_get_401_and_an_audit_record() {
         assert_eq!(status, 401, "{auth}");
     }
     // rmcp's own client with a wrong token cannot initialise.
-    let transport = StreamableHttpClientTransport::from_config(
+    let transport = StreamableHttpClientTransport::with_client(
+        common::tls::http_client(),
         StreamableHttpClientTransportConfig::with_uri(served.url.as_str()).auth_header("nope"),
     );
     assert!(().serve(transport).await.is_err());
@@ -602,33 +604,6 @@ url = "http://127.0.0.1:{port}/mcp"
     h.gateway.shutdown();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_https_downstream_server_is_refused_at_start_in_a_build_without_tls() {
-    let text_policy = format!(
-        r#"{METADATA}
-[tools.echo]
-effect = "read"
-
-[roles.reader]
-tools = ["echo"]
-
-[mcp.connection]
-agent = "desktop"
-role = "reader"
-
-[mcp.servers.remote]
-url = "https://127.0.0.1:9/mcp"
-"#
-    );
-    let policy = Policy::from_toml(&text_policy).expect("policy");
-    let (guard, _audit) = harness::guard(&policy);
-    let started = Gateway::start(&policy, guard).await;
-    assert!(
-        matches!(started, Err(GatewayError::Unsupported { ref server, .. }) if server == "remote"),
-        "{started:?}"
-    );
-}
-
 /// A client that counts `notifications/tools/list_changed`.
 #[derive(Clone, Default)]
 struct ListChanged(Arc<tokio::sync::Notify>);
@@ -771,7 +746,8 @@ async fn the_tollgate_mcp_binary_serves_http_with_tokens_and_stops_on_sigterm() 
             break url.to_owned();
         }
     };
-    let transport = StreamableHttpClientTransport::from_config(
+    let transport = StreamableHttpClientTransport::with_client(
+        common::tls::http_client(),
         StreamableHttpClientTransportConfig::with_uri(url.as_str()).auth_header(EDITOR_TOKEN),
     );
     let client = ().serve(transport).await.expect("client initialises");

@@ -4,6 +4,8 @@
 pub mod billing;
 pub mod node;
 pub mod pg;
+#[cfg(feature = "mcp")]
+pub mod tls;
 
 use tollgate::{ActionBoundary, DenyCode, RunContext, ToolCall};
 

@@ -45,6 +45,12 @@
 //! env = { NODE_ENV = "production" }
 //! prefix = "fs_"                            # read_file -> fs_read_file in the policy
 //! tools = { read_text_file = "read_doc" }   # explicit names win over the prefix
+//!
+//! [mcp.servers.tickets]                     # streamable HTTP
+//! url = "https://tickets.internal:8443/mcp" # verified against the OS trust store, or:
+//! ca_file = "/etc/tollgate/internal-ca.pem" # only this private CA (checked on load)
+//! # url = "http://10.0.0.7:8080/mcp"        # plain http: loopback only, unless
+//! # allow_plain_http = true                 # this is set (unencrypted, unauthenticated)
 //! ```
 
 use std::collections::BTreeMap;
@@ -334,9 +340,24 @@ pub struct ServerSpec {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub env: BTreeMap<String, String>,
-    /// The server's streamable-HTTP endpoint (instead of `command`).
+    /// The server's streamable-HTTP endpoint (instead of `command`). `https://` is verified
+    /// against the operating system's trust store, or only against [`ca_file`](Self::ca_file)
+    /// when set; `http://` only to a loopback host unless
+    /// [`allow_plain_http`](Self::allow_plain_http).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// A PEM file of the CA certificates (one or more) that sign an `https://` server's
+    /// certificate: a private CA. When set, these are the only roots trusted for this server
+    /// (the operating system's store is not consulted), so no public CA can vouch for it.
+    /// Relative to the gateway's working directory. Read and checked when the document is
+    /// loaded (builds with the `mcp` feature) and again at every connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Allows an `http://` [`url`](Self::url) to a host that is not loopback (`localhost`,
+    /// `127.0.0.0/8`, `[::1]`): requests, tool arguments and any per-call credential then cross
+    /// the network unencrypted and unauthenticated. Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_plain_http: Option<bool>,
     /// Policy name of a server tool without an explicit name: this prefix followed by the
     /// server's name for it (default: no prefix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -564,6 +585,7 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
                         "`args` and `env` apply to a spawned `command`, not to a `url`",
                     ));
                 }
+                check_transport_security(&at, u, server)?;
             }
             (None, Some(_)) => {
                 return Err(DocumentError::invalid(
@@ -589,6 +611,12 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
                     "set `command` (stdio) or `url` (streamable HTTP)",
                 ));
             }
+        }
+        if server.url.is_none() && (server.ca_file.is_some() || server.allow_plain_http.is_some()) {
+            return Err(DocumentError::invalid(
+                at,
+                "`ca_file` and `allow_plain_http` apply to a `url`, not to a spawned `command`",
+            ));
         }
         if let Some(cred) = &server.credential {
             let providers = doc
@@ -651,6 +679,96 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
     Ok(())
 }
 
+/// An `https://` server's `ca_file` (read and parsed here in builds with the gateway, so a
+/// missing, unreadable or non-PEM file is refused when the document is loaded, not at the first
+/// connection); an `http://` server's host (plain HTTP only to loopback unless
+/// `allow_plain_http`).
+fn check_transport_security(at: &str, url: &str, server: &ServerSpec) -> Result<(), DocumentError> {
+    if url.starts_with("https://") {
+        if server.allow_plain_http.is_some() {
+            return Err(DocumentError::invalid(
+                format!("{at}.allow_plain_http"),
+                "applies to an `http://` url only",
+            ));
+        }
+        if let Some(ca_file) = &server.ca_file {
+            if ca_file.as_os_str().is_empty() {
+                return Err(DocumentError::invalid(
+                    format!("{at}.ca_file"),
+                    "must not be empty",
+                ));
+            }
+            #[cfg(feature = "mcp")]
+            super::tls::read_ca_file(ca_file)
+                .map_err(|reason| DocumentError::invalid(format!("{at}.ca_file"), reason))?;
+        }
+        return Ok(());
+    }
+    if server.ca_file.is_some() {
+        return Err(DocumentError::invalid(
+            format!("{at}.ca_file"),
+            "applies to an `https://` url only (an `http://` server has no certificate)",
+        ));
+    }
+    if server.allow_plain_http != Some(true) && !is_loopback_http_url(url) {
+        return Err(DocumentError::invalid(
+            format!("{at}.url"),
+            "plain `http://` is accepted only to a loopback host (`localhost`, 127.0.0.0/8, \
+             `[::1]`): use `https://`, or set `allow_plain_http = true` to send calls and \
+             credentials over the network unencrypted",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an `http://` URL's host is loopback: exactly `localhost`, an IPv4 address in
+/// 127.0.0.0/8 or `[::1]`. Hand-written because the document is validated in builds without a
+/// URL parser; deliberately narrow (anything unusual in the authority, such as userinfo with
+/// `@` or a backslash, counts as not loopback), so a mistake here refuses, never admits. The
+/// gateway checks the host again with the URL parser its HTTP client uses before connecting.
+pub(crate) fn is_loopback_http_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains(['@', '\\', '%']) || authority.is_empty() {
+        return false;
+    }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, port)) if port.is_empty() || port.starts_with(':') => {
+                return h
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|a| a.is_loopback())
+                    && port_ok(port);
+            }
+            _ => return false,
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, port)) => {
+                if !port_ok(&format!(":{port}")) {
+                    return false;
+                }
+                h
+            }
+            None => authority,
+        }
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// Empty, or `:` followed by a port number.
+fn port_ok(port: &str) -> bool {
+    port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.is_empty() || p.parse::<u16>().is_ok())
+}
+
 /// `null`, or `http://` / `https://` + host + `:port` or `:*`, nothing after.
 fn origin_is_well_formed(origin: &str) -> bool {
     if origin == "null" {
@@ -680,5 +798,81 @@ fn check_connection(doc: &Document, path: &str, role: &str) -> Result<(), Docume
             format!("{path}.role")
         };
         Err(DocumentError::unknown(path, "role", role, doc.roles.keys()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_http_url;
+    use proptest::prelude::*;
+
+    /// Whether the WHATWG URL parser (the `url` crate, what reqwest connects to) sees a loopback
+    /// host in `url`.
+    fn url_crate_says_loopback(url: &str) -> bool {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return false;
+        };
+        match parsed.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            None => false,
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_and_lookalikes() {
+        for url in [
+            "http://localhost",
+            "http://LocalHost:8080/mcp",
+            "http://127.0.0.1:9/mcp",
+            "http://127.255.0.1/",
+            "http://[::1]/mcp",
+            "http://[::1]:8080?x",
+            "http://localhost#frag",
+        ] {
+            assert!(is_loopback_http_url(url), "{url}");
+        }
+        for url in [
+            "https://localhost/",
+            "http://",
+            "http://localhost.evil.example/",
+            "http://127.0.0.1.evil.example/",
+            "http://127.0.0.1@evil.example/",
+            "http://evil.example#@127.0.0.1/",
+            "http://evil.example\\@127.0.0.1/",
+            "http://127.0.0.1:99999/",
+            "http://127.0.0.1:80:80/",
+            "http://[::1]x/",
+            "http://[::2]/",
+            "http://10.0.0.1/",
+            "http://%6cocalhost/",
+        ] {
+            assert!(!is_loopback_http_url(url), "{url}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the hand-written check calls loopback, the URL parser reqwest uses connects
+        /// to a loopback host too: the check may refuse a loopback URL it finds odd, but never
+        /// admits plain http to another host.
+        #[test]
+        fn never_calls_a_remote_url_loopback(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("localhost"), Just("LOCALHOST"), Just("127.0.0.1"), Just("127.1"),
+                    Just("[::1]"), Just("[::2]"), Just("::1"), Just("evil.example"), Just("@"),
+                    Just(":"), Just("80"), Just("99999"), Just("%2e"), Just("\\"), Just("#"),
+                    Just("?"), Just("/"), Just("["), Just("]"), Just("."), Just("\t"),
+                    Just("0x7f.1"), Just("user:pass"),
+                ],
+                0..8,
+            )
+        ) {
+            let url = format!("http://{}", parts.concat());
+            if is_loopback_http_url(&url) {
+                prop_assert!(url_crate_says_loopback(&url), "{url}");
+            }
+        }
     }
 }

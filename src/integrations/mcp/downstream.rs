@@ -193,20 +193,16 @@ impl Downstream {
                 )
             }
             (TransportKind::Http, _, Some(url)) => {
-                if !url.starts_with("http://") {
-                    // reqwest is built without a TLS stack (no C toolchain or crypto provider in
-                    // the build for one feature): refuse rather than fail on every call.
-                    return Err(GatewayError::Unsupported {
+                // Our own client, so TLS is rustls on ring with the document's trust (tls.rs).
+                let (client, refusals) =
+                    super::tls::http_client(&self.spec).map_err(|reason| GatewayError::Spawn {
                         server: server(),
-                        what: "https:// downstream servers (this build has no TLS client; use \
-                               http:// on a trusted network or a local TLS-terminating proxy)",
-                    });
-                }
+                        reason,
+                    })?;
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 // Answers are bounded as over stdio.
                 config.max_json_response_size = self.max_line;
                 config.max_sse_event_size = self.max_line;
-                let client = reqwest::Client::default();
                 let header = self
                     .spec
                     .credential
@@ -229,6 +225,15 @@ impl Downstream {
                         tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await
                     }
                 };
+                // rmcp's error drops reqwest's cause: name a refused certificate ourselves.
+                if !matches!(started, Ok(Ok(_)))
+                    && let Some(refused) = refusals.take()
+                {
+                    return Err(GatewayError::Spawn {
+                        server: server(),
+                        reason: format!("TLS certificate refused: {refused}"),
+                    });
+                }
                 (started, None)
             }
             _ => {

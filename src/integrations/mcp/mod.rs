@@ -49,6 +49,8 @@ mod relay;
 mod session;
 #[cfg(feature = "mcp")]
 mod ticker;
+#[cfg(feature = "mcp")]
+mod tls;
 
 pub use config::{Connection, CredentialSpec, McpSection, ServerSpec, TokenSpec, TransportKind};
 #[cfg(feature = "mcp")]
