@@ -190,6 +190,19 @@ async fn a_server_that_starts_presenting_an_untrusted_certificate_becomes_unavai
     assert!(text(&r).contains("unavailable"), "{r:?} (before: {last:?})");
     assert_eq!(h.gateway.is_up("remote"), Some(false));
     assert_eq!(h.gateway.restarts("remote"), Some(0), "never reconnected");
+    // Once a reconnection attempt has been refused, calls (and so their audit records) say why.
+    eventually("a call names the refused certificate", async || {
+        let r = h.call("echo", json!({"message": "why"})).await;
+        assert!(is_error(&r), "{r:?}");
+        text(&r).contains("TLS certificate refused")
+    })
+    .await;
+    assert!(
+        h.events("outcome")
+            .iter()
+            .any(|e| e.to_string().contains("TLS certificate refused")),
+        "the trail records the reason"
+    );
     let outcomes = h.events("outcome");
     let failed = outcomes
         .iter()

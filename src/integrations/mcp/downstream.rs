@@ -29,6 +29,15 @@ pub enum DownstreamError {
     /// The server is down (crashed and not yet restarted).
     #[error("MCP server `{0}` is unavailable (restarting)")]
     Unavailable(String),
+    /// The server is down and the last attempt to reconnect failed, for `reason` (a refused
+    /// certificate, a refused connection, no answer to `initialize`...).
+    #[error("MCP server `{server}` is unavailable (restarting); the last attempt failed: {reason}")]
+    Down {
+        /// The server.
+        server: String,
+        /// Why the last attempt failed.
+        reason: String,
+    },
     /// The server did not answer within the call timeout.
     #[error("MCP server `{server}` did not answer within {timeout:?}")]
     Timeout {
@@ -112,6 +121,9 @@ pub(crate) struct Downstream {
     routes: RwLock<Arc<HashMap<String, Route>>>,
     restarting: AtomicBool,
     restarts: AtomicU32,
+    /// Why the last restart attempt failed (cleared when one succeeds): what a call to the
+    /// server while it is down is told, and so what its audit record says.
+    last_failure: Mutex<Option<String>>,
     closed: AtomicBool,
     /// Generation of the latest listing started: an older listing that answers later does
     /// not overwrite a newer one.
@@ -137,6 +149,7 @@ impl Downstream {
             routes: RwLock::new(Arc::new(HashMap::new())),
             restarting: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
+            last_failure: Mutex::new(None),
             closed: AtomicBool::new(false),
             listing: AtomicU64::new(0),
             clients,
@@ -346,7 +359,13 @@ impl Downstream {
         let conn = self.conn.lock().clone();
         let Some(conn) = conn.filter(|c| !c.is_closed()) else {
             self.schedule_restart();
-            return Err(DownstreamError::Unavailable(self.name.clone()));
+            return Err(match self.last_failure.lock().clone() {
+                Some(reason) => DownstreamError::Down {
+                    server: self.name.clone(),
+                    reason,
+                },
+                None => DownstreamError::Unavailable(self.name.clone()),
+            });
         };
         let mut params = CallToolRequestParams::new(theirs.to_owned());
         params.arguments = arguments;
@@ -411,12 +430,14 @@ impl Downstream {
                 }
                 match this.connect().await {
                     Ok(()) => {
+                        *this.last_failure.lock() = None;
                         this.restarts.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(server = %this.name, "MCP server restarted");
                         break;
                     }
                     Err(e) => {
                         tracing::warn!(server = %this.name, error = %e, "restart failed");
+                        *this.last_failure.lock() = Some(e.to_string());
                         wait = (wait * 2).min(max);
                     }
                 }
