@@ -270,6 +270,28 @@ pub mod harness {
             names
         }
 
+        /// For a remote server whose policy admits only `echo`, its `message` shorter than 100
+        /// characters (the HTTP and TLS tests' policies): only `echo` is listed, a call comes
+        /// back as the server's `Echo: <message>`, and one over the rule is refused before the
+        /// server is asked (a single outcome recorded).
+        pub async fn assert_only_echo_is_forwarded(&self, message: &str) {
+            assert_eq!(self.tool_names().await, ["echo"]);
+            assert_eq!(
+                self.text_of("echo", serde_json::json!({ "message": message }))
+                    .await,
+                format!("Echo: {message}")
+            );
+            let long = self
+                .call("echo", serde_json::json!({"message": "x".repeat(100)}))
+                .await;
+            assert!(is_error(&long), "{long:?}");
+            assert_eq!(
+                self.events("outcome").len(),
+                1,
+                "only the allowed call was forwarded"
+            );
+        }
+
         /// Audit events of kind `event` (`decision`, `outcome`, ...).
         pub fn events(&self, event: &str) -> Vec<Value> {
             self.audit

@@ -205,6 +205,11 @@ pub(crate) fn http_client(spec: &ServerSpec) -> Result<(reqwest::Client, Refusal
 #[derive(Debug)]
 struct Refuse;
 
+/// What [`Refuse`] answers to every step of a handshake.
+fn no_tls_expected() -> rustls::Error {
+    rustls::Error::General("TLS is not expected from a plain-http server".into())
+}
+
 impl ServerCertVerifier for Refuse {
     fn verify_server_cert(
         &self,
@@ -214,9 +219,7 @@ impl ServerCertVerifier for Refuse {
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::General(
-            "TLS is not expected from a plain-http server".into(),
-        ))
+        Err(no_tls_expected())
     }
 
     fn verify_tls12_signature(
@@ -225,9 +228,7 @@ impl ServerCertVerifier for Refuse {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(
-            "TLS is not expected from a plain-http server".into(),
-        ))
+        Err(no_tls_expected())
     }
 
     fn verify_tls13_signature(
@@ -236,9 +237,7 @@ impl ServerCertVerifier for Refuse {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(
-            "TLS is not expected from a plain-http server".into(),
-        ))
+        Err(no_tls_expected())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
