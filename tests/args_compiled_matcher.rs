@@ -4,40 +4,22 @@
 //! differential property tests against the reference path live next to the code, in
 //! `src/boundary/args/fast/tests.rs`, as they call the crate-internal reference check.)
 
-use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
+use shared::RAW;
+use tollgate::boundary::ActionBoundary;
 use tollgate::verdict::DenyCode;
 use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+/// The boundary and call the benches measure (the same setup, not a copy of it).
+#[path = "../benches/shared/mod.rs"]
+mod shared;
 use counting_alloc::allocations;
 
 /// The benches' boundary: `pay_invoice` among 100 tools, three argument rules.
 fn boundary() -> ActionBoundary {
-    let mut b = ActionBoundary::builder();
-    let mut names = Vec::new();
-    for i in 0..98 {
-        let name = format!("tool_{i:04}");
-        b = b.tool(name.clone(), ToolSpec::read());
-        names.push(name);
-    }
-    names.push("pay_invoice".into());
-    b.tool(
-        "pay_invoice",
-        ToolSpec::irreversible()
-            .arg("invoice", Arg::string().required().pattern("INV-[0-9]{6}"))
-            .arg("amount", Arg::number().required().max(10_000.0))
-            .arg(
-                "currency",
-                Arg::string().required().one_of(["USD", "EUR", "GBP"]),
-            ),
-    )
-    .role("clerk", RoleSpec::new().tools(names))
-    .build()
-    .unwrap()
+    shared::boundary(100)
 }
-
-const RAW: &str = r#"{"invoice":"INV-004711","amount":1250.5,"currency":"EUR"}"#;
 
 fn ctx() -> RunContext {
     RunContext::new("agent-7", "clerk")

@@ -736,18 +736,18 @@ pub(crate) fn is_loopback_http_url(url: &str) -> bool {
     }
     let host = if let Some(v6) = authority.strip_prefix('[') {
         match v6.split_once(']') {
-            Some((h, port)) if port.is_empty() || port.starts_with(':') => {
+            Some((h, rest)) if rest.is_empty() || rest.starts_with(':') => {
                 return h
                     .parse::<std::net::Ipv6Addr>()
                     .is_ok_and(|a| a.is_loopback())
-                    && port_ok(port);
+                    && port_ok(rest.strip_prefix(':').unwrap_or(""));
             }
             _ => return false,
         }
     } else {
         match authority.split_once(':') {
             Some((h, port)) => {
-                if !port_ok(&format!(":{port}")) {
+                if !port_ok(port) {
                     return false;
                 }
                 h
@@ -761,12 +761,9 @@ pub(crate) fn is_loopback_http_url(url: &str) -> bool {
             .is_ok_and(|a| a.is_loopback())
 }
 
-/// Empty, or `:` followed by a port number.
+/// The port after an authority's `:`: empty (the scheme's default) or a port number.
 fn port_ok(port: &str) -> bool {
-    port.is_empty()
-        || port
-            .strip_prefix(':')
-            .is_some_and(|p| p.is_empty() || p.parse::<u16>().is_ok())
+    port.is_empty() || port.parse::<u16>().is_ok()
 }
 
 /// `null`, or `http://` / `https://` + host + `:port` or `:*`, nothing after.
