@@ -11,9 +11,11 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use rmcp::service::NotificationContext;
-use rmcp::service::{Peer, RunningService, ServiceError};
+use rmcp::service::{ClientInitializeError, Peer, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClient, StreamableHttpClientTransportConfig,
+};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 
 use super::GatewayError;
@@ -222,10 +224,7 @@ impl Downstream {
                     .as_ref()
                     .and_then(|c| c.header.as_deref().map(|h| (c.meta_key(), h)));
                 let started = match header {
-                    None => {
-                        let transport = StreamableHttpClientTransport::with_client(client, config);
-                        tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await
-                    }
+                    None => self.serve_http(client, config).await,
                     Some((meta_key, header)) => {
                         let client =
                             HeaderCredential::new(client, meta_key, header).map_err(|reason| {
@@ -234,8 +233,7 @@ impl Downstream {
                                     reason,
                                 }
                             })?;
-                        let transport = StreamableHttpClientTransport::with_client(client, config);
-                        tokio::time::timeout(self.start_timeout, watcher().serve(transport)).await
+                        self.serve_http(client, config).await
                     }
                 };
                 // rmcp's error drops reqwest's cause: name a refused certificate ourselves.
@@ -266,6 +264,23 @@ impl Downstream {
                 reason: e.to_string(),
             })?;
         Ok((service, relay))
+    }
+
+    /// Initialises a client session over streamable HTTP through `client`, bounded by the start
+    /// timeout (one function for the plain and the header-credential client types).
+    async fn serve_http<C: StreamableHttpClient + Sync>(
+        self: &Arc<Self>,
+        client: C,
+        config: StreamableHttpClientTransportConfig,
+    ) -> Result<
+        Result<RunningService<RoleClient, Watcher>, ClientInitializeError>,
+        tokio::time::error::Elapsed,
+    > {
+        let transport = StreamableHttpClientTransport::with_client(client, config);
+        let watcher = Watcher {
+            server: Arc::downgrade(self),
+        };
+        tokio::time::timeout(self.start_timeout, watcher.serve(transport)).await
     }
 
     /// Starts the server (or connects to it), initialises the session and lists its tools.
