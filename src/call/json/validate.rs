@@ -466,6 +466,23 @@ fn specials(w: u64) -> u64 {
     (zero_q | zero_b | control) & HI
 }
 
+/// The first position from `i` that may hold a quote, a backslash or a control character,
+/// skipping plain string content eight bytes at a time; within the last seven bytes of `b` it
+/// stops at once (the callers go on byte by byte).
+#[inline(always)]
+fn skip_plain(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let hits = specials(u64::from_le_bytes(w));
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i
+}
+
 /// The end (just past the closing quote) of the string whose content starts at `start`, if that
 /// content is plain: no escape and no control character, so the raw bytes are the decoded text
 /// and the string is valid JSON. `None` for anything else (the caller then takes the full
@@ -473,17 +490,7 @@ fn specials(w: u64) -> u64 {
 /// path for flat raw arguments.
 #[inline(always)]
 pub(crate) fn plain_string_end(b: &[u8], start: usize) -> Option<usize> {
-    let mut i = start;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let hits = specials(u64::from_le_bytes(w));
-        if hits != 0 {
-            i += (hits.trailing_zeros() / 8) as usize;
-            return (b[i] == b'"').then_some(i + 1);
-        }
-        i += 8;
-    }
+    let mut i = skip_plain(b, start);
     loop {
         match *b.get(i)? {
             b'"' => return Some(i + 1),
@@ -500,16 +507,7 @@ pub(super) fn scan_string(b: &[u8], start: usize) -> Result<(usize, bool), JsonE
     let mut i = start + 1;
     let mut escaped = false;
     loop {
-        while let Some(chunk) = b.get(i..i + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            let hits = specials(u64::from_le_bytes(w));
-            if hits != 0 {
-                i += (hits.trailing_zeros() / 8) as usize;
-                break;
-            }
-            i += 8;
-        }
+        i = skip_plain(b, i);
         match b.get(i) {
             None => {
                 return Err(JsonError::Syntax {
