@@ -691,16 +691,20 @@ fn check_transport_security(at: &str, url: &str, server: &ServerSpec) -> Result<
                 "applies to an `http://` url only",
             ));
         }
-        if let Some(ca_file) = &server.ca_file {
-            if ca_file.as_os_str().is_empty() {
+        match &server.ca_file {
+            Some(ca_file) if ca_file.as_os_str().is_empty() => {
                 return Err(DocumentError::invalid(
                     format!("{at}.ca_file"),
                     "must not be empty",
                 ));
             }
+            // Read and parsed only where the gateway is built (it alone has the TLS crates).
             #[cfg(feature = "mcp")]
-            super::tls::read_ca_file(ca_file)
-                .map_err(|reason| DocumentError::invalid(format!("{at}.ca_file"), reason))?;
+            Some(ca_file) => {
+                super::tls::read_ca_file(ca_file)
+                    .map_err(|reason| DocumentError::invalid(format!("{at}.ca_file"), reason))?;
+            }
+            _ => {}
         }
         return Ok(());
     }
