@@ -532,10 +532,17 @@ fn compile_field(base: &str, path: &str, key: &str, node: Node) -> Result<FieldR
 // evaluate
 
 impl ObjectRules {
+    /// Removes the fast path's plan: for a tool whose arguments are also checked by a rule
+    /// outside these rules (a compartment argument), which the fast path does not know.
+    pub(crate) fn without_fast_path(mut self) -> Self {
+        self.fast = None;
+        self
+    }
+
     /// Whether the raw JSON `text` is certainly admitted by these rules, by the one-pass fast path
     /// (see `fast`); `false` means "not decided here": the caller runs the reference path (full
     /// validation, then [`check`](Self::check)), which alone refuses and says why. The caller
-    /// has checked the size and depth limits and that no compartment rule applies.
+    /// has checked the size and depth limits.
     #[inline]
     pub(crate) fn admits_raw(&self, text: &str) -> bool {
         self.fast.is_some_and(|plan| fast::admits(self, plan, text))

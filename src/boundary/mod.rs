@@ -346,6 +346,13 @@ impl ActionBoundary {
                 None => None,
                 Some(p) => Some(compile_compartment_arg(name, p, spec)?),
             };
+            // The compartment rule is checked beside the argument rules, where the fast path
+            // does not look: a compartmented tool has no fast path at all.
+            let args = if compartment.is_some() {
+                args.without_fast_path()
+            } else {
+                args
+            };
             let mut redactions = Vec::new();
             for (path, arg) in &spec.args {
                 if let Some(class) = arg.redact {
@@ -629,10 +636,10 @@ impl ActionBoundary {
                 self.check_args(tool, v, &env)?;
             }
             Args::Json(text) => {
-                // Flat rules, no compartment, within the limits: one accept-only pass over the
-                // bytes. When it cannot admit, the reference path below decides (and says why).
+                // Flat rules (no plan for a compartmented tool), within the limits: one
+                // accept-only pass over the bytes. When it cannot admit, the reference path
+                // below decides (and says why).
                 if fast
-                    && tool.compartment.is_none()
                     && text.len() <= self.limits.max_bytes
                     && text.len() <= u32::MAX as usize
                     && self.limits.max_depth.min(crate::call::json::MAX_DEPTH_CAP) >= 1

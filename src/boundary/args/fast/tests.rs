@@ -406,6 +406,12 @@ fn rules_the_fast_path_does_not_plan_take_the_reference_path() {
     );
     let m = b.tool_index.get("matter").unwrap() as usize;
     assert!(b.tools[m].compartment.is_some());
+    // The compartmented tool's rules alone would admit this; its compartment rule (this run is
+    // bound to none) refuses it, so the fast path must not even be asked (found by the
+    // adversarial property test: `{"m":":INV-٠٠٤٧١١"}` was admitted by the plan alone).
+    let doc = r#"{"m":"M-1"}"#;
+    assert!(!fast_admits(b, "matter", doc));
+    assert!(b.check(&ctx(), &ToolCall::new("matter", doc)).is_err());
     // allow_unknown rules are planned, but an unknown key is left to the reference path.
     assert!(fast_admits(b, "loose", r#"{"q":"a"}"#));
     assert!(!fast_admits(b, "loose", r#"{"q":"a","z":1}"#));
