@@ -16,7 +16,7 @@
 //!
 //! `cargo run --example shadow_rollout`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -107,7 +107,10 @@ impl Rng {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = TempDir::new();
+    // Removed again when `dir` drops at the end of `main`.
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-shadow-rollout-")
+        .tempdir()?;
     let policy = Policy::from_toml(DOCUMENT)?;
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default())?;
     let sink = Arc::new(sink);
@@ -354,26 +357,5 @@ fn print_status(statuses: &[TaskStatus]) {
             };
             println!("     {:?} {} -> {} ({how})", p.kind, p.from, p.to);
         }
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path =
-            std::env::temp_dir().join(format!("tollgate-shadow-rollout-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

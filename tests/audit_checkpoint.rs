@@ -5,7 +5,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -16,30 +15,14 @@ use tollgate::audit::file::{
 use tollgate::audit::query::Query;
 use tollgate::audit::{AuditEvent, AuditSink, EventKind};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-checkpoint-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("audit-checkpoint", name)
 }
 
 fn key(id: &str, byte: u8) -> CheckpointKey {
@@ -143,7 +126,7 @@ fn forge(dir: &Path, fix_checkpoints: bool, mut edit: impl FnMut(u64, &mut Strin
 
 #[test]
 fn a_keyed_log_verifies_with_every_record_covered() {
-    let dir = TempDir::new("basic");
+    let dir = temp_dir("basic");
     write(dir.path(), keyed(k1(), Some(10)), 35);
     // 10 events, checkpoint, 10, checkpoint, 10, checkpoint, 5, checkpoint on close.
     let kinds = kinds(dir.path());
@@ -192,7 +175,7 @@ fn a_keyed_log_verifies_with_every_record_covered() {
 
 #[test]
 fn a_rehashed_chain_is_caught_by_the_next_checkpoint() {
-    let dir = TempDir::new("rehash");
+    let dir = temp_dir("rehash");
     write(dir.path(), keyed(k1(), Some(10)), 35);
     let original = fs::read(segment(dir.path())).unwrap();
 
@@ -247,7 +230,7 @@ fn a_rehashed_chain_is_caught_by_the_next_checkpoint() {
 
 #[test]
 fn a_chain_stripped_of_checkpoints_verifies_but_is_uncovered() {
-    let dir = TempDir::new("strip");
+    let dir = temp_dir("strip");
     write(dir.path(), keyed(k1(), Some(10)), 35);
     forge(dir.path(), false, |_, e| {
         !e.starts_with("{\"event\":\"checkpoint\",")
@@ -276,7 +259,7 @@ fn a_chain_stripped_of_checkpoints_verifies_but_is_uncovered() {
 
 #[test]
 fn a_cut_tail_shows_as_uncovered_unless_cut_at_a_checkpoint() {
-    let dir = TempDir::new("cut");
+    let dir = temp_dir("cut");
     write(dir.path(), keyed(k1(), Some(10)), 25);
     // Records: checkpoints at 11 and 22, events 23..=27, close checkpoint 28.
     let text = fs::read_to_string(segment(dir.path())).unwrap();
@@ -297,7 +280,7 @@ fn a_cut_tail_shows_as_uncovered_unless_cut_at_a_checkpoint() {
 
 #[test]
 fn wrong_and_unknown_keys_are_errors() {
-    let dir = TempDir::new("keys");
+    let dir = temp_dir("keys");
     write(dir.path(), keyed(k1(), Some(10)), 12);
     match file::verify_keyed(dir.path(), &key("k1", 0x22)).unwrap_err() {
         VerifyError::CheckpointMac { seq, .. } => assert_eq!(seq, 11),
@@ -318,7 +301,7 @@ fn wrong_and_unknown_keys_are_errors() {
 
 #[test]
 fn retired_keys_keep_old_checkpoints_verifiable() {
-    let dir = TempDir::new("rotate");
+    let dir = temp_dir("rotate");
     write(dir.path(), keyed(k1(), Some(5)), 6);
     let k2 = key("k2", 0x22);
     // Opening with only the new key cannot check the old checkpoints: refused.
@@ -356,7 +339,7 @@ fn retired_keys_keep_old_checkpoints_verifiable() {
 
 #[test]
 fn flushes_write_checkpoints_and_records_alone_do_not() {
-    let dir = TempDir::new("flush");
+    let dir = temp_dir("flush");
     let config = FileSinkConfig::default() // EveryRecord: each record fsync'd on its own
         .checkpoint(
             CheckpointConfig::new(k1())
@@ -384,7 +367,7 @@ fn flushes_write_checkpoints_and_records_alone_do_not() {
 
 #[test]
 fn timed_checkpoints_follow_uncovered_records_and_not_idleness() {
-    let dir = TempDir::new("timed");
+    let dir = temp_dir("timed");
     let config = FileSinkConfig::default()
         .durability(Durability::OsBuffered)
         .checkpoint(
@@ -415,7 +398,7 @@ fn timed_checkpoints_follow_uncovered_records_and_not_idleness() {
 
 #[test]
 fn reopening_adopts_uncovered_records_and_says_so() {
-    let dir = TempDir::new("adopt");
+    let dir = temp_dir("adopt");
     write(dir.path(), FileSinkConfig::default(), 5); // no checkpoints
     let recovery = write(dir.path(), keyed(k1(), None), 2);
     assert_eq!(recovery.adopted_records, 5);
@@ -440,7 +423,7 @@ fn reopening_adopts_uncovered_records_and_says_so() {
 
 #[test]
 fn concurrent_writers_under_a_key_keep_one_verified_chain() {
-    let dir = TempDir::new("threads");
+    let dir = temp_dir("threads");
     let config = FileSinkConfig::default().queue_capacity(8).checkpoint(
         CheckpointConfig::new(k1())
             .every_records(Some(7))
@@ -499,7 +482,7 @@ fn keys_validate_and_never_show_their_secret() {
     let config = format!("{:?}", keyed(k.clone(), Some(1)));
     assert!(!config.contains("5ec7"), "{config}");
 
-    let dir = TempDir::new("keyfile");
+    let dir = temp_dir("keyfile");
     let path = dir.path().join("key");
     fs::write(&path, format!("k.1_x-2:{secret_hex}\n")).unwrap();
     assert_eq!(CheckpointKey::from_key_file(&path).unwrap(), k);
@@ -519,7 +502,7 @@ fn keys_validate_and_never_show_their_secret() {
 
 #[test]
 fn zero_cadences_are_refused_with_the_field_named() {
-    let dir = TempDir::new("cadence");
+    let dir = temp_dir("cadence");
     for (config, field) in [
         (
             CheckpointConfig::new(k1()).every_records(Some(0)),

@@ -5,9 +5,8 @@
 //! reopen so `verify` reports the loss.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -22,30 +21,14 @@ use tollgate::boundary::{ActionBoundary, RoleSpec, ToolSpec};
 use tollgate::breaker::{Alert, AlertKind, AlertSink};
 use tollgate::{AgentId, DenyCode, Guard, RunContext, RunId, ToolCall};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-faults-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("audit-faults", name)
 }
 
 #[derive(Default)]
@@ -139,7 +122,7 @@ fn failing_batch(
 
 #[test]
 fn a_batch_that_fails_half_way_is_rolled_back_so_no_denied_call_reads_as_allowed() {
-    let dir = TempDir::new("phantom");
+    let dir = temp_dir("phantom");
     let alerts = Arc::new(Alerts::default());
     let config = FileSinkConfig::default().alerts(alerts.clone());
     let (sink, _) = FileSink::open(dir.path(), config).unwrap();
@@ -187,7 +170,7 @@ fn a_batch_that_fails_half_way_is_rolled_back_so_no_denied_call_reads_as_allowed
 
 #[test]
 fn a_failed_fsync_rolls_back_the_whole_batch_it_would_have_made_durable() {
-    let dir = TempDir::new("fsync");
+    let dir = temp_dir("fsync");
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
     let guard = Guard::builder(boundary())
@@ -208,7 +191,7 @@ fn a_failed_fsync_rolls_back_the_whole_batch_it_would_have_made_durable() {
 
 #[test]
 fn a_rollback_that_cannot_truncate_is_refused_on_open_until_an_audited_repair() {
-    let dir = TempDir::new("no-rollback");
+    let dir = temp_dir("no-rollback");
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
     let guard = Guard::builder(boundary())
@@ -303,7 +286,7 @@ fn loss_in_the_asynchronous_modes_is_alerted_and_declared_on_reopen() {
         },
         Durability::OsBuffered,
     ] {
-        let dir = TempDir::new("loss");
+        let dir = temp_dir("loss");
         let alerts = Arc::new(Alerts::default());
         let config = FileSinkConfig::default()
             .durability(durability)
@@ -376,7 +359,7 @@ fn loss_in_the_asynchronous_modes_is_alerted_and_declared_on_reopen() {
 
 #[test]
 fn a_keyed_log_covers_its_loss_declaration_with_a_checkpoint() {
-    let dir = TempDir::new("loss-keyed");
+    let dir = temp_dir("loss-keyed");
     let key = CheckpointKey::new("k1", vec![2; 32]).unwrap();
     let config = FileSinkConfig::default()
         .durability(Durability::OsBuffered)

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -23,34 +23,25 @@ use tollgate::{DenyCode, Guard, Outcome, Run, RunContext, ToolCall, Verdict};
 // Helpers
 // ------------------------------------------------------------------------------------------------
 
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-file-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn seg(&self, index: u64) -> PathBuf {
-        self.0.join(format!("audit-{index:06}.jsonl"))
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("audit-file", name)
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+/// Paths inside a test's log directory.
+trait LogDir {
+    /// Segment `index` of the log written straight into the directory.
+    fn seg(&self, index: u64) -> PathBuf;
+}
+
+impl LogDir for TempDir {
+    fn seg(&self, index: u64) -> PathBuf {
+        self.path().join(format!("audit-{index:06}.jsonl"))
     }
 }
 
@@ -122,7 +113,7 @@ fn write_lines(path: &Path, lines: &[Vec<u8>]) {
 }
 
 fn small_log(name: &str, n: usize) -> TempDir {
-    let dir = TempDir::new(name);
+    let dir = temp_dir(name);
     write_events(dir.path(), FileSinkConfig::default(), n);
     dir
 }
@@ -160,7 +151,7 @@ fn sink_is_send_and_sync() {
 
 #[test]
 fn guard_round_trip_verifies_with_every_record() {
-    let dir = TempDir::new("round-trip");
+    let dir = temp_dir("round-trip");
     let (sink, recovery) = open(dir.path(), FileSinkConfig::default());
     assert_eq!(recovery.records, 0);
     assert_eq!(recovery.last_seq, 0);
@@ -222,7 +213,7 @@ fn guard_round_trip_verifies_with_every_record() {
 
 #[test]
 fn reopen_continues_the_chain_and_seq() {
-    let dir = TempDir::new("reopen");
+    let dir = temp_dir("reopen");
     write_events(dir.path(), FileSinkConfig::default(), 6);
     let first = file::verify(dir.path()).unwrap();
 
@@ -245,7 +236,7 @@ fn reopen_continues_the_chain_and_seq() {
 
 #[test]
 fn rotation_across_segments_keeps_one_chain() {
-    let dir = TempDir::new("rotation");
+    let dir = temp_dir("rotation");
     let config = FileSinkConfig::default().max_segment_bytes(2_000);
     write_events(dir.path(), config.clone(), 30);
     let report = file::verify(dir.path()).unwrap();
@@ -279,7 +270,7 @@ fn rotation_across_segments_keeps_one_chain() {
 
 #[test]
 fn empty_and_missing_directories_start_a_fresh_chain() {
-    let dir = TempDir::new("empty");
+    let dir = temp_dir("empty");
     assert_eq!(file::verify(dir.path()).unwrap().records, 0);
     let (sink, recovery) = open(dir.path(), FileSinkConfig::default());
     assert_eq!((recovery.records, recovery.last_seq), (0, 0));
@@ -295,7 +286,7 @@ fn empty_and_missing_directories_start_a_fresh_chain() {
 
 #[test]
 fn a_path_that_is_not_a_directory_is_an_error() {
-    let dir = TempDir::new("not-dir");
+    let dir = temp_dir("not-dir");
     let f = dir.path().join("plain-file");
     fs::write(&f, b"hello").unwrap();
     let err = FileSink::open(&f, FileSinkConfig::default()).unwrap_err();
@@ -314,7 +305,7 @@ fn a_path_that_is_not_a_directory_is_an_error() {
 
 #[test]
 fn close_reports_success() {
-    let dir = TempDir::new("close");
+    let dir = temp_dir("close");
     let (sink, _) = FileSink::open(dir.path(), os_buffered()).unwrap();
     let sink = Arc::new(sink);
     let guard = guard_with(sink.clone());
@@ -388,7 +379,7 @@ fn flipping_any_byte_is_detected_at_its_record() {
 
 #[test]
 fn flipping_sampled_bytes_of_a_large_rotated_log_is_detected() {
-    let dir = TempDir::new("flip-sample");
+    let dir = temp_dir("flip-sample");
     write_events(dir.path(), os_buffered().max_segment_bytes(16 * 1024), 400);
     let report = file::verify(dir.path()).unwrap();
     assert!(report.segments >= 4);
@@ -489,7 +480,7 @@ fn swapped_records_are_detected_at_the_first_displaced_one() {
 
 #[test]
 fn a_record_moved_to_another_segment_is_detected() {
-    let dir = TempDir::new("cross-seg");
+    let dir = temp_dir("cross-seg");
     write_events(dir.path(), os_buffered().max_segment_bytes(1_000), 12);
     let mut one = lines_of(&dir.seg(1));
     let mut two = lines_of(&dir.seg(2));
@@ -619,7 +610,7 @@ fn garbage_in_the_middle_fails_open_with_its_location() {
 
 #[test]
 fn fail_mode_refuses_when_the_queue_is_full_and_writes_every_accepted_event() {
-    let dir = TempDir::new("fail-mode");
+    let dir = temp_dir("fail-mode");
     let config = os_buffered()
         .queue_capacity(4)
         .backpressure(Backpressure::Fail);
@@ -655,7 +646,7 @@ fn fail_mode_refuses_when_the_queue_is_full_and_writes_every_accepted_event() {
 
 #[test]
 fn fail_mode_under_contention_never_drops_an_accepted_event() {
-    let dir = TempDir::new("fail-contention");
+    let dir = temp_dir("fail-contention");
     let config = FileSinkConfig::default()
         .queue_capacity(2)
         .backpressure(Backpressure::Fail);
@@ -690,7 +681,7 @@ fn fail_mode_under_contention_never_drops_an_accepted_event() {
 
 #[test]
 fn block_mode_waits_for_room_and_never_refuses() {
-    let dir = TempDir::new("block-wait");
+    let dir = temp_dir("block-wait");
     let config = os_buffered().queue_capacity(2);
     let (sink, _) = open(dir.path(), config);
     let guard = guard_with(sink.clone());
@@ -733,7 +724,7 @@ fn block_mode_with_many_threads_writes_every_event_once() {
         Durability::GroupCommit { interval_ms: 5 },
         Durability::OsBuffered,
     ] {
-        let dir = TempDir::new("block-many");
+        let dir = temp_dir("block-many");
         let config = FileSinkConfig::default()
             .durability(durability)
             .queue_capacity(4)
@@ -774,7 +765,7 @@ fn after_flush_a_fresh_verify_sees_every_record() {
             interval_ms: 60_000,
         },
     ] {
-        let dir = TempDir::new("flush");
+        let dir = temp_dir("flush");
         let (sink, _) = open(dir.path(), FileSinkConfig::default().durability(durability));
         let guard = guard_with(sink.clone());
         let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
@@ -795,7 +786,7 @@ fn after_flush_a_fresh_verify_sees_every_record() {
 fn an_attempt_larger_than_a_record_may_be_is_recorded_as_a_placeholder_not_refused() {
     // 16 MiB of arguments used to be refused (the call denied with AuditFailed and no record of
     // the attempt at all); now it is recorded, as its size, hash and prefix.
-    let dir = TempDir::new("oversized");
+    let dir = temp_dir("oversized");
     let (sink, _) = open(dir.path(), FileSinkConfig::default());
     let guard = guard_with(sink.clone());
     let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
@@ -823,7 +814,7 @@ fn an_attempt_larger_than_a_record_may_be_is_recorded_as_a_placeholder_not_refus
 #[cfg(unix)]
 #[test]
 fn a_writer_failure_is_sticky_and_fails_closed() {
-    let dir = TempDir::new("sticky");
+    let dir = temp_dir("sticky");
     let log = dir.path().join("log");
     // Every record after the first needs a new segment; deleting the directory makes that fail.
     let (sink, _) = open(&log, FileSinkConfig::default().max_segment_bytes(1));
@@ -911,7 +902,7 @@ fn crash_recovery_keeps_every_acknowledged_record() {
         return;
     }
     let started = Instant::now();
-    let dir = TempDir::new("crash");
+    let dir = temp_dir("crash");
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0x7011_6a7e);
     let mut acked: Vec<String> = Vec::new();

@@ -7,7 +7,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -21,30 +20,14 @@ use tollgate::audit::{
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
 use tollgate::{Denial, DenyCode, Guard, Outcome, RuleId, RunContext, ToolCall};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-limits-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("audit-limits", name)
 }
 
 const PASSWORD: &str = "hunter2-PLANTED-password";
@@ -109,7 +92,7 @@ fn segment_bytes(dir: &Path) -> u64 {
 
 #[test]
 fn a_ten_megabyte_denied_argument_is_recorded_as_size_plain_hash_and_prefix() {
-    let dir = TempDir::new("ten-mb");
+    let dir = temp_dir("ten-mb");
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
     let guard = Guard::builder(boundary())
@@ -216,7 +199,7 @@ fn oversized_outputs_error_texts_and_reasoning_are_placeholders_too() {
 
 #[test]
 fn an_oversized_attempt_at_a_tool_with_a_secret_never_hashes_or_quotes_the_secret() {
-    let dir = TempDir::new("secret-big");
+    let dir = temp_dir("secret-big");
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
     let guard = Guard::builder(boundary())
@@ -295,7 +278,7 @@ fn deny_event<'a>(
 
 #[test]
 fn too_deep_attempts_are_placeholders_that_verify_query_and_retention_all_read() {
-    let dir = TempDir::new("deep");
+    let dir = temp_dir("deep");
     let config = FileSinkConfig::default()
         .durability(Durability::OsBuffered)
         .max_segment_bytes(1); // one record per segment
@@ -396,7 +379,7 @@ fn append_forged(dir: &Path, event: &str) {
 
 #[test]
 fn a_record_nested_deeper_than_any_writer_writes_is_refused_alike_by_every_reader() {
-    let dir = TempDir::new("forged-deep");
+    let dir = temp_dir("forged-deep");
     let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let denial = Denial::new(DenyCode::UnknownTool, RuleId::new("tools"), "unknown");
     let call = ToolCall::without_args("nope");

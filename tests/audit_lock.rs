@@ -4,39 +4,21 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tollgate::audit::file::{self, FileSink, FileSinkConfig, LOCK_FILE};
 use tollgate::audit::{AuditError, AuditEvent, AuditSink, EventKind};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-lock-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("audit-lock", name)
 }
 
 fn event(seq: u64) -> AuditEvent<'static> {
@@ -53,7 +35,7 @@ fn event(seq: u64) -> AuditEvent<'static> {
 
 #[test]
 fn a_second_sink_in_the_same_process_is_refused_and_names_this_process() {
-    let dir = TempDir::new("same-process");
+    let dir = temp_dir("same-process");
     let (first, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     first.record(&event(1)).unwrap();
     let err = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap_err();
@@ -80,7 +62,7 @@ fn a_second_sink_in_the_same_process_is_refused_and_names_this_process() {
 
 #[test]
 fn sinks_racing_to_open_one_directory_leave_exactly_one_writer_and_a_clean_log() {
-    let dir = TempDir::new("race");
+    let dir = temp_dir("race");
     let opened: Vec<Option<(FileSink, file::Recovery)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..6)
             .map(|_| s.spawn(|| FileSink::open(dir.path(), FileSinkConfig::default()).ok()))
@@ -120,7 +102,7 @@ fn another_process_holding_the_directory_is_named_and_its_death_frees_it() {
     if let Ok(dir) = std::env::var(CHILD_DIR) {
         return child(&dir);
     }
-    let dir = TempDir::new("cross-process");
+    let dir = temp_dir("cross-process");
     let mut kid = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir.path())

@@ -3,7 +3,7 @@
 //! stops where verification stops, and changes nothing about the result.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,30 +16,14 @@ use tollgate::audit::file::{
 use tollgate::audit::query::Query;
 use tollgate::audit::{AuditEvent, AuditSink, EventKind};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-progress-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("audit-progress", name)
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -108,7 +92,7 @@ fn assert_walked_whole_log(seen: &[Progress], records: u64, segments: u64, bytes
 
 #[test]
 fn verify_progress_sees_every_record_byte_and_segment_and_changes_nothing() {
-    let dir = TempDir::new("verify");
+    let dir = temp_dir("verify");
     write_log(dir.path(), 30, 1024).close().unwrap();
     let plain = VerifyOptions::new().key(key());
     let (hook, seen) = recorder();
@@ -138,7 +122,7 @@ fn verify_progress_sees_every_record_byte_and_segment_and_changes_nothing() {
 
 #[test]
 fn query_progress_counts_records_it_does_not_yield() {
-    let dir = TempDir::new("query");
+    let dir = temp_dir("query");
     write_log(dir.path(), 30, 1024).close().unwrap();
     let report = file::verify_keyed(dir.path(), &key()).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -187,7 +171,7 @@ fn query_progress_counts_records_it_does_not_yield() {
 
 #[test]
 fn progress_stops_at_the_tampered_record_and_the_error_is_unchanged() {
-    let dir = TempDir::new("tamper");
+    let dir = temp_dir("tamper");
     write_log(dir.path(), 30, 1024).close().unwrap();
     let seg2 = dir.path().join("audit-000002.jsonl");
     let text = fs::read_to_string(&seg2).unwrap();
@@ -231,7 +215,7 @@ fn progress_stops_at_the_tampered_record_and_the_error_is_unchanged() {
 
 #[test]
 fn segments_are_counted_from_1_after_retention_dropped_the_first() {
-    let dir = TempDir::new("retention");
+    let dir = temp_dir("retention");
     // One record per segment.
     let sink = write_log(dir.path(), 12, 1);
     let r = sink

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -14,33 +13,25 @@ use tollgate::audit::{AuditEvent, AuditSink, Decision, EventKind};
 use tollgate::boundary::{ActionBoundary, ToolSpec};
 use tollgate::{AgentId, Denial, DenyCode, Outcome, RuleId, RunId, ToolCall};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-query-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn seg(&self, index: u64) -> PathBuf {
-        self.0.join(format!("audit-{index:06}.jsonl"))
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("audit-query", name)
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+/// Paths inside a test's log directory.
+trait LogDir {
+    /// Segment `index` of the log written straight into the directory.
+    fn seg(&self, index: u64) -> PathBuf;
+}
+
+impl LogDir for TempDir {
+    fn seg(&self, index: u64) -> PathBuf {
+        self.path().join(format!("audit-{index:06}.jsonl"))
     }
 }
 
@@ -165,7 +156,7 @@ const N: u64 = 240;
 
 #[test]
 fn every_filter_alone_and_combined_matches_the_model() {
-    let dir = TempDir::new("filters");
+    let dir = temp_dir("filters");
     write_log(dir.path(), N, small_segments());
     assert!(dir.seg(3).exists(), "the log spans several segments");
 
@@ -242,7 +233,7 @@ fn every_filter_alone_and_combined_matches_the_model() {
 
 #[test]
 fn the_time_range_is_half_open() {
-    let dir = TempDir::new("time");
+    let dir = temp_dir("time");
     write_log(dir.path(), 40, small_segments());
     let q = |q: Query| seqs(&q, dir.path());
     // [since, until): event i is at t(i) and is record i + 1.
@@ -292,7 +283,7 @@ fn matches_works_on_a_single_event() {
 
 #[test]
 fn a_tampered_record_surfaces_as_an_error_at_its_seq() {
-    let dir = TempDir::new("tamper");
+    let dir = temp_dir("tamper");
     write_log(dir.path(), N, small_segments());
     // Change record 150's run id (the JSON stays valid, the hash does not).
     let target = 150u64;
@@ -367,7 +358,7 @@ fn a_tampered_record_surfaces_as_an_error_at_its_seq() {
 
 #[test]
 fn a_deleted_prefix_is_an_error_once_the_log_is_read() {
-    let dir = TempDir::new("prefix");
+    let dir = temp_dir("prefix");
     write_log(dir.path(), N, small_segments());
     let first_of_two: Value = serde_json::from_str(
         fs::read_to_string(dir.seg(2))
@@ -398,7 +389,7 @@ fn a_deleted_prefix_is_an_error_once_the_log_is_read() {
 
 #[test]
 fn malformed_lines_and_bad_directories_are_typed_errors() {
-    let dir = TempDir::new("malformed");
+    let dir = temp_dir("malformed");
     write_log(dir.path(), 10, FileSinkConfig::default());
     let mut text = fs::read_to_string(dir.seg(1)).unwrap();
     text.push_str("not a record\n");
@@ -432,7 +423,7 @@ fn malformed_lines_and_bad_directories_are_typed_errors() {
 
 #[test]
 fn the_report_is_available_after_a_verified_stream() {
-    let dir = TempDir::new("report");
+    let dir = temp_dir("report");
     write_log(dir.path(), 30, FileSinkConfig::default());
     let mut it = Query::new().kind("outcome").open(dir.path()).unwrap();
     assert!(it.report().is_none());
@@ -456,7 +447,7 @@ fn the_report_is_available_after_a_verified_stream() {
 fn a_large_log_streams_in_order_across_many_segments() {
     // Large enough for many segments, small enough for a debug-build test run.
     const BIG: u64 = 50_000;
-    let dir = TempDir::new("large");
+    let dir = temp_dir("large");
     write_log(
         dir.path(),
         BIG,

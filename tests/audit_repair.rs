@@ -3,8 +3,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -14,33 +13,25 @@ use tollgate::audit::file::{
 };
 use tollgate::audit::{AuditEvent, AuditSink, EventKind};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-repair-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn seg(&self, i: u64) -> PathBuf {
-        self.0.join(format!("audit-{i:06}.jsonl"))
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("audit-repair", name)
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+/// Paths inside a test's log directory.
+trait LogDir {
+    /// Segment `index` of the log written straight into the directory.
+    fn seg(&self, index: u64) -> PathBuf;
+}
+
+impl LogDir for TempDir {
+    fn seg(&self, index: u64) -> PathBuf {
+        self.path().join(format!("audit-{index:06}.jsonl"))
     }
 }
 
@@ -58,7 +49,7 @@ fn event(seq: u64) -> AuditEvent<'static> {
 
 /// A log of `n` acknowledged (fsync'd) records.
 fn log(name: &str, n: u64, config: FileSinkConfig) -> TempDir {
-    let dir = TempDir::new(name);
+    let dir = temp_dir(name);
     let (sink, _) = FileSink::open(dir.path(), config).unwrap();
     for seq in 1..=n {
         sink.record(&event(seq)).unwrap();

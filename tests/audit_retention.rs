@@ -5,9 +5,8 @@
 //! wrote authenticates it, a forged declaration is refused, and it all works on a live sink.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -21,31 +20,31 @@ use tollgate::audit::file::{
 use tollgate::audit::query::Query;
 use tollgate::audit::{AuditEvent, AuditSink, EventKind};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-retention-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("audit-retention", name)
+}
 
+/// Paths inside a test's log directory.
+trait LogDir {
+    /// Segment `index` of the log written straight into the directory.
+    fn seg(&self, index: u64) -> PathBuf;
+    /// The indices of the segments present, in order.
+    fn segments(&self) -> Vec<u64>;
+}
+
+impl LogDir for TempDir {
     fn seg(&self, index: u64) -> PathBuf {
-        self.0.join(format!("audit-{index:06}.jsonl"))
+        self.path().join(format!("audit-{index:06}.jsonl"))
     }
 
     fn segments(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = fs::read_dir(&self.0)
+        let mut v: Vec<u64> = fs::read_dir(self.path())
             .unwrap()
             .filter_map(|e| {
                 let name = e.unwrap().file_name().into_string().unwrap();
@@ -57,12 +56,6 @@ impl TempDir {
             .collect();
         v.sort_unstable();
         v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -124,7 +117,7 @@ fn policy() -> RetentionPolicy {
 
 #[test]
 fn retain_drops_exactly_the_expired_prefix_and_the_chain_still_verifies() {
-    let dir = TempDir::new("prefix");
+    let dir = temp_dir("prefix");
     let b = boundary();
     let (sink, _) = FileSink::open(dir.path(), one_per_segment()).unwrap();
     // seq: tool (class), time
@@ -225,7 +218,7 @@ fn retain_drops_exactly_the_expired_prefix_and_the_chain_still_verifies() {
 
 #[test]
 fn a_hand_deleted_segment_is_still_detected_after_retention() {
-    let dir = TempDir::new("by-hand");
+    let dir = temp_dir("by-hand");
     let b = boundary();
     let (sink, _) = FileSink::open(dir.path(), one_per_segment()).unwrap();
     for seq in 1..=5 {
@@ -298,7 +291,7 @@ fn unknown_and_forever_classes_keep_their_segment_and_everything_after() {
             },
         ),
     ] {
-        let dir = TempDir::new("kept");
+        let dir = temp_dir("kept");
         let b = boundary();
         let (sink, _) = FileSink::open(dir.path(), one_per_segment()).unwrap();
         record(&sink, &b, "look", 1, t0());
@@ -320,7 +313,7 @@ fn unknown_and_forever_classes_keep_their_segment_and_everything_after() {
     }
 
     // A policy that keeps the default class forever drops nothing and writes nothing.
-    let dir = TempDir::new("forever");
+    let dir = temp_dir("forever");
     let b = boundary();
     let (sink, _) = FileSink::open(dir.path(), one_per_segment()).unwrap();
     for seq in 1..=3 {
@@ -339,7 +332,7 @@ fn unknown_and_forever_classes_keep_their_segment_and_everything_after() {
 
 #[test]
 fn a_segment_changed_on_disk_is_refused_not_judged() {
-    let dir = TempDir::new("changed");
+    let dir = temp_dir("changed");
     let b = boundary();
     let (sink, _) = FileSink::open(dir.path(), one_per_segment()).unwrap();
     record(&sink, &b, "look", 1, t0() + 100 * DAY);
@@ -384,7 +377,7 @@ fn keyed_one_per_segment(key: &CheckpointKey) -> FileSinkConfig {
 
 #[test]
 fn an_interrupted_deletion_verifies_and_a_keyed_open_finishes_it() {
-    let dir = TempDir::new("interrupted");
+    let dir = temp_dir("interrupted");
     let key = CheckpointKey::new("k1", vec![3; 32]).unwrap();
     let (done, saved) = retained_log(&dir, keyed_one_per_segment(&key));
 
@@ -418,7 +411,7 @@ fn an_interrupted_deletion_verifies_and_a_keyed_open_finishes_it() {
 
 #[test]
 fn without_a_key_open_refuses_to_finish_a_deletion_and_names_the_declaration() {
-    let dir = TempDir::new("interrupted-keyless");
+    let dir = temp_dir("interrupted-keyless");
     let (done, saved) = retained_log(&dir, one_per_segment());
     for (i, data) in saved.iter().enumerate() {
         fs::write(dir.seg(i as u64 + 1), data).unwrap();
@@ -486,7 +479,7 @@ fn record_hash(dir: &TempDir, seq: u64) -> String {
 fn forged_retention_record_is_refused_on_open() {
     // Write access to the directory, no key: one correctly chained declaration claiming
     // records 1..=3 were dropped (they are still there: a deletion "to finish").
-    let dir = TempDir::new("forged-pending");
+    let dir = temp_dir("forged-pending");
     let key = CheckpointKey::new("k1", vec![4; 32]).unwrap();
     let config = keyed_one_per_segment(&key);
     let b = boundary();
@@ -538,7 +531,7 @@ fn checkpoint_event(key: &[u8], seq: u64, head: &str, adopted: u64) -> String {
 fn a_forged_declaration_signed_over_by_an_adoption_still_authorises_nothing() {
     // The laundering path of the old `open`: forged declaration, then an adoption checkpoint
     // over it (signed with the key, as a sink reopening the log would), then the deletion.
-    let dir = TempDir::new("laundered");
+    let dir = temp_dir("laundered");
     let secret = vec![6; 32];
     let key = CheckpointKey::new("k1", secret.clone()).unwrap();
     let config = keyed_one_per_segment(&key);
@@ -568,7 +561,7 @@ fn a_forged_declaration_signed_over_by_an_adoption_still_authorises_nothing() {
 
 #[test]
 fn an_outsider_record_after_the_last_checkpoint_is_adopted_and_reported_never_covered() {
-    let dir = TempDir::new("adopted-outsider");
+    let dir = temp_dir("adopted-outsider");
     let key = CheckpointKey::new("k1", vec![8; 32]).unwrap();
     let config = keyed_one_per_segment(&key);
     let b = boundary();
@@ -599,7 +592,7 @@ fn an_outsider_record_after_the_last_checkpoint_is_adopted_and_reported_never_co
 
 #[test]
 fn retention_on_a_live_keyed_sink_keeps_every_new_record_and_stays_covered() {
-    let dir = TempDir::new("live");
+    let dir = temp_dir("live");
     let key = CheckpointKey::new("k1", vec![7; 32]).unwrap();
     let config = FileSinkConfig::default()
         .durability(Durability::GroupCommit { interval_ms: 2 })
@@ -656,7 +649,7 @@ fn retention_on_a_live_keyed_sink_keeps_every_new_record_and_stays_covered() {
 
 #[test]
 fn a_forged_declaration_appended_without_the_key_fails_keyed_verification() {
-    let dir = TempDir::new("forged");
+    let dir = temp_dir("forged");
     let key = CheckpointKey::new("k1", vec![9; 32]).unwrap();
     let config = one_per_segment().checkpoint(CheckpointConfig::new(key.clone()));
     let b = boundary();

@@ -5,7 +5,6 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -17,28 +16,37 @@ use tollgate::audit::file::{
 use tollgate::audit::{AuditEvent, AuditSink, EventKind};
 use tollgate::breaker::{Alert, AlertKind, AlertSink};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-audit-witness-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(path.join("log")).unwrap();
-        fs::create_dir_all(path.join("elsewhere")).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
+/// A fresh directory for one test, deleted when the value drops: the log in `log/`, the witness
+/// in `elsewhere/`.
+fn temp_dir(name: &str) -> TempDir {
+    let dir = tempdir::temp_dir("audit-witness", name);
+    fs::create_dir(dir.path().join("log")).unwrap();
+    fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    dir
+}
+
+/// Paths inside a test's directory.
+trait WitnessDir {
+    /// The log directory.
+    fn log(&self) -> PathBuf;
+    /// A witness whose head file is outside the log directory.
+    fn witness(&self) -> DirWitness;
+    /// The log's segment files, in order.
+    fn segments(&self) -> Vec<PathBuf>;
+}
+
+impl WitnessDir for TempDir {
     fn log(&self) -> PathBuf {
-        self.0.join("log")
+        self.path().join("log")
     }
 
     fn witness(&self) -> DirWitness {
-        DirWitness::new(self.0.join("elsewhere").join("head.json"))
+        DirWitness::new(self.path().join("elsewhere").join("head.json"))
     }
 
     fn segments(&self) -> Vec<PathBuf> {
@@ -49,12 +57,6 @@ impl TempDir {
             .collect();
         s.sort();
         s
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -89,7 +91,7 @@ fn with_witness(dir: &TempDir) -> VerifyOptions {
 
 #[test]
 fn the_witness_catches_a_deleted_last_segment() {
-    let dir = TempDir::new("last-segment");
+    let dir = temp_dir("last-segment");
     written(&dir, witnessed(&dir, FileSinkConfig::default()));
     let head = dir
         .witness()
@@ -127,7 +129,7 @@ fn the_witness_catches_a_deleted_last_segment() {
 
 #[test]
 fn the_witness_catches_a_truncated_tail_even_right_after_a_checkpoint() {
-    let dir = TempDir::new("tail");
+    let dir = temp_dir("tail");
     let key = CheckpointKey::new("k1", vec![3; 32]).unwrap();
     let keyed = FileSinkConfig::default()
         .checkpoint(CheckpointConfig::new(key.clone()).every_records(Some(5)));
@@ -160,7 +162,7 @@ fn the_witness_catches_a_truncated_tail_even_right_after_a_checkpoint() {
 
 #[test]
 fn a_rewritten_tail_and_a_forged_head_are_both_caught() {
-    let dir = TempDir::new("rewritten");
+    let dir = temp_dir("rewritten");
     let key = CheckpointKey::new("k1", vec![4; 32]).unwrap();
     written(
         &dir,
@@ -189,7 +191,7 @@ fn a_rewritten_tail_and_a_forged_head_are_both_caught() {
 
 #[test]
 fn a_flush_publishes_the_durable_head_and_a_log_without_a_witness_says_nothing() {
-    let dir = TempDir::new("flush");
+    let dir = temp_dir("flush");
     let (sink, rec) =
         FileSink::open(dir.log(), witnessed(&dir, FileSinkConfig::default())).unwrap();
     assert_eq!(rec.witnessed_seq, None);
@@ -221,7 +223,7 @@ fn a_flush_publishes_the_durable_head_and_a_log_without_a_witness_says_nothing()
 
 #[test]
 fn records_removed_with_the_witnessed_head_are_declared_gone_by_repair() {
-    let dir = TempDir::new("repair");
+    let dir = temp_dir("repair");
     written(&dir, witnessed(&dir, FileSinkConfig::default()));
     fs::remove_file(dir.segments().last().unwrap()).unwrap();
     let shorter = file::verify(dir.log()).unwrap().last_seq;
@@ -266,7 +268,7 @@ impl AlertSink for Alerts {
 
 #[test]
 fn a_witness_that_refuses_heads_is_alerted_once_and_the_log_goes_on() {
-    let dir = TempDir::new("down");
+    let dir = temp_dir("down");
     let alerts = Arc::new(Alerts::default());
     let config = FileSinkConfig::default()
         .witness(WitnessConfig::new(Arc::new(Down)))
@@ -286,7 +288,7 @@ fn a_witness_that_refuses_heads_is_alerted_once_and_the_log_goes_on() {
 
 #[test]
 fn an_unreadable_witness_makes_open_refuse() {
-    let dir = TempDir::new("unreadable");
+    let dir = temp_dir("unreadable");
     written(&dir, witnessed(&dir, FileSinkConfig::default()));
     fs::write(dir.witness().path(), b"not json").unwrap();
     let err = FileSink::open(dir.log(), witnessed(&dir, FileSinkConfig::default())).unwrap_err();

@@ -4,9 +4,8 @@
 //! an OS-buffered record allocates nothing once the queue's buffers have grown.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tollgate::audit::file::{Backpressure, Durability, FileSink, FileSinkConfig, verify};
@@ -18,30 +17,14 @@ use tollgate::{AgentId, Guard, Outcome, RunContext, RunId, ToolCall, Verdict};
 mod counting_alloc;
 use counting_alloc::count;
 
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-write-delay-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("write-delay", name)
 }
 
 /// Record lines in the directory's segments right now.
@@ -73,7 +56,7 @@ const FOREVER: Duration = Duration::from_secs(3600);
 
 #[test]
 fn flush_is_served_at_once_however_long_the_write_delay() {
-    let dir = TempDir::new("flush");
+    let dir = temp_dir("flush");
     let cfg = FileSinkConfig::default()
         .durability(Durability::OsBuffered)
         .write_delay(FOREVER);
@@ -89,7 +72,7 @@ fn flush_is_served_at_once_however_long_the_write_delay() {
 
 #[test]
 fn every_record_callers_do_not_wait_for_the_write_delay() {
-    let dir = TempDir::new("every");
+    let dir = temp_dir("every");
     let cfg = FileSinkConfig::default()
         .durability(Durability::EveryRecord)
         .write_delay(FOREVER);
@@ -103,7 +86,7 @@ fn every_record_callers_do_not_wait_for_the_write_delay() {
 
 #[test]
 fn a_half_full_queue_is_written_without_waiting_for_the_write_delay() {
-    let dir = TempDir::new("half");
+    let dir = temp_dir("half");
     let cfg = FileSinkConfig::default()
         .durability(Durability::OsBuffered)
         .queue_capacity(8)
@@ -129,7 +112,7 @@ fn a_half_full_queue_is_written_without_waiting_for_the_write_delay() {
 
 #[test]
 fn a_gathered_record_reaches_the_file_by_itself_after_the_write_delay() {
-    let dir = TempDir::new("gathered");
+    let dir = temp_dir("gathered");
     let cfg = FileSinkConfig::default()
         .durability(Durability::OsBuffered)
         .write_delay(Duration::from_millis(20));
@@ -164,7 +147,7 @@ fn the_callers_side_of_an_os_buffered_audited_call_allocates_nothing() {
         ("gathering", Duration::from_millis(1)),
         ("eager", Duration::ZERO),
     ] {
-        let dir = TempDir::new(name);
+        let dir = temp_dir(name);
         let cfg = FileSinkConfig::default()
             .durability(Durability::OsBuffered)
             .backpressure(Backpressure::Block)

@@ -7,7 +7,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -17,33 +16,25 @@ use tollgate::audit::file::{
 use tollgate::audit::{AuditEvent, AuditSink, Decision, EventKind};
 use tollgate::{AgentId, RunId, ToolCall};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-cli-audit-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn seg(&self, index: u64) -> PathBuf {
-        self.0.join(format!("audit-{index:06}.jsonl"))
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("cli-audit", name)
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+/// Paths inside a test's log directory.
+trait LogDir {
+    /// Segment `index` of the log written straight into the directory.
+    fn seg(&self, index: u64) -> PathBuf;
+}
+
+impl LogDir for TempDir {
+    fn seg(&self, index: u64) -> PathBuf {
+        self.path().join(format!("audit-{index:06}.jsonl"))
     }
 }
 
@@ -160,7 +151,7 @@ fn help_is_printed_and_exits_0() {
 
 #[test]
 fn usage_errors_exit_2_and_say_what_is_wrong() {
-    let dir = TempDir::new("usage");
+    let dir = temp_dir("usage");
     write_log(dir.path());
     let d = s(dir.path());
     let key_file = dir.path().join("bad.key");
@@ -243,7 +234,7 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
 
 #[test]
 fn verify_prints_one_summary_line() {
-    let dir = TempDir::new("verify");
+    let dir = temp_dir("verify");
     write_log(dir.path());
     let report = file::verify(dir.path()).unwrap();
     let o = audit(&["verify", s(dir.path())]);
@@ -292,7 +283,7 @@ fn verify_prints_one_summary_line() {
 
 #[test]
 fn verify_names_the_first_bad_record_and_exits_1() {
-    let dir = TempDir::new("tamper");
+    let dir = temp_dir("tamper");
     write_log(dir.path());
     let seg = dir.seg(1);
     let original = fs::read_to_string(&seg).unwrap();
@@ -338,7 +329,7 @@ fn verify_names_the_first_bad_record_and_exits_1() {
 
 #[test]
 fn query_prints_matching_events_as_json_lines() {
-    let dir = TempDir::new("query");
+    let dir = temp_dir("query");
     write_log(dir.path());
     let d = s(dir.path());
     let o = audit(&["query", d]);
@@ -402,7 +393,7 @@ fn query_prints_matching_events_as_json_lines() {
 
 #[test]
 fn query_stops_at_tampering_with_exit_1() {
-    let dir = TempDir::new("query-tamper");
+    let dir = temp_dir("query-tamper");
     write_log(dir.path());
     let seg = dir.seg(1);
     let original = fs::read_to_string(&seg).unwrap();
@@ -434,7 +425,7 @@ fn query_stops_at_tampering_with_exit_1() {
 
 #[test]
 fn repair_plans_first_then_repairs_and_verify_prints_the_notice() {
-    let dir = TempDir::new("repair");
+    let dir = temp_dir("repair");
     write_log(dir.path());
     let d = s(dir.path());
     let key_file = dir.path().join("ops.key");
@@ -489,7 +480,7 @@ fn repair_plans_first_then_repairs_and_verify_prints_the_notice() {
 fn verify_with_a_witness_file_catches_a_cut_tail() {
     use std::sync::Arc;
     use tollgate::audit::file::{DirWitness, WitnessConfig};
-    let dir = TempDir::new("witness");
+    let dir = temp_dir("witness");
     let log = dir.path().join("log");
     let witness = dir.path().join("head.json");
     let config =
@@ -571,7 +562,7 @@ fn split_progress<'a>(err: &'a str, verb: &str) -> (Vec<&'a str>, Vec<&'a str>) 
 
 #[test]
 fn forced_progress_goes_to_stderr_and_stdout_stays_byte_identical() {
-    let dir = TempDir::new("progress");
+    let dir = temp_dir("progress");
     let segments = write_segmented_log(dir.path());
     let d = s(dir.path());
     let records = file::verify(dir.path()).unwrap().records;
@@ -642,7 +633,7 @@ fn forced_progress_goes_to_stderr_and_stdout_stays_byte_identical() {
 
 #[test]
 fn forced_progress_stops_at_tampering_and_the_verdict_is_unchanged() {
-    let dir = TempDir::new("progress-tamper");
+    let dir = temp_dir("progress-tamper");
     write_segmented_log(dir.path());
     let seg = dir.seg(2);
     let original = fs::read_to_string(&seg).unwrap();
@@ -687,7 +678,7 @@ fn on_terminal(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn on_a_terminal_progress_is_drawn_in_place_and_erased_before_the_result() {
-    let dir = TempDir::new("progress-tty");
+    let dir = temp_dir("progress-tty");
     let segments = write_segmented_log(dir.path());
     let d = s(dir.path());
     let (code, screen) = on_terminal(&["audit", "verify", d]);

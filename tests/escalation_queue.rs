@@ -3,6 +3,9 @@
 //! restart from a file store, torn-tail recovery, a concurrency stress test, async waiting and
 //! cancellation, and a property test of the request state machine against a reference model.
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 // Inside a module named after the file, so `cargo test escalation` selects these tests.
 mod escalation_queue {
 
@@ -18,6 +21,7 @@ mod escalation_queue {
 
     use proptest::prelude::*;
     use serde_json::{Value, json};
+    use tempfile::TempDir;
     use tollgate::audit::AuditError;
     use tollgate::boundary::Effect;
     use tollgate::clock::{Clock, ManualClock};
@@ -29,6 +33,8 @@ mod escalation_queue {
         StoreRecord, Submission, Transition, TransitionKind,
     };
     use tollgate::{Args, RunContext, RunId};
+
+    use crate::tempdir;
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -822,28 +828,20 @@ mod escalation_queue {
         ));
     }
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let path = std::env::temp_dir().join(format!(
-                "tollgate-escalation-{}-{name}-{n}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-        fn file(&self) -> PathBuf {
-            self.0.join("approvals.jsonl")
-        }
+    /// A fresh directory for one test under the system temp dir, deleted when the value drops.
+    fn temp_dir(name: &str) -> TempDir {
+        tempdir::temp_dir("escalation", name)
     }
 
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+    /// Paths inside a test's directory.
+    trait StoreDir {
+        /// The approval store's file.
+        fn file(&self) -> PathBuf;
+    }
+
+    impl StoreDir for TempDir {
+        fn file(&self) -> PathBuf {
+            self.path().join("approvals.jsonl")
         }
     }
 
@@ -864,7 +862,7 @@ mod escalation_queue {
 
     #[test]
     fn a_restart_keeps_every_request_and_consumes_none_twice() {
-        let dir = TempDir::new("restart");
+        let dir = temp_dir("restart");
         let clock = Arc::new(ManualClock::new());
         let gate = gate();
         let q = open_file_queue(&dir.file(), &clock);
@@ -928,7 +926,7 @@ mod escalation_queue {
     /// write; a complete final line that does not verify is damage (see escalation_store.rs).
     #[test]
     fn a_torn_last_line_is_truncated_and_reported() {
-        let dir = TempDir::new("torn");
+        let dir = temp_dir("torn");
         let clock = Arc::new(ManualClock::new());
         let gate = gate();
         let q = open_file_queue(&dir.file(), &clock);
@@ -969,7 +967,7 @@ mod escalation_queue {
 
     #[test]
     fn damage_before_the_last_line_is_an_error_naming_the_line() {
-        let dir = TempDir::new("corrupt");
+        let dir = temp_dir("corrupt");
         let clock = Arc::new(ManualClock::new());
         let gate = gate();
         let q = open_file_queue(&dir.file(), &clock);

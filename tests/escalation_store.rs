@@ -3,18 +3,21 @@
 //! file (in this process and in another), damage in the final record, a crash between a record
 //! and its head, explicit repair, keys, and records no reader could read.
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 // Inside a module named after the file, so `cargo test escalation` selects these tests.
 mod escalation_store {
     use std::io::{BufRead, BufReader, Write};
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use hmac::{Hmac, Mac};
     use serde_json::{Value, json};
     use sha2::{Digest, Sha256};
+    use tempfile::TempDir;
     use tollgate::boundary::Effect;
     use tollgate::clock::ManualClock;
     use tollgate::escalation::{
@@ -25,29 +28,28 @@ mod escalation_store {
     };
     use tollgate::{Args, RunContext, RunId};
 
-    struct TempDir(PathBuf);
+    use crate::tempdir;
 
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let path = std::env::temp_dir()
-                .join(format!("tollgate-store-{}-{name}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-        fn file(&self) -> PathBuf {
-            self.0.join("approvals.jsonl")
-        }
-        fn head(&self) -> PathBuf {
-            self.0.join("approvals.jsonl.head")
-        }
+    /// A fresh directory for one test under the system temp dir, deleted when the value drops.
+    fn temp_dir(name: &str) -> TempDir {
+        tempdir::temp_dir("store", name)
     }
 
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+    /// Paths inside a test's directory.
+    trait StoreDir {
+        /// The approval store's file.
+        fn file(&self) -> PathBuf;
+        /// The head slot next to it.
+        fn head(&self) -> PathBuf;
+    }
+
+    impl StoreDir for TempDir {
+        fn file(&self) -> PathBuf {
+            self.path().join("approvals.jsonl")
+        }
+
+        fn head(&self) -> PathBuf {
+            self.path().join("approvals.jsonl.head")
         }
     }
 
@@ -149,7 +151,7 @@ mod escalation_store {
 
     #[test]
     fn appended_decision_by_outsider_is_refused_on_replay() {
-        let dir = TempDir::new("outsider");
+        let dir = temp_dir("outsider");
         let clock = Arc::new(ManualClock::new());
         let [.., pending] = populated(&dir, &clock);
         let before = std::fs::read(dir.file()).unwrap();
@@ -234,7 +236,7 @@ mod escalation_store {
 
     #[test]
     fn deleted_consumed_record_is_detected() {
-        let dir = TempDir::new("deleted");
+        let dir = temp_dir("deleted");
         let clock = Arc::new(ManualClock::new());
         let [consumed, ..] = populated(&dir, &clock);
         let all = lines(&dir.file());
@@ -293,7 +295,7 @@ mod escalation_store {
 
     #[test]
     fn flipped_byte_in_final_record_refuses_open() {
-        let dir = TempDir::new("flip");
+        let dir = temp_dir("flip");
         let clock = Arc::new(ManualClock::new());
         let [consumed, _, denied, _] = populated(&dir, &clock);
         // Make a deny the final record, then test the consumption as final record too.
@@ -350,7 +352,7 @@ mod escalation_store {
 
     #[test]
     fn a_crash_between_a_record_and_its_head_loses_nothing_acknowledged() {
-        let dir = TempDir::new("crash");
+        let dir = temp_dir("crash");
         let clock = Arc::new(ManualClock::new());
         let [.., pending] = populated(&dir, &clock);
         let head_before = std::fs::read(dir.head()).unwrap();
@@ -416,7 +418,7 @@ mod escalation_store {
             let _ = std::io::stdin().read_line(&mut line);
             return;
         }
-        let dir = TempDir::new("lock");
+        let dir = temp_dir("lock");
         let clock = Arc::new(ManualClock::new());
         let [_, approved, ..] = populated(&dir, &clock);
 
@@ -482,7 +484,7 @@ mod escalation_store {
 
     #[test]
     fn repair_removes_damage_declares_it_and_voids_open_requests() {
-        let dir = TempDir::new("repair");
+        let dir = temp_dir("repair");
         let clock = Arc::new(ManualClock::new());
         let [consumed, approved, denied, pending] = populated(&dir, &clock);
         let all = lines(&dir.file());
@@ -506,7 +508,7 @@ mod escalation_store {
         assert_eq!(report.seq, Some(10));
         assert!(removal.damage.contains("line 10"), "{}", removal.damage);
         // The removed bytes are kept beside the store, and their digest is declared.
-        let saved = std::fs::read(dir.0.join(removal.saved_as.as_deref().unwrap())).unwrap();
+        let saved = std::fs::read(dir.path().join(removal.saved_as.as_deref().unwrap())).unwrap();
         assert_eq!(saved, format!("{}\n", bad[at..].join("\n")).into_bytes());
         let digest: String = Sha256::digest(&saved)
             .iter()
@@ -557,7 +559,7 @@ mod escalation_store {
 
     #[test]
     fn a_repair_declares_records_removed_from_the_end_and_never_rearms_a_grant() {
-        let dir = TempDir::new("repair-end");
+        let dir = temp_dir("repair-end");
         let clock = Arc::new(ManualClock::new());
         let [consumed, ..] = populated(&dir, &clock);
         let all = lines(&dir.file());
@@ -584,7 +586,7 @@ mod escalation_store {
 
     #[test]
     fn records_nested_deeper_than_the_cap_are_refused_before_anything_is_acknowledged() {
-        let dir = TempDir::new("deep");
+        let dir = temp_dir("deep");
         let clock = Arc::new(ManualClock::new());
         let nested = |depth: usize| {
             let mut v = json!(1);
@@ -634,7 +636,7 @@ mod escalation_store {
 
     #[test]
     fn records_under_an_unknown_key_are_refused_and_retired_keys_are_accepted() {
-        let dir = TempDir::new("keys");
+        let dir = temp_dir("keys");
         let clock = Arc::new(ManualClock::new());
         let [.., pending] = populated(&dir, &clock);
         let new_key = StoreKey::new("approvals-2", vec![0x77; 32]).unwrap();
@@ -674,7 +676,7 @@ mod escalation_store {
     fn a_ticket_survives_a_restart_and_a_key_rotation() {
         // Arguments are bound with a key derived from the store key: the same in every process,
         // and the retired key's still binds the requests recorded under it.
-        let dir = TempDir::new("args-keys");
+        let dir = temp_dir("args-keys");
         let clock = Arc::new(ManualClock::new());
         let [_, approved, _, pending] = populated(&dir, &clock);
         let run = RunId::new("run-1");

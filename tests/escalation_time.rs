@@ -2,14 +2,17 @@
 //! process runs move nothing; after a restart, the time left is taken from the wall clock once,
 //! capped at the original timeout or lifetime, and runs on the monotonic clock from then on.
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 // Inside a module named after the file, so `cargo test escalation` selects these tests.
 mod escalation_time {
     use std::path::PathBuf;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, SystemTime};
 
     use serde_json::json;
+    use tempfile::TempDir;
     use tollgate::boundary::Effect;
     use tollgate::clock::{Clock, ManualClock};
     use tollgate::escalation::{
@@ -17,6 +20,8 @@ mod escalation_time {
         EscalationGate, EscalationPolicy, FileApprovalStore, GateInput, LevelSpec,
         MemoryApprovalStore, OnTimeout, QueueConfig, QueueError, RuleSpec, StoreKey, Submission,
     };
+
+    use crate::tempdir;
 
     const HOUR: Duration = Duration::from_secs(3600);
     const NS: Duration = Duration::from_nanos(1);
@@ -126,26 +131,20 @@ mod escalation_time {
         ));
     }
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let path = std::env::temp_dir()
-                .join(format!("tollgate-time-{}-{name}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-        fn file(&self) -> PathBuf {
-            self.0.join("approvals.jsonl")
-        }
+    /// A fresh directory for one test under the system temp dir, deleted when the value drops.
+    fn temp_dir(name: &str) -> TempDir {
+        tempdir::temp_dir("time", name)
     }
 
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+    /// Paths inside a test's directory.
+    trait StoreDir {
+        /// The approval store's file.
+        fn file(&self) -> PathBuf;
+    }
+
+    impl StoreDir for TempDir {
+        fn file(&self) -> PathBuf {
+            self.path().join("approvals.jsonl")
         }
     }
 
@@ -169,7 +168,7 @@ mod escalation_time {
 
     #[test]
     fn after_a_restart_the_time_left_is_taken_from_the_wall_clock_once() {
-        let dir = TempDir::new("restart");
+        let dir = temp_dir("restart");
         let (clock, q) = restart(&dir, ManualClock::new().wall(), HOUR);
         let req = q.submit(submission("strict")).unwrap();
         let granted = q.submit(submission("strict")).unwrap();
@@ -193,7 +192,7 @@ mod escalation_time {
 
     #[test]
     fn a_wall_clock_step_while_the_process_is_down_is_bounded_by_the_original_timeout() {
-        let dir = TempDir::new("down");
+        let dir = temp_dir("down");
         let start = ManualClock::new().wall();
         let (_, q) = restart(&dir, start, HOUR);
         let req = q.submit(submission("strict")).unwrap();
@@ -217,7 +216,7 @@ mod escalation_time {
         drop(q);
 
         // Forward past the deadline while down: that one step counts (documented).
-        let dir = TempDir::new("down-fwd");
+        let dir = temp_dir("down-fwd");
         let (_, q) = restart(&dir, start, HOUR);
         let req = q.submit(submission("auto")).unwrap();
         drop(q);

@@ -18,28 +18,14 @@ use tollgate::policy::{
 };
 use tollgate::{DenyCode, Guard, Outcome, Run, RunContext, ToolCall, Verdict};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("tollgate-replay-{}-{name}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("replay", name)
 }
 
 /// What differs between the policies of these tests.
@@ -367,7 +353,7 @@ fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn tightened_and_loosened_candidate_reports_each_change_with_examples() {
-    let dir = TempDir::new("b");
+    let dir = temp_dir("b");
     record_session(dir.path());
     let before = dir_bytes(dir.path());
     let candidate = policy(&B, "");
@@ -578,7 +564,7 @@ fn replaying_a_log_under_its_own_policy_changes_nothing() {
     // Loop windows, the kill switch, the escalation and its resumption all come out as they
     // were: the clock follows the records, kill-switch records are replayed, and a resumed
     // call is not sent to the gate again.
-    let dir = TempDir::new("same");
+    let dir = temp_dir("same");
     record_session(dir.path());
     let report = policy(&A, "").replay(dir.path()).run().unwrap();
     assert_eq!(report.decisions, 18);
@@ -598,7 +584,7 @@ fn token_budget_that_binds_only_through_recorded_outcomes_is_replayed() {
     // Under A there is no token budget; each call reports 300 tokens. The candidate allows
     // 1000 tokens and reserves 100 per call: the fifth call finds 1200 used, which only the
     // recorded outcomes can tell.
-    let dir = TempDir::new("tokens");
+    let dir = temp_dir("tokens");
     let r = Recorder::new(dir.path(), &policy(&A, ""));
     let run = r.run("t1");
     for i in 0..5 {
@@ -638,7 +624,7 @@ fn outcome_of_a_call_the_candidate_denies_does_not_complete_another_call() {
     // denies the first. Its outcome (900 tokens) must be consumed as the first call's, not
     // charged to the second (10 tokens), or the candidate's 500-token budget would deny the
     // third call.
-    let dir = TempDir::new("fifo");
+    let dir = temp_dir("fifo");
     let r = Recorder::new(dir.path(), &policy(&A, ""));
     let run = r.run("f1");
     let first = ToolCall::new("read_record", r#"{"id":"R-9"}"#);
@@ -678,7 +664,7 @@ fn outcome_of_a_call_the_candidate_denies_does_not_complete_another_call() {
 
 #[test]
 fn run_the_candidate_cannot_start_counts_its_calls_as_denied() {
-    let dir = TempDir::new("refused");
+    let dir = temp_dir("refused");
     record_session(dir.path());
     let renamed = Knobs {
         role: "assistant",
@@ -704,7 +690,7 @@ fn calls_the_candidates_flow_rules_check_are_uncertain() {
     // source. Where the recorded queries came from is not in the log, so every search that
     // reaches the flow stage is uncertain; the two searches an earlier stage denies (too long,
     // the loop) and the one during the suspension stay certain.
-    let dir = TempDir::new("flow");
+    let dir = temp_dir("flow");
     record_session(dir.path());
     let flow = r#"
 [flow]
@@ -756,7 +742,7 @@ fn the_candidates_modes_act_on_its_decisions_as_the_guard_would() {
     // supervised. Shadow runs pay 400 and the escalated pay 800 that B alone would block;
     // recommend turns the deletion B blocks (tool removed) into a recommendation; supervised
     // sends the record read to a human.
-    let dir = TempDir::new("modes");
+    let dir = temp_dir("modes");
     record_session(dir.path());
     let modes = r#"
 [modes]
@@ -829,7 +815,7 @@ fn redacted_arguments_are_uncertain_never_guessed() {
     // placeholder `[REDACTED:sensitive]` (20 characters: it passes); the agent's real body,
     // "the quarterly numbers", has 21 and is refused. Counting the placeholder's result would
     // report the e-mails as unchanged: they are uncertain instead.
-    let dir = TempDir::new("redacted");
+    let dir = temp_dir("redacted");
     record_session(dir.path());
     let candidate = policy(&Knobs { body_max: 20, ..A }, "");
     let verdict = |body: &str| {
@@ -888,7 +874,7 @@ fn redacted_arguments_are_uncertain_never_guessed() {
 
 #[test]
 fn progress_is_reported_and_the_report_serialises() {
-    let dir = TempDir::new("progress");
+    let dir = temp_dir("progress");
     record_session(dir.path());
     let seen = Arc::new(AtomicU64::new(0));
     let calls = Arc::new(AtomicU64::new(0));

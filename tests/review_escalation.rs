@@ -10,14 +10,17 @@
 //! 4. a secret argument of an escalated call cannot be recovered from the approval hash: the hash
 //!    is keyed, and the audit trail does not carry it.
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 // Inside a module named after the file, so `cargo test review` selects these tests.
 mod review_escalation {
     use std::path::PathBuf;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use serde_json::json;
     use sha2::{Digest, Sha256};
+    use tempfile::TempDir;
     use tollgate::audit::MemorySink;
     use tollgate::boundary::{ActionBoundary, Arg, Effect, RoleSpec, ToolSpec};
     use tollgate::call::canonical;
@@ -28,6 +31,8 @@ mod review_escalation {
         StoreError, StoreKey, StoreRecord, Submission,
     };
     use tollgate::{Args, DenyCode, Guard, Outcome, RunContext, RunId, ToolCall, Verdict};
+
+    use crate::tempdir;
 
     const ESC: &str = r#"{
         "groups": { "finance": ["alice", "bob"] },
@@ -220,26 +225,9 @@ mod review_escalation {
     // ------------------------------------------------------------------------------------------
     // Finding 2
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let path = std::env::temp_dir().join(format!(
-                "tollgate-review-esc-{}-{name}-{n}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A fresh directory for one test under the system temp dir, deleted when the value drops.
+    fn temp_dir(name: &str) -> TempDir {
+        tempdir::temp_dir("review-esc", name)
     }
 
     /// A store holding one request, approved and consumed (single use confirmed), and what it
@@ -272,9 +260,9 @@ mod review_escalation {
 
     impl Consumed {
         fn new(name: &str) -> Self {
-            let dir = TempDir::new(name);
-            let path = dir.0.join("approvals.jsonl");
-            let head = dir.0.join("approvals.jsonl.head");
+            let dir = temp_dir(name);
+            let path = dir.path().join("approvals.jsonl");
+            let head = dir.path().join("approvals.jsonl.head");
             let key = StoreKey::new("k1", vec![0x42; 32]).unwrap();
             let gate =
                 EscalationGate::compile(EscalationPolicy::from_json(ESC).unwrap(), &[]).unwrap();

@@ -7,10 +7,9 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 use tollgate::agreement::stats::{brier, wilson};
@@ -24,30 +23,11 @@ use tollgate::mode::HumanAction;
 use tollgate::policy::{Bindings, Policy};
 use tollgate::{RunContext, ToolCall};
 
-struct TempDir(PathBuf);
+use tempfile::TempDir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tollgate-rollout-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    common::tempdir::temp_dir("rollout", name)
 }
 
 fn close(a: f64, b: f64, eps: f64) -> bool {
@@ -533,7 +513,7 @@ fn report_of(dir: &Path, policy: &Policy) -> AgreementReport {
 
 #[test]
 fn the_report_counts_exactly() {
-    let dir = TempDir::new("e2e");
+    let dir = temp_dir("e2e");
     let policy = Policy::from_toml(&scenario(dir.path())).unwrap();
     let r = report_of(dir.path(), &policy);
 
@@ -646,7 +626,7 @@ fn the_report_counts_exactly() {
 
 #[test]
 fn a_tampered_log_gives_no_report() {
-    let dir = TempDir::new("tampered");
+    let dir = temp_dir("tampered");
     let policy = Policy::from_toml(&scenario(dir.path())).unwrap();
     let seg = dir.path().join("audit-000001.jsonl");
     let text = fs::read_to_string(&seg).unwrap();
@@ -659,7 +639,7 @@ fn a_tampered_log_gives_no_report() {
 
 #[test]
 fn few_cases_are_kept_in_detail_but_every_one_is_counted() {
-    let dir = TempDir::new("cap");
+    let dir = temp_dir("cap");
     let policy = Policy::from_toml(&scenario(dir.path())).unwrap();
     let agreement = policy.agreement().unwrap();
     let mut b = tollgate::agreement::ReportBuilder::new(agreement).max_cases(2);
@@ -689,7 +669,7 @@ fn tollgate(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn rollout_report_prints_text_json_and_html() {
-    let dir = TempDir::new("cli");
+    let dir = temp_dir("cli");
     let log = dir.path().join("audit");
     let policy_text = scenario(&log);
     let policy_file = dir.path().join("billing.toml");
@@ -867,7 +847,7 @@ fn render_in_chromium(dir: &Path, page: &Path) {
 
 #[test]
 fn rollout_report_prints_a_markdown_evidence_report() {
-    let dir = TempDir::new("md");
+    let dir = temp_dir("md");
     let log = dir.path().join("audit");
     let policy_text = scenario(&log);
     let (log_s, dir_s) = (log.to_str().unwrap(), dir.path().to_str().unwrap());

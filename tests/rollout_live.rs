@@ -6,10 +6,7 @@
 //! replaces it.
 #![cfg(feature = "toml")]
 
-use std::fs;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 
 use proptest::prelude::*;
@@ -24,24 +21,14 @@ use tollgate::policy::{Bindings, Policy};
 use tollgate::rollout::Evidence;
 use tollgate::{DenyCode, Guard, Outcome, RunContext, ToolCall, Verdict};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("tollgate-live-{}-{name}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
+use tempfile::TempDir;
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("live", name)
 }
 
 /// `refunds` rolled out recommend -> supervised -> autonomous, currently in `mode`; `reports`
@@ -120,9 +107,9 @@ fn rig_shadow_first(mode: &str, demote: &str) -> (Rig, Policy) {
 }
 
 fn rig_from(mode: &str, doc: String) -> (Rig, Policy) {
-    let dir = TempDir::new(mode);
+    let dir = temp_dir(mode);
     let policy = Policy::from_toml(&doc).unwrap();
-    let (sink, _) = FileSink::open(&dir.0, FileSinkConfig::default()).unwrap();
+    let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
     let (alerts, rx) = ChannelAlerts::new(64);
     let guard = policy
@@ -155,7 +142,7 @@ impl Rig {
         self.sink.flush().unwrap();
         Query::new()
             .kind("rollout_demoted")
-            .open(&self.dir.0)
+            .open(self.dir.path())
             .unwrap()
             .map(|r| r.unwrap().event)
             .collect()
@@ -500,7 +487,7 @@ fn lifting_a_demotion_restores_the_stage_and_is_recorded() {
     rig.sink.flush().unwrap();
     let lifted: Vec<Value> = Query::new()
         .kind("rollout_lifted")
-        .open(&rig.dir.0)
+        .open(rig.dir.path())
         .unwrap()
         .map(|r| r.unwrap().event)
         .collect();
@@ -510,7 +497,7 @@ fn lifting_a_demotion_restores_the_stage_and_is_recorded() {
     assert_eq!(lifted[0]["tollgate.rollout.to"], "autonomous");
     // The trail agrees: no live demotion stands.
     let ev = Evidence::from_log(
-        &rig.dir.0,
+        rig.dir.path(),
         policy.rollout().unwrap(),
         &tollgate::agreement::Agreement::exact(),
         Query::new(),

@@ -4,10 +4,9 @@
 #![cfg(feature = "toml")]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -22,28 +21,14 @@ use tollgate::rollout::{
 };
 use tollgate::{DenyCode, RunContext, ToolCall};
 
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("tollgate-stages-{}-{name}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
+use tempfile::TempDir;
 
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("stages", name)
 }
 
 /// A clinic's billing desk whose `refunds` task type is rolled out in three stages. `mode` is
@@ -147,7 +132,7 @@ fn evidence(dir: &Path, policy: &Policy) -> Evidence {
 
 #[test]
 fn criteria_met_propose_a_promotion_that_is_not_applied() {
-    let dir = TempDir::new("promote");
+    let dir = temp_dir("promote");
     let policy = Policy::from_toml(&billing("recommend", "", 3)).unwrap();
     let (guard, sink) = guard_on(&policy, dir.path());
     recommend_and_agree(&guard, 3);
@@ -200,7 +185,7 @@ fn criteria_met_propose_a_promotion_that_is_not_applied() {
 
 #[test]
 fn one_unmet_criterion_blocks_promotion_and_is_named() {
-    let dir = TempDir::new("unmet");
+    let dir = temp_dir("unmet");
     let policy = Policy::from_toml(&billing("recommend", "", 4)).unwrap();
     let (guard, sink) = guard_on(&policy, dir.path());
     recommend_and_agree(&guard, 3);
@@ -222,7 +207,7 @@ fn one_unmet_criterion_blocks_promotion_and_is_named() {
 
 #[test]
 fn a_safety_denial_after_promotion_demotes_at_once_and_earlier_ones_do_not_count() {
-    let dir = TempDir::new("demote");
+    let dir = temp_dir("demote");
     let recommend = Policy::from_toml(&billing("recommend", "", 3)).unwrap();
     let (guard, sink) = guard_on(&recommend, dir.path());
     // In recommend mode: a would-be safety denial (900 is above the maximum), then agreement.
@@ -628,7 +613,7 @@ fn tollgate(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn rollout_status_prints_text_and_json_and_writes_the_demoted_document() {
-    let dir = TempDir::new("cli");
+    let dir = temp_dir("cli");
     let log = dir.path().join("audit");
     fs::create_dir_all(&log).unwrap();
     let policy_path = dir.path().join("policy.toml");

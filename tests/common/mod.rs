@@ -4,6 +4,7 @@
 pub mod billing;
 pub mod node;
 pub mod pg;
+pub mod tempdir;
 #[cfg(feature = "mcp")]
 pub mod tls;
 

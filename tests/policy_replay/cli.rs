@@ -37,7 +37,7 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn prints_the_report_as_text_and_json() {
-    let dir = TempDir::new("cli");
+    let dir = temp_dir("cli");
     let (log, b) = setup(dir.path());
     let expected = policy(&B, "").replay(&log).run().unwrap();
     let c4 = &expected.examples_of(ReplayChange::WouldBlock)[0];
@@ -110,7 +110,7 @@ fn prints_the_report_as_text_and_json() {
 
 #[test]
 fn a_tampered_log_exits_1_naming_the_record() {
-    let dir = TempDir::new("cli-tampered");
+    let dir = temp_dir("cli-tampered");
     let (log, b) = setup(dir.path());
     let (seq, line) = forge_payment(&log);
     let o = tollgate(&["policy", "replay", "--log", s(&log), "--policy", s(&b)]);
@@ -130,7 +130,7 @@ fn a_tampered_log_exits_1_naming_the_record() {
 
 #[test]
 fn bad_input_exits_non_zero_with_a_clear_message() {
-    let dir = TempDir::new("cli-bad");
+    let dir = temp_dir("cli-bad");
     let (log, b) = setup(dir.path());
 
     // An invalid candidate: exit 1, located.
@@ -173,7 +173,7 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
 
 #[test]
 fn progress_only_when_asked_for_or_on_a_terminal() {
-    let dir = TempDir::new("cli-progress");
+    let dir = temp_dir("cli-progress");
     let (log, b) = setup(dir.path());
 
     // Forced to a pipe: one line per update, then the report on standard output.

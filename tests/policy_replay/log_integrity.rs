@@ -26,7 +26,7 @@ pub(super) fn forge_payment(dir: &Path) -> (u64, u64) {
 
 #[test]
 fn tampered_log_fails_the_replay_naming_the_record() {
-    let dir = TempDir::new("tampered");
+    let dir = temp_dir("tampered");
     record_session(dir.path());
     let (seq, line) = forge_payment(dir.path());
 
@@ -85,7 +85,7 @@ fn an_event_that_does_not_parse_stops_the_replay_even_on_a_sound_chain() {
     // The records' JSON syntax is checked by the replay's own parse of each event (not a
     // second time while verifying): an event that does not parse is an error naming it,
     // whatever its kind, and never skipped.
-    let dir = TempDir::new("syntax");
+    let dir = temp_dir("syntax");
     record_session(dir.path());
     let before = policy(&B, "").replay(dir.path()).run().unwrap();
     let kinds = std::cell::RefCell::new(Vec::new());
@@ -110,7 +110,7 @@ fn an_event_that_does_not_parse_stops_the_replay_even_on_a_sound_chain() {
         (first("decision"), "decision".to_owned()),
         (other, other_kind),
     ] {
-        let copy = TempDir::new("syntax-copy");
+        let copy = temp_dir("syntax-copy");
         for e in std::fs::read_dir(dir.path()).unwrap() {
             let e = e.unwrap();
             std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
