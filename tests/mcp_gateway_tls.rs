@@ -9,57 +9,15 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use common::node::harness::{self, METADATA, is_error, text};
+use common::node::harness::{self, is_error, text};
 use common::tls::{Ca, TlsMcpServer};
+use common::tls_gateway::{eventually, load_error, policy_text, start_error};
 use serde_json::json;
-use tollgate::integrations::mcp::{Gateway, GatewayError};
-use tollgate::policy::{DocumentError, Policy};
-
-/// A document with one tool, `echo`, on the server `remote` at `url`; `server_extra` goes into
-/// `[mcp.servers.remote]`.
-fn policy_text(url: &str, server_extra: &str) -> String {
-    format!(
-        r#"{METADATA}
-[tools.echo]
-effect = "read"
-args.message = {{ type = "string", required = true, max_length = 64 }}
-
-[roles.reader]
-tools = ["echo"]
-
-[mcp]
-start_timeout = "10s"
-restart_backoff = "20ms"
-max_restart_backoff = "100ms"
-
-[mcp.connection]
-agent = "desktop"
-role = "reader"
-
-[mcp.servers.remote]
-url = "{url}"
-{server_extra}
-"#
-    )
-}
+use tollgate::policy::Policy;
 
 fn ca_line(path: &Path) -> String {
     format!("ca_file = \"{}\"", path.display())
-}
-
-/// Starts the gateway of `policy`; the error when it cannot start.
-async fn start_error(policy: &Policy) -> (String, String) {
-    let (guard, _audit) = harness::guard(policy);
-    match Gateway::start(policy, guard).await {
-        Err(GatewayError::Spawn { server, reason }) => (server, reason),
-        Err(other) => panic!("expected a connection error, got {other}"),
-        Ok(gateway) => {
-            gateway.shutdown();
-            panic!("the gateway started with a server whose certificate does not verify")
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +27,7 @@ async fn an_https_server_signed_by_the_documents_private_ca_is_listed_and_called
     let server = TlsMcpServer::start(&ca.server(&["127.0.0.1", "localhost"])).await;
     let ca_file = ca.write(dir.path(), "ca.pem");
     for host in ["127.0.0.1", "localhost"] {
-        let text_policy = policy_text(&server.url(host), &ca_line(&ca_file));
+        let text_policy = policy_text(&server.url(host), "10s", &ca_line(&ca_file));
         let policy = Policy::from_toml(&text_policy).expect("policy");
         let h = harness::start(&policy).await;
         // The policy's argument rule applies before the remote server is asked.
@@ -87,6 +45,7 @@ async fn a_server_certificate_from_an_unknown_ca_is_refused_at_start() {
     // `ca_file` names another CA: only that one is trusted for this server.
     let text_policy = policy_text(
         &server.url("127.0.0.1"),
+        "10s",
         &ca_line(&other.write(dir.path(), "other.pem")),
     );
     let (name, reason) = start_error(&Policy::from_toml(&text_policy).expect("policy")).await;
@@ -94,7 +53,7 @@ async fn a_server_certificate_from_an_unknown_ca_is_refused_at_start() {
     assert!(reason.contains("UnknownIssuer"), "{reason}");
     // Without `ca_file`: the operating system's store, which has never heard of this CA either
     // (or, on a machine without one, no root at all: refused too).
-    let text_policy = policy_text(&server.url("127.0.0.1"), "");
+    let text_policy = policy_text(&server.url("127.0.0.1"), "10s", "");
     let (_, reason) = start_error(&Policy::from_toml(&text_policy).expect("policy")).await;
     assert!(
         reason.contains("UnknownIssuer") || reason.contains("No CA certificates"),
@@ -110,7 +69,7 @@ async fn a_server_certificate_for_another_host_name_is_refused() {
     let server = TlsMcpServer::start(&ca.server(&["elsewhere.example", "10.9.8.7"])).await;
     let ca_file = ca.write(dir.path(), "ca.pem");
     for host in ["127.0.0.1", "localhost"] {
-        let text_policy = policy_text(&server.url(host), &ca_line(&ca_file));
+        let text_policy = policy_text(&server.url(host), "10s", &ca_line(&ca_file));
         let (_, reason) = start_error(&Policy::from_toml(&text_policy).expect("policy")).await;
         assert!(reason.contains("not valid for name"), "{host}: {reason}");
     }
@@ -127,6 +86,7 @@ async fn an_expired_server_certificate_is_refused() {
     let server = TlsMcpServer::start(&expired).await;
     let text_policy = policy_text(
         &server.url("127.0.0.1"),
+        "10s",
         &ca_line(&ca.write(dir.path(), "ca.pem")),
     );
     let (_, reason) = start_error(&Policy::from_toml(&text_policy).expect("policy")).await;
@@ -134,17 +94,6 @@ async fn an_expired_server_certificate_is_refused() {
 }
 
 /// Waits (bounded) until `check` holds.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "not within 30 s: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_starts_presenting_an_untrusted_certificate_becomes_unavailable() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,6 +102,7 @@ async fn a_server_that_starts_presenting_an_untrusted_certificate_becomes_unavai
     let server = TlsMcpServer::start(&ca.server(&["127.0.0.1"])).await;
     let text_policy = policy_text(
         &server.url("127.0.0.1"),
+        "10s",
         &ca_line(&ca.write(dir.path(), "ca.pem")),
     );
     let policy = Policy::from_toml(&text_policy).expect("policy");
@@ -216,13 +166,6 @@ async fn a_server_that_starts_presenting_an_untrusted_certificate_becomes_unavai
     h.gateway.shutdown();
 }
 
-fn load_error(text: &str) -> DocumentError {
-    match Policy::from_toml(text) {
-        Ok(_) => panic!("the document was accepted"),
-        Err(e) => e,
-    }
-}
-
 #[test]
 fn a_missing_unreadable_or_non_pem_ca_file_is_refused_when_the_document_is_loaded() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,14 +181,18 @@ fn a_missing_unreadable_or_non_pem_ca_file_is_refused_when_the_document_is_loade
     .unwrap();
     let unterminated = dir.path().join("unterminated.pem");
     std::fs::write(&unterminated, "-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap();
+    // Read with the client key's bounded reader: something huge is not read into memory.
+    let huge = dir.path().join("huge.pem");
+    std::fs::write(&huge, vec![b'#'; (1 << 20) + 1]).unwrap();
     for (file, says) in [
         (missing.as_path(), "cannot read CA file"),
-        (dir.path(), "cannot read CA file"),
+        (dir.path(), "is not a regular file"),
+        (huge.as_path(), "is larger than"),
         (not_pem.as_path(), "no PEM `CERTIFICATE` block"),
         (broken.as_path(), "not a usable CA certificate"),
         (unterminated.as_path(), "not valid PEM"),
     ] {
-        let text_policy = policy_text(url, &ca_line(file));
+        let text_policy = policy_text(url, "10s", &ca_line(file));
         let e = load_error(&text_policy);
         assert_eq!(e.path(), Some("mcp.servers.remote.ca_file"), "{e}");
         assert!(e.to_string().contains(says), "{}: {e}", file.display());
@@ -263,7 +210,7 @@ fn a_missing_unreadable_or_non_pem_ca_file_is_refused_when_the_document_is_loade
     }
     // A readable PEM CA is accepted, and so is a bundle of them with text around the blocks.
     let ok = Ca::new("ok").write(dir.path(), "ok.pem");
-    Policy::from_toml(&policy_text(url, &ca_line(&ok))).expect("a valid CA file");
+    Policy::from_toml(&policy_text(url, "10s", &ca_line(&ok))).expect("a valid CA file");
     let bundle = dir.path().join("bundle.pem");
     let text = format!(
         "# the first CA\n{}\n# the second\n{}",
@@ -271,7 +218,7 @@ fn a_missing_unreadable_or_non_pem_ca_file_is_refused_when_the_document_is_loade
         Ca::new("two").pem
     );
     std::fs::write(&bundle, text).unwrap();
-    Policy::from_toml(&policy_text(url, &ca_line(&bundle))).expect("a CA bundle");
+    Policy::from_toml(&policy_text(url, "10s", &ca_line(&bundle))).expect("a CA bundle");
 }
 
 #[test]
@@ -283,10 +230,10 @@ fn plain_http_to_a_non_loopback_host_is_refused_unless_allowed() {
         "http://localhost.evil.example/mcp",
         "http://[::2]:80/mcp",
     ] {
-        let e = load_error(&policy_text(url, ""));
+        let e = load_error(&policy_text(url, "10s", ""));
         assert_eq!(e.path(), Some("mcp.servers.remote.url"), "{url}: {e}");
         assert!(e.to_string().contains("allow_plain_http"), "{e}");
-        Policy::from_toml(&policy_text(url, "allow_plain_http = true"))
+        Policy::from_toml(&policy_text(url, "10s", "allow_plain_http = true"))
             .unwrap_or_else(|e| panic!("{url} with allow_plain_http: {e}"));
     }
     for url in [
@@ -295,16 +242,18 @@ fn plain_http_to_a_non_loopback_host_is_refused_unless_allowed() {
         "http://[::1]:8080/mcp",
         "http://127.8.9.10/mcp",
     ] {
-        Policy::from_toml(&policy_text(url, "")).unwrap_or_else(|e| panic!("{url}: {e}"));
+        Policy::from_toml(&policy_text(url, "10s", "")).unwrap_or_else(|e| panic!("{url}: {e}"));
     }
     // Settings that would mean nothing are refused rather than ignored.
     let e = load_error(&policy_text(
         "http://127.0.0.1:9/mcp",
+        "10s",
         "ca_file = \"ca.pem\"",
     ));
     assert_eq!(e.path(), Some("mcp.servers.remote.ca_file"), "{e}");
     let e = load_error(&policy_text(
         "https://tickets.internal/mcp",
+        "10s",
         "allow_plain_http = true",
     ));
     assert_eq!(e.path(), Some("mcp.servers.remote.allow_plain_http"), "{e}");
@@ -314,7 +263,8 @@ fn plain_http_to_a_non_loopback_host_is_refused_unless_allowed() {
 async fn an_https_url_to_a_plain_http_server_is_refused_never_downgraded() {
     // The same MCP server without TLS: reachable over its http:// URL ...
     let server = TlsMcpServer::start_plain().await;
-    let policy = Policy::from_toml(&policy_text(&server.plain_url("127.0.0.1"), "")).unwrap();
+    let policy =
+        Policy::from_toml(&policy_text(&server.plain_url("127.0.0.1"), "10s", "")).unwrap();
     let h = harness::start(&policy).await;
     assert_eq!(
         h.text_of("echo", json!({"message": "plain"})).await,
@@ -322,8 +272,12 @@ async fn an_https_url_to_a_plain_http_server_is_refused_never_downgraded() {
     );
     h.gateway.shutdown();
     // ... but an https:// URL to it fails: the gateway never retries the call over http.
-    let text_policy = policy_text(&server.url("127.0.0.1"), "");
+    let text_policy = policy_text(&server.url("127.0.0.1"), "10s", "");
     let (name, reason) = start_error(&Policy::from_toml(&text_policy).expect("policy")).await;
     assert_eq!(name, "remote");
-    assert!(reason.contains("error sending request"), "{reason}");
+    // The TLS error itself is named (a plain-HTTP answer is no TLS record).
+    assert!(
+        reason.contains("TLS handshake failed") && reason.contains("InvalidContentType"),
+        "{reason}"
+    );
 }

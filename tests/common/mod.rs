@@ -7,6 +7,8 @@ pub mod pg;
 pub mod tempdir;
 #[cfg(feature = "mcp")]
 pub mod tls;
+#[cfg(feature = "mcp")]
+pub mod tls_gateway;
 
 use tollgate::{ActionBoundary, DenyCode, RunContext, ToolCall};
 

@@ -2,7 +2,9 @@
 //! generated at test time with rcgen (ring), and an rmcp streamable-HTTP server with one `echo`
 //! tool behind tokio-rustls and hyper on a free loopback port. Its certificate can be replaced
 //! while it runs ([`TlsMcpServer::present`]), dropping every open connection and session, as a
-//! server whose certificate is rotated (or hijacked) would.
+//! server whose certificate is rotated (or hijacked) would. [`TlsMcpServer::start_mtls`] starts
+//! one that requires a client certificate signed by a given CA (mutual TLS, through rustls's
+//! `WebPkiClientVerifier`) and records the client certificates it accepted.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A certificate authority generated for one test.
@@ -40,6 +43,24 @@ impl Ca {
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate().expect("CA key");
         let cert = params.self_signed(&key).expect("CA certificate");
+        Self {
+            pem: cert.pem(),
+            params,
+            key,
+        }
+    }
+
+    /// An intermediate CA named `name`, signed by this one (its `pem` is the intermediate's
+    /// certificate alone).
+    pub fn intermediate(&self, name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("CA key");
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params
+            .signed_by(&key, &issuer)
+            .expect("intermediate certificate");
         Self {
             pem: cert.pem(),
             params,
@@ -74,11 +95,55 @@ impl Ca {
         }
     }
 
+    /// A client certificate (extended key usage `clientAuth`) for the subject `name`, signed by
+    /// this CA.
+    pub fn client(&self, name: &str) -> ClientCert {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("client key");
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).expect("client certificate");
+        ClientCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
     /// Writes the CA certificate to `dir/<file>` and returns the path.
     pub fn write(&self, dir: &Path, file: &str) -> PathBuf {
         let path = dir.join(file);
         std::fs::write(&path, &self.pem).expect("write CA file");
         path
+    }
+}
+
+/// A client certificate and its private key, PEM.
+pub struct ClientCert {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key (PKCS#8), PEM.
+    pub key_pem: String,
+    /// The certificate, DER (what the server records when it accepts it).
+    pub der: CertificateDer<'static>,
+}
+
+impl ClientCert {
+    /// Writes `dir/<stem>.pem` (the certificate) and `dir/<stem>.key` (the key, mode 0600 on
+    /// unix, as the gateway requires) and returns both paths.
+    pub fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, &self.cert_pem).expect("write client certificate");
+        std::fs::write(&key, &self.key_pem).expect("write client key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600 the client key");
+        }
+        (cert, key)
     }
 }
 
@@ -89,16 +154,41 @@ pub struct ServerCert {
 }
 
 impl ServerCert {
-    fn config(&self) -> Arc<rustls::ServerConfig> {
+    /// The server's TLS configuration: no client authentication, or (`client_roots`) a client
+    /// certificate signed by one of those CAs required on every connection.
+    fn config(
+        &self,
+        client_roots: Option<&Arc<rustls::RootCertStore>>,
+    ) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
+            .expect("protocol versions");
+        let builder = match client_roots {
+            None => builder.with_no_client_auth(),
+            Some(roots) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::clone(roots),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .expect("server certificate and key");
         Arc::new(config)
     }
+}
+
+/// A trust store holding `ca` alone.
+fn roots_of(ca: &Ca) -> Arc<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    let der = CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA PEM");
+    roots.add(der).expect("client CA");
+    Arc::new(roots)
 }
 
 /// The downstream server's handler: one tool, `echo`, answering `Echo: <message>`.
@@ -156,9 +246,12 @@ struct Current {
     service: StreamableHttpService<Echo, LocalSessionManager>,
 }
 
-fn current(cert: Option<&ServerCert>) -> Current {
+fn current(
+    cert: Option<&ServerCert>,
+    client_roots: Option<&Arc<rustls::RootCertStore>>,
+) -> Current {
     Current {
-        acceptor: cert.map(|c| tokio_rustls::TlsAcceptor::from(c.config())),
+        acceptor: cert.map(|c| tokio_rustls::TlsAcceptor::from(c.config(client_roots))),
         service: StreamableHttpService::new(
             || Ok(Echo),
             Arc::new(LocalSessionManager::default()),
@@ -174,33 +267,55 @@ pub struct TlsMcpServer {
     state: Arc<parking_lot::Mutex<Arc<Current>>>,
     connections: Arc<parking_lot::Mutex<tokio::task::JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
+    /// The end-entity client certificate of every TLS connection the server accepted (an
+    /// empty vector for a connection without one).
+    clients: Arc<parking_lot::Mutex<Vec<Vec<u8>>>>,
+    /// Requests served over accepted connections.
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    /// The CAs whose client certificates are required (mutual TLS), if any.
+    client_roots: parking_lot::Mutex<Option<Arc<rustls::RootCertStore>>>,
 }
 
 impl TlsMcpServer {
     /// Starts the server on a free port of 127.0.0.1, presenting `cert`.
     pub async fn start(cert: &ServerCert) -> Self {
-        Self::serve(Some(cert)).await
+        Self::serve(Some(cert), None).await
+    }
+
+    /// Starts the server presenting `cert` and requiring, on every connection, a client
+    /// certificate signed by `client_ca` (mutual TLS): a client without one, or with one from
+    /// another CA, fails the handshake and never reaches the MCP service.
+    pub async fn start_mtls(cert: &ServerCert, client_ca: &Ca) -> Self {
+        Self::serve(Some(cert), Some(client_ca)).await
     }
 
     /// The same MCP server over plain HTTP (no TLS at all).
     pub async fn start_plain() -> Self {
-        Self::serve(None).await
+        Self::serve(None, None).await
     }
 
-    async fn serve(cert: Option<&ServerCert>) -> Self {
+    async fn serve(cert: Option<&ServerCert>, client_ca: Option<&Ca>) -> Self {
+        let client_roots = client_ca.map(roots_of);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let state = Arc::new(parking_lot::Mutex::new(Arc::new(current(cert))));
+        let state = Arc::new(parking_lot::Mutex::new(Arc::new(current(
+            cert,
+            client_roots.as_ref(),
+        ))));
         let connections = Arc::new(parking_lot::Mutex::new(tokio::task::JoinSet::new()));
+        let clients = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (st, conns) = (Arc::clone(&state), Arc::clone(&connections));
+        let (seen, served_count) = (Arc::clone(&clients), Arc::clone(&requests));
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let now = Arc::clone(&st.lock());
+                let (seen, served_count) = (Arc::clone(&seen), Arc::clone(&served_count));
                 let mut set = conns.lock();
                 while set.try_join_next().is_some() {}
                 set.spawn(async move {
@@ -208,6 +323,7 @@ impl TlsMcpServer {
                     let service =
                         hyper::service::service_fn(move |req: http::Request<Incoming>| {
                             let now = Arc::clone(&served);
+                            served_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             async move { Ok::<_, Infallible>(now.service.handle(req).await) }
                         });
                     let http = hyper::server::conn::http1::Builder::new();
@@ -215,6 +331,14 @@ impl TlsMcpServer {
                         // A client that refuses our certificate aborts the handshake.
                         Some(acceptor) => {
                             if let Ok(tls) = acceptor.accept(stream).await {
+                                let client = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .map(|c| c.to_vec())
+                                    .unwrap_or_default();
+                                seen.lock().push(client);
                                 let _ = http.serve_connection(TokioIo::new(tls), service).await;
                             }
                         }
@@ -230,7 +354,21 @@ impl TlsMcpServer {
             state,
             connections,
             accept,
+            clients,
+            requests,
+            client_roots: parking_lot::Mutex::new(client_roots),
         }
+    }
+
+    /// The client certificates (end entity, DER) of the TLS connections accepted so far, in
+    /// order; an empty vector for a connection that presented none.
+    pub fn accepted_clients(&self) -> Vec<Vec<u8>> {
+        self.clients.lock().clone()
+    }
+
+    /// How many HTTP requests reached the MCP service.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The server's `https://` MCP endpoint under `host` (`127.0.0.1` or `localhost`).
@@ -243,9 +381,24 @@ impl TlsMcpServer {
         format!("http://{host}:{}/mcp", self.addr.port())
     }
 
-    /// From now on presents `cert`: every open connection is closed and every session dropped.
+    /// From now on presents `cert` (still requiring the same client certificates, if any):
+    /// every open connection is closed and every session dropped.
     pub fn present(&self, cert: &ServerCert) {
-        let old = std::mem::replace(&mut *self.state.lock(), Arc::new(current(Some(cert))));
+        let roots = self.client_roots.lock().clone();
+        self.switch(cert, roots);
+    }
+
+    /// From now on presents `cert` and requires a client certificate signed by `client_ca` (or,
+    /// `None`, none at all): every open connection is closed and every session dropped.
+    pub fn present_requiring(&self, cert: &ServerCert, client_ca: Option<&Ca>) {
+        let roots = client_ca.map(roots_of);
+        self.client_roots.lock().clone_from(&roots);
+        self.switch(cert, roots);
+    }
+
+    fn switch(&self, cert: &ServerCert, client_roots: Option<Arc<rustls::RootCertStore>>) {
+        let next = current(Some(cert), client_roots.as_ref());
+        let old = std::mem::replace(&mut *self.state.lock(), Arc::new(next));
         old.service.config.cancellation_token.cancel();
         self.connections.lock().abort_all();
     }

@@ -49,6 +49,8 @@
 //! [mcp.servers.tickets]                     # streamable HTTP
 //! url = "https://tickets.internal:8443/mcp" # verified against the OS trust store, or:
 //! ca_file = "/etc/tollgate/internal-ca.pem" # only this private CA (checked on load)
+//! client_cert_file = "/etc/tollgate/gw.pem" # mutual TLS: the gateway's certificate (+ chain)
+//! client_key_file = "/etc/tollgate/gw.key"  # and its key (chmod 600; both checked on load)
 //! # url = "http://10.0.0.7:8080/mcp"        # plain http: loopback only, unless
 //! # allow_plain_http = true                 # this is set (unencrypted, unauthenticated)
 //! ```
@@ -358,6 +360,22 @@ pub struct ServerSpec {
     /// the network unencrypted and unauthenticated. Off by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_plain_http: Option<bool>,
+    /// The gateway's client certificate for an `https://` server that requires one (mutual
+    /// TLS): a PEM file of the certificate, optionally followed by its intermediate CA
+    /// certificates (no private key). Set together with
+    /// [`client_key_file`](Self::client_key_file). Relative to the gateway's working
+    /// directory; read and checked when the document is loaded (builds with the `mcp` feature)
+    /// and again at every connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// The private key of [`client_cert_file`](Self::client_cert_file): a PEM file of exactly
+    /// one unencrypted key (PKCS#8, PKCS#1 RSA or SEC1 EC) that belongs to the certificate. On
+    /// unix it must not be open to other users: mode 0600 or stricter (`chmod 600`), or 0640
+    /// when owned by root (readable by its group, e.g. a secret volume's `fsGroup`); checked
+    /// when the document is loaded, with no switch to skip it. The key's content never appears
+    /// in errors, logs or the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<std::path::PathBuf>,
     /// Policy name of a server tool without an explicit name: this prefix followed by the
     /// server's name for it (default: no prefix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -618,6 +636,13 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
                 "`ca_file` and `allow_plain_http` apply to a `url`, not to a spawned `command`",
             ));
         }
+        if server.url.is_none() {
+            refuse_client_identity(
+                &at,
+                server,
+                "a client certificate applies to an `https://` url, not to a spawned `command`",
+            )?;
+        }
         if let Some(cred) = &server.credential {
             let providers = doc
                 .credentials
@@ -706,8 +731,14 @@ fn check_transport_security(at: &str, url: &str, server: &ServerSpec) -> Result<
             }
             _ => {}
         }
-        return Ok(());
+        return check_client_identity(at, server);
     }
+    refuse_client_identity(
+        at,
+        server,
+        "applies to an `https://` url only (a client certificate is presented in a TLS \
+         handshake; plain `http://` has none)",
+    )?;
     if server.ca_file.is_some() {
         return Err(DocumentError::invalid(
             format!("{at}.ca_file"),
@@ -723,6 +754,50 @@ fn check_transport_security(at: &str, url: &str, server: &ServerSpec) -> Result<
         ));
     }
     Ok(())
+}
+
+/// Refuses `client_cert_file` / `client_key_file` on a server where they mean nothing, naming
+/// the first one set and `why`.
+fn refuse_client_identity(at: &str, server: &ServerSpec, why: &str) -> Result<(), DocumentError> {
+    for (field, set) in [
+        ("client_cert_file", server.client_cert_file.is_some()),
+        ("client_key_file", server.client_key_file.is_some()),
+    ] {
+        if set {
+            return Err(DocumentError::invalid(format!("{at}.{field}"), why));
+        }
+    }
+    Ok(())
+}
+
+/// An `https://` server's client certificate (mutual TLS): both files or neither, and (builds
+/// with the gateway) both readable, the key one key, not open to other users and belonging to
+/// the certificate. Each error names the field of the file at fault.
+fn check_client_identity(at: &str, server: &ServerSpec) -> Result<(), DocumentError> {
+    let field = |f: &str| format!("{at}.{f}");
+    match (&server.client_cert_file, &server.client_key_file) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(DocumentError::invalid(
+            field("client_key_file"),
+            "missing: `client_cert_file` is set, and its private key goes in `client_key_file`",
+        )),
+        (None, Some(_)) => Err(DocumentError::invalid(
+            field("client_cert_file"),
+            "missing: `client_key_file` is set, and its certificate goes in `client_cert_file`",
+        )),
+        (Some(cert), Some(key)) => {
+            for (name, path) in [("client_cert_file", cert), ("client_key_file", key)] {
+                if path.as_os_str().is_empty() {
+                    return Err(DocumentError::invalid(field(name), "must not be empty"));
+                }
+            }
+            // Read and checked only where the gateway is built (it alone has the TLS crates).
+            #[cfg(feature = "mcp")]
+            super::tls::identity::read_client_identity(cert, key)
+                .map_err(|(file, reason)| DocumentError::invalid(field(file.field()), reason))?;
+            Ok(())
+        }
+    }
 }
 
 /// Whether an `http://` URL's host is loopback: exactly `localhost`, an IPv4 address in

@@ -236,13 +236,14 @@ impl Downstream {
                         self.serve_http(client, config).await
                     }
                 };
-                // rmcp's error drops reqwest's cause: name a refused certificate ourselves.
+                // rmcp's error drops reqwest's cause: name a TLS failure (a refused server
+                // certificate, a client certificate required or refused) ourselves.
                 if !matches!(started, Ok(Ok(_)))
-                    && let Some(refused) = refusals.take()
+                    && let Some(reason) = refusals.take(started.is_err())
                 {
                     return Err(GatewayError::Spawn {
                         server: server(),
-                        reason: format!("TLS certificate refused: {refused}"),
+                        reason,
                     });
                 }
                 (started, None)

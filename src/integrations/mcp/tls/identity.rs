@@ -1,0 +1,246 @@
+//! The gateway's client certificate for one `https://` server (mutual TLS): the PEM files of
+//! `client_cert_file` (the certificate, optionally followed by its intermediates) and
+//! `client_key_file` (exactly one private key), read and checked against each other when the
+//! document is loaded and again at every (re)connection.
+//!
+//! The key never leaves this module except inside rustls's [`CertifiedKey`]: errors name the
+//! file and what is wrong (never a byte of its content, not even the PEM decoder's message,
+//! which can quote a line), [`ClientIdentity`]'s `Debug` names the certificates only, and the
+//! buffer the key file is read into is zeroed when dropped.
+//!
+//! On unix the key file must not be open to other users, with the rule PostgreSQL's libpq
+//! applies to its client keys: owned by anyone but root, no access for group or others
+//! (`chmod 600`, what ssh demands); owned by root, the group may read it (`0640`: a key an
+//! administrator, or a secret volume with a `fsGroup`, gave the gateway's group), nothing more.
+//! Others never. There is deliberately no switch to skip the check (see the field's docs).
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use secrecy::zeroize::Zeroizing;
+
+/// Which of a client identity's two files an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdentityFile {
+    /// `client_cert_file`.
+    Cert,
+    /// `client_key_file`.
+    Key,
+}
+
+impl IdentityFile {
+    /// The document field of this file.
+    pub(crate) fn field(self) -> &'static str {
+        match self {
+            IdentityFile::Cert => "client_cert_file",
+            IdentityFile::Key => "client_key_file",
+        }
+    }
+}
+
+/// A client certificate chain and the private key of its first certificate, checked to match.
+#[derive(Clone)]
+pub(crate) struct ClientIdentity(pub(crate) Arc<CertifiedKey>);
+
+impl fmt::Debug for ClientIdentity {
+    /// The number of certificates only: never the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.0.cert.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Longest key or certificate file read (a PEM chain of a few certificates is a few KiB): a
+/// path pointing at something huge is refused instead of read into memory.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// Reads and checks the client certificate `cert` and its private key `key`. The error says
+/// which file is wrong and why, in a sentence naming the file; it never quotes the key.
+pub(crate) fn read_client_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<ClientIdentity, (IdentityFile, String)> {
+    let chain = read_chain(cert, key).map_err(|e| (IdentityFile::Cert, e))?;
+    let key_der = read_key(key).map_err(|e| (IdentityFile::Key, e))?;
+    let (cert_shown, key_shown) = (cert.display(), key.display());
+    let signing_key = any_supported_type(&key_der).map_err(|_| {
+        (
+            IdentityFile::Key,
+            format!(
+                "the private key in `{key_shown}` is not an RSA, ECDSA (P-256, P-384) or \
+                 Ed25519 key usable for TLS"
+            ),
+        )
+    })?;
+    drop(key_der);
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) => Ok(ClientIdentity(Arc::new(certified))),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err((
+            IdentityFile::Key,
+            format!(
+                "the private key in `{key_shown}` does not belong to the certificate in \
+                 `{cert_shown}` (the file's first certificate must be the gateway's own)"
+            ),
+        )),
+        // Not provable either way: refused rather than sent (the ring keys always know their
+        // public key, so this is not expected).
+        Err(rustls::Error::InconsistentKeys(_)) => Err((
+            IdentityFile::Key,
+            format!(
+                "cannot check that the private key in `{key_shown}` belongs to the certificate \
+                 in `{cert_shown}`"
+            ),
+        )),
+        Err(e) => Err((
+            IdentityFile::Cert,
+            format!("the first certificate in `{cert_shown}` cannot be parsed: {e}"),
+        )),
+    }
+}
+
+/// The certificates of `path`, the gateway's own first. A private key in the file is refused
+/// unless the file is the key file itself (whose permissions are checked): certificate files
+/// are usually readable by everyone.
+fn read_chain(path: &Path, key_path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let pem = read_bounded(path, "client certificate", |_| Ok(()))?;
+    let mut chain = Vec::new();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        chain.push(cert.map_err(|e| format!("`{shown}` is not valid PEM: {}", pem_problem(&e)))?);
+    }
+    if chain.is_empty() {
+        return Err(format!(
+            "client certificate file `{shown}` holds no PEM `CERTIFICATE` block"
+        ));
+    }
+    if path != key_path && PrivateKeyDer::pem_slice_iter(&pem).next().is_some() {
+        return Err(format!(
+            "client certificate file `{shown}` also holds a private key: keep the key only in \
+             `client_key_file`, whose permissions the gateway checks"
+        ));
+    }
+    Ok(chain)
+}
+
+/// The one private key of `path` (PKCS#8, PKCS#1 or SEC1 PEM), after the file's permissions
+/// passed [`mode_problem`].
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let shown = path.display();
+    let pem = read_bounded(path, "client key", |meta| match mode_problem(meta, path) {
+        Some(problem) => Err(format!("client key file `{shown}` {problem}")),
+        None => Ok(()),
+    })?;
+    let mut keys = Vec::new();
+    for key in PrivateKeyDer::pem_slice_iter(&pem) {
+        keys.push(key.map_err(|e| format!("`{shown}` is not valid PEM: {}", pem_problem(&e)))?);
+    }
+    match keys.len() {
+        1 => Ok(keys.remove(0)),
+        0 if contains(&pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => Err(format!(
+            "the private key in `{shown}` is encrypted and the gateway has no passphrase: \
+             store it unencrypted, readable only by the gateway's user \
+             (`openssl pkey -in {shown} -out <new file>`)"
+        )),
+        0 => Err(format!(
+            "client key file `{shown}` holds no PEM private key (`PRIVATE KEY`, \
+             `RSA PRIVATE KEY` or `EC PRIVATE KEY` block)"
+        )),
+        n => Err(format!(
+            "client key file `{shown}` holds {n} private keys: exactly one is needed"
+        )),
+    }
+}
+
+/// What is wrong with a PEM file, without the decoder's own message (which quotes lines).
+fn pem_problem(e: &pem::Error) -> &'static str {
+    match e {
+        pem::Error::MissingSectionEnd { .. } => "a block has no `-----END` line",
+        pem::Error::IllegalSectionStart { .. } => "a `-----BEGIN` line is malformed",
+        pem::Error::Base64Decode(_) => "a block is not valid base64",
+        pem::Error::SectionTooLarge => "a block is too large",
+        _ => "cannot be decoded",
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads the regular file `path` (at most [`MAX_PEM_BYTES`]) after `check` accepted its
+/// metadata, taken from the opened file itself so the checked file is the one read. The
+/// buffer is zeroed when dropped.
+pub(super) fn read_bounded(
+    path: &Path,
+    what: &str,
+    check: impl FnOnce(&std::fs::Metadata) -> Result<(), String>,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    let shown = path.display();
+    let cannot = |e: std::io::Error| format!("cannot read {what} file `{shown}`: {e}");
+    // Refused before opening: opening a FIFO would block the document's load.
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(format!("{what} file `{shown}` is not a regular file"));
+    }
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!("{what} file `{shown}` is not a regular file"));
+    }
+    check(&meta)?;
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(format!(
+            "{what} file `{shown}` is larger than {MAX_PEM_BYTES} bytes"
+        ));
+    }
+    // Sized up front so the key is never copied by a growing buffer.
+    let mut buf = Zeroizing::new(Vec::with_capacity(
+        usize::try_from(meta.len()).unwrap_or(0) + 1,
+    ));
+    (&mut file)
+        .take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(cannot)?;
+    if buf.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!(
+            "{what} file `{shown}` is larger than {MAX_PEM_BYTES} bytes"
+        ));
+    }
+    Ok(buf)
+}
+
+/// Why a key file with this metadata is open to other users, if it is (unix; see the module
+/// docs for the rule). `None` on other platforms, whose permissions are not modes.
+#[cfg(unix)]
+fn mode_problem(meta: &std::fs::Metadata, path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode() & 0o777;
+    let root_owned = meta.uid() == 0;
+    // Root-owned: the group may read (0o040); otherwise nothing for group or others.
+    let forbidden = if root_owned { 0o037 } else { 0o077 };
+    if mode & forbidden == 0 {
+        return None;
+    }
+    Some(format!(
+        "has mode {mode:04o}: a private key must not be open to other users \
+         (run `chmod 600 {}`{})",
+        path.display(),
+        if root_owned {
+            "; a key owned by root may also be 0640, readable by its group"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// Why a key file with this metadata is open to other users: never, off unix.
+#[cfg(not(unix))]
+fn mode_problem(_meta: &std::fs::Metadata, _path: &Path) -> Option<String> {
+    None
+}
