@@ -16,6 +16,9 @@
 //! `TOLLGATE_MCP_PROBE_GATEWAY=process` (build with `--features mcp,cli`) the probes' gateway is
 //! `tollgate mcp --policy FILE` as its own process over real pipes, as a desktop client runs it.
 
+#[path = "shared/cpu.rs"]
+mod cpu;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -420,14 +423,7 @@ fn child_named(name: &str) -> Option<u32> {
 
 /// CPU time (ns) of every thread of process `pid` so far (`/proc/PID/task/*/schedstat`).
 fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    cpu::threads_ns(Path::new(&format!("/proc/{pid}/task")), |_| true)
 }
 
 criterion_group!(benches, bench);

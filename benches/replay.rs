@@ -19,6 +19,9 @@
 //! `/usr/bin/time -v tollgate policy replay --policy <tmp>/tollgate-replay-bench/candidate.toml
 //! --log <tmp>/tollgate-replay-bench/log-1000000`.
 
+#[path = "shared/cpu.rs"]
+mod cpu;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -342,9 +345,7 @@ fn rss_kib() -> Option<(u64, u64)> {
 /// Time this thread has spent on a CPU (`/proc/thread-self/schedstat`, Linux), in seconds: on
 /// a shared machine the wall-clock rate depends on the other load, this does much less.
 fn cpu_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
-    Some(ns as f64 / 1e9)
+    Some(cpu::thread_ns()? as f64 / 1e9)
 }
 
 /// Set in the child process that measures one replay's peak memory: the log to replay.

@@ -20,10 +20,16 @@ const PAIRS: [[u8; 2]; 256] = {
 pub(crate) fn encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
     for chunk in bytes.chunks(32) {
         let mut buf = [0u8; 64];
-        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
-            pair.copy_from_slice(&PAIRS[usize::from(b)]);
-        }
+        encode_to_slice(&mut buf, chunk);
         out.extend_from_slice(&buf[..2 * chunk.len()]);
+    }
+}
+
+/// Writes `bytes` as lowercase hex into the first `2 * bytes.len()` bytes of `out` (the rest of
+/// `out`, if any, is left as it was; a shorter `out` gets only the digits that fit).
+pub(crate) fn encode_to_slice(out: &mut [u8], bytes: &[u8]) {
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
 }
 
@@ -84,5 +90,24 @@ mod tests {
         assert_eq!(decode_array::<4>("0001abff00"), None);
         assert_eq!(decode(b"abc"), None);
         assert_eq!(decode(b"zz"), None);
+    }
+
+    /// Every byte value in every position, and every length around a 32-byte chunk, against
+    /// `format!`.
+    #[test]
+    fn encodes_every_byte_in_every_position_like_format() {
+        let reference = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        for v in 0..=255u8 {
+            for at in 0..4 {
+                let mut quad = [0x5a, 0xa5, 0x0f, 0xf0];
+                quad[at] = v;
+                assert_eq!(encode(&quad), reference(&quad), "byte {v:#04x} at {at}");
+            }
+        }
+        let long: Vec<u8> = (0..=255u8).rev().chain(0..=255).collect();
+        for len in (0..=40).chain([63, 64, 65]) {
+            assert_eq!(encode(&long[..len]), reference(&long[..len]));
+        }
+        assert_eq!(encode(&long), reference(&long));
     }
 }

@@ -77,7 +77,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use values::Omitted;
 pub use values::Redaction;
 
-use json::k;
+use json::{k, kn, kv};
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -529,7 +529,7 @@ impl AuditEvent<'_> {
         }
         match &self.kind {
             EventKind::RunStarted { context } => {
-                o.str(k!("event"), "run_started");
+                o.lit(kv!("event", "run_started"));
                 o.str(k!("tollgate.role"), context.role().as_str());
                 o.opt_str(
                     k!("tollgate.task_type"),
@@ -550,7 +550,7 @@ impl AuditEvent<'_> {
                 decision,
                 policy_version,
             } => {
-                o.str(k!("event"), "decision");
+                o.lit(kv!("event", "decision"));
                 o.str(k!("gen_ai.tool.name"), call.tool());
                 o.opt_str(k!("gen_ai.tool.call.id"), call.call_id());
                 write_args(
@@ -560,10 +560,10 @@ impl AuditEvent<'_> {
                     redaction,
                     self.args_checked,
                 );
-                o.str(k!("tollgate.decision"), decision.as_str());
+                o.word(k!("tollgate.decision"), decision.as_str());
                 match decision {
                     Decision::Deny(d) => {
-                        o.str(k!("tollgate.deny.code"), d.code().as_str());
+                        o.word(k!("tollgate.deny.code"), d.code().as_str());
                         o.str(k!("tollgate.rule"), d.rule().as_str());
                         o.str(k!("tollgate.reason"), d.reason());
                     }
@@ -580,12 +580,12 @@ impl AuditEvent<'_> {
                     Decision::Allow => {}
                 }
                 match policy_version {
-                    Some(v) => o.hex(k!("tollgate.policy.version"), v.as_bytes()),
-                    None => o.null(k!("tollgate.policy.version")),
+                    Some(v) => o.digest(k!("tollgate.policy.version"), v.as_bytes()),
+                    None => o.lit(kn!("tollgate.policy.version")),
                 }
                 match call.confidence() {
                     Some(c) => o.ser(k!("tollgate.confidence"), &c),
-                    None => o.null(k!("tollgate.confidence")),
+                    None => o.lit(kn!("tollgate.confidence")),
                 }
                 o.opt_str(k!("tollgate.reasoning"), call.reasoning());
                 if !call.flags().is_empty() {
@@ -597,7 +597,7 @@ impl AuditEvent<'_> {
                     o.str(k!("tollgate.recommendation.id"), &r.id);
                 }
                 if self.mode != crate::mode::Mode::Enforce {
-                    o.str(k!("tollgate.mode"), self.mode.as_str());
+                    o.word(k!("tollgate.mode"), self.mode.as_str());
                 }
                 if let Some(w) = self.would_be {
                     o.str(k!("tollgate.shadow.decision"), w.as_str());
@@ -619,7 +619,7 @@ impl AuditEvent<'_> {
                 latency,
                 policy_version,
             } => {
-                o.str(k!("event"), "outcome");
+                o.lit(kv!("event", "outcome"));
                 o.str(k!("gen_ai.tool.name"), tool);
                 o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
                 match &outcome.status {
@@ -631,7 +631,13 @@ impl AuditEvent<'_> {
                         json::bounded_string(out, message, how);
                         out.push(b'}');
                     }
-                    status => o.ser(k!("tollgate.outcome"), status),
+                    // The common statuses as literals (what serde writes for them).
+                    OutcomeStatus::Success => {
+                        o.lit(concat!(k!("tollgate.outcome"), r#"{"status":"success"}"#));
+                    }
+                    OutcomeStatus::Abandoned => {
+                        o.lit(concat!(k!("tollgate.outcome"), r#"{"status":"abandoned"}"#));
+                    }
                 }
                 o.opt_u64(k!("gen_ai.usage.input_tokens"), outcome.input_tokens);
                 o.opt_u64(k!("gen_ai.usage.output_tokens"), outcome.output_tokens);
@@ -640,18 +646,18 @@ impl AuditEvent<'_> {
                     o.str(k!("tollgate.output"), out);
                 }
                 o.u64(k!("tollgate.latency_ns"), nanos(*latency));
-                o.hex(k!("tollgate.policy.version"), policy_version.as_bytes());
+                o.digest(k!("tollgate.policy.version"), policy_version.as_bytes());
             }
             EventKind::Escalation {
                 request,
                 transition,
             } => write_escalation(&mut o, request, transition),
             EventKind::Reasoning { text } => {
-                o.str(k!("event"), "reasoning");
+                o.lit(kv!("event", "reasoning"));
                 o.str(k!("tollgate.reasoning"), text);
             }
             EventKind::RunFinished { duration } => {
-                o.str(k!("event"), "run_finished");
+                o.lit(kv!("event", "run_finished"));
                 o.u64(k!("tollgate.duration_ns"), nanos(*duration));
             }
             EventKind::PolicyReloaded {
@@ -660,7 +666,7 @@ impl AuditEvent<'_> {
                 by,
                 breakers_reset,
             } => {
-                o.str(k!("event"), "policy_reloaded");
+                o.lit(kv!("event", "policy_reloaded"));
                 o.hex(k!("tollgate.policy.previous"), previous.as_bytes());
                 o.hex(k!("tollgate.policy.version"), current.as_bytes());
                 o.str(k!("tollgate.reloaded_by"), by);
@@ -675,7 +681,7 @@ impl AuditEvent<'_> {
                 rule,
                 detail,
             } => {
-                o.str(k!("event"), "rollout_demoted");
+                o.lit(kv!("event", "rollout_demoted"));
                 o.str(k!("tollgate.task_type"), task_type);
                 o.str(k!("tollgate.rollout.from"), from.as_str());
                 o.str(k!("tollgate.rollout.to"), to.as_str());
@@ -689,7 +695,7 @@ impl AuditEvent<'_> {
                 to,
                 by,
             } => {
-                o.str(k!("event"), "rollout_lifted");
+                o.lit(kv!("event", "rollout_lifted"));
                 o.str(k!("tollgate.task_type"), task_type);
                 o.str(k!("tollgate.rollout.from"), from.as_str());
                 o.str(k!("tollgate.rollout.to"), to.as_str());
@@ -700,7 +706,7 @@ impl AuditEvent<'_> {
                 tool,
                 transition,
             } => {
-                o.str(k!("event"), "breaker_transition");
+                o.lit(kv!("event", "breaker_transition"));
                 o.str(k!("tollgate.breaker.agent"), agent);
                 o.str(k!("gen_ai.tool.name"), tool);
                 o.ser(k!("tollgate.breaker.from"), &transition.from);
@@ -717,7 +723,7 @@ impl AuditEvent<'_> {
                 call_id,
                 report,
             } => {
-                o.str(k!("event"), "flow_check");
+                o.lit(kv!("event", "flow_check"));
                 o.str(k!("gen_ai.tool.name"), tool);
                 o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
                 o.ser(k!("tollgate.flow"), report);
@@ -728,7 +734,7 @@ impl AuditEvent<'_> {
                 reason,
                 scope,
             } => {
-                o.str(k!("event"), "flow_endorsed");
+                o.lit(kv!("event", "flow_endorsed"));
                 o.u64(k!("tollgate.flow.endorsement"), u64::from(*id));
                 o.str(k!("tollgate.flow.endorsed_by"), by);
                 o.str(k!("tollgate.flow.reason"), reason);
@@ -739,7 +745,7 @@ impl AuditEvent<'_> {
                 call_id,
                 bytes,
             } => {
-                o.str(k!("event"), "flow_unindexed");
+                o.lit(kv!("event", "flow_unindexed"));
                 o.opt_str(k!("gen_ai.tool.name"), *tool);
                 o.opt_str(k!("gen_ai.tool.call.id"), *call_id);
                 o.u64(k!("tollgate.flow.bytes"), *bytes);
@@ -750,7 +756,7 @@ impl AuditEvent<'_> {
                 args,
                 note,
             } => {
-                o.str(k!("event"), "human_action");
+                o.lit(kv!("event", "human_action"));
                 o.str(k!("tollgate.recommendation.id"), recommendation);
                 o.opt_str(k!("gen_ai.tool.name"), *tool);
                 if let Some(v) = args {
@@ -764,7 +770,7 @@ impl AuditEvent<'_> {
                 target,
                 by,
             } => {
-                o.str(k!("event"), "kill_switch");
+                o.lit(kv!("event", "kill_switch"));
                 o.str(k!("tollgate.kill.action"), action);
                 o.str(k!("tollgate.kill.scope"), scope);
                 o.opt_str(k!("tollgate.kill.target"), *target);
@@ -775,7 +781,7 @@ impl AuditEvent<'_> {
                 fault,
                 detail,
             } => {
-                o.str(k!("event"), "protocol_fault");
+                o.lit(kv!("event", "protocol_fault"));
                 o.str(k!("tollgate.protocol.source"), source);
                 o.str(k!("tollgate.protocol.fault"), fault);
                 o.str(k!("tollgate.protocol.detail"), detail);
@@ -862,7 +868,7 @@ fn write_escalation(o: &mut json::Obj<'_>, r: &ApprovalRequest, t: &TransitionKi
             // them, redacted as the tool's arguments always are.
             o.str(k!("tollgate.approval.approver"), approver.id.as_str());
             o.opt_str(k!("tollgate.approval.channel"), approver.channel.as_deref());
-            o.str(k!("tollgate.approval.decision"), "edit");
+            o.lit(kv!("tollgate.approval.decision", "edit"));
             o.ser(k!("tollgate.approval.changed"), changed);
             o.str(k!("tollgate.reason"), reason);
             o.u64(k!("tollgate.approval.wait_ms"), millis(*wait));
@@ -1035,14 +1041,14 @@ fn credential_json(c: &CredentialEvent<'_>, o: &mut json::Obj<'_>) {
             scope,
             expires_at_unix,
         } => {
-            o.str(k!("event"), "credential_issued");
+            o.lit(kv!("event", "credential_issued"));
             o.str(k!("tollgate.credential.id"), id.as_str());
             o.str(k!("tollgate.credential.provider"), provider);
             o.ser(k!("tollgate.credential.scope"), scope);
             o.u64(k!("tollgate.credential.expires_at"), *expires_at_unix);
         }
         CredentialEvent::Used { id, tool, resource } => {
-            o.str(k!("event"), "credential_used");
+            o.lit(kv!("event", "credential_used"));
             o.str(k!("tollgate.credential.id"), id.as_str());
             o.str(k!("gen_ai.tool.name"), tool);
             o.str(k!("tollgate.credential.resource"), resource);
@@ -1053,7 +1059,7 @@ fn credential_json(c: &CredentialEvent<'_>, o: &mut json::Obj<'_>) {
             resource,
             reason,
         } => {
-            o.str(k!("event"), "credential_refused");
+            o.lit(kv!("event", "credential_refused"));
             o.opt_str(k!("tollgate.credential.id"), id.map(CredentialId::as_str));
             o.str(k!("gen_ai.tool.name"), tool);
             o.str(k!("tollgate.credential.resource"), resource);
@@ -1061,7 +1067,7 @@ fn credential_json(c: &CredentialEvent<'_>, o: &mut json::Obj<'_>) {
             o.str(k!("tollgate.reason"), &reason.to_string());
         }
         CredentialEvent::Revoked { id, provider } => {
-            o.str(k!("event"), "credential_revoked");
+            o.lit(kv!("event", "credential_revoked"));
             o.str(k!("tollgate.credential.id"), id.as_str());
             o.str(k!("tollgate.credential.provider"), provider);
         }
@@ -1070,10 +1076,52 @@ fn credential_json(c: &CredentialEvent<'_>, o: &mut json::Obj<'_>) {
             retired,
             current,
         } => {
-            o.str(k!("event"), "key_rotated");
+            o.lit(kv!("event", "key_rotated"));
             o.str(k!("tollgate.credential.provider"), provider);
             o.str(k!("tollgate.key.retired"), retired);
             o.str(k!("tollgate.key.current"), current);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statuses written as literals read back exactly as serde writes them.
+    #[test]
+    fn outcome_statuses_are_written_as_serde_writes_them() {
+        for status in [
+            OutcomeStatus::Success,
+            OutcomeStatus::Abandoned,
+            OutcomeStatus::Error {
+                message: "boom \"quoted\"\n".into(),
+            },
+        ] {
+            let mut outcome = Outcome::success();
+            outcome.status = status;
+            let event = AuditEvent::new(
+                7,
+                UNIX_EPOCH,
+                None,
+                None,
+                EventKind::Outcome {
+                    tool: "pay_invoice",
+                    call_id: None,
+                    outcome: &outcome,
+                    latency: Duration::from_nanos(5),
+                    policy_version: PolicyVersion([7; 32]),
+                },
+            );
+            let mut out = Vec::new();
+            event.write_json(&mut out, &Redaction::placeholder());
+            let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+            assert_eq!(
+                v["tollgate.outcome"],
+                serde_json::to_value(&outcome.status).unwrap()
+            );
+            assert_eq!(v["event"], "outcome");
+            assert_eq!(v["tollgate.policy.version"], "07".repeat(32));
         }
     }
 }

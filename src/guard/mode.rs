@@ -40,8 +40,9 @@ pub(super) struct Passed {
     now: Option<crate::clock::MonoTime>,
     quarantine: Option<RuleId>,
     /// The approval the escalation gate (or a flow rule) asks for; `None` after a consumed
-    /// grant.
-    escalation: Option<Escalation>,
+    /// grant. Boxed: the allow path moves `Passed` through the stages, and the request is
+    /// rare and already allocates.
+    escalation: Option<Box<Escalation>>,
 }
 
 impl Shared {
@@ -136,7 +137,7 @@ impl Shared {
             },
             None if snap.gate.is_some() || flow_reason.is_some() => {
                 match self.gate_escalation(snap, run, call, admitted, flow_reason) {
-                    Ok(e) => e,
+                    Ok(e) => e.map(Box::new),
                     Err(denial) => return stop(denial, breaker),
                 }
             }
@@ -290,10 +291,10 @@ impl Decided {
                     let params = snap.gate.as_deref().and_then(|g| g.default_params());
                     match params {
                         Some(params) => {
-                            escalation = Some(Escalation::manual(
+                            escalation = Some(Box::new(Escalation::manual(
                                 Reason::new(self.rule(), "supervised mode"),
                                 params.clone(),
-                            ));
+                            )));
                         }
                         None => {
                             snap.release(p.breaker.take());
@@ -310,7 +311,7 @@ impl Decided {
                 }
                 match escalation {
                     Some(e) => {
-                        let v = shared.submit(&snap, run, call, p.admitted, e, mode);
+                        let v = shared.submit(&snap, run, call, p.admitted, *e, mode);
                         snap.release(p.breaker);
                         shared.release_budget(run, p.reserved);
                         v
