@@ -285,6 +285,41 @@ fn a_client_certificate_without_its_key_or_a_key_without_its_certificate_is_refu
         .expect("a client identity");
 }
 
+/// The gateway's own certificate must be valid when the document is loaded: an expired one,
+/// or one not valid yet, is refused by date there, not sent to a server that could only answer
+/// with a TLS alert.
+#[test]
+fn an_expired_or_not_yet_valid_client_certificate_is_refused_with_its_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("client CA");
+    let expired = ca.client_with("gw", |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let (cert, key) = expired.write(dir.path(), "expired");
+    let e = client_error(&cert, &key, "client_cert_file").to_string();
+    assert!(
+        e.contains(&format!("the client certificate in `{}`", cert.display()))
+            && e.contains("expired at 2021-01-01T00:00:00Z (the clock reads 20"),
+        "{e}"
+    );
+    assert_no_key_in("the load error", &e, &expired);
+    let future = ca.client_with("gw", |p| {
+        p.not_before = rcgen::date_time_ymd(2999, 1, 1);
+        p.not_after = rcgen::date_time_ymd(3000, 1, 1);
+    });
+    let (cert, key) = future.write(dir.path(), "future");
+    let e = client_error(&cert, &key, "client_cert_file").to_string();
+    assert!(
+        e.contains("is not valid before 2999-01-01T00:00:00Z"),
+        "{e}"
+    );
+    // Valid today: accepted (the default validity of the test CA's certificates).
+    let (cert, key) = ca.client("gw").write(dir.path(), "current");
+    Policy::from_toml(&policy_text(URL, "5s", &client_lines(&cert, &key)))
+        .expect("a current client certificate");
+}
+
 #[test]
 fn an_empty_client_certificate_or_key_path_is_refused() {
     let dir = tempfile::tempdir().unwrap();

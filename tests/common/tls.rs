@@ -98,9 +98,15 @@ impl Ca {
     /// A client certificate (extended key usage `clientAuth`) for the subject `name`, signed by
     /// this CA.
     pub fn client(&self, name: &str) -> ClientCert {
+        self.client_with(name, |_| {})
+    }
+
+    /// A client certificate for `name`, its parameters changed by `edit` first (validity...).
+    pub fn client_with(&self, name: &str, edit: impl FnOnce(&mut CertificateParams)) -> ClientCert {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        edit(&mut params);
         let key = KeyPair::generate().expect("client key");
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).expect("client certificate");

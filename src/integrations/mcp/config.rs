@@ -793,7 +793,9 @@ fn check_client_identity(at: &str, server: &ServerSpec) -> Result<(), DocumentEr
             }
             // Read and checked only where the gateway is built (it alone has the TLS crates).
             #[cfg(feature = "mcp")]
-            super::tls::identity::read_client_identity(cert, key)
+            // The certificate must be valid now (the document is loaded now; no clock is
+            // injected here, as the TLS handshake itself reads the system's).
+            super::tls::identity::read_client_identity(cert, key, std::time::SystemTime::now())
                 .map_err(|(file, reason)| DocumentError::invalid(field(file.field()), reason))?;
             Ok(())
         }

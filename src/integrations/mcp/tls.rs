@@ -293,7 +293,8 @@ pub(crate) fn http_client(spec: &ServerSpec) -> Result<(Observed, Refusals), Str
     };
     let identity = match (&spec.client_cert_file, &spec.client_key_file) {
         (Some(cert), Some(key)) if https => {
-            Some(identity::read_client_identity(cert, key).map_err(|(_, reason)| reason)?)
+            let now = std::time::SystemTime::now();
+            Some(identity::read_client_identity(cert, key, now).map_err(|(_, reason)| reason)?)
         }
         (None, None) => None,
         // The document refuses these; a spec that was not checked is refused here too.
