@@ -15,8 +15,12 @@ use tollgate::breaker::TracingAlerts;
 use tollgate::{Guard, Outcome, RunContext, ToolCall};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::env::temp_dir().join(format!("tollgate-audit-trail-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    // Removed when `tmp` drops (also on an early return or a panic); `close` below reports a
+    // failure.
+    let tmp = tempfile::Builder::new()
+        .prefix("tollgate-audit-trail-")
+        .tempdir()?;
+    let root = tmp.path();
     let dir = root.join("audit");
     // The witness lives outside the audit directory (ideally on another volume or host).
     std::fs::create_dir_all(root.join("witness"))?;
@@ -138,7 +142,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(_) => panic!("the cut went unnoticed"),
         Err(e) => println!("cut copy, with the witness: {e}"),
     }
-    std::fs::remove_dir_all(&root)?;
+    tmp.close()?;
     Ok(())
 }
 

@@ -131,9 +131,11 @@ fn launch() -> Result<(), Error> {
             server.url()
         }
     };
-    let dir = std::env::temp_dir().join(format!("tollgate-fleet-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("policy.toml");
+    // Removed when `dir` drops, on every return path.
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-fleet-")
+        .tempdir()?;
+    let path = dir.path().join("policy.toml");
     let schema = format!("fleet_example_{}", std::process::id());
     std::fs::write(&path, policy_text(&schema))?;
     let status = Command::new(std::env::current_exe()?)
@@ -141,7 +143,6 @@ fn launch() -> Result<(), Error> {
         .env("TOLLGATE_PG_URL", &url)
         .env(POLICY_VAR, &path)
         .status()?;
-    let _ = std::fs::remove_dir_all(&dir);
     if !status.success() {
         return Err(format!("the operator failed: {status}").into());
     }

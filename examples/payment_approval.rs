@@ -53,9 +53,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (notifier, notifications) = ChannelNotifier::new();
     // The store's records are chained and MAC'd with a key only this process holds (in
     // production: `StoreKey::from_key_file`, a secret of at least 32 bytes from a vault).
-    let dir = std::env::temp_dir().join(format!("tollgate-payment-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("approvals.jsonl");
+    // Removed when `dir` drops (also on an early return); `close` below reports a failure.
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-payment-")
+        .tempdir()?;
+    let path = dir.path().join("approvals.jsonl");
     let key = StoreKey::new(
         "approvals-2026",
         b"example secret, at least 32 bytes long".to_vec(),
@@ -170,7 +172,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  #{:<3} {kind:<22} {detail}", e["seq"]);
     }
     drop(guard);
-    std::fs::remove_dir_all(&dir)?;
+    dir.close()?;
     Ok(())
 }
 

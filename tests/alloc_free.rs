@@ -14,6 +14,8 @@ use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/tempdir.rs"]
+mod tempdir;
 use counting_alloc::allocations;
 
 #[derive(Default)]
@@ -197,10 +199,9 @@ fn audited_allow_path_with_a_file_sink_allocates_nothing_once_buffers_circulate(
     // the buffers (a caller that outruns the writer allocates fresh ones: that is not counted
     // as steady state).
     use tollgate::audit::file::{Durability, FileSink, FileSinkConfig};
-    let dir = std::env::temp_dir().join(format!("tollgate-alloc-file-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = tempdir::temp_dir("alloc", "file-sink");
     let cfg = FileSinkConfig::default().durability(Durability::OsBuffered);
-    let sink = Arc::new(FileSink::open(&dir, cfg).unwrap().0);
+    let sink = Arc::new(FileSink::open(dir.path(), cfg).unwrap().0);
     let guard = Guard::builder(boundary())
         .audit(sink.clone())
         .build()
@@ -231,5 +232,4 @@ fn audited_allow_path_with_a_file_sink_allocates_nothing_once_buffers_circulate(
     drop(run);
     drop(guard);
     drop(sink);
-    let _ = std::fs::remove_dir_all(&dir);
 }

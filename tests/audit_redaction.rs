@@ -11,6 +11,9 @@ use tollgate::audit::{
 use tollgate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
 use tollgate::{DenyCode, Guard, Outcome, RunContext, ToolCall};
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 const PASSWORD: &str = "hunter2-PLANTED-password";
 const PATIENT: &str = "Jane Q. Patient 1958-04-02";
 
@@ -359,10 +362,10 @@ fn policy_documents_mark_arguments_and_name_retention_classes_with_field_errors(
 #[test]
 fn the_file_sink_writes_what_its_redaction_says_and_never_a_secret() {
     use tollgate::audit::file::{self, FileSink, FileSinkConfig};
-    let dir = std::env::temp_dir().join(format!("tollgate-redact-file-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempdir::temp_dir("redact", "file-sink");
+    let dir = tmp.path();
     let redaction = Redaction::keyed_hash("k1", vec![42; 32]).unwrap();
-    let (sink, _) = FileSink::open(&dir, FileSinkConfig::default().redaction(redaction)).unwrap();
+    let (sink, _) = FileSink::open(dir, FileSinkConfig::default().redaction(redaction)).unwrap();
     let sink = Arc::new(sink);
     let guard = Guard::builder(boundary())
         .audit(sink.clone())
@@ -380,9 +383,9 @@ fn the_file_sink_writes_what_its_redaction_says_and_never_a_secret() {
     run.finish().unwrap();
     drop(guard);
     drop(sink);
-    assert_eq!(file::verify(&dir).unwrap().records, 4);
+    assert_eq!(file::verify(dir).unwrap().records, 4);
     let mut text = String::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
+    for e in std::fs::read_dir(dir).unwrap() {
         text.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
     }
     assert!(
@@ -391,7 +394,6 @@ fn the_file_sink_writes_what_its_redaction_says_and_never_a_secret() {
     );
     assert!(text.contains("hmac-sha256:k1:"), "{text}");
     assert!(text.contains(SECRET_PLACEHOLDER));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ------------------------------------------------------------------------------------------------

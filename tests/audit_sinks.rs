@@ -11,6 +11,9 @@ use tollgate::boundary::{ActionBoundary, RoleSpec, ToolSpec};
 use tollgate::credential::{CredentialBroker, CredentialGrant, Operation, StaticSecretProvider};
 use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 /// A minimal `tracing` subscriber that writes every span and event, with all fields, to a string.
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<String>>);
@@ -131,9 +134,8 @@ const PLANTED: &str = "sk-live-PLANTED-SECRET-7c1e9b";
 
 #[test]
 fn a_planted_secret_reaches_no_sink() {
-    let dir = std::env::temp_dir().join(format!("tollgate-leak-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (file, _) = FileSink::open(&dir, FileSinkConfig::default()).unwrap();
+    let dir = tempdir::temp_dir("leak", "planted-secret");
+    let (file, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let memory = Arc::new(MemorySink::new());
     let capture = Capture::default();
     let fan = Fanout::new(vec![
@@ -180,7 +182,7 @@ fn a_planted_secret_reaches_no_sink() {
     for e in memory.events() {
         everything.push_str(&e.to_string());
     }
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
         everything.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
     }
     assert!(everything.contains("credential_used") && everything.contains("credential_revoked"));
@@ -189,7 +191,6 @@ fn a_planted_secret_reaches_no_sink() {
         !everything.contains(PLANTED),
         "the planted secret leaked into a sink"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -2,8 +2,13 @@
 //! run as a real process.
 #![cfg(feature = "cli")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
+use tempfile::TempDir;
 
 const CLINIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policies/clinic.toml");
 
@@ -22,11 +27,9 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tollgate-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> TempDir {
+    tempdir::temp_dir("cli", name)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -55,10 +58,11 @@ fn check_prints_version_and_warnings_or_the_located_error() {
         Some(1)
     );
 
-    let dir = temp_dir("check");
+    let tmp = temp_dir("check");
+    let dir = tmp.path();
     let text = std::fs::read_to_string(CLINIC).unwrap();
     let bad = write(
-        &dir,
+        dir,
         "bad.toml",
         &text.replace("provider = \"ehr\"", "provider = \"vault\""),
     );
@@ -113,10 +117,11 @@ fn explain_prints_each_stage_and_the_verdict() {
 
 #[test]
 fn diff_lists_semantic_changes() {
-    let dir = temp_dir("diff");
+    let tmp = temp_dir("diff");
+    let dir = tmp.path();
     let text = std::fs::read_to_string(CLINIC).unwrap();
     let new = write(
-        &dir,
+        dir,
         "new.toml",
         &text.replace("over = 100", "over = 500").replace(
             "clearance = \"public\"\ntools = [\"search_clinic_faq\"]",
@@ -149,7 +154,8 @@ fn diff_lists_semantic_changes() {
 
 #[test]
 fn matrix_writes_every_format() {
-    let dir = temp_dir("matrix");
+    let tmp = temp_dir("matrix");
+    let dir = tmp.path();
     for (fmt, needle) in [
         ("md", "# Access-control matrix"),
         ("csv", "role,tool,access"),
@@ -175,9 +181,10 @@ fn matrix_writes_every_format() {
 
 #[test]
 fn keygen_sign_verify_round_trip() {
-    let dir = temp_dir("sign");
+    let tmp = temp_dir("sign");
+    let dir = tmp.path();
     let policy = write(
-        &dir,
+        dir,
         "clinic.toml",
         &std::fs::read_to_string(CLINIC).unwrap(),
     );

@@ -15,6 +15,9 @@ use tollgate::escalation::{
 };
 use tollgate::{DenyCode, Guard, Outcome, RunBudget, RunContext, RunId, ToolCall, Verdict};
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 fn boundary() -> ActionBoundary {
     ActionBoundary::builder()
         .tool(
@@ -282,10 +285,8 @@ fn store_key() -> tollgate::escalation::StoreKey {
 
 #[test]
 fn a_restart_keeps_pending_and_decided_requests_and_executes_none_twice() {
-    let dir = std::env::temp_dir().join(format!("tollgate-esc-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("approvals.jsonl");
+    let dir = tempdir::temp_dir("esc-restart", "approvals");
+    let path = dir.path().join("approvals.jsonl");
     let run_id = RunId::new("run-restart-1");
     let a = json!({ "amount": 2000, "currency": "EUR" });
     let b = json!({ "amount": 3000, "currency": "EUR" });
@@ -359,7 +360,6 @@ fn a_restart_keeps_pending_and_decided_requests_and_executes_none_twice() {
             .resume(&run, &ToolCall::new("pay", &b), &tb)
             .is_allowed()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -5,6 +5,8 @@
 // Inside a module named after the file, so `cargo test escalation` selects these tests.
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
 mod escalation_rules {
 
@@ -118,11 +120,10 @@ mod escalation_rules {
                 .on_timeout(OnTimeout::Deny),
             );
         assert_eq!(from_toml, from_json);
-        let path =
-            std::env::temp_dir().join(format!("tollgate-esc-policy-{}.toml", std::process::id()));
+        let dir = super::tempdir::temp_dir("esc-policy", "from-file");
+        let path = dir.path().join("escalation.toml");
         std::fs::write(&path, toml).unwrap();
         let from_file = EscalationPolicy::from_file(&path);
-        let _ = std::fs::remove_file(&path);
         assert_eq!(from_file.unwrap(), from_json);
         let missing = EscalationPolicy::from_file("/nonexistent/escalation.toml").unwrap_err();
         assert!(

@@ -64,8 +64,8 @@ fn an_operator_lists_and_decides_from_the_command_line() {
     let Some(b) = fresh_backend("pgq_cli") else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("tollgate-pgq-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::tempdir::temp_dir("pgq-cli", "decide");
+    let dir = tmp.path();
     let policy_file = dir.join("fleet.toml");
     std::fs::write(&policy_file, doc(b.schema())).unwrap();
     let key_file = dir.join("approvals.key");
@@ -141,5 +141,4 @@ fn an_operator_lists_and_decides_from_the_command_line() {
     );
     let o = tollgate(&["list"]);
     assert!(o.stdout.is_empty(), "{}", text(&o));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -32,29 +32,27 @@ tools = ["read"]
 "#;
 
 struct Fixture {
-    dir: std::path::PathBuf,
+    /// The policy and key files, removed on drop.
+    dir: tempfile::TempDir,
     backend: PgBackend,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn fixture(label: &str) -> Option<Fixture> {
     let backend = fresh_backend(label)?;
-    let dir = std::env::temp_dir().join(format!("tollgate-{label}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::tempdir::temp_dir("fleet-audit-cli", label);
     std::fs::write(
-        dir.join("policy.toml"),
+        dir.path().join("policy.toml"),
         format!(
             "{DOC}\n[backend]\nkind = \"postgres\"\nurl_env = \"TG_FLEET_CLI_URL\"\nschema = \"{}\"\n",
             backend.schema()
         ),
     )
     .unwrap();
-    std::fs::write(dir.join("k.key"), format!("cli-k:{}", "ab".repeat(32))).unwrap();
+    std::fs::write(
+        dir.path().join("k.key"),
+        format!("cli-k:{}", "ab".repeat(32)),
+    )
+    .unwrap();
     Some(Fixture { dir, backend })
 }
 
@@ -66,7 +64,7 @@ fn tollgate(f: &Fixture, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(args)
         .arg("--policy")
-        .arg(f.dir.join("policy.toml"))
+        .arg(f.dir.path().join("policy.toml"))
         .env("TG_FLEET_CLI_URL", pg_url().unwrap())
         .output()
         .unwrap()
@@ -106,7 +104,7 @@ fn verify_from_postgres_passes_then_names_the_tampered_record() {
     };
     write(&f, "host-a", 10);
     write(&f, "host-b", 5);
-    let key_file = f.dir.join("k.key");
+    let key_file = f.dir.path().join("k.key");
     let key_arg = key_file.to_str().unwrap();
     let o = tollgate(&f, &["audit", "verify", "--key-file", key_arg]);
     assert!(o.status.success(), "{}", text(&o));

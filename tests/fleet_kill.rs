@@ -198,9 +198,9 @@ fn a_suspension_on_host_a_reaches_host_b_through_notify_p50_p99() {
 
 #[test]
 fn a_suspension_in_the_state_file_reaches_another_process_p50_p99() {
-    let dir = std::env::temp_dir().join(format!("tollgate-fleet-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = FileKillSwitch::open(&dir).unwrap();
+    let tmp = common::tempdir::temp_dir("fleet-kill", "files");
+    let dir = tmp.path();
+    let store = FileKillSwitch::open(dir).unwrap();
     let mut child = spawn_host(&[
         (ROLE, "files".into()),
         ("TOLLGATE_FLEET_DIR", dir.display().to_string()),
@@ -213,5 +213,4 @@ fn a_suspension_in_the_state_file_reaches_another_process_p50_p99() {
     let (_, p99) = report("files, poll 10 ms", &l);
     assert!(p99 < Duration::from_millis(2500), "p99 {p99:?}");
     assert!(t.elapsed() < Duration::from_secs(120));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,11 +47,9 @@ fn out(o: &Output) -> String {
     )
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tollgate-kill-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory for one test under the system temp dir, deleted when the value drops.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    common::tempdir::temp_dir("kill-cli", name)
 }
 
 fn guard() -> Guard {
@@ -160,7 +158,8 @@ fn round_trip(policy: &Path, envs: &[(&str, &str)], g: &Guard) {
 
 #[test]
 fn the_cli_throws_the_file_switch_a_guard_in_another_process_follows() {
-    let dir = temp_dir("files");
+    let tmp = temp_dir("files");
+    let dir = tmp.path();
     let state = dir.join("kill");
     let policy = dir.join("policy.toml");
     std::fs::write(
@@ -174,12 +173,12 @@ fn the_cli_throws_the_file_switch_a_guard_in_another_process_follows() {
     let g = guard();
     let _f = follow(&g, Arc::new(FileKillSwitch::open(&state).unwrap()));
     round_trip(&policy, &[], &g);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_cli_refuses_two_scopes_and_a_files_backend_without_a_directory() {
-    let dir = temp_dir("usage");
+    let tmp = temp_dir("usage");
+    let dir = tmp.path();
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, DOC).unwrap();
     let p = policy.to_str().unwrap();
@@ -193,7 +192,6 @@ fn the_cli_refuses_two_scopes_and_a_files_backend_without_a_directory() {
     let o = tollgate(&["kill", "status", "--policy", p], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(out(&o).contains("[backend.kill_switch] dir"), "{}", out(&o));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[cfg(feature = "postgres")]
@@ -203,7 +201,8 @@ fn the_cli_throws_the_postgres_switch_a_guard_follows() {
     let Some(backend) = common::pg::fresh_backend("kill_cli") else {
         return;
     };
-    let dir = temp_dir("pg");
+    let tmp = temp_dir("pg");
+    let dir = tmp.path();
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
@@ -224,5 +223,4 @@ fn the_cli_throws_the_postgres_switch_a_guard_follows() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(out(&o).contains("TG_KILL_CLI_URL"), "{}", out(&o));
-    let _ = std::fs::remove_dir_all(&dir);
 }

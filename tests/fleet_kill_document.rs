@@ -4,6 +4,9 @@
 use tollgate::backend::lease::{Measure, Per};
 use tollgate::policy::Policy;
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 const DOC: &str = r#"
 [policy]
 name = "fleet"
@@ -75,14 +78,15 @@ fn shared_budgets_on_the_files_backend_need_its_shared_directory() {
         .to_string();
     assert!(e.contains("[backend] dir"), "{e}");
     // With the directory the processes of the host share, the same budgets open.
-    let dir = std::env::temp_dir().join(format!("tollgate-leases-doc-{}", std::process::id()));
+    // A directory that does not exist yet, inside a temp dir removed on drop (even on panic).
+    let tmp = tempdir::temp_dir("leases-doc", "budgets");
+    let dir = tmp.path().join("leases");
     let mut section = section;
     section.dir = Some(dir.clone());
     let leases = tollgate::backend::lease::open(&section, "h")
         .unwrap()
         .expect("one budget");
     leases.shutdown().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     // An unknown field is a located error, not silently ignored.
     let doc = format!("{DOC}\n[backend.leases]\nheartbeats = \"1s\"\n");
     let e = Policy::from_toml(&doc).unwrap_err().to_string();

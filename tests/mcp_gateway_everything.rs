@@ -119,8 +119,8 @@ async fn the_tollgate_mcp_binary_serves_a_client_over_stdio() {
     let Some(node) = common::node::servers() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("tollgate-mcp-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::tempdir::temp_dir("mcp-cli", "stdio");
+    let dir = tmp.path();
     let file = dir.join("gateway.toml");
     std::fs::write(&file, document(&node.bin("mcp-server-everything"))).unwrap();
 
@@ -139,7 +139,6 @@ async fn the_tollgate_mcp_binary_serves_a_client_over_stdio() {
     let denied = harness::call(&client, "get-env", json!({})).await;
     assert!(is_error(&denied));
     client.cancel().await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[cfg(feature = "cli")]
@@ -151,9 +150,8 @@ async fn tollgate_kill_stops_a_running_tollgate_mcp_and_resume_lifts_it() {
     let Some(node) = common::node::servers() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("tollgate-mcp-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::tempdir::temp_dir("mcp-kill", "suspend-resume");
+    let dir = tmp.path();
     let file = dir.join("gateway.toml");
     let doc = format!(
         "{}\n[backend]\nkind = \"files\"\n[backend.kill_switch]\ndir = \"{}\"\npoll_interval = \"20ms\"\nstaleness = \"2s\"\n",
@@ -213,7 +211,6 @@ async fn tollgate_kill_stops_a_running_tollgate_mcp_and_resume_lifts_it() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     client.cancel().await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[cfg(feature = "cli")]
@@ -222,8 +219,8 @@ fn the_official_typescript_sdk_client_drives_the_gateway() {
     let Some(node) = common::node::servers() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("tollgate-mcp-ts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::tempdir::temp_dir("mcp-ts", "sdk-client");
+    let dir = tmp.path();
     let file = dir.join("gateway.toml");
     std::fs::write(&file, document(&node.bin("mcp-server-everything"))).unwrap();
     // Next to the installed node_modules, so the script's imports resolve.
@@ -264,5 +261,4 @@ fn the_official_typescript_sdk_client_drives_the_gateway() {
     );
     assert_eq!(seen["hidden"]["isError"], true);
     assert_eq!(seen["hidden"]["content"][0]["text"], "tool not available");
-    let _ = std::fs::remove_dir_all(&dir);
 }

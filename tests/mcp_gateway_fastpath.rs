@@ -278,8 +278,8 @@ async fn the_binary_serves_with_a_stdout_that_is_not_a_pipe() {
     let Some(p) = policy_text("5s") else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("tollgate-mcp-fastpath-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::tempdir::temp_dir("mcp-fastpath", "stdout-file");
+    let dir = tmp.path();
     let file = dir.join("gateway.toml");
     std::fs::write(&file, p).unwrap();
     let out = dir.join("stdout.jsonl");
@@ -320,5 +320,4 @@ async fn the_binary_serves_with_a_stdout_that_is_not_a_pipe() {
     assert_eq!(text(&answer), "into a file", "{answer}");
     drop(stdin);
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

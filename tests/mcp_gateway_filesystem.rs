@@ -48,26 +48,16 @@ args = ["{root}"]
 }
 
 struct Fixture {
-    _dir: tempdir::Dir,
+    /// The scratch directory holding `root` and `outside`, removed on drop.
+    _dir: tempfile::TempDir,
     root: std::path::PathBuf,
     outside: std::path::PathBuf,
 }
 
-mod tempdir {
-    /// A scratch directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn fixture(name: &str) -> Fixture {
-    let base = std::env::temp_dir().join(format!("tollgate-mcp-fs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let root = base.join("root");
-    let outside = base.join("outside");
+    let base = common::tempdir::temp_dir("mcp-fs", name);
+    let root = base.path().join("root");
+    let outside = base.path().join("outside");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(root.join("notes.txt"), "hello from inside the root").unwrap();
@@ -76,7 +66,7 @@ fn fixture(name: &str) -> Fixture {
     let root = root.canonicalize().unwrap();
     let outside = outside.canonicalize().unwrap();
     Fixture {
-        _dir: tempdir::Dir(base),
+        _dir: base,
         root,
         outside,
     }

@@ -95,23 +95,22 @@ args = ["{root}"]
     )
 }
 
-/// A scratch root removed on drop.
-struct Root(PathBuf);
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.parent().unwrap_or(&self.0));
-    }
-}
+/// A scratch root (`<temp dir>/root`, canonical) and its temp dir, removed on drop.
+struct Root(
+    PathBuf,
+    #[expect(
+        dead_code,
+        reason = "held only so the directory lives as long as the root"
+    )]
+    tempfile::TempDir,
+);
 
 fn root(name: &str) -> Root {
-    let base =
-        std::env::temp_dir().join(format!("tollgate-mcp-http-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let root = base.join("root");
+    let base = common::tempdir::temp_dir("mcp-http", name);
+    let root = base.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("notes.txt"), "hello over http").unwrap();
-    Root(root.canonicalize().unwrap())
+    Root(root.canonicalize().unwrap(), base)
 }
 
 /// A gateway serving HTTP on a free loopback port until dropped.

@@ -67,9 +67,8 @@ async fn a_phone_number_read_from_a_patient_record_cannot_be_stored_in_memory() 
     let Some(node) = common::node::servers() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("tollgate-mcp-memory-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::tempdir::temp_dir("mcp-memory", "phi");
+    let dir = tmp.path();
     let records = dir.join("records.jsonl");
     let memory = dir.join("memory.jsonl");
     let patient = json!({
@@ -127,5 +126,4 @@ async fn a_phone_number_read_from_a_patient_record_cannot_be_stored_in_memory() 
     assert!(!is_error(&ok), "{ok:?}");
     let stored = std::fs::read_to_string(&memory).unwrap_or_default();
     assert!(stored.contains("prefers morning"), "{stored}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

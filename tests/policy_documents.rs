@@ -4,6 +4,9 @@
 use tollgate::boundary::{ActionBoundary, Arg, PolicyError, RoleSpec, ToolSpec};
 use tollgate::{RunContext, ToolCall};
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 const TOML: &str = r#"
 name = "p"
 tiers = ["public", "confidential"]
@@ -243,8 +246,8 @@ fn malformed_documents_are_parse_errors() {
 
 #[test]
 fn policy_file_is_read_by_extension_and_missing_file_is_an_io_error() {
-    let dir = std::env::temp_dir().join(format!("tollgate-policy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempdir::temp_dir("policy", "by-extension");
+    let dir = tmp.path();
     let t = dir.join("p.toml");
     let j = dir.join("p.json");
     std::fs::write(&t, TOML).unwrap();
@@ -257,7 +260,6 @@ fn policy_file_is_read_by_extension_and_missing_file_is_an_io_error() {
         ActionBoundary::from_file(dir.join("missing.toml")),
         Err(PolicyError::Io { .. })
     ));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

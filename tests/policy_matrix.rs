@@ -57,11 +57,11 @@ fn markdown_and_csv_hold_every_role_tool_and_the_version() {
 #[test]
 fn the_html_matrix_renders_in_a_headless_browser() {
     let p = clinic();
-    let dir = std::env::temp_dir().join(format!("tollgate-matrix-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::tempdir::temp_dir("matrix", "html");
+    let dir = tmp.path();
     let page = dir.join("matrix.html");
     std::fs::write(&page, p.matrix(MatrixFormat::Html)).unwrap();
-    let Some(dom) = common::dump_dom(&page, &dir) else {
+    let Some(dom) = common::dump_dom(&page, dir) else {
         return;
     };
     assert!(dom.contains("<title>Access-control matrix: clinic-assistant 2026-11</title>"));
@@ -99,5 +99,4 @@ fn the_html_matrix_renders_in_a_headless_browser() {
         "{} bytes",
         png.len()
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -660,8 +660,8 @@ mod signatures {
         if super::common::external_tool(&["openssl"]).is_none() {
             return;
         }
-        let dir = std::env::temp_dir().join(format!("tollgate-sig-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = super::common::tempdir::temp_dir("sig", "openssl");
+        let dir = tmp.path();
         let key_path = dir.join("reviewer.pem");
         let out = Command::new("openssl")
             .args(["genpkey", "-algorithm", "ed25519", "-out"])
@@ -704,7 +704,6 @@ mod signatures {
             "openssl rejected the signature: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
@@ -926,10 +925,9 @@ mod bound_sinks {
             )
     }
 
-    fn dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("tollgate-bound-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    /// A fresh directory for one sink, deleted when the value drops.
+    fn dir(name: &str) -> tempfile::TempDir {
+        super::common::tempdir::temp_dir("bound", name)
     }
 
     /// The clinic document says every record is on disk before a decision takes effect, calls
@@ -957,23 +955,22 @@ mod bound_sinks {
             ("placeholder", FileSinkConfig::default(), "redaction"),
         ] {
             let d = dir(name);
-            let (sink, _) = FileSink::open(&d, cfg).unwrap();
+            let (sink, _) = FileSink::open(d.path(), cfg).unwrap();
             let err = tollgate::Guard::from_policy(&policy, bindings().audit(Arc::new(sink)))
                 .unwrap_err();
             assert!(
                 matches!(&err, BindError::WeakerSink { field: f, .. } if *f == field),
                 "{name}: {err}"
             );
-            std::fs::remove_dir_all(&d).unwrap();
         }
         let d = dir("exact");
-        let (sink, _) = FileSink::open(&d, policy.file_sink_config(Some(key())).unwrap()).unwrap();
+        let (sink, _) =
+            FileSink::open(d.path(), policy.file_sink_config(Some(key())).unwrap()).unwrap();
         assert!(tollgate::Guard::from_policy(&policy, bindings().audit(Arc::new(sink))).is_ok());
         assert!(
             policy.file_sink_config(None).is_err(),
             "keyed_hash needs a key"
         );
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

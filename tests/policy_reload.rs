@@ -15,6 +15,9 @@ use tollgate::guard::ReloadError;
 use tollgate::policy::{Bindings, Policy, ReviewerKey, SignatureFile, Trust};
 use tollgate::{DenyCode, Guard, Outcome, RunContext, ToolCall, Verdict};
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 const HEADER: &str = r#"
 [policy]
 name = "payments"
@@ -375,10 +378,8 @@ mod watcher {
     /// not installed, the policy in force stays, and an alert names the error.
     #[test]
     fn the_watcher_installs_valid_changes_and_keeps_the_old_policy_on_errors() {
-        let dir = std::env::temp_dir().join(format!("tollgate-watch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("policy.toml");
+        let dir = super::tempdir::temp_dir("watch", "policy");
+        let path = dir.path().join("policy.toml");
         std::fs::write(&path, text(100)).unwrap();
         let sink = Arc::new(MemorySink::new());
         let (alerts, rx) = ChannelAlerts::new(16);
@@ -434,6 +435,5 @@ mod watcher {
         }
         assert_eq!(guard.policy_version(), v400);
         drop(watcher);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

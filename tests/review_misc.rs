@@ -19,6 +19,9 @@ use tollgate::credential::{
 use tollgate::policy::{Bindings, Policy};
 use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
 
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
 // ---------------------------------------------------------------------------------------------
 // Finding 5: a `..?` or `..#` segment takes a resource outside its credential scope.
 
@@ -626,9 +629,8 @@ fn minted_credential_value_is_scrubbed_after_revocation_detachment_and_in_later_
 #[test]
 fn minted_credential_value_in_tool_error_reaches_no_shipped_sink() {
     use tollgate::audit::file::{FileSink, FileSinkConfig};
-    let dir = std::env::temp_dir().join(format!("tollgate-review-misc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (file, _) = FileSink::open(&dir, FileSinkConfig::default()).unwrap();
+    let dir = tempdir::temp_dir("review-misc", "shipped-sinks");
+    let (file, _) = FileSink::open(dir.path(), FileSinkConfig::default()).unwrap();
     let file = Arc::new(file);
     let memory = Arc::new(MemorySink::new());
     let fan = tollgate::audit::Fanout::new(vec![
@@ -674,7 +676,7 @@ fn minted_credential_value_in_tool_error_reaches_no_shipped_sink() {
     tollgate::audit::AuditSink::flush(&*file).unwrap();
     assert_no_key(&memory);
     let mut on_disk = String::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if let Ok(text) = std::fs::read_to_string(&path) {
             on_disk.push_str(&text);
@@ -685,5 +687,4 @@ fn minted_credential_value_in_tool_error_reaches_no_shipped_sink() {
         "the outcome is on disk"
     );
     assert!(!on_disk.contains("PLANTED"), "the key is on disk");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -247,7 +247,8 @@ fn edits_that_would_hide_or_change_nothing_or_come_from_the_wrong_person_are_ref
 
 #[test]
 fn an_edit_resets_the_quorum_and_survives_a_restart() {
-    let dir = tempdir();
+    let tmp = common::tempdir::temp_dir("edits", "restart");
+    let dir = tmp.path();
     let key = StoreKey::new("k1", vec![7; 32]).unwrap();
     let policy = Policy::from_toml(&billing(
         "[modes]\nrules = [{ task_type = \"refunds\", mode = \"supervised\" }]",
@@ -393,17 +394,4 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
         }
         std::thread::park();
     }
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "tollgate-edits-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }

@@ -139,9 +139,11 @@ mod tests {
 
     #[test]
     fn a_note_round_trips_through_the_reserved_file_and_clears() {
-        let dir = std::env::temp_dir().join(format!("tollgate-pending-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("tollgate-pending-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().to_path_buf();
         let mut f = PendingFile::open(&dir).unwrap();
         assert_eq!(read(&dir).unwrap(), None);
         let note = Pending {
@@ -170,6 +172,5 @@ mod tests {
         assert_eq!(read(&dir).unwrap(), None);
         std::fs::write(dir.join(PENDING_FILE), b"garbage").unwrap();
         assert!(read(&dir).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -42,14 +42,13 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "tollgate-kill-{name}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A fresh directory `<system temp dir>/tollgate-kill-<name>-<random>`, deleted when the value
+/// drops (also when the test panics).
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tollgate-kill-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn fast() -> KillSwitchSection {
@@ -62,7 +61,8 @@ fn fast() -> KillSwitchSection {
 
 #[test]
 fn suspensions_from_another_process_reach_the_guard_and_resumes_lift_them() {
-    let dir = temp_dir("follow");
+    let tmp = temp_dir("follow");
+    let dir = tmp.path().to_path_buf();
     let store = Arc::new(FileKillSwitch::open(&dir).unwrap());
     let g = guard();
     let follower = KillFollower::start(g.clone(), store.clone(), &fast());
@@ -98,12 +98,12 @@ fn suspensions_from_another_process_reach_the_guard_and_resumes_lift_them() {
     assert_eq!(st.revision, Some(5));
     assert!(!st.stale);
     drop(follower);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn suspending_twice_keeps_the_first_record_and_the_revision() {
-    let dir = temp_dir("twice");
+    let tmp = temp_dir("twice");
+    let dir = tmp.path().to_path_buf();
     let store = FileKillSwitch::open(&dir).unwrap();
     let one = store
         .apply(&KillChange::suspend(KillScope::Global, "alice").reason("incident 7"))
@@ -121,12 +121,12 @@ fn suspending_twice_keeps_the_first_record_and_the_revision() {
             .unwrap()
             .changed
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn concurrent_changes_from_many_writers_are_all_kept() {
-    let dir = temp_dir("race");
+    let tmp = temp_dir("race");
+    let dir = tmp.path().to_path_buf();
     FileKillSwitch::open(&dir).unwrap();
     let threads: Vec<_> = (0..8)
         .map(|i| {
@@ -149,12 +149,12 @@ fn concurrent_changes_from_many_writers_are_all_kept() {
     let state = FileKillSwitch::open(&dir).unwrap().load().unwrap();
     assert_eq!(state.agents.len(), 80);
     assert_eq!(state.revision, 80);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_damaged_state_file_suspends_the_guard_instead_of_reading_as_nothing_suspended() {
-    let dir = temp_dir("damaged");
+    let tmp = temp_dir("damaged");
+    let dir = tmp.path().to_path_buf();
     let store = Arc::new(FileKillSwitch::open(&dir).unwrap());
     std::fs::write(
         store.state_path(),
@@ -180,7 +180,6 @@ fn a_damaged_state_file_suspends_the_guard_instead_of_reading_as_nothing_suspend
     std::fs::remove_file(store.state_path()).unwrap();
     assert!(matches!(store.load(), Err(KillError::Missing(_))));
     eventually("stale again", || !allowed(&g, &run));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A store whose reads can be made to fail (a database that went away).
