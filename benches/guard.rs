@@ -17,7 +17,9 @@
 //!   `file_throughput_buffered` and `file_throughput_fsync_group` (records until durable, per
 //!   record), `verify_throughput` (a 20 000-record log), `guard_check_file_log_empty` and
 //!   `guard_check_file_log_1m` (the guard's check-and-complete with an OS-buffered file sink, on an
-//!   empty log and on one holding a million records: the cost does not grow with the log).
+//!   empty log and on one holding a million records: the cost does not grow with the log);
+//!   with `TOLLGATE_BENCH_LOG_RECORDS=N`, also `guard_check_file_log_reopened_N` on a log of N
+//!   records written, closed and opened again (the time to open it is printed).
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
 //!   `args_3_rules` call), `check_allow_raw`, `check_allow_audited` (with an audit sink that takes
 //!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
@@ -417,6 +419,57 @@ fn bench_audit(c: &mut Criterion) {
         let grun = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
         assert!(check_and_complete(&guard, &grun, &call));
         g.bench_function(name, |bench| {
+            bench.iter(|| check_and_complete(black_box(&guard), &grun, black_box(&call)))
+        });
+        drop(grun);
+        drop(guard);
+        drop(sink);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // Opt-in, as the log takes gigabytes: `TOLLGATE_BENCH_LOG_RECORDS=10000000` writes a log of
+    // that many records, closes it and opens it again as a restarted process would (the time
+    // to open is printed), then measures the same check-and-complete on it.
+    if let Some(records) = std::env::var("TOLLGATE_BENCH_LOG_RECORDS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        let name = "guard_check_file_log_reopened";
+        let dir = fresh(name);
+        let cfg = FileSinkConfig::default()
+            .durability(Durability::OsBuffered)
+            .queue_capacity(1 << 12);
+        let started = std::time::Instant::now();
+        {
+            let (sink, _) = FileSink::open(&dir, cfg.clone()).unwrap();
+            for i in 0..records {
+                sink.record(&event(i + 1)).unwrap();
+            }
+            sink.flush().unwrap();
+        }
+        let written = started.elapsed();
+        let bytes: u64 = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let started = std::time::Instant::now();
+        let (sink, _) = FileSink::open(&dir, cfg).unwrap();
+        let opened = started.elapsed();
+        eprintln!(
+            "{name}: {records} records ({:.2} GB) written in {:.1} s; reopened in {:.1} ms",
+            bytes as f64 / 1e9,
+            written.as_secs_f64(),
+            opened.as_secs_f64() * 1e3
+        );
+        let sink = std::sync::Arc::new(sink);
+        let guard = Guard::builder(boundary(100))
+            .audit(sink.clone())
+            .build()
+            .unwrap();
+        let grun = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
+        assert!(check_and_complete(&guard, &grun, &call));
+        g.bench_function(format!("{name}_{records}"), |bench| {
             bench.iter(|| check_and_complete(black_box(&guard), &grun, black_box(&call)))
         });
         drop(grun);
