@@ -411,7 +411,7 @@ fn probe(mode: &str) {
     let node = node().expect("the probe needs `node` on PATH");
     let (flavor, calls, rt) = probe_setup(2000);
     let (client, gateway, what) = match mode {
-        "direct" => (rt.block_on(direct(&node)), None, "direct"),
+        "direct" => (rt.block_on(direct(&node)), None, "no gateway"),
         _ => {
             let [hop] = hops()[..] else {
                 panic!("TOLLGATE_MCP_PROBE={mode} measures one gateway: name one only");
@@ -534,7 +534,7 @@ fn pair() {
     println!("pair ({flavor} runtime), {calls} calls each way in rotating blocks of 100: {ways}");
     let over = |a: &Route, b: &Route| {
         format!(
-            "{} over {}: added p50 {:?} p99 {:?}",
+            "{} over {}: added p50 {} p99 {}",
             a.label,
             b.label,
             signed(at(&a.times, 50), at(&b.times, 50)),
