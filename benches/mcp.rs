@@ -15,6 +15,24 @@
 //! `TOLLGATE_MCP_PROBE=direct|gateway` counts per call (see [`probe`]). With
 //! `TOLLGATE_MCP_PROBE_GATEWAY=process` (build with `--features mcp,cli`) the probes' gateway is
 //! `tollgate mcp --policy FILE` as its own process over real pipes, as a desktop client runs it.
+//!
+//! `TOLLGATE_MCP_PROBE_GATEWAY=relay` puts instead a process that does no MCP work at all between
+//! the client and the server: this bench binary run again (`TOLLGATE_MCP_RELAY` set, checked
+//! first in `main`) spawns its own copy of the server and copies bytes both ways on two blocking
+//! threads ([`relay_main`]; `TOLLGATE_MCP_RELAY_COPY=lines`, the default, reads into a buffer and
+//! writes each complete line at once, one `read` and one `write` per message; `copy` uses
+//! `std::io::copy`, which moves pipe to pipe with one `splice` per message but was 1–2 µs slower
+//! at p50 in five of six interleaved runs). It is the floor of any gateway run as its own
+//! process: the pipe transfers and wake-ups of one more hop, no parsing.
+//! The variable also takes a comma-separated list (`inprocess`, `relay`, `process`) or `all`
+//! (`relay,process`): `pair` then measures direct and every named gateway interleaved in one run
+//! and prints each one's added latency over direct, the tollgate process's over the relay (the
+//! gateway's own cost beyond a bare process hop) and every process's CPU time per call, e.g.
+//!
+//! ```text
+//! cargo bench --features mcp,cli --bench mcp --no-run   # prints the binary's path
+//! TOLLGATE_MCP_PROBE=pair TOLLGATE_MCP_PROBE_GATEWAY=all target/release/deps/mcp-HASH
+//! ```
 
 #[path = "shared/cpu.rs"]
 mod cpu;
@@ -91,11 +109,23 @@ fn params() -> CallToolRequestParams {
 }
 
 async fn direct(node: &Path) -> RunningService<RoleClient, ()> {
+    direct_with_pid(node).await.0
+}
+
+/// An rmcp client of the process `cmd` starts, over its stdin and stdout, and that process's pid.
+async fn spawn_client(
+    cmd: tokio::process::Command,
+) -> (RunningService<RoleClient, ()>, Option<u32>) {
+    let transport = TokioChildProcess::new(cmd).expect("spawn");
+    let pid = transport.id();
+    (().serve(transport).await.expect("initialise"), pid)
+}
+
+/// The server called directly, and its pid.
+async fn direct_with_pid(node: &Path) -> (RunningService<RoleClient, ()>, Option<u32>) {
     let mut cmd = tokio::process::Command::new(node);
     cmd.arg(script());
-    ().serve(TokioChildProcess::new(cmd).expect("spawn"))
-        .await
-        .expect("initialise")
+    spawn_client(cmd).await
 }
 
 async fn via_gateway(node: &Path) -> (Arc<Gateway>, RunningService<RoleClient, ()>) {
@@ -110,8 +140,9 @@ async fn via_gateway(node: &Path) -> (Arc<Gateway>, RunningService<RoleClient, (
     (gateway, client)
 }
 
-/// The gateway as its own process: the `tollgate` binary's `mcp` command on a policy file.
-async fn via_gateway_process(node: &Path) -> RunningService<RoleClient, ()> {
+/// The gateway as its own process: the `tollgate` binary's `mcp` command on a policy file; with
+/// the process's pid.
+async fn via_gateway_process(node: &Path) -> (RunningService<RoleClient, ()>, Option<u32>) {
     let Some(bin) = option_env!("CARGO_BIN_EXE_tollgate") else {
         panic!("TOLLGATE_MCP_PROBE_GATEWAY=process needs the binary: add `--features mcp,cli`");
     };
@@ -119,19 +150,92 @@ async fn via_gateway_process(node: &Path) -> RunningService<RoleClient, ()> {
     std::fs::write(&file, policy_text(node)).expect("policy file");
     let mut cmd = tokio::process::Command::new(bin);
     cmd.arg("mcp").arg("--policy").arg(&file);
-    let client = ().serve(TokioChildProcess::new(cmd).expect("spawn")).await.expect("initialise");
+    let client = spawn_client(cmd).await;
     // Read at start: no longer needed.
     let _ = std::fs::remove_file(&file);
     client
 }
 
-/// The probes' gateway: in process (default) or `TOLLGATE_MCP_PROBE_GATEWAY=process`.
-async fn probe_gateway(node: &Path) -> (Option<Arc<Gateway>>, RunningService<RoleClient, ()>) {
-    match std::env::var("TOLLGATE_MCP_PROBE_GATEWAY").as_deref() {
-        Ok("process") => (None, via_gateway_process(node).await),
-        _ => {
+/// Set (to `copy` or `lines`) in the environment of this bench binary run as a relay.
+const RELAY_ENV: &str = "TOLLGATE_MCP_RELAY";
+
+/// A process hop that does no MCP work: this bench binary run again as a relay
+/// ([`relay_main`]) between the client and its own spawned copy of the server; with its pid.
+/// `TOLLGATE_MCP_RELAY_COPY=lines|copy` picks how it copies (default `lines`).
+async fn via_relay(node: &Path) -> (RunningService<RoleClient, ()>, Option<u32>) {
+    let how = std::env::var("TOLLGATE_MCP_RELAY_COPY").unwrap_or_else(|_| "lines".into());
+    let exe = std::env::current_exe().expect("this bench's own executable");
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.env(RELAY_ENV, how).arg(node).arg(script());
+    spawn_client(cmd).await
+}
+
+/// The gateway a probe puts between the client and the server (`TOLLGATE_MCP_PROBE_GATEWAY`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hop {
+    /// The gateway in this process, over an in-memory duplex (default, or `inprocess`).
+    InProcess,
+    /// The bare relay process, no MCP work (`relay`).
+    Relay,
+    /// `tollgate mcp` as its own process (`process`).
+    Process,
+}
+
+impl Hop {
+    fn label(self) -> &'static str {
+        match self {
+            Hop::InProcess => "gateway in process",
+            Hop::Relay => "relay",
+            Hop::Process => "tollgate process",
+        }
+    }
+}
+
+/// The hops `TOLLGATE_MCP_PROBE_GATEWAY` names: unset is the in-process gateway; else a
+/// comma-separated list of `inprocess`, `relay` and `process`, or `all` for `relay,process`.
+fn hops() -> Vec<Hop> {
+    let Ok(v) = std::env::var("TOLLGATE_MCP_PROBE_GATEWAY") else {
+        return vec![Hop::InProcess];
+    };
+    let v = if v == "all" {
+        "relay,process".into()
+    } else {
+        v
+    };
+    v.split(',')
+        .map(|h| match h.trim() {
+            "inprocess" => Hop::InProcess,
+            "relay" => Hop::Relay,
+            "process" => Hop::Process,
+            other => panic!(
+                "TOLLGATE_MCP_PROBE_GATEWAY: unknown `{other}` (inprocess, relay, process, all)"
+            ),
+        })
+        .collect()
+}
+
+/// A client through `hop`: the in-process gateway (to shut down at the end) or the pid of the
+/// process between the client and the server.
+async fn through(
+    hop: Hop,
+    node: &Path,
+) -> (
+    RunningService<RoleClient, ()>,
+    Option<Arc<Gateway>>,
+    Option<u32>,
+) {
+    match hop {
+        Hop::InProcess => {
             let (g, c) = via_gateway(node).await;
-            (Some(g), c)
+            (c, Some(g), None)
+        }
+        Hop::Relay => {
+            let (c, pid) = via_relay(node).await;
+            (c, None, pid)
+        }
+        Hop::Process => {
+            let (c, pid) = via_gateway_process(node).await;
+            (c, None, pid)
         }
     }
 }
@@ -306,11 +410,14 @@ fn probe_setup(default_calls: usize) -> (String, usize, tokio::runtime::Runtime)
 fn probe(mode: &str) {
     let node = node().expect("the probe needs `node` on PATH");
     let (flavor, calls, rt) = probe_setup(2000);
-    let (client, gateway) = match mode {
-        "direct" => (rt.block_on(direct(&node)), None),
+    let (client, gateway, what) = match mode {
+        "direct" => (rt.block_on(direct(&node)), None, "no gateway"),
         _ => {
-            let (g, c) = rt.block_on(probe_gateway(&node));
-            (c, g)
+            let [hop] = hops()[..] else {
+                panic!("TOLLGATE_MCP_PROBE={mode} measures one gateway: name one only");
+            };
+            let (c, g, _) = rt.block_on(through(hop, &node));
+            (c, g, hop.label())
         }
     };
     probe_calls(&rt, &client, 200);
@@ -321,7 +428,8 @@ fn probe(mode: &str) {
     let (v1, n1) = context_switches();
     let per = |x: u64| x as f64 / calls.max(1) as f64;
     println!(
-        "probe {mode} ({flavor} runtime), {calls} calls: {:.2} voluntary + {:.2} involuntary \
+        "probe {mode} ({what}, {flavor} runtime), {calls} calls: {:.2} voluntary + {:.2} \
+         involuntary \
          context switches per call (this process); mean {:?} per call",
         per(v1 - v0),
         per(n1 - n0),
@@ -335,21 +443,53 @@ fn probe(mode: &str) {
     });
 }
 
-/// Wall-clock latency of both paths on one runtime, interleaved so that both see the same load:
+/// One way of calling the server in [`pair`], with its samples and CPU time.
+struct Route {
+    label: &'static str,
+    client: RunningService<RoleClient, ()>,
+    /// The in-process gateway, shut down at the end.
+    gateway: Option<Arc<Gateway>>,
+    /// The process the client speaks to (the server itself, the relay or `tollgate mcp`).
+    pid: Option<u32>,
+    /// The server behind that process when it is not the server itself.
+    server_pid: Option<u32>,
+    times: Vec<Duration>,
+    /// CPU time (ns, all threads) of `pid` and of `server_pid` over this route's calls.
+    cpu: u64,
+    server_cpu: u64,
+}
+
+/// Wall-clock latency of the direct path and of each gateway `TOLLGATE_MCP_PROBE_GATEWAY`
+/// names ([`hops`]) on one runtime, interleaved so that all see the same load:
 /// `TOLLGATE_MCP_PROBE=pair` (`TOLLGATE_MCP_PROBE_RT`, `TOLLGATE_MCP_PROBE_CALLS=N`: N calls each
-/// way, in alternating blocks of 100) prints p50 and p99 of each and of the difference.
+/// way, in blocks of 100, one block per way per round, the round's first way rotating) prints
+/// p50 and p99 of each way, each gateway's added p50 and p99 over direct, the tollgate process's
+/// over the relay when both run, and the CPU time per call of every process on a route.
 fn pair() {
     let node = node().expect("the probe needs `node` on PATH");
     let (flavor, calls, rt) = probe_setup(5000);
-    let direct = rt.block_on(direct(&node));
-    let (gateway, via) = rt.block_on(probe_gateway(&node));
-    let place = if gateway.is_some() {
-        "in process"
-    } else {
-        "own process"
+    let route = |label, client, gateway, pid: Option<u32>, server_pid| Route {
+        label,
+        client,
+        gateway,
+        pid,
+        server_pid,
+        times: Vec::with_capacity(calls),
+        cpu: 0,
+        server_cpu: 0,
     };
-    probe_calls(&rt, &direct, 200);
-    probe_calls(&rt, &via, 200);
+    let (client, pid) = rt.block_on(direct_with_pid(&node));
+    let mut routes = vec![route("direct", client, None, pid, None)];
+    for hop in hops() {
+        let (client, gateway, pid) = rt.block_on(through(hop, &node));
+        // The server the relay or `tollgate mcp` spawned; the in-process gateway's is a child
+        // of this process, not told apart from the direct one: not measured.
+        let server_pid = pid.and_then(|p| child_named(&p.to_string(), "node"));
+        routes.push(route(hop.label(), client, gateway, pid, server_pid));
+    }
+    for r in &routes {
+        probe_calls(&rt, &r.client, 200);
+    }
     let timed = |client: &RunningService<RoleClient, ()>, n: usize, into: &mut Vec<Duration>| {
         rt.block_on(async {
             for _ in 0..n {
@@ -359,55 +499,94 @@ fn pair() {
             }
         })
     };
-    // The gateway process's own CPU time over its calls (its threads' schedstat, in ns): what
+    // Each process's own CPU time over its route's calls (its threads' schedstat, in ns): what
     // it costs the machine per call, whatever the scheduler's delays on a loaded machine.
-    // For scale: the directly called server's (node's) own CPU time over the direct calls.
-    let gateway_pid = gateway.is_none().then(|| child_named("tollgate")).flatten();
-    let server_pid = child_named("node");
-    let (mut gateway_cpu, mut server_cpu) = (0, 0);
-    let (mut d, mut g) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
-    while d.len() < calls {
-        let n = 100.min(calls - d.len());
-        let before = server_pid.map_or(0, cpu_ns);
-        timed(&direct, n, &mut d);
-        server_cpu += server_pid.map_or(0, cpu_ns) - before;
-        let before = gateway_pid.map_or(0, cpu_ns);
-        timed(&via, n, &mut g);
-        gateway_cpu += gateway_pid.map_or(0, cpu_ns) - before;
+    let mut round = 0;
+    while routes[0].times.len() < calls {
+        let n = 100.min(calls - routes[0].times.len());
+        let k = routes.len();
+        for i in 0..k {
+            let r = &mut routes[(round + i) % k];
+            let cpu = |p: Option<u32>| p.map_or(0, cpu_ns);
+            let (before, server_before) = (cpu(r.pid), cpu(r.server_pid));
+            timed(&r.client, n, &mut r.times);
+            r.cpu += cpu(r.pid) - before;
+            r.server_cpu += cpu(r.server_pid) - server_before;
+        }
+        round += 1;
     }
-    d.sort();
-    g.sort();
     let at = |v: &[Duration], q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
-    println!(
-        "pair ({flavor} runtime, gateway {place}), {calls} calls each way in alternating blocks \
-         of 100: direct p50 {:?} p99 {:?}; via gateway p50 {:?} p99 {:?}; added p50 {:?} p99 {:?}",
-        at(&d, 50),
-        at(&d, 99),
-        at(&g, 50),
-        at(&g, 99),
-        at(&g, 50).saturating_sub(at(&d, 50)),
-        at(&g, 99).saturating_sub(at(&d, 99)),
-    );
-    if gateway_pid.is_some() {
-        println!(
-            "CPU time per call (all threads): gateway process {:?}; the directly called server \
-             (node) {:?}",
-            Duration::from_nanos(gateway_cpu / calls.max(1) as u64),
-            Duration::from_nanos(server_cpu / calls.max(1) as u64)
-        );
+    for r in &mut routes {
+        r.times.sort();
     }
+    let ways = routes
+        .iter()
+        .map(|r| {
+            format!(
+                "{} p50 {:?} p99 {:?}",
+                r.label,
+                at(&r.times, 50),
+                at(&r.times, 99)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    println!("pair ({flavor} runtime), {calls} calls each way in rotating blocks of 100: {ways}");
+    let over = |a: &Route, b: &Route| {
+        format!(
+            "{} over {}: added p50 {} p99 {}",
+            a.label,
+            b.label,
+            signed(at(&a.times, 50), at(&b.times, 50)),
+            signed(at(&a.times, 99), at(&b.times, 99)),
+        )
+    };
+    for r in &routes[1..] {
+        println!("{}", over(r, &routes[0]));
+    }
+    let find = |label| routes.iter().find(|r| r.label == label);
+    if let (Some(t), Some(r)) = (find(Hop::Process.label()), find(Hop::Relay.label())) {
+        println!("{}", over(t, r));
+    }
+    let per = |ns: u64| Duration::from_nanos(ns / calls.max(1) as u64);
+    let cpu = routes
+        .iter()
+        .filter(|r| r.pid.is_some())
+        .map(|r| match r.server_pid {
+            Some(_) => format!(
+                "{} {:?} (its server {:?})",
+                r.label,
+                per(r.cpu),
+                per(r.server_cpu)
+            ),
+            None => format!("{} {:?}", r.label, per(r.cpu)),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    println!("CPU time per call (all threads of each process; direct: the server, node): {cpu}");
     rt.block_on(async {
-        let _ = via.cancel().await;
-        let _ = direct.cancel().await;
-        if let Some(g) = gateway {
-            g.shutdown();
+        for r in routes {
+            let _ = r.client.cancel().await;
+            if let Some(g) = r.gateway {
+                g.shutdown();
+            }
         }
     });
 }
 
-/// The pid of this process's child whose command is `name` (Linux `/proc`).
-fn child_named(name: &str) -> Option<u32> {
-    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+/// `a - b`, negative where `b` is the longer (`-1.2µs`).
+fn signed(a: Duration, b: Duration) -> String {
+    if a >= b {
+        format!("{:?}", a - b)
+    } else {
+        format!("-{:?}", b - a)
+    }
+}
+
+/// The pid of the child whose command is `name` of process `parent` (a pid, or `self`; Linux
+/// `/proc`).
+fn child_named(parent: &str, name: &str) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{parent}/task")).ok()?;
     tasks
         .flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
@@ -428,7 +607,75 @@ fn cpu_ns(pid: u32) -> u64 {
 
 criterion_group!(benches, bench);
 
+/// This binary as the bare relay of `TOLLGATE_MCP_PROBE_GATEWAY=relay`: spawns the command its
+/// arguments name and copies bytes from its stdin to the command's and from the command's stdout
+/// to its own, on two blocking threads, until either side ends; nothing is parsed. `how` is
+/// `copy` (`std::io::copy`, which on Linux moves pipe to pipe with `splice`, no copy through user
+/// space) or `lines` (a line at a time through a buffer, written as soon as it is complete).
+fn relay_main(how: &str) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    fn lines(from: &mut impl BufRead, to: &mut impl Write) -> std::io::Result<()> {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if from.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            to.write_all(&line)?;
+            to.flush()?;
+        }
+    }
+    let by_line = match how {
+        "lines" => true,
+        "copy" => false,
+        other => {
+            return Err(std::io::Error::other(format!(
+                "{RELAY_ENV}={other}: copy or lines"
+            )));
+        }
+    };
+    let mut args = std::env::args_os().skip(1);
+    let program = args
+        .next()
+        .ok_or_else(|| std::io::Error::other("the relay needs a command to spawn"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let (Some(mut to_server), Some(mut from_server)) = (child.stdin.take(), child.stdout.take())
+    else {
+        return Err(std::io::Error::other("the server's pipes"));
+    };
+    // Ends at the client's end of input; dropping the server's stdin then ends the server.
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let _ = if by_line {
+            lines(&mut stdin, &mut to_server)
+        } else {
+            std::io::copy(&mut stdin, &mut to_server).map(drop)
+        };
+    });
+    let mut stdout = std::io::stdout().lock();
+    let copied = if by_line {
+        lines(&mut BufReader::new(from_server), &mut stdout)
+    } else {
+        std::io::copy(&mut from_server, &mut stdout).map(drop)
+    };
+    let _ = child.kill();
+    child.wait()?;
+    copied
+}
+
 fn main() {
+    if let Ok(how) = std::env::var(RELAY_ENV) {
+        if let Err(e) = relay_main(&how) {
+            eprintln!("relay: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Ok(mode) = std::env::var("TOLLGATE_MCP_PROBE") {
         match mode.as_str() {
             "pair" => pair(),
