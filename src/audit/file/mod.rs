@@ -285,6 +285,7 @@ pub mod repair;
 mod retention;
 mod sink;
 mod verify;
+mod vouch;
 mod witness;
 mod writer;
 
