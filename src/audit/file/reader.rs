@@ -273,9 +273,17 @@ impl LogReader {
     }
 }
 
-/// At most this many lines, or about this many bytes, are read ahead of the chain's checks.
-const BATCH_LINES: usize = 4096;
-const BATCH_BYTES: usize = 4 << 20;
+/// Lines and about as many bytes read ahead of the chain's checks, per vouching thread (at
+/// least two): large enough that starting the threads for a batch (tens of µs each) is a small
+/// part of vouching for it (~1 ms per thread), small enough to stay in memory twice.
+const BATCH_LINES_PER_THREAD: usize = 2048;
+const BATCH_BYTES_PER_THREAD: usize = 2 << 20;
+
+/// The lines and bytes of one batch for `threads` vouching threads.
+fn batch_size(threads: usize) -> (usize, usize) {
+    let t = threads.max(2);
+    (BATCH_LINES_PER_THREAD * t, BATCH_BYTES_PER_THREAD * t)
+}
 
 /// One line of a [`Batch`], without its content.
 struct Held {
@@ -300,12 +308,16 @@ struct Batch {
 impl Batch {
     /// Reads the next batch of lines; `Ok(true)` when the log has no more, `Err` when reading
     /// failed after the lines read into the batch.
-    fn fill(&mut self, reader: &mut LogReader) -> Result<bool, VerifyError> {
+    fn fill(
+        &mut self,
+        reader: &mut LogReader,
+        (max_lines, max_bytes): (usize, usize),
+    ) -> Result<bool, VerifyError> {
         self.data.clear();
         self.ranges.clear();
         self.held.clear();
         self.files.clear();
-        while self.held.len() < BATCH_LINES && self.data.len() < BATCH_BYTES {
+        while self.held.len() < max_lines && self.data.len() < max_bytes {
             let line = match reader.next_line() {
                 Ok(Some(line)) => line,
                 Ok(None) => return Ok(true),
@@ -355,8 +367,9 @@ pub(super) fn walk(
     // Lines are read once into a batch, vouched for on several threads (see `vouch`) while
     // this thread reads the next batch, then chained in order on this thread.
     let threads = vouch::threads();
+    let size = batch_size(threads);
     let (mut batch, mut ahead) = (Batch::default(), Batch::default());
-    let mut ended = batch.fill(&mut reader);
+    let mut ended = batch.fill(&mut reader, size);
     loop {
         let last = !matches!(ended, Ok(false));
         let Batch {
@@ -366,7 +379,7 @@ pub(super) fn walk(
             ..
         } = &mut batch;
         let ahead_ended = vouch::vouch_while(data, ranges, threads, vouched, || {
-            (!last).then(|| ahead.fill(&mut reader))
+            (!last).then(|| ahead.fill(&mut reader, size))
         });
         for (i, held) in batch.held.iter().enumerate() {
             let line = Line {
@@ -486,12 +499,14 @@ mod tests {
         use crate::audit::file::{Durability, FileSink, FileSinkConfig};
         use crate::audit::{AuditEvent, AuditSink, EventKind};
         let dir = tempfile::tempdir().unwrap();
+        // The batch this machine's walk reads, so the damage below lands on its edges.
+        let (batch_lines, _) = batch_size(vouch::threads());
         let config = FileSinkConfig::default()
             .durability(Durability::OsBuffered)
-            .max_segment_bytes(256 * 1024);
+            .max_segment_bytes(256 * 1024 * batch_lines as u64 / 4096);
         {
             let (sink, _) = FileSink::open(dir.path(), config).unwrap();
-            for i in 0..(BATCH_LINES as u64 * 2 + 500) {
+            for i in 0..(batch_lines as u64 * 2 + 500) {
                 let text = format!("step {i} \"quoted\" é");
                 let event = AuditEvent::new(
                     0,
@@ -525,10 +540,10 @@ mod tests {
         let targets = [
             0,
             1,
-            BATCH_LINES - 1,
-            BATCH_LINES,
-            BATCH_LINES + 1,
-            2 * BATCH_LINES,
+            batch_lines - 1,
+            batch_lines,
+            batch_lines + 1,
+            2 * batch_lines,
             first_of_second_segment - 1,
             first_of_second_segment,
             total - 1,
