@@ -397,21 +397,50 @@ fn bench_audit(c: &mut Criterion) {
     // The guard's whole check with a file sink stays flat as the log grows: the same
     // check-and-complete (two records) against an empty log and against one already holding
     // 1 000 000 records. Steady state, so each figure is bounded by the writer's pace too.
+    // Opt-in, as the log takes gigabytes: `TOLLGATE_BENCH_LOG_RECORDS=10000000` adds a log of
+    // that many records, closed and opened again as a restarted process would (the time to
+    // open it is printed).
     g.throughput(criterion::Throughput::Elements(1));
-    for (name, prefill) in [
-        ("guard_check_file_log_empty", 0u64),
-        ("guard_check_file_log_1m", 1_000_000),
-    ] {
-        let dir = fresh(name);
+    let mut cases = vec![
+        ("guard_check_file_log_empty".to_owned(), 0u64, false),
+        ("guard_check_file_log_1m".to_owned(), 1_000_000, false),
+    ];
+    if let Some(n) = std::env::var("TOLLGATE_BENCH_LOG_RECORDS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        cases.push((format!("guard_check_file_log_reopened_{n}"), n, true));
+    }
+    for (name, prefill, reopen) in cases {
+        let dir = fresh(&name);
         let cfg = FileSinkConfig::default()
             .durability(Durability::OsBuffered)
             .queue_capacity(1 << 12);
-        let (sink, _) = FileSink::open(&dir, cfg).unwrap();
-        let sink = std::sync::Arc::new(sink);
+        let started = std::time::Instant::now();
+        let (mut sink, _) = FileSink::open(&dir, cfg.clone()).unwrap();
         for i in 0..prefill {
             sink.record(&event(i + 1)).unwrap();
         }
         sink.flush().unwrap();
+        if reopen {
+            drop(sink);
+            let written = started.elapsed();
+            let bytes: u64 = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            let started = std::time::Instant::now();
+            sink = FileSink::open(&dir, cfg).unwrap().0;
+            eprintln!(
+                "{name}: {prefill} records ({:.2} GB) written in {:.1} s; reopened in {:.1} ms",
+                bytes as f64 / 1e9,
+                written.as_secs_f64(),
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        let sink = std::sync::Arc::new(sink);
         let guard = Guard::builder(boundary(100))
             .audit(sink.clone())
             .build()
@@ -419,57 +448,6 @@ fn bench_audit(c: &mut Criterion) {
         let grun = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
         assert!(check_and_complete(&guard, &grun, &call));
         g.bench_function(name, |bench| {
-            bench.iter(|| check_and_complete(black_box(&guard), &grun, black_box(&call)))
-        });
-        drop(grun);
-        drop(guard);
-        drop(sink);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    // Opt-in, as the log takes gigabytes: `TOLLGATE_BENCH_LOG_RECORDS=10000000` writes a log of
-    // that many records, closes it and opens it again as a restarted process would (the time
-    // to open is printed), then measures the same check-and-complete on it.
-    if let Some(records) = std::env::var("TOLLGATE_BENCH_LOG_RECORDS")
-        .ok()
-        .and_then(|n| n.parse::<u64>().ok())
-    {
-        let name = "guard_check_file_log_reopened";
-        let dir = fresh(name);
-        let cfg = FileSinkConfig::default()
-            .durability(Durability::OsBuffered)
-            .queue_capacity(1 << 12);
-        let started = std::time::Instant::now();
-        {
-            let (sink, _) = FileSink::open(&dir, cfg.clone()).unwrap();
-            for i in 0..records {
-                sink.record(&event(i + 1)).unwrap();
-            }
-            sink.flush().unwrap();
-        }
-        let written = started.elapsed();
-        let bytes: u64 = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        let started = std::time::Instant::now();
-        let (sink, _) = FileSink::open(&dir, cfg).unwrap();
-        let opened = started.elapsed();
-        eprintln!(
-            "{name}: {records} records ({:.2} GB) written in {:.1} s; reopened in {:.1} ms",
-            bytes as f64 / 1e9,
-            written.as_secs_f64(),
-            opened.as_secs_f64() * 1e3
-        );
-        let sink = std::sync::Arc::new(sink);
-        let guard = Guard::builder(boundary(100))
-            .audit(sink.clone())
-            .build()
-            .unwrap();
-        let grun = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
-        assert!(check_and_complete(&guard, &grun, &call));
-        g.bench_function(format!("{name}_{records}"), |bench| {
             bench.iter(|| check_and_complete(black_box(&guard), &grun, black_box(&call)))
         });
         drop(grun);
