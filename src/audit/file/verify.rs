@@ -628,8 +628,12 @@ impl ProgressTracker {
 /// Checks a whole audit log: every line well formed, seqs consecutive, every `prev` the previous
 /// record's hash, every hash recomputed from the exact bytes in the file, every checkpoint
 /// describing the record before it, a missing prefix only where a retention declaration allows
-/// it. Streams the segments line by line in constant memory (plus a few words per segment).
-/// Returns the first bad record. Checkpoint MACs are not checked: see [`verify_keyed`].
+/// it. Streams the segments in batches of lines in bounded memory (two batches of 2,048 lines
+/// and at most 2 MiB per thread, plus a few words per segment), reading each line once: what a
+/// record can show alone (its hash over its own `prev`, seq and event; its event's syntax) is
+/// checked on up to 8 threads (the machine's parallelism), the chain in order on the calling
+/// one. Returns the first bad record, as a check of one line at a time would. Checkpoint MACs
+/// are not checked: see [`verify_keyed`].
 ///
 /// A directory without segments verifies as an empty log.
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
