@@ -360,14 +360,34 @@ pub(super) fn walk(
     witness: Option<WitnessedHead>,
     progress: Option<&ProgressHook>,
 ) -> Result<Walk, VerifyError> {
+    let threads = vouch::threads();
+    walk_in_batches(
+        dir,
+        policy,
+        keys,
+        witness,
+        progress,
+        threads,
+        batch_size(threads),
+    )
+}
+
+/// [`walk`] with `threads` vouching threads and batches of at most `size` (lines, bytes).
+fn walk_in_batches(
+    dir: &Path,
+    policy: TailPolicy,
+    keys: Vec<CheckpointKey>,
+    witness: Option<WitnessedHead>,
+    progress: Option<&ProgressHook>,
+    threads: usize,
+    size: (usize, usize),
+) -> Result<Walk, VerifyError> {
     let segments = list_segments(dir)?;
     let mut tracker = progress.map(|hook| ProgressTracker::new(hook.clone(), &segments));
     let mut reader = LogReader::new(segments, policy);
     let mut check = ChainCheck::new(keys).expecting(witness)?;
     // Lines are read once into a batch, vouched for on several threads (see `vouch`) while
     // this thread reads the next batch, then chained in order on this thread.
-    let threads = vouch::threads();
-    let size = batch_size(threads);
     let (mut batch, mut ahead) = (Batch::default(), Batch::default());
     let mut ended = batch.fill(&mut reader, size);
     loop {
@@ -408,23 +428,7 @@ pub(super) fn walk(
             None => break,
         }
     }
-    let torn = match reader.torn.take() {
-        None => None,
-        Some(t) if is_torn_write(&t.content, check.chain.next_seq, &check.chain.prev) => {
-            Some((t.at.file.clone(), t.at.offset, t.len))
-        }
-        Some(t) => {
-            return Err(VerifyError::Malformed {
-                at: t.at,
-                reason: format!(
-                    "the last line ({} bytes, no newline) is not the beginning of record {}: this \
-                     is damage, not a torn write, and nothing was cut (inspect it; \
-                     `FileSink::repair` / `tollgate audit repair` removes it with a declaration)",
-                    t.len, check.chain.next_seq
-                ),
-            });
-        }
-    };
+    let torn = settle_torn(&mut reader, &check)?;
     let report = check.finish(&reader.segments)?;
     Ok(Walk {
         segments: reader.segments,
@@ -434,6 +438,30 @@ pub(super) fn walk(
         report,
         torn,
     })
+}
+
+/// The torn write to cut off the end of the log, if the reader held back an incomplete last
+/// line that is one (see [`is_torn_write`]): file, offset, length. Any other incomplete last
+/// line is damage.
+fn settle_torn(
+    reader: &mut LogReader,
+    check: &ChainCheck,
+) -> Result<Option<(PathBuf, u64, u64)>, VerifyError> {
+    match reader.torn.take() {
+        None => Ok(None),
+        Some(t) if is_torn_write(&t.content, check.chain.next_seq, &check.chain.prev) => {
+            Ok(Some((t.at.file.clone(), t.at.offset, t.len)))
+        }
+        Some(t) => Err(VerifyError::Malformed {
+            at: t.at,
+            reason: format!(
+                "the last line ({} bytes, no newline) is not the beginning of record {}: this \
+                     is damage, not a torn write, and nothing was cut (inspect it; \
+                     `FileSink::repair` / `tollgate audit repair` removes it with a declaration)",
+                t.len, check.chain.next_seq
+            ),
+        }),
+    }
 }
 
 /// Whether an incomplete last line is what a crash leaves of the record the writer was
@@ -477,7 +505,7 @@ mod tests {
         while let Some(line) = reader.next_line()? {
             check.check(&line)?;
         }
-        let torn = reader.torn.as_ref().map(|t| (t.at.clone(), t.len));
+        let torn = settle_torn(&mut reader, &check)?;
         let report = check.finish(&reader.segments)?;
         Ok(format!("{report:?} torn {torn:?}"))
     }
@@ -656,5 +684,67 @@ mod tests {
             read_line(&mut r, &mut buf).unwrap(),
             LineRead::Eof
         ));
+    }
+
+    /// A small log: 40 records in segments of about 1 KiB.
+    fn small_log() -> tempfile::TempDir {
+        use crate::audit::file::{Durability, FileSink, FileSinkConfig};
+        use crate::audit::{AuditEvent, AuditSink, EventKind};
+        let dir = tempfile::tempdir().unwrap();
+        let config = FileSinkConfig::default()
+            .durability(Durability::OsBuffered)
+            .max_segment_bytes(1024);
+        let (sink, _) = FileSink::open(dir.path(), config).unwrap();
+        for i in 0..40 {
+            let text = format!("n{i}");
+            let event = AuditEvent::new(
+                0,
+                std::time::UNIX_EPOCH,
+                None,
+                None,
+                EventKind::Reasoning { text: &text },
+            );
+            sink.record(&event).unwrap();
+        }
+        sink.close().unwrap();
+        dir
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any batch size, any thread count, a byte anywhere in the log changed, removed or
+        /// doubled: the batched walk reports exactly what one line at a time reports.
+        #[test]
+        fn any_batch_size_reports_what_one_line_at_a_time_reports(
+            lines in 1usize..7,
+            bytes in 1usize..900,
+            threads in 1usize..4,
+            segment_pick in 0usize..1000,
+            at_pick in 0usize..100_000,
+            how in 0u8..4,
+            tail in proptest::bool::ANY,
+        ) {
+            let dir = small_log();
+            let segments = list_segments(dir.path()).unwrap();
+            let (_, path) = &segments[segment_pick % segments.len()];
+            let mut data = std::fs::read(path).unwrap();
+            let at = at_pick % data.len();
+            match how {
+                0 => data[at] ^= 0x20,
+                1 => { data.remove(at); }
+                2 => data.insert(at, data[at]),
+                _ => {}
+            }
+            std::fs::write(path, &data).unwrap();
+            let policy = if tail { TailPolicy::Repair } else { TailPolicy::Report };
+            let batched = walk_in_batches(
+                dir.path(), policy, Vec::new(), None, None, threads, (lines, bytes),
+            )
+            .map(|w| format!("{:?} torn {:?}", w.report, w.torn))
+            .map_err(|e| e.to_string());
+            let single = walk_one_at_a_time(dir.path(), policy).map_err(|e| e.to_string());
+            proptest::prop_assert_eq!(batched, single);
+        }
     }
 }
