@@ -47,9 +47,8 @@
 //! use tollgate::audit::{AuditEvent, AuditSink, EventKind};
 //! use tollgate::{AgentId, RunId};
 //!
-//! let dir = std::env::temp_dir().join(format!("tollgate-doc-query-{}", std::process::id()));
-//! # let _ = std::fs::remove_dir_all(&dir);
-//! let (sink, _) = FileSink::open(&dir, FileSinkConfig::default())?;
+//! let dir = tempfile::tempdir()?; // removed when dropped
+//! let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default())?;
 //! let (run_a, run_b, agent) = (RunId::new("run-a"), RunId::new("run-b"), AgentId::new("bot"));
 //! let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
 //! for (seq, run) in [(1, &run_a), (2, &run_b), (3, &run_a)] {
@@ -62,11 +61,11 @@
 //! let hits: Vec<u64> = Query::new()
 //!     .run("run-a")
 //!     .since(t0 + Duration::from_secs(2))
-//!     .open(&dir)?
+//!     .open(dir.path())?
 //!     .map(|r| r.map(|r| r.seq))
 //!     .collect::<Result<_, _>>()?;
 //! assert_eq!(hits, [3]);
-//! # std::fs::remove_dir_all(&dir)?;
+//! # dir.close()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

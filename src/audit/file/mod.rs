@@ -211,9 +211,8 @@
 //! use tollgate::boundary::{ActionBoundary, RoleSpec, ToolSpec};
 //! use tollgate::{Guard, RunContext, ToolCall};
 //!
-//! let dir = std::env::temp_dir().join(format!("tollgate-doc-{}", std::process::id()));
-//! # let _ = std::fs::remove_dir_all(&dir);
-//! let (sink, recovery) = FileSink::open(&dir, FileSinkConfig::default())?;
+//! let dir = tempfile::tempdir()?; // removed when dropped
+//! let (sink, recovery) = FileSink::open(dir.path(), FileSinkConfig::default())?;
 //! assert_eq!(recovery.records, 0);
 //! let sink = Arc::new(sink);
 //! let boundary = ActionBoundary::builder()
@@ -227,9 +226,9 @@
 //! drop(guard);
 //! drop(sink); // flushes and joins the writer
 //!
-//! let report = file::verify(&dir)?;
+//! let report = file::verify(dir.path())?;
 //! assert_eq!(report.records, 3); // run start, decision, run end
-//! # std::fs::remove_dir_all(&dir)?;
+//! # dir.close()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -242,13 +241,12 @@
 //! };
 //! use tollgate::audit::{AuditEvent, AuditSink, EventKind};
 //!
-//! let dir = std::env::temp_dir().join(format!("tollgate-doc-keyed-{}", std::process::id()));
-//! # let _ = std::fs::remove_dir_all(&dir);
+//! let dir = tempfile::tempdir()?; // removed when dropped
 //! let key = CheckpointKey::new("k1", b"a secret of at least 32 bytes, from a vault".to_vec())?;
 //! let config = FileSinkConfig::default()
 //!     .max_segment_bytes(300) // tiny segments, to have something to drop
 //!     .checkpoint(CheckpointConfig::new(key.clone()).every_records(Some(100)));
-//! let (sink, _) = FileSink::open(&dir, config)?;
+//! let (sink, _) = FileSink::open(dir.path(), config)?;
 //! let day = Duration::from_secs(86_400);
 //! let long_ago = SystemTime::now() - 30 * day;
 //! for seq in 1..=5 {
@@ -263,12 +261,12 @@
 //! assert!(report.segments_dropped >= 1);
 //! sink.close()?;
 //!
-//! let verified = file::verify_keyed(&dir, &key)?;
+//! let verified = file::verify_keyed(dir.path(), &key)?;
 //! assert!(verified.first_seq > 1); // a declared drop
 //! assert_eq!(verified.dropped_through, verified.first_seq - 1);
 //! assert!(verified.checkpoints >= 1);
 //! assert_eq!(verified.uncovered_records, 0); // close wrote a final checkpoint
-//! # std::fs::remove_dir_all(&dir)?;
+//! # dir.close()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -528,14 +528,14 @@ impl VerifyOptions {
     /// use std::sync::atomic::{AtomicU64, Ordering};
     /// use tollgate::audit::file::{self, VerifyOptions};
     ///
-    /// # let dir = std::env::temp_dir().join(format!("tollgate-doc-progress-{}", std::process::id()));
-    /// # std::fs::create_dir_all(&dir)?;
+    /// # let scratch = tempfile::tempdir()?;
+    /// # let dir = scratch.path();
     /// let seen = Arc::new(AtomicU64::new(0));
     /// let counter = Arc::clone(&seen);
     /// let options = VerifyOptions::new().progress(move |p| counter.store(p.records, Ordering::Relaxed));
     /// let report = file::verify_with(&dir, &options)?;
     /// assert_eq!(seen.load(Ordering::Relaxed), report.records);
-    /// # std::fs::remove_dir_all(&dir)?;
+    /// # scratch.close()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn progress(mut self, hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {

@@ -131,14 +131,12 @@ pub trait Witness: Send + Sync {
 /// ```
 /// use tollgate::audit::file::{DirWitness, Witness, WitnessedHead};
 ///
-/// let dir = std::env::temp_dir().join(format!("tollgate-doc-witness-{}", std::process::id()));
-/// # let _ = std::fs::remove_dir_all(&dir);
-/// std::fs::create_dir_all(&dir)?;
-/// let witness = DirWitness::new(dir.join("payments-audit.head.json"));
+/// let dir = tempfile::tempdir()?; // removed when dropped
+/// let witness = DirWitness::new(dir.path().join("payments-audit.head.json"));
 /// assert_eq!(witness.latest()?, None);
 /// witness.publish(&WitnessedHead::new(7, "ab".repeat(32), 1))?;
 /// assert_eq!(witness.latest()?.map(|h| h.seq), Some(7));
-/// # std::fs::remove_dir_all(&dir)?;
+/// # dir.close()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Clone)]

@@ -176,10 +176,9 @@ impl Policy {
     ///     [roles.clerk]
     ///     tools = ["pay"]
     /// "#));
-    /// let dir = std::env::temp_dir().join(format!("tollgate-doc-replay-{}", std::process::id()));
-    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let dir = tempfile::tempdir()?; // removed when dropped
     /// // Record a session under the current policy.
-    /// let (sink, _) = FileSink::open(&dir, FileSinkConfig::default().durability(Durability::OsBuffered))?;
+    /// let (sink, _) = FileSink::open(dir.path(), FileSinkConfig::default().durability(Durability::OsBuffered))?;
     /// let sink = Arc::new(sink);
     /// let guard = policy(1000)?.guard(Bindings::new().audit(sink.clone()))?;
     /// let run = guard.start_run(RunContext::new("bot", "clerk"))?;
@@ -194,12 +193,12 @@ impl Policy {
     /// Arc::into_inner(sink).unwrap().close()?;
     ///
     /// // What would a limit of 100 have changed?
-    /// let report = policy(100)?.replay(&dir).run()?;
+    /// let report = policy(100)?.replay(dir.path()).run()?;
     /// assert_eq!(report.decisions, 3);
     /// assert_eq!(report.changes.would_block, 1);
     /// assert_eq!(report.examples_of(ReplayChange::WouldBlock)[0].new.code.as_deref(),
     ///            Some("argument_out_of_range"));
-    /// # std::fs::remove_dir_all(&dir)?;
+    /// # dir.close()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn replay(&self, dir: impl AsRef<Path>) -> Replay<'_> {
