@@ -524,29 +524,13 @@ mod tests {
     /// it: same error, same file, line and seq; an undamaged log gives the same report.
     #[test]
     fn batched_vouching_reports_exactly_what_one_line_at_a_time_reports() {
-        use crate::audit::file::{Durability, FileSink, FileSinkConfig};
-        use crate::audit::{AuditEvent, AuditSink, EventKind};
-        let dir = tempfile::tempdir().unwrap();
         // The batch this machine's walk reads, so the damage below lands on its edges.
         let (batch_lines, _) = batch_size(vouch::threads());
-        let config = FileSinkConfig::default()
-            .durability(Durability::OsBuffered)
-            .max_segment_bytes(256 * 1024 * batch_lines as u64 / 4096);
-        {
-            let (sink, _) = FileSink::open(dir.path(), config).unwrap();
-            for i in 0..(batch_lines as u64 * 2 + 500) {
-                let text = format!("step {i} \"quoted\" é");
-                let event = AuditEvent::new(
-                    0,
-                    std::time::UNIX_EPOCH,
-                    None,
-                    None,
-                    EventKind::Reasoning { text: &text },
-                );
-                sink.record(&event).unwrap();
-            }
-            sink.close().unwrap();
-        }
+        let dir = write_log(
+            batch_lines as u64 * 2 + 500,
+            256 * 1024 * batch_lines as u64 / 4096,
+            |i| format!("step {i} \"quoted\" é"),
+        );
         let segments = list_segments(dir.path()).unwrap();
         assert!(segments.len() > 3, "{} segments", segments.len());
         for policy in [TailPolicy::Report, TailPolicy::Repair] {
@@ -688,15 +672,25 @@ mod tests {
 
     /// A small log: 40 records in segments of about 1 KiB.
     fn small_log() -> tempfile::TempDir {
+        write_log(40, 1024, |i| format!("n{i}"))
+    }
+
+    /// A log of `records` reasoning records (`text(i)` each) in segments of about
+    /// `segment_bytes`.
+    fn write_log(
+        records: u64,
+        segment_bytes: u64,
+        text: impl Fn(u64) -> String,
+    ) -> tempfile::TempDir {
         use crate::audit::file::{Durability, FileSink, FileSinkConfig};
         use crate::audit::{AuditEvent, AuditSink, EventKind};
         let dir = tempfile::tempdir().unwrap();
         let config = FileSinkConfig::default()
             .durability(Durability::OsBuffered)
-            .max_segment_bytes(1024);
+            .max_segment_bytes(segment_bytes);
         let (sink, _) = FileSink::open(dir.path(), config).unwrap();
-        for i in 0..40 {
-            let text = format!("n{i}");
+        for i in 0..records {
+            let text = text(i);
             let event = AuditEvent::new(
                 0,
                 std::time::UNIX_EPOCH,
