@@ -456,8 +456,8 @@ fn settle_torn(
             at: t.at,
             reason: format!(
                 "the last line ({} bytes, no newline) is not the beginning of record {}: this \
-                     is damage, not a torn write, and nothing was cut (inspect it; \
-                     `FileSink::repair` / `tollgate audit repair` removes it with a declaration)",
+                 is damage, not a torn write, and nothing was cut (inspect it; \
+                 `FileSink::repair` / `tollgate audit repair` removes it with a declaration)",
                 t.len, check.chain.next_seq
             ),
         }),
@@ -512,11 +512,7 @@ mod tests {
 
     fn walk_batched(dir: &Path, policy: TailPolicy) -> Result<String, VerifyError> {
         let w = walk(dir, policy, Vec::new(), None, None)?;
-        let torn = w
-            .torn
-            .as_ref()
-            .map(|(path, offset, len)| (path.clone(), *offset, *len));
-        Ok(format!("{:?} torn {torn:?}", w.report))
+        Ok(format!("{:?} torn {:?}", w.report, w.torn))
     }
 
     /// Damage anywhere in a log of several batches and segments (the batch's first and last
@@ -592,12 +588,10 @@ mod tests {
                                 .ok()
                                 .unwrap();
                                 let event = &frame.event[..frame.event.len() - 1];
-                                let mut prev = [0u8; 64];
-                                prev.copy_from_slice(frame.prev);
-                                let hash =
-                                    super::super::record::chain_hash(&prev, frame.seq, event);
+                                let prev = frame.prev;
+                                let hash = super::super::record::chain_hash(prev, frame.seq, event);
                                 super::super::record::append_record(
-                                    &mut out, frame.seq, &prev, &hash, event,
+                                    &mut out, frame.seq, prev, &hash, event,
                                 );
                             }
                             2 => out.extend_from_slice(&line[1..]),

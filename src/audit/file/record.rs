@@ -65,11 +65,12 @@ pub(super) fn append_record(buf: &mut Vec<u8>, seq: u64, prev: &Hex64, hash: &He
     buf.extend_from_slice(b"}\n");
 }
 
-/// One record line, split into its fields without re-serialising anything.
+/// One record line, split into its fields without re-serialising anything. `prev` and `hash`
+/// are exactly 64 lowercase hex digits.
 pub(super) struct Frame<'a> {
     pub(super) seq: u64,
-    pub(super) prev: &'a [u8],
-    pub(super) hash: &'a [u8],
+    pub(super) prev: &'a Hex64,
+    pub(super) hash: &'a Hex64,
     pub(super) event: &'a [u8],
 }
 
@@ -98,16 +99,13 @@ pub(super) fn parse_seq(line: &[u8]) -> Option<(u64, &[u8])> {
     Some((seq, rest))
 }
 
-pub(super) fn take_hex64<'a>(s: &'a [u8], key: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
-    let rest = strip(s, key)?;
-    if rest.len() < 65 || rest[64] != b'"' {
-        return None;
-    }
-    let (hex, rest) = rest.split_at(64);
+pub(super) fn take_hex64<'a>(s: &'a [u8], key: &[u8]) -> Option<(&'a Hex64, &'a [u8])> {
+    let (hex, rest) = strip(s, key)?.split_first_chunk::<64>()?;
+    let rest = rest.strip_prefix(b"\"")?;
     if !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
-    Some((hex, &rest[1..]))
+    Some((hex, rest))
 }
 
 /// Splits a line (without its newline) into a [`Frame`]. The frame is fixed — the writer emits

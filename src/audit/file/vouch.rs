@@ -15,7 +15,7 @@
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::record::{Hex64, chain_hash, event_is_json, parse_frame};
+use super::record::{chain_hash, event_is_json, parse_frame};
 
 /// At most this many threads vouch for a batch (the chain's own checks, on one thread, bound
 /// the gain beyond a few).
@@ -26,12 +26,7 @@ pub(super) fn vouches(line: &[u8]) -> bool {
     let Ok(frame) = parse_frame(line) else {
         return false;
     };
-    let mut prev: Hex64 = [0; 64];
-    if frame.prev.len() != prev.len() {
-        return false;
-    }
-    prev.copy_from_slice(frame.prev);
-    chain_hash(&prev, frame.seq, frame.event).as_slice() == frame.hash
+    chain_hash(frame.prev, frame.seq, frame.event) == *frame.hash
         && event_is_json(frame.event).is_ok()
 }
 
@@ -130,7 +125,7 @@ fn reset(out: &mut Vec<AtomicBool>, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::file::record::{GENESIS_HEX, append_record};
+    use crate::audit::file::record::{GENESIS_HEX, Hex64, append_record};
 
     fn record(seq: u64, prev: &Hex64, event: &[u8]) -> (Vec<u8>, Hex64) {
         let hash = chain_hash(prev, seq, event);
