@@ -4,7 +4,7 @@
 //! nothing, budgets that bind only through recorded outcomes, outcomes matched to the right
 //! call, runs the candidate refuses, and a tampered log refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

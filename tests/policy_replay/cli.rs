@@ -1,6 +1,7 @@
 //! `tollgate policy replay`, run as a real process: the text and JSON reports, a tampered
 //! log, bad input, and progress on a pipe and on a terminal.
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
