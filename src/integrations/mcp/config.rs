@@ -791,10 +791,10 @@ fn check_client_identity(at: &str, server: &ServerSpec) -> Result<(), DocumentEr
                     return Err(DocumentError::invalid(field(name), "must not be empty"));
                 }
             }
-            // Read and checked only where the gateway is built (it alone has the TLS crates).
-            #[cfg(feature = "mcp")]
-            // The certificate must be valid now (the document is loaded now; no clock is
+            // Read and checked only where the gateway is built (it alone has the TLS crates);
+            // the certificate must be valid now (the document is loaded now; no clock is
             // injected here, as the TLS handshake itself reads the system's).
+            #[cfg(feature = "mcp")]
             super::tls::identity::read_client_identity(cert, key, std::time::SystemTime::now())
                 .map_err(|(file, reason)| DocumentError::invalid(field(file.field()), reason))?;
             Ok(())

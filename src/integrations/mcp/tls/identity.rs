@@ -74,14 +74,13 @@ pub(crate) fn read_client_identity(
     now: SystemTime,
 ) -> Result<ClientIdentity, (IdentityFile, String)> {
     let chain = read_chain(cert, key).map_err(|e| (IdentityFile::Cert, e))?;
-    validity_problem(&chain[0], now)
-        .map_or(Ok(()), |problem| {
-            Err(format!(
-                "the client certificate in `{}` {problem}",
-                cert.display()
-            ))
-        })
-        .map_err(|e| (IdentityFile::Cert, e))?;
+    if let Some(problem) = validity_problem(&chain[0], now) {
+        let shown = cert.display();
+        return Err((
+            IdentityFile::Cert,
+            format!("the client certificate in `{shown}` {problem}"),
+        ));
+    }
     let key_der = read_key(key).map_err(|e| (IdentityFile::Key, e))?;
     let (cert_shown, key_shown) = (cert.display(), key.display());
     let signing_key = any_supported_type(&key_der).map_err(|_| {
@@ -200,11 +199,13 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     }
     match keys.len() {
         1 => Ok(keys.remove(0)),
-        0 if contains(&pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => Err(format!(
-            "the private key in `{shown}` is encrypted and the gateway has no passphrase: \
-             store it unencrypted, readable only by the gateway's user \
-             (`openssl pkey -in {shown} -out <new file>`)"
-        )),
+        0 if memchr::memmem::find(&pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----").is_some() => {
+            Err(format!(
+                "the private key in `{shown}` is encrypted and the gateway has no passphrase: \
+                 store it unencrypted, readable only by the gateway's user \
+                 (`openssl pkey -in {shown} -out <new file>`)"
+            ))
+        }
         0 => Err(format!(
             "client key file `{shown}` holds no PEM private key (`PRIVATE KEY`, \
              `RSA PRIVATE KEY` or `EC PRIVATE KEY` block)"
@@ -224,10 +225,6 @@ fn pem_problem(e: &pem::Error) -> &'static str {
         pem::Error::SectionTooLarge => "a block is too large",
         _ => "cannot be decoded",
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Reads the regular file `path` (at most [`MAX_PEM_BYTES`]) after `check` accepted its
