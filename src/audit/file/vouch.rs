@@ -97,7 +97,7 @@ pub(super) fn vouch_while<R>(
     reset(out, ranges.len());
     let shares = Shares::new(data, ranges, out);
     std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads.max(1))
+        let helpers: Vec<_> = (1..threads)
             .filter_map(|_| {
                 std::thread::Builder::new()
                     .name("tollgate-verify".into())
