@@ -637,7 +637,15 @@ fn forced_progress_stops_at_tampering_and_the_verdict_is_unchanged() {
     write_segmented_log(dir.path());
     let seg = dir.seg(2);
     let original = fs::read_to_string(&seg).unwrap();
-    fs::write(&seg, original.replacen("\"look\"", "\"lock\"", 1)).unwrap();
+    // The segment's last record is altered, so its earlier records are read (and shown) first.
+    let last = original
+        .trim_end()
+        .rsplit_once('\n')
+        .expect("two records")
+        .1;
+    let altered = last.replacen("\"r-0\"", "\"r-9\"", 1);
+    assert_ne!(altered, last);
+    fs::write(&seg, original.replacen(last, &altered, 1)).unwrap();
     let d = s(dir.path());
     for (verb, args) in [("verify", vec!["verify", d]), ("query", vec!["query", d])] {
         let quiet = audit(&args);

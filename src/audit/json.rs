@@ -29,14 +29,6 @@ macro_rules! kv {
 }
 pub(crate) use kv;
 
-/// A whole field whose value is `null`, as [`Obj::lit`] takes it.
-macro_rules! kn {
-    ($name:literal) => {
-        concat!("\"", $name, "\":null")
-    };
-}
-pub(crate) use kn;
-
 /// Writes `{"k":v,...}` into `out`. Call [`Obj::end`] to close the object.
 pub(crate) struct Obj<'b> {
     out: &'b mut Vec<u8>,
@@ -76,7 +68,7 @@ impl<'b> Obj<'b> {
         self.out
     }
 
-    /// A whole field written as it is (made with [`kv!`] or [`kn!`]): one copy of a length the
+    /// A whole field written as it is (made with [`kv!`]): one copy of a length the
     /// compiler knows.
     #[inline(always)]
     pub(crate) fn lit(&mut self, field: &'static str) {
@@ -107,8 +99,18 @@ impl<'b> Obj<'b> {
         bounded_string(self.key(key), v, how);
     }
 
+    /// A string if there is one; an absent value leaves the field out (records carry only
+    /// what happened: fewer bytes to encode, hash and write).
     #[inline]
     pub(crate) fn opt_str(&mut self, key: &'static str, v: Option<&str>) {
+        if let Some(s) = v {
+            self.str(key, s);
+        }
+    }
+
+    /// A string, or `null`: for the fields every event has.
+    #[inline]
+    pub(crate) fn str_or_null(&mut self, key: &'static str, v: Option<&str>) {
         match v {
             Some(s) => self.str(key, s),
             None => self.null(key),
@@ -121,11 +123,11 @@ impl<'b> Obj<'b> {
         u64_to(out, v);
     }
 
+    /// A number if there is one; an absent value leaves the field out.
     #[inline]
     pub(crate) fn opt_u64(&mut self, key: &'static str, v: Option<u64>) {
-        match v {
-            Some(n) => self.u64(key, n),
-            None => self.null(key),
+        if let Some(n) = v {
+            self.u64(key, n);
         }
     }
 
@@ -411,7 +413,10 @@ mod tests {
     fn fields_of_every_type_round_trip() {
         let v = obj_with(|o| {
             o.str(k!("s"), "a\"b\\c\n\u{1}é");
-            o.opt_str(k!("none"), None);
+            o.opt_str(k!("absent"), None);
+            o.opt_str(k!("some"), Some("x"));
+            o.str_or_null(k!("none"), None);
+            o.opt_u64(k!("absent_n"), None);
             o.u64(k!("zero"), 0);
             o.u64(k!("max"), u64::MAX);
             o.opt_u64(k!("n"), Some(42));
@@ -424,7 +429,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({
-                "s": "a\"b\\c\n\u{1}é", "none": null, "zero": 0, "max": u64::MAX, "n": 42,
+                "s": "a\"b\\c\n\u{1}é", "some": "x", "none": null, "zero": 0, "max": u64::MAX, "n": 42,
                 "pi": 3.25, "nan": null, "t": true, "h": "ab01", "list": ["x", "y"]
             })
         );

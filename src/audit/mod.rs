@@ -77,7 +77,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use values::Omitted;
 pub use values::Redaction;
 
-use json::{k, kn, kv};
+use json::{k, kv};
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -512,8 +512,35 @@ impl AuditEvent<'_> {
     /// Field names follow the OpenTelemetry GenAI conventions where one exists
     /// (`gen_ai.tool.name`, `gen_ai.tool.call.id`, `gen_ai.agent.id`, `gen_ai.usage.*`); the rest
     /// are `tollgate.*`. Every event has `seq`, `time_unix_nano`, `tollgate.run.id`,
-    /// `gen_ai.agent.id` and `event` (its kind), and `tollgate.retention` when its tool's tier has
-    /// a retention class.
+    /// `gen_ai.agent.id` (`null` when the event belongs to no run or agent) and `event` (its
+    /// kind), and `tollgate.retention` when its tool's tier has a retention class. Other fields
+    /// with no value (a call without an id, an outcome without token counts or cost, a decision
+    /// without confidence or reasoning) are left out rather than written as `null`, as
+    /// OpenTelemetry leaves unset attributes out: a reader treats a missing field as absent.
+    ///
+    /// ```
+    /// use tollgate::audit::{AuditEvent, Decision, EventKind, Redaction};
+    /// use tollgate::{AgentId, RunId, ToolCall};
+    ///
+    /// let call = ToolCall::without_args("lookup");
+    /// let (run, agent) = (RunId::new("run-1"), AgentId::new("agent-7"));
+    /// let event = AuditEvent::new(
+    ///     1,
+    ///     std::time::UNIX_EPOCH,
+    ///     Some(&run),
+    ///     Some(&agent),
+    ///     EventKind::Decision { call: &call, decision: Decision::Allow, policy_version: None },
+    /// );
+    /// let mut out = Vec::new();
+    /// event.write_json(&mut out, &Redaction::default());
+    /// let json: serde_json::Value = serde_json::from_slice(&out)?;
+    /// assert_eq!(json["tollgate.run.id"], "run-1");
+    /// assert_eq!(json["tollgate.decision"], "allow");
+    /// // No call id, confidence or reasoning was given: those fields are not written.
+    /// assert!(json.get("gen_ai.tool.call.id").is_none());
+    /// assert!(json.get("tollgate.confidence").is_none());
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
     pub fn write_json(&self, out: &mut Vec<u8>, redaction: &Redaction) {
         let mut o = json::Obj::begin(out, redaction);
         o.u64(k!("seq"), self.seq);
@@ -522,8 +549,8 @@ impl AuditEvent<'_> {
             k!("time_unix_nano"),
             u64::try_from(at.as_nanos()).unwrap_or(u64::MAX),
         );
-        o.opt_str(k!("tollgate.run.id"), self.run.map(RunId::as_str));
-        o.opt_str(k!("gen_ai.agent.id"), self.agent.map(AgentId::as_str));
+        o.str_or_null(k!("tollgate.run.id"), self.run.map(RunId::as_str));
+        o.str_or_null(k!("gen_ai.agent.id"), self.agent.map(AgentId::as_str));
         if let Some(class) = self.marks.and_then(AuditMarks::retention) {
             o.str(k!("tollgate.retention"), class);
         }
@@ -579,13 +606,11 @@ impl AuditEvent<'_> {
                     }
                     Decision::Allow => {}
                 }
-                match policy_version {
-                    Some(v) => o.digest(k!("tollgate.policy.version"), v.as_bytes()),
-                    None => o.lit(kn!("tollgate.policy.version")),
+                if let Some(v) = policy_version {
+                    o.digest(k!("tollgate.policy.version"), v.as_bytes());
                 }
-                match call.confidence() {
-                    Some(c) => o.ser(k!("tollgate.confidence"), &c),
-                    None => o.lit(kn!("tollgate.confidence")),
+                if let Some(c) = call.confidence() {
+                    o.ser(k!("tollgate.confidence"), &c);
                 }
                 o.opt_str(k!("tollgate.reasoning"), call.reasoning());
                 if !call.flags().is_empty() {
