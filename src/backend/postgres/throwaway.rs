@@ -37,6 +37,30 @@ pub enum ThrowawayError {
     },
 }
 
+/// Creates a new directory under the temporary directory, owner-only, failing rather than
+/// reusing one that exists: a name another user of a shared `/tmp` guessed and made first is
+/// never taken over (the server would run its `trust`-authenticated socket there).
+fn fresh_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut last = None;
+    for attempt in 0..16u32 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-pg-{}-{nanos:09}-{attempt}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free directory name")))
+}
+
 /// A running throwaway server. Dropping it stops the server and deletes its files.
 #[derive(Debug)]
 pub struct ThrowawayPostgres {
@@ -51,19 +75,13 @@ impl ThrowawayPostgres {
     pub fn start() -> Result<Self, ThrowawayError> {
         let bin = find_bin().ok_or(ThrowawayError::NotInstalled)?;
         let as_postgres = is_root();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("tollgate-pg-{}-{nanos:09}", std::process::id()));
         let step = |step: &'static str| {
             move |e: std::io::Error| ThrowawayError::Step {
                 step,
                 detail: e.to_string(),
             }
         };
-        std::fs::create_dir_all(&dir).map_err(step("creating the directory"))?;
+        let dir = fresh_dir().map_err(step("creating the directory"))?;
         let server = ThrowawayPostgres {
             bin,
             dir,
@@ -229,4 +247,24 @@ fn find_bin() -> Option<PathBuf> {
         return Some(d);
     }
     std::env::split_paths(&std::env::var_os("PATH")?).find(|d| has(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn each_server_directory_is_new_and_owner_only() {
+        let a = fresh_dir().unwrap();
+        let b = fresh_dir().unwrap();
+        assert_ne!(a, b);
+        for d in [&a, &b] {
+            let meta = std::fs::metadata(d).unwrap();
+            assert!(meta.is_dir());
+            assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{}", d.display());
+        }
+        std::fs::remove_dir(&a).unwrap();
+        std::fs::remove_dir(&b).unwrap();
+    }
 }
