@@ -161,9 +161,8 @@ fn escalation(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("escalation_file");
     g.sample_size(10);
-    let dir = std::env::temp_dir().join(format!("tollgate-bench-store-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir_guard = tempfile::tempdir().unwrap();
+    let dir = dir_guard.path();
     let key = StoreKey::new("bench", vec![1; 32]).unwrap();
     let store = Arc::new(FileApprovalStore::open(dir.join("approvals.jsonl"), &key).unwrap());
     let queue = ApprovalQueue::open(
@@ -192,7 +191,7 @@ fn escalation(c: &mut Criterion) {
     });
     g.finish();
     drop(queue);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir_guard);
 }
 
 criterion_group!(benches, escalation);

@@ -306,7 +306,12 @@ fn bench_audit(c: &mut Criterion) {
             },
         )
     };
-    let scratch = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
+    // Removed when this function returns or a bench panics.
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("tollgate-bench-")
+        .tempdir()
+        .unwrap();
+    let scratch = scratch_dir.path();
     let fresh = |name: &str| {
         let d = scratch.join(name);
         let _ = std::fs::remove_dir_all(&d);
@@ -491,7 +496,7 @@ fn bench_audit(c: &mut Criterion) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     g.finish();
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch_dir);
 }
 
 criterion_group!(

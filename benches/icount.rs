@@ -60,10 +60,12 @@ fn measured(f: &mut dyn FnMut() -> bool) -> u64 {
     ok
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tollgate-icount-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A scratch directory, removed when dropped (also if the path panics).
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tollgate-icount-")
+        .tempdir()
+        .unwrap()
 }
 
 fn file_sink(dir: &Path) -> Arc<FileSink> {
@@ -120,7 +122,7 @@ fn run_path(path: &str) {
             use tollgate::backend::lease::{
                 BudgetSpec, FileLeases, LeasedBudgets, LeasesSection, Measure, Per,
             };
-            let dir = scratch(path);
+            let dir = scratch();
             let clock = Arc::new(tollgate::clock::SystemClock::new());
             let section = LeasesSection {
                 refill_below_percent: 1,
@@ -135,7 +137,8 @@ fn run_path(path: &str) {
                 ..LeasesSection::default()
             };
             let source =
-                FileLeases::open(&dir, "icount", section.lease_timeout, clock.clone()).unwrap();
+                FileLeases::open(dir.path(), "icount", section.lease_timeout, clock.clone())
+                    .unwrap();
             let leases = Arc::new(LeasedBudgets::start(&section, Arc::new(source), clock).unwrap());
             let g = Guard::builder(boundary(100))
                 .shared_budget(leases.clone())
@@ -143,20 +146,18 @@ fn run_path(path: &str) {
                 .unwrap();
             guard_run(&g, &ToolCall::without_args("lookup"));
             leases.shutdown().unwrap();
-            let _ = std::fs::remove_dir_all(&dir);
         }
         "guard_all_primitives_raw" => guard_run(&all_primitives(None), &raw),
         "guard_all_primitives_file_sink_raw" => {
-            let dir = scratch(path);
-            let sink = file_sink(&dir);
+            let dir = scratch();
+            let sink = file_sink(dir.path());
             guard_run(&all_primitives(Some(sink.clone())), &raw);
             drop(sink);
-            let _ = std::fs::remove_dir_all(&dir);
         }
         "audit_record_file_buffered" => {
             use tollgate::audit::{AuditEvent, AuditSink, Decision, EventKind};
-            let dir = scratch(path);
-            let sink = file_sink(&dir);
+            let dir = scratch();
+            let sink = file_sink(dir.path());
             let (run, agent) = (
                 tollgate::RunId::new("run-1"),
                 tollgate::AgentId::new("agent-7"),
@@ -183,7 +184,6 @@ fn run_path(path: &str) {
             }
             assert_eq!(measured(&mut f), ITERS);
             drop(sink);
-            let _ = std::fs::remove_dir_all(&dir);
         }
         other => panic!("unknown path `{other}`; known: {PATHS:?}"),
     }
@@ -192,10 +192,8 @@ fn run_path(path: &str) {
 /// Instructions per call of `path`, counted by callgrind in a child process.
 fn count(path: &str) -> Result<f64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out_file = std::env::temp_dir().join(format!(
-        "tollgate-icount-{}-{path}.callgrind",
-        std::process::id()
-    ));
+    let out_dir = scratch();
+    let out_file = out_dir.path().join(format!("{path}.callgrind"));
     let status = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg("--collect-atstart=no")
@@ -216,7 +214,6 @@ fn count(path: &str) -> Result<f64, String> {
         ));
     }
     let text = std::fs::read_to_string(&out_file).map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&out_file);
     let total = text
         .lines()
         .find_map(|l| {

@@ -146,13 +146,17 @@ async fn via_gateway_process(node: &Path) -> (RunningService<RoleClient, ()>, Op
     let Some(bin) = option_env!("CARGO_BIN_EXE_tollgate") else {
         panic!("TOLLGATE_MCP_PROBE_GATEWAY=process needs the binary: add `--features mcp,cli`");
     };
-    let file = std::env::temp_dir().join(format!("tollgate-mcp-bench-{}.toml", std::process::id()));
-    std::fs::write(&file, policy_text(node)).expect("policy file");
+    let file = tempfile::Builder::new()
+        .prefix("tollgate-mcp-bench-")
+        .suffix(".toml")
+        .tempfile()
+        .expect("policy file");
+    std::fs::write(file.path(), policy_text(node)).expect("policy file");
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("mcp").arg("--policy").arg(&file);
+    cmd.arg("mcp").arg("--policy").arg(file.path());
     let client = spawn_client(cmd).await;
     // Read at start: no longer needed.
-    let _ = std::fs::remove_file(&file);
+    drop(file);
     client
 }
 

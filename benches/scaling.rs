@@ -97,7 +97,12 @@ fn spread(guard: &Arc<Guard>, threads: u64, iters: u64) -> Duration {
 }
 
 fn bench_scaling(c: &mut Criterion) {
-    let scratch = std::env::temp_dir().join(format!("tollgate-scaling-{}", std::process::id()));
+    // Under `TMPDIR`; removed when this function returns or a bench panics.
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("tollgate-scaling-")
+        .tempdir()
+        .unwrap();
+    let scratch = scratch_dir.path();
     // The unaudited pipeline, then the file sink OS-buffered and with group commit (an fsync at
     // least every 10 ms while records are unsynced).
     let variants = [
@@ -164,7 +169,7 @@ fn bench_scaling(c: &mut Criterion) {
         }
         g.finish();
     }
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch_dir);
 }
 
 criterion_group!(benches, bench_scaling);
