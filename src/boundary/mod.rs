@@ -326,15 +326,8 @@ impl ActionBoundary {
         let mut folded: BTreeMap<String, &str> = BTreeMap::new();
         for (i, (name, spec)) in doc.tools.iter().enumerate() {
             let field = format!("tools.{name}");
-            validate_tool_name(name).map_err(|r| PolicyError::invalid(&field, r))?;
-            let skeleton: String = name
-                .chars()
-                .map(|c| match c {
-                    '-' | '.' | ':' | '/' => '_',
-                    c => c.to_ascii_lowercase(),
-                })
-                .collect();
-            if let Some(other) = folded.insert(skeleton, name) {
+            validate_name(name, "tool").map_err(|r| PolicyError::invalid(&field, r))?;
+            if let Some(other) = folded.insert(skeleton(name), name) {
                 return Err(PolicyError::ConfusableNames {
                     first: other.to_owned(),
                     second: name.clone(),
@@ -388,12 +381,20 @@ impl ActionBoundary {
         let words = tools.len().div_ceil(64);
         let mut roles = Vec::with_capacity(doc.roles.len());
         let mut role_names: Vec<(&str, u32)> = Vec::with_capacity(doc.roles.len());
+        // Role names follow the rules of tool names: a role that differs from another only by a
+        // look-alike letter, an invisible character, case or a separator would show as the same
+        // column in the access matrix a reviewer signs off, with different grants.
+        let mut folded_roles: BTreeMap<String, &str> = BTreeMap::new();
         for (name, spec) in &doc.roles {
             let field = format!("roles.{name}");
-            if name.is_empty() || name.trim() != name {
+            validate_name(name, "role").map_err(|r| PolicyError::invalid(&field, r))?;
+            if let Some(other) = folded_roles.insert(skeleton(name), name) {
                 return Err(PolicyError::invalid(
-                    field,
-                    "a role name must be non-empty without surrounding spaces",
+                    &field,
+                    format!(
+                        "roles `{other}` and `{name}` differ only in case or separators; rename one \
+                         so no reviewer can confuse them"
+                    ),
                 ));
             }
             let clearance = resolve_tier(format!("{field}.clearance"), &spec.clearance)?;
@@ -826,19 +827,32 @@ fn int_eq_str(mut n: i128, s: &str) -> bool {
     &buf[pos..] == s.as_bytes()
 }
 
-fn validate_tool_name(name: &str) -> Result<(), &'static str> {
+/// A tool's or a role's name: 1 to 128 ASCII letters, digits and `_ - . : /`.
+fn validate_name(name: &str, what: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_TOOL_NAME {
-        return Err("a tool name must be 1 to 128 characters long");
+        return Err(format!("a {what} name must be 1 to 128 characters long"));
     }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/'))
     {
-        return Err(
-            "a tool name may use only ASCII letters, digits and `_ - . : /` (no spaces, no look-alike Unicode)",
-        );
+        return Err(format!(
+            "a {what} name may use only ASCII letters, digits and `_ - . : /` (no spaces, no \
+             invisible characters, no look-alike Unicode)"
+        ));
     }
     Ok(())
+}
+
+/// What two names that an agent or a reviewer could confuse have in common: case and the
+/// separators `- . : /` folded.
+fn skeleton(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '-' | '.' | ':' | '/' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 fn compile_compartment_arg(

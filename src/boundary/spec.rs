@@ -43,6 +43,83 @@ where
     d.deserialize_map(Unique(std::marker::PhantomData))
 }
 
+/// Deserialises `enum` values as `serde_json::Value`s, refusing a number that is not finite:
+/// `Value` would turn TOML's `nan` or `inf` into `null`, and the rule would then admit `null`,
+/// a value nobody wrote.
+fn finite_values<'de, D>(d: D) -> Result<Option<Vec<Value>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+
+    struct Finite(Value);
+    struct FiniteVisitor;
+
+    impl<'de> Visitor<'de> for FiniteVisitor {
+        type Value = Finite;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Finite, E> {
+            Ok(Finite(Value::Bool(v)))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Finite, E> {
+            Ok(Finite(Value::from(v)))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Finite, E> {
+            Ok(Finite(Value::from(v)))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Finite, E> {
+            serde_json::Number::from_f64(v)
+                .map(|n| Finite(Value::Number(n)))
+                .ok_or_else(|| {
+                    E::custom(format!(
+                        "`{v}` is not a finite number: no JSON value can equal it"
+                    ))
+                })
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Finite, E> {
+            Ok(Finite(Value::String(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Finite, E> {
+            Ok(Finite(Value::String(v)))
+        }
+        fn visit_unit<E>(self) -> Result<Finite, E> {
+            Ok(Finite(Value::Null))
+        }
+        fn visit_none<E>(self) -> Result<Finite, E> {
+            Ok(Finite(Value::Null))
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Finite, D2::Error> {
+            Finite::deserialize(d)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Finite, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Finite(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(Finite(Value::Array(out)))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Finite, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some((k, Finite(v))) = map.next_entry::<String, Finite>()? {
+                out.insert(k, v);
+            }
+            Ok(Finite(Value::Object(out)))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Finite {
+        fn deserialize<D2: serde::Deserializer<'de>>(d: D2) -> Result<Self, D2::Error> {
+            d.deserialize_any(FiniteVisitor)
+        }
+    }
+
+    let values: Option<Vec<Finite>> = Option::deserialize(d)?;
+    Ok(values.map(|v| v.into_iter().map(|Finite(v)| v).collect()))
+}
+
 /// What a tool does to the world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -289,7 +366,12 @@ pub struct Arg {
     #[serde(default)]
     pub forbidden: bool,
     /// The value must equal one of these scalars.
-    #[serde(rename = "enum", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enum",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "finite_values"
+    )]
     pub one_of: Option<Vec<Value>>,
     /// Inclusive lower bound for a number. Like `max`, it must be compared exactly, or the
     /// boundary refuses to compile: at most 15 significant digits, and below 2^53

@@ -221,6 +221,20 @@ impl BreakerConfig {
         if self.minimum_calls == 0 {
             return bad("minimum_calls", "must be at least 1");
         }
+        if let Window::Count(n) = self.window
+            && self.minimum_calls > n
+            && self.consecutive_failures == 0
+        {
+            // The window holds the last `n` calls, so the rates are never judged; with no
+            // consecutive-failure rule either, nothing could ever open the breaker. (With one,
+            // a `minimum_calls` over the window is how a breaker opens on consecutive failures
+            // only.)
+            return bad(
+                "minimum_calls",
+                "is more than the window's number of calls and `consecutive_failures` is 0: \
+                 the breaker could never open",
+            );
+        }
         if !(self.failure_rate > 0.0 && self.failure_rate <= 100.0) {
             return bad("failure_rate", "must be in (0, 100]");
         }

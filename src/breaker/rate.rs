@@ -59,12 +59,31 @@ impl RateLimit {
         }
     }
 
+    /// Why the limiter could not represent this limit, if it cannot: it counts in 64-bit
+    /// nanoseconds (and panics past them), so one call's period times the burst, plus the
+    /// process's running time, must stay within them. Bounded at 100 years.
+    pub(crate) fn span_error(&self) -> Option<&'static str> {
+        const MAX_SPAN: Duration = Duration::from_secs(100 * 365 * 86_400);
+        let period = self.per / self.max_calls.get();
+        let burst = self.burst.unwrap_or(self.max_calls).get();
+        match period.checked_mul(burst) {
+            Some(span) if span <= MAX_SPAN => None,
+            _ => Some(
+                "the period of one call (`per` / `max_calls`) times the burst is over 100 years, \
+                 more than the limiter can count",
+            ),
+        }
+    }
+
     fn quota(&self, field: &'static str) -> Result<Quota, ConfigError> {
         if self.per.is_zero() {
             return Err(ConfigError {
                 field,
                 reason: "the period `per` must be longer than zero",
             });
+        }
+        if let Some(reason) = self.span_error() {
+            return Err(ConfigError { field, reason });
         }
         let period = self.per / self.max_calls.get();
         let quota = Quota::with_period(period).ok_or(ConfigError {

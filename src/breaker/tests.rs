@@ -169,6 +169,30 @@ fn invalid_configs_name_the_field() {
         }),
         "window"
     );
+    // A count window of 10 calls never holds 11, so the rates are never judged: with no
+    // consecutive-failure rule, nothing could open the breaker.
+    assert_eq!(
+        check(BreakerConfig {
+            window: Window::Count(10),
+            minimum_calls: 11,
+            consecutive_failures: 0,
+            ..cfg()
+        }),
+        "minimum_calls"
+    );
+    for (minimum_calls, consecutive_failures) in [(10, 0), (11, 2)] {
+        assert!(
+            BreakerConfig {
+                window: Window::Count(10),
+                minimum_calls,
+                consecutive_failures,
+                ..cfg()
+            }
+            .validate()
+            .is_ok(),
+            "{minimum_calls} {consecutive_failures}"
+        );
+    }
     assert_eq!(
         check(BreakerConfig {
             failure_rate: 0.0,
@@ -441,6 +465,11 @@ fn config() -> impl Strategy<Value = BreakerConfig> {
                 backoff,
                 half_open_calls,
             )| {
+                // A breaker that nothing could open is refused by `validate`.
+                let minimum_calls = match window {
+                    Window::Count(n) if consecutive_failures == 0 => minimum_calls.min(n),
+                    _ => minimum_calls,
+                };
                 BreakerConfig {
                     window,
                     minimum_calls,

@@ -847,6 +847,9 @@ fn cross_check(doc: &Document) -> Result<(), DocumentError> {
             if q.per.is_zero() {
                 return Err(DocumentError::invalid(path, "must be longer than zero"));
             }
+            if let Some(reason) = q.span_error() {
+                return Err(DocumentError::invalid(path, reason));
+            }
         }
         if r.max_agents == Some(0) {
             return Err(DocumentError::invalid(
