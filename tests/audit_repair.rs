@@ -81,7 +81,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn damaged_final_records_are_refused_not_cut() {
     // Each damage leaves acknowledged records unreadable; none is what a crash leaves.
     type Damage = fn(&mut Vec<u8>);
-    let damages: [(&str, Damage); 6] = [
+    let damages: [(&str, Damage); 8] = [
         ("zero-filled tail, no newline", |d| d.extend([0u8; 300])),
         ("a zero line", |d| d.extend(b"\0\0\0\0\n")),
         ("a garbage line", |d| {
@@ -100,6 +100,18 @@ fn damaged_final_records_are_refused_not_cut() {
             let last = line_starts(d).last().copied().unwrap();
             let pos = last + (n - last) / 2;
             d[pos] = if d[pos] == b'0' { b'1' } else { b'0' };
+        }),
+        // Without its newline the last line looks like a record the writer was appending, but
+        // its whole event is there and the hash shows it was changed.
+        ("the last record's event changed, its newline gone", |d| {
+            assert_eq!(d.pop(), Some(b'\n'));
+            let n = d.len();
+            let at = n - 3;
+            d[at] = if d[at] == b'1' { b'2' } else { b'1' };
+        }),
+        ("another record run on after the last, no newline", |d| {
+            assert_eq!(d.pop(), Some(b'\n'));
+            d.extend(b" {\"seq\":41,\"evil\":1}");
         }),
     ];
     for (what, damage) in damages {
@@ -199,6 +211,23 @@ fn a_zeroed_block_over_acknowledged_records_is_repaired_with_a_declaration() {
             .unwrap()
             .is_none()
     );
+}
+
+/// Damage at the log's very first record leaves nothing to continue the chain from: a
+/// declaration would have to be the log's first record, which no log may start with. Refused,
+/// and nothing is changed (before, the repair wrote a log that neither `verify` nor `open` nor a
+/// second repair accepted).
+#[test]
+fn repair_refuses_damage_at_the_first_record_of_the_log() {
+    let dir = log("first", 3, FileSinkConfig::default());
+    let seg = dir.seg(1);
+    let mut data = fs::read(&seg).unwrap();
+    let first_end = data.iter().position(|&b| b == b'\n').unwrap();
+    data[first_end - 3] ^= 0x01;
+    fs::write(&seg, &data).unwrap();
+    let err = FileSink::plan_repair(dir.path(), &RepairOptions::new()).unwrap_err();
+    assert!(err.to_string().contains("first record of the log"), "{err}");
+    assert_eq!(fs::read(&seg).unwrap(), data, "nothing was changed");
 }
 
 #[test]

@@ -220,6 +220,14 @@ impl ChainCheck {
         })?;
         let seq = frame.seq;
         let at = || line.location(Some(seq));
+        if seq == u64::MAX {
+            // The writer never gives it (no seq would be left for the next record), and every
+            // `seq + 1` below relies on it being absent.
+            return Err(VerifyError::Malformed {
+                at: at(),
+                reason: format!("seq {seq} is the largest there is: no record could follow it"),
+            });
+        }
         if self.start.is_none() {
             let mut prev = GENESIS_HEX;
             // Retention drops whole segments, so only a log whose first segment is not number 1
@@ -465,7 +473,7 @@ impl ChainCheck {
             return Ok(());
         };
         let start_seq = start.seq;
-        if d.last_seq + 1 == start.seq {
+        if d.last_seq.checked_add(1) == Some(start.seq) {
             if head != start.prev {
                 return Err(mismatch(format!(
                     "it drops through seq {}, but the first record's `prev` is not the hash it states",
@@ -491,7 +499,8 @@ impl ChainCheck {
                 self.pending_drop = Some((d.last_seq, index));
             }
         }
-        if start_seq > 1 && d.last_seq + 1 >= start_seq && self.explained_by.is_none() {
+        if start_seq > 1 && d.last_seq.saturating_add(1) >= start_seq && self.explained_by.is_none()
+        {
             self.explained_by = Some(index);
         }
         Ok(())
@@ -513,7 +522,9 @@ impl ChainCheck {
                 "repair declaration: its kind is ambiguous".into(),
             ));
         }
-        if r.after_seq + 1 != expected || r.removed_through_seq + 1 != seq {
+        if r.after_seq.checked_add(1) != Some(expected)
+            || r.removed_through_seq.checked_add(1) != Some(seq)
+        {
             return Err(VerifyError::SeqGap {
                 at: at(),
                 expected,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::MAX_LINE_BYTES;
 use super::chain::{Chain, ChainCheck, PendingDrop, Span};
 use super::checkpoint::CheckpointKey;
-use super::record::{Hex64, parse_seq};
+use super::record::{Hex64, chain_hash, parse_seq};
 use super::verify::{Location, ProgressHook, ProgressTracker, VerifyError, VerifyReport};
 use super::vouch;
 use super::witness::WitnessedHead;
@@ -40,12 +40,22 @@ pub(in crate::audit) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>,
     for entry in fs::read_dir(dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
         let name = entry.file_name();
-        if let Some(index) = name.to_str().and_then(segment_index) {
+        if let Some((name, index)) = name.to_str().and_then(|n| Some((n, segment_index(n)?))) {
+            // `audit-0000001.jsonl` and `audit-000001.jsonl` would both be segment 1: only the
+            // writer's own spelling is a segment, and the last number is never one.
+            let canonical = segment_name(index);
+            if name != canonical || index == u64::MAX {
+                return Err(VerifyError::SegmentName {
+                    path: entry.path(),
+                    expected: canonical,
+                });
+            }
             segments.push((index, entry.path()));
         }
     }
     segments.sort_unstable_by_key(|s| s.0);
     for pair in segments.windows(2) {
+        // No overflow: u64::MAX was refused above.
         if pair[1].0 != pair[0].0 + 1 {
             return Err(VerifyError::MissingSegment {
                 expected: dir.join(segment_name(pair[0].0 + 1)),
@@ -465,10 +475,12 @@ fn settle_torn(
 }
 
 /// Whether an incomplete last line is what a crash leaves of the record the writer was
-/// appending: a strict beginning of `{"seq":<next>,"prev":"<prev>","hash":"<64 hex>","event":{`
-/// followed by event bytes, all of them bytes the writer emits (no control characters: its JSON
-/// has none, so a zeroed or garbled block is not mistaken for one). Anything else at the end of
-/// the log is damage, which recovery must not cut silently.
+/// appending: a strict beginning of `{"seq":<next>,"prev":"<prev>","hash":"<64 hex>","event":`
+/// followed by a beginning of the event's JSON, all of it bytes the writer emits (no control
+/// characters: its JSON has none, so a zeroed or garbled block is not mistaken for one). When
+/// the event's JSON is whole, only the record's closing `}` may follow it, and the line's hash
+/// must be the chain's hash of that event: a crash cuts bytes off, it does not change them.
+/// Anything else at the end of the log is damage, which recovery must not cut silently.
 pub(super) fn is_torn_write(content: &[u8], next_seq: u64, prev: &Hex64) -> bool {
     if content.is_empty() || content.iter().any(|&b| b < 0x20) {
         return false;
@@ -489,9 +501,33 @@ pub(super) fn is_torn_write(content: &[u8], next_seq: u64, prev: &Hex64) -> bool
         return false;
     }
     let rest = &rest[hex..];
-    let tail: &[u8] = b"\",\"event\":{";
+    let tail: &[u8] = b"\",\"event\":";
     let n = rest.len().min(tail.len());
-    rest[..n] == tail[..n]
+    if rest[..n] != tail[..n] {
+        return false;
+    }
+    let event = &rest[n..];
+    let Some(&first) = event.first() else {
+        // Cut before the event (or inside the hash, leaving `rest` short).
+        return true;
+    };
+    if first != b'{' {
+        return false;
+    }
+    let mut values =
+        serde_json::Deserializer::from_slice(event).into_iter::<serde::de::IgnoredAny>();
+    match values.next() {
+        Some(Ok(_)) => {}
+        // Cut inside the event: every beginning of the writer's JSON ends this way.
+        Some(Err(e)) if e.is_eof() => return true,
+        _ => return false,
+    }
+    let end = values.byte_offset();
+    if !matches!(&event[end..], b"" | b"}") {
+        return false;
+    }
+    let digits = &content[head.len()..head.len() + 64];
+    *digits == chain_hash(prev, next_seq, &event[..end])
 }
 
 #[cfg(test)]
@@ -633,6 +669,118 @@ mod tests {
         assert_eq!(segment_index("audit-1.jsonl"), None);
         assert_eq!(segment_index("audit-000001.jsonl.tmp"), None);
         assert_eq!(segment_index("audit-00000x.jsonl"), None);
+    }
+
+    /// A file named like a segment but spelled otherwise than the writer spells it (it would
+    /// alias another number), or numbered u64::MAX (no number after it), is refused by name.
+    #[test]
+    fn aliased_or_last_segment_names_are_refused() {
+        for names in [
+            &["audit-000001.jsonl", "audit-0000001.jsonl"][..],
+            &[
+                "audit-18446744073709551615.jsonl",
+                "audit-018446744073709551615.jsonl",
+            ],
+            &["audit-18446744073709551615.jsonl"],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            for n in names {
+                std::fs::write(dir.path().join(n), b"").unwrap();
+            }
+            let err = list_segments(dir.path()).unwrap_err();
+            assert!(
+                matches!(err, VerifyError::SegmentName { .. }),
+                "{names:?}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("audit-000001.jsonl"), b"").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+    }
+
+    /// Hand-made records whose seq numbers would overflow `seq + 1` are refused with an error,
+    /// not a panic (debug) or a wrapped seq (release).
+    #[test]
+    fn the_largest_seq_numbers_are_refused_not_overflowed() {
+        use super::super::record::{GENESIS_HEX, append_record};
+        let line = |seq: u64, prev: &Hex64, event: &[u8]| {
+            let hash = chain_hash(prev, seq, event);
+            let mut l = Vec::new();
+            append_record(&mut l, seq, prev, &hash, event);
+            (l, hash)
+        };
+        // A lone record numbered u64::MAX (a log that retention made start late).
+        let dir = tempfile::tempdir().unwrap();
+        let (l, _) = line(u64::MAX, &[b'a'; 64], br#"{"event":"x"}"#);
+        std::fs::write(dir.path().join(segment_name(2)), l).unwrap();
+        let err = crate::audit::file::verify(dir.path()).unwrap_err();
+        assert!(matches!(err, VerifyError::Malformed { .. }), "{err}");
+        // Repair declarations whose seqs would wrap.
+        let repair = |after: u64, through: u64| {
+            format!(
+                r#"{{"event":"repair","time_unix_nano":0,"tollgate.repair.after_seq":{after},"tollgate.repair.removed_through_seq":{through},"tollgate.repair.removed_first_seq":null,"tollgate.repair.removed_last_seq":null,"tollgate.repair.removed_lines":1,"tollgate.repair.removed_bytes":1,"tollgate.repair.removed_sha256":"00","tollgate.repair.cut_at":"audit-000001.jsonl:0","tollgate.repair.saved_as":"x","tollgate.repair.reason":"r"}}"#
+            )
+        };
+        for (after, through) in [(u64::MAX, 1), (1, u64::MAX)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, h1) = line(1, &GENESIS_HEX, br#"{"event":"x"}"#);
+            let (l2, _) = line(2, &h1, repair(after, through).as_bytes());
+            log.extend_from_slice(&l2);
+            std::fs::write(dir.path().join(segment_name(1)), log).unwrap();
+            let err = crate::audit::file::verify(dir.path()).unwrap_err();
+            assert!(
+                matches!(err, VerifyError::SeqGap { .. }),
+                "{after} {through}: {err}"
+            );
+        }
+    }
+
+    /// Every way a crash can cut the record being appended is a torn write; a whole event with
+    /// a wrong hash, or anything after the record's end, is not.
+    #[test]
+    fn torn_writes_are_cut_records_and_nothing_else() {
+        use super::super::record::{GENESIS_HEX, append_record};
+        let event =
+            r#"{"seq":7,"event":"reasoning","tollgate.reasoning":"a \"b\" é \u00e9 [1, {}]"}"#
+                .as_bytes();
+        let prev = GENESIS_HEX;
+        let hash = chain_hash(&prev, 7, event);
+        let mut line = Vec::new();
+        append_record(&mut line, 7, &prev, &hash, event);
+        assert_eq!(line.pop(), Some(b'\n'));
+        for cut in 1..=line.len() {
+            assert!(
+                is_torn_write(&line[..cut], 7, &prev),
+                "{}",
+                String::from_utf8_lossy(&line[..cut])
+            );
+        }
+        // Another seq or prev: not the record being appended.
+        assert!(!is_torn_write(&line, 8, &prev));
+        assert!(!is_torn_write(&line[..20], 7, &hash));
+        // The whole event with one byte changed: the hash shows it was not a crash.
+        let changed: Vec<u8> = String::from_utf8(line.clone())
+            .unwrap()
+            .replacen("reasoning\"", "reasonin9\"", 1)
+            .into_bytes();
+        assert_ne!(changed, line);
+        assert!(!is_torn_write(&changed, 7, &prev));
+        assert!(!is_torn_write(&changed[..changed.len() - 1], 7, &prev));
+        // Bytes after the record's end, or a second record run on.
+        for extra in [&b" "[..], b"}", b" {\"seq\":8}", b"x"] {
+            let mut more = line.clone();
+            more.extend_from_slice(extra);
+            assert!(!is_torn_write(&more, 7, &prev), "{extra:?}");
+        }
+        // Not JSON where the event starts, or broken JSON inside it.
+        let head = line.len() - event.len() - 1;
+        let mut bad = line[..head].to_vec();
+        bad.extend_from_slice(b"[1,");
+        assert!(!is_torn_write(&bad, 7, &prev));
+        let mut bad = line[..head].to_vec();
+        bad.extend_from_slice(br#"{"a":tx"#);
+        assert!(!is_torn_write(&bad, 7, &prev));
     }
 
     #[test]

@@ -247,10 +247,13 @@ fn plan(dir: &Path, options: &RepairOptions) -> Result<Option<RepairPlan>, Audit
                 };
             }
             Err(e) => {
-                if good.chain_next == 1 && at.line == 1 && line.segment != 1 {
+                if good.chain_next == 1 && at.line == 1 {
+                    // In segment 1 too: a declaration after seq 0 would be the log's first
+                    // record, which verification (rightly) requires to be seq 1.
                     return Err(refused(format!(
                         "the first record of the log is damaged ({e}): there is no record to \
-                         continue the chain from, so it cannot be repaired by cutting"
+                         continue the chain from, so it cannot be repaired by cutting (keep the \
+                         directory as evidence and start a new log in another)"
                     )));
                 }
                 cut = Some((at.file, at.offset, at.line, e.to_string()));
@@ -323,7 +326,7 @@ fn plan(dir: &Path, options: &RepairOptions) -> Result<Option<RepairPlan>, Audit
         scan(p, 0)?;
     }
     // Only seqs a record in that place could have: one per removed line after `after_seq`.
-    let plausible = |s: &u64| *s > after_seq && *s <= after_seq + lines;
+    let plausible = |s: &u64| *s > after_seq && *s <= after_seq.saturating_add(lines);
     let removed_seqs = match (
         claimed.iter().copied().filter(plausible).min(),
         claimed.iter().copied().filter(plausible).max(),
@@ -336,6 +339,13 @@ fn plan(dir: &Path, options: &RepairOptions) -> Result<Option<RepairPlan>, Audit
         .map_or(after_seq, |r| *r.end())
         .max(witnessed.as_ref().map_or(0, |w| w.seq))
         .max(after_seq);
+    if removed_through_seq >= u64::MAX - 1 {
+        // The declaration (and a checkpoint after it) need the next seqs.
+        return Err(refused(format!(
+            "the records to remove claim seqs up to {removed_through_seq}: no seq is left for \
+             the declaration"
+        )));
+    }
     Ok(Some(RepairPlan {
         after_seq,
         after_hash: hex_str(&good.prev),

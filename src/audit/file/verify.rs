@@ -337,6 +337,16 @@ pub enum VerifyError {
         /// The file that should exist.
         expected: PathBuf,
     },
+    /// A file named like a segment whose number is written differently from how the writer
+    /// names segments (extra leading zeros), or is the largest number there is: it would alias
+    /// another segment's number, or leave no number for the next one.
+    #[error("{path}: not a segment name the writer could have made (expected `{expected}`)")]
+    SegmentName {
+        /// The file.
+        path: PathBuf,
+        /// The name the writer gives the segment of that number.
+        expected: String,
+    },
     /// A repair declaration (or another declaration that explains missing records) is not
     /// covered by a checkpoint its writer wrote: nothing authenticates it.
     #[error(
@@ -436,6 +446,7 @@ impl VerifyError {
             | VerifyError::BehindWitness { .. }
             | VerifyError::WitnessInvalid { .. }
             | VerifyError::MissingSegment { .. }
+            | VerifyError::SegmentName { .. }
             | VerifyError::NotADirectory(_)
             | VerifyError::Io { .. } => None,
         }

@@ -363,6 +363,13 @@ impl Writer {
             self.rotate()?;
         }
         let seq = self.chain.next_seq;
+        if seq == u64::MAX {
+            // Verification refuses this seq (no record could follow it): fail, do not write.
+            return Err(Failure {
+                kind: std::io::ErrorKind::Other,
+                message: "the log has used every seq number".into(),
+            });
+        }
         let hash = chain_hash(&self.chain.prev, seq, event);
         if self.live_first.is_none() {
             self.live_first = Some((seq, self.chain.prev));
