@@ -154,6 +154,39 @@ fn role_naming_an_unknown_tool_is_an_error() {
     }
 }
 
+/// Roles follow the rules of tool names: a reviewer signing the access matrix must not see two
+/// columns that look alike (case, separators, invisible or look-alike characters).
+#[test]
+fn role_names_that_look_alike_or_hide_characters_are_errors() {
+    for (extra, field, says) in [
+        (
+            "[roles.Clerk]\nclearance = \"public\"\ntools = []\n",
+            "roles.clerk",
+            "differ only in case",
+        ),
+        (
+            "[roles.\"ops-lead\"]\nclearance = \"public\"\ntools = []\n\
+             [roles.ops_lead]\nclearance = \"public\"\ntools = []\n",
+            "roles.ops_lead",
+            "differ only in case or separators",
+        ),
+        (
+            "[roles.\"cl\\u200berk\"]\nclearance = \"public\"\ntools = []\n",
+            "roles.cl\u{200b}erk",
+            "ASCII",
+        ),
+        (
+            "[roles.\"clerk \"]\nclearance = \"public\"\ntools = []\n",
+            "roles.clerk ",
+            "ASCII",
+        ),
+    ] {
+        let e = err(&format!("{TOML}\n{extra}"));
+        assert_eq!(e.field(), Some(field), "{extra}: {e}");
+        assert!(e.to_string().contains(says), "{extra}: {e}");
+    }
+}
+
 #[test]
 fn invalid_constraints_name_the_field() {
     let cases: &[(&str, &str)] = &[

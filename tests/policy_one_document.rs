@@ -234,8 +234,40 @@ fn values_that_make_no_sense_are_refused_by_path() {
             "per = \"0s\"",
             "rate_limits.per_tool.issue_refund.per",
         ),
+        // 5 calls per 600 years with a burst of 5: 600 years, more than the limiter counts
+        // (it panicked when the guard was built).
+        (
+            "per = \"1h\"",
+            "per = \"600y\"",
+            "rate_limits.per_tool.issue_refund.per",
+        ),
+        // serde_json would make `nan` a `null`, which the rule would then admit.
+        (
+            "enum = [\"USD\"]",
+            "enum = [\"USD\", nan]",
+            "tools.issue_refund.args.refund.currency.enum[1]",
+        ),
+        // A window of 50 calls never holds 60: with no consecutive-failure rule either,
+        // nothing could open the breaker.
+        (
+            "minimum_calls = 10\n",
+            "minimum_calls = 60\n",
+            "breakers.minimum_calls",
+        ),
+        // Role names follow the rules of tool names: no look-alike letters (Cyrillic `а`).
+        (
+            "[roles.faq_bot]",
+            "[roles.\"f\u{0430}q_bot\"]",
+            "roles.fаq_bot",
+        ),
     ] {
-        let e = err_of(&edited(from, to));
+        let to = if to == "minimum_calls = 60\n" {
+            // The consecutive-failure rule goes too, or the breaker could still open.
+            edited(from, to).replacen("consecutive_failures = 5", "consecutive_failures = 0", 1)
+        } else {
+            edited(from, to)
+        };
+        let e = err_of(&to);
         assert_eq!(e.path(), Some(path), "{to}: {e}");
         assert!(e.location().is_some(), "{to}: {e} has no location");
     }
