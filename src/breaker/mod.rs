@@ -564,7 +564,12 @@ impl CircuitBreaker {
                 .cfg
                 .backoff
                 .powi(i32::try_from(m.reopenings).unwrap_or(i32::MAX));
-        let wait = Duration::from_secs_f64(wait.min(self.cfg.max_wait_in_open.as_secs_f64()));
+        // A `max_wait_in_open` near `Duration::MAX` can round up past it as an f64, where
+        // `from_secs_f64` would panic: the cap itself is the wait then.
+        let wait = Duration::try_from_secs_f64(wait.min(self.cfg.max_wait_in_open.as_secs_f64()))
+            .map_or(self.cfg.max_wait_in_open, |w| {
+                w.min(self.cfg.max_wait_in_open)
+            });
         m.reopenings = m.reopenings.saturating_add(1);
         self.reset_measure(m);
         let until = self.clock.now().saturating_add(wait);

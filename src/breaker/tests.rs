@@ -43,6 +43,28 @@ fn opens_on_failure_rate_only_after_minimum_calls() {
     assert_eq!(b.state(), State::Open);
 }
 
+/// The longest waits a configuration can state open the breaker without a panic (the wait
+/// is computed as an f64, which can round up past `Duration::MAX`).
+#[test]
+fn the_longest_waits_open_without_overflow() {
+    let clock = Arc::new(ManualClock::new());
+    let b = CircuitBreaker::new(
+        BreakerConfig {
+            wait_in_open: Duration::MAX,
+            max_wait_in_open: Duration::MAX,
+            ..cfg()
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    for _ in 0..4 {
+        call(&b, CallResult::Failure, 1).unwrap();
+    }
+    assert_eq!(b.state(), State::Open);
+    clock.advance(Duration::from_secs(100 * 365 * 86_400));
+    assert!(call(&b, CallResult::Success, 1).is_err(), "still open");
+}
+
 #[test]
 fn opens_on_slow_call_rate() {
     let b = CircuitBreaker::new(cfg(), Arc::new(ManualClock::new())).unwrap();
