@@ -186,7 +186,9 @@ impl FileSink {
                 }
                 retention_completed += 1;
                 if let Some(span) = &c.span {
-                    records -= span.last_seq - span.first_seq + 1;
+                    // A span counts the seqs it covers; a repair's gap inside it makes that more
+                    // than the records it held, so saturate rather than underflow.
+                    records = records.saturating_sub(span.last_seq - span.first_seq + 1);
                 }
             }
             if done > 0 {
