@@ -802,6 +802,39 @@ fn reviewer_warnings_point_at_what_deserves_a_second_look() {
     }
 }
 
+/// Two grants for the same role, provider and resource: a change to the second is reported
+/// (pairing by identity compared both new grants with the first old one and lost it).
+#[test]
+fn diff_reports_a_change_to_a_second_grant_of_the_same_identity() {
+    use tollgate::policy::diff;
+    let grant = "[[credentials.grants]]\nrole = \"front_desk_agent\"\nprovider = \"payments\"\n\
+                 tools = [\"issue_refund\"]\noperations = [\"write\"]\n\
+                 resource = \"refunds/{compartment}/*\"\n";
+    let second = |ttl: &str| {
+        edited(
+            "ttl = \"2m\"\nmax_uses = 1\n",
+            &format!("ttl = \"2m\"\nmax_uses = 1\n\n{grant}ttl = \"{ttl}\"\nmax_uses = 1\n"),
+        )
+    };
+    let (old, new) = (second("1m"), second("2m"));
+    let (old, new) = match (Policy::from_toml(&old), Policy::from_toml(&new)) {
+        (Ok(o), Ok(n)) => (o, n),
+        // Refusing such a document outright would be as good.
+        (o, n) => panic!(
+            "documents with a repeated grant: {:?} / {:?}",
+            o.err(),
+            n.err()
+        ),
+    };
+    let changes = diff(&old, &new);
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.path.contains("credentials.grants") && c.path.ends_with("ttl")),
+        "{changes:#?}"
+    );
+}
+
 #[test]
 fn diff_reports_permissions_and_thresholds_not_text() {
     use tollgate::policy::{ChangeKind, diff};

@@ -181,7 +181,18 @@ fn walk(out: &mut Vec<Change>, path: String, a: &Value, b: &Value) {
         (Value::Array(x), Value::Array(y)) => {
             let ids_a: Option<Vec<String>> = x.iter().map(identity).collect();
             let ids_b: Option<Vec<String>> = y.iter().map(identity).collect();
-            if let (Some(ia), Some(ib)) = (&ids_a, &ids_b) {
+            // Items are paired by identity only where it names one item on each side: with two
+            // grants for the same role, provider and resource, pairing by name would compare
+            // both new ones with the first old one and lose the second (they go by position).
+            let unique = |ids: &Vec<String>| {
+                let mut sorted: Vec<&String> = ids.iter().collect();
+                sorted.sort_unstable();
+                sorted.windows(2).all(|w| w[0] != w[1])
+            };
+            if let (Some(ia), Some(ib)) = (&ids_a, &ids_b)
+                && unique(ia)
+                && unique(ib)
+            {
                 for (i, id) in ib.iter().enumerate() {
                     let p = format!("{path}[{id}]");
                     match ia.iter().position(|o| o == id) {
