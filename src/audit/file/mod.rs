@@ -168,10 +168,14 @@
 //!
 //! [`FileSink::open`] re-verifies every segment. A crash while appending can leave the last line
 //! incomplete: if that line is a strict beginning of the record the writer was appending (the
-//! next seq, the chain's `prev`, only bytes the writer emits), it is a torn write and is cut off,
-//! and the cut is reported in [`Recovery`]. Anything else is damage — an incomplete line that is
-//! not such a beginning (a zeroed block, garbage), a complete line that is not a valid record, a
-//! bad hash, a broken link, a gap — and makes `open` fail with the [`VerifyError`] naming file,
+//! next seq, the chain's `prev`, only bytes the writer emits, and, once the event's JSON is
+//! whole, nothing after it but the record's closing `}` and a hash that matches it: a crash cuts
+//! bytes off, it does not change them), it is a torn write and is cut off, and the cut is
+//! reported in [`Recovery`]. Anything else is damage — an incomplete line that is not such a
+//! beginning (a zeroed block, garbage, an altered event, a record with bytes run on after it), a
+//! complete line that is not a valid record, a bad hash, a broken link, a gap, a seq of
+//! `u64::MAX` (no record could follow it), a file named like a segment but not as the writer
+//! names them ([`VerifyError::SegmentName`]) — and makes `open` fail with the [`VerifyError`] naming file,
 //! line and seq (get it back from the [`AuditError`] with [`corruption`]); nothing is cut,
 //! accepted or rewritten. [`FileSink::plan_repair`] and [`FileSink::repair`] (the
 //! `tollgate audit repair` command) then remove the damaged end explicitly: the removed bytes are
