@@ -791,6 +791,13 @@ fn reviewer_warnings_point_at_what_deserves_a_second_look() {
             "long_credential_ttl",
             "credentials.grants[0].ttl",
         ),
+        // A misspelt path: `issue_refund` has no `refund.amout`, so every refund escalates.
+        (
+            "path = \"refund.amount\", over = 100",
+            "path = \"refund.amout\", over = 100",
+            "escalation_path_not_declared",
+            "escalation.rules[0].when",
+        ),
     ] {
         let p = Policy::from_toml(&edited(from, to)).unwrap();
         let found = codes(&p);

@@ -40,7 +40,10 @@ impl Policy {
     /// - `tier_without_retention_class`: a tier whose records fall to the `default` class;
     /// - `long_credential_ttl`: a credential grant living over an hour;
     /// - `role_with_every_tool`: a role allowed every tool of a document with several tools;
-    /// - `no_audit_section`: nothing says how decisions are recorded.
+    /// - `no_audit_section`: nothing says how decisions are recorded;
+    /// - `escalation_path_not_declared`: an escalation rule reads an argument (an amount or its
+    ///   currency) that no tool it applies to declares: every call to them is "missing" it, so the
+    ///   rule always escalates (or, with `if_missing = "ignore"`, never does).
     pub fn warnings(&self) -> Vec<Warning> {
         let doc = self.document();
         let mut out = Vec::new();
@@ -128,6 +131,44 @@ impl Policy {
             }
         }
 
+        if let Some(e) = &doc.escalation {
+            for (i, rule) in e.rules.iter().enumerate() {
+                let mut paths = Vec::new();
+                amount_paths(&rule.when, &mut paths);
+                for (path, if_missing) in paths {
+                    let declares = |t: &String| {
+                        doc.tools
+                            .get(t)
+                            .is_some_and(|spec| spec.args.contains_key(path))
+                    };
+                    let lacking: Vec<&String> = match &rule.tools {
+                        Some(tools) => tools.iter().filter(|t| !declares(t)).collect(),
+                        // A rule for every tool: only when none declares it.
+                        None if !doc.tools.keys().any(declares) => doc.tools.keys().collect(),
+                        None => Vec::new(),
+                    };
+                    if lacking.is_empty() {
+                        continue;
+                    }
+                    let what = match if_missing {
+                        Some(crate::escalation::IfMissing::Ignore) => "never escalates them",
+                        _ => "escalates every call to them",
+                    };
+                    let names: Vec<&str> = lacking.iter().map(|t| t.as_str()).collect();
+                    warn(
+                        "escalation_path_not_declared",
+                        format!("escalation.rules[{i}].when"),
+                        format!(
+                            "rule `{}` reads argument `{path}`, which {} do(es) not declare: the \
+                             rule {what}",
+                            rule.id,
+                            names.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+
         if doc.audit.is_none() {
             warn(
                 "no_audit_section",
@@ -137,5 +178,24 @@ impl Policy {
             );
         }
         out
+    }
+}
+
+/// The argument paths a condition reads (an amount and its currency), with what happens when
+/// the argument is missing.
+fn amount_paths<'c>(
+    c: &'c crate::escalation::Condition,
+    out: &mut Vec<(&'c str, Option<crate::escalation::IfMissing>)>,
+) {
+    use crate::escalation::Condition;
+    match c {
+        Condition::Amount(a) => {
+            out.push((a.path.as_str(), a.if_missing));
+            if let Some(cp) = &a.currency_path {
+                out.push((cp.as_str(), a.if_missing));
+            }
+        }
+        Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| amount_paths(c, out)),
+        _ => {}
     }
 }
