@@ -640,7 +640,8 @@ impl ProgressTracker {
 /// record's hash, every hash recomputed from the exact bytes in the file, every checkpoint
 /// describing the record before it, a missing prefix only where a retention declaration allows
 /// it. Streams the segments in batches of lines in bounded memory (two batches of 2,048 lines
-/// or about 2 MiB per thread, plus a few words per segment), reading each line once: what a
+/// or about 2 MiB per thread, counting at least two threads, plus a few words per segment),
+/// reading each line from the file once: what a
 /// record can show alone (its hash over its own `prev`, seq and event; its event's syntax) is
 /// checked on up to 8 threads (the machine's parallelism), the chain in order on the calling
 /// one. Returns the first bad record, as a check of one line at a time would. Checkpoint MACs
