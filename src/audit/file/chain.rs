@@ -695,16 +695,11 @@ pub(super) fn ranges_text(r: &[RangeInclusive<u64>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::file::record::{PolicyField, append_record};
+    use crate::audit::file::record::PolicyField;
     use std::collections::BTreeMap;
     use std::path::Path;
 
-    fn line(seq: u64, prev: &Hex64, event: &[u8]) -> (Vec<u8>, Hex64) {
-        let hash = chain_hash(prev, seq, event);
-        let mut buf = Vec::new();
-        append_record(&mut buf, seq, prev, &hash, event);
-        (buf, hash)
-    }
+    use crate::audit::file::record::test_line as line;
 
     fn at<'a>(content: &'a [u8], segment: u64, n: u64) -> Line<'a> {
         Line {

@@ -396,7 +396,7 @@ fn walk_in_batches(
     let mut tracker = progress.map(|hook| ProgressTracker::new(hook.clone(), &segments));
     let mut reader = LogReader::new(segments, policy);
     let mut check = ChainCheck::new(keys).expecting(witness)?;
-    // Lines are read once into a batch, vouched for on several threads (see `vouch`) while
+    // Lines are read from the file once into a batch, vouched for on several threads (see `vouch`) while
     // this thread reads the next batch, then chained in order on this thread.
     let (mut batch, mut ahead) = (Batch::default(), Batch::default());
     let mut ended = batch.fill(&mut reader, size);
@@ -703,13 +703,7 @@ mod tests {
     /// not a panic (debug) or a wrapped seq (release).
     #[test]
     fn the_largest_seq_numbers_are_refused_not_overflowed() {
-        use super::super::record::{GENESIS_HEX, append_record};
-        let line = |seq: u64, prev: &Hex64, event: &[u8]| {
-            let hash = chain_hash(prev, seq, event);
-            let mut l = Vec::new();
-            append_record(&mut l, seq, prev, &hash, event);
-            (l, hash)
-        };
+        use super::super::record::{GENESIS_HEX, test_line as line};
         // A lone record numbered u64::MAX (a log that retention made start late).
         let dir = tempfile::tempdir().unwrap();
         let (l, _) = line(u64::MAX, &[b'a'; 64], br#"{"event":"x"}"#);
@@ -740,14 +734,12 @@ mod tests {
     /// a wrong hash, or anything after the record's end, is not.
     #[test]
     fn torn_writes_are_cut_records_and_nothing_else() {
-        use super::super::record::{GENESIS_HEX, append_record};
+        use super::super::record::{GENESIS_HEX, test_line};
         let event =
             r#"{"seq":7,"event":"reasoning","tollgate.reasoning":"a \"b\" é \u00e9 [1, {}]"}"#
                 .as_bytes();
         let prev = GENESIS_HEX;
-        let hash = chain_hash(&prev, 7, event);
-        let mut line = Vec::new();
-        append_record(&mut line, 7, &prev, &hash, event);
+        let (mut line, hash) = test_line(7, &prev, event);
         assert_eq!(line.pop(), Some(b'\n'));
         for cut in 1..=line.len() {
             assert!(

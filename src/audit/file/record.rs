@@ -398,6 +398,16 @@ pub(super) fn unix_nanos(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Test helper: the record line (with its newline) chaining `event` as `seq` after `prev`, and
+/// its hash.
+#[cfg(test)]
+pub(super) fn test_line(seq: u64, prev: &Hex64, event: &[u8]) -> (Vec<u8>, Hex64) {
+    let hash = chain_hash(prev, seq, event);
+    let mut buf = Vec::new();
+    append_record(&mut buf, seq, prev, &hash, event);
+    (buf, hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,12 +416,7 @@ mod tests {
     use crate::audit::file::{CHECKPOINT_PREFIX, GENESIS, RETENTION_PREFIX};
     use std::path::Path;
 
-    fn line(seq: u64, prev: &Hex64, event: &[u8]) -> (Vec<u8>, Hex64) {
-        let hash = chain_hash(prev, seq, event);
-        let mut buf = Vec::new();
-        append_record(&mut buf, seq, prev, &hash, event);
-        (buf, hash)
-    }
+    use super::test_line as line;
 
     fn at<'a>(content: &'a [u8], segment: u64, n: u64) -> Line<'a> {
         Line {

@@ -9,8 +9,8 @@
 //! computation there: the chain checks that its `prev` is the previous record's hash, and with
 //! that the vouched hash is the one the chain would compute. A line that does not vouch for
 //! itself is checked in full, in order, so a damaged log is reported exactly as by one thread
-//! (the first error in the log's order, with its location). The bytes are read once, so what is
-//! vouched for is what is chained.
+//! (the first error in the log's order, with its location). The bytes are read from the file
+//! once, so what is vouched for is what is chained.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -66,13 +66,10 @@ impl<'a> Shares<'a> {
     fn work(&self) {
         loop {
             let from = self.next.fetch_add(1, Ordering::Relaxed) * SHARE_LINES;
-            let Some(ranges) = self.ranges.get(from..) else {
-                return;
-            };
-            if ranges.is_empty() {
+            if from >= self.ranges.len() {
                 return;
             }
-            let ranges = &ranges[..ranges.len().min(SHARE_LINES)];
+            let ranges = &self.ranges[from..(from + SHARE_LINES).min(self.ranges.len())];
             for (o, &(start, end)) in self.out[from..].iter().zip(ranges) {
                 o.store(
                     self.data.get(start..end).is_some_and(vouches),
@@ -95,6 +92,8 @@ pub(super) fn vouch_while<R>(
     meanwhile: impl FnOnce() -> R,
 ) -> R {
     reset(out, ranges.len());
+    // No more threads than shares: a small log (or a batch's tail) starts none.
+    let threads = threads.min(ranges.len().div_ceil(SHARE_LINES));
     let shares = Shares::new(data, ranges, out);
     std::thread::scope(|s| {
         let helpers: Vec<_> = (1..threads)
@@ -125,12 +124,11 @@ fn reset(out: &mut Vec<AtomicBool>, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::file::record::{GENESIS_HEX, Hex64, append_record};
+    use crate::audit::file::record::{GENESIS_HEX, Hex64, test_line};
 
+    /// A record line without its newline, and its hash.
     fn record(seq: u64, prev: &Hex64, event: &[u8]) -> (Vec<u8>, Hex64) {
-        let hash = chain_hash(prev, seq, event);
-        let mut line = Vec::new();
-        append_record(&mut line, seq, prev, &hash, event);
+        let (mut line, hash) = test_line(seq, prev, event);
         line.pop(); // the newline
         (line, hash)
     }
