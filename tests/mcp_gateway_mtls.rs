@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::node::harness::{self, METADATA, is_error, text};
-use common::tls::{Ca, ClientCert, TlsMcpServer};
+use common::tls::{Ca, ClientCert, TlsMcpServer, write_private};
 use common::tls_gateway::{eventually, load_error, policy_text, start_error};
 use serde_json::json;
 use tollgate::policy::{DocumentError, Policy};
@@ -192,7 +192,6 @@ async fn a_client_certificate_from_another_ca_is_refused_by_the_server() {
     assert!(s.server.accepted_clients().is_empty());
 }
 
-/// Waits (bounded) until `check` holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_starts_requiring_a_client_certificate_is_down_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,22 +263,24 @@ fn client_error(cert: &Path, key: &Path, field: &str) -> DocumentError {
 fn a_client_certificate_without_its_key_or_a_key_without_its_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = Ca::new("client CA").client("gw").write(dir.path(), "gw");
-    let e = load_error(&policy_text(
-        URL,
-        "5s",
-        &format!("client_cert_file = \"{}\"", cert.display()),
-    ));
-    assert_eq!(e.path(), Some("mcp.servers.remote.client_key_file"), "{e}");
-    assert!(e.to_string().contains("missing"), "{e}");
-    // Located at the server's table, where the missing field goes.
-    assert!(e.location().is_some(), "{e}");
-    let e = load_error(&policy_text(
-        URL,
-        "5s",
-        &format!("client_key_file = \"{}\"", key.display()),
-    ));
-    assert_eq!(e.path(), Some("mcp.servers.remote.client_cert_file"), "{e}");
-    assert!(e.to_string().contains("missing"), "{e}");
+    for (given, path, missing) in [
+        ("client_cert_file", &cert, "client_key_file"),
+        ("client_key_file", &key, "client_cert_file"),
+    ] {
+        let e = load_error(&policy_text(
+            URL,
+            "5s",
+            &format!("{given} = \"{}\"", path.display()),
+        ));
+        assert_eq!(
+            e.path(),
+            Some(format!("mcp.servers.remote.{missing}").as_str()),
+            "{e}"
+        );
+        assert!(e.to_string().contains("missing"), "{e}");
+        // Located at the server's table, where the missing field goes.
+        assert!(e.location().is_some(), "{e}");
+    }
     // Both: accepted.
     Policy::from_toml(&policy_text(URL, "5s", &client_lines(&cert, &key)))
         .expect("a client identity");
@@ -338,12 +339,7 @@ fn unreadable_or_malformed_client_certificate_files_are_refused_when_the_documen
     let (cert, key) = client.write(dir.path(), "gw");
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        write_private(&path, text);
         path
     };
     let missing = dir.path().join("missing.pem");

@@ -93,7 +93,6 @@ async fn an_expired_server_certificate_is_refused() {
     assert!(reason.contains("expired"), "{reason}");
 }
 
-/// Waits (bounded) until `check` holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_starts_presenting_an_untrusted_certificate_becomes_unavailable() {
     let dir = tempfile::tempdir().unwrap();

@@ -142,14 +142,19 @@ impl ClientCert {
         let cert = dir.join(format!("{stem}.pem"));
         let key = dir.join(format!("{stem}.key"));
         std::fs::write(&cert, &self.cert_pem).expect("write client certificate");
-        std::fs::write(&key, &self.key_pem).expect("write client key");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
-                .expect("chmod 600 the client key");
-        }
+        write_private(&key, &self.key_pem);
         (cert, key)
+    }
+}
+
+/// Writes `text` to `path`, readable by its owner only on unix (as the gateway requires of a
+/// private key).
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write a private file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
     }
 }
 
