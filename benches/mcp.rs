@@ -19,11 +19,10 @@
 //! `TOLLGATE_MCP_PROBE_GATEWAY=relay` puts instead a process that does no MCP work at all between
 //! the client and the server: this bench binary run again (`TOLLGATE_MCP_RELAY` set, checked
 //! first in `main`) spawns its own copy of the server and copies bytes both ways on two blocking
-//! threads ([`relay_main`]; `TOLLGATE_MCP_RELAY_COPY=lines`, the default, reads into a buffer and
-//! writes each complete line at once, one `read` and one `write` per message; `copy` uses
-//! `std::io::copy`, which moves pipe to pipe with one `splice` per message but was 1–2 µs slower
-//! at p50 in five of six interleaved runs). It is the floor of any gateway run as its own
-//! process: the pipe transfers and wake-ups of one more hop, no parsing.
+//! threads ([`relay_main`]: each complete line written at once, one `read` and one `write` per
+//! message; `std::io::copy`, which moves pipe to pipe with one `splice` per message, was tried
+//! and was 1–2 µs slower at p50 in five of six interleaved runs). It is the floor of any gateway
+//! run as its own process: the pipe transfers and wake-ups of one more hop, no parsing.
 //! The variable also takes a comma-separated list (`inprocess`, `relay`, `process`) or `all`
 //! (`relay,process`): `pair` then measures direct and every named gateway interleaved in one run
 //! and prints each one's added latency over direct, the tollgate process's over the relay (the
@@ -160,17 +159,15 @@ async fn via_gateway_process(node: &Path) -> (RunningService<RoleClient, ()>, Op
     client
 }
 
-/// Set (to `copy` or `lines`) in the environment of this bench binary run as a relay.
+/// Set in the environment of this bench binary run as a relay.
 const RELAY_ENV: &str = "TOLLGATE_MCP_RELAY";
 
 /// A process hop that does no MCP work: this bench binary run again as a relay
 /// ([`relay_main`]) between the client and its own spawned copy of the server; with its pid.
-/// `TOLLGATE_MCP_RELAY_COPY=lines|copy` picks how it copies (default `lines`).
 async fn via_relay(node: &Path) -> (RunningService<RoleClient, ()>, Option<u32>) {
-    let how = std::env::var("TOLLGATE_MCP_RELAY_COPY").unwrap_or_else(|_| "lines".into());
     let exe = std::env::current_exe().expect("this bench's own executable");
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.env(RELAY_ENV, how).arg(node).arg(script());
+    cmd.env(RELAY_ENV, "1").arg(node).arg(script());
     spawn_client(cmd).await
 }
 
@@ -613,10 +610,9 @@ criterion_group!(benches, bench);
 
 /// This binary as the bare relay of `TOLLGATE_MCP_PROBE_GATEWAY=relay`: spawns the command its
 /// arguments name and copies bytes from its stdin to the command's and from the command's stdout
-/// to its own, on two blocking threads, until either side ends; nothing is parsed. `how` is
-/// `copy` (`std::io::copy`, which on Linux moves pipe to pipe with `splice`, no copy through user
-/// space) or `lines` (a line at a time through a buffer, written as soon as it is complete).
-fn relay_main(how: &str) -> std::io::Result<()> {
+/// to its own, on two blocking threads, until either side ends; nothing is parsed: a line at a
+/// time through a buffer, written as soon as it is complete.
+fn relay_main() -> std::io::Result<()> {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
     fn lines(from: &mut impl BufRead, to: &mut impl Write) -> std::io::Result<()> {
@@ -630,15 +626,6 @@ fn relay_main(how: &str) -> std::io::Result<()> {
             to.flush()?;
         }
     }
-    let by_line = match how {
-        "lines" => true,
-        "copy" => false,
-        other => {
-            return Err(std::io::Error::other(format!(
-                "{RELAY_ENV}={other}: copy or lines"
-            )));
-        }
-    };
     let mut args = std::env::args_os().skip(1);
     let program = args
         .next()
@@ -648,33 +635,25 @@ fn relay_main(how: &str) -> std::io::Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
-    let (Some(mut to_server), Some(mut from_server)) = (child.stdin.take(), child.stdout.take())
+    let (Some(mut to_server), Some(from_server)) = (child.stdin.take(), child.stdout.take())
     else {
         return Err(std::io::Error::other("the server's pipes"));
     };
     // Ends at the client's end of input; dropping the server's stdin then ends the server.
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
-        let _ = if by_line {
-            lines(&mut stdin, &mut to_server)
-        } else {
-            std::io::copy(&mut stdin, &mut to_server).map(drop)
-        };
+        let _ = lines(&mut stdin, &mut to_server);
     });
     let mut stdout = std::io::stdout().lock();
-    let copied = if by_line {
-        lines(&mut BufReader::new(from_server), &mut stdout)
-    } else {
-        std::io::copy(&mut from_server, &mut stdout).map(drop)
-    };
+    let copied = lines(&mut BufReader::new(from_server), &mut stdout);
     let _ = child.kill();
     child.wait()?;
     copied
 }
 
 fn main() {
-    if let Ok(how) = std::env::var(RELAY_ENV) {
-        if let Err(e) = relay_main(&how) {
+    if std::env::var_os(RELAY_ENV).is_some() {
+        if let Err(e) = relay_main() {
             eprintln!("relay: {e}");
             std::process::exit(1);
         }
