@@ -635,8 +635,7 @@ fn relay_main() -> std::io::Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
-    let (Some(mut to_server), Some(from_server)) = (child.stdin.take(), child.stdout.take())
-    else {
+    let (Some(mut to_server), Some(from_server)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(std::io::Error::other("the server's pipes"));
     };
     // Ends at the client's end of input; dropping the server's stdin then ends the server.

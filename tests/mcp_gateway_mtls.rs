@@ -234,6 +234,56 @@ async fn a_server_that_starts_requiring_a_client_certificate_is_down_with_the_re
     h.gateway.shutdown();
 }
 
+/// The client certificate files are read again at each reconnection: one that expired in the
+/// meantime leaves the server down with its dates (it is not sent), and one renewed in place is
+/// used from the next reconnection, without restarting the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_files_are_read_again_at_each_reconnection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server CA");
+    let old_ca = Ca::new("old client CA");
+    let new_ca = Ca::new("new client CA");
+    let cert = server_ca.server(&["127.0.0.1"]);
+    let server = TlsMcpServer::start(&cert).await;
+    server.present_requiring(&cert, Some(&old_ca));
+    let ca_file = server_ca.write(dir.path(), "server-ca.pem");
+    let files = old_ca.client("gw").write(dir.path(), "gw");
+    let text_policy = policy_text(
+        &server.url("127.0.0.1"),
+        "5s",
+        &tls_lines(&ca_file, Some(&files)),
+    );
+    let h = harness::start(&Policy::from_toml(&text_policy).expect("policy")).await;
+    assert_eq!(
+        h.text_of("echo", json!({"message": "one"})).await,
+        "Echo: one"
+    );
+
+    // The server now trusts only the new CA, so the gateway must reconnect; meanwhile the files
+    // hold an expired certificate of the new CA: read at the reconnection, refused by date.
+    let expired = new_ca.client_with("gw", |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    assert_eq!(expired.write(dir.path(), "gw"), files);
+    server.present_requiring(&cert, Some(&new_ca));
+    eventually("a call names the expired certificate", async || {
+        let r = h.call("echo", json!({"message": "two"})).await;
+        is_error(&r) && text(&r).contains("expired at 2021-01-01T00:00:00Z")
+    })
+    .await;
+    assert_eq!(h.gateway.is_up("remote"), Some(false));
+
+    // Renewed in place: a later reconnection presents it, and calls go through again.
+    new_ca.client("gw").write(dir.path(), "gw");
+    eventually("calls go through again", async || {
+        let r = h.call("echo", json!({"message": "three"})).await;
+        !is_error(&r) && text(&r) == "Echo: three"
+    })
+    .await;
+    h.gateway.shutdown();
+}
+
 const URL: &str = "https://tickets.internal:8443/mcp";
 
 /// The line of `text` that starts with `key`, 1-based.

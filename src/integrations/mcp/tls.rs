@@ -23,9 +23,10 @@
 //! certificate to a server that asks for one ([`identity`] reads and checks the files). A
 //! server that requires a client certificate the gateway does not have, or refuses the one it
 //! presented, fails the connection the same way, and the error says which ([`Refusals`]).
-//! The files are read again at every (re)connection: a renewed certificate is used from the
-//! next reconnection on, but the gateway neither watches the files nor reconnects for them
-//! (no reload without a reconnection).
+//! The files are read again each time the gateway (re)connects a server: a renewed
+//! certificate is used from the next reconnection on, but the gateway neither watches the
+//! files nor reconnects for them (an HTTP connection the server drops is re-established by the
+//! client with the identity already loaded).
 
 pub(crate) mod identity;
 mod observe;
