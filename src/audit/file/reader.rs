@@ -295,10 +295,15 @@ fn batch_size(threads: usize) -> (usize, usize) {
     (BATCH_LINES_PER_THREAD * t, BATCH_BYTES_PER_THREAD * t)
 }
 
+/// The file of segment `index` among `segments` (sorted by number, as listed).
+fn segment_path(segments: &[(u64, PathBuf)], index: u64) -> &Path {
+    let at = segments.partition_point(|s| s.0 < index);
+    &segments[at].1
+}
+
 /// One line of a [`Batch`], without its content.
 struct Held {
-    /// Index into [`Batch::files`].
-    file: usize,
+    /// Its segment's number (the reader's segments give its file).
     segment: u64,
     line: u64,
     offset: u64,
@@ -311,7 +316,6 @@ struct Batch {
     data: Vec<u8>,
     ranges: Vec<(usize, usize)>,
     held: Vec<Held>,
-    files: Vec<PathBuf>,
     vouched: Vec<std::sync::atomic::AtomicBool>,
 }
 
@@ -326,21 +330,16 @@ impl Batch {
         self.data.clear();
         self.ranges.clear();
         self.held.clear();
-        self.files.clear();
         while self.held.len() < max_lines && self.data.len() < max_bytes {
             let line = match reader.next_line() {
                 Ok(Some(line)) => line,
                 Ok(None) => return Ok(true),
                 Err(e) => return Err(e),
             };
-            if self.files.last().map(PathBuf::as_path) != Some(line.file) {
-                self.files.push(line.file.to_owned());
-            }
             let start = self.data.len();
             self.data.extend_from_slice(line.content);
             self.ranges.push((start, self.data.len()));
             self.held.push(Held {
-                file: self.files.len() - 1,
                 segment: line.segment,
                 line: line.line,
                 offset: line.offset,
@@ -414,7 +413,7 @@ fn walk_in_batches(
         for (i, held) in batch.held.iter().enumerate() {
             let line = Line {
                 content: &batch.data[batch.ranges[i].0..batch.ranges[i].1],
-                file: &batch.files[held.file],
+                file: segment_path(&reader.segments, held.segment),
                 segment: held.segment,
                 line: held.line,
                 offset: held.offset,
