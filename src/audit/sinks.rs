@@ -1,11 +1,76 @@
-//! More shipped sinks: [`Fanout`] (one event, several sinks) and [`TracingSink`] (events as
-//! `tracing` spans and events carrying OpenTelemetry GenAI attribute names).
+//! The in-process sinks: [`MemorySink`] (every event kept as JSON, for tests and inspection),
+//! [`Fanout`] (one event, several sinks) and [`TracingSink`] (events as `tracing` spans and
+//! events carrying OpenTelemetry GenAI attribute names).
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+use serde_json::Value;
+
 use super::{AuditError, AuditEvent, AuditSink, Decision, EventKind, Redaction};
 use crate::verdict::OutcomeStatus;
+
+/// Keeps every event in memory as JSON (see [`AuditEvent::to_json`]). For tests and inspection;
+/// it grows without bound.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    events: Mutex<Vec<Value>>,
+    redaction: Redaction,
+}
+
+impl MemorySink {
+    /// An empty sink writing sensitive values as placeholders.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty sink writing sensitive values as `redaction` says.
+    pub fn with_redaction(redaction: Redaction) -> Self {
+        Self {
+            events: Mutex::default(),
+            redaction,
+        }
+    }
+
+    /// A copy of every event recorded so far, in order.
+    pub fn events(&self) -> Vec<Value> {
+        self.lock().clone()
+    }
+
+    /// Number of events recorded.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<Value>> {
+        // A panic while holding the lock cannot leave a half-written Vec<Value> behind (push is
+        // the only mutation).
+        self.events.lock()
+    }
+}
+
+impl AuditSink for MemorySink {
+    fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
+        let mut buf = Vec::with_capacity(256);
+        event.write_json(&mut buf, &self.redaction);
+        let v = serde_json::from_slice(&buf).map_err(|e| AuditError::Refused {
+            sink: "memory",
+            reason: format!("the event could not be serialised: {e}"),
+        })?;
+        self.lock().push(v);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+}
 
 /// Sends every event to several sinks, in order. Every sink is tried; if any refuses, the first
 /// error is returned (so the guard denies), even though the other sinks have the event.
