@@ -1,4 +1,4 @@
-//! Argument rules: compiled from [`Arg`](super::Arg) specs into a tree that mirrors the JSON, then
+//! Argument rules: compiled from [`Arg`] specs into a tree that mirrors the JSON, then
 //! evaluated in one pass over each object's entries (unknown keys, forbidden keys and per-field
 //! rules in the same walk, required keys by bitmask afterwards).
 

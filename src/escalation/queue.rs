@@ -159,7 +159,7 @@ pub struct ApprovalQueue {
     separation_of_duties: bool,
     grant_ttl: Duration,
     max_pending: usize,
-    /// The keys of [`ArgsHash`]: the first hashes new requests, every one is accepted when a
+    /// The keys of [`ArgsHash`](super::ArgsHash): the first hashes new requests, every one is accepted when a
     /// grant is consumed (never empty).
     args_keys: Vec<ArgsKey>,
     observer: Arc<dyn QueueObserver>,

@@ -22,7 +22,7 @@
 //!
 //! For someone who can write the directory, exactly:
 //!
-//! | change | chain only ([`verify`]) | with a checkpoint key ([`verify_keyed`]) | with a [witness](#witnesses) |
+//! | change | chain only ([`verify()`]) | with a checkpoint key ([`verify_keyed`]) | with a [witness](#witnesses) |
 //! |---|---|---|---|
 //! | a record changed, inserted, duplicated, reordered, deleted in the middle | detected, at that record | detected | detected |
 //! | a segment deleted in the middle, a prefix deleted without a declaration | detected | detected | detected |
@@ -65,7 +65,7 @@
 //! ```
 //!
 //! (each on one line). A checkpoint at seq `N + 1` always describes the record just before it.
-//! [`verify`] reports losses, repairs, adoptions and unfinished deletions as
+//! [`verify()`] reports losses, repairs, adoptions and unfinished deletions as
 //! [`VerifyReport::notices`]: a log that declares any of them is not [clean](VerifyReport::is_clean).
 //!
 //! # Keyed checkpoints
@@ -110,7 +110,7 @@
 //!
 //! Before deleting anything the writer appends (and fsyncs) a `retention_applied` declaration,
 //! followed at once by a checkpoint when keyed: "every record up to seq L may be gone, and
-//! record L's hash was H". [`verify`] accepts a log whose first record has seq `S > 1` and
+//! record L's hash was H". [`verify()`] accepts a log whose first record has seq `S > 1` and
 //! `prev` P only if some record in the chain declares `L = S - 1` with `H = P` (or, after a
 //! deletion that was interrupted, `L >= S` with `H` the hash of record L, still present);
 //! otherwise the missing prefix is reported as [`VerifyError::SeqGap`] at the first record,
@@ -154,7 +154,7 @@
 //!   [`FileSinkConfig::alerts`], and a `tracing` error;
 //! - **leaves a note** (`audit.pending`, space reserved at open so it can be written on a full
 //!   disk): the next `open` writes a `records_lost` declaration into the chain
-//!   ([`Notice::Lost`]), so [`verify`] reports the loss instead of a clean chain. If the
+//!   ([`Notice::Lost`]), so [`verify()`] reports the loss instead of a clean chain. If the
 //!   rollback itself failed, the next `open` refuses until [`FileSink::repair`] removes the
 //!   records of the refused calls.
 //!
@@ -189,7 +189,7 @@
 //! (std's [`File::try_lock`](std::fs::File::try_lock): `flock` on Unix) and holds it until the
 //! sink is closed or dropped, or its process dies. A second `open`, from the same process or
 //! another, fails with [`AuditError::DirectoryLocked`] naming the holder ([`LockHolder`]: pid,
-//! host and since when, as the holder wrote them into the lock file). [`verify`] and queries
+//! host and since when, as the holder wrote them into the lock file). [`verify()`] and queries
 //! only read, and need no lock; [`FileSink::repair`] takes it.
 //!
 //! # Witnesses
@@ -322,7 +322,7 @@ pub use witness::{DirWitness, TracingWitness, Witness, WitnessConfig, WitnessedH
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The largest serialised event the sink accepts, in bytes. A larger event is refused (and the
-/// guard denies the call) rather than truncated; the bound also caps the memory [`verify`] and
+/// guard denies the call) rather than truncated; the bound also caps the memory [`verify()`] and
 /// recovery use per line.
 pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
@@ -552,7 +552,7 @@ pub struct Recovery {
     /// Segments deleted to finish a retention whose deletion a crash interrupted.
     pub retention_completed: u64,
     /// Records no checkpoint covered, adopted by the checkpoint `open` wrote (0 without a
-    /// checkpoint key, or when the log ended with a checkpoint). [`verify`] reports them as
+    /// checkpoint key, or when the log ended with a checkpoint). [`verify()`] reports them as
     /// adopted ([`Notice::Adopted`]), never as covered.
     pub adopted_records: u64,
     /// Acknowledged events a failed writer lost, declared now in a `records_lost` record

@@ -39,7 +39,7 @@ impl FileSink {
     /// 2. reads the note a failed writer may have left: a rollback it could not do makes `open`
     ///    refuse (records after it were written for calls that were refused; remove them with
     ///    [`FileSink::repair`]);
-    /// 3. verifies every segment as [`verify`](super::verify) does, on up to 8 threads for
+    /// 3. verifies every segment as [`verify`](super::verify()) does, on up to 8 threads for
     ///    the time it takes (its time grows with the log: about 5.6 s for 10 M records on 2
     ///    cores; retention bounds it) (with a checkpoint key, every checkpoint's MAC; with a
     ///    [witness](super::Witness), that the chain reaches its head): any damage makes `open`

@@ -15,7 +15,7 @@
 //!    given, and publishes the new head to the witness.
 //!
 //! The declaration takes the seq after every seq the removed lines claimed (and after the
-//! witnessed head, if the cut removes it), so no seq is ever used twice: [`verify`](super::verify)
+//! witnessed head, if the cut removes it), so no seq is ever used twice: [`verify`](super::verify())
 //! accepts the jump only at a repair declaration that states it, and reports it as
 //! [`Notice::Repaired`](super::Notice::Repaired). Under a key, a repair declaration counts only
 //! if a checkpoint its writer wrote covers it: a repair of a keyed log needs the key.

@@ -286,7 +286,7 @@ pub(super) fn sync_dir(dir: &Path) {
     }
 }
 
-/// A [`VerifyError`] as the [`AuditError`] `open` and `retain` return (see [`corruption`]).
+/// A [`VerifyError`] as the [`AuditError`] `open` and `retain` return (see [`corruption`](super::corruption)).
 pub(super) fn corrupt(e: VerifyError) -> AuditError {
     match e {
         VerifyError::Io { source, path } => AuditError::Io(io::Error::new(

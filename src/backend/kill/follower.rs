@@ -1,7 +1,7 @@
 //! The follower: keeps one guard's kill switch equal to the shared state, and suspends the
 //! guard when it cannot confirm that state in time.
 //!
-//! Two threads. The *fetcher* does the I/O: it waits on the store's [`KillWatch`] (a `LISTEN`
+//! Two threads. The *fetcher* does the I/O: it waits on the store's [`KillWatch`](super::KillWatch) (a `LISTEN`
 //! or a poll) and sends every state it reads, or the error, to the *applier*. The applier never
 //! blocks on I/O: it wakes at least every quarter of the staleness bound, applies what changed
 //! through the guard's own kill-switch methods, and suspends the guard (`kill-switch-stale`) when

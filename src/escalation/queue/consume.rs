@@ -46,7 +46,7 @@ impl ApprovalQueue {
         self.args_keys[0].hash(args)
     }
 
-    /// [`exact_args`](crate::escalation::exact_args) under the queue's key: the arguments as approvers are
+    /// [`exact_args`] under the queue's key: the arguments as approvers are
     /// shown them and the hash a grant binds, refused where the two could disagree.
     pub fn exact_args(&self, args: Args<'_>) -> Result<(Value, ArgsHash), ArgsError> {
         exact_args(&self.args_keys[0], args)

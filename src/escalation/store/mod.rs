@@ -7,7 +7,7 @@
 //! consumed grant stays consumed.
 //!
 //! Every store refuses a record it could not read back: arguments nested deeper than
-//! [`MAX_DEPTH`](crate::call::canonical::MAX_DEPTH) levels are refused before anything is
+//! [`MAX_DEPTH`] levels are refused before anything is
 //! written ([`StoreError::Unrepresentable`]), so no acknowledged record is ever unreadable.
 
 mod file;
@@ -165,14 +165,14 @@ pub(crate) fn depth_exceeds(v: &Value, limit: usize) -> bool {
 /// Where the queue keeps its records. `append` must make the record durable (as durable as the
 /// store promises) before it returns `Ok`; the queue applies a transition only after that.
 /// `append` must refuse (not truncate, not drop) a record that `load` could not return, e.g.
-/// with the same depth limit ([`MAX_DEPTH`](crate::call::canonical::MAX_DEPTH)) the shipped stores apply.
+/// with the same depth limit ([`MAX_DEPTH`]) the shipped stores apply.
 pub trait ApprovalStore: Send + Sync {
     /// Appends one record.
     fn append(&self, rec: &StoreRecord) -> Result<(), StoreError>;
     /// Every record, in append order.
     fn load(&self) -> Result<Vec<StoreRecord>, StoreError>;
 
-    /// The keys the queue binds approved arguments with ([`ArgsHash`](super::ArgsHash)), asked
+    /// The keys the queue binds approved arguments with ([`ArgsHash`]), asked
     /// once when a queue opens over the store: the first makes the hash of every new request;
     /// the others (of retired store keys) are accepted for requests recorded under them.
     ///

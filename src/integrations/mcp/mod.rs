@@ -17,9 +17,9 @@
 //!   crashed downstream server is restarted with exponential backoff while its failures reach
 //!   the guard's breakers through the permits' outcomes;
 //! - the kill switch ([`Guard::suspend_all`] and friends) refuses new calls and stops in-flight
-//!   ones: the gateway keeps its guard reachable through [`Gateway::guard`].
+//!   ones: the gateway keeps its guard reachable through `Gateway::guard`.
 //!
-//! - over streamable HTTP ([`Gateway::bind_http`]), each session acts as the identity its
+//! - over streamable HTTP (`Gateway::bind_http`), each session acts as the identity its
 //!   bearer token names in `[[mcp.tokens]]` (the document holds the tokens' SHA-256 digests, not
 //!   the tokens); a request without a known token gets `401`, a request with another token on a
 //!   session `403`, both recorded in the audit trail.

@@ -33,7 +33,7 @@
 //!
 //! `mac = HMAC(key, "tollgate-pg-audit-checkpoint-v1\n" || K || "\n" || W || "\n" || N || "\n" || head || "\n" || T)`.
 //!
-//! # What [`verify`] detects, for someone who can write the database
+//! # What [`verify()`] detects, for someone who can write the database
 //!
 //! | change | chain only | with the checkpoint key |
 //! |---|---|---|
@@ -89,7 +89,7 @@
 //!  "tollgate.retention.dropped":{"<writer>":{"last_seq":L,"head":"<hash of L>"},...}}
 //! ```
 //!
-//! followed by a checkpoint when keyed, and drops the partitions. [`verify`] accepts a chain
+//! followed by a checkpoint when keyed, and drops the partitions. [`verify()`] accepts a chain
 //! starting at seq `S > 1` only if some declaration states `last_seq = S - 1` with the `head`
 //! equal to its first row's `prev` (and, when verifying with a key, a checkpoint covers that
 //! declaration).
