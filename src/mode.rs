@@ -27,6 +27,7 @@
 //!         ModeRule::new(Mode::Shadow).tool("refund"),
 //!         ModeRule::new(Mode::Recommend).tool("refund").task_type("billing"),
 //!     ],
+//!     ..ModesSection::default()
 //! })?;
 //! let billing = RunContext::new("agent-1", "clerk").for_task("billing");
 //! let other = RunContext::new("agent-1", "clerk");
@@ -175,7 +176,7 @@ impl ModeRule {
 ///   { role = "intern", mode = "supervised" },
 /// ]
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModesSection {
     /// The mode where no rule matches (default `enforce`).
@@ -184,6 +185,31 @@ pub struct ModesSection {
     /// The rules; the most specific match wins, ties by order.
     #[serde(default)]
     pub rules: Vec<ModeRule>,
+    /// How many recommendations one run keeps waiting for a human's action (default
+    /// [`DEFAULT_MAX_PENDING_RECOMMENDATIONS`]; at least 1). Each holds the proposed arguments;
+    /// past the bound the oldest unanswered one is dropped from memory (its record stays in the
+    /// audit trail) and a human action on it is refused as
+    /// [`RecommendationExpired`](crate::GuardError::RecommendationExpired), so a run in
+    /// `recommend` mode cannot grow without bound however many calls its agent proposes.
+    #[serde(default = "default_max_pending_recommendations")]
+    pub max_pending_recommendations: usize,
+}
+
+/// The default of [`ModesSection::max_pending_recommendations`].
+pub const DEFAULT_MAX_PENDING_RECOMMENDATIONS: usize = 1024;
+
+fn default_max_pending_recommendations() -> usize {
+    DEFAULT_MAX_PENDING_RECOMMENDATIONS
+}
+
+impl Default for ModesSection {
+    fn default() -> Self {
+        Self {
+            default: Mode::default(),
+            rules: Vec::new(),
+            max_pending_recommendations: DEFAULT_MAX_PENDING_RECOMMENDATIONS,
+        }
+    }
 }
 
 /// A [`ModesSection`] that cannot be compiled.
@@ -242,6 +268,12 @@ impl Modes {
     /// Compiles `section`: refuses rules with no matcher, empty matchers, and a rule with the
     /// same matchers as an earlier one (it could never apply).
     pub fn compile(section: ModesSection) -> Result<Self, ModeError> {
+        if section.max_pending_recommendations == 0 {
+            return Err(ModeError::Invalid {
+                path: "modes.max_pending_recommendations".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
         for (i, rule) in section.rules.iter().enumerate() {
             let at = |f: &str| format!("modes.rules[{i}].{f}");
             if rule.specificity() == 0 {
@@ -291,7 +323,7 @@ impl Modes {
     pub fn all(mode: Mode) -> Self {
         Self::compile(ModesSection {
             default: mode,
-            rules: Vec::new(),
+            ..ModesSection::default()
         })
         .unwrap_or_else(|_| unreachable!("a section without rules always compiles"))
     }
@@ -299,6 +331,12 @@ impl Modes {
     /// The section compiled.
     pub fn section(&self) -> &ModesSection {
         &self.inner.section
+    }
+
+    /// How many recommendations a run keeps waiting for a human's action
+    /// ([`ModesSection::max_pending_recommendations`]).
+    pub fn max_pending_recommendations(&self) -> usize {
+        self.inner.section.max_pending_recommendations
     }
 
     /// The mode of a call of `tool` in a run with `ctx`.

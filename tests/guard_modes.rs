@@ -364,6 +364,71 @@ fn human_action_is_recorded_and_linked_to_its_recommendation_once() {
 }
 
 #[test]
+fn a_run_keeps_at_most_its_bound_of_unanswered_recommendations() {
+    let f = fixture(
+        "[modes]\nmax_pending_recommendations = 2\nrules = [{ tool = \"refund\", mode = \"recommend\" }]",
+    );
+    let run = f.guard.start_run(RunContext::new("bot", "clerk")).unwrap();
+    let call = ToolCall::new("refund", r#"{"invoice": 7, "amount": 40}"#);
+    let ids: Vec<_> = (0..3)
+        .map(|_| {
+            f.guard
+                .check(&run, &call)
+                .recommendation()
+                .unwrap()
+                .id
+                .clone()
+        })
+        .collect();
+    // The oldest made room for the third: refused as dropped, not as unknown.
+    let err = f
+        .guard
+        .record_human_action(&run, &ids[0], HumanAction::nothing())
+        .unwrap_err();
+    assert!(
+        matches!(&err, GuardError::RecommendationExpired(id) if *id == *ids[0]),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("max_pending_recommendations"),
+        "{err}"
+    );
+    for id in &ids[1..] {
+        f.guard
+            .record_human_action(&run, id, HumanAction::nothing())
+            .unwrap();
+    }
+    // Answered ones stay answered; the dropped one was never recorded as answered.
+    assert!(matches!(
+        f.guard
+            .record_human_action(&run, &ids[2], HumanAction::nothing()),
+        Err(GuardError::RecommendationAnswered(_))
+    ));
+    // Every recommendation still has its decision record; two human actions were recorded.
+    let events = f.sink.events();
+    let decided = events
+        .iter()
+        .filter(|e| e["tollgate.recommendation.id"].is_string() && e["event"] == "decision")
+        .count();
+    assert_eq!(decided, 3);
+    let acts = events
+        .iter()
+        .filter(|e| e["event"] == "human_action")
+        .count();
+    assert_eq!(acts, 2);
+    // A bound of zero is refused where it is written.
+    let err = Policy::from_toml(&billing(
+        "[modes]\nmax_pending_recommendations = 0\nrules = [{ tool = \"refund\", mode = \"recommend\" }]",
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("modes.max_pending_recommendations"),
+        "{err}"
+    );
+}
+
+#[test]
 fn supervised_escalates_an_otherwise_allowed_call_and_resumes_once_approved() {
     let f = fixture("[modes]\nrules = [{ role = \"intern\", mode = \"supervised\" }]");
     let run = f.guard.start_run(RunContext::new("bot", "intern")).unwrap();
@@ -466,7 +531,7 @@ proptest! {
         task in proptest::option::of(prop_oneof![Just("a"), Just("b")]),
         agent in prop_oneof![Just("a"), Just("b")],
     ) {
-        let section = ModesSection { default: Mode::Enforce, rules: rules.clone() };
+        let section = ModesSection { default: Mode::Enforce, rules: rules.clone(), ..ModesSection::default() };
         let Ok(modes) = Modes::compile(section) else {
             // Refused only for a rule without matchers or a repeated matcher set.
             let dup = rules.iter().enumerate().any(|(i, r)| {
@@ -562,6 +627,7 @@ fn builder_refuses_modes_it_cannot_honour() {
     let unknown = Modes::compile(ModesSection {
         default: Mode::Enforce,
         rules: vec![ModeRule::new(Mode::Shadow).tool("nope")],
+        ..ModesSection::default()
     })
     .unwrap();
     let err = Guard::builder(boundary())

@@ -134,6 +134,14 @@ pub enum GuardError {
     /// recorded.
     #[error("the human action on recommendation `{0}` is already recorded")]
     RecommendationAnswered(String),
+    /// [`Guard::record_human_action`] was given a recommendation this run made but no longer
+    /// keeps: more than `modes.max_pending_recommendations` newer ones were waiting (its record
+    /// stays in the audit trail).
+    #[error(
+        "recommendation `{0}` was dropped unanswered: the run made more than its bound of \
+         pending recommendations after it (`modes.max_pending_recommendations`)"
+    )]
+    RecommendationExpired(String),
 }
 
 /// Composes the primitives into one pipeline. Cheap to clone (one `Arc`); share it across threads.

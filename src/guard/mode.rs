@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::limits::{CheckTime, Reserved};
 use super::permit::{self, Permit};
-use super::run::Run;
+use super::run::{Run, Standing};
 use super::shared::Shared;
 use super::view::{Held, RunView};
 use super::{Guard, GuardBuilder, GuardError};
@@ -376,9 +376,15 @@ impl Decided {
         .with_recommendation(recommendation);
         let verdict = shared.deny(run, call, denial, boundary, self.mode);
         if let Some(r) = verdict.recommendation() {
+            let max = snap
+                .modes
+                .as_ref()
+                .map_or(crate::mode::DEFAULT_MAX_PENDING_RECOMMENDATIONS, |m| {
+                    m.max_pending_recommendations()
+                });
             run.recommended
                 .lock()
-                .insert(id, Some((r.tool.clone(), r.args.clone())));
+                .insert(n, (r.tool.clone(), r.args.clone()), max);
         }
         verdict
     }
@@ -482,15 +488,30 @@ impl Guard {
         if !Arc::ptr_eq(&run.shared, &self.shared) {
             return Err(GuardError::UnknownRecommendation(recommendation.to_owned()));
         }
+        // This run's ids are `rec-<run id>-<n>`.
+        let n = recommendation
+            .strip_prefix("rec-")
+            .and_then(|rest| rest.strip_prefix(run.id.as_str()))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|n| n.parse::<u64>().ok());
         let mut issued = run.recommended.lock();
-        let proposed = match issued.get(recommendation) {
-            None => return Err(GuardError::UnknownRecommendation(recommendation.to_owned())),
-            Some(None) => {
+        let standing = match n {
+            Some(n) => issued.standing(n),
+            None => Standing::Unknown,
+        };
+        let proposed = match standing {
+            Standing::Pending(p) => p,
+            Standing::Unknown => {
+                return Err(GuardError::UnknownRecommendation(recommendation.to_owned()));
+            }
+            Standing::Answered => {
                 return Err(GuardError::RecommendationAnswered(
                     recommendation.to_owned(),
                 ));
             }
-            Some(Some(p)) => p,
+            Standing::Dropped => {
+                return Err(GuardError::RecommendationExpired(recommendation.to_owned()));
+            }
         };
         let snap = self.shared.policy.load();
         let marks = action.tool.as_deref().map(|t| snap.boundary.audit_marks(t));
@@ -534,8 +555,8 @@ impl Guard {
                 },
             );
         }
-        if let Some(answered) = issued.get_mut(recommendation) {
-            *answered = None;
+        if let Some(n) = n {
+            issued.answer(n);
         }
         Ok(())
     }

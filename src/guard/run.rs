@@ -138,11 +138,9 @@ pub struct RunState {
     pub(crate) exposed: crate::credential::ExposedSecrets,
     /// What the run's context has seen, for the flow rules (made when the policy has them).
     pub(crate) flow: parking_lot::Mutex<Option<crate::flow::FlowTracker>>,
-    /// The ids of the recommendations made in this run, and whether the human's action on
-    /// each is recorded.
-    /// Recommendations issued in this run: the proposed tool and arguments (as recorded) until a
-    /// human action answers it, then `None`.
-    pub(crate) recommended: parking_lot::Mutex<std::collections::HashMap<Arc<str>, Proposed>>,
+    /// Recommendations issued in this run and whether a human answered each (see
+    /// [`Recommended`]).
+    pub(crate) recommended: parking_lot::Mutex<Recommended>,
 }
 
 impl fmt::Debug for Run {
@@ -263,5 +261,104 @@ impl Drop for Run {
     }
 }
 
-/// A recommendation's proposed tool and arguments (as recorded), until a human answers it.
-pub(crate) type Proposed = Option<(String, serde_json::Value)>;
+/// A recommendation's proposed tool and arguments (as recorded).
+pub(crate) type Proposed = (String, serde_json::Value);
+
+/// The recommendations a run made (recommend mode), by their number `n` (the last part of
+/// their id `rec-<run>-<n>`; numbers grow with each one): the unanswered ones, at most a bound
+/// of them, and the numbers of the answered ones.
+#[derive(Debug, Default)]
+pub(crate) struct Recommended {
+    /// Waiting for a human's action, oldest first.
+    pending: std::collections::BTreeMap<u64, Proposed>,
+    /// Answered (one per human action: grows at the pace people act).
+    answered: std::collections::HashSet<u64>,
+    /// The largest number dropped unanswered to keep `pending` within its bound.
+    dropped_through: u64,
+}
+
+/// Where a recommendation stands, by its number.
+pub(crate) enum Standing<'a> {
+    Pending(&'a Proposed),
+    Answered,
+    Dropped,
+    Unknown,
+}
+
+impl Recommended {
+    /// Keeps recommendation `n` (newer than any kept) until answered; drops the oldest
+    /// unanswered ones to stay within `max` (at least 1).
+    pub(crate) fn insert(&mut self, n: u64, proposed: Proposed, max: usize) {
+        while self.pending.len() >= max.max(1) {
+            match self.pending.pop_first() {
+                Some((old, _)) => self.dropped_through = self.dropped_through.max(old),
+                None => break,
+            }
+        }
+        self.pending.insert(n, proposed);
+    }
+
+    pub(crate) fn standing(&self, n: u64) -> Standing<'_> {
+        match self.pending.get(&n) {
+            Some(p) => Standing::Pending(p),
+            None if self.answered.contains(&n) => Standing::Answered,
+            None if n <= self.dropped_through => Standing::Dropped,
+            None => Standing::Unknown,
+        }
+    }
+
+    /// Marks `n` answered (it was pending).
+    pub(crate) fn answer(&mut self, n: u64) {
+        if self.pending.remove(&n).is_some() {
+            self.answered.insert(n);
+        }
+    }
+
+    /// How many wait for a human's action.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However recommendations are made and answered, at most `max` wait, and each number
+        /// stands where its history put it.
+        #[test]
+        fn pending_recommendations_stay_within_their_bound(
+            max in 1usize..5,
+            steps in proptest::collection::vec(any::<(bool, u8)>(), 0..60),
+        ) {
+            let mut r = Recommended::default();
+            let mut next = 0u64;
+            let mut answered = std::collections::HashSet::new();
+            for (make, pick) in steps {
+                if make {
+                    next += 1;
+                    r.insert(next, ("t".into(), serde_json::Value::Null), max);
+                } else if next > 0 {
+                    let n = u64::from(pick) % next + 1;
+                    if matches!(r.standing(n), Standing::Pending(_)) {
+                        r.answer(n);
+                        answered.insert(n);
+                    }
+                }
+                prop_assert!(r.pending() <= max);
+            }
+            for n in 1..=next {
+                let s = r.standing(n);
+                if answered.contains(&n) {
+                    prop_assert!(matches!(s, Standing::Answered));
+                } else {
+                    prop_assert!(matches!(s, Standing::Pending(_) | Standing::Dropped));
+                }
+            }
+            prop_assert!(matches!(r.standing(next + 1), Standing::Unknown));
+        }
+    }
+}
