@@ -39,7 +39,7 @@ const WARMUP: u64 = 2_000;
 const TOLERANCE: f64 = 0.05;
 
 /// The paths guarded, by name.
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 9] = [
     "boundary_args_3_rules_raw",
     "guard_check_allow_raw",
     "guard_check_no_args",
@@ -48,6 +48,7 @@ const PATHS: [&str; 8] = [
     "guard_all_primitives_raw",
     "guard_all_primitives_file_sink_raw",
     "audit_record_file_buffered",
+    "audit_serialize_event",
 ];
 
 /// Runs `f` `ITERS` times; the only function callgrind collects in.
@@ -184,6 +185,40 @@ fn run_path(path: &str) {
             }
             assert_eq!(measured(&mut f), ITERS);
             drop(sink);
+        }
+        // `audit/serialize_event`: one decision event with parsed arguments and a call id
+        // written as JSON into a reused buffer (the clock read included).
+        "audit_serialize_event" => {
+            use tollgate::audit::{AuditEvent, Decision, EventKind, Redaction};
+            let (run, agent) = (
+                tollgate::RunId::new("run-bench-1"),
+                tollgate::AgentId::new("agent-7"),
+            );
+            let value = shared::args();
+            let call = ToolCall::new("pay_invoice", &value).with_call_id("call_123");
+            let version = boundary(10).version();
+            let redaction = Redaction::placeholder();
+            let mut buf = Vec::with_capacity(512);
+            let mut f = || {
+                let event = AuditEvent::new(
+                    1,
+                    std::time::SystemTime::now(),
+                    Some(&run),
+                    Some(&agent),
+                    EventKind::Decision {
+                        call: &call,
+                        decision: Decision::Allow,
+                        policy_version: Some(version),
+                    },
+                );
+                buf.clear();
+                event.write_json(&mut buf, &redaction);
+                !buf.is_empty()
+            };
+            for _ in 0..WARMUP {
+                assert!(f());
+            }
+            assert_eq!(measured(&mut f), ITERS);
         }
         other => panic!("unknown path `{other}`; known: {PATHS:?}"),
     }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Redaction;
-use super::values::{Omitted, deeper_than};
+use super::values::Omitted;
 use crate::call::json::MAX_DEPTH_CAP;
 
 /// A key as the writer takes it: the JSON string with its quotes and the colon
@@ -197,15 +197,12 @@ impl<'b> Obj<'b> {
         let how = self.how;
         let out = self.key(key);
         let mark = out.len();
-        if deeper_than(v, MAX_DEPTH_CAP) {
-            // Serialised aside only to hash it and keep its prefix.
+        if compact(out, v, MAX_DEPTH_CAP).is_err() {
+            // Too deep: serialised aside only to hash it and keep its prefix.
+            out.truncate(mark);
             let text = serde_json::to_vec(v).unwrap_or_default();
             how.write_omitted(out, Omitted::TooDeep, &text);
             return;
-        }
-        if serde_json::to_writer(&mut *out, v).is_err() {
-            out.truncate(mark);
-            out.extend_from_slice(b"null");
         }
         bound(out, mark, how);
     }
@@ -215,6 +212,55 @@ impl<'b> Obj<'b> {
         let how = self.how;
         how.write_omitted(self.key(key), why, raw);
     }
+}
+
+/// A value nested deeper than the limit [`compact`] was given.
+#[derive(Debug, PartialEq)]
+struct TooDeep;
+
+/// `v` in compact form, byte for byte what `serde_json::to_writer` writes, unless it nests more
+/// than `left` arrays and objects (`{}` has depth 1): then `Err`, with part of it written. One
+/// walk instead of a depth check and then serde's generic serializer; strings and keys go
+/// through [`string`]'s word-at-a-time scan (measured with `benches/icount.rs`).
+fn compact(out: &mut Vec<u8>, v: &Value, left: usize) -> Result<(), TooDeep> {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        // serde_json's own number writer, whatever its features (`arbitrary_precision` keeps
+        // the text as received).
+        Value::Number(n) => {
+            if serde_json::to_writer(&mut *out, n).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+        Value::String(s) => string(out, s),
+        Value::Array(items) => {
+            let left = left.checked_sub(1).ok_or(TooDeep)?;
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                compact(out, item, left)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(members) => {
+            let left = left.checked_sub(1).ok_or(TooDeep)?;
+            out.push(b'{');
+            for (i, (k, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, k);
+                out.push(b':');
+                compact(out, item, left)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
 }
 
 /// `bytes` as a JSON string of lowercase hex digits.
@@ -397,8 +443,10 @@ pub(crate) fn minified(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::values::deeper_than;
     use proptest::prelude::*;
     use serde_json::Value;
+    use serde_json::json;
 
     fn obj_with(f: impl FnOnce(&mut Obj<'_>)) -> Value {
         let mut buf = Vec::new();
@@ -490,12 +538,48 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The one-walk writer agrees with serde_json byte for byte, and refuses exactly the
+        /// values `deeper_than` calls too deep.
+        #[test]
+        fn compact_writes_what_serde_json_writes(v in json_value(), left in 0usize..6) {
+            let mut out = b"x".to_vec();
+            let written = compact(&mut out, &v, left);
+            prop_assert_eq!(written.is_err(), deeper_than(&v, left));
+            if written.is_ok() {
+                prop_assert_eq!(&out[1..], &serde_json::to_vec(&v).unwrap()[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn compact_writes_numbers_as_serde_json_does() {
+        for v in [
+            json!(0),
+            json!(-0.0),
+            json!(1250.5),
+            json!(1e300),
+            json!(-1.5e-300),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(0.1),
+            json!(100000000000000000000.0),
+        ] {
+            let mut out = Vec::new();
+            compact(&mut out, &v, 1).unwrap();
+            assert_eq!(out, serde_json::to_vec(&v).unwrap(), "{v}");
+        }
+    }
+
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
             ".{0,12}".prop_map(Value::from),
+            "[\"\\\\\n\u{1}a-z]{0,8}".prop_map(Value::from),
         ];
         leaf.prop_recursive(4, 32, 6, |inner| {
             prop_oneof![
