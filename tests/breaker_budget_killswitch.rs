@@ -789,6 +789,89 @@ fn a_failed_reservation_releases_what_it_took() {
     );
 }
 
+/// Finding: an outcome reporting an absurd token count wrapped the run's counter round to a
+/// small number, so the budget reopened. Settling saturates: the budget stays spent.
+#[test]
+fn absurd_reported_usage_exhausts_a_budget_instead_of_wrapping_it() {
+    let guard = Guard::builder(boundary())
+        .run_budget(RunBudget {
+            max_tokens: Some(100),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    let call = ToolCall::without_args("ping").with_token_estimate(10);
+    let permit = |what| match guard.check(&run, &call) {
+        Verdict::Allow(p) => p,
+        other => panic!("{what}: {:?}", other.deny_code()),
+    };
+    // Two calls in flight (20 reserved); one reports u64::MAX tokens: 20 + (MAX - 10) would
+    // wrap to 9 and reopen the budget.
+    let (first, second) = (permit("first"), permit("second"));
+    first
+        .complete(Outcome::success().with_tokens(u64::MAX, 0))
+        .unwrap();
+    second
+        .complete(Outcome::success().with_tokens(10, 0))
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            guard.check(&run, &call).deny_code(),
+            Some(DenyCode::BudgetExhausted)
+        );
+    }
+}
+
+/// The same for a budget leased from the fleet (files backend): the host's local balance
+/// saturates instead of wrapping round into a credit.
+#[test]
+fn absurd_reported_usage_exhausts_a_leased_budget_instead_of_wrapping_it() {
+    use tollgate::backend::lease::{
+        BudgetSpec, FileLeases, LeasedBudgets, LeasesSection, Measure, Per,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(tollgate::clock::SystemClock::new());
+    let section = LeasesSection {
+        budgets: vec![BudgetSpec {
+            name: "tokens".into(),
+            per: Per::Fleet,
+            measure: Measure::Tokens,
+            limit: 100,
+            window: Duration::from_secs(10_000 * 86_400),
+            chunk: Some(100),
+        }],
+        ..LeasesSection::default()
+    };
+    let source =
+        FileLeases::open(dir.path(), "host-1", section.lease_timeout, clock.clone()).unwrap();
+    let leases = Arc::new(LeasedBudgets::start(&section, Arc::new(source), clock).unwrap());
+    let guard = Guard::builder(boundary())
+        .shared_budget(leases.clone())
+        .build()
+        .unwrap();
+    let run = guard.start_run(RunContext::new("a", "r")).unwrap();
+    let call = ToolCall::without_args("ping").with_token_estimate(10);
+    let permit = |what| match guard.check(&run, &call) {
+        Verdict::Allow(p) => p,
+        other => panic!("{what}: {:?}", other.deny_code()),
+    };
+    // Three calls in flight; two report absurd usage: i64::MAX twice would wrap the balance.
+    let (a, b, c) = (permit("a"), permit("b"), permit("c"));
+    for p in [a, b] {
+        p.complete(Outcome::success().with_tokens(u64::MAX, 0))
+            .unwrap();
+    }
+    c.complete(Outcome::success().with_tokens(10, 0)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            guard.check(&run, &call).deny_code(),
+            Some(DenyCode::BudgetExhausted)
+        );
+    }
+    leases.shutdown().unwrap();
+}
+
 /// Finding: a permit obtained before a suspension still minted and exposed credentials after
 /// it. Both are now refused while the run, its agent or the guard is suspended, and each refusal
 /// is recorded; after the switch is released the same permit works again.

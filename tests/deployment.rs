@@ -334,6 +334,40 @@ fn a_part_bound_twice_or_a_missing_key_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn a_reload_cannot_change_the_backend_it_was_opened_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = files_policy(dir.path());
+    let d = Deployment::open(&policy, bindings("w1")).unwrap();
+    let guard = d.guard();
+    let before = guard.policy_version();
+    // The leased budget lowered: the leases were opened from the old section, so the new limit
+    // would be recorded as in force while the old one is spent.
+    let text = format!(
+        "{}\n[backend]\nkind = \"files\"\ndir = {:?}\n",
+        body(),
+        dir.path()
+    );
+    let lowered = text.replacen(&format!("limit = {LIMIT}"), "limit = 20", 1);
+    assert_ne!(lowered, text);
+    let err = guard
+        .reload(&Policy::from_toml(&lowered).unwrap(), "ops")
+        .unwrap_err();
+    assert!(
+        matches!(err, tollgate::guard::ReloadError::Fixed("backend")),
+        "{err}"
+    );
+    assert_eq!(guard.policy_version(), before, "nothing was swapped");
+    // The same section with another tool limit reloads.
+    let edited = text.replacen("max = 500", "max = 400", 1);
+    assert_ne!(edited, text);
+    guard
+        .reload(&Policy::from_toml(&edited).unwrap(), "ops")
+        .unwrap();
+    assert_ne!(guard.policy_version(), before);
+    d.shutdown().unwrap();
+}
+
+#[test]
 fn approvals_on_the_files_backend_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let policy = files_policy(dir.path());

@@ -50,7 +50,7 @@ pub struct KillSwitchSection {
     #[serde(default = "default_poll", with = "crate::units::duration")]
     pub poll_interval: Duration,
     /// How long a follower may go without confirming the shared state before it suspends its
-    /// guard (`kill-switch-stale`). Longer than `poll_interval`.
+    /// guard (`kill-switch-stale`). Longer than twice `poll_interval`.
     #[serde(default = "default_staleness", with = "crate::units::duration")]
     pub staleness: Duration,
     /// For the files backend: the directory of the state file (`kill-switch.json`), shared by
@@ -78,7 +78,7 @@ impl Default for KillSwitchSection {
 }
 
 impl KillSwitchSection {
-    /// Checks the parameters: a poll interval above zero, a staleness bound above it.
+    /// Checks the parameters: a poll interval above zero, a staleness bound above two of them.
     pub(crate) fn validate(&self) -> Result<(), DocumentError> {
         if self.poll_interval.is_zero() {
             return Err(DocumentError::invalid(
@@ -86,12 +86,13 @@ impl KillSwitchSection {
                 "must be longer than zero",
             ));
         }
-        if self.staleness <= self.poll_interval {
+        if self.staleness <= self.poll_interval.saturating_mul(2) {
             return Err(DocumentError::invalid(
                 "backend.kill_switch.staleness",
                 format!(
-                    "must be longer than `poll_interval` ({} ms): a follower confirms the state \
-                     once per poll, so a shorter bound would suspend a healthy guard",
+                    "must be longer than twice `poll_interval` ({} ms): a follower confirms the \
+                     state once per poll and dates each confirmation from before its wait, so a \
+                     shorter bound would suspend a healthy guard",
                     self.poll_interval.as_millis()
                 ),
             ));

@@ -481,13 +481,17 @@ impl Shared {
         r: Reserved,
         outcome: &Outcome,
     ) {
+        // Saturating both ways: an outcome reporting an absurd usage must exhaust the budget,
+        // never wrap the counter round to a small number.
         let settle = |counter: &AtomicU64, reserved: u64, actual: Option<u64>| {
             let Some(actual) = actual else { return };
-            if actual < reserved {
-                counter.fetch_sub(reserved - actual, Ordering::AcqRel);
-            } else {
-                counter.fetch_add(actual - reserved, Ordering::AcqRel);
-            }
+            let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(if actual < reserved {
+                    c.saturating_sub(reserved - actual)
+                } else {
+                    c.saturating_add(actual - reserved)
+                })
+            });
         };
         if snap.budget.max_tokens.is_some() {
             settle(&run.tokens, r.tokens, outcome.total_tokens());

@@ -91,7 +91,8 @@ impl Guard {
     /// new version, who) before it takes effect: if the record fails, nothing changes.
     ///
     /// What is bound when the guard is built cannot change by reload: the credential providers
-    /// and grants, the audit settings, the approver groups and approval settings, and (while
+    /// and grants, the audit settings, the `[backend]` section (kill switch, leased budgets,
+    /// stores: opened once by `Deployment::open`), the approver groups and approval settings, and (while
     /// flow rules are in force) the tier list runs' flow indexes are labelled with
     /// ([`ReloadError::Fixed`]); adding an escalation section to a guard built without an
     /// approval queue is refused ([`ReloadError::NeedsBinding`]). A guard built with
@@ -156,6 +157,12 @@ impl Guard {
                     if prev.audit != doc.audit {
                         return Err(ReloadError::Fixed("audit"));
                     }
+                    // The kill switch follower, the leased budgets and the stores were opened
+                    // from it by `Deployment::open`: a reload cannot re-open them, so a changed
+                    // section would be recorded as in force while the old one is enforced.
+                    if prev.backend != doc.backend {
+                        return Err(ReloadError::Fixed("backend"));
+                    }
                     let esc = |d: &crate::policy::Document| {
                         d.escalation
                             .as_ref()
@@ -178,6 +185,11 @@ impl Guard {
                     if doc.escalation.is_some() {
                         return Err(ReloadError::NeedsBinding(
                             "approval settings bound from a policy document",
+                        ));
+                    }
+                    if doc.backend.is_some() {
+                        return Err(ReloadError::NeedsBinding(
+                            "a `[backend]` section opened by `Deployment::open`",
                         ));
                     }
                 }

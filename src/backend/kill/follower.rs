@@ -50,10 +50,13 @@ enum Fetched {
 }
 
 /// Applies a shared kill-switch state to one guard (see the [module docs](super)). Stops when
-/// dropped (the guard keeps the last state applied).
+/// dropped or [stopped](Self::stop): the guard is then suspended as unconfirmed
+/// (`kill-switch-stale`), since nothing confirms the shared state any more, until a follower
+/// confirms it again.
 pub struct KillFollower {
     inner: Arc<Inner>,
     applier: Option<JoinHandle<()>>,
+    guard: Guard,
 }
 
 impl std::fmt::Debug for KillFollower {
@@ -81,9 +84,14 @@ impl KillFollower {
         cfg: &KillSwitchSection,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        // A guard left unconfirmed by an earlier follower (stopped, or gone stale) is this
+        // one's to confirm: its first confirmation lifts that suspension.
         let inner = Arc::new(Inner {
             stop: AtomicBool::new(false),
-            status: Mutex::new(FollowerStatus::default()),
+            status: Mutex::new(FollowerStatus {
+                stale: guard.is_unconfirmed(),
+                ..FollowerStatus::default()
+            }),
         });
         let (tx, rx) = mpsc::channel();
         spawn_fetcher(
@@ -125,6 +133,7 @@ impl KillFollower {
         KillFollower {
             inner,
             applier: handle,
+            guard,
         }
     }
 
@@ -133,15 +142,23 @@ impl KillFollower {
         self.inner.status.lock().clone()
     }
 
-    /// Stops following (the guard keeps the last state applied).
+    /// Stops following. The guard (and every clone of it) is suspended as unconfirmed
+    /// (`kill-switch-stale`): a guard whose shared kill switch nobody follows could miss a
+    /// fleet-wide suspension, so it fails closed. A follower started again for the guard lifts
+    /// that once it confirms the state; an operator's own suspensions are never touched.
     pub fn stop(mut self) {
         self.halt();
     }
 
     fn halt(&mut self) {
         self.inner.stop.store(true, Ordering::Release);
-        if let Some(h) = self.applier.take() {
-            let _ = h.join();
+        let Some(h) = self.applier.take() else {
+            return;
+        };
+        let _ = h.join();
+        self.inner.status.lock().stale = true;
+        if let Err(e) = self.guard.suspend_unconfirmed(STALE_REASON) {
+            tracing::error!(error = %e, "kill switch: a stopped follower could not record the suspension");
         }
     }
 }
@@ -162,8 +179,13 @@ fn spawn_fetcher(
     let run = move || {
         let mut watch = store.watch();
         while !inner.stop.load(Ordering::Acquire) {
+            // A state is as fresh as the moment it was asked for, not when its answer came: a
+            // reply held up in the network must not count as a recent confirmation. (Asked
+            // before the wait for a change, so up to one poll earlier than the read: the
+            // section requires a staleness bound above two polls.)
+            let asked = clock.now();
             let msg = match watch.next(poll) {
-                Ok(state) => Fetched::State(state, clock.now()),
+                Ok(state) => Fetched::State(state, asked),
                 Err(e) => {
                     let text = e.to_string();
                     tracing::warn!(error = %text, "kill switch: cannot read the shared state");

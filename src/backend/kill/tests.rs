@@ -60,6 +60,104 @@ fn fast() -> KillSwitchSection {
 }
 
 #[test]
+fn a_stopped_follower_leaves_its_guard_suspended_until_a_follower_confirms_again() {
+    let tmp = temp_dir("stop");
+    let store = Arc::new(FileKillSwitch::open(tmp.path()).unwrap());
+    let g = guard();
+    let follower = KillFollower::start(g.clone(), store.clone(), &fast());
+    let run = g.start_run(RunContext::new("a", "worker")).unwrap();
+    assert!(allowed(&g, &run));
+    // A clone outlives the follower (as one handed out by a deployment that shut down).
+    let clone = g.clone();
+    follower.stop();
+    assert!(
+        !allowed(&clone, &run),
+        "nobody follows the shared state any more"
+    );
+    assert!(g.is_unconfirmed());
+    let again = KillFollower::start(g.clone(), store, &fast());
+    eventually("confirmed by a new follower", || allowed(&g, &run));
+    drop(again);
+    assert!(
+        !allowed(&clone, &run),
+        "dropping a follower stops following too"
+    );
+}
+
+/// A store whose replies can be held up: while `slow` is set, each read takes longer (on the
+/// manual clock) than the staleness bound.
+struct SlowWatch {
+    clock: Arc<ManualClock>,
+    slow: Arc<AtomicBool>,
+    by: Duration,
+}
+
+impl KillWatch for SlowWatch {
+    fn next(&mut self, wait: Duration) -> Result<KillState, KillError> {
+        std::thread::sleep(wait);
+        if self.slow.load(Ordering::Acquire) {
+            self.clock.advance(self.by);
+        }
+        Ok(KillState::default())
+    }
+}
+
+#[derive(Debug)]
+struct SlowStore {
+    clock: Arc<ManualClock>,
+    slow: Arc<AtomicBool>,
+    by: Duration,
+}
+
+impl KillSwitchStore for SlowStore {
+    fn load(&self) -> Result<KillState, KillError> {
+        Ok(KillState::default())
+    }
+    fn apply(&self, _: &KillChange) -> Result<Applied, KillError> {
+        Err(KillError::Missing("read-only test store".into()))
+    }
+    fn watch(&self) -> Box<dyn KillWatch> {
+        Box::new(SlowWatch {
+            clock: Arc::clone(&self.clock),
+            slow: Arc::clone(&self.slow),
+            by: self.by,
+        })
+    }
+}
+
+#[test]
+fn a_reply_held_up_past_the_staleness_bound_confirms_nothing() {
+    let clock = Arc::new(ManualClock::new());
+    let slow = Arc::new(AtomicBool::new(false));
+    let cfg = KillSwitchSection {
+        poll_interval: Duration::from_millis(2),
+        staleness: Duration::from_secs(30),
+        dir: None,
+    };
+    let store = Arc::new(SlowStore {
+        clock: Arc::clone(&clock),
+        slow: Arc::clone(&slow),
+        by: Duration::from_secs(31),
+    });
+    let g = guard();
+    let follower = KillFollower::start_with_clock(g.clone(), store, &cfg, clock.clone());
+    let run = g.start_run(RunContext::new("a", "worker")).unwrap();
+    assert!(allowed(&g, &run));
+    // Every answer now arrives 31 s after it was asked for: each says what the state was
+    // longer ago than the bound, so none of them keeps the guard running.
+    slow.store(true, Ordering::Release);
+    eventually("stale", || !allowed(&g, &run));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !allowed(&g, &run),
+        "a held-up reply lifted the stale suspension"
+    );
+    assert!(follower.status().stale);
+    slow.store(false, Ordering::Release);
+    eventually("confirmed again by a prompt reply", || allowed(&g, &run));
+}
+
+#[test]
 fn suspensions_from_another_process_reach_the_guard_and_resumes_lift_them() {
     let tmp = temp_dir("follow");
     let dir = tmp.path().to_path_buf();

@@ -461,9 +461,15 @@ impl SharedBudget for LeasedBudgets {
                 continue;
             }
             // May go below zero: the next calls wait for leases that cover the excess.
-            b.local(key)
+            // Saturating: an absurd reported usage must leave the balance deeply negative,
+            // never wrap it round into a credit.
+            let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+            let _ = b
+                .local(key)
                 .available
-                .fetch_sub(i64::try_from(amount).unwrap_or(i64::MAX), Ordering::AcqRel);
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                    Some(a.saturating_sub(amount))
+                });
         }
     }
 }
