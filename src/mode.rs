@@ -77,6 +77,42 @@ impl Mode {
     }
 }
 
+impl Mode {
+    /// How much of what the agent proposes may run without a human deciding it, from `0`
+    /// (the strictest) up: `recommend` (nothing runs) 0, `supervised` (everything allowed goes
+    /// to a human first) 1, `enforce` and `autonomous` (as decided) 2, `shadow` (even denied and
+    /// escalated calls run) 3. [`rollout`](crate::rollout) stages go up this order, and a live
+    /// demotion never makes a call more permissive than its own `[modes]` rule.
+    ///
+    /// ```
+    /// use tollgate::mode::Mode;
+    ///
+    /// assert!(Mode::Recommend.permissiveness() < Mode::Supervised.permissiveness());
+    /// assert!(Mode::Supervised.permissiveness() < Mode::Enforce.permissiveness());
+    /// assert_eq!(Mode::Enforce.permissiveness(), Mode::Autonomous.permissiveness());
+    /// assert!(Mode::Autonomous.permissiveness() < Mode::Shadow.permissiveness());
+    /// assert_eq!(Mode::Shadow.stricter(Mode::Supervised), Mode::Supervised);
+    /// ```
+    pub fn permissiveness(self) -> u8 {
+        match self {
+            Mode::Recommend => 0,
+            Mode::Supervised => 1,
+            Mode::Enforce | Mode::Autonomous => 2,
+            Mode::Shadow => 3,
+        }
+    }
+
+    /// The stricter (less [permissive](Self::permissiveness)) of `self` and `other`; `self`
+    /// when they are equally strict.
+    pub fn stricter(self, other: Mode) -> Mode {
+        if other.permissiveness() < self.permissiveness() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -96,16 +96,6 @@ fn rig(mode: &str, demote: &str) -> (Rig, Policy) {
     rig_from(mode, billing(mode, demote))
 }
 
-/// The same billing document with `shadow` as the refunds' first stage, so `recommend` is a
-/// stage that can fall back.
-fn rig_shadow_first(mode: &str, demote: &str) -> (Rig, Policy) {
-    let doc = billing(mode, demote).replace(
-        "stages = [\n",
-        "stages = [\n  { mode = \"shadow\", promote = { min_cases = 3 } },\n",
-    );
-    rig_from(mode, doc)
-}
-
 fn rig_from(mode: &str, doc: String) -> (Rig, Policy) {
     let dir = temp_dir(mode);
     let policy = Policy::from_toml(&doc).unwrap();
@@ -402,9 +392,11 @@ fn agreement_above_the_bound_does_not_demote() {
 }
 
 #[test]
-fn human_actions_that_disagree_with_recommendations_demote_recommend_to_its_first_stage() {
+fn human_actions_that_disagree_with_recommendations_in_the_first_stage_demote_nothing() {
+    // `recommend` is the strictest mode, so it can only be a rollout's first stage: there is
+    // nothing lower to fall back to, and nothing runs in it whatever the humans do.
     let demote = "agreement_below = 0.5, agreement_min_cases = 5";
-    let (rig, _) = rig_shadow_first("recommend", demote);
+    let (rig, _) = rig("recommend", demote);
     let run = rig.run("refunds");
     for i in 1..=5u64 {
         let text = json!({"invoice": i, "amount": 20}).to_string();
@@ -422,20 +414,12 @@ fn human_actions_that_disagree_with_recommendations_demote_recommend_to_its_firs
                 HumanAction::call("refund", json!({"invoice": i, "amount": amount})),
             )
             .unwrap();
-        assert_eq!(
-            rig.demotions().len(),
-            usize::from(i == 5),
-            "after answer {i}"
-        );
     }
-    let ds = rig.demotions();
-    assert_eq!(ds[0]["tollgate.rollout.from"], "recommend");
-    assert_eq!(ds[0]["tollgate.rollout.to"], "shadow");
-    // Shadow: the call runs (nothing would deny it).
+    assert!(rig.demotions().is_empty());
     let v = rig
         .guard
         .check(&run, &ToolCall::new("lookup_invoice", LOOKUP));
-    assert!(v.is_allowed(), "{v:?}");
+    assert_eq!(code(&v), Some(DenyCode::Recommended), "{v:?}");
 }
 
 #[test]

@@ -78,6 +78,14 @@ demote = {{ agreement_below = 0.5, agreement_min_cases = 30 }}
     )
 }
 
+/// The billing document with `stages` (the TOML array's items) as the refunds' stages.
+fn billing_with_stages(mode: &str, stages: &str) -> String {
+    let text = billing(mode, "", 3);
+    let start = text.find("stages = [\n").unwrap() + "stages = [\n".len();
+    let end = text[start..].find("]\ndemote").unwrap() + start;
+    format!("{}{stages}\n{}", &text[..start], &text[end..])
+}
+
 fn guard_on(policy: &Policy, dir: &Path) -> (tollgate::Guard, Arc<FileSink>) {
     let (sink, _) = FileSink::open(dir, FileSinkConfig::default()).unwrap();
     let sink = Arc::new(sink);
@@ -501,6 +509,67 @@ fn agreement_below_its_bound_demotes_only_over_enough_cases() {
 
 // ---------------------------------------------------------------------------------------------
 // The document
+
+#[test]
+fn stages_that_would_let_a_demotion_open_more_are_refused_naming_the_stage() {
+    // The reviewer's configuration: a safety denial in `autonomous` would demote to `shadow`,
+    // where the very call just denied runs.
+    let cases = [
+        (
+            "autonomous",
+            "  { mode = \"shadow\", promote = { min_cases = 3 } },\n  { mode = \"autonomous\" },",
+            "rollout.task_types.refunds.stages[0].mode",
+            "`shadow` cannot be a rollout stage",
+        ),
+        // Shadow as the top stage: promotion would let denied calls run.
+        (
+            "recommend",
+            "  { mode = \"recommend\", promote = { min_cases = 3 } },\n  { mode = \"shadow\" },",
+            "rollout.task_types.refunds.stages[1].mode",
+            "`shadow` cannot be a rollout stage",
+        ),
+        // Demoting `supervised` to `autonomous` would skip the human.
+        (
+            "supervised",
+            "  { mode = \"autonomous\", promote = { min_cases = 3 } },\n  { mode = \"supervised\" },",
+            "rollout.task_types.refunds.stages[1].mode",
+            "stricter than the stage before it (`autonomous`)",
+        ),
+        (
+            "recommend",
+            "  { mode = \"recommend\", promote = { min_cases = 3 } },\n  { mode = \"enforce\", promote = { min_cases = 3 } },\n  { mode = \"supervised\" },",
+            "rollout.task_types.refunds.stages[2].mode",
+            "stricter than the stage before it (`enforce`)",
+        ),
+    ];
+    for (mode, stages, path, reason) in cases {
+        let text = billing_with_stages(mode, stages);
+        let err = Policy::from_toml(&text).expect_err(stages);
+        assert_eq!(err.path(), Some(path), "{stages}: {err}");
+        assert!(err.to_string().contains(reason), "{stages}: {err}");
+        assert!(err.location().is_some(), "{stages}: {err} is located");
+    }
+    // The same refusal from the API, as a typed error with the path.
+    let mut section = tollgate::rollout::RolloutSection::default();
+    let mut refunds = tollgate::rollout::TaskRollout::default();
+    refunds.stages = vec![
+        tollgate::rollout::Stage::new(Mode::Shadow),
+        tollgate::rollout::Stage::new(Mode::Autonomous),
+    ];
+    section.task_types.insert("refunds".into(), refunds);
+    let err = tollgate::rollout::Rollout::compile(&section, |_| Some(Mode::Autonomous))
+        .expect_err("shadow is not a stage");
+    assert_eq!(err.path, "rollout.task_types.refunds.stages[0].mode");
+    // Equally strict stages in either order, and strict-to-permissive ones, are fine.
+    for stages in [
+        "  { mode = \"enforce\", promote = { min_cases = 3 } },\n  { mode = \"autonomous\" },",
+        "  { mode = \"autonomous\", promote = { min_cases = 3 } },\n  { mode = \"enforce\" },",
+        "  { mode = \"recommend\", promote = { min_cases = 3 } },\n  { mode = \"supervised\", promote = { min_cases = 3 } },\n  { mode = \"enforce\" },",
+    ] {
+        let mode = &stages[12..stages[12..].find('"').unwrap() + 12];
+        Policy::from_toml(&billing_with_stages(mode, stages)).expect(stages);
+    }
+}
 
 #[test]
 fn the_rollout_section_is_versioned_and_its_mistakes_are_located() {

@@ -28,6 +28,14 @@
 //! agreement_min_cases = 30                   # ...over at least 30 cases (the default)
 //! ```
 //!
+//! - **Stages go from the strictest to the most permissive**, in the order of
+//!   [`Mode::permissiveness`]: `recommend` (nothing runs), `supervised` (a human approves every
+//!   call), `enforce` / `autonomous` (as decided). Each mode at most once, and
+//!   [`Rollout::compile`] refuses a stage stricter than the one before it, so the first stage,
+//!   where every demotion sends the task type, is always the strictest.
+//!   **`shadow` is never a stage**: it lets denied and escalated calls run, so a rollback to it
+//!   would run the very call that triggered it. Shadow is for observing a new *rule* of the
+//!   policy (a `[modes]` rule of its own), not for earning an agent autonomy.
 //! - **The current stage is the document's own `[modes]` rule** `{ task_type = "refunds", mode
 //!   = ... }` (a rule with the task type as its only matcher; required). Changing stage is
 //!   changing that rule: a new document, a new policy version, which the operator signs and
@@ -107,7 +115,8 @@ pub struct RolloutSection {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TaskRollout {
-    /// The stages, lowest first (at least two, each mode once).
+    /// The stages, strictest first (at least two, each mode once, never `shadow`, none stricter
+    /// than the one before it: see [`Mode::permissiveness`]).
     pub stages: Vec<Stage>,
     /// What sends the task type back to its first stage.
     #[serde(default)]
@@ -296,6 +305,30 @@ impl Rollout {
                     return Err(err(
                         format!("{at}.stages[{i}].mode"),
                         format!("`{}` is already an earlier stage", stage.mode),
+                    ));
+                }
+                if stage.mode == Mode::Shadow {
+                    return Err(err(
+                        format!("{at}.stages[{i}].mode"),
+                        "`shadow` cannot be a rollout stage: it lets denied and escalated calls \
+                         run, so a demotion to it (or a promotion to it) would open what the \
+                         policy closes; shadow is for observing a new rule (a `[modes]` rule), \
+                         not for rolling out an agent"
+                            .into(),
+                    ));
+                }
+                if let Some(prev) = i.checked_sub(1).map(|j| plan.stages[j].mode)
+                    && stage.mode.permissiveness() < prev.permissiveness()
+                {
+                    return Err(err(
+                        format!("{at}.stages[{i}].mode"),
+                        format!(
+                            "`{}` is stricter than the stage before it (`{prev}`): stages go \
+                             from the strictest to the most permissive (recommend, supervised, \
+                             enforce or autonomous), so that the hard rollback to the first \
+                             stage never lets more run",
+                            stage.mode
+                        ),
                     ));
                 }
                 let last = i + 1 == plan.stages.len();
