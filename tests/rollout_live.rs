@@ -208,6 +208,54 @@ fn a_safety_denial_decides_the_very_next_call_in_the_first_stage() {
     );
 }
 
+/// `refunds` rolled out supervised -> autonomous (currently autonomous), with `lookup_invoice`
+/// pinned to `recommend` for refunds by a `[modes]` rule of its own.
+fn rig_pinned_tool() -> Rig {
+    let doc = billing("autonomous", "")
+        .replace(
+            r#"{ task_type = "reports", mode = "enforce" }]"#,
+            r#"{ task_type = "reports", mode = "enforce" }, { task_type = "refunds", tool = "lookup_invoice", mode = "recommend" }]"#,
+        )
+        .replace(
+            "  { mode = \"recommend\", promote = { min_cases = 3 } },\n",
+            "",
+        );
+    assert!(doc.contains("tool = \"lookup_invoice\", mode = \"recommend\""));
+    assert!(!doc.contains("{ mode = \"recommend\""));
+    rig_from("autonomous", doc).0
+}
+
+#[test]
+fn a_demotion_never_loosens_a_tool_its_own_mode_rule_holds_stricter() {
+    let rig = rig_pinned_tool();
+    let run = rig.run("refunds");
+    let v = rig
+        .guard
+        .check(&run, &ToolCall::new("lookup_invoice", LOOKUP));
+    assert_eq!(code(&v), Some(DenyCode::Recommended), "pinned: {v:?}");
+    drop(v);
+    let v = rig.guard.check(&run, &ToolCall::new("refund", TOO_MUCH));
+    assert_eq!(code(&v), Some(DenyCode::ArgumentOutOfRange));
+    drop(v);
+    let ds = rig.demotions();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0]["tollgate.rollout.to"], "supervised");
+    // Demoted to supervised: the pinned tool stays a recommendation (its own rule, the
+    // stricter), never a call an approver could let run.
+    let v = rig
+        .guard
+        .check(&run, &ToolCall::new("lookup_invoice", LOOKUP));
+    assert_eq!(code(&v), Some(DenyCode::Recommended), "{v:?}");
+    assert_eq!(v.denial().unwrap().rule().as_str(), "modes.rules[2]");
+    drop(v);
+    // The other tool of the task type is decided in the demotion's mode.
+    let v = rig.guard.check(
+        &run,
+        &ToolCall::new("refund", r#"{"invoice": 2, "amount": 20}"#),
+    );
+    assert!(matches!(v, Verdict::Escalate(_)), "supervised: {v:?}");
+}
+
 #[test]
 fn a_trigger_in_the_first_stage_or_a_disabled_one_changes_nothing() {
     let (rig, _) = rig("recommend", "");

@@ -72,7 +72,6 @@ use crate::boundary::ActionBoundary;
 use crate::breaker::KeyedBreakers;
 use crate::call::ToolCall;
 use crate::escalation::Ticket as ApprovalTicket;
-use crate::mode::Mode;
 use crate::verdict::{Denial, DenyCode, Outcome, PolicyVersion, Refusal, Verdict};
 
 mod blocking;
@@ -230,19 +229,9 @@ impl Guard {
         let boundary = &*snap.boundary;
         let version = boundary.version();
         let task_type = run.ctx.task_type().map(|t| t.as_str());
-        let demoted = snap
-            .rollout
-            .as_ref()
-            .and_then(|r| r.override_for(task_type));
-        let (mode, mode_rule) = match (&snap.modes, demoted) {
-            // A task type demoted live: every call of it in its first stage's mode.
-            (_, Some((mode, rule))) => (mode, Some(rule)),
-            (Some(m), None) => {
-                let (mode, rule) = m.resolve_rule(&run.ctx, call.tool());
-                (mode, Some(rule.clone()))
-            }
-            (None, None) => (Mode::Enforce, None),
-        };
+        // A task type demoted live: the stricter of its first stage's mode and the call's own
+        // `[modes]` rule.
+        let (mode, mode_rule) = snap.call_mode(&run.ctx, call.tool());
         // Stage 1: kill switch (in every mode: nothing shadows or recommends past it).
         if let Some(scope) = shared.suspended(run) {
             let d = Denial::new(

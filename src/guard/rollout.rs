@@ -29,12 +29,12 @@ use crate::audit::AuditError;
 
 use crate::audit::EventKind;
 use crate::breaker::AlertKind;
-use crate::call::{AgentId, RuleId, RunId};
+use crate::call::{AgentId, RuleId, RunContext, RunId};
 use crate::mode::Mode;
 use crate::rollout::Rollout;
 use crate::verdict::{DenyCode, PolicyVersion};
 
-use super::shared::Shared;
+use super::shared::{Shared, Snapshot};
 
 /// A `[rollout]` section in force, and the task types demoted live under it.
 pub(crate) struct LiveRollout {
@@ -87,9 +87,44 @@ impl LiveRollout {
         demoted.get(t).cloned()
     }
 
+    /// The stage `task_type` is in: the mode it was demoted to live, else its document stage
+    /// (`None`: not a rollout task type).
+    pub(crate) fn stage_of(&self, task_type: &str) -> Option<Mode> {
+        let state = self.rollout.state(task_type)?;
+        let demoted = self.demoted.load();
+        Some(demoted.get(task_type).map_or(state.mode(), |(m, _)| *m))
+    }
+
     /// Whether `code` is one of the section's safety codes.
     pub(crate) fn is_safety(&self, code: DenyCode) -> bool {
         self.rollout.safety_codes().contains(&code)
+    }
+}
+
+impl Snapshot {
+    /// The mode a call of `tool` in a run with `ctx` is decided in, and the rule that gave it
+    /// (`None`: the policy has no `[modes]`). Every place that decides or records a call's
+    /// decision asks this, so they agree.
+    ///
+    /// While the run's task type is demoted live, the **stricter** of the demotion's mode and
+    /// the mode the `[modes]` rules give the call (see [`Mode::permissiveness`]): a demotion
+    /// never loosens a tool the document pins stricter (a tool held in `recommend` by its own
+    /// rule stays there when the task type falls back to `supervised`). On a tie, the
+    /// demotion's rule (`rollout.task_types.<t>`), which says the task type is demoted.
+    pub(crate) fn call_mode(&self, ctx: &RunContext, tool: &str) -> (Mode, Option<RuleId>) {
+        let demoted = self
+            .rollout
+            .as_ref()
+            .and_then(|r| r.override_for(ctx.task_type().map(|t| t.as_str())));
+        let resolved = self.modes.as_ref().map(|m| m.resolve_rule(ctx, tool));
+        match (resolved, demoted) {
+            (Some((mode, rule)), Some((to, _))) if mode.permissiveness() < to.permissiveness() => {
+                (mode, Some(rule.clone()))
+            }
+            (_, Some((to, rule))) => (to, Some(rule)),
+            (Some((mode, rule)), None) => (mode, Some(rule.clone())),
+            (None, None) => (Mode::Enforce, None),
+        }
     }
 }
 

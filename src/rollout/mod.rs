@@ -56,7 +56,8 @@
 //!   set by [`Policy::guard`](crate::policy::Policy::guard)) applies a demotion itself, at once:
 //!   a safety denial (actual or would-be), a breaker opening or an approver's denial it
 //!   observes for a task type above its first stage decides that task type's very next call in
-//!   the first stage's mode (rule `rollout.task_types.<t>`), recorded as a `rollout_demoted`
+//!   the first stage's mode (rule `rollout.task_types.<t>`; a call whose own `[modes]` rule is
+//!   stricter stays in that rule's mode), recorded as a `rollout_demoted`
 //!   event and alerted. The override lasts while the same document version is in force (a
 //!   reload of that version keeps it); [`Evidence`] reads the record (`demoted_live`), and the
 //!   demotion is proposed so the document catches up. Falling agreement is live too, over the
