@@ -471,6 +471,52 @@ fn human_actions_that_disagree_with_recommendations_in_the_first_stage_demote_no
 }
 
 #[test]
+fn a_wait_that_ends_after_a_demotion_is_recorded_in_the_demoted_mode() {
+    let (rig, policy) = rig("supervised", "");
+    let run = rig.run("refunds");
+    let call = ToolCall::new("lookup_invoice", LOOKUP);
+    let v = rig.guard.check(&run, &call);
+    let Verdict::Escalate(req) = v else {
+        panic!("supervised: {v:?}")
+    };
+    // The approver's denial demotes refunds to recommend before the waiting call returns.
+    rig.guard
+        .approvals()
+        .unwrap()
+        .decide(&req.id, &Approver::new("maria"), Decision::Deny, "no")
+        .unwrap();
+    assert_eq!(rig.demotions().len(), 1);
+    let v =
+        rig.guard
+            .wait_and_resume_blocking(&run, &call, &req, std::time::Duration::from_secs(5));
+    assert_eq!(code(&v), Some(DenyCode::ApprovalDenied), "{v:?}");
+    drop(v);
+    rig.sink.flush().unwrap();
+    let decisions: Vec<Value> = Query::new()
+        .kind("decision")
+        .open(rig.dir.path())
+        .unwrap()
+        .map(|r| r.unwrap().event)
+        .collect();
+    let last = decisions.last().unwrap();
+    assert_eq!(last["tollgate.deny.code"], "approval_denied", "{last}");
+    assert_eq!(last["tollgate.mode"], "recommend", "{last}");
+    // The trail still shows the live demotion.
+    let ev = Evidence::from_log(
+        rig.dir.path(),
+        policy.rollout().unwrap(),
+        &tollgate::agreement::Agreement::exact(),
+        Query::new(),
+    )
+    .unwrap();
+    assert!(
+        ev.task_types["refunds"].demoted_live.is_some(),
+        "{:?}",
+        ev.task_types["refunds"]
+    );
+}
+
+#[test]
 fn a_human_denial_after_the_run_ended_still_demotes() {
     let (rig, _) = rig("supervised", "");
     let run = rig.run("refunds");

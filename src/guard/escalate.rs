@@ -393,10 +393,8 @@ impl Guard {
     ) -> Verdict<'a> {
         let shared = &*self.shared;
         let snap = shared.policy.load_full();
-        let mode = snap
-            .modes
-            .as_ref()
-            .map_or(Mode::Enforce, |m| m.resolve(&run.ctx, call.tool()));
+        // As `decide` resolves it: a live demotion counts.
+        let (mode, _) = snap.call_mode(&run.ctx, call.tool());
         let d = Denial::new(
             DenyCode::Suspended,
             shared.rules.kill.clone(),
@@ -421,10 +419,8 @@ impl Guard {
     ) -> Verdict<'a> {
         let shared = &*self.shared;
         let snap = shared.policy.load_full();
-        let mode = snap
-            .modes
-            .as_ref()
-            .map_or(Mode::Enforce, |m| m.resolve(&run.ctx, call.tool()));
+        // As `decide` resolves it: a live demotion counts.
+        let (mode, _) = snap.call_mode(&run.ctx, call.tool());
         let deny = |code: DenyCode, why: String| {
             let d = Denial::new(code, shared.rules.escalation.clone(), why)
                 .with_version(snap.version());
