@@ -318,6 +318,122 @@ fn a_safety_denial_after_promotion_demotes_at_once_and_earlier_ones_do_not_count
     close(guard, sink);
 }
 
+#[test]
+fn a_call_its_own_mode_rule_puts_in_another_mode_keeps_the_stages_safety_denials() {
+    // `refunds` in its enforce stage (promotion: no safety denial); `lookup_invoice` held in
+    // recommend by a rule of its own. Live demotion off, to read the evidence alone.
+    let stages = "  { mode = \"recommend\", promote = { min_cases = 3 } },\n  { mode = \"enforce\", promote = { max_safety_denials = 0 } },\n  { mode = \"autonomous\" },";
+    let text = billing_with_stages("enforce", stages)
+        .replace(
+            r#"rules = [{ task_type = "refunds", mode = "enforce" }]"#,
+            r#"rules = [{ task_type = "refunds", mode = "enforce" }, { task_type = "refunds", tool = "lookup_invoice", mode = "recommend" }]"#,
+        )
+        .replace(
+            "demote = { agreement_below = 0.5, agreement_min_cases = 30 }",
+            "demote = { on_safety_denial = false }",
+        );
+    let policy = Policy::from_toml(&text).unwrap();
+    let dir = temp_dir("own-rule");
+    let (guard, sink) = guard_on(&policy, dir.path());
+    let run = guard
+        .start_run(RunContext::new("billing-agent", "clerk").for_task("refunds"))
+        .unwrap();
+    let v = guard.check(
+        &run,
+        &ToolCall::new("refund", r#"{"invoice": 1, "amount": 900}"#),
+    );
+    assert_eq!(v.deny_code(), Some(DenyCode::ArgumentOutOfRange));
+    drop(v);
+    let v = guard.check(&run, &ToolCall::new("lookup_invoice", r#"{"id": 3}"#));
+    assert_eq!(v.deny_code(), Some(DenyCode::Recommended), "its own rule");
+    drop(v);
+    let v = guard.check(
+        &run,
+        &ToolCall::new("refund", r#"{"invoice": 1, "amount": 20}"#),
+    );
+    assert!(v.is_allowed(), "{v:?}");
+    drop(v);
+    run.finish().unwrap();
+    let ev = evidence_of(&guard, &sink, dir.path(), &policy);
+    let e = &ev.task_types["refunds"];
+    assert_eq!((e.mode, e.decisions), (Some(Mode::Enforce), 3), "{e:?}");
+    assert_eq!(e.safety_denials, 1, "{e:?}");
+    let st = &status(policy.rollout().unwrap(), &ev, SystemTime::now())[0];
+    assert!(
+        st.proposal.is_none(),
+        "no promotion past a safety denial: {st:?}"
+    );
+    assert!(
+        st.criteria
+            .iter()
+            .any(|c| c.name == "max_safety_denials" && !c.met && c.actual == "1")
+    );
+    close(guard, sink);
+}
+
+#[test]
+fn a_decision_in_another_mode_within_a_stage_does_not_wipe_its_evidence() {
+    // The reviewer's sequence: an enforce decision with a safety denial, a shadow decision
+    // (a tool's own rule), an enforce decision. Records with and without the stage field.
+    let stages = "  { mode = \"recommend\", promote = { min_cases = 3 } },\n  { mode = \"enforce\", promote = { max_safety_denials = 0 } },\n  { mode = \"autonomous\" },";
+    let policy = Policy::from_toml(&billing_with_stages("enforce", stages)).unwrap();
+    let started =
+        json!({"event": "run_started", "tollgate.run.id": "r", "tollgate.task_type": "refunds"});
+    let decision = |seq: u64, mode: &str, stage: Option<&str>, code: Option<&str>| {
+        let mut d = json!({"event": "decision", "seq": seq, "time_unix_nano": DAY,
+            "tollgate.run.id": "r", "tollgate.mode": mode});
+        if let Some(stage) = stage {
+            d["tollgate.rollout.stage"] = json!(stage);
+        }
+        if let Some(code) = code {
+            d["tollgate.deny.code"] = json!(code);
+        }
+        d
+    };
+    let trails = [
+        // Written before the stage was recorded: shadow is no stage, so no stage change.
+        vec![
+            started.clone(),
+            decision(2, "enforce", None, Some("path_escape")),
+            decision(3, "shadow", None, None),
+            decision(4, "enforce", None, None),
+        ],
+        // With the stage recorded, even a mode that is a stage (recommend) is no stage change.
+        vec![
+            started.clone(),
+            decision(2, "enforce", Some("enforce"), Some("path_escape")),
+            decision(3, "recommend", Some("enforce"), None),
+            decision(4, "shadow", Some("enforce"), None),
+            decision(5, "enforce", Some("enforce"), None),
+        ],
+    ];
+    for trail in trails {
+        let ev = events(&policy, &trail);
+        let e = &ev.task_types["refunds"];
+        assert_eq!(e.mode, Some(Mode::Enforce), "{trail:?}");
+        assert_eq!(e.safety_denials, 1, "{trail:?}");
+        assert_eq!(e.first_triggers[0].kind, "safety_denial");
+        let st = &status(policy.rollout().unwrap(), &ev, SystemTime::now())[0];
+        assert!(!st.triggers.is_empty(), "{st:?}");
+        assert_eq!(
+            st.proposal.as_ref().map(|p| p.kind),
+            Some(ProposalKind::Demote),
+            "{st:?}"
+        );
+    }
+    // A real stage change (the recorded stage changes) still starts a clean slate.
+    let ev = events(
+        &policy,
+        &[
+            started,
+            decision(2, "enforce", Some("enforce"), Some("path_escape")),
+            decision(3, "autonomous", Some("autonomous"), None),
+        ],
+    );
+    let e = &ev.task_types["refunds"];
+    assert_eq!((e.mode, e.safety_denials), (Some(Mode::Autonomous), 0));
+}
+
 fn evidence_of(
     _guard: &tollgate::Guard,
     sink: &Arc<FileSink>,

@@ -136,6 +136,9 @@ impl AuditEvent<'_> {
                 if self.mode != crate::mode::Mode::Enforce {
                     o.word(k!("tollgate.mode"), self.mode.as_str());
                 }
+                if let Some(stage) = self.rollout_stage {
+                    o.word(k!("tollgate.rollout.stage"), stage.as_str());
+                }
                 if let Some(w) = self.would_be {
                     o.str(k!("tollgate.shadow.decision"), w.as_str());
                     if let Some(code) = w.deny_code() {

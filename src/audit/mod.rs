@@ -109,6 +109,12 @@ pub struct AuditEvent<'a> {
     /// (shadow, recommend): written as `tollgate.shadow.decision`, `tollgate.shadow.deny.code`,
     /// `tollgate.shadow.rule` and `tollgate.shadow.reason`.
     pub would_be: Option<&'a crate::mode::WouldBe>,
+    /// The rollout stage of the run's task type when the decision was made (the mode it was
+    /// demoted to live, else the document's stage), for a task type of the policy's
+    /// `[rollout]` section: written as `tollgate.rollout.stage` on decision records. It can
+    /// differ from [`mode`](Self::mode) when a `[modes]` rule of the call's own (a tool's)
+    /// gives another mode; [`rollout`](crate::rollout) evidence is gathered per stage.
+    pub rollout_stage: Option<crate::mode::Mode>,
     /// Set by the guard on a decision whose raw JSON arguments its boundary has just validated
     /// strictly (the same scanner, with the policy's limits, whose depth is never above
     /// [`MAX_DEPTH_CAP`](crate::call::json::MAX_DEPTH_CAP)): the writer embeds that text
@@ -136,6 +142,7 @@ impl<'a> AuditEvent<'a> {
             marks: None,
             mode: crate::mode::Mode::Enforce,
             would_be: None,
+            rollout_stage: None,
             args_checked: false,
         }
     }

@@ -313,6 +313,12 @@ impl Shared {
             },
         )
         .with_mode(mode, would_be);
+        // The task type's rollout stage, so the evidence tells a stage change from a call a
+        // `[modes]` rule of its own puts in another mode.
+        if let Some(t) = run.ctx.task_type() {
+            let snap = self.policy.load();
+            event.rollout_stage = snap.rollout.as_ref().and_then(|r| r.stage_of(t.as_str()));
+        }
         event.marks = marks();
         event.args_checked = args_checked;
         sink.record(&event)

@@ -41,11 +41,12 @@ pub struct TriggerEvent {
 }
 
 /// The figures of one task type's current stretch: the latest run of its decisions made in one
-/// mode, and what happened to its runs meanwhile.
+/// stage (`tollgate.rollout.stage`; whatever mode a tool's own `[modes]` rule gave a call), and
+/// what happened to its runs meanwhile.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct StageEvidence {
-    /// The mode of the stretch (`None`: no decision of the task type in the log).
+    /// The stage (its mode) of the stretch (`None`: no decision of the task type in the log).
     pub mode: Option<Mode>,
     /// When the stretch began (its first decision).
     pub since_unix_nano: Option<u64>,
@@ -167,6 +168,8 @@ pub struct EvidenceBuilder<'a> {
     last_trip: Vec<Option<u64>>,
     /// The latest live demotion of each task type and the mode it demoted to.
     live: Vec<Option<(Mode, TriggerEvent)>>,
+    /// Each task type's stage modes (to read records written before `tollgate.rollout.stage`).
+    stages: Vec<Vec<Mode>>,
     records: u64,
 }
 
@@ -183,6 +186,11 @@ impl<'a> EvidenceBuilder<'a> {
             stretches: names.iter().map(|_| Stretch::default()).collect(),
             last_trip: vec![None; names.len()],
             live: vec![None; names.len()],
+            stages: rollout
+                .states()
+                .iter()
+                .map(|s| s.stages.iter().map(|st| st.mode).collect())
+                .collect(),
             names,
             safety: rollout.safety_codes().iter().map(|c| c.as_str()).collect(),
             runs: HashMap::new(),
@@ -236,23 +244,39 @@ impl<'a> EvidenceBuilder<'a> {
         };
         match s("event") {
             Some("decision") => {
+                let parse = |m: &str| serde_json::from_value::<Mode>(Value::String(m.to_owned()));
                 let mode = match s("tollgate.mode") {
                     None => Mode::Enforce,
-                    Some(m) => match serde_json::from_value(Value::String(m.to_owned())) {
+                    Some(m) => match parse(m) {
                         Ok(m) => m,
                         Err(_) => return,
                     },
                 };
+                // The stage the task type was in. A call a `[modes]` rule of its own (a tool's)
+                // puts in another mode is still a decision of that stage: it neither starts a
+                // new stretch nor wipes the stage's evidence (its safety denials count).
+                let stage = match s("tollgate.rollout.stage") {
+                    Some(m) => match parse(m) {
+                        Ok(m) => m,
+                        Err(_) => return,
+                    },
+                    // A record written before the stage was: its mode, unless that is not one
+                    // of the task type's stages (then it cannot be a stage change).
+                    None => match self.stretches[task].ev.mode {
+                        Some(current) if !self.stages[task].contains(&mode) => current,
+                        _ => mode,
+                    },
+                };
                 let st = &mut self.stretches[task];
-                if st.ev.mode != Some(mode) {
-                    // Decisions in another mode than the one it was demoted to: the live
+                if st.ev.mode != Some(stage) {
+                    // Decisions in another stage than the one it was demoted to: the live
                     // demotion was superseded (a new document).
-                    if self.live[task].as_ref().is_some_and(|(to, _)| *to != mode) {
+                    if self.live[task].as_ref().is_some_and(|(to, _)| *to != stage) {
                         self.live[task] = None;
                     }
                     st.epoch += 1;
                     st.ev = StageEvidence {
-                        mode: Some(mode),
+                        mode: Some(stage),
                         since_unix_nano: Some(time),
                         last_breaker_trip_unix_nano: self.last_trip[task],
                         ..StageEvidence::default()
@@ -267,9 +291,13 @@ impl<'a> EvidenceBuilder<'a> {
                 if codes.contains(&Some("budget_exhausted")) {
                     st.ev.budget_overruns += 1;
                 }
-                if let (Some(id), Some(tool)) =
-                    (s("tollgate.recommendation.id"), s("gen_ai.tool.name"))
-                {
+                // A recommendation is the stage's case only when the stage is recommend (not one
+                // a tool's own rule makes in another stage).
+                if let (Some(id), Some(tool), true) = (
+                    s("tollgate.recommendation.id"),
+                    s("gen_ai.tool.name"),
+                    mode == stage,
+                ) {
                     let args = event
                         .get("gen_ai.tool.call.arguments")
                         .cloned()

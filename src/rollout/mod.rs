@@ -41,10 +41,15 @@
 //!   changing that rule: a new document, a new policy version, which the operator signs and
 //!   reloads ([`Guard::reload`](crate::Guard::reload)). [`apply`] writes that document.
 //! - **Evidence** ([`Evidence`]) is gathered from the audit trail in one pass: each decision
-//!   record says which mode it was made in (`tollgate.mode`), and a task type's *stretch* is the
-//!   latest run of its decisions made in one mode. Only events of the stretch in the current
-//!   stage's mode count for promotion and demotion (a new stage starts with a clean slate);
-//!   breaker trips count in their window whatever the stage.
+//!   record of a rollout task type's run says which stage the task type was in
+//!   (`tollgate.rollout.stage`: the mode it was demoted to live, else the document's stage), and
+//!   a task type's *stretch* is the latest run of its decisions made in one stage. Only events
+//!   of the stretch in the current stage count for promotion and demotion (a new stage starts
+//!   with a clean slate); breaker trips count in their window whatever the stage. A call that a
+//!   `[modes]` rule of its own (a tool's) puts in another mode (`tollgate.mode`) is still a
+//!   decision of the stage: it changes no stretch, and its safety denials count. (Records
+//!   written before the stage was recorded are read by their `tollgate.mode`; one in a mode
+//!   that is none of the task type's stages is taken as the current stretch's.)
 //! - **Agreement**: in `recommend`, a recommendation paired with the human's action (the
 //!   [`crate::agreement`] comparators); in `supervised`, an approver's answer (approve = agrees,
 //!   deny = disagrees). The promotion bound is on the 95% Wilson lower bound.
