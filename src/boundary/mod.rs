@@ -497,6 +497,11 @@ impl ActionBoundary {
         self
     }
 
+    /// The limits raw JSON arguments are read within (the document's `[limits]`).
+    pub(crate) fn json_limits(&self) -> JsonLimits {
+        self.limits
+    }
+
     /// The document this boundary was compiled from.
     pub fn document(&self) -> &PolicyDocument {
         &self.document

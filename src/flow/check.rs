@@ -60,6 +60,9 @@ pub enum Violation {
     IndexOverflow,
     /// The arguments could not be read (fail closed).
     Unreadable,
+    /// The compartment argument names more than one compartment (an array or object of
+    /// several distinct values): the call is refused rather than labelled with one of them.
+    AmbiguousCompartment,
 }
 
 impl Violation {
@@ -73,6 +76,7 @@ impl Violation {
             Violation::ExclusiveCompartment => "exclusive_compartment",
             Violation::IndexOverflow => "index_overflow",
             Violation::Unreadable => "unreadable",
+            Violation::AmbiguousCompartment => "ambiguous_compartment",
         }
     }
 }
@@ -158,6 +162,11 @@ impl Leaf<'_> {
     }
 }
 
+// Both walkers below yield the same leaves, in the same order, for the same JSON: under the
+// path a rule names, every string and number, and every object KEY (keys are data too: the
+// observe side indexes them, and `{"query": {"<secret>": ""}}` must not pass where
+// `{"query": "<secret>"}` does not). Under `*` the argument names themselves are leaves.
+
 fn value_leaves<'v>(v: &'v Value, segs: &[String], out: &mut Vec<Leaf<'v>>) {
     match segs.split_first() {
         Some((k, rest)) => match v {
@@ -173,7 +182,12 @@ fn value_leaves<'v>(v: &'v Value, segs: &[String], out: &mut Vec<Leaf<'v>>) {
             Value::String(s) => out.push(Leaf::Str(Cow::Borrowed(s))),
             Value::Number(n) => out.push(Leaf::Num(normalize::number_text(n))),
             Value::Array(a) => a.iter().for_each(|x| value_leaves(x, segs, out)),
-            Value::Object(m) => m.values().for_each(|x| value_leaves(x, segs, out)),
+            Value::Object(m) => {
+                for (k, x) in m {
+                    out.push(Leaf::Str(Cow::Borrowed(k)));
+                    value_leaves(x, segs, out);
+                }
+            }
             Value::Bool(_) | Value::Null => {}
         },
     }
@@ -206,9 +220,32 @@ fn raw_leaves<'v>(v: RawValue<'v>, segs: &[String], out: &mut Vec<Leaf<'v>>) {
                 }
             }
             JsonKind::Array => v.items().for_each(|x| raw_leaves(x, segs, out)),
-            JsonKind::Object => v.entries().for_each(|(_, x)| raw_leaves(x, segs, out)),
+            JsonKind::Object => {
+                for (k, x) in v.entries() {
+                    out.push(Leaf::Str(k.to_cow()));
+                    raw_leaves(x, segs, out);
+                }
+            }
             _ => {}
         },
+    }
+}
+
+/// How many distinct values a compartment argument holds.
+enum Distinct<'l> {
+    None,
+    One(&'l str),
+    Many,
+}
+
+fn distinct<'l>(leaves: &'l [Leaf<'_>]) -> Distinct<'l> {
+    let Some(first) = leaves.first() else {
+        return Distinct::None;
+    };
+    if leaves.iter().any(|l| l.text() != first.text()) {
+        Distinct::Many
+    } else {
+        Distinct::One(first.text())
     }
 }
 
@@ -220,12 +257,13 @@ enum Parsed<'a> {
 }
 
 impl<'a> Parsed<'a> {
-    /// `None` if raw JSON arguments cannot be parsed (strictly: duplicate keys, limits).
-    fn of(args: Args<'a>) -> Option<Self> {
+    /// `None` if raw JSON arguments cannot be parsed (strictly: duplicate keys, or past
+    /// `limits`, the rules' [`FlowRules::json_limits`]: the boundary's when a guard runs them).
+    fn of(args: Args<'a>, limits: JsonLimits) -> Option<Self> {
         Some(match args {
             Args::None => Parsed::None,
             Args::Value(v) => Parsed::Value(v),
-            Args::Json(text) => Parsed::Raw(RawJson::parse(text, JsonLimits::default()).ok()?),
+            Args::Json(text) => Parsed::Raw(RawJson::parse(text, limits).ok()?),
         })
     }
 
@@ -240,41 +278,50 @@ impl<'a> Parsed<'a> {
     }
 }
 
-/// The leaves under `segs`, or `None` if raw JSON arguments cannot be parsed.
-fn leaves<'a>(args: Args<'a>, segs: &[String]) -> Option<Vec<Leaf<'a>>> {
-    Parsed::of(args).map(|p| p.leaves(segs))
-}
-
 impl FlowRules {
     /// Checks a proposed call against the flow rules of its tool, given what the run's context
     /// has seen. A tool without rules is allowed (the boundary decides whether it may run at
-    /// all). Arguments that cannot be read fail closed (deny).
+    /// all). Arguments that cannot be read fail closed (deny), and so does a compartment
+    /// argument that names more than one compartment
+    /// ([`Violation::AmbiguousCompartment`]).
     pub fn check(&self, tracker: &FlowTracker, tool: &str, args: Args<'_>) -> FlowDecision {
         let mut d = FlowDecision::allow();
         let Some(t) = self.inner.tools.get(tool) else {
             return d;
         };
-        if t.args.is_empty() && t.exclusive.is_none() {
+        if !t.checks() {
             return d;
         }
-        let Some(parsed) = Parsed::of(args) else {
+        let Some(parsed) = Parsed::of(args, self.inner.json_limits) else {
             let rule = t
                 .exclusive
                 .clone()
                 .or_else(|| t.args.first().map(|a| a.id.clone()))
-                .unwrap_or_else(|| RuleId::new("flow.args"));
+                .unwrap_or_else(|| t.compartment_rule.clone());
             d.raise(FlowAction::Deny, &rule, Violation::Unreadable);
             return d;
         };
-        // The call's own compartment, if the tool names one.
-        let call_compartment: Option<String> = t
-            .compartment_arg
-            .as_ref()
-            .and_then(|segs| parsed.leaves(segs).first().map(|x| x.text().to_owned()));
-        let own_bit = call_compartment
-            .as_deref()
-            .and_then(|c| tracker.find_compartment(c))
-            .map_or(0, |i| 1u64 << i);
+        // The call's own compartment, if the tool names one. Several distinct values (an array
+        // or object) are refused: the call would touch several compartments while the rules
+        // and its output's label could name only one (fail closed).
+        let own_bit = match &t.compartment_arg {
+            Some(segs) => {
+                let leaves = parsed.leaves(segs);
+                match distinct(&leaves) {
+                    Distinct::None => 0,
+                    Distinct::One(c) => tracker.find_compartment(c).map_or(0, |i| 1u64 << i),
+                    Distinct::Many => {
+                        d.raise(
+                            FlowAction::Deny,
+                            &t.compartment_rule,
+                            Violation::AmbiguousCompartment,
+                        );
+                        return d;
+                    }
+                }
+            }
+            None => 0,
+        };
 
         if let Some(rule) = &t.exclusive {
             let seen = tracker.seen();
@@ -432,17 +479,11 @@ impl FlowRules {
                 return Some(Violation::IndexOverflow);
             }
         }
-        // Retention.
+        // Retention. An origin names only its highest tier, and the value may also come from
+        // data of any lower tier: the strictest limit among them applies (fail closed; the same
+        // as the highest tier's when limits shorten as tiers rise).
         if let Some(kept) = tool.retention {
-            let limit = |t: Option<u8>| {
-                t.and_then(|t| {
-                    self.inner
-                        .tier_retention
-                        .get(usize::from(t))
-                        .copied()
-                        .flatten()
-                })
-            };
+            let limit = |t: Option<u8>| self.retention_limit_upto(t);
             if limit(origin.max_tier).is_some_and(|l| kept > l) {
                 return Some(Violation::Retention);
             }
@@ -453,8 +494,25 @@ impl FlowRules {
         None
     }
 
-    /// The labels the output of `tool`, called with `args`, carries at a leaf path (`[]` for a
-    /// text output).
+    /// The strictest retention limit of the tiers up to `max` (`None`: no limit).
+    fn retention_limit_upto(&self, max: Option<u8>) -> Option<Retention> {
+        let upto = usize::from(max?);
+        self.inner
+            .tier_retention
+            .iter()
+            .take(upto + 1)
+            .flatten()
+            .copied()
+            .min()
+    }
+
+    /// The labels the output of `tool`, called with `args`, carries (before per-field labels).
+    ///
+    /// Fails closed: arguments that cannot be read (past the rules' JSON limits, duplicate keys:
+    /// a shadow-mode call the boundary refused still runs) give [`ToolRules::strictest`]; a
+    /// `when` argument holding several values gives the strictest of the tool's label and of
+    /// every condition one of them matches; a compartment argument naming several compartments
+    /// marks the run as holding an unknown compartment.
     fn label_for(&self, tracker: &mut FlowTracker, tool: &str, args: Args<'_>) -> ToolLabel {
         let Some(t) = self.inner.tools.get(tool) else {
             let (i, tier) = self.inner.default_label;
@@ -462,29 +520,56 @@ impl FlowRules {
                 integrity: i,
                 tier,
                 compartment: None,
+                fixed: false,
             };
         };
-        let mut integrity = t.integrity;
-        let mut tier = t.tier;
+        let Some(parsed) = Parsed::of(args, self.inner.json_limits) else {
+            if t.compartment_arg.is_some() {
+                tracker.mark_unknown_compartment();
+            }
+            let (integrity, tier) = t.strictest();
+            return ToolLabel {
+                integrity,
+                tier,
+                compartment: None,
+                fixed: true,
+            };
+        };
+        let mut first = None;
+        let mut all = (t.integrity, t.tier);
+        let mut several = false;
         for w in &t.when {
-            let hit = leaves(args, &w.arg)
-                .is_some_and(|l| l.iter().any(|x| w.pattern.is_match(x.text())));
-            if hit {
-                integrity = w.integrity;
-                tier = w.tier;
-                break;
+            let leaves = parsed.leaves(&w.arg);
+            several |= leaves.len() > 1;
+            if leaves.iter().any(|x| w.pattern.is_match(x.text())) {
+                first.get_or_insert((w.integrity, w.tier));
+                all = stricter(all, (w.integrity, w.tier));
             }
         }
+        let (integrity, tier) = if several {
+            all
+        } else {
+            first.unwrap_or((t.integrity, t.tier))
+        };
         let compartment = match &t.compartment_arg {
-            Some(segs) => leaves(args, segs)
-                .and_then(|l| l.first().map(|x| x.text().to_owned()))
-                .and_then(|c| tracker.compartment_index(&c)),
+            Some(segs) => {
+                let leaves = parsed.leaves(segs);
+                match distinct(&leaves) {
+                    Distinct::None => None,
+                    Distinct::One(c) => tracker.compartment_index(c),
+                    Distinct::Many => {
+                        tracker.mark_unknown_compartment();
+                        None
+                    }
+                }
+            }
             None => None,
         };
         ToolLabel {
             integrity,
             tier,
             compartment,
+            fixed: false,
         }
     }
 
@@ -563,6 +648,22 @@ struct ToolLabel {
     integrity: Integrity,
     tier: Option<u8>,
     compartment: Option<u8>,
+    /// The strictest label the tool can give (its arguments could not be read): per-field
+    /// labels may not relax it.
+    fixed: bool,
+}
+
+/// The stricter of two (integrity, tier) labels on both counts.
+pub(crate) fn stricter(
+    a: (Integrity, Option<u8>),
+    b: (Integrity, Option<u8>),
+) -> (Integrity, Option<u8>) {
+    let integrity = if a.0 == Integrity::Untrusted || b.0 == Integrity::Untrusted {
+        Integrity::Untrusted
+    } else {
+        Integrity::Trusted
+    };
+    (integrity, a.1.max(b.1))
 }
 
 fn observe_value<'v>(
@@ -576,6 +677,9 @@ fn observe_value<'v>(
 ) {
     let label_here = |path: &[&str]| {
         let mut l = Label::output(base.integrity, base.tier, base.compartment);
+        if base.fixed {
+            return l;
+        }
         if let Some((_, i, t)) = fields
             .iter()
             .rev()

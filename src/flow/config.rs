@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::check::FlowAction;
 use super::index::{FlowTracker, TrackerLimits};
 use super::{Integrity, PartKind, SourceSet};
-use crate::call::RuleId;
+use crate::call::{JsonLimits, RuleId};
 
 /// The `[flow]` section: output labels and argument rules per tool.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -518,6 +518,28 @@ impl FlowPolicy {
                     action,
                 });
             }
+            let retention_rule = RuleId::new(format!("flow.{}", at("retention")));
+            // A sink's retention concerns everything it is given: when some tier's values may
+            // not be kept as long as the tool keeps them, every argument is checked for it
+            // (whether or not the tool has argument rules of its own).
+            if let Some(kept) = t.retention
+                && tier_retention.iter().flatten().any(|limit| kept > *limit)
+            {
+                args.push(ArgRule {
+                    id: retention_rule.clone(),
+                    path: Arc::from("*"),
+                    segs: Vec::new(),
+                    accepts: SourceSet::USER
+                        .union(SourceSet::TRUSTED)
+                        .union(SourceSet::UNTRUSTED),
+                    unseen: true,
+                    mode: MatchMode::Whole,
+                    parts: Vec::new(),
+                    max_tier: None,
+                    same_compartment: false,
+                    action: tool_action,
+                });
+            }
             tools.insert(
                 name.clone(),
                 ToolRules {
@@ -530,7 +552,8 @@ impl FlowPolicy {
                         .exclusive_compartment
                         .then(|| RuleId::new(format!("flow.{}", at("exclusive_compartment")))),
                     retention: t.retention,
-                    retention_rule: RuleId::new(format!("flow.{}", at("retention"))),
+                    retention_rule,
+                    compartment_rule: RuleId::new(format!("flow.{}", at("compartment_arg"))),
                     action: tool_action,
                     args,
                 },
@@ -543,6 +566,7 @@ impl FlowPolicy {
                 default_label,
                 tier_retention,
                 limits,
+                json_limits: JsonLimits::default(),
             }),
         })
     }
@@ -610,6 +634,7 @@ pub(crate) fn selector_matches(sel: &[Sel], path: &[&str]) -> bool {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct When {
     pub(crate) arg: Vec<String>,
     pub(crate) pattern: Regex,
@@ -617,6 +642,7 @@ pub(crate) struct When {
     pub(crate) tier: Option<u8>,
 }
 
+#[derive(Clone)]
 pub(crate) struct ArgRule {
     pub(crate) id: RuleId,
     pub(crate) path: Arc<str>,
@@ -630,6 +656,7 @@ pub(crate) struct ArgRule {
     pub(crate) action: FlowAction,
 }
 
+#[derive(Clone)]
 pub(crate) struct ToolRules {
     pub(crate) integrity: Integrity,
     pub(crate) tier: Option<u8>,
@@ -639,16 +666,42 @@ pub(crate) struct ToolRules {
     pub(crate) exclusive: Option<RuleId>,
     pub(crate) retention: Option<Retention>,
     pub(crate) retention_rule: RuleId,
+    /// Names the denial of a compartment argument holding several compartments.
+    pub(crate) compartment_rule: RuleId,
     pub(crate) action: FlowAction,
     pub(crate) args: Vec<ArgRule>,
 }
 
+impl ToolRules {
+    /// Whether a call of the tool is checked at all: argument rules (retention included),
+    /// compartment exclusivity, or a compartment argument (which must name one compartment).
+    pub(crate) fn checks(&self) -> bool {
+        !self.args.is_empty() || self.exclusive.is_some() || self.compartment_arg.is_some()
+    }
+
+    /// The strictest output label the tool can give, whatever its arguments: untrusted, and the
+    /// highest tier among its own, its `when` conditions' and its output fields'. Used when
+    /// the arguments its labels depend on cannot be read (fail closed).
+    pub(crate) fn strictest(&self) -> (Integrity, Option<u8>) {
+        let tier = self
+            .when
+            .iter()
+            .map(|w| w.tier)
+            .chain(self.fields.iter().map(|f| f.2))
+            .fold(self.tier, Option::max);
+        (Integrity::Untrusted, tier)
+    }
+}
+
+#[derive(Clone)]
 pub(crate) struct RulesInner {
     pub(crate) tiers: Vec<String>,
     pub(crate) tools: HashMap<String, ToolRules>,
     pub(crate) default_label: (Integrity, Option<u8>),
     pub(crate) tier_retention: Vec<Option<Retention>>,
     pub(crate) limits: TrackerLimits,
+    /// How large and deep raw JSON arguments the rules read may be.
+    pub(crate) json_limits: JsonLimits,
 }
 
 /// A compiled `[flow]` section. Cheap to clone; shared by every run.
@@ -663,6 +716,7 @@ impl fmt::Debug for FlowRules {
             .field("tiers", &self.inner.tiers)
             .field("tools", &self.inner.tools.len())
             .field("limits", &self.inner.limits)
+            .field("json_limits", &self.inner.json_limits)
             .finish()
     }
 }
@@ -683,13 +737,33 @@ impl FlowRules {
         self.inner.tools.contains_key(tool)
     }
 
-    /// Whether [`check`](Self::check) reads anything for calls of `tool` (argument rules or
-    /// compartment exclusivity); for other tools it allows without looking at the run.
+    /// Whether [`check`](Self::check) reads anything for calls of `tool` (argument rules, a
+    /// retention that some tier's limit is shorter than, compartment exclusivity or a
+    /// compartment argument); for other tools it allows without looking at the run.
     pub fn checks(&self, tool: &str) -> bool {
-        self.inner
-            .tools
-            .get(tool)
-            .is_some_and(|t| !t.args.is_empty() || t.exclusive.is_some())
+        self.inner.tools.get(tool).is_some_and(ToolRules::checks)
+    }
+
+    /// The same rules reading raw JSON arguments within `limits` (by default
+    /// [`JsonLimits::default`]). A guard gives its rules the boundary's limits (the document's
+    /// `[limits]`), so every call the boundary reads the flow layer reads too; arguments past
+    /// them fail closed (a check denies, an output gets its tool's strictest label).
+    #[must_use]
+    pub fn with_json_limits(self, limits: JsonLimits) -> Self {
+        if self.inner.json_limits == limits {
+            return self;
+        }
+        let mut inner = (*self.inner).clone();
+        inner.json_limits = limits;
+        FlowRules {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The limits raw JSON arguments are read within (see
+    /// [`with_json_limits`](Self::with_json_limits)).
+    pub fn json_limits(&self) -> JsonLimits {
+        self.inner.json_limits
     }
 
     /// The first rule (in tool order) whose violation escalates to a human, if any: a document

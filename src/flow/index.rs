@@ -45,7 +45,8 @@ pub struct TrackerLimits {
     /// exceed it is left unindexed and the rules fail closed for it.
     pub max_index_bytes: usize,
     /// Most candidate positions one substring lookup verifies; past it the lookup fails closed
-    /// (the value counts as possibly untrusted).
+    /// (the value counts as possibly untrusted and as carrying every label indexed: the highest
+    /// tier, every compartment).
     pub max_candidates: usize,
 }
 
@@ -403,6 +404,14 @@ impl FlowTracker {
         Some((self.compartments.len() - 1) as u8)
     }
 
+    /// Records that the run's context holds data of a compartment that cannot be named (an
+    /// output labelled while its compartment argument could not be read, or named several):
+    /// compartment rules then fail closed through [`Origin::COMPARTMENT_OVERFLOW`] for the rest
+    /// of the run.
+    pub fn mark_unknown_compartment(&mut self) {
+        self.seen.flags |= Origin::COMPARTMENT_OVERFLOW;
+    }
+
     /// The index of a compartment already seen, without interning.
     pub fn find_compartment(&self, id: &str) -> Option<u8> {
         self.compartments
@@ -508,9 +517,14 @@ impl FlowTracker {
         while p != NONE {
             walked += 1;
             if walked > self.limits.max_candidates {
-                // Fail closed: the value might also occur in untrusted text not verified.
+                // Fail closed on every dimension: the value might also occur in any indexed
+                // text not verified, so it carries every label indexed (the highest tier, every
+                // compartment, hence the strictest retention) and counts as untrusted.
                 o.flags |= Origin::TRUNCATED;
                 o.sources = o.sources.union(SourceSet::UNTRUSTED);
+                for l in &self.labels {
+                    o = o.union(l.origin());
+                }
                 break;
             }
             let pos = p as usize;

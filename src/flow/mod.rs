@@ -155,9 +155,11 @@ impl Origin {
         flags: Origin::FLAG_TRIVIAL,
     };
     const FLAG_TRIVIAL: u8 = 1;
-    /// Flag: the lookup stopped at its candidate limit; `UNTRUSTED` was added (fail closed).
+    /// Flag: the lookup stopped at its candidate limit; `UNTRUSTED` and every label indexed
+    /// (highest tier, every compartment) were added (fail closed).
     pub const TRUNCATED: u8 = 2;
-    /// Flag: the run saw more compartments than it can name; compartment rules fail closed.
+    /// Flag: the run saw more compartments than it can name, or data of a compartment it could
+    /// not tell ([`FlowTracker::mark_unknown_compartment`]); compartment rules fail closed.
     pub const COMPARTMENT_OVERFLOW: u8 = 4;
 
     /// Both origins.

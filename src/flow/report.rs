@@ -170,6 +170,9 @@ impl FlowReport {
                 "the run saw more than its index holds, so its source cannot be shown"
             }
             "unreadable" => "the arguments cannot be read",
+            "ambiguous_compartment" => {
+                "the compartment argument names more than one compartment; call once per compartment"
+            }
             other => other,
         };
         if culprits.is_empty() {

@@ -168,6 +168,11 @@ impl GuardBuilder {
         if let Some(rules) = &self.flow {
             super::flow::check_tiers(rules, &self.boundary.document().tiers)?;
         }
+        // The flow layer reads every argument the boundary reads (its limits, not the defaults).
+        let flow = self
+            .flow
+            .map(|f| f.with_json_limits(self.boundary.json_limits()));
+        let flow_tiers = flow.as_ref().map(|f| f.tiers().to_vec());
         if let Some(modes) = &self.modes {
             super::mode::check_modes(modes, &self.boundary, gate.as_deref())?;
         }
@@ -181,7 +186,7 @@ impl GuardBuilder {
                 Arc::new(super::rollout::LiveRollout::new(r, agreement, version))
             }),
             modes: self.modes,
-            flow: self.flow,
+            flow,
             boundary: Arc::new(self.boundary),
             budget: self.budget,
             loops: self.loops,
@@ -201,6 +206,7 @@ impl GuardBuilder {
                 bound: parking_lot::Mutex::new(Bound {
                     document: self.policy,
                     trust: self.trust,
+                    flow_tiers,
                 }),
                 clock: self.clock,
                 audit: self.audit,

@@ -64,6 +64,17 @@ impl Guard {
             }));
         }
         let old = shared.policy.load_full();
+        // The flow rules in force stay: they must label under the new boundary's tiers, and
+        // read arguments within its limits.
+        if let Some(rules) = &old.flow
+            && rules.tiers() != boundary.document().tiers.as_slice()
+        {
+            return Err(ReloadError::Fixed("tiers"));
+        }
+        let flow = old
+            .flow
+            .clone()
+            .map(|f| f.with_json_limits(boundary.json_limits()));
         let next = Snapshot {
             rate_tools: Snapshot::tool_table(old.rate.as_ref(), &boundary),
             boundary: Arc::new(boundary),
@@ -73,7 +84,7 @@ impl Guard {
             rate: old.rate.clone(),
             gate: old.gate.clone(),
             baseline: old.baseline.clone(),
-            flow: old.flow.clone(),
+            flow,
             modes: old.modes.clone(),
             rollout: old.rollout.clone(),
         };
@@ -92,9 +103,10 @@ impl Guard {
     ///
     /// What is bound when the guard is built cannot change by reload: the credential providers
     /// and grants, the audit settings, the `[backend]` section (kill switch, leased budgets,
-    /// stores: opened once by `Deployment::open`), the approver groups and approval settings, and (while
-    /// flow rules are in force) the tier list runs' flow indexes are labelled with
-    /// ([`ReloadError::Fixed`]); adding an escalation section to a guard built without an
+    /// stores: opened once by `Deployment::open`), the approver groups and approval settings,
+    /// and (once the guard has had flow rules, even if the document in force has none) the tier
+    /// list runs' flow indexes are labelled with ([`ReloadError::Fixed`]); adding an escalation
+    /// section to a guard built without an
     /// approval queue is refused ([`ReloadError::NeedsBinding`]). A guard built with
     /// [`Bindings::require_signed`](crate::policy::Bindings::require_signed) takes new documents
     /// only through [`reload_signed`](Self::reload_signed).
@@ -206,9 +218,19 @@ impl Guard {
             return Err(ReloadError::NeedsBinding("an approval queue"));
         }
         // Runs' flow indexes hold tiers by position: the tier list may not move under them.
-        let flow = policy.flow().cloned();
-        if let (Some(before), Some(after)) = (&old.flow, &flow)
-            && before.tiers() != after.tiers()
+        // Compared with the list the indexed data was labelled under, which a document without
+        // flow rules in between does not reset (runs keep their indexes through it).
+        let flow = policy
+            .flow()
+            .cloned()
+            .map(|f| f.with_json_limits(boundary.json_limits()));
+        if let Some(after) = &flow
+            && shared
+                .bound
+                .lock()
+                .flow_tiers
+                .as_ref()
+                .is_some_and(|before| before.as_slice() != after.tiers())
         {
             return Err(ReloadError::Fixed("tiers"));
         }
@@ -299,8 +321,13 @@ impl Guard {
                 )),
             }),
         };
+        let flow_tiers = next.flow.as_ref().map(|f| f.tiers().to_vec());
         let previous = self.swap(&old, next, by, breakers_reset)?;
-        shared.bound.lock().document = Some(policy.clone());
+        let mut bound = shared.bound.lock();
+        bound.document = Some(policy.clone());
+        if bound.flow_tiers.is_none() {
+            bound.flow_tiers = flow_tiers;
+        }
         Ok(previous)
     }
 

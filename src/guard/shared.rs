@@ -55,6 +55,11 @@ pub(crate) struct Snapshot {
 pub(crate) struct Bound {
     pub(crate) document: Option<crate::policy::Policy>,
     pub(crate) trust: Option<crate::policy::Trust>,
+    /// The tier list runs' flow indexes label data under (tiers are held by position): set by
+    /// the first flow rules the guard has, and kept across reloads whether or not a later
+    /// document has flow rules, since runs keep their indexes. Flow rules under another tier
+    /// list are refused by reload.
+    pub(crate) flow_tiers: Option<Vec<String>>,
 }
 
 impl Snapshot {

@@ -441,9 +441,14 @@ pub(crate) fn compile_flow(
         return Ok(None);
     };
     let tools: Vec<&str> = document.tools.keys().map(String::as_str).collect();
+    // The flow layer reads every argument the boundary reads: within the document's limits.
     let rules = section
         .compile(&document.tiers, &tools)
-        .map_err(DocumentError::from_flow)?;
+        .map_err(DocumentError::from_flow)?
+        .with_json_limits(crate::call::JsonLimits {
+            max_bytes: document.limits.max_bytes,
+            max_depth: document.limits.max_depth,
+        });
     if let Some(rule) = rules.first_escalating_rule()
         && gate.and_then(EscalationGate::default_params).is_none()
     {
