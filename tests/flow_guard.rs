@@ -581,3 +581,172 @@ fn a_reload_may_change_flow_rules_but_not_the_tiers_their_indexes_hold() {
         "{err:?}"
     );
 }
+
+/// A clinic and payments document with a configurable tier list, `[flow]` section and extra
+/// top-level settings (`[limits]`, `[modes]`).
+fn clinic(tiers: &str, flow: &str, extra: &str) -> Policy {
+    let text = format!(
+        r#"
+tiers = {tiers}
+{extra}
+[policy]
+name = "clinic"
+owner = "team"
+purpose = "p"
+scope = "s"
+liability_owner = "l"
+review_cadence = "90d"
+data_handling = "d"
+[tools.read_chart]
+effect = "read"
+tier = "public"
+args.id = {{ type = "string", required = true, max_length = 100 }}
+[tools.get_account]
+effect = "read"
+tier = "public"
+args.account = {{ type = "string", required = true, max_length = 100 }}
+[tools.send]
+effect = "write"
+tier = "public"
+args.body = {{ type = "string", required = true, max_length = 2000 }}
+[tools.pay]
+effect = "write"
+tier = "public"
+args.recipient = {{ type = "string", required = true, max_length = 100 }}
+[roles.r]
+clearance = "public"
+tools = ["read_chart", "send", "get_account", "pay"]
+{flow}
+"#
+    );
+    Policy::from_toml(&text).unwrap()
+}
+
+const EXTERNAL_ACCOUNTS: &str = r#"
+[flow]
+on_violation = "deny"
+[flow.tools.get_account]
+integrity = "trusted"
+when = [{ arg = "account", pattern = "^ext-", integrity = "untrusted" }]
+[flow.tools.pay.args.recipient]
+accepts = ["user", "trusted"]
+"#;
+
+/// Runs `get_account` with `args` and delivers `payee` as its output.
+fn get_account(guard: &Guard, run: &tollgate::Run, args: &str, payee: &str) {
+    let permit = guard
+        .check(run, &ToolCall::new("get_account", args))
+        .into_permit()
+        .unwrap();
+    let _ = permit.deliver(Output::Text(payee)).unwrap();
+    permit.complete(Outcome::success()).unwrap();
+}
+
+#[test]
+fn arguments_the_boundary_reads_within_the_documents_limits_are_read_by_the_flow_layer_too() {
+    let p = clinic(
+        r#"["public"]"#,
+        EXTERNAL_ACCOUNTS,
+        "[limits]\nmax_bytes = 262144\n",
+    );
+    assert_eq!(p.flow().unwrap().json_limits().max_bytes, 262_144);
+    let guard = p.guard(Bindings::new()).unwrap();
+    let run = guard.start_run(RunContext::new("ag", "r")).unwrap();
+    get_account(
+        &guard,
+        &run,
+        r#"{"account":"ext-1"}"#,
+        "payee US133000000121212121212",
+    );
+    let v = guard.check(
+        &run,
+        &ToolCall::new("pay", r#"{"recipient":"US133000000121212121212"}"#),
+    );
+    assert_eq!(v.deny_code(), Some(DenyCode::FlowViolation));
+    // Padded with 70 KB of JSON whitespace: past the default 64 KiB, within the document's.
+    let padded = format!(r#"{{"account":"ext-2"{}}}"#, " ".repeat(70_000));
+    get_account(&guard, &run, &padded, "payee GB11ATTACKER000000000000");
+    let v = guard.check(
+        &run,
+        &ToolCall::new("pay", r#"{"recipient":"GB11ATTACKER000000000000"}"#),
+    );
+    assert_eq!(v.deny_code(), Some(DenyCode::FlowViolation), "{v:?}");
+}
+
+#[test]
+fn a_shadow_mode_call_with_unreadable_arguments_gets_its_tools_strictest_label() {
+    let p = clinic(
+        r#"["public"]"#,
+        EXTERNAL_ACCOUNTS,
+        "[modes]\nrules = [{ tool = \"get_account\", mode = \"shadow\" }]\n",
+    );
+    let guard = p.guard(Bindings::new()).unwrap();
+    let run = guard.start_run(RunContext::new("ag", "r")).unwrap();
+    // The boundary refuses duplicate keys; shadow mode runs the call anyway.
+    let permit = guard
+        .check(
+            &run,
+            &ToolCall::new("get_account", r#"{"account":"int-1","account":"ext-9"}"#),
+        )
+        .into_permit()
+        .unwrap();
+    assert!(permit.shadow().is_some());
+    let _ = permit
+        .deliver(Output::Text("payee GB11ATTACKER000000000000"))
+        .unwrap();
+    permit.complete(Outcome::success()).unwrap();
+    let v = guard.check(
+        &run,
+        &ToolCall::new("pay", r#"{"recipient":"GB11ATTACKER000000000000"}"#),
+    );
+    assert_eq!(v.deny_code(), Some(DenyCode::FlowViolation), "{v:?}");
+}
+
+#[test]
+fn a_tier_list_change_is_refused_even_through_a_document_without_flow_rules() {
+    let flow = |max: &str| {
+        format!(
+            "[flow]\non_violation = \"deny\"\n[flow.tools.read_chart]\nintegrity = \"trusted\"\n\
+             tier = \"phi\"\n[flow.tools.send.args.body]\nmax_tier = \"{max}\"\n"
+        )
+    };
+    let a = clinic(r#"["public", "phi"]"#, &flow("public"), "");
+    let guard = a.guard(Bindings::new()).unwrap();
+    let run = guard.start_run(RunContext::new("ag", "r")).unwrap();
+    let p = guard
+        .check(&run, &ToolCall::new("read_chart", r#"{"id":"c1"}"#))
+        .into_permit()
+        .unwrap();
+    let _ = p
+        .deliver(Output::Text("patient dx hiv positive 4471"))
+        .unwrap();
+    p.complete(Outcome::success()).unwrap();
+    let send = ToolCall::new("send", r#"{"body":"patient dx hiv positive 4471"}"#);
+    assert_eq!(
+        guard.check(&run, &send).deny_code(),
+        Some(DenyCode::FlowViolation)
+    );
+
+    let c = clinic(r#"["public", "internal", "phi"]"#, &flow("internal"), "");
+    let direct = guard.reload(&c, "op").unwrap_err();
+    assert!(
+        matches!(direct, tollgate::guard::ReloadError::Fixed("tiers")),
+        "{direct:?}"
+    );
+    // Through a document without flow rules: that one may move the tiers (nothing reads the
+    // indexes under it), but flow rules under the new list may not come back.
+    let b = clinic(r#"["public", "internal", "phi"]"#, "", "");
+    guard.reload(&b, "op").unwrap();
+    let err = guard.reload(&c, "op").unwrap_err();
+    assert!(
+        matches!(err, tollgate::guard::ReloadError::Fixed("tiers")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("tiers"), "{err}");
+    // Flow rules under the tiers the indexes hold may come back, and still see the phi data.
+    guard.reload(&a, "op").unwrap();
+    assert_eq!(
+        guard.check(&run, &send).deny_code(),
+        Some(DenyCode::FlowViolation)
+    );
+}
