@@ -26,6 +26,16 @@
 //! exclusive_compartment = true         # a context holding another compartment may not read it
 //! retention = "task"                   # as a sink: how long it keeps what it is given
 //! ```
+//!
+//! Every rule fails closed. Under an argument path, object keys are read like values. A
+//! tool's `retention`, when some tier's `tier_retention` is shorter, is checked on every argument of
+//! the tool. A `compartment_arg` naming several compartments (an array or object of distinct
+//! values) is denied. Arguments a rule cannot read (past the rules' JSON limits, which a guard
+//! sets to the document's `[limits]`, or with duplicate keys) deny the call; an output whose
+//! arguments cannot be read is labelled with its tool's strictest label (untrusted, the highest
+//! tier among its own, its `when` conditions' and its fields', and an unknown compartment if it
+//! names compartments), and a `when` argument holding several values gives the strictest of the
+//! labels they select.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -50,7 +60,8 @@ pub struct FlowPolicy {
     /// Most bytes one run's index may take (default 16 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_index_bytes: Option<u64>,
-    /// Most candidates one substring lookup verifies before failing closed (default 4096).
+    /// Most candidates one substring lookup verifies before failing closed (default 4096): past
+    /// it the value counts as untrusted and as carrying every label the run indexed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_candidates: Option<u32>,
     /// Labels of the outputs of tools the section does not list (default: untrusted, the
@@ -75,20 +86,24 @@ pub struct ToolFlow {
     /// Confidentiality tier of the output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
-    /// The argument naming the compartment the call's data belongs to.
+    /// The argument naming the compartment the call's data belongs to. It must name one
+    /// compartment: several distinct values (an array or object) deny the call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compartment_arg: Option<String>,
     /// Labels of output fields, by selector (`a.b`, `*` one level, `**` any levels).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, FieldLabel>,
-    /// Labels that depend on an argument of the call (first match wins).
+    /// Labels that depend on an argument of the call (first match wins; an argument holding
+    /// several values gives the strictest of the tool's label and every condition they match).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<WhenArg>,
     /// Deny (or the tool's action) a call whose compartment differs from one the run's context
     /// already holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exclusive_compartment: bool,
-    /// As a sink: how long it keeps what it receives.
+    /// As a sink: how long it keeps what it receives. Checked on every argument (whether or not
+    /// the tool has argument rules) against the strictest `tier_retention` of the tiers a value
+    /// may carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
     /// Action of this tool's violated rules that set none.
