@@ -5,9 +5,10 @@
 //! a `rollout_demoted` audit event and sent to the alert sink.
 //!
 //! Falling agreement is a live trigger too: every human answer the guard sees for a task type
-//! above its first stage (an approver's approve, deny or edit in `supervised`; a human action
-//! recorded against a recommendation, compared with the document's `[agreement]` comparators,
-//! in `recommend`) is counted per task type, and once `demote.agreement_min_cases` answers are in
+//! above its first stage (an approver's approve, deny or edit in `supervised`; `recommend` can
+//! only be a first stage, so human actions against its recommendations, compared with the
+//! document's `[agreement]` comparators, count toward promotion, never a demotion) is counted
+//! per task type, and once `demote.agreement_min_cases` answers are in
 //! and the 95% Wilson lower bound of agreement is below `demote.agreement_below`, the task type
 //! is demoted (trigger `agreement_below`). The counts are this guard's since the document
 //! version was loaded; `tollgate rollout status` computes the same bound over the whole trail.
