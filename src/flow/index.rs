@@ -92,11 +92,20 @@ impl Label {
     }
 
     fn origin(self) -> Origin {
+        // A tracker numbers at most 64 compartments; an index past them (a label built by hand)
+        // is an unknown compartment: compartment rules fail closed on it.
+        let (compartments, flags) = match self.compartment {
+            None => (0, 0),
+            Some(c) => match 1u64.checked_shl(u32::from(c)) {
+                Some(bit) => (bit, 0),
+                None => (0, Origin::COMPARTMENT_OVERFLOW),
+            },
+        };
         Origin {
             sources: self.source,
             max_tier: self.tier,
-            compartments: self.compartment.map_or(0, |c| 1u64 << c),
-            flags: 0,
+            compartments,
+            flags,
         }
     }
 }
@@ -624,6 +633,22 @@ mod tests {
     }
     fn trusted() -> Label {
         Label::output(Integrity::Trusted, None, None)
+    }
+
+    #[test]
+    fn a_compartment_index_past_the_64_a_tracker_numbers_is_an_unknown_compartment() {
+        let mut t = FlowTracker::default();
+        for c in [63u8, 64, 200] {
+            let text = format!("record of patient number {c}");
+            t.observe(&text, Label::output(Integrity::Trusted, None, Some(c)));
+            let o = t.origin_of(&text);
+            if c < 64 {
+                assert_eq!(o.compartments, 1 << c);
+                assert_eq!(o.flags & Origin::COMPARTMENT_OVERFLOW, 0);
+            } else {
+                assert_ne!(o.flags & Origin::COMPARTMENT_OVERFLOW, 0, "index {c}");
+            }
+        }
     }
 
     #[test]
