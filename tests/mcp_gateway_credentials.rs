@@ -419,3 +419,128 @@ async fn an_http_servers_answer_over_max_server_message_bytes_fails_its_call() {
     }
     h.gateway.shutdown();
 }
+
+/// Mints tokens with the characters URL encoders rewrite (`+`, `/`, `=`), so a percent-encoded
+/// echo differs from the token as given.
+#[derive(Clone, Default)]
+struct Encodable(Arc<Mutex<Vec<String>>>);
+
+impl CredentialProvider for Encodable {
+    fn mint(&self, _req: &MintRequest<'_>) -> Result<SecretString, ProviderError> {
+        let mut all = self.0.lock();
+        let token = format!("sk+Ab/Cd={:08}", all.len());
+        all.push(token.clone());
+        Ok(SecretString::from(token))
+    }
+}
+
+/// Every form of the token a server may echo: as given and percent-encoded (upper and lower
+/// case hex).
+fn forms(token: &str) -> Vec<String> {
+    let upper = token
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    vec![token.to_owned(), upper.clone(), upper.to_lowercase()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_echoed_in_an_error_or_percent_encoded_never_reaches_the_client() {
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/echoing_server.mjs");
+    let text_doc = format!(
+        r#"{METADATA}
+[tools.leak_err]
+effect = "read"
+[tools.leak_pct]
+effect = "read"
+[tools.leak_structured]
+effect = "read"
+[roles.agent]
+tools = ["leak_err", "leak_pct", "leak_structured"]
+[credentials.providers.api]
+description = "Per-call tokens for the echoing server."
+[[credentials.grants]]
+role = "agent"
+provider = "api"
+tools = ["leak_err", "leak_pct", "leak_structured"]
+operations = ["read"]
+resource = "accounts/{{compartment}}/*"
+ttl = "5m"
+[mcp.connection]
+agent = "agent-1"
+role = "agent"
+compartment = "A-1"
+[mcp.servers.echoing]
+command = "{node}"
+args = ["{script}"]
+credential = {{ provider = "api", resource = "accounts/{{compartment}}/profile" }}
+"#,
+        node = node.node.display(),
+        script = script.display(),
+    );
+    let p = Policy::from_toml(&text_doc).expect("policy");
+    let minted = Encodable::default();
+    let audit = Arc::new(MemorySink::new());
+    let guard = Arc::new(
+        Guard::from_policy(
+            &p,
+            Bindings::new()
+                .audit(audit.clone())
+                .provider("api", minted.clone()),
+        )
+        .expect("guard"),
+    );
+    let gateway = Arc::new(Gateway::start(&p, guard).await.expect("gateway"));
+    let (client, served) = harness::connect(&gateway).await;
+    let h = harness::Harness {
+        gateway,
+        audit,
+        client,
+        served,
+    };
+    let err = h.call("leak_err", json!({})).await;
+    let pct = h.call("leak_pct", json!({})).await;
+    let structured = h.call("leak_structured", json!({})).await;
+    let tokens = minted.0.lock().clone();
+    assert_eq!(tokens.len(), 3, "one credential per call");
+    assert!(is_error(&err), "{err:?}");
+    assert!(
+        !is_error(&pct) && !is_error(&structured),
+        "{pct:?} {structured:?}"
+    );
+    for (r, token) in [
+        (&err, &tokens[0]),
+        (&pct, &tokens[1]),
+        (&structured, &tokens[2]),
+    ] {
+        let all = serde_json::to_string(r).unwrap();
+        for form in forms(token) {
+            assert!(
+                !all.contains(&form),
+                "the client saw the credential ({form}): {all}"
+            );
+        }
+        assert!(all.contains("[REDACTED:credential]"), "{all}");
+    }
+    // Still what the server said, less the credential.
+    assert!(text(&err).contains("invalid api key"), "{}", text(&err));
+    assert!(
+        text(&pct).contains("GET https://api.example/v1?key="),
+        "{}",
+        text(&pct)
+    );
+    let trail = serde_json::to_string(&h.audit.events()).unwrap();
+    for token in &tokens {
+        for form in forms(token) {
+            assert!(
+                !trail.contains(&form),
+                "the trail holds the credential ({form})"
+            );
+        }
+    }
+    h.gateway.shutdown();
+}

@@ -422,6 +422,19 @@ pub(crate) fn scrub_credentials(outcome: &Outcome, secrets: &[&str]) -> Option<O
     Some(scrubbed)
 }
 
+/// `text` with every occurrence of one of `secrets` replaced by [`CREDENTIAL_PLACEHOLDER`], found
+/// the way [`scrub_credentials`] finds them (as given, percent-encoded, JSON-escaped, in any
+/// mixture; a text holding a secret shorter than [`MIN_SCRUB_BYTES`] is replaced whole); `None`
+/// when nothing needs to change. The one scrubber for the audit trail and for what the MCP gateway
+/// hands its client.
+#[cfg_attr(not(feature = "mcp"), allow(dead_code))]
+pub(crate) fn scrub_secrets(text: &str, secrets: &[&str]) -> Option<String> {
+    if secrets.iter().all(|s| s.is_empty()) {
+        return None;
+    }
+    SecretFinder::new(secrets).scrub(text)
+}
+
 /// Finds credential secrets in a text, as given or encoded byte by byte.
 ///
 /// Hand-written: a fixed needle per encoding cannot cover the mixtures encoders produce (Python's

@@ -102,26 +102,67 @@ fn digest(result: &CallToolResult) -> String {
     )
 }
 
-/// Replaces every occurrence of `secret` in a result (text, structured content, metadata) with
-/// a placeholder: a server that echoes its credential must not hand it to the client. A result
-/// that cannot be rewritten is replaced by an error.
+/// Replaces every occurrence of `secret` in a result (every string of its content, structured
+/// content and metadata, and every object key) with a placeholder: a server that echoes its
+/// credential must not hand it to the client. The secret is found the way the audit trail finds
+/// it ([`crate::audit::scrub_secrets`]: as given, percent-encoded, JSON-escaped, in any mixture).
+/// A result that cannot be rewritten is replaced by an error.
 fn scrub(result: CallToolResult, secret: &str) -> CallToolResult {
     if secret.is_empty() {
         return result;
     }
-    let Ok(text) = serde_json::to_string(&result) else {
-        return tool_error("the result could not be checked for credentials and is withheld");
+    let withheld = || tool_error("the result could not be checked for credentials and is withheld");
+    let Ok(mut value) = serde_json::to_value(&result) else {
+        return withheld();
     };
-    // The secret as it appears inside a JSON string (escaped the same way).
-    let escaped = serde_json::to_string(secret).unwrap_or_default();
-    let needle = escaped.trim_matches('"');
-    if needle.is_empty() || !text.contains(needle) {
+    if !scrub_value(&mut value, &[secret]) {
         return result;
     }
-    let cleaned = text.replace(needle, crate::audit::CREDENTIAL_PLACEHOLDER);
-    serde_json::from_str(&cleaned).unwrap_or_else(|_| {
-        tool_error("the result could not be checked for credentials and is withheld")
-    })
+    serde_json::from_value(value).unwrap_or_else(|_| withheld())
+}
+
+/// Scrubs every string and object key in `value` in place; whether anything changed.
+fn scrub_value(value: &mut Value, secrets: &[&str]) -> bool {
+    match value {
+        Value::String(s) => match crate::audit::scrub_secrets(s, secrets) {
+            Some(clean) => {
+                *s = clean;
+                true
+            }
+            None => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| scrub_value(v, secrets) | changed),
+        Value::Object(map) => {
+            let mut changed = false;
+            let keys_dirty = map
+                .keys()
+                .any(|k| crate::audit::scrub_secrets(k, secrets).is_some());
+            if keys_dirty {
+                let old = std::mem::take(map);
+                for (k, v) in old {
+                    let k = crate::audit::scrub_secrets(&k, secrets).unwrap_or(k);
+                    map.insert(k, v);
+                }
+                changed = true;
+            }
+            for v in map.values_mut() {
+                changed |= scrub_value(v, secrets);
+            }
+            changed
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// A text for the client with the call's credential cut out (a downstream error message may
+/// quote the request it refused).
+fn scrub_text(text: String, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() => crate::audit::scrub_secrets(&text, &[s]).unwrap_or(text),
+        _ => text,
+    }
 }
 
 /// First text block of a result, bounded, for an error outcome's message.
@@ -311,9 +352,10 @@ impl Session {
                 None => r,
             },
             Err(e) => {
+                // The trail scrubs the run's secrets itself; the client's copy is scrubbed here.
                 let msg = e.to_string();
                 let _ = permit.complete(Outcome::error(msg.clone()));
-                return tool_error(msg);
+                return tool_error(scrub_text(msg, secret.as_deref()));
             }
         };
         // The result is an output the model reads: through the flow index first.
