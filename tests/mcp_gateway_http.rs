@@ -896,3 +896,113 @@ async fn an_idle_session_is_closed_after_the_documents_idle_timeout_and_its_run_
     }
     served.stop().await;
 }
+
+/// One raw HTTP/1.1 request read to its end (`Connection: close`); returns the status and the
+/// body.
+async fn raw_whole(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        addr.port(),
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("send");
+    stream.write_all(body.as_bytes()).await.expect("send");
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut out),
+    )
+    .await
+    .expect("the answer within 20 s")
+    .expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A request of the session-less protocol revision (2026-07-28) would be served by rmcp with a
+/// handler, and so a run, of its own: flow labels, budgets, breakers and pending approvals would
+/// start afresh on every request. The gateway refuses every session-less request that is not an
+/// `initialize` (400, a JSON-RPC error, an audit record), and the call never reaches the guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_less_requests_are_refused_so_a_run_spans_its_session() {
+    let Some((served, root)) = filesystem_gateway("sessionless").await else {
+        return;
+    };
+    let reader = bearer(READER_TOKEN);
+    let path = root.0.join("notes.txt");
+    let call = json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {
+            "name": "read_text_file",
+            "arguments": { "path": path.display().to_string() },
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": { "name": "raw", "version": "0" }
+            }
+        }
+    })
+    .to_string();
+    let headers = [
+        ("Authorization", reader.as_str()),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "read_text_file"),
+    ];
+    let (status, body) = raw_whole(served.addr, &headers, &call).await;
+    assert_eq!(status, 400, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("a JSON-RPC error");
+    assert_eq!(answer["id"], 7, "{answer}");
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("requires a session")),
+        "{answer}"
+    );
+    assert!(!body.contains("hello over http"), "the tool ran: {body}");
+    // Without the version header, and a bare `tools/list`: refused the same way.
+    let (status, _) = raw_whole(served.addr, &[("Authorization", &reader)], LIST).await;
+    assert_eq!(status, 400);
+    let (status, _) = raw_whole(served.addr, &[("Authorization", &reader)], "[1,2]").await;
+    assert_eq!(status, 400);
+    assert_eq!(served.faults("sessionless").len(), 3);
+    let decisions = served
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "decision")
+        .count();
+    assert_eq!(decisions, 0, "a session-less call reached the guard");
+    // A session opens as before, and its calls are served.
+    let session = open_session(served.addr, &reader).await;
+    assert!(!session.is_empty());
+    let client = served.client(READER_TOKEN).await;
+    let r = harness::call_peer(
+        client.peer(),
+        "read_text_file",
+        json!({ "path": path.display().to_string() }),
+    )
+    .await;
+    assert!(
+        !is_error(&r) && text(&r).contains("hello over http"),
+        "{r:?}"
+    );
+    drop(client);
+    served.stop().await;
+}

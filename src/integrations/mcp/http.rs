@@ -22,8 +22,13 @@
 //! a loopback name, the bound address or in `mcp.allowed_hosts` (DNS rebinding), and any
 //! `Origin` header not in `mcp.allowed_origins` (a browser page; none allowed by default).
 //!
-//! A request of the session-less protocol revision (2026-07-28, no `initialize`) is served by a
-//! handler of its own: a run of one request, under the same token check.
+//! A `POST` without an `Mcp-Session-Id` must be an `initialize` request (it opens the session and
+//! its run). Anything else, in particular a request of the session-less protocol revision
+//! (2026-07-28, which rmcp would serve with a handler, and so a run, of its own per request), is
+//! refused with `400` and a JSON-RPC error, and recorded (`protocol_fault`, fault `sessionless`):
+//! a run per request would reset the run's flow labels, budgets, breakers and pending approvals on
+//! every call. The session factory itself opens a run only for a request this module let through
+//! as an `initialize` (fail closed should rmcp route anything else to it).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -64,12 +69,45 @@ struct Identity {
     connection: Connection,
 }
 
-/// What the session factory needs from the request that opens a session: its identity, and a
-/// slot where it leaves the new session's run for the listener to bind.
+/// What the session factory needs from the request that opens a session: its identity, whether
+/// it may open one (a session-less `initialize`), and a slot where it leaves the new session's run
+/// for the listener to bind.
 #[derive(Clone)]
 struct Opening {
     identity: Arc<Identity>,
+    may_open: bool,
     run: Arc<Mutex<Option<Weak<Run>>>>,
+}
+
+/// The JSON-RPC method and id of a request body, to tell an `initialize` from anything else
+/// (a batch, a notification, a response or unparseable text is not an `initialize`).
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+}
+
+/// The body of a refused session-less request: a JSON-RPC error naming why.
+fn sessionless_refusal(id: Option<serde_json::Value>) -> Response<Body> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.unwrap_or(serde_json::Value::Null),
+        "error": {
+            "code": -32600,
+            "message": "this gateway requires a session: send `initialize` first and then every \
+                        request with its `Mcp-Session-Id` (session-less requests, protocol \
+                        revision 2026-07-28, are not served: a run must span the session)",
+        },
+    });
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 tokio::task_local! {
@@ -204,6 +242,14 @@ impl Gateway {
             let opening = OPENING
                 .try_with(Opening::clone)
                 .map_err(|_| std::io::Error::other("a session opened outside an identity"))?;
+            if !opening.may_open {
+                // Only a session-less `initialize` opens a run; `handle` refuses everything else
+                // before rmcp sees it, so this is reached only should rmcp route another request
+                // here (a run per request would reset the run's state on every call).
+                return Err(std::io::Error::other(
+                    "a run is opened only by a session-less `initialize` request",
+                ));
+            }
             let ctx = Gateway::context(&opening.identity.connection);
             let run = Arc::new(
                 factory_shared
@@ -288,6 +334,19 @@ impl HttpListener {
         state.sessions.lock().clear();
         Ok(())
     }
+}
+
+/// The `MCP-Protocol-Version` header of a request, bounded, for an audit record.
+fn req_version(headers: &HeaderMap) -> String {
+    headers
+        .get("mcp-protocol-version")
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(40)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
@@ -404,8 +463,53 @@ impl State {
             .take(300)
             .collect()
         };
+        // A POST without a session must be an `initialize` (it opens the session and its run);
+        // read its body (bounded as rmcp bounds it) to tell.
+        let mut may_open = false;
+        let req = if method == Method::POST && session.is_none() {
+            let (parts, body) = req.into_parts();
+            let limit = self.shared.section.max_message_bytes();
+            let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        self.record_unbound(
+                            "oversized",
+                            &format!(
+                                "{method} {MCP_PATH} from {peer}: body over the configured limit"
+                            ),
+                        );
+                        return plain(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "Payload Too Large: the request body is over the configured limit",
+                        );
+                    }
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        "Bad Request: the body could not be read",
+                    );
+                }
+            };
+            let probe = serde_json::from_slice::<Probe<'_>>(&bytes).ok();
+            if probe.as_ref().and_then(|p| p.method.as_deref()) != Some("initialize") {
+                let version = req_version(&parts.headers);
+                self.record_unbound(
+                    "sessionless",
+                    &format!(
+                        "{method} {MCP_PATH} from {peer} without a session and not an \
+                         `initialize` (MCP-Protocol-Version {version:?})"
+                    ),
+                );
+                return sessionless_refusal(probe.and_then(|p| p.id));
+            }
+            may_open = true;
+            Request::from_parts(parts, http_body_util::Either::Right(Full::new(bytes)))
+        } else {
+            req.map(http_body_util::Either::Left)
+        };
         let opening = Opening {
             identity,
+            may_open,
             run: Arc::new(Mutex::new(None)),
         };
         let response = OPENING
