@@ -127,3 +127,85 @@ async fn a_phone_number_read_from_a_patient_record_cannot_be_stored_in_memory() 
     let stored = std::fs::read_to_string(&memory).unwrap_or_default();
     assert!(stored.contains("prefers morning"), "{stored}");
 }
+
+/// The same rule when the record comes back in another content shape: an embedded text resource,
+/// a resource link, an embedded blob (opaque, but its URI is read), an image whose `_meta` holds
+/// the record. Every textual part of every content block is in the flow index, so the number
+/// read in any of them cannot be stored (before, only text blocks were indexed: a record
+/// returned as a resource was stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_number_read_in_any_content_shape_cannot_be_stored() {
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/records_server.mjs");
+    let tmp = common::tempdir::temp_dir("mcp-memory", "shapes");
+    for shape in ["text", "resource", "link", "blob", "image"] {
+        let store = tmp.path().join(format!("store-{shape}.jsonl"));
+        let text_doc = format!(
+            r#"tiers = ["public", "internal", "phi"]
+{METADATA}
+[tools.read_patient]
+effect = "read"
+tier = "phi"
+args.as = {{ type = "string" }}
+
+[tools.store_memory]
+effect = "write"
+tier = "internal"
+args.note = {{ type = "string", required = true }}
+
+[roles.assistant]
+clearance = "phi"
+tools = ["read_patient", "store_memory"]
+
+[flow]
+on_violation = "deny"
+
+[flow.tools.read_patient]
+integrity = "trusted"
+tier = "phi"
+
+[flow.tools.store_memory]
+args."*" = {{ match = "parts", parts = ["identifier", "email", "phone"], max_tier = "internal" }}
+
+[mcp.connection]
+agent = "clinic-assistant"
+role = "assistant"
+
+[mcp.servers.records]
+command = "{node}"
+args = ["{script}"]
+env = {{ STORE_FILE = "{store}" }}
+"#,
+            node = node.node.display(),
+            script = script.display(),
+            store = store.display(),
+        );
+        let h = harness::start(&Policy::from_toml(&text_doc).expect("policy")).await;
+        let read = h.call("read_patient", json!({"as": shape})).await;
+        assert!(!is_error(&read), "{shape}: {read:?}");
+        let note = json!({"note": format!("call the patient back on {PHONE}")});
+        let st = h.call("store_memory", note).await;
+        assert!(is_error(&st), "{shape}: the store went through: {st:?}");
+        let stored = std::fs::read_to_string(&store).unwrap_or_default();
+        assert!(!stored.contains("555"), "{shape}: PHI was stored: {stored}");
+        let denied: Vec<_> = h
+            .events("decision")
+            .into_iter()
+            .filter(|e| e["tollgate.decision"] == "deny")
+            .collect();
+        assert_eq!(denied.len(), 1, "{shape}: {denied:?}");
+        assert_eq!(denied[0]["tollgate.deny.code"], "flow_violation", "{shape}");
+        // A value seen nowhere may still be stored: the shapes label, they do not block all.
+        let ok = h
+            .call(
+                "store_memory",
+                json!({"note": "prefers morning appointments"}),
+            )
+            .await;
+        assert!(!is_error(&ok), "{shape}: {ok:?}");
+        h.gateway.shutdown();
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    ListToolsResult, PaginatedRequestParams, ResourceContents, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -163,6 +163,66 @@ fn scrub_text(text: String, secret: Option<&str>) -> String {
         Some(s) if !s.is_empty() => crate::audit::scrub_secrets(&text, &[s]).unwrap_or(text),
         _ => text,
     }
+}
+
+/// The texts of one content block the flow index must see: every textual part of it. A text
+/// block's text; an embedded resource's text (a blob is opaque: its URI only, the output is still
+/// labelled); a resource link's URI, name, title and description; an image or audio block has no
+/// text. Any block's `_meta` as JSON text, and a block of a kind this code does not know as its
+/// whole JSON text (fail closed: unknown content is indexed, never skipped).
+fn observe<'r>(block: &'r ContentBlock, texts: &mut Vec<Cow<'r, str>>) {
+    let meta = match block {
+        ContentBlock::Text(t) => {
+            texts.push(Cow::Borrowed(t.text.as_str()));
+            t.meta.as_ref()
+        }
+        ContentBlock::Resource(r) => {
+            match &r.resource {
+                ResourceContents::TextResourceContents {
+                    uri, text, meta, ..
+                } => {
+                    texts.push(Cow::Borrowed(uri.as_str()));
+                    texts.push(Cow::Borrowed(text.as_str()));
+                    if let Some(m) = meta {
+                        texts.push(json(m));
+                    }
+                }
+                ResourceContents::BlobResourceContents { uri, meta, .. } => {
+                    texts.push(Cow::Borrowed(uri.as_str()));
+                    if let Some(m) = meta {
+                        texts.push(json(m));
+                    }
+                }
+                other => texts.push(json(other)),
+            }
+            r.meta.as_ref()
+        }
+        ContentBlock::ResourceLink(l) => {
+            texts.push(Cow::Borrowed(l.uri.as_str()));
+            texts.push(Cow::Borrowed(l.name.as_str()));
+            texts.extend(l.title.as_deref().map(Cow::Borrowed));
+            texts.extend(l.description.as_deref().map(Cow::Borrowed));
+            l.meta.as_ref()
+        }
+        ContentBlock::Image(i) => i.meta.as_ref(),
+        ContentBlock::Audio(a) => a.meta.as_ref(),
+        other => {
+            texts.push(json(other));
+            None
+        }
+    };
+    if let Some(m) = meta {
+        texts.push(json(m));
+    }
+}
+
+/// A value as JSON text for the flow index (a value that cannot be serialised is indexed as a
+/// marker text rather than skipped).
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> Cow<'static, str> {
+    Cow::Owned(
+        serde_json::to_string(value)
+            .unwrap_or_else(|_| "[content that could not be serialised]".to_owned()),
+    )
 }
 
 /// First text block of a result, bounded, for an error outcome's message.
@@ -389,14 +449,14 @@ impl Session {
                 return Ok(d);
             }
         }
-        let texts: Vec<&str> = result
-            .content
-            .iter()
-            .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
-            .collect();
+        let mut texts: Vec<Cow<'_, str>> = Vec::with_capacity(result.content.len());
+        for block in &result.content {
+            observe(block, &mut texts);
+        }
         if texts.is_empty() && result.structured_content.is_some() {
             return Ok(Delivery::Show);
         }
+        // Even an output with no text at all (an image) is delivered: it is in the index, labelled.
         permit.deliver(Output::Text(&texts.join("\n")))
     }
 }

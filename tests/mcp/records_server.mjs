@@ -1,0 +1,62 @@
+// A stdio MCP server that returns a patient record in every content shape MCP has, so the
+// gateway's flow index is tested on all of them: `read_patient` answers with the record as
+// {"as": "text"} a text block, "resource" an embedded text resource (the default), "link" a
+// resource link whose description holds it, "blob" an embedded blob resource (base64) whose URI
+// names the patient, "image" an image block with the record in its `_meta`. `store_memory`
+// appends its arguments to $STORE_FILE.
+import { createInterface } from "node:readline";
+import { appendFileSync } from "node:fs";
+
+const tools = [
+  { name: "read_patient", inputSchema: { type: "object", properties: { as: { type: "string" } } } },
+  { name: "store_memory", inputSchema: { type: "object", properties: { note: { type: "string" } } } },
+];
+const REC = "patient P-123456: mobile +1 415 555 0142, allergic to penicillin";
+const URI = "records://P-123456/mobile +1 415 555 0142";
+
+const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
+
+const shapes = {
+  text: () => [{ type: "text", text: REC }],
+  resource: () => [{ type: "resource", resource: { uri: "records://P-123456", mimeType: "text/plain", text: REC } }],
+  link: () => [{ type: "resource_link", uri: "records://P-123456", name: "P-123456", description: REC }],
+  blob: () => [{ type: "resource", resource: { uri: URI, mimeType: "application/octet-stream", blob: Buffer.from(REC).toString("base64") } }],
+  image: () => [{ type: "image", data: "iVBORw0KGgo=", mimeType: "image/png", _meta: { caption: REC } }],
+};
+
+createInterface({ input: process.stdin }).on("line", (line) => {
+  let msg;
+  try {
+    msg = JSON.parse(line);
+  } catch {
+    return;
+  }
+  if (msg.id === undefined) return;
+  const reply = (result) => send({ jsonrpc: "2.0", id: msg.id, result });
+  const fail = (code, message) => send({ jsonrpc: "2.0", id: msg.id, error: { code, message } });
+  switch (msg.method) {
+    case "initialize":
+      return reply({
+        protocolVersion: msg.params.protocolVersion,
+        capabilities: { tools: {} },
+        serverInfo: { name: "records", version: "1.0.0" },
+      });
+    case "tools/list":
+      return reply({ tools });
+    case "tools/call": {
+      const args = msg.params.arguments ?? {};
+      if (msg.params.name === "read_patient") {
+        const shape = shapes[args.as ?? "resource"];
+        if (!shape) return fail(-32602, "unknown shape");
+        return reply({ content: shape() });
+      }
+      if (msg.params.name === "store_memory") {
+        appendFileSync(process.env.STORE_FILE, JSON.stringify(args) + "\n");
+        return reply({ content: [{ type: "text", text: "stored" }] });
+      }
+      return fail(-32602, "unknown tool");
+    }
+    default:
+      return fail(-32601, "method not found");
+  }
+});
