@@ -118,7 +118,11 @@ fn two_servers_routing_the_same_policy_tool_are_refused() {
 fn unknown_fields_and_zero_or_overlong_limits_are_refused() {
     let e = err(&GOOD.replace("call_timeout", "call_timeot"));
     assert!(e.to_string().contains("call_timeot"), "{e}");
-    for field in ["max_message_bytes", "max_server_message_bytes"] {
+    for field in [
+        "max_message_bytes",
+        "max_server_message_bytes",
+        "max_connections",
+    ] {
         let e = err(&GOOD.replace("call_timeout = \"5s\"", &format!("{field} = 0")));
         assert_eq!(e.path(), Some(format!("mcp.{field}").as_str()), "{e}");
     }
@@ -130,6 +134,7 @@ fn unknown_fields_and_zero_or_overlong_limits_are_refused() {
         "session_idle_timeout",
         "session_init_timeout",
         "sse_keep_alive",
+        "header_read_timeout",
     ] {
         let e = err(&GOOD.replace("call_timeout = \"5s\"", &format!("{field} = \"0s\"")));
         assert_eq!(e.path(), Some(format!("mcp.{field}").as_str()), "{e}");
@@ -284,4 +289,23 @@ fn a_malformed_allowed_origin_is_refused() {
         );
         assert!(parse(&with(ok)).is_ok(), "{ok}");
     }
+}
+
+#[test]
+fn the_http_connection_limits_have_defaults_and_follow_the_document() {
+    let p = parse(GOOD).unwrap();
+    let mcp = p.document().mcp.as_ref().unwrap();
+    assert_eq!(
+        mcp.header_read_timeout(),
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(mcp.max_connections(), 512);
+    let p = parse(&GOOD.replace(
+        "call_timeout = \"5s\"",
+        "header_read_timeout = \"2s\"\nmax_connections = 8",
+    ))
+    .unwrap();
+    let mcp = p.document().mcp.as_ref().unwrap();
+    assert_eq!(mcp.header_read_timeout(), std::time::Duration::from_secs(2));
+    assert_eq!(mcp.max_connections(), 8);
 }

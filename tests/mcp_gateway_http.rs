@@ -1006,3 +1006,78 @@ async fn session_less_requests_are_refused_so_a_run_spans_its_session() {
     drop(client);
     served.stop().await;
 }
+
+/// Reads until the peer closes; `true` if it did within `within` (EOF or reset), `false` if the
+/// connection was still open then. Whatever it sent before closing goes to `out`.
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+    out: &mut Vec<u8>,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Before any token is looked at, a client must not be able to hold connections: a request head
+/// not complete within `header_read_timeout` closes the connection (hyper's timeout needs a
+/// timer, which the listener had not set: such a head was held forever), and connections beyond
+/// `max_connections` are answered 503 and closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_request_heads_are_closed_and_connections_are_capped() {
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let root = root("slowloris");
+    let served = Served::start(&policy(
+        &node.bin("mcp-server-filesystem"),
+        &root.0,
+        true,
+        "header_read_timeout = \"1s\"\nmax_connections = 2",
+    ))
+    .await;
+    let half = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+        s.write_all(half).await.unwrap();
+        held.push(s);
+    }
+    // Let the listener accept both before the third arrives.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A third connection is over the cap: 503 and closed, without sending anything.
+    let mut third = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    let mut answer = Vec::new();
+    assert!(
+        closed_within(&mut third, std::time::Duration::from_secs(5), &mut answer).await,
+        "a connection over max_connections stayed open"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // The two half-sent heads are closed once the header read timeout passes.
+    for s in &mut held {
+        let mut out = Vec::new();
+        assert!(
+            closed_within(s, std::time::Duration::from_secs(10), &mut out).await,
+            "a half-sent request head was held past header_read_timeout"
+        );
+    }
+    // Their slots are free again: a complete request is served.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let reader = bearer(READER_TOKEN);
+    let (status, _) = raw(
+        served.addr,
+        "POST",
+        &[("Authorization", &reader)],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(status, 200);
+    served.stop().await;
+}

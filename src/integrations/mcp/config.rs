@@ -18,6 +18,10 @@
 //! session_idle_timeout = "5m"   # HTTP: a session idle this long is closed (default 5 min)
 //! session_init_timeout = "60s"  # HTTP: a session not initialised in time is closed
 //! sse_keep_alive = "15s"        # HTTP: keep-alive interval of open event streams
+//! header_read_timeout = "10s"   # HTTP: a connection whose request head is not complete this
+//!                               # long after it began is closed (default 10 s)
+//! max_connections = 512         # HTTP: open connections at most; one more is answered 503 and
+//!                               # closed (default 512)
 //!
 //! [mcp.connection]              # who a connection without a token acts as (stdio, or
 //! agent = "desktop-assistant"   # HTTP on a loopback address when no `tokens` are set)
@@ -77,6 +81,10 @@ pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_SESSION_INIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of [`McpSection::sse_keep_alive`]: 15 seconds.
 pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Default of [`McpSection::header_read_timeout`]: 10 seconds.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`McpSection::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 512;
 /// Default of [`McpSection::restart_backoff`].
 pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_millis(500);
 /// Default of [`McpSection::max_restart_backoff`].
@@ -179,6 +187,19 @@ pub struct McpSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub sse_keep_alive: Option<Duration>,
+    /// Streamable HTTP: a connection whose request head (request line and headers) is not
+    /// complete this long after it started is closed, before any authentication (default 10 s):
+    /// a client cannot hold connections open by sending a head slowly.
+    #[serde(
+        default,
+        with = "crate::units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub header_read_timeout: Option<Duration>,
+    /// Streamable HTTP: open connections at most (default 512). A connection beyond it is
+    /// answered `503 Service Unavailable` and closed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
 }
 
 impl McpSection {
@@ -226,6 +247,18 @@ impl McpSection {
     /// [`sse_keep_alive`](Self::sse_keep_alive) or its default.
     pub fn sse_keep_alive(&self) -> Duration {
         self.sse_keep_alive.unwrap_or(DEFAULT_SSE_KEEP_ALIVE)
+    }
+
+    /// [`header_read_timeout`](Self::header_read_timeout) or its default.
+    pub fn header_read_timeout(&self) -> Duration {
+        self.header_read_timeout
+            .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT)
+    }
+
+    /// [`max_connections`](Self::max_connections) or its default.
+    pub fn max_connections(&self) -> usize {
+        let n = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        usize::try_from(n).unwrap_or(usize::MAX)
     }
 
     /// [`restart_backoff`](Self::restart_backoff) or its default.
@@ -552,6 +585,7 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
     for (field, value) in [
         ("max_message_bytes", mcp.max_message_bytes),
         ("max_server_message_bytes", mcp.max_server_message_bytes),
+        ("max_connections", mcp.max_connections),
     ] {
         if value == Some(0) {
             return Err(DocumentError::invalid(
@@ -568,6 +602,7 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
         ("session_idle_timeout", mcp.session_idle_timeout),
         ("session_init_timeout", mcp.session_init_timeout),
         ("sse_keep_alive", mcp.sse_keep_alive),
+        ("header_read_timeout", mcp.header_read_timeout),
     ] {
         if value.is_some_and(|d| d.is_zero()) {
             return Err(DocumentError::invalid(

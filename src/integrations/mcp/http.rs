@@ -300,6 +300,14 @@ impl HttpListener {
             listener, state, ..
         } = self;
         let mut connections = tokio::task::JoinSet::new();
+        let section = &state.shared.section;
+        let header_read_timeout = section.header_read_timeout();
+        // Connections open at most; a permit is held for a connection's whole life.
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            section
+                .max_connections()
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         tokio::pin!(shutdown);
         loop {
             while connections.try_join_next().is_some() {}
@@ -315,13 +323,28 @@ impl HttpListener {
                     }
                 },
             };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                // Over the cap: answered and closed before anything of the request is read (no
+                // audit record per connection: a flood would flood the trail).
+                tracing::warn!(target: "tollgate::mcp", %peer, "connection refused: max_connections open");
+                connections.spawn(async move {
+                    refuse_connection(stream).await;
+                });
+                continue;
+            };
             let state = Arc::clone(&state);
             connections.spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let state = Arc::clone(&state);
                     async move { Ok::<_, Infallible>(state.handle(req, peer).await) }
                 });
+                // The timer makes hyper enforce the header read timeout (without one it is off):
+                // a request head not complete in time closes the connection, before any token
+                // is looked at.
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), service)
                     .await
                 {
@@ -349,6 +372,20 @@ fn req_version(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// Answers a connection over `max_connections` with `503` and closes it, without reading it
+/// (bounded: a peer that does not read its answer does not hold the task).
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+        Retry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 47\r\n\r\n\
+        Service Unavailable: too many open connections\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(BUSY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
     *r.status_mut() = status;
@@ -363,6 +400,11 @@ fn unauthorized() -> Response<Body> {
     r.headers_mut().insert(
         http::header::WWW_AUTHENTICATE,
         http::HeaderValue::from_static("Bearer"),
+    );
+    // An unauthenticated peer does not keep the connection (idle keep-alive is not timed).
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
     );
     r
 }
