@@ -347,3 +347,35 @@ async fn a_server_that_shadows_another_servers_tool_gets_neither_routed() {
     assert!(is_error(&r));
     assert_eq!(text(&r), "tool not available");
 }
+
+/// Within one server too: its own `echo` and its `pay` mapped to `echo` are one policy tool, so
+/// which of the two a permitted `echo` would run is ambiguous (before, the last one listed won,
+/// silently). The gateway refuses to start with the server, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tools_of_one_server_under_one_policy_name_are_refused_at_start() {
+    let Some((node, script)) = fake_server() else {
+        return;
+    };
+    let p = policy(
+        &node,
+        &script,
+        &format!(
+            "\n[mcp.servers.twice]\ncommand = \"{}\"\nargs = [\"{}\"]\nprefix = \"t_\"\n\
+             tools = {{ pay = \"t_echo\" }}\n\n[tools.t_echo]\neffect = \"read\"\n",
+            node.display(),
+            script.display()
+        ),
+    );
+    let (guard, _audit) = harness::guard(&p);
+    let err = Gateway::start(&p, guard)
+        .await
+        .err()
+        .expect("a server with two tools under one name is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("mcp.servers.twice")
+            && msg.contains("`echo` and `pay`")
+            && msg.contains("`t_echo`"),
+        "{msg}"
+    );
+}

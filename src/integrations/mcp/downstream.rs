@@ -299,8 +299,17 @@ impl Downstream {
                 server: server(),
                 reason: e.to_string(),
             })?;
+        let (routes, collisions) = self.routes_of(tools);
+        if let Some(first) = collisions.first() {
+            // Which of the server's tools a call would reach is not decidable: refused, as two
+            // servers claiming one name are.
+            return Err(GatewayError::Spawn {
+                server: server(),
+                reason: first.clone(),
+            });
+        }
         self.listing.fetch_add(1, Ordering::AcqRel);
-        *self.routes.write() = Arc::new(self.routes_of(tools));
+        *self.routes.write() = Arc::new(routes);
         *self.conn.lock() = Some(Arc::new(Conn {
             peer,
             _service: service,
@@ -309,18 +318,35 @@ impl Downstream {
         Ok(())
     }
 
-    /// Policy name -> route of every tool of a listing.
-    fn routes_of(&self, tools: Vec<Tool>) -> HashMap<String, Route> {
-        tools
-            .into_iter()
-            .map(|tool| {
-                let ours = self.spec.policy_name(&tool.name);
-                let theirs = tool.name.to_string();
-                let mut exposed = tool;
-                exposed.name = ours.clone().into();
-                (ours, Route { theirs, exposed })
-            })
-            .collect()
+    /// Policy name -> route of every tool of a listing, and a description of every policy name
+    /// two of the listing's tools claim (the server's own name of one and another's mapped name
+    /// or prefixed name, or one name listed twice). A claimed name is left out of the routes: a
+    /// call must never reach another tool than the one the policy decided about.
+    fn routes_of(&self, tools: Vec<Tool>) -> (HashMap<String, Route>, Vec<String>) {
+        let mut routes: HashMap<String, Route> = HashMap::with_capacity(tools.len());
+        let mut claimed: Vec<String> = Vec::new();
+        let mut collisions = Vec::new();
+        for tool in tools {
+            let ours = self.spec.policy_name(&tool.name);
+            let theirs = tool.name.to_string();
+            if let Some(first) = routes.remove(&ours) {
+                collisions.push(format!(
+                    "its tools `{}` and `{theirs}` both become the policy tool `{ours}` (by \
+                     `prefix`/`tools` or a tool listed twice): which one a call would reach is \
+                     ambiguous. Map them to different names in `mcp.servers.{}.tools`",
+                    first.theirs, self.name
+                ));
+                claimed.push(ours);
+                continue;
+            }
+            if claimed.contains(&ours) {
+                continue;
+            }
+            let mut exposed = tool;
+            exposed.name = ours.clone().into();
+            routes.insert(ours, Route { theirs, exposed });
+        }
+        (routes, collisions)
     }
 
     /// The server said its tools changed: lists them again, then tells every connected client
@@ -330,7 +356,11 @@ impl Downstream {
         let generation = self.listing.fetch_add(1, Ordering::AcqRel) + 1;
         match tokio::time::timeout(self.start_timeout, peer.list_all_tools()).await {
             Ok(Ok(tools)) => {
-                let routes = Arc::new(self.routes_of(tools));
+                let (routes, collisions) = self.routes_of(tools);
+                for c in &collisions {
+                    tracing::error!(target: "tollgate::mcp", server = %self.name, collision = %c, "tool name collision after re-listing; the name is not routed");
+                }
+                let routes = Arc::new(routes);
                 {
                     let mut current = self.routes.write();
                     if self.listing.load(Ordering::Acquire) != generation {
