@@ -152,7 +152,10 @@ async fn via_gateway_process(node: &Path) -> (RunningService<RoleClient, ()>, Op
         .expect("policy file");
     std::fs::write(file.path(), policy_text(node)).expect("policy file");
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("mcp").arg("--policy").arg(file.path());
+    cmd.arg("mcp")
+        .arg("--no-audit")
+        .arg("--policy")
+        .arg(file.path());
     let client = spawn_client(cmd).await;
     // Read at start: no longer needed.
     drop(file);

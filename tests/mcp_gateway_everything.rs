@@ -125,7 +125,7 @@ async fn the_tollgate_mcp_binary_serves_a_client_over_stdio() {
     std::fs::write(&file, document(&node.bin("mcp-server-everything"))).unwrap();
 
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.arg("mcp").arg("--policy").arg(&file);
+    cmd.arg("mcp").arg("--no-audit").arg("--policy").arg(&file);
     let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
     let info = client.peer().peer_info().expect("server info");
     assert_eq!(
@@ -178,7 +178,7 @@ async fn tollgate_kill_stops_a_running_tollgate_mcp_and_resume_lifts_it() {
     kill(&["resume", "--all", "--by", "ops"]);
 
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.arg("mcp").arg("--policy").arg(&file);
+    cmd.arg("mcp").arg("--no-audit").arg("--policy").arg(&file);
     let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
     let r = harness::call(&client, "echo", json!({"message": "before"})).await;
     assert!(text(&r).contains("before"), "{r:?}");

@@ -285,6 +285,7 @@ async fn the_binary_serves_with_a_stdout_that_is_not_a_pipe() {
     let out = dir.join("stdout.jsonl");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("mcp")
+        .arg("--no-audit")
         .arg("--policy")
         .arg(&file)
         .stdin(std::process::Stdio::piped())

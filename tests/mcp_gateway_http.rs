@@ -703,7 +703,7 @@ async fn the_tollgate_mcp_binary_serves_http_with_tokens_and_stops_on_sigterm() 
     let open = root.0.parent().unwrap().join("open.toml");
     std::fs::write(&open, policy_text(&bin, &root.0, false, "")).unwrap();
     let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["mcp", "--http", "0.0.0.0:0", "--policy"])
+        .args(["mcp", "--no-audit", "--http", "0.0.0.0:0", "--policy"])
         .arg(&open)
         .output()
         .await
@@ -712,6 +712,20 @@ async fn the_tollgate_mcp_binary_serves_http_with_tokens_and_stops_on_sigterm() 
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("loopback"),
         "{refused:?}"
+    );
+    // Neither `--audit` nor a `[backend]` trail, and no `--no-audit`: refused before anything
+    // starts, rather than serving with no record of any decision.
+    let unaudited = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["mcp", "--http", "127.0.0.1:0", "--policy"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!unaudited.status.success());
+    let said = String::from_utf8_lossy(&unaudited.stderr);
+    assert!(
+        said.contains("no audit trail") && said.contains("--no-audit"),
+        "{unaudited:?}"
     );
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -5,7 +5,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 
 const [bin, policy] = process.argv.slice(2);
-const transport = new StdioClientTransport({ command: bin, args: ["mcp", "--policy", policy] });
+const transport = new StdioClientTransport({ command: bin, args: ["mcp", "--no-audit", "--policy", policy] });
 const client = new Client({ name: "tollgate-ts-test", version: "1.0.0" });
 await client.connect(transport);
 const server = client.getServerVersion();

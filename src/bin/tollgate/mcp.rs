@@ -29,9 +29,14 @@ pub(crate) struct McpArgs {
     #[arg(long, value_name = "ADDR", conflicts_with = "stdio")]
     http: Option<std::net::SocketAddr>,
     /// The audit directory (a hash-chained log, as `tollgate audit verify` reads it). Required
-    /// when the policy has an `[audit]` section.
+    /// unless the policy's `[backend]` opens the audit trail or `--no-audit` is given.
     #[arg(long, value_name = "DIR")]
     audit: Option<PathBuf>,
+    /// Run without an audit trail (no record of any decision, call or refusal). Without it,
+    /// `tollgate mcp` refuses to start when neither `--audit` nor the policy's `[backend]`
+    /// provides one.
+    #[arg(long = "no-audit", conflicts_with = "audit")]
+    no_audit: bool,
     /// The approval store's key file (`<key id>:<hex secret>`), needed when the policy's
     /// `[backend]` keeps a durable approval queue (every process of the deployment, and
     /// `tollgate approvals`, use the same key).
@@ -91,6 +96,13 @@ pub(crate) fn run(a: McpArgs) -> Result<ExitCode, Failure> {
         (None, true) if !section_opens => {
             return Err(Failure::Input(
                 "the policy has an `[audit]` section: pass --audit DIR (or set `[backend] dir`)"
+                    .into(),
+            ));
+        }
+        (None, false) if !section_opens && !a.no_audit => {
+            return Err(Failure::Input(
+                "no audit trail: pass --audit DIR (or set `[backend] dir`), or --no-audit to run \
+                 the gateway without any record of its decisions"
                     .into(),
             ));
         }
