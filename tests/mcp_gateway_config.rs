@@ -309,3 +309,26 @@ fn the_http_connection_limits_have_defaults_and_follow_the_document() {
     assert_eq!(mcp.header_read_timeout(), std::time::Duration::from_secs(2));
     assert_eq!(mcp.max_connections(), 8);
 }
+
+#[test]
+fn inherit_env_applies_to_a_spawned_server_only() {
+    let p = parse(&GOOD.replace("tools = {", "inherit_env = true\ntools = {")).unwrap();
+    let mcp = p.document().mcp.as_ref().unwrap();
+    assert!(mcp.servers["fs"].inherits_env());
+    assert!(
+        !parse(GOOD)
+            .unwrap()
+            .document()
+            .mcp
+            .as_ref()
+            .unwrap()
+            .servers["fs"]
+            .inherits_env()
+    );
+    let e = err(&GOOD.replace(
+        "command = \"npx\"\nargs = [\"-y\", \"@modelcontextprotocol/server-filesystem\", \"/srv\"]",
+        "url = \"https://x.example/mcp\"\ninherit_env = true",
+    ));
+    assert_eq!(e.path(), Some("mcp.servers.fs"), "{e}");
+    assert!(e.to_string().contains("inherit_env"), "{e}");
+}

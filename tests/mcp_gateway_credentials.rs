@@ -544,3 +544,73 @@ credential = {{ provider = "api", resource = "accounts/{{compartment}}/profile" 
     }
     h.gateway.shutdown();
 }
+
+/// The names of the variables a spawned server sees, with `inherit_env` set as given.
+async fn server_env(node: &common::node::NodeServers, inherit: &str) -> Vec<String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/env_server.mjs");
+    let text_doc = format!(
+        r#"{METADATA}
+[tools.env]
+effect = "read"
+[roles.agent]
+tools = ["env"]
+[mcp.connection]
+agent = "agent-1"
+role = "agent"
+[mcp.servers.env]
+command = "{node}"
+args = ["{script}"]
+env = {{ SERVER_SETTING = "from-the-policy" }}
+{inherit}
+"#,
+        node = node.node.display(),
+        script = script.display(),
+    );
+    let h = harness::start(&Policy::from_toml(&text_doc).expect("policy")).await;
+    let r = h.call("env", json!({})).await;
+    assert!(!is_error(&r), "{r:?}");
+    let s = r.structured_content.expect("structured content");
+    assert_eq!(
+        s["path"].as_str(),
+        std::env::var("PATH").ok().as_deref(),
+        "PATH is passed on"
+    );
+    h.gateway.shutdown();
+    s["names"]
+        .as_array()
+        .expect("names")
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A spawned server gets `PATH`, `HOME` and the like and its configured `env`, not the gateway's
+/// whole environment (which may hold the gateway's own secrets); `inherit_env = true` restores
+/// the whole environment for a server that needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawned_server_gets_an_explicit_environment_not_the_gateways() {
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let allowed = tollgate::integrations::mcp::config::INHERITED_ENV;
+    // Variables of this process a server must not see (cargo sets several for a test run).
+    let ours: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "no variable outside the allowlist to test with"
+    );
+    let names = server_env(&node, "").await;
+    assert!(names.contains(&"SERVER_SETTING".to_owned()), "{names:?}");
+    assert!(names.contains(&"PATH".to_owned()), "{names:?}");
+    for k in &ours {
+        assert!(!names.contains(k), "the server inherited `{k}`: {names:?}");
+    }
+    let inherited = server_env(&node, "inherit_env = true").await;
+    assert!(inherited.contains(&"SERVER_SETTING".to_owned()));
+    for k in &ours {
+        assert!(inherited.contains(k), "inherit_env = true lost `{k}`");
+    }
+}

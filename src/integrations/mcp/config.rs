@@ -368,13 +368,20 @@ pub struct ServerSpec {
     /// Its arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Environment variables set for it (on top of the gateway's own environment).
+    /// Environment variables set for it. The spawned server's environment is exactly these and
+    /// the gateway's own [`INHERITED_ENV`] (`PATH`, `HOME`, locale, temp dir...), not the
+    /// gateway's whole environment (which may hold its own secrets), unless
+    /// [`inherit_env`](Self::inherit_env).
     #[serde(
         default,
         deserialize_with = "unique_keys",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub env: BTreeMap<String, String>,
+    /// `true`: the spawned server inherits the gateway's whole environment (then [`env`](Self::env)
+    /// on top), as before this option existed. Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherit_env: Option<bool>,
     /// The server's streamable-HTTP endpoint (instead of `command`). `https://` is verified
     /// against the operating system's trust store, or only against [`ca_file`](Self::ca_file)
     /// when set; `http://` only to a loopback host unless
@@ -424,6 +431,37 @@ pub struct ServerSpec {
     /// with the request (never to the client).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialSpec>,
+}
+
+/// The variables of the gateway's environment a spawned server gets (when set) without
+/// [`ServerSpec::inherit_env`]: what finding programs, a home directory, the locale, the time
+/// zone and a temp directory need (and their Windows names), nothing that usually holds a secret.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "SYSTEMROOT",
+    "WINDIR",
+    "PATHEXT",
+    "COMSPEC",
+    "USERPROFILE",
+    "APPDATA",
+    "LOCALAPPDATA",
+];
+
+impl ServerSpec {
+    /// Whether the spawned server inherits the gateway's whole environment.
+    pub fn inherits_env(&self) -> bool {
+        self.inherit_env == Some(true)
+    }
 }
 
 /// Default of [`CredentialSpec::meta_key`].
@@ -632,10 +670,12 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
         match (&server.command, &server.url) {
             (Some(c), None) if !c.trim().is_empty() => {}
             (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {
-                if !server.args.is_empty() || !server.env.is_empty() {
+                if !server.args.is_empty() || !server.env.is_empty() || server.inherit_env.is_some()
+                {
                     return Err(DocumentError::invalid(
                         at,
-                        "`args` and `env` apply to a spawned `command`, not to a `url`",
+                        "`args`, `env` and `inherit_env` apply to a spawned `command`, not to a \
+                         `url`",
                     ));
                 }
                 check_transport_security(&at, u, server)?;

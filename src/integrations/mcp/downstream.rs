@@ -194,6 +194,16 @@ impl Downstream {
         let (started, relay) = match (self.spec.transport(), &self.spec.command, &self.spec.url) {
             (TransportKind::Stdio, Some(command), _) => {
                 let mut cmd = tokio::process::Command::new(command);
+                if !self.spec.inherits_env() {
+                    // The gateway's environment may hold its own secrets (cloud keys, tokens):
+                    // the server gets only what running a program needs, and its `env`.
+                    cmd.env_clear();
+                    for name in super::config::INHERITED_ENV {
+                        if let Some(value) = std::env::var_os(name) {
+                            cmd.env(name, value);
+                        }
+                    }
+                }
                 cmd.args(&self.spec.args)
                     .envs(&self.spec.env)
                     .stdin(std::process::Stdio::piped())
