@@ -367,10 +367,9 @@ async fn two_tools_of_one_server_under_one_policy_name_are_refused_at_start() {
         ),
     );
     let (guard, _audit) = harness::guard(&p);
-    let err = Gateway::start(&p, guard)
-        .await
-        .err()
-        .expect("a server with two tools under one name is refused");
+    let Err(err) = Gateway::start(&p, guard).await else {
+        panic!("a server with two tools under one name is refused");
+    };
     let msg = err.to_string();
     assert!(
         msg.contains("mcp.servers.twice")
