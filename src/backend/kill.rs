@@ -39,7 +39,7 @@ mod file;
 mod follower;
 
 pub use file::FileKillSwitch;
-pub use follower::{FollowerStatus, KillFollower};
+pub use follower::{FollowerStatus, KillFollower, REGRESSED_REASON, STALE_REASON};
 
 /// The document's `[backend.kill_switch]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

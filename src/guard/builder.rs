@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
 
 use arc_swap::ArcSwap;
 
@@ -218,10 +218,11 @@ impl GuardBuilder {
                 runs: AtomicU64::new(0),
                 recommendations: AtomicU64::new(0),
                 live_runs: parking_lot::Mutex::new(Default::default()),
-                suspended_all: AtomicBool::new(false),
+                kill_flags: AtomicU8::new(0),
                 suspended_agents: ArcSwap::from_pointee(HashSet::new()),
                 suspended_runs: ArcSwap::from_pointee(HashSet::new()),
-                unconfirmed: AtomicBool::new(false),
+                fleet_agents: ArcSwap::from_pointee(HashSet::new()),
+                fleet_runs: ArcSwap::from_pointee(HashSet::new()),
                 any_set_suspension: AtomicBool::new(false),
                 suspension_sets: parking_lot::Mutex::new(()),
                 shared_budget: self.shared_budget,

@@ -12,8 +12,9 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use super::Guard;
+use super::shared::{KILL_FLEET, KILL_UNCONFIRMED};
 use crate::audit::AuditError;
-use crate::call::{RuleId, RunContext, RunId};
+use crate::call::{AgentId, RuleId, RunContext, RunId};
 
 /// Amounts a call takes from budgets shared across hosts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,7 +79,8 @@ impl Guard {
     }
 
     /// Lifts [`suspend_run_id`](Self::suspend_run_id) (a suspension set through
-    /// [`suspend_run`](Self::suspend_run) stays).
+    /// [`suspend_run`](Self::suspend_run) stays, and so does one of the fleet's shared kill
+    /// switch).
     pub fn resume_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
         self.shared.suspended_runs.rcu(|set| {
             let mut set = HashSet::clone(set);
@@ -94,7 +96,9 @@ impl Guard {
     /// ([`resume_unconfirmed`](Self::resume_unconfirmed)) never lifts a suspension an operator
     /// set. Idempotent: only the first call records and revokes.
     pub(crate) fn suspend_unconfirmed(&self, reason: &str) -> Result<(), AuditError> {
-        if self.shared.unconfirmed.swap(true, Ordering::AcqRel) {
+        if self.shared.kill_flags.fetch_or(KILL_UNCONFIRMED, Ordering::AcqRel) & KILL_UNCONFIRMED
+            != 0
+        {
             return Ok(());
         }
         let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
@@ -110,7 +114,13 @@ impl Guard {
     /// Lifts [`suspend_unconfirmed`](Self::suspend_unconfirmed) once the state is confirmed
     /// again. Idempotent.
     pub(crate) fn resume_unconfirmed(&self, reason: &str) -> Result<(), AuditError> {
-        if !self.shared.unconfirmed.swap(false, Ordering::AcqRel) {
+        if self
+            .shared
+            .kill_flags
+            .fetch_and(!KILL_UNCONFIRMED, Ordering::AcqRel)
+            & KILL_UNCONFIRMED
+            == 0
+        {
             return Ok(());
         }
         self.kill_event(
@@ -124,6 +134,89 @@ impl Guard {
 
     /// Whether the guard is suspended because the shared kill-switch state is unconfirmed.
     pub fn is_unconfirmed(&self) -> bool {
-        self.shared.unconfirmed.load(Ordering::Acquire)
+        self.shared.kill_flags.load(Ordering::Acquire) & KILL_UNCONFIRMED != 0
+    }
+
+    /// Whether the fleet's shared kill switch suspends every run of this guard (as applied by
+    /// its follower; the guard's own [`suspend_all`](Self::suspend_all) is apart).
+    pub fn is_fleet_suspended(&self) -> bool {
+        self.shared.kill_flags.load(Ordering::Acquire) & KILL_FLEET != 0
+    }
+
+    // The fleet's shared kill switch, as its follower applies it. Kept apart from the guard's
+    // own switches (`suspend_all`, `suspend_agent`, `suspend_run_id`): a call is refused while
+    // either suspends it, the guard's own resumes never lift a fleet suspension and the fleet's
+    // resumes never lift one of the guard's own. Recorded like the guard's own.
+
+    /// Sends an alert ([`AlertKind::Suspended`](crate::breaker::AlertKind::Suspended)) about the
+    /// fleet's kill switch, e.g. a shared state its follower refuses.
+    pub(crate) fn fleet_alert(&self, detail: impl FnOnce() -> String) {
+        self.shared
+            .alert(crate::breaker::AlertKind::Suspended, None, None, detail);
+    }
+
+    /// The fleet suspends every run.
+    pub(crate) fn fleet_suspend_all(&self, by: &str) -> Result<(), AuditError> {
+        self.shared.kill_flags.fetch_or(KILL_FLEET, Ordering::AcqRel);
+        self.shared.wake_approval_waiters();
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
+        revoked.and(self.kill_event(None, "suspend", "global", None, by))
+    }
+
+    /// The fleet lifts its suspension of every run.
+    pub(crate) fn fleet_resume_all(&self, by: &str) -> Result<(), AuditError> {
+        self.shared.kill_flags.fetch_and(!KILL_FLEET, Ordering::AcqRel);
+        self.kill_event(None, "resume", "global", None, by)
+    }
+
+    /// The fleet suspends every run of `agent`.
+    pub(crate) fn fleet_suspend_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
+        self.shared.fleet_agents.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.insert(agent.clone());
+            set
+        });
+        self.shared.note_set_suspensions();
+        self.shared.wake_approval_waiters();
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_agent(agent, now));
+        revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
+    }
+
+    /// The fleet lifts its suspension of `agent`.
+    pub(crate) fn fleet_resume_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
+        self.shared.fleet_agents.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.remove(agent);
+            set
+        });
+        self.shared.note_set_suspensions();
+        self.kill_event(None, "resume", "agent", Some(agent.as_str()), by)
+    }
+
+    /// The fleet suspends every run with id `run`.
+    pub(crate) fn fleet_suspend_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
+        self.shared.fleet_runs.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.insert(run.clone());
+            set
+        });
+        self.shared.note_set_suspensions();
+        self.shared.wake_approval_waiters();
+        let revoked = match &self.shared.credentials {
+            Some(_) => self.revoke_for_kill_switch(|b, now| b.revoke_run_id(run, now)),
+            None => Ok(()),
+        };
+        revoked.and(self.kill_event(None, "suspend", "run", Some(run.as_str()), by))
+    }
+
+    /// The fleet lifts its suspension of run id `run`.
+    pub(crate) fn fleet_resume_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
+        self.shared.fleet_runs.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.remove(run);
+            set
+        });
+        self.shared.note_set_suspensions();
+        self.kill_event(None, "resume", "run", Some(run.as_str()), by)
     }
 }

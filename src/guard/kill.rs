@@ -7,38 +7,53 @@ use std::sync::atomic::Ordering;
 
 use super::Guard;
 use super::run::{Run, RunState};
-use super::shared::Shared;
+use super::shared::{KILL_LOCAL, KILL_FLEET, Shared};
 use crate::audit::{AuditError, AuditMarks, CredentialEvent, EventKind};
 use crate::breaker::AlertKind;
 use crate::call::AgentId;
 use crate::credential::{CredentialBroker, unix_secs};
 
 impl Shared {
-    /// Which kill switch holds the run, if any: one atomic load each for the global, the
-    /// unconfirmed-fleet-state and run switches, and lock-free snapshot loads of the suspended
-    /// run-id and agent sets (searched only when not empty).
+    /// Which kill switch holds the run, if any: one atomic load for the whole-guard switches
+    /// (the guard's own, the fleet's, and the unconfirmed-fleet-state one), one for the run's
+    /// own switch, and lock-free snapshot loads of the suspended run-id and agent sets (the
+    /// guard's own and the fleet's, searched only when one is not empty).
     pub(crate) fn suspended(&self, run: &RunState) -> Option<&'static str> {
-        if self.suspended_all.load(Ordering::Acquire) {
-            return Some("global");
-        }
-        if self.unconfirmed.load(Ordering::Acquire) {
-            return Some("kill-switch-stale");
+        let flags = self.kill_flags.load(Ordering::Acquire);
+        if flags != 0 {
+            return Some(if flags & KILL_LOCAL != 0 {
+                "global"
+            } else if flags & KILL_FLEET != 0 {
+                "fleet"
+            } else {
+                "kill-switch-stale"
+            });
         }
         if run.suspended.load(Ordering::Acquire) {
             return Some("run");
         }
-        // One flag for both sets: the common case (nothing suspended by id or agent) is a
+        // One flag for every set: the common case (nothing suspended by id or agent) is a
         // single atomic load.
         if !self.any_set_suspension.load(Ordering::Acquire) {
             return None;
         }
-        let runs = self.suspended_runs.load();
-        if !runs.is_empty() && runs.contains(&run.id) {
-            return Some("run");
+        self.suspended_by_set(run)
+    }
+
+    /// The sets' part of [`suspended`](Self::suspended), out of line: most checks never get
+    /// here.
+    #[cold]
+    #[inline(never)]
+    fn suspended_by_set(&self, run: &RunState) -> Option<&'static str> {
+        for runs in [self.suspended_runs.load(), self.fleet_runs.load()] {
+            if !runs.is_empty() && runs.contains(&run.id) {
+                return Some("run");
+            }
         }
-        let agents = self.suspended_agents.load();
-        if !agents.is_empty() && agents.contains(run.ctx.agent()) {
-            return Some("agent");
+        for agents in [self.suspended_agents.load(), self.fleet_agents.load()] {
+            if !agents.is_empty() && agents.contains(run.ctx.agent()) {
+                return Some("agent");
+            }
         }
         None
     }
@@ -51,8 +66,11 @@ impl Guard {
     /// verification wherever the revocation list is consulted) and stays revoked after a resume:
     /// resumed runs mint new ones. The suspension and each revocation are recorded and the audit
     /// sink flushed; an audit error is returned but the suspension and revocations stand.
+    ///
+    /// This is the guard's own switch: a fleet's shared kill switch (see
+    /// [`crate::backend::kill`]) is kept apart, and a call is refused while either suspends it.
     pub fn suspend_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared.suspended_all.store(true, Ordering::Release);
+        self.shared.kill_flags.fetch_or(KILL_LOCAL, Ordering::AcqRel);
         self.shared.wake_approval_waiters();
         // Flag first, then revoke: a mint racing with the switch re-checks it before handing out.
         let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
@@ -87,9 +105,10 @@ impl Guard {
         first
     }
 
-    /// Lifts [`suspend_all`](Self::suspend_all) (agent and run suspensions stay). Recorded.
+    /// Lifts [`suspend_all`](Self::suspend_all) (agent and run suspensions stay, and so does a
+    /// suspension of the fleet's shared kill switch: only the fleet lifts that). Recorded.
     pub fn resume_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared.suspended_all.store(false, Ordering::Release);
+        self.shared.kill_flags.fetch_and(!KILL_LOCAL, Ordering::AcqRel);
         self.kill_event(None, "resume", "global", None, by)
     }
 
@@ -107,7 +126,8 @@ impl Guard {
         revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
     }
 
-    /// Lifts [`suspend_agent`](Self::suspend_agent).
+    /// Lifts [`suspend_agent`](Self::suspend_agent) (a suspension of the agent by the fleet's
+    /// shared kill switch stays).
     pub fn resume_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
         self.shared.suspended_agents.rcu(|set| {
             let mut set = HashSet::clone(set);

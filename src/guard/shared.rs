@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -22,6 +22,13 @@ use crate::credential::CredentialBroker;
 use crate::escalation::EscalationGate;
 use crate::mode::{Mode, WouldBe};
 use crate::verdict::{Denial, DenyCode, Outcome, OutcomeStatus, PolicyVersion, Verdict};
+
+/// [`Shared::kill_flags`]: suspended by the guard's own kill switch (`suspend_all`).
+pub(crate) const KILL_LOCAL: u8 = 1;
+/// [`Shared::kill_flags`]: suspended by the fleet's shared kill switch (its follower).
+pub(crate) const KILL_FLEET: u8 = 2;
+/// [`Shared::kill_flags`]: suspended because the fleet's shared state is unconfirmed.
+pub(crate) const KILL_UNCONFIRMED: u8 = 4;
 
 /// Everything a policy decides, swapped as one by a reload: a check loads it once and decides
 /// every stage under it, and a permit keeps the snapshot it was checked against, so no call is
@@ -172,15 +179,22 @@ pub(crate) struct Shared {
     /// Ids of the runs started and not yet ended, with their task types (for triggers the
     /// approval queue reports by run id).
     pub(crate) live_runs: parking_lot::Mutex<HashMap<RunId, Option<Arc<str>>>>,
-    pub(crate) suspended_all: AtomicBool,
+    /// The whole-guard switches, one bit each ([`KILL_LOCAL`], [`KILL_FLEET`],
+    /// [`KILL_UNCONFIRMED`]): the check reads them with one atomic load. Each bit has its own
+    /// owner: the guard's own `suspend_all`/`resume_all`, the fleet kill-switch follower, and
+    /// the follower's fail-closed "unconfirmed" suspension. Lifting one never lifts another.
+    pub(crate) kill_flags: AtomicU8,
+    /// Agents suspended through this guard ([`Guard::suspend_agent`](super::Guard::suspend_agent)).
     pub(crate) suspended_agents: ArcSwap<HashSet<AgentId>>,
-    /// Run ids suspended by id (a fleet kill switch has no `Run` handle).
+    /// Run ids suspended by id through this guard.
     pub(crate) suspended_runs: ArcSwap<HashSet<RunId>>,
-    /// Suspended because a fleet kill-switch follower cannot confirm the shared state.
-    pub(crate) unconfirmed: AtomicBool,
-    /// Whether `suspended_agents` or `suspended_runs` holds anything: the check loads this one
-    /// flag and only then the sets. Recomputed under `suspension_sets` after every change of
-    /// either set (so the last writer always leaves it true while a set is not empty).
+    /// Agents suspended by the fleet's shared kill switch (set only by its follower).
+    pub(crate) fleet_agents: ArcSwap<HashSet<AgentId>>,
+    /// Run ids suspended by the fleet's shared kill switch (set only by its follower).
+    pub(crate) fleet_runs: ArcSwap<HashSet<RunId>>,
+    /// Whether any of the four sets above holds anything: the check loads this one flag and
+    /// only then the sets. Recomputed under `suspension_sets` after every change of a set (so
+    /// the last writer always leaves it true while a set is not empty).
     pub(crate) any_set_suspension: AtomicBool,
     pub(crate) suspension_sets: parking_lot::Mutex<()>,
     /// Budgets shared across hosts (see `guard::fleet`).
@@ -375,8 +389,10 @@ impl Shared {
     /// suspended agent or run-id sets.
     pub(crate) fn note_set_suspensions(&self) {
         let _serial = self.suspension_sets.lock();
-        let any =
-            !self.suspended_agents.load().is_empty() || !self.suspended_runs.load().is_empty();
+        let any = !self.suspended_agents.load().is_empty()
+            || !self.suspended_runs.load().is_empty()
+            || !self.fleet_agents.load().is_empty()
+            || !self.fleet_runs.load().is_empty();
         self.any_set_suspension.store(any, Ordering::Release);
     }
 }

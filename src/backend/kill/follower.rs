@@ -26,6 +26,10 @@ use crate::clock::{Clock, MonoTime, SystemClock};
 /// The reason recorded when the follower suspends its guard for want of confirmation.
 pub const STALE_REASON: &str = "kill-switch-stale";
 
+/// What the alert says when the shared state's revision went back (see
+/// [`FollowerStatus::regressed_from`]).
+pub const REGRESSED_REASON: &str = "kill-switch-revision-regressed";
+
 /// What a follower knows (for health checks and dashboards).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FollowerStatus {
@@ -37,6 +41,10 @@ pub struct FollowerStatus {
     pub last_error: Option<String>,
     /// How many states were applied that changed the guard.
     pub changes_applied: u64,
+    /// Set while the shared state reads at a revision lower than this one, the last applied:
+    /// the state was recreated or restored, the follower refuses it and keeps the guard
+    /// suspended (`stale`) until the revision is back at least here. `last_error` says so.
+    pub regressed_from: Option<u64>,
 }
 
 struct Inner {
@@ -106,6 +114,7 @@ impl KillFollower {
             clock,
             staleness: cfg.staleness,
             applied: KillState::default(),
+            last_revision: None,
             last_ok: None,
             inner: Arc::clone(&inner),
         };
@@ -215,6 +224,8 @@ struct Applier {
     clock: Arc<dyn Clock>,
     staleness: Duration,
     applied: KillState,
+    /// The revision of `applied`, once one was read: a lower one is refused.
+    last_revision: Option<u64>,
     last_ok: Option<MonoTime>,
     inner: Arc<Inner>,
 }
@@ -243,6 +254,16 @@ impl Applier {
     fn receive(&mut self, msg: Fetched) {
         match msg {
             Fetched::State(state, at) => {
+                if let Some(last) = self.last_revision
+                    && state.revision < last
+                {
+                    // The revision only goes up: a lower one is a state recreated (a deleted
+                    // file, dropped tables) or restored from an old copy. Applying it could lift
+                    // suspensions nobody lifted: it is no confirmation, and the guard is
+                    // suspended until the revision is back at least where it was.
+                    self.regressed(last, state.revision);
+                    return;
+                }
                 self.apply(&state);
                 self.last_ok = Some(at);
                 if self.clock.now().duration_since(at) <= self.staleness {
@@ -278,7 +299,30 @@ impl Applier {
         }
     }
 
-    /// Brings the guard from `self.applied` to `state` through its own kill-switch methods.
+    /// Refuses a state whose revision went back from `last` (applied) to `now`.
+    fn regressed(&mut self, last: u64, now: u64) {
+        let why = format!(
+            "the shared state's revision went back from {last} to {now} (recreated or restored \
+             from an old copy?): refused, the guard stays suspended until the revision is at \
+             least {last} again"
+        );
+        let first = {
+            let mut status = self.inner.status.lock();
+            let first = status.regressed_from.is_none();
+            status.regressed_from = Some(last);
+            status.last_error = Some(why.clone());
+            first
+        };
+        if first {
+            tracing::error!(revision = last, read = now, "kill switch: {why}");
+            self.guard
+                .fleet_alert(|| format!("kill switch: {REGRESSED_REASON}: {why}"));
+        }
+        self.go_stale();
+    }
+
+    /// Brings the guard from `self.applied` to `state` through its fleet kill-switch methods
+    /// (kept apart from the guard's own switches).
     fn apply(&mut self, state: &KillState) {
         let g = &self.guard;
         let old = std::mem::take(&mut self.applied);
@@ -294,11 +338,11 @@ impl Applier {
         };
         match (&old.global, &state.global) {
             (None, Some(s)) => {
-                log(g.suspend_all(&by(s)));
+                log(g.fleet_suspend_all(&by(s)));
                 changed = true;
             }
             (Some(_), None) => {
-                log(g.resume_all(&format!("fleet revision {}", state.revision)));
+                log(g.fleet_resume_all(&format!("fleet revision {}", state.revision)));
                 changed = true;
             }
             _ => {}
@@ -307,20 +351,22 @@ impl Applier {
         changed |= diff(&old.agents, &state.agents, |id, s| {
             let agent = AgentId::new(id);
             log(match s {
-                Some(s) => g.suspend_agent(&agent, &by(s)),
-                None => g.resume_agent(&agent, &resumer),
+                Some(s) => g.fleet_suspend_agent(&agent, &by(s)),
+                None => g.fleet_resume_agent(&agent, &resumer),
             })
         });
         changed |= diff(&old.runs, &state.runs, |id, s| {
             let run = RunId::new(id);
             log(match s {
-                Some(s) => g.suspend_run_id(&run, &by(s)),
-                None => g.resume_run_id(&run, &resumer),
+                Some(s) => g.fleet_suspend_run_id(&run, &by(s)),
+                None => g.fleet_resume_run_id(&run, &resumer),
             })
         });
         self.applied = state.clone();
+        self.last_revision = Some(state.revision);
         let mut status = self.inner.status.lock();
         status.revision = Some(state.revision);
+        status.regressed_from = None;
         if changed {
             status.changes_applied += 1;
         }
