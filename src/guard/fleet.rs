@@ -34,6 +34,13 @@ impl Units {
     }
 }
 
+/// What a shared budget's [`take`](SharedBudget::take) records about the units it took, handed
+/// back with any of them it is given back: an implementation returns units only to the window
+/// (the budget period) they were taken from, never to a later one. Opaque to the guard (the
+/// leased budgets keep a window generation in it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taken(pub u64);
+
 /// Why a shared budget refused a call: the rule (e.g. `fleet.budget.daily-calls`) and a reason
 /// for the denial.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +58,13 @@ pub struct SharedRefusal {
 /// `take` is on the check path: implementations must not do I/O there between refills (the
 /// PostgreSQL one spends from a local lease with an atomic decrement).
 pub trait SharedBudget: Send + Sync {
-    /// Takes `want` for one call of a run with context `run`, all or nothing.
-    fn take(&self, run: &RunContext, want: Units) -> Result<(), SharedRefusal>;
-    /// Gives back units taken for a call that never ran, or reserved beyond what it used.
-    fn give_back(&self, run: &RunContext, units: Units);
+    /// Takes `want` for one call of a run with context `run`, all or nothing; what it returns
+    /// comes back with any units given back for the call.
+    fn take(&self, run: &RunContext, want: Units) -> Result<Taken, SharedRefusal>;
+    /// Gives back units `taken` for a call that never ran, or reserved beyond what it used.
+    /// Units whose window has ended since they were taken are not returned (to a later window
+    /// they would be spent twice).
+    fn give_back(&self, run: &RunContext, units: Units, taken: Taken);
     /// Charges units a call reported using beyond what it took (never refused: the call ran).
     fn charge(&self, run: &RunContext, units: Units);
 }
@@ -96,7 +106,11 @@ impl Guard {
     /// ([`resume_unconfirmed`](Self::resume_unconfirmed)) never lifts a suspension an operator
     /// set. Idempotent: only the first call records and revokes.
     pub(crate) fn suspend_unconfirmed(&self, reason: &str) -> Result<(), AuditError> {
-        if self.shared.kill_flags.fetch_or(KILL_UNCONFIRMED, Ordering::AcqRel) & KILL_UNCONFIRMED
+        if self
+            .shared
+            .kill_flags
+            .fetch_or(KILL_UNCONFIRMED, Ordering::AcqRel)
+            & KILL_UNCONFIRMED
             != 0
         {
             return Ok(());
@@ -157,7 +171,9 @@ impl Guard {
 
     /// The fleet suspends every run.
     pub(crate) fn fleet_suspend_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared.kill_flags.fetch_or(KILL_FLEET, Ordering::AcqRel);
+        self.shared
+            .kill_flags
+            .fetch_or(KILL_FLEET, Ordering::AcqRel);
         self.shared.wake_approval_waiters();
         let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
         revoked.and(self.kill_event(None, "suspend", "global", None, by))
@@ -165,7 +181,9 @@ impl Guard {
 
     /// The fleet lifts its suspension of every run.
     pub(crate) fn fleet_resume_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared.kill_flags.fetch_and(!KILL_FLEET, Ordering::AcqRel);
+        self.shared
+            .kill_flags
+            .fetch_and(!KILL_FLEET, Ordering::AcqRel);
         self.kill_event(None, "resume", "global", None, by)
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::Guard;
 use super::run::{Run, RunState};
-use super::shared::{KILL_LOCAL, KILL_FLEET, Shared};
+use super::shared::{KILL_FLEET, KILL_LOCAL, Shared};
 use crate::audit::{AuditError, AuditMarks, CredentialEvent, EventKind};
 use crate::breaker::AlertKind;
 use crate::call::AgentId;
@@ -70,7 +70,9 @@ impl Guard {
     /// This is the guard's own switch: a fleet's shared kill switch (see
     /// [`crate::backend::kill`]) is kept apart, and a call is refused while either suspends it.
     pub fn suspend_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared.kill_flags.fetch_or(KILL_LOCAL, Ordering::AcqRel);
+        self.shared
+            .kill_flags
+            .fetch_or(KILL_LOCAL, Ordering::AcqRel);
         self.shared.wake_approval_waiters();
         // Flag first, then revoke: a mint racing with the switch re-checks it before handing out.
         let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
@@ -108,7 +110,9 @@ impl Guard {
     /// Lifts [`suspend_all`](Self::suspend_all) (agent and run suspensions stay, and so does a
     /// suspension of the fleet's shared kill switch: only the fleet lifts that). Recorded.
     pub fn resume_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared.kill_flags.fetch_and(!KILL_LOCAL, Ordering::AcqRel);
+        self.shared
+            .kill_flags
+            .fetch_and(!KILL_LOCAL, Ordering::AcqRel);
         self.kill_event(None, "resume", "global", None, by)
     }
 

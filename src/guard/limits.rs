@@ -180,6 +180,8 @@ pub(crate) struct Reserved {
     pub(crate) cost: u64,
     /// What the guard's shared (fleet) budget gave this call.
     pub(crate) shared: super::fleet::Units,
+    /// What the shared budget recorded about it (the window it came from).
+    pub(crate) shared_taken: super::fleet::Taken,
 }
 
 /// Adds `amount` to `counter` if the sum stays within `max`; says whether it did.
@@ -417,15 +419,20 @@ impl Shared {
                     .cost_estimate_micros()
                     .unwrap_or(b.cost_micros_per_call),
             };
-            if let Err(refusal) = fleet.take(&run.ctx, want) {
-                self.release_budget(run, r);
-                return Err(Denial::new(
-                    DenyCode::BudgetExhausted,
-                    refusal.rule,
-                    refusal.reason,
-                ));
+            match fleet.take(&run.ctx, want) {
+                Ok(taken) => {
+                    r.shared = want;
+                    r.shared_taken = taken;
+                }
+                Err(refusal) => {
+                    self.release_budget(run, r);
+                    return Err(Denial::new(
+                        DenyCode::BudgetExhausted,
+                        refusal.rule,
+                        refusal.reason,
+                    ));
+                }
             }
-            r.shared = want;
         }
         Ok(r)
     }
@@ -469,7 +476,7 @@ impl Shared {
         if let Some(fleet) = &self.shared_budget
             && !r.shared.is_zero()
         {
-            fleet.give_back(&run.ctx, r.shared);
+            fleet.give_back(&run.ctx, r.shared, r.shared_taken);
         }
     }
 
@@ -526,7 +533,7 @@ impl Shared {
                 &mut more.cost_micros,
             );
             if !back.is_zero() {
-                fleet.give_back(&run.ctx, back);
+                fleet.give_back(&run.ctx, back, r.shared_taken);
             }
             if !more.is_zero() {
                 fleet.charge(&run.ctx, more);

@@ -92,7 +92,7 @@ mod view;
 
 pub use builder::GuardBuilder;
 pub use escalate::ApprovalTicker;
-pub use fleet::{SharedBudget, SharedRefusal, Units};
+pub use fleet::{SharedBudget, SharedRefusal, Taken, Units};
 pub use flow::Delivery;
 pub use limits::{LoopDetection, RunBudget};
 pub use permit::{Cancellation, DetachedPermit, Permit};

@@ -14,6 +14,9 @@ use super::{Applied, KillChange, KillError, KillState, KillSwitchStore, KillWatc
 
 const STATE: &str = "kill-switch.json";
 const LOCK: &str = "kill-switch.lock";
+/// Written once, right after the first state file, and never removed by tollgate: its presence
+/// says a state was created here, so a missing state file is a loss, not a first start.
+const CREATED: &str = "kill-switch.created";
 const FORMAT: &str = "tollgate-kill-switch/1";
 
 #[derive(Serialize, Deserialize)]
@@ -30,9 +33,17 @@ pub struct FileKillSwitch {
 }
 
 impl FileKillSwitch {
-    /// Opens the state in `dir`, creating the directory and an empty state (revision 0) when
-    /// they do not exist. Once created, a missing state file is an error
-    /// ([`KillError::Missing`]), never "nothing suspended".
+    /// Opens the state in `dir`, creating the directory and an empty state (revision 0) the
+    /// first time only.
+    ///
+    /// The first creation leaves a marker beside the state, `kill-switch.created`, which
+    /// tollgate never removes. Once it is there, a missing state file is never created again:
+    /// the store opens, and reading it is an error ([`KillError::Missing`]), never "nothing
+    /// suspended", so followers keep their guards suspended (`kill-switch-stale`) instead of
+    /// resuming a suspended fleet at revision 0. (A follower also refuses any state whose
+    /// revision is lower than the one it applied, whatever recreated it.) To start over
+    /// deliberately after a loss, remove the marker too; running followers stay suspended until
+    /// restarted or until the revision is back where they were.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, KillError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|source| KillError::Io {
@@ -41,10 +52,59 @@ impl FileKillSwitch {
         })?;
         let store = FileKillSwitch { dir };
         let _lock = store.lock()?;
-        if !store.state_path().exists() {
-            store.write(&KillState::default())?;
+        let created = store.marker_path();
+        let exists = |p: &Path| {
+            p.try_exists().map_err(|source| KillError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        match (exists(&store.state_path())?, exists(&created)?) {
+            // A state from before the marker existed (or a crash between the two writes).
+            (true, false) => store.mark_created()?,
+            (true, true) => {}
+            // The first start in this directory.
+            (false, false) => {
+                store.write(&KillState::default())?;
+                store.mark_created()?;
+            }
+            // The state was created once and is gone: left missing (reads fail closed).
+            (false, true) => tracing::error!(
+                path = %store.state_path().display(),
+                "kill switch: the state file is missing although it was created (see {CREATED}); \
+                 not recreated: followers keep their guards suspended"
+            ),
         }
         Ok(store)
+    }
+
+    /// The marker of the first creation (see [`open`](Self::open)).
+    pub fn marker_path(&self) -> PathBuf {
+        self.dir.join(CREATED)
+    }
+
+    fn mark_created(&self) -> Result<(), KillError> {
+        let path = self.marker_path();
+        let io = |source| KillError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = File::create(&path).map_err(io)?;
+        f.write_all(
+            format!(
+                "{FORMAT}: a kill-switch state was created in this directory at {} ms since the \
+                 Unix epoch. While this file exists a missing {STATE} is an error, never \
+                 recreated empty.\n",
+                unix_ms(SystemTime::now())
+            )
+            .as_bytes(),
+        )
+        .map_err(io)?;
+        f.sync_all().map_err(io)?;
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     }
 
     /// The state file.

@@ -270,8 +270,10 @@ fn a_damaged_state_file_suspends_the_guard_instead_of_reading_as_nothing_suspend
     // No confirmation at start: suspended before the first check.
     assert!(!allowed(&g, &run));
     assert!(follower.status().stale);
-    // Repaired: confirmed again, the stale suspension lifts.
+    // Repaired deliberately (the state and the marker of its creation removed, the store
+    // opened again): confirmed again, the stale suspension lifts.
     std::fs::remove_file(store.state_path()).unwrap();
+    std::fs::remove_file(store.marker_path()).unwrap();
     FileKillSwitch::open(&dir).unwrap();
     eventually("recovered", || allowed(&g, &run));
     // Deleted after creation: never "nothing suspended".
@@ -379,4 +381,195 @@ fn the_section_refuses_a_staleness_bound_within_one_poll() {
         .validate()
         .is_err()
     );
+}
+
+/// Review finding: the state file deleted while the fleet was suspended, then any process
+/// opening the store (a worker starting, `tollgate kill status`) recreated it empty at revision
+/// 0 and every follower applied it: the fleet resumed. Now the store is not recreated (the
+/// marker of its creation stays), and the follower refuses a lower revision anyway.
+#[test]
+fn a_deleted_state_file_is_not_recreated_and_the_fleet_stays_suspended() {
+    let tmp = temp_dir("recreated");
+    let dir = tmp.path().to_path_buf();
+    let store = Arc::new(FileKillSwitch::open(&dir).unwrap());
+    assert!(store.marker_path().exists());
+    let g = guard();
+    let cfg = KillSwitchSection {
+        staleness: Duration::from_millis(300),
+        ..fast()
+    };
+    let follower = KillFollower::start(g.clone(), store.clone(), &cfg);
+    let run = g.start_run(RunContext::new("a", "worker")).unwrap();
+    for i in 0..3 {
+        store
+            .apply(&KillChange::suspend(KillScope::Agent(format!("a{i}")), "x"))
+            .unwrap();
+    }
+    store
+        .apply(&KillChange::suspend(KillScope::Global, "incident"))
+        .unwrap();
+    eventually("suspended", || !allowed(&g, &run));
+    std::fs::remove_file(store.state_path()).unwrap();
+    eventually("stale", || follower.status().stale);
+    // Another process opens the store: it opens, but the state stays missing.
+    let other = FileKillSwitch::open(&dir).unwrap();
+    assert!(matches!(other.load(), Err(KillError::Missing(_))));
+    assert!(!store.state_path().exists());
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(!allowed(&g, &run), "the fleet stays suspended");
+    assert!(follower.status().stale);
+    // Even when something does write an empty state at revision 0 (a restore of an old copy,
+    // the marker removed), the follower refuses the lower revision and says why.
+    std::fs::remove_file(store.marker_path()).unwrap();
+    FileKillSwitch::open(&dir).unwrap();
+    assert_eq!(store.load().unwrap().revision, 0);
+    eventually("regression noticed", || {
+        follower.status().regressed_from == Some(4)
+    });
+    let st = follower.status();
+    assert!(st.stale, "{st:?}");
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("went back from 4 to 0"),
+        "{st:?}"
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(!allowed(&g, &run), "revision 0 is not applied");
+    assert_eq!(follower.status().revision, Some(4));
+}
+
+#[test]
+fn a_lower_revision_is_refused_until_the_revision_is_back_where_it_was() {
+    let flaky = Arc::new(Flaky::default());
+    let store = Arc::new(FlakyStore(Arc::clone(&flaky)));
+    let clock = Arc::new(ManualClock::new());
+    let g = guard();
+    let cfg = KillSwitchSection {
+        poll_interval: Duration::from_millis(2),
+        staleness: Duration::from_secs(30),
+        dir: None,
+    };
+    let follower = KillFollower::start_with_clock(g.clone(), store.clone(), &cfg, clock);
+    let run = g.start_run(RunContext::new("a", "worker")).unwrap();
+    store
+        .apply(&KillChange::suspend(KillScope::Agent("z".into()), "ops"))
+        .unwrap();
+    store
+        .apply(&KillChange::suspend(KillScope::Global, "ops"))
+        .unwrap();
+    eventually("suspended", || !allowed(&g, &run));
+    // The state is replaced by an empty one at revision 0 (no time passes: not stale).
+    *flaky.state.lock() = KillState::default();
+    eventually("refused", || follower.status().regressed_from == Some(2));
+    assert!(follower.status().stale);
+    assert!(!allowed(&g, &run));
+    // Changes bring the revision back to where it was: applied again, the guard follows it.
+    store
+        .apply(&KillChange::suspend(KillScope::Agent("y".into()), "ops"))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!allowed(&g, &run), "revision 1 < 2: still refused");
+    store
+        .apply(&KillChange::resume(KillScope::Agent("y".into()), "ops"))
+        .unwrap();
+    eventually("revision 2 applied", || allowed(&g, &run));
+    let st = follower.status();
+    assert_eq!(
+        (st.revision, st.regressed_from, st.stale),
+        (Some(2), None, false)
+    );
+}
+
+/// Review finding: a local `resume_all` lifted a fleet-wide suspension on this host for good
+/// (the follower compared only against its own last-applied state).
+#[test]
+fn a_local_resume_never_lifts_a_fleet_suspension() {
+    let tmp = temp_dir("local-resume");
+    let store = Arc::new(FileKillSwitch::open(tmp.path()).unwrap());
+    let g = guard();
+    let _follower = KillFollower::start(g.clone(), store.clone(), &fast());
+    let a = g
+        .start_run_with_id(RunContext::new("a", "worker"), Some(RunId::new("r-a")))
+        .unwrap();
+    assert!(allowed(&g, &a));
+    store
+        .apply(&KillChange::suspend(
+            KillScope::Global,
+            "incident-commander",
+        ))
+        .unwrap();
+    eventually("fleet suspension applied", || !allowed(&g, &a));
+    assert!(g.is_fleet_suspended());
+    g.resume_all("local-breaker-reset").unwrap();
+    g.resume_agent(&crate::call::AgentId::new("a"), "local")
+        .unwrap();
+    g.resume_run_id(&RunId::new("r-a"), "local").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!allowed(&g, &a), "the fleet suspension stands");
+    // Same for the fleet's agent and run-id suspensions.
+    store
+        .apply(&KillChange::resume(KillScope::Global, "ic"))
+        .unwrap();
+    eventually("fleet resumed", || allowed(&g, &a));
+    for scope in [KillScope::Agent("a".into()), KillScope::Run("r-a".into())] {
+        store
+            .apply(&KillChange::suspend(scope.clone(), "ic"))
+            .unwrap();
+        eventually("fleet scope applied", || !allowed(&g, &a));
+        g.resume_agent(&crate::call::AgentId::new("a"), "local")
+            .unwrap();
+        g.resume_run_id(&RunId::new("r-a"), "local").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!allowed(&g, &a), "{scope} stays suspended by the fleet");
+        store.apply(&KillChange::resume(scope, "ic")).unwrap();
+        eventually("fleet scope lifted", || allowed(&g, &a));
+    }
+}
+
+/// Review finding: a fleet resume lifted a suspension set locally before.
+#[test]
+fn a_fleet_resume_never_lifts_a_local_suspension() {
+    let tmp = temp_dir("fleet-resume");
+    let store = Arc::new(FileKillSwitch::open(tmp.path()).unwrap());
+    let g = guard();
+    let follower = KillFollower::start(g.clone(), store.clone(), &fast());
+    let a = g
+        .start_run_with_id(RunContext::new("a", "worker"), Some(RunId::new("r-a")))
+        .unwrap();
+    let b = g.start_run(RunContext::new("b", "worker")).unwrap();
+    g.suspend_all("oncall-local").unwrap();
+    assert!(!allowed(&g, &a));
+    store
+        .apply(&KillChange::suspend(KillScope::Global, "x"))
+        .unwrap();
+    eventually("applied", || follower.status().revision == Some(1));
+    store
+        .apply(&KillChange::resume(KillScope::Global, "x"))
+        .unwrap();
+    eventually("applied", || follower.status().revision == Some(2));
+    assert!(!g.is_fleet_suspended());
+    assert!(!allowed(&g, &a), "the local suspension stands");
+    g.resume_all("oncall-local").unwrap();
+    assert!(allowed(&g, &a));
+    // Agent and run id: local ones stay through the fleet's suspend and resume of the same.
+    g.suspend_agent(&crate::call::AgentId::new("b"), "local")
+        .unwrap();
+    g.suspend_run_id(&RunId::new("r-a"), "local").unwrap();
+    for scope in [KillScope::Agent("b".into()), KillScope::Run("r-a".into())] {
+        store
+            .apply(&KillChange::suspend(scope.clone(), "x"))
+            .unwrap();
+        store.apply(&KillChange::resume(scope, "x")).unwrap();
+    }
+    eventually("applied", || follower.status().revision == Some(6));
+    assert!(
+        !allowed(&g, &a) && !allowed(&g, &b),
+        "local suspensions stand"
+    );
+    g.resume_agent(&crate::call::AgentId::new("b"), "local")
+        .unwrap();
+    g.resume_run_id(&RunId::new("r-a"), "local").unwrap();
+    assert!(allowed(&g, &a) && allowed(&g, &b));
 }

@@ -14,7 +14,7 @@ use parking_lot::{Condvar, Mutex};
 use super::{BudgetSpec, LeaseError, LeaseSource, LeasesSection, Measure, Per};
 use crate::call::{RuleId, RunContext};
 use crate::clock::{Clock, MonoTime};
-use crate::guard::{SharedBudget, SharedRefusal, Units};
+use crate::guard::{SharedBudget, SharedRefusal, Taken, Units};
 
 /// One key's local balance (e.g. budget `agent-daily-calls`, agent `bot-7`).
 struct Local {
@@ -22,6 +22,9 @@ struct Local {
     available: AtomicI64,
     /// The window (its start, in the source's milliseconds) the balance belongs to.
     window: AtomicI64,
+    /// The generation ([`Inner::epoch`]) that installed `window`, or [`SWITCHING`] while a new
+    /// window is being installed: units taken at an earlier generation are not given back here.
+    window_epoch: AtomicU64,
     /// The end of that window on this host's clock (`MonoTime` nanoseconds): no spending after.
     deadline: AtomicU64,
     /// No lease attempt before this (`MonoTime` nanoseconds) after a refusal or an error.
@@ -37,6 +40,7 @@ impl Local {
         Local {
             available: AtomicI64::new(0),
             window: AtomicI64::new(i64::MIN),
+            window_epoch: AtomicU64::new(0),
             deadline: AtomicU64::new(0),
             retry_after: AtomicU64::new(0),
             queued: AtomicBool::new(false),
@@ -60,19 +64,42 @@ impl Local {
             .map(|a| a - amount)
     }
 
-    fn install(&self, grant: &super::Grant, now: MonoTime) {
+    fn install(&self, grant: &super::Grant, now: MonoTime, epoch: &AtomicU64) {
         let units = i64::try_from(grant.units).unwrap_or(i64::MAX);
         if self.window.load(Ordering::Acquire) == grant.window {
             self.available.fetch_add(units, Ordering::AcqRel);
         } else {
-            // A new window: what was left of the last one is of no use any more.
+            // A new window: what was left of the last one is of no use any more. The order
+            // matters to `give_back`: marked as switching, the balance replaced, and only then a
+            // new generation, so a take that spent from the old balance read an older one.
+            self.window_epoch.store(SWITCHING, Ordering::Release);
             self.available.store(units, Ordering::Release);
             self.window.store(grant.window, Ordering::Release);
+            let generation = epoch.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+            self.window_epoch.store(generation, Ordering::Release);
         }
         let end = now.saturating_add(grant.window_left);
         self.deadline.store(nanos(end), Ordering::Release);
     }
+
+    /// Gives `amount` back if the balance's window is still the one of `taken` (installed at or
+    /// before the generation the take read). A window switch racing the give-back takes the
+    /// units back out: at worst they are lost to the new window, never spent in it twice.
+    fn give_back(&self, amount: u64, taken: Taken) {
+        let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+        let before = self.window_epoch.load(Ordering::Acquire);
+        if before > taken.0 {
+            return; // taken from an earlier window (or one is being installed)
+        }
+        self.available.fetch_add(amount, Ordering::AcqRel);
+        if self.window_epoch.load(Ordering::Acquire) != before {
+            self.available.fetch_sub(amount, Ordering::AcqRel);
+        }
+    }
 }
+
+/// [`Local::window_epoch`] while a new window is being installed.
+const SWITCHING: u64 = u64::MAX;
 
 fn nanos(t: MonoTime) -> u64 {
     t.as_nanos()
@@ -136,6 +163,9 @@ struct Inner {
     /// Counters for reports.
     sync_leases: AtomicU64,
     background_leases: AtomicU64,
+    /// Incremented by every window switch of any key: a take records the value it read
+    /// ([`Taken`]), and units go back only to a balance whose window is not newer.
+    epoch: AtomicU64,
 }
 
 /// Budgets shared by a fleet, spent from leases (see the [module docs](super)): give it to
@@ -207,11 +237,12 @@ impl LeasedBudgets {
             stop: AtomicBool::new(false),
             sync_leases: AtomicU64::new(0),
             background_leases: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
         });
         for b in inner.budgets.iter().filter(|b| b.spec.per == Per::Fleet) {
             let local = b.local("*");
             let grant = inner.source.lease(&b.spec, "*", b.chunk)?;
-            local.install(&grant, inner.clock.now());
+            local.install(&grant, inner.clock.now(), &inner.epoch);
         }
         let worker_inner = Arc::clone(&inner);
         let worker = std::thread::Builder::new()
@@ -321,7 +352,7 @@ impl Inner {
         match self.source.lease(&b.spec, key, b.chunk) {
             Ok(g) => {
                 self.background_leases.fetch_add(1, Ordering::Relaxed);
-                local.install(&g, now);
+                local.install(&g, now, &self.epoch);
                 if g.units == 0 {
                     local
                         .retry_after
@@ -338,7 +369,9 @@ impl Inner {
     }
 
     /// The check path: spend locally, queue a refill when low, lease here only when dry.
-    fn take_one(&self, i: usize, key: &str, amount: u64) -> Result<(), SharedRefusal> {
+    /// Returns the generation of the window spent from when it is known (spent under the
+    /// key's leasing lock, which every window switch holds).
+    fn take_one(&self, i: usize, key: &str, amount: u64) -> Result<Option<u64>, SharedRefusal> {
         let b = &self.budgets[i];
         let t = nanos(self.clock.now());
         // The fast path: one atomic update on the key's balance, found without a lock or a
@@ -361,7 +394,7 @@ impl Inner {
                 self.queue.lock().push_back((i, Arc::from(key)));
                 self.wake.notify_one();
             }
-            return Ok(());
+            return Ok(None);
         }
         let local = b.local(key);
         // Dry (or a new window): one lease here, unless one just failed.
@@ -381,16 +414,17 @@ impl Inner {
         }
         let _g = local.leasing.lock();
         if local.spend(amount, nanos(self.clock.now())).is_some() {
-            return Ok(()); // another thread refilled it meanwhile
+            // Another thread refilled it meanwhile.
+            return Ok(Some(local.window_epoch.load(Ordering::Acquire)));
         }
         let now = self.clock.now();
         let want = b.chunk.max(amount);
         match self.source.lease(&b.spec, key, want) {
             Ok(g) => {
                 self.sync_leases.fetch_add(1, Ordering::Relaxed);
-                local.install(&g, now);
+                local.install(&g, now, &self.epoch);
                 if local.spend(amount, nanos(now)).is_some() {
-                    return Ok(());
+                    return Ok(Some(local.window_epoch.load(Ordering::Acquire)));
                 }
                 local
                     .retry_after
@@ -417,27 +451,47 @@ fn per_name(p: Per) -> &'static str {
 }
 
 impl SharedBudget for LeasedBudgets {
-    fn take(&self, run: &RunContext, want: Units) -> Result<(), SharedRefusal> {
+    fn take(&self, run: &RunContext, want: Units) -> Result<Taken, SharedRefusal> {
         let inner = &*self.inner;
+        // Read before any spending: a window installed after this is newer than the take.
+        let mut taken = Taken(inner.epoch.load(Ordering::Acquire));
         for (i, b) in inner.budgets.iter().enumerate() {
             let Some(key) = b.key(run) else { continue };
-            if let Err(refusal) = inner.take_one(i, key, b.amount(want)) {
-                // All or nothing: give back what the earlier budgets took.
+            let spent = inner.take_one(i, key, b.amount(want));
+            if let Ok(Some(generation)) = spent
+                && generation > taken.0
+            {
+                // This take spent from a window installed after it began (it leased the new
+                // window itself): its units may go back there, provided no key an earlier
+                // budget spent from switched meanwhile (then they would go back to a window
+                // newer than theirs). A switch from now on gets a later generation; one under
+                // way is marked. Otherwise these units are simply not given back.
+                let earlier_unchanged = inner.budgets.iter().take(i).all(|b| {
+                    b.key(run)
+                        .and_then(|k| b.keys.load().get(k).cloned())
+                        .is_none_or(|l| l.window_epoch.load(Ordering::Acquire) <= taken.0)
+                });
+                if earlier_unchanged {
+                    taken = Taken(generation);
+                }
+            }
+            if let Err(refusal) = spent {
+                // All or nothing: give back what the earlier budgets took (to the windows they
+                // took it from).
                 for b in inner.budgets.iter().take(i) {
-                    if let Some(key) = b.key(run) {
-                        let amount = i64::try_from(b.amount(want)).unwrap_or(i64::MAX);
-                        if let Some(l) = b.keys.load().get(key) {
-                            l.available.fetch_add(amount, Ordering::AcqRel);
-                        }
+                    if let Some(key) = b.key(run)
+                        && let Some(l) = b.keys.load().get(key)
+                    {
+                        l.give_back(b.amount(want), taken);
                     }
                 }
                 return Err(refusal);
             }
         }
-        Ok(())
+        Ok(taken)
     }
 
-    fn give_back(&self, run: &RunContext, units: Units) {
+    fn give_back(&self, run: &RunContext, units: Units, taken: Taken) {
         for b in &self.inner.budgets {
             let (Some(key), amount) = (b.key(run), b.amount(units)) else {
                 continue;
@@ -446,8 +500,7 @@ impl SharedBudget for LeasedBudgets {
                 continue;
             }
             if let Some(l) = b.keys.load().get(key) {
-                l.available
-                    .fetch_add(i64::try_from(amount).unwrap_or(i64::MAX), Ordering::AcqRel);
+                l.give_back(amount, taken);
             }
         }
     }

@@ -144,11 +144,12 @@ fn a_source_that_fails_denies_and_nothing_unleased_is_spent() {
 fn shutdown_gives_back_exactly_what_is_left_and_nothing_can_be_spent_after() {
     let (mem, _clock, b) = setup(100, 10);
     let run = RunContext::new("a", "worker");
-    for _ in 0..3 {
+    for _ in 0..2 {
         b.take(&run, one()).unwrap();
     }
     // A call that never ran gives its unit back locally.
-    b.give_back(&run, one());
+    let taken = b.take(&run, one()).unwrap();
+    b.give_back(&run, one(), taken);
     let left = b.local_balance("calls", "a").unwrap();
     let stats = b.shutdown().unwrap();
     assert_eq!(stats.returned as i64, left);
@@ -156,4 +157,59 @@ fn shutdown_gives_back_exactly_what_is_left_and_nothing_can_be_spent_after() {
     assert_eq!(spent, 2);
     assert_eq!(b.local_balance("calls", "a"), Some(0));
     assert_eq!(mem.released.lock().len(), 1);
+}
+
+/// Review finding: units reserved in one window and given back after the next window began
+/// were credited to the new window: 100 reserved in window 1, window 2 starts, another call
+/// takes all 100 of window 2, the first call reports 0 used -> its 100 went into window 2 and a
+/// third take of 100 succeeded (200 spent against 100). Units go back only to their window.
+#[test]
+fn units_given_back_after_their_window_ended_are_not_credited_to_the_next() {
+    let mut sec = section(100, 100);
+    sec.budgets[0].measure = Measure::Tokens;
+    let (mem, clock, b) = setup_with(sec);
+    let run = RunContext::new("a", "worker");
+    let u = Units {
+        calls: 1,
+        tokens: 100,
+        cost_micros: 0,
+    };
+    let first = b.take(&run, u).unwrap(); // window 1: all of it
+    // Window 2 begins while the first call runs.
+    clock.advance(Duration::from_secs(61));
+    mem.window.store(1, Ordering::Release);
+    *mem.allocated.lock() = 0;
+    let second = b.take(&run, u).unwrap(); // all of window 2
+    b.give_back(&run, u, first); // the first call used nothing
+    assert_eq!(b.local_balance("calls", "a"), Some(0));
+    assert!(b.take(&run, u).is_err(), "window 2 would spend 200 of 100");
+    // A give-back within its own window still returns.
+    b.give_back(&run, u, second);
+    assert_eq!(b.local_balance("calls", "a"), Some(100));
+    assert!(b.take(&run, u).is_ok());
+}
+
+/// The all-or-nothing rollback of a take refused by a later budget also gives back only to the
+/// window the units came from.
+#[test]
+fn a_refused_take_rolls_back_into_its_own_window_only() {
+    let mut sec = section(100, 10);
+    sec.budgets.push(BudgetSpec {
+        name: "tokens".into(),
+        per: Per::Agent,
+        measure: Measure::Tokens,
+        limit: 100,
+        window: Duration::from_secs(60),
+        chunk: Some(10),
+    });
+    let (_mem, _clock, b) = setup_with(sec);
+    let run = RunContext::new("a", "worker");
+    let u = Units {
+        calls: 1,
+        tokens: 1_000,
+        cost_micros: 0,
+    };
+    // The calls budget takes 1, the tokens budget refuses: the 1 call comes back.
+    assert!(b.take(&run, u).is_err());
+    assert_eq!(b.local_balance("calls", "a"), Some(10));
 }

@@ -56,13 +56,23 @@ pub(crate) fn create_tables(client: &mut Client, ddl: &str) -> Result<(), Backen
 
 impl PgKillSwitch {
     /// Connects once to create the tables (when missing) and returns the store.
+    ///
+    /// The state (revision 0, nothing suspended) is created the first time only; the table
+    /// `kill_created` records that it was, and is never dropped by tollgate. If the state's
+    /// tables are dropped afterwards, they are recreated empty, without a revision row: reading
+    /// the state is then an error ([`KillError::Missing`]) and followers keep their guards
+    /// suspended (they also refuse any revision lower than the one they applied). To start over
+    /// deliberately, `DELETE FROM kill_created` before opening; running followers stay
+    /// suspended until restarted or until the revision is back where they were.
     pub fn open(backend: PgBackend) -> Result<Self, KillError> {
         let s = backend.schema();
         let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {s}.kill_meta (
+            "CREATE TABLE IF NOT EXISTS {s}.kill_created (
+                 id int PRIMARY KEY CHECK (id = 1),
+                 at timestamptz NOT NULL DEFAULT clock_timestamp());
+             CREATE TABLE IF NOT EXISTS {s}.kill_meta (
                  id int PRIMARY KEY CHECK (id = 1),
                  revision bigint NOT NULL CHECK (revision >= 0));
-             INSERT INTO {s}.kill_meta VALUES (1, 0) ON CONFLICT DO NOTHING;
              CREATE TABLE IF NOT EXISTS {s}.kill_switch (
                  scope text NOT NULL CHECK (scope IN ('global', 'agent', 'run')),
                  target text NOT NULL,
@@ -82,6 +92,31 @@ impl PgKillSwitch {
         );
         let mut client = backend.connect()?;
         create_tables(&mut client, &ddl)?;
+        // The revision row is seeded at 0 only the first time: `kill_created` records that it
+        // was (for a deployment from before the marker, the row being there records it). Once
+        // created, a missing row (the tables dropped and recreated) stays missing: reading the
+        // state fails and followers keep their guards suspended, instead of a suspended fleet
+        // resuming at revision 0. One statement: concurrent first opens seed once.
+        client
+            .batch_execute(&format!(
+                "WITH seeded AS (
+                     INSERT INTO {s}.kill_meta (id, revision)
+                     SELECT 1, 0 WHERE NOT EXISTS (SELECT 1 FROM {s}.kill_created)
+                     ON CONFLICT DO NOTHING RETURNING id)
+                 INSERT INTO {s}.kill_created (id) VALUES (1) ON CONFLICT DO NOTHING"
+            ))
+            .map_err(BackendError::sql("recording the kill switch's creation"))?;
+        if client
+            .query_opt(&format!("SELECT 1 FROM {s}.kill_meta WHERE id = 1"), &[])
+            .map_err(BackendError::sql("reading the kill switch revision"))?
+            .is_none()
+        {
+            tracing::error!(
+                schema = %s,
+                "kill switch: {s}.kill_meta is empty although the state was created (see \
+                 {s}.kill_created); not recreated: followers keep their guards suspended"
+            );
+        }
         // Channel names are identifiers of at most 63 bytes; two schemas sharing a long prefix
         // share a channel, which only wakes a follower for nothing (it reads its own schema).
         let mut channel = format!("tollgate_kill_{s}");
