@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::pg::fresh_backend;
 use tollgate::backend::kill::{
-    FileKillSwitch, KillChange, KillFollower, KillScope, KillSwitchSection, KillSwitchStore,
+    FileKillSwitch, KillChange, KillError, KillFollower, KillScope, KillSwitchSection,
+    KillSwitchStore,
 };
 use tollgate::backend::postgres::PgBackend;
 use tollgate::backend::postgres::kill::PgKillSwitch;
@@ -213,4 +214,56 @@ fn a_suspension_in_the_state_file_reaches_another_process_p50_p99() {
     let (_, p99) = report("files, poll 10 ms", &l);
     assert!(p99 < Duration::from_millis(2500), "p99 {p99:?}");
     assert!(t.elapsed() < Duration::from_secs(120));
+}
+
+/// Review finding: the kill tables dropped while the fleet was suspended, then any process
+/// opening the store recreated them with revision 0 and every follower applied that: the fleet
+/// resumed. Now the state is not re-seeded (`kill_created` records it was created), and the
+/// follower refuses a lower revision anyway.
+#[test]
+fn dropped_kill_tables_are_not_reseeded_and_the_fleet_stays_suspended() {
+    let Some(b) = fresh_backend("kill_drop") else {
+        return;
+    };
+    let store = Arc::new(PgKillSwitch::open(b.clone()).unwrap());
+    let g = guard();
+    let cfg = KillSwitchSection {
+        poll_interval: Duration::from_millis(50),
+        staleness: Duration::from_millis(400),
+        dir: None,
+    };
+    let f = KillFollower::start(g.clone(), store.clone(), &cfg);
+    let run = g.start_run(RunContext::new("bot", "worker")).unwrap();
+    assert!(allowed(&g, &run));
+    store
+        .apply(&KillChange::suspend(KillScope::Global, "ic"))
+        .unwrap();
+    let until = |f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(5), "timed out");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    until(&|| !allowed(&g, &run));
+    let s = b.schema();
+    let mut c = b.connect().unwrap();
+    c.batch_execute(&format!(
+        "DROP TABLE {s}.kill_switch, {s}.kill_meta, {s}.kill_log"
+    ))
+    .unwrap();
+    until(&|| f.status().stale);
+    // Any process opening the store (a host starting, `tollgate kill status`).
+    let again = PgKillSwitch::open(b.clone()).unwrap();
+    assert!(matches!(again.load(), Err(KillError::Missing(_))));
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!allowed(&g, &run), "the fleet stays suspended");
+    // Re-seeded by hand at revision 0 (or restored from an old copy): refused all the same.
+    c.batch_execute(&format!("INSERT INTO {s}.kill_meta VALUES (1, 0)"))
+        .unwrap();
+    assert_eq!(again.load().unwrap().revision, 0);
+    until(&|| f.status().regressed_from == Some(1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!allowed(&g, &run), "revision 0 is not applied");
+    assert!(f.status().stale);
 }
