@@ -7,11 +7,13 @@
 //!   several processes on one host (the embedded default);
 //! - `PgKillSwitch` (feature `postgres`): a table, with a `NOTIFY` on every change, for a fleet.
 //!
-//! A [`KillFollower`] per guard applies the shared state to the guard through its own kill
-//! switch ([`Guard::suspend_all`](crate::Guard::suspend_all),
-//! [`suspend_agent`](crate::Guard::suspend_agent),
-//! [`suspend_run_id`](crate::Guard::suspend_run_id), ...), so the check path stays one atomic
-//! load. It wakes on a change notification where the store has one and polls every
+//! A [`KillFollower`] per guard applies the shared state to the guard's fleet switches, kept
+//! apart from the guard's own ([`Guard::suspend_all`](crate::Guard::suspend_all),
+//! [`suspend_agent`](crate::Guard::suspend_agent), ...): a call is refused while either
+//! suspends it, and a local resume never lifts a fleet suspension (nor the reverse). The check
+//! path stays one atomic load. The shared state's revision only goes up: a follower refuses a
+//! lower one (a state recreated or restored from an old copy) and keeps its guard suspended, and
+//! the stores never recreate a state that was created once (see [`FileKillSwitch::open`]). It wakes on a change notification where the store has one and polls every
 //! `poll_interval` otherwise, and it **fails closed**: when it has not confirmed the state for
 //! longer than `staleness` (database down, partition, a corrupt or deleted state file) it
 //! suspends the guard with the reason `kill-switch-stale`, and lifts only that suspension once

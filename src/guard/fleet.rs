@@ -2,9 +2,9 @@
 //! the fail-closed "unconfirmed" suspension a kill-switch follower sets, and the budgets shared
 //! across hosts ([`SharedBudget`]) the budget stage consults after the run's own budgets.
 //!
-//! The hooks are deliberately small. The kill switch stays the guard's own (atomic flags read by
-//! the very next check); a follower thread only calls the guard's methods when the shared state
-//! changes. A shared budget is one trait object the budget stage asks to take the call's units:
+//! The hooks are deliberately small. The fleet's kill switch is a set of atomic flags and sets of
+//! the guard's, read by the very next check beside (never merged with) the guard's own switches;
+//! a follower thread only calls the guard's `fleet_*` methods when the shared state changes. A shared budget is one trait object the budget stage asks to take the call's units:
 //! an implementation spends from a local lease with an atomic decrement (no I/O, no lock on the
 //! check path) and denies when the lease is empty and cannot be refilled.
 
