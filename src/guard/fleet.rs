@@ -8,10 +8,10 @@
 //! an implementation spends from a local lease with an atomic decrement (no I/O, no lock on the
 //! check path) and denies when the lease is empty and cannot be refilled.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use super::Guard;
+use super::kill::Side;
 use super::shared::{KILL_FLEET, KILL_UNCONFIRMED};
 use crate::audit::AuditError;
 use crate::call::{AgentId, RuleId, RunContext, RunId};
@@ -75,30 +75,14 @@ impl Guard {
     /// by-id form of [`suspend_run`](Self::suspend_run) for a suspension that arrives from
     /// elsewhere (the CLI, another host) and so has no [`Run`](super::Run) handle.
     pub fn suspend_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
-        self.shared.suspended_runs.rcu(|set| {
-            let mut set = HashSet::clone(set);
-            set.insert(run.clone());
-            set
-        });
-        self.shared.note_set_suspensions();
-        let revoked = match &self.shared.credentials {
-            Some(_) => self.revoke_for_kill_switch(|b, now| b.revoke_run_id(run, now)),
-            None => Ok(()),
-        };
-        revoked.and(self.kill_event(None, "suspend", "run", Some(run.as_str()), by))
+        self.suspend_run_id_on(Side::Own, run, by)
     }
 
     /// Lifts [`suspend_run_id`](Self::suspend_run_id) (a suspension set through
     /// [`suspend_run`](Self::suspend_run) stays, and so does one of the fleet's shared kill
     /// switch).
     pub fn resume_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
-        self.shared.suspended_runs.rcu(|set| {
-            let mut set = HashSet::clone(set);
-            set.remove(run);
-            set
-        });
-        self.shared.note_set_suspensions();
-        self.kill_event(None, "resume", "run", Some(run.as_str()), by)
+        self.resume_run_id_on(Side::Own, run, by)
     }
 
     /// Suspends every run because the shared kill-switch state cannot be confirmed (`reason`,
@@ -171,70 +155,31 @@ impl Guard {
 
     /// The fleet suspends every run.
     pub(crate) fn fleet_suspend_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared
-            .kill_flags
-            .fetch_or(KILL_FLEET, Ordering::AcqRel);
-        self.shared.wake_approval_waiters();
-        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
-        revoked.and(self.kill_event(None, "suspend", "global", None, by))
+        self.suspend_all_on(Side::Fleet, by)
     }
 
     /// The fleet lifts its suspension of every run.
     pub(crate) fn fleet_resume_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared
-            .kill_flags
-            .fetch_and(!KILL_FLEET, Ordering::AcqRel);
-        self.kill_event(None, "resume", "global", None, by)
+        self.resume_all_on(Side::Fleet, by)
     }
 
     /// The fleet suspends every run of `agent`.
     pub(crate) fn fleet_suspend_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
-        self.shared.fleet_agents.rcu(|set| {
-            let mut set = HashSet::clone(set);
-            set.insert(agent.clone());
-            set
-        });
-        self.shared.note_set_suspensions();
-        self.shared.wake_approval_waiters();
-        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_agent(agent, now));
-        revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
+        self.suspend_agent_on(Side::Fleet, agent, by)
     }
 
     /// The fleet lifts its suspension of `agent`.
     pub(crate) fn fleet_resume_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
-        self.shared.fleet_agents.rcu(|set| {
-            let mut set = HashSet::clone(set);
-            set.remove(agent);
-            set
-        });
-        self.shared.note_set_suspensions();
-        self.kill_event(None, "resume", "agent", Some(agent.as_str()), by)
+        self.resume_agent_on(Side::Fleet, agent, by)
     }
 
     /// The fleet suspends every run with id `run`.
     pub(crate) fn fleet_suspend_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
-        self.shared.fleet_runs.rcu(|set| {
-            let mut set = HashSet::clone(set);
-            set.insert(run.clone());
-            set
-        });
-        self.shared.note_set_suspensions();
-        self.shared.wake_approval_waiters();
-        let revoked = match &self.shared.credentials {
-            Some(_) => self.revoke_for_kill_switch(|b, now| b.revoke_run_id(run, now)),
-            None => Ok(()),
-        };
-        revoked.and(self.kill_event(None, "suspend", "run", Some(run.as_str()), by))
+        self.suspend_run_id_on(Side::Fleet, run, by)
     }
 
     /// The fleet lifts its suspension of run id `run`.
     pub(crate) fn fleet_resume_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
-        self.shared.fleet_runs.rcu(|set| {
-            let mut set = HashSet::clone(set);
-            set.remove(run);
-            set
-        });
-        self.shared.note_set_suspensions();
-        self.kill_event(None, "resume", "run", Some(run.as_str()), by)
+        self.resume_run_id_on(Side::Fleet, run, by)
     }
 }

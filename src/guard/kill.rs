@@ -3,14 +3,17 @@
 //! covers, and is recorded and flushed.
 
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::atomic::Ordering;
+
+use arc_swap::ArcSwap;
 
 use super::Guard;
 use super::run::{Run, RunState};
 use super::shared::{KILL_FLEET, KILL_LOCAL, Shared};
 use crate::audit::{AuditError, AuditMarks, CredentialEvent, EventKind};
 use crate::breaker::AlertKind;
-use crate::call::AgentId;
+use crate::call::{AgentId, RunId};
 use crate::credential::{CredentialBroker, unix_secs};
 
 impl Shared {
@@ -70,13 +73,7 @@ impl Guard {
     /// This is the guard's own switch: a fleet's shared kill switch (see
     /// [`crate::backend::kill`]) is kept apart, and a call is refused while either suspends it.
     pub fn suspend_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared
-            .kill_flags
-            .fetch_or(KILL_LOCAL, Ordering::AcqRel);
-        self.shared.wake_approval_waiters();
-        // Flag first, then revoke: a mint racing with the switch re-checks it before handing out.
-        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
-        revoked.and(self.kill_event(None, "suspend", "global", None, by))
+        self.suspend_all_on(Side::Own, by)
     }
 
     /// Revokes (and records) the credentials the kill switch just took away.
@@ -110,36 +107,19 @@ impl Guard {
     /// Lifts [`suspend_all`](Self::suspend_all) (agent and run suspensions stay, and so does a
     /// suspension of the fleet's shared kill switch: only the fleet lifts that). Recorded.
     pub fn resume_all(&self, by: &str) -> Result<(), AuditError> {
-        self.shared
-            .kill_flags
-            .fetch_and(!KILL_LOCAL, Ordering::AcqRel);
-        self.kill_event(None, "resume", "global", None, by)
+        self.resume_all_on(Side::Own, by)
     }
 
     /// Suspends every run of `agent`, current and future, until resumed, and revokes the
     /// agent's live credentials (see [`suspend_all`](Self::suspend_all)).
     pub fn suspend_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
-        self.shared.suspended_agents.rcu(|set| {
-            let mut set = HashSet::clone(set);
-            set.insert(agent.clone());
-            set
-        });
-        self.shared.note_set_suspensions();
-        self.shared.wake_approval_waiters();
-        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_agent(agent, now));
-        revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
+        self.suspend_agent_on(Side::Own, agent, by)
     }
 
     /// Lifts [`suspend_agent`](Self::suspend_agent) (a suspension of the agent by the fleet's
     /// shared kill switch stays).
     pub fn resume_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
-        self.shared.suspended_agents.rcu(|set| {
-            let mut set = HashSet::clone(set);
-            set.remove(agent);
-            set
-        });
-        self.shared.note_set_suspensions();
-        self.kill_event(None, "resume", "agent", Some(agent.as_str()), by)
+        self.resume_agent_on(Side::Own, agent, by)
     }
 
     /// Suspends one run and revokes its live credentials.
@@ -191,5 +171,120 @@ impl Guard {
             None => Ok(()),
         };
         recorded.and(flushed)
+    }
+}
+
+/// Whose switch a change is: the guard's own, or the fleet's shared one as its follower applies
+/// it. The two are kept apart (a call is refused while either suspends it; each side lifts only
+/// its own suspensions) and are otherwise changed, revoked and recorded alike.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Side {
+    Own,
+    Fleet,
+}
+
+impl Side {
+    fn flag(self) -> u8 {
+        match self {
+            Side::Own => KILL_LOCAL,
+            Side::Fleet => KILL_FLEET,
+        }
+    }
+
+    fn agents(self, shared: &Shared) -> &ArcSwap<HashSet<AgentId>> {
+        match self {
+            Side::Own => &shared.suspended_agents,
+            Side::Fleet => &shared.fleet_agents,
+        }
+    }
+
+    fn runs(self, shared: &Shared) -> &ArcSwap<HashSet<RunId>> {
+        match self {
+            Side::Own => &shared.suspended_runs,
+            Side::Fleet => &shared.fleet_runs,
+        }
+    }
+}
+
+/// Adds `item` to, or removes it from, a suspension set (readers keep the snapshot they hold).
+fn edit<T: Eq + Hash + Clone>(set: &ArcSwap<HashSet<T>>, item: &T, suspend: bool) {
+    set.rcu(|s| {
+        let mut s = HashSet::clone(s);
+        if suspend {
+            s.insert(item.clone());
+        } else {
+            s.remove(item);
+        }
+        s
+    });
+}
+
+impl Guard {
+    pub(super) fn suspend_all_on(&self, side: Side, by: &str) -> Result<(), AuditError> {
+        self.shared
+            .kill_flags
+            .fetch_or(side.flag(), Ordering::AcqRel);
+        self.shared.wake_approval_waiters();
+        // Flag first, then revoke: a mint racing with the switch re-checks it before handing out.
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_all(now));
+        revoked.and(self.kill_event(None, "suspend", "global", None, by))
+    }
+
+    pub(super) fn resume_all_on(&self, side: Side, by: &str) -> Result<(), AuditError> {
+        self.shared
+            .kill_flags
+            .fetch_and(!side.flag(), Ordering::AcqRel);
+        self.kill_event(None, "resume", "global", None, by)
+    }
+
+    pub(super) fn suspend_agent_on(
+        &self,
+        side: Side,
+        agent: &AgentId,
+        by: &str,
+    ) -> Result<(), AuditError> {
+        edit(side.agents(&self.shared), agent, true);
+        self.shared.note_set_suspensions();
+        self.shared.wake_approval_waiters();
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_agent(agent, now));
+        revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
+    }
+
+    pub(super) fn resume_agent_on(
+        &self,
+        side: Side,
+        agent: &AgentId,
+        by: &str,
+    ) -> Result<(), AuditError> {
+        edit(side.agents(&self.shared), agent, false);
+        self.shared.note_set_suspensions();
+        self.kill_event(None, "resume", "agent", Some(agent.as_str()), by)
+    }
+
+    pub(super) fn suspend_run_id_on(
+        &self,
+        side: Side,
+        run: &RunId,
+        by: &str,
+    ) -> Result<(), AuditError> {
+        edit(side.runs(&self.shared), run, true);
+        self.shared.note_set_suspensions();
+        self.shared.wake_approval_waiters();
+        let revoked = match &self.shared.credentials {
+            Some(_) => self.revoke_for_kill_switch(|b, now| b.revoke_run_id(run, now)),
+            None => Ok(()),
+        };
+        revoked.and(self.kill_event(None, "suspend", "run", Some(run.as_str()), by))
+    }
+
+    pub(super) fn resume_run_id_on(
+        &self,
+        side: Side,
+        run: &RunId,
+        by: &str,
+    ) -> Result<(), AuditError> {
+        edit(side.runs(&self.shared), run, false);
+        self.shared.note_set_suspensions();
+        self.kill_event(None, "resume", "run", Some(run.as_str()), by)
     }
 }
