@@ -1039,6 +1039,41 @@ async fn closed_within(
     }
 }
 
+/// Refused requests are recorded one by one up to `refused_records_per_minute`; past it they
+/// are counted and the count is recorded (here when the listener stops): anyone who can reach the
+/// port cannot fill the audit trail with 401 records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_past_their_bound_are_counted_not_recorded_one_by_one() {
+    let Some(node) = common::node::servers() else {
+        return;
+    };
+    let root = root("refusal-flood");
+    let served = Served::start(&policy(
+        &node.bin("mcp-server-filesystem"),
+        &root.0,
+        true,
+        "refused_records_per_minute = 3",
+    ))
+    .await;
+    for _ in 0..10 {
+        let (status, _) = raw(served.addr, "POST", &[], INITIALIZE).await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(served.faults("unauthenticated").len(), 3);
+    let audit = Arc::clone(&served.audit);
+    served.stop().await;
+    let counted: Vec<_> = audit
+        .events()
+        .into_iter()
+        .filter(|e| e["tollgate.protocol.fault"] == "refused_unrecorded")
+        .collect();
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    let detail = counted[0]["tollgate.protocol.detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(detail.starts_with("7 refused requests"), "{detail}");
+}
+
 /// Before any token is looked at, a client must not be able to hold connections: a request head
 /// not complete within `header_read_timeout` closes the connection (hyper's timeout needs a
 /// timer, which the listener had not set: such a head was held forever), and connections beyond

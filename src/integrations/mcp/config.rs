@@ -22,6 +22,9 @@
 //!                               # long after it began is closed (default 10 s)
 //! max_connections = 512         # HTTP: open connections at most; one more is answered 503 and
 //!                               # closed (default 512)
+//! refused_records_per_minute = 600  # HTTP: refused requests (no or unknown token, oversized,
+//!                               # session-less) recorded one by one per minute; the rest are
+//!                               # counted in the next record (default 600)
 //!
 //! [mcp.connection]              # who a connection without a token acts as (stdio, or
 //! agent = "desktop-assistant"   # HTTP on a loopback address when no `tokens` are set)
@@ -85,6 +88,8 @@ pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`McpSection::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 512;
+/// Default of [`McpSection::refused_records_per_minute`].
+pub const DEFAULT_REFUSED_RECORDS_PER_MINUTE: u64 = 600;
 /// Default of [`McpSection::restart_backoff`].
 pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_millis(500);
 /// Default of [`McpSection::max_restart_backoff`].
@@ -200,6 +205,13 @@ pub struct McpSection {
     /// answered `503 Service Unavailable` and closed at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u64>,
+    /// Streamable HTTP: refused requests (no or an unknown token, an oversized body, a
+    /// session-less request) recorded one by one per minute (default 600). Past it they are
+    /// counted, and the next record (or a record when the listener stops) says how many were
+    /// not recorded one by one: anyone who can reach the port can send them, and a record each
+    /// would let them fill the audit trail's disk (after which the guard refuses every call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_records_per_minute: Option<u64>,
 }
 
 impl McpSection {
@@ -253,6 +265,12 @@ impl McpSection {
     pub fn header_read_timeout(&self) -> Duration {
         self.header_read_timeout
             .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT)
+    }
+
+    /// [`refused_records_per_minute`](Self::refused_records_per_minute) or its default.
+    pub fn refused_records_per_minute(&self) -> u64 {
+        self.refused_records_per_minute
+            .unwrap_or(DEFAULT_REFUSED_RECORDS_PER_MINUTE)
     }
 
     /// [`max_connections`](Self::max_connections) or its default.
@@ -624,6 +642,7 @@ pub(crate) fn check(doc: &Document) -> Result<(), DocumentError> {
         ("max_message_bytes", mcp.max_message_bytes),
         ("max_server_message_bytes", mcp.max_server_message_bytes),
         ("max_connections", mcp.max_connections),
+        ("refused_records_per_minute", mcp.refused_records_per_minute),
     ] {
         if value == Some(0) {
             return Err(DocumentError::invalid(

@@ -129,6 +129,17 @@ struct State {
     fixed: Option<Arc<Identity>>,
     sessions: Mutex<HashMap<String, Binding>>,
     service: StreamableHttpService<Session, LocalSessionManager>,
+    /// How many refused requests were recorded in the current minute, and how many were not.
+    refused: Mutex<Refused>,
+}
+
+/// The bound on refused-request records (`mcp.refused_records_per_minute`): a fixed window of
+/// one minute.
+struct Refused {
+    window_start: std::time::Instant,
+    recorded: u64,
+    /// Refused requests not recorded one by one since the last record.
+    unrecorded: u64,
 }
 
 /// A bound streamable-HTTP listener of a [`Gateway`]; [`serve_until`](Self::serve_until) runs it.
@@ -274,6 +285,11 @@ impl Gateway {
                 fixed,
                 sessions: Mutex::new(HashMap::new()),
                 service,
+                refused: Mutex::new(Refused {
+                    window_start: std::time::Instant::now(),
+                    recorded: 0,
+                    unrecorded: 0,
+                }),
             }),
         })
     }
@@ -354,6 +370,7 @@ impl HttpListener {
         }
         state.service.config.cancellation_token.cancel();
         connections.shutdown().await;
+        state.record_unrecorded();
         state.sessions.lock().clear();
         Ok(())
     }
@@ -450,6 +467,46 @@ impl State {
     }
 
     fn record_unbound(&self, fault: &'static str, detail: &str) {
+        tracing::warn!(target: "tollgate::mcp", fault, detail, "HTTP request refused");
+        let unrecorded = {
+            let mut r = self.refused.lock();
+            let now = std::time::Instant::now();
+            if now.duration_since(r.window_start) >= Duration::from_secs(60) {
+                r.window_start = now;
+                r.recorded = 0;
+            }
+            if r.recorded >= self.shared.section.refused_records_per_minute() {
+                r.unrecorded += 1;
+                return;
+            }
+            r.recorded += 1;
+            std::mem::take(&mut r.unrecorded)
+        };
+        let detail = match unrecorded {
+            0 => std::borrow::Cow::Borrowed(detail),
+            n => std::borrow::Cow::Owned(format!(
+                "{detail} (and {n} refused requests before it not recorded one by one: over \
+                 `mcp.refused_records_per_minute`)"
+            )),
+        };
+        self.write_refusal(fault, &detail);
+    }
+
+    /// Records the refused requests still counted but not recorded (when the listener stops).
+    fn record_unrecorded(&self) {
+        let n = std::mem::take(&mut self.refused.lock().unrecorded);
+        if n > 0 {
+            self.write_refusal(
+                "refused_unrecorded",
+                &format!(
+                    "{n} refused requests not recorded one by one: over \
+                     `mcp.refused_records_per_minute`"
+                ),
+            );
+        }
+    }
+
+    fn write_refusal(&self, fault: &'static str, detail: &str) {
         let recorded = self.shared.guard.record_unbound(EventKind::ProtocolFault {
             source: "mcp-http",
             fault,
@@ -458,7 +515,6 @@ impl State {
         if let Err(e) = recorded {
             tracing::error!(target: "tollgate::mcp", error = %e, fault, "refused HTTP request not recorded");
         }
-        tracing::warn!(target: "tollgate::mcp", fault, detail, "HTTP request refused");
     }
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
