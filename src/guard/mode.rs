@@ -347,7 +347,7 @@ impl Decided {
             }
         };
         let n = shared.recommendations.fetch_add(1, Ordering::Relaxed) + 1;
-        let id: Arc<str> = format!("rec-{}-{n}", run.id).into();
+        let id = super::run::recommendation_id(&run.id, n);
         let mut args = shown_args(call.args());
         let marks = match admitted {
             Some(a) => boundary.marks_of(a),
@@ -488,12 +488,7 @@ impl Guard {
         if !Arc::ptr_eq(&run.shared, &self.shared) {
             return Err(GuardError::UnknownRecommendation(recommendation.to_owned()));
         }
-        // This run's ids are `rec-<run id>-<n>`.
-        let n = recommendation
-            .strip_prefix("rec-")
-            .and_then(|rest| rest.strip_prefix(run.id.as_str()))
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|n| n.parse::<u64>().ok());
+        let n = super::run::recommendation_number(&run.id, recommendation);
         let mut issued = run.recommended.lock();
         let standing = match n {
             Some(n) => issued.standing(n),

@@ -277,6 +277,21 @@ pub(crate) struct Recommended {
     dropped_through: u64,
 }
 
+/// The id of recommendation `n` made in run `run`: `rec-<run id>-<n>`.
+pub(crate) fn recommendation_id(run: &RunId, n: u64) -> Arc<str> {
+    format!("rec-{run}-{n}").into()
+}
+
+/// The number of a recommendation id [`recommendation_id`] made for `run`; `None` for an id of
+/// another run or of no recommendation.
+pub(crate) fn recommendation_number(run: &RunId, id: &str) -> Option<u64> {
+    id.strip_prefix("rec-")?
+        .strip_prefix(run.as_str())?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
 /// Where a recommendation stands, by its number.
 pub(crate) enum Standing<'a> {
     Pending(&'a Proposed),
@@ -325,6 +340,16 @@ impl Recommended {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_recommendation_id_names_its_run_and_number() {
+        let (a, b) = (RunId::new("a"), RunId::new("a-1"));
+        let id = recommendation_id(&b, 5);
+        assert_eq!(&*id, "rec-a-1-5");
+        assert_eq!(recommendation_number(&b, &id), Some(5));
+        assert_eq!(recommendation_number(&a, &id), None, "another run's id");
+        assert_eq!(recommendation_number(&a, "rec-a-x"), None);
+    }
 
     proptest! {
         /// However recommendations are made and answered, at most `max` wait, and each number
