@@ -189,6 +189,9 @@ on_violation = "deny"
         &["read_chart", "web", "post", "note", "keep"],
     );
     let mut t = r.tracker();
+    // The user's own prompt is indexed too: a capped lookup must not take its `user` source
+    // (what the user typed may go anywhere) along with the other labels.
+    t.observe_prompt("please summarise my chart");
     let p1 = json!({"patient_id": "p1"});
     r.observe_output(
         &mut t,

@@ -527,12 +527,18 @@ impl FlowTracker {
             walked += 1;
             if walked > self.limits.max_candidates {
                 // Fail closed on every dimension: the value might also occur in any indexed
-                // text not verified, so it carries every label indexed (the highest tier, every
-                // compartment, hence the strictest retention) and counts as untrusted.
+                // text not verified, so it carries every label's tier, compartments and flags
+                // (the highest tier, every compartment, hence the strictest retention) and
+                // counts as untrusted, but takes no other source: a `user` or `trusted` source
+                // would vouch for it (what the user typed may go anywhere).
                 o.flags |= Origin::TRUNCATED;
                 o.sources = o.sources.union(SourceSet::UNTRUSTED);
                 for l in &self.labels {
-                    o = o.union(l.origin());
+                    let all = l.origin();
+                    o = o.union(Origin {
+                        sources: SourceSet::EMPTY,
+                        ..all
+                    });
                 }
                 break;
             }
