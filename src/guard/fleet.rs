@@ -4,8 +4,9 @@
 //!
 //! The hooks are deliberately small. The fleet's kill switch is a set of atomic flags and sets of
 //! the guard's, read by the very next check beside (never merged with) the guard's own switches;
-//! a follower thread only calls the guard's `fleet_*` methods when the shared state changes. A shared budget is one trait object the budget stage asks to take the call's units:
-//! an implementation spends from a local lease with an atomic decrement (no I/O, no lock on the
+//! a follower thread only changes the fleet's side of them (`Side::Fleet`) when the shared
+//! state changes. A shared budget is one trait object the budget stage asks to take the call's
+//! units: an implementation spends from a local lease with an atomic decrement (no I/O, no lock on the
 //! check path) and denies when the lease is empty and cannot be refilled.
 
 use std::sync::atomic::Ordering;
@@ -14,7 +15,7 @@ use super::Guard;
 use super::kill::Side;
 use super::shared::{KILL_FLEET, KILL_UNCONFIRMED};
 use crate::audit::AuditError;
-use crate::call::{AgentId, RuleId, RunContext, RunId};
+use crate::call::{RuleId, RunContext, RunId};
 
 /// Amounts a call takes from budgets shared across hosts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -141,45 +142,10 @@ impl Guard {
         self.shared.kill_flags.load(Ordering::Acquire) & KILL_FLEET != 0
     }
 
-    // The fleet's shared kill switch, as its follower applies it. Kept apart from the guard's
-    // own switches (`suspend_all`, `suspend_agent`, `suspend_run_id`): a call is refused while
-    // either suspends it, the guard's own resumes never lift a fleet suspension and the fleet's
-    // resumes never lift one of the guard's own. Recorded like the guard's own.
-
     /// Sends an alert ([`AlertKind::Suspended`](crate::breaker::AlertKind::Suspended)) about the
     /// fleet's kill switch, e.g. a shared state its follower refuses.
     pub(crate) fn fleet_alert(&self, detail: impl FnOnce() -> String) {
         self.shared
             .alert(crate::breaker::AlertKind::Suspended, None, None, detail);
-    }
-
-    /// The fleet suspends every run.
-    pub(crate) fn fleet_suspend_all(&self, by: &str) -> Result<(), AuditError> {
-        self.suspend_all_on(Side::Fleet, by)
-    }
-
-    /// The fleet lifts its suspension of every run.
-    pub(crate) fn fleet_resume_all(&self, by: &str) -> Result<(), AuditError> {
-        self.resume_all_on(Side::Fleet, by)
-    }
-
-    /// The fleet suspends every run of `agent`.
-    pub(crate) fn fleet_suspend_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
-        self.suspend_agent_on(Side::Fleet, agent, by)
-    }
-
-    /// The fleet lifts its suspension of `agent`.
-    pub(crate) fn fleet_resume_agent(&self, agent: &AgentId, by: &str) -> Result<(), AuditError> {
-        self.resume_agent_on(Side::Fleet, agent, by)
-    }
-
-    /// The fleet suspends every run with id `run`.
-    pub(crate) fn fleet_suspend_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
-        self.suspend_run_id_on(Side::Fleet, run, by)
-    }
-
-    /// The fleet lifts its suspension of run id `run`.
-    pub(crate) fn fleet_resume_run_id(&self, run: &RunId, by: &str) -> Result<(), AuditError> {
-        self.resume_run_id_on(Side::Fleet, run, by)
     }
 }

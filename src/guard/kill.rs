@@ -178,8 +178,10 @@ impl Guard {
 /// it. The two are kept apart (a call is refused while either suspends it; each side lifts only
 /// its own suspensions) and are otherwise changed, revoked and recorded alike.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Side {
+pub(crate) enum Side {
+    /// The guard's own switch (`suspend_all`, `suspend_agent`, ...).
     Own,
+    /// The fleet's shared switch, applied by a kill-switch follower.
     Fleet,
 }
 
@@ -220,7 +222,7 @@ fn edit<T: Eq + Hash + Clone>(set: &ArcSwap<HashSet<T>>, item: &T, suspend: bool
 }
 
 impl Guard {
-    pub(super) fn suspend_all_on(&self, side: Side, by: &str) -> Result<(), AuditError> {
+    pub(crate) fn suspend_all_on(&self, side: Side, by: &str) -> Result<(), AuditError> {
         self.shared
             .kill_flags
             .fetch_or(side.flag(), Ordering::AcqRel);
@@ -230,14 +232,14 @@ impl Guard {
         revoked.and(self.kill_event(None, "suspend", "global", None, by))
     }
 
-    pub(super) fn resume_all_on(&self, side: Side, by: &str) -> Result<(), AuditError> {
+    pub(crate) fn resume_all_on(&self, side: Side, by: &str) -> Result<(), AuditError> {
         self.shared
             .kill_flags
             .fetch_and(!side.flag(), Ordering::AcqRel);
         self.kill_event(None, "resume", "global", None, by)
     }
 
-    pub(super) fn suspend_agent_on(
+    pub(crate) fn suspend_agent_on(
         &self,
         side: Side,
         agent: &AgentId,
@@ -250,7 +252,7 @@ impl Guard {
         revoked.and(self.kill_event(None, "suspend", "agent", Some(agent.as_str()), by))
     }
 
-    pub(super) fn resume_agent_on(
+    pub(crate) fn resume_agent_on(
         &self,
         side: Side,
         agent: &AgentId,
@@ -261,7 +263,7 @@ impl Guard {
         self.kill_event(None, "resume", "agent", Some(agent.as_str()), by)
     }
 
-    pub(super) fn suspend_run_id_on(
+    pub(crate) fn suspend_run_id_on(
         &self,
         side: Side,
         run: &RunId,
@@ -270,14 +272,11 @@ impl Guard {
         edit(side.runs(&self.shared), run, true);
         self.shared.note_set_suspensions();
         self.shared.wake_approval_waiters();
-        let revoked = match &self.shared.credentials {
-            Some(_) => self.revoke_for_kill_switch(|b, now| b.revoke_run_id(run, now)),
-            None => Ok(()),
-        };
+        let revoked = self.revoke_for_kill_switch(|b, now| b.revoke_run_id(run, now));
         revoked.and(self.kill_event(None, "suspend", "run", Some(run.as_str()), by))
     }
 
-    pub(super) fn resume_run_id_on(
+    pub(crate) fn resume_run_id_on(
         &self,
         side: Side,
         run: &RunId,

@@ -94,6 +94,7 @@ pub use builder::GuardBuilder;
 pub use escalate::ApprovalTicker;
 pub use fleet::{SharedBudget, SharedRefusal, Taken, Units};
 pub use flow::Delivery;
+pub(crate) use kill::Side;
 pub use limits::{LoopDetection, RunBudget};
 pub use permit::{Cancellation, DetachedPermit, Permit};
 pub use reload::ReloadError;

@@ -22,6 +22,7 @@ use super::{KillState, KillSwitchSection, KillSwitchStore, Suspension};
 use crate::Guard;
 use crate::call::{AgentId, RunId};
 use crate::clock::{Clock, MonoTime, SystemClock};
+use crate::guard::Side;
 
 /// The reason recorded when the follower suspends its guard for want of confirmation.
 pub const STALE_REASON: &str = "kill-switch-stale";
@@ -114,7 +115,6 @@ impl KillFollower {
             clock,
             staleness: cfg.staleness,
             applied: KillState::default(),
-            last_revision: None,
             last_ok: None,
             inner: Arc::clone(&inner),
         };
@@ -224,8 +224,6 @@ struct Applier {
     clock: Arc<dyn Clock>,
     staleness: Duration,
     applied: KillState,
-    /// The revision of `applied`, once one was read: a lower one is refused.
-    last_revision: Option<u64>,
     last_ok: Option<MonoTime>,
     inner: Arc<Inner>,
 }
@@ -254,9 +252,8 @@ impl Applier {
     fn receive(&mut self, msg: Fetched) {
         match msg {
             Fetched::State(state, at) => {
-                if let Some(last) = self.last_revision
-                    && state.revision < last
-                {
+                let last = self.applied.revision;
+                if state.revision < last {
                     // The revision only goes up: a lower one is a state recreated (a deleted
                     // file, dropped tables) or restored from an old copy. Applying it could lift
                     // suspensions nobody lifted: it is no confirmation, and the guard is
@@ -338,11 +335,11 @@ impl Applier {
         };
         match (&old.global, &state.global) {
             (None, Some(s)) => {
-                log(g.fleet_suspend_all(&by(s)));
+                log(g.suspend_all_on(Side::Fleet, &by(s)));
                 changed = true;
             }
             (Some(_), None) => {
-                log(g.fleet_resume_all(&format!("fleet revision {}", state.revision)));
+                log(g.resume_all_on(Side::Fleet, &format!("fleet revision {}", state.revision)));
                 changed = true;
             }
             _ => {}
@@ -351,19 +348,18 @@ impl Applier {
         changed |= diff(&old.agents, &state.agents, |id, s| {
             let agent = AgentId::new(id);
             log(match s {
-                Some(s) => g.fleet_suspend_agent(&agent, &by(s)),
-                None => g.fleet_resume_agent(&agent, &resumer),
+                Some(s) => g.suspend_agent_on(Side::Fleet, &agent, &by(s)),
+                None => g.resume_agent_on(Side::Fleet, &agent, &resumer),
             })
         });
         changed |= diff(&old.runs, &state.runs, |id, s| {
             let run = RunId::new(id);
             log(match s {
-                Some(s) => g.fleet_suspend_run_id(&run, &by(s)),
-                None => g.fleet_resume_run_id(&run, &resumer),
+                Some(s) => g.suspend_run_id_on(Side::Fleet, &run, &by(s)),
+                None => g.resume_run_id_on(Side::Fleet, &run, &resumer),
             })
         });
         self.applied = state.clone();
-        self.last_revision = Some(state.revision);
         let mut status = self.inner.status.lock();
         status.revision = Some(state.revision);
         status.regressed_from = None;

@@ -373,6 +373,23 @@ fn the_section_refuses_a_staleness_bound_within_one_poll() {
     };
     let e = s.validate().unwrap_err().to_string();
     assert!(e.contains("backend.kill_switch.staleness"), "{e}");
+    // Confirmations are dated from before their poll's wait: twice the poll is still too short,
+    // just above it is accepted.
+    let twice = KillSwitchSection {
+        poll_interval: Duration::from_secs(5),
+        staleness: Duration::from_secs(10),
+        dir: None,
+    };
+    let e = twice.validate().unwrap_err().to_string();
+    assert!(e.contains("twice"), "{e}");
+    assert!(
+        KillSwitchSection {
+            staleness: Duration::from_millis(10_001),
+            ..twice
+        }
+        .validate()
+        .is_ok()
+    );
     assert!(
         KillSwitchSection {
             poll_interval: Duration::ZERO,
@@ -557,13 +574,20 @@ fn a_fleet_resume_never_lifts_a_local_suspension() {
     g.suspend_agent(&crate::call::AgentId::new("b"), "local")
         .unwrap();
     g.suspend_run_id(&RunId::new("r-a"), "local").unwrap();
+    // Each change applied before the next (the follower could otherwise read only the last
+    // state and never apply the suspension the resume must not undo).
+    let mut revision = 2;
     for scope in [KillScope::Agent("b".into()), KillScope::Run("r-a".into())] {
-        store
-            .apply(&KillChange::suspend(scope.clone(), "x"))
-            .unwrap();
-        store.apply(&KillChange::resume(scope, "x")).unwrap();
+        for change in [
+            KillChange::suspend(scope.clone(), "x"),
+            KillChange::resume(scope, "x"),
+        ] {
+            store.apply(&change).unwrap();
+            revision += 1;
+            eventually("applied", || follower.status().revision == Some(revision));
+        }
     }
-    eventually("applied", || follower.status().revision == Some(6));
+    assert_eq!(revision, 6);
     assert!(
         !allowed(&g, &a) && !allowed(&g, &b),
         "local suspensions stand"
