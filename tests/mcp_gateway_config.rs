@@ -122,6 +122,7 @@ fn unknown_fields_and_zero_or_overlong_limits_are_refused() {
         "max_message_bytes",
         "max_server_message_bytes",
         "max_connections",
+        "refused_records_per_minute",
     ] {
         let e = err(&GOOD.replace("call_timeout = \"5s\"", &format!("{field} = 0")));
         assert_eq!(e.path(), Some(format!("mcp.{field}").as_str()), "{e}");
@@ -300,14 +301,16 @@ fn the_http_connection_limits_have_defaults_and_follow_the_document() {
         std::time::Duration::from_secs(10)
     );
     assert_eq!(mcp.max_connections(), 512);
+    assert_eq!(mcp.refused_records_per_minute(), 600);
     let p = parse(&GOOD.replace(
         "call_timeout = \"5s\"",
-        "header_read_timeout = \"2s\"\nmax_connections = 8",
+        "header_read_timeout = \"2s\"\nmax_connections = 8\nrefused_records_per_minute = 5",
     ))
     .unwrap();
     let mcp = p.document().mcp.as_ref().unwrap();
     assert_eq!(mcp.header_read_timeout(), std::time::Duration::from_secs(2));
     assert_eq!(mcp.max_connections(), 8);
+    assert_eq!(mcp.refused_records_per_minute(), 5);
 }
 
 #[test]

@@ -1006,6 +1006,26 @@ async fn session_less_requests_are_refused_so_a_run_spans_its_session() {
     // A session opens as before, and its calls are served.
     let session = open_session(served.addr, &reader).await;
     assert!(!session.is_empty());
+    // A call naming the session-less revision is routed by it (rmcp reads the version, not the
+    // session id): refused and recorded too, even with a session id.
+    let with_session = [
+        ("Authorization", reader.as_str()),
+        ("Mcp-Session-Id", session.as_str()),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "read_text_file"),
+    ];
+    let (status, body) = raw_whole(served.addr, &with_session, &call).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("hello over http"), "the tool ran: {body}");
+    assert_eq!(served.faults("sessionless").len(), 4);
+    let decisions = served
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "decision")
+        .count();
+    assert_eq!(decisions, 0, "a session-less call reached the guard");
     let client = served.client(READER_TOKEN).await;
     let r = harness::call_peer(
         client.peer(),

@@ -77,6 +77,9 @@ struct Opening {
     identity: Arc<Identity>,
     may_open: bool,
     run: Arc<Mutex<Option<Weak<Run>>>>,
+    /// Set by the session factory when rmcp asked it for a handler of a request that may not
+    /// open a run (see `handle`).
+    refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The JSON-RPC method and id of a request body, to tell an `initialize` from anything else
@@ -254,9 +257,14 @@ impl Gateway {
                 .try_with(Opening::clone)
                 .map_err(|_| std::io::Error::other("a session opened outside an identity"))?;
             if !opening.may_open {
-                // Only a session-less `initialize` opens a run; `handle` refuses everything else
-                // before rmcp sees it, so this is reached only should rmcp route another request
-                // here (a run per request would reset the run's state on every call).
+                // Only a session-less `initialize` opens a run. rmcp also asks for a handler of
+                // its own for a request of the session-less revision (2026-07-28) that carries a
+                // session id, telling it by the protocol version in `_meta` or the header: such a
+                // run per request would reset the run's state on every call. `handle` records it
+                // and answers it as it answers a request without a session.
+                opening
+                    .refused
+                    .store(true, std::sync::atomic::Ordering::Release);
                 return Err(std::io::Error::other(
                     "a run is opened only by a session-less `initialize` request",
                 ));
@@ -467,7 +475,6 @@ impl State {
     }
 
     fn record_unbound(&self, fault: &'static str, detail: &str) {
-        tracing::warn!(target: "tollgate::mcp", fault, detail, "HTTP request refused");
         let unrecorded = {
             let mut r = self.refused.lock();
             let now = std::time::Instant::now();
@@ -476,6 +483,11 @@ impl State {
                 r.recorded = 0;
             }
             if r.recorded >= self.shared.section.refused_records_per_minute() {
+                // Logged like the records: one by one up to the bound, then once per stretch.
+                if r.unrecorded == 0 {
+                    tracing::warn!(target: "tollgate::mcp", fault, detail, "HTTP request refused; \
+                        more refused requests are counted, not logged one by one, until the next record");
+                }
                 r.unrecorded += 1;
                 return;
             }
@@ -489,6 +501,7 @@ impl State {
                  `mcp.refused_records_per_minute`)"
             )),
         };
+        tracing::warn!(target: "tollgate::mcp", fault, detail = %detail, "HTTP request refused");
         self.write_refusal(fault, &detail);
     }
 
@@ -605,14 +618,26 @@ impl State {
         } else {
             req.map(http_body_util::Either::Left)
         };
+        let version = req_version(req.headers());
         let opening = Opening {
             identity,
             may_open,
             run: Arc::new(Mutex::new(None)),
+            refused: Arc::default(),
         };
         let response = OPENING
             .scope(opening.clone(), self.service.handle(req))
             .await;
+        if opening.refused.load(std::sync::atomic::Ordering::Acquire) {
+            self.record_unbound(
+                "sessionless",
+                &format!(
+                    "{method} {MCP_PATH} from {peer} served without its session by the protocol \
+                     revision it names (MCP-Protocol-Version {version:?})"
+                ),
+            );
+            return sessionless_refusal(None);
+        }
         match response.status() {
             StatusCode::PAYLOAD_TOO_LARGE => self.record_unbound(
                 "oversized",
