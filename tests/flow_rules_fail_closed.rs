@@ -433,12 +433,18 @@ fn duplicate_keys_give_the_tools_strictest_label() {
 
 #[test]
 fn a_when_argument_holding_several_values_gives_the_strictest_label_they_select() {
-    let r = rules(ACCOUNTS, &["get_account", "pay", "share"]);
-    let mut t = r.tracker();
+    // Two conditions, the laxer first: first-match on any one value would pick `trusted`.
+    let doc = ACCOUNTS.replace(
+        r#"when = [{ arg = "account", pattern = "^ext-", integrity = "untrusted" }]"#,
+        r#"when = [{ arg = "account", pattern = "^int-", integrity = "trusted" }, { arg = "account", pattern = "^ext-", integrity = "untrusted" }]"#,
+    );
+    assert_ne!(doc, ACCOUNTS);
+    let r = rules(&doc, &["get_account", "pay", "share"]);
     for args in [
         json!({"account": ["int-1", "ext-2"], "owner": "o1"}),
         json!({"account": {"int-1": "ext-2"}, "owner": "o1"}),
     ] {
+        let mut t = r.tracker();
         r.observe_output(
             &mut t,
             "get_account",

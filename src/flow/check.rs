@@ -523,6 +523,15 @@ impl FlowRules {
                 fixed: false,
             };
         };
+        if t.when.is_empty() && t.compartment_arg.is_none() {
+            // No label of this tool reads its arguments: nothing to parse, nothing to fail.
+            return ToolLabel {
+                integrity: t.integrity,
+                tier: t.tier,
+                compartment: None,
+                fixed: false,
+            };
+        }
         let Some(parsed) = Parsed::of(args, self.inner.json_limits) else {
             if t.compartment_arg.is_some() {
                 tracker.mark_unknown_compartment();
