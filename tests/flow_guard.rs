@@ -671,6 +671,15 @@ fn arguments_the_boundary_reads_within_the_documents_limits_are_read_by_the_flow
         &ToolCall::new("pay", r#"{"recipient":"GB11ATTACKER000000000000"}"#),
     );
     assert_eq!(v.deny_code(), Some(DenyCode::FlowViolation), "{v:?}");
+    // The same padding on an internal account: read within the document's limits, so its
+    // trusted label holds and the payee may be paid (unread, it would take the strictest label).
+    let padded = format!(r#"{{"account":"int-3"{}}}"#, " ".repeat(70_000));
+    get_account(&guard, &run, &padded, "payee CH9300762011623852957");
+    let v = guard.check(
+        &run,
+        &ToolCall::new("pay", r#"{"recipient":"CH9300762011623852957"}"#),
+    );
+    assert!(v.is_allowed(), "{v:?}");
 }
 
 #[test]
