@@ -141,7 +141,7 @@ async fn a_phone_number_read_in_any_content_shape_cannot_be_stored() {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/records_server.mjs");
     let tmp = common::tempdir::temp_dir("mcp-memory", "shapes");
-    for shape in ["text", "resource", "link", "blob", "image"] {
+    for shape in ["text", "resource", "link", "blob", "image", "result_meta"] {
         let store = tmp.path().join(format!("store-{shape}.jsonl"));
         let text_doc = format!(
             r#"tiers = ["public", "internal", "phi"]

@@ -2,7 +2,8 @@
 // gateway's flow index is tested on all of them: `read_patient` answers with the record as
 // {"as": "text"} a text block, "resource" an embedded text resource (the default), "link" a
 // resource link whose description holds it, "blob" an embedded blob resource (base64) whose URI
-// names the patient, "image" an image block with the record in its `_meta`. `store_memory`
+// names the patient, "image" an image block with the record in its `_meta`, "result_meta" a
+// text block that says nothing with the record in the result's own `_meta`. `store_memory`
 // appends its arguments to $STORE_FILE.
 import { createInterface } from "node:readline";
 import { appendFileSync } from "node:fs";
@@ -22,6 +23,10 @@ const shapes = {
   link: () => [{ type: "resource_link", uri: "records://P-123456", name: "P-123456", description: REC }],
   blob: () => [{ type: "resource", resource: { uri: URI, mimeType: "application/octet-stream", blob: Buffer.from(REC).toString("base64") } }],
   image: () => [{ type: "image", data: "iVBORw0KGgo=", mimeType: "image/png", _meta: { caption: REC } }],
+};
+// Shapes that are a whole result, not only its content.
+const results = {
+  result_meta: () => ({ content: [{ type: "text", text: "see the attachment" }], _meta: { record: REC } }),
 };
 
 createInterface({ input: process.stdin }).on("line", (line) => {
@@ -46,6 +51,8 @@ createInterface({ input: process.stdin }).on("line", (line) => {
     case "tools/call": {
       const args = msg.params.arguments ?? {};
       if (msg.params.name === "read_patient") {
+        const whole = results[args.as];
+        if (whole) return reply(whole());
         const shape = shapes[args.as ?? "resource"];
         if (!shape) return fail(-32602, "unknown shape");
         return reply({ content: shape() });

@@ -453,6 +453,10 @@ impl Session {
         for block in &result.content {
             observe(block, &mut texts);
         }
+        // The result's own `_meta` reaches the client too.
+        if let Some(meta) = &result.meta {
+            texts.push(json(meta));
+        }
         if texts.is_empty() && result.structured_content.is_some() {
             return Ok(Delivery::Show);
         }
