@@ -119,10 +119,11 @@ impl Snapshot {
             .and_then(|r| r.override_for(ctx.task_type().map(|t| t.as_str())));
         let resolved = self.modes.as_ref().map(|m| m.resolve_rule(ctx, tool));
         match (resolved, demoted) {
-            (Some((mode, rule)), Some((to, _))) if mode.permissiveness() < to.permissiveness() => {
-                (mode, Some(rule.clone()))
+            (Some((mode, rule)), Some((to, demotion))) => {
+                let m = to.stricter(mode);
+                (m, Some(if m == to { demotion } else { rule.clone() }))
             }
-            (_, Some((to, rule))) => (to, Some(rule)),
+            (None, Some((to, rule))) => (to, Some(rule)),
             (Some((mode, rule)), None) => (mode, Some(rule.clone())),
             (None, None) => (Mode::Enforce, None),
         }
