@@ -68,11 +68,13 @@ mod redact;
 mod sinks;
 pub mod values;
 
+#[cfg(feature = "mcp")]
+pub(crate) use redact::SecretFinder;
+pub(crate) use redact::scrub_credentials;
 pub use redact::{
     AuditMarks, CREDENTIAL_PLACEHOLDER, MIN_SCRUB_BYTES, SECRET_PLACEHOLDER, SENSITIVE_PLACEHOLDER,
     UNPARSEABLE_PLACEHOLDER,
 };
-pub(crate) use redact::{scrub_credentials, scrub_secrets};
 pub use sinks::{Fanout, MemorySink, TracingSink};
 use std::time::{Duration, SystemTime};
 pub use values::Redaction;

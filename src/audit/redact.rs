@@ -422,34 +422,25 @@ pub(crate) fn scrub_credentials(outcome: &Outcome, secrets: &[&str]) -> Option<O
     Some(scrubbed)
 }
 
-/// `text` with every occurrence of one of `secrets` replaced by [`CREDENTIAL_PLACEHOLDER`], found
-/// the way [`scrub_credentials`] finds them (as given, percent-encoded, JSON-escaped, in any
-/// mixture; a text holding a secret shorter than [`MIN_SCRUB_BYTES`] is replaced whole); `None`
-/// when nothing needs to change. The one scrubber for the audit trail and for what the MCP gateway
-/// hands its client.
-#[cfg_attr(not(feature = "mcp"), allow(dead_code))]
-pub(crate) fn scrub_secrets(text: &str, secrets: &[&str]) -> Option<String> {
-    if secrets.iter().all(|s| s.is_empty()) {
-        return None;
-    }
-    SecretFinder::new(secrets).scrub(text)
-}
-
-/// Finds credential secrets in a text, as given or encoded byte by byte.
+/// Finds credential secrets in a text, as given or encoded byte by byte, and replaces them by
+/// [`CREDENTIAL_PLACEHOLDER`] (a text holding a secret shorter than [`MIN_SCRUB_BYTES`] is
+/// replaced whole). The one scrubber for the audit trail ([`scrub_credentials`]) and for what the
+/// MCP gateway hands its client; build it once per set of secrets. No secret may be empty.
 ///
 /// Hand-written: a fixed needle per encoding cannot cover the mixtures encoders produce (Python's
 /// `quote` leaves `/` alone but encodes `+` and `=`; a JSON encoder may escape `/` or not), so
 /// each byte of the secret may appear in any of its forms. Which positions of the text an
 /// occurrence can have reached after each byte is tracked as a set, so a text full of `%` and `\`
 /// cannot make the search backtrack exponentially.
-struct SecretFinder<'s> {
+pub(crate) struct SecretFinder<'s> {
     secrets: Vec<&'s [u8]>,
     /// Bytes an occurrence of some secret can start with.
     starts: [bool; 256],
 }
 
+#[cfg_attr(not(feature = "mcp"), allow(dead_code))]
 impl<'s> SecretFinder<'s> {
-    fn new(secrets: &[&'s str]) -> Self {
+    pub(crate) fn new(secrets: &[&'s str]) -> Self {
         let mut starts = [false; 256];
         let secrets: Vec<&[u8]> = secrets
             .iter()
@@ -468,7 +459,8 @@ impl<'s> SecretFinder<'s> {
     }
 
     /// `text` with every occurrence replaced; `None` if there is none.
-    fn scrub(&self, text: &str) -> Option<String> {
+    /// `text` with every occurrence replaced; `None` when nothing needs to change.
+    pub(crate) fn scrub(&self, text: &str) -> Option<String> {
         let bytes = text.as_bytes();
         let (mut here, mut next) = (Vec::new(), Vec::new());
         let mut out: Option<String> = None;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::Shared;
 use super::pending::Pending;
+use crate::audit::SecretFinder;
 use crate::escalation::{ApprovalRequest, RequestState};
 use crate::flow::Output;
 use crate::{Delivery, Outcome, Permit, Run, ToolCall, Verdict};
@@ -105,8 +106,8 @@ fn digest(result: &CallToolResult) -> String {
 /// Replaces every occurrence of `secret` in a result (every string of its content, structured
 /// content and metadata, and every object key) with a placeholder: a server that echoes its
 /// credential must not hand it to the client. The secret is found the way the audit trail finds
-/// it ([`crate::audit::scrub_secrets`]: as given, percent-encoded, JSON-escaped, in any mixture).
-/// A result that cannot be rewritten is replaced by an error.
+/// it ([`SecretFinder`]: as given, percent-encoded, JSON-escaped, in any mixture). A result that
+/// cannot be rewritten is replaced by an error.
 fn scrub(result: CallToolResult, secret: &str) -> CallToolResult {
     if secret.is_empty() {
         return result;
@@ -115,16 +116,16 @@ fn scrub(result: CallToolResult, secret: &str) -> CallToolResult {
     let Ok(mut value) = serde_json::to_value(&result) else {
         return withheld();
     };
-    if !scrub_value(&mut value, &[secret]) {
+    if !scrub_value(&mut value, &SecretFinder::new(&[secret])) {
         return result;
     }
     serde_json::from_value(value).unwrap_or_else(|_| withheld())
 }
 
 /// Scrubs every string and object key in `value` in place; whether anything changed.
-fn scrub_value(value: &mut Value, secrets: &[&str]) -> bool {
+fn scrub_value(value: &mut Value, finder: &SecretFinder<'_>) -> bool {
     match value {
-        Value::String(s) => match crate::audit::scrub_secrets(s, secrets) {
+        Value::String(s) => match finder.scrub(s) {
             Some(clean) => {
                 *s = clean;
                 true
@@ -133,22 +134,20 @@ fn scrub_value(value: &mut Value, secrets: &[&str]) -> bool {
         },
         Value::Array(items) => items
             .iter_mut()
-            .fold(false, |changed, v| scrub_value(v, secrets) | changed),
+            .fold(false, |changed, v| scrub_value(v, finder) | changed),
         Value::Object(map) => {
-            let mut changed = false;
-            let keys_dirty = map
+            let renamed: Vec<(String, String)> = map
                 .keys()
-                .any(|k| crate::audit::scrub_secrets(k, secrets).is_some());
-            if keys_dirty {
-                let old = std::mem::take(map);
-                for (k, v) in old {
-                    let k = crate::audit::scrub_secrets(&k, secrets).unwrap_or(k);
-                    map.insert(k, v);
+                .filter_map(|k| finder.scrub(k).map(|clean| (k.clone(), clean)))
+                .collect();
+            let mut changed = !renamed.is_empty();
+            for (old, clean) in renamed {
+                if let Some(v) = map.remove(&old) {
+                    map.insert(clean, v);
                 }
-                changed = true;
             }
             for v in map.values_mut() {
-                changed |= scrub_value(v, secrets);
+                changed |= scrub_value(v, finder);
             }
             changed
         }
@@ -160,7 +159,7 @@ fn scrub_value(value: &mut Value, secrets: &[&str]) -> bool {
 /// quote the request it refused).
 fn scrub_text(text: String, secret: Option<&str>) -> String {
     match secret {
-        Some(s) if !s.is_empty() => crate::audit::scrub_secrets(&text, &[s]).unwrap_or(text),
+        Some(s) if !s.is_empty() => SecretFinder::new(&[s]).scrub(&text).unwrap_or(text),
         _ => text,
     }
 }
