@@ -292,7 +292,7 @@ impl FlowRules {
         if !t.checks() {
             return d;
         }
-        let Some(parsed) = Parsed::of(args, self.inner.json_limits) else {
+        let Some(parsed) = Parsed::of(args, self.json_limits) else {
             let rule = t
                 .exclusive
                 .clone()
@@ -532,7 +532,7 @@ impl FlowRules {
                 fixed: false,
             };
         }
-        let Some(parsed) = Parsed::of(args, self.inner.json_limits) else {
+        let Some(parsed) = Parsed::of(args, self.json_limits) else {
             if t.compartment_arg.is_some() {
                 tracker.mark_unknown_compartment();
             }

@@ -581,8 +581,8 @@ impl FlowPolicy {
                 default_label,
                 tier_retention,
                 limits,
-                json_limits: JsonLimits::default(),
             }),
+            json_limits: JsonLimits::default(),
         })
     }
 }
@@ -649,7 +649,6 @@ pub(crate) fn selector_matches(sel: &[Sel], path: &[&str]) -> bool {
     }
 }
 
-#[derive(Clone)]
 pub(crate) struct When {
     pub(crate) arg: Vec<String>,
     pub(crate) pattern: Regex,
@@ -657,7 +656,6 @@ pub(crate) struct When {
     pub(crate) tier: Option<u8>,
 }
 
-#[derive(Clone)]
 pub(crate) struct ArgRule {
     pub(crate) id: RuleId,
     pub(crate) path: Arc<str>,
@@ -671,7 +669,6 @@ pub(crate) struct ArgRule {
     pub(crate) action: FlowAction,
 }
 
-#[derive(Clone)]
 pub(crate) struct ToolRules {
     pub(crate) integrity: Integrity,
     pub(crate) tier: Option<u8>,
@@ -708,21 +705,20 @@ impl ToolRules {
     }
 }
 
-#[derive(Clone)]
 pub(crate) struct RulesInner {
     pub(crate) tiers: Vec<String>,
     pub(crate) tools: HashMap<String, ToolRules>,
     pub(crate) default_label: (Integrity, Option<u8>),
     pub(crate) tier_retention: Vec<Option<Retention>>,
     pub(crate) limits: TrackerLimits,
-    /// How large and deep raw JSON arguments the rules read may be.
-    pub(crate) json_limits: JsonLimits,
 }
 
 /// A compiled `[flow]` section. Cheap to clone; shared by every run.
 #[derive(Clone)]
 pub struct FlowRules {
     pub(crate) inner: Arc<RulesInner>,
+    /// How large and deep raw JSON arguments the rules read may be.
+    pub(crate) json_limits: JsonLimits,
 }
 
 impl fmt::Debug for FlowRules {
@@ -731,7 +727,7 @@ impl fmt::Debug for FlowRules {
             .field("tiers", &self.inner.tiers)
             .field("tools", &self.inner.tools.len())
             .field("limits", &self.inner.limits)
-            .field("json_limits", &self.inner.json_limits)
+            .field("json_limits", &self.json_limits)
             .finish()
     }
 }
@@ -765,20 +761,16 @@ impl FlowRules {
     /// them fail closed (a check denies, an output gets its tool's strictest label).
     #[must_use]
     pub fn with_json_limits(self, limits: JsonLimits) -> Self {
-        if self.inner.json_limits == limits {
-            return self;
-        }
-        let mut inner = (*self.inner).clone();
-        inner.json_limits = limits;
         FlowRules {
-            inner: Arc::new(inner),
+            json_limits: limits,
+            ..self
         }
     }
 
     /// The limits raw JSON arguments are read within (see
     /// [`with_json_limits`](Self::with_json_limits)).
     pub fn json_limits(&self) -> JsonLimits {
-        self.inner.json_limits
+        self.json_limits
     }
 
     /// The first rule (in tool order) whose violation escalates to a human, if any: a document
