@@ -94,13 +94,11 @@ impl KillFollower {
         clock: Arc<dyn Clock>,
     ) -> Self {
         // A guard left unconfirmed by an earlier follower (stopped, or gone stale) is this
-        // one's to confirm: its first confirmation lifts that suspension.
+        // one's to confirm: its first confirmation lifts that suspension (`stale` is the
+        // guard's own flag, read, never copied).
         let inner = Arc::new(Inner {
             stop: AtomicBool::new(false),
-            status: Mutex::new(FollowerStatus {
-                stale: guard.is_unconfirmed(),
-                ..FollowerStatus::default()
-            }),
+            status: Mutex::new(FollowerStatus::default()),
         });
         let (tx, rx) = mpsc::channel();
         spawn_fetcher(
@@ -136,7 +134,6 @@ impl KillFollower {
             .ok();
         if handle.is_none() {
             // No thread: nothing would ever confirm the state again.
-            inner.status.lock().stale = true;
             let _ = guard.suspend_unconfirmed(STALE_REASON);
         }
         KillFollower {
@@ -148,7 +145,10 @@ impl KillFollower {
 
     /// What the follower knows now.
     pub fn status(&self) -> FollowerStatus {
-        self.inner.status.lock().clone()
+        FollowerStatus {
+            stale: self.guard.is_unconfirmed(),
+            ..self.inner.status.lock().clone()
+        }
     }
 
     /// Stops following. The guard (and every clone of it) is suspended as unconfirmed
@@ -165,7 +165,6 @@ impl KillFollower {
             return;
         };
         let _ = h.join();
-        self.inner.status.lock().stale = true;
         if let Err(e) = self.guard.suspend_unconfirmed(STALE_REASON) {
             tracing::error!(error = %e, "kill switch: a stopped follower could not record the suspension");
         }
@@ -271,26 +270,16 @@ impl Applier {
         }
     }
 
+    /// Suspends the guard as unconfirmed (once: the guard records only the change).
     fn go_stale(&mut self) {
-        let mut status = self.inner.status.lock();
-        if status.stale {
-            return;
-        }
-        status.stale = true;
-        drop(status);
         if let Err(e) = self.guard.suspend_unconfirmed(STALE_REASON) {
             tracing::error!(error = %e, "kill switch: the stale suspension could not be recorded (it stands)");
         }
     }
 
+    /// Lifts the unconfirmed suspension, if it stands (the guard records only the change).
     fn recover(&mut self) {
-        let mut status = self.inner.status.lock();
-        status.last_error = None;
-        if !status.stale {
-            return;
-        }
-        status.stale = false;
-        drop(status);
+        self.inner.status.lock().last_error = None;
         if let Err(e) = self.guard.resume_unconfirmed(STALE_REASON) {
             tracing::error!(error = %e, "kill switch: the end of the stale suspension could not be recorded");
         }
