@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use parking_lot::Mutex;
+
 /// Faults to inject into a [`FileSink`](super::FileSink)'s writer (see
 /// [`FileSink::faults`](super::FileSink::faults)). Each fault fires once.
 #[doc(hidden)]
@@ -14,6 +16,8 @@ pub struct Faults {
     write_budget: AtomicU64,
     fail_sync: AtomicBool,
     fail_rollback: AtomicBool,
+    /// Every early writeback the writer started (segment offset ranges), while recording.
+    writebacks: Mutex<Option<Vec<(u64, u64)>>>,
 }
 
 impl Default for Faults {
@@ -22,6 +26,7 @@ impl Default for Faults {
             write_budget: AtomicU64::new(u64::MAX),
             fail_sync: AtomicBool::new(false),
             fail_rollback: AtomicBool::new(false),
+            writebacks: Mutex::new(None),
         }
     }
 }
@@ -41,6 +46,25 @@ impl Faults {
     /// The rollback after the next failure cannot truncate the segment.
     pub fn fail_rollback(&self) {
         self.fail_rollback.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, remembers the byte ranges of each early writeback the writer starts (see
+    /// [`FileSinkConfig::writeback_bytes`](super::FileSinkConfig::writeback_bytes)).
+    pub fn record_writebacks(&self) {
+        *self.writebacks.lock() = Some(Vec::new());
+    }
+
+    /// The ranges remembered since [`record_writebacks`](Self::record_writebacks), in order:
+    /// `(from, to)` offsets within the live segment.
+    pub fn writebacks(&self) -> Vec<(u64, u64)> {
+        self.writebacks.lock().clone().unwrap_or_default()
+    }
+
+    pub(super) fn writeback(&self, file: &File, from: u64, to: u64) {
+        if let Some(seen) = self.writebacks.lock().as_mut() {
+            seen.push((from, to));
+        }
+        super::writeback::start(file, from, to);
     }
 
     pub(super) fn write(&self, file: &mut File, buf: &[u8]) -> io::Result<()> {

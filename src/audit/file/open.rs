@@ -21,7 +21,7 @@ use super::record::hex_str;
 use super::sink::{ClosedSegment, Failure, FileSink, Shared, State, corrupt, refused, sync_dir};
 use super::verify::{Notice, VerifyError};
 use super::writer::{Mark, Writer};
-use super::{FileSinkConfig, Recovery};
+use super::{Durability, FileSinkConfig, Recovery};
 use crate::audit::AuditError;
 
 /// The queue length at which the writer stops gathering a batch and writes: half the queue, so
@@ -228,8 +228,14 @@ impl FileSink {
             index: live_index,
             seg_len,
             written_len: seg_len,
+            kicked_len: seg_len,
             live_first,
             max_segment_bytes: config.max_segment_bytes,
+            writeback_bytes: match config.durability {
+                // Every batch is fsync'd: nothing is left for a writeback to start.
+                Durability::EveryRecord => 0,
+                _ => config.writeback_bytes,
+            },
             mark: Mark {
                 index: live_index,
                 offset: seg_len,

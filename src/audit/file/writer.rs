@@ -34,9 +34,14 @@ pub(super) struct Writer {
     pub(super) seg_len: u64,
     /// Bytes written to the live segment's file.
     pub(super) written_len: u64,
+    /// Offset up to which the live segment's writeback has been started.
+    pub(super) kicked_len: u64,
     /// The live segment's first record's seq and `prev` (`None` while it is empty).
     pub(super) live_first: Option<(u64, Hex64)>,
     pub(super) max_segment_bytes: u64,
+    /// Written bytes after which the live segment's writeback is started (zero: never; see
+    /// [`FileSinkConfig::writeback_bytes`](super::FileSinkConfig::writeback_bytes)).
+    pub(super) writeback_bytes: u64,
     pub(super) chain: Chain,
     pub(super) durability: Durability,
     /// How long the writer gathers a batch before writing it when nobody waits (see
@@ -309,6 +314,14 @@ impl Writer {
             )
         })?;
         self.written_len += self.buf.len() as u64;
+        if self.writeback_bytes > 0
+            && self.written_len.saturating_sub(self.kicked_len) >= self.writeback_bytes
+        {
+            self.shared
+                .faults
+                .writeback(&self.file, self.kicked_len, self.written_len);
+            self.kicked_len = self.written_len;
+        }
         self.buf.clear();
         self.buf_events.clear();
         if self.buf.capacity() > 1024 * 1024 {
@@ -351,6 +364,7 @@ impl Writer {
         self.index = next;
         self.seg_len = 0;
         self.written_len = 0;
+        self.kicked_len = 0;
         if self.durability != Durability::EveryRecord {
             self.set_mark();
         }

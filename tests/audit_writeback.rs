@@ -1,0 +1,166 @@
+//! The file sink's early writeback (`FileSinkConfig::writeback_bytes`): under `OsBuffered` and
+//! `GroupCommit` the writer starts the live segment's writeback every so many written bytes, in
+//! consecutive ranges that begin again at zero in each new segment, so the fsync that closes a
+//! segment no longer waits for the whole of it; under `EveryRecord`, or with zero, it never
+//! does; and the log it leaves (its pages dropped from the cache once written) reads back and
+//! verifies whole.
+
+use std::fs;
+use std::path::Path;
+use std::time::SystemTime;
+
+use tollgate::audit::file::{Durability, FileSink, FileSinkConfig, verify};
+use tollgate::audit::{AuditEvent, AuditSink, EventKind};
+use tollgate::{AgentId, RunContext, RunId};
+
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
+const THRESHOLD: u64 = 16 * 1024;
+const SEGMENT: u64 = 256 * 1024;
+const RECORDS: u64 = 6_000;
+
+/// Writes `RECORDS` events of ~300 bytes each through a sink with `cfg`, flushes, and returns
+/// the writeback ranges the writer started.
+fn write_log(dir: &Path, cfg: FileSinkConfig) -> Vec<(u64, u64)> {
+    let (sink, _) = FileSink::open(dir, cfg).unwrap();
+    sink.faults().record_writebacks();
+    let run = RunId::new("run-writeback");
+    let agent = AgentId::new("agent-writeback");
+    let context = RunContext::new("agent-writeback", "r".repeat(160).as_str());
+    for seq in 1..=RECORDS {
+        sink.record(&AuditEvent::new(
+            seq,
+            SystemTime::now(),
+            Some(&run),
+            Some(&agent),
+            EventKind::RunStarted { context: &context },
+        ))
+        .unwrap();
+    }
+    sink.flush().unwrap();
+    let ranges = sink.faults().writebacks();
+    sink.close().unwrap();
+    ranges
+}
+
+fn segment_lengths(dir: &Path) -> Vec<u64> {
+    let mut segments: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    segments.sort();
+    segments
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .collect()
+}
+
+#[test]
+fn os_buffered_starts_writeback_in_consecutive_ranges_per_segment() {
+    let dir = tempdir::temp_dir("writeback", "os-buffered");
+    let cfg = FileSinkConfig::default()
+        .durability(Durability::OsBuffered)
+        .max_segment_bytes(SEGMENT)
+        .writeback_bytes(THRESHOLD);
+    let ranges = write_log(dir.path(), cfg);
+    let lengths = segment_lengths(dir.path());
+    assert!(lengths.len() >= 4, "segments: {lengths:?}");
+
+    // Split the ranges into runs, one per segment: each run starts at offset 0 and continues
+    // exactly where the one before ended.
+    let mut runs: Vec<Vec<(u64, u64)>> = Vec::new();
+    for &(from, to) in &ranges {
+        assert!(
+            to - from >= THRESHOLD,
+            "range {from}..{to} under the threshold"
+        );
+        match runs.last_mut() {
+            Some(run) if from != 0 => {
+                assert_eq!(
+                    run.last().unwrap().1,
+                    from,
+                    "a gap or overlap before {from}"
+                );
+                run.push((from, to));
+            }
+            _ => {
+                assert_eq!(
+                    from, 0,
+                    "a segment's first writeback starts at offset {from}"
+                );
+                runs.push(vec![(from, to)]);
+            }
+        }
+    }
+    // Every segment past THRESHOLD bytes had its writeback started, never beyond its end, and
+    // all but its last bytes (less than a threshold plus one write of the writer) are covered.
+    let big: Vec<u64> = lengths
+        .iter()
+        .copied()
+        .filter(|&l| l >= 2 * THRESHOLD)
+        .collect();
+    assert!(
+        runs.len() >= big.len() - 1,
+        "runs {} for segments {lengths:?}",
+        runs.len()
+    );
+    for (run, len) in runs.iter().zip(&lengths) {
+        let end = run.last().unwrap().1;
+        assert!(
+            end <= *len,
+            "writeback to {end} past the segment's {len} bytes"
+        );
+        assert!(
+            len - end < THRESHOLD + SEGMENT / 2,
+            "only {end} of {len} bytes had their writeback started"
+        );
+    }
+
+    // The pages dropped from the cache read back from disk: the whole chain verifies.
+    let report = verify(dir.path()).unwrap();
+    assert_eq!(report.records, RECORDS);
+    assert_eq!(report.segments, lengths.len() as u64);
+}
+
+#[test]
+fn group_commit_starts_writeback_too() {
+    let dir = tempdir::temp_dir("writeback", "group-commit");
+    let cfg = FileSinkConfig::default()
+        .durability(Durability::GroupCommit { interval_ms: 50 })
+        .writeback_bytes(THRESHOLD);
+    let ranges = write_log(dir.path(), cfg);
+    assert!(!ranges.is_empty());
+    assert_eq!(ranges[0].0, 0);
+    assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0));
+    assert_eq!(verify(dir.path()).unwrap().records, RECORDS);
+}
+
+#[test]
+fn every_record_and_zero_start_none() {
+    for (name, cfg) in [
+        (
+            "every-record",
+            FileSinkConfig::default()
+                .durability(Durability::EveryRecord)
+                .writeback_bytes(THRESHOLD),
+        ),
+        (
+            "zero",
+            FileSinkConfig::default()
+                .durability(Durability::OsBuffered)
+                .writeback_bytes(0),
+        ),
+    ] {
+        let dir = tempdir::temp_dir("writeback", name);
+        let ranges = write_log(dir.path(), cfg);
+        assert_eq!(ranges, vec![], "{name}");
+        assert_eq!(verify(dir.path()).unwrap().records, RECORDS, "{name}");
+    }
+}
+
+#[test]
+fn default_is_four_mebibytes() {
+    assert_eq!(FileSinkConfig::default().writeback_bytes, 4 * 1024 * 1024);
+}
