@@ -164,3 +164,67 @@ fn every_record_and_zero_start_none() {
 fn default_is_four_mebibytes() {
     assert_eq!(FileSinkConfig::default().writeback_bytes, 4 * 1024 * 1024);
 }
+
+/// Disk bytes allocated to `path` (its blocks), which a reservation makes larger than its length.
+#[cfg(target_os = "linux")]
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn segments_reserve_their_size_without_changing_their_length() {
+    const MAX: u64 = 1024 * 1024;
+    // Whether this file system reserves at all (tmpfs, ext4, xfs and btrfs do).
+    let probe_dir = tempdir::temp_dir("writeback", "probe");
+    let probe = fs::File::create(probe_dir.path().join("probe")).unwrap();
+    let supported =
+        rustix::fs::fallocate(&probe, rustix::fs::FallocateFlags::KEEP_SIZE, 0, MAX).is_ok();
+
+    for preallocate in [true, false] {
+        let dir = tempdir::temp_dir("writeback", &format!("prealloc-{preallocate}"));
+        let cfg = FileSinkConfig::default()
+            .durability(Durability::OsBuffered)
+            .max_segment_bytes(MAX)
+            .preallocate_segments(preallocate);
+        write_log(dir.path(), cfg);
+        let mut segments: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        segments.sort();
+        assert!(segments.len() >= 2, "{segments:?}");
+        // The live (last) segment holds less than MAX; a rotated one was reserved when created.
+        let live = segments.last().unwrap();
+        let len = fs::metadata(live).unwrap().len();
+        assert!(len < MAX, "live segment {len} bytes");
+        let reserved = allocated(live);
+        if preallocate && supported {
+            assert!(
+                reserved >= MAX,
+                "live segment: {reserved} bytes allocated for {len}"
+            );
+        } else {
+            assert!(
+                reserved < MAX,
+                "preallocate {preallocate}, supported {supported}: {reserved} bytes allocated"
+            );
+        }
+        // Lengths are what was written: the chain reads back whole.
+        assert_eq!(verify(dir.path()).unwrap().records, RECORDS);
+    }
+    // The segment `open` creates (or continues as the live one) is reserved too.
+    if supported {
+        let dir = tempdir::temp_dir("writeback", "prealloc-reopen");
+        let cfg = FileSinkConfig::default()
+            .durability(Durability::OsBuffered)
+            .max_segment_bytes(64 * MAX);
+        let (sink, _) = FileSink::open(dir.path(), cfg.clone()).unwrap();
+        sink.close().unwrap();
+        let first = dir.path().join("audit-000001.jsonl");
+        assert!(allocated(&first) >= 64 * MAX, "{} bytes", allocated(&first));
+        assert_eq!(fs::metadata(&first).unwrap().len(), 0);
+    }
+}

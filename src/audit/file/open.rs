@@ -207,6 +207,12 @@ impl FileSink {
             sync_dir(&dir);
         }
         let seg_len = file.metadata()?.len();
+        // Every batch is fsync'd: nothing is left for a writeback to start, and that mode's
+        // per-batch fsync is left exactly as it was measured.
+        let every_record = config.durability == Durability::EveryRecord;
+        if !every_record && config.preallocate_segments {
+            super::writeback::preallocate(&file, seg_len, config.max_segment_bytes);
+        }
         // Reserved now, so a writer that fails on a full disk can still leave its note.
         let mut pending_file = PendingFile::open(&dir)?;
 
@@ -231,11 +237,12 @@ impl FileSink {
             kicked_len: seg_len,
             live_first,
             max_segment_bytes: config.max_segment_bytes,
-            writeback_bytes: match config.durability {
-                // Every batch is fsync'd: nothing is left for a writeback to start.
-                Durability::EveryRecord => 0,
-                _ => config.writeback_bytes,
+            writeback_bytes: if every_record {
+                0
+            } else {
+                config.writeback_bytes
             },
+            preallocate: !every_record && config.preallocate_segments,
             mark: Mark {
                 index: live_index,
                 offset: seg_len,

@@ -1,8 +1,10 @@
-//! Early writeback of the live segment (see
+//! How the writer helps the kernel with the live segment, under the modes that do not fsync every
+//! batch: early writeback (see
 //! [`FileSinkConfig::writeback_bytes`](super::FileSinkConfig::writeback_bytes)): every so many
 //! written bytes the writer asks the kernel to start writing them to disk, so the fsync that
 //! closes a segment (or serves a `flush`) waits for the last few megabytes, not the whole
-//! segment.
+//! segment; and preallocation (see
+//! [`FileSinkConfig::preallocate_segments`](super::FileSinkConfig::preallocate_segments)).
 
 use std::fs::File;
 
@@ -26,3 +28,22 @@ pub(super) fn start(file: &File, from: u64, to: u64) {
 /// Elsewhere the fsyncs do all the work, as before.
 #[cfg(not(unix))]
 pub(super) fn start(_file: &File, _from: u64, _to: u64) {}
+
+/// Reserves disk blocks for `file` up to `to` bytes without changing its length
+/// (`fallocate(FALLOC_FL_KEEP_SIZE)`), so appends find their blocks allocated instead of
+/// reserving each one as they go (ext4's delayed allocation was a tenth of the writer's CPU).
+/// Readers see the same length and bytes; only the disk usage shows the reservation.
+///
+/// Best effort: a file system without `fallocate`, or without the space, refuses, and the
+/// appends then allocate as they always did (a full disk is reported by the write that finds
+/// it).
+#[cfg(target_os = "linux")]
+pub(super) fn preallocate(file: &File, len: u64, to: u64) {
+    if to > len {
+        let _ = rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, len, to - len);
+    }
+}
+
+/// Only Linux has `FALLOC_FL_KEEP_SIZE`: elsewhere segments grow as they are written.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn preallocate(_file: &File, _len: u64, _to: u64) {}

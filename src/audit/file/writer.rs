@@ -42,6 +42,9 @@ pub(super) struct Writer {
     /// Written bytes after which the live segment's writeback is started (zero: never; see
     /// [`FileSinkConfig::writeback_bytes`](super::FileSinkConfig::writeback_bytes)).
     pub(super) writeback_bytes: u64,
+    /// Whether each new segment reserves `max_segment_bytes` of disk (see
+    /// [`FileSinkConfig::preallocate_segments`](super::FileSinkConfig::preallocate_segments)).
+    pub(super) preallocate: bool,
     pub(super) chain: Chain,
     pub(super) durability: Durability,
     /// How long the writer gathers a batch before writing it when nobody waits (see
@@ -348,6 +351,9 @@ impl Writer {
             .map_err(|e| Failure::from_io(&format!("creating {}", path.display()), &e))?;
         file.sync_all()
             .map_err(|e| Failure::from_io(&format!("fsync of {}", path.display()), &e))?;
+        if self.preallocate {
+            super::writeback::preallocate(&file, 0, self.max_segment_bytes);
+        }
         sync_dir(&self.dir);
         let finished = ClosedSegment {
             path: self.dir.join(segment_name(self.index)),
