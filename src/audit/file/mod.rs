@@ -418,7 +418,7 @@ pub struct FileSinkConfig {
     /// (default 4 MiB; zero: never). Without it, the fsync that closes a full segment waits for
     /// the whole segment to reach the disk while callers queue behind it: on the development
     /// machine that stall was a fifth of a sustained audited call. Nothing a mode promises
-    /// changes: the fsyncs are where they were. Unix only (`posix_fadvise`); elsewhere a no-op.
+    /// changes: the fsyncs are where they were. Linux only (`posix_fadvise`); elsewhere a no-op.
     pub writeback_bytes: u64,
     /// Under [`Durability::OsBuffered`] and [`Durability::GroupCommit`], reserve each segment's
     /// [`max_segment_bytes`](Self::max_segment_bytes) of disk when it becomes the live one

@@ -16,7 +16,7 @@ use std::fs::File;
 /// (`WB_SYNC_NONE`) and discards only clean ones; a page still dirty or under writeback stays.
 /// (`sync_file_range`, the call made for this, has no safe binding in rustix or nix; std has
 /// neither.)
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 pub(super) fn start(file: &File, from: u64, to: u64) {
     let Some(len) = std::num::NonZeroU64::new(to.saturating_sub(from)) else {
         return;
@@ -26,7 +26,7 @@ pub(super) fn start(file: &File, from: u64, to: u64) {
 }
 
 /// Elsewhere the fsyncs do all the work, as before.
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 pub(super) fn start(_file: &File, _from: u64, _to: u64) {}
 
 /// Reserves disk blocks for `file` up to `to` bytes without changing its length
