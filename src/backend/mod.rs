@@ -14,6 +14,7 @@
 //! url_env = "TOLLGATE_PG_URL"
 //! schema = "tollgate"
 //! connect_timeout = "5s"
+//! io_timeout = "30s"
 //! ```
 //!
 //! The embedded default, written out (every process of the host that shares `dir` shares the
@@ -81,6 +82,17 @@ pub struct BackendSection {
     /// For `postgres`: how long to wait for a connection before giving up (and denying).
     #[serde(default = "default_connect_timeout", with = "crate::units::duration")]
     pub connect_timeout: Duration,
+    /// For `postgres`: how long an established connection may go without the server's host
+    /// acknowledging what was sent or answering keepalive probes before the connection is
+    /// dropped and its worker reconnects (default 30 s). Without it a half-open connection (the
+    /// database host gone, a network cut, a NAT that forgot the flow) holds a worker (a lease
+    /// refill, the kill-switch follower, the audit writer, an approval wait) for as long as the
+    /// operating system's defaults allow: hours. Sets TCP keepalives (idle a third of it, probes
+    /// every ninth, at least 1 s each) and `TCP_USER_TIMEOUT` (Linux) on every connection,
+    /// over what the connection string says. A slow statement is not cut: the server's host
+    /// still acknowledges.
+    #[serde(default = "default_io_timeout", with = "crate::units::duration")]
+    pub io_timeout: Duration,
     /// For `postgres`: how the audit sink writes (`[backend.audit]`).
     #[serde(default)]
     pub audit: audit::AuditSection,
@@ -104,6 +116,10 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+fn default_io_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 impl Default for BackendSection {
     fn default() -> Self {
         BackendSection {
@@ -112,6 +128,7 @@ impl Default for BackendSection {
             dir: None,
             schema: default_schema(),
             connect_timeout: default_connect_timeout(),
+            io_timeout: default_io_timeout(),
             audit: audit::AuditSection::default(),
             approvals: approvals::ApprovalsSection::default(),
             kill_switch: kill::KillSwitchSection::default(),
@@ -202,6 +219,12 @@ impl BackendSection {
                 "must be longer than zero",
             ));
         }
+        if self.io_timeout < Duration::from_secs(1) {
+            return Err(DocumentError::invalid(
+                "backend.io_timeout",
+                "must be at least 1s (keepalive probes are counted in whole seconds)",
+            ));
+        }
         self.audit.validate()?;
         self.approvals.validate()?;
         self.kill_switch.validate()?;
@@ -257,6 +280,21 @@ mod tests {
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("backend.url_env"), "{e}");
         s.url_env = Some("TOLLGATE_PG_URL".into());
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn io_timeout_defaults_to_30s_and_must_be_a_second_at_least() {
+        let mut s = BackendSection {
+            kind: BackendKind::Postgres,
+            url_env: Some("TOLLGATE_PG_URL".into()),
+            ..BackendSection::default()
+        };
+        assert_eq!(s.io_timeout, Duration::from_secs(30));
+        s.io_timeout = Duration::from_millis(999);
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("backend.io_timeout"), "{e}");
+        s.io_timeout = Duration::from_secs(1);
         s.validate().unwrap();
     }
 }

@@ -98,7 +98,15 @@ impl PgBackend {
         }
         let var = section.url_env.clone().unwrap_or_default();
         let url = std::env::var(&var).map_err(|_| BackendError::MissingUrl { var: var.clone() })?;
-        Self::connect_to(&url, &var, &section.schema, section.connect_timeout)
+        Self::for_section(section, &url, &var)
+    }
+
+    /// The backend `section` describes, at `url` (read from the variable `var`).
+    fn for_section(section: &BackendSection, url: &str, var: &str) -> Result<Self, BackendError> {
+        Ok(
+            Self::connect_to(url, var, &section.schema, section.connect_timeout)?
+                .io_timeout(section.io_timeout),
+        )
     }
 
     /// A backend at `url` (`host=... port=... user=... dbname=...` or `postgresql://...`).
@@ -130,7 +138,23 @@ impl PgBackend {
         Ok(PgBackend {
             config,
             schema: schema.to_owned(),
-        })
+        }
+        .io_timeout(super::default_io_timeout()))
+    }
+
+    /// How long an established connection may go unacknowledged before it is dropped (see
+    /// [`BackendSection::io_timeout`](super::BackendSection::io_timeout); default 30 s): TCP
+    /// keepalives idle a third of it and probing every ninth (at least 1 s each), and
+    /// `TCP_USER_TIMEOUT` on Linux. Replaces what the connection string said about either.
+    pub fn io_timeout(mut self, timeout: Duration) -> Self {
+        let at_least_1s = |d: Duration| d.max(Duration::from_secs(1));
+        self.config
+            .keepalives(true)
+            .keepalives_idle(at_least_1s(timeout / 3))
+            .keepalives_interval(at_least_1s(timeout / 9))
+            .keepalives_retries(3)
+            .tcp_user_timeout(at_least_1s(timeout));
+        self
     }
 
     /// The schema tollgate's tables live in (a plain identifier: safe to splice into SQL).
@@ -172,5 +196,75 @@ impl PgBackend {
             }
             Err(e) => Err(BackendError::sql("creating the schema")(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_timeout_sets_keepalives_and_the_tcp_user_timeout() {
+        let b = PgBackend::from_url("host=db user=u", "s", Duration::from_secs(5)).unwrap();
+        let c = b.config();
+        // The default: 30 s.
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(10));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+        let b = b.io_timeout(Duration::from_secs(18));
+        let c = b.config();
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(6));
+        assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(2)));
+        assert_eq!(c.get_keepalives_retries(), Some(3));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(18)));
+        // Over the connection string's own settings; never under a second.
+        let b = PgBackend::from_url(
+            "host=db user=u keepalives=0 keepalives_idle=7200 tcp_user_timeout=0",
+            "s",
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .io_timeout(Duration::from_secs(2));
+        let c = b.config();
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(1));
+        assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(1)));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn the_section_s_io_timeout_reaches_the_connection() {
+        let doc: crate::policy::Policy = crate::policy::Policy::from_toml(
+            r#"
+[policy]
+name = "t"
+owner = "o"
+purpose = "p"
+scope = "s"
+liability_owner = "l"
+review_cadence = "90d"
+data_handling = "d"
+
+[tools.read_file]
+effect = "read"
+
+[roles.r]
+tools = ["read_file"]
+
+[backend]
+kind = "postgres"
+url_env = "TEST_URL"
+io_timeout = "45s"
+"#,
+        )
+        .unwrap();
+        let section = doc.document().backend.clone().unwrap();
+        assert_eq!(section.io_timeout, Duration::from_secs(45));
+        let b = PgBackend::for_section(&section, "host=db user=u", "TEST_URL").unwrap();
+        assert_eq!(
+            b.config().get_tcp_user_timeout(),
+            Some(&Duration::from_secs(45))
+        );
+        assert_eq!(b.config().get_keepalives_idle(), Duration::from_secs(15));
     }
 }
