@@ -9,9 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
+    ClientRequest, RequestId, ServerResult, Tool,
+};
 use rmcp::service::NotificationContext;
-use rmcp::service::{ClientInitializeError, Peer, RunningService, ServiceError};
+use rmcp::service::{
+    ClientInitializeError, Peer, PeerRequestOptions, RequestHandle, RunningService, ServiceError,
+};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpClientTransportConfig,
@@ -19,6 +24,7 @@ use rmcp::transport::streamable_http_client::{
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 
 use super::GatewayError;
+use super::abandon::Abandon;
 use super::config::{McpSection, ServerSpec, TransportKind};
 use super::gateway::Clients;
 use super::header_credential::HeaderCredential;
@@ -70,6 +76,41 @@ pub enum DownstreamError {
         /// Its error message.
         message: String,
     },
+}
+
+/// A `tools/call` sent through rmcp's client and waiting for its answer: dropped before the
+/// answer came (its receiver still empty), it sends the server `notifications/cancelled`.
+struct Unanswered<'a> {
+    server: &'a str,
+    peer: &'a Peer<RoleClient>,
+    id: RequestId,
+    rx: tokio::sync::oneshot::Receiver<Result<ServerResult, ServiceError>>,
+    abandon: &'a Abandon,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        // Answered (taken or not), or the connection's service ended: nothing to cancel.
+        if !matches!(
+            self.rx.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ) {
+            return;
+        }
+        let (peer, id, server) = (self.peer.clone(), self.id.clone(), self.server.to_owned());
+        let reason = self.abandon.reason();
+        super::abandon::spawn_send(async move {
+            let params = CancelledNotificationParam::new(Some(id.clone()), Some(reason.clone()));
+            match peer.notify_cancelled(params).await {
+                Ok(()) => {
+                    tracing::info!(target: "tollgate::mcp", server = %server, request_id = %id, reason = %reason, "abandoned call: notifications/cancelled sent to the server");
+                }
+                Err(e) => {
+                    tracing::debug!(target: "tollgate::mcp", server = %server, request_id = %id, error = %e, "abandoned call: notifications/cancelled could not be sent");
+                }
+            }
+        });
+    }
 }
 
 /// A live connection.
@@ -211,7 +252,8 @@ impl Downstream {
                     .stderr(std::process::Stdio::inherit())
                     .kill_on_drop(true);
                 let child = cmd.spawn().map_err(spawn_error)?;
-                let (relay, rmcp_side) = Relay::new(child, self.max_line).map_err(spawn_error)?;
+                let (relay, rmcp_side) =
+                    Relay::new(child, self.max_line, &self.name).map_err(spawn_error)?;
                 (
                     tokio::time::timeout(self.start_timeout, watcher().serve(rmcp_side)).await,
                     Some(relay),
@@ -405,12 +447,15 @@ impl Downstream {
 
     /// Forwards one call. Not bounded here: the caller bounds it by [`Downstream::call_timeout`]
     /// (on the gateway's shared tick, not a timer per call). A broken connection schedules a
-    /// restart.
+    /// restart. Dropping the future after the request was sent and before its answer sends the
+    /// server `notifications/cancelled` for it, with `abandon`'s reason (see
+    /// [`abandon`](super::abandon)).
     pub(crate) async fn call(
         self: &Arc<Self>,
         theirs: &str,
         arguments: Option<rmcp::model::JsonObject>,
         meta: Option<rmcp::model::RequestMetaObject>,
+        abandon: &Abandon,
     ) -> Result<CallToolResult, DownstreamError> {
         let conn = self.conn.lock().clone();
         let Some(conn) = conn.filter(|c| !c.is_closed()) else {
@@ -427,7 +472,7 @@ impl Downstream {
         params.arguments = arguments;
         params.meta = meta;
         if let Some(relay) = &conn.relay {
-            return match relay.call(&params).await {
+            return match relay.call(&params, abandon).await {
                 Ok(result) => Ok(result),
                 Err(RelayError::Refused(message)) => Err(DownstreamError::Refused {
                     server: self.name.clone(),
@@ -443,7 +488,7 @@ impl Downstream {
                 }
             };
         }
-        match conn.peer.call_tool(params).await {
+        match self.call_peer(&conn.peer, params, abandon).await {
             Ok(result) => Ok(result),
             Err(ServiceError::McpError(e)) => Err(DownstreamError::Refused {
                 server: self.name.clone(),
@@ -465,6 +510,48 @@ impl Downstream {
                     })
                 }
             }
+        }
+    }
+
+    /// `tools/call` through rmcp's client (a server over streamable HTTP), as
+    /// [`Peer::call_tool`] does it, but with the gateway's own guard for an abandoned call:
+    /// rmcp's own sends a generic reason, none when the call is abandoned the moment its answer
+    /// came, and the gateway's log would not name the request.
+    async fn call_peer(
+        &self,
+        peer: &Peer<RoleClient>,
+        params: CallToolRequestParams,
+        abandon: &Abandon,
+    ) -> Result<CallToolResult, ServiceError> {
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let handle = peer
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await?;
+        // Awaited directly: without options (no timeout, no progress, not a subscription),
+        // `RequestHandle::await_response` is this wait and nothing else.
+        let RequestHandle { rx, id, .. } = handle;
+        let mut waiting = Unanswered {
+            server: &self.name,
+            peer,
+            id,
+            rx,
+            abandon,
+        };
+        let answer = (&mut waiting.rx)
+            .await
+            .map_err(|_| ServiceError::TransportClosed)??;
+        match answer {
+            ServerResult::CallToolResult(result) => Ok(result),
+            // What `call_tool` refuses too: the gateway drives neither.
+            ServerResult::InputRequiredResult(_) | ServerResult::CreateTaskResult(_) => {
+                Err(ServiceError::UnexpectedResponse)
+            }
+            // A result rmcp's untagged parse took for another kind (`{}`, `_meta` only): read
+            // as a tool result, as the relay reads every answer.
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or(ServiceError::UnexpectedResponse),
         }
     }
 

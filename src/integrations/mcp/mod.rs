@@ -15,7 +15,8 @@
 //! - malformed, invalid and oversized JSON-RPC messages are answered with JSON-RPC errors and
 //!   counted, never fatal; a downstream call that takes longer than `call_timeout` fails; a
 //!   crashed downstream server is restarted with exponential backoff while its failures reach
-//!   the guard's breakers through the permits' outcomes;
+//!   the guard's breakers through the permits' outcomes; a forwarded call the gateway gives up
+//!   on (timeout, kill switch) is cancelled downstream with `notifications/cancelled`;
 //! - the kill switch ([`Guard::suspend_all`] and friends) refuses new calls and stops in-flight
 //!   ones: the gateway keeps its guard reachable through `Gateway::guard`.
 //!
@@ -29,6 +30,8 @@
 
 pub mod config;
 
+#[cfg(feature = "mcp")]
+mod abandon;
 #[cfg(feature = "mcp")]
 mod downstream;
 #[cfg(feature = "mcp")]

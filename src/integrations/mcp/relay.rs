@@ -24,6 +24,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexS
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::oneshot;
 
+use super::abandon::Abandon;
+
 /// The prefix of the ids of raw calls.
 const ID_PREFIX: &str = "tollgate-";
 /// The same after the id's opening quote.
@@ -60,6 +62,8 @@ pub(crate) struct Relay {
     stdin: Arc<tokio::sync::Mutex<ChildStdin>>,
     table: Arc<Table>,
     next: AtomicU64,
+    /// The server's name in the policy, for the log.
+    server: Arc<str>,
     /// Spawned with `kill_on_drop`.
     _child: Child,
     tasks: [tokio::task::AbortHandle; 2],
@@ -123,23 +127,96 @@ fn result_of(line: &[u8]) -> Result<CallToolResult, RelayError> {
     }
 }
 
-/// Removes a raw call from the table when its future ends or is dropped (timeout, kill).
+/// How far a raw call's request got onto the child's stdin.
+enum Sending {
+    /// Not written (or the write failed): the server never saw it.
+    Nothing,
+    /// Being written, under the stdin lock it holds: `line[..done]` is on the pipe.
+    Writing {
+        stdin: tokio::sync::OwnedMutexGuard<ChildStdin>,
+        line: Vec<u8>,
+        done: usize,
+    },
+    /// Whole on the pipe.
+    Sent,
+}
+
+/// A raw call waiting for its answer. When its future ends or is dropped (timeout, kill
+/// switch, the client gone) it leaves the table; if it is dropped with its request sent (or
+/// half sent) and no answer, the server gets `notifications/cancelled` for it (see
+/// [`abandon`](super::abandon)).
 struct Waiting<'a> {
-    table: &'a Table,
+    relay: &'a Relay,
     n: u64,
+    abandon: &'a Abandon,
+    sending: Sending,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.table.calls.lock().remove(&self.n);
+        // Still in the table: no answer came. The reader takes a call out before it hands its
+        // answer on (a late answer then finds nothing and is dropped), and empties the table
+        // when the child's stdout ends (no server left to tell).
+        let unanswered = self.relay.table.calls.lock().remove(&self.n).is_some();
+        let sending = std::mem::replace(&mut self.sending, Sending::Nothing);
+        if !unanswered {
+            return;
+        }
+        // A half-written request is finished under the lock it holds: another line written
+        // after half of one would garble both.
+        let (held, rest) = match sending {
+            Sending::Nothing => return,
+            Sending::Writing { stdin, line, done } => {
+                (Some(stdin), line.get(done..).map(<[u8]>::to_vec))
+            }
+            Sending::Sent => (None, None),
+        };
+        let reason = self.abandon.reason();
+        let mut cancel = Vec::with_capacity(128);
+        cancel.extend_from_slice(
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\"",
+        );
+        cancel.extend_from_slice(ID_PREFIX.as_bytes());
+        cancel.extend_from_slice(itoa::Buffer::new().format(self.n).as_bytes());
+        cancel.extend_from_slice(b"\",\"reason\":");
+        // A string's serialisation cannot fail.
+        let _ = serde_json::to_writer(&mut cancel, &reason);
+        cancel.extend_from_slice(b"}}\n");
+        let stdin = Arc::clone(&self.relay.stdin);
+        let server = Arc::clone(&self.relay.server);
+        let n = self.n;
+        super::abandon::spawn_send(async move {
+            let mut w = match held {
+                Some(w) => w,
+                None => stdin.lock_owned().await,
+            };
+            if let Some(rest) = rest
+                && w.write_all(&rest).await.is_err()
+            {
+                return;
+            }
+            match w.write_all(&cancel).await {
+                Ok(()) => {
+                    let _ = w.flush().await;
+                    tracing::info!(target: "tollgate::mcp", server = %server, request_id = %format_args!("{ID_PREFIX}{n}"), reason = %reason, "abandoned call: notifications/cancelled sent to the server");
+                }
+                Err(e) => {
+                    tracing::debug!(target: "tollgate::mcp", server = %server, request_id = %format_args!("{ID_PREFIX}{n}"), error = %e, "abandoned call: notifications/cancelled could not be sent");
+                }
+            }
+        });
     }
 }
 
 impl Relay {
-    /// Takes over `child`'s stdin and stdout (both piped); a line from the child longer than
-    /// `max_line` bytes is discarded (see [`read_bounded`]). Returns the relay and the pipe end
-    /// rmcp's client is served on.
-    pub(crate) fn new(mut child: Child, max_line: usize) -> std::io::Result<(Self, DuplexStream)> {
+    /// Takes over `child`'s stdin and stdout (both piped) of the server named `server`; a line
+    /// from the child longer than `max_line` bytes is discarded (see [`read_bounded`]). Returns
+    /// the relay and the pipe end rmcp's client is served on.
+    pub(crate) fn new(
+        mut child: Child,
+        max_line: usize,
+        server: &str,
+    ) -> std::io::Result<(Self, DuplexStream)> {
         let stdin = child
             .stdin
             .take()
@@ -159,6 +236,7 @@ impl Relay {
                 stdin,
                 table,
                 next: AtomicU64::new(0),
+                server: server.into(),
                 _child: child,
                 tasks: [reader.abort_handle(), writer.abort_handle()],
             },
@@ -172,10 +250,12 @@ impl Relay {
     }
 
     /// Sends `params` as a `tools/call` request and waits for its answer (unbounded: the
-    /// caller bounds it; dropping the future forgets the call).
+    /// caller bounds it). Dropping the future before the answer forgets the call and sends the
+    /// server `notifications/cancelled` for it, with `abandon`'s reason.
     pub(crate) async fn call(
         &self,
         params: &CallToolRequestParams,
+        abandon: &Abandon,
     ) -> Result<CallToolResult, RelayError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut line = Vec::with_capacity(128);
@@ -188,19 +268,42 @@ impl Relay {
         line.extend_from_slice(b"}\n");
         let (tx, rx) = oneshot::channel();
         self.table.calls.lock().insert(n, tx);
-        let _waiting = Waiting {
-            table: &self.table,
+        let mut waiting = Waiting {
+            relay: self,
             n,
+            abandon,
+            sending: Sending::Nothing,
         };
         // Set before the table is drained: a call inserted after the drain sees it here.
         if self.is_closed() {
             return Err(RelayError::Closed);
         }
+        let stdin = Arc::clone(&self.stdin).lock_owned().await;
+        waiting.sending = Sending::Writing {
+            stdin,
+            line,
+            done: 0,
+        };
+        // Written a piece at a time so that a drop in the middle knows what is left.
+        while let Sending::Writing { stdin, line, done } = &mut waiting.sending
+            && *done < line.len()
         {
-            let mut w = self.stdin.lock().await;
-            w.write_all(&line).await.map_err(|_| RelayError::Closed)?;
-            w.flush().await.map_err(|_| RelayError::Closed)?;
+            match stdin.write(&line[*done..]).await {
+                Ok(0) | Err(_) => {
+                    waiting.sending = Sending::Nothing;
+                    return Err(RelayError::Closed);
+                }
+                Ok(k) => *done += k,
+            }
         }
+        if let Sending::Writing { stdin, .. } = &mut waiting.sending
+            && stdin.flush().await.is_err()
+        {
+            waiting.sending = Sending::Nothing;
+            return Err(RelayError::Closed);
+        }
+        // Whole on the pipe: the lock goes.
+        waiting.sending = Sending::Sent;
         let answer = rx.await.map_err(|_| RelayError::Closed)??;
         result_of(&answer)
     }

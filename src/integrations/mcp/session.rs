@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Shared;
+use super::abandon::Abandon;
 use super::pending::Pending;
 use crate::audit::SecretFinder;
 use crate::escalation::{ApprovalRequest, RequestState};
@@ -384,27 +385,37 @@ impl Session {
         // Bounded by the call timeout and stopped by the kill switch, both looked at on the
         // gateway's shared tick (see `ticker`: no timer of its own per call). The first look is
         // one tick in: the guard looked at the switch when it decided, and `forwarded` (polled
-        // first) has sent the request before a first tick could come.
+        // first) has sent the request before a first tick could come. A call given up on is
+        // dropped with its reason set: the server is sent `notifications/cancelled` for it (see
+        // `abandon`). `None`: stopped by the kill switch.
         let deadline = tokio::time::Instant::now() + server.call_timeout();
         let ticking = self.shared.ticker.register();
-        let mut forwarded = std::pin::pin!(server.call(&theirs, arguments, meta));
-        let result = loop {
-            tokio::select! {
-                biased;
-                r = &mut forwarded => break r,
-                () = ticking.next() => {
-                    if cancel.is_cancelled() {
-                        let _ = permit
-                            .complete(Outcome::error("cancelled: the kill switch holds the run"));
-                        return tool_error("suspended: the call was stopped by the kill switch");
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        break Err(server.timed_out());
+        let abandon = Abandon::default();
+        let ended = {
+            // Dropped at the end of this block: a call given up on is gone before its outcome.
+            let mut forwarded = std::pin::pin!(server.call(&theirs, arguments, meta, &abandon));
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut forwarded => break Some(r),
+                    () = ticking.next() => {
+                        if cancel.is_cancelled() {
+                            abandon.killed();
+                            break None;
+                        }
+                        if tokio::time::Instant::now() >= deadline {
+                            abandon.timed_out(server.call_timeout());
+                            break Some(Err(server.timed_out()));
+                        }
                     }
                 }
             }
         };
         drop(ticking);
+        let Some(result) = ended else {
+            let _ = permit.complete(Outcome::error("cancelled: the kill switch holds the run"));
+            return tool_error("suspended: the call was stopped by the kill switch");
+        };
         let result = match result {
             Ok(r) => match &secret {
                 Some(secret) => scrub(r, secret),

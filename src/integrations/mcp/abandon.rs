@@ -1,0 +1,60 @@
+//! A forwarded call the gateway gives up on before the server answered it (the call timeout
+//! passed, the kill switch stopped the run, or the call's future was dropped: the client's
+//! connection or the gateway closing). The server is told with `notifications/cancelled`
+//! (`params: { requestId, reason }`), as MCP's cancellation utility says the side that abandons
+//! a request should: it may stop the tool (and its side effects) instead of running it to its
+//! end for nobody.
+//!
+//! Both ways a call reaches a server ([`Relay::call`](super::relay::Relay::call) over stdio,
+//! rmcp's client over streamable HTTP) send it from a drop guard armed once the request was sent
+//! and disarmed by its answer: exactly once for an abandoned call, never for an answered one, and
+//! never for a request that was not sent. The caller says why through an [`Abandon`] before it
+//! drops the call.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The reason sent when the caller set none (its future was dropped from outside).
+const DROPPED: &str =
+    "tollgate: the call was abandoned (the client went away or the gateway is closing)";
+
+/// Why a forwarded call is abandoned: set by the caller before it drops the call, sent as the
+/// `reason` of the server's `notifications/cancelled`. Allocates nothing unless set.
+#[derive(Debug, Default)]
+pub(crate) struct Abandon {
+    reason: OnceLock<String>,
+}
+
+impl Abandon {
+    /// The call timeout passed.
+    pub(crate) fn timed_out(&self, timeout: Duration) {
+        let _ = self.reason.set(format!(
+            "tollgate: no answer within the call timeout ({timeout:?})"
+        ));
+    }
+
+    /// The kill switch stopped the run.
+    pub(crate) fn killed(&self) {
+        let _ = self
+            .reason
+            .set("tollgate: the kill switch stopped the run".to_owned());
+    }
+
+    /// The reason to send (the first one set, or a generic one).
+    pub(crate) fn reason(&self) -> String {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| DROPPED.to_owned())
+    }
+}
+
+/// Runs `send` on the current tokio runtime, from a drop guard (which cannot await). Outside a
+/// runtime (a drop during its shutdown) nothing is sent: the server's pipe or session is being
+/// closed with it.
+pub(crate) fn spawn_send(send: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        drop(rt.spawn(send));
+    }
+}
