@@ -184,3 +184,64 @@ fn hosts_that_stop_early_give_their_unused_leases_back() {
     let g = probe.lease(&section(25).budgets[0], "*", LIMIT).unwrap();
     assert_eq!(g.units, LIMIT - total);
 }
+
+/// Waits until the database's clock is in the window after `window` (windows of `len`).
+fn wait_for_window_after(probe: &PgLeases, budget: &BudgetSpec, window: i64) -> i64 {
+    // A lease of zero units reads the current window without taking anything.
+    loop {
+        let now = probe.lease(budget, "clock", 0).unwrap();
+        if now.window > window {
+            return now.window;
+        }
+        std::thread::sleep(
+            now.window_left.min(Duration::from_millis(50)) + Duration::from_millis(5),
+        );
+    }
+}
+
+#[test]
+fn ended_windows_are_dropped_once_no_lease_is_left_in_them() {
+    let Some(backend) = fresh_backend("budget_prune") else {
+        return;
+    };
+    let budget = BudgetSpec {
+        name: "per-second".into(),
+        per: Per::Fleet,
+        measure: Measure::Calls,
+        limit: 100,
+        window: Duration::from_secs(1),
+        chunk: Some(10),
+    };
+    let a = PgLeases::open(backend.clone(), "host-a", Duration::from_secs(60)).unwrap();
+    let b = PgLeases::open(backend.clone(), "host-b", Duration::from_secs(60)).unwrap();
+    // Far from the window's end, so both leases land in the same window.
+    let w1 = wait_for_window_after(&a, &budget, a.lease(&budget, "clock", 0).unwrap().window);
+    let g1 = a.lease(&budget, "k1", 10).unwrap();
+    let g2 = b.lease(&budget, "k2", 10).unwrap();
+    assert_eq!((g1.window, g2.window), (w1, w1));
+    a.release(&budget, "k1", w1, 4).unwrap();
+
+    // The next window opens (for any key): k1's ended row, without a lease, goes; k2's stays
+    // while host b still holds its lease.
+    let w2 = wait_for_window_after(&a, &budget, w1);
+    assert!(
+        a.row("per-second", "k1", w1).unwrap().is_none(),
+        "k1's ended window kept"
+    );
+    let kept = a
+        .row("per-second", "k2", w1)
+        .unwrap()
+        .expect("k2's window with a live lease");
+    assert_eq!(kept.outstanding, 10);
+    // Host b gives it back to its own (ended) window: accounted as before.
+    b.release(&budget, "k2", w1, 3).unwrap();
+    let after = a.row("per-second", "k2", w1).unwrap().unwrap();
+    assert_eq!((after.returned, after.spent, after.outstanding), (3, 7, 0));
+
+    // The window after: nothing of w1 is left; w2's rows without leases went too.
+    let w3 = wait_for_window_after(&a, &budget, w2);
+    assert!(a.row("per-second", "k2", w1).unwrap().is_none());
+    assert!(a.row("per-second", "clock", w2).unwrap().is_none());
+    // The current window's row is there and untouched.
+    assert!(a.row("per-second", "clock", w3).unwrap().is_some());
+}

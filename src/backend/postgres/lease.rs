@@ -6,7 +6,9 @@
 //! capacity)` makes overspending impossible even for a buggy client.
 //!
 //! Windows are aligned on the database's clock (`clock_timestamp()`), so hosts with skewed
-//! clocks still agree on them.
+//! clocks still agree on them. The rows of a budget's ended windows are deleted once no lease is
+//! left in them (by the lease that opens a key's next window), so the tables hold about one
+//! window per key.
 
 use std::time::Duration;
 
@@ -154,6 +156,40 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Drops the rows of `budget`'s ended windows (every key's: all keys of a budget share its
+/// window boundaries) once no lease is left in them, as the file backend does: what a window
+/// handed out no longer matters once it is over, and without this a rate window of a minute
+/// leaves 1,440 rows a day per key. Run by the lease that opens a key's new window, so once per
+/// key and window. Expired grants of ended windows go first (their units were written off; a
+/// host that wakes up later is told its lease was reclaimed, as before); a grant still live
+/// keeps its window's row until it is released or expires. Old windows never gain grants (a
+/// lease only ever grants in the current one), so a row found without grants stays without.
+fn prune_ended_windows(
+    tx: &mut postgres::Transaction<'_>,
+    s: &str,
+    budget: &str,
+    current: i64,
+) -> Result<(), postgres::Error> {
+    tx.execute(
+        &format!(
+            "DELETE FROM {s}.lease_grants
+             WHERE budget = $1 AND window_start < $2 AND expires_at < clock_timestamp()"
+        ),
+        &[&budget, &current],
+    )?;
+    tx.execute(
+        &format!(
+            "DELETE FROM {s}.lease_budgets b
+             WHERE b.budget = $1 AND b.window_start < $2
+               AND NOT EXISTS (SELECT 1 FROM {s}.lease_grants g
+                               WHERE g.budget = b.budget AND g.key = b.key
+                                 AND g.window_start = b.window_start)"
+        ),
+        &[&budget, &current],
+    )?;
+    Ok(())
+}
+
 impl LeaseSource for PgLeases {
     fn lease(&self, budget: &BudgetSpec, key: &str, want: u64) -> Result<Grant, LeaseError> {
         let s = self.backend.schema();
@@ -173,13 +209,16 @@ impl LeaseSource for PgLeases {
                 let window = now_ms - now_ms.rem_euclid(window_ms);
                 let left =
                     Duration::from_millis(u64::try_from(window + window_ms - now_ms).unwrap_or(0));
-                tx.execute(
+                let opened = tx.execute(
                     &format!(
                         "INSERT INTO {s}.lease_budgets (budget, key, window_start, capacity)
                          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
                     ),
                     &[&name, &key, &window, &capacity],
                 )?;
+                if opened == 1 {
+                    prune_ended_windows(&mut tx, s, name, window)?;
+                }
                 // The budget row's lock serialises every host leasing this key.
                 let row = tx.query_one(
                     &format!(
