@@ -4,11 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use regex::{Regex, RegexBuilder};
-use regex_automata::dfa::{Automaton, StartKind, dense};
-use regex_automata::util::primitives::StateID;
-use regex_automata::util::start;
-use regex_automata::{Anchored, MatchKind};
 use serde_json::Value;
 
 use super::error::PolicyError;
@@ -21,11 +16,12 @@ use crate::call::json::JsonKind;
 use crate::verdict::{Denial, DenyCode};
 
 mod fast;
+mod pattern;
+
+pub(crate) use pattern::Matcher;
 
 /// Most fields one object may declare (the evaluator tracks presence in a `u64`).
 pub(crate) const MAX_FIELDS_PER_OBJECT: usize = 64;
-/// Largest compiled regex program, in bytes (guards against pathological patterns).
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 #[derive(Debug)]
 pub(crate) struct ObjectRules {
@@ -86,76 +82,6 @@ enum CheckKind {
     Path(PathPolicy),
     Url(UrlPolicy),
     MaxItems(usize),
-}
-
-/// An anchored (whole-string) pattern. Compiled to a dense DFA when that stays under
-/// [`REGEX_SIZE_LIMIT`] (a match is then one table walk over the string, no cache, no lock);
-/// otherwise, or for constructs a DFA cannot run (Unicode word boundaries), the `regex` crate's
-/// engine is used. Both implement the same syntax; the `regex` build also validates the pattern
-/// and gives the error message.
-#[derive(Debug)]
-pub(crate) struct Matcher {
-    /// The DFA and its anchored start state for "start of text" (computed once).
-    dfa: Option<(dense::DFA<Vec<u32>>, StateID)>,
-    re: Regex,
-}
-
-impl Matcher {
-    pub(crate) fn compile(pattern: &str) -> Result<Self, regex::Error> {
-        // Parse the pattern on its own first: text such as `a)|(.*` would otherwise close the
-        // anchoring group early and turn the wrapped pattern into "anything".
-        RegexBuilder::new(pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()?;
-        let anchored = format!("^(?:{pattern})$");
-        let re = RegexBuilder::new(&anchored)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()?;
-        let dfa = dense::Builder::new()
-            .configure(
-                dense::Config::new()
-                    // All-matches semantics: no thread is ever pruned for priority, so the final
-                    // state says exactly whether any path matches the whole string.
-                    .match_kind(MatchKind::All)
-                    .start_kind(StartKind::Anchored)
-                    .dfa_size_limit(Some(REGEX_SIZE_LIMIT))
-                    .determinize_size_limit(Some(REGEX_SIZE_LIMIT)),
-            )
-            .build(&anchored)
-            .ok()
-            .and_then(|dfa| {
-                let start = dfa
-                    .start_state(&start::Config::new().anchored(Anchored::Yes))
-                    .ok()?;
-                Some((dfa, start))
-            });
-        Ok(Self { dfa, re })
-    }
-
-    /// Whole-string match. The DFA walk is one table lookup per byte; a dead state ends it early;
-    /// a quit state (a construct the DFA cannot decide) hands over to the `regex` engine.
-    pub(crate) fn is_match(&self, s: &str) -> bool {
-        if let Some((dfa, start)) = &self.dfa {
-            let mut state = *start;
-            for &b in s.as_bytes() {
-                state = dfa.next_state(state, b);
-                if dfa.is_special_state(state) {
-                    if dfa.is_dead_state(state) {
-                        return false;
-                    }
-                    if dfa.is_quit_state(state) {
-                        return self.re.is_match(s);
-                    }
-                }
-            }
-            state = dfa.next_eoi_state(state);
-            if dfa.is_quit_state(state) {
-                return self.re.is_match(s);
-            }
-            return dfa.is_match_state(state);
-        }
-        self.re.is_match(s)
-    }
 }
 
 /// Context the rules need besides the value itself.
@@ -816,72 +742,5 @@ impl FieldRules {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Matcher;
-
-    #[test]
-    fn dfa_and_regex_engines_agree_on_anchored_matches() {
-        let patterns = [
-            "M-[0-9]{4}",
-            "a|b",
-            r"[^@\s]+@client\.example",
-            r"\d+",
-            r"(?i)inv-[a-z]{2}",
-            r"\bword\b",
-            ".*",
-            "",
-            "é+",
-            "a|ab",
-            "(a|ab)(c|bcd)",
-            "(?:x*)*y?",
-            "[a-z]{2,4}|[0-9]{3}",
-        ];
-        let inputs = [
-            "",
-            "M-1001",
-            "M-1001\n",
-            "xM-1001",
-            "a",
-            "b",
-            "ab",
-            "a-b",
-            "x@client.example",
-            "x@client.example.evil",
-            "١٢٣",
-            "123",
-            "INV-ab",
-            "word",
-            "a word",
-            "ééé",
-            "e",
-        ];
-        for p in patterns {
-            let m = Matcher::compile(p).unwrap();
-            for i in inputs {
-                assert_eq!(m.is_match(i), m.re.is_match(i), "pattern {p:?} input {i:?}");
-            }
-        }
-        assert!(Matcher::compile("M-[0-9]{4}").unwrap().dfa.is_some());
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn dfa_walk_agrees_with_the_regex_engine(input in "[a-cM0-9\\-é ]{0,12}", which in 0usize..6) {
-            let patterns = ["M-[0-9]{4}", "a|ab", "(a|ab)(c|bcd)", "[a-c]*b[a-c]*", "(?i)m-\\d+", "é?[0-9]+ ?"];
-            let m = Matcher::compile(patterns[which]).unwrap();
-            proptest::prop_assert!(m.dfa.is_some());
-            proptest::prop_assert_eq!(m.is_match(&input), m.re.is_match(&input));
-        }
-    }
-
-    #[test]
-    fn patterns_are_anchored() {
-        let m = Matcher::compile("a|b").unwrap();
-        assert!(m.is_match("a") && m.is_match("b"));
-        assert!(!m.is_match("ab") && !m.is_match("xa") && !m.is_match("bx"));
     }
 }
