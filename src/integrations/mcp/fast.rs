@@ -26,6 +26,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, NumberOrStr
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use super::framing::Writer;
 use super::session::Session;
@@ -151,10 +152,11 @@ fn answer_line(key: &str, result: &CallToolResult) -> Option<Vec<u8>> {
 /// The fast path of one connection.
 pub(crate) struct FastPath {
     session: Session,
-    /// Fast-path calls not answered yet, by id. A call whose entry was removed by a
-    /// cancellation runs to its end (its permit is completed, as on the typed path) but is not
-    /// answered, as rmcp does for a cancelled request.
-    in_flight: Arc<Mutex<HashMap<Key, ()>>>,
+    /// Fast-path calls not answered yet, by id, each with the token its call watches. The
+    /// client's cancellation removes the entry and cancels the token: the call stops (not
+    /// forwarded, or abandoned downstream; its permit completed as cancelled by the client, as
+    /// on the typed path) and is not answered, as rmcp does for a cancelled request.
+    in_flight: Arc<Mutex<HashMap<Key, CancellationToken>>>,
 }
 
 impl FastPath {
@@ -172,12 +174,16 @@ impl FastPath {
         let Some((key, call_id, params)) = parse(line) else {
             return false;
         };
-        self.in_flight.lock().insert(key.clone(), ());
+        // A client reusing the id of a call still in flight (a protocol error on its part):
+        // a cancellation of that id then stops the later call only; the first of the two to
+        // end is answered, as before.
+        let cancelled = CancellationToken::new();
+        self.in_flight.lock().insert(key.clone(), cancelled.clone());
         let session = self.session.clone();
         let in_flight = Arc::clone(&self.in_flight);
         let write = Arc::clone(write);
         tokio::spawn(async move {
-            let result = Box::pin(session.call(params, &call_id)).await;
+            let result = Box::pin(session.call(params, &call_id, &cancelled)).await;
             if in_flight.lock().remove(&key).is_none() {
                 tracing::debug!(target: "tollgate::mcp", id = %key, "dropping the answer to a cancelled call");
                 return;
@@ -193,11 +199,16 @@ impl FastPath {
         true
     }
 
-    /// The client cancelled the request `id`: if it is a fast-path call in flight, it will not
-    /// be answered.
+    /// The client cancelled the request `id`: if it is a fast-path call in flight, it is
+    /// stopped and will not be answered. Any other id (unknown, already answered, or a typed
+    /// path request, which rmcp cancels itself) is ignored.
     pub(crate) fn cancel(&self, id: &NumberOrString) {
-        if let Some(key) = key_of_request_id(id) {
-            self.in_flight.lock().remove(&key);
+        let token = key_of_request_id(id).and_then(|key| self.in_flight.lock().remove(&key));
+        match token {
+            Some(t) => t.cancel(),
+            None => {
+                tracing::debug!(target: "tollgate::mcp", request_id = %id, "notifications/cancelled for no fast-path call in flight; ignored");
+            }
         }
     }
 }

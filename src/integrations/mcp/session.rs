@@ -12,9 +12,10 @@ use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::abandon::Abandon;
+use super::abandon::{Abandon, CLIENT_CANCELLED};
 use super::pending::Pending;
 use crate::audit::SecretFinder;
 use crate::escalation::{ApprovalRequest, RequestState};
@@ -43,6 +44,34 @@ impl Session {
 /// A tool error result with one text block.
 fn tool_error(text: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(text)])
+}
+
+/// The audit outcome's message of a call the client cancelled (distinct from the call timeout's
+/// and the kill switch's).
+const CLIENT_CANCELLED_OUTCOME: &str = "cancelled: the client cancelled the call";
+
+/// The answer to a call the client cancelled: built for the types' sake, never sent (the client
+/// is not answered for a request it cancelled: rmcp drops the typed path's answer, the fast
+/// path writes none).
+fn cancelled_answer() -> CallToolResult {
+    tool_error(CLIENT_CANCELLED_OUTCOME)
+}
+
+/// Completes the permit of a call the client cancelled (recorded as such: its audit outcome is
+/// an error saying the client cancelled it).
+fn client_cancelled(permit: Permit<'_>) -> CallToolResult {
+    let _ = permit.complete(Outcome::error(CLIENT_CANCELLED_OUTCOME));
+    cancelled_answer()
+}
+
+/// How a forwarded call's wait ended.
+enum Ended<T> {
+    /// The server answered (or the call failed, or passed the call timeout).
+    Done(T),
+    /// The kill switch stopped the run.
+    Killed,
+    /// The client cancelled its request.
+    ClientCancelled,
 }
 
 /// The answer to an escalated call the gateway does not wait for (any longer).
@@ -237,11 +266,15 @@ fn first_text(result: &CallToolResult) -> String {
 
 impl Session {
     /// Decides, and if allowed forwards, one call (the typed path's `call_tool` and the stdio
-    /// fast path both run this).
+    /// fast path both run this). `cancelled` is cancelled when the client cancels its request
+    /// (`notifications/cancelled`): the call is then not forwarded if it was not yet, and
+    /// abandoned (the server told, the permit completed as cancelled by the client) if it was.
+    /// Its answer is then not for the client.
     pub(crate) async fn call(
         &self,
         request: CallToolRequestParams,
         call_id: &str,
+        cancelled: &CancellationToken,
     ) -> CallToolResult {
         let shared = &*self.shared;
         let guard = &*shared.guard;
@@ -269,6 +302,7 @@ impl Session {
                             req,
                             hash,
                             request.arguments,
+                            cancelled,
                         ))
                         .await;
                     }
@@ -285,15 +319,28 @@ impl Session {
             Verdict::Allow(p) => p,
             Verdict::Deny(d) => return tool_error(d.agent_message()),
             Verdict::Escalate(req) => {
-                return Box::pin(self.await_escalation(run, &call, *req, hash, request.arguments))
-                    .await;
+                return Box::pin(self.await_escalation(
+                    run,
+                    &call,
+                    *req,
+                    hash,
+                    request.arguments,
+                    cancelled,
+                ))
+                .await;
             }
         };
-        self.forward(permit, name, request.arguments).await
+        self.forward(permit, name, request.arguments, cancelled)
+            .await
     }
 
     /// Waits for an escalated call's approval up to the configured time; answers "pending"
     /// (and remembers the call for its retry) if it is still undecided by then.
+    ///
+    /// A call the client cancels (before or while it waits) is not forwarded, whatever the
+    /// approver decides, and not remembered: its approval request stays in the queue, and the
+    /// same call sent again is a new call that needs its own approval (a grant given for a
+    /// call its client withdrew does not run a later one).
     async fn await_escalation(
         &self,
         run: &Run,
@@ -301,14 +348,23 @@ impl Session {
         req: ApprovalRequest,
         hash: Option<crate::escalation::ArgsHash>,
         arguments: Option<rmcp::model::JsonObject>,
+        cancelled: &CancellationToken,
     ) -> CallToolResult {
         let guard = &*self.shared.guard;
         let wait = self.shared.section.escalation_wait();
+        if cancelled.is_cancelled() {
+            return self.forget_cancelled(&req);
+        }
         if !wait.is_zero() {
-            let waited = tokio::time::timeout(wait, guard.wait_and_resume(run, call, &req)).await;
+            // Biased: a cancellation already seen wins over an approval ready at the same time.
+            let waited = tokio::select! {
+                biased;
+                () = cancelled.cancelled() => return self.forget_cancelled(&req),
+                w = tokio::time::timeout(wait, guard.wait_and_resume(run, call, &req)) => w,
+            };
             if let Ok(verdict) = waited {
                 return match verdict {
-                    Verdict::Allow(p) => self.forward(p, call.tool(), arguments).await,
+                    Verdict::Allow(p) => self.forward(p, call.tool(), arguments, cancelled).await,
                     Verdict::Deny(d) => tool_error(d.agent_message()),
                     // A resumed call is not escalated again; if it were, it is pending anew.
                     Verdict::Escalate(r) => {
@@ -323,6 +379,17 @@ impl Session {
         answer
     }
 
+    /// A call the client cancelled while it was escalated: nothing forwarded, nothing
+    /// remembered for a retry.
+    fn forget_cancelled(&self, req: &ApprovalRequest) -> CallToolResult {
+        tracing::info!(
+            target: "tollgate::mcp",
+            approval_id = %req.id,
+            "the client cancelled a call waiting for approval; it will not be forwarded"
+        );
+        cancelled_answer()
+    }
+
     fn remember(
         &self,
         tool: &str,
@@ -335,12 +402,19 @@ impl Session {
     }
 
     /// Runs a permitted call on its downstream server and completes the permit with the result.
+    /// A call the client cancelled before it was sent is not sent; one it cancels while the
+    /// server runs it is abandoned (the server gets `notifications/cancelled`). Either way the
+    /// permit is completed as cancelled by the client.
     async fn forward(
         &self,
         permit: Permit<'_>,
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
+        cancelled: &CancellationToken,
     ) -> CallToolResult {
+        if cancelled.is_cancelled() {
+            return client_cancelled(permit);
+        }
         let Some((server, theirs)) = self.shared.route(name) else {
             // Permitted by the policy but served by no downstream server (or it is down and
             // never listed its tools).
@@ -381,40 +455,57 @@ impl Session {
                 Some(minted)
             }
         };
+        if cancelled.is_cancelled() {
+            // Cancelled while its credential was minted: not sent.
+            return client_cancelled(permit);
+        }
         let cancel = permit.cancellation();
         // Bounded by the call timeout and stopped by the kill switch, both looked at on the
         // gateway's shared tick (see `ticker`: no timer of its own per call). The first look is
         // one tick in: the guard looked at the switch when it decided, and `forwarded` (polled
         // first) has sent the request before a first tick could come. A call given up on is
         // dropped with its reason set: the server is sent `notifications/cancelled` for it (see
-        // `abandon`). `None`: stopped by the kill switch.
+        // `abandon`). The client's own cancellation ends the wait at once (its token wakes this
+        // task), with the same notification to the server.
         let deadline = tokio::time::Instant::now() + server.call_timeout();
         let ticking = self.shared.ticker.register();
         let abandon = Abandon::default();
         let ended = {
             // Dropped at the end of this block: a call given up on is gone before its outcome.
             let mut forwarded = std::pin::pin!(server.call(&theirs, arguments, meta, &abandon));
+            let mut client_cancel = std::pin::pin!(cancelled.cancelled());
             loop {
                 tokio::select! {
                     biased;
-                    r = &mut forwarded => break Some(r),
+                    r = &mut forwarded => break Ended::Done(r),
+                    () = &mut client_cancel => {
+                        abandon.client_cancelled();
+                        break Ended::ClientCancelled;
+                    }
                     () = ticking.next() => {
                         if cancel.is_cancelled() {
                             abandon.killed();
-                            break None;
+                            break Ended::Killed;
                         }
                         if tokio::time::Instant::now() >= deadline {
                             abandon.timed_out(server.call_timeout());
-                            break Some(Err(server.timed_out()));
+                            break Ended::Done(Err(server.timed_out()));
                         }
                     }
                 }
             }
         };
         drop(ticking);
-        let Some(result) = ended else {
-            let _ = permit.complete(Outcome::error("cancelled: the kill switch holds the run"));
-            return tool_error("suspended: the call was stopped by the kill switch");
+        let result = match ended {
+            Ended::Done(r) => r,
+            Ended::Killed => {
+                let _ = permit.complete(Outcome::error("cancelled: the kill switch holds the run"));
+                return tool_error("suspended: the call was stopped by the kill switch");
+            }
+            Ended::ClientCancelled => {
+                tracing::info!(target: "tollgate::mcp", reason = CLIENT_CANCELLED, "the client cancelled a forwarded call");
+                return client_cancelled(permit);
+            }
         };
         let result = match result {
             Ok(r) => match &secret {
@@ -521,8 +612,10 @@ impl ServerHandler for Session {
         // way (and tokio copies it again when it completes); the whole call's state machine
         // inline made those copies the largest per-call cost of the gateway (measured with
         // callgrind: ~110k instructions of memcpy per call). On the heap it is moved once.
+        // rmcp cancels `context.ct` when the client's `notifications/cancelled` names this
+        // request (and then drops the answer), and when the session ends with the call running.
         Ok(CallToolResponse::Complete(
-            Box::pin(self.call(request, &id)).await,
+            Box::pin(self.call(request, &id, &context.ct)).await,
         ))
     }
 }
