@@ -131,8 +131,15 @@ impl Server {
 }
 
 fn policy(server: &Server, call_timeout: &str) -> Policy {
+    policy_with(server, call_timeout, "", "")
+}
+
+/// The test policy with `sections` before `[mcp]` and `mcp` lines in it.
+fn policy_with(server: &Server, call_timeout: &str, sections: &str, mcp: &str) -> Policy {
     let text = format!(
         r#"{METADATA}
+{sections}
+
 [tools.quick]
 effect = "read"
 
@@ -146,6 +153,7 @@ tools = ["quick", "slow"]
 
 [mcp]
 call_timeout = "{call_timeout}"
+{mcp}
 
 [mcp.connection]
 agent = "agent-1"
@@ -294,4 +302,376 @@ async fn a_late_stdio_answer_after_the_cancellation_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_http_answer_after_the_cancellation_is_dropped() {
     a_late_answer_is_dropped(Transport::Http).await;
+}
+
+/// How the client reaches the gateway, for the client's own cancellation.
+#[derive(Clone, Copy, Debug)]
+enum Client {
+    /// Over stdio with a plain `tools/call`: the gateway's own fast path reads it.
+    Fast,
+    /// Over stdio with a `tools/call` whose `_meta` the fast path leaves to rmcp: rmcp's typed
+    /// path runs it (the handler's `RequestContext::ct`).
+    Typed,
+}
+
+impl Client {
+    /// The `tools/call` line of `slow` with `args`, under the JSON id `id`.
+    fn call_line(self, id: &str, tool: &str, args: Value) -> String {
+        let mut params = json!({"name": tool, "arguments": args});
+        if let Client::Typed = self {
+            params["_meta"] = json!({"progressToken": 1, "test.tollgate/typed": true});
+        }
+        json!({
+            "jsonrpc": "2.0",
+            "id": serde_json::from_str::<Value>(id).unwrap(),
+            "method": "tools/call",
+            "params": params,
+        })
+        .to_string()
+    }
+}
+
+/// A `notifications/cancelled` line for the JSON id `id`.
+fn cancel_line(id: &str) -> String {
+    json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": serde_json::from_str::<Value>(id).unwrap(), "reason": "user pressed stop"},
+    })
+    .to_string()
+}
+
+/// Waits until the server received `n` calls.
+async fn until_calls(server: &Server, n: usize) {
+    let start = Instant::now();
+    while server.calls().len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the server got {} calls, not {n}",
+            server.calls().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the trail holds `n` outcomes, and returns them.
+async fn until_outcomes(h: &harness::Harness, n: usize) -> Vec<Value> {
+    let start = Instant::now();
+    while h.events("outcome").len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the trail holds {} outcomes, not {n}: {:?}",
+            h.events("outcome").len(),
+            h.events("outcome")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.events("outcome")
+}
+
+/// The client cancels its own in-flight call: the gateway stops waiting for it, the server
+/// gets exactly one `notifications/cancelled` for the gateway's id of it (saying the client
+/// cancelled it), the client gets no answer for it, the trail says the client cancelled it, and
+/// the session goes on.
+async fn client_cancellation_is_passed_on(client: Client, transport: Transport, id: &str) {
+    let Some(server) = server(
+        transport,
+        &format!("client-cancel-{client:?}-{transport:?}"),
+    ) else {
+        return;
+    };
+    // A long call timeout: only the client's cancellation ends the call in time.
+    let h = harness::start(&policy(&server, "60s")).await;
+    let mut c = harness::Raw::connect(&h.gateway);
+    c.initialize().await;
+    c.send(&client.call_line(id, "slow", json!({"ms": 60_000})))
+        .await;
+    until_calls(&server, 1).await;
+    let started = Instant::now();
+    c.send(&cancel_line(id)).await;
+
+    let cancels = server.settled_cancels(1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the cancellation was passed on at once, not at a timeout"
+    );
+    let calls = server.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(cancels.len(), 1, "exactly one cancellation: {cancels:?}");
+    assert_eq!(
+        cancels[0]["requestId"], calls[0]["id"],
+        "the cancellation names the gateway's id of the call: {cancels:?} {calls:?}"
+    );
+    let reason = cancels[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("client cancelled"), "{reason}");
+
+    let outcomes = until_outcomes(&h, 1).await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let outcome = &outcomes[0]["tollgate.outcome"];
+    assert_eq!(outcome["status"], "error", "{outcome}");
+    assert!(
+        outcome["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the client cancelled the call")),
+        "{outcome}"
+    );
+
+    // The session goes on; the next line the client reads is the next call's answer, and no
+    // answer for the cancelled id comes after it.
+    c.send(&client.call_line("\"next\"", "quick", json!({})))
+        .await;
+    let a = c.answer().await;
+    assert_eq!(a["id"], "next", "{a}");
+    assert_eq!(a["result"]["content"][0]["text"], "quick done", "{a}");
+    assert_eq!(c.answer_within(Duration::from_millis(500)).await, None);
+    assert_eq!(server.cancels().len(), 1);
+    assert_eq!(h.events("outcome").len(), 2);
+    h.gateway.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_path_call_the_client_cancels_is_cancelled_on_a_stdio_server() {
+    client_cancellation_is_passed_on(Client::Fast, Transport::Stdio, "7").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_path_call_the_client_cancels_is_cancelled_on_an_http_server() {
+    client_cancellation_is_passed_on(Client::Fast, Transport::Http, "\"c-1\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_path_call_the_client_cancels_is_cancelled_on_a_stdio_server() {
+    client_cancellation_is_passed_on(Client::Typed, Transport::Stdio, "\"c-2\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_path_call_the_client_cancels_is_cancelled_on_an_http_server() {
+    client_cancellation_is_passed_on(Client::Typed, Transport::Http, "8").await;
+}
+
+/// Cancellations naming no call in flight (an unknown id, an id of another type, a call
+/// already answered) change nothing: the in-flight call is answered, nothing is cancelled
+/// downstream, its outcome is a success.
+async fn unknown_cancellations_change_nothing(client: Client) {
+    let Some(server) = server(
+        Transport::Stdio,
+        &format!("client-cancel-unknown-{client:?}"),
+    ) else {
+        return;
+    };
+    let h = harness::start(&policy(&server, "60s")).await;
+    let mut c = harness::Raw::connect(&h.gateway);
+    c.initialize().await;
+    c.send(&client.call_line("1", "quick", json!({}))).await;
+    assert_eq!(c.answer().await["id"], 1);
+    c.send(&client.call_line("2", "slow", json!({"ms": 800})))
+        .await;
+    until_calls(&server, 2).await;
+    // Unknown ids, the same number as a string, the call already answered, no id at all.
+    for line in [
+        cancel_line("999"),
+        cancel_line("\"2\""),
+        cancel_line("1"),
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"none"}}"#
+            .to_owned(),
+    ] {
+        c.send(&line).await;
+    }
+    let a = c.answer().await;
+    assert_eq!(a["id"], 2, "{a}");
+    assert_eq!(a["result"]["content"][0]["text"], "slept 800", "{a}");
+    // The answered call cancelled afterwards: nothing either.
+    c.send(&cancel_line("2")).await;
+    c.send(&client.call_line("3", "quick", json!({}))).await;
+    assert_eq!(c.answer().await["id"], 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.cancels().is_empty(), "{:?}", server.cancels());
+    let outcomes = until_outcomes(&h, 3).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o["tollgate.outcome"]["status"] == "success"),
+        "{outcomes:?}"
+    );
+    h.gateway.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_of_unknown_or_finished_fast_path_ids_change_nothing() {
+    unknown_cancellations_change_nothing(Client::Fast).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_of_unknown_or_finished_typed_path_ids_change_nothing() {
+    unknown_cancellations_change_nothing(Client::Typed).await;
+}
+
+/// A call the client cancels while it waits for a human's approval is never forwarded, even
+/// once approved: nothing reaches the server, nothing is answered, nothing is cancelled
+/// downstream (nothing was sent), and the session goes on.
+async fn an_escalated_call_the_client_cancels_is_never_forwarded(client: Client) {
+    let Some(server) = server(
+        Transport::Stdio,
+        &format!("client-cancel-escalated-{client:?}"),
+    ) else {
+        return;
+    };
+    let p = policy_with(
+        &server,
+        "60s",
+        r#"
+[escalation]
+groups.ops = ["alice"]
+defaults = { timeout = "1h", on_timeout = "deny", chain = [{ group = "ops" }] }
+
+[[escalation.rules]]
+id = "long-sleep"
+reason = "Long sleeps need ops."
+tools = ["slow"]
+when.amount = { path = "ms", over = 50000 }
+"#,
+        r#"escalation_wait = "20s""#,
+    );
+    let h = harness::start(&p).await;
+    let mut c = harness::Raw::connect(&h.gateway);
+    c.initialize().await;
+    c.send(&client.call_line("\"e-1\"", "slow", json!({"ms": 60_000})))
+        .await;
+    let queue = h.gateway.guard().approvals().unwrap().clone();
+    let start = Instant::now();
+    let id = loop {
+        if let Some(r) = queue.pending().unwrap().first() {
+            break r.id.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no request raised"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    c.send(&cancel_line("\"e-1\"")).await;
+    // The cancellation is read before the approval comes (the next call's answer proves it).
+    c.send(&client.call_line("\"q\"", "quick", json!({}))).await;
+    assert_eq!(c.answer().await["id"], "q");
+    h.gateway
+        .guard()
+        .approvals()
+        .unwrap()
+        .decide(
+            &id,
+            &tollgate::escalation::Approver::new("alice"),
+            tollgate::escalation::Decision::Approve,
+            "ok",
+        )
+        .expect("decided");
+    assert_eq!(c.answer_within(Duration::from_millis(800)).await, None);
+    let calls = server.calls();
+    assert_eq!(
+        calls.len(),
+        1,
+        "only the quick call was forwarded: {calls:?}"
+    );
+    assert_eq!(calls[0]["tool"], "quick");
+    assert!(server.cancels().is_empty(), "{:?}", server.cancels());
+    assert_eq!(h.events("outcome").len(), 1, "{:?}", h.events("outcome"));
+    h.gateway.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_fast_path_call_the_client_cancels_is_never_forwarded() {
+    an_escalated_call_the_client_cancels_is_never_forwarded(Client::Fast).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_typed_path_call_the_client_cancels_is_never_forwarded() {
+    an_escalated_call_the_client_cancels_is_never_forwarded(Client::Typed).await;
+}
+
+/// A client of the gateway's streamable-HTTP endpoint (rmcp's server over HTTP) cancels its
+/// call with rmcp's own `RequestHandle::cancel`: cancelled downstream once, recorded as
+/// cancelled by the client, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_an_http_client_cancels_is_cancelled_downstream() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
+    use rmcp::service::PeerRequestOptions;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use tollgate::integrations::mcp::Gateway;
+
+    let Some(server) = server(Transport::Stdio, "client-cancel-http-client") else {
+        return;
+    };
+    let p = policy(&server, "60s");
+    let (guard, audit) = harness::guard(&p);
+    let gateway = std::sync::Arc::new(Gateway::start(&p, guard).await.expect("gateway starts"));
+    let listener = gateway
+        .bind_http("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("binds");
+    let url = listener.url();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(listener.serve_until(async move {
+        let _ = stopped.await;
+    }));
+    let transport = StreamableHttpClientTransport::with_client(
+        common::tls::http_client(),
+        StreamableHttpClientTransportConfig::with_uri(url.as_str()),
+    );
+    let client = ().serve(transport).await.expect("client initialises");
+    let Value::Object(args) = json!({"ms": 60_000}) else {
+        unreachable!()
+    };
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(
+        CallToolRequestParams::new("slow").with_arguments(args),
+    ));
+    let handle = client
+        .peer()
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .expect("sent");
+    until_calls(&server, 1).await;
+    handle
+        .cancel(Some("user pressed stop".to_owned()))
+        .await
+        .expect("cancellation sent");
+
+    let cancels = server.settled_cancels(1).await;
+    let calls = server.calls();
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
+    assert_eq!(cancels[0]["requestId"], calls[0]["id"]);
+    let reason = cancels[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("client cancelled"), "{reason}");
+    let outcomes = || -> Vec<Value> {
+        audit
+            .events()
+            .into_iter()
+            .filter(|e| e["event"] == "outcome")
+            .collect()
+    };
+    let start = Instant::now();
+    while outcomes().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let o = &outcomes()[0]["tollgate.outcome"];
+    assert_eq!(o["status"], "error", "{o}");
+    assert!(
+        o["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the client cancelled the call")),
+        "{o}"
+    );
+    assert_eq!(
+        text(&harness::call(&client, "quick", json!({})).await),
+        "quick done"
+    );
+    assert_eq!(server.cancels().len(), 1);
+    client.cancel().await.ok();
+    let _ = stop.send(());
+    serving
+        .await
+        .expect("listener task")
+        .expect("listener stops cleanly");
+    gateway.shutdown();
 }
