@@ -675,3 +675,48 @@ async fn a_call_an_http_client_cancels_is_cancelled_downstream() {
         .expect("listener stops cleanly");
     gateway.shutdown();
 }
+
+/// The client's session ends (it closes its stdin) while a typed-path call is in flight: rmcp
+/// cancels the call's handler token as it would for the client's own cancellation, but the
+/// client cancelled nothing. The server gets exactly one `notifications/cancelled` saying the
+/// client's session ended, and the trail says so too, not that the client cancelled the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_path_call_in_flight_when_the_client_session_ends_is_recorded_as_such() {
+    let Some(server) = server(Transport::Stdio, "session-ends-typed") else {
+        return;
+    };
+    // A long call timeout: only the session's end stops the call.
+    let h = harness::start(&policy(&server, "60s")).await;
+    let mut c = harness::Raw::connect(&h.gateway);
+    c.initialize().await;
+    c.send(&Client::Typed.call_line("\"s-1\"", "slow", json!({"ms": 60_000})))
+        .await;
+    until_calls(&server, 1).await;
+    // The client goes away: its stdin (the gateway's input) closes. rmcp waits up to 5 s for
+    // handlers still running before it cancels them.
+    drop(c);
+
+    let cancels = server.settled_cancels(1).await;
+    let calls = server.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(cancels.len(), 1, "exactly one cancellation: {cancels:?}");
+    assert_eq!(
+        cancels[0]["requestId"], calls[0]["id"],
+        "{cancels:?} {calls:?}"
+    );
+    let reason = cancels[0]["reason"].as_str().unwrap_or_default();
+    assert_eq!(
+        reason, "tollgate: the client's session ended",
+        "{cancels:?}"
+    );
+
+    let outcomes = until_outcomes(&h, 1).await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let outcome = &outcomes[0]["tollgate.outcome"];
+    assert_eq!(outcome["status"], "error", "{outcome}");
+    assert_eq!(
+        outcome["message"], "cancelled: the client's session ended",
+        "{outcome}"
+    );
+    h.gateway.shutdown();
+}

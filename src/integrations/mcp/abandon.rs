@@ -1,9 +1,9 @@
 //! A forwarded call the gateway gives up on before the server answered it (the call timeout
-//! passed, the kill switch stopped the run, the client cancelled its request, or the call's
-//! future was dropped: the client's connection or the gateway closing). The server is told with `notifications/cancelled`
-//! (`params: { requestId, reason }`), as MCP's cancellation utility says the side that abandons
-//! a request should: it may stop the tool (and its side effects) instead of running it to its
-//! end for nobody.
+//! passed, the kill switch stopped the run, the client cancelled its request or its session
+//! ended, or the call's future was dropped from outside). The server is told with
+//! `notifications/cancelled` (`params: { requestId, reason }`), as MCP's cancellation utility
+//! says the side that abandons a request should: it may stop the tool (and its side effects)
+//! instead of running it to its end for nobody.
 //!
 //! Both ways a call reaches a server ([`Relay::call`](super::relay::Relay::call) over stdio,
 //! rmcp's client over streamable HTTP) send it from a drop guard armed once the request was sent
@@ -15,12 +15,11 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use super::cancel::Cause;
+
 /// The reason sent when the caller set none (its future was dropped from outside).
 const DROPPED: &str =
     "tollgate: the call was abandoned (the client went away or the gateway is closing)";
-
-/// The reason sent when the client cancelled the call.
-pub(crate) const CLIENT_CANCELLED: &str = "tollgate: the client cancelled the call";
 
 /// Why a forwarded call is abandoned: set by the caller before it drops the call, sent as the
 /// `reason` of the server's `notifications/cancelled`. Allocates nothing unless set.
@@ -44,9 +43,10 @@ impl Abandon {
             .set("tollgate: the kill switch stopped the run".to_owned());
     }
 
-    /// The client cancelled its request (its own `notifications/cancelled`).
-    pub(crate) fn client_cancelled(&self) {
-        let _ = self.reason.set(CLIENT_CANCELLED.to_owned());
+    /// The client cancelled its request (its own `notifications/cancelled`), or its session
+    /// ended: `cause` says which.
+    pub(crate) fn stopped(&self, cause: Cause) {
+        let _ = self.reason.set(cause.abandon_reason().to_owned());
     }
 
     /// The reason to send (the first one set, or a generic one).

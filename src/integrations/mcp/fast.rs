@@ -28,6 +28,7 @@ use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::Stop;
 use super::framing::Writer;
 use super::session::Session;
 
@@ -183,7 +184,8 @@ impl FastPath {
         let in_flight = Arc::clone(&self.in_flight);
         let write = Arc::clone(write);
         tokio::spawn(async move {
-            let result = Box::pin(session.call(params, &call_id, &cancelled)).await;
+            let result =
+                Box::pin(session.call(params, &call_id, &Stop::by_client(&cancelled))).await;
             if in_flight.lock().remove(&key).is_none() {
                 tracing::debug!(target: "tollgate::mcp", id = %key, "dropping the answer to a cancelled call");
                 return;

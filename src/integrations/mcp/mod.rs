@@ -35,6 +35,8 @@ pub mod config;
 #[cfg(feature = "mcp")]
 mod abandon;
 #[cfg(feature = "mcp")]
+mod cancel;
+#[cfg(feature = "mcp")]
 mod downstream;
 #[cfg(feature = "mcp")]
 mod fast;

@@ -5,17 +5,18 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ResourceContents, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
+    ContentBlock, Implementation, ListToolsResult, PaginatedRequestParams, ResourceContents,
+    ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::abandon::{Abandon, CLIENT_CANCELLED};
+use super::abandon::Abandon;
+use super::cancel::{Cause, ClientCancels, Stop};
 use super::pending::Pending;
 use crate::audit::SecretFinder;
 use crate::escalation::{ApprovalRequest, RequestState};
@@ -29,6 +30,9 @@ pub(crate) struct Session {
     shared: Arc<Shared>,
     run: Arc<Run>,
     pending: Arc<Pending>,
+    /// The typed-path calls in flight, each with the token that says its client cancelled it
+    /// (rmcp's own token of a call also fires when the session ends: see `cancel`).
+    client_cancels: Arc<ClientCancels>,
 }
 
 impl Session {
@@ -37,6 +41,7 @@ impl Session {
             shared,
             run,
             pending: Arc::default(),
+            client_cancels: Arc::default(),
         }
     }
 }
@@ -46,22 +51,18 @@ fn tool_error(text: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(text)])
 }
 
-/// The audit outcome's message of a call the client cancelled (distinct from the call timeout's
-/// and the kill switch's).
-const CLIENT_CANCELLED_OUTCOME: &str = "cancelled: the client cancelled the call";
-
-/// The answer to a call the client cancelled: built for the types' sake, never sent (the client
+/// The answer to a call that was stopped: built for the types' sake, never sent (the client
 /// is not answered for a request it cancelled: rmcp drops the typed path's answer, the fast
-/// path writes none).
-fn cancelled_answer() -> CallToolResult {
-    tool_error(CLIENT_CANCELLED_OUTCOME)
+/// path writes none; nor over a session that ended).
+fn stopped_answer(cause: Cause) -> CallToolResult {
+    tool_error(cause.outcome())
 }
 
-/// Completes the permit of a call the client cancelled (recorded as such: its audit outcome is
-/// an error saying the client cancelled it).
-fn client_cancelled(permit: Permit<'_>) -> CallToolResult {
-    let _ = permit.complete(Outcome::error(CLIENT_CANCELLED_OUTCOME));
-    cancelled_answer()
+/// Completes the permit of a call that was stopped, recorded as what happened: its audit
+/// outcome is an error saying the client cancelled it, or that the client's session ended.
+fn stopped(permit: Permit<'_>, cause: Cause) -> CallToolResult {
+    let _ = permit.complete(Outcome::error(cause.outcome()));
+    stopped_answer(cause)
 }
 
 /// How a forwarded call's wait ended.
@@ -70,8 +71,8 @@ enum Ended<T> {
     Done(T),
     /// The kill switch stopped the run.
     Killed,
-    /// The client cancelled its request.
-    ClientCancelled,
+    /// The client cancelled its request, or its session ended.
+    Stopped(Cause),
 }
 
 /// The answer to an escalated call the gateway does not wait for (any longer).
@@ -266,15 +267,16 @@ fn first_text(result: &CallToolResult) -> String {
 
 impl Session {
     /// Decides, and if allowed forwards, one call (the typed path's `call_tool` and the stdio
-    /// fast path both run this). `cancelled` is cancelled when the client cancels its request
-    /// (`notifications/cancelled`): the call is then not forwarded if it was not yet, and
-    /// abandoned (the server told, the permit completed as cancelled by the client) if it was.
-    /// Its answer is then not for the client.
+    /// fast path both run this). `stop` fires when the client cancels its request
+    /// (`notifications/cancelled`) or, on the typed path, when the client's session ends: the
+    /// call is then not forwarded if it was not yet, and abandoned (the server told, the permit
+    /// completed as stopped, saying which of the two) if it was. Its answer is then not for the
+    /// client.
     pub(crate) async fn call(
         &self,
         request: CallToolRequestParams,
         call_id: &str,
-        cancelled: &CancellationToken,
+        stop: &Stop<'_>,
     ) -> CallToolResult {
         let shared = &*self.shared;
         let guard = &*shared.guard;
@@ -302,7 +304,7 @@ impl Session {
                             req,
                             hash,
                             request.arguments,
-                            cancelled,
+                            stop,
                         ))
                         .await;
                     }
@@ -325,22 +327,21 @@ impl Session {
                     *req,
                     hash,
                     request.arguments,
-                    cancelled,
+                    stop,
                 ))
                 .await;
             }
         };
-        self.forward(permit, name, request.arguments, cancelled)
-            .await
+        self.forward(permit, name, request.arguments, stop).await
     }
 
     /// Waits for an escalated call's approval up to the configured time; answers "pending"
     /// (and remembers the call for its retry) if it is still undecided by then.
     ///
-    /// A call the client cancels (before or while it waits) is not forwarded, whatever the
-    /// approver decides, and not remembered: its approval request stays in the queue, and the
-    /// same call sent again is a new call that needs its own approval (a grant given for a
-    /// call its client withdrew does not run a later one).
+    /// A call the client cancels (before or while it waits), or whose session ends meanwhile,
+    /// is not forwarded, whatever the approver decides, and not remembered: its approval request
+    /// stays in the queue, and the same call sent again is a new call that needs its own
+    /// approval (a grant given for a call its client withdrew does not run a later one).
     async fn await_escalation(
         &self,
         run: &Run,
@@ -348,23 +349,23 @@ impl Session {
         req: ApprovalRequest,
         hash: Option<crate::escalation::ArgsHash>,
         arguments: Option<rmcp::model::JsonObject>,
-        cancelled: &CancellationToken,
+        stop: &Stop<'_>,
     ) -> CallToolResult {
         let guard = &*self.shared.guard;
         let wait = self.shared.section.escalation_wait();
-        if cancelled.is_cancelled() {
-            return self.forget_cancelled(&req);
+        if stop.is_stopped() {
+            return self.forget_stopped(&req, stop.cause().await);
         }
         if !wait.is_zero() {
             // Biased: a cancellation already seen wins over an approval ready at the same time.
             let waited = tokio::select! {
                 biased;
-                () = cancelled.cancelled() => return self.forget_cancelled(&req),
+                () = stop.stopped() => return self.forget_stopped(&req, stop.cause().await),
                 w = tokio::time::timeout(wait, guard.wait_and_resume(run, call, &req)) => w,
             };
             if let Ok(verdict) = waited {
                 return match verdict {
-                    Verdict::Allow(p) => self.forward(p, call.tool(), arguments, cancelled).await,
+                    Verdict::Allow(p) => self.forward(p, call.tool(), arguments, stop).await,
                     Verdict::Deny(d) => tool_error(d.agent_message()),
                     // A resumed call is not escalated again; if it were, it is pending anew.
                     Verdict::Escalate(r) => {
@@ -379,15 +380,22 @@ impl Session {
         answer
     }
 
-    /// A call the client cancelled while it was escalated: nothing forwarded, nothing
-    /// remembered for a retry.
-    fn forget_cancelled(&self, req: &ApprovalRequest) -> CallToolResult {
-        tracing::info!(
-            target: "tollgate::mcp",
-            approval_id = %req.id,
-            "the client cancelled a call waiting for approval; it will not be forwarded"
-        );
-        cancelled_answer()
+    /// A call stopped while it was escalated (the client cancelled it, or its session ended):
+    /// nothing forwarded, nothing remembered for a retry.
+    fn forget_stopped(&self, req: &ApprovalRequest, cause: Cause) -> CallToolResult {
+        match cause {
+            Cause::Client => tracing::info!(
+                target: "tollgate::mcp",
+                approval_id = %req.id,
+                "the client cancelled a call waiting for approval; it will not be forwarded"
+            ),
+            Cause::SessionEnded => tracing::info!(
+                target: "tollgate::mcp",
+                approval_id = %req.id,
+                "the client's session ended while a call waited for approval; it will not be forwarded"
+            ),
+        }
+        stopped_answer(cause)
     }
 
     fn remember(
@@ -402,18 +410,18 @@ impl Session {
     }
 
     /// Runs a permitted call on its downstream server and completes the permit with the result.
-    /// A call the client cancelled before it was sent is not sent; one it cancels while the
-    /// server runs it is abandoned (the server gets `notifications/cancelled`). Either way the
-    /// permit is completed as cancelled by the client.
+    /// A call stopped (the client cancelled it, or its session ended) before it was sent is not
+    /// sent; one stopped while the server runs it is abandoned (the server gets
+    /// `notifications/cancelled`). Either way the permit is completed as stopped, saying why.
     async fn forward(
         &self,
         permit: Permit<'_>,
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
-        cancelled: &CancellationToken,
+        stop: &Stop<'_>,
     ) -> CallToolResult {
-        if cancelled.is_cancelled() {
-            return client_cancelled(permit);
+        if stop.is_stopped() {
+            return stopped(permit, stop.cause().await);
         }
         let Some((server, theirs)) = self.shared.route(name) else {
             // Permitted by the policy but served by no downstream server (or it is down and
@@ -455,9 +463,9 @@ impl Session {
                 Some(minted)
             }
         };
-        if cancelled.is_cancelled() {
-            // Cancelled while its credential was minted: not sent.
-            return client_cancelled(permit);
+        if stop.is_stopped() {
+            // Stopped while its credential was minted: not sent.
+            return stopped(permit, stop.cause().await);
         }
         let cancel = permit.cancellation();
         // Bounded by the call timeout and stopped by the kill switch, both looked at on the
@@ -465,22 +473,24 @@ impl Session {
         // one tick in: the guard looked at the switch when it decided, and `forwarded` (polled
         // first) has sent the request before a first tick could come. A call given up on is
         // dropped with its reason set: the server is sent `notifications/cancelled` for it (see
-        // `abandon`). The client's own cancellation ends the wait at once (its token wakes this
-        // task), with the same notification to the server.
+        // `abandon`). The client's own cancellation, or its session's end, ends the wait at once
+        // (the token wakes this task; telling the two apart may take `cancel`'s short grace),
+        // with the same notification to the server, its reason saying which.
         let deadline = tokio::time::Instant::now() + server.call_timeout();
         let ticking = self.shared.ticker.register();
         let abandon = Abandon::default();
         let ended = {
             // Dropped at the end of this block: a call given up on is gone before its outcome.
             let mut forwarded = std::pin::pin!(server.call(&theirs, arguments, meta, &abandon));
-            let mut client_cancel = std::pin::pin!(cancelled.cancelled());
+            let mut stopping = std::pin::pin!(stop.stopped());
             loop {
                 tokio::select! {
                     biased;
                     r = &mut forwarded => break Ended::Done(r),
-                    () = &mut client_cancel => {
-                        abandon.client_cancelled();
-                        break Ended::ClientCancelled;
+                    () = &mut stopping => {
+                        let cause = stop.cause().await;
+                        abandon.stopped(cause);
+                        break Ended::Stopped(cause);
                     }
                     () = ticking.next() => {
                         if cancel.is_cancelled() {
@@ -502,9 +512,9 @@ impl Session {
                 let _ = permit.complete(Outcome::error("cancelled: the kill switch holds the run"));
                 return tool_error("suspended: the call was stopped by the kill switch");
             }
-            Ended::ClientCancelled => {
-                tracing::info!(target: "tollgate::mcp", reason = CLIENT_CANCELLED, "the client cancelled a forwarded call");
-                return client_cancelled(permit);
+            Ended::Stopped(cause) => {
+                tracing::info!(target: "tollgate::mcp", reason = cause.abandon_reason(), "a forwarded call was stopped");
+                return stopped(permit, cause);
             }
         };
         let result = match result {
@@ -588,6 +598,18 @@ impl ServerHandler for Session {
             .register(context.peer, &self.shared, &self.run);
     }
 
+    async fn on_cancelled(
+        &self,
+        notification: CancelledNotificationParam,
+        _context: NotificationContext<RoleServer>,
+    ) {
+        // rmcp has cancelled the request's `ct` already (if it is a typed-path request in
+        // flight); this says it was the client's doing, not its session's end.
+        if let Some(id) = &notification.request_id {
+            self.client_cancels.cancel(id);
+        }
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -613,9 +635,13 @@ impl ServerHandler for Session {
         // inline made those copies the largest per-call cost of the gateway (measured with
         // callgrind: ~110k instructions of memcpy per call). On the heap it is moved once.
         // rmcp cancels `context.ct` when the client's `notifications/cancelled` names this
-        // request (and then drops the answer), and when the session ends with the call running.
+        // request (and then drops the answer), and when the session ends with the call running;
+        // `client` is cancelled in the first case only (by `on_cancelled`), so the record says
+        // which happened.
+        let client = self.client_cancels.watch(context.id.clone());
+        let stop = Stop::by_rmcp(&context.ct, client.token());
         Ok(CallToolResponse::Complete(
-            Box::pin(self.call(request, &id, &context.ct)).await,
+            Box::pin(self.call(request, &id, &stop)).await,
         ))
     }
 }
