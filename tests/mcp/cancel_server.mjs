@@ -8,7 +8,7 @@
 // which it cancelled.
 import { appendFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { createInterface } from "node:readline";
+import { mcpHandler, serveStdio, text } from "./stdio_server.mjs";
 
 const tools = [
   { name: "quick", inputSchema: { type: "object", properties: {} } },
@@ -17,57 +17,39 @@ const tools = [
     inputSchema: { type: "object", properties: { ms: { type: "number" }, late: { type: "boolean" } } },
   },
 ];
-const text = (t) => ({ content: [{ type: "text", text: t }] });
 const log = (entry) => appendFileSync(process.env.CANCEL_LOG, JSON.stringify(entry) + "\n");
 // Pending `slow` calls by their id's JSON text: cancelling one clears its timer.
 const pending = new Map();
 
 // Handles one message; `answer(msg)` sends a response (never called for a notification).
-function handle(msg, answer) {
-  if (msg.id === undefined) {
-    if (msg.method === "notifications/cancelled") {
-      const { requestId, reason } = msg.params ?? {};
-      log({ event: "cancelled", requestId, reason });
-      const p = pending.get(JSON.stringify(requestId));
-      if (p && !p.late) {
-        clearTimeout(p.timer);
-        pending.delete(JSON.stringify(requestId));
-      }
+const handle = mcpHandler({
+  name: "cancel",
+  tools,
+  notify: (msg) => {
+    if (msg.method !== "notifications/cancelled") return;
+    const { requestId, reason } = msg.params ?? {};
+    log({ event: "cancelled", requestId, reason });
+    const p = pending.get(JSON.stringify(requestId));
+    if (p && !p.late) {
+      clearTimeout(p.timer);
+      pending.delete(JSON.stringify(requestId));
     }
-    return;
-  }
-  const reply = (result) => answer({ jsonrpc: "2.0", id: msg.id, result });
-  const fail = (code, message) => answer({ jsonrpc: "2.0", id: msg.id, error: { code, message } });
-  switch (msg.method) {
-    case "initialize":
-      return reply({
-        protocolVersion: msg.params.protocolVersion,
-        capabilities: { tools: {} },
-        serverInfo: { name: "cancel", version: "1.0.0" },
-      });
-    case "ping":
-      return reply({});
-    case "tools/list":
-      return reply({ tools });
-    case "tools/call": {
-      const args = msg.params.arguments ?? {};
-      log({ event: "call", tool: msg.params.name, id: msg.id });
-      if (msg.params.name === "quick") return reply(text("quick done"));
-      if (msg.params.name === "slow") {
-        const key = JSON.stringify(msg.id);
-        const timer = setTimeout(() => {
-          pending.delete(key);
-          reply(text(`slept ${args.ms}`));
-        }, Number(args.ms ?? 0));
-        pending.set(key, { timer, late: args.late === true });
-        return;
-      }
-      return fail(-32602, "unknown tool");
+  },
+  call: (msg, { args, reply, fail }) => {
+    log({ event: "call", tool: msg.params.name, id: msg.id });
+    if (msg.params.name === "quick") return reply(text("quick done"));
+    if (msg.params.name === "slow") {
+      const key = JSON.stringify(msg.id);
+      const timer = setTimeout(() => {
+        pending.delete(key);
+        reply(text(`slept ${args.ms}`));
+      }, Number(args.ms ?? 0));
+      pending.set(key, { timer, late: args.late === true });
+      return;
     }
-    default:
-      return fail(-32601, "method not found");
-  }
-}
+    return fail(-32602, "unknown tool");
+  },
+});
 
 if (process.argv.includes("--http")) {
   const server = createServer((req, res) => {
@@ -100,14 +82,5 @@ if (process.argv.includes("--http")) {
     process.stdout.write(`PORT ${server.address().port}\n`);
   });
 } else {
-  const send = (out) => process.stdout.write(JSON.stringify(out) + "\n");
-  createInterface({ input: process.stdin }).on("line", (line) => {
-    let msg;
-    try {
-      msg = JSON.parse(line);
-    } catch {
-      return;
-    }
-    handle(msg, send);
-  });
+  serveStdio(handle);
 }

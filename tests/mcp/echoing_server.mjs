@@ -2,35 +2,18 @@
 // ways a careless server would: in a JSON-RPC error message (`leak_err`), percent-encoded in a
 // result text (`leak_pct`), and percent-encoded in structured content, as a value and as a key
 // (`leak_structured`). The gateway must cut every one of them out before its client sees it.
-import { createInterface } from "node:readline";
+import { mcpHandler, serveStdio } from "./stdio_server.mjs";
 
 const tools = ["leak_err", "leak_pct", "leak_structured"].map((name) => ({
   name,
   inputSchema: { type: "object", properties: {} },
 }));
 
-const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
-
-createInterface({ input: process.stdin }).on("line", (line) => {
-  let msg;
-  try {
-    msg = JSON.parse(line);
-  } catch {
-    return;
-  }
-  if (msg.id === undefined) return;
-  const reply = (result) => send({ jsonrpc: "2.0", id: msg.id, result });
-  const fail = (code, message) => send({ jsonrpc: "2.0", id: msg.id, error: { code, message } });
-  switch (msg.method) {
-    case "initialize":
-      return reply({
-        protocolVersion: msg.params.protocolVersion,
-        capabilities: { tools: {} },
-        serverInfo: { name: "echoing", version: "1.0.0" },
-      });
-    case "tools/list":
-      return reply({ tools });
-    case "tools/call": {
+serveStdio(
+  mcpHandler({
+    name: "echoing",
+    tools,
+    call: (msg, { reply, fail }) => {
       const cred = msg.params._meta?.["tollgate/credential"] ?? "none";
       const pct = encodeURIComponent(cred);
       switch (msg.params.name) {
@@ -46,8 +29,6 @@ createInterface({ input: process.stdin }).on("line", (line) => {
         default:
           return fail(-32602, "unknown tool");
       }
-    }
-    default:
-      return fail(-32601, "method not found");
-  }
-});
+    },
+  }),
+);

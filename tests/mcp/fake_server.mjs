@@ -6,7 +6,7 @@
 // (answers with a text of `bytes` characters; `id_last` writes the id after the result, as the
 // TypeScript SDK's servers do).
 import { createHash } from "node:crypto";
-import { createInterface } from "node:readline";
+import { mcpHandler, send, serveStdio, text } from "./stdio_server.mjs";
 
 const tools = [
   { name: "echo", inputSchema: { type: "object", properties: { message: { type: "string" } } } },
@@ -25,31 +25,11 @@ const tools = [
   },
 ];
 
-const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
-const text = (t) => ({ content: [{ type: "text", text: t }] });
-
-createInterface({ input: process.stdin }).on("line", (line) => {
-  let msg;
-  try {
-    msg = JSON.parse(line);
-  } catch {
-    return;
-  }
-  if (msg.id === undefined) return; // notifications
-  const reply = (result) => send({ jsonrpc: "2.0", id: msg.id, result });
-  switch (msg.method) {
-    case "initialize":
-      return reply({
-        protocolVersion: msg.params.protocolVersion,
-        capabilities: { tools: {} },
-        serverInfo: { name: "fake", version: "1.0.0" },
-      });
-    case "ping":
-      return reply({});
-    case "tools/list":
-      return reply({ tools });
-    case "tools/call": {
-      const args = msg.params.arguments ?? {};
+serveStdio(
+  mcpHandler({
+    name: "fake",
+    tools,
+    call: (msg, { args, reply, fail }) => {
       switch (msg.params.name) {
         case "echo":
           return reply(text(String(args.message ?? "")));
@@ -77,17 +57,15 @@ createInterface({ input: process.stdin }).on("line", (line) => {
         }
         case "extra":
           if (tools.some((t) => t.name === "extra")) return reply(text("extra ran"));
-          return send({ jsonrpc: "2.0", id: msg.id, error: { code: -32602, message: "unknown tool" } });
+          return fail(-32602, "unknown tool");
         case "whoami": {
           const cred = msg.params._meta?.["tollgate/credential"] ?? "none";
           const sha = createHash("sha256").update(cred).digest("hex");
           return reply(text(`credential=${cred} sha256=${sha}`));
         }
         default:
-          return send({ jsonrpc: "2.0", id: msg.id, error: { code: -32602, message: "unknown tool" } });
+          return fail(-32602, "unknown tool");
       }
-    }
-    default:
-      return send({ jsonrpc: "2.0", id: msg.id, error: { code: -32601, message: "method not found" } });
-  }
-});
+    },
+  }),
+);

@@ -5,8 +5,8 @@
 // names the patient, "image" an image block with the record in its `_meta`, "result_meta" a
 // text block that says nothing with the record in the result's own `_meta`. `store_memory`
 // appends its arguments to $STORE_FILE.
-import { createInterface } from "node:readline";
 import { appendFileSync } from "node:fs";
+import { mcpHandler, serveStdio } from "./stdio_server.mjs";
 
 const tools = [
   { name: "read_patient", inputSchema: { type: "object", properties: { as: { type: "string" } } } },
@@ -14,8 +14,6 @@ const tools = [
 ];
 const REC = "patient P-123456: mobile +1 415 555 0142, allergic to penicillin";
 const URI = "records://P-123456/mobile +1 415 555 0142";
-
-const send = (msg) => process.stdout.write(JSON.stringify(msg) + "\n");
 
 const shapes = {
   text: () => [{ type: "text", text: REC }],
@@ -29,27 +27,11 @@ const results = {
   result_meta: () => ({ content: [{ type: "text", text: "see the attachment" }], _meta: { record: REC } }),
 };
 
-createInterface({ input: process.stdin }).on("line", (line) => {
-  let msg;
-  try {
-    msg = JSON.parse(line);
-  } catch {
-    return;
-  }
-  if (msg.id === undefined) return;
-  const reply = (result) => send({ jsonrpc: "2.0", id: msg.id, result });
-  const fail = (code, message) => send({ jsonrpc: "2.0", id: msg.id, error: { code, message } });
-  switch (msg.method) {
-    case "initialize":
-      return reply({
-        protocolVersion: msg.params.protocolVersion,
-        capabilities: { tools: {} },
-        serverInfo: { name: "records", version: "1.0.0" },
-      });
-    case "tools/list":
-      return reply({ tools });
-    case "tools/call": {
-      const args = msg.params.arguments ?? {};
+serveStdio(
+  mcpHandler({
+    name: "records",
+    tools,
+    call: (msg, { args, reply, fail }) => {
       if (msg.params.name === "read_patient") {
         const whole = results[args.as];
         if (whole) return reply(whole());
@@ -62,8 +44,6 @@ createInterface({ input: process.stdin }).on("line", (line) => {
         return reply({ content: [{ type: "text", text: "stored" }] });
       }
       return fail(-32602, "unknown tool");
-    }
-    default:
-      return fail(-32601, "method not found");
-  }
-});
+    },
+  }),
+);
