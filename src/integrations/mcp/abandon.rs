@@ -66,3 +66,21 @@ pub(crate) fn spawn_send(send: impl Future<Output = ()> + Send + 'static) {
         drop(rt.spawn(send));
     }
 }
+
+/// Logs the outcome of sending `notifications/cancelled` for request `id` of `server` (both
+/// downstream paths).
+pub(crate) fn log_sent<E: std::fmt::Display>(
+    server: &str,
+    id: impl std::fmt::Display,
+    reason: &str,
+    sent: Result<(), E>,
+) {
+    match sent {
+        Ok(()) => {
+            tracing::info!(target: "tollgate::mcp", server = %server, request_id = %id, reason = %reason, "abandoned call: notifications/cancelled sent to the server");
+        }
+        Err(e) => {
+            tracing::debug!(target: "tollgate::mcp", server = %server, request_id = %id, error = %e, "abandoned call: notifications/cancelled could not be sent");
+        }
+    }
+}

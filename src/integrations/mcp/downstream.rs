@@ -101,14 +101,8 @@ impl Drop for Unanswered<'_> {
         let reason = self.abandon.reason();
         super::abandon::spawn_send(async move {
             let params = CancelledNotificationParam::new(Some(id.clone()), Some(reason.clone()));
-            match peer.notify_cancelled(params).await {
-                Ok(()) => {
-                    tracing::info!(target: "tollgate::mcp", server = %server, request_id = %id, reason = %reason, "abandoned call: notifications/cancelled sent to the server");
-                }
-                Err(e) => {
-                    tracing::debug!(target: "tollgate::mcp", server = %server, request_id = %id, error = %e, "abandoned call: notifications/cancelled could not be sent");
-                }
-            }
+            let sent = peer.notify_cancelled(params).await;
+            super::abandon::log_sent(&server, &id, &reason, sent);
         });
     }
 }

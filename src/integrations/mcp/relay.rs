@@ -163,12 +163,11 @@ impl Drop for Waiting<'_> {
             return;
         }
         // A half-written request is finished under the lock it holds: another line written
-        // after half of one would garble both.
+        // after half of one would garble both. One of which nothing reached the pipe was never
+        // seen by the server: it is not sent now just to be cancelled (dropping the lock is all).
         let (held, rest) = match sending {
-            Sending::Nothing => return,
-            Sending::Writing { stdin, line, done } => {
-                (Some(stdin), line.get(done..).map(<[u8]>::to_vec))
-            }
+            Sending::Nothing | Sending::Writing { done: 0, .. } => return,
+            Sending::Writing { stdin, line, done } => (Some(stdin), Some((line, done))),
             Sending::Sent => (None, None),
         };
         let reason = self.abandon.reason();
@@ -190,20 +189,16 @@ impl Drop for Waiting<'_> {
                 Some(w) => w,
                 None => stdin.lock_owned().await,
             };
-            if let Some(rest) = rest
-                && w.write_all(&rest).await.is_err()
+            if let Some((line, done)) = rest
+                && w.write_all(&line[done..]).await.is_err()
             {
                 return;
             }
-            match w.write_all(&cancel).await {
-                Ok(()) => {
-                    let _ = w.flush().await;
-                    tracing::info!(target: "tollgate::mcp", server = %server, request_id = %format_args!("{ID_PREFIX}{n}"), reason = %reason, "abandoned call: notifications/cancelled sent to the server");
-                }
-                Err(e) => {
-                    tracing::debug!(target: "tollgate::mcp", server = %server, request_id = %format_args!("{ID_PREFIX}{n}"), error = %e, "abandoned call: notifications/cancelled could not be sent");
-                }
-            }
+            let sent = match w.write_all(&cancel).await {
+                Ok(()) => w.flush().await,
+                Err(e) => Err(e),
+            };
+            super::abandon::log_sent(&server, format_args!("{ID_PREFIX}{n}"), &reason, sent);
         });
     }
 }

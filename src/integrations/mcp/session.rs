@@ -383,18 +383,12 @@ impl Session {
     /// A call stopped while it was escalated (the client cancelled it, or its session ended):
     /// nothing forwarded, nothing remembered for a retry.
     fn forget_stopped(&self, req: &ApprovalRequest, cause: Cause) -> CallToolResult {
-        match cause {
-            Cause::Client => tracing::info!(
-                target: "tollgate::mcp",
-                approval_id = %req.id,
-                "the client cancelled a call waiting for approval; it will not be forwarded"
-            ),
-            Cause::SessionEnded => tracing::info!(
-                target: "tollgate::mcp",
-                approval_id = %req.id,
-                "the client's session ended while a call waited for approval; it will not be forwarded"
-            ),
-        }
+        tracing::info!(
+            target: "tollgate::mcp",
+            approval_id = %req.id,
+            reason = cause.abandon_reason(),
+            "a call waiting for approval was stopped; it will not be forwarded"
+        );
         stopped_answer(cause)
     }
 
