@@ -2,7 +2,7 @@
 // ways a careless server would: in a JSON-RPC error message (`leak_err`), percent-encoded in a
 // result text (`leak_pct`), and percent-encoded in structured content, as a value and as a key
 // (`leak_structured`). The gateway must cut every one of them out before its client sees it.
-import { mcpHandler, serveStdio } from "./stdio_server.mjs";
+import { mcpHandler, serveStdio, text } from "./stdio_server.mjs";
 
 const tools = ["leak_err", "leak_pct", "leak_structured"].map((name) => ({
   name,
@@ -20,10 +20,10 @@ serveStdio(
         case "leak_err":
           return fail(-32001, `invalid api key '${cred}'`);
         case "leak_pct":
-          return reply({ content: [{ type: "text", text: `GET https://api.example/v1?key=${pct} -> 200` }] });
+          return reply(text(`GET https://api.example/v1?key=${pct} -> 200`));
         case "leak_structured":
           return reply({
-            content: [{ type: "text", text: "ok" }],
+            ...text("ok"),
             structuredContent: { url: `https://api.example/v1?key=${pct}`, [pct]: "seen" },
           });
         default:

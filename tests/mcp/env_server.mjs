@@ -1,6 +1,6 @@
 // A stdio MCP server whose one tool, `env`, answers with the names of the environment variables
 // it was started with (and `PATH`'s value), for the gateway's downstream-environment test.
-import { mcpHandler, serveStdio } from "./stdio_server.mjs";
+import { mcpHandler, serveStdio, text } from "./stdio_server.mjs";
 
 serveStdio(
   mcpHandler({
@@ -8,7 +8,7 @@ serveStdio(
     tools: [{ name: "env", inputSchema: { type: "object", properties: {} } }],
     call: (_msg, { reply }) =>
       reply({
-        content: [{ type: "text", text: "env" }],
+        ...text("env"),
         structuredContent: { names: Object.keys(process.env).sort(), path: process.env.PATH ?? null },
       }),
   }),

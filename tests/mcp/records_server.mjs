@@ -6,7 +6,7 @@
 // text block that says nothing with the record in the result's own `_meta`. `store_memory`
 // appends its arguments to $STORE_FILE.
 import { appendFileSync } from "node:fs";
-import { mcpHandler, serveStdio } from "./stdio_server.mjs";
+import { mcpHandler, serveStdio, text } from "./stdio_server.mjs";
 
 const tools = [
   { name: "read_patient", inputSchema: { type: "object", properties: { as: { type: "string" } } } },
@@ -24,7 +24,7 @@ const shapes = {
 };
 // Shapes that are a whole result, not only its content.
 const results = {
-  result_meta: () => ({ content: [{ type: "text", text: "see the attachment" }], _meta: { record: REC } }),
+  result_meta: () => ({ ...text("see the attachment"), _meta: { record: REC } }),
 };
 
 serveStdio(
@@ -41,7 +41,7 @@ serveStdio(
       }
       if (msg.params.name === "store_memory") {
         appendFileSync(process.env.STORE_FILE, JSON.stringify(args) + "\n");
-        return reply({ content: [{ type: "text", text: "stored" }] });
+        return reply(text("stored"));
       }
       return fail(-32602, "unknown tool");
     },
