@@ -574,6 +574,23 @@ when.amount = { path = "ms", over = 50000 }
     assert_eq!(calls[0]["tool"], "quick");
     assert!(server.cancels().is_empty(), "{:?}", server.cancels());
     assert_eq!(h.events("outcome").len(), 1, "{:?}", h.events("outcome"));
+    // The same call sent again is a new call: the approval given for the withdrawn one does
+    // not run it; it waits for an approval of its own.
+    c.send(&client.call_line("\"e-2\"", "slow", json!({"ms": 60_000})))
+        .await;
+    let start = Instant::now();
+    loop {
+        let pending = queue.pending().unwrap();
+        if pending.iter().any(|r| r.id != id) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the resent call raised no request of its own: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.calls().len(), 1, "{:?}", server.calls());
     h.gateway.shutdown();
 }
 
