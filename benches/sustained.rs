@@ -30,7 +30,10 @@ use tollgate::{Guard, Outcome, RunContext, ToolCall, Verdict};
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}: not a number: {v}")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}: not a number: {v}"))
+        })
         .unwrap_or(default)
 }
 

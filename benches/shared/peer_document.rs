@@ -72,4 +72,3 @@ default_per_tool = { max_calls = 1000000000, per = "1s", burst = 4294967295 }
     }
     d
 }
-
