@@ -15,7 +15,10 @@
 //! - `audit`: `serialize_event` (one decision event written as JSON into a reused buffer),
 //!   `record_memory` (caller-side cost of one record), `record_file_caller_side` (the same into
 //!   an OS-buffered `FileSink` whose writer keeps up: bursts of 256 records, timed, then untimed
-//!   until the writer has taken them), `record_file_buffered` (the same sustained: the writer's
+//!   until the writer has taken them), `pipeline_audited_caller_side` and `pipeline_unaudited`
+//!   (the guard's check-and-complete of the raw 3-rule call with every runtime primitive on, in
+//!   the same bursts, with and without that sink: half the difference is the caller-side cost
+//!   of one of the pipeline's records), `record_file_buffered` (the same sustained: the writer's
 //!   pace),
 //!   `file_throughput_buffered` and `file_throughput_fsync_group` (records until durable, per
 //!   record), `verify_throughput` (a 20 000-record log), `guard_check_file_log_empty` and
@@ -393,6 +396,49 @@ fn bench_audit(c: &mut Criterion) {
         drop(sink);
         let _ = std::fs::remove_dir_all(&dir);
     });
+    // The audited pipeline's own records (raw JSON arguments the boundary already validated,
+    // every runtime primitive on): the same bursts through the guard, with an OS-buffered file
+    // sink and without a sink, so the caller-side cost of its two records is the difference
+    // (`pipeline_audited_caller_side` - `pipeline_unaudited`) / 2. The writer's draining is not
+    // timed.
+    {
+        use shared::all_primitives;
+        const BURST: u64 = 128;
+        let dir = fresh("pipeline-caller-side");
+        let cfg = FileSinkConfig::default().durability(Durability::OsBuffered);
+        let sink = std::sync::Arc::new(FileSink::open(&dir, cfg).unwrap().0);
+        let audited = all_primitives(Some(sink.clone()));
+        let unaudited = all_primitives(None);
+        let raw = ToolCall::new("pay_invoice", RAW);
+        for (name, guard, drain) in [
+            ("pipeline_audited_caller_side", &audited, Some(&sink)),
+            ("pipeline_unaudited", &unaudited, None),
+        ] {
+            let grun = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
+            assert!(check_and_complete(guard, &grun, &raw));
+            g.bench_function(name, |bench| {
+                bench.iter_custom(|iters| {
+                    let mut took = Duration::ZERO;
+                    let mut left = iters;
+                    while left > 0 {
+                        let n = left.min(BURST);
+                        let t = Instant::now();
+                        for _ in 0..n {
+                            assert!(check_and_complete(black_box(guard), &grun, black_box(&raw)));
+                        }
+                        took += t.elapsed();
+                        left -= n;
+                        while drain.is_some_and(|s| s.queued_events() > 0) {
+                            std::thread::sleep(Duration::from_micros(20));
+                        }
+                    }
+                    took
+                })
+            });
+        }
+        drop((audited, unaudited, sink));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     // Sustained throughput until durable: records, then flush (all written and fsync'd).
     for (name, durability) in [
         ("file_throughput_buffered", Durability::OsBuffered),
