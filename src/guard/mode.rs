@@ -9,7 +9,7 @@ use super::limits::{CheckTime, Reserved};
 use super::permit::{self, Permit};
 use super::run::{Run, Standing};
 use super::shared::Shared;
-use super::view::{Held, RunView};
+use super::view::{Held, RunView, ViewRef};
 use super::{Guard, GuardBuilder, GuardError};
 use crate::audit::{AuditError, Decision, EventKind};
 use crate::boundary::Admitted;
@@ -158,7 +158,7 @@ impl Shared {
     /// decided, for a shadow-mode call).
     fn allow<'a>(
         &self,
-        snap: Arc<RunView>,
+        snap: ViewRef<'a>,
         run: &'a Run,
         call: &ToolCall<'a>,
         p: Passed,
@@ -249,7 +249,7 @@ impl Decided {
     pub(super) fn finish<'a>(
         self,
         shared: &Shared,
-        snap: Arc<RunView>,
+        snap: ViewRef<'a>,
         run: &'a Run,
         call: &ToolCall<'a>,
         staged: Staged,

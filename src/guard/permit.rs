@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::limits::Reserved;
 use super::run::{Run, RunState};
-use super::view::{Held, RunView};
+use super::view::{Held, ViewRef};
 use crate::audit::{AuditError, EventKind};
 use crate::boundary::{Admitted, Effect, ToolInfo};
 use crate::breaker::{AlertKind, Keyed, State as BreakerState, Ticket, Transition};
@@ -27,13 +27,13 @@ pub struct Permit<'a> {
     pub(crate) call_id: Option<&'a str>,
     /// The call's arguments, so marked values can be cut out of the outcome's texts.
     pub(crate) args: Args<'a>,
-    pub(crate) core: Core,
+    pub(crate) core: Core<'a>,
 }
 
 /// What a permit holds whether borrowed or detached.
-pub(crate) struct Core {
+pub(crate) struct Core<'a> {
     /// The run's view of the snapshot the call was checked under.
-    pub(crate) snap: Arc<RunView>,
+    pub(crate) snap: ViewRef<'a>,
     pub(crate) admitted: Admitted,
     pub(crate) started: Option<MonoTime>,
     pub(crate) breaker: Option<Held>,
@@ -55,7 +55,7 @@ impl fmt::Debug for Permit<'_> {
     }
 }
 
-impl Core {
+impl Core<'_> {
     fn info(&self) -> &ToolInfo {
         self.snap.boundary.tool_info(self.admitted)
     }
@@ -228,7 +228,7 @@ impl<'a> Permit<'a> {
     pub fn detach(mut self) -> DetachedPermit {
         // The husk left behind records nothing when this permit drops.
         let husk = Core {
-            snap: Arc::clone(&self.core.snap),
+            snap: self.core.snap.to_owned(),
             admitted: self.core.admitted,
             started: None,
             breaker: None,
@@ -238,6 +238,10 @@ impl<'a> Permit<'a> {
             shadow: None,
         };
         let core = std::mem::replace(&mut self.core, husk);
+        let core = Core {
+            snap: core.snap.to_owned(),
+            ..core
+        };
         let marks = core.snap.boundary.marks_of(core.admitted);
         // Flow labels may depend on the arguments (`when`, `compartment_arg`).
         let flow_reads = core
@@ -320,7 +324,7 @@ pub struct DetachedPermit {
     run: Arc<RunState>,
     call_id: Option<Box<str>>,
     args: OwnedArgs,
-    core: Core,
+    core: Core<'static>,
 }
 
 impl fmt::Debug for DetachedPermit {

@@ -51,7 +51,7 @@ impl Guard {
         }
         let view = super::view::RunView::new(&self.shared, &ctx);
         let run = Run::from_state(RunState {
-            view: parking_lot::Mutex::new(Arc::new(view)),
+            views: super::view::Views::new(view),
             shared: Arc::clone(&self.shared),
             instance: next_run_instance(),
             id,
@@ -131,9 +131,9 @@ pub struct RunState {
     pub(crate) unexpected_alerted: AtomicBool,
     pub(crate) tools_used: parking_lot::Mutex<std::collections::BTreeSet<String>>,
     pub(crate) recent: parking_lot::Mutex<std::collections::VecDeque<(u64, MonoTime)>>,
-    /// The run's view of the snapshot in force (see `guard::view`): what its checks resolved
+    /// The run's views of the snapshots in force (see `guard::view`): what its checks resolved
     /// once instead of on every call.
-    pub(crate) view: parking_lot::Mutex<Arc<super::view::RunView>>,
+    pub(crate) views: super::view::Views,
     /// The secrets this run's permits were handed, scrubbed from its outcome texts.
     pub(crate) exposed: crate::credential::ExposedSecrets,
     /// What the run's context has seen, for the flow rules (made when the policy has them).
