@@ -97,6 +97,8 @@ pub mod guard;
 mod hex;
 pub mod integrations;
 pub mod mode;
+#[cfg(feature = "mcp")]
+mod pem_files;
 pub mod policy;
 pub mod rollout;
 pub mod units;

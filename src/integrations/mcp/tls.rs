@@ -31,44 +31,20 @@
 pub(crate) mod identity;
 mod observe;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+pub(crate) use crate::pem_files::read_ca_file;
 
 use super::config::ServerSpec;
 use identity::ClientIdentity;
 pub(crate) use observe::Observed;
-
-/// Reads a `ca_file`: at least one PEM `CERTIFICATE` block, each a certificate usable as a trust
-/// anchor. The error says which file and what is wrong with it.
-pub(crate) fn read_ca_file(path: &Path) -> Result<RootCertStore, String> {
-    let shown = path.display();
-    // The same bounded read of a regular file as the client certificate's (no FIFO, no giant).
-    let pem = identity::read_bounded(path, "CA", |_| Ok(()))?;
-    let mut roots = RootCertStore::empty();
-    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert = cert.map_err(|e| format!("CA file `{shown}` is not valid PEM: {e}"))?;
-        roots.add(cert).map_err(|e| {
-            format!(
-                "certificate {} of CA file `{shown}` is not a usable CA certificate: {e}",
-                i + 1
-            )
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "CA file `{shown}` holds no PEM `CERTIFICATE` block"
-        ));
-    }
-    Ok(roots)
-}
 
 /// What went wrong in a server's TLS handshakes, and why: rmcp reports a failed request by
 /// reqwest's message alone (`error sending request for url (...)`), whose cause chain it drops,

@@ -17,16 +17,15 @@
 //! Others never. There is deliberately no switch to skip the check (see the field's docs).
 
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::pem_files::read_bounded;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use secrecy::zeroize::Zeroizing;
 
 /// Which of a client identity's two files an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,10 +58,6 @@ impl fmt::Debug for ClientIdentity {
             .finish_non_exhaustive()
     }
 }
-
-/// Longest key or certificate file read (a PEM chain of a few certificates is a few KiB): a
-/// path pointing at something huge is refused instead of read into memory.
-const MAX_PEM_BYTES: u64 = 1 << 20;
 
 /// Reads and checks the client certificate `cert` and its private key `key`, the certificate
 /// valid at `now` (from its `notBefore` to its `notAfter`, both included, as RFC 5280 has it).
@@ -225,47 +220,6 @@ fn pem_problem(e: &pem::Error) -> &'static str {
         pem::Error::SectionTooLarge => "a block is too large",
         _ => "cannot be decoded",
     }
-}
-
-/// Reads the regular file `path` (at most [`MAX_PEM_BYTES`]) after `check` accepted its
-/// metadata, taken from the opened file itself so the checked file is the one read. The
-/// buffer is zeroed when dropped.
-pub(super) fn read_bounded(
-    path: &Path,
-    what: &str,
-    check: impl FnOnce(&std::fs::Metadata) -> Result<(), String>,
-) -> Result<Zeroizing<Vec<u8>>, String> {
-    let shown = path.display();
-    let cannot = |e: std::io::Error| format!("cannot read {what} file `{shown}`: {e}");
-    // Refused before opening: opening a FIFO would block the document's load.
-    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
-        return Err(format!("{what} file `{shown}` is not a regular file"));
-    }
-    let mut file = std::fs::File::open(path).map_err(cannot)?;
-    let meta = file.metadata().map_err(cannot)?;
-    if !meta.is_file() {
-        return Err(format!("{what} file `{shown}` is not a regular file"));
-    }
-    check(&meta)?;
-    if meta.len() > MAX_PEM_BYTES {
-        return Err(format!(
-            "{what} file `{shown}` is larger than {MAX_PEM_BYTES} bytes"
-        ));
-    }
-    // Sized up front so the key is never copied by a growing buffer.
-    let mut buf = Zeroizing::new(Vec::with_capacity(
-        usize::try_from(meta.len()).unwrap_or(0) + 1,
-    ));
-    (&mut file)
-        .take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(cannot)?;
-    if buf.len() as u64 > MAX_PEM_BYTES {
-        return Err(format!(
-            "{what} file `{shown}` is larger than {MAX_PEM_BYTES} bytes"
-        ));
-    }
-    Ok(buf)
 }
 
 /// Why a key file with this metadata is open to other users, if it is (unix; see the module
