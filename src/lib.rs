@@ -97,7 +97,7 @@ pub mod guard;
 mod hex;
 pub mod integrations;
 pub mod mode;
-#[cfg(feature = "mcp")]
+#[cfg(any(feature = "mcp", feature = "postgres"))]
 mod pem_files;
 pub mod policy;
 pub mod rollout;

@@ -15,6 +15,9 @@
 //! schema = "tollgate"
 //! connect_timeout = "5s"
 //! io_timeout = "30s"
+//! # TLS, the server's certificate checked against this CA and the host name (see [`tls`]).
+//! tls = "verify-full"
+//! tls_root_cert = "/etc/tollgate/db-ca.pem"
 //! ```
 //!
 //! The embedded default, written out (every process of the host that shares `dir` shares the
@@ -46,8 +49,10 @@ pub mod kill;
 pub mod lease;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod tls;
 
 pub use deploy::{DeployError, Deployment, ShutdownReport};
+pub use tls::TlsMode;
 
 /// Which backend holds the shared state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +98,18 @@ pub struct BackendSection {
     /// still acknowledges.
     #[serde(default = "default_io_timeout", with = "crate::units::duration")]
     pub io_timeout: Duration,
+    /// For `postgres`: TLS on every connection, with libpq's `sslmode` names: `disable`,
+    /// `prefer`, `require`, `verify-ca`, `verify-full` (recommended; see [`tls`]). Unset: the
+    /// connection string's `sslmode` governs (`prefer` when it says nothing). A connection
+    /// string's `sslmode=require` is never weakened by a weaker mode here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsMode>,
+    /// For `postgres` with `tls = "verify-full"`, `"verify-ca"` or `"require"`: a PEM file of
+    /// the CA certificates the server's certificate must chain to (only these: the operating
+    /// system's store is not consulted). Without it, `verify-full` uses the operating system's
+    /// trust store. Read when the document is loaded and again when the backend is opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_root_cert: Option<std::path::PathBuf>,
     /// For `postgres`: how the audit sink writes (`[backend.audit]`).
     #[serde(default)]
     pub audit: audit::AuditSection,
@@ -129,6 +146,8 @@ impl Default for BackendSection {
             schema: default_schema(),
             connect_timeout: default_connect_timeout(),
             io_timeout: default_io_timeout(),
+            tls: None,
+            tls_root_cert: None,
             audit: audit::AuditSection::default(),
             approvals: approvals::ApprovalsSection::default(),
             kill_switch: kill::KillSwitchSection::default(),
@@ -167,7 +186,8 @@ impl BackendSection {
     }
 
     /// Checks what serde cannot: a PostgreSQL backend names where its connection string is, the
-    /// schema is a plain identifier (it is spliced into SQL), the timeout is not zero.
+    /// schema is a plain identifier (it is spliced into SQL), the timeout is not zero, the TLS
+    /// settings fit together and the root certificate reads (see [`tls`]).
     pub(crate) fn validate(&self) -> Result<(), DocumentError> {
         if self.kind == BackendKind::Postgres {
             match &self.url_env {
@@ -225,6 +245,7 @@ impl BackendSection {
                 "must be at least 1s (keepalive probes are counted in whole seconds)",
             ));
         }
+        self.validate_tls()?;
         self.audit.validate()?;
         self.approvals.validate()?;
         self.kill_switch.validate()?;

@@ -9,19 +9,24 @@
 //!
 //! Each component creates its own tables in the section's schema (`CREATE ... IF NOT EXISTS`),
 //! so a fresh database needs nothing but the right to create a schema.
+//!
+//! Every connection uses TLS as the section's `tls` (or the connection string's `sslmode`)
+//! says, through rustls on the ring provider: see [`crate::backend::tls`] for the modes and
+//! [`PgBackend::tls`] to set one in code.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use super::{BackendKind, BackendSection, is_identifier};
+use super::{BackendKind, BackendSection, TlsMode, is_identifier};
 
 pub mod approvals;
 pub mod audit;
 pub mod kill;
 pub mod lease;
 pub mod throwaway;
+mod tls;
 
 /// What went wrong reaching or using the database.
 #[derive(Debug, Error)]
@@ -47,9 +52,21 @@ pub enum BackendError {
     /// The schema name is not a plain identifier.
     #[error("schema `{0}` is not a plain SQL identifier")]
     BadSchema(String),
-    /// Connecting failed (refused, timed out, authentication).
-    #[error("cannot connect to PostgreSQL: {0}")]
+    /// Connecting failed (refused, timed out, authentication, TLS: a server without TLS under a
+    /// mode that requires it, a certificate that does not verify). The message carries the
+    /// driver's causes (`error performing TLS handshake: invalid peer certificate: ...`).
+    #[error("cannot connect to PostgreSQL: {}", ErrorChain(.0))]
     Connect(#[source] postgres::Error),
+    /// The TLS settings cannot be used: a root certificate that is missing, unreadable or not a
+    /// PEM CA certificate, a mode that needs one without it (or one that ignores it with it), a
+    /// Unix-socket host where TLS is required.
+    #[error("`{key}`: {reason}")]
+    Tls {
+        /// The `[backend]` key to change (`backend.tls`, `backend.tls_root_cert`).
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A statement failed.
     #[error("PostgreSQL: {what}: {source}")]
     Sql {
@@ -59,6 +76,28 @@ pub enum BackendError {
         #[source]
         source: postgres::Error,
     },
+}
+
+/// An error and its sources, `: `-separated (the driver's own message omits its cause: "error
+/// performing TLS handshake", "db error").
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut shown = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            // Some layers repeat their source's message in their own.
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            source = s.source();
+        }
+        Ok(())
+    }
 }
 
 impl BackendError {
@@ -75,6 +114,9 @@ impl BackendError {
 pub struct PgBackend {
     config: postgres::Config,
     schema: String,
+    /// What the connection string's `sslmode` asked for (never weakened by [`Self::tls`]).
+    url_tls: TlsMode,
+    tls: tls::PgTls,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -85,6 +127,7 @@ impl std::fmt::Debug for PgBackend {
             .field("ports", &self.config.get_ports())
             .field("dbname", &self.config.get_dbname())
             .field("schema", &self.schema)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -103,13 +146,38 @@ impl PgBackend {
 
     /// The backend `section` describes, at `url` (read from the variable `var`).
     fn for_section(section: &BackendSection, url: &str, var: &str) -> Result<Self, BackendError> {
-        Ok(
-            Self::connect_to(url, var, &section.schema, section.connect_timeout)?
-                .io_timeout(section.io_timeout),
-        )
+        let mut backend = Self::connect_to(url, var, &section.schema, section.connect_timeout)?
+            .io_timeout(section.io_timeout);
+        match (section.tls, &section.tls_root_cert) {
+            (Some(mode), root_cert) => backend = backend.tls(mode, root_cert.as_deref())?,
+            // A loaded document refuses this too; a section built in code is checked here.
+            (None, Some(_)) => {
+                return Err(BackendError::Tls {
+                    key: "backend.tls_root_cert",
+                    reason: "needs `tls` (`verify-full`, `verify-ca` or `require`)".into(),
+                });
+            }
+            (None, None) => {
+                // The connection string's `sslmode` never checks a certificate. Said once per
+                // process (a deployment opens the section for several parts).
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        tls = %backend.tls.mode,
+                        "the document's `[backend]` does not set `tls`: connections to \
+                         PostgreSQL follow the connection string's `sslmode` and never check \
+                         the server's certificate; set `tls = \"verify-full\"`"
+                    );
+                });
+            }
+        }
+        Ok(backend)
     }
 
-    /// A backend at `url` (`host=... port=... user=... dbname=...` or `postgresql://...`).
+    /// A backend at `url` (`host=... port=... user=... dbname=...` or `postgresql://...`). Its
+    /// TLS is what the string's `sslmode` says (`prefer` when it says nothing: TLS when the
+    /// server offers it, without checking its certificate); [`tls`](Self::tls) sets another
+    /// mode.
     pub fn from_url(
         url: &str,
         schema: &str,
@@ -129,17 +197,70 @@ impl PgBackend {
         }
         let mut config = postgres::Config::from_str(url).map_err(|e| BackendError::BadUrl {
             var: var.to_owned(),
-            reason: e.to_string(),
+            reason: url_problem(&e),
         })?;
         config.connect_timeout(connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("tollgate");
         }
+        let url_tls = tls::from_driver(config.get_ssl_mode());
+        check_hosts(&config, url_tls)?;
         Ok(PgBackend {
             config,
             schema: schema.to_owned(),
+            url_tls,
+            tls: tls::PgTls::new(url_tls, None)?,
         }
         .io_timeout(super::default_io_timeout()))
+    }
+
+    /// Connections in TLS mode `mode` (see [`crate::backend::tls`]), the server's certificate
+    /// checked against the CA certificates of the PEM file `root_cert` when given (read here),
+    /// over what the connection string's `sslmode` said; except that a connection string's
+    /// `sslmode=require` is kept under a weaker `mode`. What the document's `tls` and
+    /// `tls_root_cert` do.
+    ///
+    /// Refused (naming the `[backend]` key): a root certificate that does not read or parse,
+    /// `verify-ca` without one, `disable` or `prefer` with one, a Unix-socket host under a mode
+    /// that requires TLS (TLS does not run there).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tollgate::backend::TlsMode;
+    /// use tollgate::backend::postgres::PgBackend;
+    ///
+    /// let backend = PgBackend::from_url(
+    ///     "host=db.internal.example user=tollgate dbname=fleet",
+    ///     "tollgate",
+    ///     Duration::from_secs(5),
+    /// )?
+    /// .tls(TlsMode::VerifyFull, Some("/etc/tollgate/db-ca.pem".as_ref()))?;
+    /// assert_eq!(backend.tls_mode(), TlsMode::VerifyFull);
+    /// // Fails unless the server offers TLS with a certificate for `db.internal.example`
+    /// // issued by that CA.
+    /// let client = backend.connect()?;
+    /// # drop(client);
+    /// # Ok::<(), tollgate::backend::postgres::BackendError>(())
+    /// ```
+    pub fn tls(
+        mut self,
+        mode: TlsMode,
+        root_cert: Option<&std::path::Path>,
+    ) -> Result<Self, BackendError> {
+        // The combination asked for is checked before the connection string raises it.
+        let mut tls = tls::PgTls::new(mode, root_cert)?;
+        if self.url_tls == TlsMode::Require && mode < TlsMode::Require {
+            tls = tls::PgTls::new(TlsMode::Require, None)?;
+        }
+        check_hosts(&self.config, tls.mode)?;
+        self.config.ssl_mode(tls::driver_ssl_mode(tls.mode));
+        self.tls = tls;
+        Ok(self)
+    }
+
+    /// The TLS mode in force (see [`tls`](Self::tls)).
+    pub fn tls_mode(&self) -> TlsMode {
+        self.tls.mode
     }
 
     /// How long an established connection may go unacknowledged before it is dropped (see
@@ -170,6 +291,8 @@ impl PgBackend {
         Ok(PgBackend {
             config: self.config.clone(),
             schema: schema.to_owned(),
+            url_tls: self.url_tls,
+            tls: self.tls.clone(),
         })
     }
 
@@ -180,10 +303,11 @@ impl PgBackend {
 
     /// Opens a new connection and makes sure the schema exists.
     pub fn connect(&self) -> Result<postgres::Client, BackendError> {
-        let mut client = self
-            .config
-            .connect(postgres::NoTls)
-            .map_err(BackendError::Connect)?;
+        let mut client = match &self.tls.connector {
+            Some(connector) => self.config.connect(connector.clone()),
+            None => self.config.connect(postgres::NoTls),
+        }
+        .map_err(BackendError::Connect)?;
         // Hosts starting together race on `IF NOT EXISTS` (the catalog's unique index answers
         // the loser): the schema is there either way.
         match client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema)) {
@@ -197,6 +321,55 @@ impl PgBackend {
             Err(e) => Err(BackendError::sql("creating the schema")(e)),
         }
     }
+}
+
+/// Why a connection string does not parse, without quoting it: the driver's "unknown option
+/// `k`" and "invalid value for option `k`" name a key, never a value, and are shown (with where
+/// libpq's TLS keys the driver does not know go instead); other causes could quote part of the
+/// string (a password) and are not.
+fn url_problem(e: &postgres::Error) -> String {
+    let chain = ErrorChain(e).to_string();
+    if !chain.contains("option `") {
+        return e.to_string();
+    }
+    let hint = if chain.contains("option `sslmode`") {
+        "; a connection string's `sslmode` may be `disable`, `prefer` or `require`: set \
+         `verify-full` or `verify-ca` with `[backend] tls`"
+    } else if chain.contains("option `sslrootcert`") {
+        "; name the root certificate with `[backend] tls_root_cert`"
+    } else if ["sslcert", "sslkey", "sslpassword", "sslcrl"]
+        .iter()
+        .any(|k| chain.contains(&format!("option `{k}`")))
+    {
+        "; the backend does not present client certificates"
+    } else {
+        ""
+    };
+    format!("{chain}{hint}")
+}
+
+/// Refuses a Unix-socket host under a mode that requires TLS: the server offers no TLS there,
+/// so every connection would fail, later and less clearly.
+#[cfg_attr(not(unix), allow(unused_variables))]
+fn check_hosts(config: &postgres::Config, mode: TlsMode) -> Result<(), BackendError> {
+    if !mode.requires_tls() {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    for host in config.get_hosts() {
+        if let postgres::config::Host::Unix(path) = host {
+            return Err(BackendError::Tls {
+                key: "backend.tls",
+                reason: format!(
+                    "`{mode}` needs TLS, which does not run over the Unix socket `{}` named by \
+                     the connection string: connect over TCP, or set `tls = \"disable\"` for a \
+                     local socket",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -230,6 +403,114 @@ mod tests {
         assert_eq!(c.get_keepalives_idle(), Duration::from_secs(1));
         assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(1)));
         assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn the_connection_string_s_sslmode_is_the_default_and_a_require_is_never_weakened() {
+        let url = |u: &str| PgBackend::from_url(u, "s", Duration::from_secs(5)).unwrap();
+        assert_eq!(url("host=db user=u").tls_mode(), TlsMode::Prefer);
+        assert_eq!(
+            url("host=db user=u sslmode=disable").tls_mode(),
+            TlsMode::Disable
+        );
+        let required = url("host=db user=u sslmode=require");
+        assert_eq!(required.tls_mode(), TlsMode::Require);
+        for weaker in [TlsMode::Disable, TlsMode::Prefer] {
+            let b = required.clone().tls(weaker, None).unwrap();
+            assert_eq!(b.tls_mode(), TlsMode::Require);
+            assert_eq!(
+                b.config().get_ssl_mode(),
+                postgres::config::SslMode::Require
+            );
+        }
+        // Stronger modes replace it, and a weaker one replaces a `disable`.
+        let b = required.tls(TlsMode::VerifyFull, None).unwrap();
+        assert_eq!(b.tls_mode(), TlsMode::VerifyFull);
+        assert_eq!(
+            b.config().get_ssl_mode(),
+            postgres::config::SslMode::Require
+        );
+        let b = url("host=db user=u sslmode=disable")
+            .tls(TlsMode::Prefer, None)
+            .unwrap();
+        assert_eq!(b.tls_mode(), TlsMode::Prefer);
+        assert_eq!(b.config().get_ssl_mode(), postgres::config::SslMode::Prefer);
+        let b = url("host=db user=u").tls(TlsMode::Disable, None).unwrap();
+        assert_eq!(
+            b.config().get_ssl_mode(),
+            postgres::config::SslMode::Disable
+        );
+        // A schema of its own keeps the TLS.
+        assert_eq!(b.with_schema("t").unwrap().tls_mode(), TlsMode::Disable);
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_refused_with_their_key() {
+        let b = PgBackend::from_url("host=db user=u", "s", Duration::from_secs(5)).unwrap();
+        let key_of = |r: Result<PgBackend, BackendError>| match r {
+            Err(BackendError::Tls { key, reason }) => (key, reason),
+            other => panic!("{other:?}"),
+        };
+        let missing = std::path::Path::new("/nonexistent/tollgate-ca.pem");
+        let (key, reason) = key_of(b.clone().tls(TlsMode::VerifyFull, Some(missing)));
+        assert_eq!(key, "backend.tls_root_cert");
+        assert!(reason.contains("cannot read CA file"), "{reason}");
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let (key, reason) = key_of(b.clone().tls(TlsMode::VerifyCa, Some(&junk)));
+        assert_eq!(key, "backend.tls_root_cert");
+        assert!(reason.contains("no PEM `CERTIFICATE` block"), "{reason}");
+        let (key, _) = key_of(b.clone().tls(TlsMode::VerifyCa, None));
+        assert_eq!(key, "backend.tls");
+        for mode in [TlsMode::Disable, TlsMode::Prefer] {
+            let (key, _) = key_of(b.clone().tls(mode, Some(&junk)));
+            assert_eq!(key, "backend.tls_root_cert");
+        }
+        // TLS does not run over a Unix socket.
+        let local = PgBackend::from_url("host=/run/postgresql user=u", "s", Duration::from_secs(5))
+            .unwrap();
+        let (key, reason) = key_of(local.clone().tls(TlsMode::VerifyFull, None));
+        assert_eq!(key, "backend.tls");
+        assert!(reason.contains("/run/postgresql"), "{reason}");
+        local.clone().tls(TlsMode::Prefer, None).unwrap();
+        let e = PgBackend::from_url(
+            "host=/run/postgresql user=u sslmode=require",
+            "s",
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BackendError::Tls {
+                    key: "backend.tls",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn libpq_tls_keys_in_the_connection_string_point_to_the_document() {
+        let e = |u: &str| {
+            PgBackend::from_url(u, "s", Duration::from_secs(5))
+                .unwrap_err()
+                .to_string()
+        };
+        let m = e("host=db user=u password=hunter2 sslmode=verify-full");
+        assert!(
+            m.contains("`sslmode`") && m.contains("[backend] tls"),
+            "{m}"
+        );
+        assert!(!m.contains("hunter2"), "{m}");
+        let m = e("postgresql://u:hunter2@db/x?sslrootcert=/etc/ca.pem");
+        assert!(m.contains("tls_root_cert"), "{m}");
+        assert!(!m.contains("hunter2") && !m.contains("/etc/ca.pem"), "{m}");
+        // Other causes could quote the string: not repeated.
+        let m = e("host=db user=u password='hunter2");
+        assert!(!m.contains("hunter2"), "{m}");
     }
 
     #[test]
