@@ -8,7 +8,10 @@
 //! refuses to run as root: when the process is root, the server runs as the `postgres` user
 //! (through `runuser`), which owns the temporary directory.
 //!
-//! Not for production: authentication is `trust` on loopback.
+//! Not for production: authentication is `trust` on loopback unless
+//! [`ThrowawayOptions::password`] is given. [`ThrowawayOptions::tls`] serves TLS with a given
+//! certificate (the backend's TLS tests), [`ThrowawayOptions::tls_only`] refuses TCP
+//! connections without it.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -61,18 +64,107 @@ fn fresh_dir() -> std::io::Result<PathBuf> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no free directory name")))
 }
 
+/// How [`ThrowawayPostgres::start_with`] sets a server up. The default is
+/// [`ThrowawayPostgres::start`]'s: plaintext, `trust` authentication.
+///
+/// ```no_run
+/// use tollgate::backend::postgres::throwaway::{ThrowawayOptions, ThrowawayPostgres};
+///
+/// # let (cert_pem, key_pem) = (String::new(), String::new());
+/// // A server for `localhost` that refuses plaintext TCP connections and wants a password.
+/// let server = ThrowawayPostgres::start_with(
+///     &ThrowawayOptions::new()
+///         .tls(cert_pem, key_pem)
+///         .tls_only()
+///         .password("s3cret"),
+/// )?;
+/// println!("{}", server.url()); // host=127.0.0.1 port=... user=postgres dbname=postgres password=...
+/// # Ok::<(), tollgate::backend::postgres::throwaway::ThrowawayError>(())
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct ThrowawayOptions {
+    tls: Option<(String, String)>,
+    tls_only: bool,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for ThrowawayOptions {
+    // Neither the key nor the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThrowawayOptions")
+            .field("tls", &self.tls.is_some())
+            .field("tls_only", &self.tls_only)
+            .field("password", &self.password.is_some())
+            .finish()
+    }
+}
+
+impl ThrowawayOptions {
+    /// The default: plaintext, `trust` authentication.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves TLS (`ssl = on`) with `cert_pem` (the server's certificate in PEM, optionally
+    /// followed by its intermediates) and its private key `key_pem` (PEM; written owner-only
+    /// and owned by the server's user, as PostgreSQL demands).
+    pub fn tls(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        self.tls = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Refuses TCP connections without TLS: `pg_hba.conf`'s `host` lines become `hostssl`
+    /// (needs [`tls`](Self::tls)).
+    pub fn tls_only(mut self) -> Self {
+        self.tls_only = true;
+        self
+    }
+
+    /// TCP connections authenticate with `scram-sha-256` and this password of the `postgres`
+    /// superuser (Unix-socket connections stay `trust`); [`ThrowawayPostgres::url`] carries it.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+}
+
 /// A running throwaway server. Dropping it stops the server and deletes its files.
-#[derive(Debug)]
 pub struct ThrowawayPostgres {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
     as_postgres: bool,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for ThrowawayPostgres {
+    // Not the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThrowawayPostgres")
+            .field("bin", &self.bin)
+            .field("dir", &self.dir)
+            .field("port", &self.port)
+            .field("as_postgres", &self.as_postgres)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ThrowawayPostgres {
     /// Creates and starts a server; returns once it accepts connections.
     pub fn start() -> Result<Self, ThrowawayError> {
+        Self::start_with(&ThrowawayOptions::default())
+    }
+
+    /// Creates and starts a server set up as `options` say; returns once it accepts
+    /// connections.
+    pub fn start_with(options: &ThrowawayOptions) -> Result<Self, ThrowawayError> {
+        if options.tls_only && options.tls.is_none() {
+            return Err(ThrowawayError::Step {
+                step: "options",
+                detail: "`tls_only` needs `tls` (a certificate and key to serve)".into(),
+            });
+        }
         let bin = find_bin().ok_or(ThrowawayError::NotInstalled)?;
         let as_postgres = is_root();
         let step = |step: &'static str| {
@@ -87,6 +179,7 @@ impl ThrowawayPostgres {
             dir,
             port: free_port().map_err(step("finding a free port"))?,
             as_postgres,
+            password: options.password.clone(),
         };
         if as_postgres {
             run(
@@ -96,22 +189,45 @@ impl ThrowawayPostgres {
         }
         server.watchdog();
         let data = server.dir.join("data");
-        run(
-            server.command("initdb").arg("-D").arg(&data).args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ]),
-            "initdb",
-        )?;
-        let options = format!(
+        let mut initdb = server.command("initdb");
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-E", "UTF8", "--no-instructions"]);
+        let pwfile = server.dir.join("pwfile");
+        match &options.password {
+            Some(password) => {
+                server.write_private(&pwfile, password.as_bytes())?;
+                initdb
+                    .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+                    .arg(format!("--pwfile={}", pwfile.display()));
+            }
+            None => {
+                initdb.arg("--auth=trust");
+            }
+        }
+        let initialised = run(&mut initdb, "initdb");
+        let _ = std::fs::remove_file(&pwfile);
+        initialised?;
+        let mut server_options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
             server.port,
             server.dir.display()
         );
+        if let Some((cert_pem, key_pem)) = &options.tls {
+            let cert = server.dir.join("server.crt");
+            let key = server.dir.join("server.key");
+            server.write_private(&cert, cert_pem.as_bytes())?;
+            server.write_private(&key, key_pem.as_bytes())?;
+            server_options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if options.tls_only {
+            hba_tls_only(&data.join("pg_hba.conf"))?;
+        }
         run(
             server
                 .command("pg_ctl")
@@ -119,18 +235,24 @@ impl ThrowawayPostgres {
                 .arg(&data)
                 .arg("-l")
                 .arg(server.dir.join("server.log"))
-                .args(["-w", "-t", "60", "-o", &options, "start"]),
+                .args(["-w", "-t", "60", "-o", &server_options, "start"]),
             "pg_ctl start",
         )?;
         Ok(server)
     }
 
-    /// The connection string (`host=127.0.0.1 port=... user=postgres dbname=postgres`).
+    /// The connection string (`host=127.0.0.1 port=... user=postgres dbname=postgres`, and
+    /// `password=...` when the server has one).
     pub fn url(&self) -> String {
-        format!(
+        let mut url = format!(
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
             self.port
-        )
+        );
+        if let Some(password) = &self.password {
+            let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+            url.push_str(&format!(" password='{quoted}'"));
+        }
+        url
     }
 
     /// The port it listens on.
@@ -141,6 +263,30 @@ impl ThrowawayPostgres {
     /// Its directory (data files and `server.log`).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Writes `contents` to the new file `path`, owner-only, owned by the server's user.
+    fn write_private(&self, path: &Path, contents: &[u8]) -> Result<(), ThrowawayError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let failed = |e: std::io::Error| ThrowawayError::Step {
+            step: "writing the server's files",
+            detail: format!("{}: {e}", path.display()),
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(contents))
+            .map_err(failed)?;
+        if self.as_postgres {
+            run(
+                Command::new("chown").arg("postgres:").arg(path),
+                "chown to postgres",
+            )?;
+        }
+        Ok(())
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -213,6 +359,25 @@ fn run(command: &mut Command, step: &'static str) -> Result<(), ThrowawayError> 
             String::from_utf8_lossy(&out.stdout).trim()
         ),
     })
+}
+
+/// Turns `pg_hba.conf`'s `host` lines (TCP, with or without TLS) into `hostssl` lines (TCP with
+/// TLS only): a plaintext TCP connection then matches no line and is refused.
+fn hba_tls_only(path: &Path) -> Result<(), ThrowawayError> {
+    let failed = |e: std::io::Error| ThrowawayError::Step {
+        step: "pg_hba.conf",
+        detail: format!("{}: {e}", path.display()),
+    };
+    let hba = std::fs::read_to_string(path).map_err(failed)?;
+    let rewritten: String = hba
+        .lines()
+        .map(|line| match line.strip_prefix("host") {
+            Some(rest) if rest.starts_with([' ', '\t']) => format!("hostssl{rest}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    // Written in place: the file keeps its owner (the server's user) and mode.
+    std::fs::write(path, rewritten).map_err(failed)
 }
 
 fn free_port() -> std::io::Result<u16> {
