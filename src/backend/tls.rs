@@ -179,9 +179,29 @@ impl BackendSection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Policy;
+    #[test]
+    fn modes_are_ordered_from_the_weakest() {
+        use TlsMode::*;
+        let modes = [Disable, Prefer, Require, VerifyCa, VerifyFull];
+        assert!(modes.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            modes.map(TlsMode::requires_tls),
+            [false, false, true, true, true]
+        );
+        for m in modes {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{m}\""));
+            assert_eq!(serde_json::from_str::<TlsMode>(&json).unwrap(), m);
+        }
+    }
 
-    const DOC: &str = r#"
+    /// The document's keys (TOML, for the line numbers).
+    #[cfg(feature = "toml")]
+    mod document {
+        use super::*;
+        use crate::policy::Policy;
+
+        const DOC: &str = r#"
 [policy]
 name = "t"
 owner = "o"
@@ -202,133 +222,118 @@ kind = "postgres"
 url_env = "TOLLGATE_PG_URL"
 "#;
 
-    /// The document with `extra` in its `[backend]` section: the section, or the error's text
-    /// and line.
-    fn load(extra: &str) -> Result<BackendSection, (String, Option<usize>)> {
-        match Policy::from_toml(&format!("{DOC}{extra}")) {
-            Ok(p) => Ok(p.document().backend.clone().unwrap()),
-            Err(e) => Err((e.to_string(), e.location().map(|l| l.line))),
+        /// The document with `extra` in its `[backend]` section: the section, or the error's text
+        /// and line.
+        fn load(extra: &str) -> Result<BackendSection, (String, Option<usize>)> {
+            match Policy::from_toml(&format!("{DOC}{extra}")) {
+                Ok(p) => Ok(p.document().backend.clone().unwrap()),
+                Err(e) => Err((e.to_string(), e.location().map(|l| l.line))),
+            }
         }
-    }
 
-    /// The line (1-based) of the document on which `extra`'s key `key` is written.
-    fn line_of(extra: &str, key: &str) -> usize {
-        let text = format!("{DOC}{extra}");
-        text.lines()
-            .position(|l| l.starts_with(key))
-            .expect("key in the text")
-            + 1
-    }
+        /// The line (1-based) of the document on which `extra`'s key `key` is written.
+        fn line_of(extra: &str, key: &str) -> usize {
+            let text = format!("{DOC}{extra}");
+            text.lines()
+                .position(|l| l.starts_with(key))
+                .expect("key in the text")
+                + 1
+        }
 
-    #[test]
-    fn the_section_reads_the_mode_and_the_root_certificate() {
-        let s = load("").unwrap();
-        assert_eq!((s.tls, s.tls_root_cert), (None, None));
-        let s = load("tls = \"require\"\n").unwrap();
-        assert_eq!(s.tls, Some(TlsMode::Require));
-        let s = load("tls = \"verify-full\"\n").unwrap();
-        assert_eq!(s.tls, Some(TlsMode::VerifyFull));
-    }
+        #[test]
+        fn the_section_reads_the_mode_and_the_root_certificate() {
+            let s = load("").unwrap();
+            assert_eq!((s.tls, s.tls_root_cert), (None, None));
+            let s = load("tls = \"require\"\n").unwrap();
+            assert_eq!(s.tls, Some(TlsMode::Require));
+            let s = load("tls = \"verify-full\"\n").unwrap();
+            assert_eq!(s.tls, Some(TlsMode::VerifyFull));
+        }
 
-    #[test]
-    fn a_mistyped_mode_is_refused_with_its_key_and_line() {
-        let extra = "tls = \"verify_full\"\n";
-        let (e, line) = load(extra).unwrap_err();
-        assert!(
-            e.contains("backend.tls") && e.contains("verify-full"),
-            "{e}"
-        );
-        assert_eq!(line, Some(line_of(extra, "tls =")), "{e}");
-    }
-
-    #[test]
-    fn settings_that_do_not_fit_together_are_refused_with_their_key() {
-        for (extra, key, says) in [
-            (
-                "tls_root_cert = \"/etc/ca.pem\"\n",
-                "backend.tls_root_cert",
-                "needs `tls`",
-            ),
-            (
-                "tls = \"prefer\"\ntls_root_cert = \"/etc/ca.pem\"\n",
-                "backend.tls_root_cert",
-                "plaintext connection anyway",
-            ),
-            (
-                "tls = \"disable\"\ntls_root_cert = \"/etc/ca.pem\"\n",
-                "backend.tls_root_cert",
-                "no TLS is negotiated",
-            ),
-            (
-                "tls = \"verify-ca\"\n",
-                "backend.tls",
-                "needs `tls_root_cert`",
-            ),
-            (
-                "tls = \"verify-full\"\ntls_root_cert = \"\"\n",
-                "backend.tls_root_cert",
-                "must not be empty",
-            ),
-        ] {
+        #[test]
+        fn a_mistyped_mode_is_refused_with_its_key_and_line() {
+            let extra = "tls = \"verify_full\"\n";
             let (e, line) = load(extra).unwrap_err();
             assert!(
-                e.contains(&format!("`{key}`")) && e.contains(says),
-                "{extra}: {e}"
-            );
-            let written = key.strip_prefix("backend.").unwrap();
-            assert_eq!(line, Some(line_of(extra, &format!("{written} ="))), "{e}");
-        }
-        // The files backend makes no connections.
-        let files = DOC.replace("kind = \"postgres\"\nurl_env = \"TOLLGATE_PG_URL\"", "");
-        let e = Policy::from_toml(&format!("{files}tls = \"verify-full\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("`backend.tls`") && e.contains("postgres"), "{e}");
-    }
-
-    #[cfg(feature = "postgres")]
-    #[test]
-    fn a_root_certificate_that_does_not_read_is_refused_when_the_document_loads() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing.pem");
-        let junk = dir.path().join("junk.pem");
-        std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
-        for (path, says) in [
-            (&missing, "cannot read CA file"),
-            (&junk, "not valid PEM"),
-            (&dir.path().to_path_buf(), "not a regular file"),
-        ] {
-            let extra = format!("tls = \"verify-full\"\ntls_root_cert = {path:?}\n");
-            let (e, line) = load(&extra).unwrap_err();
-            assert!(
-                e.contains("`backend.tls_root_cert`") && e.contains(says),
+                e.contains("backend.tls") && e.contains("verify-full"),
                 "{e}"
             );
-            assert_eq!(line, Some(line_of(&extra, "tls_root_cert =")), "{e}");
+            assert_eq!(line, Some(line_of(extra, "tls =")), "{e}");
         }
-        // A CA certificate loads.
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
-        let s = load(&format!("tls = \"verify-full\"\ntls_root_cert = {ca:?}\n")).unwrap();
-        assert_eq!(s.tls_root_cert.as_deref(), Some(ca.as_path()));
-    }
 
-    #[test]
-    fn modes_are_ordered_from_the_weakest() {
-        use TlsMode::*;
-        let modes = [Disable, Prefer, Require, VerifyCa, VerifyFull];
-        assert!(modes.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(
-            modes.map(TlsMode::requires_tls),
-            [false, false, true, true, true]
-        );
-        for m in modes {
-            let json = serde_json::to_string(&m).unwrap();
-            assert_eq!(json, format!("\"{m}\""));
-            assert_eq!(serde_json::from_str::<TlsMode>(&json).unwrap(), m);
+        #[test]
+        fn settings_that_do_not_fit_together_are_refused_with_their_key() {
+            for (extra, key, says) in [
+                (
+                    "tls_root_cert = \"/etc/ca.pem\"\n",
+                    "backend.tls_root_cert",
+                    "needs `tls`",
+                ),
+                (
+                    "tls = \"prefer\"\ntls_root_cert = \"/etc/ca.pem\"\n",
+                    "backend.tls_root_cert",
+                    "plaintext connection anyway",
+                ),
+                (
+                    "tls = \"disable\"\ntls_root_cert = \"/etc/ca.pem\"\n",
+                    "backend.tls_root_cert",
+                    "no TLS is negotiated",
+                ),
+                (
+                    "tls = \"verify-ca\"\n",
+                    "backend.tls",
+                    "needs `tls_root_cert`",
+                ),
+                (
+                    "tls = \"verify-full\"\ntls_root_cert = \"\"\n",
+                    "backend.tls_root_cert",
+                    "must not be empty",
+                ),
+            ] {
+                let (e, line) = load(extra).unwrap_err();
+                assert!(
+                    e.contains(&format!("`{key}`")) && e.contains(says),
+                    "{extra}: {e}"
+                );
+                let written = key.strip_prefix("backend.").unwrap();
+                assert_eq!(line, Some(line_of(extra, &format!("{written} ="))), "{e}");
+            }
+            // The files backend makes no connections.
+            let files = DOC.replace("kind = \"postgres\"\nurl_env = \"TOLLGATE_PG_URL\"", "");
+            let e = Policy::from_toml(&format!("{files}tls = \"verify-full\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`backend.tls`") && e.contains("postgres"), "{e}");
+        }
+
+        #[cfg(feature = "postgres")]
+        #[test]
+        fn a_root_certificate_that_does_not_read_is_refused_when_the_document_loads() {
+            let dir = tempfile::tempdir().unwrap();
+            let missing = dir.path().join("missing.pem");
+            let junk = dir.path().join("junk.pem");
+            std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+            for (path, says) in [
+                (&missing, "cannot read CA file"),
+                (&junk, "not valid PEM"),
+                (&dir.path().to_path_buf(), "not a regular file"),
+            ] {
+                let extra = format!("tls = \"verify-full\"\ntls_root_cert = {path:?}\n");
+                let (e, line) = load(&extra).unwrap_err();
+                assert!(
+                    e.contains("`backend.tls_root_cert`") && e.contains(says),
+                    "{e}"
+                );
+                assert_eq!(line, Some(line_of(&extra, "tls_root_cert =")), "{e}");
+            }
+            // A CA certificate loads.
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let ca = dir.path().join("ca.pem");
+            std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+            let s = load(&format!("tls = \"verify-full\"\ntls_root_cert = {ca:?}\n")).unwrap();
+            assert_eq!(s.tls_root_cert.as_deref(), Some(ca.as_path()));
         }
     }
 }
