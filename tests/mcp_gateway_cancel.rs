@@ -1,9 +1,16 @@
 //! A forwarded call the gateway gives up on (the call timeout passed, the kill switch stopped
-//! the run) is cancelled downstream: the server gets exactly one `notifications/cancelled`
-//! naming the id the gateway sent the request under, and an answered call gets none. Both ways
-//! a call reaches a server are covered: a stdio server (the gateway's own relay writes the
-//! request, under a `"tollgate-<n>"` id) and a streamable-HTTP server (rmcp's client sends it).
-//! The server is `tests/mcp/cancel_server.mjs`, which logs every call and cancellation it gets.
+//! the run), the client cancels, or whose client's session ends (its input closed) is cancelled
+//! downstream: the server gets exactly one `notifications/cancelled` naming the id the gateway
+//! sent the request under, and an answered call gets none. Both ways a call reaches a server are
+//! covered: a stdio server (the gateway's own relay writes the request, under a `"tollgate-<n>"`
+//! id) and a streamable-HTTP server (rmcp's client sends it). The server is
+//! `tests/mcp/cancel_server.mjs`, which logs every call and cancellation it gets.
+//!
+//! The gateway runs in process ([`harness`]), its client a raw JSON-RPC writer; the client's two
+//! paths ([`Client`]) differ only in the request: a plain `tools/call` is read by the gateway's
+//! own fast path, one whose `_meta` holds a key the fast path leaves to rmcp goes through rmcp's
+//! typed service. With the `cli` feature, the session's end is also checked on `tollgate mcp`
+//! itself, over its real stdin and stdout.
 #![cfg(feature = "mcp")]
 
 mod common;
@@ -136,7 +143,12 @@ fn policy(server: &Server, call_timeout: &str) -> Policy {
 
 /// The test policy with `sections` before `[mcp]` and `mcp` lines in it.
 fn policy_with(server: &Server, call_timeout: &str, sections: &str, mcp: &str) -> Policy {
-    let text = format!(
+    Policy::from_toml(&policy_text(server, call_timeout, sections, mcp)).expect("policy")
+}
+
+/// The text of [`policy_with`]'s document.
+fn policy_text(server: &Server, call_timeout: &str, sections: &str, mcp: &str) -> String {
+    format!(
         r#"{METADATA}
 {sections}
 
@@ -162,8 +174,7 @@ role = "agent"
 [mcp.servers.slowpoke]
 {spec}"#,
         spec = server.spec,
-    );
-    Policy::from_toml(&text).expect("policy")
+    )
 }
 
 /// Answered calls get no cancellation; the call that passes the call timeout gets exactly one,
@@ -735,5 +746,329 @@ async fn a_typed_path_call_in_flight_when_the_client_session_ends_is_recorded_as
         outcome["message"], "cancelled: the client's session ended",
         "{outcome}"
     );
+    h.gateway.shutdown();
+}
+
+/// How long a session may take to end once its client closed the gateway's input, with a call
+/// in flight whose call timeout is a minute: on the fast path the call is stopped at once; rmcp's
+/// typed path first waits up to 5 s for its handlers to answer (its drain), then stops them.
+fn session_end_bound(client: Client) -> Duration {
+    match client {
+        Client::Fast => Duration::from_secs(3),
+        Client::Typed => Duration::from_secs(10),
+    }
+}
+
+/// The client's session ends (it closes the gateway's input) with a call in flight and one
+/// answered before: the session's serving ends well before the call's timeout, and by then the
+/// call in flight is stopped and recorded (outcome "cancelled: the client's session ended");
+/// it is never answered; the server gets exactly one `notifications/cancelled`, naming that
+/// call's request and saying the session ended, and none for the answered call.
+async fn session_end_stops_the_call_in_flight(client: Client, transport: Transport) {
+    let Some(server) = server(transport, &format!("session-ends-{client:?}-{transport:?}")) else {
+        return;
+    };
+    // A long call timeout: only the session's end stops the call in time.
+    let h = harness::start(&policy(&server, "60s")).await;
+    let mut c = harness::Raw::connect(&h.gateway);
+    c.initialize().await;
+    c.send(&client.call_line("1", "quick", json!({}))).await;
+    let a = c.answer().await;
+    assert_eq!(a["id"], 1, "{a}");
+    assert_eq!(a["result"]["content"][0]["text"], "quick done", "{a}");
+    c.send(&client.call_line("\"s-2\"", "slow", json!({"ms": 60_000})))
+        .await;
+    until_calls(&server, 2).await;
+
+    let started = Instant::now();
+    c.close_input().await;
+    let bound = session_end_bound(client);
+    let served = tokio::time::timeout(bound, &mut c.served)
+        .await
+        .unwrap_or_else(|_| panic!("the session still served {bound:?} after its input closed"));
+    served
+        .expect("serve task")
+        .expect("the session ends cleanly");
+    eprintln!(
+        "session ended {:?} after the input closed",
+        started.elapsed()
+    );
+    // Nothing more was written: the stopped call is not answered.
+    let rest = c.rest(Duration::from_secs(5)).await;
+    assert!(rest.is_empty(), "written after the input closed: {rest:?}");
+
+    // Recorded before the session's serving returned: no waiting here.
+    let outcomes = h.events("outcome");
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert_eq!(outcomes[0]["tollgate.outcome"]["status"], "success");
+    assert_eq!(outcomes[1]["gen_ai.tool.call.id"], "s-2", "{outcomes:?}");
+    let outcome = &outcomes[1]["tollgate.outcome"];
+    assert_eq!(outcome["status"], "error", "{outcome}");
+    assert_eq!(
+        outcome["message"], "cancelled: the client's session ended",
+        "{outcome}"
+    );
+
+    let cancels = server.settled_cancels(1).await;
+    let calls = server.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(cancels.len(), 1, "exactly one cancellation: {cancels:?}");
+    assert_eq!(
+        cancels[0]["requestId"], calls[1]["id"],
+        "the cancellation names the call in flight: {cancels:?} {calls:?}"
+    );
+    assert_eq!(
+        cancels[0]["reason"], "tollgate: the client's session ended",
+        "{cancels:?}"
+    );
+    h.gateway.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_path_call_in_flight_when_the_session_ends_is_cancelled_on_a_stdio_server() {
+    session_end_stops_the_call_in_flight(Client::Fast, Transport::Stdio).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_path_call_in_flight_when_the_session_ends_is_cancelled_on_an_http_server() {
+    session_end_stops_the_call_in_flight(Client::Fast, Transport::Http).await;
+}
+
+/// A fast-path call waiting for a human's approval when the client's session ends is never
+/// forwarded, even once approved: the session ends without waiting for the approval, and nothing
+/// reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_fast_path_call_is_never_forwarded_once_the_session_ended() {
+    let Some(server) = server(Transport::Stdio, "session-ends-escalated") else {
+        return;
+    };
+    let p = policy_with(
+        &server,
+        "60s",
+        r#"
+[escalation]
+groups.ops = ["alice"]
+defaults = { timeout = "1h", on_timeout = "deny", chain = [{ group = "ops" }] }
+
+[[escalation.rules]]
+id = "long-sleep"
+reason = "Long sleeps need ops."
+tools = ["slow"]
+when.amount = { path = "ms", over = 50000 }
+"#,
+        r#"escalation_wait = "30s""#,
+    );
+    let h = harness::start(&p).await;
+    let mut c = harness::Raw::connect(&h.gateway);
+    c.initialize().await;
+    c.send(&Client::Fast.call_line("\"e-1\"", "slow", json!({"ms": 60_000})))
+        .await;
+    let queue = h.gateway.guard().approvals().unwrap().clone();
+    let start = Instant::now();
+    let id = loop {
+        if let Some(r) = queue.pending().unwrap().first() {
+            break r.id.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no request raised"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    c.close_input().await;
+    let bound = session_end_bound(Client::Fast);
+    tokio::time::timeout(bound, &mut c.served)
+        .await
+        .unwrap_or_else(|_| panic!("the session waited for the approval past {bound:?}"))
+        .expect("serve task")
+        .expect("the session ends cleanly");
+    h.gateway
+        .guard()
+        .approvals()
+        .unwrap()
+        .decide(
+            &id,
+            &tollgate::escalation::Approver::new("alice"),
+            tollgate::escalation::Decision::Approve,
+            "ok",
+        )
+        .expect("decided");
+    assert!(c.rest(Duration::from_secs(5)).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.calls().is_empty(), "{:?}", server.calls());
+    assert!(server.cancels().is_empty(), "{:?}", server.cancels());
+    assert!(h.events("outcome").is_empty(), "{:?}", h.events("outcome"));
+    h.gateway.shutdown();
+}
+
+/// `tollgate mcp` itself: the client closes its stdin with a call in flight (a minute's call
+/// timeout, behind a streamable-HTTP server the gateway does not own, so the server outlives the
+/// gateway and its log says what reached it). The process exits well before the call's timeout,
+/// successfully; the call is not answered; its audit outcome in the log directory says the
+/// session ended; the server got exactly one `notifications/cancelled`, for that call only.
+#[cfg(feature = "cli")]
+async fn the_binary_stops_the_call_in_flight_at_eof(client: Client) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let Some(server) = server(Transport::Http, &format!("binary-eof-{client:?}")) else {
+        return;
+    };
+    let tmp = common::tempdir::temp_dir("mcp-cancel", &format!("binary-eof-{client:?}"));
+    let file = tmp.path().join("gateway.toml");
+    std::fs::write(&file, policy_text(&server, "60s", "", "")).unwrap();
+    let audit = tmp.path().join("audit");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("mcp")
+        .arg("--policy")
+        .arg(&file)
+        .arg("--audit")
+        .arg(&audit)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut answer = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .expect("an answer within 30 s")
+            .unwrap()
+            .expect("the gateway answers");
+        serde_json::from_str(&line).unwrap()
+    };
+    for line in [
+        r#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#.to_owned(),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned(),
+        client.call_line("1", "quick", json!({})),
+    ] {
+        stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+    }
+    assert_eq!(answer().await["id"], "init");
+    let a = answer().await;
+    assert_eq!(a["result"]["content"][0]["text"], "quick done", "{a}");
+    stdin
+        .write_all(format!("{}\n", client.call_line("2", "slow", json!({"ms": 60_000}))).as_bytes())
+        .await
+        .unwrap();
+    until_calls(&server, 2).await;
+
+    let started = Instant::now();
+    drop(stdin);
+    let bound = session_end_bound(client) + Duration::from_secs(2);
+    let status = tokio::time::timeout(bound, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the gateway still ran {bound:?} after its stdin closed"))
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    eprintln!(
+        "gateway exited {:?} after its stdin closed",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    while let Some(line) = stdout.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    assert!(rest.is_empty(), "written after stdin closed: {rest:?}");
+
+    // The log's records (each one's `event` is the event, as the memory sink holds it).
+    let mut records = Vec::new();
+    for entry in std::fs::read_dir(&audit).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            records.extend(
+                std::fs::read_to_string(&path)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].take()),
+            );
+        }
+    }
+    let outcomes: Vec<&Value> = records.iter().filter(|r| r["event"] == "outcome").collect();
+    assert_eq!(outcomes.len(), 2, "{records:?}");
+    assert_eq!(outcomes[0]["tollgate.outcome"]["status"], "success");
+    assert_eq!(outcomes[1]["gen_ai.tool.call.id"], "2", "{outcomes:?}");
+    assert_eq!(
+        outcomes[1]["tollgate.outcome"]["message"], "cancelled: the client's session ended",
+        "{outcomes:?}"
+    );
+
+    let cancels = server.settled_cancels(1).await;
+    let calls = server.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(cancels.len(), 1, "exactly one cancellation: {cancels:?}");
+    assert_eq!(
+        cancels[0]["requestId"], calls[1]["id"],
+        "{cancels:?} {calls:?}"
+    );
+    assert_eq!(
+        cancels[0]["reason"], "tollgate: the client's session ended",
+        "{cancels:?}"
+    );
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_stops_a_fast_path_call_in_flight_when_its_stdin_closes() {
+    the_binary_stops_the_call_in_flight_at_eof(Client::Fast).await;
+}
+
+/// The fast path's calls stop when the client's input ends, not after rmcp's drain of its own
+/// handlers (up to 5 s): with a typed-path call in flight too, the fast-path call is cancelled
+/// downstream and recorded at once, and the session ends once both are stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_path_call_stops_at_the_end_of_input_while_rmcp_drains_a_typed_one() {
+    let Some(server) = server(Transport::Stdio, "session-ends-mixed") else {
+        return;
+    };
+    let h = harness::start(&policy(&server, "60s")).await;
+    let mut c = harness::Raw::connect(&h.gateway);
+    c.initialize().await;
+    c.send(&Client::Typed.call_line("\"t-1\"", "slow", json!({"ms": 60_000})))
+        .await;
+    until_calls(&server, 1).await;
+    c.send(&Client::Fast.call_line("\"f-2\"", "slow", json!({"ms": 60_000})))
+        .await;
+    until_calls(&server, 2).await;
+    let calls = server.calls();
+
+    let started = Instant::now();
+    c.close_input().await;
+    let cancels = server.settled_cancels(1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the fast-path call was stopped only {:?} after the input ended",
+        started.elapsed()
+    );
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
+    assert_eq!(
+        cancels[0]["requestId"], calls[1]["id"],
+        "{cancels:?} {calls:?}"
+    );
+    let outcomes = h.events("outcome");
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["gen_ai.tool.call.id"], "f-2", "{outcomes:?}");
+
+    let bound = session_end_bound(Client::Typed);
+    tokio::time::timeout(bound, &mut c.served)
+        .await
+        .unwrap_or_else(|_| panic!("the session still served {bound:?} after its input closed"))
+        .expect("serve task")
+        .expect("the session ends cleanly");
+    let cancels = server.settled_cancels(2).await;
+    assert_eq!(cancels.len(), 2, "{cancels:?}");
+    assert_eq!(
+        cancels[1]["requestId"], calls[0]["id"],
+        "{cancels:?} {calls:?}"
+    );
+    let outcomes = until_outcomes(&h, 2).await;
+    assert_eq!(outcomes[1]["gen_ai.tool.call.id"], "t-1", "{outcomes:?}");
+    for o in &outcomes {
+        assert_eq!(
+            o["tollgate.outcome"]["message"], "cancelled: the client's session ended",
+            "{outcomes:?}"
+        );
+    }
     h.gateway.shutdown();
 }

@@ -133,6 +133,8 @@ pub mod harness {
         read: tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
         /// The last line sent, named when an answer does not come.
         last: String,
+        /// The gateway's serving of this session: ends when the session does.
+        pub served: tokio::task::JoinHandle<Result<(), GatewayError>>,
     }
 
     impl Raw {
@@ -141,13 +143,41 @@ pub mod harness {
             let (client, server) = tokio::io::duplex(1 << 20);
             let (g_read, g_write) = tokio::io::split(server);
             let gw = gateway.clone();
-            tokio::spawn(async move { gw.serve(g_read, g_write).await });
+            let served = tokio::spawn(async move { gw.serve(g_read, g_write).await });
             let (read, write) = tokio::io::split(client);
             Self {
                 write,
                 read: tokio::io::BufReader::new(read),
                 last: String::new(),
+                served,
             }
+        }
+
+        /// Closes the client's side of the connection for writing (the gateway's input ends, as
+        /// when a client closes the gateway's stdin); the gateway's answers can still be read.
+        pub async fn close_input(&mut self) {
+            use tokio::io::AsyncWriteExt;
+            self.write.shutdown().await.unwrap();
+        }
+
+        /// Every line the gateway writes until it closes its side of the connection, which
+        /// must happen within `within`.
+        pub async fn rest(&mut self, within: std::time::Duration) -> Vec<Value> {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = Vec::new();
+            let read = async {
+                loop {
+                    let mut line = String::new();
+                    if self.read.read_line(&mut line).await.unwrap() == 0 {
+                        break;
+                    }
+                    lines.push(serde_json::from_str(&line).expect("the answer is JSON"));
+                }
+            };
+            tokio::time::timeout(within, read)
+                .await
+                .unwrap_or_else(|_| panic!("the gateway kept the connection open past {within:?}"));
+            lines
         }
 
         /// Sends one line (a newline is added).

@@ -9,11 +9,15 @@
 //! rmcp's client over streamable HTTP) send it from a drop guard armed once the request was sent
 //! and disarmed by its answer: exactly once for an abandoned call, never for an answered one, and
 //! never for a request that was not sent. The caller says why through an [`Abandon`] before it
-//! drops the call.
+//! drops the call. The send runs on a task of its own, counted among its session's calls in
+//! flight (see [`Session::ended`](super::session::Session::ended)): a stdio session that ends
+//! waits for it, so `tollgate mcp` does not close its servers before they were told.
 
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
 
 use super::cancel::Cause;
 
@@ -23,12 +27,22 @@ const DROPPED: &str =
 
 /// Why a forwarded call is abandoned: set by the caller before it drops the call, sent as the
 /// `reason` of the server's `notifications/cancelled`. Allocates nothing unless set.
-#[derive(Debug, Default)]
-pub(crate) struct Abandon {
+#[derive(Debug)]
+pub(crate) struct Abandon<'a> {
     reason: OnceLock<String>,
+    /// The calls in flight of the call's session, which its notification is counted among.
+    calls: &'a TaskTracker,
 }
 
-impl Abandon {
+impl<'a> Abandon<'a> {
+    /// A call of the session whose calls in flight `calls` counts.
+    pub(crate) fn new(calls: &'a TaskTracker) -> Self {
+        Self {
+            reason: OnceLock::new(),
+            calls,
+        }
+    }
+
     /// The call timeout passed.
     pub(crate) fn timed_out(&self, timeout: Duration) {
         let _ = self.reason.set(format!(
@@ -56,14 +70,15 @@ impl Abandon {
             .cloned()
             .unwrap_or_else(|| DROPPED.to_owned())
     }
-}
 
-/// Runs `send` on the current tokio runtime, from a drop guard (which cannot await). Outside a
-/// runtime (a drop during its shutdown) nothing is sent: the server's pipe or session is being
-/// closed with it.
-pub(crate) fn spawn_send(send: impl Future<Output = ()> + Send + 'static) {
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        drop(rt.spawn(send));
+    /// Runs `send` on the current tokio runtime, from a drop guard (which cannot await),
+    /// counted among the session's calls in flight until it is done. Outside a runtime (a drop
+    /// during its shutdown) nothing is sent: the server's pipe or session is being closed with
+    /// it.
+    pub(crate) fn spawn_send(&self, send: impl Future<Output = ()> + Send + 'static) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            drop(rt.spawn(self.calls.track_future(send)));
+        }
     }
 }
 

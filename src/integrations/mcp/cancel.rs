@@ -17,8 +17,11 @@
 //! "session ended" signal, would race the same way: rmcp cancels the handlers before its serve
 //! loop returns, and for HTTP sessions that loop is rmcp's, not the gateway's.)
 //!
-//! On the stdio fast path the call's token is the gateway's own and only the client's
-//! cancellation cancels it ([`Stop::by_client`]): no grace, always the client.
+//! On the stdio fast path both tokens are the gateway's own ([`Stop::fast`]): the call's, which
+//! only the client's cancellation cancels, and its session's, cancelled when the client's input
+//! ends. The call watches both, and whichever fired says why at once: no grace. (One token per
+//! call made a child of the session's would stop it the same way, but not say why: a call the
+//! client cancelled just before it closed its input would be recorded as the session's end.)
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -68,19 +71,28 @@ impl Cause {
 
 /// What stops one call, and how to tell why it stopped.
 pub(crate) struct Stop<'a> {
-    /// Cancelled when the call must stop.
+    /// Cancelled when the call must stop (on the fast path: when its client cancels it).
     token: &'a CancellationToken,
-    /// Cancelled when the client cancelled the call; `None` when only the client cancels
-    /// `token`.
-    client: Option<&'a CancellationToken>,
+    by: By<'a>,
+}
+
+/// Which path's call a [`Stop`] stops.
+enum By<'a> {
+    /// rmcp's typed path: `token` is rmcp's `ct` (the client's cancellation or the session's
+    /// end); `client` is cancelled in the first case only.
+    Rmcp { client: &'a CancellationToken },
+    /// The stdio fast path: `token` is cancelled by the client only, `ended` when its session
+    /// ends; either stops the call.
+    Fast { ended: &'a CancellationToken },
 }
 
 impl<'a> Stop<'a> {
-    /// A call that only its client's cancellation stops (the stdio fast path's own token).
-    pub(crate) fn by_client(token: &'a CancellationToken) -> Self {
+    /// A fast-path call: stopped by its client's cancellation (`client`) or by the end of its
+    /// session (`ended`).
+    pub(crate) fn fast(client: &'a CancellationToken, ended: &'a CancellationToken) -> Self {
         Self {
-            token,
-            client: None,
+            token: client,
+            by: By::Fast { ended },
         }
     }
 
@@ -89,26 +101,38 @@ impl<'a> Stop<'a> {
     pub(crate) fn by_rmcp(ct: &'a CancellationToken, client: &'a CancellationToken) -> Self {
         Self {
             token: ct,
-            client: Some(client),
+            by: By::Rmcp { client },
         }
     }
 
     /// Whether the call was stopped.
     pub(crate) fn is_stopped(&self) -> bool {
-        self.token.is_cancelled()
+        self.token.is_cancelled() || matches!(self.by, By::Fast { ended } if ended.is_cancelled())
     }
 
     /// Completes once the call is stopped.
     pub(crate) async fn stopped(&self) {
-        self.token.cancelled().await;
+        match self.by {
+            By::Rmcp { .. } => self.token.cancelled().await,
+            By::Fast { ended } => {
+                tokio::select! {
+                    () = self.token.cancelled() => {}
+                    () = ended.cancelled() => {}
+                }
+            }
+        }
     }
 
-    /// Why a stopped call was stopped: the client cancelled it if its token says so now or
-    /// within [`CLIENT_CANCEL_GRACE`], else its session ended.
+    /// Why a stopped call was stopped. Typed path: the client cancelled it if its token says so
+    /// now or within [`CLIENT_CANCEL_GRACE`], else its session ended. Fast path: the client
+    /// cancelled it if its own token fired (the client's cancellations are read before its
+    /// input's end, so one that came first is never taken for the session's end), else its
+    /// session ended.
     pub(crate) async fn cause(&self) -> Cause {
-        match self.client {
-            None => Cause::Client,
-            Some(client) => {
+        match self.by {
+            By::Fast { .. } if self.token.is_cancelled() => Cause::Client,
+            By::Fast { .. } => Cause::SessionEnded,
+            By::Rmcp { client } => {
                 match tokio::time::timeout(CLIENT_CANCEL_GRACE, client.cancelled()).await {
                     Ok(()) => Cause::Client,
                     Err(_) => Cause::SessionEnded,
@@ -228,8 +252,34 @@ mod tests {
             cancels.cancel(&id(2));
         });
         assert_eq!(cause, Cause::Client);
-        // The fast path's token is the client's own.
-        assert_eq!(Stop::by_client(&ct).cause().await, Cause::Client);
+    }
+
+    #[tokio::test]
+    async fn a_fast_path_call_is_stopped_by_its_client_or_its_sessions_end_and_knows_which() {
+        let (client, ended) = (CancellationToken::new(), CancellationToken::new());
+        let stop = Stop::fast(&client, &ended);
+        assert!(!stop.is_stopped());
+        ended.cancel();
+        assert!(stop.is_stopped());
+        stop.stopped().await;
+        // No grace: the answer is there at once.
+        let cause = tokio::time::timeout(Duration::from_millis(1), stop.cause()).await;
+        assert_eq!(cause, Ok(Cause::SessionEnded));
+        // Cancelled by its client first, then the session ended: the client's doing.
+        let (client, ended) = (CancellationToken::new(), CancellationToken::new());
+        let stop = Stop::fast(&client, &ended);
+        let (cause, ()) = tokio::join!(
+            async {
+                stop.stopped().await;
+                stop.cause().await
+            },
+            async {
+                tokio::task::yield_now().await;
+                client.cancel();
+                ended.cancel();
+            }
+        );
+        assert_eq!(cause, Cause::Client);
     }
 
     #[test]

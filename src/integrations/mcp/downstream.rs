@@ -85,7 +85,7 @@ struct Unanswered<'a> {
     peer: &'a Peer<RoleClient>,
     id: RequestId,
     rx: tokio::sync::oneshot::Receiver<Result<ServerResult, ServiceError>>,
-    abandon: &'a Abandon,
+    abandon: &'a Abandon<'a>,
 }
 
 impl Drop for Unanswered<'_> {
@@ -99,7 +99,7 @@ impl Drop for Unanswered<'_> {
         }
         let (peer, id, server) = (self.peer.clone(), self.id.clone(), self.server.to_owned());
         let reason = self.abandon.reason();
-        super::abandon::spawn_send(async move {
+        self.abandon.spawn_send(async move {
             let params = CancelledNotificationParam::new(Some(id.clone()), Some(reason.clone()));
             let sent = peer.notify_cancelled(params).await;
             super::abandon::log_sent(&server, &id, &reason, sent);
@@ -449,7 +449,7 @@ impl Downstream {
         theirs: &str,
         arguments: Option<rmcp::model::JsonObject>,
         meta: Option<rmcp::model::RequestMetaObject>,
-        abandon: &Abandon,
+        abandon: &Abandon<'_>,
     ) -> Result<CallToolResult, DownstreamError> {
         let conn = self.conn.lock().clone();
         let Some(conn) = conn.filter(|c| !c.is_closed()) else {
@@ -515,7 +515,7 @@ impl Downstream {
         &self,
         peer: &Peer<RoleClient>,
         params: CallToolRequestParams,
-        abandon: &Abandon,
+        abandon: &Abandon<'_>,
     ) -> Result<CallToolResult, ServiceError> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let handle = peer

@@ -16,6 +16,12 @@
 //! request's own protocol metadata), and only once the `initialize` answer was sent. Anything
 //! else, including every malformed `tools/call`, goes to rmcp unchanged, so it gets the same
 //! answer as before by construction.
+//!
+//! A call stops like a typed-path one: when the client cancels it (its `notifications/cancelled`)
+//! and when the client's session ends ([`FastPath::end`], at the end of its input). It is then
+//! not forwarded if it was not yet, else abandoned downstream (the server sent
+//! `notifications/cancelled`), recorded as what stopped it, and not answered. The session's end
+//! waits for its calls (see [`Session::ended`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -153,18 +159,31 @@ fn answer_line(key: &str, result: &CallToolResult) -> Option<Vec<u8>> {
 /// The fast path of one connection.
 pub(crate) struct FastPath {
     session: Session,
+    calls: Arc<Calls>,
+}
+
+/// What a connection's fast-path calls share.
+struct Calls {
     /// Fast-path calls not answered yet, by id, each with the token its call watches. The
     /// client's cancellation removes the entry and cancels the token: the call stops (not
     /// forwarded, or abandoned downstream; its permit completed as cancelled by the client, as
     /// on the typed path) and is not answered, as rmcp does for a cancelled request.
-    in_flight: Arc<Mutex<HashMap<Key, CancellationToken>>>,
+    in_flight: Mutex<HashMap<Key, CancellationToken>>,
+    /// Cancelled when the client's session ends (its input ended): every call still in flight
+    /// stops as the client's cancellation stops it, but recorded as the session's end (as rmcp
+    /// stops the typed path's calls then), and none is answered any more.
+    ended: CancellationToken,
 }
 
 impl FastPath {
-    pub(crate) fn new(session: Session) -> Self {
+    /// The fast path of `session`, whose end `ended` says.
+    pub(crate) fn new(session: Session, ended: CancellationToken) -> Self {
         Self {
             session,
-            in_flight: Arc::default(),
+            calls: Arc::new(Calls {
+                in_flight: Mutex::default(),
+                ended,
+            }),
         }
     }
 
@@ -179,15 +198,25 @@ impl FastPath {
         // a cancellation of that id then stops the later call only; the first of the two to
         // end is answered, as before.
         let cancelled = CancellationToken::new();
-        self.in_flight.lock().insert(key.clone(), cancelled.clone());
+        self.calls
+            .in_flight
+            .lock()
+            .insert(key.clone(), cancelled.clone());
         let session = self.session.clone();
-        let in_flight = Arc::clone(&self.in_flight);
+        let calls = Arc::clone(&self.calls);
         let write = Arc::clone(write);
+        // Counted from here: the session's end waits for this call.
+        let tracked = session.track();
         tokio::spawn(async move {
-            let result =
-                Box::pin(session.call(params, &call_id, &Stop::by_client(&cancelled))).await;
-            if in_flight.lock().remove(&key).is_none() {
+            let _tracked = tracked;
+            let stop = Stop::fast(&cancelled, &calls.ended);
+            let result = Box::pin(session.call(params, &call_id, &stop)).await;
+            if calls.in_flight.lock().remove(&key).is_none() {
                 tracing::debug!(target: "tollgate::mcp", id = %key, "dropping the answer to a cancelled call");
+                return;
+            }
+            if calls.ended.is_cancelled() {
+                tracing::debug!(target: "tollgate::mcp", id = %key, "the session ended: the call is not answered");
                 return;
             }
             let Some(line) = answer_line(&key, &result) else {
@@ -201,11 +230,18 @@ impl FastPath {
         true
     }
 
+    /// The client's session ended (its input ended, or the service stopped): every call in
+    /// flight stops now (not forwarded if it was not yet, else abandoned downstream, recorded
+    /// as the session's end) and is not answered.
+    pub(crate) fn end(&self) {
+        self.calls.ended.cancel();
+    }
+
     /// The client cancelled the request `id`: if it is a fast-path call in flight, it is
     /// stopped and will not be answered. Any other id (unknown, already answered, or a typed
     /// path request, which rmcp cancels itself) is ignored.
     pub(crate) fn cancel(&self, id: &NumberOrString) {
-        let token = key_of_request_id(id).and_then(|key| self.in_flight.lock().remove(&key));
+        let token = key_of_request_id(id).and_then(|key| self.calls.in_flight.lock().remove(&key));
         match token {
             Some(t) => t.cancel(),
             None => {

@@ -281,6 +281,11 @@ impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for GuardedStdio<R> {
             self.send_pending_answer().await;
             match self.read_line().await {
                 Err(_) | Ok(Ok(false)) => {
+                    // The client's session ends: its fast-path calls stop now (rmcp stops its
+                    // own after its drain).
+                    if let Some(fast) = &self.fast {
+                        fast.end();
+                    }
                     // The last fault's answer still goes out.
                     self.send_pending_answer().await;
                     return None;

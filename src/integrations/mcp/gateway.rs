@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::ServiceExt;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 use super::config::{Connection, McpSection};
 use super::downstream::{Downstream, Route};
@@ -355,6 +356,16 @@ impl Gateway {
     /// Serves one client connection (newline-delimited JSON-RPC, as over stdio) on `read` and
     /// `write` until the client closes it. The connection is one run, acting as the section's
     /// `connection`; the run ends with the connection.
+    ///
+    /// When `read` ends (the client closed the gateway's stdin), the calls still in flight are
+    /// stopped and not answered: one not forwarded yet (waiting for an approval, say) never is,
+    /// one a server is running is abandoned (the server is sent `notifications/cancelled`), and
+    /// each is recorded with the outcome "cancelled: the client's session ended". Plain
+    /// `tools/call` requests (the gateway's own fast path) stop at once, and this returns once
+    /// they are recorded and their servers sent the notification (waiting at most 5 s for a
+    /// call stuck elsewhere), so that a process closing its servers right after, as
+    /// `tollgate mcp` does, does not close them before. The other requests are rmcp's, which
+    /// first waits up to 5 s for them to answer, then stops them the same way.
     pub async fn serve<R, W>(&self, read: R, write: W) -> Result<(), GatewayError>
     where
         R: AsyncRead + Send + Unpin + 'static,
@@ -393,13 +404,20 @@ impl Gateway {
             })
         };
         let session = Session::new(Arc::clone(&shared), run);
+        let ended = CancellationToken::new();
         let transport = GuardedStdio::new(read, write, shared.section.max_message_bytes(), hook)
-            .with_fast_path(FastPath::new(session.clone()));
+            .with_fast_path(FastPath::new(session.clone(), ended.clone()));
         let service = session
+            .clone()
             .serve(transport)
             .await
             .map_err(|e| GatewayError::Initialize(e.to_string()))?;
         let _ = service.waiting().await;
+        // The fast path's calls were stopped at the end of the input already (rmcp's, after its
+        // drain); this is for a service that stopped for another reason. The session ends once
+        // its stopped calls are recorded and their servers told.
+        ended.cancel();
+        session.ended().await;
         Ok(())
     }
 

@@ -148,7 +148,7 @@ enum Sending {
 struct Waiting<'a> {
     relay: &'a Relay,
     n: u64,
-    abandon: &'a Abandon,
+    abandon: &'a Abandon<'a>,
     sending: Sending,
 }
 
@@ -184,7 +184,7 @@ impl Drop for Waiting<'_> {
         let stdin = Arc::clone(&self.relay.stdin);
         let server = Arc::clone(&self.relay.server);
         let n = self.n;
-        super::abandon::spawn_send(async move {
+        self.abandon.spawn_send(async move {
             let mut w = match held {
                 Some(w) => w,
                 None => stdin.lock_owned().await,
@@ -250,7 +250,7 @@ impl Relay {
     pub(crate) async fn call(
         &self,
         params: &CallToolRequestParams,
-        abandon: &Abandon,
+        abandon: &Abandon<'_>,
     ) -> Result<CallToolResult, RelayError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut line = Vec::with_capacity(128);

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
@@ -13,6 +14,7 @@ use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 use super::Shared;
 use super::abandon::Abandon;
@@ -33,7 +35,19 @@ pub(crate) struct Session {
     /// The typed-path calls in flight, each with the token that says its client cancelled it
     /// (rmcp's own token of a call also fires when the session ends: see `cancel`).
     client_cancels: Arc<ClientCancels>,
+    /// The calls in flight, and the `notifications/cancelled` being sent for the ones stopped:
+    /// what the end of a stdio session waits for ([`Session::ended`]).
+    calls: TaskTracker,
 }
+
+/// How long the end of a stdio session waits for its stopped calls to be recorded and their
+/// servers told (they take a task switch, a typed-path call rmcp stopped [`CLIENT_CANCEL_GRACE`]
+/// more, plus the notification's write); only a call stuck elsewhere (an audit sink or a
+/// credential provider that does not answer, a server that does not read its notification) waits
+/// it out, and is then left to the runtime's shutdown.
+///
+/// [`CLIENT_CANCEL_GRACE`]: super::cancel::CLIENT_CANCEL_GRACE
+const SESSION_END_WAIT: Duration = Duration::from_secs(5);
 
 impl Session {
     pub(crate) fn new(shared: Arc<Shared>, run: Arc<Run>) -> Self {
@@ -42,6 +56,30 @@ impl Session {
             run,
             pending: Arc::default(),
             client_cancels: Arc::default(),
+            calls: TaskTracker::new(),
+        }
+    }
+
+    /// Counts a call in flight until the token is dropped (taken before the call's task is
+    /// spawned, so a session that ends meanwhile waits for it).
+    pub(crate) fn track(&self) -> TaskTrackerToken {
+        self.calls.token()
+    }
+
+    /// The client's session ended and its calls in flight were told to stop: waits (at most
+    /// [`SESSION_END_WAIT`]) until they are done, recorded, and their servers sent
+    /// `notifications/cancelled`. `tollgate mcp` closes its servers and exits right after.
+    pub(crate) async fn ended(&self) {
+        self.calls.close();
+        if tokio::time::timeout(SESSION_END_WAIT, self.calls.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                target: "tollgate::mcp",
+                calls = self.calls.len(),
+                "the session ended with calls still running after {SESSION_END_WAIT:?}; not waited for"
+            );
         }
     }
 }
@@ -268,10 +306,9 @@ fn first_text(result: &CallToolResult) -> String {
 impl Session {
     /// Decides, and if allowed forwards, one call (the typed path's `call_tool` and the stdio
     /// fast path both run this). `stop` fires when the client cancels its request
-    /// (`notifications/cancelled`) or, on the typed path, when the client's session ends: the
-    /// call is then not forwarded if it was not yet, and abandoned (the server told, the permit
-    /// completed as stopped, saying which of the two) if it was. Its answer is then not for the
-    /// client.
+    /// (`notifications/cancelled`) or when the client's session ends: the call is then not
+    /// forwarded if it was not yet, and abandoned (the server told, the permit completed as
+    /// stopped, saying which of the two) if it was. Its answer is then not for the client.
     pub(crate) async fn call(
         &self,
         request: CallToolRequestParams,
@@ -472,7 +509,7 @@ impl Session {
         // with the same notification to the server, its reason saying which.
         let deadline = tokio::time::Instant::now() + server.call_timeout();
         let ticking = self.shared.ticker.register();
-        let abandon = Abandon::default();
+        let abandon = Abandon::new(&self.calls);
         let ended = {
             // Dropped at the end of this block: a call given up on is gone before its outcome.
             let mut forwarded = std::pin::pin!(server.call(&theirs, arguments, meta, &abandon));
