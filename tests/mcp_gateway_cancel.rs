@@ -834,6 +834,11 @@ async fn a_fast_path_call_in_flight_when_the_session_ends_is_cancelled_on_an_htt
     session_end_stops_the_call_in_flight(Client::Fast, Transport::Http).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_path_call_in_flight_when_the_session_ends_is_stopped_before_the_session_returns() {
+    session_end_stops_the_call_in_flight(Client::Typed, Transport::Stdio).await;
+}
+
 /// A fast-path call waiting for a human's approval when the client's session ends is never
 /// forwarded, even once approved: the session ends without waiting for the approval, and nothing
 /// reaches the server.
@@ -1012,6 +1017,12 @@ async fn the_binary_stops_the_call_in_flight_at_eof(client: Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_stops_a_fast_path_call_in_flight_when_its_stdin_closes() {
     the_binary_stops_the_call_in_flight_at_eof(Client::Fast).await;
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_stops_a_typed_path_call_in_flight_when_its_stdin_closes() {
+    the_binary_stops_the_call_in_flight_at_eof(Client::Typed).await;
 }
 
 /// The fast path's calls stop when the client's input ends, not after rmcp's drain of its own

@@ -365,7 +365,9 @@ impl Gateway {
     /// they are recorded and their servers sent the notification (waiting at most 5 s for a
     /// call stuck elsewhere), so that a process closing its servers right after, as
     /// `tollgate mcp` does, does not close them before. The other requests are rmcp's, which
-    /// first waits up to 5 s for them to answer, then stops them the same way.
+    /// first waits up to 5 s for them to answer, then stops them the same way; this returns
+    /// once those are recorded and their servers told too (their stop takes up to 100 ms more
+    /// to tell the session's end from the client's own cancellation).
     pub async fn serve<R, W>(&self, read: R, write: W) -> Result<(), GatewayError>
     where
         R: AsyncRead + Send + Unpin + 'static,
@@ -415,7 +417,7 @@ impl Gateway {
         let _ = service.waiting().await;
         // The fast path's calls were stopped at the end of the input already (rmcp's, after its
         // drain); this is for a service that stopped for another reason. The session ends once
-        // its stopped calls are recorded and their servers told.
+        // its stopped calls (on both paths) are recorded and their servers told.
         ended.cancel();
         session.ended().await;
         Ok(())

@@ -671,6 +671,9 @@ impl ServerHandler for Session {
         // which happened.
         let client = self.client_cancels.watch(context.id.clone());
         let stop = Stop::by_rmcp(&context.ct, client.token());
+        // The end of a stdio session waits for this call once rmcp stopped it, so that it is
+        // recorded and its server told before `tollgate mcp` closes its servers and exits.
+        let _tracked = self.track();
         Ok(CallToolResponse::Complete(
             Box::pin(self.call(request, &id, &stop)).await,
         ))
