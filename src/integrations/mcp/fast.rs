@@ -158,12 +158,12 @@ fn answer_line(key: &str, result: &CallToolResult) -> Option<Vec<u8>> {
 
 /// The fast path of one connection.
 pub(crate) struct FastPath {
-    session: Session,
     calls: Arc<Calls>,
 }
 
-/// What a connection's fast-path calls share.
+/// What a connection's fast-path calls share (one `Arc` per call's task, not one per field).
 struct Calls {
+    session: Session,
     /// Fast-path calls not answered yet, by id, each with the token its call watches. The
     /// client's cancellation removes the entry and cancels the token: the call stops (not
     /// forwarded, or abandoned downstream; its permit completed as cancelled by the client, as
@@ -179,8 +179,8 @@ impl FastPath {
     /// The fast path of `session`, whose end `ended` says.
     pub(crate) fn new(session: Session, ended: CancellationToken) -> Self {
         Self {
-            session,
             calls: Arc::new(Calls {
+                session,
                 in_flight: Mutex::default(),
                 ended,
             }),
@@ -202,15 +202,14 @@ impl FastPath {
             .in_flight
             .lock()
             .insert(key.clone(), cancelled.clone());
-        let session = self.session.clone();
         let calls = Arc::clone(&self.calls);
         let write = Arc::clone(write);
         // Counted from here: the session's end waits for this call.
-        let tracked = session.track();
+        let tracked = calls.session.track();
         tokio::spawn(async move {
             let _tracked = tracked;
             let stop = Stop::fast(&cancelled, &calls.ended);
-            let result = Box::pin(session.call(params, &call_id, &stop)).await;
+            let result = Box::pin(calls.session.call(params, &call_id, &stop)).await;
             if calls.in_flight.lock().remove(&key).is_none() {
                 tracing::debug!(target: "tollgate::mcp", id = %key, "dropping the answer to a cancelled call");
                 return;
