@@ -16,9 +16,9 @@
 //!   counted, never fatal; a downstream call that takes longer than `call_timeout` fails; a
 //!   crashed downstream server is restarted with exponential backoff while its failures reach
 //!   the guard's breakers through the permits' outcomes; a forwarded call the gateway gives up
-//!   on (timeout, kill switch) or the client cancels (its own `notifications/cancelled`) is
-//!   cancelled downstream with `notifications/cancelled`, and one the client cancelled before
-//!   it was forwarded is never forwarded;
+//!   on (timeout, kill switch), the client cancels (its own `notifications/cancelled`) or whose
+//!   client's session ends (stdin closed) is cancelled downstream with
+//!   `notifications/cancelled`, and one stopped before it was forwarded is never forwarded;
 //! - the kill switch ([`Guard::suspend_all`] and friends) refuses new calls and stops in-flight
 //!   ones: the gateway keeps its guard reachable through `Gateway::guard`.
 //!
