@@ -121,13 +121,10 @@ impl PgTls {
                     }
                 })?,
             ),
-            // `verify-ca`, and `require` with a root certificate (libpq's rule).
-            (_, Some(roots)) => Arc::new(ChainOnly {
+            // `verify-ca` and `require` with a root certificate: the chain only; `prefer` and
+            // `require` without one: nothing.
+            (_, roots) => Arc::new(NameUnchecked {
                 roots,
-                algorithms: provider.signature_verification_algorithms,
-            }),
-            // `prefer` and `require` without one.
-            (_, None) => Arc::new(AnyCertificate {
                 algorithms: provider.signature_verification_algorithms,
             }),
         };
@@ -152,15 +149,20 @@ impl PgTls {
     }
 }
 
-/// `verify-ca`: the certificate must chain to `roots` (valid now, for server authentication),
-/// whatever host name it carries. What [`WebPkiServerVerifier`] does minus the name check.
+/// The certificate checks of the modes below `verify-full`: with `roots` (`verify-ca`, and
+/// `require` with a root certificate: libpq's rule) the certificate must chain to them (valid
+/// now, for server authentication) whatever host name it carries, which is what
+/// [`WebPkiServerVerifier`] does minus the name check; without (`prefer` and `require` without
+/// one: libpq's meaning) any certificate is taken, so the connection is encrypted but the
+/// server is not authenticated. Either way the handshake's signatures are checked (the server
+/// holds the key of the certificate it sent).
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct NameUnchecked {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameUnchecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -169,57 +171,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `prefer` and `require` without a root certificate (libpq's meaning): any certificate is
-/// taken, so the connection is encrypted but the server is not authenticated. The handshake's
-/// signatures are still checked (the server holds the key of the certificate it sent).
-#[derive(Debug)]
-struct AnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
