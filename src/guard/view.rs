@@ -201,22 +201,34 @@ impl RunState {
     pub(crate) fn view(&self) -> ViewRef<'_> {
         let mut node = &self.views.first;
         let mut chained = 1;
-        while let Some(next) = node.next.get() {
-            node = next;
-            chained += 1;
-        }
-        if node.view.is_current(&self.shared) {
-            return ViewRef::Chained(&node.view);
-        }
-        if chained < CHAINED_VIEWS {
-            // Checks racing here agree on one new view (the others wait for it).
+        loop {
+            while let Some(next) = node.next.get() {
+                node = next;
+                chained += 1;
+            }
+            if node.view.is_current(&self.shared) {
+                return ViewRef::Chained(&node.view);
+            }
+            if chained >= CHAINED_VIEWS {
+                break;
+            }
+            // Checks racing here agree on one new view (the others wait for it). A view another
+            // check made may be older than a reload that returned before this check began: it
+            // is used only once it is seen to be current, else the walk goes on.
+            let mut made = false;
             let next = node.next.get_or_init(|| {
+                made = true;
+                let view = RunView::new(&self.shared, &self.ctx);
+                #[cfg(test)]
+                tests::made_a_view();
                 Box::new(Node {
-                    view: Arc::new(RunView::new(&self.shared, &self.ctx)),
+                    view: Arc::new(view),
                     next: OnceLock::new(),
                 })
             });
-            return ViewRef::Chained(&next.view);
+            if made {
+                return ViewRef::Chained(&next.view);
+            }
         }
         let mut overflow = self.views.overflow.lock();
         match &*overflow {
@@ -245,6 +257,71 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::CHAINED_VIEWS;
+    use std::sync::Mutex;
+
+    /// Run once by the next view the given thread makes, before the view is published: lets a
+    /// test hold a check between making a view and publishing it (other threads, other tests
+    /// running at the same time, are not held).
+    type Hook = (std::thread::ThreadId, Box<dyn FnOnce() + Send>);
+    static ON_MADE: Mutex<Option<Hook>> = Mutex::new(None);
+
+    pub(super) fn made_a_view() {
+        let hook = {
+            let mut slot = ON_MADE.lock().unwrap();
+            match &*slot {
+                Some((id, _)) if *id == std::thread::current().id() => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, hook)) = hook {
+            hook();
+        }
+    }
+
+    /// A check that begins after a reload returned runs under the new policy, even when
+    /// another check of its run made a view of the old one and publishes it while this check
+    /// waits for it (the view it waited for is not current: it makes its own).
+    #[test]
+    fn a_check_begun_after_a_reload_never_uses_a_view_made_before_it() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let guard = Guard::builder(boundary(100.0)).build().unwrap();
+        let run = guard.start_run(RunContext::new("bot", "r")).unwrap();
+        let call = ToolCall::new("pay", r#"{"amount": 50}"#);
+        // Generation 1 allows the call; the run's first view is of generation 0: stale.
+        guard.reload_boundary(boundary(90.0), "test").unwrap();
+        let v1 = guard.policy_version();
+        let (made_tx, made_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let hold: Box<dyn FnOnce() + Send> = Box::new(move || {
+            made_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        });
+        std::thread::scope(|s| {
+            // A: makes a view of generation 1 and is held before publishing it.
+            let a = s.spawn(|| {
+                *ON_MADE.lock().unwrap() = Some((std::thread::current().id(), hold));
+                match guard.check(&run, &call) {
+                    Verdict::Allow(p) => p.policy_version(),
+                    other => panic!("{other:?}"),
+                }
+            });
+            made_rx.recv().unwrap();
+            // Generation 2 forbids the call, and its reload has returned.
+            guard.reload_boundary(boundary(20.0), "test").unwrap();
+            let v2 = guard.policy_version();
+            // B begins now: it finds the stale first view and waits for A's.
+            let b = s.spawn(|| match guard.check(&run, &call) {
+                Verdict::Deny(d) => d.policy_version(),
+                Verdict::Allow(p) => Some(p.policy_version()),
+                other => panic!("{other:?}"),
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            go_tx.send(()).unwrap();
+            assert_eq!(a.join().unwrap(), v1, "A began before the second reload");
+            assert_eq!(b.join().unwrap(), Some(v2), "B began after it returned");
+        });
+    }
     use crate::audit::MemorySink;
     use crate::boundary::{ActionBoundary, Arg, RoleSpec, ToolSpec};
     use crate::{Guard, Outcome, RunContext, ToolCall, Verdict};
