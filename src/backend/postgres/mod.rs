@@ -329,8 +329,22 @@ impl PgBackend {
 /// string (a password) and are not.
 fn url_problem(e: &postgres::Error) -> String {
     let chain = ErrorChain(e).to_string();
-    if !chain.contains("option `") {
-        return e.to_string();
+    // The key is shown only when it is one of libpq's: text the driver read as a key could be
+    // part of a password with a space or `&` in it (`password=correct horse=battery`).
+    let key = chain
+        .split_once("option `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(key, _)| key);
+    match key {
+        None => return e.to_string(),
+        Some(k) if !LIBPQ_KEYS.contains(&k) => {
+            return format!(
+                "{e}: an option the driver does not know (its name is not shown: it may be part \
+                 of a value such as a password; quote values with spaces, percent-encode `&` in \
+                 URLs)"
+            );
+        }
+        Some(_) => {}
     }
     let hint = if chain.contains("option `sslmode`") {
         "; a connection string's `sslmode` may be `disable`, `prefer` or `require`: set \
@@ -347,6 +361,53 @@ fn url_problem(e: &postgres::Error) -> String {
     };
     format!("{chain}{hint}")
 }
+
+/// The connection parameters libpq documents (PostgreSQL 17), the only option names an error
+/// about a connection string may repeat.
+const LIBPQ_KEYS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "require_auth",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "requiressl",
+    "sslnegotiation",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
+];
 
 /// Refuses a Unix-socket host under a mode that requires TLS: the server offers no TLS there,
 /// so every connection would fail, later and less clearly.
@@ -511,6 +572,12 @@ mod tests {
         // Other causes could quote the string: not repeated.
         let m = e("host=db user=u password='hunter2");
         assert!(!m.contains("hunter2"), "{m}");
+        // Part of an unquoted password read as a key is not a libpq key: not repeated.
+        let m = e("host=db user=u password=correct horse=battery");
+        assert!(!m.contains("horse") && !m.contains("battery"), "{m}");
+        assert!(m.contains("quote values"), "{m}");
+        let m = e("postgresql://u@db/x?password=s3cr&et=1");
+        assert!(!m.contains("`et`") && !m.contains("s3cr"), "{m}");
     }
 
     #[test]
