@@ -140,6 +140,8 @@ struct Fixture {
     tls: ThrowawayPostgres,
     /// No TLS at all, `trust`.
     plain: ThrowawayPostgres,
+    /// TLS offered (the same certificate), plaintext allowed, `trust`.
+    mixed: ThrowawayPostgres,
 }
 
 /// The servers, started once per test binary; `None` (skip) without `openssl` or PostgreSQL's
@@ -153,10 +155,21 @@ fn fixture() -> Option<&'static Fixture> {
                 .tls(pki.cert_pem.clone(), pki.key_pem.clone())
                 .tls_only()
                 .password(PASSWORD);
-            let started = ThrowawayPostgres::start_with(&tls)
-                .and_then(|tls| Ok((tls, ThrowawayPostgres::start()?)));
+            let mixed = ThrowawayOptions::new().tls(pki.cert_pem.clone(), pki.key_pem.clone());
+            let started = ThrowawayPostgres::start_with(&tls).and_then(|tls| {
+                Ok((
+                    tls,
+                    ThrowawayPostgres::start()?,
+                    ThrowawayPostgres::start_with(&mixed)?,
+                ))
+            });
             match started {
-                Ok((tls, plain)) => Some(Fixture { pki, tls, plain }),
+                Ok((tls, plain, mixed)) => Some(Fixture {
+                    pki,
+                    tls,
+                    plain,
+                    mixed,
+                }),
                 Err(ThrowawayError::NotInstalled)
                     if std::env::var_os("TOLLGATE_REQUIRE_PG").is_none_or(|v| v != "1") =>
                 {
@@ -328,6 +341,51 @@ fn prefer_uses_tls_when_offered_and_plaintext_otherwise() {
     assert!(encrypted(&mut b.connect().unwrap()));
     let b = backend(&f.plain.url(), TlsMode::Prefer, None);
     assert!(!encrypted(&mut b.connect().unwrap()));
+}
+
+/// A connection string naming only `hostaddr` gives TLS no server name: `prefer` connects in
+/// plaintext (as before TLS was supported) where the server allows it, and fails closed where
+/// it does not; a mode that requires TLS refuses the string up front, saying to add `host=`.
+#[test]
+fn an_address_without_a_host_name_is_plaintext_under_prefer_and_refused_where_tls_is_required() {
+    let Some(f) = fixture() else { return };
+    let addr_only = |port: u16, password: &str| {
+        format!("hostaddr=127.0.0.1 port={port} user=postgres dbname=postgres password={password}")
+    };
+    let plain = backend(&addr_only(f.plain.port(), "x"), TlsMode::Prefer, None);
+    assert!(!encrypted(&mut plain.connect().unwrap()));
+    // A server that offers TLS: no handshake is attempted without a name.
+    let mixed = backend(&addr_only(f.mixed.port(), "x"), TlsMode::Prefer, None);
+    assert!(!encrypted(&mut mixed.connect().unwrap()));
+    // With the name, the same server is reached over TLS.
+    let named = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=postgres",
+        f.mixed.port()
+    );
+    assert!(encrypted(
+        &mut backend(&named, TlsMode::Prefer, None).connect().unwrap()
+    ));
+    let tls_only = backend(&addr_only(f.tls.port(), PASSWORD), TlsMode::Prefer, None);
+    assert!(
+        tls_only.connect().is_err(),
+        "the TLS-only server refuses plaintext"
+    );
+    for mode in [TlsMode::Require, TlsMode::VerifyCa, TlsMode::VerifyFull] {
+        let root = (mode != TlsMode::Require).then_some(f.pki.ca.as_path());
+        let e = PgBackend::from_url(
+            &addr_only(f.tls.port(), PASSWORD),
+            "s",
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .tls(mode, root)
+        .unwrap_err();
+        assert!(
+            matches!(&e, BackendError::Tls { key: "backend.tls", reason } if reason.contains("host=")),
+            "{mode}: {e}"
+        );
+        assert!(!e.to_string().contains(PASSWORD), "{e}");
+    }
 }
 
 #[test]

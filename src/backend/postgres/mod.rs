@@ -303,9 +303,14 @@ impl PgBackend {
 
     /// Opens a new connection and makes sure the schema exists.
     pub fn connect(&self) -> Result<postgres::Client, BackendError> {
+        // A connection string naming only `hostaddr` gives TLS no server name, which the driver
+        // needs for a handshake: under `prefer` it connects in plaintext, as it did before TLS
+        // was supported (the modes that require TLS refuse such a string when the backend is
+        // made: `check_hosts`).
+        let named = !self.config.get_hosts().is_empty();
         let mut client = match &self.tls.connector {
-            Some(connector) => self.config.connect(connector.clone()),
-            None => self.config.connect(postgres::NoTls),
+            Some(connector) if named => self.config.connect(connector.clone()),
+            _ => self.config.connect(postgres::NoTls),
         }
         .map_err(BackendError::Connect)?;
         // Hosts starting together race on `IF NOT EXISTS` (the catalog's unique index answers
@@ -415,6 +420,16 @@ const LIBPQ_KEYS: &[&str] = &[
 fn check_hosts(config: &postgres::Config, mode: TlsMode) -> Result<(), BackendError> {
     if !mode.requires_tls() {
         return Ok(());
+    }
+    if config.get_hosts().is_empty() && !config.get_hostaddrs().is_empty() {
+        return Err(BackendError::Tls {
+            key: "backend.tls",
+            reason: format!(
+                "`{mode}` needs TLS, whose handshake needs the server's name: the connection \
+                 string names only `hostaddr`; add `host=` with the name its certificate \
+                 carries (the address is still what is connected to)"
+            ),
+        });
     }
     #[cfg(unix)]
     for host in config.get_hosts() {
@@ -528,6 +543,14 @@ mod tests {
             let (key, _) = key_of(b.clone().tls(mode, Some(&junk)));
             assert_eq!(key, "backend.tls_root_cert");
         }
+        // A string naming only an address gives TLS no name: refused where TLS is required,
+        // plaintext under `prefer` (no handshake is attempted: see `connect`).
+        let addr_only =
+            PgBackend::from_url("hostaddr=127.0.0.1 user=u", "s", Duration::from_secs(5)).unwrap();
+        let (key, reason) = key_of(addr_only.clone().tls(TlsMode::Require, None));
+        assert_eq!(key, "backend.tls");
+        assert!(reason.contains("hostaddr"), "{reason}");
+        addr_only.clone().tls(TlsMode::Prefer, None).unwrap();
         // TLS does not run over a Unix socket.
         let local = PgBackend::from_url("host=/run/postgresql user=u", "s", Duration::from_secs(5))
             .unwrap();
