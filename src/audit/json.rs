@@ -316,8 +316,8 @@ fn word_needs_escape(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    // Bytes >= 0x80 (UTF-8 continuation/lead bytes) can set false positives only, which the
-    // byte-wise scan below then clears.
+    // Exact for the word as a whole (the borrow of a flagged byte may flag the bytes above it,
+    // never an unflagged word): some byte is flagged if and only if one needs escaping.
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
     below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\')))
         != 0
@@ -521,8 +521,8 @@ mod tests {
     }
 
     /// Every byte of a short text is looked at: one byte to escape (or a non-ASCII character,
-    /// which the word test may flag falsely) at every position of every length up to 24, in
-    /// texts of bytes that need no escaping, is written as `serde_json` writes it.
+    /// or a byte next to the escape range) at every position of every length up to 24, in texts
+    /// of bytes that need no escaping, is written as `serde_json` writes it.
     #[test]
     fn a_byte_to_escape_is_found_at_every_position_of_short_texts() {
         for len in 0..=24 {

@@ -121,6 +121,14 @@ impl PgTls {
                     }
                 })?,
             ),
+            // Refused above (`combination_problem`); kept out of the arm below, which would
+            // take any certificate, should that check ever change.
+            (TlsMode::VerifyCa, None) => {
+                return Err(BackendError::Tls {
+                    key: "backend.tls",
+                    reason: "`verify-ca` needs `tls_root_cert`".into(),
+                });
+            }
             // `verify-ca` and `require` with a root certificate: the chain only; `prefer` and
             // `require` without one: nothing.
             (_, roots) => Arc::new(NameUnchecked {
