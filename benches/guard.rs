@@ -534,7 +534,14 @@ fn bench_audit(c: &mut Criterion) {
         let grun = guard.start_run(RunContext::new("agent", "clerk")).unwrap();
         assert!(check_and_complete(&guard, &grun, &call));
         g.bench_function(name, |bench| {
-            bench.iter(|| check_and_complete(black_box(&guard), &grun, black_box(&call)))
+            // Asserted: a sink that failed (a full disk) would make every call a fast refusal.
+            bench.iter(|| {
+                assert!(check_and_complete(
+                    black_box(&guard),
+                    &grun,
+                    black_box(&call)
+                ))
+            })
         });
         drop(grun);
         drop(guard);
