@@ -91,6 +91,8 @@ pub mod breaker;
 pub mod call;
 pub mod clock;
 pub mod credential;
+#[cfg(any(feature = "mcp", feature = "postgres"))]
+mod error_chain;
 pub mod escalation;
 pub mod flow;
 pub mod guard;

@@ -55,7 +55,7 @@ pub enum BackendError {
     /// Connecting failed (refused, timed out, authentication, TLS: a server without TLS under a
     /// mode that requires it, a certificate that does not verify). The message carries the
     /// driver's causes (`error performing TLS handshake: invalid peer certificate: ...`).
-    #[error("cannot connect to PostgreSQL: {}", ErrorChain(.0))]
+    #[error("cannot connect to PostgreSQL: {}", crate::error_chain::error_chain(.0))]
     Connect(#[source] postgres::Error),
     /// The TLS settings cannot be used: a root certificate that is missing, unreadable or not a
     /// PEM CA certificate, a mode that needs one without it (or one that ignores it with it), a
@@ -76,28 +76,6 @@ pub enum BackendError {
         #[source]
         source: postgres::Error,
     },
-}
-
-/// An error and its sources, `: `-separated (the driver's own message omits its cause: "error
-/// performing TLS handshake", "db error").
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut shown = self.0.to_string();
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            // Some layers repeat their source's message in their own.
-            if !shown.contains(&text) {
-                write!(f, ": {text}")?;
-                shown = text;
-            }
-            source = s.source();
-        }
-        Ok(())
-    }
 }
 
 impl BackendError {
@@ -333,7 +311,7 @@ impl PgBackend {
 /// libpq's TLS keys the driver does not know go instead); other causes could quote part of the
 /// string (a password) and are not.
 fn url_problem(e: &postgres::Error) -> String {
-    let chain = ErrorChain(e).to_string();
+    let chain = crate::error_chain::error_chain(e);
     // The key is shown only when it is one of libpq's: text the driver read as a key could be
     // part of a password with a space or `&` in it (`password=correct horse=battery`).
     let key = chain

@@ -31,6 +31,7 @@
 pub(crate) mod identity;
 mod observe;
 
+use crate::error_chain::error_chain;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -352,22 +353,6 @@ impl ServerCertVerifier for Refuse {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// An error and its sources, `: `-separated (reqwest's own message omits the cause).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        // Some layers repeat their source's message in their own.
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
