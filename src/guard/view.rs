@@ -151,6 +151,18 @@ struct Node {
     next: OnceLock<Box<Node>>,
 }
 
+impl Node {
+    /// The last node chained after this one (this one if none), and its position counting this
+    /// one as `at`.
+    fn last(&self, at: usize) -> (&Node, usize) {
+        let (mut node, mut at) = (self, at);
+        while let Some(next) = node.next.get() {
+            (node, at) = (next, at + 1);
+        }
+        (node, at)
+    }
+}
+
 impl Views {
     /// A run's views, starting with `first`.
     pub(crate) fn new(first: RunView) -> Self {
@@ -199,13 +211,9 @@ impl RunState {
     /// or the view is no longer current. Costs one atomic load of the guard's generation and one
     /// per chained view: no write to anything, shared or the run's own (see [`Views`]).
     pub(crate) fn view(&self) -> ViewRef<'_> {
-        let mut node = &self.views.first;
-        let mut chained = 1;
+        let (mut node, mut chained) = (&self.views.first, 1);
         loop {
-            while let Some(next) = node.next.get() {
-                node = next;
-                chained += 1;
-            }
+            (node, chained) = node.last(chained);
             if node.view.is_current(&self.shared) {
                 return ViewRef::Chained(&node.view);
             }
@@ -244,13 +252,7 @@ impl RunState {
     /// How many views the run chained (tests).
     #[cfg(test)]
     pub(crate) fn chained_views(&self) -> usize {
-        let mut node = &self.views.first;
-        let mut chained = 1;
-        while let Some(next) = node.next.get() {
-            node = next;
-            chained += 1;
-        }
-        chained
+        self.views.first.last(1).1
     }
 }
 

@@ -392,8 +392,9 @@ const LIBPQ_KEYS: &[&str] = &[
     "load_balance_hosts",
 ];
 
-/// Refuses a Unix-socket host under a mode that requires TLS: the server offers no TLS there,
-/// so every connection would fail, later and less clearly.
+/// Refuses, under a mode that requires TLS, what would make every connection fail later and
+/// less clearly: a connection string naming only `hostaddr` (TLS has no server name) and a
+/// Unix-socket host (the server offers no TLS there).
 #[cfg_attr(not(unix), allow(unused_variables))]
 fn check_hosts(config: &postgres::Config, mode: TlsMode) -> Result<(), BackendError> {
     if !mode.requires_tls() {

@@ -61,7 +61,9 @@ impl Observed {
         if let Err(StreamableHttpError::Client(e)) = &r {
             match tls_cause(e) {
                 Some(tls) => self.refusals.keep_alert(tls),
-                None => self.refusals.keep_failure(crate::error_chain::error_chain(e)),
+                None => self
+                    .refusals
+                    .keep_failure(crate::error_chain::error_chain(e)),
             }
         }
         r
