@@ -246,14 +246,7 @@ async fn killed_call_is_cancelled(transport: Transport) {
     let peer = h.client.peer().clone();
     let in_flight =
         tokio::spawn(async move { harness::call_peer(&peer, "slow", json!({"ms": 60_000})).await });
-    let start = Instant::now();
-    while server.calls().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the call never reached the server"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_calls(&server, 1).await;
     h.gateway.guard().suspend_all("operator").unwrap();
     let r = in_flight.await.unwrap();
     assert!(is_error(&r), "{r:?}");
