@@ -285,6 +285,32 @@ fn bench_breaker(c: &mut Criterion) {
     g.finish();
 }
 
+/// Runs `f` `iters` times in bursts of `burst`, timing only the bursts: between two, untimed,
+/// it waits until `sink`'s writer has taken every queued event, so the bursts measure what the
+/// caller's thread pays while the writer keeps up.
+fn in_bursts(
+    iters: u64,
+    burst: u64,
+    sink: Option<&tollgate::audit::file::FileSink>,
+    mut f: impl FnMut(),
+) -> std::time::Duration {
+    let mut took = std::time::Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(burst);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        took += t.elapsed();
+        left -= n;
+        while sink.is_some_and(|s| s.queued_events() > 0) {
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
+    }
+    took
+}
+
 fn bench_audit(c: &mut Criterion) {
     use std::time::{Duration, Instant, SystemTime};
     use tollgate::audit::file::{Durability, FileSink, FileSinkConfig, verify};
@@ -376,22 +402,10 @@ fn bench_audit(c: &mut Criterion) {
         let (sink, _) = FileSink::open(&dir, cfg).unwrap();
         let mut seq = 0;
         bench.iter_custom(|iters| {
-            let mut took = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(BURST);
-                let t = Instant::now();
-                for _ in 0..n {
-                    seq += 1;
-                    sink.record(&event(seq)).unwrap();
-                }
-                took += t.elapsed();
-                left -= n;
-                while sink.queued_events() > 0 {
-                    std::thread::sleep(Duration::from_micros(20));
-                }
-            }
-            took
+            in_bursts(iters, BURST, Some(&sink), || {
+                seq += 1;
+                sink.record(&event(seq)).unwrap();
+            })
         });
         drop(sink);
         let _ = std::fs::remove_dir_all(&dir);
@@ -418,21 +432,9 @@ fn bench_audit(c: &mut Criterion) {
             assert!(check_and_complete(guard, &grun, &raw));
             g.bench_function(name, |bench| {
                 bench.iter_custom(|iters| {
-                    let mut took = Duration::ZERO;
-                    let mut left = iters;
-                    while left > 0 {
-                        let n = left.min(BURST);
-                        let t = Instant::now();
-                        for _ in 0..n {
-                            assert!(check_and_complete(black_box(guard), &grun, black_box(&raw)));
-                        }
-                        took += t.elapsed();
-                        left -= n;
-                        while drain.is_some_and(|s| s.queued_events() > 0) {
-                            std::thread::sleep(Duration::from_micros(20));
-                        }
-                    }
-                    took
+                    in_bursts(iters, BURST, drain.map(|s| &**s), || {
+                        assert!(check_and_complete(black_box(guard), &grun, black_box(&raw)));
+                    })
                 })
             });
         }
