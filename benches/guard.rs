@@ -26,6 +26,9 @@
 //!   empty log and on one holding a million records: the cost does not grow with the log);
 //!   with `TOLLGATE_BENCH_LOG_RECORDS=N`, also `guard_check_file_log_reopened_N` on a log of N
 //!   records written, closed and opened again (the time to open it is printed).
+//! - `costs`: `system_time_now`, `instant_now`, `mutex_lock_unlock`, `arc_clone_drop`: what
+//!   a clock read, an uncontended lock and a reference count cost here (what the hot path avoids
+//!   or pays once per call).
 //! - `guard`: `Guard::check` plus completing the permit, no audit sink: `check_allow` (the
 //!   `args_3_rules` call), `check_allow_raw`, `check_allow_audited` (with an audit sink that takes
 //!   every event without storing it), `check_deny` (an argument over its bound: the denial formats
@@ -554,12 +557,30 @@ fn bench_audit(c: &mut Criterion) {
     drop(scratch_dir);
 }
 
+/// What the hot path avoids or pays once per call, on this machine: a clock read of each kind,
+/// an uncontended lock taken and released, a reference count taken and dropped (the run view's
+/// cost per check before views were borrowed: one of each of the last two).
+fn bench_costs(c: &mut Criterion) {
+    use std::sync::Arc;
+    let mut g = c.benchmark_group("costs");
+    g.bench_function("system_time_now", |b| b.iter(std::time::SystemTime::now));
+    g.bench_function("instant_now", |b| b.iter(std::time::Instant::now));
+    let lock = parking_lot::Mutex::new(0u64);
+    g.bench_function("mutex_lock_unlock", |b| b.iter(|| *black_box(&lock).lock()));
+    let shared = Arc::new(0u64);
+    g.bench_function("arc_clone_drop", |b| {
+        b.iter(|| drop(black_box(Arc::clone(black_box(&shared)))))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_boundary,
     bench_guard,
     bench_credential,
     bench_breaker,
-    bench_audit
+    bench_audit,
+    bench_costs
 );
 criterion_main!(benches);
